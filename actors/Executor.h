@@ -1,0 +1,54 @@
+// The per-rank executor: turns one verified plan into CAF task actors (one per
+// task) connected by registers, and runs steps of a program on them.
+#pragma once
+
+#include "runtime/Status.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace caf {
+class actor_system;
+}
+
+namespace sbpflow {
+namespace plan {
+struct Plan;
+}
+class CommGroups;
+class DataSource;
+
+struct ExecutorOptions {
+  int globalRank = 0;
+  int kernelThreads = 1; // CPU kernel pool size (and OpenBLAS threads)
+};
+
+class Executor {
+public:
+  // `plan` must already be verified (runtime/plan/PlanLoader.h) and outlive
+  // the executor; `comms` holds this rank's communicators for every
+  // (placement, hierarchy dim) of the plan and may be null when every
+  // placement has one rank.
+  static StatusOr<std::unique_ptr<Executor>> create(caf::actor_system &system,
+                                                    const plan::Plan *plan, CommGroups *comms,
+                                                    const ExecutorOptions &options);
+  virtual ~Executor() = default;
+
+  // Runs `count` steps of `program`; step i reads global batch `firstBatch + i`
+  // of `epoch` from `data`. After each step `onStep(batch, metrics)` gets this
+  // rank's local value of every metric of the program, in plan order. Returns
+  // the first error (naming rank, task and op) and stops there.
+  using StepCallback = std::function<void(int64_t batch, const std::vector<double> &metrics)>;
+  virtual Status run(const std::string &program, DataSource *data, int64_t epoch,
+                     int64_t firstBatch, int64_t count, const StepCallback &onStep) = 0;
+
+  // Writes every variable's local shard to `dir`/<name>.<rank>.f32 (raw
+  // little-endian floats) and `dir`/<name>.<rank>.region (text: one
+  // "begin size" line per axis of the global shape).
+  virtual Status saveVariables(const std::string &dir) const = 0;
+};
+
+} // namespace sbpflow

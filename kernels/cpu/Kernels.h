@@ -1,0 +1,59 @@
+// CPU kernels on local (per-rank) row-major fp32 buffers. Each is checked
+// against a double-precision reference in tests/kernels/. GEMM goes through
+// OpenBLAS; the rest are plain loops the compiler vectorises.
+#pragma once
+
+#include <cstdint>
+
+namespace sbpflow::cpu {
+
+// c[m,n] = op(a) x op(b); op(a) is [m,k], op(b) is [k,n]. a is stored [m,k]
+// (or [k,m] when transA), b is stored [k,n] (or [n,k] when transB).
+void matmul(const float *a, const float *b, float *c, int64_t m, int64_t n, int64_t k,
+            bool transA, bool transB);
+
+// y[i,j] = x[i,j] + bias[j]
+void biasAdd(const float *x, const float *bias, float *y, int64_t rows, int64_t cols);
+void add(const float *a, const float *b, float *y, int64_t n);
+void relu(const float *x, float *y, int64_t n);
+// dx = y > 0 ? dy : 0
+void reluGrad(const float *dy, const float *y, float *dx, int64_t n);
+
+// loss[i] = -log softmax(logits[i,:])[labels[i]]; 0 where labels[i] < 0
+// (padding). A label >= classes is an error: returns the first bad row, or -1.
+int64_t softmaxXent(const float *logits, const int32_t *labels, float *loss, int64_t rows,
+                    int64_t classes);
+// dlogits[i,:] = (softmax(logits[i,:]) - onehot(labels[i])) * dloss[i]; 0 rows
+// where labels[i] < 0.
+void softmaxXentGrad(const float *logits, const int32_t *labels, const float *dloss,
+                     float *dlogits, int64_t rows, int64_t classes);
+
+// *out = sum(x) / count (count is the global element count, so a split input
+// yields a partial sum).
+void mean(const float *x, float *out, int64_t n, int64_t count);
+// y[i] = *dy / count for all i
+void meanGrad(const float *dy, float *y, int64_t n, int64_t count);
+// y[j] = sum_i x[i,j]
+void reduceRows(const float *x, float *y, int64_t rows, int64_t cols);
+// *out = number of rows whose argmax equals the label (labels < 0 skipped)
+void countCorrect(const float *logits, const int32_t *labels, float *out, int64_t rows,
+                  int64_t classes);
+void fill(float *y, float value, int64_t n);
+
+// PyTorch's SGD: g' = g + wd * w; v = momentum * v + g'; w -= lr * v
+// (v == nullptr when momentum == 0: w -= lr * g').
+void sgdMomentum(float *w, float *v, const float *g, int64_t n, float lr, float momentum,
+                 float weightDecay);
+
+// Copies the sub-block `region` of a row-major tensor `src` with shape
+// `srcShape` into the dense `dst` (B -> S slice), or back (scatter = true,
+// for gather-style boxing). rank = number of axes.
+void copyRegion(const float *src, const int64_t *srcShape, const int64_t *regionBegin,
+                const int64_t *regionSize, int rank, float *dst);
+void copyIntoRegion(const float *src, const int64_t *regionBegin, const int64_t *regionSize,
+                    float *dst, const int64_t *dstShape, int rank);
+
+// Sets OpenBLAS's thread count for this process.
+void setBlasThreads(int threads);
+
+} // namespace sbpflow::cpu

@@ -1,0 +1,67 @@
+// Balanced-chunk arithmetic for SBP splits.
+#include "runtime/Shape.h"
+
+#include <algorithm>
+#include <cassert>
+
+namespace sbpflow {
+
+Chunk balancedChunk(int64_t total, int64_t parts, int64_t index) {
+  assert(parts > 0 && index >= 0 && index < parts);
+  int64_t base = total / parts;
+  int64_t extra = total % parts;
+  Chunk c;
+  c.size = base + (index < extra ? 1 : 0);
+  c.begin = index * base + std::min(index, extra);
+  return c;
+}
+
+std::vector<int64_t> hierarchyCoord(const std::vector<int64_t> &hierarchy, int64_t rankIndex) {
+  std::vector<int64_t> coord(hierarchy.size());
+  for (int64_t d = static_cast<int64_t>(hierarchy.size()) - 1; d >= 0; --d) {
+    coord[d] = rankIndex % hierarchy[d];
+    rankIndex /= hierarchy[d];
+  }
+  return coord;
+}
+
+std::vector<Chunk> localRegion(const Shape &global, const NdSbp &sbp,
+                               const std::vector<int64_t> &hierarchy,
+                               const std::vector<int64_t> &coord) {
+  std::vector<Chunk> region(global.size());
+  for (size_t a = 0; a < global.size(); ++a)
+    region[a] = Chunk{0, global[a]};
+  for (size_t d = 0; d < sbp.size(); ++d) {
+    if (sbp[d].kind != SbpKind::Split)
+      continue;
+    Chunk &c = region[sbp[d].axis];
+    Chunk sub = balancedChunk(c.size, hierarchy[d], coord[d]);
+    c.begin += sub.begin;
+    c.size = sub.size;
+  }
+  return region;
+}
+
+Shape localShape(const Shape &global, const NdSbp &sbp, const std::vector<int64_t> &hierarchy,
+                 const std::vector<int64_t> &coord) {
+  Shape s;
+  for (const Chunk &c : localRegion(global, sbp, hierarchy, coord))
+    s.push_back(c.size);
+  return s;
+}
+
+int64_t elementCount(const Shape &shape) {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+int64_t maxLocalElements(const Shape &global, const NdSbp &sbp,
+                         const std::vector<int64_t> &hierarchy) {
+  // Coordinate 0 on every dimension holds the largest balanced chunk.
+  std::vector<int64_t> first(hierarchy.size(), 0);
+  return elementCount(localShape(global, sbp, hierarchy, first));
+}
+
+} // namespace sbpflow

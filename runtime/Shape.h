@@ -1,0 +1,52 @@
+// Global and local shapes under SBP: the one place that decides which slice of
+// a global tensor a rank holds (balanced chunks: the first `size % n` shards
+// get one more element). Compiler, runtime, kernels and tests all use it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace sbpflow {
+
+enum class SbpKind : int8_t { Split, Broadcast, PartialSum, PartialMax, PartialMin };
+
+struct SbpDim {
+  SbpKind kind = SbpKind::Broadcast;
+  int axis = 0; // Split only
+  bool operator==(const SbpDim &o) const {
+    return kind == o.kind && (kind != SbpKind::Split || axis == o.axis);
+  }
+  bool operator!=(const SbpDim &o) const { return !(*this == o); }
+};
+
+using Shape = std::vector<int64_t>;
+using NdSbp = std::vector<SbpDim>;
+
+// Chunk [begin, begin + size) of `total` elements held by part `index` of `parts`.
+struct Chunk {
+  int64_t begin = 0;
+  int64_t size = 0;
+};
+Chunk balancedChunk(int64_t total, int64_t parts, int64_t index);
+
+// Coordinate of `rankIndex` (position in the placement's rank list) in a
+// row-major `hierarchy`.
+std::vector<int64_t> hierarchyCoord(const std::vector<int64_t> &hierarchy, int64_t rankIndex);
+
+// The region of the global tensor held by the rank at `coord`: per axis,
+// [begin, begin + size). Splits of the same axis on several hierarchy
+// dimensions nest in hierarchy order.
+std::vector<Chunk> localRegion(const Shape &global, const NdSbp &sbp,
+                               const std::vector<int64_t> &hierarchy,
+                               const std::vector<int64_t> &coord);
+
+Shape localShape(const Shape &global, const NdSbp &sbp, const std::vector<int64_t> &hierarchy,
+                 const std::vector<int64_t> &coord);
+
+// The largest local element count over all coordinates (memory planning).
+int64_t maxLocalElements(const Shape &global, const NdSbp &sbp,
+                         const std::vector<int64_t> &hierarchy);
+
+int64_t elementCount(const Shape &shape);
+
+} // namespace sbpflow

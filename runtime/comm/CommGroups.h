@@ -1,0 +1,37 @@
+// This rank's communicators for a plan: one per (placement, hierarchy
+// dimension) whose group has more than one rank, built over a Gloo
+// rendezvous store (in a cluster, the driver's CAF store).
+#pragma once
+
+#include "runtime/Status.h"
+#include "runtime/comm/Communicator.h"
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <utility>
+
+namespace gloo::rendezvous {
+class Store;
+}
+
+namespace sbpflow {
+namespace plan {
+struct Plan;
+}
+
+class CommGroups {
+public:
+  // Connects every group this rank belongs to. `timeout` bounds both the
+  // rendezvous and every collective (a dead peer becomes an error, not a hang).
+  static StatusOr<std::unique_ptr<CommGroups>> connect(const plan::Plan &plan, int globalRank,
+                                                       gloo::rendezvous::Store &store,
+                                                       std::chrono::milliseconds timeout);
+  // Null when this rank is not in the placement or the group has one rank.
+  Communicator *get(int placement, int hierarchyDim) const;
+
+private:
+  std::map<std::pair<int, int>, std::unique_ptr<Communicator>> groups_;
+};
+
+} // namespace sbpflow

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Side-by-side MLP benchmark: sbpflow (build/bin/mlp_fashion_mnist) against the
+# PyTorch peer (bench/mlp_torch.py), same ranks, threads and steps.
+#
+# usage: bench/run_mlp_bench.sh [--ranks N] [--threads T] [--steps K] [--build DIR]
+set -euo pipefail
+
+ranks=2
+threads=1
+steps=60
+here="$(cd "$(dirname "$0")" && pwd)"
+build="$(realpath -m "$here/../build")"
+python=/usr/bin/python3 # Debian's python3-torch, not a pyenv python on PATH
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+  --ranks) ranks="$2"; shift 2 ;;
+  --threads) threads="$2"; shift 2 ;;
+  --steps) steps="$2"; shift 2 ;;
+  --build) build="$2"; shift 2 ;;
+  -h | --help) sed -n '2,5p' "$0"; exit 0 ;;
+  *) echo "run_mlp_bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+for v in ranks threads steps; do
+  if ! [[ "${!v}" =~ ^[1-9][0-9]*$ ]]; then
+    echo "run_mlp_bench.sh: --$v must be a positive integer, got '${!v}'" >&2
+    exit 2
+  fi
+done
+
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+ours="$build/bin/mlp_fashion_mnist"
+
+if [[ -x "$ours" ]]; then
+  echo "== sbpflow: $ours --local $ranks --threads $threads --steps $steps" >&2
+  if ! "$ours" --local "$ranks" --threads "$threads" --steps "$steps" \
+    --bench-json "$out/sbpflow.json" >&2; then
+    echo "== sbpflow: failed (exit $?), its row is left empty" >&2
+    rm -f "$out/sbpflow.json"
+  fi
+else
+  echo "== sbpflow: skipped, $ours not built (ninja -C $build mlp_fashion_mnist)" >&2
+fi
+
+echo "== pytorch: mlp_torch.py --ranks $ranks --threads $threads --steps $steps" >&2
+"$python" "$here/mlp_torch.py" --ranks "$ranks" --threads "$threads" --steps "$steps" \
+  --json-out "$out/pytorch.json" >&2
+
+"$python" - "$out/sbpflow.json" "$out/pytorch.json" <<'PY'
+import json, os, sys
+
+def load(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.loads(f.read())
+
+ours, torch = load(sys.argv[1]), load(sys.argv[2])
+flop = (torch or {}).get("matmul_flop_per_step")
+
+def peak(r):
+    return max(r.get("peak_rss_mb_per_rank") or [float("nan")])
+
+def row(name, r):
+    if r is None:
+        return f"{name:<10} {'-':>10} {'-':>12} {'-':>12} {'-':>10}"
+    rss = peak(r)
+    gf = flop / r["step_ms"] / 1e6 if flop and r["step_ms"] > 0 else float("nan")
+    return (f"{name:<10} {r['step_ms']:>10.3f} {gf:>12.2f} {rss:>12.1f} "
+            f"{r['final_loss']:>10.4f}")
+
+print(f"{'framework':<10} {'step_ms':>10} {'GFLOP/s':>12} {'peak_rss_MB':>12} {'loss':>10}")
+print(row("sbpflow", ours))
+print(row("pytorch", torch))
+if ours and torch:
+    print(f"{'ratio':<10} {ours['step_ms'] / torch['step_ms']:>10.3f} {'':>12} "
+          f"{peak(ours) / peak(torch):>12.3f}"
+          "   (sbpflow / pytorch; < 1 is better for sbpflow)")
+if flop:
+    print(f"GFLOP/s counts matmul FLOPs only ({flop / 1e6:.1f} MFLOP per step); "
+          "peak_rss_MB is the largest rank's.")
+PY

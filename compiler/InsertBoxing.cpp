@@ -1,0 +1,200 @@
+// sbp-insert-boxing: wherever an operand's SBP differs from the one recorded
+// in `sbp.operand_sbp`, inserts a chain of boxing ops, one hierarchy dimension
+// at a time. Each step is built by the first builder of a short chain that
+// accepts the change (DESIGN.md's table); `--debug-only=sbp-insert-boxing`
+// prints the chosen builder. Ends with the no-implicit-boxing check.
+#include "compiler/Passes.h"
+
+#include "llvm/Support/Debug.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <map>
+
+using namespace mlir;
+using namespace mlir::sbp;
+
+namespace {
+
+constexpr llvm::StringLiteral kDebugType = "sbp-insert-boxing";
+
+// One kind of change on one hierarchy dimension; `build` returns null to
+// decline.
+struct BoxingBuilder {
+  virtual ~BoxingBuilder() = default;
+  virtual llvm::StringRef name() const = 0;
+  virtual Value build(OpBuilder &b, Location loc, Value in, int64_t dim, SbpDim from, SbpDim to,
+                      RankedTensorType outType) const = 0;
+};
+
+template <typename OpT, bool (*Accepts)(SbpDim, SbpDim)> struct SingleOpBuilder : BoxingBuilder {
+  explicit SingleOpBuilder(llvm::StringRef n) : n(n) {}
+  llvm::StringRef n;
+  llvm::StringRef name() const override { return n; }
+  Value build(OpBuilder &b, Location loc, Value in, int64_t dim, SbpDim from, SbpDim to,
+              RankedTensorType outType) const override {
+    if (!Accepts(from, to))
+      return {};
+    if constexpr (std::is_same_v<OpT, AllReduceOp>)
+      return b.create<AllReduceOp>(loc, TypeRange{outType}, ValueRange{in}, dim).getResult(0);
+    else
+      return b.create<OpT>(loc, outType, in, dim).getResult();
+  }
+};
+
+bool pToB(SbpDim f, SbpDim t) { return isPartial(f) && t.kind == SbpKind::Broadcast; }
+bool pToS(SbpDim f, SbpDim t) { return isPartial(f) && t.kind == SbpKind::Split; }
+bool sToB(SbpDim f, SbpDim t) { return f.kind == SbpKind::Split && t.kind == SbpKind::Broadcast; }
+bool sToS(SbpDim f, SbpDim t) {
+  return f.kind == SbpKind::Split && t.kind == SbpKind::Split && f.axis != t.axis;
+}
+bool bToS(SbpDim f, SbpDim t) { return f.kind == SbpKind::Broadcast && t.kind == SbpKind::Split; }
+bool bToP(SbpDim f, SbpDim t) { return f.kind == SbpKind::Broadcast && isPartial(t); }
+
+// S(i) -> P: gather to B, then keep one rank's copy.
+struct GatherThenZeroBuilder : BoxingBuilder {
+  llvm::StringRef name() const override { return "all-gather+zero-others"; }
+  Value build(OpBuilder &b, Location loc, Value in, int64_t dim, SbpDim from, SbpDim to,
+              RankedTensorType outType) const override {
+    if (from.kind != SbpKind::Split || !isPartial(to))
+      return {};
+    auto dims = getSbpDims(getSbp(outType));
+    dims[dim] = broadcastDim();
+    auto mid = withSbp(outType, makeSbpTensorAttr(b.getContext(),
+                                                  getSbp(outType).getPlacement().getValue(), dims));
+    Value gathered = b.create<AllGatherOp>(loc, mid, in, dim).getResult();
+    return b.create<ZeroOthersOp>(loc, outType, gathered, dim).getResult();
+  }
+};
+
+const std::vector<std::unique_ptr<BoxingBuilder>> &builderChain() {
+  static const std::vector<std::unique_ptr<BoxingBuilder>> chain = [] {
+    std::vector<std::unique_ptr<BoxingBuilder>> c;
+    c.push_back(std::make_unique<SingleOpBuilder<AllReduceOp, pToB>>("all-reduce"));
+    c.push_back(std::make_unique<SingleOpBuilder<ReduceScatterOp, pToS>>("reduce-scatter"));
+    c.push_back(std::make_unique<SingleOpBuilder<AllGatherOp, sToB>>("all-gather"));
+    c.push_back(std::make_unique<SingleOpBuilder<AllToAllOp, sToS>>("all-to-all"));
+    c.push_back(std::make_unique<SingleOpBuilder<SliceOp, bToS>>("slice"));
+    c.push_back(std::make_unique<SingleOpBuilder<ZeroOthersOp, bToP>>("zero-others"));
+    c.push_back(std::make_unique<GatherThenZeroBuilder>());
+    return c;
+  }();
+  return chain;
+}
+
+// Shrinking changes first so that later steps move less data.
+int stepOrder(SbpDim from, SbpDim to) {
+  if (to.kind == SbpKind::Split)
+    return 0;
+  if (isPartial(from) || (from.kind == SbpKind::Split && to.kind == SbpKind::Split))
+    return 1;
+  return 2;
+}
+
+struct InsertBoxingPass : public PassWrapper<InsertBoxingPass, OperationPass<ModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(InsertBoxingPass)
+  StringRef getArgument() const override { return "sbp-insert-boxing"; }
+  StringRef getDescription() const override {
+    return "Insert boxing collectives where an operand's SBP differs from the chosen one";
+  }
+  void getDependentDialects(DialectRegistry &registry) const override {
+    registry.insert<SbpDialect>();
+  }
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    for (auto fn : module.getOps<func::FuncOp>()) {
+      // One boxed copy per (value, target), shared by later consumers.
+      std::map<std::pair<const void *, const void *>, Value> boxed;
+      llvm::SmallVector<Operation *> ops;
+      for (Operation &op : fn.getBody().front())
+        ops.push_back(&op);
+      for (Operation *op : ops) {
+        auto required = op->getAttrOfType<ArrayAttr>("sbp.operand_sbp");
+        if (!required)
+          continue;
+        if (required.size() != op->getNumOperands()) {
+          op->emitOpError("sbp.operand_sbp has ")
+              << required.size() << " entries for " << op->getNumOperands() << " operands";
+          return signalPassFailure();
+        }
+        for (unsigned i = 0; i < op->getNumOperands(); ++i) {
+          auto target = dyn_cast<SbpTensorAttr>(required[i]);
+          if (!target) {
+            op->emitOpError("sbp.operand_sbp entry #") << i << " is not an #sbp.t encoding";
+            return signalPassFailure();
+          }
+          Value v = op->getOperand(i);
+          if (getSbp(v.getType()) == target)
+            continue;
+          std::pair<const void *, const void *> key{v.getAsOpaquePointer(),
+                                                    target.getAsOpaquePointer()};
+          auto it = boxed.find(key);
+          if (it == boxed.end()) {
+            OpBuilder b(op);
+            FailureOr<Value> out = box(b, op, i, v, target);
+            if (failed(out))
+              return signalPassFailure();
+            it = boxed.insert({key, *out}).first;
+          }
+          op->setOperand(i, it->second);
+        }
+        op->removeAttr("sbp.operand_sbp");
+      }
+    }
+    if (failed(verifyNoImplicitBoxing(module)))
+      signalPassFailure();
+  }
+
+  FailureOr<Value> box(OpBuilder &b, Operation *user, unsigned operandIndex, Value v,
+                       SbpTensorAttr target) {
+    SbpTensorAttr source = getSbp(v.getType());
+    if (!source)
+      return user->emitOpError("operand #") << operandIndex << " has no SBP; run sbp-propagate";
+    if (source.getPlacement() != target.getPlacement())
+      return user->emitOpError("operand #")
+             << operandIndex << " lives on " << source.getPlacement() << " but is needed on "
+             << target.getPlacement() << ": transfers between placements are not supported yet";
+    auto cur = getSbpDims(source), want = getSbpDims(target);
+    if (cur.size() != want.size())
+      return user->emitOpError("operand #") << operandIndex << " has a hierarchy of " << cur.size()
+                                            << " but " << want.size() << " is required";
+    llvm::SmallVector<unsigned> dims;
+    for (unsigned d = 0; d < cur.size(); ++d)
+      if (cur[d] != want[d])
+        dims.push_back(d);
+    llvm::stable_sort(dims, [&](unsigned a, unsigned c) {
+      return stepOrder(cur[a], want[a]) < stepOrder(cur[c], want[c]);
+    });
+    StringRef placement = target.getPlacement().getValue();
+    for (unsigned d : dims) {
+      auto next = cur;
+      next[d] = want[d];
+      RankedTensorType outType =
+          withSbp(v.getType(), makeSbpTensorAttr(&getContext(), placement, next));
+      Value out;
+      for (const auto &builder : builderChain()) {
+        out = builder->build(b, user->getLoc(), v, d, cur[d], want[d], outType);
+        if (!out)
+          continue;
+        if (isSbpDebugEnabled(kDebugType))
+          llvm::dbgs() << "[" << kDebugType << "] " << builder->name() << ": operand #"
+                       << operandIndex << " of " << user->getName() << " " << toString(cur[d])
+                       << " -> " << toString(want[d]) << " on dim " << d << "\n";
+        break;
+      }
+      if (!out)
+        return user->emitOpError("no boxing from ")
+               << toString(cur[d]) << " to " << toString(want[d]) << " on hierarchy dim " << d
+               << " for operand #" << operandIndex;
+      v = out;
+      cur = next;
+    }
+    return v;
+  }
+};
+
+} // namespace
+
+std::unique_ptr<Pass> mlir::sbp::createInsertBoxingPass() {
+  return std::make_unique<InsertBoxingPass>();
+}

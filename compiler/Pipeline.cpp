@@ -1,0 +1,60 @@
+// compileModule / compileFileToPlan: the pass pipeline plus plan emission, and
+// registration of every pass for sbpflow-opt.
+#include "compiler/Pipeline.h"
+#include "compiler/EmitPlan.h"
+#include "compiler/Passes.h"
+#include "ops/OpSemantics.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "llvm/Support/SourceMgr.h"
+
+using namespace mlir;
+using namespace mlir::sbp;
+
+void mlir::sbp::buildCompilePipeline(OpPassManager &pm) {
+  pm.addPass(createAutodiffPass());
+  pm.addPass(createPropagatePass());
+  pm.addPass(createInsertBoxingPass());
+  pm.addPass(createBucketGradientsPass());
+  pm.addPass(createPlanMemoryPass());
+}
+
+void mlir::sbp::registerSbpPasses() {
+  PassRegistration<Pass>([] { return createAutodiffPass(); });
+  PassRegistration<Pass>([] { return createPropagatePass(); });
+  PassRegistration<Pass>([] { return createInsertBoxingPass(); });
+  PassRegistration<Pass>([] { return createVerifyBoxingPass(); });
+  PassRegistration<Pass>([] { return createBucketGradientsPass(); });
+  PassRegistration<Pass>([] { return createPlanMemoryPass(); });
+  PassRegistration<Pass>([] { return createEmitPlanPass(); });
+  PassPipelineRegistration<>("sbp-compile",
+                             "The whole sbpflow pipeline up to (not including) plan emission",
+                             [](OpPassManager &pm) { buildCompilePipeline(pm); });
+}
+
+LogicalResult mlir::sbp::compileModule(ModuleOp module, std::vector<uint8_t> &plan) {
+  MLIRContext *ctx = module.getContext();
+  ctx->getOrLoadDialect<func::FuncDialect>();
+  ensureSbpOpSemantics(ctx);
+  PassManager pm(ctx, ModuleOp::getOperationName());
+  buildCompilePipeline(pm);
+  if (failed(pm.run(module)))
+    return failure();
+  return emitPlan(module, plan);
+}
+
+LogicalResult mlir::sbp::compileFileToPlan(llvm::StringRef path, std::vector<uint8_t> &plan) {
+  DialectRegistry registry;
+  registry.insert<SbpDialect, func::FuncDialect>();
+  registerSbpOpSemantics(registry);
+  MLIRContext context(registry);
+  llvm::SourceMgr sourceMgr;
+  SourceMgrDiagnosticHandler handler(sourceMgr, &context);
+  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(path, sourceMgr, &context);
+  if (!module)
+    return failure();
+  return compileModule(*module, plan);
+}

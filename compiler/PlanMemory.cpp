@@ -1,0 +1,140 @@
+// sbp-plan-memory: per function, assigns every activation an arena offset
+// (64-byte aligned) from its lifetime in op order (first definition to last
+// use; metrics to the end of the step), reusing freed space best-fit. All-reduce results alias
+// their operand (in place); parameters are views of variables and get no offset (-1). Records
+// `sbp.offset` (one per result) on ops and `sbp.arena_bytes` on funcs.
+#include "compiler/Passes.h"
+#include "ops/OpSemantics.h"
+
+#include "runtime/Shape.h"
+
+#include <map>
+
+using namespace mlir;
+using namespace mlir::sbp;
+
+namespace {
+
+constexpr int64_t kAlign = 64;
+int64_t alignUp(int64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+
+struct PlanMemoryPass : public PassWrapper<PlanMemoryPass, OperationPass<ModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(PlanMemoryPass)
+  StringRef getArgument() const override { return "sbp-plan-memory"; }
+  StringRef getDescription() const override {
+    return "Assign arena offsets to activations from their lifetimes (best-fit reuse)";
+  }
+  void getDependentDialects(DialectRegistry &registry) const override {
+    registry.insert<SbpDialect>();
+  }
+
+  void runOnOperation() override {
+    SymbolTableCollection symbols;
+    for (auto fn : getOperation().getOps<func::FuncOp>())
+      if (failed(plan(fn, symbols)))
+        return signalPassFailure();
+  }
+
+  struct Buffer {
+    Value root;
+    unsigned def = 0, lastUse = 0;
+    int64_t bytes = 0;
+    int64_t offset = -1;
+  };
+
+  LogicalResult plan(func::FuncOp fn, SymbolTableCollection &symbols) {
+    Block &body = fn.getBody().front();
+    llvm::DenseMap<Operation *, unsigned> index;
+    unsigned n = 0;
+    for (Operation &op : body)
+      index[&op] = n++;
+
+    // Alias roots: an all-reduce result shares its operand's buffer.
+    llvm::DenseMap<Value, Value> root;
+    std::vector<Buffer> buffers;
+    llvm::DenseMap<Value, size_t> bufferOf;
+    for (Operation &op : body) {
+      for (auto [i, r] : llvm::enumerate(op.getResults())) {
+        auto type = dyn_cast<RankedTensorType>(r.getType());
+        if (!type || isa<ParameterOp>(op))
+          continue;
+        if (auto ar = dyn_cast<AllReduceOp>(op)) {
+          Value in = ar.getInputs()[i];
+          if (root.count(in)) {
+            root[r] = root.lookup(in);
+            continue;
+          }
+        }
+        SbpTensorAttr enc = getSbp(type);
+        if (!enc)
+          return op.emitOpError("result #") << i << " has no SBP; run sbp-propagate first";
+        auto placement = symbols.lookupNearestSymbolFrom<PlacementOp>(&op, enc.getPlacement());
+        if (!placement)
+          return op.emitOpError("references undeclared placement ") << enc.getPlacement();
+        auto dims = getSbpDims(enc);
+        int64_t elems = sbpflow::maxLocalElements(type.getShape().vec(),
+                                                  sbpflow::NdSbp(dims.begin(), dims.end()),
+                                                  placement.getHierarchy().vec());
+        Buffer buf;
+        buf.root = r;
+        buf.def = buf.lastUse = index[&op];
+        buf.bytes = alignUp(std::max<int64_t>(1, elems * elementBytes(type.getElementType())));
+        root[r] = r;
+        bufferOf[r] = buffers.size();
+        buffers.push_back(buf);
+      }
+    }
+    for (auto &[v, r] : root) {
+      Buffer &buf = buffers[bufferOf[r]];
+      for (Operation *user : v.getUsers()) {
+        // The driver reads metrics after the step: they live to the end.
+        unsigned at = isa<MetricOp>(user) ? n : index[body.findAncestorOpInBlock(*user)];
+        buf.lastUse = std::max(buf.lastUse, at);
+      }
+      if (Operation *def = v.getDefiningOp())
+        buf.lastUse = std::max(buf.lastUse, index[def]);
+    }
+
+    // Buffers are created in definition order; live ones sorted by offset.
+    std::multimap<int64_t, size_t> live;
+    int64_t arena = 0;
+    for (size_t b = 0; b < buffers.size(); ++b) {
+      Buffer &buf = buffers[b];
+      for (auto it = live.begin(); it != live.end();)
+        it = buffers[it->second].lastUse < buf.def ? live.erase(it) : std::next(it);
+      int64_t bestOffset = -1, bestGap = std::numeric_limits<int64_t>::max();
+      int64_t cursor = 0;
+      for (auto &[off, idx] : live) {
+        int64_t gap = off - cursor;
+        if (gap >= buf.bytes && gap < bestGap) {
+          bestGap = gap;
+          bestOffset = cursor;
+        }
+        cursor = std::max(cursor, off + buffers[idx].bytes);
+      }
+      buf.offset = bestOffset >= 0 ? bestOffset : cursor;
+      live.insert({buf.offset, b});
+      arena = std::max(arena, buf.offset + buf.bytes);
+    }
+
+    Builder builder(&getContext());
+    for (Operation &op : body) {
+      if (op.getNumResults() == 0)
+        continue;
+      llvm::SmallVector<int64_t> offsets;
+      for (Value r : op.getResults()) {
+        auto it = root.find(r);
+        offsets.push_back(it == root.end() ? -1 : buffers[bufferOf[it->second]].offset);
+      }
+      op.setAttr("sbp.offset", builder.getDenseI64ArrayAttr(offsets));
+    }
+    fn->setAttr("sbp.arena_bytes", builder.getI64IntegerAttr(arena));
+    return success();
+  }
+};
+
+} // namespace
+
+std::unique_ptr<Pass> mlir::sbp::createPlanMemoryPass() {
+  return std::make_unique<PlanMemoryPass>();
+}

@@ -1,0 +1,42 @@
+// compileModel: DSL -> MLIR -> compiler pipeline -> plan bytes.
+#include "frontend/Compile.h"
+
+#include "compiler/Pipeline.h"
+#include "ir/SbpDialect.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/OwningOpRef.h"
+#include "mlir/IR/Verifier.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/raw_ostream.h"
+
+namespace sbpflow {
+
+StatusOr<std::vector<uint8_t>> compileModel(const Model &model, const std::string &mlirPath) {
+  mlir::MLIRContext context;
+  std::string diagnostics;
+  llvm::raw_string_ostream os(diagnostics);
+  mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &d) {
+    os << d.getLocation() << ": " << d << "\n";
+    for (const mlir::Diagnostic &note : d.getNotes())
+      os << "  note: " << note << "\n";
+    return mlir::success();
+  });
+  mlir::OwningOpRef<mlir::ModuleOp> module = model.toMLIR(context);
+  if (!mlirPath.empty()) {
+    std::error_code ec;
+    llvm::raw_fd_ostream out(mlirPath, ec);
+    if (ec)
+      return Status::error("cannot write " + mlirPath + ": " + ec.message());
+    module->print(out);
+  }
+  if (mlir::failed(mlir::verify(*module)))
+    return Status::error("model '" + model.name() + "' lowers to invalid MLIR:\n" + os.str());
+  std::vector<uint8_t> plan;
+  if (mlir::failed(compileModule(*module, plan)))
+    return Status::error("compiling model '" + model.name() + "' failed:\n" + os.str());
+  return plan;
+}
+
+} // namespace sbpflow

@@ -1,0 +1,72 @@
+// The traced graph behind the DSL: nodes in creation order (which is a
+// topological order), each with its global shape, dtype and optional SBP.
+#pragma once
+
+#include "frontend/Model.h"
+
+#include <map>
+
+namespace sbpflow {
+
+enum class NodeKind { Input, Parameter, MatMul, BiasAdd, Add, Relu, SoftmaxXent, Mean, CountCorrect };
+
+struct InitSpec {
+  enum Kind { Zeros, Uniform } kind = Zeros;
+  double a = 0, b = 0;
+};
+
+struct Node {
+  NodeKind kind;
+  std::vector<int> inputs;
+  std::vector<int64_t> shape;
+  DType dtype = DType::f32;
+  std::string name; // input field or parameter (variable) name
+  int placement = -1;
+  std::optional<std::vector<Sbp>> sbp; // user-given; otherwise chosen by the compiler
+  InitSpec init;
+  uint64_t seed = 0;
+  SourceLoc loc;
+};
+
+struct PlacementDecl {
+  std::string name;
+  PlacementSpec spec;
+};
+
+class Graph {
+public:
+  Graph(std::string name, uint64_t seed) : name_(std::move(name)), seed_(seed) {}
+
+  Tensor add(Node node);
+  const Node &node(int id) const { return nodes_.at(id); }
+  const Node &node(Tensor t) const { return check(t).nodes_.at(t.id()); }
+  const std::vector<Node> &nodes() const { return nodes_; }
+  int addPlacement(PlacementDecl decl) {
+    placements_.push_back(std::move(decl));
+    return static_cast<int>(placements_.size()) - 1;
+  }
+  const std::vector<PlacementDecl> &placements() const { return placements_; }
+  const std::string &name() const { return name_; }
+  uint64_t seed() const { return seed_; }
+  // Seed of a parameter: the model seed mixed with the parameter's name, so
+  // adding a layer does not change the initial values of the others.
+  uint64_t parameterSeed(const std::string &name) const;
+
+  struct Training {
+    int loss = -1;
+    optim::SGD optimizer;
+    SourceLoc loc;
+  };
+  std::optional<Training> training;
+  std::vector<std::pair<std::string, int>> evalMetrics;
+
+  const Graph &check(Tensor t) const;
+
+private:
+  std::string name_;
+  uint64_t seed_;
+  std::vector<Node> nodes_;
+  std::vector<PlacementDecl> placements_;
+};
+
+} // namespace sbpflow

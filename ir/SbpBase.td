@@ -1,0 +1,85 @@
+// The `sbp` dialect: SBP dimension attributes, the tensor encoding that carries
+// placement + nd-SBP, initialiser and optimiser attributes.
+#ifndef SBP_BASE_TD
+#define SBP_BASE_TD
+
+include "mlir/IR/OpBase.td"
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/IR/EnumAttr.td"
+include "mlir/IR/BuiltinAttributeInterfaces.td"
+
+def Sbp_Dialect : Dialect {
+  let name = "sbp";
+  let cppNamespace = "::mlir::sbp";
+  let summary = "SBP-placed tensors for distributed deep learning";
+  let dependentDialects = ["::mlir::func::FuncDialect"];
+  let useDefaultAttributePrinterParser = 1;
+  let extraClassDeclaration = [{
+    void registerAttributes();
+  }];
+}
+
+def Sbp_ReduceKind : I32EnumAttr<"ReduceKind", "reduction of a partial value", [
+    I32EnumAttrCase<"sum", 0>, I32EnumAttrCase<"max", 1>, I32EnumAttrCase<"min", 2>]> {
+  let cppNamespace = "::mlir::sbp";
+  let genSpecializedAttr = 0;
+}
+
+def Sbp_InitKind : I32EnumAttr<"InitKind", "variable initialiser", [
+    I32EnumAttrCase<"zeros", 0>, I32EnumAttrCase<"constant", 1>,
+    I32EnumAttrCase<"uniform", 2>, I32EnumAttrCase<"normal", 3>]> {
+  let cppNamespace = "::mlir::sbp";
+  let genSpecializedAttr = 0;
+}
+
+def Sbp_DeviceKind : I32EnumAttr<"DeviceKind", "device kind of a placement", [
+    I32EnumAttrCase<"cpu", 0>, I32EnumAttrCase<"cuda", 1>]> {
+  let cppNamespace = "::mlir::sbp";
+}
+
+class Sbp_Attr<string name, string attrMnemonic, list<Trait> traits = []>
+    : AttrDef<Sbp_Dialect, name, traits> {
+  let mnemonic = attrMnemonic;
+}
+
+def Sbp_SplitAttr : Sbp_Attr<"Split", "split"> {
+  let summary = "S(axis): each rank of a hierarchy dimension holds a balanced chunk";
+  let parameters = (ins "int64_t":$axis);
+  let assemblyFormat = "`<` $axis `>`";
+}
+
+def Sbp_BroadcastAttr : Sbp_Attr<"Broadcast", "broadcast"> {
+  let summary = "B: every rank holds the whole tensor";
+}
+
+def Sbp_PartialAttr : Sbp_Attr<"Partial", "partial"> {
+  let summary = "P(op): the tensor is the reduction of the ranks' values";
+  let parameters = (ins EnumParameter<Sbp_ReduceKind>:$reduce);
+  let hasCustomAssemblyFormat = 1;
+}
+
+def Sbp_TensorAttr : Sbp_Attr<"SbpTensor", "t"> {
+  let summary = "placement + nd-SBP, used as a ranked tensor's encoding";
+  let parameters = (ins "::mlir::FlatSymbolRefAttr":$placement,
+                        "::mlir::ArrayAttr":$sbp);
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+}
+
+def Sbp_InitAttr : Sbp_Attr<"Init", "init"> {
+  let summary = "initialiser of a variable's global tensor";
+  let parameters = (ins EnumParameter<Sbp_InitKind>:$kind,
+                        APFloatParameter<"first parameter">:$a,
+                        APFloatParameter<"second parameter">:$b);
+  let hasCustomAssemblyFormat = 1;
+}
+
+def Sbp_SgdAttr : Sbp_Attr<"Sgd", "sgd"> {
+  let summary = "SGD with momentum and weight decay";
+  let parameters = (ins APFloatParameter<"learning rate">:$lr,
+                        APFloatParameter<"momentum">:$momentum,
+                        APFloatParameter<"weight decay">:$weight_decay);
+  let hasCustomAssemblyFormat = 1;
+}
+
+#endif

@@ -1,0 +1,315 @@
+// The `sbp` dialect: registration, the short SBP assembly (S(0), B, P(sum))
+// inside tensor encodings, and the helpers on encoded tensor types.
+#include "ir/SbpDialect.h"
+
+#include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace mlir;
+using namespace mlir::sbp;
+
+#include "ir/SbpDialect.cpp.inc"
+#include "ir/SbpEnums.cpp.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "ir/SbpAttrs.cpp.inc"
+
+#include "ir/SbpInterfaces.cpp.inc"
+
+void SbpDialect::initialize() {
+  registerAttributes();
+  addOperations<
+#define GET_OP_LIST
+#include "ir/SbpOps.cpp.inc"
+      >();
+}
+
+void SbpDialect::registerAttributes() {
+  addAttributes<
+#define GET_ATTRDEF_LIST
+#include "ir/SbpAttrs.cpp.inc"
+      >();
+}
+
+//===-- SbpDim <-> attributes ----------------------------------------------===//
+
+namespace mlir::sbp {
+
+std::string toString(SbpDim d) {
+  switch (d.kind) {
+  case SbpKind::Split:
+    return "S(" + std::to_string(d.axis) + ")";
+  case SbpKind::Broadcast:
+    return "B";
+  case SbpKind::PartialSum:
+    return "P(sum)";
+  case SbpKind::PartialMax:
+    return "P(max)";
+  case SbpKind::PartialMin:
+    return "P(min)";
+  }
+  return "?";
+}
+
+std::string toString(llvm::ArrayRef<SbpDim> dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i)
+    s += (i ? ", " : "") + toString(dims[i]);
+  return s + "]";
+}
+
+std::string SbpSignature::str() const {
+  std::string s;
+  for (size_t i = 0; i < operands.size(); ++i)
+    s += (i ? " x " : "") + toString(operands[i]);
+  s += " -> ";
+  for (size_t i = 0; i < results.size(); ++i)
+    s += (i ? ", " : "") + toString(results[i]);
+  if (results.empty())
+    s += "()";
+  return s;
+}
+
+std::optional<SbpDim> sbpDimFromAttr(Attribute attr) {
+  if (auto s = llvm::dyn_cast_or_null<SplitAttr>(attr))
+    return splitDim(static_cast<int>(s.getAxis()));
+  if (llvm::isa_and_nonnull<BroadcastAttr>(attr))
+    return broadcastDim();
+  if (auto p = llvm::dyn_cast_or_null<PartialAttr>(attr)) {
+    switch (p.getReduce()) {
+    case ReduceKind::sum:
+      return SbpDim{SbpKind::PartialSum, 0};
+    case ReduceKind::max:
+      return SbpDim{SbpKind::PartialMax, 0};
+    case ReduceKind::min:
+      return SbpDim{SbpKind::PartialMin, 0};
+    }
+  }
+  return std::nullopt;
+}
+
+Attribute sbpDimToAttr(MLIRContext *ctx, SbpDim d) {
+  switch (d.kind) {
+  case SbpKind::Split:
+    return SplitAttr::get(ctx, d.axis);
+  case SbpKind::Broadcast:
+    return BroadcastAttr::get(ctx);
+  case SbpKind::PartialSum:
+    return PartialAttr::get(ctx, ReduceKind::sum);
+  case SbpKind::PartialMax:
+    return PartialAttr::get(ctx, ReduceKind::max);
+  case SbpKind::PartialMin:
+    return PartialAttr::get(ctx, ReduceKind::min);
+  }
+  return {};
+}
+
+SbpTensorAttr getSbp(Type type) {
+  auto ranked = llvm::dyn_cast_or_null<RankedTensorType>(type);
+  if (!ranked)
+    return {};
+  return llvm::dyn_cast_or_null<SbpTensorAttr>(ranked.getEncoding());
+}
+
+RankedTensorType withSbp(Type type, SbpTensorAttr encoding) {
+  auto ranked = llvm::cast<RankedTensorType>(type);
+  return RankedTensorType::get(ranked.getShape(), ranked.getElementType(), encoding);
+}
+
+void setSbp(Value value, SbpTensorAttr encoding) {
+  value.setType(withSbp(value.getType(), encoding));
+}
+
+SbpTensorAttr makeSbpTensorAttr(MLIRContext *ctx, llvm::StringRef placement,
+                                llvm::ArrayRef<SbpDim> dims) {
+  llvm::SmallVector<Attribute> attrs;
+  for (SbpDim d : dims)
+    attrs.push_back(sbpDimToAttr(ctx, d));
+  return SbpTensorAttr::get(ctx, FlatSymbolRefAttr::get(ctx, placement),
+                            ArrayAttr::get(ctx, attrs));
+}
+
+llvm::SmallVector<SbpDim, 2> getSbpDims(SbpTensorAttr attr) {
+  llvm::SmallVector<SbpDim, 2> dims;
+  if (!attr)
+    return dims;
+  for (Attribute a : attr.getSbp())
+    dims.push_back(sbpDimFromAttr(a).value_or(broadcastDim()));
+  return dims;
+}
+
+} // namespace mlir::sbp
+
+//===-- attribute assembly -------------------------------------------------===//
+
+Attribute PartialAttr::parse(AsmParser &parser, Type) {
+  std::string kw;
+  SMLoc loc = parser.getCurrentLocation();
+  if (parser.parseLess() || parser.parseKeywordOrString(&kw) || parser.parseGreater())
+    return {};
+  auto kind = symbolizeReduceKind(kw);
+  if (!kind) {
+    parser.emitError(loc, "unknown partial reduction '") << kw << "' (expected sum, max or min)";
+    return {};
+  }
+  return PartialAttr::get(parser.getContext(), *kind);
+}
+
+void PartialAttr::print(AsmPrinter &printer) const {
+  printer << "<" << stringifyReduceKind(getReduce()) << ">";
+}
+
+// One SBP dimension in short form (S(0), B, P(sum)) or as a full attribute.
+static FailureOr<Attribute> parseShortSbpDim(AsmParser &parser) {
+  MLIRContext *ctx = parser.getContext();
+  SMLoc loc = parser.getCurrentLocation();
+  llvm::StringRef kw;
+  if (failed(parser.parseOptionalKeyword(&kw))) {
+    Attribute attr;
+    if (parser.parseAttribute(attr))
+      return failure();
+    if (!sbpDimFromAttr(attr)) {
+      parser.emitError(loc, "expected an SBP dimension (S(axis), B or P(sum|max|min))");
+      return failure();
+    }
+    return attr;
+  }
+  if (kw == "B")
+    return Attribute(BroadcastAttr::get(ctx));
+  if (kw == "S") {
+    int64_t axis;
+    if (parser.parseLParen() || parser.parseInteger(axis) || parser.parseRParen())
+      return failure();
+    if (axis < 0) {
+      parser.emitError(loc, "split axis must be non-negative, got ") << axis;
+      return failure();
+    }
+    return Attribute(SplitAttr::get(ctx, axis));
+  }
+  if (kw == "P") {
+    std::string op;
+    if (parser.parseLParen() || parser.parseKeywordOrString(&op) || parser.parseRParen())
+      return failure();
+    auto kind = symbolizeReduceKind(op);
+    if (!kind) {
+      parser.emitError(loc, "unknown partial reduction '") << op << "' (expected sum, max or min)";
+      return failure();
+    }
+    return Attribute(PartialAttr::get(ctx, *kind));
+  }
+  parser.emitError(loc, "expected an SBP dimension S(axis), B or P(sum|max|min), got '")
+      << kw << "'";
+  return failure();
+}
+
+Attribute SbpTensorAttr::parse(AsmParser &parser, Type) {
+  StringAttr placement;
+  llvm::SmallVector<Attribute> dims;
+  if (parser.parseLess() || parser.parseSymbolName(placement) || parser.parseComma())
+    return {};
+  auto parseOne = [&]() -> ParseResult {
+    FailureOr<Attribute> d = parseShortSbpDim(parser);
+    if (failed(d))
+      return failure();
+    dims.push_back(*d);
+    return success();
+  };
+  if (parser.parseCommaSeparatedList(AsmParser::Delimiter::Square, parseOne) ||
+      parser.parseGreater())
+    return {};
+  return parser.getChecked<SbpTensorAttr>(parser.getContext(), FlatSymbolRefAttr::get(placement),
+                                          ArrayAttr::get(parser.getContext(), dims));
+}
+
+void SbpTensorAttr::print(AsmPrinter &printer) const {
+  printer << "<";
+  printer.printSymbolName(getPlacement().getValue());
+  printer << ", " << toString(getSbpDims(*this)) << ">";
+}
+
+LogicalResult SbpTensorAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitError,
+                                    FlatSymbolRefAttr placement, ArrayAttr sbp) {
+  if (!placement)
+    return emitError() << "SBP encoding needs a placement";
+  if (!sbp || sbp.empty())
+    return emitError() << "SBP encoding needs one SBP per hierarchy dimension, got none";
+  for (Attribute a : sbp)
+    if (!sbpDimFromAttr(a))
+      return emitError() << "SBP encoding element " << a << " is not an SBP dimension";
+  return success();
+}
+
+Attribute InitAttr::parse(AsmParser &parser, Type) {
+  std::string kw;
+  SMLoc loc = parser.getCurrentLocation();
+  double a = 0, b = 0;
+  if (parser.parseLess() || parser.parseKeywordOrString(&kw))
+    return {};
+  auto kind = symbolizeInitKind(kw);
+  if (!kind) {
+    parser.emitError(loc, "unknown initialiser '")
+        << kw << "' (expected zeros, constant, uniform or normal)";
+    return {};
+  }
+  if (succeeded(parser.parseOptionalComma())) {
+    if (parser.parseFloat(a))
+      return {};
+    if (succeeded(parser.parseOptionalComma()) && parser.parseFloat(b))
+      return {};
+  }
+  if (parser.parseGreater())
+    return {};
+  return InitAttr::get(parser.getContext(), *kind, llvm::APFloat(a), llvm::APFloat(b));
+}
+
+void InitAttr::print(AsmPrinter &printer) const {
+  printer << "<" << stringifyInitKind(getKind()) << ", ";
+  printer.printFloat(getA());
+  printer << ", ";
+  printer.printFloat(getB());
+  printer << ">";
+}
+
+Attribute SgdAttr::parse(AsmParser &parser, Type) {
+  double lr = 0, momentum = 0, wd = 0;
+  bool haveLr = false;
+  if (parser.parseLess())
+    return {};
+  auto parseField = [&]() -> ParseResult {
+    llvm::StringRef key;
+    SMLoc loc = parser.getCurrentLocation();
+    double value;
+    if (parser.parseKeyword(&key) || parser.parseEqual() || parser.parseFloat(value))
+      return failure();
+    if (key == "lr") {
+      lr = value;
+      haveLr = true;
+    } else if (key == "momentum") {
+      momentum = value;
+    } else if (key == "weight_decay") {
+      wd = value;
+    } else {
+      return parser.emitError(loc, "unknown sgd parameter '")
+             << key << "' (expected lr, momentum, weight_decay)";
+    }
+    return success();
+  };
+  if (parser.parseCommaSeparatedList(parseField) || parser.parseGreater())
+    return {};
+  if (!haveLr) {
+    parser.emitError(parser.getCurrentLocation(), "#sbp.sgd needs lr");
+    return {};
+  }
+  return SgdAttr::get(parser.getContext(), llvm::APFloat(lr), llvm::APFloat(momentum),
+                      llvm::APFloat(wd));
+}
+
+void SgdAttr::print(AsmPrinter &printer) const {
+  printer << "<lr = ";
+  printer.printFloat(getLr());
+  printer << ", momentum = ";
+  printer.printFloat(getMomentum());
+  printer << ", weight_decay = ";
+  printer.printFloat(getWeightDecay());
+  printer << ">";
+}

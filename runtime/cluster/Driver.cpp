@@ -1,0 +1,623 @@
+// The driver's control loop: registration, plan shipping, rendezvous, epochs
+// of train/eval chunks with per-step metric combination, failure handling.
+#include "runtime/cluster/Driver.h"
+
+#include "runtime/cluster/CafStore.h"
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <thread>
+
+extern char **environ;
+
+namespace sbpflow::cluster {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+std::string describeExit(int status) {
+  if (WIFEXITED(status))
+    return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return std::string("killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
+           strsignal(WTERMSIG(status)) + ")";
+  return "ended (wait status " + std::to_string(status) + ")";
+}
+
+// Worker processes started by `--local`: spawned, polled for early exits,
+// reaped at the end and killed when the job fails.
+class LocalProcesses {
+public:
+  ~LocalProcesses() { killAndReap(milliseconds(0)); }
+
+  Status spawn(const std::string &binary, const std::vector<std::string> &args) {
+    std::vector<char *> argv;
+    argv.push_back(const_cast<char *>(binary.c_str()));
+    for (const auto &a : args)
+      argv.push_back(const_cast<char *>(a.c_str()));
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    int rc = posix_spawn(&pid, binary.c_str(), nullptr, nullptr, argv.data(), environ);
+    if (rc != 0)
+      return Status::error("cannot start worker '" + binary + "': " + strerror(rc));
+    live_.push_back(pid);
+    return Status::ok();
+  }
+
+  // A child that ended since the last poll: (pid, how it ended).
+  std::optional<std::pair<int, std::string>> pollExited() {
+    for (size_t i = 0; i < live_.size(); ++i) {
+      int status = 0;
+      pid_t r = waitpid(live_[i], &status, WNOHANG);
+      if (r == live_[i]) {
+        int pid = live_[i];
+        live_.erase(live_.begin() + i);
+        ended_[pid] = status;
+        return std::make_pair(pid, describeExit(status));
+      }
+    }
+    return std::nullopt;
+  }
+
+  // Waits up to `grace` for every child to end by itself, then kills the
+  // rest. Returns "" when every child ended by itself with status 0, else
+  // how the first other one ended.
+  std::string killAndReap(milliseconds grace) {
+    auto deadline = Clock::now() + grace;
+    while (!live_.empty() && Clock::now() < deadline) {
+      if (!pollExited())
+        std::this_thread::sleep_for(milliseconds(20));
+    }
+    std::string unclean;
+    for (pid_t pid : live_) {
+      kill(pid, SIGKILL);
+      int status = 0;
+      waitpid(pid, &status, 0);
+      ended_[pid] = status;
+      if (unclean.empty())
+        unclean = "worker process pid " + std::to_string(pid) + " did not end within " +
+                  std::to_string(grace.count()) + " ms and was killed";
+    }
+    live_.clear();
+    for (auto &[pid, status] : ended_)
+      if (unclean.empty() && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        unclean = "worker process pid " + std::to_string(pid) + " " + describeExit(status);
+    return unclean;
+  }
+
+  std::string endedDescription(int pid) const {
+    auto it = ended_.find(pid);
+    return it == ended_.end() ? "" : describeExit(it->second);
+  }
+
+private:
+  std::vector<pid_t> live_;
+  std::map<int, int> ended_;
+};
+
+std::string siblingWorkerBinary() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0)
+    return "sbpflow-worker";
+  std::string self(buf, n);
+  auto slash = self.rfind('/');
+  return (slash == std::string::npos ? std::string(".") : self.substr(0, slash)) +
+         "/sbpflow-worker";
+}
+
+struct WorkerRecord {
+  caf::actor actor;
+  int pid = 0;
+  std::string host;
+  int port = 0;
+  bool alive = true;
+  bool ready = false;
+  bool chunkDone = false;
+  std::vector<ProgramInfo> programs;
+  int64_t maxRssKb = 0;
+  int64_t stepsReported = 0; // in the current chunk
+};
+
+// Per-step metric values waiting for the slower ranks.
+struct PendingStep {
+  int received = 0;
+  std::vector<double> sum;
+  std::vector<double> first; // rank 0's values
+};
+
+class Driver {
+public:
+  Driver(caf::actor_system &system, const RunOptions &options)
+      : system_(system), self_(system), options_(options) {}
+
+  Status run(const std::vector<uint8_t> &planBytes, JobReport *report) {
+    Status status = runPhases(planBytes, report);
+    if (!status)
+      abortAll(status.message());
+    else
+      shutdownAll();
+    self_->send_exit(store_, caf::exit_reason::user_shutdown);
+    if (published_)
+      system_.middleman().unpublish(caf::actor_cast<caf::actor>(self_), port_);
+    return status;
+  }
+
+private:
+  int world() const {
+    return options_.localWorkers > 0 ? options_.localWorkers : options_.expectWorkers;
+  }
+
+  void fail(std::string message) {
+    if (failure_.empty())
+      failure_ = std::move(message);
+  }
+  bool failed() const { return !failure_.empty(); }
+
+  std::string workerName(int rank) const {
+    const auto &w = workers_[rank];
+    return "worker " + std::to_string(rank) + " (pid " + std::to_string(w.pid) + ", " + w.host +
+           ":" + std::to_string(w.port) + ")";
+  }
+
+  // Where the job is, as seen by `rank` (its own next step) when known.
+  std::string whereNow(int rank = -1) const {
+    if (currentProgram_.empty())
+      return phase_;
+    int64_t step = rank >= 0 ? workers_[rank].stepsReported : stepsCombined_;
+    return "step " + std::to_string(step + 1) + " of " + currentProgram_ + " (epoch " +
+           std::to_string(currentEpoch_ + 1) + ")";
+  }
+
+  void lostWorker(int rank, const std::string &reason) {
+    auto &w = workers_[rank];
+    if (!w.alive)
+      return;
+    w.alive = false;
+    fail(workerName(rank) + " lost during " + whereNow(rank) + ": " + reason);
+  }
+
+  int rankOf(const caf::actor_addr &addr) const {
+    for (size_t i = 0; i < workers_.size(); ++i)
+      if (workers_[i].actor.address() == addr)
+        return static_cast<int>(i);
+    return -1;
+  }
+
+  // Receives one message (or times out) and folds it into the job state.
+  void pump(milliseconds wait) {
+    self_->receive(
+        [&](RegisterWorker &r) {
+          if (static_cast<int>(workers_.size()) >= world() || registrationClosed_) {
+            self_->send(r.worker,
+                        Abort{"the job already has " + std::to_string(world()) + " workers"});
+            return;
+          }
+          self_->monitor(r.worker);
+          WorkerRecord w;
+          w.actor = r.worker;
+          w.pid = r.pid;
+          w.host = r.host;
+          w.port = r.port;
+          workers_.push_back(std::move(w));
+        },
+        [&](WorkerReady &r) {
+          if (r.rank < 0 || r.rank >= static_cast<int>(workers_.size()))
+            return;
+          workers_[r.rank].ready = true;
+          workers_[r.rank].programs = std::move(r.programs);
+        },
+        [&](StepMetrics &m) { onStep(m); },
+        [&](ChunkDone &d) {
+          if (d.rank < 0 || d.rank >= static_cast<int>(workers_.size()))
+            return;
+          workers_[d.rank].chunkDone = true;
+          workers_[d.rank].maxRssKb = std::max(workers_[d.rank].maxRssKb, d.maxRssKb);
+        },
+        [&](WorkerError &e) {
+          // A rank's error is often the echo of a peer that died (Gloo sees
+          // the reset first): hold it briefly so the lost peer, the cause,
+          // is what gets reported.
+          if (!workerError_.empty())
+            return;
+          if (e.rank >= 0 && e.rank < static_cast<int>(workers_.size()))
+            workerError_ =
+                workerName(e.rank) + " failed during " + whereNow(e.rank) + ": " + e.message;
+          else
+            workerError_ = "worker failed during " + whereNow() + ": " + e.message;
+          workerErrorAt_ = Clock::now();
+        },
+        [&](caf::down_msg &dm) {
+          int rank = rankOf(dm.source);
+          if (rank >= 0 && !shuttingDown_)
+            lostWorker(rank, system_.render(dm.reason));
+          else if (rank >= 0)
+            workers_[rank].alive = false;
+        },
+        caf::after(wait) >> [] {});
+    pollChildren();
+    if (!workerError_.empty() && Clock::now() - workerErrorAt_ > kPeerLossGrace)
+      fail(workerError_);
+  }
+
+  static constexpr milliseconds kPeerLossGrace{1000};
+
+  void pollChildren() {
+    while (auto ended = local_.pollExited()) {
+      if (shuttingDown_)
+        continue;
+      int rank = -1;
+      for (size_t i = 0; i < workers_.size(); ++i)
+        if (workers_[i].pid == ended->first)
+          rank = static_cast<int>(i);
+      if (rank >= 0)
+        lostWorker(rank, "process " + ended->second);
+      else
+        fail("worker process pid " + std::to_string(ended->first) + " " + ended->second +
+             " before registering with the driver");
+    }
+  }
+
+  // Pumps until `done()` or failure; `deadline` bounds phases that must not
+  // wait forever (registration, rendezvous).
+  Status pumpUntil(const std::function<bool()> &done, std::optional<Clock::time_point> deadline,
+                   const std::string &what) {
+    while (!failed() && !done()) {
+      if (deadline && Clock::now() >= *deadline)
+        fail("timed out after " + std::to_string(options_.rendezvousTimeoutMs) +
+             " ms waiting for " + what);
+      else
+        pump(milliseconds(workerError_.empty() ? 100 : 20));
+    }
+    return failed() ? Status::error(failure_) : Status::ok();
+  }
+
+  Status runPhases(const std::vector<uint8_t> &planBytes, JobReport *report) {
+    if (world() <= 0)
+      return Status::error("no workers: pass --local N (N >= 1) or expect N >= 1 workers");
+    if (planBytes.empty())
+      return Status::error("the plan is empty");
+    store_ = spawnStoreActor(system_);
+
+    auto published = system_.middleman().publish(caf::actor_cast<caf::actor>(self_), options_.port,
+                                                 options_.host.c_str(), true);
+    if (!published)
+      return Status::error("cannot publish the driver on " + options_.host + ":" +
+                           std::to_string(options_.port) + ": " +
+                           system_.render(published.error()));
+    port_ = *published;
+    published_ = true;
+    if (options_.log && options_.localWorkers <= 0)
+      *options_.log << "driver listening on " << options_.host << ":" << port_ << ", waiting for "
+                    << world() << " workers" << std::endl;
+
+    if (options_.localWorkers > 0) {
+      std::string binary =
+          options_.workerBinary.empty() ? siblingWorkerBinary() : options_.workerBinary;
+      if (access(binary.c_str(), X_OK) != 0)
+        return Status::error("worker executable '" + binary +
+                             "' not found or not executable (needed by --local)");
+      std::vector<std::string> args = {"--connect", options_.host + ":" + std::to_string(port_)};
+      args.insert(args.end(), options_.workerArgs.begin(), options_.workerArgs.end());
+      for (int i = 0; i < options_.localWorkers; ++i)
+        if (Status s = local_.spawn(binary, args); !s)
+          return s;
+    }
+
+    auto deadline = Clock::now() + milliseconds(options_.rendezvousTimeoutMs);
+    phase_ = "registration";
+    Status s = pumpUntil([&] { return static_cast<int>(workers_.size()) == world(); }, deadline,
+                         std::string("registration"));
+    if (!s)
+      return s.withContext(std::to_string(workers_.size()) + " of " + std::to_string(world()) +
+                           " workers registered");
+    registrationClosed_ = true;
+    if (options_.onWorkersRegistered) {
+      std::vector<int> pids;
+      for (const auto &w : workers_)
+        pids.push_back(w.pid);
+      options_.onWorkersRegistered(pids);
+    }
+
+    // Ranks follow registration order; every worker gets the same plan.
+    std::string plan(planBytes.begin(), planBytes.end());
+    WorkerSettings settings;
+    settings.dataDir = options_.dataDir;
+    settings.dataKind = options_.data;
+    settings.seed = options_.seed;
+    settings.threads = options_.threads;
+    settings.rendezvousTimeoutMs = options_.rendezvousTimeoutMs;
+    for (int r = 0; r < world(); ++r)
+      self_->send(workers_[r].actor, Assignment{r, world(), plan, store_, settings});
+
+    phase_ = "rendezvous";
+    s = pumpUntil(
+        [&] {
+          for (const auto &w : workers_)
+            if (!w.ready)
+              return false;
+          return true;
+        },
+        deadline, std::string("every worker to connect its communicators (rendezvous)"));
+    if (!s)
+      return s;
+    if (Status c = checkProgramsAgree(); !c)
+      return c;
+
+    return train(report);
+  }
+
+  Status checkProgramsAgree() {
+    const auto &ref = workers_[0].programs;
+    for (int r = 1; r < world(); ++r) {
+      const auto &p = workers_[r].programs;
+      bool same = p.size() == ref.size();
+      for (size_t i = 0; same && i < p.size(); ++i)
+        same = p[i].name == ref[i].name && p[i].batches == ref[i].batches &&
+               p[i].globalBatch == ref[i].globalBatch && p[i].samples == ref[i].samples &&
+               p[i].metricNames == ref[i].metricNames && p[i].metricReduce == ref[i].metricReduce;
+      if (!same)
+        return Status::error("rank " + std::to_string(r) +
+                             " disagrees with rank 0 about the plan's programs or data sizes "
+                             "(different plan or data on that node?)");
+    }
+    return Status::ok();
+  }
+
+  const ProgramInfo *program(const std::string &name) const {
+    for (const auto &p : workers_[0].programs)
+      if (p.name == name)
+        return &p;
+    return nullptr;
+  }
+
+  static int metricIndex(const ProgramInfo &p, const std::string &name) {
+    for (size_t i = 0; i < p.metricNames.size(); ++i)
+      if (p.metricNames[i] == name)
+        return static_cast<int>(i);
+    return -1;
+  }
+
+  void onStep(const StepMetrics &m) {
+    if (!chunkProgram_ || m.rank < 0 || m.rank >= world())
+      return;
+    size_t n = chunkProgram_->metricNames.size();
+    if (m.values.size() != n) {
+      fail(workerName(m.rank) + " reported " + std::to_string(m.values.size()) + " metrics for " +
+           currentProgram_ + ", the plan has " + std::to_string(n));
+      return;
+    }
+    ++workers_[m.rank].stepsReported;
+    auto &p = pending_[m.batch];
+    if (p.sum.empty()) {
+      p.sum.assign(n, 0.0);
+      p.first.assign(n, 0.0);
+    }
+    for (size_t i = 0; i < n; ++i)
+      p.sum[i] += m.values[i];
+    if (m.rank == 0)
+      p.first = m.values;
+    if (++p.received < world())
+      return;
+    std::vector<double> combined(n);
+    for (size_t i = 0; i < n; ++i)
+      combined[i] = chunkProgram_->metricReduce[i] == static_cast<int32_t>(MetricReduce::First)
+                        ? p.first[i]
+                        : p.sum[i];
+    pending_.erase(m.batch);
+    ++stepsCombined_;
+    if (onCombined_)
+      onCombined_(combined);
+  }
+
+  // Runs one chunk on every rank and feeds each combined step to `onCombined`.
+  Status runChunk(const ProgramInfo &program, int64_t epoch, int64_t count,
+                  std::function<void(const std::vector<double> &)> onCombined) {
+    currentProgram_ = program.name;
+    currentEpoch_ = epoch;
+    stepsCombined_ = 0;
+    pending_.clear();
+    chunkProgram_ = &program;
+    onCombined_ = std::move(onCombined);
+    for (auto &w : workers_) {
+      w.chunkDone = false;
+      w.stepsReported = 0;
+      self_->send(w.actor, RunChunk{program.name, epoch, 0, count});
+    }
+    Status s = pumpUntil(
+        [&] {
+          for (const auto &w : workers_)
+            if (!w.chunkDone)
+              return false;
+          return stepsCombined_ >= count;
+        },
+        std::nullopt, std::string(program.name));
+    chunkProgram_ = nullptr;
+    onCombined_ = nullptr;
+    if (s)
+      currentProgram_.clear();
+    return s;
+  }
+
+  Status train(JobReport *report) {
+    const ProgramInfo *trainProg = program("train");
+    if (!trainProg)
+      return Status::error("the plan has no \"train\" program");
+    const ProgramInfo *evalProg = program("eval");
+    int lossIdx = metricIndex(*trainProg, "loss");
+    int correctIdx = evalProg ? metricIndex(*evalProg, "correct") : -1;
+    int64_t steps = trainProg->batches;
+    if (options_.maxSteps >= 0)
+      steps = std::min(steps, options_.maxSteps);
+    if (steps <= 0)
+      return Status::error(
+          "the train program has no batches: " + std::to_string(trainProg->samples) +
+          " samples, global batch " + std::to_string(trainProg->globalBatch));
+    std::ostream *log = options_.log;
+    double trainSeconds = 0;
+    int64_t trainSteps = 0;
+
+    for (int epoch = 0; epoch < options_.epochs; ++epoch) {
+      auto epochStart = Clock::now();
+      auto lastPrint = epochStart;
+      int64_t lastPrintedStep = 0;
+      Status s = runChunk(*trainProg, epoch, steps, [&](const std::vector<double> &metrics) {
+        double loss = lossIdx >= 0 ? metrics[lossIdx] : 0.0;
+        if (report)
+          report->lossHistory.push_back(loss);
+        int64_t step = stepsCombined_;
+        if (log && (step % std::max(1, options_.logEvery) == 0 || step == steps)) {
+          auto now = Clock::now();
+          double secs = std::chrono::duration<double>(now - lastPrint).count();
+          double rate = secs > 0 ? (step - lastPrintedStep) * trainProg->globalBatch / secs : 0;
+          char line[256];
+          std::snprintf(line, sizeof(line), "epoch %d step %lld/%lld loss %.6f samples/s %.1f",
+                        epoch + 1, static_cast<long long>(step), static_cast<long long>(steps),
+                        loss, rate);
+          *log << line << std::endl;
+          lastPrint = now;
+          lastPrintedStep = step;
+        }
+      });
+      if (!s)
+        return s;
+      trainSeconds += std::chrono::duration<double>(Clock::now() - epochStart).count();
+      trainSteps += steps;
+
+      if (evalProg && evalProg->batches > 0) {
+        double correct = 0;
+        s = runChunk(*evalProg, epoch, evalProg->batches, [&](const std::vector<double> &metrics) {
+          if (correctIdx >= 0)
+            correct += metrics[correctIdx];
+        });
+        if (!s)
+          return s;
+        if (correctIdx >= 0 && evalProg->samples > 0) {
+          double accuracy = correct / static_cast<double>(evalProg->samples);
+          if (report)
+            report->testAccuracy.push_back(accuracy);
+          if (log) {
+            char line[128];
+            std::snprintf(line, sizeof(line), "epoch %d test accuracy %.4f", epoch + 1, accuracy);
+            *log << line << std::endl;
+          }
+        }
+      }
+    }
+
+    if (!options_.saveParamsDir.empty()) {
+      phase_ = "saving parameters";
+      for (auto &w : workers_) {
+        w.chunkDone = false;
+        self_->send(w.actor, SaveParams{options_.saveParamsDir});
+      }
+      Status s = pumpUntil(
+          [&] {
+            for (const auto &w : workers_)
+              if (!w.chunkDone)
+                return false;
+            return true;
+          },
+          std::nullopt, std::string("save"));
+      if (!s)
+        return s;
+      if (log)
+        *log << "saved parameters to " << options_.saveParamsDir << std::endl;
+    }
+
+    if (report) {
+      report->trainSteps = trainSteps;
+      report->meanStepSeconds = trainSteps > 0 ? trainSeconds / trainSteps : 0;
+      report->peakRssKb.clear();
+      for (const auto &w : workers_)
+        report->peakRssKb.push_back(w.maxRssKb);
+    }
+    return Status::ok();
+  }
+
+  // Waits (bounded) until every live worker's connection is gone.
+  void awaitWorkersGone(milliseconds grace) {
+    auto deadline = Clock::now() + grace;
+    auto anyAlive = [&] {
+      for (const auto &w : workers_)
+        if (w.alive)
+          return true;
+      return false;
+    };
+    while (anyAlive() && Clock::now() < deadline)
+      pump(milliseconds(50));
+  }
+
+  void abortAll(const std::string &reason) {
+    shuttingDown_ = true;
+    for (auto &w : workers_)
+      if (w.alive)
+        self_->send(w.actor, Abort{reason});
+    awaitWorkersGone(milliseconds(3000));
+    local_.killAndReap(milliseconds(2000));
+  }
+
+  void shutdownAll() {
+    shuttingDown_ = true;
+    for (auto &w : workers_)
+      if (w.alive)
+        self_->send(w.actor, shutdown_atom::value);
+    awaitWorkersGone(milliseconds(10000));
+    if (std::string unclean = local_.killAndReap(milliseconds(5000)); !unclean.empty())
+      fail("after the job: " + unclean);
+  }
+
+  caf::actor_system &system_;
+  caf::scoped_actor self_;
+  const RunOptions &options_;
+  caf::actor store_;
+  uint16_t port_ = 0;
+  bool published_ = false;
+  bool registrationClosed_ = false;
+  bool shuttingDown_ = false;
+  LocalProcesses local_;
+  std::vector<WorkerRecord> workers_;
+  std::string failure_;
+  std::string workerError_; // held for kPeerLossGrace, see the WorkerError handler
+  Clock::time_point workerErrorAt_;
+  std::string phase_ = "startup";
+  std::string currentProgram_;
+  int64_t currentEpoch_ = 0;
+  int64_t stepsCombined_ = 0;
+  const ProgramInfo *chunkProgram_ = nullptr;
+  std::map<int64_t, PendingStep> pending_;
+  std::function<void(const std::vector<double> &)> onCombined_;
+
+public:
+  // shutdownAll can turn a finished job into a failure (unclean worker exit).
+  Status finalStatus(Status s) const { return s && failed() ? Status::error(failure_) : s; }
+};
+
+} // namespace
+
+std::ostream *RunOptions::defaultLog() { return &std::cout; }
+
+Status runJob(const std::vector<uint8_t> &planBytes, const RunOptions &options, JobReport *report) {
+  caf::actor_system_config cfg;
+  configureClusterSystem(cfg);
+  caf::actor_system system{cfg};
+  Driver driver(system, options);
+  Status s = driver.run(planBytes, report);
+  return driver.finalStatus(s);
+}
+
+} // namespace sbpflow::cluster

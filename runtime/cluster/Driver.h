@@ -1,0 +1,80 @@
+// The driver: publishes itself over CAF's middleman, registers workers (or
+// starts them with `local`), ships the plan, runs the rendezvous and drives
+// training epoch by epoch. Callable in-process (examples) and from `sbpflow run`.
+#pragma once
+
+#include "runtime/Status.h"
+#include "runtime/cluster/Messages.h"
+
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace sbpflow::cluster {
+
+struct RunOptions {
+  // Workers: with localWorkers > 0 the driver starts that many worker
+  // processes on this machine; otherwise it waits for `expectWorkers` to
+  // connect (`sbpflow-worker --connect HOST:PORT` on each node).
+  int localWorkers = 0;
+  int expectWorkers = 0;
+  std::string host = "127.0.0.1"; // where the driver is published
+  uint16_t port = 0;              // 0: ephemeral
+  // The worker executable for localWorkers; empty: `sbpflow-worker` next to
+  // /proc/self/exe. `workerArgs` are appended after `--connect HOST:PORT`.
+  std::string workerBinary;
+  std::vector<std::string> workerArgs;
+
+  int epochs = 1;
+  int64_t maxSteps = -1; // train steps per epoch; -1: every batch
+  int logEvery = 50;     // progress line every P train steps
+  std::string saveParamsDir;
+  // Shipped to every worker.
+  std::string dataDir = "/usr/share/datasets/fashion-mnist";
+  std::string data = "fashion-mnist"; // or "synthetic" (cluster protocol tests only)
+  uint64_t seed = 0;
+  int threads = 1; // kernel threads per worker
+
+  // Registration and rendezvous must finish within this bound.
+  int64_t rendezvousTimeoutMs = 60000;
+  // Only for programs that compile and run: stop after writing the plan.
+  bool planOnly = false;
+  // Progress lines and per-epoch accuracy go here (null: silent).
+  std::ostream *log = defaultLog();
+  // Called once every worker has registered, with their pids (tests use it).
+  std::function<void(const std::vector<int> &pids)> onWorkersRegistered;
+
+  static std::ostream *defaultLog();
+};
+
+struct JobReport {
+  std::vector<double> lossHistory;  // combined "loss" metric of every train step
+  std::vector<double> testAccuracy; // per epoch; empty without an "eval" program
+  double meanStepSeconds = 0;       // driver wall time per train step
+  std::vector<int64_t> peakRssKb;   // per rank (getrusage maxrss)
+  int64_t trainSteps = 0;
+};
+
+// Runs the whole job; on failure every worker is told to abort, local worker
+// processes are reaped (killed if they do not end), and the status names the
+// rank and what went wrong.
+Status runJob(const std::vector<uint8_t> &planBytes, const RunOptions &options, JobReport *report);
+
+// Adds the run options (--epochs, --threads, --data-dir, --seed, ...) to a
+// command line; shared by `sbpflow run` and the examples.
+void addRunOptions(CLI::App &app, RunOptions &options);
+
+} // namespace sbpflow::cluster
+
+namespace sbpflow {
+using cluster::addRunOptions;
+using cluster::JobReport;
+using cluster::runJob;
+using cluster::RunOptions;
+} // namespace sbpflow

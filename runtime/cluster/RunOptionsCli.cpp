@@ -1,0 +1,27 @@
+// The command-line face of RunOptions, shared by `sbpflow run` and examples.
+#include "runtime/cluster/Driver.h"
+
+#include <CLI/CLI.hpp>
+
+namespace sbpflow::cluster {
+
+void addRunOptions(CLI::App &app, RunOptions &o) {
+  app.add_option("--epochs", o.epochs, "passes over the training set")->check(CLI::PositiveNumber);
+  app.add_option("--threads", o.threads, "kernel threads per worker")->check(CLI::PositiveNumber);
+  app.add_option("--data-dir", o.dataDir, "Fashion-MNIST IDX directory (read by every worker)");
+  app.add_option("--data", o.data,
+                 "data source: fashion-mnist, or synthetic (only for tests of the cluster)")
+      ->check(CLI::IsMember({"fashion-mnist", "synthetic"}));
+  app.add_option("--log-every", o.logEvery, "print a progress line every P train steps")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--save-params", o.saveParamsDir,
+                 "at the end, every worker writes its variable shards to DIR");
+  app.add_option("--max-steps", o.maxSteps, "train steps per epoch at most (default: all)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--rendezvous-timeout-ms", o.rendezvousTimeoutMs,
+                 "bound on worker registration and communicator setup")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--plan-only", o.planOnly, "stop once the plan is built and verified; run nothing");
+}
+
+} // namespace sbpflow::cluster

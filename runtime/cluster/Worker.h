@@ -1,0 +1,46 @@
+// A worker process's control loop: connects to the driver, registers, and
+// runs what the driver asks on a work thread (kernels and Gloo calls never
+// block the actor that talks to the driver). What the work is comes from a
+// RankBackend: the plan executor in sbpflow-worker, a stand-in in tests.
+#pragma once
+
+#include "runtime/Status.h"
+#include "runtime/cluster/Messages.h"
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace gloo::rendezvous {
+class Store;
+}
+
+namespace sbpflow::cluster {
+
+class RankBackend {
+public:
+  virtual ~RankBackend() = default;
+  // Verifies the plan, opens the data, connects the communicators through
+  // `store` and builds the executor; describes the programs the driver may run.
+  virtual StatusOr<std::vector<ProgramInfo>> prepare(const std::string &planBytes, int rank,
+                                                     int worldSize, gloo::rendezvous::Store &store,
+                                                     const WorkerSettings &settings) = 0;
+  using StepCallback = std::function<void(int64_t batch, const std::vector<double> &metrics)>;
+  virtual Status run(const RunChunk &chunk, const StepCallback &onStep) = 0;
+  virtual Status save(const std::string &dir) = 0;
+};
+
+struct WorkerOptions {
+  std::string driverHost;
+  uint16_t driverPort = 0;
+};
+
+// "host:port" -> (host, port); a clear error for anything else.
+StatusOr<std::pair<std::string, uint16_t>> parseHostPort(const std::string &text);
+
+// Runs until the driver says shut down (returns 0) or the job fails (the
+// process ends with a non-zero status, even if a collective is blocked).
+int runWorker(const WorkerOptions &options, RankBackend &backend);
+
+} // namespace sbpflow::cluster

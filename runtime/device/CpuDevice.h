@@ -1,0 +1,77 @@
+// The CPU device: a fixed pool of kernel threads, and one comm thread that
+// issues collectives strictly in the plan's collective_seq order so that every
+// rank of a group calls Gloo in the same order (a mismatch would deadlock).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace sbpflow {
+
+// Fixed threads and a ring-buffer queue that only grows, so a steady-state
+// step allocates nothing beyond what a closure itself needs.
+class CpuKernelPool {
+public:
+  explicit CpuKernelPool(int threads);
+  ~CpuKernelPool(); // finishes queued work, then joins
+  CpuKernelPool(const CpuKernelPool &) = delete;
+  CpuKernelPool &operator=(const CpuKernelPool &) = delete;
+
+  void submit(std::function<void()> work);
+  // Blocks until the queue is empty and no work is running.
+  void waitIdle();
+  int threads() const { return static_cast<int>(workers_.size()); }
+
+private:
+  void loop();
+
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::vector<std::function<void()>> ring_;
+  std::condition_variable idle_;
+  size_t head_ = 0, size_ = 0;
+  int busy_ = 0;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+};
+
+// Runs collectives one at a time in sequence order 0, 1, ..., count-1, then
+// starts over at 0 (the next step). A collective submitted before its turn
+// waits in its slot.
+class CollectiveQueue {
+public:
+  CollectiveQueue();
+  ~CollectiveQueue();
+  CollectiveQueue(const CollectiveQueue &) = delete;
+  CollectiveQueue &operator=(const CollectiveQueue &) = delete;
+
+  // Starts a program with `count` collectives per step; nothing may be
+  // pending. Collectives submitted afterwards are numbered from 0.
+  void reset(int count);
+  // Drops pending collectives (after an error, when peers will never match).
+  void abandon();
+  // `seq` must lie in [0, count).
+  void submit(int seq, std::function<void()> work);
+  // Blocks until no collective is running (pending ones that cannot run yet
+  // are not waited for: abandon() them first).
+  void waitIdle();
+
+private:
+  void loop();
+
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::vector<std::function<void()>> slots_;
+  std::vector<bool> filled_;
+  std::condition_variable idle_;
+  bool busy_ = false;
+  int next_ = 0;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+} // namespace sbpflow

@@ -1,0 +1,577 @@
+// Plan loading: flatbuffers verification, then the semantic checks that the
+// executor relies on (indices in range, producers before consumers, arena
+// bounds, collective order), each reported with the program/task/tensor name.
+#include "runtime/plan/PlanLoader.h"
+
+#include <cmath>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
+
+namespace sbpflow {
+namespace {
+
+std::string str(const flatbuffers::String *s) { return s ? s->str() : std::string("?"); }
+
+template <typename T> size_t len(const flatbuffers::Vector<T> *v) { return v ? v->size() : 0; }
+
+std::string shapeText(const Shape &s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i)
+    out += (i ? "," : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+std::string sbpText(const flatbuffers::Vector<const plan::SbpDim *> *sbp) {
+  std::string out = "[";
+  for (size_t i = 0; i < len(sbp); ++i) {
+    const plan::SbpDim *d = sbp->Get(i);
+    if (i)
+      out += ",";
+    switch (d->kind()) {
+    case plan::SbpKind::Split:
+      out += "S(" + std::to_string(d->axis()) + ")";
+      break;
+    case plan::SbpKind::Broadcast:
+      out += "B";
+      break;
+    case plan::SbpKind::PartialSum:
+      out += "P(sum)";
+      break;
+    case plan::SbpKind::PartialMax:
+      out += "P(max)";
+      break;
+    case plan::SbpKind::PartialMin:
+      out += "P(min)";
+      break;
+    default:
+      out += "?";
+    }
+  }
+  return out + "]";
+}
+
+// Checks what tensors and variables share: placement, shape, nd-SBP.
+Status checkTyped(const plan::Plan &p, const std::string &what, int placement,
+                  const flatbuffers::Vector<int64_t> *shape,
+                  const flatbuffers::Vector<const plan::SbpDim *> *sbp) {
+  if (placement < 0 || placement >= static_cast<int>(len(p.placements())))
+    return Status::error(what + ": placement " + std::to_string(placement) +
+                         " out of range (plan has " + std::to_string(len(p.placements())) +
+                         " placements)");
+  for (size_t i = 0; i < len(shape); ++i)
+    if (shape->Get(i) < 0)
+      return Status::error(what + ": negative dimension " + std::to_string(shape->Get(i)) +
+                           " at axis " + std::to_string(i));
+  size_t dims = len(p.placements()->Get(placement)->hierarchy());
+  if (len(sbp) != dims)
+    return Status::error(what + ": nd-SBP has " + std::to_string(len(sbp)) +
+                         " dimensions but its placement hierarchy has " + std::to_string(dims));
+  for (size_t i = 0; i < len(sbp); ++i) {
+    const plan::SbpDim *d = sbp->Get(i);
+    if (static_cast<int>(d->kind()) < 0 || d->kind() > plan::SbpKind::PartialMin)
+      return Status::error(what + ": unknown SBP kind " +
+                           std::to_string(static_cast<int>(d->kind())));
+    if (d->kind() == plan::SbpKind::Split &&
+        (d->axis() < 0 || d->axis() >= static_cast<int>(len(shape))))
+      return Status::error(what + ": split axis " + std::to_string(d->axis()) +
+                           " out of range for rank " + std::to_string(len(shape)));
+  }
+  return Status::ok();
+}
+
+bool needsAttrs(plan::OpKind op, plan::OpAttrs &type) {
+  switch (op) {
+  case plan::OpKind::Input:
+    type = plan::OpAttrs::InputAttrs;
+    return true;
+  case plan::OpKind::Fill:
+    type = plan::OpAttrs::FillAttrs;
+    return true;
+  case plan::OpKind::Mean:
+  case plan::OpKind::MeanGrad:
+    type = plan::OpAttrs::MeanAttrs;
+    return true;
+  case plan::OpKind::SgdMomentum:
+    type = plan::OpAttrs::SgdAttrs;
+    return true;
+  case plan::OpKind::AllReduce:
+  case plan::OpKind::AllGather:
+  case plan::OpKind::ReduceScatter:
+  case plan::OpKind::AllToAll:
+    type = plan::OpAttrs::CollectiveAttrs;
+    return true;
+  case plan::OpKind::MatMul:
+    type = plan::OpAttrs::MatMulAttrs;
+    return false; // optional: absent means no transposes
+  default:
+    type = plan::OpAttrs::NONE;
+    return false;
+  }
+}
+
+// Expected (inputs, outputs) per op; -1 = any number (at least one).
+std::pair<int, int> arity(plan::OpKind op) {
+  using K = plan::OpKind;
+  switch (op) {
+  case K::Input:
+  case K::Parameter:
+  case K::Fill:
+    return {0, 1};
+  case K::MatMul:
+  case K::BiasAdd:
+  case K::Add:
+  case K::ReluGrad:
+  case K::SoftmaxXent:
+  case K::CountCorrect:
+    return {2, 1};
+  case K::SoftmaxXentGrad:
+    return {3, 1};
+  case K::Relu:
+  case K::Mean:
+  case K::MeanGrad:
+  case K::ReduceRows:
+  case K::AllGather:
+  case K::ReduceScatter:
+  case K::AllToAll:
+  case K::Slice:
+  case K::ZeroOthers:
+    return {1, 1};
+  case K::SgdMomentum:
+    return {1, -2}; // outputs optional (a view of the parameter at most)
+  case K::AllReduce:
+    return {-1, -1};
+  }
+  return {-3, -3};
+}
+
+Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
+  const std::string pname = "program '" + str(prog.name()) + "'";
+  const auto *tensors = prog.tensors();
+  const auto *tasks = prog.tasks();
+  const auto *regs = prog.registers();
+  const int nt = static_cast<int>(len(tensors));
+  const int nk = static_cast<int>(len(tasks));
+  const int nv = static_cast<int>(len(p.variables()));
+  if (prog.arena_bytes() < 0)
+    return Status::error(pname + ": negative arena_bytes " + std::to_string(prog.arena_bytes()));
+
+  for (int i = 0; i < nt; ++i) {
+    const plan::Tensor *t = tensors->Get(i);
+    std::string tname = pname + ": tensor " + std::to_string(i) + " '" + str(t->name()) + "'";
+    if (t->dtype() != plan::DType::F32 && t->dtype() != plan::DType::I32)
+      return Status::error(tname + ": unknown dtype");
+    if (Status s = checkTyped(p, tname, t->placement(), t->shape(), t->sbp()); !s)
+      return s;
+    if (t->variable() < -1 || t->variable() >= nv)
+      return Status::error(tname + ": variable " + std::to_string(t->variable()) +
+                           " out of range (plan has " + std::to_string(nv) + " variables)");
+    Shape shape = toShape(t->shape());
+    if (t->variable() >= 0) {
+      const plan::Variable *v = p.variables()->Get(t->variable());
+      if (toShape(v->shape()) != shape || v->placement() != t->placement() ||
+          toNdSbp(v->sbp()) != toNdSbp(t->sbp()))
+        return Status::error(tname + ": view of variable '" + str(v->name()) +
+                             "' but shape/placement/SBP differ");
+      continue;
+    }
+    int64_t need = maxLocalElements(shape, toNdSbp(t->sbp()),
+                                    toHierarchy(*p.placements()->Get(t->placement()))) *
+                   static_cast<int64_t>(dtypeSize(t->dtype()));
+    if (t->bytes() < need)
+      return Status::error(tname + ": bytes " + std::to_string(t->bytes()) +
+                           " smaller than its largest local shard (" + std::to_string(need) + ")");
+    if (t->offset() < 0)
+      return Status::error(tname + ": activation without an arena offset");
+    if (t->offset() + t->bytes() > prog.arena_bytes())
+      return Status::error(tname + ": offset " + std::to_string(t->offset()) + " + bytes " +
+                           std::to_string(t->bytes()) + " exceeds arena_bytes " +
+                           std::to_string(prog.arena_bytes()));
+  }
+
+  std::vector<int> producer(nt, -1);
+  std::vector<int> seqs;
+  for (int k = 0; k < nk; ++k) {
+    const plan::Task *task = tasks->Get(k);
+    std::string kname = pname + ": task " + std::to_string(k) + " '" + str(task->name()) + "'";
+    const char *op = opName(task->op());
+    if (!*op)
+      return Status::error(kname + ": unknown op kind " +
+                           std::to_string(static_cast<int>(task->op())));
+    kname += " (" + std::string(op) + ")";
+    auto [nin, nout] = arity(task->op());
+    int gotIn = static_cast<int>(len(task->inputs())),
+        gotOut = static_cast<int>(len(task->outputs()));
+    if ((nin >= 0 && gotIn != nin) || (nin == -1 && gotIn == 0))
+      return Status::error(kname + ": expects " + (nin < 0 ? "at least 1" : std::to_string(nin)) +
+                           " inputs, has " + std::to_string(gotIn));
+    if ((nout >= 0 && gotOut != nout) || (nout == -1 && gotOut == 0) || (nout == -2 && gotOut > 1))
+      return Status::error(kname + ": unexpected number of outputs " + std::to_string(gotOut));
+    if (task->op() == plan::OpKind::AllReduce && gotIn != gotOut)
+      return Status::error(kname + ": AllReduce needs as many outputs as inputs");
+    for (int j = 0; j < gotIn; ++j) {
+      int t = task->inputs()->Get(j);
+      if (t < 0 || t >= nt)
+        return Status::error(kname + ": input " + std::to_string(j) + " is tensor " +
+                             std::to_string(t) + ", out of range (" + std::to_string(nt) +
+                             " tensors)");
+      if (producer[t] < 0)
+        return Status::error(kname + ": input tensor '" + str(tensors->Get(t)->name()) +
+                             "' is not produced by an earlier task");
+      bool found = false;
+      for (size_t r = 0; r < len(regs) && !found; ++r) {
+        const plan::Register *reg = regs->Get(r);
+        if (reg->tensor() != t || reg->producer() != producer[t])
+          continue;
+        for (size_t c = 0; c < len(reg->consumers()); ++c)
+          found = found || reg->consumers()->Get(c) == k;
+      }
+      if (!found)
+        return Status::error(kname + ": no register carries input tensor '" +
+                             str(tensors->Get(t)->name()) + "' to this task");
+    }
+    for (int j = 0; j < gotOut; ++j) {
+      int t = task->outputs()->Get(j);
+      if (t < 0 || t >= nt)
+        return Status::error(kname + ": output " + std::to_string(j) + " is tensor " +
+                             std::to_string(t) + ", out of range (" + std::to_string(nt) +
+                             " tensors)");
+      if (producer[t] >= 0)
+        return Status::error(kname + ": tensor '" + str(tensors->Get(t)->name()) +
+                             "' already produced by task '" + str(tasks->Get(producer[t])->name()) +
+                             "'");
+      producer[t] = k;
+    }
+    if (task->op() == plan::OpKind::Parameter &&
+        tensors->Get(task->outputs()->Get(0))->variable() < 0)
+      return Status::error(kname + ": output is not a view of a variable");
+
+    plan::OpAttrs want;
+    bool required = needsAttrs(task->op(), want);
+    if (task->attrs_type() == plan::OpAttrs::NONE && required)
+      return Status::error(kname + ": missing attrs (" + plan::EnumNameOpAttrs(want) +
+                           " expected)");
+    if (task->attrs_type() != plan::OpAttrs::NONE && task->attrs_type() != want)
+      return Status::error(kname + ": attrs are " +
+                           std::string(plan::EnumNameOpAttrs(task->attrs_type())) + ", expected " +
+                           plan::EnumNameOpAttrs(want));
+    if (const plan::SgdAttrs *sgd = task->attrs_as_SgdAttrs()) {
+      if (sgd->param() < 0 || sgd->param() >= nv)
+        return Status::error(kname + ": param variable " + std::to_string(sgd->param()) +
+                             " out of range");
+      if (sgd->momentum_buffer() < -1 || sgd->momentum_buffer() >= nv)
+        return Status::error(kname + ": momentum_buffer variable " +
+                             std::to_string(sgd->momentum_buffer()) + " out of range");
+      if (sgd->momentum() != 0.0f && sgd->momentum_buffer() < 0)
+        return Status::error(kname + ": momentum " + std::to_string(sgd->momentum()) +
+                             " without a momentum_buffer");
+      const plan::Variable *w = p.variables()->Get(sgd->param());
+      int64_t gradElems = elementCount(toShape(tensors->Get(task->inputs()->Get(0))->shape()));
+      if (elementCount(toShape(w->shape())) != gradElems)
+        return Status::error(kname + ": gradient shape differs from variable '" + str(w->name()) +
+                             "'");
+    }
+    if (const plan::CollectiveAttrs *c = task->attrs_as_CollectiveAttrs()) {
+      const plan::Tensor *in = tensors->Get(task->inputs()->Get(0));
+      int dims = static_cast<int>(len(p.placements()->Get(in->placement())->hierarchy()));
+      if (c->hierarchy_dim() < 0 || c->hierarchy_dim() >= dims)
+        return Status::error(kname + ": hierarchy_dim " + std::to_string(c->hierarchy_dim()) +
+                             " out of range (placement has " + std::to_string(dims) +
+                             " dimensions)");
+    }
+    if (const plan::MeanAttrs *m = task->attrs_as_MeanAttrs(); m && m->count() <= 0)
+      return Status::error(kname + ": MeanAttrs.count must be positive, is " +
+                           std::to_string(m->count()));
+    if (isCollective(task->op())) {
+      if (task->collective_seq() < 0)
+        return Status::error(kname + ": collective without a collective_seq");
+      seqs.push_back(task->collective_seq());
+    } else if (task->collective_seq() != -1) {
+      return Status::error(kname + ": collective_seq " + std::to_string(task->collective_seq()) +
+                           " on a task that is not a collective");
+    }
+  }
+  std::vector<bool> seen(seqs.size(), false);
+  for (int s : seqs) {
+    if (s >= static_cast<int>(seqs.size()) || seen[s])
+      return Status::error(pname + ": collective_seq values are not a permutation of 0.." +
+                           std::to_string(static_cast<int>(seqs.size()) - 1) + " (bad value " +
+                           std::to_string(s) + ")");
+    seen[s] = true;
+  }
+
+  for (int r = 0; r < static_cast<int>(len(regs)); ++r) {
+    const plan::Register *reg = regs->Get(r);
+    std::string rname = pname + ": register " + std::to_string(r);
+    if (reg->producer() < 0 || reg->producer() >= nk)
+      return Status::error(rname + ": producer task " + std::to_string(reg->producer()) +
+                           " out of range (" + std::to_string(nk) + " tasks)");
+    rname += " (from task '" + str(tasks->Get(reg->producer())->name()) + "')";
+    if (reg->tensor() < -1 || reg->tensor() >= nt)
+      return Status::error(rname + ": tensor " + std::to_string(reg->tensor()) + " out of range");
+    if (reg->tensor() >= 0 && producer[reg->tensor()] != reg->producer())
+      return Status::error(rname + ": tensor '" + str(tensors->Get(reg->tensor())->name()) +
+                           "' is not an output of its producer");
+    if (len(reg->consumers()) == 0)
+      return Status::error(rname + ": no consumers");
+    for (size_t c = 0; c < len(reg->consumers()); ++c) {
+      int k = reg->consumers()->Get(c);
+      if (k < 0 || k >= nk)
+        return Status::error(rname + ": consumer task " + std::to_string(k) + " out of range");
+      if (k <= reg->producer())
+        return Status::error(rname + ": consumer '" + str(tasks->Get(k)->name()) +
+                             "' does not come after its producer (tasks must be in "
+                             "topological order)");
+    }
+    if (reg->count() < 1)
+      return Status::error(rname + ": count " + std::to_string(reg->count()) +
+                           " (at least 1 slot needed)");
+  }
+
+  for (size_t i = 0; i < len(prog.inputs()); ++i) {
+    const plan::Binding *b = prog.inputs()->Get(i);
+    if (b->tensor() < 0 || b->tensor() >= nt)
+      return Status::error(pname + ": input binding '" + str(b->name()) + "' points at tensor " +
+                           std::to_string(b->tensor()) + ", out of range");
+  }
+  for (size_t i = 0; i < len(prog.metrics()); ++i) {
+    const plan::Metric *m = prog.metrics()->Get(i);
+    if (m->tensor() < 0 || m->tensor() >= nt)
+      return Status::error(pname + ": metric '" + str(m->name()) + "' points at tensor " +
+                           std::to_string(m->tensor()) + ", out of range");
+    if (tensors->Get(m->tensor())->dtype() != plan::DType::F32)
+      return Status::error(pname + ": metric '" + str(m->name()) + "' is not an f32 tensor");
+  }
+  return Status::ok();
+}
+
+} // namespace
+
+Shape toShape(const flatbuffers::Vector<int64_t> *shape) {
+  Shape s;
+  for (size_t i = 0; i < len(shape); ++i)
+    s.push_back(shape->Get(i));
+  return s;
+}
+
+NdSbp toNdSbp(const flatbuffers::Vector<const plan::SbpDim *> *sbp) {
+  NdSbp out;
+  for (size_t i = 0; i < len(sbp); ++i) {
+    SbpDim d;
+    d.kind = static_cast<SbpKind>(static_cast<int8_t>(sbp->Get(i)->kind()));
+    d.axis = sbp->Get(i)->axis();
+    out.push_back(d);
+  }
+  return out;
+}
+
+std::vector<int64_t> toHierarchy(const plan::Placement &placement) {
+  std::vector<int64_t> h;
+  for (size_t i = 0; i < len(placement.hierarchy()); ++i)
+    h.push_back(placement.hierarchy()->Get(i));
+  return h;
+}
+
+int rankIndexIn(const plan::Placement &placement, int globalRank) {
+  for (size_t i = 0; i < len(placement.ranks()); ++i)
+    if (placement.ranks()->Get(i) == globalRank)
+      return static_cast<int>(i);
+  return -1;
+}
+
+const char *opName(plan::OpKind op) {
+  if (op > plan::OpKind::MAX)
+    return "";
+  const char *n = plan::EnumNameOpKind(op);
+  return n ? n : "";
+}
+
+bool isCollective(plan::OpKind op) {
+  return op == plan::OpKind::AllReduce || op == plan::OpKind::AllGather ||
+         op == plan::OpKind::ReduceScatter || op == plan::OpKind::AllToAll;
+}
+
+size_t dtypeSize(plan::DType) { return 4; }
+
+Status checkPlan(const plan::Plan &p) {
+  if (p.version() != kPlanVersion)
+    return Status::error("plan version " + std::to_string(p.version()) +
+                         " is not supported (this runtime reads version " +
+                         std::to_string(kPlanVersion) + ")");
+  for (size_t i = 0; i < len(p.placements()); ++i) {
+    const plan::Placement *pl = p.placements()->Get(i);
+    std::string what = "placement " + std::to_string(i) + " '" + str(pl->name()) + "'";
+    if (len(pl->hierarchy()) == 0)
+      return Status::error(what + ": empty hierarchy");
+    int64_t product = 1;
+    for (size_t d = 0; d < len(pl->hierarchy()); ++d) {
+      if (pl->hierarchy()->Get(d) < 1)
+        return Status::error(what + ": hierarchy dimension " + std::to_string(d) + " is " +
+                             std::to_string(pl->hierarchy()->Get(d)));
+      product *= pl->hierarchy()->Get(d);
+    }
+    if (product != static_cast<int64_t>(len(pl->ranks())))
+      return Status::error(what + ": hierarchy product " + std::to_string(product) +
+                           " differs from its " + std::to_string(len(pl->ranks())) + " ranks");
+    std::set<int> ranks;
+    for (size_t r = 0; r < len(pl->ranks()); ++r)
+      if (pl->ranks()->Get(r) < 0 || !ranks.insert(pl->ranks()->Get(r)).second)
+        return Status::error(what + ": rank " + std::to_string(pl->ranks()->Get(r)) +
+                             " negative or repeated");
+  }
+  for (size_t i = 0; i < len(p.variables()); ++i) {
+    const plan::Variable *v = p.variables()->Get(i);
+    std::string what = "variable " + std::to_string(i) + " '" + str(v->name()) + "'";
+    if (Status s = checkTyped(p, what, v->placement(), v->shape(), v->sbp()); !s)
+      return s;
+    if (v->dtype() != plan::DType::F32)
+      return Status::error(what + ": variables must be f32");
+    if (v->init()->kind() > plan::InitKind::MAX)
+      return Status::error(what + ": unknown init kind");
+  }
+  std::set<std::string> names;
+  for (size_t i = 0; i < len(p.programs()); ++i) {
+    const plan::Program *prog = p.programs()->Get(i);
+    if (!names.insert(str(prog->name())).second)
+      return Status::error("program '" + str(prog->name()) + "' defined twice");
+    if (Status s = checkProgram(p, *prog); !s)
+      return s;
+  }
+  return Status::ok();
+}
+
+StatusOr<LoadedPlan> loadPlanBuffer(std::vector<uint8_t> bytes) {
+  if (bytes.size() < 8)
+    return Status::error("plan buffer too short (" + std::to_string(bytes.size()) +
+                         " bytes): not a plan file");
+  if (!plan::PlanBufferHasIdentifier(bytes.data()))
+    return Status::error(std::string("not a plan: file identifier is not '") +
+                         plan::PlanIdentifier() + "'");
+  flatbuffers::Verifier verifier(bytes.data(), bytes.size());
+  if (!plan::VerifyPlanBuffer(verifier))
+    return Status::error("plan buffer failed flatbuffers verification (truncated or corrupt, " +
+                         std::to_string(bytes.size()) + " bytes)");
+  LoadedPlan loaded(std::move(bytes));
+  if (Status s = checkPlan(*loaded.plan()); !s)
+    return s.withContext("invalid plan");
+  return loaded;
+}
+
+StatusOr<LoadedPlan> loadPlanFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return Status::error("cannot open plan file '" + path + "'");
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  if (in.bad())
+    return Status::error("cannot read plan file '" + path + "'");
+  StatusOr<LoadedPlan> loaded = loadPlanBuffer(std::move(bytes));
+  if (!loaded)
+    return loaded.status().withContext("plan file '" + path + "'");
+  return loaded;
+}
+
+std::vector<float> initGlobalTensor(const plan::Init &init, int64_t elements) {
+  std::vector<float> out(static_cast<size_t>(elements), 0.0f);
+  std::mt19937_64 gen(init.seed());
+  auto uniform = [&gen] { return static_cast<double>(gen() >> 11) * 0x1.0p-53; };
+  const double a = init.a(), b = init.b();
+  const double twoPi = 6.283185307179586476925286766559;
+  for (int64_t i = 0; i < elements; ++i) {
+    switch (init.kind()) {
+    case plan::InitKind::Zeros:
+      break;
+    case plan::InitKind::Constant:
+      out[i] = static_cast<float>(a);
+      break;
+    case plan::InitKind::Uniform:
+      out[i] = static_cast<float>(a + (b - a) * uniform());
+      break;
+    case plan::InitKind::Normal: {
+      double u1 = uniform(), u2 = uniform();
+      out[i] =
+          static_cast<float>(a + b * std::sqrt(-2.0 * std::log(1.0 - u1)) * std::cos(twoPi * u2));
+      break;
+    }
+    }
+  }
+  return out;
+}
+
+std::string describePlan(const plan::Plan &p) {
+  std::ostringstream os;
+  os << "plan version " << p.version();
+  if (p.source())
+    os << " of '" << p.source()->str() << "'";
+  os << "\nplacements:\n";
+  for (size_t i = 0; i < len(p.placements()); ++i) {
+    const plan::Placement *pl = p.placements()->Get(i);
+    os << "  #" << i << " " << str(pl->name()) << " " << plan::EnumNameDeviceKind(pl->device())
+       << " hierarchy " << shapeText(toHierarchy(*pl)) << " ranks [";
+    for (size_t r = 0; r < len(pl->ranks()); ++r)
+      os << (r ? "," : "") << pl->ranks()->Get(r);
+    os << "]\n";
+  }
+  os << "variables:\n";
+  for (size_t i = 0; i < len(p.variables()); ++i) {
+    const plan::Variable *v = p.variables()->Get(i);
+    os << "  #" << i << " " << str(v->name()) << " " << plan::EnumNameDType(v->dtype())
+       << shapeText(toShape(v->shape())) << " placement " << v->placement() << " "
+       << sbpText(v->sbp()) << " init " << plan::EnumNameInitKind(v->init()->kind()) << "("
+       << v->init()->a() << ", " << v->init()->b() << ", seed " << v->init()->seed() << ")\n";
+  }
+  for (size_t pi = 0; pi < len(p.programs()); ++pi) {
+    const plan::Program *prog = p.programs()->Get(pi);
+    os << "program " << str(prog->name()) << " (arena " << prog->arena_bytes() << " bytes)\n";
+    os << "  tensors:\n";
+    for (size_t i = 0; i < len(prog->tensors()); ++i) {
+      const plan::Tensor *t = prog->tensors()->Get(i);
+      os << "    %" << i << " " << str(t->name()) << " " << plan::EnumNameDType(t->dtype())
+         << shapeText(toShape(t->shape())) << " placement " << t->placement() << " "
+         << sbpText(t->sbp());
+      if (t->variable() >= 0)
+        os << " = variable #" << t->variable();
+      else
+        os << " @" << t->offset() << " (" << t->bytes() << " bytes)";
+      os << "\n";
+    }
+    os << "  tasks:\n";
+    for (size_t k = 0; k < len(prog->tasks()); ++k) {
+      const plan::Task *task = prog->tasks()->Get(k);
+      os << "    " << k << " " << str(task->name()) << " " << opName(task->op()) << " (";
+      for (size_t j = 0; j < len(task->inputs()); ++j)
+        os << (j ? ", " : "") << "%" << task->inputs()->Get(j);
+      os << ") -> (";
+      for (size_t j = 0; j < len(task->outputs()); ++j)
+        os << (j ? ", " : "") << "%" << task->outputs()->Get(j);
+      os << ") queue " << plan::EnumNameQueue(task->queue());
+      if (task->collective_seq() >= 0)
+        os << " collective #" << task->collective_seq();
+      os << "\n";
+    }
+    os << "  registers:\n";
+    for (size_t r = 0; r < len(prog->registers()); ++r) {
+      const plan::Register *reg = prog->registers()->Get(r);
+      os << "    " << r << " task " << reg->producer() << " -> [";
+      for (size_t c = 0; c < len(reg->consumers()); ++c)
+        os << (c ? "," : "") << reg->consumers()->Get(c);
+      os << "] ";
+      if (reg->tensor() >= 0)
+        os << "%" << reg->tensor();
+      else
+        os << "control";
+      os << " x" << reg->count() << "\n";
+    }
+    for (size_t i = 0; i < len(prog->inputs()); ++i)
+      os << "  input " << str(prog->inputs()->Get(i)->name()) << " -> %"
+         << prog->inputs()->Get(i)->tensor() << "\n";
+    for (size_t i = 0; i < len(prog->metrics()); ++i)
+      os << "  metric " << str(prog->metrics()->Get(i)->name()) << " <- %"
+         << prog->metrics()->Get(i)->tensor() << " ("
+         << plan::EnumNameMetricReduce(prog->metrics()->Get(i)->reduce()) << ")\n";
+  }
+  return os.str();
+}
+
+} // namespace sbpflow

@@ -1,0 +1,42 @@
+// The CPU device: the kernel pool runs everything it is given, and the
+// collective queue issues work strictly in sequence order whatever the order
+// of submission.
+#include "runtime/device/CpuDevice.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+
+using namespace sbpflow;
+
+TEST(CpuKernelPool, RunsAllWorkBeyondInitialCapacity) {
+  std::atomic<int64_t> sum{0};
+  {
+    CpuKernelPool pool(2);
+    for (int i = 1; i <= 500; ++i)
+      pool.submit([&sum, i] { sum += i; });
+    pool.waitIdle();
+    EXPECT_EQ(sum.load(), 500 * 501 / 2);
+  }
+}
+
+TEST(CollectiveQueue, RunsInSequenceOrder) {
+  CollectiveQueue queue;
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<int> order;
+  for (int step = 0; step < 2; ++step) {
+    queue.reset(4);
+    for (int seq : {3, 1, 2, 0})
+      queue.submit(seq, [&, seq] {
+        std::lock_guard<std::mutex> lock(m);
+        order.push_back(seq);
+        cv.notify_all();
+      });
+    std::unique_lock<std::mutex> lock(m);
+    cv.wait(lock, [&] { return order.size() == static_cast<size_t>(4 * (step + 1)); });
+  }
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 0, 1, 2, 3}));
+}

@@ -1,0 +1,414 @@
+// The actor executor on hand-built plans: a 1-rank training loop against a
+// plain C++ reference, register counts > 1, a 2-rank data-parallel run and
+// the boxing collectives against the 1-rank result, and kernel errors.
+#include "actors/Executor.h"
+#include "actors/Messages.h"
+#include "runtime/comm/CommGroups.h"
+#include "runtime/data/DataSource.h"
+#include "runtime/plan/PlanLoader.h"
+#include "tests/plan/TestPlans.h"
+
+#include <caf/all.hpp>
+#include <gloo/rendezvous/hash_store.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+using namespace sbpflow;
+using namespace sbpflow::testplan;
+
+namespace {
+
+constexpr int64_t kBatch = 8, kIn = 3;
+
+double sample(int64_t batch, int64_t row, int64_t col) {
+  return std::sin(0.7 * batch + 1.3 * row + 0.4 * col + 0.1);
+}
+
+// Deterministic in-memory data: "x" f32 [kIn], "label" i32 [] = `label`,
+// "a" f32 [5] (row r, col c = 10 r + c).
+class MemoryData : public DataSource {
+public:
+  explicit MemoryData(int32_t label = 1) : label_(label) {
+    fields_ = {
+        {"x", FieldType::F32, {kIn}}, {"label", FieldType::I32, {}}, {"a", FieldType::F32, {5}}};
+  }
+  const std::vector<FieldInfo> &fields() const override { return fields_; }
+  int64_t size() const override { return 1000; }
+  Status fill(const std::string &field, int64_t, int64_t batch, int64_t, int64_t rowBegin,
+              int64_t rowCount, void *dst) override {
+    for (int64_t r = 0; r < rowCount; ++r) {
+      if (field == "x")
+        for (int64_t c = 0; c < kIn; ++c)
+          static_cast<float *>(dst)[r * kIn + c] =
+              static_cast<float>(sample(batch, rowBegin + r, c));
+      else if (field == "label")
+        static_cast<int32_t *>(dst)[r] = label_;
+      else
+        for (int64_t c = 0; c < 5; ++c)
+          static_cast<float *>(dst)[r * 5 + c] = static_cast<float>(10 * (rowBegin + r) + c);
+    }
+    return Status::ok();
+  }
+
+private:
+  std::vector<FieldInfo> fields_;
+  int32_t label_;
+};
+
+struct ActorSystem {
+  ActorSystem() : system(config()) {}
+  static caf::actor_system_config &config() {
+    static caf::actor_system_config cfg;
+    static bool once = [] {
+      addExecutorMessageTypes(cfg);
+      cfg.set("scheduler.max-threads", 2);
+      return true;
+    }();
+    (void)once;
+    return cfg;
+  }
+  caf::actor_system system;
+};
+
+// loss = mean(x w); w trained by SGD with momentum and weight decay. With
+// `ranks` = 2 the batch is split S(0) and the gradient all-reduced.
+PlanSpec linearPlan(int ranks, int count = 1) {
+  PlanSpec spec;
+  spec.placements = {{"cpu", ranks == 1 ? std::vector<int>{0} : std::vector<int>{0, 1}, {ranks}}};
+  spec.variables = {{"w", {kIn, 1}, 0, {B()}, plan::InitKind::Uniform, -1, 1, 5},
+                    {"w.velocity", {kIn, 1}, 0, {B()}}};
+  Sbp rows = ranks == 1 ? B() : S(0);
+  Sbp part = ranks == 1 ? B() : P();
+  ProgramSpec prog;
+  prog.tensors = {
+      {"x", {kBatch, kIn}, {rows}},                // 0
+      {"w", {kIn, 1}, {B()}, plan::DType::F32, 0}, // 1
+      {"y", {kBatch, 1}, {rows}},                  // 2
+      {"loss.partial", {}, {part}},                // 3
+      {"one", {}, {B()}},                          // 4
+      {"dy", {kBatch, 1}, {rows}},                 // 5
+      {"dw.partial", {kIn, 1}, {part}},            // 6
+      {"dw", {kIn, 1}, {B()}},                     // 7
+      {"loss", {}, {B()}},                         // 8
+  };
+  TaskSpec input{"input.x", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
+  input.field = "x";
+  TaskSpec param{"w", plan::OpKind::Parameter, {}, {1}};
+  TaskSpec mm{"fc.matmul", plan::OpKind::MatMul, {0, 1}, {2}};
+  TaskSpec mean{"loss.mean", plan::OpKind::Mean, {2}, {3}, plan::OpAttrs::MeanAttrs};
+  mean.count = kBatch;
+  TaskSpec one{"loss.seed", plan::OpKind::Fill, {}, {4}, plan::OpAttrs::FillAttrs};
+  one.value = 1;
+  TaskSpec meanGrad{"loss.mean.grad", plan::OpKind::MeanGrad, {4}, {5}, plan::OpAttrs::MeanAttrs};
+  meanGrad.count = kBatch;
+  TaskSpec mmGrad{"fc.matmul.grad", plan::OpKind::MatMul, {0, 5}, {6}, plan::OpAttrs::MatMulAttrs};
+  mmGrad.transA = true;
+  TaskSpec arW{"dw.allreduce", plan::OpKind::AllReduce, {6}, {7}, plan::OpAttrs::CollectiveAttrs};
+  TaskSpec arLoss{
+      "loss.allreduce", plan::OpKind::AllReduce, {3}, {8}, plan::OpAttrs::CollectiveAttrs};
+  TaskSpec sgd{"sgd.w", plan::OpKind::SgdMomentum, {7}, {}, plan::OpAttrs::SgdAttrs};
+  sgd.lr = 0.1f;
+  sgd.momentum = 0.9f;
+  sgd.weightDecay = 0.01f;
+  sgd.param = 0;
+  sgd.momentumBuffer = 1;
+  prog.tasks = {input, param, mm, mean, one, meanGrad, mmGrad, arW, arLoss, sgd};
+  prog.inputs = {{"x", 0}};
+  prog.metrics = {{"loss", 8}};
+  spec.programs.push_back(prog);
+  finalize(spec, count);
+  // The update must not start before the forward pass has read w: a
+  // control edge from the matmul to sgd.
+  spec.programs[0].registers.push_back({2, -1, {9}, count});
+  return spec;
+}
+
+// The same model as a plain loop in double precision.
+void referenceLinear(int steps, std::vector<double> &w, std::vector<double> &losses) {
+  flatbuffers::FlatBufferBuilder fbb;
+  fbb.Finish(plan::CreateInit(fbb, plan::InitKind::Uniform, -1, 1, 5));
+  std::vector<float> init =
+      initGlobalTensor(*flatbuffers::GetRoot<plan::Init>(fbb.GetBufferPointer()), kIn);
+  w.assign(init.begin(), init.end());
+  std::vector<double> v(kIn, 0.0);
+  for (int s = 0; s < steps; ++s) {
+    double loss = 0;
+    std::vector<double> g(kIn, 0.0);
+    for (int64_t i = 0; i < kBatch; ++i) {
+      double y = 0;
+      for (int64_t j = 0; j < kIn; ++j)
+        y += sample(s, i, j) * w[j];
+      loss += y / kBatch;
+      for (int64_t j = 0; j < kIn; ++j)
+        g[j] += sample(s, i, j) / kBatch;
+    }
+    losses.push_back(loss);
+    for (int64_t j = 0; j < kIn; ++j) {
+      double gj = g[j] + 0.01 * w[j];
+      v[j] = 0.9 * v[j] + gj;
+      w[j] -= 0.1 * v[j];
+    }
+  }
+}
+
+std::vector<float> readFloats(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<float> out;
+  float f;
+  while (in.read(reinterpret_cast<char *>(&f), sizeof f))
+    out.push_back(f);
+  return out;
+}
+
+std::string tempDir(const std::string &name) {
+  std::string dir = ::testing::TempDir() + "sbpflow_actors_" + name;
+  std::string cmd = "rm -rf '" + dir + "'";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  return dir;
+}
+
+void runLinearOneRank(int count) {
+  auto loaded = loadPlanBuffer(build(linearPlan(1, count)));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  ASSERT_TRUE(exec) << exec.status().message();
+  MemoryData data;
+  std::vector<double> losses;
+  std::vector<int64_t> batches;
+  Status s = (*exec)->run("train", &data, 0, 0, 5, [&](int64_t b, const std::vector<double> &m) {
+    batches.push_back(b);
+    losses.push_back(m.at(0));
+  });
+  ASSERT_TRUE(s) << s.message();
+  std::vector<double> w, refLosses;
+  referenceLinear(5, w, refLosses);
+  EXPECT_EQ(batches, (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  ASSERT_EQ(losses.size(), 5u);
+  for (int i = 0; i < 5; ++i)
+    EXPECT_NEAR(losses[i], refLosses[i], 1e-5) << "step " << i;
+  std::string dir = tempDir("linear" + std::to_string(count));
+  ASSERT_TRUE((*exec)->saveVariables(dir));
+  std::vector<float> got = readFloats(dir + "/w.0.f32");
+  ASSERT_EQ(got.size(), 3u);
+  for (int j = 0; j < kIn; ++j)
+    EXPECT_NEAR(got[j], w[j], 1e-5) << j;
+  std::ifstream region(dir + "/w.0.region");
+  std::string text((std::istreambuf_iterator<char>(region)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, "0 3\n0 1\n");
+}
+
+TEST(Executor, LinearOneRankMatchesReference) { runLinearOneRank(1); }
+
+TEST(Executor, RegisterCountTwoMatchesReference) { runLinearOneRank(2); }
+
+TEST(Executor, SecondRunContinuesTraining) {
+  auto loaded = loadPlanBuffer(build(linearPlan(1)));
+  ASSERT_TRUE(loaded);
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  ASSERT_TRUE(exec) << exec.status().message();
+  MemoryData data;
+  std::vector<double> losses;
+  auto cb = [&](int64_t, const std::vector<double> &m) { losses.push_back(m[0]); };
+  ASSERT_TRUE((*exec)->run("train", &data, 0, 0, 2, cb));
+  ASSERT_TRUE((*exec)->run("train", &data, 0, 2, 2, cb));
+  std::vector<double> w, ref;
+  referenceLinear(4, w, ref);
+  ASSERT_EQ(losses.size(), 4u);
+  for (int i = 0; i < 4; ++i)
+    EXPECT_NEAR(losses[i], ref[i], 1e-5) << i;
+  Status missing = (*exec)->run("eval", &data, 0, 0, 1, nullptr);
+  EXPECT_NE(missing.message().find("plan has no program 'eval'"), std::string::npos);
+}
+
+// Runs `body(rank, comms)` for two ranks on threads, after connecting their
+// CommGroups over one HashStore.
+void twoRanks(const plan::Plan *plan, const std::function<void(int, CommGroups *)> &body) {
+  gloo::rendezvous::HashStore store;
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(2);
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      auto groups = CommGroups::connect(*plan, r, store, std::chrono::seconds(20));
+      if (!groups) {
+        errors[r] = groups.status().message();
+        return;
+      }
+      body(r, groups->get());
+    });
+  for (auto &t : threads)
+    t.join();
+  EXPECT_EQ(errors[0], "");
+  EXPECT_EQ(errors[1], "");
+}
+
+TEST(Executor, TwoRankDataParallelMatchesOneRank) {
+  auto loaded = loadPlanBuffer(build(linearPlan(2)));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  std::vector<std::vector<double>> losses(2);
+  std::vector<std::vector<float>> ws(2);
+  std::vector<std::string> errors(2);
+  std::string dir = tempDir("dp");
+  twoRanks(loaded->plan(), [&](int r, CommGroups *comms) {
+    ExecutorOptions opts;
+    opts.globalRank = r;
+    auto exec = Executor::create(sys.system, loaded->plan(), comms, opts);
+    if (!exec) {
+      errors[r] = exec.status().message();
+      return;
+    }
+    MemoryData data;
+    Status s = (*exec)->run("train", &data, 0, 0, 4, [&](int64_t, const std::vector<double> &m) {
+      losses[r].push_back(m[0]);
+    });
+    if (!s)
+      errors[r] = s.message();
+    else if (!(*exec)->saveVariables(dir))
+      errors[r] = "save failed";
+  });
+  ASSERT_EQ(errors[0], "");
+  ASSERT_EQ(errors[1], "");
+  std::vector<double> w, ref;
+  referenceLinear(4, w, ref);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(losses[r].size(), 4u);
+    for (int i = 0; i < 4; ++i)
+      EXPECT_NEAR(losses[r][i], ref[i], 1e-5) << "rank " << r << " step " << i;
+    std::vector<float> got = readFloats(dir + "/w." + std::to_string(r) + ".f32");
+    ASSERT_EQ(got.size(), 3u);
+    for (int j = 0; j < kIn; ++j)
+      EXPECT_NEAR(got[j], w[j], 1e-5) << "rank " << r << " w[" << j << "]";
+  }
+}
+
+// a [3,5] (B) -> Slice S(1) -> AllToAll S(0) -> AllGather B: must equal a.
+// a -> ZeroOthers P -> ReduceScatter S(1) -> AllGather B: must equal a.
+// Both results are added into variables (SGD with lr -1) for inspection.
+PlanSpec boxingPlan(int ranks) {
+  PlanSpec spec;
+  spec.placements = {{"cpu", ranks == 1 ? std::vector<int>{0} : std::vector<int>{0, 1}, {ranks}}};
+  spec.variables = {{"out1", {3, 5}, 0, {B()}}, {"out2", {3, 5}, 0, {B()}}};
+  ProgramSpec prog;
+  prog.tensors = {{"a", {3, 5}, {B()}},   {"a.s1", {3, 5}, {S(1)}}, {"a.s0", {3, 5}, {S(0)}},
+                  {"a.b", {3, 5}, {B()}}, {"a.p", {3, 5}, {P()}},   {"a.rs", {3, 5}, {S(1)}},
+                  {"a.b2", {3, 5}, {B()}}};
+  TaskSpec input{"input.a", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
+  input.field = "a";
+  TaskSpec slice{"slice", plan::OpKind::Slice, {0}, {1}};
+  TaskSpec a2a{"alltoall", plan::OpKind::AllToAll, {1}, {2}, plan::OpAttrs::CollectiveAttrs};
+  a2a.inAxis = 1;
+  a2a.outAxis = 0;
+  TaskSpec ag{"allgather", plan::OpKind::AllGather, {2}, {3}, plan::OpAttrs::CollectiveAttrs};
+  ag.outAxis = 0;
+  TaskSpec zero{"zero_others", plan::OpKind::ZeroOthers, {0}, {4}};
+  TaskSpec rs{
+      "reduce_scatter", plan::OpKind::ReduceScatter, {4}, {5}, plan::OpAttrs::CollectiveAttrs};
+  rs.outAxis = 1;
+  TaskSpec ag2{"allgather2", plan::OpKind::AllGather, {5}, {6}, plan::OpAttrs::CollectiveAttrs};
+  ag2.outAxis = 1;
+  TaskSpec keep1{"keep1", plan::OpKind::SgdMomentum, {3}, {}, plan::OpAttrs::SgdAttrs};
+  keep1.lr = -1;
+  keep1.param = 0;
+  TaskSpec keep2 = keep1;
+  keep2.name = "keep2";
+  keep2.inputs = {6};
+  keep2.param = 1;
+  prog.tasks = {input, slice, a2a, ag, zero, rs, ag2, keep1, keep2};
+  prog.inputs = {{"a", 0}};
+  spec.programs.push_back(prog);
+  finalize(spec);
+  return spec;
+}
+
+TEST(Executor, BoxingCollectivesUnevenAxis1) {
+  auto loaded = loadPlanBuffer(build(boxingPlan(2)));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  std::vector<std::string> errors(2);
+  std::string dir = tempDir("boxing");
+  twoRanks(loaded->plan(), [&](int r, CommGroups *comms) {
+    ExecutorOptions opts;
+    opts.globalRank = r;
+    auto exec = Executor::create(sys.system, loaded->plan(), comms, opts);
+    if (!exec) {
+      errors[r] = exec.status().message();
+      return;
+    }
+    MemoryData data;
+    Status s = (*exec)->run("train", &data, 0, 0, 2, nullptr);
+    if (!s)
+      errors[r] = s.message();
+    else if (!(*exec)->saveVariables(dir))
+      errors[r] = "save failed";
+  });
+  ASSERT_EQ(errors[0], "");
+  ASSERT_EQ(errors[1], "");
+  for (int r = 0; r < 2; ++r)
+    for (const char *name : {"out1", "out2"}) {
+      std::vector<float> got = readFloats(dir + "/" + name + "." + std::to_string(r) + ".f32");
+      ASSERT_EQ(got.size(), 15u) << name;
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 5; ++j)
+          EXPECT_EQ(got[i * 5 + j], 2.0f * (10 * i + j)) // two steps accumulated
+              << name << " rank " << r << " at " << i << "," << j;
+    }
+}
+
+TEST(Executor, KernelErrorNamesTask) {
+  PlanSpec spec;
+  ProgramSpec prog;
+  prog.tensors = {{"x", {kBatch, kIn}, {B()}},
+                  {"label", {kBatch}, {B()}, plan::DType::I32},
+                  {"loss", {kBatch}, {B()}}};
+  TaskSpec x{"input.x", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
+  x.field = "x";
+  TaskSpec label{"input.label", plan::OpKind::Input, {}, {1}, plan::OpAttrs::InputAttrs};
+  label.field = "label";
+  TaskSpec xent{"head.xent", plan::OpKind::SoftmaxXent, {0, 1}, {2}};
+  prog.tasks = {x, label, xent};
+  spec.programs.push_back(prog);
+  finalize(spec);
+  auto loaded = loadPlanBuffer(build(spec));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  ASSERT_TRUE(exec) << exec.status().message();
+  MemoryData good(2);
+  EXPECT_TRUE((*exec)->run("train", &good, 0, 0, 1, nullptr));
+  MemoryData bad(7);
+  Status s = (*exec)->run("train", &bad, 0, 0, 3, nullptr);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("rank 0: task 'head.xent' (SoftmaxXent): label 7 at row 0 is out "
+                             "of range for 3 classes"),
+            std::string::npos)
+      << s.message();
+  Status after = (*exec)->run("train", &good, 0, 0, 1, nullptr);
+  EXPECT_NE(after.message().find("stopped by an earlier error"), std::string::npos);
+
+  Status noData = Status::ok();
+  auto exec2 = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  ASSERT_TRUE(exec2);
+  noData = (*exec2)->run("train", nullptr, 0, 0, 1, nullptr);
+  EXPECT_NE(noData.message().find("no data source was given"), std::string::npos)
+      << noData.message();
+}
+
+TEST(Executor, MultiRankPlanWithoutCommsIsAnError) {
+  auto loaded = loadPlanBuffer(build(linearPlan(2)));
+  ASSERT_TRUE(loaded);
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  ASSERT_FALSE(exec);
+  EXPECT_NE(exec.status().message().find(
+                "rank 0: task 'dw.allreduce' (AllReduce): no communicator for placement 'cpu'"),
+            std::string::npos)
+      << exec.status().message();
+}
+
+} // namespace

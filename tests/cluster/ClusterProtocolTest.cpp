@@ -1,0 +1,157 @@
+// Multi-process tests of the driver/worker protocol with stand-in workers
+// (cluster_test_worker): metric combination, worker errors, a killed worker,
+// timeouts. End-to-end runs of real plans are in cluster_e2e tests.
+#include "runtime/cluster/Driver.h"
+#include "runtime/cluster/Worker.h"
+
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <sstream>
+#include <thread>
+
+using namespace sbpflow;
+using namespace sbpflow::cluster;
+
+namespace {
+
+const std::vector<uint8_t> kFakePlan = {'f', 'a', 'k', 'e', '-', 'p', 'l', 'a', 'n'};
+
+RunOptions fakeOptions(int local, std::vector<std::string> args = {}) {
+  RunOptions o;
+  o.localWorkers = local;
+  o.workerBinary = CLUSTER_TEST_WORKER;
+  o.workerArgs = std::move(args);
+  o.epochs = 2;
+  o.logEvery = 4;
+  o.rendezvousTimeoutMs = 20000;
+  return o;
+}
+
+bool processGone(int pid) { return kill(pid, 0) != 0 && errno == ESRCH; }
+
+void expectCombined(int world) {
+  std::ostringstream log;
+  RunOptions o = fakeOptions(world);
+  o.log = &log;
+  JobReport report;
+  Status s = runJob(kFakePlan, o, &report);
+  ASSERT_TRUE(s.isOk()) << s.message();
+  // loss is reduced by First: rank 0's value, never another rank's +1000.
+  ASSERT_EQ(report.lossHistory.size(), 24u);
+  for (int e = 0; e < 2; ++e)
+    for (int b = 0; b < 12; ++b)
+      EXPECT_DOUBLE_EQ(report.lossHistory[e * 12 + b], 1.0 / (1 + 100 * e + b));
+  // correct is a Sum over ranks: each step gives 1 + 2 + ... + world.
+  double perStep = world * (world + 1) / 2.0;
+  ASSERT_EQ(report.testAccuracy.size(), 2u);
+  EXPECT_DOUBLE_EQ(report.testAccuracy[0], 3 * perStep / 20.0);
+  EXPECT_EQ(report.trainSteps, 24);
+  ASSERT_EQ(report.peakRssKb.size(), static_cast<size_t>(world));
+  for (auto kb : report.peakRssKb)
+    EXPECT_GT(kb, 0);
+  std::string text = log.str();
+  EXPECT_NE(text.find("epoch 1 step 4/12 loss 0.250000 samples/s"), std::string::npos) << text;
+  EXPECT_NE(text.find("epoch 2 step 12/12 loss"), std::string::npos) << text;
+  char acc[64];
+  std::snprintf(acc, sizeof(acc), "epoch 2 test accuracy %.4f", 3 * perStep / 20.0);
+  EXPECT_NE(text.find(acc), std::string::npos) << text;
+}
+
+} // namespace
+
+TEST(ClusterProtocol, OneWorkerCompletes) { expectCombined(1); }
+
+TEST(ClusterProtocol, ThreeWorkersCombineMetricsPerReduce) { expectCombined(3); }
+
+TEST(ClusterProtocol, WorkerErrorNamesRankAndFailsJob) {
+  JobReport report;
+  Status s = runJob(kFakePlan, fakeOptions(2, {"--fail-rank", "1", "--fail-step", "3"}), &report);
+  ASSERT_FALSE(s.isOk());
+  EXPECT_NE(s.message().find("worker 1 (pid "), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("failed during step 4 of train (epoch 1): rank 1: task fc1.matmul: op "
+                             "MatMul: injected failure"),
+            std::string::npos)
+      << s.message();
+}
+
+TEST(ClusterProtocol, KilledWorkerIsReportedAndNothingHangs) {
+  // Rank 0 blocks forever at step 5 (as in a collective whose peer died);
+  // worker 1 is killed meanwhile. The driver must notice, abort rank 0 and
+  // reap every process.
+  std::vector<int> pids;
+  std::thread killer;
+  RunOptions o = fakeOptions(2, {"--step-ms", "40", "--hang-rank", "0", "--hang-step", "5"});
+  o.onWorkersRegistered = [&](const std::vector<int> &p) {
+    pids = p;
+    killer = std::thread([victim = p[1]] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(400));
+      kill(victim, SIGKILL);
+    });
+  };
+  auto start = std::chrono::steady_clock::now();
+  JobReport report;
+  Status s = runJob(kFakePlan, o, &report);
+  auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (killer.joinable())
+    killer.join();
+  ASSERT_FALSE(s.isOk());
+  EXPECT_NE(s.message().find("worker 1 (pid " + std::to_string(pids.at(1)) + ", 127.0.0.1:"),
+            std::string::npos)
+      << s.message();
+  EXPECT_NE(s.message().find("lost during step "), std::string::npos) << s.message();
+  EXPECT_LT(seconds, 10.0);
+  for (int pid : pids)
+    EXPECT_TRUE(processGone(pid)) << "worker pid " << pid << " still exists";
+}
+
+TEST(ClusterProtocol, RegistrationTimesOut) {
+  RunOptions o;
+  o.expectWorkers = 1; // nobody will connect
+  o.rendezvousTimeoutMs = 300;
+  JobReport report;
+  Status s = runJob(kFakePlan, o, &report);
+  ASSERT_FALSE(s.isOk());
+  EXPECT_NE(s.message().find("timed out after 300 ms waiting for registration"), std::string::npos)
+      << s.message();
+}
+
+TEST(ClusterProtocol, WorkerExitingBeforeRegistrationIsAnError) {
+  JobReport report;
+  Status s = runJob(kFakePlan, fakeOptions(2, {"--exit-before-register"}), &report);
+  ASSERT_FALSE(s.isOk());
+  EXPECT_NE(s.message().find("exited with status 7 before registering"), std::string::npos)
+      << s.message();
+}
+
+TEST(ClusterProtocol, MissingWorkerBinaryIsAnError) {
+  RunOptions o = fakeOptions(1);
+  o.workerBinary = "/nonexistent/sbpflow-worker";
+  JobReport report;
+  Status s = runJob(kFakePlan, o, &report);
+  ASSERT_FALSE(s.isOk());
+  EXPECT_NE(s.message().find("'/nonexistent/sbpflow-worker' not found"), std::string::npos)
+      << s.message();
+}
+
+TEST(ClusterProtocol, BadPlanIsReportedByEveryWorker) {
+  JobReport report;
+  Status s = runJob({'x'}, fakeOptions(1), &report);
+  ASSERT_FALSE(s.isOk());
+  EXPECT_NE(s.message().find("rank 0: not a fake plan"), std::string::npos) << s.message();
+}
+
+TEST(ClusterProtocol, ParseHostPort) {
+  auto ok = parseHostPort("127.0.0.1:4242");
+  ASSERT_TRUE(ok.isOk());
+  EXPECT_EQ(ok->first, "127.0.0.1");
+  EXPECT_EQ(ok->second, 4242);
+  EXPECT_FALSE(parseHostPort("localhost").isOk());
+  EXPECT_FALSE(parseHostPort("host:").isOk());
+  EXPECT_FALSE(parseHostPort("host:12ab").isOk());
+  auto big = parseHostPort("host:70000");
+  ASSERT_FALSE(big.isOk());
+  EXPECT_NE(big.status().message().find("out of range"), std::string::npos);
+}

@@ -1,0 +1,390 @@
+// Each CPU kernel against a plain double-precision loop on random inputs of
+// awkward sizes (1, primes, sizes that are not multiples of the vector width).
+#include "kernels/cpu/Kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <tuple>
+#include <vector>
+
+namespace sbpflow::cpu {
+namespace {
+
+const std::vector<int64_t> kSizes = {1, 7, 13, 127, 130};
+
+std::vector<float> randomVector(int64_t n, uint64_t seed, float lo = -1.f, float hi = 1.f) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto &x : v)
+    x = dist(rng);
+  return v;
+}
+
+// |got - want| <= 1e-5 * scale + 1e-5 * |want|, where `scale` is the size of
+// the terms that were summed (cancellation makes a bare relative error
+// meaningless for sums of mixed signs).
+void expectClose(double want, float got, double scale, const std::string &what) {
+  const double tol = 1e-5 * scale + 1e-5 * std::abs(want) + 1e-30;
+  EXPECT_LE(std::abs(want - got), tol) << what << ": want " << want << ", got " << got;
+}
+
+class MatmulTest : public ::testing::TestWithParam<std::tuple<bool, bool>> {};
+
+TEST_P(MatmulTest, MatchesReferenceOnAwkwardSizes) {
+  const auto [transA, transB] = GetParam();
+  uint64_t seed = 1;
+  for (int64_t m : {1, 7, 13, 130})
+    for (int64_t n : {1, 13, 127})
+      for (int64_t k : {1, 7, 127}) {
+        auto a = randomVector(m * k, seed++);
+        auto b = randomVector(k * n, seed++);
+        std::vector<float> c(m * n, 1234.f); // must be overwritten, not accumulated
+        matmul(a.data(), b.data(), c.data(), m, n, k, transA, transB);
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) {
+            double sum = 0, scale = 0;
+            for (int64_t p = 0; p < k; ++p) {
+              double av = transA ? a[p * m + i] : a[i * k + p];
+              double bv = transB ? b[j * k + p] : b[p * n + j];
+              sum += av * bv;
+              scale += std::abs(av * bv);
+            }
+            expectClose(sum, c[i * n + j], scale,
+                        "m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                            " k=" + std::to_string(k));
+          }
+      }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTransposes, MatmulTest,
+                         ::testing::Combine(::testing::Bool(), ::testing::Bool()));
+
+TEST(MatmulTest, ZeroInnerDimensionGivesZeros) {
+  std::vector<float> c(6, 5.f);
+  matmul(nullptr, nullptr, c.data(), 2, 3, 0, false, false);
+  for (float v : c)
+    EXPECT_EQ(v, 0.f);
+}
+
+TEST(ElementwiseTest, BiasAddAddReluReluGrad) {
+  for (int64_t rows : kSizes)
+    for (int64_t cols : {1, 7, 13}) {
+      const int64_t n = rows * cols;
+      auto x = randomVector(n, 10 + n);
+      auto bias = randomVector(cols, 20 + cols);
+      auto b = randomVector(n, 30 + n);
+      std::vector<float> y(n);
+      biasAdd(x.data(), bias.data(), y.data(), rows, cols);
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < cols; ++j)
+          EXPECT_FLOAT_EQ(y[i * cols + j], x[i * cols + j] + bias[j]);
+      add(x.data(), b.data(), y.data(), n);
+      for (int64_t i = 0; i < n; ++i)
+        EXPECT_FLOAT_EQ(y[i], x[i] + b[i]);
+      relu(x.data(), y.data(), n);
+      for (int64_t i = 0; i < n; ++i)
+        EXPECT_EQ(y[i], x[i] > 0 ? x[i] : 0.f);
+      std::vector<float> dx(n);
+      reluGrad(b.data(), y.data(), dx.data(), n);
+      for (int64_t i = 0; i < n; ++i)
+        EXPECT_EQ(dx[i], x[i] > 0 ? b[i] : 0.f);
+    }
+}
+
+TEST(ElementwiseTest, ReluPropagatesNaN) {
+  float x = std::nanf(""), y = 0;
+  relu(&x, &y, 1);
+  EXPECT_TRUE(std::isnan(y));
+}
+
+// Reference loss and gradient for one row in double precision.
+double refXent(const float *x, int64_t classes, int32_t label, std::vector<double> *grad,
+               double dloss) {
+  double mx = x[0];
+  for (int64_t j = 1; j < classes; ++j)
+    mx = std::max(mx, static_cast<double>(x[j]));
+  double sum = 0;
+  for (int64_t j = 0; j < classes; ++j)
+    sum += std::exp(x[j] - mx);
+  if (grad) {
+    grad->assign(classes, 0.0);
+    for (int64_t j = 0; j < classes; ++j)
+      (*grad)[j] = std::exp(x[j] - mx) / sum * dloss;
+    (*grad)[label] -= dloss;
+  }
+  return std::log(sum) + mx - x[label];
+}
+
+std::vector<int32_t> randomLabels(int64_t rows, int64_t classes, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> labels(rows);
+  for (auto &l : labels)
+    l = static_cast<int32_t>(rng() % classes);
+  // Some padding rows.
+  for (int64_t i = 3; i < rows; i += 5)
+    labels[i] = -1;
+  return labels;
+}
+
+TEST(SoftmaxXentTest, LossMatchesReferenceAndSkipsPadding) {
+  for (int64_t rows : kSizes)
+    for (int64_t classes : {1, 7, 10, 13, 127}) {
+      auto logits = randomVector(rows * classes, rows * 1000 + classes, -8.f, 8.f);
+      auto labels = randomLabels(rows, classes, rows + classes);
+      std::vector<float> loss(rows, 99.f);
+      EXPECT_EQ(softmaxXent(logits.data(), labels.data(), loss.data(), rows, classes), -1);
+      for (int64_t i = 0; i < rows; ++i) {
+        if (labels[i] < 0) {
+          EXPECT_EQ(loss[i], 0.f) << "padding row " << i;
+          continue;
+        }
+        double want = refXent(&logits[i * classes], classes, labels[i], nullptr, 0);
+        expectClose(want, loss[i], 1.0, "row " + std::to_string(i));
+      }
+    }
+}
+
+TEST(SoftmaxXentTest, StableForHugeLogits) {
+  // Naive exp() overflows at 89 in float; the max-subtracted form must not.
+  std::vector<float> logits = {1000.f, 999.f, -1000.f, 3e4f, 3e4f - 2.f, 0.f};
+  std::vector<int32_t> labels = {1, 0};
+  std::vector<float> loss(2), grad(6);
+  std::vector<float> dloss = {1.f, 1.f};
+  ASSERT_EQ(softmaxXent(logits.data(), labels.data(), loss.data(), 2, 3), -1);
+  for (int i = 0; i < 2; ++i) {
+    double want = refXent(&logits[i * 3], 3, labels[i], nullptr, 0);
+    EXPECT_TRUE(std::isfinite(loss[i]));
+    expectClose(want, loss[i], 1.0, "row " + std::to_string(i));
+  }
+  softmaxXentGrad(logits.data(), labels.data(), dloss.data(), grad.data(), 2, 3);
+  for (float g : grad)
+    EXPECT_TRUE(std::isfinite(g));
+}
+
+TEST(SoftmaxXentTest, ReportsFirstOutOfRangeLabel) {
+  std::vector<float> logits(4 * 3, 0.5f), loss(4);
+  std::vector<int32_t> labels = {0, 2, 3, 7};
+  EXPECT_EQ(softmaxXent(logits.data(), labels.data(), loss.data(), 4, 3), 2);
+  std::vector<float> grad(12, 5.f), dloss(4, 1.f);
+  softmaxXentGrad(logits.data(), labels.data(), dloss.data(), grad.data(), 4, 3);
+  for (int j = 6; j < 12; ++j)
+    EXPECT_EQ(grad[j], 0.f) << "bad-label rows must not be touched beyond zeroing";
+}
+
+TEST(SoftmaxXentTest, GradMatchesReferenceAndZeroesPadding) {
+  for (int64_t rows : kSizes)
+    for (int64_t classes : {1, 7, 10, 127}) {
+      auto logits = randomVector(rows * classes, 7 * rows + classes, -5.f, 5.f);
+      auto labels = randomLabels(rows, classes, 3 * rows + classes);
+      auto dloss = randomVector(rows, rows, 0.1f, 2.f);
+      std::vector<float> grad(rows * classes, 42.f);
+      softmaxXentGrad(logits.data(), labels.data(), dloss.data(), grad.data(), rows, classes);
+      std::vector<double> want;
+      for (int64_t i = 0; i < rows; ++i) {
+        if (labels[i] < 0) {
+          for (int64_t j = 0; j < classes; ++j)
+            EXPECT_EQ(grad[i * classes + j], 0.f) << "padding row " << i;
+          continue;
+        }
+        refXent(&logits[i * classes], classes, labels[i], &want, dloss[i]);
+        for (int64_t j = 0; j < classes; ++j)
+          expectClose(want[j], grad[i * classes + j], std::abs(dloss[i]),
+                      "row " + std::to_string(i) + " class " + std::to_string(j));
+      }
+    }
+}
+
+TEST(ReductionTest, MeanAndMeanGrad) {
+  for (int64_t n : {1, 7, 13, 127, 1000003}) {
+    auto x = randomVector(n, n);
+    double sum = 0, scale = 0;
+    for (float v : x) {
+      sum += v;
+      scale += std::abs(v);
+    }
+    const int64_t count = 3 * n; // a shard of a larger global tensor
+    float out = 0;
+    mean(x.data(), &out, n, count);
+    expectClose(sum / count, out, 1e-2 * scale / count, "n=" + std::to_string(n));
+    std::vector<float> y(n);
+    const float dy = 0.75f;
+    meanGrad(&dy, y.data(), n, count);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_FLOAT_EQ(y[i], static_cast<float>(0.75 / count));
+  }
+}
+
+TEST(ReductionTest, ReduceRows) {
+  for (int64_t rows : kSizes)
+    for (int64_t cols : {1, 7, 13, 127}) {
+      auto x = randomVector(rows * cols, rows + 17 * cols);
+      std::vector<float> y(cols, 9.f);
+      reduceRows(x.data(), y.data(), rows, cols);
+      for (int64_t j = 0; j < cols; ++j) {
+        double sum = 0, scale = 0;
+        for (int64_t i = 0; i < rows; ++i) {
+          sum += x[i * cols + j];
+          scale += std::abs(x[i * cols + j]);
+        }
+        expectClose(sum, y[j], scale, "col " + std::to_string(j));
+      }
+    }
+}
+
+TEST(ReductionTest, CountCorrectSkipsPadding) {
+  for (int64_t rows : kSizes)
+    for (int64_t classes : {1, 7, 10}) {
+      auto logits = randomVector(rows * classes, rows * 31 + classes);
+      auto labels = randomLabels(rows, classes, rows * 5 + classes);
+      int64_t want = 0;
+      for (int64_t i = 0; i < rows; ++i) {
+        if (labels[i] < 0)
+          continue;
+        int64_t best = 0;
+        for (int64_t j = 1; j < classes; ++j)
+          if (logits[i * classes + j] > logits[i * classes + best])
+            best = j;
+        want += best == labels[i];
+      }
+      float out = -1;
+      countCorrect(logits.data(), labels.data(), &out, rows, classes);
+      EXPECT_EQ(out, static_cast<float>(want));
+    }
+  // Hand-made case: ties go to the first maximum, padding never counts.
+  std::vector<float> logits = {1, 3, 3, 5, 0, 0, 0, 0, 9};
+  std::vector<int32_t> labels = {1, 0, -1};
+  float out = 0;
+  countCorrect(logits.data(), labels.data(), &out, 3, 3);
+  EXPECT_EQ(out, 2.f);
+}
+
+TEST(FillTest, FillsEveryElement) {
+  std::vector<float> y(127, 0.f);
+  fill(y.data(), 2.5f, 127);
+  for (float v : y)
+    EXPECT_EQ(v, 2.5f);
+}
+
+TEST(SgdTest, MatchesPyTorchUpdateRule) {
+  for (int64_t n : {1, 7, 127}) {
+    for (float wd : {0.f, 1e-3f}) {
+      auto w = randomVector(n, n + 1);
+      auto v = randomVector(n, n + 2);
+      auto g = randomVector(n, n + 3);
+      std::vector<double> wRef(w.begin(), w.end()), vRef(v.begin(), v.end());
+      const float lr = 0.05f, momentum = 0.9f;
+      for (int step = 0; step < 3; ++step) {
+        sgdMomentum(w.data(), v.data(), g.data(), n, lr, momentum, wd);
+        for (int64_t i = 0; i < n; ++i) {
+          double gi = g[i] + double(wd) * wRef[i];
+          vRef[i] = double(momentum) * vRef[i] + gi;
+          wRef[i] -= double(lr) * vRef[i];
+        }
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        expectClose(wRef[i], w[i], 1.0, "w[" + std::to_string(i) + "]");
+        expectClose(vRef[i], v[i], 1.0, "v[" + std::to_string(i) + "]");
+      }
+      // Plain SGD: no velocity buffer.
+      auto w2 = randomVector(n, n + 4);
+      auto w2Before = w2;
+      sgdMomentum(w2.data(), nullptr, g.data(), n, lr, 0.f, wd);
+      for (int64_t i = 0; i < n; ++i)
+        expectClose(w2Before[i] - double(lr) * (g[i] + double(wd) * w2Before[i]), w2[i], 1.0,
+                    "plain w[" + std::to_string(i) + "]");
+    }
+  }
+}
+
+// Flat index of `coord` in a row-major `shape`.
+int64_t flatIndex(const std::vector<int64_t> &shape, const std::vector<int64_t> &coord) {
+  int64_t idx = 0;
+  for (size_t a = 0; a < shape.size(); ++a)
+    idx = idx * shape[a] + coord[a];
+  return idx;
+}
+
+void checkRegionRoundTrip(const std::vector<int64_t> &shape, const std::vector<int64_t> &begin,
+                          const std::vector<int64_t> &size) {
+  const int rank = static_cast<int>(shape.size());
+  int64_t total = 1, regionTotal = 1;
+  for (int a = 0; a < rank; ++a) {
+    total *= shape[a];
+    regionTotal *= size[a];
+  }
+  std::vector<float> src(total);
+  for (int64_t i = 0; i < total; ++i)
+    src[i] = static_cast<float>(i);
+  std::vector<float> region(regionTotal, -1.f);
+  copyRegion(src.data(), shape.data(), begin.data(), size.data(), rank, region.data());
+
+  // Every region element is the source element at begin + its coordinate.
+  std::vector<int64_t> coord(rank, 0);
+  for (int64_t r = 0; r < regionTotal; ++r) {
+    int64_t rem = r;
+    for (int a = rank - 1; a >= 0; --a) {
+      coord[a] = rem % size[a];
+      rem /= size[a];
+    }
+    std::vector<int64_t> full(rank);
+    for (int a = 0; a < rank; ++a)
+      full[a] = begin[a] + coord[a];
+    ASSERT_EQ(region[r], src[flatIndex(shape, full)]) << "region element " << r;
+  }
+
+  // Scattering back into a zeroed tensor restores exactly the region.
+  std::vector<float> back(total, 0.f);
+  copyIntoRegion(region.data(), begin.data(), size.data(), back.data(), shape.data(), rank);
+  for (int64_t i = 0; i < total; ++i) {
+    int64_t rem = i;
+    bool inside = true;
+    for (int a = rank - 1; a >= 0; --a) {
+      int64_t c = rem % shape[a];
+      rem /= shape[a];
+      inside = inside && c >= begin[a] && c < begin[a] + size[a];
+    }
+    ASSERT_EQ(back[i], inside ? src[i] : 0.f) << "element " << i;
+  }
+}
+
+TEST(CopyRegionTest, RoundTripOneAxis) {
+  checkRegionRoundTrip({13}, {0}, {13});
+  checkRegionRoundTrip({13}, {5}, {7});
+  checkRegionRoundTrip({1}, {0}, {1});
+}
+
+TEST(CopyRegionTest, RoundTripTwoAxes) {
+  checkRegionRoundTrip({7, 13}, {3, 0}, {2, 13}); // S(0) shard
+  checkRegionRoundTrip({7, 13}, {0, 9}, {7, 4});  // S(1) shard
+  checkRegionRoundTrip({127, 1}, {42, 0}, {43, 1});
+}
+
+TEST(CopyRegionTest, RoundTripThreeAxes) {
+  checkRegionRoundTrip({5, 7, 13}, {1, 2, 3}, {3, 4, 9});
+  checkRegionRoundTrip({2, 3, 127}, {1, 0, 120}, {1, 3, 7});
+}
+
+TEST(CopyRegionTest, EmptyRegionWritesNothing) {
+  std::vector<float> src(12, 1.f), dst(12, 0.f);
+  int64_t shape[2] = {3, 4}, begin[2] = {1, 0}, size[2] = {0, 4};
+  copyIntoRegion(src.data(), begin, size, dst.data(), shape, 2);
+  for (float v : dst)
+    EXPECT_EQ(v, 0.f);
+}
+
+TEST(BlasThreadsTest, SettingThreadsKeepsResults) {
+  setBlasThreads(2);
+  auto a = randomVector(130 * 127, 1), b = randomVector(127 * 13, 2);
+  std::vector<float> c2(130 * 13), c1(130 * 13);
+  matmul(a.data(), b.data(), c2.data(), 130, 13, 127, false, false);
+  setBlasThreads(1);
+  matmul(a.data(), b.data(), c1.data(), 130, 13, 127, false, false);
+  for (size_t i = 0; i < c1.size(); ++i)
+    EXPECT_NEAR(c1[i], c2[i], 1e-4f);
+}
+
+} // namespace
+} // namespace sbpflow::cpu

@@ -1,0 +1,218 @@
+// Builds plan buffers for tests from plain structs (the flatbuffers builder
+// behind a small description), so each test states only what it is about.
+#pragma once
+
+#include "runtime/Shape.h"
+#include "runtime/plan/plan_generated.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sbpflow::testplan {
+
+struct Sbp {
+  plan::SbpKind kind = plan::SbpKind::Broadcast;
+  int axis = 0;
+};
+inline Sbp S(int axis) { return {plan::SbpKind::Split, axis}; }
+inline Sbp B() { return {plan::SbpKind::Broadcast, 0}; }
+inline Sbp P() { return {plan::SbpKind::PartialSum, 0}; }
+
+struct PlacementSpec {
+  std::string name = "cpu";
+  std::vector<int> ranks = {0};
+  std::vector<int> hierarchy = {1};
+};
+
+struct VariableSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  int placement = 0;
+  std::vector<Sbp> sbp = {B()};
+  plan::InitKind init = plan::InitKind::Zeros;
+  float a = 0, b = 0;
+  uint64_t seed = 0;
+};
+
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<Sbp> sbp = {B()};
+  plan::DType dtype = plan::DType::F32;
+  int variable = -1;
+  int64_t offset = -1; // -1: assigned by finalize()
+  int64_t bytes = -1;  // -1: assigned by finalize()
+  int placement = 0;
+};
+
+struct TaskSpec {
+  std::string name;
+  plan::OpKind op = plan::OpKind::Fill;
+  std::vector<int> inputs, outputs;
+  plan::OpAttrs attrs = plan::OpAttrs::NONE;
+  bool transA = false, transB = false;
+  float value = 0;                             // Fill
+  int64_t count = 1;                           // Mean, MeanGrad
+  std::string field;                           // Input
+  float lr = 0, momentum = 0, weightDecay = 0; // SgdMomentum
+  int param = 0, momentumBuffer = -1;          // SgdMomentum
+  int dim = 0, inAxis = -1, outAxis = -1;      // collectives
+  plan::ReduceOp reduce = plan::ReduceOp::Sum; // collectives
+  plan::Queue queue = plan::Queue::Compute;
+  int seq = -1;
+};
+
+struct RegisterSpec {
+  int producer = 0;
+  int tensor = -1;
+  std::vector<int> consumers;
+  int count = 1;
+};
+
+struct ProgramSpec {
+  std::string name = "train";
+  std::vector<TensorSpec> tensors;
+  std::vector<TaskSpec> tasks;
+  std::vector<RegisterSpec> registers;
+  int64_t arenaBytes = -1; // -1: assigned by finalize()
+  std::vector<std::pair<std::string, int>> inputs;
+  std::vector<std::pair<std::string, int>> metrics;
+};
+
+struct PlanSpec {
+  uint32_t version = 1;
+  std::vector<PlacementSpec> placements = {PlacementSpec{}};
+  std::vector<VariableSpec> variables;
+  std::vector<ProgramSpec> programs;
+};
+
+// Fills in what a compiler would: arena offsets and sizes (no reuse), a
+// register (count `count`) for every produced tensor that has consumers,
+// and collective_seq in task order.
+inline void finalize(PlanSpec &spec, int count = 1) {
+  for (ProgramSpec &prog : spec.programs) {
+    int64_t offset = 0;
+    for (TensorSpec &t : prog.tensors) {
+      if (t.variable >= 0)
+        continue;
+      const PlacementSpec &pl = spec.placements[t.placement];
+      NdSbp sbp;
+      for (const Sbp &s : t.sbp)
+        sbp.push_back(SbpDim{static_cast<SbpKind>(static_cast<int8_t>(s.kind)), s.axis});
+      std::vector<int64_t> h(pl.hierarchy.begin(), pl.hierarchy.end());
+      if (t.bytes < 0)
+        t.bytes = maxLocalElements(t.shape, sbp, h) * 4;
+      if (t.offset < 0) {
+        t.offset = offset;
+        offset += (t.bytes + 63) / 64 * 64;
+      }
+    }
+    if (prog.arenaBytes < 0)
+      prog.arenaBytes = offset;
+    if (prog.registers.empty()) {
+      for (size_t k = 0; k < prog.tasks.size(); ++k)
+        for (int out : prog.tasks[k].outputs) {
+          RegisterSpec r;
+          r.producer = static_cast<int>(k);
+          r.tensor = out;
+          r.count = count;
+          for (size_t c = k + 1; c < prog.tasks.size(); ++c)
+            for (int in : prog.tasks[c].inputs)
+              if (in == out && (r.consumers.empty() || r.consumers.back() != static_cast<int>(c)))
+                r.consumers.push_back(static_cast<int>(c));
+          if (!r.consumers.empty())
+            prog.registers.push_back(r);
+        }
+    }
+    int seq = 0;
+    for (TaskSpec &t : prog.tasks)
+      if (t.op >= plan::OpKind::AllReduce && t.op <= plan::OpKind::AllToAll && t.seq < 0) {
+        t.seq = seq++;
+        t.queue = plan::Queue::Comm;
+      }
+  }
+}
+
+inline std::vector<uint8_t> build(const PlanSpec &spec) {
+  flatbuffers::FlatBufferBuilder fbb;
+  auto sbpVec = [&](const std::vector<Sbp> &v) {
+    std::vector<plan::SbpDim> dims;
+    for (const Sbp &s : v)
+      dims.emplace_back(s.kind, s.axis);
+    return fbb.CreateVectorOfStructs(dims);
+  };
+  std::vector<flatbuffers::Offset<plan::Placement>> placements;
+  for (const PlacementSpec &p : spec.placements)
+    placements.push_back(plan::CreatePlacement(fbb, fbb.CreateString(p.name), plan::DeviceKind::CPU,
+                                               fbb.CreateVector(p.ranks),
+                                               fbb.CreateVector(p.hierarchy)));
+  std::vector<flatbuffers::Offset<plan::Variable>> variables;
+  for (const VariableSpec &v : spec.variables) {
+    auto init = plan::CreateInit(fbb, v.init, v.a, v.b, v.seed);
+    variables.push_back(plan::CreateVariable(fbb, fbb.CreateString(v.name), plan::DType::F32,
+                                             fbb.CreateVector(v.shape), v.placement, sbpVec(v.sbp),
+                                             init));
+  }
+  std::vector<flatbuffers::Offset<plan::Program>> programs;
+  for (const ProgramSpec &prog : spec.programs) {
+    std::vector<flatbuffers::Offset<plan::Tensor>> tensors;
+    for (const TensorSpec &t : prog.tensors)
+      tensors.push_back(plan::CreateTensor(fbb, fbb.CreateString(t.name), t.dtype,
+                                           fbb.CreateVector(t.shape), t.placement, sbpVec(t.sbp),
+                                           t.variable, t.offset, t.bytes));
+    std::vector<flatbuffers::Offset<plan::Task>> tasks;
+    for (const TaskSpec &t : prog.tasks) {
+      flatbuffers::Offset<void> attrs;
+      switch (t.attrs) {
+      case plan::OpAttrs::MatMulAttrs:
+        attrs = plan::CreateMatMulAttrs(fbb, t.transA, t.transB).Union();
+        break;
+      case plan::OpAttrs::FillAttrs:
+        attrs = plan::CreateFillAttrs(fbb, t.value).Union();
+        break;
+      case plan::OpAttrs::MeanAttrs:
+        attrs = plan::CreateMeanAttrs(fbb, t.count).Union();
+        break;
+      case plan::OpAttrs::InputAttrs:
+        attrs = plan::CreateInputAttrs(fbb, fbb.CreateString(t.field)).Union();
+        break;
+      case plan::OpAttrs::SgdAttrs:
+        attrs =
+            plan::CreateSgdAttrs(fbb, t.lr, t.momentum, t.weightDecay, t.param, t.momentumBuffer)
+                .Union();
+        break;
+      case plan::OpAttrs::CollectiveAttrs:
+        attrs = plan::CreateCollectiveAttrs(fbb, t.dim, t.reduce, t.inAxis, t.outAxis).Union();
+        break;
+      default:
+        break;
+      }
+      tasks.push_back(plan::CreateTask(fbb, fbb.CreateString(t.name), t.op,
+                                       fbb.CreateVector(t.inputs), fbb.CreateVector(t.outputs),
+                                       t.attrs, attrs, t.queue, t.seq));
+    }
+    std::vector<flatbuffers::Offset<plan::Register>> registers;
+    for (const RegisterSpec &r : prog.registers)
+      registers.push_back(
+          plan::CreateRegister(fbb, r.producer, r.tensor, fbb.CreateVector(r.consumers), r.count));
+    std::vector<flatbuffers::Offset<plan::Binding>> inputs;
+    for (auto &[name, t] : prog.inputs)
+      inputs.push_back(plan::CreateBinding(fbb, fbb.CreateString(name), t));
+    std::vector<flatbuffers::Offset<plan::Metric>> metrics;
+    for (auto &[name, t] : prog.metrics)
+      metrics.push_back(
+          plan::CreateMetric(fbb, fbb.CreateString(name), t, plan::MetricReduce::Sum));
+    programs.push_back(plan::CreateProgram(fbb, fbb.CreateString(prog.name),
+                                           fbb.CreateVector(tensors), fbb.CreateVector(tasks),
+                                           fbb.CreateVector(registers), prog.arenaBytes,
+                                           fbb.CreateVector(inputs), fbb.CreateVector(metrics)));
+  }
+  auto root =
+      plan::CreatePlan(fbb, spec.version, fbb.CreateVector(placements), fbb.CreateVector(variables),
+                       fbb.CreateVector(programs), fbb.CreateString("test"));
+  plan::FinishPlanBuffer(fbb, root);
+  return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+}
+
+} // namespace sbpflow::testplan

@@ -1,0 +1,196 @@
+// PlanBackend: load + verify the plan, open the data, connect CommGroups over
+// the driver's store, build the Executor on its own actor system.
+#include "tools/worker/PlanBackend.h"
+
+#include "actors/Executor.h"
+#include "actors/Messages.h"
+#include "runtime/cluster/SyntheticData.h"
+#include "runtime/comm/CommGroups.h"
+#include "runtime/data/DataSource.h"
+#include "runtime/plan/PlanLoader.h"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace sbpflow::cluster {
+namespace {
+
+// Synthetic test sets: a train set and an eval set whose size is no
+// multiple of common batch sizes, so padding is exercised.
+constexpr int64_t kSyntheticTrainSamples = 256;
+constexpr int64_t kSyntheticTestSamples = 100;
+
+bool isDirectory(const std::string &path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// The fields a program's Input tasks read, with the global batch size.
+Status inputFields(const plan::Program &program, std::vector<FieldInfo> &fields,
+                   int64_t &globalBatch) {
+  globalBatch = 0;
+  for (const auto *task : *program.tasks()) {
+    if (task->op() != plan::OpKind::Input)
+      continue;
+    const auto *attrs = task->attrs_as_InputAttrs();
+    if (!attrs || !task->outputs() || task->outputs()->size() != 1)
+      return Status::error("program " + program.name()->str() + ": input task " +
+                           task->name()->str() + " has no field or output");
+    const auto *tensor = program.tensors()->Get(task->outputs()->Get(0));
+    const auto *shape = tensor->shape();
+    if (shape->size() < 1)
+      return Status::error("program " + program.name()->str() + ": input " + attrs->field()->str() +
+                           " has no batch dimension");
+    if (globalBatch != 0 && globalBatch != shape->Get(0))
+      return Status::error("program " + program.name()->str() +
+                           ": inputs disagree on the global batch size");
+    globalBatch = shape->Get(0);
+    FieldInfo info;
+    info.name = attrs->field()->str();
+    info.type = tensor->dtype() == plan::DType::I32 ? FieldType::I32 : FieldType::F32;
+    info.sampleShape.assign(shape->begin() + 1, shape->end());
+    fields.push_back(std::move(info));
+  }
+  return Status::ok();
+}
+
+int planWorldSize(const plan::Plan &plan) {
+  int maxRank = -1;
+  for (const auto *p : *plan.placements())
+    for (int r : *p->ranks())
+      maxRank = std::max(maxRank, r);
+  return maxRank + 1;
+}
+
+class PlanBackend : public RankBackend {
+public:
+  ~PlanBackend() override {
+    executor_.reset(); // before the actor system it runs on
+  }
+
+  StatusOr<std::vector<ProgramInfo>> prepare(const std::string &bytes, int rank, int world,
+                                             gloo::rendezvous::Store &store,
+                                             const WorkerSettings &settings) override {
+    Status s = prepareImpl(bytes, rank, world, store, settings);
+    if (!s)
+      return s.withContext("rank " + std::to_string(rank));
+    return programs_;
+  }
+
+  Status run(const RunChunk &chunk, const StepCallback &onStep) override {
+    DataSource *data = chunk.program == "eval" ? test_.get() : train_.get();
+    return executor_->run(chunk.program, data, chunk.epoch, chunk.firstBatch, chunk.count, onStep);
+  }
+
+  Status save(const std::string &dir) override {
+    if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+      return Status::error("rank " + std::to_string(rank_) + ": cannot create '" + dir +
+                           "': " + std::strerror(errno));
+    return executor_->saveVariables(dir);
+  }
+
+private:
+  Status prepareImpl(const std::string &bytes, int rank, int world, gloo::rendezvous::Store &store,
+                     const WorkerSettings &settings) {
+    rank_ = rank;
+    auto loaded = loadPlanBuffer(std::vector<uint8_t>(bytes.begin(), bytes.end()));
+    if (!loaded)
+      return loaded.status().withContext("plan");
+    plan_ = loaded.take();
+    const plan::Plan &plan = *plan_.plan();
+    int needed = planWorldSize(plan);
+    if (needed != world)
+      return Status::error("the plan's placements use " + std::to_string(needed) +
+                           " ranks but the job has " + std::to_string(world) + " workers");
+
+    // Data: the train set for every program but "eval", the test set for it.
+    std::vector<FieldInfo> trainFields, evalFields;
+    for (const auto *program : *plan.programs()) {
+      int64_t gb = 0;
+      std::vector<FieldInfo> fields;
+      if (Status f = inputFields(*program, fields, gb); !f)
+        return f;
+      (program->name()->str() == "eval" ? evalFields : trainFields) = fields;
+    }
+    if (settings.dataKind == "synthetic") {
+      train_ = makeSyntheticDataForTests(trainFields, kSyntheticTrainSamples, settings.seed);
+      test_ = makeSyntheticDataForTests(evalFields.empty() ? trainFields : evalFields,
+                                        kSyntheticTestSamples, settings.seed + 1);
+    } else if (settings.dataKind == "fashion-mnist") {
+      if (!isDirectory(settings.dataDir))
+        return Status::error("data directory '" + settings.dataDir + "' does not exist");
+      auto train = openFashionMnist(settings.dataDir, true, true, settings.seed);
+      if (!train)
+        return train.status().withContext("training data in '" + settings.dataDir + "'");
+      auto test = openFashionMnist(settings.dataDir, false, false, settings.seed);
+      if (!test)
+        return test.status().withContext("test data in '" + settings.dataDir + "'");
+      train_ = train.take();
+      test_ = test.take();
+    } else {
+      return Status::error("unknown data source '" + settings.dataKind + "'");
+    }
+
+    programs_.clear();
+    for (const auto *program : *plan.programs()) {
+      ProgramInfo info;
+      info.name = program->name()->str();
+      std::vector<FieldInfo> fields;
+      if (Status f = inputFields(*program, fields, info.globalBatch); !f)
+        return f;
+      DataSource *data = info.name == "eval" ? test_.get() : train_.get();
+      info.samples = data->size();
+      // Training drops the last partial batch; evaluation pads it (labels -1).
+      info.batches =
+          info.globalBatch > 0 ? data->batchesPerEpoch(info.globalBatch, info.name != "eval") : 0;
+      if (program->metrics())
+        for (const auto *m : *program->metrics()) {
+          info.metricNames.push_back(m->name()->str());
+          info.metricReduce.push_back(m->reduce() == plan::MetricReduce::First
+                                          ? static_cast<int32_t>(MetricReduce::First)
+                                          : static_cast<int32_t>(MetricReduce::Sum));
+        }
+      programs_.push_back(std::move(info));
+    }
+
+    auto comms = CommGroups::connect(plan, rank, store,
+                                     std::chrono::milliseconds(settings.rendezvousTimeoutMs));
+    if (!comms)
+      return comms.status().withContext("communicators");
+    comms_ = comms.take();
+
+    // CAF 0.17's actor_system keeps a reference to its config: both live
+    // as long as the executor.
+    config_ = std::make_unique<caf::actor_system_config>();
+    addExecutorMessageTypes(*config_);
+    system_ = std::make_unique<caf::actor_system>(*config_);
+    ExecutorOptions options;
+    options.globalRank = rank;
+    options.kernelThreads = settings.threads;
+    auto executor = Executor::create(*system_, plan_.plan(), comms_.get(), options);
+    if (!executor)
+      return executor.status().withContext("executor");
+    executor_ = executor.take();
+    return Status::ok();
+  }
+
+  int rank_ = -1;
+  LoadedPlan plan_;
+  std::unique_ptr<DataSource> train_, test_;
+  std::unique_ptr<CommGroups> comms_;
+  std::unique_ptr<caf::actor_system_config> config_;
+  std::unique_ptr<caf::actor_system> system_;
+  std::unique_ptr<Executor> executor_;
+  std::vector<ProgramInfo> programs_;
+};
+
+} // namespace
+
+std::unique_ptr<RankBackend> makePlanBackend() { return std::make_unique<PlanBackend>(); }
+
+} // namespace sbpflow::cluster

@@ -1,7 +1,7 @@
 // The CPU executor: one CAF actor per task, registers with back-pressure, a
-// step barrier, kernels on the CPU pool and collectives on the ordered comm
-// thread. Everything a step touches (arena, variables, local shapes, packing
-// scratch) is allocated at create time.
+// step barrier, compute kernels on the actors' own scheduler threads and collectives on the ordered
+// comm thread. Everything a step touches (arena, variables, local shapes, packing scratch) is
+// allocated at create time.
 #include "actors/Executor.h"
 
 #include "actors/Messages.h"
@@ -59,8 +59,6 @@ struct ProgramRuntime {
 };
 
 struct Devices {
-  explicit Devices(int threads) : pool(threads) {}
-  CpuKernelPool pool;
   CollectiveQueue collectives;
 };
 
@@ -106,16 +104,21 @@ void fireIfReady(caf::event_based_actor *self, TaskActorState &st, const StepCon
     self->send(me, KernelDone{});
     return;
   }
-  // The program runtime is kept alive by the closure: the executor joins the
-  // threads before it frees anything, but an actor may outlive a run.
-  auto work = [program = st.program, task = st.task, me, ctx] {
+  if (!t.comm) {
+    // Compute kernels run on this actor's scheduler thread (CAF's scheduler
+    // is the CPU kernel pool): a hand-off to another pool cost two thread
+    // wake-ups per task, more than most kernels of a step take.
+    Status s = t.kernel(*ctx);
+    self->send(me, KernelDone{s ? std::string() : s.message()});
+    return;
+  }
+  // Collectives block in Gloo: they go to the ordered comm thread. The program
+  // runtime is kept alive by the closure: the executor joins the thread before
+  // it frees anything, but an actor may outlive a run.
+  st.devices->collectives.submit(t.seq, [program = st.program, task = st.task, me, ctx] {
     Status s = program->tasks[task].kernel(*ctx);
     caf::anon_send(me, KernelDone{s ? std::string() : s.message()});
-  };
-  if (t.comm)
-    st.devices->collectives.submit(t.seq, std::move(work));
-  else
-    st.devices->pool.submit(std::move(work));
+  });
 }
 
 caf::behavior taskActor(caf::event_based_actor *self, std::shared_ptr<TaskActorState> st,
@@ -188,27 +191,26 @@ int64_t regionElements(const Region &r) {
 void packRegion(const float *src, const Region &from, const Region &part, float *dst) {
   if (regionElements(part) == 0)
     return;
-  std::vector<int64_t> shape, begin, size;
+  int64_t shape[kMaxTensorRank], begin[kMaxTensorRank], size[kMaxTensorRank];
   for (size_t i = 0; i < from.size(); ++i) {
-    shape.push_back(from[i].size);
-    begin.push_back(part[i].begin - from[i].begin);
-    size.push_back(part[i].size);
+    shape[i] = from[i].size;
+    begin[i] = part[i].begin - from[i].begin;
+    size[i] = part[i].size;
   }
-  cpu::copyRegion(src, shape.data(), begin.data(), size.data(), static_cast<int>(from.size()), dst);
+  cpu::copyRegion(src, shape, begin, size, static_cast<int>(from.size()), dst);
 }
 
 // Copies a dense block holding `part` into a tensor holding `into`.
 void unpackRegion(const float *src, const Region &part, float *dst, const Region &into) {
   if (regionElements(part) == 0)
     return;
-  std::vector<int64_t> shape, begin, size;
+  int64_t shape[kMaxTensorRank], begin[kMaxTensorRank], size[kMaxTensorRank];
   for (size_t i = 0; i < into.size(); ++i) {
-    shape.push_back(into[i].size);
-    begin.push_back(part[i].begin - into[i].begin);
-    size.push_back(part[i].size);
+    shape[i] = into[i].size;
+    begin[i] = part[i].begin - into[i].begin;
+    size[i] = part[i].size;
   }
-  cpu::copyIntoRegion(src, begin.data(), size.data(), dst, shape.data(),
-                      static_cast<int>(into.size()));
+  cpu::copyIntoRegion(src, begin, size, dst, shape, static_cast<int>(into.size()));
 }
 
 ReduceOp toReduce(plan::ReduceOp op) {
@@ -227,7 +229,7 @@ public:
   CpuExecutor(caf::actor_system &system, const plan::Plan *plan, CommGroups *comms,
               const ExecutorOptions &options)
       : system_(system), plan_(plan), comms_(comms), options_(options),
-        devices_(std::make_shared<Devices>(options.kernelThreads)) {}
+        devices_(std::make_shared<Devices>()) {}
 
   ~CpuExecutor() override {
     std::vector<caf::actor> all;
@@ -246,7 +248,6 @@ public:
     // with this object: let them finish first.
     devices_->collectives.abandon();
     devices_->collectives.waitIdle();
-    devices_->pool.waitIdle();
   }
 
   Status init();
@@ -833,7 +834,6 @@ Status CpuExecutor::run(const std::string &program, DataSource *data, int64_t ep
       // variables as soon as we return.
       devices_->collectives.abandon();
       devices_->collectives.waitIdle();
-      devices_->pool.waitIdle();
       broken_ = Status::error(error);
       return broken_;
     }

@@ -23,7 +23,8 @@ class DataSource;
 
 struct ExecutorOptions {
   int globalRank = 0;
-  int kernelThreads = 1; // CPU kernel pool size (and OpenBLAS threads)
+  int kernelThreads =
+      1; // OpenBLAS threads (the CAF scheduler size is set by configureExecutorSystem)
 };
 
 class Executor {

@@ -70,10 +70,12 @@ CAF_END_TYPE_ID_BLOCK(sbpflow)
 
 namespace sbpflow {
 
-// Registers the executor's message types with an actor system's config; call
-// it before the actor system starts (the tools and tests do).
-inline void addExecutorMessageTypes(caf::actor_system_config &cfg) {
+// Configures an actor system for an executor before it starts (the tools and
+// tests do): registers the message types, and sizes CAF's scheduler, which
+// runs the compute kernels, to `kernelThreads` threads.
+inline void configureExecutorSystem(caf::actor_system_config &cfg, int kernelThreads) {
   cfg.add_message_types<caf::id_block::sbpflow>();
+  cfg.set("scheduler.max-threads", static_cast<size_t>(kernelThreads));
 }
 
 } // namespace sbpflow

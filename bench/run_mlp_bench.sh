@@ -34,8 +34,8 @@ trap 'rm -rf "$out"' EXIT
 ours="$build/bin/mlp_fashion_mnist"
 
 if [[ -x "$ours" ]]; then
-  echo "== sbpflow: $ours --local $ranks --threads $threads --steps $steps" >&2
-  if ! "$ours" --local "$ranks" --threads "$threads" --steps "$steps" \
+  echo "== sbpflow: $ours --local $ranks --threads $threads --epochs 1 --max-steps $steps" >&2
+  if ! "$ours" --local "$ranks" --threads "$threads" --epochs 1 --max-steps "$steps" \
     --bench-json "$out/sbpflow.json" >&2; then
     echo "== sbpflow: failed (exit $?), its row is left empty" >&2
     rm -f "$out/sbpflow.json"

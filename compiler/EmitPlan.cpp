@@ -537,6 +537,9 @@ template <typename T> std::string listText(const flatbuffers::Vector<T> *v) {
 } // namespace
 
 LogicalResult mlir::sbp::emitPlan(ModuleOp module, std::vector<uint8_t> &plan) {
+  // The runtime trusts that every op's SBPs form a signature: prove it here.
+  if (failed(verifyNoImplicitBoxing(module)))
+    return failure();
   return PlanEmitter(module).run(plan);
 }
 

@@ -16,7 +16,7 @@ namespace {
 bool writeBenchJson(const std::string &path, int ranks, int threads, const JobReport &r) {
   std::ofstream out(path);
   out << "{\"framework\":\"sbpflow\",\"ranks\":" << ranks << ",\"threads\":" << threads
-      << ",\"steps\":" << r.trainSteps << ",\"step_ms\":" << r.meanStepSeconds * 1e3
+      << ",\"steps\":" << r.trainSteps << ",\"step_ms\":" << r.steadyStepSeconds * 1e3
       << ",\"peak_rss_mb_per_rank\":[";
   for (size_t i = 0; i < r.peakRssKb.size(); ++i)
     out << (i ? "," : "") << r.peakRssKb[i] / 1024.0;
@@ -58,8 +58,9 @@ int main(int argc, char **argv) {
       std::fprintf(stderr, "error: %s\n", plan.status().message().c_str());
       return 1;
     }
-    if (!emitPlan.empty() && !std::ofstream(emitPlan, std::ios::binary)
-                                 .write(reinterpret_cast<const char *>(plan->data()), plan->size())) {
+    if (!emitPlan.empty() &&
+        !std::ofstream(emitPlan, std::ios::binary)
+             .write(reinterpret_cast<const char *>(plan->data()), plan->size())) {
       std::fprintf(stderr, "error: cannot write %s\n", emitPlan.c_str());
       return 1;
     }

@@ -6,13 +6,21 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 // Declared here as well because a netlib cblas.h (another Debian alternative)
 // lacks it; linking against libopenblas provides it either way.
 extern "C" void openblas_set_num_threads(int num_threads);
+extern "C" char *openblas_get_corename(void);
 
 namespace sbpflow::cpu {
+
+// Elementwise outputs may alias an input exactly (memory planning reuses a
+// dying operand's bytes in place), never partially: `ivdep` lets GCC vectorise
+// these loops instead of falling back to a scalar loop with an unpredictable
+// branch when its runtime overlap check sees the exact alias (10x slower).
+#define SBPFLOW_ELEMENTWISE _Pragma("GCC ivdep")
 
 void matmul(const float *a, const float *b, float *c, int64_t m, int64_t n, int64_t k, bool transA,
             bool transB) {
@@ -34,25 +42,32 @@ void biasAdd(const float *x, const float *bias, float *y, int64_t rows, int64_t 
   for (int64_t i = 0; i < rows; ++i) {
     const float *xr = x + i * cols;
     float *yr = y + i * cols;
+    SBPFLOW_ELEMENTWISE
     for (int64_t j = 0; j < cols; ++j)
       yr[j] = xr[j] + bias[j];
   }
 }
 
 void add(const float *a, const float *b, float *y, int64_t n) {
+  SBPFLOW_ELEMENTWISE
   for (int64_t i = 0; i < n; ++i)
     y[i] = a[i] + b[i];
 }
 
 void relu(const float *x, float *y, int64_t n) {
   // `x < 0 ? 0 : x` rather than max(): NaN propagates, as in PyTorch.
+  SBPFLOW_ELEMENTWISE
   for (int64_t i = 0; i < n; ++i)
     y[i] = x[i] < 0.f ? 0.f : x[i];
 }
 
 void reluGrad(const float *dy, const float *y, float *dx, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    dx[i] = y[i] > 0.f ? dy[i] : 0.f;
+  SBPFLOW_ELEMENTWISE
+  for (int64_t i = 0; i < n; ++i) {
+    // Load unconditionally: a conditional load keeps GCC from vectorising.
+    const float g = dy[i];
+    dx[i] = y[i] > 0.f ? g : 0.f;
+  }
 }
 
 namespace {
@@ -242,5 +257,25 @@ void copyIntoRegion(const float *src, const int64_t *regionBegin, const int64_t 
 }
 
 void setBlasThreads(int threads) { openblas_set_num_threads(threads < 1 ? 1 : threads); }
+
+std::string preferredBlasCoreType(const std::string &detected, bool hasAvx512,
+                                  const char *userChoice) {
+  if (userChoice != nullptr || !hasAvx512)
+    return "";
+  std::string core = detected;
+  std::transform(core.begin(), core.end(), core.begin(), ::tolower);
+  // AVX2-only kernels chosen for a CPU that has AVX-512 (F, BW, DQ, VL: what
+  // the SkylakeX kernels use).
+  if (core == "haswell" || core == "zen")
+    return "SkylakeX";
+  return "";
+}
+
+std::string preferredBlasCoreType() {
+  bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  const char *name = openblas_get_corename();
+  return preferredBlasCoreType(name ? name : "", avx512, std::getenv("OPENBLAS_CORETYPE"));
+}
 
 } // namespace sbpflow::cpu

@@ -4,13 +4,14 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace sbpflow::cpu {
 
 // c[m,n] = op(a) x op(b); op(a) is [m,k], op(b) is [k,n]. a is stored [m,k]
 // (or [k,m] when transA), b is stored [k,n] (or [n,k] when transB).
-void matmul(const float *a, const float *b, float *c, int64_t m, int64_t n, int64_t k,
-            bool transA, bool transB);
+void matmul(const float *a, const float *b, float *c, int64_t m, int64_t n, int64_t k, bool transA,
+            bool transB);
 
 // y[i,j] = x[i,j] + bias[j]
 void biasAdd(const float *x, const float *bias, float *y, int64_t rows, int64_t cols);
@@ -25,8 +26,8 @@ int64_t softmaxXent(const float *logits, const int32_t *labels, float *loss, int
                     int64_t classes);
 // dlogits[i,:] = (softmax(logits[i,:]) - onehot(labels[i])) * dloss[i]; 0 rows
 // where labels[i] < 0.
-void softmaxXentGrad(const float *logits, const int32_t *labels, const float *dloss,
-                     float *dlogits, int64_t rows, int64_t classes);
+void softmaxXentGrad(const float *logits, const int32_t *labels, const float *dloss, float *dlogits,
+                     int64_t rows, int64_t classes);
 
 // *out = sum(x) / count (count is the global element count, so a split input
 // yields a partial sum).
@@ -55,5 +56,17 @@ void copyIntoRegion(const float *src, const int64_t *regionBegin, const int64_t 
 
 // Sets OpenBLAS's thread count for this process.
 void setBlasThreads(int threads);
+
+// The OPENBLAS_CORETYPE this process should run with, or "" when OpenBLAS's
+// own choice is right or the user chose one. OpenBLAS 0.3.21 (Debian 12) runs
+// its Haswell (AVX2) kernels on AMD Zen 4 although the CPU has AVX-512; its
+// SkylakeX kernels do our GEMMs about twice as fast there (measured by
+// bench/). OpenBLAS reads the variable when it loads, so a process that gets a
+// non-empty answer sets it and re-executes itself (sbpflow-worker does).
+std::string preferredBlasCoreType();
+// The rule, apart from the machine: `detected` is openblas_get_corename(),
+// `userChoice` the OPENBLAS_CORETYPE already set (or null).
+std::string preferredBlasCoreType(const std::string &detected, bool hasAvx512,
+                                  const char *userChoice);
 
 } // namespace sbpflow::cpu

@@ -8,7 +8,17 @@
 
 namespace sbpflow::cluster {
 
+void configureQuietScheduler(caf::actor_system_config &cfg) {
+  // Actors here only dispatch: kernels run on the kernel pool and collectives
+  // on the comm thread. CAF's default work-stealing scheduler polls
+  // aggressively on every core, which steals those cores from the kernels; a
+  // single sharing thread sleeps on a condition variable instead.
+  cfg.set("scheduler.policy", caf::atom("sharing"));
+  cfg.set("scheduler.max-threads", size_t{1});
+}
+
 void configureClusterSystem(caf::actor_system_config &cfg) {
+  configureQuietScheduler(cfg);
   cfg.load<caf::io::middleman>();
   cfg.add_message_types<caf::id_block::sbpflow_cluster>();
   // A dead process closes its sockets and is noticed at once; heartbeats

@@ -470,6 +470,10 @@ private:
     std::ostream *log = options_.log;
     double trainSeconds = 0;
     int64_t trainSteps = 0;
+    // Steady-state step time: first epoch, after a warm-up that pays for page
+    // faults and connection set-up (the same rule as bench/mlp_torch.py).
+    const int64_t warmup = std::min<int64_t>(10, steps / 5);
+    Clock::time_point warmEnd, lastStep;
 
     for (int epoch = 0; epoch < options_.epochs; ++epoch) {
       auto epochStart = Clock::now();
@@ -480,6 +484,9 @@ private:
         if (report)
           report->lossHistory.push_back(loss);
         int64_t step = stepsCombined_;
+        lastStep = Clock::now();
+        if (epoch == 0 && step == warmup)
+          warmEnd = lastStep;
         if (log && (step % std::max(1, options_.logEvery) == 0 || step == steps)) {
           auto now = Clock::now();
           double secs = std::chrono::duration<double>(now - lastPrint).count();
@@ -497,6 +504,9 @@ private:
         return s;
       trainSeconds += std::chrono::duration<double>(Clock::now() - epochStart).count();
       trainSteps += steps;
+      if (epoch == 0 && report && steps > warmup && warmup > 0)
+        report->steadyStepSeconds =
+            std::chrono::duration<double>(lastStep - warmEnd).count() / (steps - warmup);
 
       if (evalProg && evalProg->batches > 0) {
         double correct = 0;

@@ -57,6 +57,7 @@ struct JobReport {
   std::vector<double> lossHistory;  // combined "loss" metric of every train step
   std::vector<double> testAccuracy; // per epoch; empty without an "eval" program
   double meanStepSeconds = 0;       // driver wall time per train step
+  double steadyStepSeconds = 0;     // first epoch, after min(10, steps/5) warm-up steps
   std::vector<int64_t> peakRssKb;   // per rank (getrusage maxrss)
   int64_t trainSteps = 0;
 };

@@ -184,4 +184,6 @@ namespace sbpflow::cluster {
 // Loads the middleman, registers this protocol's types and turns on
 // heartbeats (off by default in CAF 0.17: a frozen peer would go unnoticed).
 void configureClusterSystem(caf::actor_system_config &cfg);
+// One sleeping scheduler thread: for processes whose actors only dispatch.
+void configureQuietScheduler(caf::actor_system_config &cfg);
 } // namespace sbpflow::cluster

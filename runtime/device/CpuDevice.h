@@ -1,6 +1,7 @@
-// The CPU device: a fixed pool of kernel threads, and one comm thread that
-// issues collectives strictly in the plan's collective_seq order so that every
-// rank of a group calls Gloo in the same order (a mismatch would deadlock).
+// The CPU device's comm thread: it issues collectives strictly in the plan's
+// collective_seq order so that every rank of a group calls Gloo in the same
+// order (a mismatch would deadlock). Compute kernels run on the executor's
+// CAF scheduler threads.
 #pragma once
 
 #include <condition_variable>
@@ -11,33 +12,6 @@
 #include <vector>
 
 namespace sbpflow {
-
-// Fixed threads and a ring-buffer queue that only grows, so a steady-state
-// step allocates nothing beyond what a closure itself needs.
-class CpuKernelPool {
-public:
-  explicit CpuKernelPool(int threads);
-  ~CpuKernelPool(); // finishes queued work, then joins
-  CpuKernelPool(const CpuKernelPool &) = delete;
-  CpuKernelPool &operator=(const CpuKernelPool &) = delete;
-
-  void submit(std::function<void()> work);
-  // Blocks until the queue is empty and no work is running.
-  void waitIdle();
-  int threads() const { return static_cast<int>(workers_.size()); }
-
-private:
-  void loop();
-
-  std::mutex mutex_;
-  std::condition_variable ready_;
-  std::vector<std::function<void()>> ring_;
-  std::condition_variable idle_;
-  size_t head_ = 0, size_ = 0;
-  int busy_ = 0;
-  bool stopping_ = false;
-  std::vector<std::thread> workers_;
-};
 
 // Runs collectives one at a time in sequence order 0, 1, ..., count-1, then
 // starts over at 0 (the next step). A collective submitted before its turn

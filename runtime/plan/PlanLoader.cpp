@@ -60,6 +60,9 @@ Status checkTyped(const plan::Plan &p, const std::string &what, int placement,
     return Status::error(what + ": placement " + std::to_string(placement) +
                          " out of range (plan has " + std::to_string(len(p.placements())) +
                          " placements)");
+  if (len(shape) > kMaxTensorRank)
+    return Status::error(what + ": " + std::to_string(len(shape)) + " axes, more than the " +
+                         std::to_string(kMaxTensorRank) + " the runtime supports");
   for (size_t i = 0; i < len(shape); ++i)
     if (shape->Get(i) < 0)
       return Status::error(what + ": negative dimension " + std::to_string(shape->Get(i)) +

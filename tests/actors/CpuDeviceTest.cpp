@@ -1,6 +1,5 @@
-// The CPU device: the kernel pool runs everything it is given, and the
-// collective queue issues work strictly in sequence order whatever the order
-// of submission.
+// The CPU device: the collective queue issues work strictly in sequence
+// order whatever the order of submission.
 #include "runtime/device/CpuDevice.h"
 
 #include <gtest/gtest.h>
@@ -10,17 +9,6 @@
 #include <mutex>
 
 using namespace sbpflow;
-
-TEST(CpuKernelPool, RunsAllWorkBeyondInitialCapacity) {
-  std::atomic<int64_t> sum{0};
-  {
-    CpuKernelPool pool(2);
-    for (int i = 1; i <= 500; ++i)
-      pool.submit([&sum, i] { sum += i; });
-    pool.waitIdle();
-    EXPECT_EQ(sum.load(), 500 * 501 / 2);
-  }
-}
 
 TEST(CollectiveQueue, RunsInSequenceOrder) {
   CollectiveQueue queue;

@@ -64,7 +64,7 @@ struct ActorSystem {
   static caf::actor_system_config &config() {
     static caf::actor_system_config cfg;
     static bool once = [] {
-      addExecutorMessageTypes(cfg);
+      configureExecutorSystem(cfg, 1);
       cfg.set("scheduler.max-threads", 2);
       return true;
     }();

@@ -3,7 +3,8 @@
 // data and control registers, collective order, inputs and metrics.
 // RUN: sbpflow-opt %s --sbp-compile --sbp-emit-plan=print=true -o /dev/null | FileCheck %s
 // RUN: sbpflow-opt %s --sbp-compile --sbp-emit-plan=output=%t.plan -o /dev/null && test -s %t.plan
-// RUN: not sbpflow-opt %s --sbp-emit-plan=print=true 2>&1 | FileCheck %s --check-prefix=UNPLANNED
+// RUN: not sbpflow-opt %s --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-emit-plan=print=true 2>&1 | FileCheck %s --check-prefix=UNPLANNED
+// RUN: not sbpflow-opt %s --sbp-emit-plan=print=true 2>&1 | FileCheck %s --check-prefix=UNPROPAGATED
 
 // CHECK: plan version 1 source "linear"
 // CHECK-NEXT: placement 0 @dp CPU ranks [0, 1] hierarchy [2]
@@ -36,6 +37,7 @@
 // CHECK: metric "correct" t4 Sum
 
 // UNPLANNED: error: 'func.func' op has no sbp.arena_bytes; run sbp-plan-memory before emitting
+// UNPROPAGATED: error: 'sbp.matmul' op has a result without SBP; run sbp-propagate
 module @linear {
   sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
   sbp.variable @w : tensor<4x3xf32, #sbp.t<@dp, [B]>> init #sbp.init<uniform, -0.5, 0.5> seed 7

@@ -388,3 +388,14 @@ TEST(BlasThreadsTest, SettingThreadsKeepsResults) {
 
 } // namespace
 } // namespace sbpflow::cpu
+
+TEST(BlasCoreType, PrefersAvx512KernelsWhereOpenBlasChoseAvx2) {
+  using sbpflow::cpu::preferredBlasCoreType;
+  EXPECT_EQ(preferredBlasCoreType("Haswell", true, nullptr), "SkylakeX");
+  EXPECT_EQ(preferredBlasCoreType("Zen", true, nullptr), "SkylakeX");
+  // No AVX-512, a right choice already, or the user's own choice: keep it.
+  EXPECT_EQ(preferredBlasCoreType("Haswell", false, nullptr), "");
+  EXPECT_EQ(preferredBlasCoreType("SkylakeX", true, nullptr), "");
+  EXPECT_EQ(preferredBlasCoreType("Cooperlake", true, nullptr), "");
+  EXPECT_EQ(preferredBlasCoreType("Haswell", true, "Haswell"), "");
+}

@@ -8,7 +8,17 @@
 
 namespace sbpflow {
 
-enum class NodeKind { Input, Parameter, MatMul, BiasAdd, Add, Relu, SoftmaxXent, Mean, CountCorrect };
+enum class NodeKind {
+  Input,
+  Parameter,
+  MatMul,
+  BiasAdd,
+  Add,
+  Relu,
+  SoftmaxXent,
+  Mean,
+  CountCorrect
+};
 
 struct InitSpec {
   enum Kind { Zeros, Uniform } kind = Zeros;

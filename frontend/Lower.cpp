@@ -31,10 +31,10 @@ public:
       std::vector<int64_t> ranks(n);
       for (int64_t i = 0; i < n; ++i)
         ranks[i] = i;
-      b_.create<sbp::PlacementOp>(
-          loc(SourceLoc{"<model>", 0}), p.name,
-          p.spec.device == DeviceKind::cpu ? sbp::DeviceKind::cpu : sbp::DeviceKind::cuda, ranks,
-          p.spec.hierarchy);
+      b_.create<sbp::PlacementOp>(loc(SourceLoc{"<model>", 0}), p.name,
+                                  p.spec.device == DeviceKind::cpu ? sbp::DeviceKind::cpu
+                                                                   : sbp::DeviceKind::cuda,
+                                  ranks, p.spec.hierarchy);
     }
     for (const Node &n : g_.nodes()) {
       if (n.kind != NodeKind::Parameter)
@@ -110,8 +110,8 @@ private:
         stack.push_back(in);
     }
     OpBuilder::InsertionGuard guard(b_);
-    auto fn = b_.create<func::FuncOp>(loc(SourceLoc{"<model>", 0}), name,
-                                      b_.getFunctionType({}, {}));
+    auto fn =
+        b_.create<func::FuncOp>(loc(SourceLoc{"<model>", 0}), name, b_.getFunctionType({}, {}));
     b_.setInsertionPointToEnd(fn.addEntryBlock());
     std::map<int, Value> values;
     for (int id : needed) // ids are in creation order: a topological order

@@ -188,19 +188,16 @@ Tensor operator+(Tensor a, Tensor b) {
     return binary(NodeKind::Add, a, b, a.shape(), DType::f32, loc);
   if (a.shape().size() == 2 && b.shape().size() == 1 && b.dim(0) == a.dim(1))
     return binary(NodeKind::BiasAdd, a, b, a.shape(), DType::f32, loc);
-  throw ModelError(loc, "cannot add shapes " + shapeStr(a.shape()) + " and " +
-                            shapeStr(b.shape()));
+  throw ModelError(loc, "cannot add shapes " + shapeStr(a.shape()) + " and " + shapeStr(b.shape()));
 }
 
-static void checkLogitsLabels(Tensor logits, Tensor labels, const char *op,
-                              const SourceLoc &loc) {
+static void checkLogitsLabels(Tensor logits, Tensor labels, const char *op, const SourceLoc &loc) {
   graphOf(logits, loc);
   graphOf(labels, loc);
   requireF32(logits, op, loc);
   if (labels.dtype() != DType::i32)
     throw ModelError(loc, std::string(op) + " needs i32 labels");
-  if (logits.shape().size() != 2 || labels.shape().size() != 1 ||
-      labels.dim(0) != logits.dim(0))
+  if (logits.shape().size() != 2 || labels.shape().size() != 1 || labels.dim(0) != logits.dim(0))
     throw ModelError(loc, std::string(op) + " needs logits [N, C] and labels [N], got " +
                               shapeStr(logits.shape()) + " and " + shapeStr(labels.shape()));
 }

@@ -15,7 +15,7 @@ namespace sbpflow {
 enum class FieldType { F32, I32 };
 
 struct FieldInfo {
-  std::string name;          // e.g. "image", "label"
+  std::string name; // e.g. "image", "label"
   FieldType type;
   std::vector<int64_t> sampleShape; // shape of one sample, e.g. {784} or {}
 };

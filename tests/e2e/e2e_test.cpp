@@ -148,7 +148,8 @@ TEST(MlpEndToEnd, FourRanksEqualOneRankUnevenBatch) { expectSameParams(4, 250); 
 TEST(MlpEndToEnd, LearnsFashionMnist) {
   if (!fs::exists(kDataDir))
     GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
-  CommandResult r = runCommand(std::string(SBPFLOW_BIN_DIR) + "/mlp_fashion_mnist --local 2 --epochs 5 --log-every 1000");
+  CommandResult r = runCommand(std::string(SBPFLOW_BIN_DIR) +
+                               "/mlp_fashion_mnist --local 2 --epochs 5 --log-every 1000");
   ASSERT_EQ(r.status, 0) << r.output;
   // The last "test accuracy" line of the run.
   size_t at = r.output.rfind("test accuracy");
@@ -158,8 +159,9 @@ TEST(MlpEndToEnd, LearnsFashionMnist) {
 }
 
 TEST(MlpEndToEnd, MissingDatasetIsAClearError) {
-  CommandResult r = runCommand(std::string(SBPFLOW_BIN_DIR) +
-                     "/mlp_fashion_mnist --local 2 --max-steps 1 --data-dir /nonexistent/fmnist");
+  CommandResult r =
+      runCommand(std::string(SBPFLOW_BIN_DIR) +
+                 "/mlp_fashion_mnist --local 2 --max-steps 1 --data-dir /nonexistent/fmnist");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("/nonexistent/fmnist"), std::string::npos) << r.output;
 }

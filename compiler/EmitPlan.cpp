@@ -3,9 +3,12 @@
 // control registers (write-after-read on variables, arena reuse), collective
 // order, inputs and metrics. Also the `sbp-emit-plan` pass and a text dump.
 #include "compiler/EmitPlan.h"
+#include "runtime/plan/PlanLoader.h"
+
 #include "compiler/Passes.h"
 #include "ir/SbpDialect.h"
 #include "ops/OpSemantics.h"
+#include "llvm/Support/Path.h"
 
 #include "runtime/plan/PlanLoader.h"
 #include "runtime/plan/plan_generated.h"
@@ -55,7 +58,13 @@ fb::ReduceOp reduceOf(SbpDim d) {
                                          : fb::ReduceOp::Sum;
 }
 
+// "model.cpp:12:0" for a file location (the runtime's error messages name the
+// task with it), MLIR's own form for any other.
 std::string locString(Location loc) {
+  if (auto file = dyn_cast<FileLineColLoc>(loc))
+    return (llvm::sys::path::filename(file.getFilename().getValue()) + ":" + Twine(file.getLine()) +
+            ":" + Twine(file.getColumn()))
+        .str();
   std::string s;
   llvm::raw_string_ostream os(s);
   loc.print(os);
@@ -374,7 +383,7 @@ private:
         return failure();
       if (collective)
         queue = fb::Queue::Comm;
-      std::string name = (op->getName().getStringRef() + " " + locString(op->getLoc())).str();
+      std::string name = (op->getName().getStringRef() + "@" + locString(op->getLoc())).str();
       taskOffsets.push_back(fb::CreateTaskDirect(fbb, name.c_str(), kind, &ins, &outs, attrsType,
                                                  attrs, queue, collective ? collectiveSeq++ : -1));
     }
@@ -499,41 +508,6 @@ private:
   llvm::StringMap<std::vector<int64_t>> hierarchyOf;
 };
 
-std::string sbpText(const flatbuffers::Vector<const fb::SbpDim *> *sbp) {
-  std::string s = "[";
-  if (sbp)
-    for (flatbuffers::uoffset_t i = 0; i < sbp->size(); ++i) {
-      const fb::SbpDim *d = sbp->Get(i);
-      s += i ? ", " : "";
-      switch (d->kind()) {
-      case fb::SbpKind::Split:
-        s += "S(" + std::to_string(d->axis()) + ")";
-        break;
-      case fb::SbpKind::Broadcast:
-        s += "B";
-        break;
-      case fb::SbpKind::PartialSum:
-        s += "P(sum)";
-        break;
-      case fb::SbpKind::PartialMax:
-        s += "P(max)";
-        break;
-      case fb::SbpKind::PartialMin:
-        s += "P(min)";
-        break;
-      }
-    }
-  return s + "]";
-}
-
-template <typename T> std::string listText(const flatbuffers::Vector<T> *v) {
-  std::string s = "[";
-  if (v)
-    for (flatbuffers::uoffset_t i = 0; i < v->size(); ++i)
-      s += (i ? ", " : "") + std::to_string(v->Get(i));
-  return s + "]";
-}
-
 } // namespace
 
 LogicalResult mlir::sbp::emitPlan(ModuleOp module, std::vector<uint8_t> &plan) {
@@ -541,74 +515,6 @@ LogicalResult mlir::sbp::emitPlan(ModuleOp module, std::vector<uint8_t> &plan) {
   if (failed(verifyNoImplicitBoxing(module)))
     return failure();
   return PlanEmitter(module).run(plan);
-}
-
-LogicalResult mlir::sbp::printPlan(llvm::ArrayRef<uint8_t> bytes, llvm::raw_ostream &os) {
-  flatbuffers::Verifier verifier(bytes.data(), bytes.size());
-  if (!fb::VerifyPlanBuffer(verifier)) {
-    os << "error: not a valid plan buffer (" << bytes.size() << " bytes)\n";
-    return failure();
-  }
-  const fb::Plan *plan = fb::GetPlan(bytes.data());
-  os << "plan version " << plan->version() << " source \""
-     << (plan->source() ? plan->source()->str() : "") << "\"\n";
-  for (flatbuffers::uoffset_t i = 0; i < plan->placements()->size(); ++i) {
-    const fb::Placement *p = plan->placements()->Get(i);
-    os << "placement " << i << " @" << p->name()->str() << " "
-       << fb::EnumNameDeviceKind(p->device()) << " ranks " << listText(p->ranks()) << " hierarchy "
-       << listText(p->hierarchy()) << "\n";
-  }
-  for (flatbuffers::uoffset_t i = 0; i < plan->variables()->size(); ++i) {
-    const fb::Variable *v = plan->variables()->Get(i);
-    os << "variable " << i << " @" << v->name()->str() << " " << fb::EnumNameDType(v->dtype())
-       << " " << listText(v->shape()) << " placement " << v->placement() << " sbp "
-       << sbpText(v->sbp()) << " init " << fb::EnumNameInitKind(v->init()->kind()) << "("
-       << v->init()->a() << ", " << v->init()->b() << ") seed " << v->init()->seed() << "\n";
-  }
-  for (const fb::Program *prog : *plan->programs()) {
-    os << "program " << prog->name()->str() << " arena " << prog->arena_bytes() << "\n";
-    if (prog->inputs())
-      for (const fb::Binding *b : *prog->inputs())
-        os << "  input \"" << b->name()->str() << "\" t" << b->tensor() << "\n";
-    for (flatbuffers::uoffset_t i = 0; i < prog->tensors()->size(); ++i) {
-      const fb::Tensor *t = prog->tensors()->Get(i);
-      os << "  tensor t" << i << " " << t->name()->str() << " " << fb::EnumNameDType(t->dtype())
-         << " " << listText(t->shape()) << " sbp " << sbpText(t->sbp());
-      if (t->variable() >= 0)
-        os << " variable " << t->variable();
-      else
-        os << " offset " << t->offset();
-      os << " bytes " << t->bytes() << "\n";
-    }
-    for (flatbuffers::uoffset_t i = 0; i < prog->tasks()->size(); ++i) {
-      const fb::Task *task = prog->tasks()->Get(i);
-      os << "  task " << i << " " << fb::EnumNameOpKind(task->op()) << " in "
-         << listText(task->inputs()) << " out " << listText(task->outputs());
-      if (task->queue() == fb::Queue::Comm)
-        os << " comm seq " << task->collective_seq();
-      if (auto c = task->attrs_as_CollectiveAttrs())
-        os << " dim " << c->hierarchy_dim() << " reduce " << fb::EnumNameReduceOp(c->reduce())
-           << " axes " << c->in_axis() << "->" << c->out_axis();
-      if (auto s = task->attrs_as_SgdAttrs())
-        os << " lr " << s->lr() << " momentum " << s->momentum() << " param " << s->param()
-           << " buffer " << s->momentum_buffer();
-      if (auto m = task->attrs_as_MeanAttrs())
-        os << " count " << m->count();
-      os << "\n";
-    }
-    for (const fb::Register *r : *prog->registers()) {
-      if (r->tensor() >= 0)
-        os << "  register data t" << r->tensor() << ": " << r->producer() << " -> "
-           << listText(r->consumers()) << " count " << r->count() << "\n";
-      else
-        os << "  register control: " << r->producer() << " -> " << listText(r->consumers()) << "\n";
-    }
-    if (prog->metrics())
-      for (const fb::Metric *m : *prog->metrics())
-        os << "  metric \"" << m->name()->str() << "\" t" << m->tensor() << " "
-           << fb::EnumNameMetricReduce(m->reduce()) << "\n";
-  }
-  return success();
 }
 
 namespace {
@@ -641,8 +547,16 @@ struct EmitPlanPass : public PassWrapper<EmitPlanPass, OperationPass<ModuleOp>> 
       }
       os.write(reinterpret_cast<const char *>(bytes.data()), bytes.size());
     }
-    if (print && failed(printPlan(bytes, llvm::outs())))
-      return signalPassFailure();
+    if (print) {
+      // Through the runtime's own loader: what is printed has passed every
+      // check the runtime makes before it runs a plan.
+      auto loaded = sbpflow::loadPlanBuffer(bytes);
+      if (!loaded) {
+        getOperation().emitError("the emitted plan does not verify: ") << loaded.status().message();
+        return signalPassFailure();
+      }
+      llvm::outs() << sbpflow::describePlan(*loaded->plan());
+    }
     markAllAnalysesPreserved();
   }
 };

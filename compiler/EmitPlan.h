@@ -1,5 +1,5 @@
 // Plan emission: turns a compiled sbp module (after sbp-plan-memory) into the
-// flatbuffers plan of runtime/plan/plan.fbs, and dumps a plan as text.
+// flatbuffers plan of runtime/plan/plan.fbs.
 #pragma once
 
 #include "mlir/IR/BuiltinOps.h"
@@ -15,9 +15,5 @@ namespace mlir::sbp {
 // One Program per func.func; fails with a located error on anything the plan
 // cannot express (e.g. a tensor without SBP or offset).
 LogicalResult emitPlan(ModuleOp module, std::vector<uint8_t> &plan);
-
-// Verifies `plan` with the flatbuffers verifier, then prints it one line per
-// item; returns failure (after printing why) for a malformed buffer.
-LogicalResult printPlan(llvm::ArrayRef<uint8_t> plan, llvm::raw_ostream &os);
 
 } // namespace mlir::sbp

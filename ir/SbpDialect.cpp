@@ -35,27 +35,8 @@ void SbpDialect::registerAttributes() {
 
 namespace mlir::sbp {
 
-std::string toString(SbpDim d) {
-  switch (d.kind) {
-  case SbpKind::Split:
-    return "S(" + std::to_string(d.axis) + ")";
-  case SbpKind::Broadcast:
-    return "B";
-  case SbpKind::PartialSum:
-    return "P(sum)";
-  case SbpKind::PartialMax:
-    return "P(max)";
-  case SbpKind::PartialMin:
-    return "P(min)";
-  }
-  return "?";
-}
-
 std::string toString(llvm::ArrayRef<SbpDim> dims) {
-  std::string s = "[";
-  for (size_t i = 0; i < dims.size(); ++i)
-    s += (i ? ", " : "") + toString(dims[i]);
-  return s + "]";
+  return sbpflow::toString(sbpflow::NdSbp(dims.begin(), dims.end()));
 }
 
 std::string SbpSignature::str() const {

@@ -27,7 +27,7 @@ inline bool isPartial(SbpDim d) {
 }
 
 // Short form used in the tensor encoding and in diagnostics: S(0), B, P(sum).
-std::string toString(SbpDim d);
+using sbpflow::toString;
 std::string toString(llvm::ArrayRef<SbpDim> dims);
 
 struct SbpSignature {

@@ -6,6 +6,29 @@
 
 namespace sbpflow {
 
+std::string toString(const SbpDim &d) {
+  switch (d.kind) {
+  case SbpKind::Split:
+    return "S(" + std::to_string(d.axis) + ")";
+  case SbpKind::Broadcast:
+    return "B";
+  case SbpKind::PartialSum:
+    return "P(sum)";
+  case SbpKind::PartialMax:
+    return "P(max)";
+  case SbpKind::PartialMin:
+    return "P(min)";
+  }
+  return "?";
+}
+
+std::string toString(const NdSbp &sbp) {
+  std::string s = "[";
+  for (size_t i = 0; i < sbp.size(); ++i)
+    s += (i ? ", " : "") + toString(sbp[i]);
+  return s + "]";
+}
+
 Chunk balancedChunk(int64_t total, int64_t parts, int64_t index) {
   assert(parts > 0 && index >= 0 && index < parts);
   int64_t base = total / parts;

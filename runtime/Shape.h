@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace sbpflow {
@@ -21,6 +22,11 @@ struct SbpDim {
 
 using Shape = std::vector<int64_t>;
 using NdSbp = std::vector<SbpDim>;
+
+// The short form every message, dump and test uses: S(0), B, P(sum);
+// [S(0), B] for an nd-SBP.
+std::string toString(const SbpDim &d);
+std::string toString(const NdSbp &sbp);
 
 // Chunk [begin, begin + size) of `total` elements held by part `index` of `parts`.
 struct Chunk {

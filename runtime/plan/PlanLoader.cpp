@@ -23,35 +23,6 @@ std::string shapeText(const Shape &s) {
   return out + "]";
 }
 
-std::string sbpText(const flatbuffers::Vector<const plan::SbpDim *> *sbp) {
-  std::string out = "[";
-  for (size_t i = 0; i < len(sbp); ++i) {
-    const plan::SbpDim *d = sbp->Get(i);
-    if (i)
-      out += ",";
-    switch (d->kind()) {
-    case plan::SbpKind::Split:
-      out += "S(" + std::to_string(d->axis()) + ")";
-      break;
-    case plan::SbpKind::Broadcast:
-      out += "B";
-      break;
-    case plan::SbpKind::PartialSum:
-      out += "P(sum)";
-      break;
-    case plan::SbpKind::PartialMax:
-      out += "P(max)";
-      break;
-    case plan::SbpKind::PartialMin:
-      out += "P(min)";
-      break;
-    default:
-      out += "?";
-    }
-  }
-  return out + "]";
-}
-
 // Checks what tensors and variables share: placement, shape, nd-SBP.
 Status checkTyped(const plan::Plan &p, const std::string &what, int placement,
                   const flatbuffers::Vector<int64_t> *shape,
@@ -502,6 +473,31 @@ std::vector<float> initGlobalTensor(const plan::Init &init, int64_t elements) {
   return out;
 }
 
+namespace {
+// The attributes that change what a task does, in the task's line.
+void describeAttrs(const plan::Task &task, std::ostream &os) {
+  if (auto *m = task.attrs_as_MatMulAttrs()) {
+    if (m->transpose_a())
+      os << " transpose_a";
+    if (m->transpose_b())
+      os << " transpose_b";
+  } else if (auto *f = task.attrs_as_FillAttrs()) {
+    os << " value " << f->value();
+  } else if (auto *m = task.attrs_as_MeanAttrs()) {
+    os << " count " << m->count();
+  } else if (auto *in = task.attrs_as_InputAttrs()) {
+    os << " field " << str(in->field());
+  } else if (auto *sgd = task.attrs_as_SgdAttrs()) {
+    os << " lr " << sgd->lr() << " momentum " << sgd->momentum() << " weight_decay "
+       << sgd->weight_decay() << " variable #" << sgd->param();
+    if (sgd->momentum_buffer() >= 0)
+      os << " buffer #" << sgd->momentum_buffer();
+  } else if (auto *c = task.attrs_as_CollectiveAttrs()) {
+    os << " dim " << c->hierarchy_dim() << " reduce " << plan::EnumNameReduceOp(c->reduce());
+  }
+}
+} // namespace
+
 std::string describePlan(const plan::Plan &p) {
   std::ostringstream os;
   os << "plan version " << p.version();
@@ -521,8 +517,9 @@ std::string describePlan(const plan::Plan &p) {
     const plan::Variable *v = p.variables()->Get(i);
     os << "  #" << i << " " << str(v->name()) << " " << plan::EnumNameDType(v->dtype())
        << shapeText(toShape(v->shape())) << " placement " << v->placement() << " "
-       << sbpText(v->sbp()) << " init " << plan::EnumNameInitKind(v->init()->kind()) << "("
-       << v->init()->a() << ", " << v->init()->b() << ", seed " << v->init()->seed() << ")\n";
+       << toString(toNdSbp(v->sbp())) << " init " << plan::EnumNameInitKind(v->init()->kind())
+       << "(" << v->init()->a() << ", " << v->init()->b() << ", seed " << v->init()->seed()
+       << ")\n";
   }
   for (size_t pi = 0; pi < len(p.programs()); ++pi) {
     const plan::Program *prog = p.programs()->Get(pi);
@@ -532,7 +529,7 @@ std::string describePlan(const plan::Plan &p) {
       const plan::Tensor *t = prog->tensors()->Get(i);
       os << "    %" << i << " " << str(t->name()) << " " << plan::EnumNameDType(t->dtype())
          << shapeText(toShape(t->shape())) << " placement " << t->placement() << " "
-         << sbpText(t->sbp());
+         << toString(toNdSbp(t->sbp()));
       if (t->variable() >= 0)
         os << " = variable #" << t->variable();
       else
@@ -551,6 +548,7 @@ std::string describePlan(const plan::Plan &p) {
       os << ") queue " << plan::EnumNameQueue(task->queue());
       if (task->collective_seq() >= 0)
         os << " collective #" << task->collective_seq();
+      describeAttrs(*task, os);
       os << "\n";
     }
     os << "  registers:\n";

@@ -6,35 +6,40 @@
 // RUN: not sbpflow-opt %s --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-emit-plan=print=true 2>&1 | FileCheck %s --check-prefix=UNPLANNED
 // RUN: not sbpflow-opt %s --sbp-emit-plan=print=true 2>&1 | FileCheck %s --check-prefix=UNPROPAGATED
 
-// CHECK: plan version 1 source "linear"
-// CHECK-NEXT: placement 0 @dp CPU ranks [0, 1] hierarchy [2]
-// CHECK-NEXT: variable 0 @w F32 [4, 3] placement 0 sbp [B] init Uniform(-5.000000e-01, 5.000000e-01) seed 7
-// CHECK-NEXT: variable 1 @w.momentum F32 [4, 3] placement 0 sbp [B] init Zeros(0.000000e+00, 0.000000e+00) seed 0
-// CHECK-NEXT: program train arena 384
-// CHECK-NEXT: input "x" t0
-// CHECK-NEXT: input "y" t1
-// CHECK-NEXT: tensor t0 input_0:0 F32 [8, 4] sbp [S(0)] offset 0 bytes 64
-// CHECK-NEXT: tensor t1 input_1:0 I32 [8] sbp [S(0)] offset 64 bytes 16
-// CHECK-NEXT: tensor t2 parameter_2:0 F32 [4, 3] sbp [B] variable 0 bytes 48
-// CHECK: tensor t9 matmul_9:0 F32 [4, 3] sbp [P(sum)] offset [[GRAD:[0-9]+]] bytes 48
+// CHECK: plan version 1 of 'linear'
+// CHECK-NEXT: placements:
+// CHECK-NEXT: #0 dp CPU hierarchy [2] ranks [0,1]
+// CHECK-NEXT: variables:
+// CHECK-NEXT: #0 w F32[4,3] placement 0 [B] init Uniform(-0.5, 0.5, seed 7)
+// CHECK-NEXT: #1 w.momentum F32[4,3] placement 0 [B] init Zeros(0, 0, seed 0)
+// CHECK-NEXT: program train (arena 384 bytes)
+// CHECK-NEXT: tensors:
+// CHECK-NEXT: %0 input_0:0 F32[8,4] placement 0 [S(0)] @0 (64 bytes)
+// CHECK-NEXT: %1 input_1:0 I32[8] placement 0 [S(0)] @64 (16 bytes)
+// CHECK-NEXT: %2 parameter_2:0 F32[4,3] placement 0 [B] = variable #0
+// CHECK: %9 matmul_9:0 F32[4,3] placement 0 [P(sum)] @[[GRAD:[0-9]+]] (48 bytes)
 // The all-reduce runs in place.
-// CHECK-NEXT: tensor t10 all_reduce_10:0 F32 [4, 3] sbp [B] offset [[GRAD]] bytes 48
-// CHECK: task 3 MatMul in [0, 2] out [3]
-// CHECK: task 5 Mean in [4] out [5] count 8
-// CHECK: task 7 MeanGrad in [6] out [7] count 8
-// CHECK: task 10 AllReduce in [9] out [10] comm seq 0 dim 0 reduce Sum axes -1->-1
-// CHECK-NEXT: task 11 SgdMomentum in [10] out [] lr 5.000000e-01 momentum 9.000000e-01 param 0 buffer 1
-// CHECK: register data t0: 0 -> [9, 3] count 1
-// CHECK: register data t10: 10 -> [11] count 1
+// CHECK-NEXT: %10 all_reduce_10:0 F32[4,3] placement 0 [B] @[[GRAD]] (48 bytes)
+// Task names carry the op and its source line (a gradient op the line of its
+// forward op): runtime errors point at the model.
+// CHECK: 3 sbp.matmul@emit_plan.mlir:{{[0-9]+}}:10 MatMul (%0, %2) -> (%3) queue Compute
+// CHECK: 5 sbp.mean@emit_plan.mlir:[[MEAN:[0-9]+]]:13 Mean (%4) -> (%5) queue Compute count 8
+// CHECK: 7 sbp.mean_grad@emit_plan.mlir:[[MEAN]]:13 MeanGrad (%6) -> (%7) queue Compute count 8
+// CHECK: 9 sbp.matmul@{{.*}} MatMul (%0, %8) -> (%9) queue Compute transpose_a
+// CHECK-NEXT: 10 sbp.all_reduce@{{.*}} AllReduce (%9) -> (%10) queue Comm collective #0 dim 0 reduce Sum
+// CHECK-NEXT: 11 sbp.sgd@{{.*}} SgdMomentum (%10) -> () queue Compute lr 0.5 momentum 0.9 weight_decay 0 variable #0 buffer #1
+// CHECK: registers:
+// CHECK-NEXT: task 0 -> [9,3] %0 x1
+// CHECK: task 10 -> [11] %10 x1
 // The forward matmul reads @w: it must finish before sgd writes @w.
-// CHECK: register control: 3 -> [11]
+// CHECK: task 3 -> [11] control x1
 // The labels' bytes are reused by the weight gradient: their readers go first.
-// CHECK: register control: 4 -> [9]
-// CHECK: metric "loss" t5 Sum
-// CHECK: program eval arena 192
-// CHECK: task 4 CountCorrect in [3, 1] out [4]
-// CHECK-NOT: register control
-// CHECK: metric "correct" t4 Sum
+// CHECK: task 4 -> [9] control x1
+// CHECK: metric loss <- %5 (Sum)
+// CHECK: program eval (arena 192 bytes)
+// CHECK: 4 sbp.count_correct@{{.*}} CountCorrect (%3, %1) -> (%4) queue Compute
+// CHECK-NOT: control
+// CHECK: metric correct <- %4 (Sum)
 
 // UNPLANNED: error: 'func.func' op has no sbp.arena_bytes; run sbp-plan-memory before emitting
 // UNPROPAGATED: error: 'sbp.matmul' op has a result without SBP; run sbp-propagate

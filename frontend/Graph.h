@@ -26,6 +26,7 @@ struct InitSpec {
 };
 
 struct Node {
+  explicit Node(NodeKind k) : kind(k) {}
   NodeKind kind;
   std::vector<int> inputs;
   std::vector<int64_t> shape;

@@ -1,10 +1,12 @@
-// The CPU executor: one CAF actor per task, registers with back-pressure, a
-// step barrier, compute kernels on the actors' own scheduler threads and collectives on the ordered
-// comm thread. Everything a step touches (arena, variables, local shapes, packing scratch) is
-// allocated at create time.
+// The CPU executor: plan tasks as kernels on the register protocol of
+// actors/TaskGraph.h, compute kernels on the actors' own scheduler threads and
+// collectives on the ordered comm thread. Everything a step touches (arena,
+// variables, local shapes, packing scratch, metric ring) is allocated at
+// create time.
 #include "actors/Executor.h"
 
 #include "actors/Messages.h"
+#include "actors/TaskGraph.h"
 #include "kernels/cpu/Kernels.h"
 #include "runtime/Shape.h"
 #include "runtime/comm/CommGroups.h"
@@ -32,142 +34,30 @@ struct StepContext {
 
 using Kernel = std::function<Status(const StepContext &)>;
 
-struct TaskRuntime {
-  std::string name; // for errors
-  plan::OpKind op = plan::OpKind::Fill;
-  bool comm = false;
-  int seq = -1;
-  Kernel kernel; // empty: nothing to do on this rank
-  std::vector<int> inRegs, outRegs;
-};
-
-struct RegisterRuntime {
-  int producer = 0;
-  int count = 1;
-  std::vector<int> consumers;
-};
+// How many steps the coordinator may run ahead of the caller's onStep (the
+// rows of a program's metric ring); the caller acknowledges every half.
+constexpr int64_t kStepWindow = 16;
 
 struct ProgramRuntime {
   std::string name;
   std::vector<uint8_t> arenaStorage;
   uint8_t *arena = nullptr;
-  std::vector<TaskRuntime> tasks;
-  std::vector<RegisterRuntime> registers;
+  std::shared_ptr<TaskGraph> graph;
+  // Per task: what the comm thread runs for a collective (empty otherwise).
+  // Built once, so that handing a collective off allocates nothing.
+  std::vector<std::function<void()>> collectiveWork;
   int collectives = 0;
   std::vector<const float *> metrics; // null where this rank holds no shard
-  std::vector<caf::actor> actors;
+  // kStepWindow rows of metrics: step s of a run starting at `first` writes
+  // row (s - first) % kStepWindow on the coordinator, the caller reads it.
+  std::vector<double> metricRing;
+  int64_t runFirst = 0;
+  caf::actor coordinator;
 };
 
 struct Devices {
   CollectiveQueue collectives;
 };
-
-// What a task's actor keeps between messages.
-struct TaskActorState {
-  std::shared_ptr<ProgramRuntime> program;
-  std::shared_ptr<Devices> devices;
-  int task = 0;
-  caf::actor coordinator;
-  int64_t started = 0, fired = 0;
-  bool running = false, failed = false;
-  std::vector<int64_t> full;               // per input register: slots holding data
-  std::vector<int64_t> produced;           // per output register
-  std::vector<std::vector<int64_t>> freed; // per output register, per consumer
-
-  bool ready() const {
-    if (running || failed || fired >= started)
-      return false;
-    for (int64_t f : full)
-      if (f == 0)
-        return false;
-    const TaskRuntime &t = program->tasks[task];
-    for (size_t i = 0; i < t.outRegs.size(); ++i) {
-      int64_t slowest = *std::min_element(freed[i].begin(), freed[i].end());
-      if (produced[i] - slowest >= program->registers[t.outRegs[i]].count)
-        return false;
-    }
-    return true;
-  }
-};
-
-void fireIfReady(caf::event_based_actor *self, TaskActorState &st, const StepContext *ctx) {
-  if (!st.ready())
-    return;
-  st.running = true;
-  const TaskRuntime &t = st.program->tasks[st.task];
-  for (auto &f : st.full)
-    --f;
-  for (auto &p : st.produced)
-    ++p;
-  caf::actor me = caf::actor_cast<caf::actor>(self);
-  if (!t.kernel) {
-    self->send(me, KernelDone{});
-    return;
-  }
-  if (!t.comm) {
-    // Compute kernels run on this actor's scheduler thread (CAF's scheduler
-    // is the CPU kernel pool): a hand-off to another pool cost two thread
-    // wake-ups per task, more than most kernels of a step take.
-    Status s = t.kernel(*ctx);
-    self->send(me, KernelDone{s ? std::string() : s.message()});
-    return;
-  }
-  // Collectives block in Gloo: they go to the ordered comm thread. The program
-  // runtime is kept alive by the closure: the executor joins the thread before
-  // it frees anything, but an actor may outlive a run.
-  st.devices->collectives.submit(t.seq, [program = st.program, task = st.task, me, ctx] {
-    Status s = program->tasks[task].kernel(*ctx);
-    caf::anon_send(me, KernelDone{s ? std::string() : s.message()});
-  });
-}
-
-caf::behavior taskActor(caf::event_based_actor *self, std::shared_ptr<TaskActorState> st,
-                        const StepContext *ctx) {
-  return {
-      [=](StartStep &) {
-        st->coordinator = caf::actor_cast<caf::actor>(self->current_sender());
-        ++st->started;
-        fireIfReady(self, *st, ctx);
-      },
-      [=](RegisterFull &m) {
-        const auto &in = st->program->tasks[st->task].inRegs;
-        for (size_t i = 0; i < in.size(); ++i)
-          if (in[i] == m.reg)
-            ++st->full[i];
-        fireIfReady(self, *st, ctx);
-      },
-      [=](RegisterFree &m) {
-        const auto &out = st->program->tasks[st->task].outRegs;
-        for (size_t i = 0; i < out.size(); ++i) {
-          if (out[i] != m.reg)
-            continue;
-          const auto &consumers = st->program->registers[m.reg].consumers;
-          for (size_t c = 0; c < consumers.size(); ++c)
-            if (consumers[c] == m.consumer)
-              ++st->freed[i][c];
-        }
-        fireIfReady(self, *st, ctx);
-      },
-      [=](KernelDone &m) {
-        st->running = false;
-        ++st->fired;
-        if (!m.error.empty()) {
-          st->failed = true;
-          self->send(st->coordinator, TaskDone{st->task, m.error});
-          return;
-        }
-        const ProgramRuntime &p = *st->program;
-        const TaskRuntime &t = p.tasks[st->task];
-        for (int r : t.outRegs)
-          for (int c : p.registers[r].consumers)
-            self->send(p.actors[c], RegisterFull{r});
-        for (int r : t.inRegs)
-          self->send(p.actors[p.registers[r].producer], RegisterFree{r, st->task});
-        self->send(st->coordinator, TaskDone{st->task, std::string()});
-        fireIfReady(self, *st, ctx);
-      },
-  };
-}
 
 Region intersect(const Region &a, const Region &b) {
   Region out(a.size());
@@ -233,19 +123,20 @@ public:
 
   ~CpuExecutor() override {
     std::vector<caf::actor> all;
-    for (auto &p : programs_)
-      for (auto &a : p->actors)
+    for (auto &p : programs_) {
+      all.push_back(p->coordinator);
+      for (auto &a : p->graph->actors)
         all.push_back(a);
+    }
     for (auto &a : all)
       caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     if (!all.empty()) {
       caf::scoped_actor self{system_};
       self->wait_for(all);
     }
-    for (auto &p : programs_)
-      p->actors.clear();
-    // Queued kernels point at variables and the step context, which die
-    // with this object: let them finish first.
+    // Queued collectives point at variables, the step context and the task
+    // graphs, which die with this object: let them finish first (no actor is
+    // left to queue more).
     devices_->collectives.abandon();
     devices_->collectives.waitIdle();
   }
@@ -278,6 +169,9 @@ private:
   Status buildProgram(const plan::Program &prog);
   StatusOr<Kernel> buildKernel(const plan::Program &prog, const plan::Task &task,
                                const std::vector<TensorView> &views);
+  // Whether `task` is a collective over more than one rank (one over a group
+  // of one is a copy).
+  bool callsCommunicator(const plan::Task &task, const std::vector<TensorView> &views) const;
   StatusOr<Communicator *> groupComm(const TensorView &t, int dim, const plan::Task &task) const;
 
   caf::actor_system &system_;
@@ -288,6 +182,7 @@ private:
   std::vector<VariableStorage> variables_;
   std::vector<std::shared_ptr<ProgramRuntime>> programs_;
   StepContext step_;
+  int64_t runs_ = 0;
   Status broken_;
 };
 
@@ -333,6 +228,15 @@ StatusOr<Communicator *> CpuExecutor::groupComm(const TensorView &t, int dim,
   return c;
 }
 
+bool CpuExecutor::callsCommunicator(const plan::Task &task,
+                                    const std::vector<TensorView> &views) const {
+  if (!isCollective(task.op()) || !task.inputs() || task.inputs()->size() == 0)
+    return false;
+  const TensorView &x = views[task.inputs()->Get(0)];
+  int dim = task.attrs_as_CollectiveAttrs()->hierarchy_dim();
+  return dim >= 0 && dim < static_cast<int>(x.hierarchy.size()) && x.hierarchy[dim] > 1;
+}
+
 Status CpuExecutor::buildProgram(const plan::Program &prog) {
   auto rt = std::make_shared<ProgramRuntime>();
   rt->name = prog.name()->str();
@@ -365,52 +269,64 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
     }
   }
 
-  for (size_t k = 0; k < prog.tasks()->size(); ++k) {
+  std::shared_ptr<TaskGraph> graph = taskGraphOf(prog);
+  const size_t taskCount = prog.tasks()->size();
+  rt->collectiveWork.resize(taskCount);
+  // Collectives this rank takes part in, by plan order: the comm thread
+  // numbers them densely, so that one not on this rank leaves no hole.
+  std::vector<std::pair<int, int>> collectives; // (collective_seq, task)
+  for (size_t k = 0; k < taskCount; ++k) {
     const plan::Task *task = prog.tasks()->Get(k);
-    TaskRuntime tr;
-    tr.name = task->name()->str();
-    tr.op = task->op();
-    tr.comm = isCollective(task->op());
-    tr.seq = task->collective_seq();
-    auto kernel = buildKernel(prog, *task, views);
+    auto built = buildKernel(prog, *task, views);
+    if (!built)
+      return built.status();
+    Kernel kernel = built.take();
     if (!kernel)
-      return kernel.status();
-    tr.kernel = kernel.take();
-    if (tr.comm)
-      ++rt->collectives;
-    rt->tasks.push_back(std::move(tr));
-  }
-  for (size_t r = 0; r < prog.registers()->size(); ++r) {
-    const plan::Register *reg = prog.registers()->Get(r);
-    RegisterRuntime rr;
-    rr.producer = reg->producer();
-    rr.count = reg->count();
-    for (size_t c = 0; c < reg->consumers()->size(); ++c) {
-      int consumer = reg->consumers()->Get(c);
-      if (std::find(rr.consumers.begin(), rr.consumers.end(), consumer) == rr.consumers.end())
-        rr.consumers.push_back(consumer);
+      continue; // nothing to do on this rank: the task only passes registers on
+    const StepContext *ctx = &step_;
+    if (!callsCommunicator(*task, views)) {
+      graph->tasks[k].run = [kernel = std::move(kernel), ctx] { return kernel(*ctx); };
+      continue;
     }
-    rt->tasks[rr.producer].outRegs.push_back(static_cast<int>(r));
-    for (int c : rr.consumers)
-      rt->tasks[c].inRegs.push_back(static_cast<int>(r));
-    rt->registers.push_back(std::move(rr));
+    // Collectives that talk to peers block in Gloo: they go to the ordered
+    // comm thread (the rest are copies and run inline). The executor stops
+    // the task actors and drains the thread before it frees what this
+    // refers to.
+    rt->collectiveWork[k] = [kernel = std::move(kernel), ctx, g = graph.get(), k] {
+      Status s = kernel(*ctx);
+      if (s)
+        caf::anon_send(g->actors[k], KernelDone{});
+      else
+        caf::anon_send(g->actors[k], KernelFailed{s.message()});
+    };
+    collectives.emplace_back(task->collective_seq(), static_cast<int>(k));
+  }
+  std::sort(collectives.begin(), collectives.end());
+  rt->collectives = static_cast<int>(collectives.size());
+  for (int seq = 0; seq < rt->collectives; ++seq) {
+    int k = collectives[seq].second;
+    graph->tasks[k].handOff = [queue = &devices_->collectives, seq, work = &rt->collectiveWork[k]] {
+      queue->submit(seq, work);
+    };
   }
   for (size_t m = 0; prog.metrics() && m < prog.metrics()->size(); ++m)
     rt->metrics.push_back(static_cast<const float *>(views[prog.metrics()->Get(m)->tensor()].data));
+  rt->metricRing.resize(static_cast<size_t>(kStepWindow) * rt->metrics.size());
 
-  // Every actor needs every other's handle: spawn all, then publish the list
-  // before the first StartStep (the message send orders the two).
-  for (size_t k = 0; k < rt->tasks.size(); ++k) {
-    auto st = std::make_shared<TaskActorState>();
-    st->program = rt;
-    st->devices = devices_;
-    st->task = static_cast<int>(k);
-    st->full.assign(rt->tasks[k].inRegs.size(), 0);
-    st->produced.assign(rt->tasks[k].outRegs.size(), 0);
-    for (int r : rt->tasks[k].outRegs)
-      st->freed.emplace_back(rt->registers[r].consumers.size(), 0);
-    rt->actors.push_back(system_.spawn(taskActor, st, &step_));
-  }
+  // The hooks run on the coordinator, between the steps' task firings: the
+  // batch is set before a step's Input tasks are started, metrics are read
+  // once every task of the step has finished.
+  StepHooks hooks;
+  hooks.begin = [ctx = &step_](int64_t step) { ctx->batch = step; };
+  hooks.end = [p = rt.get()](int64_t step) {
+    const size_t n = p->metrics.size();
+    double *row = p->metricRing.data() + ((step - p->runFirst) % kStepWindow) * n;
+    for (size_t m = 0; m < n; ++m)
+      row[m] = p->metrics[m] ? *p->metrics[m] : 0.0;
+  };
+  rt->graph = graph;
+  rt->coordinator = spawnStepCoordinator(system_, graph, std::move(hooks));
+  spawnTaskActors(system_, graph, rt->coordinator);
   programs_.push_back(std::move(rt));
   return Status::ok();
 }
@@ -659,6 +575,24 @@ StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Program &prog, const plan:
     }
     Communicator *cm = *comm;
     ReduceOp op = toReduce(c->reduce());
+    if (cm && pairs.size() > 1) {
+      // A bucket: one all-reduce over a packed copy, not one per tensor (each
+      // costs Gloo round trips). The scratch is allocated here, once.
+      int64_t total = 0;
+      for (int64_t n : counts)
+        total += n;
+      auto scratch = std::make_shared<std::vector<float>>(static_cast<size_t>(total) + 1);
+      return Kernel([=](const StepContext &) -> Status {
+        float *buf = scratch->data();
+        for (size_t i = 0, off = 0; i < pairs.size(); off += counts[i], ++i)
+          std::memcpy(buf + off, pairs[i].first, counts[i] * sizeof(float));
+        if (Status s = cm->allReduce(buf, total, op); !s)
+          return s.withContext(at);
+        for (size_t i = 0, off = 0; i < pairs.size(); off += counts[i], ++i)
+          std::memcpy(pairs[i].second, buf + off, counts[i] * sizeof(float));
+        return Status::ok();
+      });
+    }
     return Kernel([=](const StepContext &) -> Status {
       for (size_t i = 0; i < pairs.size(); ++i) {
         if (pairs[i].first != pairs[i].second && counts[i] > 0)
@@ -682,6 +616,25 @@ StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Program &prog, const plan:
     if (!comm)
       return comm.status();
     const int64_t n = x.hierarchy[dim];
+    auto sameRegion = [](const Region &a, const Region &b) {
+      if (a.size() != b.size())
+        return false;
+      for (size_t i = 0; i < a.size(); ++i)
+        if (a[i].begin != b[i].begin || a[i].size != b[i].size)
+          return false;
+      return true;
+    };
+    if (n == 1 && sameRegion(x.region, y.region)) {
+      // A group of one: the output is the input (one copy, not pack + unpack).
+      const float *src = f32(&x);
+      float *dst = f32(&y);
+      const int64_t count = elems(&y);
+      return Kernel([=](const StepContext &) {
+        if (src != dst && count > 0)
+          std::memmove(dst, src, count * sizeof(float));
+        return Status::ok();
+      });
+    }
     // Regions of every group member, in global coordinates.
     std::vector<Region> inOf(n), outOf(n);
     for (int64_t r = 0; r < n; ++r) {
@@ -810,37 +763,56 @@ Status CpuExecutor::run(const std::string &program, DataSource *data, int64_t ep
   if (!prog)
     return Status::error("rank " + std::to_string(options_.globalRank) + ": plan has no program '" +
                          program + "'");
+  if (count <= 0)
+    return Status::ok();
   devices_->collectives.reset(prog->collectives);
+  // Read by the coordinator and the kernels after RunSteps, which orders
+  // these writes before them.
+  step_.data = data;
+  step_.epoch = epoch;
+  prog->runFirst = firstBatch;
+  const int64_t runId = ++runs_;
+  const size_t n = prog->metrics.size();
+  std::vector<double> metrics(n);
   caf::scoped_actor self{system_};
-  std::vector<double> metrics(prog->metrics.size());
-  for (int64_t i = 0; i < count; ++i) {
-    // Written before StartStep is sent; kernels read it after receiving it.
-    step_.data = data;
-    step_.epoch = epoch;
-    step_.batch = firstBatch + i;
-    for (const caf::actor &a : prog->actors)
-      self->send(a, StartStep{step_.batch});
-    std::string error;
-    size_t done = 0;
-    while (done < prog->actors.size() && error.empty()) {
-      self->receive([&](TaskDone &d) {
-        ++done;
-        if (!d.error.empty())
-          error = d.error;
-      });
-    }
-    if (!error.empty()) {
-      // Other tasks of this step may still be running; the caller may read
-      // variables as soon as we return.
-      devices_->collectives.abandon();
-      devices_->collectives.waitIdle();
-      broken_ = Status::error(error);
-      return broken_;
-    }
-    for (size_t m = 0; m < metrics.size(); ++m)
-      metrics[m] = prog->metrics[m] ? *prog->metrics[m] : 0.0;
+  self->send(prog->coordinator, RunSteps{runId, firstBatch, count, kStepWindow});
+  // One wake-up of this thread per step: the coordinator runs the steps
+  // back to back and only reports each one (its metrics wait in the ring).
+  int64_t taken = 0;
+  std::string error;
+  auto onDone = [&](StepDone &d) {
+    const double *row = prog->metricRing.data() + ((d.step - firstBatch) % kStepWindow) * n;
+    std::copy(row, row + n, metrics.begin());
+    ++taken;
+    if (taken % (kStepWindow / 2) == 0)
+      self->send(prog->coordinator, StepsTaken{runId, taken});
     if (onStep)
-      onStep(step_.batch, metrics);
+      onStep(d.step, metrics);
+  };
+  auto onFailed = [&](RunFailed &f) { error = std::move(f.error); };
+  try {
+    while (taken < count && error.empty())
+      self->receive(onDone, onFailed);
+  } catch (...) {
+    // onStep threw while later steps may be running (and reading `data`):
+    // stop them before unwinding.
+    self->send(prog->coordinator, StopRun{});
+    error.clear();
+    while (error.empty())
+      self->receive([](StepDone &) {}, onFailed);
+    devices_->collectives.abandon();
+    devices_->collectives.waitIdle();
+    broken_ =
+        Status::error("rank " + std::to_string(options_.globalRank) + ": a step callback threw");
+    throw;
+  }
+  if (!error.empty()) {
+    // No task runs a kernel any more, but a collective may still be queued
+    // or running; the caller may read variables as soon as we return.
+    devices_->collectives.abandon();
+    devices_->collectives.waitIdle();
+    broken_ = Status::error(error);
+    return broken_;
   }
   return Status::ok();
 }

@@ -40,8 +40,10 @@ public:
 
   // Runs `count` steps of `program`; step i reads global batch `firstBatch + i`
   // of `epoch` from `data`. After each step `onStep(batch, metrics)` gets this
-  // rank's local value of every metric of the program, in plan order. Returns
-  // the first error (naming rank, task and op) and stops there.
+  // rank's local value of every metric of the program, in plan order, on the
+  // calling thread; later steps may already run meanwhile, so it must not
+  // call into the executor. Returns the first error (naming rank, task and
+  // op) and stops there, once no kernel of the program runs any more.
   using StepCallback = std::function<void(int64_t batch, const std::vector<double> &metrics)>;
   virtual Status run(const std::string &program, DataSource *data, int64_t epoch,
                      int64_t firstBatch, int64_t count, const StepCallback &onStep) = 0;

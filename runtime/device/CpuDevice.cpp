@@ -1,6 +1,7 @@
 // The ordered collective thread of the CPU device.
 #include "runtime/device/CpuDevice.h"
 
+#include <algorithm>
 #include <cassert>
 
 namespace sbpflow {
@@ -19,46 +20,40 @@ CollectiveQueue::~CollectiveQueue() {
 void CollectiveQueue::reset(int count) {
   std::lock_guard<std::mutex> lock(mutex_);
   slots_.assign(static_cast<size_t>(count), nullptr);
-  filled_.assign(static_cast<size_t>(count), false);
   next_ = 0;
 }
 
 void CollectiveQueue::abandon() {
   std::lock_guard<std::mutex> lock(mutex_);
-  for (size_t i = 0; i < slots_.size(); ++i) {
-    slots_[i] = nullptr;
-    filled_[i] = false;
-  }
+  std::fill(slots_.begin(), slots_.end(), nullptr);
   next_ = 0;
 }
 
-void CollectiveQueue::submit(int seq, std::function<void()> work) {
+void CollectiveQueue::submit(int seq, const std::function<void()> *work) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    assert(seq >= 0 && seq < static_cast<int>(slots_.size()));
-    slots_[seq] = std::move(work);
-    filled_[seq] = true;
+    assert(seq >= 0 && seq < static_cast<int>(slots_.size()) && work);
+    slots_[seq] = work;
   }
   ready_.notify_all();
 }
 
 void CollectiveQueue::loop() {
   for (;;) {
-    std::function<void()> work;
+    const std::function<void()> *work = nullptr;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       ready_.wait(lock, [this] {
-        return stopping_ || (next_ < static_cast<int>(filled_.size()) && filled_[next_]);
+        return stopping_ || (next_ < static_cast<int>(slots_.size()) && slots_[next_]);
       });
       if (stopping_)
         return;
-      work = std::move(slots_[next_]);
+      work = slots_[next_];
       slots_[next_] = nullptr;
-      filled_[next_] = false;
       next_ = next_ + 1 == static_cast<int>(slots_.size()) ? 0 : next_ + 1;
       busy_ = true;
     }
-    work();
+    (*work)();
     {
       std::lock_guard<std::mutex> lock(mutex_);
       busy_ = false;

@@ -28,8 +28,10 @@ public:
   void reset(int count);
   // Drops pending collectives (after an error, when peers will never match).
   void abandon();
-  // `seq` must lie in [0, count).
-  void submit(int seq, std::function<void()> work);
+  // `seq` must lie in [0, count). The queue keeps a pointer: `work` must
+  // live until it ran or was abandoned (built once, it is submitted every
+  // step without allocating).
+  void submit(int seq, const std::function<void()> *work);
   // Blocks until no collective is running (pending ones that cannot run yet
   // are not waited for: abandon() them first).
   void waitIdle();
@@ -39,8 +41,7 @@ private:
 
   std::mutex mutex_;
   std::condition_variable ready_;
-  std::vector<std::function<void()>> slots_;
-  std::vector<bool> filled_;
+  std::vector<const std::function<void()> *> slots_; // null: not submitted yet
   std::condition_variable idle_;
   bool busy_ = false;
   int next_ = 0;

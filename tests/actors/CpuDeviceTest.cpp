@@ -15,14 +15,17 @@ TEST(CollectiveQueue, RunsInSequenceOrder) {
   std::mutex m;
   std::condition_variable cv;
   std::vector<int> order;
+  std::vector<std::function<void()>> work;
+  for (int seq = 0; seq < 4; ++seq)
+    work.push_back([&, seq] {
+      std::lock_guard<std::mutex> lock(m);
+      order.push_back(seq);
+      cv.notify_all();
+    });
   for (int step = 0; step < 2; ++step) {
     queue.reset(4);
     for (int seq : {3, 1, 2, 0})
-      queue.submit(seq, [&, seq] {
-        std::lock_guard<std::mutex> lock(m);
-        order.push_back(seq);
-        cv.notify_all();
-      });
+      queue.submit(seq, &work[seq]);
     std::unique_lock<std::mutex> lock(m);
     cv.wait(lock, [&] { return order.size() == static_cast<size_t>(4 * (step + 1)); });
   }

@@ -127,15 +127,16 @@ PlanSpec linearPlan(int ranks, int count = 1) {
   return spec;
 }
 
-// The same model as a plain loop in double precision.
-void referenceLinear(int steps, std::vector<double> &w, std::vector<double> &losses) {
+// The same model as a plain loop in double precision, on batches first, ...
+void referenceLinear(int steps, std::vector<double> &w, std::vector<double> &losses,
+                     int first = 0) {
   flatbuffers::FlatBufferBuilder fbb;
   fbb.Finish(plan::CreateInit(fbb, plan::InitKind::Uniform, -1, 1, 5));
   std::vector<float> init =
       initGlobalTensor(*flatbuffers::GetRoot<plan::Init>(fbb.GetBufferPointer()), kIn);
   w.assign(init.begin(), init.end());
   std::vector<double> v(kIn, 0.0);
-  for (int s = 0; s < steps; ++s) {
+  for (int s = first; s < first + steps; ++s) {
     double loss = 0;
     std::vector<double> g(kIn, 0.0);
     for (int64_t i = 0; i < kBatch; ++i) {
@@ -224,6 +225,53 @@ TEST(Executor, SecondRunContinuesTraining) {
     EXPECT_NEAR(losses[i], ref[i], 1e-5) << i;
   Status missing = (*exec)->run("eval", &data, 0, 0, 1, nullptr);
   EXPECT_NE(missing.message().find("plan has no program 'eval'"), std::string::npos);
+}
+
+TEST(Executor, LongRunReportsEveryStepInOrder) {
+  // More steps than the coordinator may run ahead of onStep: the metric ring
+  // wraps and the caller's acknowledgements let the run go on.
+  auto loaded = loadPlanBuffer(build(linearPlan(1)));
+  ASSERT_TRUE(loaded);
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  ASSERT_TRUE(exec) << exec.status().message();
+  MemoryData data;
+  std::vector<double> losses;
+  std::vector<int64_t> batches;
+  Status s = (*exec)->run("train", &data, 0, 100, 45, [&](int64_t b, const std::vector<double> &m) {
+    if (batches.size() % 7 == 0) // a slow caller now and then
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    batches.push_back(b);
+    losses.push_back(m.at(0));
+  });
+  ASSERT_TRUE(s) << s.message();
+  ASSERT_EQ(batches.size(), 45u);
+  for (int i = 0; i < 45; ++i)
+    EXPECT_EQ(batches[i], 100 + i);
+  std::vector<double> w, expected;
+  referenceLinear(45, w, expected, 100);
+  for (int i = 0; i < 45; ++i)
+    EXPECT_NEAR(losses[i], expected[i], 1e-5) << "step " << i;
+}
+
+TEST(Executor, ThrowingStepCallbackStopsTheRun) {
+  auto loaded = loadPlanBuffer(build(linearPlan(1)));
+  ASSERT_TRUE(loaded);
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  ASSERT_TRUE(exec) << exec.status().message();
+  MemoryData data;
+  int calls = 0;
+  EXPECT_THROW((void)(*exec)->run("train", &data, 0, 0, 30,
+                                  [&](int64_t, const std::vector<double> &) {
+                                    if (++calls == 3)
+                                      throw std::runtime_error("callback failed");
+                                  }),
+               std::runtime_error);
+  EXPECT_EQ(calls, 3);
+  // Later steps were stopped before run() unwound; the executor refuses more.
+  Status after = (*exec)->run("train", &data, 0, 0, 1, nullptr);
+  EXPECT_NE(after.message().find("a step callback threw"), std::string::npos) << after.message();
 }
 
 // Runs `body(rank, comms)` for two ranks on threads, after connecting their

@@ -30,6 +30,7 @@ struct PropagatePass : public PassWrapper<PropagatePass, OperationPass<ModuleOp>
     ModuleOp module = getOperation();
     ensureSbpOpSemantics(module.getContext());
     SymbolTableCollection symbols;
+    canonicalizeUnitDims(module, symbols);
     PlacementOp defaultPlacement;
     for (auto p : module.getOps<PlacementOp>()) {
       defaultPlacement = p;
@@ -44,6 +45,37 @@ struct PropagatePass : public PassWrapper<PropagatePass, OperationPass<ModuleOp>
         fn.setFunctionType(
             FunctionType::get(&getContext(), fn.getArgumentTypes(), ret.getOperandTypes()));
     }
+  }
+
+  // On a hierarchy dimension of one rank, S(i), B and P hold the same data:
+  // B is the canonical form, so a one-rank placement (or the unit dimension
+  // of a mesh such as [1, 4]) needs no boxing. User-given SBPs are rewritten
+  // too; they mean the same thing.
+  void canonicalizeUnitDims(ModuleOp module, SymbolTableCollection &symbols) {
+    auto canonical = [&](Operation *from, Type type) -> Type {
+      SbpTensorAttr enc = getSbp(type);
+      if (!enc)
+        return type;
+      auto placement = symbols.lookupNearestSymbolFrom<PlacementOp>(from, enc.getPlacement());
+      if (!placement)
+        return type; // the verifier reports it
+      llvm::SmallVector<SbpDim, 2> dims = getSbpDims(enc);
+      bool changed = false;
+      for (auto [d, size] : llvm::enumerate(placement.getHierarchy()))
+        if (size == 1 && d < dims.size() && dims[d] != broadcastDim()) {
+          dims[d] = broadcastDim();
+          changed = true;
+        }
+      if (!changed)
+        return type;
+      return withSbp(type, makeSbpTensorAttr(&getContext(), enc.getPlacement().getValue(), dims));
+    };
+    for (auto var : module.getOps<VariableOp>())
+      var.setTypeAttr(TypeAttr::get(canonical(var, var.getType())));
+    module.walk([&](Operation *op) {
+      for (Value r : op->getResults())
+        r.setType(canonical(op, r.getType()));
+    });
   }
 
   // Bytes a rank holds of `type` outside hierarchy dimension `dim` (the data
@@ -111,6 +143,16 @@ struct PropagatePass : public PassWrapper<PropagatePass, OperationPass<ModuleOp>
     llvm::SmallVector<SbpSignature> chosen;
     for (unsigned d = 0; d < hierarchy.size(); ++d) {
       llvm::SmallVector<SbpSignature> candidates = iface.getSbpSignatures(d);
+      if (hierarchy[d] == 1) {
+        // Unit dimension: keep the all-B signature (see canonicalizeUnitDims).
+        llvm::SmallVector<SbpSignature> allB;
+        for (const SbpSignature &sig : candidates)
+          if (llvm::all_of(sig.operands, [](SbpDim x) { return x == broadcastDim(); }) &&
+              llvm::all_of(sig.results, [](SbpDim x) { return x == broadcastDim(); }))
+            allB.push_back(sig);
+        if (!allB.empty())
+          candidates = std::move(allB);
+      }
       double best = std::numeric_limits<double>::infinity();
       std::optional<SbpSignature> pick;
       bool anyFits = false;

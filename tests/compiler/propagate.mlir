@@ -2,6 +2,19 @@
 // signature; user-given SBPs win; chosen operand SBPs land in sbp.operand_sbp.
 // RUN: sbpflow-opt %s --split-input-file --sbp-propagate | FileCheck %s
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate | FileCheck %s --check-prefix=DP
+// RUN: sbpflow-opt %S/inputs/linear_one_rank.mlir --sbp-compile | FileCheck %s --check-prefix=ONE
+
+// One rank: the S(0) annotations become B, nothing is partial, and the whole
+// compiled step holds no boxing op.
+// ONE: sbp.input "x" {{.*}}: tensor<8x4xf32, #sbp.t<@one, [B]>>
+// ONE: sbp.mean {{.*}} -> tensor<f32, #sbp.t<@one, [B]>>
+// ONE-NOT: sbp.all_reduce
+// ONE-NOT: sbp.all_gather
+// ONE-NOT: sbp.all_to_all
+// ONE-NOT: sbp.reduce_scatter
+// ONE-NOT: sbp.slice
+// ONE-NOT: sbp.zero_others
+// ONE: sbp.sgd
 
 // Data parallel: the forward stays S(0) with B weights, the loss is P(sum),
 // weight and bias gradients come out P(sum) and sgd asks for B.

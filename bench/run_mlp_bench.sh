@@ -2,12 +2,15 @@
 # Side-by-side MLP benchmark: sbpflow (build/bin/mlp_fashion_mnist) against the
 # PyTorch peer (bench/mlp_torch.py), same ranks, threads and steps.
 #
-# usage: bench/run_mlp_bench.sh [--ranks N] [--threads T] [--steps K] [--build DIR]
+# usage: bench/run_mlp_bench.sh [--ranks N] [--threads T] [--steps K] [--repeat R] [--build DIR]
+# With --repeat R the two sides run alternately R times each and the table
+# shows medians (a 2-core machine is noisy; alternating spreads the noise).
 set -euo pipefail
 
 ranks=2
 threads=1
 steps=60
+repeat=1
 here="$(cd "$(dirname "$0")" && pwd)"
 build="$(realpath -m "$here/../build")"
 python=/usr/bin/python3 # Debian's python3-torch, not a pyenv python on PATH
@@ -17,12 +20,13 @@ while [[ $# -gt 0 ]]; do
   --ranks) ranks="$2"; shift 2 ;;
   --threads) threads="$2"; shift 2 ;;
   --steps) steps="$2"; shift 2 ;;
+  --repeat) repeat="$2"; shift 2 ;;
   --build) build="$2"; shift 2 ;;
   -h | --help) sed -n '2,5p' "$0"; exit 0 ;;
   *) echo "run_mlp_bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in ranks threads steps; do
+for v in ranks threads steps repeat; do
   if ! [[ "${!v}" =~ ^[1-9][0-9]*$ ]]; then
     echo "run_mlp_bench.sh: --$v must be a positive integer, got '${!v}'" >&2
     exit 2
@@ -33,31 +37,41 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 ours="$build/bin/mlp_fashion_mnist"
 
-if [[ -x "$ours" ]]; then
-  echo "== sbpflow: $ours --local $ranks --threads $threads --epochs 1 --max-steps $steps" >&2
-  if ! "$ours" --local "$ranks" --threads "$threads" --epochs 1 --max-steps "$steps" \
-    --bench-json "$out/sbpflow.json" >&2; then
-    echo "== sbpflow: failed (exit $?), its row is left empty" >&2
-    rm -f "$out/sbpflow.json"
-  fi
-else
+if [[ ! -x "$ours" ]]; then
   echo "== sbpflow: skipped, $ours not built (ninja -C $build mlp_fashion_mnist)" >&2
 fi
+echo "== OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-<unset>} (both sides use OpenBLAS for GEMM)" >&2
+for ((i = 0; i < repeat; i++)); do
+  if [[ -x "$ours" ]]; then
+    echo "== sbpflow: $ours --local $ranks --threads $threads --epochs 1 --max-steps $steps" >&2
+    if ! "$ours" --local "$ranks" --threads "$threads" --epochs 1 --max-steps "$steps" \
+      --bench-json "$out/sbpflow.$i.json" >&2; then
+      echo "== sbpflow: failed (exit $?), its row is left empty" >&2
+      rm -f "$out/sbpflow.$i.json"
+    fi
+  fi
+  echo "== pytorch: mlp_torch.py --ranks $ranks --threads $threads --steps $steps" >&2
+  "$python" "$here/mlp_torch.py" --ranks "$ranks" --threads "$threads" --steps "$steps" \
+    --json-out "$out/pytorch.$i.json" >&2
+done
 
-echo "== pytorch: mlp_torch.py --ranks $ranks --threads $threads --steps $steps" >&2
-"$python" "$here/mlp_torch.py" --ranks "$ranks" --threads "$threads" --steps "$steps" \
-  --json-out "$out/pytorch.json" >&2
+"$python" - "$out" <<'PY'
+import glob, json, os, statistics, sys
 
-"$python" - "$out/sbpflow.json" "$out/pytorch.json" <<'PY'
-import json, os, sys
-
-def load(path):
-    if not os.path.exists(path):
+def load(framework):
+    runs = []
+    for path in sorted(glob.glob(os.path.join(sys.argv[1], framework + ".*.json"))):
+        with open(path) as f:
+            runs.append(json.loads(f.read()))
+    if not runs:
         return None
-    with open(path) as f:
-        return json.loads(f.read())
+    # Medians over the repeats; the rest of the fields from the median run.
+    runs.sort(key=lambda r: r["step_ms"])
+    r = dict(runs[len(runs) // 2])
+    r["step_ms"] = statistics.median(x["step_ms"] for x in runs)
+    return r
 
-ours, torch = load(sys.argv[1]), load(sys.argv[2])
+ours, torch = load("sbpflow"), load("pytorch")
 flop = (torch or {}).get("matmul_flop_per_step")
 
 def peak(r):
@@ -81,4 +95,8 @@ if ours and torch:
 if flop:
     print(f"GFLOP/s counts matmul FLOPs only ({flop / 1e6:.1f} MFLOP per step); "
           "peak_rss_MB is the largest rank's.")
+n = (ours or torch or {}).get("ranks", 1)
+grad_bytes = (784 * 512 + 512 + 512 * 10 + 10) * 4
+print(f"gradients: {grad_bytes / 1e6:.2f} MB per step; a ring all-reduce sends "
+      f"2(n-1)/n of that, {2 * (n - 1) / n * grad_bytes / 1e6:.2f} MB per rank per step")
 PY

@@ -36,6 +36,8 @@ struct Node {
   std::optional<std::vector<Sbp>> sbp; // user-given; otherwise chosen by the compiler
   InitSpec init;
   uint64_t seed = 0;
+  bool transposeA = false, transposeB = false; // MatMul only
+
   SourceLoc loc;
 };
 

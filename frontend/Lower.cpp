@@ -130,7 +130,7 @@ private:
     case NodeKind::Parameter:
       return b_.create<sbp::ParameterOp>(l, t, n.name);
     case NodeKind::MatMul:
-      return b_.create<sbp::MatmulOp>(l, t, in(0), in(1));
+      return b_.create<sbp::MatmulOp>(l, t, in(0), in(1), n.transposeA, n.transposeB);
     case NodeKind::BiasAdd:
       return b_.create<sbp::BiasAddOp>(l, t, in(0), in(1));
     case NodeKind::Add:

@@ -243,8 +243,16 @@ Tensor linear(Tensor x, int64_t out, const std::string &name, LinearOptions opti
     n.loc = loc;
     return g.add(std::move(n));
   };
-  Tensor w = param(name + ".weight", {in, out}, options.weight_sbp);
-  Tensor y = matmul(x, w, loc);
+  Tensor w = param(name + ".weight", {out, in}, options.weight_sbp);
+  // x Wᵀ: the weight gradient is then dyᵀ x, a GEMM shape OpenBLAS runs
+  // faster than xᵀ dy for the usual in > out (bench/).
+  Node n{NodeKind::MatMul};
+  n.inputs = {x.id(), w.id()};
+  n.shape = {x.dim(0), out};
+  n.placement = placement;
+  n.transposeB = true;
+  n.loc = loc;
+  Tensor y = g.add(std::move(n));
   if (!options.bias)
     return y;
   Tensor b = param(name + ".bias", {out}, options.bias_sbp);

@@ -141,8 +141,9 @@ struct LinearOptions {
   std::optional<std::vector<Sbp>> weight_sbp; // default: broadcast
   std::optional<std::vector<Sbp>> bias_sbp;
 };
-// y = x W + b with W [in, out], initialised like PyTorch's nn.Linear
-// (uniform in +-1/sqrt(in)), seeded by the model seed and the layer name.
+// y = x Wᵀ + b with W [out, in] (PyTorch's nn.Linear layout, so weights move
+// between the two as they are), initialised like nn.Linear (uniform in
+// +-1/sqrt(in)), seeded by the model seed and the layer name.
 Tensor linear(Tensor x, int64_t out, const std::string &name, LinearOptions options = {},
               SourceLoc loc = {});
 } // namespace nn

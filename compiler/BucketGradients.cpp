@@ -74,7 +74,8 @@ struct BucketGradientsPass : public PassWrapper<BucketGradientsPass, OperationPa
     // Buckets never mix placements.
     std::map<const void *, std::vector<Candidate>> groups;
     for (auto ar : body.getOps<AllReduceOp>()) {
-      if (static_cast<int64_t>(ar.getDim()) != dim || ar.getInputs().size() != 1 || !feedsOptimizer(ar))
+      if (static_cast<int64_t>(ar.getDim()) != dim || ar.getInputs().size() != 1 ||
+          !feedsOptimizer(ar))
         continue;
       Value in = ar.getInputs()[0];
       Operation *producer = in.getDefiningOp();

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 
 namespace sbpflow {
 namespace {
@@ -68,6 +69,27 @@ Status GlooCommunicator::failed(const char *op, const std::exception &e) {
                        std::to_string(context_->rank) + ": " + e.what());
 }
 
+namespace {
+// Gloo's reduce callback: c = a (op) b, elementwise. Gloo calls it in place
+// (c == a): `ivdep` keeps the loop vectorised where GCC's overlap check would
+// fall back to scalar code.
+template <typename Op> void combine(void *c, const void *a, const void *b, size_t n) {
+  auto *o = static_cast<float *>(c);
+  auto *x = static_cast<const float *>(a);
+  auto *y = static_cast<const float *>(b);
+  Op op;
+#pragma GCC ivdep
+  for (size_t i = 0; i < n; ++i)
+    o[i] = op(x[i], y[i]);
+}
+struct Max {
+  float operator()(float a, float b) const { return std::max(a, b); }
+};
+struct Min {
+  float operator()(float a, float b) const { return std::min(a, b); }
+};
+} // namespace
+
 Status GlooCommunicator::allReduce(float *buf, int64_t count, ReduceOp op) {
   if (broken_)
     return Status::error(name_ + ": allReduce on a communicator broken by an earlier error");
@@ -77,38 +99,15 @@ Status GlooCommunicator::allReduce(float *buf, int64_t count, ReduceOp op) {
     gloo::AllreduceOptions opts(context_);
     opts.setOutput(buf, static_cast<size_t>(count));
     opts.setTag(tag_++);
-    // Gloo reduces in place (c == a): `ivdep` keeps these loops vectorised
-    // where GCC's overlap check would fall back to scalar code.
     switch (op) {
     case ReduceOp::Sum:
-      opts.setReduceFunction([](void *c, const void *a, const void *b, size_t n) {
-        auto *o = static_cast<float *>(c);
-        auto *x = static_cast<const float *>(a);
-        auto *y = static_cast<const float *>(b);
-#pragma GCC ivdep
-        for (size_t i = 0; i < n; ++i)
-          o[i] = x[i] + y[i];
-      });
+      opts.setReduceFunction(&combine<std::plus<float>>);
       break;
     case ReduceOp::Max:
-      opts.setReduceFunction([](void *c, const void *a, const void *b, size_t n) {
-        auto *o = static_cast<float *>(c);
-        auto *x = static_cast<const float *>(a);
-        auto *y = static_cast<const float *>(b);
-#pragma GCC ivdep
-        for (size_t i = 0; i < n; ++i)
-          o[i] = std::max(x[i], y[i]);
-      });
+      opts.setReduceFunction(&combine<Max>);
       break;
     case ReduceOp::Min:
-      opts.setReduceFunction([](void *c, const void *a, const void *b, size_t n) {
-        auto *o = static_cast<float *>(c);
-        auto *x = static_cast<const float *>(a);
-        auto *y = static_cast<const float *>(b);
-#pragma GCC ivdep
-        for (size_t i = 0; i < n; ++i)
-          o[i] = std::min(x[i], y[i]);
-      });
+      opts.setReduceFunction(&combine<Min>);
       break;
     }
     gloo::allreduce(opts);

@@ -7,6 +7,7 @@
 
 #include "actors/Messages.h"
 #include "actors/TaskGraph.h"
+#include "actors/TaskTrace.h"
 #include "kernels/cpu/Kernels.h"
 #include "runtime/Shape.h"
 #include "runtime/comm/CommGroups.h"
@@ -53,6 +54,7 @@ struct ProgramRuntime {
   std::vector<double> metricRing;
   int64_t runFirst = 0;
   caf::actor coordinator;
+  std::unique_ptr<ProgramTrace> trace; // null: tracing is off
 };
 
 struct Devices {
@@ -103,6 +105,26 @@ void unpackRegion(const float *src, const Region &part, float *dst, const Region
   cpu::copyIntoRegion(src, begin, size, dst, shape, static_cast<int>(into.size()));
 }
 
+// Runs a task's work and, while the trace has room, records when it ran in
+// the running step's row (on the thread that ran it).
+template <typename Work> Status traced(ProgramTrace *trace, int task, const Work &work) {
+  const int64_t row = trace->row();
+  if (row < 0)
+    return work();
+  const int64_t begin = traceNowNs();
+  Status s = work();
+  trace->recordTask(row, task, begin, traceNowNs());
+  return s;
+}
+
+// On the comm thread, once a collective's work ended.
+void reportCollective(TaskGraph *graph, int task, const Status &s) {
+  if (s)
+    caf::anon_send(graph->actors[task], KernelDone{});
+  else
+    caf::anon_send(graph->actors[task], KernelFailed{s.message()});
+}
+
 ReduceOp toReduce(plan::ReduceOp op) {
   switch (op) {
   case plan::ReduceOp::Max:
@@ -145,6 +167,7 @@ public:
   Status run(const std::string &program, DataSource *data, int64_t epoch, int64_t firstBatch,
              int64_t count, const StepCallback &onStep) override;
   Status saveVariables(const std::string &dir) const override;
+  Status writeTrace(const std::string &path) const override;
 
 private:
   struct TensorView {
@@ -271,6 +294,15 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
 
   std::shared_ptr<TaskGraph> graph = taskGraphOf(prog);
   const size_t taskCount = prog.tasks()->size();
+  if (options_.traceSteps > 0) {
+    std::vector<TracedTask> traced(taskCount);
+    for (size_t k = 0; k < taskCount; ++k) {
+      traced[k].name = prog.tasks()->Get(k)->name()->str();
+      traced[k].op = opName(prog.tasks()->Get(k)->op());
+    }
+    rt->trace = std::make_unique<ProgramTrace>(rt->name, std::move(traced), options_.traceSteps);
+  }
+  ProgramTrace *trace = rt->trace.get();
   rt->collectiveWork.resize(taskCount);
   // Collectives this rank takes part in, by plan order: the comm thread
   // numbers them densely, so that one not on this rank leaves no hole.
@@ -281,33 +313,59 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
     if (!built)
       return built.status();
     Kernel kernel = built.take();
-    if (!kernel)
-      continue; // nothing to do on this rank: the task only passes registers on
+    const int index = static_cast<int>(k);
+    if (!kernel) {
+      // Nothing to do on this rank: the task only passes registers on. A
+      // trace still shows that it fired.
+      if (trace)
+        graph->tasks[k].run = [trace, index] {
+          return traced(trace, index, [] { return Status::ok(); });
+        };
+      continue;
+    }
     const StepContext *ctx = &step_;
+    // Without a trace the task's work is the kernel alone: tracing costs
+    // nothing when off.
     if (!callsCommunicator(*task, views)) {
-      graph->tasks[k].run = [kernel = std::move(kernel), ctx] { return kernel(*ctx); };
+      if (trace)
+        graph->tasks[k].run = [kernel = std::move(kernel), ctx, trace, index] {
+          return traced(trace, index, [&] { return kernel(*ctx); });
+        };
+      else
+        graph->tasks[k].run = [kernel = std::move(kernel), ctx] { return kernel(*ctx); };
       continue;
     }
     // Collectives that talk to peers block in Gloo: they go to the ordered
     // comm thread (the rest are copies and run inline). The executor stops
     // the task actors and drains the thread before it frees what this
     // refers to.
-    rt->collectiveWork[k] = [kernel = std::move(kernel), ctx, g = graph.get(), k] {
-      Status s = kernel(*ctx);
-      if (s)
-        caf::anon_send(g->actors[k], KernelDone{});
-      else
-        caf::anon_send(g->actors[k], KernelFailed{s.message()});
-    };
-    collectives.emplace_back(task->collective_seq(), static_cast<int>(k));
+    TaskGraph *g = graph.get();
+    if (trace) {
+      trace->setLane(index, TraceLane::Comm);
+      rt->collectiveWork[k] = [kernel = std::move(kernel), ctx, g, trace, index] {
+        reportCollective(g, index, traced(trace, index, [&] { return kernel(*ctx); }));
+      };
+    } else {
+      rt->collectiveWork[k] = [kernel = std::move(kernel), ctx, g, index] {
+        reportCollective(g, index, kernel(*ctx));
+      };
+    }
+    collectives.emplace_back(task->collective_seq(), index);
   }
   std::sort(collectives.begin(), collectives.end());
   rt->collectives = static_cast<int>(collectives.size());
   for (int seq = 0; seq < rt->collectives; ++seq) {
     int k = collectives[seq].second;
-    graph->tasks[k].handOff = [queue = &devices_->collectives, seq, work = &rt->collectiveWork[k]] {
-      queue->submit(seq, work);
-    };
+    CollectiveQueue *queue = &devices_->collectives;
+    const std::function<void()> *work = &rt->collectiveWork[k];
+    if (trace)
+      graph->tasks[k].handOff = [queue, seq, work, trace, k] {
+        if (const int64_t row = trace->row(); row >= 0)
+          trace->recordHandOff(row, k, traceNowNs());
+        queue->submit(seq, work);
+      };
+    else
+      graph->tasks[k].handOff = [queue, seq, work] { queue->submit(seq, work); };
   }
   for (size_t m = 0; prog.metrics() && m < prog.metrics()->size(); ++m)
     rt->metrics.push_back(static_cast<const float *>(views[prog.metrics()->Get(m)->tensor()].data));
@@ -317,13 +375,25 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
   // batch is set before a step's Input tasks are started, metrics are read
   // once every task of the step has finished.
   StepHooks hooks;
-  hooks.begin = [ctx = &step_](int64_t step) { ctx->batch = step; };
-  hooks.end = [p = rt.get()](int64_t step) {
+  auto readMetrics = [p = rt.get()](int64_t step) {
     const size_t n = p->metrics.size();
     double *row = p->metricRing.data() + ((step - p->runFirst) % kStepWindow) * n;
     for (size_t m = 0; m < n; ++m)
       row[m] = p->metrics[m] ? *p->metrics[m] : 0.0;
   };
+  if (trace) {
+    hooks.begin = [ctx = &step_, trace](int64_t step) {
+      ctx->batch = step;
+      trace->beginStep(ctx->epoch, step);
+    };
+    hooks.end = [readMetrics, trace](int64_t step) {
+      trace->endStep();
+      readMetrics(step);
+    };
+  } else {
+    hooks.begin = [ctx = &step_](int64_t step) { ctx->batch = step; };
+    hooks.end = readMetrics;
+  }
   rt->graph = graph;
   rt->coordinator = spawnStepCoordinator(system_, graph, std::move(hooks));
   spawnTaskActors(system_, graph, rt->coordinator);
@@ -834,6 +904,17 @@ Status CpuExecutor::saveVariables(const std::string &dir) const {
       return Status::error("rank " + rank + ": cannot write variable files '" + base + ".*'");
   }
   return Status::ok();
+}
+
+Status CpuExecutor::writeTrace(const std::string &path) const {
+  const std::string rank = std::to_string(options_.globalRank);
+  if (options_.traceSteps <= 0)
+    return Status::error("rank " + rank + ": no trace to write to '" + path +
+                         "': the executor was created with tracing off");
+  std::vector<const ProgramTrace *> traces;
+  for (const auto &p : programs_)
+    traces.push_back(p->trace.get());
+  return writeChromeTrace(path, options_.globalRank, traces).withContext("rank " + rank);
 }
 
 } // namespace

@@ -25,6 +25,10 @@ struct ExecutorOptions {
   int globalRank = 0;
   int kernelThreads =
       1; // OpenBLAS threads (the CAF scheduler size is set by configureExecutorSystem)
+  // > 0: record when every task ran in the first `traceSteps` steps of each
+  // program (buffers allocated by create; see writeTrace). 0: no tracing,
+  // and nothing on a step's path reads a clock.
+  int64_t traceSteps = 0;
 };
 
 class Executor {
@@ -52,6 +56,11 @@ public:
   // little-endian floats) and `dir`/<name>.<rank>.region (text: one
   // "begin size" line per axis of the global shape).
   virtual Status saveVariables(const std::string &dir) const = 0;
+
+  // Writes the traced steps of every program to `path` in Chrome's
+  // trace-event format (actors/TaskTrace.h). Call it between runs; an error
+  // (and no file) when the executor was created without traceSteps.
+  virtual Status writeTrace(const std::string &path) const = 0;
 };
 
 } // namespace sbpflow

@@ -341,6 +341,8 @@ private:
     settings.seed = options_.seed;
     settings.threads = options_.threads;
     settings.rendezvousTimeoutMs = options_.rendezvousTimeoutMs;
+    settings.traceDir = options_.traceDir;
+    settings.traceSteps = options_.traceDir.empty() ? 0 : options_.traceSteps;
     for (int r = 0; r < world(); ++r)
       self_->send(workers_[r].actor, Assignment{r, world(), plan, store_, settings});
 
@@ -531,22 +533,18 @@ private:
 
     if (!options_.saveParamsDir.empty()) {
       phase_ = "saving parameters";
-      for (auto &w : workers_) {
-        w.chunkDone = false;
-        self_->send(w.actor, SaveParams{options_.saveParamsDir});
-      }
-      Status s = pumpUntil(
-          [&] {
-            for (const auto &w : workers_)
-              if (!w.chunkDone)
-                return false;
-            return true;
-          },
-          std::nullopt, std::string("save"));
-      if (!s)
+      if (Status s = onEveryWorker(SaveParams{options_.saveParamsDir}, "save"); !s)
         return s;
       if (log)
         *log << "saved parameters to " << options_.saveParamsDir << std::endl;
+    }
+    if (!options_.traceDir.empty()) {
+      phase_ = "writing traces";
+      if (Status s = onEveryWorker(WriteTrace{}, "traces"); !s)
+        return s;
+      if (log)
+        *log << "wrote traces of the first " << options_.traceSteps << " steps of each program to "
+             << options_.traceDir << "/rank<R>.trace.json" << std::endl;
     }
 
     if (report) {
@@ -557,6 +555,23 @@ private:
         report->peakRssKb.push_back(w.maxRssKb);
     }
     return Status::ok();
+  }
+
+  // Sends `message` to every worker and waits until each answered ChunkDone.
+  template <typename Message>
+  Status onEveryWorker(const Message &message, const std::string &what) {
+    for (auto &w : workers_) {
+      w.chunkDone = false;
+      self_->send(w.actor, message);
+    }
+    return pumpUntil(
+        [&] {
+          for (const auto &w : workers_)
+            if (!w.chunkDone)
+              return false;
+          return true;
+        },
+        std::nullopt, what);
   }
 
   // Waits (bounded) until every live worker's connection is gone.

@@ -40,6 +40,11 @@ struct RunOptions {
   std::string data = "fashion-mnist"; // or "synthetic" (cluster protocol tests only)
   uint64_t seed = 0;
   int threads = 1; // kernel threads per worker
+  // Non-empty: every worker records when each task ran in the first
+  // `traceSteps` steps of each program and, when the job ends, writes
+  // `traceDir`/rank<R>.trace.json (Chrome's trace-event format).
+  std::string traceDir;
+  int64_t traceSteps = 100;
 
   // Registration and rendezvous must finish within this bound.
   int64_t rendezvousTimeoutMs = 60000;

@@ -40,11 +40,13 @@ struct WorkerSettings {
   uint64_t seed = 0;
   int32_t threads = 1;
   int64_t rendezvousTimeoutMs = 60000;
+  std::string traceDir; // empty: no tracing
+  int64_t traceSteps = 0;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector &f, WorkerSettings &x) {
   return f(caf::meta::type_name("sbpflow.WorkerSettings"), x.dataDir, x.dataKind, x.seed, x.threads,
-           x.rendezvousTimeoutMs);
+           x.rendezvousTimeoutMs, x.traceDir, x.traceSteps);
 }
 
 // Driver -> worker: the rank, the plan and the rendezvous store.
@@ -134,6 +136,13 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector &f,
   return f(caf::meta::type_name("sbpflow.SaveParams"), x.dir);
 }
 
+// Driver -> worker, when a traced job ended: write this rank's trace to
+// WorkerSettings::traceDir; answered with ChunkDone.
+struct WriteTrace {};
+template <class Inspector> typename Inspector::result_type inspect(Inspector &f, WriteTrace &) {
+  return f(caf::meta::type_name("sbpflow.WriteTrace"));
+}
+
 // Driver -> worker: the job failed elsewhere; end this process (a rank may
 // be blocked inside a collective that cannot be cancelled).
 struct Abort {
@@ -174,6 +183,7 @@ CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::SaveParams))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::Abort))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::StoreValue))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::StoreKeys))
+CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::WriteTrace))
 CAF_END_TYPE_ID_BLOCK(sbpflow_cluster)
 
 namespace caf {

@@ -16,6 +16,12 @@ void addRunOptions(CLI::App &app, RunOptions &o) {
       ->check(CLI::PositiveNumber);
   app.add_option("--save-params", o.saveParamsDir,
                  "at the end, every worker writes its variable shards to DIR");
+  app.add_option("--trace-dir", o.traceDir,
+                 "every worker writes DIR/rank<R>.trace.json: its tasks on compute and comm "
+                 "lanes, per step (chrome://tracing, Perfetto)");
+  app.add_option("--trace-steps", o.traceSteps,
+                 "with --trace-dir: trace the first N steps of each program")
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-steps", o.maxSteps, "train steps per epoch at most (default: all)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--rendezvous-timeout-ms", o.rendezvousTimeoutMs,

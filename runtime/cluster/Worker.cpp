@@ -185,6 +185,15 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
               caf::anon_send(driverActor, ChunkDone{rank, 0, 0.0, maxRssKb()});
           });
         },
+        [&](WriteTrace &) {
+          work->post([&] {
+            Status s = guarded(rank, [&] { return backend.writeTrace(); });
+            if (!s)
+              caf::anon_send(driverActor, WorkerError{rank, s.message()});
+            else
+              caf::anon_send(driverActor, ChunkDone{rank, 0, 0.0, maxRssKb()});
+          });
+        },
         [&](shutdown_atom) { done = true; },
         [&](Abort &a) {
           // The work thread may sit in a collective that cannot be

@@ -29,6 +29,8 @@ public:
   using StepCallback = std::function<void(int64_t batch, const std::vector<double> &metrics)>;
   virtual Status run(const RunChunk &chunk, const StepCallback &onStep) = 0;
   virtual Status save(const std::string &dir) = 0;
+  // Writes what the runs recorded to the settings' traceDir.
+  virtual Status writeTrace() = 0;
 };
 
 struct WorkerOptions {

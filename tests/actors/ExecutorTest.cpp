@@ -1,6 +1,7 @@
 // The actor executor on hand-built plans: a 1-rank training loop against a
 // plain C++ reference, register counts > 1, a 2-rank data-parallel run and
-// the boxing collectives against the 1-rank result, and kernel errors.
+// the boxing collectives against the 1-rank result, kernel errors, and the
+// task trace (bounded, on compute and comm lanes, absent when off).
 #include "actors/Executor.h"
 #include "actors/Messages.h"
 #include "runtime/comm/CommGroups.h"
@@ -15,6 +16,9 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
+#include <regex>
+#include <set>
 #include <thread>
 
 using namespace sbpflow;
@@ -457,6 +461,187 @@ TEST(Executor, MultiRankPlanWithoutCommsIsAnError) {
                 "rank 0: task 'dw.allreduce' (AllReduce): no communicator for placement 'cpu'"),
             std::string::npos)
       << exec.status().message();
+}
+
+// The events of a trace file, read with the writer's fixed layout (one event
+// per line, fields in a fixed order; actors/TaskTrace.cpp).
+struct TraceEvent {
+  std::string name, cat, lane, program;
+  double ts = 0, dur = 0;
+  int pid = -1, step = -1, task = -1;
+  bool queued = false; // has queued_us
+};
+struct TraceFile {
+  std::vector<TraceEvent> events;
+  std::string otherData;
+};
+
+TraceFile readTrace(const std::string &path) {
+  static const std::regex lane(
+      R"re(^\{"name":"thread_name","ph":"M","pid":(\d+),"tid":(\d+),"args":\{"name":"(\w+)"\}\},?$)re");
+  static const std::regex complete(
+      R"re(^\{"name":"([^"]*)","cat":"([^"]*)","ph":"X","ts":([0-9.]+),"dur":([0-9.]+),"pid":(\d+),)re"
+      R"re("tid":(\d+),"args":\{"program":"(\w+)","step":(\d+)(,"epoch":\d+,"batch":\d+)?)re"
+      R"re((,"task":(\d+))?(,"queued_us":[0-9.]+)?\}\},?$)re");
+  TraceFile file;
+  std::map<std::string, std::string> lanes; // tid -> name
+  std::ifstream in(path);
+  std::string line;
+  std::vector<std::string> lines;
+  while (std::getline(in, line))
+    lines.push_back(line);
+  for (const std::string &l : lines) {
+    std::smatch m;
+    if (std::regex_match(l, m, lane))
+      lanes[m[2]] = m[3];
+  }
+  for (const std::string &l : lines) {
+    std::smatch m;
+    if (l.rfind("\"otherData\":", 0) == 0)
+      file.otherData = l;
+    if (!std::regex_match(l, m, complete))
+      continue;
+    TraceEvent e;
+    e.name = m[1];
+    e.cat = m[2];
+    e.ts = std::stod(m[3]);
+    e.dur = std::stod(m[4]);
+    e.pid = std::stoi(m[5]);
+    e.lane = lanes.count(m[6]) ? lanes[m[6]] : "unnamed tid " + m[6].str();
+    e.program = m[7];
+    e.step = std::stoi(m[8]);
+    e.task = m[11].matched ? std::stoi(m[11]) : -1;
+    e.queued = m[12].matched;
+    file.events.push_back(e);
+  }
+  return file;
+}
+
+// Every task of `prog` (with `tasks` tasks) appears exactly once in each of
+// steps 0..steps-1, inside that step's event; AllReduce tasks are on `commLane`.
+void expectEveryTaskOncePerStep(const TraceFile &t, int rank, int tasks, int steps,
+                                const std::string &commLane) {
+  std::map<int, const TraceEvent *> stepEvents;
+  std::map<int, std::multiset<int>> tasksOf;
+  for (const TraceEvent &e : t.events) {
+    EXPECT_EQ(e.pid, rank);
+    EXPECT_EQ(e.program, "train");
+    if (e.task < 0) {
+      EXPECT_EQ(e.cat, "step");
+      EXPECT_EQ(e.lane, "steps");
+      EXPECT_TRUE(stepEvents.emplace(e.step, &e).second) << "two events for step " << e.step;
+      continue;
+    }
+    tasksOf[e.step].insert(e.task);
+    const bool collective = e.cat == "AllReduce";
+    EXPECT_EQ(e.lane, collective ? commLane : "compute") << e.name;
+    EXPECT_EQ(e.queued, collective && commLane == "comm") << e.name;
+  }
+  ASSERT_EQ(static_cast<int>(stepEvents.size()), steps);
+  ASSERT_EQ(static_cast<int>(tasksOf.size()), steps);
+  std::multiset<int> all;
+  for (int k = 0; k < tasks; ++k)
+    all.insert(k);
+  for (int s = 0; s < steps; ++s) {
+    ASSERT_TRUE(stepEvents.count(s)) << s;
+    EXPECT_EQ(tasksOf[s], all) << "step " << s;
+  }
+  for (const TraceEvent &e : t.events) {
+    const TraceEvent &step = *stepEvents[e.step];
+    EXPECT_GE(e.ts, step.ts) << e.name << " step " << e.step;
+    EXPECT_LE(e.ts + e.dur, step.ts + step.dur + 0.002) << e.name << " step " << e.step;
+  }
+}
+
+TEST(ExecutorTrace, OffWritesNoFile) {
+  auto loaded = loadPlanBuffer(build(linearPlan(1)));
+  ASSERT_TRUE(loaded);
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  ASSERT_TRUE(exec) << exec.status().message();
+  MemoryData data;
+  ASSERT_TRUE((*exec)->run("train", &data, 0, 0, 3, nullptr));
+  std::string dir = tempDir("trace_off");
+  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
+  const std::string path = dir + "/rank0.trace.json";
+  Status s = (*exec)->writeTrace(path);
+  EXPECT_FALSE(s);
+  EXPECT_NE(s.message().find("rank 0: no trace to write to '" + path + "'"), std::string::npos)
+      << s.message();
+  EXPECT_FALSE(std::ifstream(path).good()) << path << " exists";
+}
+
+TEST(ExecutorTrace, KeepsTheFirstStepsOfEveryTask) {
+  auto loaded = loadPlanBuffer(build(linearPlan(1)));
+  ASSERT_TRUE(loaded);
+  ActorSystem sys;
+  ExecutorOptions options;
+  options.traceSteps = 3;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, options);
+  ASSERT_TRUE(exec) << exec.status().message();
+  MemoryData data;
+  std::vector<double> losses;
+  auto cb = [&](int64_t, const std::vector<double> &m) { losses.push_back(m[0]); };
+  // Two runs: the trace goes on counting steps across them.
+  ASSERT_TRUE((*exec)->run("train", &data, 0, 0, 2, cb));
+  ASSERT_TRUE((*exec)->run("train", &data, 0, 2, 3, cb));
+  std::vector<double> w, ref;
+  referenceLinear(5, w, ref);
+  ASSERT_EQ(losses.size(), 5u);
+  for (int i = 0; i < 5; ++i)
+    EXPECT_NEAR(losses[i], ref[i], 1e-5) << "traced training differs at step " << i;
+
+  std::string dir = tempDir("trace_one_rank");
+  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
+  ASSERT_TRUE((*exec)->writeTrace(dir + "/rank0.trace.json"));
+  TraceFile t = readTrace(dir + "/rank0.trace.json");
+  const int tasks = static_cast<int>(loaded->plan()->programs()->Get(0)->tasks()->size());
+  // One rank: the all-reduces are copies, run inline on the compute lane.
+  expectEveryTaskOncePerStep(t, 0, tasks, 3, "compute");
+  EXPECT_EQ(t.events.size(), static_cast<size_t>(3 * (tasks + 1)));
+  for (const TraceEvent &e : t.events)
+    if (e.task == 2)
+      EXPECT_EQ(e.name, "fc.matmul");
+  EXPECT_NE(t.otherData.find("{\"name\":\"train\",\"tasks\":" + std::to_string(tasks) +
+                             ",\"max_steps\":3,\"steps_run\":5,\"steps_traced\":3}"),
+            std::string::npos)
+      << t.otherData;
+}
+
+TEST(ExecutorTrace, CollectivesOnTheCommLane) {
+  auto loaded = loadPlanBuffer(build(linearPlan(2)));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  std::string dir = tempDir("trace_two_ranks");
+  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
+  std::vector<std::string> errors(2);
+  twoRanks(loaded->plan(), [&](int r, CommGroups *comms) {
+    ExecutorOptions opts;
+    opts.globalRank = r;
+    opts.traceSteps = 10;
+    auto exec = Executor::create(sys.system, loaded->plan(), comms, opts);
+    if (!exec) {
+      errors[r] = exec.status().message();
+      return;
+    }
+    MemoryData data;
+    Status s = (*exec)->run("train", &data, 0, 0, 4, nullptr);
+    if (s)
+      s = (*exec)->writeTrace(dir + "/rank" + std::to_string(r) + ".trace.json");
+    if (!s)
+      errors[r] = s.message();
+  });
+  ASSERT_EQ(errors[0], "");
+  ASSERT_EQ(errors[1], "");
+  const int tasks = static_cast<int>(loaded->plan()->programs()->Get(0)->tasks()->size());
+  for (int r = 0; r < 2; ++r) {
+    TraceFile t = readTrace(dir + "/rank" + std::to_string(r) + ".trace.json");
+    expectEveryTaskOncePerStep(t, r, tasks, 4, "comm");
+    int collectives = 0;
+    for (const TraceEvent &e : t.events)
+      collectives += e.cat == "AllReduce";
+    EXPECT_EQ(collectives, 2 * 4) << "rank " << r;
+  }
 }
 
 } // namespace

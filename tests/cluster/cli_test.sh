@@ -85,6 +85,48 @@ missing_dataset)
   grep -q "^error: .*data directory '$work/no/such/dir' does not exist" run.log ||
     die "error does not name the missing directory"
   ;;
+trace)
+  # --trace-dir: every rank writes a Chrome trace of its first --trace-steps
+  # steps per program, counting steps across epochs.
+  "$bin/sbpflow" run two.plan --local 2 --data synthetic --epochs 2 --trace-dir traces \
+    --trace-steps 5 >run.log 2>&1 || die "traced job failed: $(cat run.log)"
+  [ "$(ls traces | tr '\n' ' ')" = "rank0.trace.json rank1.trace.json " ] ||
+    die "trace directory holds: $(ls traces)"
+  grep -q "^wrote traces of the first 5 steps of each program to traces/rank<R>.trace.json" run.log ||
+    die "no line about the traces: $(cat run.log)"
+  for r in 0 1; do
+    /usr/bin/python3 - "traces/rank$r.trace.json" "$r" <<'PY' || die "rank $r trace"
+import json, sys
+t = json.load(open(sys.argv[1]))
+rank = int(sys.argv[2])
+train = [p for p in t["otherData"]["programs"] if p["name"] == "train"][0]
+assert (train["steps_run"], train["steps_traced"]) == (16, 5), train
+tasks = {}
+for e in t["traceEvents"]:
+    assert e["pid"] == rank, e
+    if e["ph"] == "X" and e["args"]["program"] == "train" and "task" in e["args"]:
+        tasks.setdefault(e["args"]["step"], []).append(e["args"]["task"])
+assert sorted(tasks) == list(range(5)), sorted(tasks)
+for step, ks in tasks.items():
+    assert sorted(ks) == list(range(train["tasks"])), (step, ks)
+PY
+  done
+  # Without --trace-dir nothing is traced or written.
+  mkdir plain && (cd plain && "$bin/sbpflow" run ../two.plan --local 2 --data synthetic \
+    >run.log 2>&1) || die "untraced job failed: $(cat plain/run.log)"
+  [ -z "$(find plain -name '*.trace.json')" ] || die "an untraced job wrote a trace"
+  grep -q "wrote traces" plain/run.log && die "an untraced job reports traces"
+  # A directory that cannot be made is an error before training, naming it.
+  touch not-a-dir
+  rc=0
+  timeout 60 "$bin/sbpflow" run two.plan --local 2 --data synthetic --trace-dir not-a-dir/traces \
+    >bad.log 2>&1 || rc=$?
+  cat bad.log
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] || die "expected a clear failure, got exit $rc"
+  grep -q "^error: .*cannot create trace directory 'not-a-dir/traces'" bad.log ||
+    die "error does not name the trace directory"
+  grep -q " step " bad.log && die "training started with an unusable trace directory"
+  ;;
 worker_links_no_llvm)
   ldd "$bin/sbpflow-worker" >ldd.log || die "ldd failed"
   grep -Ei 'libLLVM|libMLIR' ldd.log && die "sbpflow-worker links LLVM/MLIR"

@@ -69,6 +69,10 @@ public:
 
   Status save(const std::string &dir) override { return Status::ok(); }
 
+  Status writeTrace() override {
+    return Status::error("rank " + std::to_string(rank_) + ": the fake worker records no trace");
+  }
+
 private:
   FakeOptions o_;
   int rank_ = -1;

@@ -13,9 +13,11 @@
 #include <caf/actor_system_config.hpp>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 namespace sbpflow::cluster {
 namespace {
@@ -94,6 +96,13 @@ public:
     return executor_->saveVariables(dir);
   }
 
+  Status writeTrace() override {
+    if (traceDir_.empty())
+      return Status::error("rank " + std::to_string(rank_) +
+                           ": asked for a trace, but the job has no trace directory");
+    return executor_->writeTrace(traceDir_ + "/rank" + std::to_string(rank_) + ".trace.json");
+  }
+
 private:
   Status prepareImpl(const std::string &bytes, int rank, int world, gloo::rendezvous::Store &store,
                      const WorkerSettings &settings) {
@@ -136,6 +145,22 @@ private:
       return Status::error("unknown data source '" + settings.dataKind + "'");
     }
 
+    // The trace is written when the job ends: a directory that cannot take
+    // it is an error now, not after training.
+    traceDir_ = settings.traceDir;
+    if (!traceDir_.empty()) {
+      if (settings.traceSteps <= 0)
+        return Status::error("trace directory '" + traceDir_ + "' given with " +
+                             std::to_string(settings.traceSteps) + " steps to trace");
+      std::error_code ec;
+      std::filesystem::create_directories(traceDir_, ec);
+      if (ec)
+        return Status::error("cannot create trace directory '" + traceDir_ + "': " + ec.message());
+      if (access(traceDir_.c_str(), W_OK) != 0)
+        return Status::error("cannot write to trace directory '" + traceDir_ +
+                             "': " + std::strerror(errno));
+    }
+
     programs_.clear();
     for (const auto *program : *plan.programs()) {
       ProgramInfo info;
@@ -172,6 +197,7 @@ private:
     ExecutorOptions options;
     options.globalRank = rank;
     options.kernelThreads = settings.threads;
+    options.traceSteps = traceDir_.empty() ? 0 : settings.traceSteps;
     auto executor = Executor::create(*system_, plan_.plan(), comms_.get(), options);
     if (!executor)
       return executor.status().withContext("executor");
@@ -180,6 +206,7 @@ private:
   }
 
   int rank_ = -1;
+  std::string traceDir_; // empty: no tracing
   LoadedPlan plan_;
   std::unique_ptr<DataSource> train_, test_;
   std::unique_ptr<CommGroups> comms_;

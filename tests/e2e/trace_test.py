@@ -1,0 +1,143 @@
+#!/usr/bin/python3
+"""The MLP on 2 ranks with --trace-dir: both ranks write a Chrome trace in
+which every task of the train program runs once per traced step, on the
+compute lane or (all-reduces) the comm lane, named as `sbpflow inspect` names
+it. It also prints how much of each all-reduce ran while compute ran (the
+overlap gradient bucketing is for); that is a measurement, not asserted: a
+test must not depend on timing (CONVENTIONS.md).
+
+Usage: trace_test.py BIN_DIR. Exit 77 (skipped) without the data set.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+DATA_DIR = "/usr/share/datasets/fashion-mnist"
+RANKS, STEPS, TRACED = 2, 30, 25
+
+
+def fail(message):
+    print("FAIL: " + message)
+    sys.exit(1)
+
+
+def run(cmd):
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=120)
+    if r.returncode != 0:
+        fail(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stdout}")
+    return r.stdout
+
+
+def plan_tasks(bin_dir, work):
+    """(name, op) of every task of the train program, from `sbpflow inspect`."""
+    plan = os.path.join(work, "mlp.plan")
+    run([f"{bin_dir}/mlp_fashion_mnist", "--local", str(RANKS), "--plan-only", "--emit-plan", plan])
+    tasks, section = [], None
+    for line in run([f"{bin_dir}/sbpflow", "inspect", plan]).splitlines():
+        if line.startswith("program "):
+            section = line.split()[1]
+        m = re.match(r"^    (\d+) (\S+) (\w+) \(", line)
+        if section == "train" and m:
+            if int(m.group(1)) != len(tasks):
+                fail(f"unexpected task numbering in: {line}")
+            tasks.append((m.group(2), m.group(3)))
+    if not tasks:
+        fail("no tasks of the train program in `sbpflow inspect`")
+    return tasks
+
+
+def overlap(a, b):
+    return min(a["ts"] + a["dur"], b["ts"] + b["dur"]) - max(a["ts"], b["ts"])
+
+
+def check_rank(path, rank, tasks):
+    with open(path) as f:
+        trace = json.load(f)  # raises on anything that is not JSON
+    events = trace["traceEvents"]
+    lanes = {e["tid"]: e["args"]["name"] for e in events
+             if e["ph"] == "M" and e["name"] == "thread_name"}
+    info = {p["name"]: p for p in trace["otherData"]["programs"]}["train"]
+    if (info["steps_run"], info["steps_traced"], info["max_steps"]) != (STEPS, TRACED, TRACED):
+        fail(f"rank {rank}: train metadata {info}")
+    steps, by_step = {}, {}
+    for e in events:
+        if e["ph"] != "X" or e["args"]["program"] != "train":
+            continue
+        if e["pid"] != rank:
+            fail(f"rank {rank}: event with pid {e['pid']}")
+        lane = lanes.get(e["tid"])
+        s = e["args"]["step"]
+        if e["cat"] == "step":
+            if lane != "steps" or s in steps:
+                fail(f"rank {rank}: step event {e}")
+            steps[s] = e
+            continue
+        k = e["args"]["task"]
+        name, op = tasks[k]
+        if (e["name"], e["cat"]) != (name, op):
+            fail(f"rank {rank}: task {k} is {name} ({op}) in the plan, {e['name']} ({e['cat']}) "
+                 "in the trace")
+        want = "comm" if op == "AllReduce" else "compute"
+        if lane != want:
+            fail(f"rank {rank}: task {k} ({op}) on lane {lane}, expected {want}")
+        by_step.setdefault(s, []).append(e)
+    if sorted(steps) != list(range(TRACED)) or sorted(by_step) != list(range(TRACED)):
+        fail(f"rank {rank}: traced steps {sorted(steps)} / {sorted(by_step)}, "
+             f"expected 0..{TRACED - 1}")
+    for s, es in by_step.items():
+        ran = sorted(e["args"]["task"] for e in es)
+        if ran != list(range(len(tasks))):
+            fail(f"rank {rank} step {s}: tasks {ran}, expected each of 0..{len(tasks) - 1} once")
+        st = steps[s]
+        for e in es:
+            if e["ts"] < st["ts"] - 1e-3 or e["ts"] + e["dur"] > st["ts"] + st["dur"] + 1e-3:
+                fail(f"rank {rank} step {s}: {e['name']} lies outside its step")
+
+    # Overlap: an all-reduce on the comm lane while a matmul runs on the compute
+    # lane. Reported: the share of each all-reduce's time during which some
+    # compute task ran (compute tasks run one at a time on one kernel thread).
+    report = {}
+    for s, es in by_step.items():
+        compute = [e for e in es if lanes[e["tid"]] == "compute"]
+        for ar in (e for e in es if e["cat"] == "AllReduce"):
+            hidden = sum(max(0.0, overlap(ar, c)) for c in compute)
+            r = report.setdefault(ar["args"]["task"], [0.0, 0.0, 0])
+            r[0] += ar["dur"]
+            r[1] += hidden
+            if any(c["cat"] == "MatMul" and overlap(ar, c) > 0 for c in compute):
+                r[2] += 1
+    for k, (dur, hidden, n) in sorted(report.items()):
+        print(f"rank {rank}: all-reduce task {k}: mean {dur / TRACED:.0f} us, "
+              f"{100 * hidden / dur:.1f}% of it during compute, "
+              f"overlaps a matmul in {n}/{TRACED} steps")
+
+
+def main():
+    bin_dir = sys.argv[1]
+    if not os.path.isdir(DATA_DIR):
+        print(f"SKIP: Fashion-MNIST not installed at {DATA_DIR}")
+        sys.exit(77)
+    work = tempfile.mkdtemp(prefix="sbpflow_trace_")
+    try:
+        tasks = plan_tasks(bin_dir, work)
+        trace_dir = os.path.join(work, "traces")
+        out = run([f"{bin_dir}/mlp_fashion_mnist", "--local", str(RANKS), "--epochs", "1",
+                   "--max-steps", str(STEPS), "--trace-dir", trace_dir, "--trace-steps",
+                   str(TRACED)])
+        files = sorted(os.listdir(trace_dir))
+        if files != [f"rank{r}.trace.json" for r in range(RANKS)]:
+            fail(f"trace directory holds {files}\n{out}")
+        for r in range(RANKS):
+            check_rank(os.path.join(trace_dir, f"rank{r}.trace.json"), r, tasks)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("PASS")
+
+
+if __name__ == "__main__":
+    main()

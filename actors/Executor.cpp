@@ -451,6 +451,7 @@ StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Program &prog, const plan:
     int64_t globalBatch = o->global[0], rowBegin = o->region[0].begin, rowCount = o->region[0].size;
     int64_t sample = elementCount(o->global) / std::max<int64_t>(1, globalBatch);
     FieldType want = o->dtype == plan::DType::I32 ? FieldType::I32 : FieldType::F32;
+    const std::string planShape = toString(o->global); // `o` dies with buildProgram
     void *dst = o->data;
     return Kernel([=](const StepContext &ctx) -> Status {
       if (!ctx.data)
@@ -462,9 +463,13 @@ StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Program &prog, const plan:
           info = &fi;
       if (!info)
         return Status::error(at + ": data source has no field '" + field + "'");
-      if (info->type != want || elementCount(info->sampleShape) != sample)
-        return Status::error(at + ": data field '" + field +
-                             "' has a different type or sample size than the plan expects");
+      if (info->type != want || elementCount(info->sampleShape) != sample) {
+        auto typeName = [](FieldType t) { return t == FieldType::I32 ? "i32" : "f32"; };
+        return Status::error(at + ": data field '" + field + "' holds " + typeName(info->type) +
+                             " samples of " + std::to_string(elementCount(info->sampleShape)) +
+                             " elements, but the plan's input is " + typeName(want) + " " +
+                             planShape + " (" + std::to_string(sample) + " elements per sample)");
+      }
       Status s = ctx.data->fill(field, ctx.epoch, ctx.batch, globalBatch, rowBegin, rowCount, dst);
       return s ? s : s.withContext(at);
     });

@@ -22,6 +22,13 @@ std::string toString(const SbpDim &d) {
   return "?";
 }
 
+std::string toString(const Shape &shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? "," : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 std::string toString(const NdSbp &sbp) {
   std::string s = "[";
   for (size_t i = 0; i < sbp.size(); ++i)

@@ -27,6 +27,8 @@ using NdSbp = std::vector<SbpDim>;
 // [S(0), B] for an nd-SBP.
 std::string toString(const SbpDim &d);
 std::string toString(const NdSbp &sbp);
+// [64,100]
+std::string toString(const Shape &shape);
 
 // Chunk [begin, begin + size) of `total` elements held by part `index` of `parts`.
 struct Chunk {

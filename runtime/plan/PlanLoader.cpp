@@ -16,13 +16,6 @@ std::string str(const flatbuffers::String *s) { return s ? s->str() : std::strin
 
 template <typename T> size_t len(const flatbuffers::Vector<T> *v) { return v ? v->size() : 0; }
 
-std::string shapeText(const Shape &s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i)
-    out += (i ? "," : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 // Checks what tensors and variables share: placement, shape, nd-SBP.
 Status checkTyped(const plan::Plan &p, const std::string &what, int placement,
                   const flatbuffers::Vector<int64_t> *shape,
@@ -507,7 +500,7 @@ std::string describePlan(const plan::Plan &p) {
   for (size_t i = 0; i < len(p.placements()); ++i) {
     const plan::Placement *pl = p.placements()->Get(i);
     os << "  #" << i << " " << str(pl->name()) << " " << plan::EnumNameDeviceKind(pl->device())
-       << " hierarchy " << shapeText(toHierarchy(*pl)) << " ranks [";
+       << " hierarchy " << toString(toHierarchy(*pl)) << " ranks [";
     for (size_t r = 0; r < len(pl->ranks()); ++r)
       os << (r ? "," : "") << pl->ranks()->Get(r);
     os << "]\n";
@@ -516,7 +509,7 @@ std::string describePlan(const plan::Plan &p) {
   for (size_t i = 0; i < len(p.variables()); ++i) {
     const plan::Variable *v = p.variables()->Get(i);
     os << "  #" << i << " " << str(v->name()) << " " << plan::EnumNameDType(v->dtype())
-       << shapeText(toShape(v->shape())) << " placement " << v->placement() << " "
+       << toString(toShape(v->shape())) << " placement " << v->placement() << " "
        << toString(toNdSbp(v->sbp())) << " init " << plan::EnumNameInitKind(v->init()->kind())
        << "(" << v->init()->a() << ", " << v->init()->b() << ", seed " << v->init()->seed()
        << ")\n";
@@ -528,7 +521,7 @@ std::string describePlan(const plan::Plan &p) {
     for (size_t i = 0; i < len(prog->tensors()); ++i) {
       const plan::Tensor *t = prog->tensors()->Get(i);
       os << "    %" << i << " " << str(t->name()) << " " << plan::EnumNameDType(t->dtype())
-         << shapeText(toShape(t->shape())) << " placement " << t->placement() << " "
+         << toString(toShape(t->shape())) << " placement " << t->placement() << " "
          << toString(toNdSbp(t->sbp()));
       if (t->variable() >= 0)
         os << " = variable #" << t->variable();

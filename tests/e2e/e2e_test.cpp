@@ -165,3 +165,25 @@ TEST(MlpEndToEnd, MissingDatasetIsAClearError) {
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("/nonexistent/fmnist"), std::string::npos) << r.output;
 }
+
+// A plan whose input does not match the data: a clear error naming the task,
+// the model line, the field and both sizes; no hang.
+TEST(MlpEndToEnd, InputShapeMismatchIsAClearError) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  fs::path dir = tempDir("wrong_shape");
+  std::string bin = SBPFLOW_BIN_DIR;
+  CommandResult c = runCommand(bin + "/sbpflow compile " + SBPFLOW_E2E_INPUTS +
+                               "/wrong_input_shape.mlir -o " + (dir / "w.plan").string());
+  ASSERT_EQ(c.status, 0) << c.output;
+  CommandResult r =
+      runCommand("timeout 60 " + bin + "/sbpflow run " + (dir / "w.plan").string() + " --local 2");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.status, 124) << "timed out: " << r.output;
+  EXPECT_NE(r.output.find("sbp.input@wrong_input_shape.mlir:6"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("data field 'image' holds f32 samples of 784 elements, but the plan's "
+                          "input is f32 [64,100]"),
+            std::string::npos)
+      << r.output;
+  fs::remove_all(dir);
+}

@@ -194,6 +194,11 @@ def main():
         sys.exit(f"mlp_torch.py: {len(images)} samples, fewer than one batch of {args.batch}")
     del images
 
+    # torch.set_num_threads does not reach OpenBLAS, which would otherwise run
+    # every GEMM on all cores: pin both before the ranks import torch, so
+    # "T threads" means T threads on both sides of the comparison.
+    os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import torch.multiprocessing as mp
     mp.spawn(worker, args=(args, free_port()), nprocs=args.ranks, join=True)
 

@@ -599,9 +599,11 @@ TEST(ExecutorTrace, KeepsTheFirstStepsOfEveryTask) {
   // One rank: the all-reduces are copies, run inline on the compute lane.
   expectEveryTaskOncePerStep(t, 0, tasks, 3, "compute");
   EXPECT_EQ(t.events.size(), static_cast<size_t>(3 * (tasks + 1)));
-  for (const TraceEvent &e : t.events)
-    if (e.task == 2)
+  for (const TraceEvent &e : t.events) {
+    if (e.task == 2) {
       EXPECT_EQ(e.name, "fc.matmul");
+    }
+  }
   EXPECT_NE(t.otherData.find("{\"name\":\"train\",\"tasks\":" + std::to_string(tasks) +
                              ",\"max_steps\":3,\"steps_run\":5,\"steps_traced\":3}"),
             std::string::npos)

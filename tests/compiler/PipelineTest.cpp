@@ -37,8 +37,9 @@ TEST(CompileFileToPlan, DataParallelMlpGivesVerifiedPlan) {
   for (const sbpflow::plan::Task *t : *train->tasks()) {
     allReduces += t->op() == sbpflow::plan::OpKind::AllReduce;
     sgds += t->op() == sbpflow::plan::OpKind::SgdMomentum;
-    if (t->collective_seq() >= 0)
+    if (t->collective_seq() >= 0) {
       EXPECT_EQ(t->collective_seq(), collectives++);
+    }
   }
   EXPECT_EQ(sgds, 4);
   // All four gradients fit in one 1 MiB bucket.

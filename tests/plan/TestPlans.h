@@ -54,7 +54,7 @@ struct TaskSpec {
   bool transA = false, transB = false;
   float value = 0;                             // Fill
   int64_t count = 1;                           // Mean, MeanGrad
-  std::string field;                           // Input
+  std::string field = "";                      // Input
   float lr = 0, momentum = 0, weightDecay = 0; // SgdMomentum
   int param = 0, momentumBuffer = -1;          // SgdMomentum
   int dim = 0, inAxis = -1, outAxis = -1;      // collectives

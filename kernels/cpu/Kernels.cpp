@@ -5,6 +5,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -263,7 +264,8 @@ std::string preferredBlasCoreType(const std::string &detected, bool hasAvx512,
   if (userChoice != nullptr || !hasAvx512)
     return "";
   std::string core = detected;
-  std::transform(core.begin(), core.end(), core.begin(), ::tolower);
+  std::transform(core.begin(), core.end(), core.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   // AVX2-only kernels chosen for a CPU that has AVX-512 (F, BW, DQ, VL: what
   // the SkylakeX kernels use).
   if (core == "haswell" || core == "zen")

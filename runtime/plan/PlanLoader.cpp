@@ -27,10 +27,15 @@ Status checkTyped(const plan::Plan &p, const std::string &what, int placement,
   if (len(shape) > kMaxTensorRank)
     return Status::error(what + ": " + std::to_string(len(shape)) + " axes, more than the " +
                          std::to_string(kMaxTensorRank) + " the runtime supports");
-  for (size_t i = 0; i < len(shape); ++i)
+  int64_t elements = 1;
+  for (size_t i = 0; i < len(shape); ++i) {
     if (shape->Get(i) < 0)
       return Status::error(what + ": negative dimension " + std::to_string(shape->Get(i)) +
                            " at axis " + std::to_string(i));
+    // Sizes in bytes must fit in int64 everywhere downstream.
+    if (__builtin_mul_overflow(elements, shape->Get(i), &elements) || elements > (int64_t{1} << 48))
+      return Status::error(what + ": more than 2^48 elements");
+  }
   size_t dims = len(p.placements()->Get(placement)->hierarchy());
   if (len(sbp) != dims)
     return Status::error(what + ": nd-SBP has " + std::to_string(len(sbp)) +
@@ -151,7 +156,7 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
                            " smaller than its largest local shard (" + std::to_string(need) + ")");
     if (t->offset() < 0)
       return Status::error(tname + ": activation without an arena offset");
-    if (t->offset() + t->bytes() > prog.arena_bytes())
+    if (t->bytes() > prog.arena_bytes() - t->offset())
       return Status::error(tname + ": offset " + std::to_string(t->offset()) + " + bytes " +
                            std::to_string(t->bytes()) + " exceeds arena_bytes " +
                            std::to_string(prog.arena_bytes()));
@@ -376,7 +381,8 @@ Status checkPlan(const plan::Plan &p) {
       if (pl->hierarchy()->Get(d) < 1)
         return Status::error(what + ": hierarchy dimension " + std::to_string(d) + " is " +
                              std::to_string(pl->hierarchy()->Get(d)));
-      product *= pl->hierarchy()->Get(d);
+      if (__builtin_mul_overflow(product, static_cast<int64_t>(pl->hierarchy()->Get(d)), &product))
+        return Status::error(what + ": hierarchy product overflows");
     }
     if (product != static_cast<int64_t>(len(pl->ranks())))
       return Status::error(what + ": hierarchy product " + std::to_string(product) +

@@ -116,6 +116,9 @@ TEST(PlanLoader, Placements) {
   s.placements[0].hierarchy = {2};
   EXPECT_ERROR(s, "placement 0 'cpu': hierarchy product 2 differs from its 1 ranks");
   s = goodPlan();
+  s.placements[0].hierarchy = {1 << 30, 1 << 30, 1 << 30};
+  EXPECT_ERROR(s, "placement 0 'cpu': hierarchy product overflows");
+  s = goodPlan();
   s.programs[0].tensors[2].placement = 3;
   EXPECT_ERROR(s, "tensor 2 'y': placement 3 out of range");
 }
@@ -124,6 +127,10 @@ TEST(PlanLoader, ShapesAndSbp) {
   PlanSpec s = goodPlan();
   s.programs[0].tensors[2].shape = {4, -2};
   EXPECT_ERROR(s, "tensor 2 'y': negative dimension -2");
+  // Sizes that would overflow int64 arithmetic downstream.
+  s = goodPlan();
+  s.programs[0].tensors[2].shape = {int64_t{1} << 40, int64_t{1} << 40};
+  EXPECT_ERROR(s, "tensor 2 'y': more than 2^48 elements");
   s = goodPlan();
   s.programs[0].tensors[2].sbp = {S(2)};
   EXPECT_ERROR(s, "tensor 2 'y': split axis 2 out of range for rank 2");

@@ -20,6 +20,7 @@ struct StoreState {
     caf::response_promise promise;
   };
   std::vector<Pending> pending;
+  size_t bytes = 0; // keys + values held
   static constexpr const char *name = "sbpflow-rendezvous-store";
 };
 
@@ -30,10 +31,19 @@ bool allPresent(const StoreState &st, const std::vector<std::string> &keys) {
   return true;
 }
 
-caf::behavior storeActor(caf::stateful_actor<StoreState> *self) {
+caf::behavior storeActor(caf::stateful_actor<StoreState> *self, size_t maxBytes) {
   return {
-      [=](store_set_atom, const std::string &key, const StoreValue &value) {
+      [=](store_set_atom, const std::string &key,
+          const StoreValue &value) -> caf::result<caf::ok_atom> {
         auto &st = self->state;
+        // Rendezvous data is small (addresses, ids): a peer that sends more
+        // is refused rather than allowed to exhaust the driver's memory.
+        auto old = st.values.find(key);
+        size_t held = st.bytes - (old == st.values.end() ? 0 : key.size() + old->second.size());
+        if (held + key.size() + value.bytes.size() > maxBytes)
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "rendezvous store full: refusing key '" + key + "'");
+        st.bytes = held + key.size() + value.bytes.size();
         st.values[key] = value.bytes;
         std::vector<StoreState::Pending> still;
         for (auto &p : st.pending) {
@@ -71,7 +81,9 @@ caf::behavior storeActor(caf::stateful_actor<StoreState> *self) {
 
 } // namespace
 
-caf::actor spawnStoreActor(caf::actor_system &system) { return system.spawn(storeActor); }
+caf::actor spawnStoreActor(caf::actor_system &system, size_t maxBytes) {
+  return system.spawn(storeActor, maxBytes);
+}
 
 CafStore::CafStore(caf::actor_system &system, caf::actor store, std::chrono::milliseconds timeout)
     : system_(system), store_(std::move(store)), timeout_(timeout) {}

@@ -6,6 +6,7 @@
 #include <gloo/rendezvous/store.h>
 
 #include <chrono>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -16,8 +17,9 @@ class actor_system;
 namespace sbpflow::cluster {
 
 // Spawns the key-value actor: set, get (answers once the key exists) and
-// wait (answers once every key exists). Clients bound the wait themselves.
-caf::actor spawnStoreActor(caf::actor_system &system);
+// wait (answers once every key exists). Clients bound the wait themselves. A
+// set that would take the store past `maxBytes` (keys + values) is refused.
+caf::actor spawnStoreActor(caf::actor_system &system, size_t maxBytes = size_t{16} << 20);
 
 class CafStore : public gloo::rendezvous::Store {
 public:

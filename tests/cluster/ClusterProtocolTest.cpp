@@ -1,8 +1,15 @@
 // Multi-process tests of the driver/worker protocol with stand-in workers
 // (cluster_test_worker): metric combination, worker errors, a killed worker,
 // timeouts. End-to-end runs of real plans are in cluster_e2e tests.
+#include "runtime/cluster/CafStore.h"
 #include "runtime/cluster/Driver.h"
+#include "runtime/cluster/Messages.h"
 #include "runtime/cluster/Worker.h"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/send.hpp>
+#include <gloo/common/error.h>
 
 #include <gtest/gtest.h>
 
@@ -154,4 +161,31 @@ TEST(ClusterProtocol, ParseHostPort) {
   auto big = parseHostPort("host:70000");
   ASSERT_FALSE(big.isOk());
   EXPECT_NE(big.status().message().find("out of range"), std::string::npos);
+}
+
+// The driver's rendezvous store: values round-trip, waits see later sets, and
+// a peer cannot grow it past its bound.
+TEST(RendezvousStore, RoundTripsAndRefusesPastItsBound) {
+  caf::actor_system_config cfg;
+  sbpflow::cluster::configureClusterSystem(cfg);
+  caf::actor_system system{cfg};
+  caf::actor store = sbpflow::cluster::spawnStoreActor(system, 64);
+  sbpflow::cluster::CafStore client(system, store, std::chrono::milliseconds(2000));
+  client.set("a", std::vector<char>(20, 'x'));
+  EXPECT_EQ(client.get("a"), std::vector<char>(20, 'x'));
+  client.wait({"a"});
+  // Replacing a key counts its new size only.
+  client.set("a", std::vector<char>(30, 'y'));
+  EXPECT_EQ(client.get("a").size(), 30u);
+  try {
+    client.set("b", std::vector<char>(40, 'z'));
+    FAIL() << "a set past the store's 64-byte bound was accepted";
+  } catch (const gloo::IoException &e) {
+    EXPECT_NE(std::string(e.what()).find("rendezvous store full: refusing key 'b'"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(client.wait({"b"}, std::chrono::milliseconds(100)), gloo::IoException);
+  // The system's destructor waits for every actor.
+  caf::anon_send_exit(store, caf::exit_reason::user_shutdown);
 }

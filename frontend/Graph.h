@@ -54,6 +54,8 @@ public:
   const Node &node(int id) const { return nodes_.at(id); }
   const Node &node(Tensor t) const { return check(t).nodes_.at(t.id()); }
   const std::vector<Node> &nodes() const { return nodes_; }
+  // An input (field) or parameter (variable) of that name exists.
+  bool hasNamed(NodeKind kind, const std::string &name) const;
   int addPlacement(PlacementDecl decl) {
     placements_.push_back(std::move(decl));
     return static_cast<int>(placements_.size()) - 1;

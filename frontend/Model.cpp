@@ -39,6 +39,13 @@ Tensor Graph::add(Node node) {
   return Tensor(this, static_cast<int>(nodes_.size()) - 1);
 }
 
+bool Graph::hasNamed(NodeKind kind, const std::string &name) const {
+  for (const Node &n : nodes_)
+    if (n.kind == kind && n.name == name)
+      return true;
+  return false;
+}
+
 const Graph &Graph::check(Tensor t) const {
   if (t.graph() != this)
     throw std::logic_error("tensor of another model");
@@ -95,9 +102,8 @@ Tensor Model::input(const std::string &field, std::vector<int64_t> shape, DType 
     if (d < 1)
       throw ModelError(loc, "input '" + field + "' has a dimension < 1: " + shapeStr(shape));
   checkSbp(sbp, placement.spec(), shape.size(), "input '" + field + "'", loc);
-  for (const Node &n : graph_->nodes())
-    if (n.kind == NodeKind::Input && n.name == field)
-      throw ModelError(loc, "input '" + field + "' declared twice");
+  if (graph_->hasNamed(NodeKind::Input, field))
+    throw ModelError(loc, "input '" + field + "' declared twice");
   Node n{NodeKind::Input};
   n.shape = std::move(shape);
   n.dtype = dtype;
@@ -142,7 +148,7 @@ static Tensor unary(NodeKind kind, Tensor x, std::vector<int64_t> shape, DType d
 }
 
 static Tensor binary(NodeKind kind, Tensor a, Tensor b, std::vector<int64_t> shape, DType dtype,
-                     const SourceLoc &loc) {
+                     const SourceLoc &loc, bool transposeB = false) {
   requireSameGraph(a, b, loc);
   Graph &g = *a.graph();
   if (g.node(a).placement != g.node(b).placement)
@@ -152,6 +158,7 @@ static Tensor binary(NodeKind kind, Tensor a, Tensor b, std::vector<int64_t> sha
   n.shape = std::move(shape);
   n.dtype = dtype;
   n.placement = g.node(a).placement;
+  n.transposeB = transposeB;
   n.loc = loc;
   return g.add(std::move(n));
 }
@@ -229,9 +236,8 @@ Tensor linear(Tensor x, int64_t out, const std::string &name, LinearOptions opti
   double bound = 1.0 / std::sqrt(static_cast<double>(in));
   auto param = [&](const std::string &pname, std::vector<int64_t> shape,
                    const std::optional<std::vector<Sbp>> &sbp) {
-    for (const Node &n : g.nodes())
-      if (n.kind == NodeKind::Parameter && n.name == pname)
-        throw ModelError(loc, "parameter '" + pname + "' declared twice");
+    if (g.hasNamed(NodeKind::Parameter, pname))
+      throw ModelError(loc, "parameter '" + pname + "' declared twice");
     Node n{NodeKind::Parameter};
     n.shape = std::move(shape);
     n.name = pname;
@@ -246,13 +252,7 @@ Tensor linear(Tensor x, int64_t out, const std::string &name, LinearOptions opti
   Tensor w = param(name + ".weight", {out, in}, options.weight_sbp);
   // x Wᵀ: the weight gradient is then dyᵀ x, a GEMM shape OpenBLAS runs
   // faster than xᵀ dy for the usual in > out (bench/).
-  Node n{NodeKind::MatMul};
-  n.inputs = {x.id(), w.id()};
-  n.shape = {x.dim(0), out};
-  n.placement = placement;
-  n.transposeB = true;
-  n.loc = loc;
-  Tensor y = g.add(std::move(n));
+  Tensor y = binary(NodeKind::MatMul, x, w, {x.dim(0), out}, DType::f32, loc, /*transposeB=*/true);
   if (!options.bias)
     return y;
   Tensor b = param(name + ".bias", {out}, options.bias_sbp);

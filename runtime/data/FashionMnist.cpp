@@ -153,20 +153,29 @@ private:
   uint64_t total_ = 0;
 };
 
-Status readImages(const std::string &path, std::vector<unsigned char> &images, int64_t &count) {
-  GzFile f(path);
+// Opens an IDX file and reads its header (magic number first).
+Status openIdx(GzFile &f, const std::string &path, uint32_t wantMagic, const char *what,
+               unsigned char *header, size_t size) {
   if (Status s = f.open(); !s)
     return s;
-  unsigned char header[16];
-  if (Status s = f.readExactly(header, sizeof header, "the 16-byte IDX header"); !s)
+  if (Status s = f.readExactly(header, size, "the " + std::to_string(size) + "-byte IDX header");
+      !s)
     return s;
   const uint32_t magic = bigEndian(header);
-  if (magic != kImagesMagic) {
+  if (magic != wantMagic) {
     char buf[96];
-    std::snprintf(buf, sizeof buf, ": bad magic number 0x%08x (IDX images need 0x%08x)", magic,
-                  kImagesMagic);
+    std::snprintf(buf, sizeof buf, ": bad magic number 0x%08x (IDX %s need 0x%08x)", magic, what,
+                  wantMagic);
     return Status::error(path + buf);
   }
+  return Status::ok();
+}
+
+Status readImages(const std::string &path, std::vector<unsigned char> &images, int64_t &count) {
+  GzFile f(path);
+  unsigned char header[16];
+  if (Status s = openIdx(f, path, kImagesMagic, "images", header, sizeof header); !s)
+    return s;
   count = bigEndian(header + 4);
   const uint32_t rows = bigEndian(header + 8), cols = bigEndian(header + 12);
   if (rows != kRows || cols != kCols)
@@ -181,18 +190,9 @@ Status readImages(const std::string &path, std::vector<unsigned char> &images, i
 
 Status readLabels(const std::string &path, std::vector<int32_t> &labels) {
   GzFile f(path);
-  if (Status s = f.open(); !s)
-    return s;
   unsigned char header[8];
-  if (Status s = f.readExactly(header, sizeof header, "the 8-byte IDX header"); !s)
+  if (Status s = openIdx(f, path, kLabelsMagic, "labels", header, sizeof header); !s)
     return s;
-  const uint32_t magic = bigEndian(header);
-  if (magic != kLabelsMagic) {
-    char buf[96];
-    std::snprintf(buf, sizeof buf, ": bad magic number 0x%08x (IDX labels need 0x%08x)", magic,
-                  kLabelsMagic);
-    return Status::error(path + buf);
-  }
   const int64_t count = bigEndian(header + 4);
   std::vector<unsigned char> bytes;
   if (Status s = f.readAppending(bytes, count, std::to_string(count) + " labels"); !s)

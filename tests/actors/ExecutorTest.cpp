@@ -280,18 +280,28 @@ TEST(Executor, ThrowingStepCallbackStopsTheRun) {
 
 // Runs `body(rank, comms)` for two ranks on threads, after connecting their
 // CommGroups over one HashStore.
-void twoRanks(const plan::Plan *plan, const std::function<void(int, CommGroups *)> &body) {
+// Runs `body` on an executor per rank, two ranks as threads over one Gloo
+// HashStore; expects no rank to fail (connecting, creating, or in `body`).
+void onTwoRanks(caf::actor_system &system, const plan::Plan *plan, ExecutorOptions options,
+                const std::function<Status(int, Executor &)> &body) {
   gloo::rendezvous::HashStore store;
   std::vector<std::thread> threads;
   std::vector<std::string> errors(2);
   for (int r = 0; r < 2; ++r)
-    threads.emplace_back([&, r] {
+    threads.emplace_back([&, r, options]() mutable {
       auto groups = CommGroups::connect(*plan, r, store, std::chrono::seconds(20));
       if (!groups) {
         errors[r] = groups.status().message();
         return;
       }
-      body(r, groups->get());
+      options.globalRank = r;
+      auto exec = Executor::create(system, plan, groups->get(), options);
+      if (!exec) {
+        errors[r] = exec.status().message();
+        return;
+      }
+      if (Status s = body(r, **exec); !s)
+        errors[r] = s.message();
     });
   for (auto &t : threads)
     t.join();
@@ -304,28 +314,15 @@ TEST(Executor, TwoRankDataParallelMatchesOneRank) {
   ASSERT_TRUE(loaded) << loaded.status().message();
   ActorSystem sys;
   std::vector<std::vector<double>> losses(2);
-  std::vector<std::vector<float>> ws(2);
-  std::vector<std::string> errors(2);
   std::string dir = tempDir("dp");
-  twoRanks(loaded->plan(), [&](int r, CommGroups *comms) {
-    ExecutorOptions opts;
-    opts.globalRank = r;
-    auto exec = Executor::create(sys.system, loaded->plan(), comms, opts);
-    if (!exec) {
-      errors[r] = exec.status().message();
-      return;
-    }
+  onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
     MemoryData data;
-    Status s = (*exec)->run("train", &data, 0, 0, 4, [&](int64_t, const std::vector<double> &m) {
-      losses[r].push_back(m[0]);
-    });
-    if (!s)
-      errors[r] = s.message();
-    else if (!(*exec)->saveVariables(dir))
-      errors[r] = "save failed";
+    Status s = exec.run("train", &data, 0, 0, 4,
+                        [&](int64_t, const std::vector<double> &m) { losses[r].push_back(m[0]); });
+    return s ? exec.saveVariables(dir) : s;
   });
-  ASSERT_EQ(errors[0], "");
-  ASSERT_EQ(errors[1], "");
+  if (HasFailure())
+    return;
   std::vector<double> w, ref;
   referenceLinear(4, w, ref);
   for (int r = 0; r < 2; ++r) {
@@ -382,25 +379,14 @@ TEST(Executor, BoxingCollectivesUnevenAxis1) {
   auto loaded = loadPlanBuffer(build(boxingPlan(2)));
   ASSERT_TRUE(loaded) << loaded.status().message();
   ActorSystem sys;
-  std::vector<std::string> errors(2);
   std::string dir = tempDir("boxing");
-  twoRanks(loaded->plan(), [&](int r, CommGroups *comms) {
-    ExecutorOptions opts;
-    opts.globalRank = r;
-    auto exec = Executor::create(sys.system, loaded->plan(), comms, opts);
-    if (!exec) {
-      errors[r] = exec.status().message();
-      return;
-    }
+  onTwoRanks(sys.system, loaded->plan(), {}, [&](int, Executor &exec) {
     MemoryData data;
-    Status s = (*exec)->run("train", &data, 0, 0, 2, nullptr);
-    if (!s)
-      errors[r] = s.message();
-    else if (!(*exec)->saveVariables(dir))
-      errors[r] = "save failed";
+    Status s = exec.run("train", &data, 0, 0, 2, nullptr);
+    return s ? exec.saveVariables(dir) : s;
   });
-  ASSERT_EQ(errors[0], "");
-  ASSERT_EQ(errors[1], "");
+  if (HasFailure())
+    return;
   for (int r = 0; r < 2; ++r)
     for (const char *name : {"out1", "out2"}) {
       std::vector<float> got = readFloats(dir + "/" + name + "." + std::to_string(r) + ".f32");
@@ -616,25 +602,15 @@ TEST(ExecutorTrace, CollectivesOnTheCommLane) {
   ActorSystem sys;
   std::string dir = tempDir("trace_two_ranks");
   ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
-  std::vector<std::string> errors(2);
-  twoRanks(loaded->plan(), [&](int r, CommGroups *comms) {
-    ExecutorOptions opts;
-    opts.globalRank = r;
-    opts.traceSteps = 10;
-    auto exec = Executor::create(sys.system, loaded->plan(), comms, opts);
-    if (!exec) {
-      errors[r] = exec.status().message();
-      return;
-    }
+  ExecutorOptions traced;
+  traced.traceSteps = 10;
+  onTwoRanks(sys.system, loaded->plan(), traced, [&](int r, Executor &exec) {
     MemoryData data;
-    Status s = (*exec)->run("train", &data, 0, 0, 4, nullptr);
-    if (s)
-      s = (*exec)->writeTrace(dir + "/rank" + std::to_string(r) + ".trace.json");
-    if (!s)
-      errors[r] = s.message();
+    Status s = exec.run("train", &data, 0, 0, 4, nullptr);
+    return s ? exec.writeTrace(dir + "/rank" + std::to_string(r) + ".trace.json") : s;
   });
-  ASSERT_EQ(errors[0], "");
-  ASSERT_EQ(errors[1], "");
+  if (HasFailure())
+    return;
   const int tasks = static_cast<int>(loaded->plan()->programs()->Get(0)->tasks()->size());
   for (int r = 0; r < 2; ++r) {
     TraceFile t = readTrace(dir + "/rank" + std::to_string(r) + ".trace.json");

@@ -113,15 +113,9 @@ PlanSpec softmaxRegression(int ranks) {
 
   ProgramSpec eval;
   eval.name = "eval";
-  eval.tensors = {
-      {"image", {kBatch, kIn}, {rows}},                           // 0
-      {"label", {kBatch}, {rows}, plan::DType::I32},              // 1
-      {"fc.weight", {kIn, kClasses}, {B()}, plan::DType::F32, 0}, // 2
-      {"fc.bias", {kClasses}, {B()}, plan::DType::F32, 1},        // 3
-      {"xw", {kBatch, kClasses}, {rows}},                         // 4
-      {"logits", {kBatch, kClasses}, {rows}},                     // 5
-      {"correct", {}, {part}},                                    // 6
-  };
+  // The forward tensors 0..5 as in train, then the count.
+  eval.tensors.assign(train.tensors.begin(), train.tensors.begin() + 6);
+  eval.tensors.push_back({"correct", {}, {part}}); // 6
   TaskSpec count{"eval.correct", plan::OpKind::CountCorrect, {5, 1}, {6}};
   eval.tasks = {image, label, w, b, mm, bias, count};
   eval.inputs = {{"image", 0}, {"label", 1}};

@@ -189,14 +189,14 @@ void fill(float *y, float value, int64_t n) {
 }
 
 void sgdMomentum(float *w, float *v, const float *g, int64_t n, float lr, float momentum,
-                 float weightDecay) {
+                 float weightDecay, float gradScale) {
   if (v == nullptr || momentum == 0.f) {
     for (int64_t i = 0; i < n; ++i)
-      w[i] -= lr * (g[i] + weightDecay * w[i]);
+      w[i] -= lr * (g[i] * gradScale + weightDecay * w[i]);
     return;
   }
   for (int64_t i = 0; i < n; ++i) {
-    const float gi = g[i] + weightDecay * w[i];
+    const float gi = g[i] * gradScale + weightDecay * w[i];
     v[i] = momentum * v[i] + gi;
     w[i] -= lr * v[i];
   }

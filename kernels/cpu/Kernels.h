@@ -41,10 +41,11 @@ void countCorrect(const float *logits, const int32_t *labels, float *out, int64_
                   int64_t classes);
 void fill(float *y, float value, int64_t n);
 
-// PyTorch's SGD: g' = g + wd * w; v = momentum * v + g'; w -= lr * v
-// (v == nullptr when momentum == 0: w -= lr * g').
+// PyTorch's SGD: g' = g * gradScale + wd * w; v = momentum * v + g';
+// w -= lr * v (v == nullptr when momentum == 0: w -= lr * g'). gradScale is
+// the gradient-clipping factor (1 without clipping).
 void sgdMomentum(float *w, float *v, const float *g, int64_t n, float lr, float momentum,
-                 float weightDecay);
+                 float weightDecay, float gradScale = 1.0f);
 
 // Copies the sub-block `region` of a row-major tensor `src` with shape
 // `srcShape` into the dense `dst` (B -> S slice), or back (scatter = true,

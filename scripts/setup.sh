@@ -13,6 +13,7 @@ packages=(
   libgtest-dev
   zlib1g-dev
   libcli11-dev
+  nlohmann-json3-dev
   dataset-fashion-mnist fortunes
   python3-torch python3-numpy
 )

@@ -1,6 +1,8 @@
 // sbp-autodiff: replaces `sbp.minimize %loss` by the reverse-mode gradient of
 // the loss (each op's gradient rule from SbpOpInterface, fan-out summed with
-// sbp.add) and one sbp.sgd per trained variable (plus its momentum buffer).
+// sbp.add), optional gradient clipping by the global norm, and one optimiser
+// op per trained variable (sbp.sgd with its momentum buffer, or sbp.adamw
+// with its moments and step counter).
 #include "compiler/Passes.h"
 #include "ops/OpSemantics.h"
 
@@ -16,7 +18,7 @@ struct AutodiffPass : public PassWrapper<AutodiffPass, OperationPass<ModuleOp>> 
   MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(AutodiffPass)
   StringRef getArgument() const override { return "sbp-autodiff"; }
   StringRef getDescription() const override {
-    return "Reverse-mode autodiff of sbp.minimize: backward ops and one sbp.sgd per parameter";
+    return "Reverse-mode autodiff of sbp.minimize: backward ops and one optimiser op per parameter";
   }
   void getDependentDialects(DialectRegistry &registry) const override {
     registry.insert<SbpDialect>();
@@ -126,37 +128,109 @@ struct AutodiffPass : public PassWrapper<AutodiffPass, OperationPass<ModuleOp>> 
           o->erase();
     }
 
-    SgdAttr opt = minimize.getOptimizer();
-    float lr = opt.getLr().convertToDouble(), momentum = opt.getMomentum().convertToDouble(),
-          wd = opt.getWeightDecay().convertToDouble();
     SymbolTable symbols(module);
+    llvm::SmallVector<std::pair<VariableOp, Value>> trained;
     for (auto &[name, grad] : varGrads) {
       auto var = symbols.lookup<VariableOp>(name);
       if (!var)
         return minimize.emitOpError("parameter refers to undeclared variable @") << name;
-      FlatSymbolRefAttr buffer;
-      if (momentum != 0.0f) {
-        std::string bufName = (name.getValue() + ".momentum").str();
-        auto existing = symbols.lookup<VariableOp>(bufName);
-        if (existing && existing.getType() != var.getType())
-          return existing.emitOpError("exists with another type; cannot hold the momentum of @")
-                 << name.getValue();
-        if (!existing) {
-          OpBuilder mb(var);
-          mb.setInsertionPointAfter(var);
-          auto zeros =
-              InitAttr::get(&getContext(), InitKind::zeros, llvm::APFloat(0.0), llvm::APFloat(0.0));
-          auto created = mb.create<VariableOp>(var.getLoc(), bufName, TypeAttr::get(var.getType()),
-                                               zeros, mb.getI64IntegerAttr(0));
-          symbols.insert(created);
-        }
-        buffer = FlatSymbolRefAttr::get(&getContext(), bufName);
+      trained.push_back({var, grad});
+    }
+
+    // Gradient clipping: the global L2 norm over every trained gradient.
+    // square_sum of a split gradient is partial, of a broadcast one
+    // broadcast; boxing makes the sum right on any sharding.
+    Value scale;
+    if (auto maxNorm = minimize.getMaxGradNormAttr()) {
+      auto scalar = RankedTensorType::get({}, b.getF32Type());
+      Value total;
+      for (auto &[var, grad] : trained) {
+        Value sq = b.create<SquareSumOp>(loc, scalar, grad).getResult();
+        total = total ? b.create<AddOp>(loc, scalar, total, sq).getResult() : sq;
       }
-      b.create<SgdOp>(loc, grad, FlatSymbolRefAttr::get(name), buffer, b.getF32FloatAttr(lr),
-                      b.getF32FloatAttr(momentum), b.getF32FloatAttr(wd));
+      scale = b.create<ClipScaleOp>(loc, scalar, total, maxNorm).getResult();
+    }
+
+    Attribute optimizer = minimize.getOptimizer();
+    for (auto &[var, grad] : trained) {
+      StringRef name = var.getSymName();
+      if (auto sgd = dyn_cast<SgdAttr>(optimizer)) {
+        float momentum = sgd.getMomentum().convertToDouble();
+        FlatSymbolRefAttr buffer;
+        if (momentum != 0.0f) {
+          FailureOr<FlatSymbolRefAttr> slot =
+              slotVariable(symbols, var, (name + ".momentum").str(), var.getType());
+          if (failed(slot))
+            return failure();
+          buffer = *slot;
+        }
+        b.create<SgdOp>(loc, grad, scale, FlatSymbolRefAttr::get(var.getSymNameAttr()), buffer,
+                        b.getF32FloatAttr(sgd.getLr().convertToDouble()),
+                        b.getF32FloatAttr(momentum),
+                        b.getF32FloatAttr(sgd.getWeightDecay().convertToDouble()));
+        continue;
+      }
+      auto adam = cast<AdamWAttr>(optimizer);
+      // The step counter is the same on every rank: broadcast everywhere, on
+      // the variable's placement (the module's first for a variable whose
+      // layout sbp-propagate chooses).
+      PlacementOp placement;
+      if (SbpTensorAttr enc = getSbp(var.getType()))
+        placement = symbols.lookup<PlacementOp>(enc.getPlacement().getAttr());
+      else if (auto first = module.getOps<PlacementOp>(); !first.empty())
+        placement = *first.begin();
+      if (!placement)
+        return var.emitOpError("has no placement for its AdamW step counter");
+      llvm::SmallVector<SbpDim> allB(placement.getHierarchy().size(), broadcastDim());
+      auto stepType = RankedTensorType::get(
+          {}, b.getF32Type(), makeSbpTensorAttr(&getContext(), placement.getSymName(), allB));
+      FailureOr<FlatSymbolRefAttr> m =
+          slotVariable(symbols, var, (name + ".adam_m").str(), var.getType());
+      FailureOr<FlatSymbolRefAttr> v =
+          slotVariable(symbols, var, (name + ".adam_v").str(), var.getType());
+      FailureOr<FlatSymbolRefAttr> step =
+          slotVariable(symbols, var, (name + ".adam_step").str(), stepType);
+      if (failed(m) || failed(v) || failed(step))
+        return failure();
+      // nanoGPT's rule: matrices (weights, embeddings) decay; biases and
+      // LayerNorm parameters do not.
+      double wd = var.getTensorType().getRank() >= 2 ? adam.getWeightDecay().convertToDouble() : 0;
+      b.create<AdamWOp>(loc, grad, scale, FlatSymbolRefAttr::get(var.getSymNameAttr()), *m, *v,
+                        *step, b.getF32FloatAttr(adam.getLr().convertToDouble()),
+                        b.getF32FloatAttr(adam.getBeta1().convertToDouble()),
+                        b.getF32FloatAttr(adam.getBeta2().convertToDouble()),
+                        b.getF32FloatAttr(adam.getEps().convertToDouble()), b.getF32FloatAttr(wd));
     }
     minimize.erase();
     return success();
+  }
+
+  // The optimiser slot `slotName` of `var` (zero-initialised, declared after
+  // it): created unless a variable of that name and type already exists.
+  FailureOr<FlatSymbolRefAttr> slotVariable(SymbolTable &symbols, VariableOp var,
+                                            StringRef slotName, Type type) {
+    auto existing = symbols.lookup<VariableOp>(slotName);
+    if (existing && existing.getType() != type)
+      return existing.emitOpError("exists with type ")
+             << existing.getType() << "; cannot hold " << type << " for @" << var.getSymName();
+    if (!existing) {
+      // After the variable and the slots already made for it, in creation order.
+      Operation *after = var;
+      std::string prefix = (var.getSymName() + ".").str();
+      while (auto next = dyn_cast_or_null<VariableOp>(after->getNextNode())) {
+        if (!next.getSymName().starts_with(prefix))
+          break;
+        after = next;
+      }
+      OpBuilder mb(var);
+      mb.setInsertionPointAfter(after);
+      auto zeros =
+          InitAttr::get(&getContext(), InitKind::zeros, llvm::APFloat(0.0), llvm::APFloat(0.0));
+      auto created = mb.create<VariableOp>(var.getLoc(), slotName, TypeAttr::get(type), zeros,
+                                           mb.getI64IntegerAttr(0));
+      symbols.insert(created);
+    }
+    return FlatSymbolRefAttr::get(&getContext(), slotName);
   }
 };
 

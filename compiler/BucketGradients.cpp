@@ -58,10 +58,13 @@ struct BucketGradientsPass : public PassWrapper<BucketGradientsPass, OperationPa
     }
   }
 
+  // A gradient all-reduce: what it reduces is read only by optimisers (and
+  // the gradient norm of clipping), possibly through the next dim's one.
   static bool feedsOptimizer(AllReduceOp ar) {
     return !ar->use_empty() && llvm::all_of(ar->getUsers(), [](Operation *u) {
       auto next = dyn_cast<AllReduceOp>(u);
-      return isa<SgdOp>(u) || (next && next.getInputs().size() == 1 && feedsOptimizer(next));
+      return isa<SgdOp, AdamWOp, SquareSumOp>(u) ||
+             (next && next.getInputs().size() == 1 && feedsOptimizer(next));
     });
   }
 

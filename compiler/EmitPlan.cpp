@@ -1,7 +1,7 @@
 // Plan emission (runtime/plan/plan.fbs): placements, variables, and one
 // Program per function with tensors, tasks in op order, data registers,
 // control registers (write-after-read on variables, arena reuse), collective
-// order, inputs and metrics. Also the `sbp-emit-plan` pass and a text dump.
+// order, inputs, metrics and outputs. Also the `sbp-emit-plan` pass and a text dump.
 #include "compiler/EmitPlan.h"
 #include "runtime/plan/PlanLoader.h"
 
@@ -15,6 +15,7 @@
 
 #include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/SetVector.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/FileSystem.h"
 
@@ -149,7 +150,8 @@ private:
     llvm::DenseMap<Operation *, int32_t> taskOf;
     llvm::SmallVector<Operation *> tasks;
     for (Operation &op : body) {
-      if (isa<MetricOp, func::ReturnOp>(op))
+      // Metrics and outputs are read by the driver, not run.
+      if (isa<MetricOp, OutputOp, func::ReturnOp>(op))
         continue;
       if (isa<MinimizeOp>(op))
         return op.emitOpError("must be removed by sbp-autodiff before emitting a plan");
@@ -319,6 +321,123 @@ private:
                 kind = fb::OpKind::CountCorrect;
                 return success();
               })
+              .Case([&](EmbeddingOp) {
+                kind = fb::OpKind::Embedding;
+                return success();
+              })
+              .Case([&](EmbeddingGradOp) {
+                kind = fb::OpKind::EmbeddingGrad;
+                return success();
+              })
+              .Case([&](LayerNormOp o) {
+                kind = fb::OpKind::LayerNorm;
+                attrsType = fb::OpAttrs::NormAttrs;
+                attrs = fb::CreateNormAttrs(fbb, o.getEps().convertToFloat()).Union();
+                return success();
+              })
+              .Case([&](LayerNormGradOp o) {
+                kind = fb::OpKind::LayerNormGrad;
+                attrsType = fb::OpAttrs::NormAttrs;
+                attrs = fb::CreateNormAttrs(fbb, o.getEps().convertToFloat()).Union();
+                return success();
+              })
+              .Case([&](GeluOp) {
+                kind = fb::OpKind::Gelu;
+                return success();
+              })
+              .Case([&](GeluGradOp) {
+                kind = fb::OpKind::GeluGrad;
+                return success();
+              })
+              .Case([&](SoftmaxOp) {
+                kind = fb::OpKind::Softmax;
+                return success();
+              })
+              .Case([&](SoftmaxGradOp) {
+                kind = fb::OpKind::SoftmaxGrad;
+                return success();
+              })
+              .Case([&](CausalAttentionOp o) {
+                kind = fb::OpKind::CausalAttention;
+                attrsType = fb::OpAttrs::AttentionAttrs;
+                attrs = fb::CreateAttentionAttrs(fbb, static_cast<int32_t>(o.getHeads())).Union();
+                return success();
+              })
+              .Case([&](CausalAttentionGradOp o) {
+                kind = fb::OpKind::CausalAttentionGrad;
+                attrsType = fb::OpAttrs::AttentionAttrs;
+                attrs = fb::CreateAttentionAttrs(fbb, static_cast<int32_t>(o.getHeads())).Union();
+                return success();
+              })
+              .Case([&](DropoutOp o) {
+                kind = fb::OpKind::Dropout;
+                attrsType = fb::OpAttrs::DropoutAttrs;
+                attrs = fb::CreateDropoutAttrs(fbb, o.getP().convertToFloat(),
+                                               static_cast<uint64_t>(o.getSeed()))
+                            .Union();
+                return success();
+              })
+              .Case([&](ReshapeOp) {
+                kind = fb::OpKind::Reshape;
+                return success();
+              })
+              .Case([&](TransposeOp o) {
+                kind = fb::OpKind::Transpose;
+                attrsType = fb::OpAttrs::TransposeAttrs;
+                std::vector<int32_t> perm(o.getPerm().begin(), o.getPerm().end());
+                attrs = fb::CreateTransposeAttrsDirect(fbb, &perm).Union();
+                return success();
+              })
+              .Case([&](NarrowOp o) {
+                kind = fb::OpKind::Narrow;
+                attrsType = fb::OpAttrs::NarrowAttrs;
+                attrs = fb::CreateNarrowAttrs(fbb, static_cast<int32_t>(o.getAxis()), o.getBegin())
+                            .Union();
+                return success();
+              })
+              .Case([&](NarrowGradOp o) {
+                kind = fb::OpKind::NarrowGrad;
+                attrsType = fb::OpAttrs::NarrowAttrs;
+                attrs = fb::CreateNarrowAttrs(fbb, static_cast<int32_t>(o.getAxis()), o.getBegin())
+                            .Union();
+                return success();
+              })
+              .Case([&](ConcatOp o) {
+                kind = fb::OpKind::Concat;
+                attrsType = fb::OpAttrs::ConcatAttrs;
+                attrs = fb::CreateConcatAttrs(fbb, static_cast<int32_t>(o.getAxis())).Union();
+                return success();
+              })
+              .Case([&](SquareSumOp) {
+                kind = fb::OpKind::SquareSum;
+                return success();
+              })
+              .Case([&](ClipScaleOp o) {
+                kind = fb::OpKind::ClipScale;
+                attrsType = fb::OpAttrs::ClipAttrs;
+                attrs = fb::CreateClipAttrs(fbb, o.getMaxNorm().convertToFloat()).Union();
+                return success();
+              })
+              .Case([&](AdamWOp o) -> LogicalResult {
+                kind = fb::OpKind::AdamW;
+                int32_t slots[4];
+                FlatSymbolRefAttr refs[4] = {o.getVariableAttr(), o.getMAttr(), o.getVAttr(),
+                                             o.getStepAttr()};
+                for (int i = 0; i < 4; ++i) {
+                  auto it = variableIndex.find(refs[i].getValue());
+                  if (it == variableIndex.end())
+                    return o.emitOpError("uses undeclared variable ") << refs[i];
+                  slots[i] = it->second;
+                }
+                attrsType = fb::OpAttrs::AdamWAttrs;
+                attrs =
+                    fb::CreateAdamWAttrs(
+                        fbb, o.getLr().convertToFloat(), o.getBeta1().convertToFloat(),
+                        o.getBeta2().convertToFloat(), o.getEps().convertToFloat(),
+                        o.getWeightDecay().convertToFloat(), slots[0], slots[1], slots[2], slots[3])
+                        .Union();
+                return success();
+              })
               .Case([&](SgdOp o) -> LogicalResult {
                 kind = fb::OpKind::SgdMomentum;
                 auto var = variableIndex.find(o.getVariable());
@@ -418,12 +537,16 @@ private:
     };
     // (a) Write after read: every reader of a variable finishes before its update.
     for (Operation *op : tasks) {
-      auto sgd = dyn_cast<SgdOp>(op);
-      if (!sgd)
+      StringRef updated;
+      if (auto sgd = dyn_cast<SgdOp>(op))
+        updated = sgd.getVariable();
+      else if (auto adam = dyn_cast<AdamWOp>(op))
+        updated = adam.getVariable();
+      else
         continue;
       for (Operation *other : tasks) {
         auto param = dyn_cast<ParameterOp>(other);
-        if (!param || param.getVariable() != sgd.getVariable())
+        if (!param || param.getVariable() != updated)
           continue;
         for (int32_t reader : consumersOf(param.getResult()))
           addControl(reader, taskOf[op]);
@@ -481,9 +604,21 @@ private:
           fb::CreateMetricDirect(fbb, m.getName().str().c_str(), it->second,
                                  partial ? fb::MetricReduce::Sum : fb::MetricReduce::First));
     }
+    // Outputs: tensors the caller reads after a step.
+    std::vector<flatbuffers::Offset<fb::Binding>> outputs;
+    llvm::StringSet<> outputNames;
+    for (auto o : body.getOps<OutputOp>()) {
+      auto it = tensorOf.find(o.getValue());
+      if (it == tensorOf.end())
+        return o.emitOpError("outputs a value that no task produces");
+      if (!outputNames.insert(o.getName()).second)
+        return o.emitOpError("output '")
+               << o.getName() << "' is bound twice in @" << fn.getSymName();
+      outputs.push_back(fb::CreateBindingDirect(fbb, o.getName().str().c_str(), it->second));
+    }
     std::string name = fn.getSymName().str();
     return fb::CreateProgramDirect(fbb, name.c_str(), &tensors, &taskOffsets, &registers,
-                                   arenaAttr.getInt(), &inputs, &metrics);
+                                   arenaAttr.getInt(), &inputs, &metrics, &outputs);
   }
 
   // Values sharing `root`'s buffer (the root and all-reduce results of it).

@@ -1,13 +1,16 @@
 // sbp-insert-boxing: wherever an operand's SBP differs from the one recorded
 // in `sbp.operand_sbp`, inserts a chain of boxing ops, one hierarchy dimension
-// at a time. Each step is built by the first builder of a short chain that
-// accepts the change (DESIGN.md's table); `--debug-only=sbp-insert-boxing`
-// prints the chosen builder. Ends with the no-implicit-boxing check.
+// at a time, in the order the cost model finds cheapest (planNdBoxing). Each
+// step is built by the first builder of a short chain that accepts the change
+// (DESIGN.md's table); `--debug-only=sbp-insert-boxing` prints the chosen
+// order and builders. Ends with the no-implicit-boxing check.
 #include "compiler/Passes.h"
+#include "ops/OpSemantics.h"
 
 #include "llvm/Support/Debug.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <limits>
 #include <map>
 
 using namespace mlir;
@@ -81,15 +84,6 @@ const std::vector<std::unique_ptr<BoxingBuilder>> &builderChain() {
   return chain;
 }
 
-// Shrinking changes first so that later steps move less data.
-int stepOrder(SbpDim from, SbpDim to) {
-  if (to.kind == SbpKind::Split)
-    return 0;
-  if (isPartial(from) || (from.kind == SbpKind::Split && to.kind == SbpKind::Split))
-    return 1;
-  return 2;
-}
-
 struct InsertBoxingPass : public PassWrapper<InsertBoxingPass, OperationPass<ModuleOp>> {
   MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(InsertBoxingPass)
   StringRef getArgument() const override { return "sbp-insert-boxing"; }
@@ -99,6 +93,8 @@ struct InsertBoxingPass : public PassWrapper<InsertBoxingPass, OperationPass<Mod
   void getDependentDialects(DialectRegistry &registry) const override {
     registry.insert<SbpDialect>();
   }
+
+  CostModel model;
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
@@ -158,15 +154,28 @@ struct InsertBoxingPass : public PassWrapper<InsertBoxingPass, OperationPass<Mod
     if (cur.size() != want.size())
       return user->emitOpError("operand #") << operandIndex << " has a hierarchy of " << cur.size()
                                             << " but " << want.size() << " is required";
-    llvm::SmallVector<unsigned> dims;
-    for (unsigned d = 0; d < cur.size(); ++d)
-      if (cur[d] != want[d])
-        dims.push_back(d);
-    llvm::stable_sort(dims, [&](unsigned a, unsigned c) {
-      return stepOrder(cur[a], want[a]) < stepOrder(cur[c], want[c]);
-    });
+    auto placementOp =
+        SymbolTable::lookupNearestSymbolFrom<PlacementOp>(user, target.getPlacement());
+    if (!placementOp)
+      return user->emitOpError("operand #")
+             << operandIndex << " needs undeclared placement " << target.getPlacement();
+    NdBoxingPlan plan = planNdBoxing(model, cast<RankedTensorType>(v.getType()), cur, want,
+                                     placementOp.getHierarchy());
+    if (plan.cost == std::numeric_limits<double>::infinity())
+      return user->emitOpError("operand #")
+             << operandIndex << ": no order of single-dimension steps boxes " << toString(cur)
+             << " into " << toString(want)
+             << " (an axis split on two hierarchy dims can change only on the inner one)";
+    if (plan.order.size() > 1 && isSbpDebugEnabled(kDebugType)) {
+      llvm::dbgs() << "[" << kDebugType << "] order:";
+      for (auto [k, d] : llvm::enumerate(plan.order))
+        llvm::dbgs() << (k ? ", " : " ") << "dim " << d;
+      llvm::dbgs() << " for operand #" << operandIndex << " of " << user->getName() << " "
+                   << toString(cur) << " -> " << toString(want) << " (cost " << plan.cost
+                   << " s)\n";
+    }
     StringRef placement = target.getPlacement().getValue();
-    for (unsigned d : dims) {
+    for (unsigned d : plan.order) {
       auto next = cur;
       next[d] = want[d];
       RankedTensorType outType =

@@ -87,8 +87,8 @@ struct PlanMemoryPass : public PassWrapper<PlanMemoryPass, OperationPass<ModuleO
     for (auto &[v, r] : root) {
       Buffer &buf = buffers[bufferOf[r]];
       for (Operation *user : v.getUsers()) {
-        // The driver reads metrics after the step: they live to the end.
-        unsigned at = isa<MetricOp>(user) ? n : index[body.findAncestorOpInBlock(*user)];
+        // The driver reads metrics and outputs after the step: they live to the end.
+        unsigned at = isa<MetricOp, OutputOp>(user) ? n : index[body.findAncestorOpInBlock(*user)];
         buf.lastUse = std::max(buf.lastUse, at);
       }
       if (Operation *def = v.getDefiningOp())

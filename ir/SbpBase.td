@@ -82,4 +82,14 @@ def Sbp_SgdAttr : Sbp_Attr<"Sgd", "sgd"> {
   let hasCustomAssemblyFormat = 1;
 }
 
+def Sbp_AdamWAttr : Sbp_Attr<"AdamW", "adamw"> {
+  let summary = "AdamW (PyTorch's torch.optim.AdamW): decoupled weight decay";
+  let parameters = (ins APFloatParameter<"learning rate">:$lr,
+                        APFloatParameter<"first moment decay">:$beta1,
+                        APFloatParameter<"second moment decay">:$beta2,
+                        APFloatParameter<"denominator epsilon">:$eps,
+                        APFloatParameter<"weight decay">:$weight_decay);
+  let hasCustomAssemblyFormat = 1;
+}
+
 #endif

@@ -294,3 +294,67 @@ void SgdAttr::print(AsmPrinter &printer) const {
   printer.printFloat(getWeightDecay());
   printer << ">";
 }
+
+// Fields are named; lr is required, the others default to PyTorch's
+// torch.optim.AdamW (betas 0.9, 0.999, eps 1e-8, weight decay 0.01).
+Attribute AdamWAttr::parse(AsmParser &parser, Type) {
+  double lr = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, wd = 0.01;
+  bool haveLr = false;
+  SMLoc start = parser.getCurrentLocation();
+  if (parser.parseLess())
+    return {};
+  auto parseField = [&]() -> ParseResult {
+    llvm::StringRef key;
+    SMLoc loc = parser.getCurrentLocation();
+    double value;
+    if (parser.parseKeyword(&key) || parser.parseEqual() || parser.parseFloat(value))
+      return failure();
+    if (key == "lr") {
+      lr = value;
+      haveLr = true;
+    } else if (key == "beta1") {
+      beta1 = value;
+    } else if (key == "beta2") {
+      beta2 = value;
+    } else if (key == "eps") {
+      eps = value;
+    } else if (key == "weight_decay") {
+      wd = value;
+    } else {
+      return parser.emitError(loc, "unknown adamw parameter '")
+             << key << "' (expected lr, beta1, beta2, eps, weight_decay)";
+    }
+    return success();
+  };
+  if (parser.parseCommaSeparatedList(parseField) || parser.parseGreater())
+    return {};
+  if (!haveLr) {
+    parser.emitError(start, "#sbp.adamw needs lr");
+    return {};
+  }
+  if (beta1 < 0 || beta1 >= 1 || beta2 < 0 || beta2 >= 1) {
+    parser.emitError(start, "#sbp.adamw betas must lie in [0, 1), got beta1 = ")
+        << beta1 << ", beta2 = " << beta2;
+    return {};
+  }
+  if (eps <= 0) {
+    parser.emitError(start, "#sbp.adamw eps must be positive, got ") << eps;
+    return {};
+  }
+  return AdamWAttr::get(parser.getContext(), llvm::APFloat(lr), llvm::APFloat(beta1),
+                        llvm::APFloat(beta2), llvm::APFloat(eps), llvm::APFloat(wd));
+}
+
+void AdamWAttr::print(AsmPrinter &printer) const {
+  printer << "<lr = ";
+  printer.printFloat(getLr());
+  printer << ", beta1 = ";
+  printer.printFloat(getBeta1());
+  printer << ", beta2 = ";
+  printer.printFloat(getBeta2());
+  printer << ", eps = ";
+  printer.printFloat(getEps());
+  printer << ", weight_decay = ";
+  printer.printFloat(getWeightDecay());
+  printer << ">";
+}

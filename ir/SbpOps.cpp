@@ -77,8 +77,27 @@ SBP_ENCODING_ONLY_SYMBOL_USES(MeanOp)
 SBP_ENCODING_ONLY_SYMBOL_USES(MeanGradOp)
 SBP_ENCODING_ONLY_SYMBOL_USES(ReduceRowsOp)
 SBP_ENCODING_ONLY_SYMBOL_USES(CountCorrectOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(EmbeddingOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(EmbeddingGradOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(LayerNormOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(LayerNormGradOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(GeluOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(GeluGradOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(SoftmaxOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(SoftmaxGradOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(CausalAttentionOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(CausalAttentionGradOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(DropoutOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(ReshapeOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(TransposeOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(NarrowOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(NarrowGradOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(ConcatOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(SquareSumOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(ClipScaleOp)
 SBP_ENCODING_ONLY_SYMBOL_USES(MinimizeOp)
 SBP_ENCODING_ONLY_SYMBOL_USES(MetricOp)
+SBP_ENCODING_ONLY_SYMBOL_USES(OutputOp)
 SBP_ENCODING_ONLY_SYMBOL_USES(AllReduceOp)
 SBP_ENCODING_ONLY_SYMBOL_USES(AllGatherOp)
 SBP_ENCODING_ONLY_SYMBOL_USES(ReduceScatterOp)
@@ -114,8 +133,7 @@ LogicalResult PlacementOp::verify() {
 
 LogicalResult VariableOp::verifySymbolUses(SymbolTableCollection &symbols) {
   RankedTensorType type = getTensorType();
-  if (!getSbp(type))
-    return emitOpError("variable ") << getSymName() << " needs a placed type (an #sbp.t encoding)";
+  // No encoding: the user left the layout to sbp-propagate, which sets one.
   for (SbpDim d : getSbpDims(getSbp(type)))
     if (isPartial(d))
       return emitOpError("variable ")
@@ -141,6 +159,9 @@ static LogicalResult verifyCompute(Operation *op) {
   llvm::SmallVector<RankedTensorType> inferred;
   if (failed(inferComputeResultTypes(op, inferred)))
     return failure();
+  if (inferred.size() != op->getNumResults())
+    return op->emitOpError("has ")
+           << op->getNumResults() << " result(s) but the operands give " << inferred.size();
   for (auto [i, t] : llvm::enumerate(inferred)) {
     auto actual = llvm::cast<RankedTensorType>(op->getResult(i).getType());
     if (actual.getShape() != t.getShape() || actual.getElementType() != t.getElementType())
@@ -163,6 +184,24 @@ SBP_COMPUTE_VERIFIER(MeanOp)
 SBP_COMPUTE_VERIFIER(MeanGradOp)
 SBP_COMPUTE_VERIFIER(ReduceRowsOp)
 SBP_COMPUTE_VERIFIER(CountCorrectOp)
+SBP_COMPUTE_VERIFIER(EmbeddingOp)
+SBP_COMPUTE_VERIFIER(EmbeddingGradOp)
+SBP_COMPUTE_VERIFIER(LayerNormOp)
+SBP_COMPUTE_VERIFIER(LayerNormGradOp)
+SBP_COMPUTE_VERIFIER(GeluOp)
+SBP_COMPUTE_VERIFIER(GeluGradOp)
+SBP_COMPUTE_VERIFIER(SoftmaxOp)
+SBP_COMPUTE_VERIFIER(SoftmaxGradOp)
+SBP_COMPUTE_VERIFIER(CausalAttentionOp)
+SBP_COMPUTE_VERIFIER(CausalAttentionGradOp)
+SBP_COMPUTE_VERIFIER(DropoutOp)
+SBP_COMPUTE_VERIFIER(ReshapeOp)
+SBP_COMPUTE_VERIFIER(TransposeOp)
+SBP_COMPUTE_VERIFIER(NarrowOp)
+SBP_COMPUTE_VERIFIER(NarrowGradOp)
+SBP_COMPUTE_VERIFIER(ConcatOp)
+SBP_COMPUTE_VERIFIER(SquareSumOp)
+SBP_COMPUTE_VERIFIER(ClipScaleOp)
 #undef SBP_COMPUTE_VERIFIER
 
 //===-- training ------------------------------------------------------------===//
@@ -175,6 +214,8 @@ static bool isF32Scalar(Type t) {
 LogicalResult MinimizeOp::verify() {
   if (!isF32Scalar(getLoss().getType()))
     return emitOpError("loss must be an f32 scalar (tensor<f32>), got ") << getLoss().getType();
+  if (auto norm = getMaxGradNorm(); norm && !(norm->convertToFloat() > 0.0f))
+    return emitOpError("max_grad_norm must be positive, got ") << norm->convertToFloat();
   return success();
 }
 
@@ -185,29 +226,86 @@ LogicalResult MetricOp::verify() {
   return success();
 }
 
+LogicalResult OutputOp::verify() {
+  if (getName().empty())
+    return emitOpError("needs a non-empty name");
+  // That the caller reads a whole (B) tensor is the op's only SBP signature:
+  // boxing provides it, so an operand typed S or P before boxing is fine here.
+  return success();
+}
+
+// The optional gradient scale of an optimiser op: an f32 scalar.
+static LogicalResult verifyScale(Operation *op, Value scale) {
+  if (scale && !isF32Scalar(scale.getType()))
+    return op->emitOpError("gradient scale must be an f32 scalar (tensor<f32>), got ")
+           << scale.getType();
+  return success();
+}
+
 LogicalResult SgdOp::verify() {
   if (!getGrad().getType().getElementType().isF32())
     return emitOpError("gradient must be f32");
   if (getMomentum().convertToFloat() != 0.0f && !getMomentumBuffer())
     return emitOpError("momentum ")
            << getMomentum().convertToFloat() << " needs a momentum_buffer variable";
+  return verifyScale(*this, getScale());
+}
+
+// A slot variable of an optimiser (momentum buffer, AdamW moment) exists and has
+// the shape of the variable it belongs to.
+static LogicalResult verifySlot(Operation *op, SymbolTableCollection &symbols, VariableOp var,
+                                FlatSymbolRefAttr slot, llvm::StringRef what) {
+  auto slotVar = symbols.lookupNearestSymbolFrom<VariableOp>(op, slot);
+  if (!slotVar)
+    return op->emitOpError("references undeclared ") << what << " " << slot;
+  if (slotVar.getTensorType().getShape() != var.getTensorType().getShape())
+    return op->emitOpError() << what << " " << slot << " has a different shape than "
+                             << FlatSymbolRefAttr::get(var.getSymNameAttr());
   return success();
 }
 
-LogicalResult SgdOp::verifySymbolUses(SymbolTableCollection &symbols) {
-  auto var = symbols.lookupNearestSymbolFrom<VariableOp>(*this, getVariableAttr());
+static FailureOr<VariableOp> verifyUpdated(Operation *op, SymbolTableCollection &symbols,
+                                           FlatSymbolRefAttr variable, Value grad) {
+  auto var = symbols.lookupNearestSymbolFrom<VariableOp>(op, variable);
   if (!var)
-    return emitOpError("references undeclared variable ") << getVariableAttr();
-  if (var.getTensorType().getShape() != getGrad().getType().getShape())
-    return emitOpError("gradient shape differs from variable ") << getVariableAttr();
-  if (auto buf = getMomentumBufferAttr()) {
-    auto bufVar = symbols.lookupNearestSymbolFrom<VariableOp>(*this, buf);
-    if (!bufVar)
-      return emitOpError("references undeclared momentum buffer ") << buf;
-    if (bufVar.getTensorType().getShape() != var.getTensorType().getShape())
-      return emitOpError("momentum buffer ")
-             << buf << " has a different shape than " << getVariableAttr();
-  }
+    return op->emitOpError("references undeclared variable ") << variable;
+  if (var.getTensorType().getShape() != llvm::cast<RankedTensorType>(grad.getType()).getShape())
+    return op->emitOpError("gradient shape differs from variable ") << variable;
+  return var;
+}
+
+LogicalResult SgdOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  FailureOr<VariableOp> var = verifyUpdated(*this, symbols, getVariableAttr(), getGrad());
+  if (failed(var))
+    return failure();
+  if (auto buf = getMomentumBufferAttr())
+    if (failed(verifySlot(*this, symbols, *var, buf, "momentum buffer")))
+      return failure();
+  return verifyEncodings(*this, symbols);
+}
+
+LogicalResult AdamWOp::verify() {
+  if (!getGrad().getType().getElementType().isF32())
+    return emitOpError("gradient must be f32");
+  float b1 = getBeta1().convertToFloat(), b2 = getBeta2().convertToFloat();
+  if (!(b1 >= 0.0f && b1 < 1.0f) || !(b2 >= 0.0f && b2 < 1.0f))
+    return emitOpError("betas must lie in [0, 1), got beta1 = ") << b1 << ", beta2 = " << b2;
+  if (!(getEps().convertToFloat() > 0.0f))
+    return emitOpError("eps must be positive, got ") << getEps().convertToFloat();
+  return verifyScale(*this, getScale());
+}
+
+LogicalResult AdamWOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  FailureOr<VariableOp> var = verifyUpdated(*this, symbols, getVariableAttr(), getGrad());
+  if (failed(var) || failed(verifySlot(*this, symbols, *var, getMAttr(), "first moment")) ||
+      failed(verifySlot(*this, symbols, *var, getVAttr(), "second moment")))
+    return failure();
+  auto step = symbols.lookupNearestSymbolFrom<VariableOp>(*this, getStepAttr());
+  if (!step)
+    return emitOpError("references undeclared step counter ") << getStepAttr();
+  if (!isF32Scalar(step.getTensorType()))
+    return emitOpError("step counter ")
+           << getStepAttr() << " must be an f32 scalar, got " << step.getType();
   return verifyEncodings(*this, symbols);
 }
 

@@ -77,14 +77,21 @@ class Sbp_ComputeOp<string mnemonic, list<Trait> traits = []>
 }
 
 def Sbp_MatmulOp : Sbp_ComputeOp<"matmul"> {
-  let summary = "2-D matrix product op(a) x op(b)";
+  let summary = "matrix product op(a) x op(b) of operands viewed as [prod(lead), last]";
+  let description = [{
+    Operands of rank >= 2 are viewed as 2-D matrices [product of the leading
+    axes, last axis]. The result shape is (transpose_a ? [a.last] : a.lead) ++
+    (transpose_b ? b.lead : [b.last]): a linear layer on [B, T, in] is
+    `matmul(x, W, transpose_b = true)` with W [out, in], and its weight
+    gradient `matmul(dy, x, transpose_a = true)` contracts every leading axis.
+  }];
   let arguments = (ins AnyRankedTensor:$a, AnyRankedTensor:$b,
                        DefaultValuedAttr<BoolAttr, "false">:$transpose_a,
                        DefaultValuedAttr<BoolAttr, "false">:$transpose_b);
 }
 
 def Sbp_BiasAddOp : Sbp_ComputeOp<"bias_add"> {
-  let summary = "x[i, j] + bias[j]";
+  let summary = "x + bias, bias matching the trailing bias.rank axes of x";
   let arguments = (ins AnyRankedTensor:$x, AnyRankedTensor:$bias);
 }
 
@@ -103,12 +110,12 @@ def Sbp_ReluGradOp : Sbp_ComputeOp<"relu_grad"> {
 }
 
 def Sbp_SoftmaxXentOp : Sbp_ComputeOp<"softmax_xent"> {
-  let summary = "per-row cross entropy of softmax(logits) against i32 labels";
+  let summary = "cross entropy of softmax(logits[..., :]) against i32 labels[...]";
   let arguments = (ins AnyRankedTensor:$logits, AnyRankedTensor:$labels);
 }
 
 def Sbp_SoftmaxXentGradOp : Sbp_ComputeOp<"softmax_xent_grad"> {
-  let summary = "(softmax(logits) - onehot(labels)) * dloss[i]";
+  let summary = "(softmax(logits) - onehot(labels)) * dloss[...]";
   let arguments = (ins AnyRankedTensor:$logits, AnyRankedTensor:$labels,
                        AnyRankedTensor:$dloss);
 }
@@ -124,7 +131,7 @@ def Sbp_MeanGradOp : Sbp_ComputeOp<"mean_grad"> {
 }
 
 def Sbp_ReduceRowsOp : Sbp_ComputeOp<"reduce_rows"> {
-  let summary = "column sums of a matrix ([M, N] -> [N])";
+  let summary = "sum over the leading axes of x down to the result's (trailing) shape";
   let arguments = (ins AnyRankedTensor:$x);
 }
 
@@ -133,12 +140,121 @@ def Sbp_CountCorrectOp : Sbp_ComputeOp<"count_correct"> {
   let arguments = (ins AnyRankedTensor:$logits, AnyRankedTensor:$labels);
 }
 
+//===-- transformer ----------------------------------------------------------===//
+
+def Sbp_EmbeddingOp : Sbp_ComputeOp<"embedding"> {
+  let summary = "rows of table [V, C] picked by i32 ids [...] -> [..., C]";
+  let arguments = (ins AnyRankedTensor:$table, AnyRankedTensor:$ids);
+}
+
+def Sbp_EmbeddingGradOp : Sbp_ComputeOp<"embedding_grad"> {
+  let summary = "scatter-add of dy [..., C] into the rows ids [...] of a [V, C] result";
+  let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$ids);
+}
+
+def Sbp_LayerNormOp : Sbp_ComputeOp<"layer_norm"> {
+  let summary = "layer normalisation over the last axis, scaled by gamma and shifted by beta";
+  let arguments = (ins AnyRankedTensor:$x, AnyRankedTensor:$gamma, AnyRankedTensor:$beta,
+                       F32Attr:$eps);
+}
+
+def Sbp_LayerNormGradOp : Sbp_ComputeOp<"layer_norm_grad"> {
+  let summary = "gradients dx, dgamma, dbeta of layer_norm from dy, x and gamma";
+  let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$x, AnyRankedTensor:$gamma,
+                       F32Attr:$eps);
+  let results = (outs AnyRankedTensor:$dx, AnyRankedTensor:$dgamma, AnyRankedTensor:$dbeta);
+}
+
+def Sbp_GeluOp : Sbp_ComputeOp<"gelu"> {
+  let summary = "exact (erf) GELU";
+  let arguments = (ins AnyRankedTensor:$x);
+}
+
+def Sbp_GeluGradOp : Sbp_ComputeOp<"gelu_grad"> {
+  let summary = "dy * gelu'(x)";
+  let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$x);
+}
+
+def Sbp_SoftmaxOp : Sbp_ComputeOp<"softmax"> {
+  let summary = "softmax over the last axis";
+  let arguments = (ins AnyRankedTensor:$x);
+}
+
+def Sbp_SoftmaxGradOp : Sbp_ComputeOp<"softmax_grad"> {
+  let summary = "y * (dy - sum(dy * y)) over the last axis (y: the softmax output)";
+  let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$y);
+}
+
+def Sbp_CausalAttentionOp : Sbp_ComputeOp<"causal_attention"> {
+  let summary = "causal multi-head self-attention of q, k, v [B, T, C], C = heads * d";
+  let arguments = (ins AnyRankedTensor:$q, AnyRankedTensor:$k, AnyRankedTensor:$v,
+                       I64Attr:$heads);
+}
+
+def Sbp_CausalAttentionGradOp : Sbp_ComputeOp<"causal_attention_grad"> {
+  let summary = "gradients dq, dk, dv of causal_attention (weights recomputed)";
+  let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$q, AnyRankedTensor:$k,
+                       AnyRankedTensor:$v, I64Attr:$heads);
+  let results = (outs AnyRankedTensor:$dq, AnyRankedTensor:$dk, AnyRankedTensor:$dv);
+}
+
+def Sbp_DropoutOp : Sbp_ComputeOp<"dropout"> {
+  let summary = "x * keep / (1 - p), the keep mask a function of (seed, global index, batch)";
+  let arguments = (ins AnyRankedTensor:$x, F32Attr:$p, I64Attr:$seed);
+}
+
+def Sbp_ReshapeOp : Sbp_ComputeOp<"reshape"> {
+  let summary = "the same elements in the result type's shape";
+  let arguments = (ins AnyRankedTensor:$x);
+}
+
+def Sbp_TransposeOp : Sbp_ComputeOp<"transpose"> {
+  let summary = "axes permuted: result.shape[k] = x.shape[perm[k]]";
+  let arguments = (ins AnyRankedTensor:$x, DenseI64ArrayAttr:$perm);
+}
+
+def Sbp_NarrowOp : Sbp_ComputeOp<"narrow"> {
+  let summary = "x[..., begin : begin + result.shape[axis], ...] (torch.narrow)";
+  let arguments = (ins AnyRankedTensor:$x, I64Attr:$axis, I64Attr:$begin);
+}
+
+def Sbp_NarrowGradOp : Sbp_ComputeOp<"narrow_grad"> {
+  let summary = "zeros of the result type with dy written at begin on axis";
+  let arguments = (ins AnyRankedTensor:$dy, I64Attr:$axis, I64Attr:$begin);
+}
+
+def Sbp_ConcatOp : Sbp_ComputeOp<"concat"> {
+  let summary = "the operands joined along axis";
+  let arguments = (ins Variadic<AnyRankedTensor>:$inputs, I64Attr:$axis);
+}
+
+def Sbp_SquareSumOp : Sbp_ComputeOp<"square_sum"> {
+  let summary = "sum of the squares of all elements (an f32 scalar)";
+  let arguments = (ins AnyRankedTensor:$x);
+}
+
+def Sbp_ClipScaleOp : Sbp_ComputeOp<"clip_scale"> {
+  let summary = "min(1, max_norm / (sqrt(sumsq) + 1e-6)): the gradient clipping factor";
+  let arguments = (ins AnyRankedTensor:$sumsq, F32Attr:$max_norm);
+}
+
 //===-- training -----------------------------------------------------------===//
 
 def Sbp_MinimizeOp : Sbp_Op<"minimize"> {
   let summary = "train every parameter feeding `loss` (removed by sbp-autodiff)";
-  let arguments = (ins AnyRankedTensor:$loss, Sbp_SgdAttr:$optimizer);
+  let description = [{
+    `optimizer` is #sbp.sgd<...> or #sbp.adamw<...>; with `max_grad_norm`
+    the gradients are scaled so that their global L2 norm is at most it.
+  }];
+  let arguments = (ins AnyRankedTensor:$loss,
+                       AnyAttrOf<[Sbp_SgdAttr, Sbp_AdamWAttr]>:$optimizer,
+                       OptionalAttr<F32Attr>:$max_grad_norm);
   let assemblyFormat = "$loss attr-dict `:` type($loss)";
+  let builders = [
+    OpBuilder<(ins "::mlir::Value":$loss, "::mlir::Attribute":$optimizer), [{
+      build($_builder, $_state, loss, optimizer, ::mlir::FloatAttr());
+    }]>
+  ];
   let hasVerifier = 1;
 }
 
@@ -149,12 +265,39 @@ def Sbp_MetricOp : Sbp_Op<"metric"> {
   let hasVerifier = 1;
 }
 
+def Sbp_OutputOp : Sbp_Op<"output"> {
+  let summary = "a tensor the caller reads after a step (e.g. probabilities for sampling)";
+  let arguments = (ins StrAttr:$name, AnyRankedTensor:$value);
+  let assemblyFormat = "$name $value attr-dict `:` type($value)";
+  let hasVerifier = 1;
+}
+
 def Sbp_SgdOp : Sbp_Op<"sgd"> {
-  let summary = "in-place SGD update of `variable` from `grad`";
-  let arguments = (ins AnyRankedTensor:$grad, FlatSymbolRefAttr:$variable,
+  let summary = "in-place SGD update of `variable` from `grad` (times the optional scalar `scale`)";
+  let arguments = (ins AnyRankedTensor:$grad, Optional<AnyRankedTensor>:$scale,
+                       FlatSymbolRefAttr:$variable,
                        OptionalAttr<FlatSymbolRefAttr>:$momentum_buffer,
                        F32Attr:$lr, F32Attr:$momentum, F32Attr:$weight_decay);
-  let assemblyFormat = "$grad attr-dict `:` type($grad)";
+  let assemblyFormat = [{
+    $grad (`,` $scale^)? attr-dict `:` type($grad) (`,` type($scale)^)?
+  }];
+  let hasVerifier = 1;
+}
+
+def Sbp_AdamWOp : Sbp_Op<"adamw"> {
+  let summary = "in-place AdamW update of `variable` from `grad` (times the optional `scale`)";
+  let description = [{
+    `m` and `v` are variables of the variable's type holding the moments,
+    `step` a scalar f32 variable counting the updates (plan.fbs AdamWAttrs).
+  }];
+  let arguments = (ins AnyRankedTensor:$grad, Optional<AnyRankedTensor>:$scale,
+                       FlatSymbolRefAttr:$variable, FlatSymbolRefAttr:$m,
+                       FlatSymbolRefAttr:$v, FlatSymbolRefAttr:$step,
+                       F32Attr:$lr, F32Attr:$beta1, F32Attr:$beta2, F32Attr:$eps,
+                       F32Attr:$weight_decay);
+  let assemblyFormat = [{
+    $grad (`,` $scale^)? attr-dict `:` type($grad) (`,` type($scale)^)?
+  }];
   let hasVerifier = 1;
 }
 

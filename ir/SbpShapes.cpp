@@ -1,18 +1,44 @@
 // Shape inference of the sbp compute ops (global shapes): used by the op
-// verifiers and by the op semantics in ops/.
+// verifiers and by the op semantics in ops/. Ops whose result shape is not a
+// function of the operands (mean_grad, reduce_rows, embedding_grad, reshape,
+// narrow, narrow_grad) take it from their result type and check it.
 #include "ir/SbpDialect.h"
 
 #include "llvm/ADT/TypeSwitch.h"
+
+#include <string>
 
 using namespace mlir;
 using namespace mlir::sbp;
 
 namespace {
 RankedTensorType tensorOf(Value v) { return llvm::cast<RankedTensorType>(v.getType()); }
+llvm::ArrayRef<int64_t> shapeOf(Value v) { return tensorOf(v).getShape(); }
+
+std::string shapeString(llvm::ArrayRef<int64_t> shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+int64_t product(llvm::ArrayRef<int64_t> shape) {
+  int64_t p = 1;
+  for (int64_t d : shape)
+    p *= d;
+  return p;
+}
 
 LogicalResult expectF32(Operation *op, Value v, llvm::StringRef what) {
   if (!tensorOf(v).getElementType().isF32())
     return op->emitOpError() << what << " must have element type f32, got "
+                             << tensorOf(v).getElementType();
+  return success();
+}
+
+LogicalResult expectI32(Operation *op, Value v, llvm::StringRef what) {
+  if (!tensorOf(v).getElementType().isSignlessInteger(32))
+    return op->emitOpError() << what << " must have element type i32, got "
                              << tensorOf(v).getElementType();
   return success();
 }
@@ -24,18 +50,46 @@ LogicalResult expectRank(Operation *op, Value v, int64_t rank, llvm::StringRef w
   return success();
 }
 
-// logits [N, C] f32 and labels [N] i32.
+LogicalResult expectMinRank(Operation *op, Value v, int64_t rank, llvm::StringRef what) {
+  if (tensorOf(v).getRank() < rank)
+    return op->emitOpError() << what << " must have rank >= " << rank << ", got "
+                             << withoutSbp(tensorOf(v));
+  return success();
+}
+
+// logits [..., V] f32 and labels [...] i32 (the logits' leading axes).
 LogicalResult checkLogitsLabels(Operation *op, Value logits, Value labels) {
-  if (failed(expectF32(op, logits, "logits")) || failed(expectRank(op, logits, 2, "logits")) ||
-      failed(expectRank(op, labels, 1, "labels")))
+  if (failed(expectF32(op, logits, "logits")) || failed(expectMinRank(op, logits, 1, "logits")) ||
+      failed(expectI32(op, labels, "labels")))
     return failure();
-  if (!tensorOf(labels).getElementType().isSignlessInteger(32))
-    return op->emitOpError("labels must have element type i32, got ")
-           << tensorOf(labels).getElementType();
-  if (tensorOf(labels).getDimSize(0) != tensorOf(logits).getDimSize(0))
-    return op->emitOpError("labels length ")
-           << tensorOf(labels).getDimSize(0) << " does not match the "
-           << tensorOf(logits).getDimSize(0) << " rows of the logits";
+  llvm::ArrayRef<int64_t> lead = shapeOf(logits).drop_back();
+  if (failed(expectRank(op, labels, static_cast<int64_t>(lead.size()), "labels")))
+    return failure();
+  if (shapeOf(labels) != lead) {
+    if (lead.size() == 1)
+      return op->emitOpError("labels length ")
+             << shapeOf(labels)[0] << " does not match the " << lead[0] << " rows of the logits";
+    return op->emitOpError("labels shape ")
+           << shapeString(shapeOf(labels)) << " does not match the leading axes "
+           << shapeString(lead) << " of the logits";
+  }
+  return success();
+}
+
+// Last-axis ops: x [..., C] with a [C] vector parameter.
+LogicalResult checkChannelVector(Operation *op, Value x, Value vec, llvm::StringRef what) {
+  if (failed(expectF32(op, vec, what)) || failed(expectRank(op, vec, 1, what)))
+    return failure();
+  int64_t c = shapeOf(x).back();
+  if (shapeOf(vec)[0] != c)
+    return op->emitOpError() << what << " length " << shapeOf(vec)[0] << " does not match the " << c
+                             << " channels (last axis) of the input";
+  return success();
+}
+
+LogicalResult checkAxis(Operation *op, int64_t axis, int64_t rank) {
+  if (axis < 0 || axis >= rank)
+    return op->emitOpError("axis ") << axis << " is out of range for rank " << rank;
   return success();
 }
 
@@ -55,32 +109,60 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
                                << withoutSbp(tensorOf(x)) << " and " << withoutSbp(tensorOf(y));
     return success();
   };
+  // An f32 elementwise op of `x`: one result like x.
+  auto likeF32 = [&](Value x, llvm::StringRef what) -> LogicalResult {
+    if (failed(expectF32(op, x, what)))
+      return failure();
+    out.push_back(withoutSbp(tensorOf(x)));
+    return success();
+  };
+  auto resultType = [&](unsigned i) { return tensorOf(op->getResult(i)); };
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case([&](MatmulOp m) -> LogicalResult {
-        if (failed(expectRank(op, m.getA(), 2, "lhs")) ||
-            failed(expectRank(op, m.getB(), 2, "rhs")) || failed(expectF32(op, m.getA(), "lhs")) ||
-            failed(expectF32(op, m.getB(), "rhs")))
+        if (failed(expectMinRank(op, m.getA(), 2, "lhs")) ||
+            failed(expectMinRank(op, m.getB(), 2, "rhs")) ||
+            failed(expectF32(op, m.getA(), "lhs")) || failed(expectF32(op, m.getB(), "rhs")))
           return failure();
-        auto a = tensorOf(m.getA()).getShape(), bs = tensorOf(m.getB()).getShape();
-        int64_t M = m.getTransposeA() ? a[1] : a[0], K = m.getTransposeA() ? a[0] : a[1];
-        int64_t K2 = m.getTransposeB() ? bs[1] : bs[0], N = m.getTransposeB() ? bs[0] : bs[1];
+        // Each operand is the matrix [prod(lead), last].
+        auto a = shapeOf(m.getA()), bs = shapeOf(m.getB());
+        bool tA = m.getTransposeA(), tB = m.getTransposeB();
+        int64_t K = tA ? product(a.drop_back()) : a.back();
+        int64_t K2 = tB ? bs.back() : product(bs.drop_back());
         if (K != K2)
           return op->emitOpError("inner dimensions differ: ")
-                 << K << " (lhs" << (m.getTransposeA() ? ", transposed" : "") << ") vs " << K2
-                 << " (rhs" << (m.getTransposeB() ? ", transposed" : "") << ")";
-        out.push_back(plain({M, N}, f32));
+                 << K << " (lhs" << (tA ? ", transposed" : "") << ") vs " << K2 << " (rhs"
+                 << (tB ? ", transposed" : "") << ")";
+        llvm::SmallVector<int64_t> shape;
+        if (tA)
+          shape.push_back(a.back());
+        else
+          shape.append(a.begin(), a.end() - 1);
+        if (tB)
+          shape.append(bs.begin(), bs.end() - 1);
+        else
+          shape.push_back(bs.back());
+        out.push_back(plain(shape, f32));
         return success();
       })
       .Case([&](BiasAddOp o) -> LogicalResult {
-        if (failed(expectRank(op, o.getX(), 2, "input")) ||
-            failed(expectRank(op, o.getBias(), 1, "bias")) ||
-            failed(expectF32(op, o.getX(), "input")) || failed(expectF32(op, o.getBias(), "bias")))
+        if (failed(expectF32(op, o.getX(), "input")) ||
+            failed(expectF32(op, o.getBias(), "bias")) ||
+            failed(expectMinRank(op, o.getX(), 2, "input")) ||
+            failed(expectMinRank(op, o.getBias(), 1, "bias")))
           return failure();
-        int64_t n = tensorOf(o.getX()).getDimSize(1);
-        if (tensorOf(o.getBias()).getDimSize(0) != n)
-          return op->emitOpError("bias length ")
-                 << tensorOf(o.getBias()).getDimSize(0) << " does not match the " << n
-                 << " columns of the input";
+        auto x = shapeOf(o.getX()), bias = shapeOf(o.getBias());
+        if (bias.size() >= x.size())
+          return op->emitOpError("bias of rank ")
+                 << bias.size() << " must have fewer axes than the rank-" << x.size() << " input";
+        llvm::ArrayRef<int64_t> trailing = x.take_back(bias.size());
+        if (bias != trailing) {
+          if (bias.size() == 1)
+            return op->emitOpError("bias length ")
+                   << bias[0] << " does not match the " << x.back() << " columns of the input";
+          return op->emitOpError("bias shape ")
+                 << shapeString(bias) << " does not match the trailing axes "
+                 << shapeString(trailing) << " of the input";
+        }
         out.push_back(withoutSbp(tensorOf(o.getX())));
         return success();
       })
@@ -90,32 +172,26 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
         out.push_back(withoutSbp(tensorOf(o.getLhs())));
         return success();
       })
-      .Case([&](ReluOp o) -> LogicalResult {
-        if (failed(expectF32(op, o.getX(), "input")))
-          return failure();
-        out.push_back(withoutSbp(tensorOf(o.getX())));
-        return success();
-      })
+      .Case([&](ReluOp o) { return likeF32(o.getX(), "input"); })
       .Case([&](ReluGradOp o) -> LogicalResult {
-        if (failed(expectF32(op, o.getDy(), "dy")) ||
-            failed(sameAs(o.getDy(), o.getY(), "dy and y")))
+        if (failed(sameAs(o.getDy(), o.getY(), "dy and y")))
           return failure();
-        out.push_back(withoutSbp(tensorOf(o.getDy())));
-        return success();
+        return likeF32(o.getDy(), "dy");
       })
       .Case([&](SoftmaxXentOp o) -> LogicalResult {
         if (failed(checkLogitsLabels(op, o.getLogits(), o.getLabels())))
           return failure();
-        out.push_back(plain({tensorOf(o.getLogits()).getDimSize(0)}, f32));
+        out.push_back(plain(shapeOf(o.getLabels()), f32));
         return success();
       })
       .Case([&](SoftmaxXentGradOp o) -> LogicalResult {
         if (failed(checkLogitsLabels(op, o.getLogits(), o.getLabels())) ||
-            failed(expectF32(op, o.getDloss(), "dloss")) ||
-            failed(expectRank(op, o.getDloss(), 1, "dloss")))
+            failed(expectF32(op, o.getDloss(), "dloss")))
           return failure();
-        if (tensorOf(o.getDloss()).getDimSize(0) != tensorOf(o.getLogits()).getDimSize(0))
-          return op->emitOpError("dloss length does not match the rows of the logits");
+        if (shapeOf(o.getDloss()) != shapeOf(o.getLabels()))
+          return op->emitOpError("dloss shape ")
+                 << shapeString(shapeOf(o.getDloss())) << " does not match the labels' "
+                 << shapeString(shapeOf(o.getLabels()));
         out.push_back(withoutSbp(tensorOf(o.getLogits())));
         return success();
       })
@@ -129,7 +205,7 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
         if (failed(expectF32(op, o.getDy(), "dy")) || failed(expectRank(op, o.getDy(), 0, "dy")))
           return failure();
         // The result shape is the forward input's: given by the result type.
-        auto res = tensorOf(o.getResult());
+        auto res = resultType(0);
         if (!res.getElementType().isF32())
           return op->emitOpError("result must have element type f32");
         out.push_back(withoutSbp(res));
@@ -137,14 +213,236 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
       })
       .Case([&](ReduceRowsOp o) -> LogicalResult {
         if (failed(expectF32(op, o.getX(), "input")) ||
-            failed(expectRank(op, o.getX(), 2, "input")))
+            failed(expectMinRank(op, o.getX(), 2, "input")))
           return failure();
-        out.push_back(plain({tensorOf(o.getX()).getDimSize(1)}, f32));
+        // How many trailing axes are kept is the result type's rank.
+        auto x = shapeOf(o.getX());
+        auto res = resultType(0);
+        if (res.getRank() < 1 || res.getRank() >= static_cast<int64_t>(x.size()))
+          return op->emitOpError("result rank ")
+                 << res.getRank() << " must lie in [1, " << x.size() - 1
+                 << "]: the sum runs over at least one leading axis and keeps at least one";
+        if (res.getShape() != x.take_back(res.getRank()))
+          return op->emitOpError("result shape ")
+                 << shapeString(res.getShape()) << " is not the trailing axes of the input "
+                 << shapeString(x);
+        out.push_back(plain(res.getShape(), f32));
         return success();
       })
       .Case([&](CountCorrectOp o) -> LogicalResult {
         if (failed(checkLogitsLabels(op, o.getLogits(), o.getLabels())))
           return failure();
+        out.push_back(plain({}, f32));
+        return success();
+      })
+      .Case([&](EmbeddingOp o) -> LogicalResult {
+        if (failed(expectF32(op, o.getTable(), "table")) ||
+            failed(expectRank(op, o.getTable(), 2, "table")) ||
+            failed(expectI32(op, o.getIds(), "ids")))
+          return failure();
+        llvm::SmallVector<int64_t> shape(shapeOf(o.getIds()));
+        shape.push_back(shapeOf(o.getTable())[1]);
+        out.push_back(plain(shape, f32));
+        return success();
+      })
+      .Case([&](EmbeddingGradOp o) -> LogicalResult {
+        if (failed(expectF32(op, o.getDy(), "dy")) || failed(expectI32(op, o.getIds(), "ids")))
+          return failure();
+        // The vocabulary size comes from the result type (the table's).
+        auto res = resultType(0);
+        if (res.getRank() != 2 || !res.getElementType().isF32())
+          return op->emitOpError("result must be an f32 table [V, C], got ") << withoutSbp(res);
+        llvm::SmallVector<int64_t> expect(shapeOf(o.getIds()));
+        expect.push_back(res.getDimSize(1));
+        if (shapeOf(o.getDy()) != llvm::ArrayRef<int64_t>(expect))
+          return op->emitOpError("dy shape ")
+                 << shapeString(shapeOf(o.getDy()))
+                 << " is not ids' shape ++ [C] = " << shapeString(expect);
+        out.push_back(withoutSbp(res));
+        return success();
+      })
+      .Case([&](LayerNormOp o) -> LogicalResult {
+        if (failed(expectF32(op, o.getX(), "input")) ||
+            failed(expectMinRank(op, o.getX(), 1, "input")) ||
+            failed(checkChannelVector(op, o.getX(), o.getGamma(), "gamma")) ||
+            failed(checkChannelVector(op, o.getX(), o.getBeta(), "beta")))
+          return failure();
+        if (!(o.getEps().convertToFloat() > 0.0f))
+          return op->emitOpError("eps must be positive, got ") << o.getEps().convertToFloat();
+        out.push_back(withoutSbp(tensorOf(o.getX())));
+        return success();
+      })
+      .Case([&](LayerNormGradOp o) -> LogicalResult {
+        if (failed(expectMinRank(op, o.getX(), 1, "x")) ||
+            failed(sameAs(o.getDy(), o.getX(), "dy and x")) ||
+            failed(expectF32(op, o.getX(), "x")) ||
+            failed(checkChannelVector(op, o.getX(), o.getGamma(), "gamma")))
+          return failure();
+        if (!(o.getEps().convertToFloat() > 0.0f))
+          return op->emitOpError("eps must be positive, got ") << o.getEps().convertToFloat();
+        out.push_back(withoutSbp(tensorOf(o.getX())));
+        out.push_back(withoutSbp(tensorOf(o.getGamma())));
+        out.push_back(withoutSbp(tensorOf(o.getGamma())));
+        return success();
+      })
+      .Case([&](GeluOp o) { return likeF32(o.getX(), "input"); })
+      .Case([&](GeluGradOp o) -> LogicalResult {
+        if (failed(sameAs(o.getDy(), o.getX(), "dy and x")))
+          return failure();
+        return likeF32(o.getDy(), "dy");
+      })
+      .Case([&](SoftmaxOp o) -> LogicalResult {
+        if (failed(expectMinRank(op, o.getX(), 1, "input")))
+          return failure();
+        return likeF32(o.getX(), "input");
+      })
+      .Case([&](SoftmaxGradOp o) -> LogicalResult {
+        if (failed(expectMinRank(op, o.getY(), 1, "y")) ||
+            failed(sameAs(o.getDy(), o.getY(), "dy and y")))
+          return failure();
+        return likeF32(o.getDy(), "dy");
+      })
+      .Case([&](CausalAttentionOp o) -> LogicalResult {
+        if (failed(expectF32(op, o.getQ(), "q")) || failed(expectRank(op, o.getQ(), 3, "q")) ||
+            failed(sameAs(o.getQ(), o.getK(), "q and k")) ||
+            failed(sameAs(o.getQ(), o.getV(), "q and v")))
+          return failure();
+        int64_t heads = o.getHeads(), c = shapeOf(o.getQ())[2];
+        if (heads <= 0 || c % heads != 0)
+          return op->emitOpError("heads ")
+                 << heads << " must be positive and divide the " << c << " channels";
+        out.push_back(withoutSbp(tensorOf(o.getQ())));
+        return success();
+      })
+      .Case([&](CausalAttentionGradOp o) -> LogicalResult {
+        if (failed(expectF32(op, o.getQ(), "q")) || failed(expectRank(op, o.getQ(), 3, "q")) ||
+            failed(sameAs(o.getDy(), o.getQ(), "dy and q")) ||
+            failed(sameAs(o.getQ(), o.getK(), "q and k")) ||
+            failed(sameAs(o.getQ(), o.getV(), "q and v")))
+          return failure();
+        int64_t heads = o.getHeads(), c = shapeOf(o.getQ())[2];
+        if (heads <= 0 || c % heads != 0)
+          return op->emitOpError("heads ")
+                 << heads << " must be positive and divide the " << c << " channels";
+        for (int i = 0; i < 3; ++i)
+          out.push_back(withoutSbp(tensorOf(o.getQ())));
+        return success();
+      })
+      .Case([&](DropoutOp o) -> LogicalResult {
+        float p = o.getP().convertToFloat();
+        if (!(p >= 0.0f && p < 1.0f))
+          return op->emitOpError("probability p must lie in [0, 1), got ") << p;
+        return likeF32(o.getX(), "input");
+      })
+      .Case([&](ReshapeOp o) -> LogicalResult {
+        auto res = resultType(0);
+        if (res.getElementType() != tensorOf(o.getX()).getElementType() ||
+            res.getNumElements() != tensorOf(o.getX()).getNumElements())
+          return op->emitOpError("cannot reshape ")
+                 << withoutSbp(tensorOf(o.getX())) << " into " << withoutSbp(res)
+                 << ": element count or type differs";
+        out.push_back(withoutSbp(res));
+        return success();
+      })
+      .Case([&](TransposeOp o) -> LogicalResult {
+        auto x = shapeOf(o.getX());
+        llvm::ArrayRef<int64_t> perm = o.getPerm();
+        llvm::SmallVector<bool> seen(x.size(), false);
+        bool valid = perm.size() == x.size();
+        for (int64_t p : perm) {
+          valid = valid && p >= 0 && p < static_cast<int64_t>(x.size()) && !seen[p];
+          if (valid)
+            seen[p] = true;
+        }
+        if (!valid)
+          return op->emitOpError("perm ") << shapeString(perm) << " is not a permutation of the "
+                                          << x.size() << " axes of the input";
+        llvm::SmallVector<int64_t> shape;
+        for (int64_t p : perm)
+          shape.push_back(x[p]);
+        out.push_back(plain(shape, tensorOf(o.getX()).getElementType()));
+        return success();
+      })
+      .Case([&](NarrowOp o) -> LogicalResult {
+        // The narrowed length is the result type's.
+        auto x = shapeOf(o.getX());
+        auto res = resultType(0);
+        int64_t axis = o.getAxis(), begin = o.getBegin();
+        if (failed(checkAxis(op, axis, static_cast<int64_t>(x.size()))))
+          return failure();
+        llvm::SmallVector<int64_t> expect(x);
+        expect[axis] = res.getRank() == static_cast<int64_t>(x.size()) ? res.getDimSize(axis) : 0;
+        if (res.getShape() != llvm::ArrayRef<int64_t>(expect))
+          return op->emitOpError("result ")
+                 << withoutSbp(res) << " must differ from the input "
+                 << withoutSbp(tensorOf(o.getX())) << " on axis " << axis << " only";
+        if (begin < 0 || begin + res.getDimSize(axis) > x[axis])
+          return op->emitOpError("range [")
+                 << begin << ", " << begin + res.getDimSize(axis) << ") on axis " << axis
+                 << " is outside the input's length " << x[axis];
+        out.push_back(plain(expect, tensorOf(o.getX()).getElementType()));
+        return success();
+      })
+      .Case([&](NarrowGradOp o) -> LogicalResult {
+        // The whole (forward input) shape is the result type's.
+        auto dy = shapeOf(o.getDy());
+        auto res = resultType(0);
+        int64_t axis = o.getAxis(), begin = o.getBegin();
+        if (failed(checkAxis(op, axis, static_cast<int64_t>(dy.size()))))
+          return failure();
+        llvm::SmallVector<int64_t> expect(dy);
+        expect[axis] = res.getRank() == static_cast<int64_t>(dy.size()) ? res.getDimSize(axis) : 0;
+        if (res.getShape() != llvm::ArrayRef<int64_t>(expect))
+          return op->emitOpError("result ")
+                 << withoutSbp(res) << " must differ from dy " << withoutSbp(tensorOf(o.getDy()))
+                 << " on axis " << axis << " only";
+        if (begin < 0 || begin + dy[axis] > res.getDimSize(axis))
+          return op->emitOpError("range [")
+                 << begin << ", " << begin + dy[axis] << ") on axis " << axis
+                 << " is outside the result's length " << res.getDimSize(axis);
+        out.push_back(plain(expect, tensorOf(o.getDy()).getElementType()));
+        return success();
+      })
+      .Case([&](ConcatOp o) -> LogicalResult {
+        if (o.getInputs().empty())
+          return op->emitOpError("needs at least one operand");
+        Value first = o.getInputs().front();
+        int64_t axis = o.getAxis(), rank = tensorOf(first).getRank();
+        if (failed(checkAxis(op, axis, rank)))
+          return failure();
+        llvm::SmallVector<int64_t> shape(shapeOf(first));
+        shape[axis] = 0;
+        for (auto [i, v] : llvm::enumerate(o.getInputs())) {
+          llvm::SmallVector<int64_t> s(shapeOf(v));
+          if (static_cast<int64_t>(s.size()) != rank ||
+              tensorOf(v).getElementType() != tensorOf(first).getElementType())
+            return op->emitOpError("operand #")
+                   << i << " " << withoutSbp(tensorOf(v))
+                   << " differs in rank or element type from " << withoutSbp(tensorOf(first));
+          for (int64_t d = 0; d < rank; ++d)
+            if (d != axis && s[d] != shapeOf(first)[d])
+              return op->emitOpError("operand #")
+                     << i << " " << withoutSbp(tensorOf(v)) << " differs from "
+                     << withoutSbp(tensorOf(first)) << " on axis " << d << " (concat axis is "
+                     << axis << ")";
+          shape[axis] += s[axis];
+        }
+        out.push_back(plain(shape, tensorOf(first).getElementType()));
+        return success();
+      })
+      .Case([&](SquareSumOp o) -> LogicalResult {
+        if (failed(expectF32(op, o.getX(), "input")))
+          return failure();
+        out.push_back(plain({}, f32));
+        return success();
+      })
+      .Case([&](ClipScaleOp o) -> LogicalResult {
+        if (failed(expectF32(op, o.getSumsq(), "sumsq")) ||
+            failed(expectRank(op, o.getSumsq(), 0, "sumsq")))
+          return failure();
+        if (!(o.getMaxNorm().convertToFloat() > 0.0f))
+          return op->emitOpError("max_norm must be positive, got ")
+                 << o.getMaxNorm().convertToFloat();
         out.push_back(plain({}, f32));
         return success();
       })

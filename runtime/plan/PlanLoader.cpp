@@ -74,6 +74,39 @@ bool needsAttrs(plan::OpKind op, plan::OpAttrs &type) {
   case plan::OpKind::AllToAll:
     type = plan::OpAttrs::CollectiveAttrs;
     return true;
+  case plan::OpKind::Slice:
+  case plan::OpKind::ZeroOthers:
+    // Optional: the compiler records the hierarchy dimension and axes of a
+    // local boxing step too, but the SBPs of its tensors say all there is.
+    type = plan::OpAttrs::CollectiveAttrs;
+    return false;
+  case plan::OpKind::AdamW:
+    type = plan::OpAttrs::AdamWAttrs;
+    return true;
+  case plan::OpKind::LayerNorm:
+  case plan::OpKind::LayerNormGrad:
+    type = plan::OpAttrs::NormAttrs;
+    return true;
+  case plan::OpKind::CausalAttention:
+  case plan::OpKind::CausalAttentionGrad:
+    type = plan::OpAttrs::AttentionAttrs;
+    return true;
+  case plan::OpKind::Dropout:
+    type = plan::OpAttrs::DropoutAttrs;
+    return true;
+  case plan::OpKind::Transpose:
+    type = plan::OpAttrs::TransposeAttrs;
+    return true;
+  case plan::OpKind::Narrow:
+  case plan::OpKind::NarrowGrad:
+    type = plan::OpAttrs::NarrowAttrs;
+    return true;
+  case plan::OpKind::Concat:
+    type = plan::OpAttrs::ConcatAttrs;
+    return true;
+  case plan::OpKind::ClipScale:
+    type = plan::OpAttrs::ClipAttrs;
+    return true;
   case plan::OpKind::MatMul:
     type = plan::OpAttrs::MatMulAttrs;
     return false; // optional: absent means no transposes
@@ -83,39 +116,268 @@ bool needsAttrs(plan::OpKind op, plan::OpAttrs &type) {
   }
 }
 
-// Expected (inputs, outputs) per op; -1 = any number (at least one).
-std::pair<int, int> arity(plan::OpKind op) {
+// Expected numbers of inputs and outputs per op: [min, max], max -1 for no
+// bound.
+struct Arity {
+  int minIn, maxIn, minOut, maxOut;
+};
+
+Arity arity(plan::OpKind op) {
   using K = plan::OpKind;
   switch (op) {
   case K::Input:
   case K::Parameter:
   case K::Fill:
-    return {0, 1};
+    return {0, 0, 1, 1};
   case K::MatMul:
   case K::BiasAdd:
   case K::Add:
   case K::ReluGrad:
   case K::SoftmaxXent:
   case K::CountCorrect:
-    return {2, 1};
+  case K::Embedding:
+  case K::EmbeddingGrad:
+  case K::GeluGrad:
+  case K::SoftmaxGrad:
+    return {2, 2, 1, 1};
   case K::SoftmaxXentGrad:
-    return {3, 1};
+  case K::LayerNorm:
+  case K::CausalAttention:
+    return {3, 3, 1, 1};
+  case K::LayerNormGrad:
+    return {3, 3, 3, 3};
+  case K::CausalAttentionGrad:
+    return {4, 4, 3, 3};
   case K::Relu:
   case K::Mean:
   case K::MeanGrad:
   case K::ReduceRows:
+  case K::Gelu:
+  case K::Softmax:
+  case K::Dropout:
+  case K::Reshape:
+  case K::Transpose:
+  case K::Narrow:
+  case K::NarrowGrad:
+  case K::SquareSum:
+  case K::ClipScale:
   case K::AllGather:
   case K::ReduceScatter:
   case K::AllToAll:
   case K::Slice:
   case K::ZeroOthers:
-    return {1, 1};
+    return {1, 1, 1, 1};
+  case K::Concat:
+    return {1, -1, 1, 1};
   case K::SgdMomentum:
-    return {1, -2}; // outputs optional (a view of the parameter at most)
+  case K::AdamW:
+    // The gradient and an optional scalar scale; outputs optional (a view of
+    // the parameter at most).
+    return {1, 2, 0, 1};
   case K::AllReduce:
-    return {-1, -1};
+    return {1, -1, 1, -1};
   }
-  return {-3, -3};
+  return {-1, -1, -1, -1};
+}
+
+std::string shapeText(const flatbuffers::Vector<int64_t> *shape) {
+  return toString(toShape(shape));
+}
+
+// The checks of one op's tensors and attributes that the kernels rely on
+// (element types, attribute ranges, shapes the attributes imply). `in` and
+// `out` are the task's tensors, already range-checked.
+Status checkOpSemantics(const plan::Plan &p, const plan::Task &task,
+                        const std::vector<const plan::Tensor *> &in,
+                        const std::vector<const plan::Tensor *> &out, const std::string &kname) {
+  using K = plan::OpKind;
+  const int nv = static_cast<int>(len(p.variables()));
+  auto expectDtype = [&](const plan::Tensor *t, plan::DType dtype, const std::string &what) {
+    if (t->dtype() != dtype)
+      return Status::error(kname + ": " + what + " '" + str(t->name()) + "' must be " +
+                           plan::EnumNameDType(dtype) + ", is " + plan::EnumNameDType(t->dtype()));
+    return Status::ok();
+  };
+  auto scalar = [&](const plan::Tensor *t, const std::string &what) {
+    if (elementCount(toShape(t->shape())) != 1)
+      return Status::error(kname + ": " + what + " '" + str(t->name()) + "' must be a scalar, is " +
+                           shapeText(t->shape()));
+    return Status::ok();
+  };
+  auto rankOf = [](const plan::Tensor *t) { return static_cast<int>(len(t->shape())); };
+  auto variable = [&](int index, const std::string &what) -> StatusOr<const plan::Variable *> {
+    if (index < 0 || index >= nv)
+      return Status::error(kname + ": " + what + " variable " + std::to_string(index) +
+                           " out of range (plan has " + std::to_string(nv) + " variables)");
+    return p.variables()->Get(index);
+  };
+  // The optimiser's gradient (in0) and optional scale (in1).
+  auto optimizerInputs = [&](const plan::Variable *w) -> Status {
+    if (elementCount(toShape(w->shape())) != elementCount(toShape(in[0]->shape())))
+      return Status::error(kname + ": gradient shape differs from variable '" + str(w->name()) +
+                           "'");
+    if (in.size() > 1)
+      return scalar(in[1], "gradient scale");
+    return Status::ok();
+  };
+
+  switch (task.op()) {
+  case K::SoftmaxXent:
+  case K::SoftmaxXentGrad:
+  case K::CountCorrect:
+    return expectDtype(in[1], plan::DType::I32, "labels");
+  case K::Embedding:
+    if (Status s = expectDtype(in[0], plan::DType::F32, "table"); !s)
+      return s;
+    if (rankOf(in[0]) != 2)
+      return Status::error(kname + ": table '" + str(in[0]->name()) + "' must be [V, C], is " +
+                           shapeText(in[0]->shape()));
+    return expectDtype(in[1], plan::DType::I32, "ids");
+  case K::EmbeddingGrad:
+    if (rankOf(out[0]) != 2)
+      return Status::error(kname + ": table gradient '" + str(out[0]->name()) +
+                           "' must be [V, C], is " + shapeText(out[0]->shape()));
+    return expectDtype(in[1], plan::DType::I32, "ids");
+  case K::LayerNorm:
+  case K::LayerNormGrad: {
+    float eps = task.attrs_as_NormAttrs()->eps();
+    if (!(eps > 0.0f))
+      return Status::error(kname + ": NormAttrs.eps must be positive, is " + std::to_string(eps));
+    return Status::ok();
+  }
+  case K::CausalAttention:
+  case K::CausalAttentionGrad: {
+    int heads = task.attrs_as_AttentionAttrs()->heads();
+    const plan::Tensor *q = task.op() == K::CausalAttention ? in[0] : in[1];
+    if (rankOf(q) != 3)
+      return Status::error(kname + ": q '" + str(q->name()) + "' must be [batch, T, C], is " +
+                           shapeText(q->shape()));
+    int64_t channels = q->shape()->Get(2);
+    if (heads <= 0 || channels % heads != 0)
+      return Status::error(kname + ": AttentionAttrs.heads " + std::to_string(heads) +
+                           " must be positive and divide the " + std::to_string(channels) +
+                           " channels");
+    return Status::ok();
+  }
+  case K::Dropout: {
+    float prob = task.attrs_as_DropoutAttrs()->p();
+    if (!(prob >= 0.0f && prob < 1.0f))
+      return Status::error(kname + ": DropoutAttrs.p must lie in [0, 1), is " +
+                           std::to_string(prob));
+    return Status::ok();
+  }
+  case K::Reshape:
+    if (elementCount(toShape(in[0]->shape())) != elementCount(toShape(out[0]->shape())))
+      return Status::error(kname + ": reshape of " + shapeText(in[0]->shape()) + " into " +
+                           shapeText(out[0]->shape()) + " changes the element count");
+    return Status::ok();
+  case K::Transpose: {
+    const auto *perm = task.attrs_as_TransposeAttrs()->perm();
+    int rank = rankOf(in[0]);
+    std::vector<bool> seen(rank, false);
+    bool valid = static_cast<int>(len(perm)) == rank && rankOf(out[0]) == rank;
+    for (size_t k = 0; valid && k < len(perm); ++k) {
+      int a = perm->Get(k);
+      valid = a >= 0 && a < rank && !seen[a] && out[0]->shape()->Get(k) == in[0]->shape()->Get(a);
+      if (valid)
+        seen[a] = true;
+    }
+    if (!valid)
+      return Status::error(kname + ": TransposeAttrs.perm is not a permutation taking " +
+                           shapeText(in[0]->shape()) + " to " + shapeText(out[0]->shape()));
+    return Status::ok();
+  }
+  case K::Narrow:
+  case K::NarrowGrad: {
+    const plan::NarrowAttrs *a = task.attrs_as_NarrowAttrs();
+    // Narrow: whole = in0, part = out0; NarrowGrad the other way round.
+    const plan::Tensor *whole = task.op() == K::Narrow ? in[0] : out[0];
+    const plan::Tensor *part = task.op() == K::Narrow ? out[0] : in[0];
+    int rank = rankOf(whole), axis = a->axis();
+    bool valid = rankOf(part) == rank && axis >= 0 && axis < rank && a->begin() >= 0;
+    for (int d = 0; valid && d < rank; ++d)
+      valid = d == axis ? a->begin() + part->shape()->Get(d) <= whole->shape()->Get(d)
+                        : part->shape()->Get(d) == whole->shape()->Get(d);
+    if (!valid)
+      return Status::error(kname + ": NarrowAttrs (axis " + std::to_string(axis) + ", begin " +
+                           std::to_string(a->begin()) + ") do not place " +
+                           shapeText(part->shape()) + " inside " + shapeText(whole->shape()));
+    return Status::ok();
+  }
+  case K::Concat: {
+    int axis = task.attrs_as_ConcatAttrs()->axis(), rank = rankOf(out[0]);
+    if (axis < 0 || axis >= rank)
+      return Status::error(kname + ": ConcatAttrs.axis " + std::to_string(axis) +
+                           " out of range for rank " + std::to_string(rank));
+    int64_t total = 0;
+    for (const plan::Tensor *t : in) {
+      bool valid = rankOf(t) == rank;
+      for (int d = 0; valid && d < rank; ++d)
+        valid = d == axis || t->shape()->Get(d) == out[0]->shape()->Get(d);
+      if (!valid)
+        return Status::error(kname + ": operand '" + str(t->name()) + "' " + shapeText(t->shape()) +
+                             " does not fit the result " + shapeText(out[0]->shape()) +
+                             " off axis " + std::to_string(axis));
+      total += t->shape()->Get(axis);
+    }
+    if (total != out[0]->shape()->Get(axis))
+      return Status::error(kname + ": operands sum to " + std::to_string(total) + " on axis " +
+                           std::to_string(axis) + ", the result has " +
+                           std::to_string(out[0]->shape()->Get(axis)));
+    return Status::ok();
+  }
+  case K::SquareSum:
+    return scalar(out[0], "result");
+  case K::ClipScale: {
+    float maxNorm = task.attrs_as_ClipAttrs()->max_norm();
+    if (!(maxNorm > 0.0f))
+      return Status::error(kname + ": ClipAttrs.max_norm must be positive, is " +
+                           std::to_string(maxNorm));
+    if (Status s = scalar(in[0], "sum of squares"); !s)
+      return s;
+    return scalar(out[0], "result");
+  }
+  case K::SgdMomentum: {
+    const plan::SgdAttrs *sgd = task.attrs_as_SgdAttrs();
+    auto w = variable(sgd->param(), "param");
+    if (!w)
+      return w.status();
+    if (sgd->momentum_buffer() < -1 || sgd->momentum_buffer() >= nv)
+      return Status::error(kname + ": momentum_buffer variable " +
+                           std::to_string(sgd->momentum_buffer()) + " out of range");
+    if (sgd->momentum() != 0.0f && sgd->momentum_buffer() < 0)
+      return Status::error(kname + ": momentum " + std::to_string(sgd->momentum()) +
+                           " without a momentum_buffer");
+    return optimizerInputs(*w);
+  }
+  case K::AdamW: {
+    const plan::AdamWAttrs *a = task.attrs_as_AdamWAttrs();
+    auto w = variable(a->param(), "param");
+    if (!w)
+      return w.status();
+    for (auto [index, what] : {std::pair<int, const char *>{a->m(), "m"}, {a->v(), "v"}}) {
+      auto slot = variable(index, what);
+      if (!slot)
+        return slot.status();
+      if (toShape((*slot)->shape()) != toShape((*w)->shape()))
+        return Status::error(kname + ": " + what + " variable '" + str((*slot)->name()) +
+                             "' differs in shape from the parameter '" + str((*w)->name()) + "'");
+    }
+    auto step = variable(a->step(), "step");
+    if (!step)
+      return step.status();
+    if (elementCount(toShape((*step)->shape())) != 1)
+      return Status::error(kname + ": step variable '" + str((*step)->name()) +
+                           "' must be a scalar");
+    if (!(a->beta1() >= 0.0f && a->beta1() < 1.0f) || !(a->beta2() >= 0.0f && a->beta2() < 1.0f))
+      return Status::error(kname + ": AdamWAttrs betas must lie in [0, 1)");
+    if (!(a->eps() > 0.0f))
+      return Status::error(kname + ": AdamWAttrs.eps must be positive");
+    return optimizerInputs(*w);
+  }
+  default:
+    return Status::ok();
+  }
 }
 
 Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
@@ -172,14 +434,21 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
       return Status::error(kname + ": unknown op kind " +
                            std::to_string(static_cast<int>(task->op())));
     kname += " (" + std::string(op) + ")";
-    auto [nin, nout] = arity(task->op());
+    const Arity counts = arity(task->op());
     int gotIn = static_cast<int>(len(task->inputs())),
         gotOut = static_cast<int>(len(task->outputs()));
-    if ((nin >= 0 && gotIn != nin) || (nin == -1 && gotIn == 0))
-      return Status::error(kname + ": expects " + (nin < 0 ? "at least 1" : std::to_string(nin)) +
+    auto expected = [](int lo, int hi) {
+      if (lo == hi)
+        return std::to_string(lo);
+      return hi < 0 ? "at least " + std::to_string(lo)
+                    : std::to_string(lo) + " to " + std::to_string(hi);
+    };
+    if (gotIn < counts.minIn || (counts.maxIn >= 0 && gotIn > counts.maxIn))
+      return Status::error(kname + ": expects " + expected(counts.minIn, counts.maxIn) +
                            " inputs, has " + std::to_string(gotIn));
-    if ((nout >= 0 && gotOut != nout) || (nout == -1 && gotOut == 0) || (nout == -2 && gotOut > 1))
-      return Status::error(kname + ": unexpected number of outputs " + std::to_string(gotOut));
+    if (gotOut < counts.minOut || (counts.maxOut >= 0 && gotOut > counts.maxOut))
+      return Status::error(kname + ": expects " + expected(counts.minOut, counts.maxOut) +
+                           " outputs, has " + std::to_string(gotOut));
     if (task->op() == plan::OpKind::AllReduce && gotIn != gotOut)
       return Status::error(kname + ": AllReduce needs as many outputs as inputs");
     for (int j = 0; j < gotIn; ++j) {
@@ -228,22 +497,13 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
       return Status::error(kname + ": attrs are " +
                            std::string(plan::EnumNameOpAttrs(task->attrs_type())) + ", expected " +
                            plan::EnumNameOpAttrs(want));
-    if (const plan::SgdAttrs *sgd = task->attrs_as_SgdAttrs()) {
-      if (sgd->param() < 0 || sgd->param() >= nv)
-        return Status::error(kname + ": param variable " + std::to_string(sgd->param()) +
-                             " out of range");
-      if (sgd->momentum_buffer() < -1 || sgd->momentum_buffer() >= nv)
-        return Status::error(kname + ": momentum_buffer variable " +
-                             std::to_string(sgd->momentum_buffer()) + " out of range");
-      if (sgd->momentum() != 0.0f && sgd->momentum_buffer() < 0)
-        return Status::error(kname + ": momentum " + std::to_string(sgd->momentum()) +
-                             " without a momentum_buffer");
-      const plan::Variable *w = p.variables()->Get(sgd->param());
-      int64_t gradElems = elementCount(toShape(tensors->Get(task->inputs()->Get(0))->shape()));
-      if (elementCount(toShape(w->shape())) != gradElems)
-        return Status::error(kname + ": gradient shape differs from variable '" + str(w->name()) +
-                             "'");
-    }
+    std::vector<const plan::Tensor *> inT, outT;
+    for (int j = 0; j < gotIn; ++j)
+      inT.push_back(tensors->Get(task->inputs()->Get(j)));
+    for (int j = 0; j < gotOut; ++j)
+      outT.push_back(tensors->Get(task->outputs()->Get(j)));
+    if (Status s = checkOpSemantics(p, *task, inT, outT, kname); !s)
+      return s;
     if (const plan::CollectiveAttrs *c = task->attrs_as_CollectiveAttrs()) {
       const plan::Tensor *in = tensors->Get(task->inputs()->Get(0));
       int dims = static_cast<int>(len(p.placements()->Get(in->placement())->hierarchy()));
@@ -306,6 +566,15 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
     if (b->tensor() < 0 || b->tensor() >= nt)
       return Status::error(pname + ": input binding '" + str(b->name()) + "' points at tensor " +
                            std::to_string(b->tensor()) + ", out of range");
+  }
+  std::set<std::string> outputNames;
+  for (size_t i = 0; i < len(prog.outputs()); ++i) {
+    const plan::Binding *b = prog.outputs()->Get(i);
+    if (b->tensor() < 0 || b->tensor() >= nt)
+      return Status::error(pname + ": output binding '" + str(b->name()) + "' points at tensor " +
+                           std::to_string(b->tensor()) + ", out of range");
+    if (!outputNames.insert(str(b->name())).second)
+      return Status::error(pname + ": output '" + str(b->name()) + "' bound twice");
   }
   for (size_t i = 0; i < len(prog.metrics()); ++i) {
     const plan::Metric *m = prog.metrics()->Get(i);
@@ -493,6 +762,27 @@ void describeAttrs(const plan::Task &task, std::ostream &os) {
       os << " buffer #" << sgd->momentum_buffer();
   } else if (auto *c = task.attrs_as_CollectiveAttrs()) {
     os << " dim " << c->hierarchy_dim() << " reduce " << plan::EnumNameReduceOp(c->reduce());
+  } else if (auto *a = task.attrs_as_AdamWAttrs()) {
+    os << " lr " << a->lr() << " beta1 " << a->beta1() << " beta2 " << a->beta2() << " eps "
+       << a->eps() << " weight_decay " << a->weight_decay() << " variable #" << a->param() << " m #"
+       << a->m() << " v #" << a->v() << " step #" << a->step();
+  } else if (auto *n = task.attrs_as_NormAttrs()) {
+    os << " eps " << n->eps();
+  } else if (auto *at = task.attrs_as_AttentionAttrs()) {
+    os << " heads " << at->heads();
+  } else if (auto *d = task.attrs_as_DropoutAttrs()) {
+    os << " p " << d->p() << " seed " << d->seed();
+  } else if (auto *t = task.attrs_as_TransposeAttrs()) {
+    os << " perm [";
+    for (size_t k = 0; k < len(t->perm()); ++k)
+      os << (k ? "," : "") << t->perm()->Get(k);
+    os << "]";
+  } else if (auto *n = task.attrs_as_NarrowAttrs()) {
+    os << " axis " << n->axis() << " begin " << n->begin();
+  } else if (auto *c = task.attrs_as_ConcatAttrs()) {
+    os << " axis " << c->axis();
+  } else if (auto *c = task.attrs_as_ClipAttrs()) {
+    os << " max_norm " << c->max_norm();
   }
 }
 } // namespace
@@ -566,6 +856,9 @@ std::string describePlan(const plan::Plan &p) {
     for (size_t i = 0; i < len(prog->inputs()); ++i)
       os << "  input " << str(prog->inputs()->Get(i)->name()) << " -> %"
          << prog->inputs()->Get(i)->tensor() << "\n";
+    for (size_t i = 0; i < len(prog->outputs()); ++i)
+      os << "  output " << str(prog->outputs()->Get(i)->name()) << " <- %"
+         << prog->outputs()->Get(i)->tensor() << "\n";
     for (size_t i = 0; i < len(prog->metrics()); ++i)
       os << "  metric " << str(prog->metrics()->Get(i)->name()) << " <- %"
          << prog->metrics()->Get(i)->tensor() << " ("

@@ -14,7 +14,7 @@
 
 namespace sbpflow {
 
-constexpr uint32_t kPlanVersion = 1;
+constexpr uint32_t kPlanVersion = 2;
 // The most axes a tensor may have: lets the executor keep per-tensor region
 // arithmetic in fixed arrays (a step allocates nothing).
 constexpr size_t kMaxTensorRank = 8;

@@ -1,5 +1,6 @@
 // sbp-insert-boxing: an operand whose SBP differs from the chosen one gets a
-// chain of boxing ops, one hierarchy dimension at a time.
+// chain of boxing ops, one hierarchy dimension at a time, in the order the
+// cost model finds cheapest.
 // RUN: sbpflow-opt %s --split-input-file --sbp-insert-boxing | FileCheck %s
 // RUN: sbpflow-opt %s --split-input-file --sbp-insert-boxing --debug-only=sbp-insert-boxing 2>&1 >/dev/null | FileCheck %s --check-prefix=DEBUG
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing | FileCheck %s --check-prefix=DP
@@ -82,12 +83,39 @@ module {
 // CHECK: %[[R:.*]] = sbp.all_reduce %{{.*}} {dim = 1 : i64} : (tensor<8x4xf32, #sbp.t<@mesh, [S(0), P(sum)]>>) -> tensor<8x4xf32, #sbp.t<@mesh, [S(0), B]>>
 // CHECK: %[[G:.*]] = sbp.all_gather %[[R]] {dim = 0 : i64} : (tensor<8x4xf32, #sbp.t<@mesh, [S(0), B]>>) -> tensor<8x4xf32, #sbp.t<@mesh, [B, B]>>
 // CHECK: sbp.relu %[[G]]
+// DEBUG: [sbp-insert-boxing] order: dim 1, dim 0 for operand #0 of sbp.relu [S(0), P(sum)] -> [B, B] (cost
+// DEBUG: all-reduce: operand #0 of sbp.relu P(sum) -> B on dim 1
+// DEBUG: all-gather: operand #0 of sbp.relu S(0) -> B on dim 0
 module {
   sbp.placement @mesh cpu ranks [0, 1, 2, 3] hierarchy [2, 2]
   func.func @two_d() {
     %x = sbp.input "x" : tensor<8x4xf32, #sbp.t<@mesh, [S(0), B]>>
     %p = sbp.zero_others %x {dim = 1 : i64} : (tensor<8x4xf32, #sbp.t<@mesh, [S(0), B]>>) -> tensor<8x4xf32, #sbp.t<@mesh, [S(0), P(sum)]>>
     %r = sbp.relu %p {sbp.operand_sbp = [#sbp.t<@mesh, [B, B]>]} : (tensor<8x4xf32, #sbp.t<@mesh, [S(0), P(sum)]>>) -> tensor<8x4xf32, #sbp.t<@mesh, [B, B]>>
+    return
+  }
+}
+
+// -----
+
+// The order of the per-dimension steps comes from the cost model: slicing
+// dim 1 first (free) halves what the reduce-scatter on dim 0 moves. A fixed
+// "splits first, in dimension order" rule would reduce-scatter the whole
+// tensor first.
+// CHECK-LABEL: func.func @order_by_cost
+// CHECK: %[[P:.*]] = sbp.zero_others
+// CHECK: %[[S:.*]] = sbp.slice %[[P]] {dim = 1 : i64} : (tensor<8x4xf32, #sbp.t<@mesh, [P(sum), B]>>) -> tensor<8x4xf32, #sbp.t<@mesh, [P(sum), S(0)]>>
+// CHECK: %[[R:.*]] = sbp.reduce_scatter %[[S]] {dim = 0 : i64} : (tensor<8x4xf32, #sbp.t<@mesh, [P(sum), S(0)]>>) -> tensor<8x4xf32, #sbp.t<@mesh, [S(1), S(0)]>>
+// CHECK: sbp.relu %[[R]]
+// DEBUG: [sbp-insert-boxing] order: dim 1, dim 0 for operand #0 of sbp.relu [P(sum), B] -> [S(1), S(0)] (cost
+// DEBUG: slice: operand #0 of sbp.relu B -> S(0) on dim 1
+// DEBUG: reduce-scatter: operand #0 of sbp.relu P(sum) -> S(1) on dim 0
+module {
+  sbp.placement @mesh cpu ranks [0, 1, 2, 3] hierarchy [2, 2]
+  func.func @order_by_cost() {
+    %x = sbp.input "x" : tensor<8x4xf32, #sbp.t<@mesh, [B, B]>>
+    %p = sbp.zero_others %x {dim = 0 : i64} : (tensor<8x4xf32, #sbp.t<@mesh, [B, B]>>) -> tensor<8x4xf32, #sbp.t<@mesh, [P(sum), B]>>
+    %r = sbp.relu %p {sbp.operand_sbp = [#sbp.t<@mesh, [S(1), S(0)]>]} : (tensor<8x4xf32, #sbp.t<@mesh, [P(sum), B]>>) -> tensor<8x4xf32, #sbp.t<@mesh, [S(1), S(0)]>>
     return
   }
 }

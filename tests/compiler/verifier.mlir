@@ -97,9 +97,12 @@ func.func @f() {
 
 // -----
 
+// A variable without an encoding is fine (sbp-propagate chooses one); a
+// partial one is not: it would hold no whole value.
 sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
-// expected-error @+1 {{'sbp.variable' op variable w needs a placed type (an #sbp.t encoding)}}
-sbp.variable @w : tensor<4xf32> init #sbp.init<zeros, 0.0, 0.0> seed 1
+sbp.variable @free : tensor<4xf32> init #sbp.init<zeros, 0.0, 0.0> seed 1
+// expected-error @+1 {{'sbp.variable' op variable w cannot be partial (P(sum))}}
+sbp.variable @w : tensor<4xf32, #sbp.t<@dp, [P(sum)]>> init #sbp.init<zeros, 0.0, 0.0> seed 1
 
 // -----
 

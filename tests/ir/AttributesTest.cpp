@@ -72,6 +72,25 @@ TEST_F(SbpAttributes, InitAndSgdRoundTrip) {
   EXPECT_EQ(roundTrip(print(sgd)), print(sgd));
 }
 
+TEST_F(SbpAttributes, AdamWRoundTripAndDefaults) {
+  auto adam = llvm::dyn_cast_or_null<AdamWAttr>(parseAttribute(
+      "#sbp.adamw<lr = 0.001, beta1 = 0.8, beta2 = 0.95, eps = 1.0e-6, weight_decay = 0.1>", &ctx));
+  ASSERT_TRUE(adam);
+  EXPECT_DOUBLE_EQ(adam.getLr().convertToDouble(), 0.001);
+  EXPECT_DOUBLE_EQ(adam.getBeta1().convertToDouble(), 0.8);
+  EXPECT_DOUBLE_EQ(adam.getBeta2().convertToDouble(), 0.95);
+  EXPECT_DOUBLE_EQ(adam.getEps().convertToDouble(), 1e-6);
+  EXPECT_DOUBLE_EQ(adam.getWeightDecay().convertToDouble(), 0.1);
+  EXPECT_EQ(roundTrip(print(adam)), print(adam));
+  // Unnamed fields take torch.optim.AdamW's defaults.
+  auto defaults = llvm::dyn_cast_or_null<AdamWAttr>(parseAttribute("#sbp.adamw<lr = 0.5>", &ctx));
+  ASSERT_TRUE(defaults);
+  EXPECT_DOUBLE_EQ(defaults.getBeta1().convertToDouble(), 0.9);
+  EXPECT_DOUBLE_EQ(defaults.getBeta2().convertToDouble(), 0.999);
+  EXPECT_DOUBLE_EQ(defaults.getEps().convertToDouble(), 1e-8);
+  EXPECT_DOUBLE_EQ(defaults.getWeightDecay().convertToDouble(), 0.01);
+}
+
 TEST_F(SbpAttributes, MalformedAttributesAreRejected) {
   ScopedDiagnosticHandler quiet(&ctx, [](Diagnostic &) { return success(); });
   EXPECT_FALSE(parseAttribute("#sbp.t<@dp, [Q(0)]>", &ctx));
@@ -80,6 +99,10 @@ TEST_F(SbpAttributes, MalformedAttributesAreRejected) {
   EXPECT_FALSE(parseAttribute("#sbp.partial<avg>", &ctx));
   EXPECT_FALSE(parseAttribute("#sbp.init<xavier, 0.0, 1.0>", &ctx));
   EXPECT_FALSE(parseAttribute("#sbp.sgd<momentum = 0.9>", &ctx));
+  EXPECT_FALSE(parseAttribute("#sbp.adamw<beta1 = 0.9>", &ctx));
+  EXPECT_FALSE(parseAttribute("#sbp.adamw<lr = 0.1, beta2 = 1.0>", &ctx));
+  EXPECT_FALSE(parseAttribute("#sbp.adamw<lr = 0.1, eps = 0.0>", &ctx));
+  EXPECT_FALSE(parseAttribute("#sbp.adamw<lr = 0.1, momentum = 0.9>", &ctx));
 }
 
 TEST_F(SbpAttributes, WithSbpReplacesOnlyTheEncoding) {

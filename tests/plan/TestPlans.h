@@ -52,13 +52,22 @@ struct TaskSpec {
   std::vector<int> inputs, outputs;
   plan::OpAttrs attrs = plan::OpAttrs::NONE;
   bool transA = false, transB = false;
-  float value = 0;                             // Fill
-  int64_t count = 1;                           // Mean, MeanGrad
-  std::string field = "";                      // Input
-  float lr = 0, momentum = 0, weightDecay = 0; // SgdMomentum
-  int param = 0, momentumBuffer = -1;          // SgdMomentum
-  int dim = 0, inAxis = -1, outAxis = -1;      // collectives
-  plan::ReduceOp reduce = plan::ReduceOp::Sum; // collectives
+  float value = 0;                                 // Fill
+  int64_t count = 1;                               // Mean, MeanGrad
+  std::string field = "";                          // Input
+  float lr = 0, momentum = 0, weightDecay = 0;     // SgdMomentum
+  int param = 0, momentumBuffer = -1;              // SgdMomentum
+  int dim = 0, inAxis = -1, outAxis = -1;          // collectives
+  plan::ReduceOp reduce = plan::ReduceOp::Sum;     // collectives
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-5f; // AdamW (lr, weightDecay, param above); Norm
+  int m = -1, v = -1, step = -1;                   // AdamW slot variables
+  int heads = 1;                                   // CausalAttention(Grad)
+  float p = 0;                                     // Dropout
+  uint64_t seed = 0;                               // Dropout
+  std::vector<int> perm;                           // Transpose
+  int axis = 0;                                    // Narrow(Grad), Concat
+  int64_t begin = 0;                               // Narrow(Grad)
+  float maxNorm = 1;                               // ClipScale
   plan::Queue queue = plan::Queue::Compute;
   int seq = -1;
 };
@@ -78,10 +87,11 @@ struct ProgramSpec {
   int64_t arenaBytes = -1; // -1: assigned by finalize()
   std::vector<std::pair<std::string, int>> inputs;
   std::vector<std::pair<std::string, int>> metrics;
+  std::vector<std::pair<std::string, int>> outputs;
 };
 
 struct PlanSpec {
-  uint32_t version = 1;
+  uint32_t version = 2; // kPlanVersion
   std::vector<PlacementSpec> placements = {PlacementSpec{}};
   std::vector<VariableSpec> variables;
   std::vector<ProgramSpec> programs;
@@ -185,6 +195,32 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
       case plan::OpAttrs::CollectiveAttrs:
         attrs = plan::CreateCollectiveAttrs(fbb, t.dim, t.reduce, t.inAxis, t.outAxis).Union();
         break;
+      case plan::OpAttrs::AdamWAttrs:
+        attrs = plan::CreateAdamWAttrs(fbb, t.lr, t.beta1, t.beta2, t.eps, t.weightDecay, t.param,
+                                       t.m, t.v, t.step)
+                    .Union();
+        break;
+      case plan::OpAttrs::NormAttrs:
+        attrs = plan::CreateNormAttrs(fbb, t.eps).Union();
+        break;
+      case plan::OpAttrs::AttentionAttrs:
+        attrs = plan::CreateAttentionAttrs(fbb, t.heads).Union();
+        break;
+      case plan::OpAttrs::DropoutAttrs:
+        attrs = plan::CreateDropoutAttrs(fbb, t.p, t.seed).Union();
+        break;
+      case plan::OpAttrs::TransposeAttrs:
+        attrs = plan::CreateTransposeAttrs(fbb, fbb.CreateVector(t.perm)).Union();
+        break;
+      case plan::OpAttrs::NarrowAttrs:
+        attrs = plan::CreateNarrowAttrs(fbb, t.axis, t.begin).Union();
+        break;
+      case plan::OpAttrs::ConcatAttrs:
+        attrs = plan::CreateConcatAttrs(fbb, t.axis).Union();
+        break;
+      case plan::OpAttrs::ClipAttrs:
+        attrs = plan::CreateClipAttrs(fbb, t.maxNorm).Union();
+        break;
       default:
         break;
       }
@@ -203,10 +239,13 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
     for (auto &[name, t] : prog.metrics)
       metrics.push_back(
           plan::CreateMetric(fbb, fbb.CreateString(name), t, plan::MetricReduce::Sum));
-    programs.push_back(plan::CreateProgram(fbb, fbb.CreateString(prog.name),
-                                           fbb.CreateVector(tensors), fbb.CreateVector(tasks),
-                                           fbb.CreateVector(registers), prog.arenaBytes,
-                                           fbb.CreateVector(inputs), fbb.CreateVector(metrics)));
+    std::vector<flatbuffers::Offset<plan::Binding>> outputs;
+    for (auto &[name, t] : prog.outputs)
+      outputs.push_back(plan::CreateBinding(fbb, fbb.CreateString(name), t));
+    programs.push_back(plan::CreateProgram(
+        fbb, fbb.CreateString(prog.name), fbb.CreateVector(tensors), fbb.CreateVector(tasks),
+        fbb.CreateVector(registers), prog.arenaBytes, fbb.CreateVector(inputs),
+        fbb.CreateVector(metrics), fbb.CreateVector(outputs)));
   }
   auto root =
       plan::CreatePlan(fbb, spec.version, fbb.CreateVector(placements), fbb.CreateVector(variables),

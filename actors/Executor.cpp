@@ -5,11 +5,14 @@
 // create time.
 #include "actors/Executor.h"
 
+#include "actors/ComputeKernels.h"
 #include "actors/Messages.h"
 #include "actors/TaskGraph.h"
 #include "actors/TaskTrace.h"
 #include "kernels/cpu/Kernels.h"
+#include "kernels/cpu/Transformer.h"
 #include "runtime/Shape.h"
+#include "runtime/checkpoint/Checkpoint.h"
 #include "runtime/comm/CommGroups.h"
 #include "runtime/data/DataSource.h"
 #include "runtime/device/CpuDevice.h"
@@ -25,16 +28,6 @@
 namespace sbpflow {
 namespace {
 
-using Region = std::vector<Chunk>;
-
-struct StepContext {
-  DataSource *data = nullptr;
-  int64_t epoch = 0;
-  int64_t batch = 0;
-};
-
-using Kernel = std::function<Status(const StepContext &)>;
-
 // How many steps the coordinator may run ahead of the caller's onStep (the
 // rows of a program's metric ring); the caller acknowledges every half.
 constexpr int64_t kStepWindow = 16;
@@ -49,6 +42,8 @@ struct ProgramRuntime {
   std::vector<std::function<void()>> collectiveWork;
   int collectives = 0;
   std::vector<const float *> metrics; // null where this rank holds no shard
+  // Program.outputs: name -> the tensor as this rank sees it.
+  std::vector<std::pair<std::string, TensorView>> outputs;
   // kStepWindow rows of metrics: step s of a run starting at `first` writes
   // row (s - first) % kStepWindow on the coordinator, the caller reads it.
   std::vector<double> metricRing;
@@ -60,50 +55,6 @@ struct ProgramRuntime {
 struct Devices {
   CollectiveQueue collectives;
 };
-
-Region intersect(const Region &a, const Region &b) {
-  Region out(a.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    int64_t lo = std::max(a[i].begin, b[i].begin);
-    int64_t hi = std::min(a[i].begin + a[i].size, b[i].begin + b[i].size);
-    out[i] = Chunk{lo, std::max<int64_t>(0, hi - lo)};
-  }
-  return out;
-}
-
-int64_t regionElements(const Region &r) {
-  int64_t n = 1;
-  for (const Chunk &c : r)
-    n *= c.size;
-  return n;
-}
-
-// Copies `part` (a region in global coordinates) from a tensor holding
-// `from` into the dense buffer dst.
-void packRegion(const float *src, const Region &from, const Region &part, float *dst) {
-  if (regionElements(part) == 0)
-    return;
-  int64_t shape[kMaxTensorRank], begin[kMaxTensorRank], size[kMaxTensorRank];
-  for (size_t i = 0; i < from.size(); ++i) {
-    shape[i] = from[i].size;
-    begin[i] = part[i].begin - from[i].begin;
-    size[i] = part[i].size;
-  }
-  cpu::copyRegion(src, shape, begin, size, static_cast<int>(from.size()), dst);
-}
-
-// Copies a dense block holding `part` into a tensor holding `into`.
-void unpackRegion(const float *src, const Region &part, float *dst, const Region &into) {
-  if (regionElements(part) == 0)
-    return;
-  int64_t shape[kMaxTensorRank], begin[kMaxTensorRank], size[kMaxTensorRank];
-  for (size_t i = 0; i < into.size(); ++i) {
-    shape[i] = into[i].size;
-    begin[i] = part[i].begin - into[i].begin;
-    size[i] = part[i].size;
-  }
-  cpu::copyIntoRegion(src, begin, size, dst, shape, static_cast<int>(into.size()));
-}
 
 // Runs a task's work and, while the trace has room, records when it ran in
 // the running step's row (on the thread that ran it).
@@ -166,19 +117,13 @@ public:
   Status init();
   Status run(const std::string &program, DataSource *data, int64_t epoch, int64_t firstBatch,
              int64_t count, const StepCallback &onStep) override;
-  Status saveVariables(const std::string &dir) const override;
+  Status saveCheckpoint(const std::string &dir) const override;
+  Status loadCheckpoint(const std::string &dir) override;
   Status writeTrace(const std::string &path) const override;
+  Status readOutput(const std::string &program, const std::string &name,
+                    std::vector<float> &values) const override;
 
 private:
-  struct TensorView {
-    void *data = nullptr; // null: this rank holds no shard
-    Shape global, local;
-    Region region;
-    NdSbp sbp;
-    std::vector<int64_t> hierarchy, coord;
-    int placement = 0;
-    plan::DType dtype = plan::DType::F32;
-  };
   struct VariableStorage {
     std::vector<float> data;
     Region region;
@@ -370,6 +315,13 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
   for (size_t m = 0; prog.metrics() && m < prog.metrics()->size(); ++m)
     rt->metrics.push_back(static_cast<const float *>(views[prog.metrics()->Get(m)->tensor()].data));
   rt->metricRing.resize(static_cast<size_t>(kStepWindow) * rt->metrics.size());
+  for (size_t o = 0; prog.outputs() && o < prog.outputs()->size(); ++o) {
+    const plan::Binding *b = prog.outputs()->Get(o);
+    if (b->tensor() < 0 || b->tensor() >= static_cast<int>(views.size()))
+      return Status::error("program '" + rt->name + "': output '" + b->name()->str() +
+                           "' names no tensor");
+    rt->outputs.emplace_back(b->name()->str(), views[b->tensor()]);
+  }
 
   // The hooks run on the coordinator, between the steps' task firings: the
   // batch is set before a step's Input tasks are started, metrics are read
@@ -412,8 +364,10 @@ StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Program &prog, const plan:
   const std::string at = where(task);
   // A task runs on this rank only if its tensors live here.
   const TensorView *anchor = !out.empty() ? out[0] : (!in.empty() ? in[0] : nullptr);
-  if (task.op() == K::SgdMomentum) {
-    if (!variables_[task.attrs_as_SgdAttrs()->param()].local)
+  if (task.op() == K::SgdMomentum || task.op() == K::AdamW) {
+    int param = task.op() == K::AdamW ? task.attrs_as_AdamWAttrs()->param()
+                                      : task.attrs_as_SgdAttrs()->param();
+    if (!variables_[param].local)
       return Kernel();
   } else if (!anchor || !anchor->data) {
     return Kernel();
@@ -422,215 +376,74 @@ StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Program &prog, const plan:
     if (!t->data)
       return Status::error(at + ": an input is not on this rank (cross-placement tasks need "
                                 "send/recv, which this executor does not have)");
+  if (isComputeOp(task.op()))
+    return buildComputeKernel(task, in, out, at);
   auto f32 = [](const TensorView *t) { return static_cast<float *>(t->data); };
-  auto i32 = [](const TensorView *t) { return static_cast<int32_t *>(t->data); };
   auto elems = [](const TensorView *t) { return elementCount(t->local); };
-  auto rows2d = [&](const TensorView *t, int64_t &rows, int64_t &cols) -> Status {
-    if (t->local.empty())
-      return Status::error(at + ": expects a matrix, got a scalar");
-    cols = t->local.back();
-    rows = cols ? elementCount(t->local) / cols : 0;
-    return Status::ok();
-  };
-  auto needI32 = [&](const TensorView *t) -> Status {
-    return t->dtype == plan::DType::I32 ? Status::ok()
-                                        : Status::error(at + ": labels must be an i32 tensor");
-  };
 
   switch (task.op()) {
   case K::Parameter:
     return Kernel();
-  case K::Input: {
-    const TensorView *o = out[0];
-    std::string field = task.attrs_as_InputAttrs()->field()->str();
-    if (o->global.empty())
-      return Status::error(at + ": input tensor must have a batch axis");
-    for (size_t d = 0; d < o->sbp.size(); ++d)
-      if (o->sbp[d].kind == SbpKind::Split && o->sbp[d].axis != 0)
-        return Status::error(at + ": inputs may only be split on axis 0");
-    int64_t globalBatch = o->global[0], rowBegin = o->region[0].begin, rowCount = o->region[0].size;
-    int64_t sample = elementCount(o->global) / std::max<int64_t>(1, globalBatch);
-    FieldType want = o->dtype == plan::DType::I32 ? FieldType::I32 : FieldType::F32;
-    const std::string planShape = toString(o->global); // `o` dies with buildProgram
-    void *dst = o->data;
-    return Kernel([=](const StepContext &ctx) -> Status {
-      if (!ctx.data)
-        return Status::error(at + ": program reads data field '" + field +
-                             "' but no data source was given");
-      const FieldInfo *info = nullptr;
-      for (const FieldInfo &fi : ctx.data->fields())
-        if (fi.name == field)
-          info = &fi;
-      if (!info)
-        return Status::error(at + ": data source has no field '" + field + "'");
-      if (info->type != want || elementCount(info->sampleShape) != sample) {
-        auto typeName = [](FieldType t) { return t == FieldType::I32 ? "i32" : "f32"; };
-        return Status::error(at + ": data field '" + field + "' holds " + typeName(info->type) +
-                             " samples of " + std::to_string(elementCount(info->sampleShape)) +
-                             " elements, but the plan's input is " + typeName(want) + " " +
-                             planShape + " (" + std::to_string(sample) + " elements per sample)");
-      }
-      Status s = ctx.data->fill(field, ctx.epoch, ctx.batch, globalBatch, rowBegin, rowCount, dst);
-      return s ? s : s.withContext(at);
-    });
-  }
-  case K::Fill: {
-    float value = task.attrs_as_FillAttrs()->value();
-    float *y = f32(out[0]);
-    int64_t n = elems(out[0]);
-    return Kernel([=](const StepContext &) {
-      cpu::fill(y, value, n);
-      return Status::ok();
-    });
-  }
-  case K::MatMul: {
-    bool ta = false, tb = false;
-    if (auto *a = task.attrs_as_MatMulAttrs()) {
-      ta = a->transpose_a();
-      tb = a->transpose_b();
-    }
-    if (in[0]->local.size() != 2 || in[1]->local.size() != 2 || out[0]->local.size() != 2)
-      return Status::error(at + ": matmul needs 2-D operands");
-    int64_t m = ta ? in[0]->local[1] : in[0]->local[0];
-    int64_t k = ta ? in[0]->local[0] : in[0]->local[1];
-    int64_t k2 = tb ? in[1]->local[1] : in[1]->local[0];
-    int64_t n = tb ? in[1]->local[0] : in[1]->local[1];
-    if (k != k2 || out[0]->local[0] != m || out[0]->local[1] != n)
-      return Status::error(at + ": local shapes do not multiply ([" + std::to_string(m) + "x" +
-                           std::to_string(k) + "] x [" + std::to_string(k2) + "x" +
-                           std::to_string(n) + "])");
-    const float *a = f32(in[0]), *b = f32(in[1]);
-    float *c = f32(out[0]);
-    return Kernel([=](const StepContext &) {
-      cpu::matmul(a, b, c, m, n, k, ta, tb);
-      return Status::ok();
-    });
-  }
-  case K::BiasAdd: {
-    int64_t rows, cols;
-    if (Status s = rows2d(in[0], rows, cols); !s)
-      return s;
-    if (elems(in[1]) != cols || elems(out[0]) != rows * cols)
-      return Status::error(at + ": bias size differs from the column count");
-    const float *x = f32(in[0]), *b = f32(in[1]);
-    float *y = f32(out[0]);
-    return Kernel([=](const StepContext &) {
-      cpu::biasAdd(x, b, y, rows, cols);
-      return Status::ok();
-    });
-  }
-  case K::Add:
-  case K::ReluGrad: {
-    int64_t n = elems(out[0]);
-    if (elems(in[0]) != n || elems(in[1]) != n)
-      return Status::error(at + ": operands differ in local size");
-    const float *a = f32(in[0]), *b = f32(in[1]);
-    float *y = f32(out[0]);
-    bool add = task.op() == K::Add;
-    return Kernel([=](const StepContext &) {
-      if (add)
-        cpu::add(a, b, y, n);
-      else
-        cpu::reluGrad(a, b, y, n);
-      return Status::ok();
-    });
-  }
-  case K::Relu: {
-    int64_t n = elems(out[0]);
-    if (elems(in[0]) != n)
-      return Status::error(at + ": input and output differ in local size");
-    const float *x = f32(in[0]);
-    float *y = f32(out[0]);
-    return Kernel([=](const StepContext &) {
-      cpu::relu(x, y, n);
-      return Status::ok();
-    });
-  }
-  case K::SoftmaxXent:
-  case K::CountCorrect:
-  case K::SoftmaxXentGrad: {
-    int64_t rows, classes;
-    if (Status s = rows2d(in[0], rows, classes); !s)
-      return s;
-    if (Status s = needI32(in[1]); !s)
-      return s;
-    if (elems(in[1]) != rows)
-      return Status::error(at + ": " + std::to_string(elems(in[1])) + " labels for " +
-                           std::to_string(rows) + " rows");
-    const float *logits = f32(in[0]);
-    const int32_t *labels = i32(in[1]);
-    float *y = f32(out[0]);
-    if (task.op() == K::SoftmaxXent)
-      return Kernel([=](const StepContext &) {
-        int64_t bad = cpu::softmaxXent(logits, labels, y, rows, classes);
-        if (bad >= 0)
-          return Status::error(at + ": label " + std::to_string(labels[bad]) + " at row " +
-                               std::to_string(bad) + " is out of range for " +
-                               std::to_string(classes) + " classes");
-        return Status::ok();
-      });
-    if (task.op() == K::CountCorrect)
-      return Kernel([=](const StepContext &) {
-        cpu::countCorrect(logits, labels, y, rows, classes);
-        return Status::ok();
-      });
-    if (elems(in[2]) != rows)
-      return Status::error(at + ": loss gradient size differs from the row count");
-    const float *dloss = f32(in[2]);
-    return Kernel([=](const StepContext &) {
-      cpu::softmaxXentGrad(logits, labels, dloss, y, rows, classes);
-      return Status::ok();
-    });
-  }
-  case K::Mean:
-  case K::MeanGrad: {
-    int64_t count = task.attrs_as_MeanAttrs()->count();
-    const float *x = f32(in[0]);
-    float *y = f32(out[0]);
-    if (task.op() == K::Mean) {
-      int64_t n = elems(in[0]);
-      return Kernel([=](const StepContext &) {
-        cpu::mean(x, y, n, count);
-        return Status::ok();
-      });
-    }
-    int64_t n = elems(out[0]);
-    return Kernel([=](const StepContext &) {
-      cpu::meanGrad(x, y, n, count);
-      return Status::ok();
-    });
-  }
-  case K::ReduceRows: {
-    int64_t cols = elems(out[0]);
-    int64_t rows = cols ? elems(in[0]) / cols : 0;
-    if (rows * cols != elems(in[0]))
-      return Status::error(at + ": input size is not a multiple of the output size");
-    const float *x = f32(in[0]);
-    float *y = f32(out[0]);
-    return Kernel([=](const StepContext &) {
-      cpu::reduceRows(x, y, rows, cols);
-      return Status::ok();
-    });
-  }
-  case K::SgdMomentum: {
-    const plan::SgdAttrs *a = task.attrs_as_SgdAttrs();
-    VariableStorage &w = variables_[a->param()];
-    float *v = nullptr;
-    if (a->momentum_buffer() >= 0) {
-      VariableStorage &buf = variables_[a->momentum_buffer()];
-      if (buf.data.size() != w.data.size())
-        return Status::error(at + ": momentum buffer size differs from the parameter");
-      v = buf.data.data();
-    }
-    int64_t n = static_cast<int64_t>(w.data.size());
+  case K::SgdMomentum:
+  case K::AdamW: {
+    const bool adam = task.op() == K::AdamW;
+    const int param =
+        adam ? task.attrs_as_AdamWAttrs()->param() : task.attrs_as_SgdAttrs()->param();
+    VariableStorage &w = variables_[param];
+    const int64_t n = static_cast<int64_t>(w.data.size());
+    // An optimiser slot variable (momentum, moments) laid out like the parameter.
+    auto slot = [&](int index, const char *what) -> StatusOr<float *> {
+      if (index < 0 || index >= static_cast<int>(variables_.size()) ||
+          variables_[index].data.size() != w.data.size())
+        return Status::error(at + ": " + what + " variable differs from the parameter in size");
+      return variables_[index].data.data();
+    };
     if (!in[0]->data || elems(in[0]) != n)
       return Status::error(at + ": gradient holds " + std::to_string(elems(in[0])) +
                            " local elements, parameter " + std::to_string(n));
+    // The optional second input is the gradient-clipping factor (a scalar).
+    const float *scale = nullptr;
+    if (in.size() > 1) {
+      if (elems(in[1]) != 1)
+        return Status::error(at + ": the gradient scale must be a scalar");
+      scale = f32(in[1]);
+    }
     float *wp = w.data.data();
     const float *g = f32(in[0]);
-    float lr = a->lr(), momentum = a->momentum(), wd = a->weight_decay();
+    if (!adam) {
+      const plan::SgdAttrs *a = task.attrs_as_SgdAttrs();
+      float *v = nullptr;
+      if (a->momentum_buffer() >= 0) {
+        auto buf = slot(a->momentum_buffer(), "momentum");
+        if (!buf)
+          return buf.status();
+        v = *buf;
+      }
+      float lr = a->lr(), momentum = a->momentum(), wd = a->weight_decay();
+      return Kernel([=](const StepContext &) {
+        cpu::sgdMomentum(wp, v, g, n, lr, momentum, wd, scale ? *scale : 1.0f);
+        return Status::ok();
+      });
+    }
+    const plan::AdamWAttrs *a = task.attrs_as_AdamWAttrs();
+    auto m = slot(a->m(), "first-moment");
+    auto v = slot(a->v(), "second-moment");
+    if (!m)
+      return m.status();
+    if (!v)
+      return v.status();
+    if (a->step() < 0 || a->step() >= static_cast<int>(variables_.size()) ||
+        variables_[a->step()].data.size() != 1)
+      return Status::error(at + ": the step variable must be a scalar");
+    float *step = variables_[a->step()].data.data();
+    float *mp = *m, *vp = *v;
+    const float lr = a->lr(), b1 = a->beta1(), b2 = a->beta2(), eps = a->eps(),
+                wd = a->weight_decay();
     return Kernel([=](const StepContext &) {
-      cpu::sgdMomentum(wp, v, g, n, lr, momentum, wd);
+      // The step count lives in a variable so that checkpoints resume it.
+      *step += 1.0f;
+      cpu::adamw(wp, mp, vp, g, n, lr, b1, b2, eps, wd, static_cast<int64_t>(*step),
+                 scale ? *scale : 1.0f);
       return Status::ok();
     });
   }
@@ -892,23 +705,96 @@ Status CpuExecutor::run(const std::string &program, DataSource *data, int64_t ep
   return Status::ok();
 }
 
-Status CpuExecutor::saveVariables(const std::string &dir) const {
-  ::mkdir(dir.c_str(), 0755);
-  const std::string rank = std::to_string(options_.globalRank);
+// A variable as the checkpoint stores it. Variable storage is f32 whatever
+// the plan's dtype field says, so it is saved as f32.
+checkpoint::TensorMeta checkpointMeta(const plan::Plan &plan, const plan::Variable &var) {
+  checkpoint::TensorMeta meta;
+  meta.name = var.name()->str();
+  meta.dtype = checkpoint::DType::F32;
+  meta.shape = toShape(var.shape());
+  meta.sbp = toNdSbp(var.sbp());
+  meta.hierarchy = toHierarchy(*plan.placements()->Get(var.placement()));
+  return meta;
+}
+
+Status CpuExecutor::saveCheckpoint(const std::string &dir) const {
+  const std::string rank = "rank " + std::to_string(options_.globalRank);
+  std::vector<checkpoint::TensorMeta> metas;
   for (size_t v = 0; v < variables_.size(); ++v) {
+    const plan::Variable *var = plan_->variables()->Get(v);
+    checkpoint::TensorMeta meta = checkpointMeta(*plan_, *var);
+    if (variables_[v].local) {
+      auto shards = checkpoint::distinctShards(meta);
+      if (!shards)
+        return shards.status().withContext(rank);
+      const plan::Placement &pl = *plan_->placements()->Get(var->placement());
+      const std::vector<int64_t> coord =
+          hierarchyCoord(meta.hierarchy, rankIndexIn(pl, options_.globalRank));
+      for (const checkpoint::ShardOwner &shard : *shards)
+        if (shard.coord == coord)
+          if (Status s = checkpoint::writeShard(dir, meta, variables_[v].region,
+                                                variables_[v].data.data());
+              !s)
+            return s.withContext(rank);
+    }
+    metas.push_back(std::move(meta));
+  }
+  // Shard file names follow from names and regions: rank 0 lists every
+  // rank's files without hearing from them.
+  if (options_.globalRank == 0)
+    if (Status s = checkpoint::writeIndex(dir, metas); !s)
+      return s.withContext(rank);
+  return Status::ok();
+}
+
+Status CpuExecutor::loadCheckpoint(const std::string &dir) {
+  const std::string rank = "rank " + std::to_string(options_.globalRank);
+  auto reader = checkpoint::CheckpointReader::open(dir);
+  if (!reader)
+    return reader.status().withContext(rank);
+  // Every variable is checked on every rank, so each rank reports a mismatch
+  // whether or not it holds a part of that variable.
+  for (size_t v = 0; v < variables_.size(); ++v) {
+    const checkpoint::TensorMeta want = checkpointMeta(*plan_, *plan_->variables()->Get(v));
+    const checkpoint::TensorMeta *got = reader->find(want.name);
+    if (!got)
+      return Status::error(rank + ": checkpoint '" + dir + "' has no variable '" + want.name + "'");
+    if (got->shape != want.shape || got->dtype != want.dtype)
+      return Status::error(rank + ": checkpoint '" + dir + "' holds variable '" + want.name +
+                           "' as " + checkpoint::toString(got->dtype) + " " + toString(got->shape) +
+                           ", the plan has " + checkpoint::toString(want.dtype) + " " +
+                           toString(want.shape));
     if (!variables_[v].local)
       continue;
-    const std::string base = dir + "/" + plan_->variables()->Get(v)->name()->str() + "." + rank;
-    std::ofstream data(base + ".f32", std::ios::binary);
-    data.write(reinterpret_cast<const char *>(variables_[v].data.data()),
-               variables_[v].data.size() * sizeof(float));
-    std::ofstream region(base + ".region");
-    for (const Chunk &c : variables_[v].region)
-      region << c.begin << " " << c.size << "\n";
-    if (!data || !region)
-      return Status::error("rank " + rank + ": cannot write variable files '" + base + ".*'");
+    if (Status s = reader->read(want.name, want.shape, want.dtype, variables_[v].region,
+                                variables_[v].data.data());
+        !s)
+      return s.withContext(rank);
   }
   return Status::ok();
+}
+
+Status CpuExecutor::readOutput(const std::string &program, const std::string &name,
+                               std::vector<float> &values) const {
+  const std::string rank = "rank " + std::to_string(options_.globalRank);
+  for (const auto &p : programs_) {
+    if (p->name != program)
+      continue;
+    for (const auto &[outputName, view] : p->outputs) {
+      if (outputName != name)
+        continue;
+      if (!view.data)
+        return Status::error(rank + ": holds no part of output '" + name + "' of '" + program +
+                             "'");
+      if (view.dtype != plan::DType::F32)
+        return Status::error(rank + ": output '" + name + "' is not an f32 tensor");
+      const float *data = static_cast<const float *>(view.data);
+      values.assign(data, data + elementCount(view.local));
+      return Status::ok();
+    }
+    return Status::error(rank + ": program '" + program + "' has no output '" + name + "'");
+  }
+  return Status::error(rank + ": plan has no program '" + program + "'");
 }
 
 Status CpuExecutor::writeTrace(const std::string &path) const {

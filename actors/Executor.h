@@ -52,10 +52,21 @@ public:
   virtual Status run(const std::string &program, DataSource *data, int64_t epoch,
                      int64_t firstBatch, int64_t count, const StepCallback &onStep) = 0;
 
-  // Writes every variable's local shard to `dir`/<name>.<rank>.f32 (raw
-  // little-endian floats) and `dir`/<name>.<rank>.region (text: one
-  // "begin size" line per axis of the global shape).
-  virtual Status saveVariables(const std::string &dir) const = 0;
+  // Writes the variable shards this rank owns to the checkpoint `dir`
+  // (runtime/checkpoint/Checkpoint.h: one writer per distinct shard); global
+  // rank 0 also writes the index. Every rank of the job must call it; the
+  // checkpoint is complete once all have returned. Call it between runs.
+  virtual Status saveCheckpoint(const std::string &dir) const = 0;
+
+  // Fills every variable's local shard from the checkpoint `dir`, whatever
+  // layout saved it (resharding). A variable missing from the checkpoint, or
+  // stored with another shape or dtype, is an error. Call it between runs.
+  virtual Status loadCheckpoint(const std::string &dir) = 0;
+
+  // Copies this rank's shard of output `name` (Program.outputs) of `program`,
+  // as its last step left it, into `values`. Call it between runs.
+  virtual Status readOutput(const std::string &program, const std::string &name,
+                            std::vector<float> &values) const = 0;
 
   // Writes the traced steps of every program to `path` in Chrome's
   // trace-event format (actors/TaskTrace.h). Call it between runs; an error

@@ -17,12 +17,17 @@ enum class NodeKind {
   Relu,
   SoftmaxXent,
   Mean,
-  CountCorrect
-};
-
-struct InitSpec {
-  enum Kind { Zeros, Uniform } kind = Zeros;
-  double a = 0, b = 0;
+  CountCorrect,
+  Embedding,
+  LayerNorm,
+  Gelu,
+  Softmax,
+  CausalAttention,
+  Dropout,
+  Reshape,
+  Transpose,
+  Narrow,
+  Concat
 };
 
 struct Node {
@@ -33,10 +38,15 @@ struct Node {
   DType dtype = DType::f32;
   std::string name; // input field or parameter (variable) name
   int placement = -1;
-  std::optional<std::vector<Sbp>> sbp; // user-given; otherwise chosen by the compiler
-  InitSpec init;
-  uint64_t seed = 0;
-  bool transposeA = false, transposeB = false; // MatMul only
+  std::optional<std::vector<Sbp>> sbp;         // user-given; otherwise chosen by the compiler
+  Init init;                                   // Parameter
+  uint64_t seed = 0;                           // Parameter, Dropout
+  bool transposeA = false, transposeB = false; // MatMul
+  double eps = 0;                              // LayerNorm
+  double p = 0;                                // Dropout
+  int64_t heads = 0;                           // CausalAttention
+  int64_t axis = 0, begin = 0;                 // Narrow (axis, begin), Concat (axis)
+  std::vector<int64_t> perm;                   // Transpose
 
   SourceLoc loc;
 };
@@ -63,17 +73,21 @@ public:
   const std::vector<PlacementDecl> &placements() const { return placements_; }
   const std::string &name() const { return name_; }
   uint64_t seed() const { return seed_; }
-  // Seed of a parameter: the model seed mixed with the parameter's name, so
+  // Seed of a parameter or dropout: the model seed mixed with its name, so
   // adding a layer does not change the initial values of the others.
   uint64_t parameterSeed(const std::string &name) const;
+  // Name of the next unnamed dropout: "dropout.<n>".
+  std::string nextDropoutName() { return "dropout." + std::to_string(dropouts_++); }
 
   struct Training {
     int loss = -1;
-    optim::SGD optimizer;
+    optim::Optimizer optimizer;
+    std::optional<double> maxGradNorm;
     SourceLoc loc;
   };
   std::optional<Training> training;
   std::vector<std::pair<std::string, int>> evalMetrics;
+  std::vector<std::pair<std::string, int>> outputs; // read after an @eval step
 
   const Graph &check(Tensor t) const;
 
@@ -82,6 +96,7 @@ private:
   uint64_t seed_;
   std::vector<Node> nodes_;
   std::vector<PlacementDecl> placements_;
+  int dropouts_ = 0;
 };
 
 } // namespace sbpflow

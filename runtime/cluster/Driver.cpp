@@ -3,6 +3,7 @@
 #include "runtime/cluster/Driver.h"
 
 #include "runtime/cluster/CafStore.h"
+#include "runtime/data/FortunesText.h"
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -337,12 +338,16 @@ private:
     std::string plan(planBytes.begin(), planBytes.end());
     WorkerSettings settings;
     settings.dataDir = options_.dataDir;
+    if (settings.dataDir.empty())
+      settings.dataDir =
+          options_.data == "fortunes" ? kDefaultFortunesDir : kDefaultFashionMnistDir;
     settings.dataKind = options_.data;
     settings.seed = options_.seed;
     settings.threads = options_.threads;
     settings.rendezvousTimeoutMs = options_.rendezvousTimeoutMs;
     settings.traceDir = options_.traceDir;
     settings.traceSteps = options_.traceDir.empty() ? 0 : options_.traceSteps;
+    settings.resumeDir = options_.resumeDir;
     for (int r = 0; r < world(); ++r)
       self_->send(workers_[r].actor, Assignment{r, world(), plan, store_, settings});
 
@@ -531,12 +536,12 @@ private:
       }
     }
 
-    if (!options_.saveParamsDir.empty()) {
-      phase_ = "saving parameters";
-      if (Status s = onEveryWorker(SaveParams{options_.saveParamsDir}, "save"); !s)
+    if (!options_.checkpointDir.empty()) {
+      phase_ = "writing the checkpoint";
+      if (Status s = onEveryWorker(SaveCheckpoint{options_.checkpointDir}, "checkpoint"); !s)
         return s;
       if (log)
-        *log << "saved parameters to " << options_.saveParamsDir << std::endl;
+        *log << "wrote checkpoint " << options_.checkpointDir << std::endl;
     }
     if (!options_.traceDir.empty()) {
       phase_ = "writing traces";

@@ -34,10 +34,18 @@ struct RunOptions {
   int epochs = 1;
   int64_t maxSteps = -1; // train steps per epoch; -1: every batch
   int logEvery = 50;     // progress line every P train steps
-  std::string saveParamsDir;
-  // Shipped to every worker.
-  std::string dataDir = "/usr/share/datasets/fashion-mnist";
-  std::string data = "fashion-mnist"; // or "synthetic" (cluster protocol tests only)
+  // Non-empty: when the job ends, the workers write a checkpoint of every
+  // variable here (runtime/checkpoint/Checkpoint.h; each distinct shard once).
+  std::string checkpointDir;
+  // Non-empty: every worker fills its variables from this checkpoint once
+  // they are initialised, whatever layout saved it (resharding).
+  std::string resumeDir;
+  // Shipped to every worker. An empty dataDir is the source's default:
+  // /usr/share/datasets/fashion-mnist or /usr/share/games/fortunes.
+  std::string dataDir;
+  // "fashion-mnist", "fortunes" (character-level text; the plan's "tokens"
+  // input gives the context length) or "synthetic" (cluster protocol tests only).
+  std::string data = "fashion-mnist";
   uint64_t seed = 0;
   int threads = 1; // kernel threads per worker
   // Non-empty: every worker records when each task ran in the first

@@ -36,17 +36,18 @@ typename Inspector::result_type inspect(Inspector &f, RegisterWorker &x) {
 // How a worker opens its data and runs its kernels; the same for every rank.
 struct WorkerSettings {
   std::string dataDir;
-  std::string dataKind = "fashion-mnist"; // or "synthetic" (cluster protocol tests only)
+  std::string dataKind = "fashion-mnist"; // or "fortunes", "synthetic" (cluster tests only)
   uint64_t seed = 0;
   int32_t threads = 1;
   int64_t rendezvousTimeoutMs = 60000;
   std::string traceDir; // empty: no tracing
   int64_t traceSteps = 0;
+  std::string resumeDir; // non-empty: load this checkpoint once the executor is built
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector &f, WorkerSettings &x) {
   return f(caf::meta::type_name("sbpflow.WorkerSettings"), x.dataDir, x.dataKind, x.seed, x.threads,
-           x.rendezvousTimeoutMs, x.traceDir, x.traceSteps);
+           x.rendezvousTimeoutMs, x.traceDir, x.traceSteps, x.resumeDir);
 }
 
 // Driver -> worker: the rank, the plan and the rendezvous store.
@@ -128,12 +129,14 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector &f,
   return f(caf::meta::type_name("sbpflow.WorkerError"), x.rank, x.message);
 }
 
-// Driver -> worker: write every variable's local shard to `dir`.
-struct SaveParams {
+// Driver -> worker: write the variable shards this rank owns (and, on rank
+// 0, the index) to the checkpoint `dir`; answered with ChunkDone.
+struct SaveCheckpoint {
   std::string dir;
 };
-template <class Inspector> typename Inspector::result_type inspect(Inspector &f, SaveParams &x) {
-  return f(caf::meta::type_name("sbpflow.SaveParams"), x.dir);
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector &f, SaveCheckpoint &x) {
+  return f(caf::meta::type_name("sbpflow.SaveCheckpoint"), x.dir);
 }
 
 // Driver -> worker, when a traced job ended: write this rank's trace to
@@ -179,7 +182,7 @@ CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::RunChunk))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::StepMetrics))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::ChunkDone))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::WorkerError))
-CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::SaveParams))
+CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::SaveCheckpoint))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::Abort))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::StoreValue))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::StoreKeys))

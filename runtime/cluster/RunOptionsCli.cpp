@@ -8,14 +8,21 @@ namespace sbpflow::cluster {
 void addRunOptions(CLI::App &app, RunOptions &o) {
   app.add_option("--epochs", o.epochs, "passes over the training set")->check(CLI::PositiveNumber);
   app.add_option("--threads", o.threads, "kernel threads per worker")->check(CLI::PositiveNumber);
-  app.add_option("--data-dir", o.dataDir, "Fashion-MNIST IDX directory (read by every worker)");
+  app.add_option("--data-dir", o.dataDir,
+                 "the data's directory, read by every worker (default: "
+                 "/usr/share/datasets/fashion-mnist, or /usr/share/games/fortunes for fortunes)");
   app.add_option("--data", o.data,
-                 "data source: fashion-mnist, or synthetic (only for tests of the cluster)")
-      ->check(CLI::IsMember({"fashion-mnist", "synthetic"}));
+                 "data source: fashion-mnist, fortunes, or synthetic (only for tests of the "
+                 "cluster)")
+      ->check(CLI::IsMember({"fashion-mnist", "fortunes", "synthetic"}));
   app.add_option("--log-every", o.logEvery, "print a progress line every P train steps")
       ->check(CLI::PositiveNumber);
-  app.add_option("--save-params", o.saveParamsDir,
-                 "at the end, every worker writes its variable shards to DIR");
+  app.add_option("--checkpoint", o.checkpointDir,
+                 "at the end, write a checkpoint of every variable to DIR (each distinct shard "
+                 "once; index.json lists them)");
+  app.add_option("--resume", o.resumeDir,
+                 "start from the checkpoint in DIR, saved on any layout (variables and "
+                 "optimiser state)");
   app.add_option("--trace-dir", o.traceDir,
                  "every worker writes DIR/rank<R>.trace.json: its tasks on compute and comm "
                  "lanes, per step (chrome://tracing, Perfetto)");

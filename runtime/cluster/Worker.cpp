@@ -176,9 +176,9 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
               caf::anon_send(driverActor, ChunkDone{rank, steps, secs, maxRssKb()});
           });
         },
-        [&](SaveParams &p) {
+        [&](SaveCheckpoint &p) {
           work->post([&, p] {
-            Status s = guarded(rank, [&] { return backend.save(p.dir); });
+            Status s = guarded(rank, [&] { return backend.saveCheckpoint(p.dir); });
             if (!s)
               caf::anon_send(driverActor, WorkerError{rank, s.message()});
             else

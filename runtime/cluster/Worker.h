@@ -22,13 +22,15 @@ class RankBackend {
 public:
   virtual ~RankBackend() = default;
   // Verifies the plan, opens the data, connects the communicators through
-  // `store` and builds the executor; describes the programs the driver may run.
+  // `store`, builds the executor and, with settings.resumeDir, loads that
+  // checkpoint; describes the programs the driver may run.
   virtual StatusOr<std::vector<ProgramInfo>> prepare(const std::string &planBytes, int rank,
                                                      int worldSize, gloo::rendezvous::Store &store,
                                                      const WorkerSettings &settings) = 0;
   using StepCallback = std::function<void(int64_t batch, const std::vector<double> &metrics)>;
   virtual Status run(const RunChunk &chunk, const StepCallback &onStep) = 0;
-  virtual Status save(const std::string &dir) = 0;
+  // Writes this rank's part of a checkpoint of every variable to `dir`.
+  virtual Status saveCheckpoint(const std::string &dir) = 0;
   // Writes what the runs recorded to the settings' traceDir.
   virtual Status writeTrace() = 0;
 };

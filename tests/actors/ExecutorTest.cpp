@@ -4,6 +4,7 @@
 // task trace (bounded, on compute and comm lanes, absent when off).
 #include "actors/Executor.h"
 #include "actors/Messages.h"
+#include "runtime/checkpoint/Checkpoint.h"
 #include "runtime/comm/CommGroups.h"
 #include "runtime/data/DataSource.h"
 #include "runtime/plan/PlanLoader.h"
@@ -15,6 +16,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -160,12 +162,26 @@ void referenceLinear(int steps, std::vector<double> &w, std::vector<double> &los
   }
 }
 
-std::vector<float> readFloats(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<float> out;
-  float f;
-  while (in.read(reinterpret_cast<char *>(&f), sizeof f))
-    out.push_back(f);
+// The whole of tensor `name` from the checkpoint in `dir`, read through the
+// checkpoint API; `meta` (optional) receives how it was saved.
+std::vector<float> readCheckpointed(const std::string &dir, const std::string &name,
+                                    checkpoint::TensorMeta *meta = nullptr) {
+  auto reader = checkpoint::CheckpointReader::open(dir);
+  EXPECT_TRUE(reader) << reader.status().message();
+  if (!reader)
+    return {};
+  const checkpoint::TensorMeta *found = reader->find(name);
+  EXPECT_NE(found, nullptr) << "no tensor '" << name << "' in " << dir;
+  if (!found)
+    return {};
+  if (meta)
+    *meta = *found;
+  checkpoint::Region whole;
+  for (int64_t n : found->shape)
+    whole.push_back(Chunk{0, n});
+  std::vector<float> out(static_cast<size_t>(elementCount(found->shape)));
+  Status s = reader->read(name, found->shape, checkpoint::DType::F32, whole, out.data());
+  EXPECT_TRUE(s) << s.message();
   return out;
 }
 
@@ -197,14 +213,17 @@ void runLinearOneRank(int count) {
   for (int i = 0; i < 5; ++i)
     EXPECT_NEAR(losses[i], refLosses[i], 1e-5) << "step " << i;
   std::string dir = tempDir("linear" + std::to_string(count));
-  ASSERT_TRUE((*exec)->saveVariables(dir));
-  std::vector<float> got = readFloats(dir + "/w.0.f32");
+  Status saved = (*exec)->saveCheckpoint(dir);
+  ASSERT_TRUE(saved) << saved.message();
+  checkpoint::TensorMeta meta;
+  std::vector<float> got = readCheckpointed(dir, "w", &meta);
   ASSERT_EQ(got.size(), 3u);
   for (int j = 0; j < kIn; ++j)
     EXPECT_NEAR(got[j], w[j], 1e-5) << j;
-  std::ifstream region(dir + "/w.0.region");
-  std::string text((std::istreambuf_iterator<char>(region)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(text, "0 3\n0 1\n");
+  EXPECT_EQ(meta.shape, Shape({3, 1}));
+  EXPECT_EQ(toString(meta.sbp), "[B]");
+  EXPECT_EQ(meta.hierarchy, std::vector<int64_t>({1}));
+  EXPECT_EQ(readCheckpointed(dir, "w.velocity").size(), 3u);
 }
 
 TEST(Executor, LinearOneRankMatchesReference) { runLinearOneRank(1); }
@@ -319,7 +338,7 @@ TEST(Executor, TwoRankDataParallelMatchesOneRank) {
     MemoryData data;
     Status s = exec.run("train", &data, 0, 0, 4,
                         [&](int64_t, const std::vector<double> &m) { losses[r].push_back(m[0]); });
-    return s ? exec.saveVariables(dir) : s;
+    return s ? exec.saveCheckpoint(dir) : s;
   });
   if (HasFailure())
     return;
@@ -329,19 +348,110 @@ TEST(Executor, TwoRankDataParallelMatchesOneRank) {
     ASSERT_EQ(losses[r].size(), 4u);
     for (int i = 0; i < 4; ++i)
       EXPECT_NEAR(losses[r][i], ref[i], 1e-5) << "rank " << r << " step " << i;
-    std::vector<float> got = readFloats(dir + "/w." + std::to_string(r) + ".f32");
-    ASSERT_EQ(got.size(), 3u);
-    for (int j = 0; j < kIn; ++j)
-      EXPECT_NEAR(got[j], w[j], 1e-5) << "rank " << r << " w[" << j << "]";
   }
+  // w is B on both ranks: stored once, by rank 0.
+  std::vector<float> got = readCheckpointed(dir, "w");
+  ASSERT_EQ(got.size(), 3u);
+  for (int j = 0; j < kIn; ++j)
+    EXPECT_NEAR(got[j], w[j], 1e-5) << "w[" << j << "]";
+  int shardFiles = 0;
+  for (const auto &entry : std::filesystem::directory_iterator(dir))
+    shardFiles += entry.path().extension() == ".shard";
+  EXPECT_EQ(shardFiles, 2); // w and w.velocity
+}
+
+// Trained 2 steps on one rank, saved, loaded on two ranks (w and its
+// momentum; without the load they would restart from the initial values) and
+// trained 2 more steps: the 4-step reference.
+TEST(Executor, ResumesFromACheckpointOnAnotherLayout) {
+  std::string dir = tempDir("resume");
+  {
+    auto loaded = loadPlanBuffer(build(linearPlan(1)));
+    ASSERT_TRUE(loaded) << loaded.status().message();
+    ActorSystem sys;
+    auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+    ASSERT_TRUE(exec) << exec.status().message();
+    MemoryData data;
+    ASSERT_TRUE((*exec)->run("train", &data, 0, 0, 2, nullptr));
+    Status s = (*exec)->saveCheckpoint(dir);
+    ASSERT_TRUE(s) << s.message();
+  }
+  auto loaded = loadPlanBuffer(build(linearPlan(2)));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  std::vector<std::vector<double>> losses(2);
+  std::string after = tempDir("resume_after");
+  onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
+    if (Status s = exec.loadCheckpoint(dir); !s)
+      return s;
+    MemoryData data;
+    Status s = exec.run("train", &data, 0, 2, 2,
+                        [&](int64_t, const std::vector<double> &m) { losses[r].push_back(m[0]); });
+    return s ? exec.saveCheckpoint(after) : s;
+  });
+  if (HasFailure())
+    return;
+  std::vector<double> w, ref;
+  referenceLinear(4, w, ref);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(losses[r].size(), 2u);
+    for (int i = 0; i < 2; ++i)
+      EXPECT_NEAR(losses[r][i], ref[2 + i], 1e-5) << "rank " << r << " step " << 2 + i;
+  }
+  std::vector<float> got = readCheckpointed(after, "w");
+  ASSERT_EQ(got.size(), 3u);
+  for (int j = 0; j < kIn; ++j)
+    EXPECT_NEAR(got[j], w[j], 1e-5) << "w[" << j << "]";
+}
+
+TEST(Executor, LoadCheckpointRefusesMissingOrMismatchedVariables) {
+  auto loaded = loadPlanBuffer(build(linearPlan(1)));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  ASSERT_TRUE(exec) << exec.status().message();
+  auto save = [](const std::string &dir, const std::vector<checkpoint::TensorMeta> &metas) {
+    for (const auto &m : metas) {
+      std::vector<float> zeros(static_cast<size_t>(elementCount(m.shape)));
+      checkpoint::Region whole;
+      for (int64_t n : m.shape)
+        whole.push_back(Chunk{0, n});
+      ASSERT_TRUE(checkpoint::writeShard(dir, m, whole, zeros.data()));
+    }
+    ASSERT_TRUE(checkpoint::writeIndex(dir, metas));
+  };
+  const SbpDim broadcast{SbpKind::Broadcast, 0};
+  checkpoint::TensorMeta w{"w", checkpoint::DType::F32, {4, 1}, {broadcast}, {1}};
+  checkpoint::TensorMeta velocity{"w.velocity", checkpoint::DType::F32, {3, 1}, {broadcast}, {1}};
+  std::string wrongShape = tempDir("wrong_shape");
+  save(wrongShape, {w, velocity});
+  Status s = (*exec)->loadCheckpoint(wrongShape);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("rank 0: checkpoint '" + wrongShape +
+                             "' holds variable 'w' as f32 [4,1], the plan has f32 [3,1]"),
+            std::string::npos)
+      << s.message();
+  std::string missing = tempDir("missing_var");
+  save(missing, {velocity});
+  s = (*exec)->loadCheckpoint(missing);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("has no variable 'w'"), std::string::npos) << s.message();
+  s = (*exec)->loadCheckpoint(missing + "/nope");
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find(missing + "/nope"), std::string::npos) << s.message();
 }
 
 // a [3,5] (B) -> Slice S(1) -> AllToAll S(0) -> AllGather B: must equal a.
 // a -> ZeroOthers P -> ReduceScatter S(1) -> AllGather B: must equal a.
 // Both results are added into variables (SGD with lr -1) for inspection.
-PlanSpec boxingPlan(int ranks) {
+// `reversed`: the placement lists ranks {1, 0}, so global rank 1 is
+// coordinate 0 (the one that stores B variables in a checkpoint).
+PlanSpec boxingPlan(int ranks, bool reversed = false) {
   PlanSpec spec;
-  spec.placements = {{"cpu", ranks == 1 ? std::vector<int>{0} : std::vector<int>{0, 1}, {ranks}}};
+  spec.placements = {{"cpu",
+                      ranks == 1 ? std::vector<int>{0}
+                                 : (reversed ? std::vector<int>{1, 0} : std::vector<int>{0, 1}),
+                      {ranks}}};
   spec.variables = {{"out1", {3, 5}, 0, {B()}}, {"out2", {3, 5}, 0, {B()}}};
   ProgramSpec prog;
   prog.tensors = {{"a", {3, 5}, {B()}},   {"a.s1", {3, 5}, {S(1)}}, {"a.s0", {3, 5}, {S(0)}},
@@ -375,27 +485,30 @@ PlanSpec boxingPlan(int ranks) {
   return spec;
 }
 
+// Each rank's copy of the B results is checked: coordinate 0 stores B
+// variables, so the run is repeated with the other rank as coordinate 0.
 TEST(Executor, BoxingCollectivesUnevenAxis1) {
-  auto loaded = loadPlanBuffer(build(boxingPlan(2)));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
-  std::string dir = tempDir("boxing");
-  onTwoRanks(sys.system, loaded->plan(), {}, [&](int, Executor &exec) {
-    MemoryData data;
-    Status s = exec.run("train", &data, 0, 0, 2, nullptr);
-    return s ? exec.saveVariables(dir) : s;
-  });
-  if (HasFailure())
-    return;
-  for (int r = 0; r < 2; ++r)
+  for (bool reversed : {false, true}) {
+    auto loaded = loadPlanBuffer(build(boxingPlan(2, reversed)));
+    ASSERT_TRUE(loaded) << loaded.status().message();
+    ActorSystem sys;
+    std::string dir = tempDir(reversed ? "boxing_reversed" : "boxing");
+    onTwoRanks(sys.system, loaded->plan(), {}, [&](int, Executor &exec) {
+      MemoryData data;
+      Status s = exec.run("train", &data, 0, 0, 2, nullptr);
+      return s ? exec.saveCheckpoint(dir) : s;
+    });
+    if (HasFailure())
+      return;
     for (const char *name : {"out1", "out2"}) {
-      std::vector<float> got = readFloats(dir + "/" + name + "." + std::to_string(r) + ".f32");
+      std::vector<float> got = readCheckpointed(dir, name);
       ASSERT_EQ(got.size(), 15u) << name;
       for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 5; ++j)
           EXPECT_EQ(got[i * 5 + j], 2.0f * (10 * i + j)) // two steps accumulated
-              << name << " rank " << r << " at " << i << "," << j;
+              << name << " stored by rank " << (reversed ? 1 : 0) << " at " << i << "," << j;
     }
+  }
 }
 
 TEST(Executor, KernelErrorNamesTask) {

@@ -67,7 +67,7 @@ public:
     return Status::ok();
   }
 
-  Status save(const std::string &dir) override { return Status::ok(); }
+  Status saveCheckpoint(const std::string &dir) override { return Status::ok(); }
 
   Status writeTrace() override {
     return Status::error("rank " + std::to_string(rank_) + ": the fake worker records no trace");

@@ -85,8 +85,8 @@ TEST(Frontend, LowersToTrainAndEvalWithPyTorchInit) {
   EXPECT_EQ(w.getTensorType().getShape(), llvm::ArrayRef<int64_t>({7, 5}));
   EXPECT_NEAR(w.getInit().getB().convertToDouble(), 1.0 / std::sqrt(5.0), 1e-12);
   EXPECT_NEAR(w.getInit().getA().convertToDouble(), -1.0 / std::sqrt(5.0), 1e-12);
-  // Unannotated parameters default to broadcast.
-  EXPECT_EQ(mlir::sbp::toString(mlir::sbp::getSbpDims(mlir::sbp::getSbp(w.getType()))), "[B]");
+  // Unannotated parameters are left to the compiler: no SBP encoding.
+  EXPECT_FALSE(mlir::sbp::getSbp(w.getType()));
 }
 
 TEST(Frontend, SeedsDependOnModelSeedAndName) {

@@ -7,6 +7,7 @@
 #include "runtime/cluster/SyntheticData.h"
 #include "runtime/comm/CommGroups.h"
 #include "runtime/data/DataSource.h"
+#include "runtime/data/FortunesText.h"
 #include "runtime/plan/PlanLoader.h"
 
 #include <caf/actor_system.hpp>
@@ -15,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -89,12 +91,7 @@ public:
     return executor_->run(chunk.program, data, chunk.epoch, chunk.firstBatch, chunk.count, onStep);
   }
 
-  Status save(const std::string &dir) override {
-    if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-      return Status::error("rank " + std::to_string(rank_) + ": cannot create '" + dir +
-                           "': " + std::strerror(errno));
-    return executor_->saveVariables(dir);
-  }
+  Status saveCheckpoint(const std::string &dir) override { return executor_->saveCheckpoint(dir); }
 
   Status writeTrace() override {
     if (traceDir_.empty())
@@ -141,6 +138,28 @@ private:
         return test.status().withContext("test data in '" + settings.dataDir + "'");
       train_ = train.take();
       test_ = test.take();
+    } else if (settings.dataKind == "fortunes") {
+      // The context length is the plan's: the "tokens" input is [batch, T].
+      auto open = [&](const std::vector<FieldInfo> &fields, bool train,
+                      std::unique_ptr<DataSource> &out) -> Status {
+        const std::string split = train ? "train" : "validation";
+        auto tokens = std::find_if(fields.begin(), fields.end(),
+                                   [](const FieldInfo &f) { return f.name == "tokens"; });
+        if (tokens == fields.end() || tokens->sampleShape.size() != 1)
+          return Status::error(
+              "fortunes data needs a \"tokens\" input of shape [batch, T] in the plan's " +
+              std::string(train ? "train" : "eval") + " program");
+        auto text =
+            openFortunesText(settings.dataDir, train, settings.seed, tokens->sampleShape[0]);
+        if (!text)
+          return text.status().withContext(split + " data");
+        out = text.take();
+        return Status::ok();
+      };
+      if (Status f = open(trainFields, true, train_); !f)
+        return f;
+      if (Status f = open(evalFields.empty() ? trainFields : evalFields, false, test_); !f)
+        return f;
     } else {
       return Status::error("unknown data source '" + settings.dataKind + "'");
     }
@@ -202,6 +221,9 @@ private:
     if (!executor)
       return executor.status().withContext("executor");
     executor_ = executor.take();
+    if (!settings.resumeDir.empty())
+      if (Status r = executor_->loadCheckpoint(settings.resumeDir); !r)
+        return r.withContext("resuming");
     return Status::ok();
   }
 

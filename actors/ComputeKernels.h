@@ -1,0 +1,60 @@
+// Compute tasks of a plan as closures over one rank's local buffers: the
+// executor builds each once (checking shapes then, so a step only runs
+// kernels) and calls it whenever the task fires. Optimisers and collectives,
+// which touch variables and communicators, stay in Executor.cpp.
+#pragma once
+
+#include "runtime/Shape.h"
+#include "runtime/Status.h"
+#include "runtime/plan/plan_generated.h"
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace sbpflow {
+
+class DataSource;
+
+using Region = std::vector<Chunk>;
+
+// What a step's kernels may read besides their tensors.
+struct StepContext {
+  DataSource *data = nullptr;
+  int64_t epoch = 0;
+  int64_t batch = 0;
+};
+
+using Kernel = std::function<Status(const StepContext &)>;
+
+// One tensor of a program as this rank sees it.
+struct TensorView {
+  void *data = nullptr; // null: this rank holds no shard
+  Shape global, local;
+  Region region; // the local shard's place in the global tensor
+  NdSbp sbp;
+  std::vector<int64_t> hierarchy, coord;
+  int placement = 0;
+  plan::DType dtype = plan::DType::F32;
+};
+
+Region intersect(const Region &a, const Region &b);
+int64_t regionElements(const Region &r);
+// Copies `part` (a region in global coordinates) from a tensor holding
+// `from` into the dense buffer dst.
+void packRegion(const float *src, const Region &from, const Region &part, float *dst);
+// Copies a dense block holding `part` into a tensor holding `into`.
+void unpackRegion(const float *src, const Region &part, float *dst, const Region &into);
+
+// Whether buildComputeKernel handles `op`.
+bool isComputeOp(plan::OpKind op);
+
+// The kernel of a compute task whose tensors all live on this rank; `at`
+// names the rank and task in errors.
+StatusOr<Kernel> buildComputeKernel(const plan::Task &task,
+                                    const std::vector<const TensorView *> &in,
+                                    const std::vector<const TensorView *> &out,
+                                    const std::string &at);
+
+} // namespace sbpflow

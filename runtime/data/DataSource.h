@@ -6,6 +6,7 @@
 #include "runtime/Status.h"
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,14 @@ public:
   // F32 fields and -1 for I32 fields (labels: ignored by losses and metrics).
   virtual Status fill(const std::string &field, int64_t epoch, int64_t batchIndex,
                       int64_t globalBatch, int64_t rowBegin, int64_t rowCount, void *dst) = 0;
+  // The argument checks every fill() makes, in one place: field `field` of
+  // this source named `source` must be one of `known`, the rows must lie in
+  // the batch and the batch index must not overflow. OK with rowCount == 0
+  // and dst == null (nothing to fill).
+  static Status checkFillRequest(const char *source, const std::string &field,
+                                 std::initializer_list<const char *> known, int64_t epoch,
+                                 int64_t batchIndex, int64_t globalBatch, int64_t rowBegin,
+                                 int64_t rowCount, const void *dst);
   // Number of batches in an epoch: floor(size / globalBatch) when dropLast,
   // else ceil.
   int64_t batchesPerEpoch(int64_t globalBatch, bool dropLast) const {

@@ -8,7 +8,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <limits>
 #include <mutex>
 #include <random>
 
@@ -242,22 +241,10 @@ public:
   Status fill(const std::string &field, int64_t epoch, int64_t batchIndex, int64_t globalBatch,
               int64_t rowBegin, int64_t rowCount, void *dst) override {
     const bool isImage = field == "image";
-    if (!isImage && field != "label")
-      return Status::error("fashion-mnist: no field '" + field + "' (fields: image, label)");
-    if (epoch < 0 || batchIndex < 0 || globalBatch <= 0 || rowBegin < 0 || rowCount < 0 ||
-        rowBegin > globalBatch - rowCount)
-      return Status::error("fashion-mnist: bad request for '" + field + "': epoch " +
-                           std::to_string(epoch) + ", batch " + std::to_string(batchIndex) +
-                           ", global batch " + std::to_string(globalBatch) + ", rows [" +
-                           std::to_string(rowBegin) + ", " + std::to_string(rowBegin) + "+" +
-                           std::to_string(rowCount) + ")");
-    if (rowCount == 0)
-      return Status::ok();
-    if (dst == nullptr)
-      return Status::error("fashion-mnist: null destination for '" + field + "'");
-    if (batchIndex > (std::numeric_limits<int64_t>::max() - globalBatch) / globalBatch)
-      return Status::error("fashion-mnist: batch index " + std::to_string(batchIndex) +
-                           " overflows");
+    if (Status s = checkFillRequest("fashion-mnist", field, {"image", "label"}, epoch, batchIndex,
+                                    globalBatch, rowBegin, rowCount, dst);
+        !s || rowCount == 0)
+      return s;
 
     std::shared_ptr<const std::vector<int32_t>> order;
     if (shuffle_)

@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <limits>
 
 namespace sbpflow {
 namespace {
@@ -94,21 +93,10 @@ int64_t FortunesText::windowStart(int64_t epoch, int64_t batchIndex, int64_t row
 Status FortunesText::fill(const std::string &field, int64_t epoch, int64_t batchIndex,
                           int64_t globalBatch, int64_t rowBegin, int64_t rowCount, void *dst) {
   const bool isTargets = field == "targets";
-  if (!isTargets && field != "tokens")
-    return Status::error("fortunes: no field '" + field + "' (fields: tokens, targets)");
-  if (epoch < 0 || batchIndex < 0 || globalBatch <= 0 || rowBegin < 0 || rowCount < 0 ||
-      rowBegin > globalBatch - rowCount)
-    return Status::error("fortunes: bad request for '" + field + "': epoch " +
-                         std::to_string(epoch) + ", batch " + std::to_string(batchIndex) +
-                         ", global batch " + std::to_string(globalBatch) + ", rows [" +
-                         std::to_string(rowBegin) + ", " + std::to_string(rowBegin) + "+" +
-                         std::to_string(rowCount) + ")");
-  if (rowCount == 0)
-    return Status::ok();
-  if (dst == nullptr)
-    return Status::error("fortunes: null destination for '" + field + "'");
-  if (batchIndex > (std::numeric_limits<int64_t>::max() - globalBatch) / globalBatch)
-    return Status::error("fortunes: batch index " + std::to_string(batchIndex) + " overflows");
+  if (Status s = checkFillRequest("fortunes", field, {"tokens", "targets"}, epoch, batchIndex,
+                                  globalBatch, rowBegin, rowCount, dst);
+      !s || rowCount == 0)
+    return s;
 
   auto *out = static_cast<int32_t *>(dst);
   const int64_t T = context_, shift = isTargets ? 1 : 0;

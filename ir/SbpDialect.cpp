@@ -251,87 +251,84 @@ void InitAttr::print(AsmPrinter &printer) const {
   printer << ">";
 }
 
-Attribute SgdAttr::parse(AsmParser &parser, Type) {
-  double lr = 0, momentum = 0, wd = 0;
+namespace {
+
+struct NamedFloat {
+  llvm::StringRef name;
+  double *value;
+};
+
+// `<key = value, ...>` of an optimiser attribute: every key one of `fields`,
+// `lr` required (the others keep the defaults their variables hold).
+ParseResult parseNamedFloats(AsmParser &parser, llvm::StringRef attr,
+                             llvm::ArrayRef<NamedFloat> fields) {
+  SMLoc start = parser.getCurrentLocation();
   bool haveLr = false;
   if (parser.parseLess())
-    return {};
+    return failure();
   auto parseField = [&]() -> ParseResult {
     llvm::StringRef key;
     SMLoc loc = parser.getCurrentLocation();
     double value;
     if (parser.parseKeyword(&key) || parser.parseEqual() || parser.parseFloat(value))
       return failure();
-    if (key == "lr") {
-      lr = value;
-      haveLr = true;
-    } else if (key == "momentum") {
-      momentum = value;
-    } else if (key == "weight_decay") {
-      wd = value;
-    } else {
-      return parser.emitError(loc, "unknown sgd parameter '")
-             << key << "' (expected lr, momentum, weight_decay)";
-    }
-    return success();
+    for (const NamedFloat &f : fields)
+      if (key == f.name) {
+        *f.value = value;
+        haveLr |= key == "lr";
+        return success();
+      }
+    std::string expected;
+    for (const NamedFloat &f : fields)
+      expected += (expected.empty() ? "" : ", ") + f.name.str();
+    return parser.emitError(loc, "unknown ")
+           << attr << " parameter '" << key << "' (expected " << expected << ")";
   };
   if (parser.parseCommaSeparatedList(parseField) || parser.parseGreater())
-    return {};
-  if (!haveLr) {
-    parser.emitError(parser.getCurrentLocation(), "#sbp.sgd needs lr");
-    return {};
+    return failure();
+  if (!haveLr)
+    return parser.emitError(start, "#sbp.") << attr << " needs lr";
+  return success();
+}
+
+void printNamedFloats(AsmPrinter &printer,
+                      llvm::ArrayRef<std::pair<llvm::StringRef, llvm::APFloat>> fields) {
+  printer << "<";
+  for (auto [i, f] : llvm::enumerate(fields)) {
+    printer << (i ? ", " : "") << f.first << " = ";
+    printer.printFloat(f.second);
   }
+  printer << ">";
+}
+
+} // namespace
+
+Attribute SgdAttr::parse(AsmParser &parser, Type) {
+  double lr = 0, momentum = 0, wd = 0;
+  if (failed(parseNamedFloats(parser, "sgd",
+                              {{"lr", &lr}, {"momentum", &momentum}, {"weight_decay", &wd}})))
+    return {};
   return SgdAttr::get(parser.getContext(), llvm::APFloat(lr), llvm::APFloat(momentum),
                       llvm::APFloat(wd));
 }
 
 void SgdAttr::print(AsmPrinter &printer) const {
-  printer << "<lr = ";
-  printer.printFloat(getLr());
-  printer << ", momentum = ";
-  printer.printFloat(getMomentum());
-  printer << ", weight_decay = ";
-  printer.printFloat(getWeightDecay());
-  printer << ">";
+  printNamedFloats(
+      printer, {{"lr", getLr()}, {"momentum", getMomentum()}, {"weight_decay", getWeightDecay()}});
 }
 
 // Fields are named; lr is required, the others default to PyTorch's
 // torch.optim.AdamW (betas 0.9, 0.999, eps 1e-8, weight decay 0.01).
 Attribute AdamWAttr::parse(AsmParser &parser, Type) {
   double lr = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, wd = 0.01;
-  bool haveLr = false;
   SMLoc start = parser.getCurrentLocation();
-  if (parser.parseLess())
+  if (failed(parseNamedFloats(parser, "adamw",
+                              {{"lr", &lr},
+                               {"beta1", &beta1},
+                               {"beta2", &beta2},
+                               {"eps", &eps},
+                               {"weight_decay", &wd}})))
     return {};
-  auto parseField = [&]() -> ParseResult {
-    llvm::StringRef key;
-    SMLoc loc = parser.getCurrentLocation();
-    double value;
-    if (parser.parseKeyword(&key) || parser.parseEqual() || parser.parseFloat(value))
-      return failure();
-    if (key == "lr") {
-      lr = value;
-      haveLr = true;
-    } else if (key == "beta1") {
-      beta1 = value;
-    } else if (key == "beta2") {
-      beta2 = value;
-    } else if (key == "eps") {
-      eps = value;
-    } else if (key == "weight_decay") {
-      wd = value;
-    } else {
-      return parser.emitError(loc, "unknown adamw parameter '")
-             << key << "' (expected lr, beta1, beta2, eps, weight_decay)";
-    }
-    return success();
-  };
-  if (parser.parseCommaSeparatedList(parseField) || parser.parseGreater())
-    return {};
-  if (!haveLr) {
-    parser.emitError(start, "#sbp.adamw needs lr");
-    return {};
-  }
   if (beta1 < 0 || beta1 >= 1 || beta2 < 0 || beta2 >= 1) {
     parser.emitError(start, "#sbp.adamw betas must lie in [0, 1), got beta1 = ")
         << beta1 << ", beta2 = " << beta2;
@@ -346,15 +343,9 @@ Attribute AdamWAttr::parse(AsmParser &parser, Type) {
 }
 
 void AdamWAttr::print(AsmPrinter &printer) const {
-  printer << "<lr = ";
-  printer.printFloat(getLr());
-  printer << ", beta1 = ";
-  printer.printFloat(getBeta1());
-  printer << ", beta2 = ";
-  printer.printFloat(getBeta2());
-  printer << ", eps = ";
-  printer.printFloat(getEps());
-  printer << ", weight_decay = ";
-  printer.printFloat(getWeightDecay());
-  printer << ">";
+  printNamedFloats(printer, {{"lr", getLr()},
+                             {"beta1", getBeta1()},
+                             {"beta2", getBeta2()},
+                             {"eps", getEps()},
+                             {"weight_decay", getWeightDecay()}});
 }

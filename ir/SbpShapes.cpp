@@ -117,6 +117,30 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
     return success();
   };
   auto resultType = [&](unsigned i) { return tensorOf(op->getResult(i)); };
+  // narrow (the result is the part of `in`) and narrow_grad (the result is
+  // the whole that `in` is the part of): equal off `axis`, and the part's
+  // range [begin, begin + length) inside the whole.
+  auto narrowShape = [&](Value in, llvm::StringRef inName, int64_t axis, int64_t begin,
+                         bool resultIsWhole) -> LogicalResult {
+    auto x = shapeOf(in);
+    auto res = resultType(0);
+    if (failed(checkAxis(op, axis, static_cast<int64_t>(x.size()))))
+      return failure();
+    llvm::SmallVector<int64_t> expect(x);
+    expect[axis] = res.getRank() == static_cast<int64_t>(x.size()) ? res.getDimSize(axis) : 0;
+    if (res.getShape() != llvm::ArrayRef<int64_t>(expect))
+      return op->emitOpError("result ")
+             << withoutSbp(res) << " must differ from " << inName << " " << withoutSbp(tensorOf(in))
+             << " on axis " << axis << " only";
+    const int64_t part = resultIsWhole ? x[axis] : res.getDimSize(axis);
+    const int64_t whole = resultIsWhole ? res.getDimSize(axis) : x[axis];
+    if (begin < 0 || begin + part > whole)
+      return op->emitOpError("range [")
+             << begin << ", " << begin + part << ") on axis " << axis << " is outside the "
+             << (resultIsWhole ? "result's" : "input's") << " length " << whole;
+    out.push_back(plain(expect, tensorOf(in).getElementType()));
+    return success();
+  };
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case([&](MatmulOp m) -> LogicalResult {
         if (failed(expectMinRank(op, m.getA(), 2, "lhs")) ||
@@ -365,43 +389,11 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
       })
       .Case([&](NarrowOp o) -> LogicalResult {
         // The narrowed length is the result type's.
-        auto x = shapeOf(o.getX());
-        auto res = resultType(0);
-        int64_t axis = o.getAxis(), begin = o.getBegin();
-        if (failed(checkAxis(op, axis, static_cast<int64_t>(x.size()))))
-          return failure();
-        llvm::SmallVector<int64_t> expect(x);
-        expect[axis] = res.getRank() == static_cast<int64_t>(x.size()) ? res.getDimSize(axis) : 0;
-        if (res.getShape() != llvm::ArrayRef<int64_t>(expect))
-          return op->emitOpError("result ")
-                 << withoutSbp(res) << " must differ from the input "
-                 << withoutSbp(tensorOf(o.getX())) << " on axis " << axis << " only";
-        if (begin < 0 || begin + res.getDimSize(axis) > x[axis])
-          return op->emitOpError("range [")
-                 << begin << ", " << begin + res.getDimSize(axis) << ") on axis " << axis
-                 << " is outside the input's length " << x[axis];
-        out.push_back(plain(expect, tensorOf(o.getX()).getElementType()));
-        return success();
+        return narrowShape(o.getX(), "the input", o.getAxis(), o.getBegin(), false);
       })
       .Case([&](NarrowGradOp o) -> LogicalResult {
         // The whole (forward input) shape is the result type's.
-        auto dy = shapeOf(o.getDy());
-        auto res = resultType(0);
-        int64_t axis = o.getAxis(), begin = o.getBegin();
-        if (failed(checkAxis(op, axis, static_cast<int64_t>(dy.size()))))
-          return failure();
-        llvm::SmallVector<int64_t> expect(dy);
-        expect[axis] = res.getRank() == static_cast<int64_t>(dy.size()) ? res.getDimSize(axis) : 0;
-        if (res.getShape() != llvm::ArrayRef<int64_t>(expect))
-          return op->emitOpError("result ")
-                 << withoutSbp(res) << " must differ from dy " << withoutSbp(tensorOf(o.getDy()))
-                 << " on axis " << axis << " only";
-        if (begin < 0 || begin + dy[axis] > res.getDimSize(axis))
-          return op->emitOpError("range [")
-                 << begin << ", " << begin + dy[axis] << ") on axis " << axis
-                 << " is outside the result's length " << res.getDimSize(axis);
-        out.push_back(plain(expect, tensorOf(o.getDy()).getElementType()));
-        return success();
+        return narrowShape(o.getDy(), "dy", o.getAxis(), o.getBegin(), true);
       })
       .Case([&](ConcatOp o) -> LogicalResult {
         if (o.getInputs().empty())

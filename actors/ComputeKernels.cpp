@@ -13,23 +13,6 @@
 
 namespace sbpflow {
 
-Region intersect(const Region &a, const Region &b) {
-  Region out(a.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    int64_t lo = std::max(a[i].begin, b[i].begin);
-    int64_t hi = std::min(a[i].begin + a[i].size, b[i].begin + b[i].size);
-    out[i] = Chunk{lo, std::max<int64_t>(0, hi - lo)};
-  }
-  return out;
-}
-
-int64_t regionElements(const Region &r) {
-  int64_t n = 1;
-  for (const Chunk &c : r)
-    n *= c.size;
-  return n;
-}
-
 // Copies `part` (a region in global coordinates) from a tensor holding
 // `from` into the dense buffer dst.
 void packRegion(const float *src, const Region &from, const Region &part, float *dst) {

@@ -17,8 +17,6 @@ namespace sbpflow {
 
 class DataSource;
 
-using Region = std::vector<Chunk>;
-
 // What a step's kernels may read besides their tensors.
 struct StepContext {
   DataSource *data = nullptr;
@@ -39,8 +37,6 @@ struct TensorView {
   plan::DType dtype = plan::DType::F32;
 };
 
-Region intersect(const Region &a, const Region &b);
-int64_t regionElements(const Region &r);
 // Copies `part` (a region in global coordinates) from a tensor holding
 // `from` into the dense buffer dst.
 void packRegion(const float *src, const Region &from, const Region &part, float *dst);

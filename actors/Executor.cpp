@@ -167,14 +167,11 @@ Status CpuExecutor::init() {
       storage.region = localRegion(global, toNdSbp(var->sbp()), h, hierarchyCoord(h, index));
       storage.local = true;
       std::vector<float> whole = initGlobalTensor(*var->init(), elementCount(global));
-      Region full;
-      for (int64_t d : global)
-        full.push_back(Chunk{0, d});
       storage.data.resize(static_cast<size_t>(regionElements(storage.region)));
       if (global.empty())
         storage.data[0] = whole[0];
       else
-        packRegion(whole.data(), full, storage.region, storage.data.data());
+        packRegion(whole.data(), wholeRegion(global), storage.region, storage.data.data());
     }
     variables_.push_back(std::move(storage));
   }
@@ -504,15 +501,7 @@ StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Program &prog, const plan:
     if (!comm)
       return comm.status();
     const int64_t n = x.hierarchy[dim];
-    auto sameRegion = [](const Region &a, const Region &b) {
-      if (a.size() != b.size())
-        return false;
-      for (size_t i = 0; i < a.size(); ++i)
-        if (a[i].begin != b[i].begin || a[i].size != b[i].size)
-          return false;
-      return true;
-    };
-    if (n == 1 && sameRegion(x.region, y.region)) {
+    if (n == 1 && x.region == y.region) {
       // A group of one: the output is the input (one copy, not pack + unpack).
       const float *src = f32(&x);
       float *dst = f32(&y);

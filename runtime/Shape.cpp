@@ -58,9 +58,7 @@ std::vector<int64_t> hierarchyCoord(const std::vector<int64_t> &hierarchy, int64
 std::vector<Chunk> localRegion(const Shape &global, const NdSbp &sbp,
                                const std::vector<int64_t> &hierarchy,
                                const std::vector<int64_t> &coord) {
-  std::vector<Chunk> region(global.size());
-  for (size_t a = 0; a < global.size(); ++a)
-    region[a] = Chunk{0, global[a]};
+  Region region = wholeRegion(global);
   for (size_t d = 0; d < sbp.size(); ++d) {
     if (sbp[d].kind != SbpKind::Split)
       continue;
@@ -92,6 +90,30 @@ int64_t maxLocalElements(const Shape &global, const NdSbp &sbp,
   // Coordinate 0 on every dimension holds the largest balanced chunk.
   std::vector<int64_t> first(hierarchy.size(), 0);
   return elementCount(localShape(global, sbp, hierarchy, first));
+}
+
+Region wholeRegion(const Shape &global) {
+  Region region(global.size());
+  for (size_t a = 0; a < global.size(); ++a)
+    region[a] = Chunk{0, global[a]};
+  return region;
+}
+
+Region intersect(const Region &a, const Region &b) {
+  Region out(a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    const int64_t lo = std::max(a[i].begin, b[i].begin);
+    const int64_t hi = std::min(a[i].begin + a[i].size, b[i].begin + b[i].size);
+    out[i] = Chunk{lo, std::max<int64_t>(0, hi - lo)};
+  }
+  return out;
+}
+
+int64_t regionElements(const Region &r) {
+  int64_t n = 1;
+  for (const Chunk &c : r)
+    n *= c.size;
+  return n;
 }
 
 } // namespace sbpflow

@@ -34,7 +34,16 @@ std::string toString(const Shape &shape);
 struct Chunk {
   int64_t begin = 0;
   int64_t size = 0;
+  bool operator==(const Chunk &o) const { return begin == o.begin && size == o.size; }
+  bool operator!=(const Chunk &o) const { return !(*this == o); }
 };
+// A block of a global tensor: one chunk per axis.
+using Region = std::vector<Chunk>;
+// The whole of a tensor of shape `global`.
+Region wholeRegion(const Shape &global);
+// The block both hold (empty chunks where they do not meet).
+Region intersect(const Region &a, const Region &b);
+int64_t regionElements(const Region &r);
 Chunk balancedChunk(int64_t total, int64_t parts, int64_t index);
 
 // Coordinate of `rankIndex` (position in the placement's rank list) in a

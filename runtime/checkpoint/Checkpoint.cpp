@@ -34,37 +34,11 @@ constexpr int kVersion = 1;
 constexpr uint32_t kMaxNameBytes = 1 << 16;
 constexpr uint32_t kMaxRank = 64;
 
-int64_t regionElements(const Region &r) {
-  int64_t n = 1;
-  for (const Chunk &c : r)
-    n *= c.size;
-  return n;
-}
-
 std::string regionText(const Region &r) {
   std::string s = "[";
   for (size_t i = 0; i < r.size(); ++i)
     s += (i ? ", " : "") + std::to_string(r[i].begin) + "+" + std::to_string(r[i].size);
   return s + "]";
-}
-
-bool sameRegion(const Region &a, const Region &b) {
-  if (a.size() != b.size())
-    return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i].begin != b[i].begin || a[i].size != b[i].size)
-      return false;
-  return true;
-}
-
-Region intersect(const Region &a, const Region &b) {
-  Region r(a.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    const int64_t begin = std::max(a[i].begin, b[i].begin);
-    const int64_t end = std::min(a[i].begin + a[i].size, b[i].begin + b[i].size);
-    r[i] = Chunk{begin, std::max<int64_t>(0, end - begin)};
-  }
-  return r;
 }
 
 bool insideShape(const Region &r, const Shape &shape) {
@@ -202,7 +176,7 @@ public:
     for (Chunk &c : region)
       if (!get(&c.begin, 8) || !get(&c.size, 8))
         return fail("truncated header");
-    if (!sameRegion(region, want_))
+    if (region != want_)
       return fail("holds region " + regionText(region) + ", the index says " + regionText(want_));
     uint64_t payloadBytes = 0;
     uint32_t crc = 0;

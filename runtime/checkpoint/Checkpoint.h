@@ -31,9 +31,6 @@ using ::sbpflow::toString;         // the Shape / NdSbp overloads beside this on
 const char *toString(DType dtype); // "f32", "i32"
 int64_t byteSize(DType dtype);
 
-// Per axis of the global shape: [begin, begin + size).
-using Region = std::vector<Chunk>;
-
 struct TensorMeta {
   std::string name;
   DType dtype = DType::F32;

@@ -176,9 +176,7 @@ std::vector<float> readCheckpointed(const std::string &dir, const std::string &n
     return {};
   if (meta)
     *meta = *found;
-  checkpoint::Region whole;
-  for (int64_t n : found->shape)
-    whole.push_back(Chunk{0, n});
+  const Region whole = wholeRegion(found->shape);
   std::vector<float> out(static_cast<size_t>(elementCount(found->shape)));
   Status s = reader->read(name, found->shape, checkpoint::DType::F32, whole, out.data());
   EXPECT_TRUE(s) << s.message();
@@ -413,9 +411,7 @@ TEST(Executor, LoadCheckpointRefusesMissingOrMismatchedVariables) {
   auto save = [](const std::string &dir, const std::vector<checkpoint::TensorMeta> &metas) {
     for (const auto &m : metas) {
       std::vector<float> zeros(static_cast<size_t>(elementCount(m.shape)));
-      checkpoint::Region whole;
-      for (int64_t n : m.shape)
-        whole.push_back(Chunk{0, n});
+      const Region whole = wholeRegion(m.shape);
       ASSERT_TRUE(checkpoint::writeShard(dir, m, whole, zeros.data()));
     }
     ASSERT_TRUE(checkpoint::writeIndex(dir, metas));

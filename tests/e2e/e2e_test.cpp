@@ -50,9 +50,7 @@ std::map<std::string, std::vector<float>> loadParams(const fs::path &dir) {
   if (!reader)
     return result;
   for (const TensorMeta &t : reader->tensors()) {
-    Region whole;
-    for (int64_t n : t.shape)
-      whole.push_back(sbpflow::Chunk{0, n});
+    const sbpflow::Region whole = sbpflow::wholeRegion(t.shape);
     std::vector<float> values(static_cast<size_t>(sbpflow::elementCount(t.shape)));
     sbpflow::Status s = reader->read(t.name, t.shape, DType::F32, whole, values.data());
     EXPECT_TRUE(s) << s.message();

@@ -408,15 +408,9 @@ int main(int argc, char **argv) {
 
     Model m("gpt_char", train.seed);
     buildTrainModel(m, config, train);
-    auto plan = compileModel(m, emitMlir);
+    auto plan = compileModel(m, emitMlir, emitPlan);
     if (!plan) {
       std::fprintf(stderr, "error: %s\n", plan.status().message().c_str());
-      return 1;
-    }
-    if (!emitPlan.empty() &&
-        !std::ofstream(emitPlan, std::ios::binary)
-             .write(reinterpret_cast<const char *>(plan->data()), plan->size())) {
-      std::fprintf(stderr, "error: cannot write %s\n", emitPlan.c_str());
       return 1;
     }
     if (run.planOnly)

@@ -13,7 +13,8 @@
 
 namespace sbpflow {
 
-StatusOr<std::vector<uint8_t>> compileModel(const Model &model, const std::string &mlirPath) {
+StatusOr<std::vector<uint8_t>> compileModel(const Model &model, const std::string &mlirPath,
+                                            const std::string &planPath) {
   mlir::MLIRContext context;
   std::string diagnostics;
   llvm::raw_string_ostream os(diagnostics);
@@ -36,6 +37,16 @@ StatusOr<std::vector<uint8_t>> compileModel(const Model &model, const std::strin
   std::vector<uint8_t> plan;
   if (mlir::failed(compileModule(*module, plan)))
     return Status::error("compiling model '" + model.name() + "' failed:\n" + os.str());
+  if (!planPath.empty()) {
+    std::error_code ec;
+    llvm::raw_fd_ostream out(planPath, ec);
+    if (ec)
+      return Status::error("cannot write " + planPath + ": " + ec.message());
+    out.write(reinterpret_cast<const char *>(plan.data()), plan.size());
+    out.close();
+    if (out.has_error())
+      return Status::error("cannot write " + planPath + ": " + out.error().message());
+  }
   return plan;
 }
 

@@ -12,7 +12,9 @@
 
 namespace sbpflow {
 
-// When `mlirPath` is not empty, the module before compilation is written there.
-StatusOr<std::vector<uint8_t>> compileModel(const Model &model, const std::string &mlirPath = "");
+// When `mlirPath` is not empty, the module before compilation is written
+// there; when `planPath` is not empty, the plan.
+StatusOr<std::vector<uint8_t>> compileModel(const Model &model, const std::string &mlirPath = "",
+                                            const std::string &planPath = "");
 
 } // namespace sbpflow

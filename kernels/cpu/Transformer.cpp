@@ -220,21 +220,23 @@ SBPFLOW_INLINE void rankUpdate(const float *coef, int64_t ldc, const float *b, i
     rankUpdateBlock<kLanes>(coef, ldc, b + c, ldb, n, out + c, ldo);
 }
 
+// y = softmax(x) over n > 0 elements (x == y allowed).
+SBPFLOW_INLINE void softmaxRow(const float *x, float *y, int64_t n) {
+  const float mx = maxOf(x, n);
+  SBPFLOW_ELEMENTWISE
+  for (int64_t j = 0; j < n; ++j)
+    y[j] = fastExp(x[j] - mx);
+  const float inv = 1.f / sum(y, n);
+  for (int64_t j = 0; j < n; ++j)
+    y[j] *= inv;
+}
+
 // Row r of a block of attention scores (query row i0 + r, causal prefix
 // `len`) becomes its softmax weights; entries [len, width) become 0.
 SBPFLOW_INLINE void causalSoftmaxRow(float *p, int64_t len, int64_t width) {
-  if (len <= 0) {
-    std::fill(p, p + width, 0.f);
-    return;
-  }
-  const float mx = maxOf(p, len);
-  SBPFLOW_ELEMENTWISE
-  for (int64_t j = 0; j < len; ++j)
-    p[j] = fastExp(p[j] - mx);
-  const float inv = 1.f / sum(p, len);
-  for (int64_t j = 0; j < len; ++j)
-    p[j] *= inv;
-  std::fill(p + len, p + width, 0.f);
+  if (len > 0)
+    softmaxRow(p, p, len);
+  std::fill(p + std::max<int64_t>(len, 0), p + width, 0.f);
 }
 
 // The scratch of one (batch, head) pair. Rows are padded to whole lane blocks
@@ -463,17 +465,8 @@ SBPFLOW_CLONES
 void softmax(const float *x, float *y, int64_t rows, int64_t cols) {
   if (cols <= 0)
     return;
-  for (int64_t i = 0; i < rows; ++i) {
-    const float *xr = x + i * cols;
-    float *yr = y + i * cols;
-    const float mx = maxOf(xr, cols);
-    SBPFLOW_ELEMENTWISE
-    for (int64_t j = 0; j < cols; ++j)
-      yr[j] = fastExp(xr[j] - mx);
-    const float inv = 1.f / sum(yr, cols);
-    for (int64_t j = 0; j < cols; ++j)
-      yr[j] *= inv;
-  }
+  for (int64_t i = 0; i < rows; ++i)
+    softmaxRow(x + i * cols, y + i * cols, cols);
 }
 
 SBPFLOW_CLONES

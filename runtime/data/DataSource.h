@@ -29,8 +29,9 @@ public:
   // Samples [rowBegin, rowBegin + rowCount) of global batch `batchIndex`
   // (batches of `globalBatch` samples in the epoch's order) into `dst`, a
   // dense buffer of rowCount * prod(sampleShape) elements. For a field of type
-  // I32 dst is int32_t*. A batch past the end of the data is padded: zeros for
-  // F32 fields and -1 for I32 fields (labels: ignored by losses and metrics).
+  // I32 dst is int32_t*. A batch past the end of the data is padded: label
+  // fields (what losses and metrics read) with -1, which they ignore; input
+  // fields with zeros (token ids with 0, a valid id, so embeddings accept them).
   virtual Status fill(const std::string &field, int64_t epoch, int64_t batchIndex,
                       int64_t globalBatch, int64_t rowBegin, int64_t rowCount, void *dst) = 0;
   // The argument checks every fill() makes, in one place: field `field` of

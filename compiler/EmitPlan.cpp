@@ -207,8 +207,8 @@ private:
                                                  variable >= 0 ? -1 : offset, bytes));
         tensorOf[r] = index;
         Value root = r;
-        if (auto ar = dyn_cast<AllReduceOp>(op))
-          root = aliasRoot.lookup(ar.getInputs()[i]) ? aliasRoot.lookup(ar.getInputs()[i]) : r;
+        if (Value in = inPlaceOperand(op, i); in && aliasRoot.lookup(in))
+          root = aliasRoot.lookup(in);
         aliasRoot[r] = root;
         if (variable < 0)
           spans.push_back({index, root, offset, bytes});
@@ -628,8 +628,8 @@ private:
     while (!work.empty()) {
       Value v = work.pop_back_val();
       for (OpOperand &use : v.getUses())
-        if (auto ar = dyn_cast<AllReduceOp>(use.getOwner())) {
-          Value r = ar.getResult(use.getOperandNumber());
+        if (inPlaceOperand(use.getOwner(), use.getOperandNumber())) {
+          Value r = use.getOwner()->getResult(use.getOperandNumber());
           out.push_back({r, root});
           work.push_back(r);
         }

@@ -21,6 +21,11 @@ std::unique_ptr<Pass> createPlanMemoryPass();
 // `print` dumps it as text to stdout (for FileCheck).
 std::unique_ptr<Pass> createEmitPlanPass(std::string outputPath = "", bool print = false);
 
+// The operand whose buffer result `i` of `op` reuses, or null: an all-reduce
+// works in place when it is its operand's only reader (another reader would see
+// the reduced bytes). sbp-plan-memory and sbp-emit-plan share this rule.
+Value inPlaceOperand(Operation *op, unsigned i);
+
 // Registers every pass above and the pipeline `sbp-compile`.
 void registerSbpPasses();
 

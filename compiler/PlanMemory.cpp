@@ -1,7 +1,9 @@
 // sbp-plan-memory: per function, assigns every activation an arena offset
 // (64-byte aligned) from its lifetime in op order (first definition to last
-// use; metrics to the end of the step), reusing freed space best-fit. All-reduce results alias
-// their operand (in place); parameters are views of variables and get no offset (-1). Records
+// use; metrics to the end of the step), reusing freed space best-fit. An all-reduce result
+// aliases its operand (in place) when the all-reduce is the operand's only user: another
+// reader would otherwise see the reduced bytes. Parameters are views of variables and get no
+// offset (-1). Records
 // `sbp.offset` (one per result) on ops and `sbp.arena_bytes` on funcs.
 #include "compiler/Passes.h"
 #include "ops/OpSemantics.h"
@@ -49,7 +51,8 @@ struct PlanMemoryPass : public PassWrapper<PlanMemoryPass, OperationPass<ModuleO
     for (Operation &op : body)
       index[&op] = n++;
 
-    // Alias roots: an all-reduce result shares its operand's buffer.
+    // Alias roots: an all-reduce result shares its operand's buffer when nothing else reads
+    // the operand (the reduction overwrites it).
     llvm::DenseMap<Value, Value> root;
     std::vector<Buffer> buffers;
     llvm::DenseMap<Value, size_t> bufferOf;
@@ -58,12 +61,9 @@ struct PlanMemoryPass : public PassWrapper<PlanMemoryPass, OperationPass<ModuleO
         auto type = dyn_cast<RankedTensorType>(r.getType());
         if (!type || isa<ParameterOp>(op))
           continue;
-        if (auto ar = dyn_cast<AllReduceOp>(op)) {
-          Value in = ar.getInputs()[i];
-          if (root.count(in)) {
-            root[r] = root.lookup(in);
-            continue;
-          }
+        if (Value in = inPlaceOperand(&op, i); in && root.count(in)) {
+          root[r] = root.lookup(in);
+          continue;
         }
         SbpTensorAttr enc = getSbp(type);
         if (!enc)
@@ -134,6 +134,17 @@ struct PlanMemoryPass : public PassWrapper<PlanMemoryPass, OperationPass<ModuleO
 };
 
 } // namespace
+
+Value mlir::sbp::inPlaceOperand(Operation *op, unsigned i) {
+  auto ar = dyn_cast<AllReduceOp>(op);
+  if (!ar)
+    return {};
+  Value in = ar.getInputs()[i];
+  bool onlyReader = llvm::all_of(in.getUses(), [&](OpOperand &use) {
+    return use.getOwner() == op && use.getOperandNumber() == i;
+  });
+  return onlyReader ? in : Value();
+}
 
 std::unique_ptr<Pass> mlir::sbp::createPlanMemoryPass() {
   return std::make_unique<PlanMemoryPass>();

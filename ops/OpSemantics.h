@@ -38,14 +38,6 @@ int64_t elementBytes(Type elementType);
 double groupBytes(RankedTensorType type, llvm::ArrayRef<SbpDim> sbp,
                   llvm::ArrayRef<int64_t> hierarchy, unsigned dim);
 
-// The cheapest way to box `type` from nd-SBP `from` to `to` one hierarchy
-// dimension at a time: `order` lists the changed dimensions in the order their
-// steps run and `cost` is the sum of the steps' boxingCost, each step moving
-// the bytes its group holds given the SBPs the other dimensions have at that
-// point. Every order is tried; ties keep shrinking steps (to a split) first.
-// `cost` is infinity where some step has no boxing; 0 when nothing changes.
-// With `bucketedAllReduce` the all-reduce steps pay no launch (alpha): they
-// are gradients that sbp-bucket-gradients fuses with others.
 // Whether changing `sbp[d]` to `to` is a step no collective over dim d can
 // do: it splits or unsplits an axis that a later (inner) dimension of `sbp`
 // also splits. Splits of one axis nest in hierarchy order, so the inner
@@ -59,6 +51,14 @@ struct NdBoxingPlan {
   // Whether some step is an all-reduce (P -> B).
   bool allReduces = false;
 };
+// The cheapest way to box `type` from nd-SBP `from` to `to` one hierarchy
+// dimension at a time: `order` lists the changed dimensions in the order their
+// steps run and `cost` is the sum of the steps' boxingCost, each step moving
+// the bytes its group holds given the SBPs the other dimensions have at that
+// point. Every order is tried; ties keep shrinking steps (to a split) first.
+// `cost` is infinity where some step has no boxing; 0 when nothing changes.
+// With `bucketedAllReduce` the all-reduce steps pay no launch (alpha): they
+// are gradients that sbp-bucket-gradients fuses with others.
 NdBoxingPlan planNdBoxing(const CostModel &model, RankedTensorType type,
                           llvm::ArrayRef<SbpDim> from, llvm::ArrayRef<SbpDim> to,
                           llvm::ArrayRef<int64_t> hierarchy, bool bucketedAllReduce = false);

@@ -1,11 +1,12 @@
 // sbp-plan-memory: arena offsets from lifetimes in op order, 64-byte aligned,
-// best-fit reuse; all-reduce results alias their operand; parameters are
-// variable views (-1).
+// best-fit reuse; an all-reduce result aliases its operand when nothing else
+// reads it; parameters are variable views (-1).
 // RUN: sbpflow-opt %s --sbp-plan-memory | FileCheck %s
 
 // %a and %b die at %c, so %d takes the best-fitting hole at 0; %e (256 B)
 // does not fit the 64-byte hole that %d leaves and goes after the mean; the
 // all-reduce works in place and keeps the mean's bytes alive until the metric.
+
 // CHECK-LABEL: func.func @chain() attributes {sbp.arena_bytes = 640 : i64}
 // CHECK: sbp.input "a" {sbp.offset = array<i64: 0>}
 // CHECK: sbp.parameter @v {sbp.offset = array<i64: -1>}
@@ -16,6 +17,7 @@
 // CHECK: sbp.input "e" {sbp.offset = array<i64: 128>}
 // CHECK: sbp.all_reduce %{{.*}} {dim = 0 : i64, sbp.offset = array<i64: 64>}
 // CHECK: sbp.relu %{{.*}} {sbp.offset = array<i64: 384>}
+
 module {
   sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
   sbp.variable @v : tensor<16xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros, 0.0, 0.0> seed 1
@@ -31,6 +33,22 @@ module {
     %r = sbp.all_reduce %m {dim = 0 : i64} : (tensor<f32, #sbp.t<@dp, [P(sum)]>>) -> tensor<f32, #sbp.t<@dp, [B]>>
     sbp.metric "m" %r : tensor<f32, #sbp.t<@dp, [B]>>
     %f = sbp.relu %e : (tensor<64xf32, #sbp.t<@dp, [B]>>) -> tensor<64xf32, #sbp.t<@dp, [B]>>
+    return
+  }
+
+  // An all-reduce whose operand has another reader works out of place: the
+  // square-sum after it must still read the unreduced partial sums, so %g keeps
+  // its own bytes (0) and the all-reduce result gets new ones (64).
+  // CHECK-LABEL: func.func @shared_operand()
+  // CHECK: sbp.input "g" {sbp.offset = array<i64: 0>}
+  // CHECK: sbp.all_reduce %{{.*}} {dim = 0 : i64, sbp.offset = array<i64: 64>}
+  // CHECK: sbp.square_sum %{{.*}} {sbp.offset = array<i64: 128>}
+  func.func @shared_operand() {
+    %g = sbp.input "g" : tensor<8xf32, #sbp.t<@dp, [P(sum)]>>
+    %r = sbp.all_reduce %g {dim = 0 : i64} : (tensor<8xf32, #sbp.t<@dp, [P(sum)]>>) -> tensor<8xf32, #sbp.t<@dp, [B]>>
+    %s = sbp.square_sum %g : (tensor<8xf32, #sbp.t<@dp, [P(sum)]>>) -> tensor<f32, #sbp.t<@dp, [P(sum)]>>
+    sbp.output "r" %r : tensor<8xf32, #sbp.t<@dp, [B]>>
+    sbp.metric "s" %s : tensor<f32, #sbp.t<@dp, [P(sum)]>>
     return
   }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The GPT of examples/gpt_char.cpp trained for 10 steps with dropout on 1
-rank, dp=4 and tp=2 must end with the same parameters and AdamW state (within
+rank, dp=4, tp=2 and the 2 x 2 mesh (dp=2, tp=2) must end with the same parameters and AdamW state (within
 1e-4, the norm of the difference relative to the tensor's norm), and a
 checkpoint saved at tp=2 must load at tp=1 (resharding) and continue like the
 1-rank run. Usage: gpt_layouts_test.py BIN_DIR
@@ -46,7 +46,7 @@ def main():
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         ref = train(os.path.join(tmp, "1x1"), 1, 1)
-        for dp, tp in [(4, 1), (1, 2)]:
+        for dp, tp in [(4, 1), (1, 2), (2, 2)]:
             diff, name = worst(ref, train(os.path.join(tmp, f"{dp}x{tp}"), dp, tp))
             print(f"dp={dp} tp={tp}: largest relative difference {diff:.3g} ({name})")
             failed |= diff > 1e-4

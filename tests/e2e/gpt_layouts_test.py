@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The GPT of examples/gpt_char.cpp trained for 10 steps with dropout on 1
-rank, dp=4, tp=2 and the 2 x 2 mesh (dp=2, tp=2) must end with the same parameters and AdamW state (within
-1e-4, the norm of the difference relative to the tensor's norm), and a
+rank, dp=4, tp=2 and the 2 x 2 mesh (dp=2, tp=2) must end with the same
+parameters and AdamW state (within 1e-4, the norm of the difference relative
+to the tensor's norm), and a
 checkpoint saved at tp=2 must load at tp=1 (resharding) and continue like the
 1-rank run. Usage: gpt_layouts_test.py BIN_DIR
 

@@ -98,8 +98,8 @@ void buildTrainModel(Model &m, const GptConfig &c, const TrainSettings &s) {
   adamw.eps = 1e-8;
   adamw.weight_decay = 0.1;
   m.minimize(cross_entropy(logits, targets), adamw, /*max_grad_norm=*/1.0);
-  // Correct next characters of the validation split (the driver reports
-  // correct / windows: divided by T below, the per-character accuracy).
+  // Correct next characters of the validation split (the driver divides by
+  // the characters counted: windows x T); @eval also reports the loss.
   if (s.evaluate)
     m.evaluate("correct", correct_count(logits, targets));
 }
@@ -284,6 +284,22 @@ int sample(const GptConfig &config, const SampleSettings &s, const FortunesText 
   return 0;
 }
 
+// The loss a model without context reaches: the cross-entropy (nats per
+// character) of the validation bytes under the training split's byte
+// frequencies, add-one smoothed over the vocabulary.
+double unigramBaseline(const FortunesText &train, const FortunesText &val) {
+  std::vector<double> count(train.vocab().size(), 1.0);
+  for (int32_t id : train.splitTokens())
+    count[id] += 1.0;
+  double total = 0;
+  for (double c : count)
+    total += c;
+  double nats = 0;
+  for (int32_t id : val.splitTokens())
+    nats -= std::log(count[id] / total);
+  return nats / static_cast<double>(val.splitTokens().size());
+}
+
 // Writes the initial weights (and zero optimiser state) as a checkpoint from
 // one in-process rank: variables start from their seeds alone, so they equal
 // those of any [dp, tp] job with the same seed (bench/run_gpt_bench.sh hands
@@ -423,10 +439,19 @@ int main(int argc, char **argv) {
       std::fprintf(stderr, "error: %s\n", s.message().c_str());
       return 1;
     }
-    for (size_t e = 0; e < report.testAccuracy.size(); ++e)
-      std::printf("after step %lld: validation character accuracy %.4f\n",
-                  static_cast<long long>((e + 1) * evalEvery),
-                  report.testAccuracy[e] / static_cast<double>(config.blockSize));
+    if (evalEvery > 0) {
+      auto val = openFortunesText(run.dataDir, false, train.seed, config.blockSize);
+      if (!val) {
+        std::fprintf(stderr, "error: %s\n", val.status().message().c_str());
+        return 1;
+      }
+      std::printf("unigram baseline: validation loss %.4f (train byte frequencies)\n",
+                  unigramBaseline(**text, **val));
+    }
+    for (size_t e = 0; e < report.testAccuracy.size() && e < report.evalLoss.size(); ++e)
+      std::printf("after step %lld: validation loss %.4f, character accuracy %.4f\n",
+                  static_cast<long long>((e + 1) * evalEvery), report.evalLoss[e],
+                  report.testAccuracy[e]);
     if (!benchJson.empty() && !writeBenchJson(benchJson, train, run.threads, report)) {
       std::fprintf(stderr, "error: cannot write %s\n", benchJson.c_str());
       return 1;

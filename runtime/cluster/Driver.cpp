@@ -467,6 +467,7 @@ private:
     const ProgramInfo *evalProg = program("eval");
     int lossIdx = metricIndex(*trainProg, "loss");
     int correctIdx = evalProg ? metricIndex(*evalProg, "correct") : -1;
+    int evalLossIdx = evalProg ? metricIndex(*evalProg, "loss") : -1;
     int64_t steps = trainProg->batches;
     if (options_.maxSteps >= 0)
       steps = std::min(steps, options_.maxSteps);
@@ -516,15 +517,34 @@ private:
             std::chrono::duration<double>(lastStep - warmEnd).count() / (steps - warmup);
 
       if (evalProg && evalProg->batches > 0) {
-        double correct = 0;
+        // "loss" is a per-batch mean: weighted by the batch's real rows (the
+        // last batch may be padded) it gives the mean over the whole split.
+        double correct = 0, lossSum = 0;
+        int64_t batch = 0;
         s = runChunk(*evalProg, epoch, evalProg->batches, [&](const std::vector<double> &metrics) {
+          int64_t rows = std::min(evalProg->globalBatch,
+                                  evalProg->samples - batch * evalProg->globalBatch);
+          ++batch;
           if (correctIdx >= 0)
             correct += metrics[correctIdx];
+          if (evalLossIdx >= 0)
+            lossSum += metrics[evalLossIdx] * static_cast<double>(std::max<int64_t>(rows, 0));
         });
         if (!s)
           return s;
+        if (evalProg->samples > 0 && evalLossIdx >= 0) {
+          double loss = lossSum / static_cast<double>(evalProg->samples);
+          if (report)
+            report->evalLoss.push_back(loss);
+          if (log) {
+            char line[128];
+            std::snprintf(line, sizeof(line), "epoch %d eval loss %.6f", epoch + 1, loss);
+            *log << line << std::endl;
+          }
+        }
         if (correctIdx >= 0 && evalProg->samples > 0) {
-          double accuracy = correct / static_cast<double>(evalProg->samples);
+          double accuracy = correct / (static_cast<double>(evalProg->samples) *
+                                       static_cast<double>(evalProg->labelsPerSample));
           if (report)
             report->testAccuracy.push_back(accuracy);
           if (log) {

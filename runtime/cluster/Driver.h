@@ -69,6 +69,9 @@ struct RunOptions {
 struct JobReport {
   std::vector<double> lossHistory;  // combined "loss" metric of every train step
   std::vector<double> testAccuracy; // per epoch; empty without an "eval" program
+  // Per epoch: the eval program's "loss", averaged over every sample of the
+  // split; empty without an eval program that reports "loss".
+  std::vector<double> evalLoss;
   double meanStepSeconds = 0;       // driver wall time per train step
   double steadyStepSeconds = 0;     // first epoch, after min(10, steps/5) warm-up steps
   std::vector<int64_t> peakRssKb;   // per rank (getrusage maxrss)

@@ -73,10 +73,13 @@ struct ProgramInfo {
   int64_t samples = 0;     // size of the program's data set
   std::vector<std::string> metricNames;
   std::vector<int32_t> metricReduce; // MetricReduce values
+  // Labels per sample that a "correct" metric counts (a character model
+  // counts T per window): accuracy = correct / (samples * labelsPerSample).
+  int64_t labelsPerSample = 1;
 };
 template <class Inspector> typename Inspector::result_type inspect(Inspector &f, ProgramInfo &x) {
   return f(caf::meta::type_name("sbpflow.ProgramInfo"), x.name, x.batches, x.globalBatch, x.samples,
-           x.metricNames, x.metricReduce);
+           x.metricNames, x.metricReduce, x.labelsPerSample);
 }
 
 // Worker -> driver: plan verified, data open, communicators and executor built.

@@ -44,7 +44,7 @@ public:
         return Status::error("rank " + std::to_string(rank) + ": store returned a wrong value");
     }
     ProgramInfo train{"train", 12, 8, 100, {"loss", "seen"}, {1, 0}};
-    ProgramInfo eval{"eval", 3, 8, 20, {"correct"}, {0}};
+    ProgramInfo eval{"eval", 3, 8, 20, {"correct", "loss"}, {0, 1}};
     return std::vector<ProgramInfo>{train, eval};
   }
 
@@ -61,8 +61,8 @@ public:
       if (c.program == "train")
         onStep(b, {1.0 / (1 + 100 * c.epoch + b) + (rank_ == 0 ? 0.0 : 1000.0),
                    static_cast<double>(rank_ + 1)});
-      else
-        onStep(b, {static_cast<double>(rank_ + 1)});
+      else // eval: batch b's loss is b + 1 (rank 0's, as for train)
+        onStep(b, {static_cast<double>(rank_ + 1), b + 1.0 + (rank_ == 0 ? 0.0 : 1000.0)});
     }
     return Status::ok();
   }

@@ -71,6 +71,30 @@ int planWorldSize(const plan::Plan &plan) {
   return maxRank + 1;
 }
 
+// Labels per sample that the count-correct task behind metric tensor `t`
+// counts (through any collectives that reduce its count): elements of its
+// label input per row. 1 when no such task produces `t`.
+int64_t labelsCounted(const plan::Program &program, int32_t t) {
+  for (int hops = 0; hops < 8; ++hops) {
+    const plan::Task *producer = nullptr;
+    for (const plan::Task *task : *program.tasks())
+      if (task->outputs() && std::find(task->outputs()->begin(), task->outputs()->end(), t) !=
+                                 task->outputs()->end())
+        producer = task;
+    if (!producer || !producer->inputs() || producer->inputs()->size() == 0)
+      return 1;
+    if (producer->op() == plan::OpKind::CountCorrect && producer->inputs()->size() == 2) {
+      const auto *shape = program.tensors()->Get(producer->inputs()->Get(1))->shape();
+      int64_t rows = shape->size() > 0 ? shape->Get(0) : 1, n = 1;
+      for (int64_t d : *shape)
+        n *= d;
+      return rows > 0 ? std::max<int64_t>(1, n / rows) : 1;
+    }
+    t = producer->inputs()->Get(0); // a collective: look at what it reduces
+  }
+  return 1;
+}
+
 class PlanBackend : public RankBackend {
 public:
   ~PlanBackend() override {
@@ -195,6 +219,8 @@ private:
       if (program->metrics())
         for (const auto *m : *program->metrics()) {
           info.metricNames.push_back(m->name()->str());
+          if (m->name()->str() == "correct")
+            info.labelsPerSample = labelsCounted(*program, m->tensor());
           info.metricReduce.push_back(m->reduce() == plan::MetricReduce::First
                                           ? static_cast<int32_t>(MetricReduce::First)
                                           : static_cast<int32_t>(MetricReduce::Sum));

@@ -34,7 +34,7 @@ struct GptConfig {
   int64_t nHead = 4;
   int64_t nEmbd = 128;
   int64_t blockSize = 64;
-  double dropout = 0.2;
+  double dropout = 0.0; // nanoGPT's CPU command line (--dropout=0.0)
 };
 
 // Next-token logits [batch, T, vocab] of nanoGPT's GPT (pre-LayerNorm blocks,

@@ -12,6 +12,7 @@ packages=(
   libgloo-dev
   libgtest-dev
   zlib1g-dev
+  libssl-dev
   libcli11-dev
   nlohmann-json3-dev
   dataset-fashion-mnist fortunes

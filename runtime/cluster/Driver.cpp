@@ -2,19 +2,19 @@
 // of train/eval chunks with per-step metric combination, failure handling.
 #include "runtime/cluster/Driver.h"
 
+#include "runtime/cluster/Auth.h"
 #include "runtime/cluster/CafStore.h"
+#include "runtime/cluster/Processes.h"
+#include "runtime/cluster/Worker.h"
 #include "runtime/data/FortunesText.h"
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
-#include <spawn.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
-#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -22,107 +22,15 @@
 #include <ostream>
 #include <thread>
 
-extern char **environ;
-
 namespace sbpflow::cluster {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-std::string describeExit(int status) {
-  if (WIFEXITED(status))
-    return "exited with status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status))
-    return std::string("killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
-           strsignal(WTERMSIG(status)) + ")";
-  return "ended (wait status " + std::to_string(status) + ")";
-}
-
-// Worker processes started by `--local`: spawned, polled for early exits,
-// reaped at the end and killed when the job fails.
-class LocalProcesses {
-public:
-  ~LocalProcesses() { killAndReap(milliseconds(0)); }
-
-  Status spawn(const std::string &binary, const std::vector<std::string> &args) {
-    std::vector<char *> argv;
-    argv.push_back(const_cast<char *>(binary.c_str()));
-    for (const auto &a : args)
-      argv.push_back(const_cast<char *>(a.c_str()));
-    argv.push_back(nullptr);
-    pid_t pid = 0;
-    int rc = posix_spawn(&pid, binary.c_str(), nullptr, nullptr, argv.data(), environ);
-    if (rc != 0)
-      return Status::error("cannot start worker '" + binary + "': " + strerror(rc));
-    live_.push_back(pid);
-    return Status::ok();
-  }
-
-  // A child that ended since the last poll: (pid, how it ended).
-  std::optional<std::pair<int, std::string>> pollExited() {
-    for (size_t i = 0; i < live_.size(); ++i) {
-      int status = 0;
-      pid_t r = waitpid(live_[i], &status, WNOHANG);
-      if (r == live_[i]) {
-        int pid = live_[i];
-        live_.erase(live_.begin() + i);
-        ended_[pid] = status;
-        return std::make_pair(pid, describeExit(status));
-      }
-    }
-    return std::nullopt;
-  }
-
-  // Waits up to `grace` for every child to end by itself, then kills the
-  // rest. Returns "" when every child ended by itself with status 0, else
-  // how the first other one ended.
-  std::string killAndReap(milliseconds grace) {
-    auto deadline = Clock::now() + grace;
-    while (!live_.empty() && Clock::now() < deadline) {
-      if (!pollExited())
-        std::this_thread::sleep_for(milliseconds(20));
-    }
-    std::string unclean;
-    for (pid_t pid : live_) {
-      kill(pid, SIGKILL);
-      int status = 0;
-      waitpid(pid, &status, 0);
-      ended_[pid] = status;
-      if (unclean.empty())
-        unclean = "worker process pid " + std::to_string(pid) + " did not end within " +
-                  std::to_string(grace.count()) + " ms and was killed";
-    }
-    live_.clear();
-    for (auto &[pid, status] : ended_)
-      if (unclean.empty() && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-        unclean = "worker process pid " + std::to_string(pid) + " " + describeExit(status);
-    return unclean;
-  }
-
-  std::string endedDescription(int pid) const {
-    auto it = ended_.find(pid);
-    return it == ended_.end() ? "" : describeExit(it->second);
-  }
-
-private:
-  std::vector<pid_t> live_;
-  std::map<int, int> ended_;
-};
-
-std::string siblingWorkerBinary() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0)
-    return "sbpflow-worker";
-  std::string self(buf, n);
-  auto slash = self.rfind('/');
-  return (slash == std::string::npos ? std::string(".") : self.substr(0, slash)) +
-         "/sbpflow-worker";
-}
-
 struct WorkerRecord {
   caf::actor actor;
+  int slot = -1; // started by a node: node * ranksPerNode + local rank
   int pid = 0;
   std::string host;
   int port = 0;
@@ -160,7 +68,78 @@ public:
 
 private:
   int world() const {
+    if (!options_.nodes.empty())
+      return static_cast<int>(options_.nodes.size()) * options_.ranksPerNode;
     return options_.localWorkers > 0 ? options_.localWorkers : options_.expectWorkers;
+  }
+
+  // Asks every node daemon to start its ranks: hello (version, nonce), then
+  // StartJob signed with the shared secret. Any refusal ends the job.
+  Status startNodes() {
+    auto secret = readSecretFile(options_.secretFile);
+    if (!secret)
+      return secret.status().withContext("--secret-file");
+    jobToken_ = randomNonce();
+    const auto timeout =
+        std::chrono::milliseconds(std::min<int64_t>(options_.rendezvousTimeoutMs, 15000));
+    for (size_t i = 0; i < options_.nodes.size(); ++i) {
+      const std::string &at = options_.nodes[i];
+      auto hp = parseHostPort(at);
+      if (!hp)
+        return hp.status().withContext("--workers");
+      auto node = system_.middleman().remote_actor(hp->first, hp->second);
+      if (!node)
+        return Status::error("cannot reach node " + at + ": " + system_.render(node.error()));
+      Status status = Status::ok();
+      NodeChallenge challenge;
+      self_->request(*node, timeout, NodeHello{kProtocolVersion})
+          .receive([&](NodeChallenge &c) { challenge = std::move(c); },
+                   [&](caf::error &e) {
+                     status = Status::error("node " + at +
+                                            " did not answer hello: " + system_.render(e));
+                   });
+      if (!status)
+        return status;
+      if (challenge.protocolVersion != kProtocolVersion || challenge.nonce.empty())
+        return Status::error("node " + at + " speaks protocol version " +
+                             std::to_string(challenge.protocolVersion) + ", this driver " +
+                             std::to_string(kProtocolVersion) +
+                             ": run the same sbpflow release on every node");
+      if (options_.ranksPerNode > challenge.maxRanks)
+        return Status::error("node " + at + " hosts at most " + std::to_string(challenge.maxRanks) +
+                             " rank(s), " + std::to_string(options_.ranksPerNode) +
+                             " asked (--ranks-per-node)");
+      StartJob job;
+      job.protocolVersion = kProtocolVersion;
+      job.nonce = challenge.nonce;
+      job.driverHost = options_.host;
+      job.driverPort = port_;
+      job.node = static_cast<int32_t>(i);
+      job.ranks = options_.ranksPerNode;
+      job.jobToken = jobToken_;
+      job.mac = hmacHex(*secret, job.signedText());
+      NodeReply reply;
+      self_->request(*node, timeout, job)
+          .receive([&](NodeReply &r) { reply = std::move(r); },
+                   [&](caf::error &e) {
+                     status = Status::error(
+                         "node " + at + " did not answer the job request: " + system_.render(e));
+                   });
+      if (!status)
+        return status;
+      if (!reply.ok)
+        return Status::error("node " + at + " refused the job: " + reply.message);
+      self_->monitor(*node);
+      nodes_.push_back({*node, at});
+    }
+    return Status::ok();
+  }
+
+  // Tells every node daemon the job is over (they reap their ranks).
+  void endNodes(const std::string &reason) {
+    for (auto &n : nodes_)
+      self_->send(n.actor, EndJob{reason});
+    nodes_.clear();
   }
 
   void fail(std::string message) {
@@ -192,6 +171,15 @@ private:
     fail(workerName(rank) + " lost during " + whereNow(rank) + ": " + reason);
   }
 
+  // Why a peer's actor went down, in words.
+  std::string describeDown(const caf::error &reason) const {
+    if (reason == caf::exit_reason::remote_link_unreachable)
+      return "its connection was lost (a closed socket, or no heartbeat for the connection "
+             "timeout: the process is frozen or the network is cut) [" +
+             system_.render(reason) + "]";
+    return system_.render(reason);
+  }
+
   int rankOf(const caf::actor_addr &addr) const {
     for (size_t i = 0; i < workers_.size(); ++i)
       if (workers_[i].actor.address() == addr)
@@ -208,8 +196,22 @@ private:
                         Abort{"the job already has " + std::to_string(world()) + " workers"});
             return;
           }
-          self_->monitor(r.worker);
           WorkerRecord w;
+          if (!options_.nodes.empty()) {
+            // Only the ranks our nodes started, each slot once.
+            int slot = r.node * options_.ranksPerNode + r.localRank;
+            bool taken = false;
+            for (const auto &o : workers_)
+              taken |= o.slot == slot;
+            if (!sameMac(r.jobToken, jobToken_) || r.node < 0 ||
+                r.node >= static_cast<int>(options_.nodes.size()) || r.localRank < 0 ||
+                r.localRank >= options_.ranksPerNode || taken) {
+              self_->send(r.worker, Abort{"not a rank of this job"});
+              return;
+            }
+            w.slot = slot;
+          }
+          self_->monitor(r.worker);
           w.actor = r.worker;
           w.pid = r.pid;
           w.host = r.host;
@@ -243,9 +245,12 @@ private:
           workerErrorAt_ = Clock::now();
         },
         [&](caf::down_msg &dm) {
+          for (const auto &n : nodes_)
+            if (n.actor.address() == dm.source && !shuttingDown_)
+              fail("node " + n.at + " lost during " + whereNow() + ": " + describeDown(dm.reason));
           int rank = rankOf(dm.source);
           if (rank >= 0 && !shuttingDown_)
-            lostWorker(rank, system_.render(dm.reason));
+            lostWorker(rank, describeDown(dm.reason));
           else if (rank >= 0)
             workers_[rank].alive = false;
         },
@@ -302,11 +307,15 @@ private:
                            system_.render(published.error()));
     port_ = *published;
     published_ = true;
-    if (options_.log && options_.localWorkers <= 0)
+    if (options_.log && options_.localWorkers <= 0 && options_.nodes.empty())
       *options_.log << "driver listening on " << options_.host << ":" << port_ << ", waiting for "
                     << world() << " workers" << std::endl;
 
-    if (options_.localWorkers > 0) {
+    if (!options_.nodes.empty()) {
+      phase_ = "starting the ranks on the nodes";
+      if (Status n = startNodes(); !n)
+        return n;
+    } else if (options_.localWorkers > 0) {
       std::string binary =
           options_.workerBinary.empty() ? siblingWorkerBinary() : options_.workerBinary;
       if (access(binary.c_str(), X_OK) != 0)
@@ -315,8 +324,8 @@ private:
       std::vector<std::string> args = {"--connect", options_.host + ":" + std::to_string(port_)};
       args.insert(args.end(), options_.workerArgs.begin(), options_.workerArgs.end());
       for (int i = 0; i < options_.localWorkers; ++i)
-        if (Status s = local_.spawn(binary, args); !s)
-          return s;
+        if (auto pid = local_.spawn(binary, args); !pid)
+          return pid.status();
     }
 
     auto deadline = Clock::now() + milliseconds(options_.rendezvousTimeoutMs);
@@ -327,6 +336,9 @@ private:
       return s.withContext(std::to_string(workers_.size()) + " of " + std::to_string(world()) +
                            " workers registered");
     registrationClosed_ = true;
+    if (!options_.nodes.empty())
+      std::sort(workers_.begin(), workers_.end(),
+                [](const WorkerRecord &a, const WorkerRecord &b) { return a.slot < b.slot; });
     if (options_.onWorkersRegistered) {
       std::vector<int> pids;
       for (const auto &w : workers_)
@@ -522,8 +534,8 @@ private:
         double correct = 0, lossSum = 0;
         int64_t batch = 0;
         s = runChunk(*evalProg, epoch, evalProg->batches, [&](const std::vector<double> &metrics) {
-          int64_t rows = std::min(evalProg->globalBatch,
-                                  evalProg->samples - batch * evalProg->globalBatch);
+          int64_t rows =
+              std::min(evalProg->globalBatch, evalProg->samples - batch * evalProg->globalBatch);
           ++batch;
           if (correctIdx >= 0)
             correct += metrics[correctIdx];
@@ -618,6 +630,7 @@ private:
       if (w.alive)
         self_->send(w.actor, Abort{reason});
     awaitWorkersGone(milliseconds(3000));
+    endNodes(reason);
     local_.killAndReap(milliseconds(2000));
   }
 
@@ -627,6 +640,7 @@ private:
       if (w.alive)
         self_->send(w.actor, shutdown_atom::value);
     awaitWorkersGone(milliseconds(10000));
+    endNodes("the job finished");
     if (std::string unclean = local_.killAndReap(milliseconds(5000)); !unclean.empty())
       fail("after the job: " + unclean);
   }
@@ -639,7 +653,13 @@ private:
   bool published_ = false;
   bool registrationClosed_ = false;
   bool shuttingDown_ = false;
-  LocalProcesses local_;
+  ChildProcesses local_;
+  struct NodeRecord {
+    caf::actor actor;
+    std::string at; // HOST:PORT as given
+  };
+  std::vector<NodeRecord> nodes_;
+  std::string jobToken_; // random per job; ranks present it when registering
   std::vector<WorkerRecord> workers_;
   std::string failure_;
   std::string workerError_; // held for kPeerLossGrace, see the WorkerError handler

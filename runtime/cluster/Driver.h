@@ -24,6 +24,13 @@ struct RunOptions {
   // connect (`sbpflow-worker --connect HOST:PORT` on each node).
   int localWorkers = 0;
   int expectWorkers = 0;
+  // Or node daemons (`sbpflow-worker --listen HOST:PORT` on each node): the
+  // driver proves the shared secret in `secretFile` to each, which starts
+  // `ranksPerNode` rank processes; global rank = node index * ranksPerNode +
+  // local rank. The driver must listen on an address the nodes reach (`host`).
+  std::vector<std::string> nodes; // HOST:PORT each
+  std::string secretFile;
+  int ranksPerNode = 1;
   std::string host = "127.0.0.1"; // where the driver is published
   uint16_t port = 0;              // 0: ephemeral
   // The worker executable for localWorkers; empty: `sbpflow-worker` next to
@@ -72,9 +79,9 @@ struct JobReport {
   // Per epoch: the eval program's "loss", averaged over every sample of the
   // split; empty without an eval program that reports "loss".
   std::vector<double> evalLoss;
-  double meanStepSeconds = 0;       // driver wall time per train step
-  double steadyStepSeconds = 0;     // first epoch, after min(10, steps/5) warm-up steps
-  std::vector<int64_t> peakRssKb;   // per rank (getrusage maxrss)
+  double meanStepSeconds = 0;     // driver wall time per train step
+  double steadyStepSeconds = 0;   // first epoch, after min(10, steps/5) warm-up steps
+  std::vector<int64_t> peakRssKb; // per rank (getrusage maxrss)
   int64_t trainSteps = 0;
 };
 

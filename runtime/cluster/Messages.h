@@ -21,16 +21,87 @@ using store_get_atom = caf::atom_constant<caf::atom("scstoreget")>;
 using store_wait_atom = caf::atom_constant<caf::atom("scstorewt")>;
 using shutdown_atom = caf::atom_constant<caf::atom("scshutdown")>;
 
+// The version of this protocol: a driver and a node daemon that disagree
+// refuse each other with a message naming both versions.
+constexpr int32_t kProtocolVersion = 1;
+
 // Worker -> driver, first message: who and where this worker is.
 struct RegisterWorker {
   caf::actor worker;
   int32_t pid = 0;
   std::string host;
   int32_t port = 0; // where the worker's actor is published
+  // Started by a node daemon: its index in the driver's --workers list, the
+  // rank's index on that node and the job's token; -1 / empty otherwise.
+  int32_t node = -1;
+  int32_t localRank = -1;
+  std::string jobToken;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector &f, RegisterWorker &x) {
-  return f(caf::meta::type_name("sbpflow.RegisterWorker"), x.worker, x.pid, x.host, x.port);
+  return f(caf::meta::type_name("sbpflow.RegisterWorker"), x.worker, x.pid, x.host, x.port, x.node,
+           x.localRank, x.jobToken);
+}
+
+// Driver -> node daemon, first: the driver's protocol version.
+struct NodeHello {
+  int32_t protocolVersion = 0;
+};
+template <class Inspector> typename Inspector::result_type inspect(Inspector &f, NodeHello &x) {
+  return f(caf::meta::type_name("sbpflow.NodeHello"), x.protocolVersion);
+}
+
+// Node -> driver: the node's version, a fresh single-use nonce for this
+// driver's StartJob, and how many ranks the node hosts at most.
+struct NodeChallenge {
+  int32_t protocolVersion = 0;
+  std::string nonce;
+  int32_t maxRanks = 0;
+};
+template <class Inspector> typename Inspector::result_type inspect(Inspector &f, NodeChallenge &x) {
+  return f(caf::meta::type_name("sbpflow.NodeChallenge"), x.protocolVersion, x.nonce, x.maxRanks);
+}
+
+// Driver -> node: start `ranks` rank processes that connect back to the
+// driver at driverHost:driverPort. `mac` = HMAC-SHA256(secret, signedText()).
+struct StartJob {
+  int32_t protocolVersion = 0;
+  std::string nonce;
+  std::string driverHost;
+  int32_t driverPort = 0;
+  int32_t node = 0; // this node's index in the driver's --workers list
+  int32_t ranks = 0;
+  std::string jobToken;
+  std::string mac;
+  std::string signedText() const {
+    return "sbpflow-start-job/" + std::to_string(protocolVersion) + "/" + nonce + "/" + driverHost +
+           "/" + std::to_string(driverPort) + "/" + std::to_string(node) + "/" +
+           std::to_string(ranks) + "/" + jobToken;
+  }
+};
+template <class Inspector> typename Inspector::result_type inspect(Inspector &f, StartJob &x) {
+  return f(caf::meta::type_name("sbpflow.StartJob"), x.protocolVersion, x.nonce, x.driverHost,
+           x.driverPort, x.node, x.ranks, x.jobToken, x.mac);
+}
+
+// Node -> driver: the answer to StartJob: the rank processes' pids, or why
+// the node refused.
+struct NodeReply {
+  bool ok = false;
+  std::string message;
+  std::vector<int32_t> pids;
+};
+template <class Inspector> typename Inspector::result_type inspect(Inspector &f, NodeReply &x) {
+  return f(caf::meta::type_name("sbpflow.NodeReply"), x.ok, x.message, x.pids);
+}
+
+// Driver -> node: the job is over (or failed): the node reaps its rank
+// processes, killing those that do not end within a grace period.
+struct EndJob {
+  std::string reason;
+};
+template <class Inspector> typename Inspector::result_type inspect(Inspector &f, EndJob &x) {
+  return f(caf::meta::type_name("sbpflow.EndJob"), x.reason);
 }
 
 // How a worker opens its data and runs its kernels; the same for every rank.
@@ -43,11 +114,15 @@ struct WorkerSettings {
   std::string traceDir; // empty: no tracing
   int64_t traceSteps = 0;
   std::string resumeDir; // non-empty: load this checkpoint once the executor is built
+  // The address this rank's Gloo device listens on. The driver leaves it
+  // empty; a rank started by a node daemon fills in the node's address
+  // (empty: the host name's address).
+  std::string glooHost;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector &f, WorkerSettings &x) {
   return f(caf::meta::type_name("sbpflow.WorkerSettings"), x.dataDir, x.dataKind, x.seed, x.threads,
-           x.rendezvousTimeoutMs, x.traceDir, x.traceSteps, x.resumeDir);
+           x.rendezvousTimeoutMs, x.traceDir, x.traceSteps, x.resumeDir, x.glooHost);
 }
 
 // Driver -> worker: the rank, the plan and the rendezvous store.
@@ -190,6 +265,11 @@ CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::Abort))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::StoreValue))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::StoreKeys))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::WriteTrace))
+CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::NodeHello))
+CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::NodeChallenge))
+CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::StartJob))
+CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::NodeReply))
+CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::EndJob))
 CAF_END_TYPE_ID_BLOCK(sbpflow_cluster)
 
 namespace caf {

@@ -91,7 +91,7 @@ template <typename F> auto guarded(int rank, F &&f) -> decltype(f()) {
 
 } // namespace
 
-StatusOr<std::pair<std::string, uint16_t>> parseHostPort(const std::string &text) {
+StatusOr<std::pair<std::string, uint16_t>> parseHostPort(const std::string &text, bool anyPortOk) {
   auto colon = text.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
     return Status::error("expected HOST:PORT, got '" + text + "'");
@@ -101,8 +101,9 @@ StatusOr<std::pair<std::string, uint16_t>> parseHostPort(const std::string &text
     if (c < '0' || c > '9')
       return Status::error("port of '" + text + "' is not a number");
   long port = portText.size() > 5 ? 70000 : std::stol(portText);
-  if (port <= 0 || port > 65535)
-    return Status::error("port of '" + text + "' is out of range (1..65535)");
+  if (port < (anyPortOk ? 0 : 1) || port > 65535)
+    return Status::error("port of '" + text + "' is out of range (" + (anyPortOk ? "0" : "1") +
+                         "..65535)");
   return std::make_pair(host, static_cast<uint16_t>(port));
 }
 
@@ -120,8 +121,12 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
   caf::scoped_actor self{system};
   // Published so that the driver can name this worker by host:port.
   bool local = isLoopback(options.driverHost);
-  auto port = system.middleman().publish(caf::actor_cast<caf::actor>(self), 0,
-                                         local ? "127.0.0.1" : nullptr);
+  std::string host = !options.bindHost.empty() ? options.bindHost
+                     : local                   ? std::string("127.0.0.1")
+                                               : hostName();
+  auto port =
+      system.middleman().publish(caf::actor_cast<caf::actor>(self), 0,
+                                 options.bindHost.empty() && !local ? nullptr : host.c_str());
   if (!port) {
     std::fprintf(stderr, "error: worker cannot open a port: %s\n",
                  system.render(port.error()).c_str());
@@ -129,9 +134,9 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
   }
   self->monitor(*driver);
   self->send(*driver,
-             RegisterWorker{caf::actor_cast<caf::actor>(self), static_cast<int32_t>(getpid()),
-                            local ? std::string("127.0.0.1") : hostName(),
-                            static_cast<int32_t>(*port)});
+             RegisterWorker{caf::actor_cast<caf::actor>(self), static_cast<int32_t>(getpid()), host,
+                            static_cast<int32_t>(*port), options.node, options.localRank,
+                            options.jobToken});
 
   caf::actor driverActor = *driver;
   int rank = -1;
@@ -142,6 +147,8 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
     self->receive(
         [&](Assignment &a) {
           rank = a.rank;
+          if (!options.bindHost.empty())
+            a.settings.glooHost = options.bindHost;
           store = std::make_unique<CafStore>(
               system, a.store, std::chrono::milliseconds(a.settings.rendezvousTimeoutMs));
           work->post([&, a] {

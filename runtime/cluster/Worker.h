@@ -38,10 +38,19 @@ public:
 struct WorkerOptions {
   std::string driverHost;
   uint16_t driverPort = 0;
+  // Set when a node daemon started this rank (runtime/cluster/Node.h): the
+  // node's index, this rank's index on it, the job's token and the node's
+  // address (where this rank's actor and Gloo devices listen).
+  int node = -1;
+  int localRank = -1;
+  std::string jobToken;
+  std::string bindHost;
 };
 
-// "host:port" -> (host, port); a clear error for anything else.
-StatusOr<std::pair<std::string, uint16_t>> parseHostPort(const std::string &text);
+// "host:port" -> (host, port); a clear error for anything else. Port 0 (any
+// free port) only with `anyPortOk` (a daemon's --listen).
+StatusOr<std::pair<std::string, uint16_t>> parseHostPort(const std::string &text,
+                                                         bool anyPortOk = false);
 
 // Runs until the driver says shut down (returns 0) or the job fails (the
 // process ends with a non-zero status, even if a collective is blocked).

@@ -13,7 +13,8 @@ namespace sbpflow {
 
 StatusOr<std::unique_ptr<CommGroups>> CommGroups::connect(const plan::Plan &plan, int globalRank,
                                                           gloo::rendezvous::Store &store,
-                                                          std::chrono::milliseconds timeout) {
+                                                          std::chrono::milliseconds timeout,
+                                                          const std::string &host) {
   auto groups = std::make_unique<CommGroups>();
   const auto *placements = plan.placements();
   for (int p = 0; placements && p < static_cast<int>(placements->size()); ++p) {
@@ -36,7 +37,7 @@ StatusOr<std::unique_ptr<CommGroups>> CommGroups::connect(const plan::Plan &plan
       gloo::rendezvous::PrefixStore prefixed(
           "p" + std::to_string(p) + "/d" + std::to_string(d) + "/g" + std::to_string(group), store);
       auto comm = GlooCommunicator::connect(prefixed, static_cast<int>(coord[d]),
-                                            static_cast<int>(hierarchy[d]), timeout, name);
+                                            static_cast<int>(hierarchy[d]), timeout, name, host);
       if (!comm)
         return comm.status().withContext("rank " + std::to_string(globalRank));
       groups->groups_[{p, d}] = comm.take();

@@ -24,9 +24,12 @@ class CommGroups {
 public:
   // Connects every group this rank belongs to. `timeout` bounds both the
   // rendezvous and every collective (a dead peer becomes an error, not a hang).
+  // `host`: the address this rank's Gloo devices listen on (empty: the
+  // address of the machine's host name).
   static StatusOr<std::unique_ptr<CommGroups>> connect(const plan::Plan &plan, int globalRank,
                                                        gloo::rendezvous::Store &store,
-                                                       std::chrono::milliseconds timeout);
+                                                       std::chrono::milliseconds timeout,
+                                                       const std::string &host = "");
   // Null when this rank is not in the placement or the group has one rank.
   Communicator *get(int placement, int hierarchyDim) const;
 

@@ -43,12 +43,15 @@ GlooCommunicator::~GlooCommunicator() = default;
 
 StatusOr<std::unique_ptr<GlooCommunicator>>
 GlooCommunicator::connect(gloo::rendezvous::Store &store, int rank, int size,
-                          std::chrono::milliseconds timeout, std::string name) {
+                          std::chrono::milliseconds timeout, std::string name,
+                          const std::string &host) {
   if (size < 1 || rank < 0 || rank >= size)
     return Status::error(name + ": rank " + std::to_string(rank) + " out of range for size " +
                          std::to_string(size));
   try {
     gloo::transport::tcp::attr attr;
+    if (!host.empty())
+      attr.hostname = host;
     auto device = gloo::transport::tcp::CreateDevice(attr);
     auto context = std::make_shared<gloo::rendezvous::Context>(rank, size);
     context->setTimeout(timeout);

@@ -22,11 +22,11 @@ class GlooCommunicator : public Communicator {
 public:
   // Connects rank `rank` of `size` over `store` (keys are used as given: wrap
   // the store in a PrefixStore to separate groups). `timeout` bounds the
-  // rendezvous and every collective. `name` prefixes error messages.
-  static StatusOr<std::unique_ptr<GlooCommunicator>> connect(gloo::rendezvous::Store &store,
-                                                             int rank, int size,
-                                                             std::chrono::milliseconds timeout,
-                                                             std::string name);
+  // rendezvous and every collective. `name` prefixes error messages. `host`:
+  // the address the TCP device listens on (empty: the host name's address).
+  static StatusOr<std::unique_ptr<GlooCommunicator>>
+  connect(gloo::rendezvous::Store &store, int rank, int size, std::chrono::milliseconds timeout,
+          std::string name, const std::string &host = "");
   ~GlooCommunicator() override;
 
   int rank() const override;

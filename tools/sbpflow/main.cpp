@@ -78,7 +78,21 @@ int main(int argc, char **argv) {
           ->add_option("--expect", run.expectWorkers,
                        "wait for N workers started elsewhere (sbpflow-worker --connect)")
           ->check(CLI::PositiveNumber);
+  auto *workersOpt =
+      runCmd
+          ->add_option("--workers", run.nodes,
+                       "node daemons HOST:PORT,... (sbpflow-worker --listen) that start the ranks")
+          ->delimiter(',');
+  runCmd->add_option("--secret-file", run.secretFile, "with --workers: the cluster's shared secret")
+      ->needs(workersOpt);
+  runCmd
+      ->add_option("--ranks-per-node", run.ranksPerNode,
+                   "with --workers: rank processes on each node (global rank = node index x "
+                   "this + local rank)")
+      ->check(CLI::PositiveNumber)
+      ->needs(workersOpt);
   localOpt->excludes(expectOpt);
+  workersOpt->excludes(localOpt)->excludes(expectOpt);
   runCmd->add_option("--host", run.host, "interface the driver listens on");
   runCmd->add_option("--port", run.port, "port the driver listens on (0: any free port)");
   runCmd->add_option("--seed", run.seed, "shuffling seed");
@@ -102,8 +116,11 @@ int main(int argc, char **argv) {
   }
 
   if (runCmd->parsed()) {
-    if (run.localWorkers <= 0 && run.expectWorkers <= 0)
-      return fail("run: pass --local N to start workers here or --expect N for remote ones");
+    if (run.localWorkers <= 0 && run.expectWorkers <= 0 && run.nodes.empty())
+      return fail("run: pass --local N to start workers here, --workers HOST:PORT,... for node "
+                  "daemons, or --expect N for workers started by hand");
+    if (!run.nodes.empty() && run.secretFile.empty())
+      return fail("run: --workers needs --secret-file FILE (the cluster's shared secret)");
     auto plan = loadPlanFile(runPath);
     if (!plan)
       return fail(plan.status().message());

@@ -78,8 +78,8 @@ int64_t labelsCounted(const plan::Program &program, int32_t t) {
   for (int hops = 0; hops < 8; ++hops) {
     const plan::Task *producer = nullptr;
     for (const plan::Task *task : *program.tasks())
-      if (task->outputs() && std::find(task->outputs()->begin(), task->outputs()->end(), t) !=
-                                 task->outputs()->end())
+      if (task->outputs() &&
+          std::find(task->outputs()->begin(), task->outputs()->end(), t) != task->outputs()->end())
         producer = task;
     if (!producer || !producer->inputs() || producer->inputs()->size() == 0)
       return 1;
@@ -229,7 +229,8 @@ private:
     }
 
     auto comms = CommGroups::connect(plan, rank, store,
-                                     std::chrono::milliseconds(settings.rendezvousTimeoutMs));
+                                     std::chrono::milliseconds(settings.rendezvousTimeoutMs),
+                                     settings.glooHost);
     if (!comms)
       return comms.status().withContext("communicators");
     comms_ = comms.take();

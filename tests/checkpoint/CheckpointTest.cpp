@@ -3,6 +3,7 @@
 // reader must name: truncated, corrupt, missing or mismatched shard files,
 // missing tensors, wrong shapes and dtypes, malformed indexes.
 #include "runtime/checkpoint/Checkpoint.h"
+#include "tests/TempDir.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -21,22 +22,7 @@ namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-class TempDir {
-public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sbpflow_checkpoint_test_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data()) ? tmpl : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty())
-      fs::remove_all(path_, ec);
-  }
-  const std::string &path() const { return path_; }
-
-private:
-  std::string path_;
-};
+using sbpflow::test::TempDir;
 
 SbpDim S(int axis) { return SbpDim{SbpKind::Split, axis}; }
 const SbpDim B{SbpKind::Broadcast, 0};

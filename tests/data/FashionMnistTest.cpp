@@ -2,6 +2,7 @@
 // `gzip -dc` reader) and on small synthetic and broken IDX files.
 #include "runtime/Shape.h"
 #include "runtime/data/DataSource.h"
+#include "tests/TempDir.h"
 
 #include <gtest/gtest.h>
 #include <zlib.h>
@@ -46,22 +47,7 @@ std::string gunzipWithTool(const std::string &path) {
   return out;
 }
 
-class TempDir {
-public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sbpflow_data_test_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data()) ? tmpl : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty())
-      fs::remove_all(path_, ec);
-  }
-  const std::string &path() const { return path_; }
-
-private:
-  std::string path_;
-};
+using sbpflow::test::TempDir;
 
 void putBigEndian(std::string &s, uint32_t v) {
   for (int shift = 24; shift >= 0; shift -= 8)

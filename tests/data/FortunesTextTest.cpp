@@ -3,6 +3,7 @@
 // broken inputs.
 #include "runtime/data/FortunesText.h"
 #include "runtime/Shape.h"
+#include "tests/TempDir.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -20,22 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-class TempDir {
-public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "sbpflow_fortunes_test_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data()) ? tmpl : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty())
-      fs::remove_all(path_, ec);
-  }
-  const std::string &path() const { return path_; }
-
-private:
-  std::string path_;
-};
+using sbpflow::test::TempDir;
 
 void writeFile(const std::string &path, const std::string &bytes) {
   std::ofstream out(path, std::ios::binary);

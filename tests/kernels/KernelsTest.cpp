@@ -1,6 +1,7 @@
 // Each CPU kernel against a plain double-precision loop on random inputs of
 // awkward sizes (1, primes, sizes that are not multiples of the vector width).
 #include "kernels/cpu/Kernels.h"
+#include "tests/kernels/RandomVector.h"
 
 #include <gtest/gtest.h>
 
@@ -14,14 +15,7 @@ namespace {
 
 const std::vector<int64_t> kSizes = {1, 7, 13, 127, 130};
 
-std::vector<float> randomVector(int64_t n, uint64_t seed, float lo = -1.f, float hi = 1.f) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto &x : v)
-    x = dist(rng);
-  return v;
-}
+using sbpflow::test::randomVector;
 
 // |got - want| <= 1e-5 * scale + 1e-5 * |want|, where `scale` is the size of
 // the terms that were summed (cancellation makes a bare relative error

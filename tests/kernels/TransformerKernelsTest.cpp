@@ -2,6 +2,7 @@
 // references on awkward sizes, gradients also against central finite
 // differences of the double forward, Philox against Random123's known answers.
 #include "kernels/cpu/Transformer.h"
+#include "tests/kernels/RandomVector.h"
 
 #include <gtest/gtest.h>
 
@@ -14,6 +15,7 @@
 #include <random>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace sbpflow::cpu {
@@ -21,14 +23,7 @@ namespace {
 
 using Vec = std::vector<double>;
 
-std::vector<float> randomVector(int64_t n, uint64_t seed, float lo = -1.f, float hi = 1.f) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto &x : v)
-    x = dist(rng);
-  return v;
-}
+using sbpflow::test::randomVector;
 
 Vec toDouble(const std::vector<float> &v) { return Vec(v.begin(), v.end()); }
 
@@ -150,18 +145,23 @@ TEST(EmbeddingTest, GradAccumulatesRepeatedIds) {
 
 // --------------------------------------------------------------- layer norm
 
+// Mean and 1 / sqrt(variance + eps) of row i, in double.
+std::pair<double, double> refRowStats(const Vec &x, int64_t i, int64_t cols, double eps) {
+  double mean = 0, var = 0;
+  for (int64_t j = 0; j < cols; ++j)
+    mean += x[i * cols + j];
+  mean /= cols;
+  for (int64_t j = 0; j < cols; ++j)
+    var += (x[i * cols + j] - mean) * (x[i * cols + j] - mean);
+  var /= cols;
+  return {mean, 1 / std::sqrt(var + eps)};
+}
+
 Vec refLayerNorm(const Vec &x, const Vec &gamma, const Vec &beta, int64_t rows, int64_t cols,
                  double eps) {
   Vec y(rows * cols);
   for (int64_t i = 0; i < rows; ++i) {
-    double mean = 0, var = 0;
-    for (int64_t j = 0; j < cols; ++j)
-      mean += x[i * cols + j];
-    mean /= cols;
-    for (int64_t j = 0; j < cols; ++j)
-      var += (x[i * cols + j] - mean) * (x[i * cols + j] - mean);
-    var /= cols;
-    const double rstd = 1 / std::sqrt(var + eps);
+    const auto [mean, rstd] = refRowStats(x, i, cols, eps);
     for (int64_t j = 0; j < cols; ++j)
       y[i * cols + j] = (x[i * cols + j] - mean) * rstd * gamma[j] + beta[j];
   }
@@ -175,14 +175,7 @@ void refLayerNormGrad(const Vec &dy, const Vec &x, const Vec &gamma, int64_t row
   dgamma.assign(cols, 0);
   dbeta.assign(cols, 0);
   for (int64_t i = 0; i < rows; ++i) {
-    double mean = 0, var = 0;
-    for (int64_t j = 0; j < cols; ++j)
-      mean += x[i * cols + j];
-    mean /= cols;
-    for (int64_t j = 0; j < cols; ++j)
-      var += (x[i * cols + j] - mean) * (x[i * cols + j] - mean);
-    var /= cols;
-    const double rstd = 1 / std::sqrt(var + eps);
+    const auto [mean, rstd] = refRowStats(x, i, cols, eps);
     double sg = 0, sgx = 0;
     for (int64_t j = 0; j < cols; ++j) {
       const double xhat = (x[i * cols + j] - mean) * rstd, g = dy[i * cols + j] * gamma[j];

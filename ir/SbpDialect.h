@@ -50,5 +50,13 @@ llvm::SmallVector<SbpDim, 2> getSbpDims(SbpTensorAttr attr);
 LogicalResult inferComputeResultTypes(Operation *op,
                                       llvm::SmallVectorImpl<RankedTensorType> &results);
 
+// The shape of sbp.matmul's result for operands of shapes `a` and `b`, each
+// read as the matrix [prod(leading dims), last dim] and transposed as asked:
+// a's kept dims (its leading dims, or its last when transposed) followed by
+// b's (its last, or its leading dims when transposed). Inner sizes are not
+// checked here.
+llvm::SmallVector<int64_t> matmulResultShape(llvm::ArrayRef<int64_t> a, llvm::ArrayRef<int64_t> b,
+                                             bool transposeA, bool transposeB);
+
 } // namespace sbp
 } // namespace mlir

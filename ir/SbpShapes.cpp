@@ -98,6 +98,21 @@ RankedTensorType plain(llvm::ArrayRef<int64_t> shape, Type elt) {
 }
 } // namespace
 
+llvm::SmallVector<int64_t> mlir::sbp::matmulResultShape(llvm::ArrayRef<int64_t> a,
+                                                        llvm::ArrayRef<int64_t> b, bool transposeA,
+                                                        bool transposeB) {
+  llvm::SmallVector<int64_t> shape;
+  if (transposeA)
+    shape.push_back(a.back());
+  else
+    shape.append(a.begin(), a.end() - 1);
+  if (transposeB)
+    shape.append(b.begin(), b.end() - 1);
+  else
+    shape.push_back(b.back());
+  return shape;
+}
+
 LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
                                                  llvm::SmallVectorImpl<RankedTensorType> &out) {
   Builder b(op->getContext());
@@ -115,6 +130,13 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
       return failure();
     out.push_back(withoutSbp(tensorOf(x)));
     return success();
+  };
+  // The backward of an f32 elementwise op: dy like `other` (its input or
+  // output), one result like dy.
+  auto gradLikeF32 = [&](Value dy, Value other, llvm::StringRef names) -> LogicalResult {
+    if (failed(sameAs(dy, other, names)))
+      return failure();
+    return likeF32(dy, "dy");
   };
   auto resultType = [&](unsigned i) { return tensorOf(op->getResult(i)); };
   // narrow (the result is the part of `in`) and narrow_grad (the result is
@@ -156,16 +178,7 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
           return op->emitOpError("inner dimensions differ: ")
                  << K << " (lhs" << (tA ? ", transposed" : "") << ") vs " << K2 << " (rhs"
                  << (tB ? ", transposed" : "") << ")";
-        llvm::SmallVector<int64_t> shape;
-        if (tA)
-          shape.push_back(a.back());
-        else
-          shape.append(a.begin(), a.end() - 1);
-        if (tB)
-          shape.append(bs.begin(), bs.end() - 1);
-        else
-          shape.push_back(bs.back());
-        out.push_back(plain(shape, f32));
+        out.push_back(plain(matmulResultShape(a, bs, tA, tB), f32));
         return success();
       })
       .Case([&](BiasAddOp o) -> LogicalResult {
@@ -197,11 +210,7 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
         return success();
       })
       .Case([&](ReluOp o) { return likeF32(o.getX(), "input"); })
-      .Case([&](ReluGradOp o) -> LogicalResult {
-        if (failed(sameAs(o.getDy(), o.getY(), "dy and y")))
-          return failure();
-        return likeF32(o.getDy(), "dy");
-      })
+      .Case([&](ReluGradOp o) { return gradLikeF32(o.getDy(), o.getY(), "dy and y"); })
       .Case([&](SoftmaxXentOp o) -> LogicalResult {
         if (failed(checkLogitsLabels(op, o.getLogits(), o.getLabels())))
           return failure();
@@ -310,21 +319,16 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
         return success();
       })
       .Case([&](GeluOp o) { return likeF32(o.getX(), "input"); })
-      .Case([&](GeluGradOp o) -> LogicalResult {
-        if (failed(sameAs(o.getDy(), o.getX(), "dy and x")))
-          return failure();
-        return likeF32(o.getDy(), "dy");
-      })
+      .Case([&](GeluGradOp o) { return gradLikeF32(o.getDy(), o.getX(), "dy and x"); })
       .Case([&](SoftmaxOp o) -> LogicalResult {
         if (failed(expectMinRank(op, o.getX(), 1, "input")))
           return failure();
         return likeF32(o.getX(), "input");
       })
       .Case([&](SoftmaxGradOp o) -> LogicalResult {
-        if (failed(expectMinRank(op, o.getY(), 1, "y")) ||
-            failed(sameAs(o.getDy(), o.getY(), "dy and y")))
+        if (failed(expectMinRank(op, o.getY(), 1, "y")))
           return failure();
-        return likeF32(o.getDy(), "dy");
+        return gradLikeF32(o.getDy(), o.getY(), "dy and y");
       })
       .Case([&](CausalAttentionOp o) -> LogicalResult {
         if (failed(expectF32(op, o.getQ(), "q")) || failed(expectRank(op, o.getQ(), 3, "q")) ||

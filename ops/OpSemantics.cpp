@@ -155,17 +155,9 @@ struct Rules {
     }
     // op(x) op(y) with its own natural result shape, reshaped to the operand's.
     auto mm = [&](RankedTensorType t, Value x, Value y, bool tx, bool ty) -> FailureOr<Value> {
-      auto xs = tensorOf(x).getShape(), ys = tensorOf(y).getShape();
-      llvm::SmallVector<int64_t> shape;
-      if (tx)
-        shape.push_back(xs.back());
-      else
-        shape.append(xs.begin(), xs.end() - 1);
-      if (ty)
-        shape.append(ys.begin(), ys.end() - 1);
-      else
-        shape.push_back(ys.back());
-      auto natural = RankedTensorType::get(shape, t.getElementType());
+      auto natural = RankedTensorType::get(
+          matmulResultShape(tensorOf(x).getShape(), tensorOf(y).getShape(), tx, ty),
+          t.getElementType());
       Value r = b.create<MatmulOp>(loc, natural, x, y, tx, ty).getResult();
       if (natural.getShape() == t.getShape())
         return r;

@@ -8,6 +8,7 @@
 #include "runtime/comm/CommGroups.h"
 #include "runtime/data/DataSource.h"
 #include "runtime/plan/PlanLoader.h"
+#include "tests/TempDir.h"
 #include "tests/plan/TestPlans.h"
 
 #include <caf/all.hpp>
@@ -183,13 +184,6 @@ std::vector<float> readCheckpointed(const std::string &dir, const std::string &n
   return out;
 }
 
-std::string tempDir(const std::string &name) {
-  std::string dir = ::testing::TempDir() + "sbpflow_actors_" + name;
-  std::string cmd = "rm -rf '" + dir + "'";
-  EXPECT_EQ(std::system(cmd.c_str()), 0);
-  return dir;
-}
-
 void runLinearOneRank(int count) {
   auto loaded = loadPlanBuffer(build(linearPlan(1, count)));
   ASSERT_TRUE(loaded) << loaded.status().message();
@@ -210,7 +204,8 @@ void runLinearOneRank(int count) {
   ASSERT_EQ(losses.size(), 5u);
   for (int i = 0; i < 5; ++i)
     EXPECT_NEAR(losses[i], refLosses[i], 1e-5) << "step " << i;
-  std::string dir = tempDir("linear" + std::to_string(count));
+  test::TempDir tmp("sbpflow_actors");
+  std::string dir = tmp.path() + "/linear";
   Status saved = (*exec)->saveCheckpoint(dir);
   ASSERT_TRUE(saved) << saved.message();
   checkpoint::TensorMeta meta;
@@ -331,7 +326,8 @@ TEST(Executor, TwoRankDataParallelMatchesOneRank) {
   ASSERT_TRUE(loaded) << loaded.status().message();
   ActorSystem sys;
   std::vector<std::vector<double>> losses(2);
-  std::string dir = tempDir("dp");
+  test::TempDir tmp("sbpflow_actors");
+  std::string dir = tmp.path() + "/dp";
   onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
     MemoryData data;
     Status s = exec.run("train", &data, 0, 0, 4,
@@ -362,7 +358,8 @@ TEST(Executor, TwoRankDataParallelMatchesOneRank) {
 // momentum; without the load they would restart from the initial values) and
 // trained 2 more steps: the 4-step reference.
 TEST(Executor, ResumesFromACheckpointOnAnotherLayout) {
-  std::string dir = tempDir("resume");
+  test::TempDir tmp("sbpflow_actors");
+  std::string dir = tmp.path() + "/resume";
   {
     auto loaded = loadPlanBuffer(build(linearPlan(1)));
     ASSERT_TRUE(loaded) << loaded.status().message();
@@ -378,7 +375,7 @@ TEST(Executor, ResumesFromACheckpointOnAnotherLayout) {
   ASSERT_TRUE(loaded) << loaded.status().message();
   ActorSystem sys;
   std::vector<std::vector<double>> losses(2);
-  std::string after = tempDir("resume_after");
+  std::string after = tmp.path() + "/resume_after";
   onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
     if (Status s = exec.loadCheckpoint(dir); !s)
       return s;
@@ -419,7 +416,8 @@ TEST(Executor, LoadCheckpointRefusesMissingOrMismatchedVariables) {
   const SbpDim broadcast{SbpKind::Broadcast, 0};
   checkpoint::TensorMeta w{"w", checkpoint::DType::F32, {4, 1}, {broadcast}, {1}};
   checkpoint::TensorMeta velocity{"w.velocity", checkpoint::DType::F32, {3, 1}, {broadcast}, {1}};
-  std::string wrongShape = tempDir("wrong_shape");
+  test::TempDir tmp("sbpflow_actors");
+  std::string wrongShape = tmp.path() + "/wrong_shape";
   save(wrongShape, {w, velocity});
   Status s = (*exec)->loadCheckpoint(wrongShape);
   ASSERT_FALSE(s);
@@ -427,7 +425,7 @@ TEST(Executor, LoadCheckpointRefusesMissingOrMismatchedVariables) {
                              "' holds variable 'w' as f32 [4,1], the plan has f32 [3,1]"),
             std::string::npos)
       << s.message();
-  std::string missing = tempDir("missing_var");
+  std::string missing = tmp.path() + "/missing_var";
   save(missing, {velocity});
   s = (*exec)->loadCheckpoint(missing);
   ASSERT_FALSE(s);
@@ -488,7 +486,8 @@ TEST(Executor, BoxingCollectivesUnevenAxis1) {
     auto loaded = loadPlanBuffer(build(boxingPlan(2, reversed)));
     ASSERT_TRUE(loaded) << loaded.status().message();
     ActorSystem sys;
-    std::string dir = tempDir(reversed ? "boxing_reversed" : "boxing");
+    test::TempDir tmp("sbpflow_actors");
+    std::string dir = tmp.path() + "/boxing";
     onTwoRanks(sys.system, loaded->plan(), {}, [&](int, Executor &exec) {
       MemoryData data;
       Status s = exec.run("train", &data, 0, 0, 2, nullptr);
@@ -656,8 +655,8 @@ TEST(ExecutorTrace, OffWritesNoFile) {
   ASSERT_TRUE(exec) << exec.status().message();
   MemoryData data;
   ASSERT_TRUE((*exec)->run("train", &data, 0, 0, 3, nullptr));
-  std::string dir = tempDir("trace_off");
-  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
+  test::TempDir tmp("sbpflow_actors");
+  const std::string &dir = tmp.path();
   const std::string path = dir + "/rank0.trace.json";
   Status s = (*exec)->writeTrace(path);
   EXPECT_FALSE(s);
@@ -686,8 +685,8 @@ TEST(ExecutorTrace, KeepsTheFirstStepsOfEveryTask) {
   for (int i = 0; i < 5; ++i)
     EXPECT_NEAR(losses[i], ref[i], 1e-5) << "traced training differs at step " << i;
 
-  std::string dir = tempDir("trace_one_rank");
-  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
+  test::TempDir tmp("sbpflow_actors");
+  const std::string &dir = tmp.path();
   ASSERT_TRUE((*exec)->writeTrace(dir + "/rank0.trace.json"));
   TraceFile t = readTrace(dir + "/rank0.trace.json");
   const int tasks = static_cast<int>(loaded->plan()->programs()->Get(0)->tasks()->size());
@@ -709,8 +708,8 @@ TEST(ExecutorTrace, CollectivesOnTheCommLane) {
   auto loaded = loadPlanBuffer(build(linearPlan(2)));
   ASSERT_TRUE(loaded) << loaded.status().message();
   ActorSystem sys;
-  std::string dir = tempDir("trace_two_ranks");
-  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
+  test::TempDir tmp("sbpflow_actors");
+  const std::string &dir = tmp.path();
   ExecutorOptions traced;
   traced.traceSteps = 10;
   onTwoRanks(sys.system, loaded->plan(), traced, [&](int r, Executor &exec) {

@@ -24,12 +24,16 @@ std::string describeExit(int status) {
   return "ended (wait status " + std::to_string(status) + ")";
 }
 
-std::string siblingWorkerBinary() {
+std::string selfExecutable() {
   char buf[4096];
   ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0)
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+std::string siblingWorkerBinary() {
+  std::string self = selfExecutable();
+  if (self.empty())
     return "sbpflow-worker";
-  std::string self(buf, n);
   auto slash = self.rfind('/');
   return (slash == std::string::npos ? std::string(".") : self.substr(0, slash)) +
          "/sbpflow-worker";

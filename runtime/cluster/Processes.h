@@ -17,7 +17,10 @@ namespace sbpflow::cluster {
 // "exited with status 3", "killed by signal 9 (Killed)".
 std::string describeExit(int waitStatus);
 
-// `sbpflow-worker` in the directory of /proc/self/exe.
+// This process's executable (/proc/self/exe resolved); empty if unreadable.
+std::string selfExecutable();
+
+// `sbpflow-worker` in the directory of selfExecutable().
 std::string siblingWorkerBinary();
 
 class ChildProcesses {

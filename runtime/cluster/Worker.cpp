@@ -120,13 +120,16 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
   }
   caf::scoped_actor self{system};
   // Published so that the driver can name this worker by host:port.
-  bool local = isLoopback(options.driverHost);
-  std::string host = !options.bindHost.empty() ? options.bindHost
-                     : local                   ? std::string("127.0.0.1")
-                                               : hostName();
-  auto port =
-      system.middleman().publish(caf::actor_cast<caf::actor>(self), 0,
-                                 options.bindHost.empty() && !local ? nullptr : host.c_str());
+  // On the node's address when a daemon started this rank, on loopback for a
+  // local driver, else on every interface (named by the host name).
+  std::string host = options.bindHost;
+  if (host.empty() && isLoopback(options.driverHost))
+    host = "127.0.0.1";
+  const bool everyInterface = host.empty();
+  if (everyInterface)
+    host = hostName();
+  auto port = system.middleman().publish(caf::actor_cast<caf::actor>(self), 0,
+                                         everyInterface ? nullptr : host.c_str());
   if (!port) {
     std::fprintf(stderr, "error: worker cannot open a port: %s\n",
                  system.render(port.error()).c_str());

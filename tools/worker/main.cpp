@@ -5,12 +5,12 @@
 #include "kernels/cpu/Kernels.h"
 #include "runtime/cluster/Auth.h"
 #include "runtime/cluster/Node.h"
+#include "runtime/cluster/Processes.h"
 #include "runtime/cluster/Worker.h"
 #include "tools/worker/PlanBackend.h"
 
 #include <CLI/CLI.hpp>
 
-#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <unistd.h>
@@ -20,12 +20,6 @@ namespace {
 int fail(const std::string &what, const std::string &message) {
   std::fprintf(stderr, "error: %s: %s\n", what.c_str(), message.c_str());
   return 1;
-}
-
-std::string selfExe() {
-  char buf[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("sbpflow-worker");
 }
 
 } // namespace
@@ -84,7 +78,9 @@ int main(int argc, char **argv) {
     node.host = where->first;
     node.port = where->second;
     node.secret = *secret;
-    node.rankBinary = selfExe();
+    node.rankBinary = selfExecutable();
+    if (node.rankBinary.empty())
+      return fail("--listen", "cannot read /proc/self/exe to start rank processes");
     return runNode(node);
   }
   if (connect.empty())

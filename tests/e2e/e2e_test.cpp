@@ -1,6 +1,7 @@
 // End-to-end tests of the MLP example: multi-rank training equals one-rank
 // training, and the model learns Fashion-MNIST.
 #include "runtime/checkpoint/Checkpoint.h"
+#include "tests/TempDir.h"
 
 #include <gtest/gtest.h>
 
@@ -17,6 +18,8 @@
 namespace fs = std::filesystem;
 
 namespace {
+
+using sbpflow::test::TempDir;
 
 const char *kDataDir = "/usr/share/datasets/fashion-mnist";
 
@@ -59,13 +62,6 @@ std::map<std::string, std::vector<float>> loadParams(const fs::path &dir) {
   return result;
 }
 
-fs::path tempDir(const std::string &name) {
-  fs::path p = fs::temp_directory_path() / ("sbpflow_e2e_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
 CommandResult trainSteps(int ranks, int batch, int steps, const fs::path &out,
                          const std::string &resume = "") {
   std::ostringstream cmd;
@@ -102,16 +98,14 @@ std::map<std::string, double> relativeDiffs(const std::map<std::string, std::vec
 void expectSameParams(int ranks, int batch) {
   if (!fs::exists(kDataDir))
     GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
-  fs::path one = tempDir("r1_b" + std::to_string(batch));
-  fs::path many = tempDir("r" + std::to_string(ranks) + "_b" + std::to_string(batch));
+  TempDir oneDir("sbpflow_e2e"), manyDir("sbpflow_e2e");
+  const fs::path one = oneDir.path(), many = manyDir.path();
   CommandResult a = trainSteps(1, batch, 20, one);
   ASSERT_EQ(a.status, 0) << a.output;
   CommandResult b = trainSteps(ranks, batch, 20, many);
   ASSERT_EQ(b.status, 0) << b.output;
   for (const auto &[name, diff] : relativeDiffs(loadParams(one), loadParams(many)))
     EXPECT_LE(diff, 1e-5) << name << ": max |1 rank - " << ranks << " ranks| / max |value|";
-  fs::remove_all(one);
-  fs::remove_all(many);
 }
 
 } // namespace
@@ -126,7 +120,8 @@ TEST(MlpEndToEnd, FourRanksEqualOneRankUnevenBatch) { expectSameParams(4, 250); 
 TEST(MlpEndToEnd, ResumeOnFourRanksEqualsResumeOnOneRank) {
   if (!fs::exists(kDataDir))
     GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
-  fs::path start = tempDir("resume_start"), one = tempDir("resume_r1"), four = tempDir("resume_r4");
+  TempDir startDir("sbpflow_e2e"), oneDir("sbpflow_e2e"), fourDir("sbpflow_e2e");
+  const fs::path start = startDir.path(), one = oneDir.path(), four = fourDir.path();
   CommandResult a = trainSteps(1, 250, 10, start);
   ASSERT_EQ(a.status, 0) << a.output;
   CommandResult b = trainSteps(4, 250, 10, four, start.string());
@@ -141,20 +136,16 @@ TEST(MlpEndToEnd, ResumeOnFourRanksEqualsResumeOnOneRank) {
   for (const auto &[name, diff] : relativeDiffs(pStart, pOne))
     moved = std::max(moved, diff);
   EXPECT_GT(moved, 1e-3) << "resuming changed nothing: the checkpoint was not loaded";
-  fs::remove_all(start);
-  fs::remove_all(one);
-  fs::remove_all(four);
 }
 
 TEST(MlpEndToEnd, ResumeFromMissingCheckpointIsAClearError) {
   if (!fs::exists(kDataDir))
     GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
-  fs::path out = tempDir("resume_missing");
-  CommandResult r = trainSteps(2, 64, 1, out, "/nonexistent/ckpt");
+  TempDir out("sbpflow_e2e");
+  CommandResult r = trainSteps(2, 64, 1, out.path(), "/nonexistent/ckpt");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("checkpoint '/nonexistent/ckpt' does not exist"), std::string::npos)
       << r.output;
-  fs::remove_all(out);
 }
 
 TEST(MlpEndToEnd, LearnsFashionMnist) {
@@ -183,7 +174,8 @@ TEST(MlpEndToEnd, MissingDatasetIsAClearError) {
 TEST(MlpEndToEnd, InputShapeMismatchIsAClearError) {
   if (!fs::exists(kDataDir))
     GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
-  fs::path dir = tempDir("wrong_shape");
+  TempDir tmp("sbpflow_e2e");
+  const fs::path dir = tmp.path();
   std::string bin = SBPFLOW_BIN_DIR;
   CommandResult c = runCommand(bin + "/sbpflow compile " + SBPFLOW_E2E_INPUTS +
                                "/wrong_input_shape.mlir -o " + (dir / "w.plan").string());
@@ -197,5 +189,4 @@ TEST(MlpEndToEnd, InputShapeMismatchIsAClearError) {
                           "input is f32 [64,100]"),
             std::string::npos)
       << r.output;
-  fs::remove_all(dir);
 }

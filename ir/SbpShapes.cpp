@@ -131,6 +131,13 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
     out.push_back(withoutSbp(tensorOf(x)));
     return success();
   };
+  // A reduction of a whole f32 tensor: one f32 scalar.
+  auto reduceF32ToScalar = [&](Value x) -> LogicalResult {
+    if (failed(expectF32(op, x, "input")))
+      return failure();
+    out.push_back(plain({}, f32));
+    return success();
+  };
   // The backward of an f32 elementwise op: dy like `other` (its input or
   // output), one result like dy.
   auto gradLikeF32 = [&](Value dy, Value other, llvm::StringRef names) -> LogicalResult {
@@ -228,12 +235,7 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
         out.push_back(withoutSbp(tensorOf(o.getLogits())));
         return success();
       })
-      .Case([&](MeanOp o) -> LogicalResult {
-        if (failed(expectF32(op, o.getX(), "input")))
-          return failure();
-        out.push_back(plain({}, f32));
-        return success();
-      })
+      .Case([&](MeanOp o) { return reduceF32ToScalar(o.getX()); })
       .Case([&](MeanGradOp o) -> LogicalResult {
         if (failed(expectF32(op, o.getDy(), "dy")) || failed(expectRank(op, o.getDy(), 0, "dy")))
           return failure();
@@ -426,12 +428,7 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
         out.push_back(plain(shape, tensorOf(first).getElementType()));
         return success();
       })
-      .Case([&](SquareSumOp o) -> LogicalResult {
-        if (failed(expectF32(op, o.getX(), "input")))
-          return failure();
-        out.push_back(plain({}, f32));
-        return success();
-      })
+      .Case([&](SquareSumOp o) { return reduceF32ToScalar(o.getX()); })
       .Case([&](ClipScaleOp o) -> LogicalResult {
         if (failed(expectF32(op, o.getSumsq(), "sumsq")) ||
             failed(expectRank(op, o.getSumsq(), 0, "sumsq")))

@@ -18,8 +18,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
-#include <iomanip>
 #include <random>
 #include <string>
 #include <vector>
@@ -111,19 +109,6 @@ void buildSampleModel(Model &m, const GptConfig &c) {
   GptConfig eval = c;
   eval.dropout = 0;
   m.output("probs", softmax(gptLogits(m, one, tokens, eval)));
-}
-
-bool writeBenchJson(const std::string &path, const TrainSettings &s, int threads,
-                    const JobReport &r) {
-  std::ofstream out(path);
-  out << std::setprecision(9); // losses compared with PyTorch's to ~1e-6
-  out << "{\"framework\":\"sbpflow\",\"dp\":" << s.dp << ",\"tp\":" << s.tp
-      << ",\"threads\":" << threads << ",\"steps\":" << r.trainSteps
-      << ",\"step_ms\":" << r.steadyStepSeconds * 1e3 << ",\"losses\":[";
-  for (size_t i = 0; i < r.lossHistory.size(); ++i)
-    out << (i ? "," : "") << r.lossHistory[i];
-  out << "],\"final_loss\":" << (r.lossHistory.empty() ? 0.0 : r.lossHistory.back()) << "}\n";
-  return static_cast<bool>(out);
 }
 
 // One in-process rank running `plan` (a 1-rank plan): initialises the
@@ -336,7 +321,7 @@ int main(int argc, char **argv) {
   GptConfig config;
   TrainSettings train;
   int64_t steps = 2000, evalEvery = 0;
-  std::string emitMlir, emitPlan, benchJson, initCheckpoint;
+  std::string emitMlir, emitPlan, initCheckpoint;
   RunOptions run;
   run.data = "fortunes";
   run.dataDir = kDefaultFortunesDir;
@@ -361,9 +346,6 @@ int main(int argc, char **argv) {
   app.add_option("--block-size", config.blockSize, "context length")->check(CLI::PositiveNumber);
   app.add_option("--emit-mlir", emitMlir, "write the model's MLIR (before compilation) here");
   app.add_option("--emit-plan", emitPlan, "write the compiled plan here");
-  app.add_option("--bench-json", benchJson,
-                 "write the loss of every step and the step time as one JSON line "
-                 "(bench/run_gpt_bench.sh)");
   app.add_option("--init-checkpoint", initCheckpoint,
                  "write the initial weights (step 0) as a checkpoint to DIR and exit");
   addRunOptions(app, run);
@@ -452,10 +434,6 @@ int main(int argc, char **argv) {
       std::printf("after step %lld: validation loss %.4f, character accuracy %.4f\n",
                   static_cast<long long>((e + 1) * evalEvery), report.evalLoss[e],
                   report.testAccuracy[e]);
-    if (!benchJson.empty() && !writeBenchJson(benchJson, train, run.threads, report)) {
-      std::fprintf(stderr, "error: cannot write %s\n", benchJson.c_str());
-      return 1;
-    }
   } catch (const ModelError &e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -7,30 +7,15 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
-#include <fstream>
 
 using namespace sbpflow;
-
-namespace {
-// The fields bench/mlp_torch.py prints for PyTorch, so the two compare line by line.
-bool writeBenchJson(const std::string &path, int ranks, int threads, const JobReport &r) {
-  std::ofstream out(path);
-  out << "{\"framework\":\"sbpflow\",\"ranks\":" << ranks << ",\"threads\":" << threads
-      << ",\"steps\":" << r.trainSteps << ",\"step_ms\":" << r.steadyStepSeconds * 1e3
-      << ",\"peak_rss_mb_per_rank\":[";
-  for (size_t i = 0; i < r.peakRssKb.size(); ++i)
-    out << (i ? "," : "") << r.peakRssKb[i] / 1024.0;
-  out << "],\"final_loss\":" << (r.lossHistory.empty() ? 0.0 : r.lossHistory.back()) << "}\n";
-  return static_cast<bool>(out);
-}
-} // namespace
 
 int main(int argc, char **argv) {
   CLI::App app{"Train a 784-512-10 MLP on Fashion-MNIST, data-parallel over local CPU ranks"};
   int ranks = 2;
   int64_t batch = 256;
   uint64_t seed = 1;
-  std::string emitMlir, emitPlan, benchJson;
+  std::string emitMlir, emitPlan;
   RunOptions run;
   app.add_option("--local", ranks, "CPU ranks (worker processes on this machine)")
       ->check(CLI::PositiveNumber);
@@ -38,8 +23,6 @@ int main(int argc, char **argv) {
   app.add_option("--seed", seed, "initialisation and shuffling seed");
   app.add_option("--emit-mlir", emitMlir, "write the model's MLIR (before compilation) here");
   app.add_option("--emit-plan", emitPlan, "write the compiled plan here");
-  app.add_option("--bench-json", benchJson,
-                 "write step time and peak memory as one JSON line (bench/run_mlp_bench.sh)");
   addRunOptions(app, run);
   CLI11_PARSE(app, argc, argv);
 
@@ -72,10 +55,6 @@ int main(int argc, char **argv) {
     Status s = runJob(*plan, run, &report);
     if (!s) {
       std::fprintf(stderr, "error: %s\n", s.message().c_str());
-      return 1;
-    }
-    if (!benchJson.empty() && !writeBenchJson(benchJson, ranks, run.threads, report)) {
-      std::fprintf(stderr, "error: cannot write %s\n", benchJson.c_str());
       return 1;
     }
   } catch (const ModelError &e) {

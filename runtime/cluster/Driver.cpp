@@ -16,6 +16,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -100,11 +102,13 @@ private:
                    });
       if (!status)
         return status;
-      if (challenge.protocolVersion != kProtocolVersion || challenge.nonce.empty())
+      if (challenge.protocolVersion != kProtocolVersion)
         return Status::error("node " + at + " speaks protocol version " +
                              std::to_string(challenge.protocolVersion) + ", this driver " +
                              std::to_string(kProtocolVersion) +
                              ": run the same sbpflow release on every node");
+      if (challenge.nonce.empty())
+        return Status::error("node " + at + " sent no nonce to sign the job request with");
       if (options_.ranksPerNode > challenge.maxRanks)
         return Status::error("node " + at + " hosts at most " + std::to_string(challenge.maxRanks) +
                              " rank(s), " + std::to_string(options_.ranksPerNode) +
@@ -681,13 +685,50 @@ public:
 
 std::ostream *RunOptions::defaultLog() { return &std::cout; }
 
+namespace {
+// The report as one JSON line; the field names are those bench/mlp_torch.py
+// and bench/gpt_torch.py write for PyTorch, so the two compare field by field.
+Status writeBenchJson(const std::string &path, const RunOptions &options, const JobReport &r) {
+  std::ofstream out(path);
+  auto list = [&out](const auto &values, double scale) {
+    out << '[';
+    for (size_t i = 0; i < values.size(); ++i)
+      out << (i ? "," : "") << static_cast<double>(values[i]) * scale;
+    out << ']';
+  };
+  out << std::setprecision(9); // losses are compared with PyTorch's to ~1e-6
+  out << "{\"framework\":\"sbpflow\",\"ranks\":" << r.peakRssKb.size()
+      << ",\"threads\":" << options.threads << ",\"steps\":" << r.trainSteps
+      << ",\"step_ms\":" << r.steadyStepSeconds * 1e3
+      << ",\"mean_step_ms\":" << r.meanStepSeconds * 1e3 << ",\"losses\":";
+  list(r.lossHistory, 1.0);
+  out << ",\"final_loss\":" << (r.lossHistory.empty() ? 0.0 : r.lossHistory.back())
+      << ",\"eval_loss\":";
+  list(r.evalLoss, 1.0);
+  out << ",\"test_accuracy\":";
+  list(r.testAccuracy, 1.0);
+  out << ",\"peak_rss_mb_per_rank\":";
+  list(r.peakRssKb, 1.0 / 1024);
+  out << "}\n";
+  out.close();
+  if (!out)
+    return Status::error("cannot write the report to " + path + " (--bench-json)");
+  return Status::ok();
+}
+} // namespace
+
 Status runJob(const std::vector<uint8_t> &planBytes, const RunOptions &options, JobReport *report) {
+  JobReport own;
+  if (!report)
+    report = &own;
   caf::actor_system_config cfg;
   configureClusterSystem(cfg);
   caf::actor_system system{cfg};
   Driver driver(system, options);
-  Status s = driver.run(planBytes, report);
-  return driver.finalStatus(s);
+  Status s = driver.finalStatus(driver.run(planBytes, report));
+  if (s && !options.benchJson.empty())
+    s = writeBenchJson(options.benchJson, options, *report);
+  return s;
 }
 
 } // namespace sbpflow::cluster

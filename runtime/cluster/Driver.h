@@ -60,6 +60,9 @@ struct RunOptions {
   // `traceDir`/rank<R>.trace.json (Chrome's trace-event format).
   std::string traceDir;
   int64_t traceSteps = 100;
+  // Non-empty: once the job succeeded, write the JobReport here as one JSON
+  // line (bench/ reads it: step time, losses, peak memory per rank).
+  std::string benchJson;
 
   // Registration and rendezvous must finish within this bound.
   int64_t rendezvousTimeoutMs = 60000;

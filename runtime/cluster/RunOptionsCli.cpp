@@ -34,6 +34,9 @@ void addRunOptions(CLI::App &app, RunOptions &o) {
   app.add_option("--rendezvous-timeout-ms", o.rendezvousTimeoutMs,
                  "bound on worker registration and communicator setup")
       ->check(CLI::PositiveNumber);
+  app.add_option("--bench-json", o.benchJson,
+                 "once the job succeeded, write its step time, losses and peak memory per rank "
+                 "as one JSON line (bench/)");
   app.add_flag("--plan-only", o.planOnly, "stop once the plan is built and verified; run nothing");
 }
 

@@ -1,0 +1,201 @@
+// A driver and a node daemon of different protocol versions refuse each other
+// with a message naming both versions, and the daemon survives the refusal.
+// (A rank's plan version is checked by the plan loader: tests/plan.)
+#include "runtime/cluster/Auth.h"
+#include "runtime/cluster/Driver.h"
+#include "runtime/cluster/Messages.h"
+#include "tests/TempDir.h"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <iterator>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+extern char **environ;
+
+using namespace sbpflow;
+using namespace sbpflow::cluster;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+namespace {
+
+const std::string kSecret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const std::string kOther = std::to_string(kProtocolVersion + 1);
+const std::string kOurs = std::to_string(kProtocolVersion);
+
+std::string readFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// Starts `argv` with stdout and stderr going to `logPath`; the pid, or -1.
+pid_t spawnLogged(const std::vector<std::string> &argv, const std::string &logPath) {
+  std::vector<char *> args;
+  for (const auto &a : argv)
+    args.push_back(const_cast<char *>(a.c_str()));
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  posix_spawn_file_actions_addopen(&files, 2, logPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&files, 2, 1);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, args[0], &files, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&files);
+  return rc == 0 ? pid : -1;
+}
+
+// A node daemon (`sbpflow-worker --listen 127.0.0.1:0`) in a child process,
+// killed when the object goes away so a failed assertion leaves nothing behind.
+class NodeDaemon {
+public:
+  explicit NodeDaemon(const test::TempDir &dir)
+      : secretFile_(dir.path() + "/secret"), log_(dir.path() + "/node.log") {
+    std::ofstream(secretFile_) << kSecret << "\n";
+    pid_ = spawnLogged({SBPFLOW_WORKER, "--listen", "127.0.0.1:0", "--secret-file", secretFile_},
+                       log_);
+    // The port is ephemeral: the daemon prints it once it listens.
+    const std::regex listening("sbpflow-worker: listening on 127\\.0\\.0\\.1:([0-9]+) \\(");
+    for (int i = 0; i < 200 && port_ == 0 && alive(); ++i) {
+      std::smatch m;
+      std::string text = log();
+      if (std::regex_search(text, m, listening))
+        port_ = static_cast<uint16_t>(std::stoi(m[1]));
+      else
+        std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+  }
+  ~NodeDaemon() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  NodeDaemon(const NodeDaemon &) = delete;
+  NodeDaemon &operator=(const NodeDaemon &) = delete;
+
+  uint16_t port() const { return port_; } // 0: it did not start
+  std::string log() const { return readFile(log_); }
+  bool alive() {
+    if (pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) != 0)
+      pid_ = -1; // reaped: never signal a pid that may be reused
+    return pid_ > 0;
+  }
+
+private:
+  std::string secretFile_, log_;
+  pid_t pid_ = -1;
+  uint16_t port_ = 0;
+};
+
+NodeChallenge hello(caf::scoped_actor &self, const caf::actor &node, int32_t version) {
+  NodeChallenge challenge;
+  self->request(node, std::chrono::seconds(10), NodeHello{version})
+      .receive([&](NodeChallenge &c) { challenge = std::move(c); },
+               [&](caf::error &e) { ADD_FAILURE() << "no answer to hello: " << to_string(e); });
+  return challenge;
+}
+
+} // namespace
+
+TEST(NodeProtocol, DaemonRefusesAnotherProtocolVersion) {
+  test::TempDir dir("sbpflow_node_protocol");
+  NodeDaemon daemon(dir);
+  ASSERT_NE(daemon.port(), 0) << "the daemon did not start:\n" << daemon.log();
+
+  caf::actor_system_config cfg;
+  configureClusterSystem(cfg);
+  caf::actor_system system{cfg};
+  auto node = system.middleman().remote_actor("127.0.0.1", daemon.port());
+  ASSERT_TRUE(node) << system.render(node.error());
+  caf::scoped_actor self{system};
+
+  // A driver of another version gets no nonce, so it cannot even try a job.
+  NodeChallenge other = hello(self, *node, kProtocolVersion + 1);
+  EXPECT_EQ(other.protocolVersion, kProtocolVersion);
+  EXPECT_EQ(other.nonce, "");
+
+  // A request valid in every other way (fresh nonce, right secret) is still
+  // refused for its version alone.
+  StartJob job;
+  job.protocolVersion = kProtocolVersion + 1;
+  job.nonce = hello(self, *node, kProtocolVersion).nonce;
+  job.driverHost = "127.0.0.1";
+  job.driverPort = 4242;
+  job.ranks = 1;
+  job.jobToken = "token";
+  job.mac = hmacHex(kSecret, job.signedText());
+  NodeReply reply{true, "", {}};
+  self->request(*node, std::chrono::seconds(10), job)
+      .receive([&](NodeReply &r) { reply = std::move(r); },
+               [&](caf::error &e) { FAIL() << "no answer to StartJob: " << to_string(e); });
+  EXPECT_FALSE(reply.ok);
+  EXPECT_TRUE(reply.pids.empty());
+  EXPECT_EQ(reply.message, "protocol version " + kOther +
+                               " from the driver, but this node speaks version " + kOurs);
+  EXPECT_THAT(daemon.log(),
+              HasSubstr("sbpflow-worker: refused a job from 127.0.0.1:4242: " + reply.message));
+
+  // A refusal ends nothing: the daemon still serves drivers of its version.
+  EXPECT_TRUE(daemon.alive());
+  NodeChallenge ours = hello(self, *node, kProtocolVersion);
+  EXPECT_EQ(ours.protocolVersion, kProtocolVersion);
+  EXPECT_EQ(ours.nonce.size(), 64u);
+}
+
+TEST(NodeProtocol, DriverRefusesANodeOfAnotherVersion) {
+  test::TempDir dir("sbpflow_node_protocol");
+  std::string secretFile = dir.path() + "/secret", planFile = dir.path() + "/one.plan";
+  std::ofstream(secretFile) << kSecret << "\n";
+  // A real plan, so the job could only fail at the node's version.
+  pid_t maker = spawnLogged({CLUSTER_MAKE_TEST_PLAN, "--ranks", "1", "-o", planFile},
+                            dir.path() + "/plan.log");
+  ASSERT_GT(maker, 0);
+  int status = 0;
+  waitpid(maker, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << readFile(dir.path() + "/plan.log");
+  std::string plan = readFile(planFile);
+
+  // A stand-in node of the next version; runJob has its own actor system and
+  // reaches this one over loopback like any remote node.
+  caf::actor_system_config cfg;
+  configureClusterSystem(cfg);
+  caf::actor_system system{cfg};
+  auto standIn = system.spawn([]() -> caf::behavior {
+    return {[](NodeHello &) { return NodeChallenge{kProtocolVersion + 1, "some-nonce", 4}; }};
+  });
+  auto port = system.middleman().publish(standIn, 0, "127.0.0.1", true);
+  ASSERT_TRUE(port) << system.render(port.error());
+  std::string at = "127.0.0.1:" + std::to_string(*port);
+
+  RunOptions options;
+  options.nodes = {at};
+  options.secretFile = secretFile;
+  options.data = "synthetic";
+  options.rendezvousTimeoutMs = 10000;
+  std::ostringstream log;
+  options.log = &log;
+  JobReport report;
+  Status s = runJob(std::vector<uint8_t>(plan.begin(), plan.end()), options, &report);
+  ASSERT_FALSE(s.isOk());
+  EXPECT_EQ(s.message(), "node " + at + " speaks protocol version " + kOther + ", this driver " +
+                             kOurs + ": run the same sbpflow release on every node");
+  caf::anon_send_exit(standIn, caf::exit_reason::user_shutdown);
+}

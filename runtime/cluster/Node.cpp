@@ -11,6 +11,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <deque>
@@ -90,7 +91,7 @@ struct NodeState {
   }
 };
 
-caf::behavior nodeActor(caf::stateful_actor<NodeState> *self, const NodeOptions *options) {
+caf::behavior nodeBehavior(caf::stateful_actor<NodeState> *self, const NodeOptions *options) {
   self->state.options = options;
   self->set_default_handler(
       [](caf::scheduled_actor *, caf::message_view &) -> caf::result<caf::message> {
@@ -158,6 +159,10 @@ caf::behavior nodeActor(caf::stateful_actor<NodeState> *self, const NodeOptions 
           self->quit();
       },
       [self, finished](node_tick_atom) {
+        // Only its own ticks: each tick arms the next, so ticks sent by a
+        // peer would multiply the polling.
+        if (self->current_sender() != self->ctrl())
+          return;
         auto &st = self->state;
         while (auto ended = st.ranks.pollExited())
           log(st.job + ": rank process pid " + std::to_string(ended->first) + " " + ended->second);
@@ -171,17 +176,43 @@ caf::behavior nodeActor(caf::stateful_actor<NodeState> *self, const NodeOptions 
   };
 }
 
+// The published actor. CAF delivers an exit message from any peer holding
+// the node's handle, and one with exit_reason::kill ends an actor whatever
+// its exit handler says; so every exit message is dropped before the
+// mailbox, and only runNode, through `stopAllowed`, can stop the node.
+class NodeActor : public caf::stateful_actor<NodeState> {
+public:
+  NodeActor(caf::actor_config &cfg, const NodeOptions *options,
+            std::shared_ptr<const std::atomic<bool>> stopAllowed)
+      : caf::stateful_actor<NodeState>(cfg), options_(options),
+        stopAllowed_(std::move(stopAllowed)) {}
+
+  void enqueue(caf::mailbox_element_ptr element, caf::execution_unit *host) override {
+    if (element->content().match_elements<caf::exit_msg>() && !stopAllowed_->load())
+      return;
+    caf::stateful_actor<NodeState>::enqueue(std::move(element), host);
+  }
+
+  caf::behavior make_behavior() override { return nodeBehavior(this, options_); }
+
+private:
+  const NodeOptions *options_;
+  std::shared_ptr<const std::atomic<bool>> stopAllowed_;
+};
+
 } // namespace
 
 int runNode(const NodeOptions &options) {
   caf::actor_system_config cfg;
   configureClusterSystem(cfg);
   caf::actor_system system{cfg};
-  auto node = system.spawn(nodeActor, &options);
+  auto stopAllowed = std::make_shared<std::atomic<bool>>(false);
+  auto node = system.spawn<NodeActor>(&options, stopAllowed);
   auto port = system.middleman().publish(node, options.port, options.host.c_str(), true);
   if (!port) {
     std::fprintf(stderr, "error: cannot listen on %s:%u: %s\n", options.host.c_str(),
                  static_cast<unsigned>(options.port), system.render(port.error()).c_str());
+    stopAllowed->store(true);
     caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
     return 1;
   }

@@ -160,6 +160,38 @@ TEST(NodeProtocol, DaemonRefusesAnotherProtocolVersion) {
   EXPECT_EQ(ours.nonce.size(), 64u);
 }
 
+// CAF lets any peer that holds a handle send an exit message, or anything at
+// all; none of it may end the daemon.
+TEST(NodeProtocol, DaemonSurvivesExitAndStrayMessages) {
+  test::TempDir dir("sbpflow_node_protocol");
+  NodeDaemon daemon(dir);
+  ASSERT_NE(daemon.port(), 0) << "the daemon did not start:\n" << daemon.log();
+  {
+    caf::actor_system_config cfg;
+    configureClusterSystem(cfg);
+    caf::actor_system system{cfg};
+    auto node = system.middleman().remote_actor("127.0.0.1", daemon.port());
+    ASSERT_TRUE(node) << system.render(node.error());
+    caf::anon_send(*node, EndJob{"not from the driver"});
+    caf::anon_send(*node, std::string("a stray string"), 42);
+    caf::anon_send_exit(*node, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(*node, caf::exit_reason::kill);
+    caf::scoped_actor self{system};
+    NodeChallenge ours = hello(self, *node, kProtocolVersion);
+    EXPECT_EQ(ours.nonce.size(), 64u);
+  } // the peer disconnects, too
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_TRUE(daemon.alive()) << daemon.log();
+  caf::actor_system_config cfg;
+  configureClusterSystem(cfg);
+  caf::actor_system system{cfg};
+  auto node = system.middleman().remote_actor("127.0.0.1", daemon.port());
+  ASSERT_TRUE(node) << "the daemon stopped listening: " << system.render(node.error()) << "\n"
+                    << daemon.log();
+  caf::scoped_actor self{system};
+  EXPECT_EQ(hello(self, *node, kProtocolVersion).nonce.size(), 64u);
+}
+
 TEST(NodeProtocol, DriverRefusesANodeOfAnotherVersion) {
   test::TempDir dir("sbpflow_node_protocol");
   std::string secretFile = dir.path() + "/secret", planFile = dir.path() + "/one.plan";

@@ -141,6 +141,17 @@ PY
   "$bin/sbpflow" run one.plan --workers "$a" --secret-file secret --data synthetic >good.log 2>&1 ||
     die "the daemon did not serve a job after garbage input: $(cat good.log)"
   ;;
+busy_port)
+  # A second daemon on a taken address says so and exits; the first serves on.
+  start_node a; a=$addr
+  rc=0
+  timeout 20 "$bin/sbpflow-worker" --listen "$a" --secret-file secret >second.log 2>&1 || rc=$?
+  cat second.log
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] || die "a daemon on a taken port exited $rc"
+  grep -q "^error: cannot listen on $a: " second.log || die "no error naming $a"
+  "$bin/sbpflow" run one.plan --workers "$a" --secret-file secret --data synthetic >good.log 2>&1 ||
+    die "the first daemon did not serve a job: $(cat good.log)"
+  ;;
 killed_rank) failing_rank KILL ;;
 frozen_rank) failing_rank STOP ;;
 killed_driver)

@@ -162,7 +162,7 @@ StatusOr<Kernel> buildComputeKernel(const plan::Task &task,
       tb = a->transpose_b();
     }
     // Operands of any rank >= 2 are matrices [product of leading axes, last].
-    int64_t aRows, aCols, bRows, bCols;
+    int64_t aRows = 0, aCols = 0, bRows = 0, bCols = 0;
     if (Status s = rows2d(in[0], aRows, aCols); !s)
       return s;
     if (Status s = rows2d(in[1], bRows, bCols); !s)
@@ -226,7 +226,7 @@ StatusOr<Kernel> buildComputeKernel(const plan::Task &task,
   case K::SoftmaxXent:
   case K::CountCorrect:
   case K::SoftmaxXentGrad: {
-    int64_t rows, classes;
+    int64_t rows = 0, classes = 0;
     if (Status s = rows2d(in[0], rows, classes); !s)
       return s;
     if (Status s = needI32(in[1]); !s)
@@ -329,7 +329,7 @@ StatusOr<Kernel> buildComputeKernel(const plan::Task &task,
     const bool fwd = task.op() == K::LayerNorm;
     const TensorView *x = fwd ? in[0] : in[1];
     const TensorView *gamma = fwd ? in[1] : in[2];
-    int64_t rows, cols;
+    int64_t rows = 0, cols = 0;
     if (Status s = rows2d(x, rows, cols); !s)
       return s;
     if (elems(gamma) != cols)
@@ -378,7 +378,7 @@ StatusOr<Kernel> buildComputeKernel(const plan::Task &task,
   case K::Softmax:
   case K::SoftmaxGrad: {
     const bool fwd = task.op() == K::Softmax;
-    int64_t rows, cols;
+    int64_t rows = 0, cols = 0;
     if (Status s = rows2d(in[0], rows, cols); !s)
       return s;
     if (Status s = fwd ? sameSize({in[0], out[0]}) : sameSize({in[0], in[1], out[0]}); !s)

@@ -9,6 +9,10 @@
 
 namespace sbpflow {
 
+// The most axes a tensor may have: lets the executor and the kernels keep
+// per-tensor region arithmetic in fixed arrays (a step allocates nothing).
+constexpr size_t kMaxTensorRank = 8;
+
 enum class SbpKind : int8_t { Split, Broadcast, PartialSum, PartialMax, PartialMin };
 
 struct SbpDim {

@@ -15,9 +15,6 @@
 namespace sbpflow {
 
 constexpr uint32_t kPlanVersion = 2;
-// The most axes a tensor may have: lets the executor keep per-tensor region
-// arithmetic in fixed arrays (a step allocates nothing).
-constexpr size_t kMaxTensorRank = 8;
 
 // A verified plan and the bytes it lives in (the plan points into them).
 class LoadedPlan {

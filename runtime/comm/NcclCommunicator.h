@@ -1,0 +1,71 @@
+// Communicator over NCCL: the GPU data plane. Buffers are device pointers;
+// every collective is enqueued on the communicator's stream (the rank's
+// communication stream) and returns once enqueued, so it overlaps compute on
+// other streams; record an event on stream() to learn when it finished. The
+// unique id travels through the same rendezvous store as Gloo's keys (in a
+// cluster, the driver's CAF store).
+#pragma once
+
+#include "runtime/comm/Communicator.h"
+
+#include <cuda_runtime_api.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+namespace gloo::rendezvous {
+class Store;
+}
+struct ncclComm;
+
+namespace sbpflow {
+
+class NcclCommunicator : public Communicator {
+public:
+  // Rank `rank` of `size` on CUDA device `device`: rank 0 creates the unique
+  // id and publishes it under `key` in `store` (wrap the store in a
+  // PrefixStore to separate groups); the others wait for it. `timeout`
+  // bounds the id's wait and NCCL's initialisation (a communicator that does
+  // not come up is aborted, not waited for). `name` prefixes error messages.
+  static StatusOr<std::unique_ptr<NcclCommunicator>>
+  connect(gloo::rendezvous::Store &store, const std::string &key, int rank, int size, int device,
+          cudaStream_t stream, std::chrono::milliseconds timeout, std::string name);
+  ~NcclCommunicator() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  cudaStream_t stream() const { return stream_; }
+
+  Status allReduce(float *buf, int64_t count, ReduceOp op) override;
+  // Uneven counts: one broadcast per rank in a group (NCCL's allgather needs
+  // equal counts); even counts use ncclAllGather.
+  Status allGather(const float *send, float *recv, const int64_t *recvCounts) override;
+  // Uneven counts: one reduce per rank in a group; even: ncclReduceScatter.
+  Status reduceScatter(const float *send, float *recv, const int64_t *recvCounts,
+                       ReduceOp op) override;
+  Status allToAll(const float *send, const int64_t *sendCounts, float *recv,
+                  const int64_t *recvCounts) override;
+
+  // NCCL reports a failed peer or network asynchronously, while its kernels
+  // may wait forever: the executor's watchdog polls this and, on an error or
+  // a collective that outlives its timeout, calls abort(), which makes the
+  // stream's pending NCCL kernels return.
+  Status asyncError();
+  void abort();
+
+private:
+  NcclCommunicator(ncclComm *comm, int rank, int size, cudaStream_t stream, std::string name);
+  Status check(const char *op, int result);
+  // Non-blocking communicators may return ncclInProgress from a call: wait
+  // until the call is enqueued (or failed).
+  Status settle(const char *op, int result);
+
+  ncclComm *comm_;
+  int rank_, size_;
+  cudaStream_t stream_;
+  std::string name_;
+  bool aborted_ = false;
+};
+
+} // namespace sbpflow

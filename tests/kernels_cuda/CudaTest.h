@@ -68,9 +68,17 @@ public:
   size_t size() const { return n_; }
   std::vector<T> download() const {
     std::vector<T> host(n_);
-    cudaDeviceSynchronize();
-    if (ptr_ && n_)
-      cudaMemcpy(host.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost);
+    // A fault inside a kernel surfaces here (launches are asynchronous): name
+    // it, rather than let it read as a wrong result.
+    if (cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess)
+      ADD_FAILURE() << "a kernel before this download failed: " << cudaGetErrorName(e) << " ("
+                    << cudaGetErrorString(e) << ")";
+    if (!ptr_)
+      ADD_FAILURE() << "download of a buffer whose cudaMalloc failed";
+    else if (n_)
+      if (cudaError_t e = cudaMemcpy(host.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost);
+          e != cudaSuccess)
+        ADD_FAILURE() << "download: " << cudaGetErrorName(e);
     return host;
   }
 

@@ -14,7 +14,7 @@ const int64_t kSizes[] = {1, 31, 257, 1000003};
 // Runs `gpu` on device copies of x (and dy) in T and compares with `cpu` on
 // the values T holds.
 template <class T, class Gpu, class Cpu>
-void unary(Gpu gpu, Cpu cpu, double tolerance, bool withGrad) {
+void unary(Gpu gpu, Cpu cpu, double tolerance, bool withGrad, double floor = 1e-3) {
   // The reference sees the values T holds; bf16 then differs only by the
   // rounding of the result (and fp32 arithmetic on both sides).
   for (int64_t n : kSizes) {
@@ -26,7 +26,7 @@ void unary(Gpu gpu, Cpu cpu, double tolerance, bool withGrad) {
     DeviceBuffer<T> dx(asStorage<T>(x)), ddy(asStorage<T>(dy)), dout(n);
     ASSERT_OK(gpu(ddy.get(), dx.get(), dout.get(), n));
     std::vector<float> got = asFloat<T>(dout.download());
-    EXPECT_LE(maxRelativeError(got, want), tolerance);
+    EXPECT_LE(maxRelativeError(got, want, floor), tolerance);
   }
 }
 
@@ -49,7 +49,10 @@ template <class T> void allUnary(double tolerance) {
         return cuda::geluGrad(dy, x, dx, n, nullptr);
       },
       [](const float *dy, const float *x, float *dx, int64_t n) { cpu::geluGrad(dy, x, dx, n); },
-      tolerance, true);
+      // Phi(x) + x phi(x) cancels near x = -0.75 (terms of about 0.23, each
+      // good to ~3e-8 on either side): with the default floor the n = 1e6 case
+      // reads 4e-5 (measured on the CPU with glibc's erfcf / expf standing in).
+      tolerance, true, 0.1);
 }
 
 TEST(CudaElementwise, UnaryF32) {

@@ -2,6 +2,7 @@
 // written so GCC vectorises them (fixed-width lane blocks stand in for the
 // float reductions it will not reorder by itself).
 #include "kernels/cpu/Transformer.h"
+#include "kernels/Philox.h"
 
 #include <algorithm>
 #include <cmath>
@@ -303,26 +304,6 @@ SBPFLOW_INLINE void packBlock(const float *src, int64_t ld, int64_t nr, int64_t 
       dst[r * dp + d] = src[r * ld + d] * scale;
 }
 
-// Philox4x32-10: ten rounds of two 32x32->64 multiplications (they
-// vectorise: vpmuludq) and xors with the key, which advances by the Weyl
-// constants between rounds.
-SBPFLOW_INLINE std::array<uint32_t, 4> philox(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
-                                              uint32_t k0, uint32_t k1) {
-  for (int round = 0; round < 10; ++round) {
-    const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0;
-    const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2;
-    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
-    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
-    c1 = static_cast<uint32_t>(p1);
-    c3 = static_cast<uint32_t>(p0);
-    c0 = n0;
-    c2 = n2;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  return {c0, c1, c2, c3};
-}
-
 SBPFLOW_CLONES
 void dropoutRow(const float *x, float *y, int64_t n, uint64_t g0, uint64_t threshold, float scale,
                 uint64_t seed, uint32_t batch, uint32_t epoch) {
@@ -330,8 +311,9 @@ void dropoutRow(const float *x, float *y, int64_t n, uint64_t g0, uint64_t thres
   SBPFLOW_ELEMENTWISE
   for (int64_t j = 0; j < n; ++j) {
     const uint64_t g = g0 + static_cast<uint64_t>(j);
-    const uint32_t r =
-        philox(static_cast<uint32_t>(g), static_cast<uint32_t>(g >> 32), batch, epoch, k0, k1)[0];
+    const uint32_t r = sbpflow::philox4x32_10(static_cast<uint32_t>(g),
+                                              static_cast<uint32_t>(g >> 32), batch, epoch, k0, k1)
+                           .word[0];
     const float v = x[j] * scale;
     y[j] = r >= threshold ? v : 0.f;
   }
@@ -576,7 +558,9 @@ void causalAttentionGrad(const float *dy, const float *q, const float *k, const 
 
 std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter,
                                       std::array<uint32_t, 2> key) {
-  return philox(counter[0], counter[1], counter[2], counter[3], key[0], key[1]);
+  PhiloxBlock b =
+      sbpflow::philox4x32_10(counter[0], counter[1], counter[2], counter[3], key[0], key[1]);
+  return {b.word[0], b.word[1], b.word[2], b.word[3]};
 }
 
 void dropout(const float *x, float *y, const int64_t *globalShape, const int64_t *regionBegin,

@@ -1,6 +1,7 @@
 // Data-movement kernels (see Data.h): grid-stride loops over the elements of
 // the result, each element locating its source from its own index (shapes
 // travel by value, at most kMaxRank axes, in loops the compiler unrolls).
+#include "kernels/Philox.h"
 #include "kernels/cuda/Data.h"
 #include "kernels/cuda/Launch.cuh"
 
@@ -74,27 +75,6 @@ __global__ void embeddingGradKernel(const T *dy, const int32_t *ids, int64_t n, 
   }
 }
 
-// Philox4x32-10 exactly as kernels/cpu/Transformer.cpp: ten rounds of two
-// 32x32->64 multiplications and xors with the key, which advances by the
-// Weyl constants between rounds. Returns word 0 (the only one dropout uses).
-__device__ __forceinline__ uint32_t philoxWord0(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
-                                                uint32_t k0, uint32_t k1) {
-#pragma unroll
-  for (int round = 0; round < 10; ++round) {
-    const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0;
-    const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2;
-    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
-    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
-    c1 = static_cast<uint32_t>(p1);
-    c3 = static_cast<uint32_t>(p0);
-    c0 = n0;
-    c2 = n2;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  return c0;
-}
-
 // Element i of the region has global index g0 + offsetOf(i, size, globalStride).
 template <class T>
 __global__ void dropoutKernel(const T *x, T *y, int64_t n, Dims size, Dims globalStride, int rank,
@@ -102,8 +82,9 @@ __global__ void dropoutKernel(const T *x, T *y, int64_t n, Dims size, Dims globa
                               uint32_t k1, uint32_t batch, uint32_t epoch) {
   for (int64_t i = first(); i < n; i += stride()) {
     const uint64_t g = g0 + static_cast<uint64_t>(offsetOf(i, size, globalStride, rank));
-    const uint32_t r =
-        philoxWord0(static_cast<uint32_t>(g), static_cast<uint32_t>(g >> 32), batch, epoch, k0, k1);
+    const uint32_t r = philox4x32_10(static_cast<uint32_t>(g), static_cast<uint32_t>(g >> 32),
+                                     batch, epoch, k0, k1)
+                           .word[0];
     // One fp32 multiply, as on the CPU: the same bits before rounding to T.
     const float v = toFloat(x[i]) * scale;
     y[i] = fromFloat<T>(r >= threshold ? v : 0.f);

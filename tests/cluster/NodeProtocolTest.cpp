@@ -105,6 +105,23 @@ private:
   uint16_t port_ = 0;
 };
 
+// A driver's side: a CAF system connected to the daemon's published actor.
+struct Peer {
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> system;
+  caf::actor node;
+  std::string error; // why `node` is null
+  explicit Peer(uint16_t port) {
+    configureClusterSystem(cfg);
+    system = std::make_unique<caf::actor_system>(cfg);
+    auto found = system->middleman().remote_actor("127.0.0.1", port);
+    if (found)
+      node = *found;
+    else
+      error = system->render(found.error());
+  }
+};
+
 NodeChallenge hello(caf::scoped_actor &self, const caf::actor &node, int32_t version) {
   NodeChallenge challenge;
   self->request(node, std::chrono::seconds(10), NodeHello{version})
@@ -120,15 +137,13 @@ TEST(NodeProtocol, DaemonRefusesAnotherProtocolVersion) {
   NodeDaemon daemon(dir);
   ASSERT_NE(daemon.port(), 0) << "the daemon did not start:\n" << daemon.log();
 
-  caf::actor_system_config cfg;
-  configureClusterSystem(cfg);
-  caf::actor_system system{cfg};
-  auto node = system.middleman().remote_actor("127.0.0.1", daemon.port());
-  ASSERT_TRUE(node) << system.render(node.error());
-  caf::scoped_actor self{system};
+  Peer peer(daemon.port());
+  ASSERT_TRUE(peer.node) << peer.error;
+  caf::actor node = peer.node;
+  caf::scoped_actor self{*peer.system};
 
   // A driver of another version gets no nonce, so it cannot even try a job.
-  NodeChallenge other = hello(self, *node, kProtocolVersion + 1);
+  NodeChallenge other = hello(self, node, kProtocolVersion + 1);
   EXPECT_EQ(other.protocolVersion, kProtocolVersion);
   EXPECT_EQ(other.nonce, "");
 
@@ -136,14 +151,14 @@ TEST(NodeProtocol, DaemonRefusesAnotherProtocolVersion) {
   // refused for its version alone.
   StartJob job;
   job.protocolVersion = kProtocolVersion + 1;
-  job.nonce = hello(self, *node, kProtocolVersion).nonce;
+  job.nonce = hello(self, node, kProtocolVersion).nonce;
   job.driverHost = "127.0.0.1";
   job.driverPort = 4242;
   job.ranks = 1;
   job.jobToken = "token";
   job.mac = hmacHex(kSecret, job.signedText());
   NodeReply reply{true, "", {}};
-  self->request(*node, std::chrono::seconds(10), job)
+  self->request(node, std::chrono::seconds(10), job)
       .receive([&](NodeReply &r) { reply = std::move(r); },
                [&](caf::error &e) { FAIL() << "no answer to StartJob: " << to_string(e); });
   EXPECT_FALSE(reply.ok);
@@ -155,7 +170,7 @@ TEST(NodeProtocol, DaemonRefusesAnotherProtocolVersion) {
 
   // A refusal ends nothing: the daemon still serves drivers of its version.
   EXPECT_TRUE(daemon.alive());
-  NodeChallenge ours = hello(self, *node, kProtocolVersion);
+  NodeChallenge ours = hello(self, node, kProtocolVersion);
   EXPECT_EQ(ours.protocolVersion, kProtocolVersion);
   EXPECT_EQ(ours.nonce.size(), 64u);
 }
@@ -167,29 +182,22 @@ TEST(NodeProtocol, DaemonSurvivesExitAndStrayMessages) {
   NodeDaemon daemon(dir);
   ASSERT_NE(daemon.port(), 0) << "the daemon did not start:\n" << daemon.log();
   {
-    caf::actor_system_config cfg;
-    configureClusterSystem(cfg);
-    caf::actor_system system{cfg};
-    auto node = system.middleman().remote_actor("127.0.0.1", daemon.port());
-    ASSERT_TRUE(node) << system.render(node.error());
-    caf::anon_send(*node, EndJob{"not from the driver"});
-    caf::anon_send(*node, std::string("a stray string"), 42);
-    caf::anon_send_exit(*node, caf::exit_reason::user_shutdown);
-    caf::anon_send_exit(*node, caf::exit_reason::kill);
-    caf::scoped_actor self{system};
-    NodeChallenge ours = hello(self, *node, kProtocolVersion);
+    Peer peer(daemon.port());
+    ASSERT_TRUE(peer.node) << peer.error;
+    caf::anon_send(peer.node, EndJob{"not from the driver"});
+    caf::anon_send(peer.node, std::string("a stray string"), 42);
+    caf::anon_send_exit(peer.node, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(peer.node, caf::exit_reason::kill);
+    caf::scoped_actor self{*peer.system};
+    NodeChallenge ours = hello(self, peer.node, kProtocolVersion);
     EXPECT_EQ(ours.nonce.size(), 64u);
   } // the peer disconnects, too
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_TRUE(daemon.alive()) << daemon.log();
-  caf::actor_system_config cfg;
-  configureClusterSystem(cfg);
-  caf::actor_system system{cfg};
-  auto node = system.middleman().remote_actor("127.0.0.1", daemon.port());
-  ASSERT_TRUE(node) << "the daemon stopped listening: " << system.render(node.error()) << "\n"
-                    << daemon.log();
-  caf::scoped_actor self{system};
-  EXPECT_EQ(hello(self, *node, kProtocolVersion).nonce.size(), 64u);
+  Peer next(daemon.port());
+  ASSERT_TRUE(next.node) << "the daemon stopped listening: " << next.error << "\n" << daemon.log();
+  caf::scoped_actor self{*next.system};
+  EXPECT_EQ(hello(self, next.node, kProtocolVersion).nonce.size(), 64u);
 }
 
 TEST(NodeProtocol, DriverRefusesANodeOfAnotherVersion) {

@@ -6,9 +6,14 @@
 #include "actors/Executor.h"
 
 #include "actors/ComputeKernels.h"
+#ifdef SBPFLOW_HAVE_CUDA
+#include "actors/CudaExecutor.h"
+#endif
 #include "actors/Messages.h"
+#include "actors/ProgramLayout.h"
 #include "actors/TaskGraph.h"
 #include "actors/TaskTrace.h"
+#include "actors/Variables.h"
 #include "kernels/cpu/Kernels.h"
 #include "kernels/cpu/Transformer.h"
 #include "runtime/Shape.h"
@@ -68,25 +73,6 @@ template <typename Work> Status traced(ProgramTrace *trace, int task, const Work
   return s;
 }
 
-// On the comm thread, once a collective's work ended.
-void reportCollective(TaskGraph *graph, int task, const Status &s) {
-  if (s)
-    caf::anon_send(graph->actors[task], KernelDone{});
-  else
-    caf::anon_send(graph->actors[task], KernelFailed{s.message()});
-}
-
-ReduceOp toReduce(plan::ReduceOp op) {
-  switch (op) {
-  case plan::ReduceOp::Max:
-    return ReduceOp::Max;
-  case plan::ReduceOp::Min:
-    return ReduceOp::Min;
-  default:
-    return ReduceOp::Sum;
-  }
-}
-
 class CpuExecutor : public Executor {
 public:
   CpuExecutor(caf::actor_system &system, const plan::Plan *plan, CommGroups *comms,
@@ -101,12 +87,7 @@ public:
       for (auto &a : p->graph->actors)
         all.push_back(a);
     }
-    for (auto &a : all)
-      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-    if (!all.empty()) {
-      caf::scoped_actor self{system_};
-      self->wait_for(all);
-    }
+    stopActors(system_, all);
     // Queued collectives point at variables, the step context and the task
     // graphs, which die with this object: let them finish first (no actor is
     // left to queue more).
@@ -124,23 +105,14 @@ public:
                     std::vector<float> &values) const override;
 
 private:
-  struct VariableStorage {
-    std::vector<float> data;
-    Region region;
-    bool local = false;
-  };
+  using VariableStorage = VariableShard;
 
   std::string where(const plan::Task &task) const {
     return "rank " + std::to_string(options_.globalRank) + ": task '" + task.name()->str() + "' (" +
            opName(task.op()) + ")";
   }
   Status buildProgram(const plan::Program &prog);
-  StatusOr<Kernel> buildKernel(const plan::Program &prog, const plan::Task &task,
-                               const std::vector<TensorView> &views);
-  // Whether `task` is a collective over more than one rank (one over a group
-  // of one is a copy).
-  bool callsCommunicator(const plan::Task &task, const std::vector<TensorView> &views) const;
-  StatusOr<Communicator *> groupComm(const TensorView &t, int dim, const plan::Task &task) const;
+  StatusOr<Kernel> buildKernel(const plan::Task &task, const std::vector<TensorView> &views);
 
   caf::actor_system &system_;
   const plan::Plan *plan_;
@@ -156,50 +128,11 @@ private:
 
 Status CpuExecutor::init() {
   cpu::setBlasThreads(options_.kernelThreads);
-  for (size_t v = 0; v < plan_->variables()->size(); ++v) {
-    const plan::Variable *var = plan_->variables()->Get(v);
-    VariableStorage storage;
-    const plan::Placement &pl = *plan_->placements()->Get(var->placement());
-    int index = rankIndexIn(pl, options_.globalRank);
-    if (index >= 0) {
-      Shape global = toShape(var->shape());
-      std::vector<int64_t> h = toHierarchy(pl);
-      storage.region = localRegion(global, toNdSbp(var->sbp()), h, hierarchyCoord(h, index));
-      storage.local = true;
-      std::vector<float> whole = initGlobalTensor(*var->init(), elementCount(global));
-      storage.data.resize(static_cast<size_t>(regionElements(storage.region)));
-      if (global.empty())
-        storage.data[0] = whole[0];
-      else
-        packRegion(whole.data(), wholeRegion(global), storage.region, storage.data.data());
-    }
-    variables_.push_back(std::move(storage));
-  }
+  variables_ = initVariableShards(*plan_, options_.globalRank);
   for (size_t p = 0; p < plan_->programs()->size(); ++p)
     if (Status s = buildProgram(*plan_->programs()->Get(p)); !s)
       return s;
   return Status::ok();
-}
-
-StatusOr<Communicator *> CpuExecutor::groupComm(const TensorView &t, int dim,
-                                                const plan::Task &task) const {
-  if (t.hierarchy[dim] == 1)
-    return static_cast<Communicator *>(nullptr);
-  Communicator *c = comms_ ? comms_->get(t.placement, dim) : nullptr;
-  if (!c)
-    return Status::error(where(task) + ": no communicator for placement '" +
-                         plan_->placements()->Get(t.placement)->name()->str() + "' dim " +
-                         std::to_string(dim) + " (CommGroups missing or not connected)");
-  return c;
-}
-
-bool CpuExecutor::callsCommunicator(const plan::Task &task,
-                                    const std::vector<TensorView> &views) const {
-  if (!isCollective(task.op()) || !task.inputs() || task.inputs()->size() == 0)
-    return false;
-  const TensorView &x = views[task.inputs()->Get(0)];
-  int dim = task.attrs_as_CollectiveAttrs()->hierarchy_dim();
-  return dim >= 0 && dim < static_cast<int>(x.hierarchy.size()) && x.hierarchy[dim] > 1;
 }
 
 Status CpuExecutor::buildProgram(const plan::Program &prog) {
@@ -210,29 +143,12 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
   rt->arena = rt->arenaStorage.data() +
               (64 - reinterpret_cast<uintptr_t>(rt->arenaStorage.data()) % 64) % 64;
 
-  std::vector<TensorView> views(prog.tensors()->size());
-  for (size_t i = 0; i < views.size(); ++i) {
-    const plan::Tensor *t = prog.tensors()->Get(i);
-    TensorView &v = views[i];
-    v.global = toShape(t->shape());
-    v.sbp = toNdSbp(t->sbp());
-    v.placement = t->placement();
-    v.dtype = t->dtype();
-    const plan::Placement &pl = *plan_->placements()->Get(t->placement());
-    v.hierarchy = toHierarchy(pl);
-    int index = rankIndexIn(pl, options_.globalRank);
-    if (index < 0)
-      continue;
-    v.coord = hierarchyCoord(v.hierarchy, index);
-    v.region = localRegion(v.global, v.sbp, v.hierarchy, v.coord);
-    v.local = localShape(v.global, v.sbp, v.hierarchy, v.coord);
-    if (t->variable() >= 0) {
-      VariableStorage &var = variables_[t->variable()];
-      v.data = var.data.data();
-    } else {
-      v.data = rt->arena + t->offset();
-    }
-  }
+  std::vector<TensorView> views =
+      programViews(*plan_, prog, options_.globalRank, [&](const plan::Tensor &t) -> void * {
+        if (t.variable() >= 0)
+          return variables_[t.variable()].data.data();
+        return rt->arena + t.offset();
+      });
 
   std::shared_ptr<TaskGraph> graph = taskGraphOf(prog);
   const size_t taskCount = prog.tasks()->size();
@@ -246,12 +162,10 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
   }
   ProgramTrace *trace = rt->trace.get();
   rt->collectiveWork.resize(taskCount);
-  // Collectives this rank takes part in, by plan order: the comm thread
-  // numbers them densely, so that one not on this rank leaves no hole.
   std::vector<std::pair<int, int>> collectives; // (collective_seq, task)
   for (size_t k = 0; k < taskCount; ++k) {
     const plan::Task *task = prog.tasks()->Get(k);
-    auto built = buildKernel(prog, *task, views);
+    auto built = buildKernel(*task, views);
     if (!built)
       return built.status();
     Kernel kernel = built.take();
@@ -294,10 +208,10 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
     }
     collectives.emplace_back(task->collective_seq(), index);
   }
-  std::sort(collectives.begin(), collectives.end());
-  rt->collectives = static_cast<int>(collectives.size());
+  const std::vector<int> order = collectiveOrder(std::move(collectives));
+  rt->collectives = static_cast<int>(order.size());
   for (int seq = 0; seq < rt->collectives; ++seq) {
-    int k = collectives[seq].second;
+    const int k = order[seq];
     CollectiveQueue *queue = &devices_->collectives;
     const std::function<void()> *work = &rt->collectiveWork[k];
     if (trace)
@@ -309,16 +223,9 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
     else
       graph->tasks[k].handOff = [queue, seq, work] { queue->submit(seq, work); };
   }
-  for (size_t m = 0; prog.metrics() && m < prog.metrics()->size(); ++m)
-    rt->metrics.push_back(static_cast<const float *>(views[prog.metrics()->Get(m)->tensor()].data));
+  if (Status s = bindMetricsAndOutputs(prog, views, rt->metrics, rt->outputs); !s)
+    return s;
   rt->metricRing.resize(static_cast<size_t>(kStepWindow) * rt->metrics.size());
-  for (size_t o = 0; prog.outputs() && o < prog.outputs()->size(); ++o) {
-    const plan::Binding *b = prog.outputs()->Get(o);
-    if (b->tensor() < 0 || b->tensor() >= static_cast<int>(views.size()))
-      return Status::error("program '" + rt->name + "': output '" + b->name()->str() +
-                           "' names no tensor");
-    rt->outputs.emplace_back(b->name()->str(), views[b->tensor()]);
-  }
 
   // The hooks run on the coordinator, between the steps' task firings: the
   // batch is set before a step's Input tasks are started, metrics are read
@@ -350,128 +257,78 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
   return Status::ok();
 }
 
-StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Program &prog, const plan::Task &task,
+StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Task &task,
                                           const std::vector<TensorView> &views) {
   using K = plan::OpKind;
-  std::vector<const TensorView *> in, out;
-  for (size_t i = 0; task.inputs() && i < task.inputs()->size(); ++i)
-    in.push_back(&views[task.inputs()->Get(i)]);
-  for (size_t i = 0; task.outputs() && i < task.outputs()->size(); ++i)
-    out.push_back(&views[task.outputs()->Get(i)]);
+  Operands in, out;
+  taskOperands(task, views, in, out);
   const std::string at = where(task);
-  // A task runs on this rank only if its tensors live here.
-  const TensorView *anchor = !out.empty() ? out[0] : (!in.empty() ? in[0] : nullptr);
-  if (task.op() == K::SgdMomentum || task.op() == K::AdamW) {
-    int param = task.op() == K::AdamW ? task.attrs_as_AdamWAttrs()->param()
-                                      : task.attrs_as_SgdAttrs()->param();
-    if (!variables_[param].local)
-      return Kernel();
-  } else if (!anchor || !anchor->data) {
+  auto here = runsOnRank(task, in, out, variables_, at);
+  if (!here)
+    return here.status();
+  if (!*here)
     return Kernel();
-  }
-  for (const TensorView *t : in)
-    if (!t->data)
-      return Status::error(at + ": an input is not on this rank (cross-placement tasks need "
-                                "send/recv, which this executor does not have)");
   if (isComputeOp(task.op()))
     return buildComputeKernel(task, in, out, at);
   auto f32 = [](const TensorView *t) { return static_cast<float *>(t->data); };
-  auto elems = [](const TensorView *t) { return elementCount(t->local); };
+  auto comm = [&](const TensorView &t, int dim) {
+    return groupCommunicator(*plan_, comms_, t, dim, at);
+  };
 
   switch (task.op()) {
   case K::Parameter:
     return Kernel();
   case K::SgdMomentum:
   case K::AdamW: {
-    const bool adam = task.op() == K::AdamW;
-    const int param =
-        adam ? task.attrs_as_AdamWAttrs()->param() : task.attrs_as_SgdAttrs()->param();
-    VariableStorage &w = variables_[param];
-    const int64_t n = static_cast<int64_t>(w.data.size());
-    // An optimiser slot variable (momentum, moments) laid out like the parameter.
-    auto slot = [&](int index, const char *what) -> StatusOr<float *> {
-      if (index < 0 || index >= static_cast<int>(variables_.size()) ||
-          variables_[index].data.size() != w.data.size())
-        return Status::error(at + ": " + what + " variable differs from the parameter in size");
-      return variables_[index].data.data();
-    };
-    if (!in[0]->data || elems(in[0]) != n)
-      return Status::error(at + ": gradient holds " + std::to_string(elems(in[0])) +
-                           " local elements, parameter " + std::to_string(n));
-    // The optional second input is the gradient-clipping factor (a scalar).
-    const float *scale = nullptr;
-    if (in.size() > 1) {
-      if (elems(in[1]) != 1)
-        return Status::error(at + ": the gradient scale must be a scalar");
-      scale = f32(in[1]);
-    }
-    float *wp = w.data.data();
+    auto checked = checkOptimizer(task, in, variables_, at);
+    if (!checked)
+      return checked.status();
+    const OptimizerWork w = checked.take();
+    auto var = [&](int index) { return index >= 0 ? variables_[index].data.data() : nullptr; };
+    const float *scale = w.scaled ? f32(in[1]) : nullptr;
+    float *wp = var(w.param);
     const float *g = f32(in[0]);
-    if (!adam) {
-      const plan::SgdAttrs *a = task.attrs_as_SgdAttrs();
-      float *v = nullptr;
-      if (a->momentum_buffer() >= 0) {
-        auto buf = slot(a->momentum_buffer(), "momentum");
-        if (!buf)
-          return buf.status();
-        v = *buf;
-      }
-      float lr = a->lr(), momentum = a->momentum(), wd = a->weight_decay();
+    if (!w.adam) {
+      float *v = var(w.momentum);
       return Kernel([=](const StepContext &) {
-        cpu::sgdMomentum(wp, v, g, n, lr, momentum, wd, scale ? *scale : 1.0f);
+        cpu::sgdMomentum(wp, v, g, w.n, w.lr, w.momentumFactor, w.weightDecay,
+                         scale ? *scale : 1.0f);
         return Status::ok();
       });
     }
-    const plan::AdamWAttrs *a = task.attrs_as_AdamWAttrs();
-    auto m = slot(a->m(), "first-moment");
-    auto v = slot(a->v(), "second-moment");
-    if (!m)
-      return m.status();
-    if (!v)
-      return v.status();
-    if (a->step() < 0 || a->step() >= static_cast<int>(variables_.size()) ||
-        variables_[a->step()].data.size() != 1)
-      return Status::error(at + ": the step variable must be a scalar");
-    float *step = variables_[a->step()].data.data();
-    float *mp = *m, *vp = *v;
-    const float lr = a->lr(), b1 = a->beta1(), b2 = a->beta2(), eps = a->eps(),
-                wd = a->weight_decay();
+    float *step = var(w.step), *mp = var(w.m), *vp = var(w.v);
     return Kernel([=](const StepContext &) {
       // The step count lives in a variable so that checkpoints resume it.
       *step += 1.0f;
-      cpu::adamw(wp, mp, vp, g, n, lr, b1, b2, eps, wd, static_cast<int64_t>(*step),
-                 scale ? *scale : 1.0f);
+      cpu::adamw(wp, mp, vp, g, w.n, w.lr, w.beta1, w.beta2, w.eps, w.weightDecay,
+                 static_cast<int64_t>(*step), scale ? *scale : 1.0f);
       return Status::ok();
     });
   }
   case K::AllReduce: {
     const plan::CollectiveAttrs *c = task.attrs_as_CollectiveAttrs();
-    auto comm = groupComm(*in[0], c->hierarchy_dim(), task);
-    if (!comm)
-      return comm.status();
+    auto cm = comm(*in[0], c->hierarchy_dim());
+    if (!cm)
+      return cm.status();
+    auto checked = checkAllReduce(in, out, at);
+    if (!checked)
+      return checked.status();
     std::vector<std::pair<const float *, float *>> pairs;
-    std::vector<int64_t> counts;
-    for (size_t i = 0; i < in.size(); ++i) {
-      if (elems(in[i]) != elems(out[i]))
-        return Status::error(at + ": input and output " + std::to_string(i) +
-                             " differ in local size");
+    for (size_t i = 0; i < in.size(); ++i)
       pairs.emplace_back(f32(in[i]), f32(out[i]));
-      counts.push_back(elems(in[i]));
-    }
-    Communicator *cm = *comm;
+    const std::vector<int64_t> counts = checked->counts;
+    Communicator *group = *cm;
     ReduceOp op = toReduce(c->reduce());
-    if (cm && pairs.size() > 1) {
+    if (group && pairs.size() > 1) {
       // A bucket: one all-reduce over a packed copy, not one per tensor (each
       // costs Gloo round trips). The scratch is allocated here, once.
-      int64_t total = 0;
-      for (int64_t n : counts)
-        total += n;
+      const int64_t total = checked->total;
       auto scratch = std::make_shared<std::vector<float>>(static_cast<size_t>(total) + 1);
       return Kernel([=](const StepContext &) -> Status {
         float *buf = scratch->data();
         for (size_t i = 0, off = 0; i < pairs.size(); off += counts[i], ++i)
           std::memcpy(buf + off, pairs[i].first, counts[i] * sizeof(float));
-        if (Status s = cm->allReduce(buf, total, op); !s)
+        if (Status s = group->allReduce(buf, total, op); !s)
           return s.withContext(at);
         for (size_t i = 0, off = 0; i < pairs.size(); off += counts[i], ++i)
           std::memcpy(pairs[i].second, buf + off, counts[i] * sizeof(float));
@@ -482,8 +339,8 @@ StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Program &prog, const plan:
       for (size_t i = 0; i < pairs.size(); ++i) {
         if (pairs[i].first != pairs[i].second && counts[i] > 0)
           std::memmove(pairs[i].second, pairs[i].first, counts[i] * sizeof(float));
-        if (cm)
-          if (Status s = cm->allReduce(pairs[i].second, counts[i], op); !s)
+        if (group)
+          if (Status s = group->allReduce(pairs[i].second, counts[i], op); !s)
             return s.withContext(at);
       }
       return Status::ok();
@@ -492,138 +349,94 @@ StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Program &prog, const plan:
   case K::AllGather:
   case K::ReduceScatter:
   case K::AllToAll: {
-    const plan::CollectiveAttrs *c = task.attrs_as_CollectiveAttrs();
-    const int dim = c->hierarchy_dim();
-    const TensorView &x = *in[0], &y = *out[0];
-    if (x.placement != y.placement || x.global != y.global)
-      return Status::error(at + ": input and output differ in placement or global shape");
-    auto comm = groupComm(x, dim, task);
-    if (!comm)
-      return comm.status();
-    const int64_t n = x.hierarchy[dim];
-    if (n == 1 && x.region == y.region) {
+    auto checked = checkExchange(task, in, out, at);
+    if (!checked)
+      return checked.status();
+    auto cm = comm(*in[0], checked->dim);
+    if (!cm)
+      return cm.status();
+    const float *src = f32(in[0]);
+    float *dst = f32(out[0]);
+    if (checked->copyOnly) {
       // A group of one: the output is the input (one copy, not pack + unpack).
-      const float *src = f32(&x);
-      float *dst = f32(&y);
-      const int64_t count = elems(&y);
+      const int64_t count = elementCount(out[0]->local);
       return Kernel([=](const StepContext &) {
         if (src != dst && count > 0)
           std::memmove(dst, src, count * sizeof(float));
         return Status::ok();
       });
     }
-    // Regions of every group member, in global coordinates.
-    std::vector<Region> inOf(n), outOf(n);
-    for (int64_t r = 0; r < n; ++r) {
-      std::vector<int64_t> coord = x.coord;
-      coord[dim] = r;
-      inOf[r] = localRegion(x.global, x.sbp, x.hierarchy, coord);
-      outOf[r] = localRegion(y.global, y.sbp, y.hierarchy, coord);
-    }
-    const int64_t me = x.coord[dim];
-    // send[r]: the part of my input that member r needs; recv[r]: what r sends me.
-    std::vector<Region> sendParts(n), recvParts(n);
-    std::vector<int64_t> sendCounts(n), recvCounts(n);
-    for (int64_t r = 0; r < n; ++r) {
-      if (task.op() == K::AllGather) {
-        sendParts[r] = inOf[me];
-        recvParts[r] = inOf[r];
-      } else if (task.op() == K::ReduceScatter) {
-        sendParts[r] = outOf[r];
-        recvParts[r] = outOf[me];
-      } else {
-        sendParts[r] = intersect(inOf[me], outOf[r]);
-        recvParts[r] = intersect(inOf[r], outOf[me]);
-      }
-      sendCounts[r] = regionElements(sendParts[r]);
-      recvCounts[r] = regionElements(recvParts[r]);
-    }
-    int64_t sendTotal = 0, recvTotal = 0;
-    for (int64_t r = 0; r < n; ++r) {
-      sendTotal += task.op() == K::AllGather ? (r == 0 ? sendCounts[0] : 0) : sendCounts[r];
-      recvTotal += task.op() == K::ReduceScatter ? (r == 0 ? recvCounts[0] : 0) : recvCounts[r];
-    }
+    auto w = std::make_shared<const ExchangeWork>(checked.take());
     // Packing scratch: allocated here, once, so steps allocate nothing.
-    auto sendBuf = std::make_shared<std::vector<float>>(static_cast<size_t>(sendTotal) + 1);
-    auto recvBuf = std::make_shared<std::vector<float>>(static_cast<size_t>(recvTotal) + 1);
-    const float *src = f32(&x);
-    float *dst = f32(&y);
-    Region inRegion = x.region, outRegion = y.region;
-    Communicator *cm = *comm;
-    ReduceOp op = toReduce(c->reduce());
+    auto sendBuf = std::make_shared<std::vector<float>>(static_cast<size_t>(w->sendTotal) + 1);
+    auto recvBuf = std::make_shared<std::vector<float>>(static_cast<size_t>(w->recvTotal) + 1);
+    Region inRegion = in[0]->region, outRegion = out[0]->region;
+    Communicator *group = *cm;
+    ReduceOp op = toReduce(task.attrs_as_CollectiveAttrs()->reduce());
     K kind = task.op();
     return Kernel([=](const StepContext &) -> Status {
       float *sb = sendBuf->data(), *rb = recvBuf->data();
       if (kind == K::AllGather) {
-        packRegion(src, inRegion, sendParts[0], sb);
+        packRegion(src, inRegion, w->sendParts[0], sb);
       } else {
         int64_t off = 0;
-        for (int64_t r = 0; r < n; ++r) {
-          packRegion(src, inRegion, sendParts[r], sb + off);
-          off += sendCounts[r];
+        for (int64_t r = 0; r < w->n; ++r) {
+          packRegion(src, inRegion, w->sendParts[r], sb + off);
+          off += w->sendCounts[r];
         }
       }
       Status s;
-      if (!cm) {
-        std::memcpy(rb, sb, std::max(sendTotal, recvTotal) > 0 ? recvTotal * sizeof(float) : 0);
+      if (!group) {
+        std::memcpy(rb, sb,
+                    std::max(w->sendTotal, w->recvTotal) > 0 ? w->recvTotal * sizeof(float) : 0);
       } else if (kind == K::AllGather) {
-        s = cm->allGather(sb, rb, recvCounts.data());
+        s = group->allGather(sb, rb, w->recvCounts.data());
       } else if (kind == K::ReduceScatter) {
-        s = cm->reduceScatter(sb, rb, sendCounts.data(), op);
+        s = group->reduceScatter(sb, rb, w->sendCounts.data(), op);
       } else {
-        s = cm->allToAll(sb, sendCounts.data(), rb, recvCounts.data());
+        s = group->allToAll(sb, w->sendCounts.data(), rb, w->recvCounts.data());
       }
       if (!s)
         return s.withContext(at);
       if (kind == K::ReduceScatter) {
-        unpackRegion(rb, recvParts[0], dst, outRegion);
+        unpackRegion(rb, w->recvParts[0], dst, outRegion);
       } else {
         int64_t off = 0;
-        for (int64_t r = 0; r < n; ++r) {
-          unpackRegion(rb + off, recvParts[r], dst, outRegion);
-          off += recvCounts[r];
+        for (int64_t r = 0; r < w->n; ++r) {
+          unpackRegion(rb + off, w->recvParts[r], dst, outRegion);
+          off += w->recvCounts[r];
         }
       }
       return Status::ok();
     });
   }
   case K::Slice: {
-    const TensorView &x = *in[0], &y = *out[0];
-    if (x.global != y.global)
-      return Status::error(at + ": input and output differ in global shape");
-    Region check = intersect(x.region, y.region);
-    if (regionElements(check) != regionElements(y.region))
-      return Status::error(at + ": output region is not inside the input region");
-    const float *src = f32(&x);
-    float *dst = f32(&y);
-    Region from = x.region, part = y.region;
-    return Kernel([=](const StepContext &) {
-      packRegion(src, from, part, dst);
+    auto w = checkSlice(in, out, at);
+    if (!w)
+      return w.status();
+    const float *src = f32(in[0]);
+    float *dst = f32(out[0]);
+    return Kernel([=, w = w.take()](const StepContext &) {
+      packRegion(src, w.from, w.part, dst);
       return Status::ok();
     });
   }
   case K::ZeroOthers: {
-    const TensorView &x = *in[0], &y = *out[0];
-    bool keep = true;
-    for (size_t d = 0; d < y.sbp.size(); ++d) {
-      bool partialOut = y.sbp[d].kind >= SbpKind::PartialSum;
-      bool partialIn = x.sbp[d].kind >= SbpKind::PartialSum;
-      if (partialOut && !partialIn && y.coord[d] != 0)
-        keep = false;
-    }
-    int64_t count = elems(&y);
-    if (elems(&x) != count)
-      return Status::error(at + ": input and output differ in local size");
-    const float *src = f32(&x);
-    float *dst = f32(&y);
-    return Kernel([=](const StepContext &) {
-      if (!keep)
-        cpu::fill(dst, 0.0f, count);
-      else if (src != dst && count > 0)
-        std::memmove(dst, src, count * sizeof(float));
+    auto w = checkZeroOthers(in, out, at);
+    if (!w)
+      return w.status();
+    const float *src = f32(in[0]);
+    float *dst = f32(out[0]);
+    return Kernel([=, w = *w](const StepContext &) {
+      if (!w.keep)
+        cpu::fill(dst, 0.0f, w.count);
+      else if (src != dst && w.count > 0)
+        std::memmove(dst, src, w.count * sizeof(float));
       return Status::ok();
     });
   }
+  default:
+    break;
   }
   return Status::error(at + ": op not supported by the CPU executor");
 }
@@ -648,119 +461,34 @@ Status CpuExecutor::run(const std::string &program, DataSource *data, int64_t ep
   step_.data = data;
   step_.epoch = epoch;
   prog->runFirst = firstBatch;
-  const int64_t runId = ++runs_;
-  const size_t n = prog->metrics.size();
-  std::vector<double> metrics(n);
-  caf::scoped_actor self{system_};
-  self->send(prog->coordinator, RunSteps{runId, firstBatch, count, kStepWindow});
-  // One wake-up of this thread per step: the coordinator runs the steps
-  // back to back and only reports each one (its metrics wait in the ring).
-  int64_t taken = 0;
-  std::string error;
-  auto onDone = [&](StepDone &d) {
-    const double *row = prog->metricRing.data() + ((d.step - firstBatch) % kStepWindow) * n;
-    std::copy(row, row + n, metrics.begin());
-    ++taken;
-    if (taken % (kStepWindow / 2) == 0)
-      self->send(prog->coordinator, StepsTaken{runId, taken});
-    if (onStep)
-      onStep(d.step, metrics);
+  // No task runs a kernel any more once the run ended or stopped, but a
+  // collective may still be queued or running; the caller may read
+  // variables as soon as we return.
+  auto drain = [&] {
+    devices_->collectives.abandon();
+    devices_->collectives.waitIdle();
   };
-  auto onFailed = [&](RunFailed &f) { error = std::move(f.error); };
-  try {
-    while (taken < count && error.empty())
-      self->receive(onDone, onFailed);
-  } catch (...) {
-    // onStep threw while later steps may be running (and reading `data`):
-    // stop them before unwinding.
-    self->send(prog->coordinator, StopRun{});
-    error.clear();
-    while (error.empty())
-      self->receive([](StepDone &) {}, onFailed);
-    devices_->collectives.abandon();
-    devices_->collectives.waitIdle();
-    broken_ =
-        Status::error("rank " + std::to_string(options_.globalRank) + ": a step callback threw");
-    throw;
-  }
+  std::string error =
+      awaitSteps(system_, prog->coordinator, RunSteps{++runs_, firstBatch, count, kStepWindow},
+                 prog->metricRing, prog->metrics.size(), onStep, [&] {
+                   drain();
+                   broken_ = Status::error("rank " + std::to_string(options_.globalRank) +
+                                           ": a step callback threw");
+                 });
   if (!error.empty()) {
-    // No task runs a kernel any more, but a collective may still be queued
-    // or running; the caller may read variables as soon as we return.
-    devices_->collectives.abandon();
-    devices_->collectives.waitIdle();
+    drain();
     broken_ = Status::error(error);
     return broken_;
   }
   return Status::ok();
 }
 
-// A variable as the checkpoint stores it. Variable storage is f32 whatever
-// the plan's dtype field says, so it is saved as f32.
-checkpoint::TensorMeta checkpointMeta(const plan::Plan &plan, const plan::Variable &var) {
-  checkpoint::TensorMeta meta;
-  meta.name = var.name()->str();
-  meta.dtype = checkpoint::DType::F32;
-  meta.shape = toShape(var.shape());
-  meta.sbp = toNdSbp(var.sbp());
-  meta.hierarchy = toHierarchy(*plan.placements()->Get(var.placement()));
-  return meta;
-}
-
 Status CpuExecutor::saveCheckpoint(const std::string &dir) const {
-  const std::string rank = "rank " + std::to_string(options_.globalRank);
-  std::vector<checkpoint::TensorMeta> metas;
-  for (size_t v = 0; v < variables_.size(); ++v) {
-    const plan::Variable *var = plan_->variables()->Get(v);
-    checkpoint::TensorMeta meta = checkpointMeta(*plan_, *var);
-    if (variables_[v].local) {
-      auto shards = checkpoint::distinctShards(meta);
-      if (!shards)
-        return shards.status().withContext(rank);
-      const plan::Placement &pl = *plan_->placements()->Get(var->placement());
-      const std::vector<int64_t> coord =
-          hierarchyCoord(meta.hierarchy, rankIndexIn(pl, options_.globalRank));
-      for (const checkpoint::ShardOwner &shard : *shards)
-        if (shard.coord == coord)
-          if (Status s = checkpoint::writeShard(dir, meta, variables_[v].region,
-                                                variables_[v].data.data());
-              !s)
-            return s.withContext(rank);
-    }
-    metas.push_back(std::move(meta));
-  }
-  // Shard file names follow from names and regions: rank 0 lists every
-  // rank's files without hearing from them.
-  if (options_.globalRank == 0)
-    if (Status s = checkpoint::writeIndex(dir, metas); !s)
-      return s.withContext(rank);
-  return Status::ok();
+  return saveVariableShards(*plan_, options_.globalRank, variables_, dir);
 }
 
 Status CpuExecutor::loadCheckpoint(const std::string &dir) {
-  const std::string rank = "rank " + std::to_string(options_.globalRank);
-  auto reader = checkpoint::CheckpointReader::open(dir);
-  if (!reader)
-    return reader.status().withContext(rank);
-  // Every variable is checked on every rank, so each rank reports a mismatch
-  // whether or not it holds a part of that variable.
-  for (size_t v = 0; v < variables_.size(); ++v) {
-    const checkpoint::TensorMeta want = checkpointMeta(*plan_, *plan_->variables()->Get(v));
-    const checkpoint::TensorMeta *got = reader->find(want.name);
-    if (!got)
-      return Status::error(rank + ": checkpoint '" + dir + "' has no variable '" + want.name + "'");
-    if (got->shape != want.shape || got->dtype != want.dtype)
-      return Status::error(rank + ": checkpoint '" + dir + "' holds variable '" + want.name +
-                           "' as " + checkpoint::toString(got->dtype) + " " + toString(got->shape) +
-                           ", the plan has " + checkpoint::toString(want.dtype) + " " +
-                           toString(want.shape));
-    if (!variables_[v].local)
-      continue;
-    if (Status s = reader->read(want.name, want.shape, want.dtype, variables_[v].region,
-                                variables_[v].data.data());
-        !s)
-      return s.withContext(rank);
-  }
-  return Status::ok();
+  return loadVariableShards(*plan_, options_.globalRank, variables_, dir);
 }
 
 Status CpuExecutor::readOutput(const std::string &program, const std::string &name,
@@ -804,6 +532,16 @@ StatusOr<std::unique_ptr<Executor>> Executor::create(caf::actor_system &system,
                                                      const ExecutorOptions &options) {
   if (!plan)
     return Status::error("Executor::create: no plan");
+  if (options.cudaDevice >= 0) {
+#ifdef SBPFLOW_HAVE_CUDA
+    return createCudaExecutor(system, plan, comms, options);
+#else
+    return Status::error("rank " + std::to_string(options.globalRank) + ": CUDA device " +
+                         std::to_string(options.cudaDevice) +
+                         " requested, but this build has no CUDA backend (configure with the "
+                         "CUDA toolkit installed)");
+#endif
+  }
   auto exec = std::make_unique<CpuExecutor>(system, plan, comms, options);
   if (Status s = exec->init(); !s)
     return s;

@@ -5,6 +5,8 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
 
 #include <algorithm>
 
@@ -237,6 +239,11 @@ private:
   }
 
   void endStep() {
+    if (hooks_.check)
+      if (Status s = hooks_.check(step_); !s) {
+        halt(s.message());
+        return;
+      }
     if (hooks_.end)
       hooks_.end(step_);
     send(caller_, StepDone{step_});
@@ -305,6 +312,61 @@ void spawnTaskActors(caf::actor_system &system, const std::shared_ptr<TaskGraph>
   for (size_t k = 0; k < graph->tasks.size(); ++k)
     actors.push_back(system.spawn<TaskActor>(graph, static_cast<int>(k), coordinator));
   graph->actors = std::move(actors);
+}
+
+void reportCollective(TaskGraph *graph, int task, const Status &s) {
+  if (s)
+    caf::anon_send(graph->actors[task], KernelDone{});
+  else
+    caf::anon_send(graph->actors[task], KernelFailed{s.message()});
+}
+
+std::string awaitSteps(caf::actor_system &system, const caf::actor &coordinator,
+                       const RunSteps &run, const std::vector<double> &metricRing,
+                       size_t metricCount,
+                       const std::function<void(int64_t, const std::vector<double> &)> &onStep,
+                       const std::function<void()> &stopped) {
+  const size_t n = metricCount;
+  std::vector<double> metrics(n);
+  caf::scoped_actor self{system};
+  self->send(coordinator, run);
+  // One wake-up of this thread per step: the coordinator runs the steps
+  // back to back and only reports each one (its metrics wait in the ring).
+  int64_t taken = 0;
+  std::string error;
+  auto onDone = [&](StepDone &d) {
+    const double *row = metricRing.data() + ((d.step - run.first) % run.window) * n;
+    std::copy(row, row + n, metrics.begin());
+    ++taken;
+    if (taken % (run.window / 2) == 0)
+      self->send(coordinator, StepsTaken{run.run, taken});
+    if (onStep)
+      onStep(d.step, metrics);
+  };
+  auto onFailed = [&](RunFailed &f) { error = std::move(f.error); };
+  try {
+    while (taken < run.count && error.empty())
+      self->receive(onDone, onFailed);
+  } catch (...) {
+    // onStep threw while later steps may be running (and reading the data
+    // source): stop them before unwinding.
+    self->send(coordinator, StopRun{});
+    error.clear();
+    while (error.empty())
+      self->receive([](StepDone &) {}, onFailed);
+    stopped();
+    throw;
+  }
+  return error;
+}
+
+void stopActors(caf::actor_system &system, const std::vector<caf::actor> &actors) {
+  for (auto &a : actors)
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  if (!actors.empty()) {
+    caf::scoped_actor self{system};
+    self->wait_for(actors);
+  }
 }
 
 } // namespace sbpflow

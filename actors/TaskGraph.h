@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace caf {
@@ -55,8 +56,11 @@ std::shared_ptr<TaskGraph> taskGraphOf(const plan::Program &program);
 
 // Called on the coordinator's thread: `begin(step)` before the step's first
 // task may fire, `end(step)` once every task of the step has finished.
+// `check(step)` (optional) runs just before `end`: an error fails the run as
+// a task's would (a GPU executor learns of a kernel fault only there).
 struct StepHooks {
   std::function<void(int64_t step)> begin, end;
+  std::function<Status(int64_t step)> check;
 };
 
 // The step coordinator of `graph`. It answers RunSteps from a caller with one
@@ -72,5 +76,24 @@ caf::actor spawnStepCoordinator(caf::actor_system &system, std::shared_ptr<TaskG
 // TaskDone; any task reports a failure with TaskFailed.
 void spawnTaskActors(caf::actor_system &system, const std::shared_ptr<TaskGraph> &graph,
                      const caf::actor &coordinator);
+
+// On the comm thread, once a collective's work ended: tells task `task`'s
+// actor how it went.
+void reportCollective(TaskGraph *graph, int task, const Status &s);
+
+// Sends `run` to `coordinator` and waits for its steps, handing each step's
+// row of `metricRing` (metricCount values per row, run.window rows) to
+// onStep; returns the run's error, empty when every step ended. When onStep
+// throws, stops the run, waits until no task runs, calls `stopped` and
+// rethrows.
+std::string awaitSteps(caf::actor_system &system, const caf::actor &coordinator,
+                       const RunSteps &run, const std::vector<double> &metricRing,
+                       size_t metricCount,
+                       const std::function<void(int64_t, const std::vector<double> &)> &onStep,
+                       const std::function<void()> &stopped);
+
+// Stops the coordinators and task actors of an executor's programs and
+// waits until they are gone.
+void stopActors(caf::actor_system &system, const std::vector<caf::actor> &actors);
 
 } // namespace sbpflow

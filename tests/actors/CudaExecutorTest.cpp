@@ -1,0 +1,326 @@
+// The CUDA executor against the CPU executor: a small MLP (matmul, bias,
+// relu, cross-entropy, mean, clipping, SGD with momentum and AdamW) trained
+// for a few steps on both must give the same losses and parameters (fp32,
+// 1e-5 relative). Without a GPU the comparison skips, saying why, and
+// creating a CUDA executor must be a clear error, not a crash.
+#include "actors/Executor.h"
+#include "actors/Messages.h"
+#include "runtime/checkpoint/Checkpoint.h"
+#include "runtime/data/DataSource.h"
+#include "runtime/plan/PlanLoader.h"
+#include "tests/TempDir.h"
+#include "tests/plan/TestPlans.h"
+
+#ifdef SBPFLOW_HAVE_CUDA
+#include "tests/kernels_cuda/CudaTest.h"
+#endif
+
+#include <caf/all.hpp>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+
+using namespace sbpflow;
+using namespace sbpflow::testplan;
+
+namespace {
+
+constexpr int64_t kBatch = 8, kIn = 3, kHidden = 4, kClasses = 5;
+constexpr int kSteps = 5;
+
+// "x" f32 [kIn] and "label" i32 [] that change with batch and row.
+class MemoryData : public DataSource {
+public:
+  MemoryData() { fields_ = {{"x", FieldType::F32, {kIn}}, {"label", FieldType::I32, {}}}; }
+  const std::vector<FieldInfo> &fields() const override { return fields_; }
+  int64_t size() const override { return 1000; }
+  Status fill(const std::string &field, int64_t, int64_t batch, int64_t, int64_t rowBegin,
+              int64_t rowCount, void *dst) override {
+    for (int64_t r = 0; r < rowCount; ++r) {
+      const int64_t row = rowBegin + r;
+      if (field == "x")
+        for (int64_t c = 0; c < kIn; ++c)
+          static_cast<float *>(dst)[r * kIn + c] =
+              static_cast<float>(std::sin(0.7 * batch + 1.3 * row + 0.4 * c + 0.1));
+      else
+        static_cast<int32_t *>(dst)[r] = static_cast<int32_t>((batch * 3 + row) % kClasses);
+    }
+    return Status::ok();
+  }
+
+private:
+  std::vector<FieldInfo> fields_;
+};
+
+struct ActorSystem {
+  ActorSystem() : system(config()) {}
+  static caf::actor_system_config &config() {
+    static caf::actor_system_config cfg;
+    static bool once = [] {
+      configureExecutorSystem(cfg, 1);
+      cfg.set("scheduler.max-threads", 2);
+      return true;
+    }();
+    (void)once;
+    return cfg;
+  }
+  caf::actor_system system;
+};
+
+TaskSpec task(std::string name, plan::OpKind op, std::vector<int> inputs, std::vector<int> outputs,
+              plan::OpAttrs attrs = plan::OpAttrs::NONE) {
+  TaskSpec t;
+  t.name = std::move(name);
+  t.op = op;
+  t.inputs = std::move(inputs);
+  t.outputs = std::move(outputs);
+  t.attrs = attrs;
+  return t;
+}
+
+// x -> matmul w1 -> + b1 -> relu -> matmul w2 -> cross-entropy -> mean, and
+// its backward; w1 by SGD with momentum, b1 by plain SGD, w2 by AdamW with
+// its gradient clipped. The loss passes a one-rank all-reduce (a copy).
+PlanSpec mlpPlan() {
+  PlanSpec spec;
+  spec.variables = {
+      {"w1", {kIn, kHidden}, 0, {B()}, plan::InitKind::Uniform, -1, 1, 5},
+      {"b1", {kHidden}, 0, {B()}, plan::InitKind::Uniform, -0.5f, 0.5f, 6},
+      {"w2", {kHidden, kClasses}, 0, {B()}, plan::InitKind::Uniform, -1, 1, 7},
+      {"w1.velocity", {kIn, kHidden}, 0, {B()}},
+      {"w2.m", {kHidden, kClasses}, 0, {B()}},
+      {"w2.v", {kHidden, kClasses}, 0, {B()}},
+      {"w2.step", {}, 0, {B()}},
+  };
+  ProgramSpec prog;
+  prog.tensors = {
+      {"x", {kBatch, kIn}},                                    // 0
+      {"label", {kBatch}, {B()}, plan::DType::I32},            // 1
+      {"w1", {kIn, kHidden}, {B()}, plan::DType::F32, 0},      // 2
+      {"b1", {kHidden}, {B()}, plan::DType::F32, 1},           // 3
+      {"h", {kBatch, kHidden}},                                // 4
+      {"hb", {kBatch, kHidden}},                               // 5
+      {"a", {kBatch, kHidden}},                                // 6
+      {"w2", {kHidden, kClasses}, {B()}, plan::DType::F32, 2}, // 7
+      {"logits", {kBatch, kClasses}},                          // 8
+      {"losses", {kBatch}},                                    // 9
+      {"loss.local", {}},                                      // 10
+      {"one", {}},                                             // 11
+      {"dlosses", {kBatch}},                                   // 12
+      {"dlogits", {kBatch, kClasses}},                         // 13
+      {"dw2", {kHidden, kClasses}},                            // 14
+      {"da", {kBatch, kHidden}},                               // 15
+      {"dhb", {kBatch, kHidden}},                              // 16
+      {"db1", {kHidden}},                                      // 17
+      {"dw1", {kIn, kHidden}},                                 // 18
+      {"sq", {}},                                              // 19
+      {"scale", {}},                                           // 20
+      {"loss", {}},                                            // 21
+  };
+  using K = plan::OpKind;
+  using A = plan::OpAttrs;
+  TaskSpec inX = task("input.x", K::Input, {}, {0}, A::InputAttrs);
+  inX.field = "x";
+  TaskSpec inLabel = task("input.label", K::Input, {}, {1}, A::InputAttrs);
+  inLabel.field = "label";
+  TaskSpec w1 = task("w1", K::Parameter, {}, {2}), b1 = task("b1", K::Parameter, {}, {3}),
+           w2 = task("w2", K::Parameter, {}, {7});
+  TaskSpec mm1 = task("fc1.matmul", K::MatMul, {0, 2}, {4});
+  TaskSpec bias = task("fc1.bias", K::BiasAdd, {4, 3}, {5});
+  TaskSpec relu = task("fc1.relu", K::Relu, {5}, {6});
+  TaskSpec mm2 = task("fc2.matmul", K::MatMul, {6, 7}, {8});
+  TaskSpec xent = task("loss.xent", K::SoftmaxXent, {8, 1}, {9});
+  TaskSpec mean = task("loss.mean", K::Mean, {9}, {10}, A::MeanAttrs);
+  mean.count = kBatch;
+  TaskSpec one = task("loss.seed", K::Fill, {}, {11}, A::FillAttrs);
+  one.value = 1;
+  TaskSpec meanGrad = task("loss.mean.grad", K::MeanGrad, {11}, {12}, A::MeanAttrs);
+  meanGrad.count = kBatch;
+  TaskSpec xentGrad = task("loss.xent.grad", K::SoftmaxXentGrad, {8, 1, 12}, {13});
+  TaskSpec dw2 = task("fc2.matmul.grad_w", K::MatMul, {6, 13}, {14}, A::MatMulAttrs);
+  dw2.transA = true;
+  TaskSpec da = task("fc2.matmul.grad_x", K::MatMul, {13, 7}, {15}, A::MatMulAttrs);
+  da.transB = true;
+  TaskSpec reluGrad = task("fc1.relu.grad", K::ReluGrad, {15, 6}, {16});
+  TaskSpec db1 = task("fc1.bias.grad", K::ReduceRows, {16}, {17});
+  TaskSpec dw1 = task("fc1.matmul.grad_w", K::MatMul, {0, 16}, {18}, A::MatMulAttrs);
+  dw1.transA = true;
+  TaskSpec sq = task("clip.square_sum", K::SquareSum, {14}, {19});
+  TaskSpec clip = task("clip.scale", K::ClipScale, {19}, {20}, A::ClipAttrs);
+  clip.maxNorm = 0.5f;
+  TaskSpec sgdW1 = task("sgd.w1", K::SgdMomentum, {18}, {}, A::SgdAttrs);
+  sgdW1.lr = 0.1f;
+  sgdW1.momentum = 0.9f;
+  sgdW1.weightDecay = 0.01f;
+  sgdW1.param = 0;
+  sgdW1.momentumBuffer = 3;
+  TaskSpec sgdB1 = task("sgd.b1", K::SgdMomentum, {17}, {}, A::SgdAttrs);
+  sgdB1.lr = 0.05f;
+  sgdB1.param = 1;
+  TaskSpec adam = task("adamw.w2", K::AdamW, {14, 20}, {}, A::AdamWAttrs);
+  adam.lr = 0.01f;
+  adam.weightDecay = 0.1f;
+  adam.eps = 1e-8f;
+  adam.param = 2;
+  adam.m = 4;
+  adam.v = 5;
+  adam.step = 6;
+  TaskSpec arLoss = task("loss.allreduce", K::AllReduce, {10}, {21}, A::CollectiveAttrs);
+  prog.tasks = {inX,  inLabel, w1,   b1,       w2,       mm1,  bias,  relu,     mm2,
+                xent, mean,    one,  meanGrad, xentGrad, dw2,  da,    reluGrad, db1,
+                dw1,  sq,      clip, sgdW1,    sgdB1,    adam, arLoss};
+  prog.inputs = {{"x", 0}, {"label", 1}};
+  prog.metrics = {{"loss", 21}};
+  prog.outputs = {{"w1", 2}, {"b1", 3}, {"w2", 7}, {"logits", 8}};
+  spec.programs.push_back(prog);
+  finalize(spec);
+  // AdamW must not update w2 before the backward pass has read it (task 15
+  // is fc2.matmul.grad_x, task 23 adamw.w2).
+  spec.programs[0].registers.push_back({15, -1, {23}, 1});
+  return spec;
+}
+
+struct Trained {
+  std::vector<double> losses;
+  std::map<std::string, std::vector<float>> outputs;
+};
+
+Trained train(const plan::Plan *plan, const ExecutorOptions &options) {
+  Trained result;
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, plan, nullptr, options);
+  EXPECT_TRUE(exec) << exec.status().message();
+  if (!exec)
+    return result;
+  MemoryData data;
+  Status s = (*exec)->run("train", &data, 0, 0, kSteps, [&](int64_t, const std::vector<double> &m) {
+    result.losses.push_back(m.at(0));
+  });
+  EXPECT_TRUE(s) << s.message();
+  for (const char *name : {"w1", "b1", "w2", "logits"}) {
+    std::vector<float> values;
+    Status r = (*exec)->readOutput("train", name, values);
+    EXPECT_TRUE(r) << r.message();
+    result.outputs[name] = values;
+  }
+  return result;
+}
+
+} // namespace
+
+// The plan the GPU is compared on trains on the CPU, so that the comparison
+// is of a model that learns (and runs wherever the GPU test skips).
+TEST(CudaExecutor, ComparisonPlanTrainsOnTheCpu) {
+  auto loaded = loadPlanBuffer(build(mlpPlan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  Trained cpu = train(loaded->plan(), ExecutorOptions{});
+  ASSERT_EQ(cpu.losses.size(), static_cast<size_t>(kSteps));
+  for (double loss : cpu.losses)
+    EXPECT_TRUE(std::isfinite(loss) && loss > 0) << loss;
+  EXPECT_NE(cpu.losses.front(), cpu.losses.back());
+  EXPECT_EQ(cpu.outputs["w2"].size(), static_cast<size_t>(kHidden * kClasses));
+}
+
+#ifdef SBPFLOW_HAVE_CUDA
+
+namespace {
+
+void expectClose(const std::vector<float> &got, const std::vector<float> &want,
+                 const std::string &what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], 1e-5 * std::max(1.0f, std::fabs(want[i])))
+        << what << "[" << i << "]";
+}
+
+} // namespace
+
+TEST(CudaExecutor, MlpMatchesTheCpuExecutor) {
+  SBPFLOW_REQUIRE_GPU();
+  auto loaded = loadPlanBuffer(build(mlpPlan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  Trained cpu = train(loaded->plan(), ExecutorOptions{});
+  ExecutorOptions gpu;
+  gpu.cudaDevice = 0;
+  Trained cuda = train(loaded->plan(), gpu);
+  ASSERT_EQ(cpu.losses.size(), static_cast<size_t>(kSteps));
+  ASSERT_EQ(cuda.losses.size(), cpu.losses.size());
+  for (int i = 0; i < kSteps; ++i)
+    EXPECT_NEAR(cuda.losses[i], cpu.losses[i], 1e-5 * std::max(1.0, std::fabs(cpu.losses[i])))
+        << "step " << i;
+  // Training moved the loss: the comparison is not of two untouched models.
+  EXPECT_NE(cpu.losses.front(), cpu.losses.back());
+  for (const auto &[name, values] : cpu.outputs)
+    expectClose(cuda.outputs[name], values, name);
+}
+
+TEST(CudaExecutor, CheckpointHoldsTheStepCountAndWeights) {
+  SBPFLOW_REQUIRE_GPU();
+  auto loaded = loadPlanBuffer(build(mlpPlan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  ExecutorOptions gpu;
+  gpu.cudaDevice = 0;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, gpu);
+  ASSERT_TRUE(exec) << exec.status().message();
+  MemoryData data;
+  ASSERT_OK((*exec)->run("train", &data, 0, 0, 3, nullptr));
+  test::TempDir tmp("sbpflow_cuda_executor");
+  const std::string dir = tmp.path() + "/mlp";
+  ASSERT_OK((*exec)->saveCheckpoint(dir));
+  auto reader = checkpoint::CheckpointReader::open(dir);
+  ASSERT_TRUE(reader) << reader.status().message();
+  float step = 0;
+  ASSERT_OK(reader->read("w2.step", {}, checkpoint::DType::F32, wholeRegion({}), &step));
+  EXPECT_EQ(step, 3.0f);
+  std::vector<float> w2(kHidden * kClasses);
+  ASSERT_OK(reader->read("w2", {kHidden, kClasses}, checkpoint::DType::F32,
+                         wholeRegion({kHidden, kClasses}), w2.data()));
+  std::vector<float> live;
+  ASSERT_OK((*exec)->readOutput("train", "w2", live));
+  expectClose(w2, live, "w2");
+  // Loading it back and running on continues from step 3.
+  ASSERT_OK((*exec)->loadCheckpoint(dir));
+  ASSERT_OK((*exec)->run("train", &data, 0, 3, 1, nullptr));
+  ASSERT_OK((*exec)->saveCheckpoint(dir));
+  auto again = checkpoint::CheckpointReader::open(dir);
+  ASSERT_TRUE(again) << again.status().message();
+  ASSERT_OK(again->read("w2.step", {}, checkpoint::DType::F32, wholeRegion({}), &step));
+  EXPECT_EQ(step, 4.0f);
+  EXPECT_FALSE((*exec)->writeTrace(tmp.path() + "/trace.json"));
+}
+
+TEST(CudaExecutor, NoGpuIsAClearError) {
+  if (test::noGpuReason().empty())
+    GTEST_SKIP() << "a GPU is present: this test is about machines without one";
+  auto loaded = loadPlanBuffer(build(mlpPlan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  ExecutorOptions gpu;
+  gpu.globalRank = 3;
+  gpu.cudaDevice = 0;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, gpu);
+  ASSERT_FALSE(exec);
+  std::printf("the error: %s\n", exec.status().message().c_str());
+  EXPECT_NE(exec.status().message().find("rank 3"), std::string::npos) << exec.status().message();
+  EXPECT_NE(exec.status().message().find("GPU 0"), std::string::npos) << exec.status().message();
+}
+
+#else
+
+TEST(CudaExecutor, BuildWithoutCudaRefusesADevice) {
+  auto loaded = loadPlanBuffer(build(mlpPlan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  ExecutorOptions gpu;
+  gpu.cudaDevice = 0;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, gpu);
+  ASSERT_FALSE(exec);
+  EXPECT_NE(exec.status().message().find("this build has no CUDA backend"), std::string::npos)
+      << exec.status().message();
+}
+
+#endif

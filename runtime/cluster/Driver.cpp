@@ -360,6 +360,7 @@ private:
     settings.dataKind = options_.data;
     settings.seed = options_.seed;
     settings.threads = options_.threads;
+    settings.device = options_.device;
     settings.rendezvousTimeoutMs = options_.rendezvousTimeoutMs;
     settings.traceDir = options_.traceDir;
     settings.traceSteps = options_.traceDir.empty() ? 0 : options_.traceSteps;

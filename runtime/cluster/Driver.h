@@ -55,6 +55,9 @@ struct RunOptions {
   std::string data = "fashion-mnist";
   uint64_t seed = 0;
   int threads = 1; // kernel threads per worker
+  // "cpu", or "cuda": each rank runs on one GPU (its index on its node) and
+  // its collectives go through NCCL.
+  std::string device = "cpu";
   // Non-empty: every worker records when each task ran in the first
   // `traceSteps` steps of each program and, when the job ends, writes
   // `traceDir`/rank<R>.trace.json (Chrome's trace-event format).

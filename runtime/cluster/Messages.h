@@ -23,7 +23,7 @@ using shutdown_atom = caf::atom_constant<caf::atom("scshutdown")>;
 
 // The version of this protocol: a driver and a node daemon that disagree
 // refuse each other with a message naming both versions.
-constexpr int32_t kProtocolVersion = 1;
+constexpr int32_t kProtocolVersion = 2;
 
 // Worker -> driver, first message: who and where this worker is.
 struct RegisterWorker {
@@ -118,11 +118,18 @@ struct WorkerSettings {
   // empty; a rank started by a node daemon fills in the node's address
   // (empty: the host name's address).
   std::string glooHost;
+  // "cpu", or "cuda": one GPU per rank, NCCL for its collectives.
+  std::string device = "cpu";
+  // The rank's index on its machine, which picks its GPU: a rank started by
+  // a node daemon fills it in; -1 (the driver's value) means the global rank
+  // (right for --local, where every rank is on one machine).
+  int32_t localRank = -1;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector &f, WorkerSettings &x) {
   return f(caf::meta::type_name("sbpflow.WorkerSettings"), x.dataDir, x.dataKind, x.seed, x.threads,
-           x.rendezvousTimeoutMs, x.traceDir, x.traceSteps, x.resumeDir, x.glooHost);
+           x.rendezvousTimeoutMs, x.traceDir, x.traceSteps, x.resumeDir, x.glooHost, x.device,
+           x.localRank);
 }
 
 // Driver -> worker: the rank, the plan and the rendezvous store.

@@ -8,6 +8,9 @@ namespace sbpflow::cluster {
 void addRunOptions(CLI::App &app, RunOptions &o) {
   app.add_option("--epochs", o.epochs, "passes over the training set")->check(CLI::PositiveNumber);
   app.add_option("--threads", o.threads, "kernel threads per worker")->check(CLI::PositiveNumber);
+  app.add_option("--device", o.device,
+                 "cpu, or cuda: one GPU per rank (its index on its node), NCCL collectives")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--data-dir", o.dataDir,
                  "the data's directory, read by every worker (default: "
                  "/usr/share/datasets/fashion-mnist, or /usr/share/games/fortunes for fortunes)");

@@ -152,6 +152,7 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
           rank = a.rank;
           if (!options.bindHost.empty())
             a.settings.glooHost = options.bindHost;
+          a.settings.localRank = options.localRank;
           store = std::make_unique<CafStore>(
               system, a.store, std::chrono::milliseconds(a.settings.rendezvousTimeoutMs));
           work->post([&, a] {

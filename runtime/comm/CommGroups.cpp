@@ -15,6 +15,20 @@ StatusOr<std::unique_ptr<CommGroups>> CommGroups::connect(const plan::Plan &plan
                                                           gloo::rendezvous::Store &store,
                                                           std::chrono::milliseconds timeout,
                                                           const std::string &host) {
+  return connect(
+      plan, globalRank, store,
+      [timeout, host](gloo::rendezvous::Store &groupStore, int rank, int size,
+                      const std::string &name) -> StatusOr<std::unique_ptr<Communicator>> {
+        auto comm = GlooCommunicator::connect(groupStore, rank, size, timeout, name, host);
+        if (!comm)
+          return comm.status();
+        return std::unique_ptr<Communicator>(comm.take());
+      });
+}
+
+StatusOr<std::unique_ptr<CommGroups>> CommGroups::connect(const plan::Plan &plan, int globalRank,
+                                                          gloo::rendezvous::Store &store,
+                                                          const Factory &factory) {
   auto groups = std::make_unique<CommGroups>();
   const auto *placements = plan.placements();
   for (int p = 0; placements && p < static_cast<int>(placements->size()); ++p) {
@@ -36,8 +50,8 @@ StatusOr<std::unique_ptr<CommGroups>> CommGroups::connect(const plan::Plan &plan
                          " group " + std::to_string(group);
       gloo::rendezvous::PrefixStore prefixed(
           "p" + std::to_string(p) + "/d" + std::to_string(d) + "/g" + std::to_string(group), store);
-      auto comm = GlooCommunicator::connect(prefixed, static_cast<int>(coord[d]),
-                                            static_cast<int>(hierarchy[d]), timeout, name, host);
+      auto comm =
+          factory(prefixed, static_cast<int>(coord[d]), static_cast<int>(hierarchy[d]), name);
       if (!comm)
         return comm.status().withContext("rank " + std::to_string(globalRank));
       groups->groups_[{p, d}] = comm.take();

@@ -7,6 +7,7 @@
 #include "runtime/comm/Communicator.h"
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <utility>
@@ -22,10 +23,19 @@ struct Plan;
 
 class CommGroups {
 public:
-  // Connects every group this rank belongs to. `timeout` bounds both the
-  // rendezvous and every collective (a dead peer becomes an error, not a hang).
-  // `host`: the address this rank's Gloo devices listen on (empty: the
-  // address of the machine's host name).
+  // Connects one group: this rank is `rank` of `size`; `store` is already
+  // private to the group; `name` prefixes errors.
+  using Factory = std::function<StatusOr<std::unique_ptr<Communicator>>(
+      gloo::rendezvous::Store &store, int rank, int size, const std::string &name)>;
+
+  // Connects every group this rank belongs to, each through `factory`
+  // (Gloo on CPUs, NCCL on GPUs).
+  static StatusOr<std::unique_ptr<CommGroups>> connect(const plan::Plan &plan, int globalRank,
+                                                       gloo::rendezvous::Store &store,
+                                                       const Factory &factory);
+  // Gloo groups. `timeout` bounds both the rendezvous and every collective (a
+  // dead peer becomes an error, not a hang). `host`: the address this rank's
+  // Gloo devices listen on (empty: the address of the machine's host name).
   static StatusOr<std::unique_ptr<CommGroups>> connect(const plan::Plan &plan, int globalRank,
                                                        gloo::rendezvous::Store &store,
                                                        std::chrono::milliseconds timeout,

@@ -85,6 +85,26 @@ missing_dataset)
   grep -q "^error: .*data directory '$work/no/such/dir' does not exist" run.log ||
     die "error does not name the missing directory"
   ;;
+cuda_device)
+  # --device cuda: with a usable GPU the job trains like the CPU; without one
+  # (or in a build without CUDA) it fails at once, saying why.
+  cpu_losses() { grep ' loss ' "$1" | awk '{print $6}'; }
+  rc=0
+  timeout 60 "$bin/sbpflow" run one.plan --local 1 --data synthetic --device cuda --log-every 1 \
+    >gpu.log 2>&1 || rc=$?
+  cat gpu.log
+  if nvidia-smi -L >/dev/null 2>&1 && [ $rc -eq 0 ]; then
+    "$bin/sbpflow" run one.plan --local 1 --data synthetic --log-every 1 >cpu.log 2>&1 ||
+      die "the CPU run failed: $(cat cpu.log)"
+    paste <(cpu_losses cpu.log) <(cpu_losses gpu.log) |
+      awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-5 * ($1 < 0 ? -$1 : $1) + 1e-7) bad = 1 }
+           END { exit bad }' || die "GPU losses differ from the CPU's"
+  else
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] || die "expected a clear failure without a GPU, got exit $rc"
+    grep -Eq "^error: worker 0 .*(GPU 0: |built without the CUDA backend)" gpu.log ||
+      die "the error does not say which GPU or why"
+  fi
+  ;;
 trace)
   # --trace-dir: every rank writes a Chrome trace of its first --trace-steps
   # steps per program, counting steps across epochs.

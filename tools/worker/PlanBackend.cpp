@@ -6,6 +6,11 @@
 #include "actors/Messages.h"
 #include "runtime/cluster/SyntheticData.h"
 #include "runtime/comm/CommGroups.h"
+#ifdef SBPFLOW_HAVE_CUDA
+#include "runtime/comm/NcclCommunicator.h"
+
+#include <cuda_runtime_api.h>
+#endif
 #include "runtime/data/DataSource.h"
 #include "runtime/data/FortunesText.h"
 #include "runtime/plan/PlanLoader.h"
@@ -99,6 +104,11 @@ class PlanBackend : public RankBackend {
 public:
   ~PlanBackend() override {
     executor_.reset(); // before the actor system it runs on
+#ifdef SBPFLOW_HAVE_CUDA
+    comms_.reset(); // before the stream its NCCL communicators issue on
+    if (ncclStream_)
+      cudaStreamDestroy(ncclStream_);
+#endif
   }
 
   StatusOr<std::vector<ProgramInfo>> prepare(const std::string &bytes, int rank, int world,
@@ -228,9 +238,42 @@ private:
       programs_.push_back(std::move(info));
     }
 
-    auto comms = CommGroups::connect(plan, rank, store,
-                                     std::chrono::milliseconds(settings.rendezvousTimeoutMs),
-                                     settings.glooHost);
+    // One GPU per rank: its index on its machine.
+    const int gpu =
+        settings.device == "cuda" ? (settings.localRank >= 0 ? settings.localRank : rank) : -1;
+    const std::chrono::milliseconds timeout(settings.rendezvousTimeoutMs);
+    StatusOr<std::unique_ptr<CommGroups>> comms = Status::error("no communicators");
+    if (gpu < 0) {
+      comms = CommGroups::connect(plan, rank, store, timeout, settings.glooHost);
+    } else {
+#ifdef SBPFLOW_HAVE_CUDA
+      // Every NCCL group of this rank issues on one communication stream,
+      // which the executor orders against its compute stream with events.
+      if (cudaError_t e = cudaSetDevice(gpu); e != cudaSuccess)
+        return Status::error("GPU " + std::to_string(gpu) + ": " + cudaGetErrorName(e) + " (" +
+                             cudaGetErrorString(e) + ")");
+      int least = 0, greatest = 0;
+      cudaDeviceGetStreamPriorityRange(&least, &greatest);
+      if (cudaError_t e =
+              cudaStreamCreateWithPriority(&ncclStream_, cudaStreamNonBlocking, greatest);
+          e != cudaSuccess)
+        return Status::error("GPU " + std::to_string(gpu) +
+                             ": NCCL stream: " + cudaGetErrorString(e));
+      comms = CommGroups::connect(
+          plan, rank, store,
+          [&](gloo::rendezvous::Store &groupStore, int groupRank, int size,
+              const std::string &name) -> StatusOr<std::unique_ptr<Communicator>> {
+            auto comm = NcclCommunicator::connect(groupStore, "nccl-id", groupRank, size, gpu,
+                                                  ncclStream_, timeout, name);
+            if (!comm)
+              return comm.status();
+            return std::unique_ptr<Communicator>(comm.take());
+          });
+#else
+      return Status::error("--device cuda: this sbpflow-worker was built without the CUDA backend "
+                           "(configure with the CUDA toolkit installed)");
+#endif
+    }
     if (!comms)
       return comms.status().withContext("communicators");
     comms_ = comms.take();
@@ -244,6 +287,7 @@ private:
     options.globalRank = rank;
     options.kernelThreads = settings.threads;
     options.traceSteps = traceDir_.empty() ? 0 : settings.traceSteps;
+    options.cudaDevice = gpu;
     auto executor = Executor::create(*system_, plan_.plan(), comms_.get(), options);
     if (!executor)
       return executor.status().withContext("executor");
@@ -263,6 +307,9 @@ private:
   std::unique_ptr<caf::actor_system> system_;
   std::unique_ptr<Executor> executor_;
   std::vector<ProgramInfo> programs_;
+#ifdef SBPFLOW_HAVE_CUDA
+  cudaStream_t ncclStream_ = nullptr; // outlives comms_ and executor_
+#endif
 };
 
 } // namespace

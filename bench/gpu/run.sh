@@ -13,8 +13,12 @@ while [[ $# -gt 0 ]]; do
   *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-[[ -x "$here/bin/kernels_cuda_test" ]] ||
-  { echo "run.sh: no packed binaries in $here/bin (run bench/gpu/pack.sh first)" >&2; exit 1; }
+[[ -f "$here/sbpflow-gpu.tar.xz" ]] ||
+  { echo "run.sh: no $here/sbpflow-gpu.tar.xz (run bench/gpu/pack.sh first)" >&2; exit 1; }
+# Unpacked outside the pack: the pack may be read-only where it was carried.
+unpacked="$(mktemp -d)"
+trap 'rm -rf "$unpacked"' EXIT
+tar -C "$unpacked" -xJf "$here/sbpflow-gpu.tar.xz"
 
 # CUDA's libraries: the toolkit's if installed, else the nvidia-* wheels that
 # come with PyTorch (cuBLAS, NCCL, the runtime).
@@ -31,14 +35,14 @@ for mod in ("nvidia.cublas", "nvidia.nccl", "nvidia.cuda_runtime", "nvidia.cu13"
 print(":".join(dirs))
 PY
 )
-export LD_LIBRARY_PATH="$here/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${cuda_dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$unpacked/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${cuda_dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 status=0
 summary=()
-for t in kernels_cuda_test device_cuda_test comm_nccl_test; do
+for t in kernels_cuda_test device_cuda_test comm_nccl_test cuda_executor_test; do
   log="$(mktemp)"
-  "$here/bin/$t" --gtest_color=no >"$log" 2>&1
+  "$unpacked/bin/$t" --gtest_color=no >"$log" 2>&1
   rc=$?
   passed=$(grep -c '^\[       OK \]' "$log")
   failed=$(grep -c '^\[  FAILED  \] .*(' "$log")
@@ -56,5 +60,5 @@ echo "| tests | passed | failed | skipped |"
 echo "|---|---|---|---|"
 printf '%s\n' "${summary[@]}"
 echo
-"$here/bin/gpu_kernel_bench" ${json:+--json "$json"} || status=1
+"$unpacked/bin/gpu_kernel_bench" ${json:+--json "$json"} || status=1
 exit $status

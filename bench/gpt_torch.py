@@ -202,6 +202,7 @@ def main():
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=1, help="data seed (gpt_char --seed)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (fp32, no TF32)")
     p.add_argument("--data-dir", default=DEFAULT_DIR)
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-head", type=int, default=4)
@@ -227,6 +228,10 @@ def main():
     import torch.nn.functional as F
 
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    # Full fp32 products on a GPU, as sbpflow's fp32 GEMMs.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     try:
         text = FortunesText(args.data_dir, train=True, seed=args.seed, context=args.block_size)
     except (OSError, ValueError) as e:
@@ -248,6 +253,7 @@ def main():
                      f"the model needs {list(param.shape)}")
         state[name] = torch.from_numpy(weights[name].astype(np.float32))
     model.load_state_dict(state)
+    model.to(device)
 
     params = list(model.parameters())
     decay = [q for q in params if q.dim() >= 2]
@@ -260,8 +266,8 @@ def main():
     for step in range(args.steps):
         # Epoch 0, global batch `step`: what sbpflow's driver feeds step `step`.
         tokens, targets = text.batch(epoch=0, batch_index=step, global_batch=args.batch)
-        x = torch.tensor(tokens, dtype=torch.long)
-        y = torch.tensor(targets, dtype=torch.long)
+        x = torch.tensor(tokens, dtype=torch.long, device=device)
+        y = torch.tensor(targets, dtype=torch.long, device=device)
         start = time.perf_counter()
         logits = model(x)
         loss = F.cross_entropy(logits.view(-1, vocab), y.view(-1), ignore_index=-1)
@@ -269,6 +275,8 @@ def main():
         torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # the step's kernels, not just their launches
         times.append(time.perf_counter() - start)
         losses.append(loss.item())
         print(f"step {step + 1} loss {losses[-1]:.6f} ms {times[-1] * 1e3:.2f}", flush=True)
@@ -285,6 +293,7 @@ def main():
         "losses": [round(v, 7) for v in losses],
         "final_loss": round(losses[-1], 7),
         "torch_version": torch.__version__,
+        "device": args.device,
     }
     print(f"median step {result['median_step_ms']:.2f} ms over steps {args.warmup + 1}.."
           f"{args.steps}", flush=True)

@@ -1,5 +1,6 @@
 #include "runtime/cluster/Processes.h"
 
+#include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,15 +40,23 @@ std::string siblingWorkerBinary() {
          "/sbpflow-worker";
 }
 
-StatusOr<int> ChildProcesses::spawn(const std::string &binary,
-                                    const std::vector<std::string> &args) {
+StatusOr<int> ChildProcesses::spawn(const std::string &binary, const std::vector<std::string> &args,
+                                    const std::string &outputPath) {
   std::vector<char *> argv;
   argv.push_back(const_cast<char *>(binary.c_str()));
   for (const auto &a : args)
     argv.push_back(const_cast<char *>(a.c_str()));
   argv.push_back(nullptr);
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  if (!outputPath.empty()) {
+    posix_spawn_file_actions_addopen(&files, STDOUT_FILENO, outputPath.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&files, STDOUT_FILENO, STDERR_FILENO);
+  }
   pid_t pid = 0;
-  int rc = posix_spawn(&pid, binary.c_str(), nullptr, nullptr, argv.data(), environ);
+  int rc = posix_spawn(&pid, binary.c_str(), &files, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&files);
   if (rc != 0)
     return Status::error("cannot start worker '" + binary + "': " + strerror(rc));
   live_.push_back(pid);

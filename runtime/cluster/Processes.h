@@ -27,8 +27,10 @@ class ChildProcesses {
 public:
   ~ChildProcesses() { killAndReap(std::chrono::milliseconds(0)); }
 
-  // Starts `binary args...`; the pid on success.
-  StatusOr<int> spawn(const std::string &binary, const std::vector<std::string> &args);
+  // Starts `binary args...`; the pid on success. With `outputPath`, the
+  // child's stdout and stderr go to that file (created or truncated).
+  StatusOr<int> spawn(const std::string &binary, const std::vector<std::string> &args,
+                      const std::string &outputPath = "");
 
   // A child that ended since the last poll: (pid, how it ended).
   std::optional<std::pair<int, std::string>> pollExited();

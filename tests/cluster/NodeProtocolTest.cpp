@@ -4,6 +4,7 @@
 #include "runtime/cluster/Auth.h"
 #include "runtime/cluster/Driver.h"
 #include "runtime/cluster/Messages.h"
+#include "runtime/cluster/Processes.h"
 #include "tests/TempDir.h"
 
 #include <caf/actor_system.hpp>
@@ -16,19 +17,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-
 #include <chrono>
-#include <csignal>
 #include <fstream>
 #include <iterator>
 #include <regex>
 #include <sstream>
 #include <thread>
-
-extern char **environ;
 
 using namespace sbpflow;
 using namespace sbpflow::cluster;
@@ -46,22 +40,6 @@ std::string readFile(const std::string &path) {
   return {std::istreambuf_iterator<char>(in), {}};
 }
 
-// Starts `argv` with stdout and stderr going to `logPath`; the pid, or -1.
-pid_t spawnLogged(const std::vector<std::string> &argv, const std::string &logPath) {
-  std::vector<char *> args;
-  for (const auto &a : argv)
-    args.push_back(const_cast<char *>(a.c_str()));
-  args.push_back(nullptr);
-  posix_spawn_file_actions_t files;
-  posix_spawn_file_actions_init(&files);
-  posix_spawn_file_actions_addopen(&files, 2, logPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&files, 2, 1);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, args[0], &files, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&files);
-  return rc == 0 ? pid : -1;
-}
-
 // A node daemon (`sbpflow-worker --listen 127.0.0.1:0`) in a child process,
 // killed when the object goes away so a failed assertion leaves nothing behind.
 class NodeDaemon {
@@ -69,8 +47,10 @@ public:
   explicit NodeDaemon(const test::TempDir &dir)
       : secretFile_(dir.path() + "/secret"), log_(dir.path() + "/node.log") {
     std::ofstream(secretFile_) << kSecret << "\n";
-    pid_ = spawnLogged({SBPFLOW_WORKER, "--listen", "127.0.0.1:0", "--secret-file", secretFile_},
-                       log_);
+    started_ =
+        process_
+            .spawn(SBPFLOW_WORKER, {"--listen", "127.0.0.1:0", "--secret-file", secretFile_}, log_)
+            .isOk();
     // The port is ephemeral: the daemon prints it once it listens.
     const std::regex listening("sbpflow-worker: listening on 127\\.0\\.0\\.1:([0-9]+) \\(");
     for (int i = 0; i < 200 && port_ == 0 && alive(); ++i) {
@@ -82,26 +62,22 @@ public:
         std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
   }
-  ~NodeDaemon() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
   NodeDaemon(const NodeDaemon &) = delete;
   NodeDaemon &operator=(const NodeDaemon &) = delete;
 
   uint16_t port() const { return port_; } // 0: it did not start
   std::string log() const { return readFile(log_); }
   bool alive() {
-    if (pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) != 0)
-      pid_ = -1; // reaped: never signal a pid that may be reused
-    return pid_ > 0;
+    if (started_ && process_.pollExited())
+      started_ = false;
+    return started_;
   }
 
 private:
   std::string secretFile_, log_;
-  pid_t pid_ = -1;
+  // Killed and reaped when the test ends, whatever it asserted.
+  ChildProcesses process_;
+  bool started_ = false;
   uint16_t port_ = 0;
 };
 
@@ -205,12 +181,12 @@ TEST(NodeProtocol, DriverRefusesANodeOfAnotherVersion) {
   std::string secretFile = dir.path() + "/secret", planFile = dir.path() + "/one.plan";
   std::ofstream(secretFile) << kSecret << "\n";
   // A real plan, so the job could only fail at the node's version.
-  pid_t maker = spawnLogged({CLUSTER_MAKE_TEST_PLAN, "--ranks", "1", "-o", planFile},
-                            dir.path() + "/plan.log");
-  ASSERT_GT(maker, 0);
-  int status = 0;
-  waitpid(maker, &status, 0);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << readFile(dir.path() + "/plan.log");
+  ChildProcesses maker;
+  ASSERT_TRUE(
+      maker
+          .spawn(CLUSTER_MAKE_TEST_PLAN, {"--ranks", "1", "-o", planFile}, dir.path() + "/plan.log")
+          .isOk());
+  ASSERT_EQ(maker.killAndReap(std::chrono::seconds(60)), "") << readFile(dir.path() + "/plan.log");
   std::string plan = readFile(planFile);
 
   // A stand-in node of the next version; runJob has its own actor system and

@@ -16,9 +16,7 @@ void CUDART_CB runCompletion(void *data) { static_cast<Completion *>(data)->done
 
 } // namespace
 
-StatusOr<std::unique_ptr<CudaDevice>> CudaDevice::open(int device, size_t bytes) {
-  std::unique_ptr<CudaDevice> d(new CudaDevice());
-  d->device_ = device;
+StatusOr<cudaStream_t> createStream(int device, StreamPriority priority, const std::string &what) {
   const std::string gpu = "GPU " + std::to_string(device);
   if (Status s = cudaStatus(cudaSetDevice(device), gpu + ": cudaSetDevice"); !s)
     return s;
@@ -27,17 +25,28 @@ StatusOr<std::unique_ptr<CudaDevice>> CudaDevice::open(int device, size_t bytes)
                             gpu + ": stream priorities");
       !s)
     return s;
-  // Non-blocking: neither stream synchronises with the legacy default stream.
-  if (Status s =
-          cudaStatus(cudaStreamCreateWithPriority(&d->compute_, cudaStreamNonBlocking, least),
-                     gpu + ": compute stream");
+  cudaStream_t stream = nullptr;
+  if (Status s = cudaStatus(
+          cudaStreamCreateWithPriority(&stream, cudaStreamNonBlocking,
+                                       priority == StreamPriority::Comm ? greatest : least),
+          gpu + ": " + what);
       !s)
     return s;
-  if (Status s =
-          cudaStatus(cudaStreamCreateWithPriority(&d->comm_, cudaStreamNonBlocking, greatest),
-                     gpu + ": communication stream");
-      !s)
-    return s;
+  return stream;
+}
+
+StatusOr<std::unique_ptr<CudaDevice>> CudaDevice::open(int device, size_t bytes) {
+  std::unique_ptr<CudaDevice> d(new CudaDevice());
+  d->device_ = device;
+  const std::string gpu = "GPU " + std::to_string(device);
+  auto compute = createStream(device, StreamPriority::Compute, "compute stream");
+  if (!compute)
+    return compute.status();
+  d->compute_ = *compute;
+  auto comm = createStream(device, StreamPriority::Comm, "communication stream");
+  if (!comm)
+    return comm.status();
+  d->comm_ = *comm;
   for (cudaEvent_t *e : {&d->computeDone_, &d->commDone_})
     if (Status s = cudaStatus(cudaEventCreateWithFlags(e, cudaEventDisableTiming), gpu + ": event");
         !s)

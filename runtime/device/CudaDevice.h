@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 
 namespace sbpflow {
 
@@ -40,6 +41,12 @@ private:
 struct Completion {
   std::function<void()> done;
 };
+
+// Selects GPU `device` and creates a non-blocking stream there (it never
+// synchronises with the legacy default stream) at the device's highest
+// priority for communication, else its lowest; `what` names it in errors.
+enum class StreamPriority { Compute, Comm };
+StatusOr<cudaStream_t> createStream(int device, StreamPriority priority, const std::string &what);
 
 class CudaDevice {
 public:

@@ -8,6 +8,7 @@
 #include "runtime/comm/CommGroups.h"
 #ifdef SBPFLOW_HAVE_CUDA
 #include "runtime/comm/NcclCommunicator.h"
+#include "runtime/device/CudaDevice.h"
 
 #include <cuda_runtime_api.h>
 #endif
@@ -249,16 +250,10 @@ private:
 #ifdef SBPFLOW_HAVE_CUDA
       // Every NCCL group of this rank issues on one communication stream,
       // which the executor orders against its compute stream with events.
-      if (cudaError_t e = cudaSetDevice(gpu); e != cudaSuccess)
-        return Status::error("GPU " + std::to_string(gpu) + ": " + cudaGetErrorName(e) + " (" +
-                             cudaGetErrorString(e) + ")");
-      int least = 0, greatest = 0;
-      cudaDeviceGetStreamPriorityRange(&least, &greatest);
-      if (cudaError_t e =
-              cudaStreamCreateWithPriority(&ncclStream_, cudaStreamNonBlocking, greatest);
-          e != cudaSuccess)
-        return Status::error("GPU " + std::to_string(gpu) +
-                             ": NCCL stream: " + cudaGetErrorString(e));
+      auto stream = createStream(gpu, StreamPriority::Comm, "NCCL stream");
+      if (!stream)
+        return stream.status();
+      ncclStream_ = *stream;
       comms = CommGroups::connect(
           plan, rank, store,
           [&](gloo::rendezvous::Store &groupStore, int groupRank, int size,

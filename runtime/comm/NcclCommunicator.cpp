@@ -43,9 +43,9 @@ NcclCommunicator::NcclCommunicator(ncclComm *comm, int rank, int size, cudaStrea
 NcclCommunicator::~NcclCommunicator() {
   if (!comm_)
     return;
-  // A healthy communicator is finalized (flushing what was issued); one that
-  // failed is aborted, since finalize would wait on peers that are gone.
-  if (!aborted_ && ncclCommFinalize(comm_) == ncclSuccess) {
+  // A communicator still here is finalized (flushing what was issued); an
+  // aborted one is gone already. One whose finalize fails is aborted.
+  if (ncclCommFinalize(comm_) == ncclSuccess) {
     ncclResult_t state = ncclInProgress;
     while (ncclCommGetAsyncError(comm_, &state) == ncclSuccess && state == ncclInProgress)
       std::this_thread::yield();
@@ -140,6 +140,8 @@ Status NcclCommunicator::settle(const char *op, int result) {
 }
 
 Status NcclCommunicator::asyncError() {
+  if (Status s = usable("error query"); !s)
+    return s;
   ncclResult_t state = ncclSuccess;
   if (ncclResult_t r = ncclCommGetAsyncError(comm_, &state); r != ncclSuccess)
     return check("error query", r);
@@ -147,23 +149,28 @@ Status NcclCommunicator::asyncError() {
 }
 
 void NcclCommunicator::abort() {
-  if (comm_ && !aborted_) {
-    aborted_ = true;
+  if (comm_) {
     ncclCommAbort(comm_);
     comm_ = nullptr;
   }
 }
 
+Status NcclCommunicator::usable(const char *op) const {
+  if (comm_)
+    return Status::ok();
+  return Status::error(name_ + ": NCCL " + op + " on an aborted communicator");
+}
+
 Status NcclCommunicator::allReduce(float *buf, int64_t count, ReduceOp op) {
-  if (aborted_)
-    return Status::error(name_ + ": NCCL all-reduce on an aborted communicator");
+  if (Status s = usable("all-reduce"); !s)
+    return s;
   return settle("all-reduce", ncclAllReduce(buf, buf, static_cast<size_t>(count), ncclFloat32,
                                             ncclOp(op), comm_, stream_));
 }
 
 Status NcclCommunicator::allGather(const float *send, float *recv, const int64_t *recvCounts) {
-  if (aborted_)
-    return Status::error(name_ + ": NCCL all-gather on an aborted communicator");
+  if (Status s = usable("all-gather"); !s)
+    return s;
   if (allEqual(recvCounts, size_))
     return settle("all-gather", ncclAllGather(send, recv, static_cast<size_t>(recvCounts[0]),
                                               ncclFloat32, comm_, stream_));
@@ -187,8 +194,8 @@ Status NcclCommunicator::allGather(const float *send, float *recv, const int64_t
 
 Status NcclCommunicator::reduceScatter(const float *send, float *recv, const int64_t *recvCounts,
                                        ReduceOp op) {
-  if (aborted_)
-    return Status::error(name_ + ": NCCL reduce-scatter on an aborted communicator");
+  if (Status s = usable("reduce-scatter"); !s)
+    return s;
   if (allEqual(recvCounts, size_))
     return settle("reduce-scatter",
                   ncclReduceScatter(send, recv, static_cast<size_t>(recvCounts[0]), ncclFloat32,
@@ -212,8 +219,8 @@ Status NcclCommunicator::reduceScatter(const float *send, float *recv, const int
 
 Status NcclCommunicator::allToAll(const float *send, const int64_t *sendCounts, float *recv,
                                   const int64_t *recvCounts) {
-  if (aborted_)
-    return Status::error(name_ + ": NCCL all-to-all on an aborted communicator");
+  if (Status s = usable("all-to-all"); !s)
+    return s;
   if (Status s = settle("group start", ncclGroupStart()); !s)
     return s;
   int64_t sendOffset = 0, recvOffset = 0;

@@ -60,12 +60,13 @@ private:
   // Non-blocking communicators may return ncclInProgress from a call: wait
   // until the call is enqueued (or failed).
   Status settle(const char *op, int result);
+  // An error naming `op` once abort() has run (comm_ is null then).
+  Status usable(const char *op) const;
 
-  ncclComm *comm_;
+  ncclComm *comm_; // null once aborted
   int rank_, size_;
   cudaStream_t stream_;
   std::string name_;
-  bool aborted_ = false;
 };
 
 } // namespace sbpflow

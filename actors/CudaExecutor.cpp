@@ -7,6 +7,7 @@
 // at create: a step allocates nothing.
 #include "actors/CudaExecutor.h"
 
+#include "actors/ActorExecutor.h"
 #include "actors/ComputeKernels.h"
 #include "actors/Messages.h"
 #include "actors/OpChecks.h"
@@ -34,17 +35,18 @@
 #include <algorithm>
 #include <cstring>
 #include <mutex>
+#include <string_view>
 
 namespace sbpflow {
 namespace {
 
-// As the CPU executor: steps the coordinator may run ahead of onStep.
-constexpr int64_t kStepWindow = 16;
-
-Status cudaStatus(cudaError_t e, const std::string &what) {
+// A string_view, so that a step's literal `what` builds no string unless
+// the call failed.
+Status cudaStatus(cudaError_t e, std::string_view what) {
   if (e == cudaSuccess)
     return Status::ok();
-  return Status::error(what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+  return Status::error(std::string(what) + ": " + cudaGetErrorName(e) + " (" +
+                       cudaGetErrorString(e) + ")");
 }
 
 // The block `part` (global coordinates) of a device tensor holding `from`
@@ -79,20 +81,12 @@ struct BadRowCheck {
   std::function<std::string(int64_t row)> describe;
 };
 
-struct CudaProgram {
-  std::string name;
-  std::shared_ptr<TaskGraph> graph;
-  std::vector<std::function<void()>> collectiveWork; // per task, as in the CPU executor
-  int collectives = 0;
-  std::vector<const float *> metrics; // device; null where this rank holds no shard
+// ProgramActors' metrics and outputs hold device pointers.
+struct CudaProgram : ProgramActors {
   std::vector<BadRowCheck> checks;
   // Pinned host memory the end hook copies metrics and bad rows into:
   // metrics.size() floats, then checks.size() int64s.
   void *pinned = nullptr;
-  std::vector<std::pair<std::string, TensorView>> outputs; // data: device pointers
-  std::vector<double> metricRing;
-  int64_t runFirst = 0;
-  caf::actor coordinator;
 
   ~CudaProgram() {
     if (pinned)
@@ -100,23 +94,14 @@ struct CudaProgram {
   }
 };
 
-class CudaExecutor : public Executor {
+class CudaExecutor : public ActorExecutor<CudaProgram> {
 public:
   CudaExecutor(caf::actor_system &system, const plan::Plan *plan, CommGroups *comms,
                const ExecutorOptions &options)
-      : system_(system), plan_(plan), comms_(comms), options_(options),
-        collectives_(std::make_shared<CollectiveQueue>()) {}
+      : ActorExecutor(system, plan, comms, options) {}
 
   ~CudaExecutor() override {
-    std::vector<caf::actor> all;
-    for (auto &p : programs_) {
-      all.push_back(p->coordinator);
-      for (auto &a : p->graph->actors)
-        all.push_back(a);
-    }
-    stopActors(system_, all);
-    collectives_->abandon();
-    collectives_->waitIdle();
+    stopPrograms();
     // Enqueued kernels read the device memory: let them end before
     // CudaDevice frees it (its destructor synchronizes both streams, and
     // these, which may be other streams).
@@ -127,8 +112,6 @@ public:
   }
 
   Status init();
-  Status run(const std::string &program, DataSource *data, int64_t epoch, int64_t firstBatch,
-             int64_t count, const StepCallback &onStep) override;
   Status saveCheckpoint(const std::string &dir) const override;
   Status loadCheckpoint(const std::string &dir) override;
   Status writeTrace(const std::string &path) const override;
@@ -136,7 +119,15 @@ public:
                     std::vector<float> &values) const override;
 
 private:
-  std::string rank() const { return "rank " + std::to_string(options_.globalRank); }
+  // Stops what is queued and waits for the GPU, so that the caller may read
+  // variables (and free the data source) once run returns.
+  void drain() override {
+    collectives_.abandon();
+    collectives_.waitIdle();
+    for (cudaStream_t s : commStreams_)
+      cudaStreamSynchronize(s);
+    cudaStreamSynchronize(device_->compute());
+  }
   std::string where(const plan::Task &task) const {
     return rank() + ": task '" + task.name()->str() + "' (" + opName(task.op()) + ") on GPU " +
            std::to_string(options_.cudaDevice);
@@ -175,11 +166,6 @@ private:
   // Waits for every stream and checks for faults (between runs).
   Status synchronize() const;
 
-  caf::actor_system &system_;
-  const plan::Plan *plan_;
-  CommGroups *comms_;
-  ExecutorOptions options_;
-  std::shared_ptr<CollectiveQueue> collectives_;
   std::unique_ptr<CudaDevice> device_;
   std::unique_ptr<cuda::Blas> blas_;
   DeviceLayout layout_;
@@ -198,10 +184,6 @@ private:
   // that a stream wait and the kernels after it stay together and cuBLASLt's
   // per-shape plan cache (not thread-safe) is touched by one thread.
   std::mutex enqueue_;
-  std::vector<std::shared_ptr<CudaProgram>> programs_;
-  StepContext step_;
-  int64_t runs_ = 0;
-  Status broken_;
 };
 
 Status CudaExecutor::init() {
@@ -307,7 +289,7 @@ StatusOr<NcclCommunicator *> CudaExecutor::groupComm(const TensorView &t, int di
 }
 
 Status CudaExecutor::buildProgram(const plan::Program &prog, size_t arenaOffset) {
-  auto rt = std::make_shared<CudaProgram>();
+  auto rt = std::make_unique<CudaProgram>();
   rt->name = prog.name()->str();
   uint8_t *arena = devAt(arenaOffset);
 
@@ -422,7 +404,7 @@ Status CudaExecutor::buildProgram(const plan::Program &prog, size_t arenaOffset)
   rt->collectives = static_cast<int>(order.size());
   for (int seq = 0; seq < rt->collectives; ++seq) {
     const int k = order[seq];
-    CollectiveQueue *queue = collectives_.get();
+    CollectiveQueue *queue = &collectives_;
     const std::function<void()> *work = &rt->collectiveWork[k];
     graph->tasks[k].handOff = [queue, seq, work] { queue->submit(seq, work); };
   }
@@ -1031,45 +1013,6 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
   return Status::error(at + ": op has no CUDA kernel (the CUDA executor does not run it)");
 }
 
-Status CudaExecutor::run(const std::string &program, DataSource *data, int64_t epoch,
-                         int64_t firstBatch, int64_t count, const StepCallback &onStep) {
-  if (!broken_)
-    return Status::error(rank() + ": executor stopped by an earlier error: " + broken_.message());
-  std::shared_ptr<CudaProgram> prog;
-  for (auto &p : programs_)
-    if (p->name == program)
-      prog = p;
-  if (!prog)
-    return Status::error(rank() + ": plan has no program '" + program + "'");
-  if (count <= 0)
-    return Status::ok();
-  collectives_->reset(prog->collectives);
-  step_.data = data;
-  step_.epoch = epoch;
-  prog->runFirst = firstBatch;
-  // Stops what is queued and waits for the GPU, so that the caller may read
-  // variables (and free the data source) once we return.
-  auto drain = [&] {
-    collectives_->abandon();
-    collectives_->waitIdle();
-    for (cudaStream_t s : commStreams_)
-      cudaStreamSynchronize(s);
-    cudaStreamSynchronize(device_->compute());
-  };
-  std::string error =
-      awaitSteps(system_, prog->coordinator, RunSteps{++runs_, firstBatch, count, kStepWindow},
-                 prog->metricRing, prog->metrics.size(), onStep, [&] {
-                   drain();
-                   broken_ = Status::error(rank() + ": a step callback threw");
-                 });
-  if (!error.empty()) {
-    drain();
-    broken_ = Status::error(error);
-    return broken_;
-  }
-  return Status::ok();
-}
-
 Status CudaExecutor::saveCheckpoint(const std::string &dir) const {
   if (Status s = synchronize(); !s)
     return s;
@@ -1088,27 +1031,15 @@ Status CudaExecutor::loadCheckpoint(const std::string &dir) {
 
 Status CudaExecutor::readOutput(const std::string &program, const std::string &name,
                                 std::vector<float> &values) const {
-  for (const auto &p : programs_) {
-    if (p->name != program)
-      continue;
-    for (const auto &[outputName, view] : p->outputs) {
-      if (outputName != name)
-        continue;
-      if (!view.data)
-        return Status::error(rank() + ": holds no part of output '" + name + "' of '" + program +
-                             "'");
-      if (view.dtype != plan::DType::F32)
-        return Status::error(rank() + ": output '" + name + "' is not an f32 tensor");
-      if (Status s = synchronize(); !s)
-        return s;
-      values.resize(static_cast<size_t>(elementCount(view.local)));
-      return cudaStatus(cudaMemcpy(values.data(), view.data, values.size() * sizeof(float),
-                                   cudaMemcpyDeviceToHost),
-                        rank() + ": reading output '" + name + "'");
-    }
-    return Status::error(rank() + ": program '" + program + "' has no output '" + name + "'");
-  }
-  return Status::error(rank() + ": plan has no program '" + program + "'");
+  auto view = findOutput(program, name);
+  if (!view)
+    return view.status();
+  if (Status s = synchronize(); !s)
+    return s;
+  values.resize(static_cast<size_t>(elementCount((*view)->local)));
+  return cudaStatus(cudaMemcpy(values.data(), (*view)->data, values.size() * sizeof(float),
+                               cudaMemcpyDeviceToHost),
+                    rank() + ": reading output '" + name + "'");
 }
 
 Status CudaExecutor::writeTrace(const std::string &path) const {

@@ -5,6 +5,7 @@
 // create time.
 #include "actors/Executor.h"
 
+#include "actors/ActorExecutor.h"
 #include "actors/ComputeKernels.h"
 #ifdef SBPFLOW_HAVE_CUDA
 #include "actors/CudaExecutor.h"
@@ -33,32 +34,9 @@
 namespace sbpflow {
 namespace {
 
-// How many steps the coordinator may run ahead of the caller's onStep (the
-// rows of a program's metric ring); the caller acknowledges every half.
-constexpr int64_t kStepWindow = 16;
-
-struct ProgramRuntime {
-  std::string name;
+struct ProgramRuntime : ProgramActors {
   std::vector<uint8_t> arenaStorage;
-  uint8_t *arena = nullptr;
-  std::shared_ptr<TaskGraph> graph;
-  // Per task: what the comm thread runs for a collective (empty otherwise).
-  // Built once, so that handing a collective off allocates nothing.
-  std::vector<std::function<void()>> collectiveWork;
-  int collectives = 0;
-  std::vector<const float *> metrics; // null where this rank holds no shard
-  // Program.outputs: name -> the tensor as this rank sees it.
-  std::vector<std::pair<std::string, TensorView>> outputs;
-  // kStepWindow rows of metrics: step s of a run starting at `first` writes
-  // row (s - first) % kStepWindow on the coordinator, the caller reads it.
-  std::vector<double> metricRing;
-  int64_t runFirst = 0;
-  caf::actor coordinator;
   std::unique_ptr<ProgramTrace> trace; // null: tracing is off
-};
-
-struct Devices {
-  CollectiveQueue collectives;
 };
 
 // Runs a task's work and, while the trace has room, records when it ran in
@@ -73,31 +51,14 @@ template <typename Work> Status traced(ProgramTrace *trace, int task, const Work
   return s;
 }
 
-class CpuExecutor : public Executor {
+class CpuExecutor : public ActorExecutor<ProgramRuntime> {
 public:
   CpuExecutor(caf::actor_system &system, const plan::Plan *plan, CommGroups *comms,
               const ExecutorOptions &options)
-      : system_(system), plan_(plan), comms_(comms), options_(options),
-        devices_(std::make_shared<Devices>()) {}
-
-  ~CpuExecutor() override {
-    std::vector<caf::actor> all;
-    for (auto &p : programs_) {
-      all.push_back(p->coordinator);
-      for (auto &a : p->graph->actors)
-        all.push_back(a);
-    }
-    stopActors(system_, all);
-    // Queued collectives point at variables, the step context and the task
-    // graphs, which die with this object: let them finish first (no actor is
-    // left to queue more).
-    devices_->collectives.abandon();
-    devices_->collectives.waitIdle();
-  }
+      : ActorExecutor(system, plan, comms, options) {}
+  ~CpuExecutor() override { stopPrograms(); }
 
   Status init();
-  Status run(const std::string &program, DataSource *data, int64_t epoch, int64_t firstBatch,
-             int64_t count, const StepCallback &onStep) override;
   Status saveCheckpoint(const std::string &dir) const override;
   Status loadCheckpoint(const std::string &dir) override;
   Status writeTrace(const std::string &path) const override;
@@ -105,25 +66,19 @@ public:
                     std::vector<float> &values) const override;
 
 private:
-  using VariableStorage = VariableShard;
-
+  // The kernels run inline and collectives on the comm thread, which is
+  // all there is to wait for.
+  void drain() override {
+    collectives_.abandon();
+    collectives_.waitIdle();
+  }
   std::string where(const plan::Task &task) const {
-    return "rank " + std::to_string(options_.globalRank) + ": task '" + task.name()->str() + "' (" +
-           opName(task.op()) + ")";
+    return rank() + ": task '" + task.name()->str() + "' (" + opName(task.op()) + ")";
   }
   Status buildProgram(const plan::Program &prog);
   StatusOr<Kernel> buildKernel(const plan::Task &task, const std::vector<TensorView> &views);
 
-  caf::actor_system &system_;
-  const plan::Plan *plan_;
-  CommGroups *comms_;
-  ExecutorOptions options_;
-  std::shared_ptr<Devices> devices_;
-  std::vector<VariableStorage> variables_;
-  std::vector<std::shared_ptr<ProgramRuntime>> programs_;
-  StepContext step_;
-  int64_t runs_ = 0;
-  Status broken_;
+  std::vector<VariableShard> variables_;
 };
 
 Status CpuExecutor::init() {
@@ -136,18 +91,18 @@ Status CpuExecutor::init() {
 }
 
 Status CpuExecutor::buildProgram(const plan::Program &prog) {
-  auto rt = std::make_shared<ProgramRuntime>();
+  auto rt = std::make_unique<ProgramRuntime>();
   rt->name = prog.name()->str();
   // 64-byte alignment for vectorised kernels; the plan's offsets are relative.
   rt->arenaStorage.resize(static_cast<size_t>(prog.arena_bytes()) + 64);
-  rt->arena = rt->arenaStorage.data() +
-              (64 - reinterpret_cast<uintptr_t>(rt->arenaStorage.data()) % 64) % 64;
+  uint8_t *arena = rt->arenaStorage.data() +
+                   (64 - reinterpret_cast<uintptr_t>(rt->arenaStorage.data()) % 64) % 64;
 
   std::vector<TensorView> views =
       programViews(*plan_, prog, options_.globalRank, [&](const plan::Tensor &t) -> void * {
         if (t.variable() >= 0)
           return variables_[t.variable()].data.data();
-        return rt->arena + t.offset();
+        return arena + t.offset();
       });
 
   std::shared_ptr<TaskGraph> graph = taskGraphOf(prog);
@@ -212,7 +167,7 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
   rt->collectives = static_cast<int>(order.size());
   for (int seq = 0; seq < rt->collectives; ++seq) {
     const int k = order[seq];
-    CollectiveQueue *queue = &devices_->collectives;
+    CollectiveQueue *queue = &collectives_;
     const std::function<void()> *work = &rt->collectiveWork[k];
     if (trace)
       graph->tasks[k].handOff = [queue, seq, work, trace, k] {
@@ -441,48 +396,6 @@ StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Task &task,
   return Status::error(at + ": op not supported by the CPU executor");
 }
 
-Status CpuExecutor::run(const std::string &program, DataSource *data, int64_t epoch,
-                        int64_t firstBatch, int64_t count, const StepCallback &onStep) {
-  if (!broken_)
-    return Status::error("rank " + std::to_string(options_.globalRank) +
-                         ": executor stopped by an earlier error: " + broken_.message());
-  std::shared_ptr<ProgramRuntime> prog;
-  for (auto &p : programs_)
-    if (p->name == program)
-      prog = p;
-  if (!prog)
-    return Status::error("rank " + std::to_string(options_.globalRank) + ": plan has no program '" +
-                         program + "'");
-  if (count <= 0)
-    return Status::ok();
-  devices_->collectives.reset(prog->collectives);
-  // Read by the coordinator and the kernels after RunSteps, which orders
-  // these writes before them.
-  step_.data = data;
-  step_.epoch = epoch;
-  prog->runFirst = firstBatch;
-  // No task runs a kernel any more once the run ended or stopped, but a
-  // collective may still be queued or running; the caller may read
-  // variables as soon as we return.
-  auto drain = [&] {
-    devices_->collectives.abandon();
-    devices_->collectives.waitIdle();
-  };
-  std::string error =
-      awaitSteps(system_, prog->coordinator, RunSteps{++runs_, firstBatch, count, kStepWindow},
-                 prog->metricRing, prog->metrics.size(), onStep, [&] {
-                   drain();
-                   broken_ = Status::error("rank " + std::to_string(options_.globalRank) +
-                                           ": a step callback threw");
-                 });
-  if (!error.empty()) {
-    drain();
-    broken_ = Status::error(error);
-    return broken_;
-  }
-  return Status::ok();
-}
-
 Status CpuExecutor::saveCheckpoint(const std::string &dir) const {
   return saveVariableShards(*plan_, options_.globalRank, variables_, dir);
 }
@@ -493,36 +406,22 @@ Status CpuExecutor::loadCheckpoint(const std::string &dir) {
 
 Status CpuExecutor::readOutput(const std::string &program, const std::string &name,
                                std::vector<float> &values) const {
-  const std::string rank = "rank " + std::to_string(options_.globalRank);
-  for (const auto &p : programs_) {
-    if (p->name != program)
-      continue;
-    for (const auto &[outputName, view] : p->outputs) {
-      if (outputName != name)
-        continue;
-      if (!view.data)
-        return Status::error(rank + ": holds no part of output '" + name + "' of '" + program +
-                             "'");
-      if (view.dtype != plan::DType::F32)
-        return Status::error(rank + ": output '" + name + "' is not an f32 tensor");
-      const float *data = static_cast<const float *>(view.data);
-      values.assign(data, data + elementCount(view.local));
-      return Status::ok();
-    }
-    return Status::error(rank + ": program '" + program + "' has no output '" + name + "'");
-  }
-  return Status::error(rank + ": plan has no program '" + program + "'");
+  auto view = findOutput(program, name);
+  if (!view)
+    return view.status();
+  const float *data = static_cast<const float *>((*view)->data);
+  values.assign(data, data + elementCount((*view)->local));
+  return Status::ok();
 }
 
 Status CpuExecutor::writeTrace(const std::string &path) const {
-  const std::string rank = std::to_string(options_.globalRank);
   if (options_.traceSteps <= 0)
-    return Status::error("rank " + rank + ": no trace to write to '" + path +
+    return Status::error(rank() + ": no trace to write to '" + path +
                          "': the executor was created with tracing off");
   std::vector<const ProgramTrace *> traces;
   for (const auto &p : programs_)
     traces.push_back(p->trace.get());
-  return writeChromeTrace(path, options_.globalRank, traces).withContext("rank " + rank);
+  return writeChromeTrace(path, options_.globalRank, traces).withContext(rank());
 }
 
 } // namespace

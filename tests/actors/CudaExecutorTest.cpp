@@ -9,6 +9,7 @@
 #include "runtime/data/DataSource.h"
 #include "runtime/plan/PlanLoader.h"
 #include "tests/TempDir.h"
+#include "tests/actors/TestActorSystem.h"
 #include "tests/plan/TestPlans.h"
 
 #ifdef SBPFLOW_HAVE_CUDA
@@ -55,20 +56,7 @@ private:
   std::vector<FieldInfo> fields_;
 };
 
-struct ActorSystem {
-  ActorSystem() : system(config()) {}
-  static caf::actor_system_config &config() {
-    static caf::actor_system_config cfg;
-    static bool once = [] {
-      configureExecutorSystem(cfg, 1);
-      cfg.set("scheduler.max-threads", 2);
-      return true;
-    }();
-    (void)once;
-    return cfg;
-  }
-  caf::actor_system system;
-};
+using test::ActorSystem;
 
 TaskSpec task(std::string name, plan::OpKind op, std::vector<int> inputs, std::vector<int> outputs,
               plan::OpAttrs attrs = plan::OpAttrs::NONE) {
@@ -183,6 +171,14 @@ PlanSpec mlpPlan() {
   return spec;
 }
 
+// Options that run the executor on GPU 0 as rank `globalRank`.
+ExecutorOptions onGpu(int globalRank = 0) {
+  ExecutorOptions options;
+  options.globalRank = globalRank;
+  options.cudaDevice = 0;
+  return options;
+}
+
 struct Trained {
   std::vector<double> losses;
   std::map<std::string, std::vector<float>> outputs;
@@ -243,9 +239,7 @@ TEST(CudaExecutor, MlpMatchesTheCpuExecutor) {
   auto loaded = loadPlanBuffer(build(mlpPlan()));
   ASSERT_TRUE(loaded) << loaded.status().message();
   Trained cpu = train(loaded->plan(), ExecutorOptions{});
-  ExecutorOptions gpu;
-  gpu.cudaDevice = 0;
-  Trained cuda = train(loaded->plan(), gpu);
+  Trained cuda = train(loaded->plan(), onGpu());
   ASSERT_EQ(cpu.losses.size(), static_cast<size_t>(kSteps));
   ASSERT_EQ(cuda.losses.size(), cpu.losses.size());
   for (int i = 0; i < kSteps; ++i)
@@ -262,9 +256,7 @@ TEST(CudaExecutor, CheckpointHoldsTheStepCountAndWeights) {
   auto loaded = loadPlanBuffer(build(mlpPlan()));
   ASSERT_TRUE(loaded) << loaded.status().message();
   ActorSystem sys;
-  ExecutorOptions gpu;
-  gpu.cudaDevice = 0;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, gpu);
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, onGpu());
   ASSERT_TRUE(exec) << exec.status().message();
   MemoryData data;
   ASSERT_OK((*exec)->run("train", &data, 0, 0, 3, nullptr));
@@ -299,10 +291,7 @@ TEST(CudaExecutor, NoGpuIsAClearError) {
   auto loaded = loadPlanBuffer(build(mlpPlan()));
   ASSERT_TRUE(loaded) << loaded.status().message();
   ActorSystem sys;
-  ExecutorOptions gpu;
-  gpu.globalRank = 3;
-  gpu.cudaDevice = 0;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, gpu);
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, onGpu(3));
   ASSERT_FALSE(exec);
   std::printf("the error: %s\n", exec.status().message().c_str());
   EXPECT_NE(exec.status().message().find("rank 3"), std::string::npos) << exec.status().message();
@@ -315,9 +304,7 @@ TEST(CudaExecutor, BuildWithoutCudaRefusesADevice) {
   auto loaded = loadPlanBuffer(build(mlpPlan()));
   ASSERT_TRUE(loaded) << loaded.status().message();
   ActorSystem sys;
-  ExecutorOptions gpu;
-  gpu.cudaDevice = 0;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, gpu);
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, onGpu());
   ASSERT_FALSE(exec);
   EXPECT_NE(exec.status().message().find("this build has no CUDA backend"), std::string::npos)
       << exec.status().message();

@@ -9,6 +9,7 @@
 #include "runtime/data/DataSource.h"
 #include "runtime/plan/PlanLoader.h"
 #include "tests/TempDir.h"
+#include "tests/actors/TestActorSystem.h"
 #include "tests/plan/TestPlans.h"
 
 #include <caf/all.hpp>
@@ -66,20 +67,7 @@ private:
   int32_t label_;
 };
 
-struct ActorSystem {
-  ActorSystem() : system(config()) {}
-  static caf::actor_system_config &config() {
-    static caf::actor_system_config cfg;
-    static bool once = [] {
-      configureExecutorSystem(cfg, 1);
-      cfg.set("scheduler.max-threads", 2);
-      return true;
-    }();
-    (void)once;
-    return cfg;
-  }
-  caf::actor_system system;
-};
+using test::ActorSystem;
 
 // loss = mean(x w); w trained by SGD with momentum and weight decay. With
 // `ranks` = 2 the batch is split S(0) and the gradient all-reduced.

@@ -29,18 +29,9 @@ namespace {
 
 using namespace detail;
 
-constexpr int kWarps = kThreads / 32; // softmax rows per block
-
-unsigned rowBlocks(int64_t rows) {
-  return static_cast<unsigned>(std::min<int64_t>((rows + kWarps - 1) / kWarps, 132 * 64));
-}
-
 template <class T> __global__ void softmaxKernel(const T *x, T *y, int64_t rows, int64_t cols) {
   const int lane = threadIdx.x & 31;
-  const int64_t step = static_cast<int64_t>(gridDim.x) * kWarps;
-  // r is the same in every lane of a warp, so the shuffles see whole warps.
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; r < rows;
-       r += step) {
+  for (int64_t r = firstWarpRow(); r < rows; r += warpRowStride()) {
     const T *xr = x + r * cols;
     T *yr = y + r * cols;
     float m = -INFINITY;
@@ -60,9 +51,7 @@ template <class T> __global__ void softmaxKernel(const T *x, T *y, int64_t rows,
 template <class T>
 __global__ void softmaxGradKernel(const T *dy, const T *y, T *dx, int64_t rows, int64_t cols) {
   const int lane = threadIdx.x & 31;
-  const int64_t step = static_cast<int64_t>(gridDim.x) * kWarps;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; r < rows;
-       r += step) {
+  for (int64_t r = firstWarpRow(); r < rows; r += warpRowStride()) {
     const T *dyr = dy + r * cols, *yr = y + r * cols;
     T *dxr = dx + r * cols;
     float s = 0.f;
@@ -103,8 +92,40 @@ __device__ __forceinline__ void loadTile(float *dst, const T *x, int64_t r0, int
 // The block's [kB, kD] result elements owned by thread `threadIdx.x`, t-th:
 // row e / kD, column e % kD of e = threadIdx.x + t kAttnThreads. A warp's 32
 // elements are 32 consecutive columns of one row.
-template <int kD> __device__ __forceinline__ int ownedIndex(int t) {
+__device__ __forceinline__ int ownedIndex(int t) {
   return static_cast<int>(threadIdx.x) + t * kAttnThreads;
+}
+
+// Key/value tile j0 into ks, vs, between barriers: the previous tile's
+// readers are done before, the whole tile is in place after.
+template <int kD, class T>
+__device__ __forceinline__ void loadKeyValueTiles(float *ks, float *vs, const T *k, const T *v,
+                                                  int64_t j0, int64_t seqLen, int64_t stride,
+                                                  int D) {
+  __syncthreads();
+  loadTile<kD>(ks, k, j0, seqLen, stride, D, 1.f);
+  loadTile<kD>(vs, v, j0, seqLen, stride, D, 1.f);
+  __syncthreads();
+}
+
+// End of the keys that query tile i0 attends to (j <= i for its rows i < seqLen).
+template <int kB> __device__ __forceinline__ int64_t causalKeyEnd(int64_t i0, int64_t seqLen) {
+  return i0 + kB < seqLen ? i0 + kB : seqLen;
+}
+
+// Writes the thread's owned results acc[t] of the [kB, kD] tile of rows from
+// r0 to x (rows `stride` apart) as out(acc[t], row in the tile), skipping
+// rows past seqLen and columns past D.
+template <int kD, class T, int kN, class Out>
+__device__ __forceinline__ void storeOwned(T *x, const float (&acc)[kN], int64_t r0, int64_t seqLen,
+                                           int64_t stride, int D, Out out) {
+#pragma unroll
+  for (int t = 0; t < kN; ++t) {
+    const int e = ownedIndex(t), r = e / kD, d = e % kD;
+    const int64_t row = r0 + r;
+    if (row < seqLen && d < D)
+      x[row * stride + d] = fromFloat<T>(out(acc[t], r));
+  }
 }
 
 // Grid (query tiles, heads, batch); `base` is the offset of (b, h, row 0).
@@ -129,18 +150,10 @@ __global__ void __launch_bounds__(kAttnThreads)
     rowMax[r] = -INFINITY;
     rowSum[r] = 0.f;
   }
-  float o[G::kPerThread];
-#pragma unroll
-  for (int t = 0; t < G::kPerThread; ++t)
-    o[t] = 0.f;
+  float o[G::kPerThread] = {};
 
-  // Keys j <= i for rows i < min(seqLen, i0 + kB).
-  const int64_t kEnd = i0 + kB < seqLen ? i0 + kB : seqLen;
-  for (int64_t j0 = 0; j0 < kEnd; j0 += kB) {
-    __syncthreads(); // the previous tile's readers of ks, vs, ps are done
-    loadTile<kD>(ks, k + base, j0, seqLen, C, D, 1.f);
-    loadTile<kD>(vs, v + base, j0, seqLen, C, D, 1.f);
-    __syncthreads();
+  for (int64_t j0 = 0; j0 < causalKeyEnd<kB>(i0, seqLen); j0 += kB) {
+    loadKeyValueTiles<kD>(ks, vs, k + base, v + base, j0, seqLen, C, D); // frees ps too
     for (int e = tid; e < kB * kB; e += kAttnThreads) {
       const int r = e / kB, c = e % kB;
       const int64_t i = i0 + r, j = j0 + c;
@@ -176,7 +189,7 @@ __global__ void __launch_bounds__(kAttnThreads)
     __syncthreads();
 #pragma unroll
     for (int t = 0; t < G::kPerThread; ++t) {
-      const int e = ownedIndex<kD>(t), r = e / kD, d = e % kD;
+      const int e = ownedIndex(t), r = e / kD, d = e % kD;
       float acc = o[t] * rowScale[r];
 #pragma unroll 8
       for (int c = 0; c < kB; ++c)
@@ -185,13 +198,7 @@ __global__ void __launch_bounds__(kAttnThreads)
     }
   }
   // rowSum and rowMax were last written before the final tile's barrier.
-#pragma unroll
-  for (int t = 0; t < G::kPerThread; ++t) {
-    const int e = ownedIndex<kD>(t), r = e / kD, d = e % kD;
-    const int64_t i = i0 + r;
-    if (i < seqLen && d < D)
-      y[base + i * C + d] = fromFloat<T>(o[t] / rowSum[r]);
-  }
+  storeOwned<kD>(y + base, o, i0, seqLen, C, D, [&](float a, int r) { return a / rowSum[r]; });
   if (lse)
     for (int r = tid; r < kB; r += kAttnThreads) {
       const int64_t i = i0 + r;
@@ -270,10 +277,7 @@ __global__ void __launch_bounds__(kAttnThreads)
 
   loadTile<kD>(ks, k + base, j0, seqLen, C, D, 1.f);
   loadTile<kD>(vs, v + base, j0, seqLen, C, D, 1.f);
-  float dkAcc[G::kPerThread], dvAcc[G::kPerThread];
-#pragma unroll
-  for (int t = 0; t < G::kPerThread; ++t)
-    dkAcc[t] = dvAcc[t] = 0.f;
+  float dkAcc[G::kPerThread] = {}, dvAcc[G::kPerThread] = {};
 
   // Query rows i >= j0 only (tiles are aligned, so from the tile at j0).
   for (int64_t i0 = j0; i0 < seqLen; i0 += kB) {
@@ -287,7 +291,7 @@ __global__ void __launch_bounds__(kAttnThreads)
     // dv[c] += sum_r P[r, c] dy[r]; dk[c] += sum_r dS[r, c] (scale q[r]).
 #pragma unroll
     for (int t = 0; t < G::kPerThread; ++t) {
-      const int e = ownedIndex<kD>(t), c = e / kD, d = e % kD;
+      const int e = ownedIndex(t), c = e / kD, d = e % kD;
       float av = dvAcc[t], ak = dkAcc[t];
 #pragma unroll 8
       for (int r = 0; r < kB; ++r) {
@@ -298,15 +302,9 @@ __global__ void __launch_bounds__(kAttnThreads)
       dkAcc[t] = ak;
     }
   }
-#pragma unroll
-  for (int t = 0; t < G::kPerThread; ++t) {
-    const int e = ownedIndex<kD>(t), c = e / kD, d = e % kD;
-    const int64_t j = j0 + c;
-    if (j < seqLen && d < D) {
-      dk[base + j * C + d] = fromFloat<T>(dkAcc[t]);
-      dv[base + j * C + d] = fromFloat<T>(dvAcc[t]);
-    }
-  }
+  const auto same = [](float a, int) { return a; };
+  storeOwned<kD>(dk + base, dkAcc, j0, seqLen, C, D, same);
+  storeOwned<kD>(dv + base, dvAcc, j0, seqLen, C, D, same);
 }
 
 // dq of query tile i0: grid (query tiles, heads, batch).
@@ -328,23 +326,16 @@ __global__ void __launch_bounds__(kAttnThreads)
   loadTile<kD>(dys, dy + base, i0, seqLen, C, D, 1.f);
   loadRowTerms<kB>(rowLse, rowDelta, dy + base, y + base, lse + (b * heads + h) * seqLen, i0,
                    seqLen, C, D);
-  float dqAcc[G::kPerThread];
-#pragma unroll
-  for (int t = 0; t < G::kPerThread; ++t)
-    dqAcc[t] = 0.f;
+  float dqAcc[G::kPerThread] = {};
 
-  const int64_t kEnd = i0 + kB < seqLen ? i0 + kB : seqLen;
-  for (int64_t j0 = 0; j0 < kEnd; j0 += kB) {
-    __syncthreads(); // the previous tile's readers of ks, vs, dss are done
-    loadTile<kD>(ks, k + base, j0, seqLen, C, D, 1.f);
-    loadTile<kD>(vs, v + base, j0, seqLen, C, D, 1.f);
-    __syncthreads();
+  for (int64_t j0 = 0; j0 < causalKeyEnd<kB>(i0, seqLen); j0 += kB) {
+    loadKeyValueTiles<kD>(ks, vs, k + base, v + base, j0, seqLen, C, D); // frees dss too
     weightsAndScoreGrads<kD>(nullptr, dss, qs, dys, ks, vs, rowLse, rowDelta, i0, j0, seqLen);
     __syncthreads();
     // dq[r] += sum_c dS[r, c] k[c].
 #pragma unroll
     for (int t = 0; t < G::kPerThread; ++t) {
-      const int e = ownedIndex<kD>(t), r = e / kD, d = e % kD;
+      const int e = ownedIndex(t), r = e / kD, d = e % kD;
       float acc = dqAcc[t];
 #pragma unroll 8
       for (int c = 0; c < kB; ++c)
@@ -352,13 +343,7 @@ __global__ void __launch_bounds__(kAttnThreads)
       dqAcc[t] = acc;
     }
   }
-#pragma unroll
-  for (int t = 0; t < G::kPerThread; ++t) {
-    const int e = ownedIndex<kD>(t), r = e / kD, d = e % kD;
-    const int64_t i = i0 + r;
-    if (i < seqLen && d < D)
-      dq[base + i * C + d] = fromFloat<T>(dqAcc[t] * scale);
-  }
+  storeOwned<kD>(dq + base, dqAcc, i0, seqLen, C, D, [&](float a, int) { return a * scale; });
 }
 
 // Calls f(std::integral_constant<int, kD>) with headDim rounded up to a kD.
@@ -368,6 +353,13 @@ template <class F> Status withHeadDim(int64_t headDim, F &&f) {
   if (headDim <= 64)
     return f(std::integral_constant<int, 64>{});
   return f(std::integral_constant<int, 128>{});
+}
+
+// Grid (tiles of kB rows, heads, batch).
+template <int kD> dim3 tileGrid(int64_t batch, int64_t seqLen, int64_t heads) {
+  constexpr int kB = AttnTile<kD>::kB;
+  return dim3(static_cast<unsigned>((seqLen + kB - 1) / kB), static_cast<unsigned>(heads),
+              static_cast<unsigned>(batch));
 }
 
 // Shape checks shared by forward and backward; `launch` is false when there
@@ -419,9 +411,7 @@ Status causalAttention(const T *q, const T *k, const T *v, T *y, float *lse, int
   const float scale = 1.f / std::sqrt(static_cast<float>(headDim));
   return withHeadDim(headDim, [&](auto tag) {
     constexpr int kD = decltype(tag)::value;
-    constexpr int kB = AttnTile<kD>::kB;
-    const dim3 grid(static_cast<unsigned>((seqLen + kB - 1) / kB), static_cast<unsigned>(heads),
-                    static_cast<unsigned>(batch));
+    const dim3 grid = tileGrid<kD>(batch, seqLen, heads);
     attentionForwardKernel<T, kD><<<grid, kAttnThreads, 0, stream>>>(
         q, k, v, y, lse, seqLen, static_cast<int>(heads), static_cast<int>(headDim), scale);
     return launched("attentionForwardKernel");
@@ -441,9 +431,7 @@ Status causalAttentionGrad(const T *dy, const T *q, const T *k, const T *v, cons
   const float scale = 1.f / std::sqrt(static_cast<float>(headDim));
   return withHeadDim(headDim, [&](auto tag) {
     constexpr int kD = decltype(tag)::value;
-    constexpr int kB = AttnTile<kD>::kB;
-    const dim3 grid(static_cast<unsigned>((seqLen + kB - 1) / kB), static_cast<unsigned>(heads),
-                    static_cast<unsigned>(batch));
+    const dim3 grid = tileGrid<kD>(batch, seqLen, heads);
     attentionGradKVKernel<T, kD><<<grid, kAttnThreads, 0, stream>>>(
         dy, q, k, v, y, lse, dk, dv, seqLen, static_cast<int>(heads), static_cast<int>(headDim),
         scale);

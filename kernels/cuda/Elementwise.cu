@@ -75,12 +75,12 @@ template <class T> __global__ void fillKernel(T *y, float value, int64_t n) {
 
 __global__ void toBf16Kernel(const float *x, bf16 *y, int64_t n) {
   for (int64_t i = first(); i < n; i += stride())
-    y[i] = __float2bfloat16_rn(x[i]);
+    y[i] = fromFloat<bf16>(x[i]);
 }
 
 __global__ void toFloatKernel(const bf16 *x, float *y, int64_t n) {
   for (int64_t i = first(); i < n; i += stride())
-    y[i] = __bfloat162float(x[i]);
+    y[i] = toFloat(x[i]);
 }
 
 } // namespace

@@ -65,4 +65,18 @@ __device__ __forceinline__ int64_t first() {
 }
 __device__ __forceinline__ int64_t stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
+// Row loops with one warp per row, kRowWarps rows per block of kThreads:
+// for (r = firstWarpRow(); r < rows; r += warpRowStride()). r is the same in
+// every lane of a warp, so shuffles inside the loop see whole warps.
+constexpr int kRowWarps = kThreads / 32;
+inline unsigned rowBlocks(int64_t rows) {
+  return static_cast<unsigned>(std::min<int64_t>((rows + kRowWarps - 1) / kRowWarps, 132 * 64));
+}
+__device__ __forceinline__ int64_t firstWarpRow() {
+  return static_cast<int64_t>(blockIdx.x) * kRowWarps + (threadIdx.x >> 5);
+}
+__device__ __forceinline__ int64_t warpRowStride() {
+  return static_cast<int64_t>(gridDim.x) * kRowWarps;
+}
+
 } // namespace sbpflow::cuda::detail

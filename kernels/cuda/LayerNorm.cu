@@ -11,7 +11,6 @@ namespace {
 
 using namespace detail;
 
-constexpr int kWarps = kThreads / 32; // rows per block in the row kernels
 // Rows of one column partial sum (at least; see chunkRowsFor).
 constexpr int64_t kChunkRows = 128;
 // threadIdx.y extent of the column kernel: 32 columns x 8 row lanes.
@@ -23,10 +22,6 @@ int64_t chunkRowsFor(int64_t rows) { return std::max(kChunkRows, (rows + 65534) 
 int64_t chunksFor(int64_t rows) {
   const int64_t c = chunkRowsFor(rows);
   return (rows + c - 1) / c;
-}
-
-unsigned rowBlocks(int64_t rows) {
-  return static_cast<unsigned>(std::min<int64_t>((rows + kWarps - 1) / kWarps, 132 * 64));
 }
 
 // Mean and 1 / sqrt(var + eps) of a row, in every lane. Two passes, as on the
@@ -51,10 +46,7 @@ template <class T>
 __global__ void layerNormKernel(const T *x, const float *gamma, const float *beta, T *y,
                                 int64_t rows, int64_t cols, float eps) {
   const int lane = threadIdx.x & 31;
-  const int64_t step = static_cast<int64_t>(gridDim.x) * kWarps;
-  // r is the same in every lane of a warp, so the shuffles see whole warps.
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; r < rows;
-       r += step) {
+  for (int64_t r = firstWarpRow(); r < rows; r += warpRowStride()) {
     const T *xr = x + r * cols;
     T *yr = y + r * cols;
     float mean, rstd;
@@ -72,10 +64,8 @@ __global__ void layerNormGradRowsKernel(const T *dy, const T *x, const float *ga
                                         float *meanOut, float *rstdOut, int64_t rows, int64_t cols,
                                         float eps) {
   const int lane = threadIdx.x & 31;
-  const int64_t step = static_cast<int64_t>(gridDim.x) * kWarps;
   const float invCols = 1.f / static_cast<float>(cols);
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; r < rows;
-       r += step) {
+  for (int64_t r = firstWarpRow(); r < rows; r += warpRowStride()) {
     const T *xr = x + r * cols, *dyr = dy + r * cols;
     T *dxr = dx + r * cols;
     float mean, rstd;

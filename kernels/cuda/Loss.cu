@@ -15,31 +15,29 @@ using namespace detail;
 
 // Rows up to this wide go to one warp each; wider ones to a block.
 constexpr int64_t kWarpRowClasses = 512;
-constexpr int kWarpsPerBlock = kThreads / 32;
 // Row loops stride over the grid; this many blocks is plenty.
 constexpr int64_t kMaxRowBlocks = 1 << 20;
 
-// Block all-reduces (blockDim.x a multiple of 32, at most 1024); `scratch`
-// holds 32 values. The leading barrier lets consecutive calls share scratch.
-template <class V> __device__ V blockSum(V v, V *scratch) {
-  v = warpSum(v);
+// A block all-reduce (blockDim.x a multiple of 32, at most 1024): each warp
+// reduces with `warpAll`, then the warps' results (`none` past the last warp)
+// again. `scratch` holds 32 values; the leading barrier lets consecutive calls
+// share it.
+template <class V, class WarpAll>
+__device__ __forceinline__ V blockAll(V v, V *scratch, V none, WarpAll warpAll) {
+  v = warpAll(v);
   __syncthreads();
   if ((threadIdx.x & 31) == 0)
     scratch[threadIdx.x >> 5] = v;
   __syncthreads();
   const unsigned lane = threadIdx.x & 31;
-  v = lane < (blockDim.x >> 5) ? scratch[lane] : V(0);
-  return warpSum(v);
+  v = lane < (blockDim.x >> 5) ? scratch[lane] : none;
+  return warpAll(v);
+}
+template <class V> __device__ V blockSum(V v, V *scratch) {
+  return blockAll(v, scratch, V(0), [](V x) { return warpSum(x); });
 }
 __device__ float blockMax(float v, float *scratch) {
-  v = warpMax(v);
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0)
-    scratch[threadIdx.x >> 5] = v;
-  __syncthreads();
-  const unsigned lane = threadIdx.x & 31;
-  v = lane < (blockDim.x >> 5) ? scratch[lane] : -INFINITY;
-  return warpMax(v);
+  return blockAll(v, scratch, -INFINITY, [](float x) { return warpMax(x); });
 }
 
 // An argmax candidate: larger value wins, the smaller index on a tie (the
@@ -58,15 +56,10 @@ __device__ __forceinline__ ArgMax warpArgMax(ArgMax a) {
   }
   return a;
 }
+// Loses to every candidate.
+__device__ __forceinline__ ArgMax noArgMax() { return ArgMax{-INFINITY, INT64_MAX}; }
 __device__ ArgMax blockArgMax(ArgMax a, ArgMax *scratch) {
-  a = warpArgMax(a);
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0)
-    scratch[threadIdx.x >> 5] = a;
-  __syncthreads();
-  const unsigned lane = threadIdx.x & 31;
-  a = lane < (blockDim.x >> 5) ? scratch[lane] : ArgMax{-INFINITY, INT64_MAX};
-  return warpArgMax(a);
+  return blockAll(a, scratch, noArgMax(), [](ArgMax x) { return warpArgMax(x); });
 }
 
 // The threads that share a row: one warp (kWarpRows) or the whole block. All
@@ -74,11 +67,10 @@ __device__ ArgMax blockArgMax(ArgMax a, ArgMax *scratch) {
 // reached by every thread.
 template <bool kWarpRows> struct RowTeam {
   __device__ static int64_t firstRow() {
-    return kWarpRows ? static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5)
-                     : static_cast<int64_t>(blockIdx.x);
+    return kWarpRows ? firstWarpRow() : static_cast<int64_t>(blockIdx.x);
   }
   __device__ static int64_t rowStride() {
-    return kWarpRows ? static_cast<int64_t>(gridDim.x) * kWarpsPerBlock : gridDim.x;
+    return kWarpRows ? warpRowStride() : static_cast<int64_t>(gridDim.x);
   }
   __device__ static int rank() { return kWarpRows ? (threadIdx.x & 31) : threadIdx.x; }
   __device__ static int size() { return kWarpRows ? 32 : blockDim.x; }
@@ -195,7 +187,7 @@ __global__ void countCorrectKernel(const T *logits, const int32_t *labels, float
     if (label < 0 || classes <= 0)
       continue;
     const T *x = logits + i * classes;
-    ArgMax best{-INFINITY, INT64_MAX};
+    ArgMax best = noArgMax();
     for (int64_t j = Team::rank(); j < classes; j += Team::size()) {
       const float v = toFloat(x[j]);
       if (!isnan(v))
@@ -302,8 +294,7 @@ template <class... Params, class... Args>
 void launchRows(void (*warpKernel)(Params...), void (*blockKernel)(Params...), int64_t rows,
                 int64_t classes, cudaStream_t stream, Args... args) {
   if (classes <= kWarpRowClasses) {
-    const int64_t blocks =
-        std::min<int64_t>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock, kMaxRowBlocks);
+    const int64_t blocks = std::min<int64_t>((rows + kRowWarps - 1) / kRowWarps, kMaxRowBlocks);
     warpKernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(args...);
   } else {
     const int64_t blocks = std::min<int64_t>(rows, kMaxRowBlocks);

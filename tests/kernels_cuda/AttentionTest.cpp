@@ -50,15 +50,7 @@ template <class T> void softmaxMatchesCpu(double tolerance) {
   }
 }
 
-TEST(CudaSoftmax, MatchesCpuF32) {
-  SBPFLOW_REQUIRE_GPU();
-  softmaxMatchesCpu<float>(kF32Tolerance);
-}
-
-TEST(CudaSoftmax, MatchesCpuBf16) {
-  SBPFLOW_REQUIRE_GPU();
-  softmaxMatchesCpu<bf16>(kBf16Tolerance);
-}
+SBPFLOW_TEST_BOTH_PRECISIONS(CudaSoftmax, MatchesCpu, softmaxMatchesCpu)
 
 struct AttnShape {
   int64_t batch, T, heads, D;
@@ -147,15 +139,7 @@ template <class T> void attentionMatchesCpu(double tolerance) {
   }
 }
 
-TEST(CudaAttention, MatchesCpuF32) {
-  SBPFLOW_REQUIRE_GPU();
-  attentionMatchesCpu<float>(kF32Tolerance);
-}
-
-TEST(CudaAttention, MatchesCpuBf16) {
-  SBPFLOW_REQUIRE_GPU();
-  attentionMatchesCpu<bf16>(kBf16Tolerance);
-}
+SBPFLOW_TEST_BOTH_PRECISIONS(CudaAttention, MatchesCpu, attentionMatchesCpu)
 
 TEST(CudaAttention, LaterRowsDoNotChangeEarlierOutputs) {
   SBPFLOW_REQUIRE_GPU();

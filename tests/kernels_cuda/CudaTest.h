@@ -157,4 +157,16 @@ inline double normRelativeError(const std::vector<float> &got, const std::vector
 constexpr double kF32Tolerance = 1e-5;
 constexpr double kBf16Tolerance = 1e-2;
 
+// Suite.NameF32 and Suite.NameBf16: `check<T>(tolerance)` in each precision,
+// at that precision's bound.
+#define SBPFLOW_TEST_BOTH_PRECISIONS(Suite, Name, check)                                           \
+  TEST(Suite, Name##F32) {                                                                         \
+    SBPFLOW_REQUIRE_GPU();                                                                         \
+    check<float>(::sbpflow::test::kF32Tolerance);                                                  \
+  }                                                                                                \
+  TEST(Suite, Name##Bf16) {                                                                        \
+    SBPFLOW_REQUIRE_GPU();                                                                         \
+    check<::sbpflow::test::bf16>(::sbpflow::test::kBf16Tolerance);                                 \
+  }
+
 } // namespace sbpflow::test

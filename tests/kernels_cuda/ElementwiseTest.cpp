@@ -55,15 +55,7 @@ template <class T> void allUnary(double tolerance) {
       tolerance, true, 0.1);
 }
 
-TEST(CudaElementwise, UnaryF32) {
-  SBPFLOW_REQUIRE_GPU();
-  allUnary<float>(kF32Tolerance);
-}
-
-TEST(CudaElementwise, UnaryBf16) {
-  SBPFLOW_REQUIRE_GPU();
-  allUnary<bf16>(kBf16Tolerance);
-}
+SBPFLOW_TEST_BOTH_PRECISIONS(CudaElementwise, Unary, allUnary)
 
 TEST(CudaElementwise, BiasAddAndFusedBiasGelu) {
   SBPFLOW_REQUIRE_GPU();

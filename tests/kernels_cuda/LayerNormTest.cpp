@@ -49,15 +49,7 @@ template <class T> void forward(double tolerance) {
   }
 }
 
-TEST(CudaLayerNorm, ForwardF32) {
-  SBPFLOW_REQUIRE_GPU();
-  forward<float>(kF32Tolerance);
-}
-
-TEST(CudaLayerNorm, ForwardBf16) {
-  SBPFLOW_REQUIRE_GPU();
-  forward<bf16>(kBf16Tolerance);
-}
+SBPFLOW_TEST_BOTH_PRECISIONS(CudaLayerNorm, Forward, forward)
 
 template <class T> void backward(double tolerance) {
   uint64_t seed = 100;
@@ -90,15 +82,7 @@ template <class T> void backward(double tolerance) {
   }
 }
 
-TEST(CudaLayerNorm, BackwardF32) {
-  SBPFLOW_REQUIRE_GPU();
-  backward<float>(kF32Tolerance);
-}
-
-TEST(CudaLayerNorm, BackwardBf16) {
-  SBPFLOW_REQUIRE_GPU();
-  backward<bf16>(kBf16Tolerance);
-}
+SBPFLOW_TEST_BOTH_PRECISIONS(CudaLayerNorm, Backward, backward)
 
 TEST(CudaLayerNorm, NoRowsZeroesTheParameterGradients) {
   SBPFLOW_REQUIRE_GPU();

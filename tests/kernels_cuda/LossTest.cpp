@@ -88,15 +88,7 @@ template <class T> void softmaxXentMatchesCpu(double gradTolerance) {
   }
 }
 
-TEST(CudaLoss, SoftmaxXentF32) {
-  SBPFLOW_REQUIRE_GPU();
-  softmaxXentMatchesCpu<float>(kF32Tolerance);
-}
-
-TEST(CudaLoss, SoftmaxXentBf16) {
-  SBPFLOW_REQUIRE_GPU();
-  softmaxXentMatchesCpu<bf16>(kBf16Tolerance);
-}
+SBPFLOW_TEST_BOTH_PRECISIONS(CudaLoss, SoftmaxXent, softmaxXentMatchesCpu)
 
 TEST(CudaLoss, SoftmaxXentGradInPlace) {
   SBPFLOW_REQUIRE_GPU();

@@ -41,41 +41,37 @@ SBPFLOW_INLINE float reduceLanes(const float *acc) {
   return s;
 }
 
-SBPFLOW_INLINE float sum(const float *x, int64_t n) {
-  float acc[kLanes] = {};
+// Calls f(j, l) for j = 0, 1, ..., n - 1 in order, l = j % kLanes being the
+// accumulator lane of j: whole groups of kLanes (which vectorise), then the
+// tail.
+template <class F> SBPFLOW_INLINE void forLanes(int64_t n, F &&f) {
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes)
     for (int l = 0; l < kLanes; ++l)
-      acc[l] += x[j + l];
+      f(j + l, l);
   for (int l = 0; j + l < n; ++l)
-    acc[l] += x[j + l];
+    f(j + l, l);
+}
+
+SBPFLOW_INLINE float sum(const float *x, int64_t n) {
+  float acc[kLanes] = {};
+  forLanes(n, [&](int64_t j, int l) { acc[l] += x[j]; });
   return reduceLanes(acc);
 }
 
 SBPFLOW_INLINE float dot(const float *a, const float *b, int64_t n) {
   float acc[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l)
-      acc[l] += a[j + l] * b[j + l];
-  for (int l = 0; j + l < n; ++l)
-    acc[l] += a[j + l] * b[j + l];
+  forLanes(n, [&](int64_t j, int l) { acc[l] += a[j] * b[j]; });
   return reduceLanes(acc);
 }
 
 // Sum of (x - c)^2: the second pass of a two-pass variance.
 SBPFLOW_INLINE float centredSquares(const float *x, float c, int64_t n) {
   float acc[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) {
-      const float d = x[j + l] - c;
-      acc[l] += d * d;
-    }
-  for (int l = 0; j + l < n; ++l) {
-    const float d = x[j + l] - c;
+  forLanes(n, [&](int64_t j, int l) {
+    const float d = x[j] - c;
     acc[l] += d * d;
-  }
+  });
   return reduceLanes(acc);
 }
 
@@ -83,12 +79,7 @@ SBPFLOW_INLINE float maxOf(const float *x, int64_t n) {
   float acc[kLanes];
   for (int l = 0; l < kLanes; ++l)
     acc[l] = x[0];
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l)
-      acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
-  for (int l = 0; j + l < n; ++l)
-    acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
+  forLanes(n, [&](int64_t j, int l) { acc[l] = x[j] > acc[l] ? x[j] : acc[l]; });
   float m = acc[0];
   for (int l = 1; l < kLanes; ++l)
     m = acc[l] > m ? acc[l] : m;
@@ -395,26 +386,14 @@ void layerNormGrad(const float *dy, const float *x, const float *gamma, float *d
     // With xhat = (x - mean) rstd and g = dy gamma:
     // dx = rstd (g - mean(g) - xhat mean(g xhat)).
     float accG[kLanes] = {}, accGX[kLanes] = {};
-    int64_t j0 = 0;
-    for (; j0 + kLanes <= cols; j0 += kLanes)
-      for (int l = 0; l < kLanes; ++l) {
-        const int64_t j = j0 + l;
-        const float xhat = (xr[j] - mean) * rstd;
-        const float g = dyr[j] * gamma[j];
-        accG[l] += g;
-        accGX[l] += g * xhat;
-        dgamma[j] += dyr[j] * xhat;
-        dbeta[j] += dyr[j];
-      }
-    for (int l = 0; j0 + l < cols; ++l) {
-      const int64_t j = j0 + l;
+    forLanes(cols, [&](int64_t j, int l) {
       const float xhat = (xr[j] - mean) * rstd;
       const float g = dyr[j] * gamma[j];
       accG[l] += g;
       accGX[l] += g * xhat;
       dgamma[j] += dyr[j] * xhat;
       dbeta[j] += dyr[j];
-    }
+    });
     const float meanG = reduceLanes(accG) * invCols;
     const float meanGX = reduceLanes(accGX) * invCols;
     SBPFLOW_ELEMENTWISE

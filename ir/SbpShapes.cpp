@@ -145,6 +145,19 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
       return failure();
     return likeF32(dy, "dy");
   };
+  // Causal attention's q, k, v (and the backward's dy): [batch, seqLen, C]
+  // f32 alike, with `heads` dividing C.
+  auto checkAttention = [&](Value q, Value k, Value v, Value dy, int64_t heads) -> LogicalResult {
+    if (failed(expectF32(op, q, "q")) || failed(expectRank(op, q, 3, "q")) ||
+        (dy && failed(sameAs(dy, q, "dy and q"))) || failed(sameAs(q, k, "q and k")) ||
+        failed(sameAs(q, v, "q and v")))
+      return failure();
+    int64_t c = shapeOf(q)[2];
+    if (heads <= 0 || c % heads != 0)
+      return op->emitOpError("heads ")
+             << heads << " must be positive and divide the " << c << " channels";
+    return success();
+  };
   auto resultType = [&](unsigned i) { return tensorOf(op->getResult(i)); };
   // narrow (the result is the part of `in`) and narrow_grad (the result is
   // the whole that `in` is the part of): equal off `axis`, and the part's
@@ -333,27 +346,14 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
         return gradLikeF32(o.getDy(), o.getY(), "dy and y");
       })
       .Case([&](CausalAttentionOp o) -> LogicalResult {
-        if (failed(expectF32(op, o.getQ(), "q")) || failed(expectRank(op, o.getQ(), 3, "q")) ||
-            failed(sameAs(o.getQ(), o.getK(), "q and k")) ||
-            failed(sameAs(o.getQ(), o.getV(), "q and v")))
+        if (failed(checkAttention(o.getQ(), o.getK(), o.getV(), Value(), o.getHeads())))
           return failure();
-        int64_t heads = o.getHeads(), c = shapeOf(o.getQ())[2];
-        if (heads <= 0 || c % heads != 0)
-          return op->emitOpError("heads ")
-                 << heads << " must be positive and divide the " << c << " channels";
         out.push_back(withoutSbp(tensorOf(o.getQ())));
         return success();
       })
       .Case([&](CausalAttentionGradOp o) -> LogicalResult {
-        if (failed(expectF32(op, o.getQ(), "q")) || failed(expectRank(op, o.getQ(), 3, "q")) ||
-            failed(sameAs(o.getDy(), o.getQ(), "dy and q")) ||
-            failed(sameAs(o.getQ(), o.getK(), "q and k")) ||
-            failed(sameAs(o.getQ(), o.getV(), "q and v")))
+        if (failed(checkAttention(o.getQ(), o.getK(), o.getV(), o.getDy(), o.getHeads())))
           return failure();
-        int64_t heads = o.getHeads(), c = shapeOf(o.getQ())[2];
-        if (heads <= 0 || c % heads != 0)
-          return op->emitOpError("heads ")
-                 << heads << " must be positive and divide the " << c << " channels";
         for (int i = 0; i < 3; ++i)
           out.push_back(withoutSbp(tensorOf(o.getQ())));
         return success();

@@ -30,6 +30,80 @@ void unpackRegion(const float *src, const Region &part, float *dst, const Region
   cpu::copyIntoRegion(src, b.begin, b.size, dst, b.shape, b.rank);
 }
 
+StatusOr<Kernel> buildWithF32Shadows(const std::vector<const TensorView *> &in,
+                                     const std::vector<const TensorView *> &out,
+                                     const F32KernelBuilder &build) {
+  auto isBf16 = [](const TensorView *t) { return t->dtype == plan::DType::BF16 && t->data; };
+  if (std::none_of(in.begin(), in.end(), isBf16) && std::none_of(out.begin(), out.end(), isBf16))
+    return build(in, out);
+
+  // One shadow per distinct BF16 buffer, as large as its largest use.
+  std::vector<void *> buffers;
+  std::vector<int64_t> sizes;
+  auto shadowIndex = [&](const TensorView *t) {
+    const size_t i = std::find(buffers.begin(), buffers.end(), t->data) - buffers.begin();
+    if (i == buffers.size()) {
+      buffers.push_back(t->data);
+      sizes.push_back(0);
+    }
+    sizes[i] = std::max(sizes[i], elementCount(t->local));
+    return i;
+  };
+  for (const auto *list : {&in, &out})
+    for (const TensorView *t : *list)
+      if (isBf16(t))
+        shadowIndex(t);
+  struct Conversion {
+    uint16_t *bf16;
+    float *f32;
+    int64_t n;
+  };
+  struct Shadows {
+    std::vector<std::vector<float>> storage;
+    std::vector<Conversion> widen, round;
+  };
+  auto shadows = std::make_shared<Shadows>();
+  // At least one element: the shadow of an empty shard must not be null,
+  // which would mean "not on this rank".
+  for (int64_t n : sizes)
+    shadows->storage.emplace_back(static_cast<size_t>(std::max<int64_t>(n, 1)));
+
+  // The f32 views the kernel is built over; reserved, so pointers stay put.
+  std::vector<TensorView> views;
+  views.reserve(in.size() + out.size());
+  auto f32View = [&](const TensorView *t, std::vector<Conversion> &conversions) {
+    if (!isBf16(t))
+      return t;
+    float *shadow = shadows->storage[shadowIndex(t)].data();
+    Conversion c{static_cast<uint16_t *>(t->data), shadow, elementCount(t->local)};
+    // An input read twice is widened once.
+    if (std::none_of(conversions.begin(), conversions.end(),
+                     [&](const Conversion &o) { return o.bf16 == c.bf16 && o.n >= c.n; }))
+      conversions.push_back(c);
+    views.push_back(*t);
+    views.back().data = shadow;
+    views.back().dtype = plan::DType::F32;
+    return static_cast<const TensorView *>(&views.back());
+  };
+  std::vector<const TensorView *> in32, out32;
+  for (const TensorView *t : in)
+    in32.push_back(f32View(t, shadows->widen));
+  for (const TensorView *t : out)
+    out32.push_back(f32View(t, shadows->round));
+  auto built = build(in32, out32);
+  if (!built || !*built)
+    return built;
+  return Kernel([kernel = built.take(), shadows](const StepContext &ctx) -> Status {
+    for (const Conversion &c : shadows->widen)
+      cpu::fromBf16(c.bf16, c.f32, c.n);
+    if (Status s = kernel(ctx); !s)
+      return s;
+    for (const Conversion &c : shadows->round)
+      cpu::toBf16(c.f32, c.bf16, c.n);
+    return Status::ok();
+  });
+}
+
 bool isComputeOp(plan::OpKind op) {
   using K = plan::OpKind;
   switch (op) {
@@ -64,16 +138,20 @@ bool isComputeOp(plan::OpKind op) {
   case K::Concat:
   case K::SquareSum:
   case K::ClipScale:
+  case K::Cast:
     return true;
   default:
     return false;
   }
 }
 
-StatusOr<Kernel> buildComputeKernel(const plan::Task &task,
-                                    const std::vector<const TensorView *> &in,
-                                    const std::vector<const TensorView *> &out,
-                                    const std::string &at) {
+namespace {
+
+// A compute task's kernel over f32 (and i32) tensors.
+StatusOr<Kernel> buildF32ComputeKernel(const plan::Task &task,
+                                       const std::vector<const TensorView *> &in,
+                                       const std::vector<const TensorView *> &out,
+                                       const std::string &at) {
   using K = plan::OpKind;
   auto f32 = [](const TensorView *t) { return static_cast<float *>(t->data); };
   auto i32 = [](const TensorView *t) { return static_cast<int32_t *>(t->data); };
@@ -129,7 +207,8 @@ StatusOr<Kernel> buildComputeKernel(const plan::Task &task,
   case K::Relu:
   case K::Gelu:
   case K::GeluGrad:
-  case K::Reshape: {
+  case K::Reshape:
+  case K::Cast: { // f32 to f32: the conversions around the kernel do the cast
     auto w = checkElementwise(task, in, out, at);
     if (!w)
       return w.status();
@@ -154,7 +233,7 @@ StatusOr<Kernel> buildComputeKernel(const plan::Task &task,
       case K::GeluGrad:
         cpu::geluGrad(a, b, y, n);
         break;
-      default: // Reshape
+      default: // Reshape, Cast
         if (a != y && n > 0)
           std::memmove(y, a, n * sizeof(float));
       }
@@ -385,6 +464,19 @@ StatusOr<Kernel> buildComputeKernel(const plan::Task &task,
     break;
   }
   return Status::error(at + ": not a compute op");
+}
+
+} // namespace
+
+StatusOr<Kernel> buildComputeKernel(const plan::Task &task,
+                                    const std::vector<const TensorView *> &in,
+                                    const std::vector<const TensorView *> &out,
+                                    const std::string &at) {
+  return buildWithF32Shadows(in, out,
+                             [&](const std::vector<const TensorView *> &in32,
+                                 const std::vector<const TensorView *> &out32) {
+                               return buildF32ComputeKernel(task, in32, out32, at);
+                             });
 }
 
 } // namespace sbpflow

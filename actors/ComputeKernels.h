@@ -47,10 +47,27 @@ void unpackRegion(const float *src, const Region &part, float *dst, const Region
 bool isComputeOp(plan::OpKind op);
 
 // The kernel of a compute task whose tensors all live on this rank; `at`
-// names the rank and task in errors.
+// names the rank and task in errors. Built with buildWithF32Shadows: BF16
+// tensors are stored as bf16, the op computes in f32.
 StatusOr<Kernel> buildComputeKernel(const plan::Task &task,
                                     const std::vector<const TensorView *> &in,
                                     const std::vector<const TensorView *> &out,
                                     const std::string &at);
+
+// Builds a task's f32 kernel over its tensors, given as f32 views.
+using F32KernelBuilder = std::function<StatusOr<Kernel>(
+    const std::vector<const TensorView *> &in, const std::vector<const TensorView *> &out)>;
+
+// The CPU kernels work on f32. This gives `build` every BF16 tensor of a task
+// as an f32 shadow buffer (allocated here, once; tensors that share a buffer
+// share a shadow, so in-place ops stay in place) and returns a kernel that
+// widens the BF16 inputs into their shadows, runs `build`'s kernel, then
+// rounds (to nearest even) the shadows of the BF16 outputs into them. F32 and
+// I32 tensors are used directly; without BF16 tensors `build`'s kernel is
+// returned as it is. Every op thus stores bf16 and computes in f32, as the
+// CUDA kernels do.
+StatusOr<Kernel> buildWithF32Shadows(const std::vector<const TensorView *> &in,
+                                     const std::vector<const TensorView *> &out,
+                                     const F32KernelBuilder &build);
 
 } // namespace sbpflow

@@ -4,7 +4,9 @@
 // stream from the ordered comm thread; the step's end hook waits for the GPU,
 // reads the metrics and turns a fault into the step's error. Every buffer
 // (variables, arenas, scratch) has its offset in one device allocation fixed
-// at create: a step allocates nothing.
+// at create: a step allocates nothing. A compute task runs its kernels in the
+// element type of its T operands (f32 or bf16, the plan's dtype rules); a
+// collective on bf16 tensors runs the f32 path on f32 copies in scratch.
 #include "actors/CudaExecutor.h"
 
 #include "actors/ActorExecutor.h"
@@ -34,8 +36,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace sbpflow {
 namespace {
@@ -67,12 +72,82 @@ Status unpackRegionGpu(const float *src, const Region &part, float *dst, const R
   return cuda::copyIntoRegion<float>(src, b.begin, b.size, dst, b.shape, b.rank, s);
 }
 
-Status copyDevice(float *dst, const float *src, int64_t count, cudaStream_t s) {
-  if (dst == src || count <= 0)
+Status copyBytes(void *dst, const void *src, size_t bytes, cudaStream_t s) {
+  if (dst == src || bytes == 0)
     return Status::ok();
-  return cudaStatus(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToDevice, s),
-                    "device copy");
+  return cudaStatus(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s), "device copy");
 }
+
+Status copyDevice(float *dst, const float *src, int64_t count, cudaStream_t s) {
+  return copyBytes(dst, src, count > 0 ? static_cast<size_t>(count) * sizeof(float) : 0, s);
+}
+
+using cuda::bf16;
+
+// A tensor's device address as T (the caller picks T from the tensor's dtype).
+template <class T> T *as(const TensorView *t) { return static_cast<T *>(t->data); }
+
+// A kernel's element type as a value, for a generic lambda: `using T =
+// typename decltype(e)::type`.
+template <class T> struct Elem { using type = T; };
+
+// Calls build(Elem<float>) for F32 and build(Elem<bf16>) for BF16: the one
+// place a task's element type T (the dtype of its T operands, PlanLoader.cpp's
+// dtypeRule) picks the kernels' instantiation. Other dtypes are an error.
+template <class Build>
+StatusOr<Kernel> withFloatType(plan::DType dtype, const std::string &at, Build &&build) {
+  if (dtype == plan::DType::F32)
+    return build(Elem<float>{});
+  if (dtype == plan::DType::BF16)
+    return build(Elem<bf16>{});
+  return Status::error(at + ": expects F32 or BF16 operands, got " + plan::EnumNameDType(dtype));
+}
+
+// As withFloatType, for kernels that only move elements (transpose, region
+// copies, zero fills): an I32 tensor moves as float, 4 bytes each.
+template <class Build>
+StatusOr<Kernel> withStorageType(plan::DType dtype, const std::string &at, Build &&build) {
+  return withFloatType(dtype == plan::DType::I32 ? plan::DType::F32 : dtype, at,
+                       std::forward<Build>(build));
+}
+
+// The Communicator moves f32 only: a collective on BF16 tensors runs its f32
+// path on f32 copies in scratch. The inputs are widened before it and the
+// results rounded into the BF16 outputs after it, on the stream the f32 path
+// enqueues on; so a reduction sums in f32 and rounds once.
+struct Bf16Staging {
+  struct Widen {
+    const bf16 *from;
+    float *to;
+    int64_t n;
+  };
+  struct Round {
+    const float *from;
+    bf16 *to;
+    int64_t n;
+  };
+  std::vector<Widen> widen;
+  std::vector<Round> round;
+
+  // f32Path with the casts around it; f32Path itself when nothing is BF16.
+  Kernel wrap(Kernel f32Path, std::function<cudaStream_t()> streamOf, const std::string &at) const {
+    if (widen.empty() && round.empty())
+      return f32Path;
+    return [f32Path = std::move(f32Path), streamOf = std::move(streamOf), widen = widen,
+            round = round, at](const StepContext &ctx) -> Status {
+      cudaStream_t s = streamOf();
+      for (const Widen &c : widen)
+        if (Status st = cuda::castToFloat(c.from, c.to, c.n, s); !st)
+          return st.withContext(at);
+      if (Status st = f32Path(ctx); !st)
+        return st;
+      for (const Round &c : round)
+        if (Status st = cuda::castToBf16(c.from, c.to, c.n, s); !st)
+          return st.withContext(at);
+      return Status::ok();
+    };
+  }
+};
 
 // A device int64 a kernel sets to the first bad row (or -1), read at the end
 // of every step; `describe` turns the row into the task's error message.
@@ -476,10 +551,29 @@ StatusOr<Kernel> CudaExecutor::buildKernel(const plan::Task &task,
     return Kernel();
   if (isComputeOp(task.op()))
     return buildComputeKernel(task, in, out, at, rt);
-  auto f32 = [](const TensorView *t) { return static_cast<float *>(t->data); };
+  auto f32 = [](const TensorView *t) { return as<float>(t); };
   CudaDevice *dev = device_.get();
   // The compute stream, read when the kernel runs (null while measuring).
   auto computeOf = [dev] { return dev->compute(); };
+  // What a collective's f32 path reads and writes for tensor t: t itself, or
+  // for a BF16 t an f32 copy in scratch that `staging` fills from t before
+  // the f32 path (an input) or rounds into t after it (an output).
+  auto f32Input = [&](const TensorView *t, Bf16Staging &staging) -> const float * {
+    if (t->dtype != plan::DType::BF16)
+      return f32(t);
+    const int64_t n = elementCount(t->local);
+    auto *wide = reinterpret_cast<float *>(scratch(static_cast<size_t>(n) * sizeof(float)));
+    staging.widen.push_back({as<bf16>(t), wide, n});
+    return wide;
+  };
+  auto f32Output = [&](const TensorView *t, Bf16Staging &staging) -> float * {
+    if (t->dtype != plan::DType::BF16)
+      return f32(t);
+    const int64_t n = elementCount(t->local);
+    auto *wide = reinterpret_cast<float *>(scratch(static_cast<size_t>(n) * sizeof(float)));
+    staging.round.push_back({wide, as<bf16>(t), n});
+    return wide;
+  };
 
   switch (task.op()) {
   case K::Parameter:
@@ -528,39 +622,61 @@ StatusOr<Kernel> CudaExecutor::buildKernel(const plan::Task &task,
     auto checked = checkAllReduce(in, out, at);
     if (!checked)
       return checked.status();
-    std::vector<std::pair<const float *, float *>> pairs;
-    for (size_t i = 0; i < in.size(); ++i)
-      pairs.emplace_back(f32(in[i]), f32(out[i]));
     const std::vector<int64_t> counts = checked->counts;
     const int64_t total = checked->total;
     NcclCommunicator *cm = *comm;
     ReduceOp op = toReduce(c->reduce());
+    // One element type for every operand (the plan loader's dtype rules).
+    // BF16: pair i is reduced in place in f32 scratch at offset sum(counts[<i]),
+    // which is also where a bucket packs it, so the f32 path's copies are no-ops.
+    const bool bf = in[0]->dtype == plan::DType::BF16;
+    float *wide =
+        bf ? reinterpret_cast<float *>(scratch(static_cast<size_t>(total) * sizeof(float)))
+           : nullptr;
+    Bf16Staging staging;
+    std::vector<std::pair<const float *, float *>> pairs;
+    for (size_t i = 0, off = 0; i < in.size(); off += counts[i], ++i) {
+      if (!bf) {
+        pairs.emplace_back(f32(in[i]), f32(out[i]));
+        continue;
+      }
+      pairs.emplace_back(wide + off, wide + off);
+      staging.widen.push_back({as<bf16>(in[i]), wide + off, counts[i]});
+      staging.round.push_back({wide + off, as<bf16>(out[i]), counts[i]});
+    }
+    auto streamOf = [cm, computeOf] { return cm ? cm->stream() : computeOf(); };
     if (cm && pairs.size() > 1) {
       // A bucket: one NCCL call over a packed copy (scratch fixed at create).
-      float *buf = reinterpret_cast<float *>(scratch(static_cast<size_t>(total) * sizeof(float)));
-      return Kernel([=](const StepContext &) -> Status {
-        cudaStream_t s = cm->stream();
-        Status st;
-        for (size_t i = 0, off = 0; st && i < pairs.size(); off += counts[i], ++i)
-          st = copyDevice(buf + off, pairs[i].first, counts[i], s);
-        if (st)
-          st = cm->allReduce(buf, total, op);
-        for (size_t i = 0, off = 0; st && i < pairs.size(); off += counts[i], ++i)
-          st = copyDevice(pairs[i].second, buf + off, counts[i], s);
-        return st;
-      });
-    }
-    return Kernel([=](const StepContext &) -> Status {
-      cudaStream_t s = cm ? cm->stream() : computeOf();
-      for (size_t i = 0; i < pairs.size(); ++i) {
-        if (Status st = copyDevice(pairs[i].second, pairs[i].first, counts[i], s); !st)
-          return st.withContext(at);
-        if (cm && counts[i] > 0)
-          if (Status st = cm->allReduce(pairs[i].second, counts[i], op); !st)
+      float *buf =
+          bf ? wide
+             : reinterpret_cast<float *>(scratch(static_cast<size_t>(total) * sizeof(float)));
+      return staging.wrap(
+          [=](const StepContext &) -> Status {
+            cudaStream_t s = cm->stream();
+            Status st;
+            for (size_t i = 0, off = 0; st && i < pairs.size(); off += counts[i], ++i)
+              st = copyDevice(buf + off, pairs[i].first, counts[i], s);
+            if (st)
+              st = cm->allReduce(buf, total, op);
+            for (size_t i = 0, off = 0; st && i < pairs.size(); off += counts[i], ++i)
+              st = copyDevice(pairs[i].second, buf + off, counts[i], s);
             return st;
-      }
-      return Status::ok();
-    });
+          },
+          streamOf, at);
+    }
+    return staging.wrap(
+        [=](const StepContext &) -> Status {
+          cudaStream_t s = streamOf();
+          for (size_t i = 0; i < pairs.size(); ++i) {
+            if (Status st = copyDevice(pairs[i].second, pairs[i].first, counts[i], s); !st)
+              return st.withContext(at);
+            if (cm && counts[i] > 0)
+              if (Status st = cm->allReduce(pairs[i].second, counts[i], op); !st)
+                return st;
+          }
+          return Status::ok();
+        },
+        streamOf, at);
   }
   case K::AllGather:
   case K::ReduceScatter:
@@ -571,11 +687,16 @@ StatusOr<Kernel> CudaExecutor::buildKernel(const plan::Task &task,
     auto comm = groupComm(*in[0], checked->dim, task);
     if (!comm)
       return comm.status();
-    const float *src = f32(in[0]);
-    float *dst = f32(out[0]);
+    NcclCommunicator *cm = *comm;
+    auto streamOf = [cm, computeOf] { return cm ? cm->stream() : computeOf(); };
+    Bf16Staging staging;
+    const float *src = f32Input(in[0], staging);
+    float *dst = f32Output(out[0], staging);
     if (checked->copyOnly) {
       const int64_t count = elementCount(out[0]->local);
-      return Kernel([=](const StepContext &) { return copyDevice(dst, src, count, computeOf()); });
+      return staging.wrap(
+          [=](const StepContext &) { return copyDevice(dst, src, count, computeOf()); }, computeOf,
+          at);
     }
     auto w = std::make_shared<const ExchangeWork>(checked.take());
     float *sb =
@@ -583,67 +704,74 @@ StatusOr<Kernel> CudaExecutor::buildKernel(const plan::Task &task,
     float *rb =
         reinterpret_cast<float *>(scratch(static_cast<size_t>(w->recvTotal) * sizeof(float)));
     Region inRegion = in[0]->region, outRegion = out[0]->region;
-    NcclCommunicator *cm = *comm;
     ReduceOp op = toReduce(task.attrs_as_CollectiveAttrs()->reduce());
     K kind = task.op();
-    return Kernel([=](const StepContext &) -> Status {
-      // Packing runs on the collective's stream, ordered with its NCCL calls.
-      cudaStream_t s = cm ? cm->stream() : computeOf();
-      Status st;
-      if (kind == K::AllGather) {
-        st = packRegionGpu(src, inRegion, w->sendParts[0], sb, s);
-      } else {
-        int64_t off = 0;
-        for (int64_t r = 0; st && r < w->n; ++r) {
-          st = packRegionGpu(src, inRegion, w->sendParts[r], sb + off, s);
-          off += w->sendCounts[r];
-        }
-      }
-      if (!st) {
-      } else if (!cm) {
-        st = copyDevice(rb, sb, w->recvTotal, s);
-      } else if (kind == K::AllGather) {
-        st = cm->allGather(sb, rb, w->recvCounts.data());
-      } else if (kind == K::ReduceScatter) {
-        st = cm->reduceScatter(sb, rb, w->sendCounts.data(), op);
-      } else {
-        st = cm->allToAll(sb, w->sendCounts.data(), rb, w->recvCounts.data());
-      }
-      if (st && kind == K::ReduceScatter) {
-        st = unpackRegionGpu(rb, w->recvParts[0], dst, outRegion, s);
-      } else if (st) {
-        int64_t off = 0;
-        for (int64_t r = 0; st && r < w->n; ++r) {
-          st = unpackRegionGpu(rb + off, w->recvParts[r], dst, outRegion, s);
-          off += w->recvCounts[r];
-        }
-      }
-      return st;
-    });
+    return staging.wrap(
+        [=](const StepContext &) -> Status {
+          // Packing runs on the collective's stream, ordered with its NCCL calls.
+          cudaStream_t s = streamOf();
+          Status st;
+          if (kind == K::AllGather) {
+            st = packRegionGpu(src, inRegion, w->sendParts[0], sb, s);
+          } else {
+            int64_t off = 0;
+            for (int64_t r = 0; st && r < w->n; ++r) {
+              st = packRegionGpu(src, inRegion, w->sendParts[r], sb + off, s);
+              off += w->sendCounts[r];
+            }
+          }
+          if (!st) {
+          } else if (!cm) {
+            st = copyDevice(rb, sb, w->recvTotal, s);
+          } else if (kind == K::AllGather) {
+            st = cm->allGather(sb, rb, w->recvCounts.data());
+          } else if (kind == K::ReduceScatter) {
+            st = cm->reduceScatter(sb, rb, w->sendCounts.data(), op);
+          } else {
+            st = cm->allToAll(sb, w->sendCounts.data(), rb, w->recvCounts.data());
+          }
+          if (st && kind == K::ReduceScatter) {
+            st = unpackRegionGpu(rb, w->recvParts[0], dst, outRegion, s);
+          } else if (st) {
+            int64_t off = 0;
+            for (int64_t r = 0; st && r < w->n; ++r) {
+              st = unpackRegionGpu(rb + off, w->recvParts[r], dst, outRegion, s);
+              off += w->recvCounts[r];
+            }
+          }
+          return st;
+        },
+        streamOf, at);
   }
   case K::Slice: {
     auto w = checkSlice(in, out, at);
     if (!w)
       return w.status();
-    const float *src = f32(in[0]);
-    float *dst = f32(out[0]);
-    return Kernel([=, w = w.take()](const StepContext &) -> Status {
-      if (Status s = packRegionGpu(src, w.from, w.part, dst, computeOf()); !s)
-        return s.withContext(at);
-      return Status::ok();
-    });
+    Bf16Staging staging;
+    const float *src = f32Input(in[0], staging);
+    float *dst = f32Output(out[0], staging);
+    return staging.wrap(
+        [=, w = w.take()](const StepContext &) -> Status {
+          if (Status s = packRegionGpu(src, w.from, w.part, dst, computeOf()); !s)
+            return s.withContext(at);
+          return Status::ok();
+        },
+        computeOf, at);
   }
   case K::ZeroOthers: {
     auto w = checkZeroOthers(in, out, at);
     if (!w)
       return w.status();
-    const float *src = f32(in[0]);
-    float *dst = f32(out[0]);
-    return Kernel([=, w = *w](const StepContext &) -> Status {
-      Status s = w.keep ? copyDevice(dst, src, w.count, computeOf())
-                        : cuda::fill<float>(dst, 0.0f, w.count, computeOf());
-      return s ? s : s.withContext(at);
-    });
+    Bf16Staging staging;
+    const float *src = f32Input(in[0], staging);
+    float *dst = f32Output(out[0], staging);
+    return staging.wrap(
+        [=, w = *w](const StepContext &) -> Status {
+          Status s = w.keep ? copyDevice(dst, src, w.count, computeOf())
+                            : cuda::fill<float>(dst, 0.0f, w.count, computeOf());
+          return s ? s : s.withContext(at);
+        },
+        computeOf, at);
   }
   default:
     break;
@@ -656,8 +784,8 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
                                                   const std::vector<const TensorView *> &out,
                                                   const std::string &at, CudaProgram &rt) {
   using K = plan::OpKind;
-  auto f32 = [](const TensorView *t) { return static_cast<float *>(t->data); };
-  auto i32 = [](const TensorView *t) { return static_cast<int32_t *>(t->data); };
+  auto f32 = [](const TensorView *t) { return as<float>(t); };
+  auto i32 = [](const TensorView *t) { return as<int32_t>(t); };
   auto elems = [](const TensorView *t) { return elementCount(t->local); };
   if (Status s = checkOperandCount(task, in, at); !s)
     return s;
@@ -684,16 +812,24 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
     return v;
   };
   double *reduceScratch = reinterpret_cast<double *>(devAt(partialsOffset_));
+  // The element type T of the task's T operands (PlanLoader.cpp's dtypeRule):
+  // every case below reads it off one of them and builds its kernel in T.
+  auto inT = [&](size_t i, auto build) { return withFloatType(in[i]->dtype, at, build); };
 
   switch (task.op()) {
   case K::Input: {
     auto w = checkInput(task, out, at);
     if (!w)
       return w.status();
-    const size_t bytes = static_cast<size_t>(elems(out[0])) * 4; // f32 and i32 alike
+    // A data field holds f32 or i32 samples (4 bytes each); a BF16 input
+    // receives them in f32 scratch and rounds them on the GPU.
+    const int64_t n = elems(out[0]);
+    const size_t bytes = static_cast<size_t>(n) * 4;
+    const bool rounds = out[0]->dtype == plan::DType::BF16;
+    void *dst = rounds ? static_cast<void *>(scratch(bytes)) : out[0]->data;
+    bf16 *y = rounds ? as<bf16>(out[0]) : nullptr;
     // The host side of the copy, allocated once.
     auto host = std::make_shared<std::vector<uint8_t>>(bytes + 1);
-    void *dst = out[0]->data;
     return Kernel([=, w = w.take()](const StepContext &ctx) -> Status {
       if (Status s = checkDataField(w, ctx.data, at); !s)
         return s;
@@ -704,9 +840,14 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
       // From pageable memory cudaMemcpyAsync returns once the source has
       // been staged (CUDA runtime API, "API synchronization behavior"), so
       // the host buffer may be refilled by the next step at once.
-      return named(
-          cudaStatus(cudaMemcpyAsync(dst, host->data(), bytes, cudaMemcpyHostToDevice, stream()),
-                     "copying the batch to the GPU"));
+      if (Status s = cudaStatus(
+              cudaMemcpyAsync(dst, host->data(), bytes, cudaMemcpyHostToDevice, stream()),
+              "copying the batch to the GPU");
+          !s)
+        return named(s);
+      if (rounds)
+        return named(cuda::castToBf16(static_cast<const float *>(dst), y, n, stream()));
+      return Status::ok();
     });
   }
   case K::Fill: {
@@ -715,58 +856,107 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
     return Kernel(
         [=](const StepContext &) { return named(cuda::fill<float>(y, w.value, w.n, stream())); });
   }
+  case K::Cast: {
+    auto w = checkElementwise(task, in, out, at);
+    if (!w)
+      return w.status();
+    const int64_t n = w->n;
+    const plan::DType from = in[0]->dtype, to = out[0]->dtype;
+    if (from == plan::DType::F32 && to == plan::DType::BF16) {
+      const float *x = f32(in[0]);
+      bf16 *y = as<bf16>(out[0]);
+      return Kernel(
+          [=](const StepContext &) { return named(cuda::castToBf16(x, y, n, stream())); });
+    }
+    if (from == plan::DType::BF16 && to == plan::DType::F32) {
+      const bf16 *x = as<bf16>(in[0]);
+      float *y = f32(out[0]);
+      return Kernel(
+          [=](const StepContext &) { return named(cuda::castToFloat(x, y, n, stream())); });
+    }
+    if (from == to && (from == plan::DType::F32 || from == plan::DType::BF16)) {
+      const void *x = in[0]->data;
+      void *y = out[0]->data;
+      const size_t bytes = static_cast<size_t>(n) * dtypeSize(from);
+      return Kernel([=](const StepContext &) { return named(copyBytes(y, x, bytes, stream())); });
+    }
+    return Status::error(at + ": cannot cast " + plan::EnumNameDType(from) + " to " +
+                         plan::EnumNameDType(to) + " (F32 and BF16 only)");
+  }
   case K::MatMul: {
     auto w = checkMatMul(task, in, out, at);
     if (!w)
       return w.status();
-    const float *a = f32(in[0]), *b = f32(in[1]);
-    float *c = f32(out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      return named(
-          cuda::matmul<float>(*blas, a, b, c, w.m, w.n, w.k, w.transA, w.transB, stream()));
+    return inT(0, [&](auto e) -> StatusOr<Kernel> {
+      using T = typename decltype(e)::type;
+      const T *a = as<T>(in[0]), *b = as<T>(in[1]);
+      // The result is T, or F32: a bf16 product kept in its fp32
+      // accumulator (a weight gradient), through matmul's mixed overload.
+      if (out[0]->dtype == plan::DType::F32) {
+        float *c = f32(out[0]);
+        return Kernel([=, w = *w](const StepContext &) {
+          return named(cuda::matmul(*blas, a, b, c, w.m, w.n, w.k, w.transA, w.transB, stream()));
+        });
+      }
+      T *c = as<T>(out[0]);
+      return Kernel([=, w = *w](const StepContext &) {
+        return named(cuda::matmul(*blas, a, b, c, w.m, w.n, w.k, w.transA, w.transB, stream()));
+      });
     });
   }
   case K::BiasAdd: {
     auto w = checkBiasAdd(in, out, at);
     if (!w)
       return w.status();
-    const float *x = f32(in[0]), *b = f32(in[1]);
-    float *y = f32(out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      return named(cuda::biasAdd<float>(x, b, y, w.rows, w.cols, stream()));
+    return inT(0, [&](auto e) -> StatusOr<Kernel> {
+      using T = typename decltype(e)::type;
+      const T *x = as<T>(in[0]), *b = as<T>(in[1]);
+      T *y = as<T>(out[0]);
+      return Kernel([=, w = *w](const StepContext &) {
+        return named(cuda::biasAdd<T>(x, b, y, w.rows, w.cols, stream()));
+      });
     });
+  }
+  case K::Reshape: {
+    auto w = checkElementwise(task, in, out, at);
+    if (!w)
+      return w.status();
+    // Any element type: the bytes move as they are.
+    const void *x = in[0]->data;
+    void *y = out[0]->data;
+    const size_t bytes = static_cast<size_t>(w->n) * dtypeSize(out[0]->dtype);
+    return Kernel([=](const StepContext &) { return named(copyBytes(y, x, bytes, stream())); });
   }
   case K::Add:
   case K::ReluGrad:
   case K::Relu:
   case K::Gelu:
-  case K::GeluGrad:
-  case K::Reshape: {
+  case K::GeluGrad: {
     auto w = checkElementwise(task, in, out, at);
     if (!w)
       return w.status();
     const int64_t n = w->n;
-    const float *a = f32(in[0]), *b = in.size() > 1 ? f32(in[1]) : nullptr;
-    float *y = f32(out[0]);
-    switch (task.op()) {
-    case K::Add:
-      return Kernel(
-          [=](const StepContext &) { return named(cuda::add<float>(a, b, y, n, stream())); });
-    case K::ReluGrad:
-      return Kernel(
-          [=](const StepContext &) { return named(cuda::reluGrad<float>(a, b, y, n, stream())); });
-    case K::Relu:
-      return Kernel(
-          [=](const StepContext &) { return named(cuda::relu<float>(a, y, n, stream())); });
-    case K::Gelu:
-      return Kernel(
-          [=](const StepContext &) { return named(cuda::gelu<float>(a, y, n, stream())); });
-    case K::GeluGrad:
-      return Kernel(
-          [=](const StepContext &) { return named(cuda::geluGrad<float>(a, b, y, n, stream())); });
-    default: // Reshape
-      return Kernel([=](const StepContext &) { return named(copyDevice(y, a, n, stream())); });
-    }
+    const K op = task.op();
+    return inT(0, [&](auto e) -> StatusOr<Kernel> {
+      using T = typename decltype(e)::type;
+      const T *a = as<T>(in[0]), *b = in.size() > 1 ? as<T>(in[1]) : nullptr;
+      T *y = as<T>(out[0]);
+      switch (op) {
+      case K::Add:
+        return Kernel(
+            [=](const StepContext &) { return named(cuda::add<T>(a, b, y, n, stream())); });
+      case K::ReluGrad:
+        return Kernel(
+            [=](const StepContext &) { return named(cuda::reluGrad<T>(a, b, y, n, stream())); });
+      case K::Relu:
+        return Kernel([=](const StepContext &) { return named(cuda::relu<T>(a, y, n, stream())); });
+      case K::Gelu:
+        return Kernel([=](const StepContext &) { return named(cuda::gelu<T>(a, y, n, stream())); });
+      default: // GeluGrad
+        return Kernel(
+            [=](const StepContext &) { return named(cuda::geluGrad<T>(a, b, y, n, stream())); });
+      }
+    });
   }
   case K::SoftmaxXent:
   case K::CountCorrect:
@@ -775,27 +965,36 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
     if (!w)
       return w.status();
     const int64_t rows = w->rows, classes = w->cols;
-    const float *logits = f32(in[0]);
     const int32_t *labels = i32(in[1]);
-    float *y = f32(out[0]);
-    if (task.op() == K::SoftmaxXent) {
-      int64_t *bad = badRow([=](int64_t row) {
-        return at + ": label " + std::to_string(readI32(labels + row)) + " at row " +
-               std::to_string(row) + " is out of range for " + std::to_string(classes) + " classes";
-      });
+    const K op = task.op();
+    // Logits (and their gradient) are T; losses, the count and dloss F32.
+    return inT(0, [&](auto e) -> StatusOr<Kernel> {
+      using T = typename decltype(e)::type;
+      const T *logits = as<T>(in[0]);
+      if (op == K::SoftmaxXent) {
+        float *loss = f32(out[0]);
+        int64_t *bad = badRow([=](int64_t row) {
+          return at + ": label " + std::to_string(readI32(labels + row)) + " at row " +
+                 std::to_string(row) + " is out of range for " + std::to_string(classes) +
+                 " classes";
+        });
+        return Kernel([=](const StepContext &) {
+          return named(
+              cuda::softmaxXent<T>(logits, labels, loss, nullptr, bad, rows, classes, stream()));
+        });
+      }
+      if (op == K::CountCorrect) {
+        float *count = f32(out[0]);
+        return Kernel([=](const StepContext &) {
+          return named(cuda::countCorrect<T>(logits, labels, count, rows, classes, stream()));
+        });
+      }
+      const float *dloss = f32(in[2]);
+      T *dlogits = as<T>(out[0]);
       return Kernel([=](const StepContext &) {
-        return named(
-            cuda::softmaxXent<float>(logits, labels, y, nullptr, bad, rows, classes, stream()));
+        return named(cuda::softmaxXentGrad<T>(logits, labels, dloss, nullptr, dlogits, rows,
+                                              classes, stream()));
       });
-    }
-    if (task.op() == K::CountCorrect)
-      return Kernel([=](const StepContext &) {
-        return named(cuda::countCorrect<float>(logits, labels, y, rows, classes, stream()));
-      });
-    const float *dloss = f32(in[2]);
-    return Kernel([=](const StepContext &) {
-      return named(
-          cuda::softmaxXentGrad<float>(logits, labels, dloss, nullptr, y, rows, classes, stream()));
     });
   }
   case K::Mean:
@@ -820,10 +1019,21 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
     auto w = checkReduceRows(in, out, at);
     if (!w)
       return w.status();
-    const float *x = f32(in[0]);
-    float *y = f32(out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      return named(cuda::reduceRows<float>(x, y, w.rows, w.cols, stream()));
+    return inT(0, [&](auto e) -> StatusOr<Kernel> {
+      using T = typename decltype(e)::type;
+      const T *x = as<T>(in[0]);
+      // The sum is F32 (a bias gradient for the fp32 optimiser) or T; it is
+      // accumulated in fp32 either way and rounded once.
+      if (out[0]->dtype == plan::DType::F32) {
+        float *y = f32(out[0]);
+        return Kernel([=, w = *w](const StepContext &) {
+          return named(cuda::reduceRows<T, float>(x, y, w.rows, w.cols, stream()));
+        });
+      }
+      T *y = as<T>(out[0]);
+      return Kernel([=, w = *w](const StepContext &) {
+        return named(cuda::reduceRows<T, T>(x, y, w.rows, w.cols, stream()));
+      });
     });
   }
   case K::Embedding:
@@ -832,24 +1042,29 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
     if (!w)
       return w.status();
     const int32_t *ids = i32(in[1]);
-    if (task.op() == K::Embedding) {
-      const float *t = f32(in[0]);
-      float *y = f32(out[0]);
-      const int64_t vocab = w->vocab;
-      int64_t *bad = badRow([=](int64_t row) {
-        return at + ": token id " + std::to_string(readI32(ids + row)) + " at position " +
-               std::to_string(row) + " is outside the vocabulary of " + std::to_string(vocab);
-      });
+    const K op = task.op();
+    // The table (and the rows looked up) or dy is T; the table's gradient F32.
+    return inT(0, [&](auto e) -> StatusOr<Kernel> {
+      using T = typename decltype(e)::type;
+      if (op == K::Embedding) {
+        const T *table = as<T>(in[0]);
+        T *y = as<T>(out[0]);
+        const int64_t vocab = w->vocab;
+        int64_t *bad = badRow([=](int64_t row) {
+          return at + ": token id " + std::to_string(readI32(ids + row)) + " at position " +
+                 std::to_string(row) + " is outside the vocabulary of " + std::to_string(vocab);
+        });
+        return Kernel([=, w = *w](const StepContext &) {
+          return named(cuda::embedding<T>(table, w.tableRows, w.rowBegin, w.vocab, ids, w.ids,
+                                          w.dim, y, bad, stream()));
+        });
+      }
+      const T *dy = as<T>(in[0]);
+      float *dtable = f32(out[0]);
       return Kernel([=, w = *w](const StepContext &) {
-        return named(cuda::embedding<float>(t, w.tableRows, w.rowBegin, w.vocab, ids, w.ids, w.dim,
-                                            y, bad, stream()));
+        return named(cuda::embeddingGrad<T>(dy, ids, w.ids, w.dim, dtable, w.tableRows, w.rowBegin,
+                                            stream()));
       });
-    }
-    const float *dy = f32(in[0]);
-    float *dt = f32(out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      return named(
-          cuda::embeddingGrad<float>(dy, ids, w.ids, w.dim, dt, w.tableRows, w.rowBegin, stream()));
     });
   }
   case K::LayerNorm:
@@ -857,20 +1072,28 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
     auto w = checkLayerNorm(task, in, out, at);
     if (!w)
       return w.status();
-    if (task.op() == K::LayerNorm) {
-      const float *xp = f32(in[0]), *g = f32(in[1]), *b = f32(in[2]);
-      float *y = f32(out[0]);
+    const K op = task.op();
+    // x, y, dy, dx are T; gamma, beta and their gradients F32.
+    return inT(0, [&](auto e) -> StatusOr<Kernel> {
+      using T = typename decltype(e)::type;
+      if (op == K::LayerNorm) {
+        const T *x = as<T>(in[0]);
+        const float *g = f32(in[1]), *b = f32(in[2]);
+        T *y = as<T>(out[0]);
+        return Kernel([=, w = *w](const StepContext &) {
+          return named(cuda::layerNorm<T>(x, g, b, y, w.rows, w.cols, w.eps, stream()));
+        });
+      }
+      const T *dy = as<T>(in[0]), *x = as<T>(in[1]);
+      const float *g = f32(in[2]);
+      T *dx = as<T>(out[0]);
+      float *dg = f32(out[1]), *db = f32(out[2]);
+      float *work = reinterpret_cast<float *>(scratch(
+          static_cast<size_t>(cuda::layerNormGradScratch(w->rows, w->cols)) * sizeof(float)));
       return Kernel([=, w = *w](const StepContext &) {
-        return named(cuda::layerNorm<float>(xp, g, b, y, w.rows, w.cols, w.eps, stream()));
+        return named(
+            cuda::layerNormGrad<T>(dy, x, g, dx, dg, db, w.rows, w.cols, w.eps, work, stream()));
       });
-    }
-    const float *dy = f32(in[0]), *xp = f32(in[1]), *g = f32(in[2]);
-    float *dx = f32(out[0]), *dg = f32(out[1]), *db = f32(out[2]);
-    float *work = reinterpret_cast<float *>(
-        scratch(static_cast<size_t>(cuda::layerNormGradScratch(w->rows, w->cols)) * sizeof(float)));
-    return Kernel([=, w = *w](const StepContext &) {
-      return named(
-          cuda::layerNormGrad<float>(dy, xp, g, dx, dg, db, w.rows, w.cols, w.eps, work, stream()));
     });
   }
   case K::Softmax:
@@ -878,15 +1101,19 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
     auto w = checkSoftmax(task, in, out, at);
     if (!w)
       return w.status();
-    const float *a = f32(in[0]);
-    float *y = f32(out[0]);
-    if (task.op() == K::Softmax)
+    const K op = task.op();
+    return inT(0, [&](auto e) -> StatusOr<Kernel> {
+      using T = typename decltype(e)::type;
+      const T *a = as<T>(in[0]);
+      T *y = as<T>(out[0]);
+      if (op == K::Softmax)
+        return Kernel([=, w = *w](const StepContext &) {
+          return named(cuda::softmax<T>(a, y, w.rows, w.cols, stream()));
+        });
+      const T *b = as<T>(in[1]);
       return Kernel([=, w = *w](const StepContext &) {
-        return named(cuda::softmax<float>(a, y, w.rows, w.cols, stream()));
+        return named(cuda::softmaxGrad<T>(a, b, y, w.rows, w.cols, stream()));
       });
-    const float *b = f32(in[1]);
-    return Kernel([=, w = *w](const StepContext &) {
-      return named(cuda::softmaxGrad<float>(a, b, y, w.rows, w.cols, stream()));
     });
   }
   case K::CausalAttention:
@@ -895,34 +1122,38 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
     if (!checked)
       return checked.status();
     const AttentionWork w = *checked;
-    if (task.op() == K::CausalAttention) {
-      const float *qp = f32(in[0]), *kp = f32(in[1]), *vp = f32(in[2]);
-      float *y = f32(out[0]);
-      return Kernel([=](const StepContext &) {
-        return named(cuda::causalAttention<float>(qp, kp, vp, y, nullptr, w.batch, w.T,
+    const K op = task.op();
+    return inT(0, [&](auto e) -> StatusOr<Kernel> {
+      using T = typename decltype(e)::type;
+      if (op == K::CausalAttention) {
+        const T *q = as<T>(in[0]), *k = as<T>(in[1]), *v = as<T>(in[2]);
+        T *y = as<T>(out[0]);
+        return Kernel([=](const StepContext &) {
+          return named(cuda::causalAttention<T>(q, k, v, y, nullptr, w.batch, w.T, w.localHeads,
+                                                w.headDim, stream()));
+        });
+      }
+      // The backward needs the forward's y and row statistics, but the plan
+      // gives CausalAttentionGrad only (dy, q, k, v): the forward's y may
+      // have been overwritten by then (its arena space is reused after its
+      // last reader) and the forward keeps no lse. So the backward
+      // recomputes the forward into its own scratch y (in T, as the
+      // forward's) and lse, one more attention pass per layer. Keeping them
+      // needs the compiler to connect the two tasks.
+      float *lse = reinterpret_cast<float *>(
+          scratch(static_cast<size_t>(cuda::causalAttentionLseSize(w.batch, w.T, w.localHeads)) *
+                  sizeof(float)));
+      T *ys = reinterpret_cast<T *>(scratch(static_cast<size_t>(elems(in[1])) * sizeof(T)));
+      const T *dy = as<T>(in[0]), *q = as<T>(in[1]), *k = as<T>(in[2]), *v = as<T>(in[3]);
+      T *dq = as<T>(out[0]), *dk = as<T>(out[1]), *dv = as<T>(out[2]);
+      return Kernel([=](const StepContext &) -> Status {
+        if (Status s = cuda::causalAttention<T>(q, k, v, ys, lse, w.batch, w.T, w.localHeads,
+                                                w.headDim, stream());
+            !s)
+          return s.withContext(at);
+        return named(cuda::causalAttentionGrad<T>(dy, q, k, v, ys, lse, dq, dk, dv, w.batch, w.T,
                                                   w.localHeads, w.headDim, stream()));
       });
-    }
-    // The backward needs the forward's y and row statistics, but the plan
-    // gives CausalAttentionGrad only (dy, q, k, v): the forward's y may have
-    // been overwritten by then (its arena space is reused after its last
-    // reader) and the forward keeps no lse. So the backward recomputes the
-    // forward into its own scratch y and lse, one more attention pass per
-    // layer. Keeping them needs the compiler to connect the two tasks.
-    float *lse = reinterpret_cast<float *>(
-        scratch(static_cast<size_t>(cuda::causalAttentionLseSize(w.batch, w.T, w.localHeads)) *
-                sizeof(float)));
-    float *ys =
-        reinterpret_cast<float *>(scratch(static_cast<size_t>(elems(in[1])) * sizeof(float)));
-    const float *dy = f32(in[0]), *qp = f32(in[1]), *kp = f32(in[2]), *vp = f32(in[3]);
-    float *dq = f32(out[0]), *dk = f32(out[1]), *dv = f32(out[2]);
-    return Kernel([=](const StepContext &) -> Status {
-      if (Status s = cuda::causalAttention<float>(qp, kp, vp, ys, lse, w.batch, w.T, w.localHeads,
-                                                  w.headDim, stream());
-          !s)
-        return s.withContext(at);
-      return named(cuda::causalAttentionGrad<float>(dy, qp, kp, vp, ys, lse, dq, dk, dv, w.batch,
-                                                    w.T, w.localHeads, w.headDim, stream()));
     });
   }
   case K::Dropout: {
@@ -930,13 +1161,16 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
     if (!w)
       return w.status();
     auto d = std::make_shared<const DropoutWork>(w.take());
-    const float *xp = f32(in[0]);
-    float *y = f32(out[0]);
-    return Kernel([=](const StepContext &ctx) {
-      return named(cuda::dropout<float>(xp, y, d->global.data(), d->begin.data(), d->size.data(),
-                                        static_cast<int>(d->global.size()), d->p, d->seed,
-                                        static_cast<uint32_t>(ctx.batch),
-                                        static_cast<uint32_t>(ctx.epoch), stream()));
+    return inT(0, [&](auto e) -> StatusOr<Kernel> {
+      using T = typename decltype(e)::type;
+      const T *x = as<T>(in[0]);
+      T *y = as<T>(out[0]);
+      return Kernel([=](const StepContext &ctx) {
+        return named(cuda::dropout<T>(x, y, d->global.data(), d->begin.data(), d->size.data(),
+                                      static_cast<int>(d->global.size()), d->p, d->seed,
+                                      static_cast<uint32_t>(ctx.batch),
+                                      static_cast<uint32_t>(ctx.epoch), stream()));
+      });
     });
   }
   case K::Transpose: {
@@ -944,11 +1178,14 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
     if (!w)
       return w.status();
     auto t = std::make_shared<const TransposeWork>(w.take());
-    const float *x = f32(in[0]);
-    float *y = f32(out[0]);
-    return Kernel([=](const StepContext &) {
-      return named(cuda::transpose<float>(x, y, t->shape.data(), t->perm.data(),
-                                          static_cast<int>(t->perm.size()), stream()));
+    return withStorageType(in[0]->dtype, at, [&](auto e) -> StatusOr<Kernel> {
+      using T = typename decltype(e)::type;
+      const T *x = as<T>(in[0]);
+      T *y = as<T>(out[0]);
+      return Kernel([=](const StepContext &) {
+        return named(cuda::transpose<T>(x, y, t->shape.data(), t->perm.data(),
+                                        static_cast<int>(t->perm.size()), stream()));
+      });
     });
   }
   case K::Narrow:
@@ -958,18 +1195,23 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
       return w.status();
     auto c = std::make_shared<const NarrowWork>(w.take());
     const int rank = static_cast<int>(c->whole.size());
-    const float *x = f32(in[0]);
-    float *yp = f32(out[0]);
-    if (task.op() == K::Narrow)
-      return Kernel([=](const StepContext &) {
-        return named(cuda::copyRegion<float>(x, c->whole.data(), c->offset.data(), c->part.data(),
-                                             rank, yp, stream()));
+    const K op = task.op();
+    return withStorageType(in[0]->dtype, at, [&](auto e) -> StatusOr<Kernel> {
+      using T = typename decltype(e)::type;
+      const T *x = as<T>(in[0]);
+      T *y = as<T>(out[0]);
+      if (op == K::Narrow)
+        return Kernel([=](const StepContext &) {
+          return named(cuda::copyRegion<T>(x, c->whole.data(), c->offset.data(), c->part.data(),
+                                           rank, y, stream()));
+        });
+      // Zero bits are 0 in f32, bf16 and i32 alike.
+      return Kernel([=](const StepContext &) -> Status {
+        if (Status s = cuda::fill<T>(y, 0.0f, c->n, stream()); !s)
+          return s.withContext(at);
+        return named(cuda::copyIntoRegion<T>(x, c->offset.data(), c->part.data(), y,
+                                             c->whole.data(), rank, stream()));
       });
-    return Kernel([=](const StepContext &) -> Status {
-      if (Status s = cuda::fill<float>(yp, 0.0f, c->n, stream()); !s)
-        return s.withContext(at);
-      return named(cuda::copyIntoRegion<float>(x, c->offset.data(), c->part.data(), yp,
-                                               c->whole.data(), rank, stream()));
     });
   }
   case K::Concat: {
@@ -977,19 +1219,21 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
     if (!w)
       return w.status();
     auto c = std::make_shared<const ConcatWork>(w.take());
-    std::vector<const float *> parts;
-    for (const TensorView *t : in)
-      parts.push_back(f32(t));
-    float *yp = f32(out[0]);
-    return Kernel([=](const StepContext &) -> Status {
-      const int rank = static_cast<int>(c->result.size());
-      for (size_t i = 0; i < parts.size(); ++i)
-        if (Status s =
-                cuda::copyIntoRegion<float>(parts[i], c->offsets[i].data(), c->parts[i].data(), yp,
-                                            c->result.data(), rank, stream());
-            !s)
-          return s.withContext(at);
-      return Status::ok();
+    return withStorageType(in[0]->dtype, at, [&](auto e) -> StatusOr<Kernel> {
+      using T = typename decltype(e)::type;
+      std::vector<const T *> parts;
+      for (const TensorView *t : in)
+        parts.push_back(as<T>(t));
+      T *y = as<T>(out[0]);
+      return Kernel([=](const StepContext &) -> Status {
+        const int rank = static_cast<int>(c->result.size());
+        for (size_t i = 0; i < parts.size(); ++i)
+          if (Status s = cuda::copyIntoRegion<T>(parts[i], c->offsets[i].data(), c->parts[i].data(),
+                                                 y, c->result.data(), rank, stream());
+              !s)
+            return s.withContext(at);
+        return Status::ok();
+      });
     });
   }
   case K::SquareSum:

@@ -77,6 +77,9 @@ private:
   }
   Status buildProgram(const plan::Program &prog);
   StatusOr<Kernel> buildKernel(const plan::Task &task, const std::vector<TensorView> &views);
+  // Optimisers, collectives, Slice and ZeroOthers over f32 tensors.
+  StatusOr<Kernel> buildF32Kernel(const plan::Task &task, const Operands &in, const Operands &out,
+                                  const std::string &at);
 
   std::vector<VariableShard> variables_;
 };
@@ -214,7 +217,6 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
 
 StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Task &task,
                                           const std::vector<TensorView> &views) {
-  using K = plan::OpKind;
   Operands in, out;
   taskOperands(task, views, in, out);
   const std::string at = where(task);
@@ -225,6 +227,18 @@ StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Task &task,
     return Kernel();
   if (isComputeOp(task.op()))
     return buildComputeKernel(task, in, out, at);
+  // Gloo moves f32 only: BF16 tensors of collectives (and of the local
+  // boxing copies) go through f32 shadows, so a reduction sums in f32 and
+  // its result is rounded once. Optimisers see F32 only (the plan loader's
+  // rule).
+  return buildWithF32Shadows(in, out, [&](const Operands &in32, const Operands &out32) {
+    return buildF32Kernel(task, in32, out32, at);
+  });
+}
+
+StatusOr<Kernel> CpuExecutor::buildF32Kernel(const plan::Task &task, const Operands &in,
+                                             const Operands &out, const std::string &at) {
+  using K = plan::OpKind;
   auto f32 = [](const TensorView *t) { return static_cast<float *>(t->data); };
   auto comm = [&](const TensorView &t, int dim) {
     return groupCommunicator(*plan_, comms_, t, dim, at);

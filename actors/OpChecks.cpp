@@ -203,7 +203,7 @@ StatusOr<ElementwiseWork> checkElementwise(const plan::Task &task, const Operand
     if (Status s = sameSize({in[0], in[1], out[0]}, at); !s)
       return s;
     break;
-  default: // Gelu, Reshape
+  default: // Gelu, Reshape, Cast
     if (Status s = sameSize({in[0], out[0]}, at); !s)
       return s;
   }

@@ -61,7 +61,7 @@ StatusOr<RowsWork> checkSoftmax(const plan::Task &task, const Operands &in, cons
                                 const std::string &at);
 
 // Element-wise ops over n elements: Add, ReluGrad, Relu, Gelu, GeluGrad,
-// Reshape.
+// Reshape, Cast (the same element count in and out).
 struct ElementwiseWork {
   int64_t n = 0;
 };

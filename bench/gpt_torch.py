@@ -189,7 +189,8 @@ def build_model(vocab, n_layer, n_head, n_embd, block_size):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="sbpflow checkpoint with the initial weights")
+    p.add_argument("--checkpoint", help="sbpflow checkpoint with the initial weights "
+                   "(without it: PyTorch's initialisation, for timing only)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=None,
                    help="steps left out of the mean step time (default: min(10, steps // 5), "
@@ -203,6 +204,9 @@ def main():
     p.add_argument("--seed", type=int, default=1, help="data seed (gpt_char --seed)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, or cuda (fp32, no TF32)")
+    p.add_argument("--bf16", action="store_true",
+                   help="torch.autocast(dtype=bfloat16): sbpflow's --bf16 policy (bf16 "
+                   "matmuls and attention, f32 weights, layer norm, softmax and loss)")
     p.add_argument("--data-dir", default=DEFAULT_DIR)
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-head", type=int, default=4)
@@ -237,14 +241,15 @@ def main():
     except (OSError, ValueError) as e:
         sys.exit(f"gpt_torch.py: {e}")
     vocab = len(text.vocab)
-    try:
-        weights = load_checkpoint(args.checkpoint)
-    except CheckpointError as e:
-        sys.exit(f"gpt_torch.py: checkpoint: {e}")
-
     model = build_model(vocab, args.n_layer, args.n_head, args.n_embd, args.block_size)
+    weights = {}
+    if args.checkpoint:
+        try:
+            weights = load_checkpoint(args.checkpoint)
+        except CheckpointError as e:
+            sys.exit(f"gpt_torch.py: checkpoint: {e}")
     state = {}
-    for name, param in model.state_dict().items():
+    for name, param in model.state_dict().items() if args.checkpoint else ():
         if name not in weights:
             sys.exit(f"gpt_torch.py: checkpoint {args.checkpoint} has no tensor '{name}' "
                      f"(model and checkpoint configurations differ?)")
@@ -252,7 +257,8 @@ def main():
             sys.exit(f"gpt_torch.py: checkpoint tensor '{name}' is {list(weights[name].shape)}, "
                      f"the model needs {list(param.shape)}")
         state[name] = torch.from_numpy(weights[name].astype(np.float32))
-    model.load_state_dict(state)
+    if args.checkpoint:
+        model.load_state_dict(state)
     model.to(device)
 
     params = list(model.parameters())
@@ -269,8 +275,9 @@ def main():
         x = torch.tensor(tokens, dtype=torch.long, device=device)
         y = torch.tensor(targets, dtype=torch.long, device=device)
         start = time.perf_counter()
-        logits = model(x)
-        loss = F.cross_entropy(logits.view(-1, vocab), y.view(-1), ignore_index=-1)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            logits = model(x)
+            loss = F.cross_entropy(logits.view(-1, vocab), y.view(-1), ignore_index=-1)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
         opt.step()
@@ -294,6 +301,8 @@ def main():
         "final_loss": round(losses[-1], 7),
         "torch_version": torch.__version__,
         "device": args.device,
+        "bf16": args.bf16,
+        "parameters": sum(q.numel() for q in params),
     }
     print(f"median step {result['median_step_ms']:.2f} ms over steps {args.warmup + 1}.."
           f"{args.steps}", flush=True)

@@ -51,7 +51,11 @@ std::vector<fb::SbpDim> toPlan(SbpTensorAttr enc) {
   return out;
 }
 
-fb::DType dtypeOf(Type t) { return t.isF32() ? fb::DType::F32 : fb::DType::I32; }
+fb::DType dtypeOf(Type t) {
+  if (t.isBF16())
+    return fb::DType::BF16;
+  return t.isF32() ? fb::DType::F32 : fb::DType::I32;
+}
 
 fb::ReduceOp reduceOf(SbpDim d) {
   return d.kind == SbpKind::PartialMax   ? fb::ReduceOp::Max
@@ -406,6 +410,10 @@ private:
                 kind = fb::OpKind::Concat;
                 attrsType = fb::OpAttrs::ConcatAttrs;
                 attrs = fb::CreateConcatAttrs(fbb, static_cast<int32_t>(o.getAxis())).Union();
+                return success();
+              })
+              .Case([&](CastOp) {
+                kind = fb::OpKind::Cast;
                 return success();
               })
               .Case([&](SquareSumOp) {

@@ -14,8 +14,19 @@
 using namespace mlir;
 using namespace mlir::sbp;
 
-void mlir::sbp::buildCompilePipeline(OpPassManager &pm) {
+namespace {
+struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
+  Option<bool> bf16{*this, "bf16", llvm::cl::desc("mixed precision (see CompileOptions)"),
+                    llvm::cl::init(false)};
+};
+} // namespace
+
+void mlir::sbp::buildCompilePipeline(OpPassManager &pm, const CompileOptions &options) {
+  if (options.bf16)
+    pm.addPass(createMixedPrecisionPass());
   pm.addPass(createAutodiffPass());
+  if (options.bf16)
+    pm.addPass(createFoldCastsPass());
   pm.addPass(createPropagatePass());
   pm.addPass(createInsertBoxingPass());
   pm.addPass(createBucketGradientsPass());
@@ -23,30 +34,36 @@ void mlir::sbp::buildCompilePipeline(OpPassManager &pm) {
 }
 
 void mlir::sbp::registerSbpPasses() {
+  PassRegistration<Pass>([] { return createMixedPrecisionPass(); });
   PassRegistration<Pass>([] { return createAutodiffPass(); });
+  PassRegistration<Pass>([] { return createFoldCastsPass(); });
   PassRegistration<Pass>([] { return createPropagatePass(); });
   PassRegistration<Pass>([] { return createInsertBoxingPass(); });
   PassRegistration<Pass>([] { return createVerifyBoxingPass(); });
   PassRegistration<Pass>([] { return createBucketGradientsPass(); });
   PassRegistration<Pass>([] { return createPlanMemoryPass(); });
   PassRegistration<Pass>([] { return createEmitPlanPass(); });
-  PassPipelineRegistration<>("sbp-compile",
-                             "The whole sbpflow pipeline up to (not including) plan emission",
-                             [](OpPassManager &pm) { buildCompilePipeline(pm); });
+  PassPipelineRegistration<PipelineOptions>(
+      "sbp-compile", "The whole sbpflow pipeline up to (not including) plan emission",
+      [](OpPassManager &pm, const PipelineOptions &o) {
+        buildCompilePipeline(pm, CompileOptions{o.bf16});
+      });
 }
 
-LogicalResult mlir::sbp::compileModule(ModuleOp module, std::vector<uint8_t> &plan) {
+LogicalResult mlir::sbp::compileModule(ModuleOp module, std::vector<uint8_t> &plan,
+                                       const CompileOptions &options) {
   MLIRContext *ctx = module.getContext();
   ctx->getOrLoadDialect<func::FuncDialect>();
   ensureSbpOpSemantics(ctx);
   PassManager pm(ctx, ModuleOp::getOperationName());
-  buildCompilePipeline(pm);
+  buildCompilePipeline(pm, options);
   if (failed(pm.run(module)))
     return failure();
   return emitPlan(module, plan);
 }
 
-LogicalResult mlir::sbp::compileFileToPlan(llvm::StringRef path, std::vector<uint8_t> &plan) {
+LogicalResult mlir::sbp::compileFileToPlan(llvm::StringRef path, std::vector<uint8_t> &plan,
+                                           const CompileOptions &options) {
   DialectRegistry registry;
   registry.insert<SbpDialect, func::FuncDialect>();
   registerSbpOpSemantics(registry);
@@ -56,5 +73,5 @@ LogicalResult mlir::sbp::compileFileToPlan(llvm::StringRef path, std::vector<uin
   OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(path, sourceMgr, &context);
   if (!module)
     return failure();
-  return compileModule(*module, plan);
+  return compileModule(*module, plan, options);
 }

@@ -12,16 +12,25 @@
 
 namespace mlir::sbp {
 
-// Adds autodiff -> propagate -> insert-boxing (+ check) -> bucket-gradients
-// -> plan-memory to `pm` (what `sbp-compile` runs).
-void buildCompilePipeline(OpPassManager &pm);
+struct CompileOptions {
+  // Mixed precision: bf16 matmuls and attention, f32 master weights, losses
+  // and reductions (sbp-mixed-precision, sbp-fold-casts).
+  bool bf16 = false;
+};
+
+// Adds [mixed-precision] -> autodiff -> [fold-casts] -> propagate ->
+// insert-boxing (+ check) -> bucket-gradients -> plan-memory to `pm` (what
+// `sbp-compile` runs).
+void buildCompilePipeline(OpPassManager &pm, const CompileOptions &options = {});
 
 // Runs the pipeline on `module` (in place) and emits the plan. Errors are
 // reported through the module's context diagnostics.
-LogicalResult compileModule(ModuleOp module, std::vector<uint8_t> &plan);
+LogicalResult compileModule(ModuleOp module, std::vector<uint8_t> &plan,
+                            const CompileOptions &options = {});
 
 // Parses a .mlir file (errors carry file:line:col) and compiles it.
-LogicalResult compileFileToPlan(llvm::StringRef path, std::vector<uint8_t> &plan);
+LogicalResult compileFileToPlan(llvm::StringRef path, std::vector<uint8_t> &plan,
+                                const CompileOptions &options = {});
 
 } // namespace mlir::sbp
 
@@ -29,4 +38,5 @@ namespace sbpflow {
 // The frontend calls these unqualified from namespace sbpflow.
 using mlir::sbp::compileFileToPlan;
 using mlir::sbp::compileModule;
+using mlir::sbp::CompileOptions;
 } // namespace sbpflow

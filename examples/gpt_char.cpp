@@ -79,6 +79,7 @@ struct TrainSettings {
   int64_t dp = 1, tp = 1, batch = 12;
   double lr = 1e-3;
   bool evaluate = false;
+  bool bf16 = false; // mixed precision (CompileOptions::bf16)
   uint64_t seed = 1;
 };
 
@@ -340,6 +341,9 @@ int main(int argc, char **argv) {
   app.add_option("--dropout", config.dropout, "dropout probability (training only)")
       ->check(CLI::Range(0.0, 0.99));
   app.add_option("--seed", train.seed, "initialisation, data and dropout seed");
+  app.add_flag("--bf16", train.bf16,
+               "mixed precision: bf16 matmuls and attention, f32 master weights, losses and "
+               "reductions");
   app.add_option("--n-layer", config.nLayer, "transformer blocks")->check(CLI::PositiveNumber);
   app.add_option("--n-head", config.nHead, "attention heads")->check(CLI::PositiveNumber);
   app.add_option("--n-embd", config.nEmbd, "model width")->check(CLI::PositiveNumber);
@@ -406,7 +410,7 @@ int main(int argc, char **argv) {
 
     Model m("gpt_char", train.seed);
     buildTrainModel(m, config, train);
-    auto plan = compileModel(m, emitMlir, emitPlan);
+    auto plan = compileModel(m, emitMlir, emitPlan, {.bf16 = train.bf16});
     if (!plan) {
       std::fprintf(stderr, "error: %s\n", plan.status().message().c_str());
       return 1;

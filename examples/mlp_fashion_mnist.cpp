@@ -16,6 +16,7 @@ int main(int argc, char **argv) {
   int64_t batch = 256;
   uint64_t seed = 1;
   std::string emitMlir, emitPlan;
+  bool bf16 = false;
   RunOptions run;
   app.add_option("--local", ranks, "CPU ranks (worker processes on this machine)")
       ->check(CLI::PositiveNumber);
@@ -23,6 +24,8 @@ int main(int argc, char **argv) {
   app.add_option("--seed", seed, "initialisation and shuffling seed");
   app.add_option("--emit-mlir", emitMlir, "write the model's MLIR (before compilation) here");
   app.add_option("--emit-plan", emitPlan, "write the compiled plan here");
+  app.add_flag("--bf16", bf16,
+               "mixed precision: bf16 matmuls, f32 master weights, losses and reductions");
   addRunOptions(app, run);
   CLI11_PARSE(app, argc, argv);
 
@@ -42,7 +45,7 @@ int main(int argc, char **argv) {
     m.minimize(cross_entropy(logits, y), optim::SGD{.lr = 0.05, .momentum = 0.9});
     m.evaluate("correct", correct_count(logits, y));
 
-    auto plan = compileModel(m, emitMlir, emitPlan);
+    auto plan = compileModel(m, emitMlir, emitPlan, {.bf16 = bf16});
     if (!plan) {
       std::fprintf(stderr, "error: %s\n", plan.status().message().c_str());
       return 1;

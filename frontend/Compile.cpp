@@ -14,7 +14,8 @@
 namespace sbpflow {
 
 StatusOr<std::vector<uint8_t>> compileModel(const Model &model, const std::string &mlirPath,
-                                            const std::string &planPath) {
+                                            const std::string &planPath,
+                                            const CompileOptions &options) {
   mlir::MLIRContext context;
   std::string diagnostics;
   llvm::raw_string_ostream os(diagnostics);
@@ -35,7 +36,7 @@ StatusOr<std::vector<uint8_t>> compileModel(const Model &model, const std::strin
   if (mlir::failed(mlir::verify(*module)))
     return Status::error("model '" + model.name() + "' lowers to invalid MLIR:\n" + os.str());
   std::vector<uint8_t> plan;
-  if (mlir::failed(compileModule(*module, plan)))
+  if (mlir::failed(compileModule(*module, plan, options)))
     return Status::error("compiling model '" + model.name() + "' failed:\n" + os.str());
   if (!planPath.empty()) {
     std::error_code ec;

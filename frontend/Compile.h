@@ -3,6 +3,7 @@
 // the error message with the model's source lines.
 #pragma once
 
+#include "compiler/Pipeline.h"
 #include "frontend/Model.h"
 #include "runtime/Status.h"
 
@@ -15,6 +16,7 @@ namespace sbpflow {
 // When `mlirPath` is not empty, the module before compilation is written
 // there; when `planPath` is not empty, the plan.
 StatusOr<std::vector<uint8_t>> compileModel(const Model &model, const std::string &mlirPath = "",
-                                            const std::string &planPath = "");
+                                            const std::string &planPath = "",
+                                            const CompileOptions &options = {});
 
 } // namespace sbpflow

@@ -219,8 +219,8 @@ struct LinearOptions {
   bool bias = true;
   std::optional<std::vector<Sbp>> weight_sbp;
   std::optional<std::vector<Sbp>> bias_sbp;
-  std::optional<Init> weight_init; // default: uniform in +-1/sqrt(in), as nn.Linear
-  std::optional<Init> bias_init;   // default: the same
+  std::optional<Init> weight_init = {}; // default: uniform in +-1/sqrt(in), as nn.Linear
+  std::optional<Init> bias_init = {};   // default: the same
 };
 // y = x Wᵀ + b on x [..., in] with W [out, in] (PyTorch's nn.Linear layout,
 // so weights move between the two as they are); y is [..., out].

@@ -238,6 +238,15 @@ def Sbp_ClipScaleOp : Sbp_ComputeOp<"clip_scale"> {
   let arguments = (ins AnyRankedTensor:$sumsq, F32Attr:$max_norm);
 }
 
+def Sbp_CastOp : Sbp_ComputeOp<"cast"> {
+  let summary = "x converted to the result's element type (f32 <-> bf16, round to nearest even)";
+  let description = [{
+    Inserted by sbp-mixed-precision: activations in bf16, variables (master
+    weights), losses and reductions in f32. Its gradient casts back.
+  }];
+  let arguments = (ins AnyRankedTensor:$x);
+}
+
 //===-- training -----------------------------------------------------------===//
 
 def Sbp_MinimizeOp : Sbp_Op<"minimize"> {

@@ -36,6 +36,21 @@ LogicalResult expectF32(Operation *op, Value v, llvm::StringRef what) {
   return success();
 }
 
+// An activation: f32, or bf16 under mixed precision (sbp-mixed-precision).
+LogicalResult expectFloat(Operation *op, Value v, llvm::StringRef what) {
+  Type t = tensorOf(v).getElementType();
+  if (!t.isF32() && !t.isBF16())
+    return op->emitOpError() << what << " must have element type f32 or bf16, got " << t;
+  return success();
+}
+
+// `result`'s element type when it is f32 or `operand`'s (bf16 products and
+// sums may be accumulated into an f32 result), else `operand`'s.
+Type accumulatorType(Value operand, Value result) {
+  Type r = tensorOf(result).getElementType();
+  return r.isF32() ? r : tensorOf(operand).getElementType();
+}
+
 LogicalResult expectI32(Operation *op, Value v, llvm::StringRef what) {
   if (!tensorOf(v).getElementType().isSignlessInteger(32))
     return op->emitOpError() << what << " must have element type i32, got "
@@ -57,9 +72,9 @@ LogicalResult expectMinRank(Operation *op, Value v, int64_t rank, llvm::StringRe
   return success();
 }
 
-// logits [..., V] f32 and labels [...] i32 (the logits' leading axes).
+// logits [..., V] (f32 or bf16) and labels [...] i32 (the logits' leading axes).
 LogicalResult checkLogitsLabels(Operation *op, Value logits, Value labels) {
-  if (failed(expectF32(op, logits, "logits")) || failed(expectMinRank(op, logits, 1, "logits")) ||
+  if (failed(expectFloat(op, logits, "logits")) || failed(expectMinRank(op, logits, 1, "logits")) ||
       failed(expectI32(op, labels, "labels")))
     return failure();
   llvm::ArrayRef<int64_t> lead = shapeOf(logits).drop_back();
@@ -124,9 +139,9 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
                                << withoutSbp(tensorOf(x)) << " and " << withoutSbp(tensorOf(y));
     return success();
   };
-  // An f32 elementwise op of `x`: one result like x.
-  auto likeF32 = [&](Value x, llvm::StringRef what) -> LogicalResult {
-    if (failed(expectF32(op, x, what)))
+  // An elementwise op of an activation `x`: one result like x.
+  auto likeFloat = [&](Value x, llvm::StringRef what) -> LogicalResult {
+    if (failed(expectFloat(op, x, what)))
       return failure();
     out.push_back(withoutSbp(tensorOf(x)));
     return success();
@@ -138,17 +153,17 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
     out.push_back(plain({}, f32));
     return success();
   };
-  // The backward of an f32 elementwise op: dy like `other` (its input or
+  // The backward of an elementwise op: dy like `other` (its input or
   // output), one result like dy.
-  auto gradLikeF32 = [&](Value dy, Value other, llvm::StringRef names) -> LogicalResult {
+  auto gradLikeFloat = [&](Value dy, Value other, llvm::StringRef names) -> LogicalResult {
     if (failed(sameAs(dy, other, names)))
       return failure();
-    return likeF32(dy, "dy");
+    return likeFloat(dy, "dy");
   };
   // Causal attention's q, k, v (and the backward's dy): [batch, seqLen, C]
-  // f32 alike, with `heads` dividing C.
+  // alike, with `heads` dividing C.
   auto checkAttention = [&](Value q, Value k, Value v, Value dy, int64_t heads) -> LogicalResult {
-    if (failed(expectF32(op, q, "q")) || failed(expectRank(op, q, 3, "q")) ||
+    if (failed(expectFloat(op, q, "q")) || failed(expectRank(op, q, 3, "q")) ||
         (dy && failed(sameAs(dy, q, "dy and q"))) || failed(sameAs(q, k, "q and k")) ||
         failed(sameAs(q, v, "q and v")))
       return failure();
@@ -159,6 +174,12 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
     return success();
   };
   auto resultType = [&](unsigned i) { return tensorOf(op->getResult(i)); };
+  auto sameElement = [&](Value x, Value y) -> LogicalResult {
+    if (tensorOf(x).getElementType() != tensorOf(y).getElementType())
+      return op->emitOpError("operands must have the same element type, got ")
+             << tensorOf(x).getElementType() << " and " << tensorOf(y).getElementType();
+    return success();
+  };
   // narrow (the result is the part of `in`) and narrow_grad (the result is
   // the whole that `in` is the part of): equal off `axis`, and the part's
   // range [begin, begin + length) inside the whole.
@@ -187,7 +208,7 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
       .Case([&](MatmulOp m) -> LogicalResult {
         if (failed(expectMinRank(op, m.getA(), 2, "lhs")) ||
             failed(expectMinRank(op, m.getB(), 2, "rhs")) ||
-            failed(expectF32(op, m.getA(), "lhs")) || failed(expectF32(op, m.getB(), "rhs")))
+            failed(expectFloat(op, m.getA(), "lhs")) || failed(sameElement(m.getA(), m.getB())))
           return failure();
         // Each operand is the matrix [prod(lead), last].
         auto a = shapeOf(m.getA()), bs = shapeOf(m.getB());
@@ -198,12 +219,13 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
           return op->emitOpError("inner dimensions differ: ")
                  << K << " (lhs" << (tA ? ", transposed" : "") << ") vs " << K2 << " (rhs"
                  << (tB ? ", transposed" : "") << ")";
-        out.push_back(plain(matmulResultShape(a, bs, tA, tB), f32));
+        out.push_back(
+            plain(matmulResultShape(a, bs, tA, tB), accumulatorType(m.getA(), m.getResult())));
         return success();
       })
       .Case([&](BiasAddOp o) -> LogicalResult {
-        if (failed(expectF32(op, o.getX(), "input")) ||
-            failed(expectF32(op, o.getBias(), "bias")) ||
+        if (failed(expectFloat(op, o.getX(), "input")) ||
+            failed(sameElement(o.getX(), o.getBias())) ||
             failed(expectMinRank(op, o.getX(), 2, "input")) ||
             failed(expectMinRank(op, o.getBias(), 1, "bias")))
           return failure();
@@ -229,8 +251,8 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
         out.push_back(withoutSbp(tensorOf(o.getLhs())));
         return success();
       })
-      .Case([&](ReluOp o) { return likeF32(o.getX(), "input"); })
-      .Case([&](ReluGradOp o) { return gradLikeF32(o.getDy(), o.getY(), "dy and y"); })
+      .Case([&](ReluOp o) { return likeFloat(o.getX(), "input"); })
+      .Case([&](ReluGradOp o) { return gradLikeFloat(o.getDy(), o.getY(), "dy and y"); })
       .Case([&](SoftmaxXentOp o) -> LogicalResult {
         if (failed(checkLogitsLabels(op, o.getLogits(), o.getLabels())))
           return failure();
@@ -260,7 +282,7 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
         return success();
       })
       .Case([&](ReduceRowsOp o) -> LogicalResult {
-        if (failed(expectF32(op, o.getX(), "input")) ||
+        if (failed(expectFloat(op, o.getX(), "input")) ||
             failed(expectMinRank(op, o.getX(), 2, "input")))
           return failure();
         // How many trailing axes are kept is the result type's rank.
@@ -274,7 +296,7 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
           return op->emitOpError("result shape ")
                  << shapeString(res.getShape()) << " is not the trailing axes of the input "
                  << shapeString(x);
-        out.push_back(plain(res.getShape(), f32));
+        out.push_back(plain(res.getShape(), accumulatorType(o.getX(), o.getResult())));
         return success();
       })
       .Case([&](CountCorrectOp o) -> LogicalResult {
@@ -284,17 +306,17 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
         return success();
       })
       .Case([&](EmbeddingOp o) -> LogicalResult {
-        if (failed(expectF32(op, o.getTable(), "table")) ||
+        if (failed(expectFloat(op, o.getTable(), "table")) ||
             failed(expectRank(op, o.getTable(), 2, "table")) ||
             failed(expectI32(op, o.getIds(), "ids")))
           return failure();
         llvm::SmallVector<int64_t> shape(shapeOf(o.getIds()));
         shape.push_back(shapeOf(o.getTable())[1]);
-        out.push_back(plain(shape, f32));
+        out.push_back(plain(shape, tensorOf(o.getTable()).getElementType()));
         return success();
       })
       .Case([&](EmbeddingGradOp o) -> LogicalResult {
-        if (failed(expectF32(op, o.getDy(), "dy")) || failed(expectI32(op, o.getIds(), "ids")))
+        if (failed(expectFloat(op, o.getDy(), "dy")) || failed(expectI32(op, o.getIds(), "ids")))
           return failure();
         // The vocabulary size comes from the result type (the table's).
         auto res = resultType(0);
@@ -310,7 +332,7 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
         return success();
       })
       .Case([&](LayerNormOp o) -> LogicalResult {
-        if (failed(expectF32(op, o.getX(), "input")) ||
+        if (failed(expectFloat(op, o.getX(), "input")) ||
             failed(expectMinRank(op, o.getX(), 1, "input")) ||
             failed(checkChannelVector(op, o.getX(), o.getGamma(), "gamma")) ||
             failed(checkChannelVector(op, o.getX(), o.getBeta(), "beta")))
@@ -323,7 +345,7 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
       .Case([&](LayerNormGradOp o) -> LogicalResult {
         if (failed(expectMinRank(op, o.getX(), 1, "x")) ||
             failed(sameAs(o.getDy(), o.getX(), "dy and x")) ||
-            failed(expectF32(op, o.getX(), "x")) ||
+            failed(expectFloat(op, o.getX(), "x")) ||
             failed(checkChannelVector(op, o.getX(), o.getGamma(), "gamma")))
           return failure();
         if (!(o.getEps().convertToFloat() > 0.0f))
@@ -333,17 +355,17 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
         out.push_back(withoutSbp(tensorOf(o.getGamma())));
         return success();
       })
-      .Case([&](GeluOp o) { return likeF32(o.getX(), "input"); })
-      .Case([&](GeluGradOp o) { return gradLikeF32(o.getDy(), o.getX(), "dy and x"); })
+      .Case([&](GeluOp o) { return likeFloat(o.getX(), "input"); })
+      .Case([&](GeluGradOp o) { return gradLikeFloat(o.getDy(), o.getX(), "dy and x"); })
       .Case([&](SoftmaxOp o) -> LogicalResult {
         if (failed(expectMinRank(op, o.getX(), 1, "input")))
           return failure();
-        return likeF32(o.getX(), "input");
+        return likeFloat(o.getX(), "input");
       })
       .Case([&](SoftmaxGradOp o) -> LogicalResult {
         if (failed(expectMinRank(op, o.getY(), 1, "y")))
           return failure();
-        return gradLikeF32(o.getDy(), o.getY(), "dy and y");
+        return gradLikeFloat(o.getDy(), o.getY(), "dy and y");
       })
       .Case([&](CausalAttentionOp o) -> LogicalResult {
         if (failed(checkAttention(o.getQ(), o.getK(), o.getV(), Value(), o.getHeads())))
@@ -362,7 +384,7 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
         float p = o.getP().convertToFloat();
         if (!(p >= 0.0f && p < 1.0f))
           return op->emitOpError("probability p must lie in [0, 1), got ") << p;
-        return likeF32(o.getX(), "input");
+        return likeFloat(o.getX(), "input");
       })
       .Case([&](ReshapeOp o) -> LogicalResult {
         auto res = resultType(0);
@@ -426,6 +448,15 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
           shape[axis] += s[axis];
         }
         out.push_back(plain(shape, tensorOf(first).getElementType()));
+        return success();
+      })
+      .Case([&](CastOp o) -> LogicalResult {
+        // The target element type is the result type's.
+        auto res = resultType(0);
+        if (failed(expectFloat(op, o.getX(), "input")) ||
+            failed(expectFloat(op, o.getResult(), "result")))
+          return failure();
+        out.push_back(plain(shapeOf(o.getX()), res.getElementType()));
         return success();
       })
       .Case([&](SquareSumOp o) { return reduceF32ToScalar(o.getX()); })

@@ -564,6 +564,21 @@ struct Rules {
   }
   static double flops(ConcatOp op) { return elements(op.getResult()); }
 
+  // ---- cast: elementwise. Widening to f32 is exact, so a partial sum stays
+  // one (and is then reduced in f32); narrowing would round each rank's
+  // addend, so a bf16 result is never partial.
+  static llvm::SmallVector<SbpSignature> signatures(CastOp op, unsigned) {
+    bool widening = tensorOf(op.getResult()).getElementType().isF32();
+    return elementwise(tensorOf(op.getResult()).getRank(), 1, /*linear=*/widening);
+  }
+  static LogicalResult gradients(CastOp op, OpBuilder &b, llvm::ArrayRef<Value> dy,
+                                 llvm::SmallVectorImpl<Value> &grads) {
+    grads.push_back(
+        b.create<CastOp>(op.getLoc(), withoutSbp(op.getX().getType()), dy[0]).getResult());
+    return success();
+  }
+  static double flops(CastOp op) { return elements(op.getResult()); }
+
   // ---- gradient clipping. The square of a partial sum is not partial, so
   // square_sum takes no P input.
   static llvm::SmallVector<SbpSignature> signatures(SquareSumOp op, unsigned) {
@@ -730,8 +745,8 @@ void attachModels(MLIRContext *ctx) {
             SoftmaxXentOp, SoftmaxXentGradOp, MeanOp, MeanGradOp, ReduceRowsOp, CountCorrectOp,
             EmbeddingOp, EmbeddingGradOp, LayerNormOp, LayerNormGradOp, GeluOp, GeluGradOp,
             SoftmaxOp, SoftmaxGradOp, CausalAttentionOp, CausalAttentionGradOp, DropoutOp,
-            ReshapeOp, TransposeOp, NarrowOp, NarrowGradOp, ConcatOp, SquareSumOp, ClipScaleOp,
-            MetricOp, OutputOp, SgdOp, AdamWOp>(ctx);
+            ReshapeOp, TransposeOp, NarrowOp, NarrowGradOp, ConcatOp, CastOp, SquareSumOp,
+            ClipScaleOp, MetricOp, OutputOp, SgdOp, AdamWOp>(ctx);
 }
 
 } // namespace

@@ -54,10 +54,17 @@ for t in "${targets[@]}"; do
     esac
   done
 done
-# The char GPT (examples/gpt_char.cpp's configuration, one rank), its initial
-# weights, its text, and the PyTorch peer (bench/gpt_torch.py) to run beside.
+# The char GPT (examples/gpt_char.cpp's configuration, one rank) in fp32 and
+# mixed precision, its initial weights, a GPT-2-small-shaped one (12 layers,
+# 12 heads, width 768, context 1024, batch 8) in both precisions for the
+# throughput table, the text, and the PyTorch peer (bench/gpt_torch.py).
 "$build/bin/gpt_char" --emit-plan "$stage/data/gpt.plan" --plan-only >/dev/null
+"$build/bin/gpt_char" --bf16 --emit-plan "$stage/data/gpt-bf16.plan" --plan-only >/dev/null
 "$build/bin/gpt_char" --init-checkpoint "$stage/data/init" >/dev/null
+gpt2s=(--n-layer 12 --n-head 12 --n-embd 768 --block-size 1024 --batch 8 --dropout 0)
+"$build/bin/gpt_char" "${gpt2s[@]}" --emit-plan "$stage/data/gpt2s.plan" --plan-only >/dev/null
+"$build/bin/gpt_char" "${gpt2s[@]}" --bf16 --emit-plan "$stage/data/gpt2s-bf16.plan" \
+  --plan-only >/dev/null
 cp -r /usr/share/games/fortunes "$stage/data/fortunes"
 cp "$root/bench/gpt_torch.py" "$root/bench/fortunes_batches.py" "$stage/data/"
 tar -C "$stage" -cJf "$out/sbpflow-gpu.tar.xz" bin lib data

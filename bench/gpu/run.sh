@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: runs what bench/gpu/pack.sh packed beside
-# this script: the GPU tests, the kernel benchmark, and the char GPT trained
-# from the same initial weights on the GPU, on the CPU (their fp32 losses
-# must agree) and in PyTorch eager on the GPU; prints the tables.
+# this script: the GPU tests, the kernel benchmark, the char GPT trained from
+# the same initial weights on the GPU, on the CPU (their fp32 losses must
+# agree), in mixed precision on the GPU (within 1% of fp32) and in PyTorch
+# eager on the GPU; then a GPT-2-small-shaped model in both precisions beside
+# PyTorch eager (autocast for bf16), with the model FLOP utilisation against
+# the bf16 GEMM peak measured here. Prints the tables.
 #
 # usage: run.sh [--steps N] [--json FILE]
 set -uo pipefail
@@ -65,39 +68,93 @@ echo "| tests | passed | failed | skipped |"
 echo "|---|---|---|---|"
 printf '%s\n' "${summary[@]}"
 echo
-"$bin/gpu_kernel_bench" ${json:+--json "$json"} || status=1
+"$bin/gpu_kernel_bench" --json "$unpacked/kernels.json" || status=1
+[[ -n "$json" && -f "$unpacked/kernels.json" ]] && cp "$unpacked/kernels.json" "$json"
 
-# The GPT on the GPU against the same plan on one CPU rank: fp32 losses
-# must agree step by step (to 1e-4 relative: float summation order).
+# The char GPT on the GPU against the same plan on one CPU rank: fp32 losses
+# must agree step by step (to 1e-4 relative: float summation order); the
+# mixed-precision plan must stay within 1% of the fp32 losses.
 echo
 data="$unpacked/data"
-gpt() {
-  "$bin/sbpflow" run "$data/gpt.plan" --local 1 --data fortunes --data-dir "$data/fortunes" \
-    --resume "$data/init" --max-steps "$steps" --log-every 1 --bench-json "$unpacked/$1.json" \
-    "${@:2}" >"$unpacked/$1.log" 2>&1
+gpt() { # name plan [run options]
+  "$bin/sbpflow" run "$data/$2" --local 1 --data fortunes --data-dir "$data/fortunes" \
+    --log-every 1 --bench-json "$unpacked/$1.json" "${@:3}" >"$unpacked/$1.log" 2>&1
 }
-if gpt gpu --device cuda && gpt cpu --threads "$(nproc)" &&
-  python3 "$data/gpt_torch.py" --checkpoint "$data/init" --data-dir "$data/fortunes" \
-    --device cuda --steps "$steps" --json-out "$unpacked/torch.json" >"$unpacked/torch.log" 2>&1; then
+torch_gpt() { # name [gpt_torch.py options]
+  python3 "$data/gpt_torch.py" --data-dir "$data/fortunes" --device cuda \
+    --json-out "$unpacked/$1.json" "${@:2}" >"$unpacked/$1.log" 2>&1
+}
+char=(--resume "$data/init" --max-steps "$steps")
+if gpt gpu gpt.plan --device cuda "${char[@]}" && gpt cpu gpt.plan --threads "$(nproc)" "${char[@]}" &&
+  gpt gpu-bf16 gpt-bf16.plan --device cuda "${char[@]}" &&
+  torch_gpt torch --checkpoint "$data/init" --steps "$steps" &&
+  torch_gpt torch-bf16 --checkpoint "$data/init" --steps "$steps" --bf16; then
   python3 - "$unpacked" <<'PY' || status=1
 import json, sys
 d = sys.argv[1]
-gpu, cpu, torch = (json.load(open(f"{d}/{k}.json")) for k in ("gpu", "cpu", "torch"))
-worst = max(abs(a - b) / abs(b) for a, b in zip(gpu["losses"], cpu["losses"]))
-print("| GPT (char, fp32, batch 12) | step | final loss |\n|---|---|---|")
-print(f"| sbpflow, GPU | {gpu['step_ms']:.2f} ms | {gpu['final_loss']:.6f} |")
-print(f"| sbpflow, CPU ({cpu['threads']} threads) | {cpu['step_ms']:.2f} ms | {cpu['final_loss']:.6f} |")
-print(f"| PyTorch {torch['torch_version']} eager, GPU | {torch['step_ms']:.2f} ms | "
-      f"{torch['final_loss']:.6f} |")
-print(f"sbpflow GPU / PyTorch eager GPU step time: {gpu['step_ms'] / torch['step_ms']:.3f}")
-print(f"largest relative loss difference GPU vs CPU over {len(gpu['losses'])} steps: {worst:.2e}")
-sys.exit(0 if worst <= 1e-4 else 1)
+r = {k: json.load(open(f"{d}/{k}.json")) for k in ("gpu", "cpu", "gpu-bf16", "torch", "torch-bf16")}
+def worst(a, b):
+    return max(abs(x - y) / abs(y) for x, y in zip(r[a]["losses"], r[b]["losses"]))
+print("| GPT (char, batch 12) | step | final loss |\n|---|---|---|")
+print(f"| sbpflow fp32, GPU | {r['gpu']['step_ms']:.2f} ms | {r['gpu']['final_loss']:.6f} |")
+print(f"| sbpflow fp32, CPU ({r['cpu']['threads']} threads) | {r['cpu']['step_ms']:.2f} ms | "
+      f"{r['cpu']['final_loss']:.6f} |")
+print(f"| sbpflow bf16, GPU | {r['gpu-bf16']['step_ms']:.2f} ms | {r['gpu-bf16']['final_loss']:.6f} |")
+for k, what in (("torch", "fp32"), ("torch-bf16", "autocast bf16")):
+    print(f"| PyTorch {r[k]['torch_version']} eager {what}, GPU | {r[k]['step_ms']:.2f} ms | "
+          f"{r[k]['final_loss']:.6f} |")
+print(f"sbpflow / PyTorch eager step time: fp32 {r['gpu']['step_ms'] / r['torch']['step_ms']:.3f}, "
+      f"bf16 {r['gpu-bf16']['step_ms'] / r['torch-bf16']['step_ms']:.3f}")
+fp32, bf16 = worst("gpu", "cpu"), worst("gpu-bf16", "gpu")
+print(f"largest relative loss difference over {len(r['gpu']['losses'])} steps: "
+      f"GPU vs CPU fp32 {fp32:.2e} (limit 1e-4), bf16 vs fp32 {bf16:.2e} (limit 1e-2)")
+sys.exit(0 if fp32 <= 1e-4 and bf16 <= 1e-2 else 1)
 PY
 else
   status=1
-  for run in gpu cpu torch; do
+  for run in gpu cpu gpu-bf16 torch torch-bf16; do
     if [[ -s "$unpacked/$run.log" ]]; then
-      echo "== the GPT's $run run failed or was not compared; its log ends:"
+      echo "== the char GPT's $run run failed or was not compared; its log ends:"
+      tail -n 5 "$unpacked/$run.log"
+    fi
+  done
+fi
+
+# Throughput: a GPT-2-small-shaped model (12 x 768, context 1024, batch 8,
+# its own random initialisation on both sides). MFU = model FLOPs per step
+# (6 N per token for the N non-embedding weights' products, plus 12 L T C per
+# token for attention's scores and weighted sums, forward and backward) over
+# the step time and the bf16 GEMM peak gpu_kernel_bench measured.
+echo
+big=(--max-steps 30)
+tbig=(--steps 30 --warmup 10 --batch 8 --n-layer 12 --n-head 12 --n-embd 768 --block-size 1024)
+if gpt big gpt2s.plan --device cuda "${big[@]}" && gpt big-bf16 gpt2s-bf16.plan --device cuda "${big[@]}" &&
+  torch_gpt torch-big "${tbig[@]}" && torch_gpt torch-big-bf16 "${tbig[@]}" --bf16; then
+  python3 - "$unpacked" <<'PY' || status=1
+import json, sys
+d = sys.argv[1]
+r = {k: json.load(open(f"{d}/{k}.json")) for k in ("big", "big-bf16", "torch-big", "torch-big-bf16")}
+peak = next(row["rate"] for row in json.load(open(f"{d}/kernels.json"))["rows"]
+            if row["kernel"].startswith("bf16 GEMM (peak)"))
+L, C, T, B = 12, 768, 1024, 8
+n = 12 * L * C * C  # the blocks' weight matrices (q, k, v, proj: 4 C^2; MLP: 8 C^2)
+flops = B * T * (6 * n + 12 * L * T * C)
+print(f"| GPT-2-small shape (12 x 768, T 1024, batch 8) | step | model TFLOP/s | MFU (bf16 GEMM peak "
+      f"{peak / 1e12:.0f} TFLOP/s) |\n|---|---|---|---|")
+rows = (("big", "sbpflow fp32"), ("big-bf16", "sbpflow bf16"),
+        ("torch-big", f"PyTorch {r['torch-big']['torch_version']} eager fp32"),
+        ("torch-big-bf16", "PyTorch eager autocast bf16"))
+for k, what in rows:
+    s = r[k]["step_ms"] / 1e3
+    print(f"| {what} | {s * 1e3:.1f} ms | {flops / s / 1e12:.1f} | {100 * flops / s / peak:.1f}% |")
+print(f"sbpflow / PyTorch eager step time: fp32 {r['big']['step_ms'] / r['torch-big']['step_ms']:.3f}, "
+      f"bf16 {r['big-bf16']['step_ms'] / r['torch-big-bf16']['step_ms']:.3f}")
+PY
+else
+  status=1
+  for run in big big-bf16 torch-big torch-big-bf16; do
+    if [[ -s "$unpacked/$run.log" ]]; then
+      echo "== the GPT-2-small-shaped $run run failed; its log ends:"
       tail -n 5 "$unpacked/$run.log"
     fi
   done

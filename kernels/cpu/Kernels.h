@@ -41,6 +41,14 @@ void countCorrect(const float *logits, const int32_t *labels, float *out, int64_
                   int64_t classes);
 void fill(float *y, float value, int64_t n);
 
+// bfloat16 (the top 16 bits of an IEEE f32) stored as uint16_t. toBf16
+// rounds to nearest, ties to even, as IEEE rounding does: values past the
+// largest bf16 round to +-inf, denormals round like any other value, a NaN
+// stays a quiet NaN of the same sign. fromBf16 is exact. x and y must not
+// overlap.
+void toBf16(const float *x, uint16_t *y, int64_t n);
+void fromBf16(const uint16_t *x, float *y, int64_t n);
+
 // PyTorch's SGD: g' = g * gradScale + wd * w; v = momentum * v + g';
 // w -= lr * v (v == nullptr when momentum == 0: w -= lr * g'). gradScale is
 // the gradient-clipping factor (1 without clipping).

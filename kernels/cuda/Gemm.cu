@@ -96,9 +96,14 @@ struct Plan {
   }
 };
 
-// type, m, n, k, transA, transB, and the alignments of a, b, c.
-using PlanKey =
-    std::tuple<int, int64_t, int64_t, int64_t, bool, bool, uint32_t, uint32_t, uint32_t>;
+cudaDataType_t cudaTypeOf(GemmType t) { return t == GemmType::Bf16 ? CUDA_R_16BF : CUDA_R_32F; }
+const char *nameOf(GemmType t) { return t == GemmType::Bf16 ? "bf16" : "fp32"; }
+size_t bytesOf(GemmType t) { return t == GemmType::Bf16 ? 2 : 4; }
+
+// The operand type, the result type, m, n, k, transA, transB, and the
+// alignments of a, b, c.
+using PlanKey = std::tuple<GemmType, GemmType, int64_t, int64_t, int64_t, bool, bool, uint32_t,
+                           uint32_t, uint32_t>;
 
 } // namespace
 
@@ -118,10 +123,11 @@ struct Blas::Impl {
   }
 
   Status makePlan(const PlanKey &key, Plan &plan) {
-    const auto [type, m, n, k, transA, transB, alignA, alignB, alignC] = key;
-    const cudaDataType_t dtype =
-        type == static_cast<int>(GemmType::Bf16) ? CUDA_R_16BF : CUDA_R_32F;
-    // CUBLAS_COMPUTE_32F, not _FAST_TF32: fp32 products must stay fp32.
+    const auto [type, resultType, m, n, k, transA, transB, alignA, alignB, alignC] = key;
+    const cudaDataType_t dtype = cudaTypeOf(type), ctype = cudaTypeOf(resultType);
+    // CUBLAS_COMPUTE_32F, not _FAST_TF32: fp32 products must stay fp32. With
+    // bf16 operands it is the fp32 accumulator, whatever C's type (a bf16 C
+    // rounds once, at the end). Alpha and beta are fp32 (CUDA_R_32F).
     SBPFLOW_CUBLAS(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     // cuBLAS's first operand is b (see the file comment).
     const cublasOperation_t opFirst = transB ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -138,7 +144,8 @@ struct Blas::Impl {
         cublasLtMatrixLayoutCreate(&plan.b, dtype, bRows, bCols, static_cast<int64_t>(bRows)));
     SBPFLOW_CUBLAS(
         cublasLtMatrixLayoutCreate(&plan.a, dtype, aRows, aCols, static_cast<int64_t>(aRows)));
-    SBPFLOW_CUBLAS(cublasLtMatrixLayoutCreate(&plan.c, dtype, static_cast<uint64_t>(n),
+    // C and D share this layout (and type): cublasLtMatmul writes D = C in place.
+    SBPFLOW_CUBLAS(cublasLtMatrixLayoutCreate(&plan.c, ctype, static_cast<uint64_t>(n),
                                               static_cast<uint64_t>(m), n));
 
     cublasLtMatmulPreference_t pref = nullptr;
@@ -164,8 +171,8 @@ struct Blas::Impl {
     if (s != CUBLAS_STATUS_SUCCESS)
       return cublasError("cublasLtMatmulAlgoGetHeuristic", s);
     if (found == 0)
-      return Status::error("cuBLASLt: no algorithm for a " +
-                           std::string(dtype == CUDA_R_16BF ? "bf16" : "fp32") + " matmul [" +
+      return Status::error("cuBLASLt: no algorithm for a " + std::string(nameOf(type)) + " x " +
+                           nameOf(type) + " -> " + nameOf(resultType) + " matmul [" +
                            std::to_string(m) + "," + std::to_string(k) + "] x [" +
                            std::to_string(k) + "," + std::to_string(n) + "]");
     plan.algo = result.algo;
@@ -191,8 +198,11 @@ StatusOr<Blas> Blas::create(size_t workspaceBytes) {
   return Blas(std::move(impl));
 }
 
-Status Blas::run(GemmType type, const void *a, const void *b, void *c, int64_t m, int64_t n,
-                 int64_t k, bool transA, bool transB, cudaStream_t stream) {
+Status Blas::run(GemmType type, GemmType result, const void *a, const void *b, void *c, int64_t m,
+                 int64_t n, int64_t k, bool transA, bool transB, cudaStream_t stream) {
+  if (type == GemmType::F32 && result != GemmType::F32)
+    return Status::error("matmul: fp32 operands need an fp32 result, not " +
+                         std::string(nameOf(result)));
   if (m < 0 || n < 0 || k < 0)
     return Status::error("matmul: negative size [" + std::to_string(m) + "," + std::to_string(k) +
                          "] x [" + std::to_string(k) + "," + std::to_string(n) + "]");
@@ -201,14 +211,14 @@ Status Blas::run(GemmType type, const void *a, const void *b, void *c, int64_t m
   if (k == 0) {
     // cuBLAS rejects a zero leading dimension; an empty sum is zero (all-zero
     // bits, in fp32 and bf16 alike).
-    const size_t bytes = static_cast<size_t>(m * n) * (type == GemmType::Bf16 ? 2 : 4);
+    const size_t bytes = static_cast<size_t>(m * n) * bytesOf(result);
     if (cudaError_t e = cudaMemsetAsync(c, 0, bytes, stream); e != cudaSuccess)
       return Status::error(std::string("matmul with k = 0: cudaMemsetAsync: ") +
                            cudaGetErrorName(e));
     return Status::ok();
   }
-  const PlanKey key{static_cast<int>(type), m, n, k, transA, transB, alignmentOf(a), alignmentOf(b),
-                    alignmentOf(c)};
+  const PlanKey key = std::make_tuple(type, result, m, n, k, transA, transB, alignmentOf(a),
+                                      alignmentOf(b), alignmentOf(c));
   const Plan *plan = nullptr;
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
@@ -233,6 +243,11 @@ Status matmul(Blas &blas, const T *a, const T *b, T *c, int64_t m, int64_t n, in
               bool transA, bool transB, cudaStream_t stream) {
   constexpr GemmType type = std::is_same_v<T, bf16> ? GemmType::Bf16 : GemmType::F32;
   return blas.run(type, a, b, c, m, n, k, transA, transB, stream);
+}
+
+Status matmul(Blas &blas, const bf16 *a, const bf16 *b, float *c, int64_t m, int64_t n, int64_t k,
+              bool transA, bool transB, cudaStream_t stream) {
+  return blas.run(GemmType::Bf16, GemmType::F32, a, b, c, m, n, k, transA, transB, stream);
 }
 
 template Status matmul<float>(Blas &, const float *, const float *, float *, int64_t, int64_t,

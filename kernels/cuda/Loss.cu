@@ -261,8 +261,8 @@ __global__ void meanGradKernel(const float *dy, float *y, int64_t n, int64_t cou
 // Columns of 32 per block, kRowLanes threads down each column; the lanes'
 // sums meet in shared memory in a fixed order.
 constexpr int kRowLanes = 16;
-template <class T>
-__global__ void reduceRowsKernel(const T *x, float *y, int64_t rows, int64_t cols) {
+template <class T, class Y>
+__global__ void reduceRowsKernel(const T *x, Y *y, int64_t rows, int64_t cols) {
   __shared__ float part[kRowLanes][33];
   const int64_t j = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
   float acc = 0.f;
@@ -275,7 +275,7 @@ __global__ void reduceRowsKernel(const T *x, float *y, int64_t rows, int64_t col
     float s = 0.f;
     for (int k = 0; k < kRowLanes; ++k)
       s += part[k][threadIdx.x];
-    y[j] = s;
+    y[j] = fromFloat<Y>(s);
   }
 }
 
@@ -357,15 +357,15 @@ Status meanGrad(const float *dy, float *y, int64_t n, int64_t count, cudaStream_
   return launched("meanGradKernel");
 }
 
-template <class T>
-Status reduceRows(const T *x, float *y, int64_t rows, int64_t cols, cudaStream_t stream) {
+template <class T, class Y>
+Status reduceRows(const T *x, Y *y, int64_t rows, int64_t cols, cudaStream_t stream) {
   if (cols <= 0)
     return Status::ok();
   // rows <= 0 still launches: y becomes 0, as on the CPU.
   const int64_t blocks = (cols + 31) / 32;
   if (blocks > INT32_MAX)
     return Status::error("reduceRows: " + std::to_string(cols) + " columns are too many");
-  reduceRowsKernel<T><<<static_cast<unsigned>(blocks), dim3(32, kRowLanes), 0, stream>>>(
+  reduceRowsKernel<T, Y><<<static_cast<unsigned>(blocks), dim3(32, kRowLanes), 0, stream>>>(
       x, y, std::max<int64_t>(rows, 0), cols);
   return launched("reduceRowsKernel");
 }
@@ -389,8 +389,9 @@ Status clipScale(const float *squares, int count, float maxNorm, float *scale,
                                      T *, int64_t, int64_t, cudaStream_t);                         \
   template Status countCorrect<T>(const T *, const int32_t *, float *, int64_t, int64_t,           \
                                   cudaStream_t);                                                   \
-  template Status reduceRows<T>(const T *, float *, int64_t, int64_t, cudaStream_t);
+  template Status reduceRows<T, float>(const T *, float *, int64_t, int64_t, cudaStream_t);
 SBPFLOW_INSTANTIATE(float)
 SBPFLOW_INSTANTIATE(bf16)
+template Status reduceRows<bf16, bf16>(const bf16 *, bf16 *, int64_t, int64_t, cudaStream_t);
 
 } // namespace sbpflow::cuda

@@ -59,11 +59,13 @@ Status mean(const float *x, float *out, int64_t n, int64_t count, double *partia
 // y[i] = *dy / count (dy on the device), 0 when count <= 0.
 Status meanGrad(const float *dy, float *y, int64_t n, int64_t count, cudaStream_t stream);
 
-// y[j] = sum_i x[i,j], accumulated in fp32 (deterministic: a fixed order).
-// y is fp32 whatever T is: it is a bias gradient, which the fp32 optimizer
-// reads; castToBf16 makes a compute copy where one is needed.
-template <class T>
-Status reduceRows(const T *x, float *y, int64_t rows, int64_t cols, cudaStream_t stream);
+// y[j] = sum_i x[i,j], accumulated in fp32 (deterministic: a fixed order)
+// and stored as Y, rounded once. Y = float for a bias gradient, which the
+// fp32 optimizer reads; Y = bf16 (with T = bf16) where a bf16 backward goes
+// on with the sum. Instantiated for (float, float), (bf16, float) and
+// (bf16, bf16).
+template <class T, class Y>
+Status reduceRows(const T *x, Y *y, int64_t rows, int64_t cols, cudaStream_t stream);
 
 // *out (device) = sum(x^2), accumulated in double (as cpu::squareSum). To clip
 // several gradients, write each one's sum to its own element of an array and

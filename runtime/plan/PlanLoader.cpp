@@ -3,8 +3,11 @@
 // bounds, collective order), each reported with the program/task/tensor name.
 #include "runtime/plan/PlanLoader.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -161,6 +164,7 @@ Arity arity(plan::OpKind op) {
   case K::NarrowGrad:
   case K::SquareSum:
   case K::ClipScale:
+  case K::Cast:
   case K::AllGather:
   case K::ReduceScatter:
   case K::AllToAll:
@@ -184,6 +188,133 @@ std::string shapeText(const flatbuffers::Vector<int64_t> *shape) {
   return toString(toShape(shape));
 }
 
+// The element types of one op's tensors, one letter per input and output:
+// T a float (F32 or BF16), the same T for every T of the task; F F32;
+// I I32; A any type, the same for every A; W F32 or the task's T (matmul's
+// and reduce_rows' result: a bf16 product may be accumulated into f32);
+// C any float (cast). Mixed precision (bf16 activations, f32 master weights,
+// losses and reductions) is expressed by these rules; kernels rely on them.
+struct DtypeRule {
+  const char *in;  // the last letter repeats for variadic inputs
+  const char *out; // likewise for outputs
+};
+
+DtypeRule dtypeRule(plan::OpKind op) {
+  using K = plan::OpKind;
+  switch (op) {
+  case K::Input:
+    return {"", "A"};
+  case K::Parameter:
+  case K::Fill:
+    return {"", "F"};
+  case K::MatMul:
+    return {"TT", "W"};
+  case K::BiasAdd:
+  case K::Add:
+  case K::ReluGrad:
+  case K::GeluGrad:
+  case K::SoftmaxGrad:
+    return {"TT", "T"};
+  case K::Relu:
+  case K::Gelu:
+  case K::Softmax:
+  case K::Dropout:
+    return {"T", "T"};
+  case K::SoftmaxXent:
+  case K::CountCorrect:
+    return {"TI", "F"};
+  case K::SoftmaxXentGrad:
+    return {"TIF", "T"};
+  case K::Mean:
+  case K::MeanGrad:
+  case K::SquareSum:
+  case K::ClipScale:
+    return {"F", "F"};
+  case K::ReduceRows:
+    return {"T", "W"};
+  case K::Embedding:
+    return {"TI", "T"};
+  case K::EmbeddingGrad:
+    return {"TI", "F"};
+  case K::LayerNorm:
+    return {"TFF", "T"};
+  case K::LayerNormGrad:
+    return {"TTF", "TFF"};
+  case K::CausalAttention:
+    return {"TTT", "T"};
+  case K::CausalAttentionGrad:
+    return {"TTTT", "TTT"};
+  case K::Cast:
+    return {"C", "C"};
+  case K::SgdMomentum:
+  case K::AdamW:
+    return {"FF", "F"};
+  case K::Reshape:
+  case K::Transpose:
+  case K::Narrow:
+  case K::NarrowGrad:
+  case K::Concat:
+  case K::AllReduce:
+  case K::AllGather:
+  case K::ReduceScatter:
+  case K::AllToAll:
+  case K::Slice:
+  case K::ZeroOthers:
+    return {"A", "A"};
+  }
+  return {"", ""};
+}
+
+Status checkOpDtypes(plan::OpKind op, const std::vector<const plan::Tensor *> &in,
+                     const std::vector<const plan::Tensor *> &out, const std::string &kname) {
+  const DtypeRule rule = dtypeRule(op);
+  std::optional<plan::DType> t, a;
+  auto isFloat = [](plan::DType d) { return d == plan::DType::F32 || d == plan::DType::BF16; };
+  auto check = [&](const plan::Tensor *x, char role, const std::string &what) -> Status {
+    const plan::DType d = x->dtype();
+    auto bad = [&](const std::string &want) {
+      return Status::error(kname + ": " + what + " '" + str(x->name()) + "' must be " + want +
+                           ", is " + plan::EnumNameDType(d));
+    };
+    switch (role) {
+    case 'F':
+      return d == plan::DType::F32 ? Status::ok() : bad("F32");
+    case 'I':
+      return d == plan::DType::I32 ? Status::ok() : bad("I32");
+    case 'C':
+      return isFloat(d) ? Status::ok() : bad("F32 or BF16");
+    case 'W':
+      if (d == plan::DType::F32)
+        return Status::ok();
+      [[fallthrough]];
+    case 'T':
+      if (!isFloat(d))
+        return bad("F32 or BF16");
+      if (t && *t != d)
+        return bad(std::string(plan::EnumNameDType(*t)) + " like the task's other operands");
+      t = d;
+      return Status::ok();
+    default: // 'A'
+      if (a && *a != d)
+        return bad(std::string(plan::EnumNameDType(*a)) + " like the task's other tensors");
+      a = d;
+      return Status::ok();
+    }
+  };
+  auto roleAt = [](const char *roles, size_t i) {
+    size_t n = std::strlen(roles);
+    return n == 0 ? 'A' : roles[std::min(i, n - 1)];
+  };
+  // Inputs first, so that T is fixed by the operands when a result may be W.
+  for (size_t i = 0; i < in.size(); ++i)
+    if (Status s = check(in[i], roleAt(rule.in, i), "input " + std::to_string(i)); !s)
+      return s;
+  for (size_t i = 0; i < out.size(); ++i)
+    if (Status s = check(out[i], roleAt(rule.out, i), "output " + std::to_string(i)); !s)
+      return s;
+  return Status::ok();
+}
+
 // The checks of one op's tensors and attributes that the kernels rely on
 // (element types, attribute ranges, shapes the attributes imply). `in` and
 // `out` are the task's tensors, already range-checked.
@@ -192,12 +323,6 @@ Status checkOpSemantics(const plan::Plan &p, const plan::Task &task,
                         const std::vector<const plan::Tensor *> &out, const std::string &kname) {
   using K = plan::OpKind;
   const int nv = static_cast<int>(len(p.variables()));
-  auto expectDtype = [&](const plan::Tensor *t, plan::DType dtype, const std::string &what) {
-    if (t->dtype() != dtype)
-      return Status::error(kname + ": " + what + " '" + str(t->name()) + "' must be " +
-                           plan::EnumNameDType(dtype) + ", is " + plan::EnumNameDType(t->dtype()));
-    return Status::ok();
-  };
   auto scalar = [&](const plan::Tensor *t, const std::string &what) {
     if (elementCount(toShape(t->shape())) != 1)
       return Status::error(kname + ": " + what + " '" + str(t->name()) + "' must be a scalar, is " +
@@ -222,22 +347,21 @@ Status checkOpSemantics(const plan::Plan &p, const plan::Task &task,
   };
 
   switch (task.op()) {
-  case K::SoftmaxXent:
-  case K::SoftmaxXentGrad:
-  case K::CountCorrect:
-    return expectDtype(in[1], plan::DType::I32, "labels");
   case K::Embedding:
-    if (Status s = expectDtype(in[0], plan::DType::F32, "table"); !s)
-      return s;
     if (rankOf(in[0]) != 2)
       return Status::error(kname + ": table '" + str(in[0]->name()) + "' must be [V, C], is " +
                            shapeText(in[0]->shape()));
-    return expectDtype(in[1], plan::DType::I32, "ids");
+    return Status::ok();
   case K::EmbeddingGrad:
     if (rankOf(out[0]) != 2)
       return Status::error(kname + ": table gradient '" + str(out[0]->name()) +
                            "' must be [V, C], is " + shapeText(out[0]->shape()));
-    return expectDtype(in[1], plan::DType::I32, "ids");
+    return Status::ok();
+  case K::Cast:
+    if (toShape(in[0]->shape()) != toShape(out[0]->shape()))
+      return Status::error(kname + ": cast of " + shapeText(in[0]->shape()) + " into " +
+                           shapeText(out[0]->shape()) + " changes the shape");
+    return Status::ok();
   case K::LayerNorm:
   case K::LayerNormGrad: {
     float eps = task.attrs_as_NormAttrs()->eps();
@@ -394,8 +518,9 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
   for (int i = 0; i < nt; ++i) {
     const plan::Tensor *t = tensors->Get(i);
     std::string tname = pname + ": tensor " + std::to_string(i) + " '" + str(t->name()) + "'";
-    if (t->dtype() != plan::DType::F32 && t->dtype() != plan::DType::I32)
-      return Status::error(tname + ": unknown dtype");
+    if (t->dtype() > plan::DType::MAX)
+      return Status::error(tname + ": unknown dtype " +
+                           std::to_string(static_cast<int>(t->dtype())));
     if (Status s = checkTyped(p, tname, t->placement(), t->shape(), t->sbp()); !s)
       return s;
     if (t->variable() < -1 || t->variable() >= nv)
@@ -502,6 +627,8 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
       inT.push_back(tensors->Get(task->inputs()->Get(j)));
     for (int j = 0; j < gotOut; ++j)
       outT.push_back(tensors->Get(task->outputs()->Get(j)));
+    if (Status s = checkOpDtypes(task->op(), inT, outT, kname); !s)
+      return s;
     if (Status s = checkOpSemantics(p, *task, inT, outT, kname); !s)
       return s;
     if (const plan::CollectiveAttrs *c = task->attrs_as_CollectiveAttrs()) {
@@ -633,7 +760,7 @@ bool isCollective(plan::OpKind op) {
          op == plan::OpKind::ReduceScatter || op == plan::OpKind::AllToAll;
 }
 
-size_t dtypeSize(plan::DType) { return 4; }
+size_t dtypeSize(plan::DType dtype) { return dtype == plan::DType::BF16 ? 2 : 4; }
 
 Status checkPlan(const plan::Plan &p) {
   if (p.version() != kPlanVersion)

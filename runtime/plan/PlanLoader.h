@@ -14,7 +14,7 @@
 
 namespace sbpflow {
 
-constexpr uint32_t kPlanVersion = 2;
+constexpr uint32_t kPlanVersion = 3;
 
 // A verified plan and the bytes it lives in (the plan points into them).
 class LoadedPlan {

@@ -1,8 +1,10 @@
 // The CUDA executor against the CPU executor: a small MLP (matmul, bias,
 // relu, cross-entropy, mean, clipping, SGD with momentum and AdamW) trained
 // for a few steps on both must give the same losses and parameters (fp32,
-// 1e-5 relative). Without a GPU the comparison skips, saying why, and
-// creating a CUDA executor must be a clear error, not a crash.
+// 1e-5 relative), and a mixed-precision plan (bf16 casts, matmuls, layer
+// norm, row sums) the same results (1e-2 relative where bf16). Without a GPU
+// the comparisons skip, saying why, and creating a CUDA executor must be a
+// clear error, not a crash.
 #include "actors/Executor.h"
 #include "actors/Messages.h"
 #include "runtime/checkpoint/Checkpoint.h"
@@ -171,6 +173,105 @@ PlanSpec mlpPlan() {
   return spec;
 }
 
+// Mixed precision, forward only: x and w1 cast to bf16, h = x w1 in bf16, a
+// weight-gradient-like xᵀ h kept in fp32, layer norm of the bf16 h with fp32
+// gamma and beta, column sums of h into bf16 and into fp32, and every bf16
+// result cast back to fp32 to be read.
+constexpr int64_t kWide = 24;
+
+PlanSpec bf16Plan() {
+  using D = plan::DType;
+  PlanSpec spec;
+  spec.variables = {
+      {"w1", {kIn, kWide}, 0, {B()}, plan::InitKind::Uniform, -1, 1, 5},
+      {"gamma", {kWide}, 0, {B()}, plan::InitKind::Uniform, 0.5f, 1.5f, 8},
+      {"beta", {kWide}, 0, {B()}, plan::InitKind::Uniform, -0.5f, 0.5f, 9},
+  };
+  ProgramSpec prog;
+  prog.tensors = {
+      {"x", {kBatch, kIn}},                        // 0
+      {"w1", {kIn, kWide}, {B()}, D::F32, 0},      // 1
+      {"gamma", {kWide}, {B()}, D::F32, 1},        // 2
+      {"beta", {kWide}, {B()}, D::F32, 2},         // 3
+      {"x.bf16", {kBatch, kIn}, {B()}, D::BF16},   // 4
+      {"w1.bf16", {kIn, kWide}, {B()}, D::BF16},   // 5
+      {"h.bf16", {kBatch, kWide}, {B()}, D::BF16}, // 6
+      {"dw", {kIn, kWide}},                        // 7: bf16 x bf16 -> f32
+      {"n.bf16", {kBatch, kWide}, {B()}, D::BF16}, // 8
+      {"n", {kBatch, kWide}},                      // 9
+      {"h", {kBatch, kWide}},                      // 10
+      {"colsum.bf16", {kWide}, {B()}, D::BF16},    // 11: bf16 -> bf16
+      {"colsum", {kWide}},                         // 12
+      {"colsum.f32", {kWide}},                     // 13: bf16 -> f32
+  };
+  using K = plan::OpKind;
+  using A = plan::OpAttrs;
+  TaskSpec inX = task("input.x", K::Input, {}, {0}, A::InputAttrs);
+  inX.field = "x";
+  TaskSpec w1 = task("w1", K::Parameter, {}, {1}), gamma = task("gamma", K::Parameter, {}, {2}),
+           beta = task("beta", K::Parameter, {}, {3});
+  TaskSpec castX = task("x.cast", K::Cast, {0}, {4});
+  TaskSpec castW = task("w1.cast", K::Cast, {1}, {5});
+  TaskSpec mm = task("fc.matmul", K::MatMul, {4, 5}, {6});
+  TaskSpec dw = task("fc.matmul.grad_w", K::MatMul, {4, 6}, {7}, A::MatMulAttrs);
+  dw.transA = true;
+  TaskSpec ln = task("ln", K::LayerNorm, {6, 2, 3}, {8}, A::NormAttrs);
+  TaskSpec castN = task("n.cast", K::Cast, {8}, {9});
+  TaskSpec castH = task("h.cast", K::Cast, {6}, {10});
+  TaskSpec sum16 = task("colsum.bf16", K::ReduceRows, {6}, {11});
+  TaskSpec castSum = task("colsum.cast", K::Cast, {11}, {12});
+  TaskSpec sum32 = task("colsum.f32", K::ReduceRows, {6}, {13});
+  prog.tasks = {inX, w1, gamma, beta,  castX, castW,   mm,
+                dw,  ln, castN, castH, sum16, castSum, sum32};
+  prog.inputs = {{"x", 0}};
+  prog.outputs = {{"dw", 7}, {"n", 9}, {"h", 10}, {"colsum", 12}, {"colsum.f32", 13}};
+  spec.programs.push_back(prog);
+  finalize(spec);
+  return spec;
+}
+
+// The collectives and boxing steps on bf16 tensors, on one rank (a group of
+// one: copies, and the f32 staging around them): x read as f32 and cast,
+// and read straight into a bf16 tensor, then all-reduced, all-gathered,
+// sliced, zeroed-others and cast back.
+PlanSpec bf16BoxingPlan() {
+  using D = plan::DType;
+  PlanSpec spec;
+  ProgramSpec prog;
+  prog.tensors = {
+      {"x", {kBatch, kIn}},                              // 0
+      {"x.bf16", {kBatch, kIn}, {B()}, D::BF16},         // 1
+      {"x.direct", {kBatch, kIn}, {B()}, D::BF16},       // 2: a bf16 Input
+      {"reduced", {kBatch, kIn}, {B()}, D::BF16},        // 3
+      {"gathered", {kBatch, kIn}, {B()}, D::BF16},       // 4
+      {"sliced", {kBatch, kIn}, {S(0)}, D::BF16},        // 5
+      {"kept", {kBatch, kIn}, {P()}, D::BF16},           // 6
+      {"out", {kBatch, kIn}},                            // 7
+      {"direct", {kBatch, kIn}},                         // 8
+      {"reduced.direct", {kBatch, kIn}, {B()}, D::BF16}, // 9
+  };
+  using K = plan::OpKind;
+  using A = plan::OpAttrs;
+  TaskSpec inX = task("input.x", K::Input, {}, {0}, A::InputAttrs);
+  inX.field = "x";
+  TaskSpec inDirect = task("input.x.bf16", K::Input, {}, {2}, A::InputAttrs);
+  inDirect.field = "x";
+  TaskSpec cast = task("x.cast", K::Cast, {0}, {1});
+  TaskSpec ar = task("allreduce", K::AllReduce, {1}, {3}, A::CollectiveAttrs);
+  TaskSpec ag = task("allgather", K::AllGather, {3}, {4}, A::CollectiveAttrs);
+  TaskSpec slice = task("slice", K::Slice, {4}, {5});
+  TaskSpec zero = task("zero_others", K::ZeroOthers, {5}, {6});
+  TaskSpec back = task("out.cast", K::Cast, {6}, {7});
+  TaskSpec ar2 = task("allreduce.direct", K::AllReduce, {2}, {9}, A::CollectiveAttrs);
+  TaskSpec back2 = task("direct.cast", K::Cast, {9}, {8});
+  prog.tasks = {inX, inDirect, cast, ar, ag, slice, zero, back, ar2, back2};
+  prog.inputs = {{"x", 0}};
+  prog.outputs = {{"out", 7}, {"direct", 8}};
+  spec.programs.push_back(prog);
+  finalize(spec);
+  return spec;
+}
+
 // Options that run the executor on GPU 0 as rank `globalRank`.
 ExecutorOptions onGpu(int globalRank = 0) {
   ExecutorOptions options;
@@ -220,6 +321,15 @@ TEST(CudaExecutor, ComparisonPlanTrainsOnTheCpu) {
   EXPECT_EQ(cpu.outputs["w2"].size(), static_cast<size_t>(kHidden * kClasses));
 }
 
+// The mixed-precision plans the GPU runs below pass the loader's element
+// type rules (wherever the GPU tests skip, too).
+TEST(CudaExecutor, Bf16PlansLoad) {
+  for (const PlanSpec &spec : {bf16Plan(), bf16BoxingPlan()}) {
+    auto loaded = loadPlanBuffer(build(spec));
+    EXPECT_TRUE(loaded) << loaded.status().message();
+  }
+}
+
 #ifdef SBPFLOW_HAVE_CUDA
 
 namespace {
@@ -249,6 +359,77 @@ TEST(CudaExecutor, MlpMatchesTheCpuExecutor) {
   EXPECT_NE(cpu.losses.front(), cpu.losses.back());
   for (const auto &[name, values] : cpu.outputs)
     expectClose(cuda.outputs[name], values, name);
+}
+
+namespace {
+
+// One step of `plan`, then its outputs.
+std::map<std::string, std::vector<float>> runOnce(const plan::Plan *plan,
+                                                  const ExecutorOptions &options,
+                                                  const std::vector<std::string> &names) {
+  std::map<std::string, std::vector<float>> outputs;
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, plan, nullptr, options);
+  EXPECT_TRUE(exec) << exec.status().message();
+  if (!exec)
+    return outputs;
+  MemoryData data;
+  Status s = (*exec)->run("train", &data, 0, 0, 1, nullptr);
+  EXPECT_TRUE(s) << s.message();
+  for (const std::string &name : names) {
+    Status r = (*exec)->readOutput("train", name, outputs[name]);
+    EXPECT_TRUE(r) << r.message();
+  }
+  return outputs;
+}
+
+// |got - want| <= tolerance * max(1, |want|) elementwise.
+void expectWithin(const std::vector<float> &got, const std::vector<float> &want, double tolerance,
+                  const std::string &what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], tolerance * std::max(1.0f, std::fabs(want[i])))
+        << what << "[" << i << "]";
+}
+
+} // namespace
+
+// The GPU's bf16 kernels against the CPU executor's (f32 arithmetic on bf16
+// values, rounded at the same points): a bf16 result within 1e-2 relative.
+// The fp32 results (xᵀ h, the fp32 column sums) are sums of products of the
+// same bf16 values, exact in fp32 or nearly: 1e-5, which a result rounded
+// to bf16 by mistake (2^-9 relative) would miss.
+TEST(CudaExecutor, Bf16PlanMatchesTheCpuExecutor) {
+  SBPFLOW_REQUIRE_GPU();
+  auto loaded = loadPlanBuffer(build(bf16Plan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  const std::vector<std::string> names = {"dw", "n", "h", "colsum", "colsum.f32"};
+  auto cpu = runOnce(loaded->plan(), ExecutorOptions{}, names);
+  auto gpu = runOnce(loaded->plan(), onGpu(), names);
+  for (const char *name : {"n", "h", "colsum"})
+    expectWithin(gpu[name], cpu[name], 1e-2, name);
+  for (const char *name : {"dw", "colsum.f32"})
+    expectWithin(gpu[name], cpu[name], 1e-5, name);
+  // The values are bf16's: h holds no bits below bf16's 8.
+  for (float v : gpu["h"])
+    EXPECT_EQ(v, test::roundedToBf16({v})[0]);
+  // Layer norm did normalise: each row of n is gamma-scaled around beta,
+  // not h again.
+  EXPECT_NE(gpu["n"], gpu["h"]);
+}
+
+TEST(CudaExecutor, Bf16BoxingKeepsTheValues) {
+  SBPFLOW_REQUIRE_GPU();
+  auto loaded = loadPlanBuffer(build(bf16BoxingPlan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  auto gpu = runOnce(loaded->plan(), onGpu(), {"out", "direct"});
+  // Batch 0 of MemoryData's "x", rounded to bf16 once.
+  std::vector<float> x(kBatch * kIn);
+  MemoryData data;
+  ASSERT_OK(data.fill("x", 0, 0, kBatch, 0, kBatch, x.data()));
+  const std::vector<float> want = test::roundedToBf16(x);
+  EXPECT_EQ(gpu["out"], want);
+  EXPECT_EQ(gpu["direct"], want);
 }
 
 TEST(CudaExecutor, CheckpointHoldsTheStepCountAndWeights) {

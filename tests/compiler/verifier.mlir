@@ -141,3 +141,65 @@ func.func @f() {
   sbp.sgd %a {variable = @w, lr = 0.1 : f32, momentum = 0.9 : f32, weight_decay = 0.0 : f32} : tensor<8xf32>
   return
 }
+
+// -----
+
+// Mixed precision: the operands of a matmul share one element type.
+func.func @f() {
+  %a = sbp.input "a" : tensor<8x4xf32>
+  %b = sbp.input "b" : tensor<4x3xbf16>
+  // expected-error @+1 {{'sbp.matmul' op operands must have the same element type, got 'f32' and 'bf16'}}
+  %c = sbp.matmul %a, %b : (tensor<8x4xf32>, tensor<4x3xbf16>) -> tensor<8x3xf32>
+  return
+}
+
+// -----
+
+// An f32 product may not be narrowed by the matmul itself.
+func.func @f() {
+  %a = sbp.input "a" : tensor<8x4xf32>
+  %b = sbp.input "b" : tensor<4x3xf32>
+  // expected-error @+1 {{'sbp.matmul' op result #0 has type 'tensor<8x3xbf16>' but the operands give 'tensor<8x3xf32>'}}
+  %c = sbp.matmul %a, %b : (tensor<8x4xf32>, tensor<4x3xf32>) -> tensor<8x3xbf16>
+  return
+}
+
+// -----
+
+// layer_norm's gamma and beta are f32 master weights.
+func.func @f() {
+  %x = sbp.input "x" : tensor<2x8xbf16>
+  %g = sbp.input "g" : tensor<8xbf16>
+  %b = sbp.input "b" : tensor<8xf32>
+  // expected-error @+1 {{'sbp.layer_norm' op gamma must have element type f32, got 'bf16'}}
+  %y = sbp.layer_norm %x, %g, %b {eps = 1.0e-5 : f32} : (tensor<2x8xbf16>, tensor<8xbf16>, tensor<8xf32>) -> tensor<2x8xbf16>
+  return
+}
+
+// -----
+
+// Losses and reductions to a scalar are f32.
+func.func @f() {
+  %x = sbp.input "x" : tensor<8xbf16>
+  // expected-error @+1 {{'sbp.mean' op input must have element type f32, got 'bf16'}}
+  %m = sbp.mean %x : (tensor<8xbf16>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @f() {
+  %x = sbp.input "x" : tensor<8xi32>
+  // expected-error @+1 {{'sbp.cast' op input must have element type f32 or bf16, got 'i32'}}
+  %y = sbp.cast %x : (tensor<8xi32>) -> tensor<8xbf16>
+  return
+}
+
+// -----
+
+func.func @f() {
+  %x = sbp.input "x" : tensor<8xf32>
+  // expected-error @+1 {{'sbp.cast' op result #0 has type 'tensor<4xbf16>' but the operands give 'tensor<8xbf16>'}}
+  %y = sbp.cast %x : (tensor<8xf32>) -> tensor<4xbf16>
+  return
+}

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <tuple>
 #include <vector>
@@ -367,6 +368,172 @@ TEST(CopyRegionTest, EmptyRegionWritesNothing) {
   copyIntoRegion(src.data(), begin, size, dst.data(), shape, 2);
   for (float v : dst)
     EXPECT_EQ(v, 0.f);
+}
+
+// bf16 against values computed from the format's definition (sign, 8-bit
+// exponent, 7-bit fraction) in double precision, not from f32 bit tricks.
+double bf16Magnitude(uint32_t m) { // m: the 15 bits below the sign
+  const int e = static_cast<int>(m >> 7);
+  const double f = static_cast<double>(m & 0x7f);
+  if (e == 0)
+    return std::ldexp(f, -133); // denormal: f * 2^-126 / 128
+  return std::ldexp(1.0 + f / 128.0, e - 127);
+}
+
+uint32_t bitsOf(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  return b;
+}
+
+float floatOf(uint32_t b) {
+  float x;
+  std::memcpy(&x, &b, sizeof x);
+  return x;
+}
+
+// The nearest bf16 to a finite or infinite, non-NaN x; ties to the even
+// fraction; past the largest bf16 the next value up is 2^128 (inf), as IEEE
+// rounding treats overflow.
+uint16_t referenceBf16(float x) {
+  const uint16_t sign = std::signbit(x) ? 0x8000 : 0;
+  const double mag = std::fabs(static_cast<double>(x));
+  if (std::isinf(x))
+    return sign | 0x7f80;
+  // The largest bf16 magnitude at or below |x|, by search over the 0x7f80
+  // finite magnitudes (they increase with their bit pattern).
+  uint32_t lo = 0, hi = 0x7f7f;
+  while (lo < hi) {
+    const uint32_t mid = (lo + hi + 1) / 2;
+    if (bf16Magnitude(mid) <= mag)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  const double below = bf16Magnitude(lo);
+  const double above = lo == 0x7f7f ? std::ldexp(1.0, 128) : bf16Magnitude(lo + 1);
+  const double toBelow = mag - below, toAbove = above - mag;
+  uint32_t m = lo;
+  if (toAbove < toBelow || (toAbove == toBelow && (lo & 1)))
+    m = lo + 1; // 0x7f80 when rounding past the largest: inf
+  return static_cast<uint16_t>(sign | m);
+}
+
+bool isBf16Nan(uint16_t b) { return (b & 0x7f80) == 0x7f80 && (b & 0x7f) != 0; }
+
+TEST(Bf16Test, FromBf16IsExactForEveryValue) {
+  std::vector<uint16_t> all(1 << 16);
+  for (uint32_t b = 0; b < all.size(); ++b)
+    all[b] = static_cast<uint16_t>(b);
+  std::vector<float> got(all.size());
+  fromBf16(all.data(), got.data(), static_cast<int64_t>(all.size()));
+  for (uint32_t b = 0; b < all.size(); ++b) {
+    if (isBf16Nan(static_cast<uint16_t>(b))) {
+      EXPECT_TRUE(std::isnan(got[b])) << std::hex << b;
+      EXPECT_EQ(bitsOf(got[b]), b << 16) << std::hex << b; // payload kept
+      continue;
+    }
+    const double mag = (b & 0x7fff) == 0x7f80 ? INFINITY : bf16Magnitude(b & 0x7fff);
+    const double want = (b & 0x8000) ? -mag : mag;
+    EXPECT_EQ(static_cast<double>(got[b]), want) << std::hex << b;
+    EXPECT_EQ(std::signbit(got[b]), (b & 0x8000) != 0) << std::hex << b; // -0 too
+  }
+}
+
+TEST(Bf16Test, RoundTripKeepsEveryValue) {
+  std::vector<uint16_t> all(1 << 16), back(1 << 16);
+  for (uint32_t b = 0; b < all.size(); ++b)
+    all[b] = static_cast<uint16_t>(b);
+  std::vector<float> wide(all.size());
+  fromBf16(all.data(), wide.data(), static_cast<int64_t>(all.size()));
+  toBf16(wide.data(), back.data(), static_cast<int64_t>(all.size()));
+  for (uint32_t b = 0; b < all.size(); ++b) {
+    // A signalling NaN comes back quiet, with its sign and payload.
+    const uint16_t want = isBf16Nan(static_cast<uint16_t>(b)) ? (b | 0x0040) : b;
+    EXPECT_EQ(back[b], want) << std::hex << b;
+  }
+}
+
+// Every f32 near a tie or a bf16 value, for every finite bf16 of both signs
+// (denormals, the overflow threshold, powers of two), and random patterns.
+TEST(Bf16Test, RoundsToNearestEvenLikeTheReference) {
+  std::vector<float> x;
+  for (uint32_t m = 0; m < 0x7f80; ++m)
+    for (uint32_t low : {0x0u, 0x1u, 0x3fffu, 0x7ffeu, 0x7fffu, 0x8000u, 0x8001u, 0xbfffu, 0xffffu})
+      for (uint32_t sign : {0u, 0x80000000u})
+        x.push_back(floatOf(sign | (m << 16) | low));
+  std::mt19937 gen(11);
+  for (int i = 0; i < 200000; ++i) {
+    const float v = floatOf(static_cast<uint32_t>(gen()));
+    if (!std::isnan(v))
+      x.push_back(v);
+  }
+  x.push_back(INFINITY);
+  x.push_back(-INFINITY);
+  std::vector<uint16_t> got(x.size());
+  toBf16(x.data(), got.data(), static_cast<int64_t>(x.size()));
+  int failures = 0;
+  for (size_t i = 0; i < x.size() && failures < 20; ++i) {
+    const uint16_t want = referenceBf16(x[i]);
+    if (got[i] != want)
+      ++failures;
+    EXPECT_EQ(got[i], want) << std::hex << "f32 bits 0x" << bitsOf(x[i]);
+  }
+}
+
+TEST(Bf16Test, NamedCases) {
+  const std::vector<std::pair<uint32_t, uint16_t>> cases = {
+      {0x00000000, 0x0000}, // +0
+      {0x80000000, 0x8000}, // -0
+      {0x3f800000, 0x3f80}, // 1
+      {0x3f808000, 0x3f80}, // 1 + 2^-8: a tie, to the even 1
+      {0x3f818000, 0x3f82}, // a tie from an odd fraction: up
+      {0x3f808001, 0x3f81}, // just above a tie
+      {0xbf817fff, 0xbf81}, // just below a tie, negative
+      {0x7f800000, 0x7f80}, // +inf
+      {0xff800000, 0xff80}, // -inf
+      {0x7f7f0000, 0x7f7f}, // the largest bf16
+      {0x7f7f7fff, 0x7f7f}, // just below the overflow threshold
+      {0x7f7f8000, 0x7f80}, // the threshold: a tie from an odd fraction, to inf
+      {0x7f7fffff, 0x7f80}, // FLT_MAX
+      {0xff7fffff, 0xff80}, // -FLT_MAX
+      {0x7f7e8000, 0x7f7e}, // a tie below the largest, to even
+      {0x00000001, 0x0000}, // the smallest denormal: to zero
+      {0x80000001, 0x8000}, // ... keeping the sign
+      {0x00008000, 0x0000}, // denormal tie, to even zero
+      {0x00018000, 0x0002}, // denormal tie from odd: up
+      {0x00010000, 0x0001}, // the smallest bf16 denormal
+      {0x007fffff, 0x0080}, // the largest f32 denormal: up to the smallest normal
+      {0x7fc00000, 0x7fc0}, // quiet NaN
+      {0xffc00001, 0xffc0}, // negative quiet NaN, payload below: truncated
+      {0x7f800001, 0x7fc0}, // NaN whose payload lies only in the dropped half
+      {0x7fa00000, 0x7fe0}, // signalling NaN: quieted, payload kept
+      {0x7fffffff, 0x7fff}, // a NaN rounding would carry into the sign
+  };
+  for (const auto &[in, want] : cases) {
+    const float x = floatOf(in);
+    uint16_t got = 0xdead;
+    toBf16(&x, &got, 1);
+    EXPECT_EQ(got, want) << std::hex << "f32 bits 0x" << in;
+  }
+}
+
+// Vector bodies and scalar tails: every element is written, nothing past n.
+TEST(Bf16Test, AwkwardSizesWriteExactlyN) {
+  for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{13}, int64_t{127}, int64_t{130}}) {
+    auto x = randomVector(n, 40 + n, -1000.f, 1000.f);
+    std::vector<uint16_t> y(n + 1, 0xbeef);
+    toBf16(x.data(), y.data(), n);
+    EXPECT_EQ(y[n], 0xbeef) << n;
+    std::vector<float> back(n + 1, 7.f);
+    fromBf16(y.data(), back.data(), n);
+    EXPECT_EQ(back[n], 7.f) << n;
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_EQ(y[i], referenceBf16(x[i])) << "n=" << n << " i=" << i;
+      // Within half a bf16 ulp (2^-8 relative).
+      EXPECT_LE(std::abs(back[i] - x[i]), std::ldexp(std::abs(x[i]), -8)) << i;
+    }
+  }
 }
 
 TEST(BlasThreadsTest, SettingThreadsKeepsResults) {

@@ -5,6 +5,11 @@
 #include "tests/kernels/RandomVector.h"
 #include "tests/kernels_cuda/CudaTest.h"
 
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <ios>
+
 namespace sbpflow::test {
 namespace {
 
@@ -94,10 +99,103 @@ TEST(CudaElementwise, AddFillAndCasts) {
   EXPECT_EQ(dy.download(), roundedToBf16(a));
 }
 
+uint32_t bitsOf(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  return b;
+}
+float floatOf(uint32_t b) {
+  float x;
+  std::memcpy(&x, &b, sizeof x);
+  return x;
+}
+uint16_t bitsOf(bf16 x) { return static_cast<__nv_bfloat16_raw>(x).x; }
+bf16 bf16Of(uint16_t b) {
+  __nv_bfloat16_raw raw;
+  raw.x = b;
+  return bf16(raw);
+}
+bool isBf16NaN(uint16_t b) { return (b & 0x7f80u) == 0x7f80u && (b & 0x007fu) != 0; }
+
+// The Cast op's kernels, bit for bit: fp32 -> bf16 rounds to nearest, ties
+// to even, overflows to inf and keeps NaN a NaN (a signalling NaN whose
+// payload sits in the dropped bits must not become inf); bf16 -> fp32 is
+// exact for every one of the 65536 patterns.
+TEST(CudaElementwise, CastsRoundToNearestEvenAndKeepNaN) {
+  SBPFLOW_REQUIRE_GPU();
+  struct Case {
+    uint32_t in;
+    uint16_t want;
+  };
+  const std::vector<Case> cases = {
+      {0x3f800000u, 0x3f80u}, // 1
+      {0x3f808000u, 0x3f80u}, // 1 + 2^-8: a tie, to the even 1
+      {0x3f818000u, 0x3f82u}, // 1 + 3 * 2^-8: a tie, to the even 1 + 2^-6
+      {0x3f808001u, 0x3f81u}, // just above the tie: up
+      {0x3f807fffu, 0x3f80u}, // just below it: down
+      {0xbf808000u, 0xbf80u}, // -(1 + 2^-8): a tie, to -1
+      {0x80000000u, 0x8000u}, // -0 keeps its sign
+      {0x00000001u, 0x0000u}, // the smallest fp32 subnormal: to 0
+      {0x00008000u, 0x0000u}, // a subnormal tie, to the even 0
+      {0x00018000u, 0x0002u}, // a subnormal tie, to the even 2
+      {0x7f7f7fffu, 0x7f7fu}, // below the tie above bf16's largest: its largest
+      {0x7f7fffffu, 0x7f80u}, // fp32's largest: overflows to inf
+      {0x7f800000u, 0x7f80u}, // inf
+      {0xff800000u, 0xff80u}, // -inf
+  };
+  const std::vector<uint32_t> nans = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0x7fbfffffu,
+                                      0xff800001u};
+  std::vector<float> x;
+  for (const Case &c : cases)
+    x.push_back(floatOf(c.in));
+  for (uint32_t n : nans)
+    x.push_back(floatOf(n));
+  const int64_t n = static_cast<int64_t>(x.size());
+  DeviceBuffer<float> dx(x);
+  DeviceBuffer<bf16> dy(n);
+  ASSERT_OK(cuda::castToBf16(dx.get(), dy.get(), n, nullptr));
+  const std::vector<bf16> got = dy.download();
+  for (size_t i = 0; i < cases.size(); ++i)
+    EXPECT_EQ(bitsOf(got[i]), cases[i].want) << std::hex << "fp32 0x" << cases[i].in;
+  for (size_t i = 0; i < nans.size(); ++i)
+    EXPECT_TRUE(isBf16NaN(bitsOf(got[cases.size() + i])))
+        << std::hex << "fp32 0x" << nans[i] << " became bf16 0x" << bitsOf(got[cases.size() + i]);
+
+  // Every bf16 pattern widens to the fp32 with the same top 16 bits (NaNs:
+  // some NaN), and a non-NaN one rounds back to itself.
+  std::vector<bf16> all(65536);
+  for (uint32_t b = 0; b < 65536; ++b)
+    all[b] = bf16Of(static_cast<uint16_t>(b));
+  DeviceBuffer<bf16> dall(all), back(all.size());
+  DeviceBuffer<float> wide(all.size());
+  ASSERT_OK(cuda::castToFloat(dall.get(), wide.get(), 65536, nullptr));
+  ASSERT_OK(cuda::castToBf16(wide.get(), back.get(), 65536, nullptr));
+  const std::vector<float> widened = wide.download();
+  const std::vector<bf16> rounded = back.download();
+  int wrong = 0;
+  for (uint32_t b = 0; b < 65536 && wrong < 10; ++b) {
+    const uint16_t h = static_cast<uint16_t>(b);
+    if (isBf16NaN(h)) {
+      if (!std::isnan(widened[b]) || !isBf16NaN(bitsOf(rounded[b]))) {
+        ADD_FAILURE() << std::hex << "bf16 NaN 0x" << b << " did not stay a NaN";
+        ++wrong;
+      }
+      continue;
+    }
+    if (bitsOf(widened[b]) != (b << 16) || bitsOf(rounded[b]) != h) {
+      ADD_FAILURE() << std::hex << "bf16 0x" << b << " widened to 0x" << bitsOf(widened[b])
+                    << ", back to 0x" << bitsOf(rounded[b]);
+      ++wrong;
+    }
+  }
+}
+
 TEST(CudaElementwise, EmptyTensorsLaunchNothing) {
   SBPFLOW_REQUIRE_GPU();
   ASSERT_OK(cuda::relu<float>(nullptr, nullptr, 0, nullptr));
   ASSERT_OK(cuda::biasAdd<float>(nullptr, nullptr, nullptr, 0, 5, nullptr));
+  ASSERT_OK(cuda::castToBf16(nullptr, nullptr, 0, nullptr));
+  ASSERT_OK(cuda::castToFloat(nullptr, nullptr, 0, nullptr));
 }
 
 } // namespace

@@ -254,6 +254,53 @@ TEST(CudaLoss, ReduceRowsBf16) {
   reduceRowsMatchesCpu<bf16>();
 }
 
+// A bf16 sum (T = Y = bf16) is accumulated in fp32 and rounded once: with
+// dyadic inputs the fp32 sum is exact, so the result is that sum rounded to
+// bf16, bit for bit; rounding the running sum would drift from it (rows of
+// 1 + 2^-6 go past 256, where bf16's spacing is 2).
+TEST(CudaLoss, ReduceRowsIntoBf16RoundsOnce) {
+  SBPFLOW_REQUIRE_GPU();
+  for (auto [rows, cols] :
+       {std::pair<int64_t, int64_t>{1, 1}, {333, 1031}, {4099, 7}, {17, 32}, {0, 5}, {70001, 3}}) {
+    SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(cols));
+    auto x = dyadicVector(rows * cols, 83, 6);
+    std::vector<float> exact(cols);
+    cpu::reduceRows(x.data(), exact.data(), rows, cols);
+    DeviceBuffer<bf16> dx(toBf16(x));
+    DeviceBuffer<bf16> y(toBf16(std::vector<float>(cols, -7.f)));
+    ASSERT_OK(cuda::reduceRows(dx.get(), y.get(), rows, cols, nullptr));
+    EXPECT_EQ(toFloat(y.download()), roundedToBf16(exact));
+  }
+  const int64_t rows = 1000;
+  const float one = 1.f + std::ldexp(1.f, -6);
+  DeviceBuffer<bf16> dx(toBf16(std::vector<float>(rows, one)));
+  DeviceBuffer<bf16> y(1);
+  ASSERT_OK(cuda::reduceRows(dx.get(), y.get(), rows, 1, nullptr));
+  EXPECT_EQ(toFloat(y.download())[0], roundedToBf16({rows * one})[0]);
+}
+
+// Random bf16 inputs against a double reference, into fp32 and into bf16.
+TEST(CudaLoss, ReduceRowsOfBf16MatchesDouble) {
+  SBPFLOW_REQUIRE_GPU();
+  for (auto [rows, cols] :
+       {std::pair<int64_t, int64_t>{1, 1}, {333, 1031}, {4099, 7}, {70001, 3}}) {
+    SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(cols));
+    auto x = roundedToBf16(randomVector(rows * cols, 85, -1.f, 1.f));
+    std::vector<double> sum(cols, 0.0);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j)
+        sum[j] += x[i * cols + j];
+    const std::vector<float> want(sum.begin(), sum.end());
+    DeviceBuffer<bf16> dx(toBf16(x));
+    DeviceBuffer<float> y32(std::vector<float>(cols, NAN));
+    ASSERT_OK(cuda::reduceRows(dx.get(), y32.get(), rows, cols, nullptr));
+    EXPECT_LE(normRelativeError(y32.download(), want), kF32Tolerance);
+    DeviceBuffer<bf16> y16(toBf16(std::vector<float>(cols, NAN)));
+    ASSERT_OK(cuda::reduceRows(dx.get(), y16.get(), rows, cols, nullptr));
+    EXPECT_LE(normRelativeError(toFloat(y16.download()), want), kBf16Tolerance);
+  }
+}
+
 TEST(CudaLoss, SquareSumIsTheCpusAndDeterministic) {
   SBPFLOW_REQUIRE_GPU();
   DeviceBuffer<double> partials(cuda::kReducePartials);
@@ -320,7 +367,8 @@ TEST(CudaLoss, EmptyInputs) {
   SBPFLOW_REQUIRE_GPU();
   ASSERT_OK(
       cuda::softmaxXentGrad<float>(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 10, nullptr));
-  ASSERT_OK(cuda::reduceRows<float>(nullptr, nullptr, 5, 0, nullptr));
+  ASSERT_OK((cuda::reduceRows<float, float>(nullptr, nullptr, 5, 0, nullptr)));
+  ASSERT_OK((cuda::reduceRows<bf16, bf16>(nullptr, nullptr, 5, 0, nullptr)));
   ASSERT_OK(cuda::meanGrad(nullptr, nullptr, 0, 3, nullptr));
   // Zero classes: every loss is 0 and no label is bad, as on the CPU.
   std::vector<int32_t> labels = {0, 3, -1};

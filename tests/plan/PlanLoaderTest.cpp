@@ -341,7 +341,7 @@ TEST(PlanLoader, TransformerKindDefects) {
   };
   PlanSpec s = transformerPlan();
   s.programs[0].tensors[0].dtype = plan::DType::F32;
-  EXPECT_ERROR(s, "task 2 'embedding' (Embedding): ids 'ids' must be I32, is F32");
+  EXPECT_ERROR(s, "task 2 'embedding' (Embedding): input 1 'ids' must be I32, is F32");
   s = transformerPlan();
   task(s, 6).heads = 3;
   EXPECT_ERROR(s, "task 6 'attn' (CausalAttention): AttentionAttrs.heads 3 must be positive and "
@@ -442,18 +442,181 @@ TEST(PlanLoader, LocalBoxingAttrsAreOptional) {
   EXPECT_ERROR(spec, "task 2 'zero' (ZeroOthers): hierarchy_dim 1 out of range");
 }
 
+TaskSpec makeTask(std::string name, plan::OpKind op, std::vector<int> inputs,
+                  std::vector<int> outputs, plan::OpAttrs attrs = plan::OpAttrs::NONE) {
+  TaskSpec t;
+  t.name = std::move(name);
+  t.op = op;
+  t.inputs = std::move(inputs);
+  t.outputs = std::move(outputs);
+  t.attrs = attrs;
+  return t;
+}
+
+TaskSpec inputTask(std::string name, int output, std::string field) {
+  TaskSpec t =
+      makeTask(std::move(name), plan::OpKind::Input, {}, {output}, plan::OpAttrs::InputAttrs);
+  t.field = std::move(field);
+  return t;
+}
+
 TEST(PlanLoader, LabelsAreI32) {
   PlanSpec spec;
   ProgramSpec prog;
   prog.tensors = {{"logits", {4, 3}}, {"labels", {4}}, {"loss", {4}}};
-  prog.tasks = {{"logits", plan::OpKind::Fill, {}, {0}, plan::OpAttrs::FillAttrs},
-                {"labels", plan::OpKind::Fill, {}, {1}, plan::OpAttrs::FillAttrs},
-                {"xent", plan::OpKind::SoftmaxXent, {0, 1}, {2}}};
+  prog.tasks = {makeTask("logits", plan::OpKind::Fill, {}, {0}, plan::OpAttrs::FillAttrs),
+                inputTask("labels", 1, "label"),
+                makeTask("xent", plan::OpKind::SoftmaxXent, {0, 1}, {2})};
   spec.programs.push_back(prog);
   finalize(spec);
-  EXPECT_ERROR(spec, "task 2 'xent' (SoftmaxXent): labels 'labels' must be I32, is F32");
+  EXPECT_ERROR(spec, "task 2 'xent' (SoftmaxXent): input 1 'labels' must be I32, is F32");
   spec.programs[0].tensors[1].dtype = plan::DType::I32;
   EXPECT_EQ(loadError(spec), "loaded");
+  // Fill writes f32 only.
+  spec.programs[0].tasks[1] =
+      makeTask("labels", plan::OpKind::Fill, {}, {1}, plan::OpAttrs::FillAttrs);
+  EXPECT_ERROR(spec, "task 1 'labels' (Fill): output 0 'labels' must be F32, is I32");
+}
+
+// Mixed precision: f32 variables cast to bf16, bf16 matmuls with a bf16 and
+// an f32 result, layer norm of bf16 with f32 weights, an f32 loss.
+PlanSpec bf16Plan() {
+  const plan::DType bf16 = plan::DType::BF16, f32 = plan::DType::F32;
+  PlanSpec spec;
+  spec.variables = {{"w", {7, 5}}, {"g", {5}}, {"b", {5}}};
+  ProgramSpec prog;
+  prog.tensors = {
+      {"x", {13, 7}},                   // 0
+      {"x.bf16", {13, 7}, {B()}, bf16}, // 1
+      {"w", {7, 5}, {B()}, f32, 0},     // 2
+      {"w.bf16", {7, 5}, {B()}, bf16},  // 3
+      {"h", {13, 5}, {B()}, bf16},      // 4
+      {"g", {5}, {B()}, f32, 1},        // 5
+      {"b", {5}, {B()}, f32, 2},        // 6
+      {"n", {13, 5}, {B()}, bf16},      // 7
+      {"n.f32", {13, 5}},               // 8
+      {"h2", {13, 5}},                  // 9
+      {"loss", {}},                     // 10
+  };
+  using K = plan::OpKind;
+  TaskSpec mean = makeTask("loss", K::Mean, {8}, {10}, plan::OpAttrs::MeanAttrs);
+  mean.count = 65;
+  prog.tasks = {inputTask("input", 0, "x"),                                             // 0
+                makeTask("x.cast", K::Cast, {0}, {1}),                                  // 1
+                makeTask("w", K::Parameter, {}, {2}),                                   // 2
+                makeTask("w.cast", K::Cast, {2}, {3}),                                  // 3
+                makeTask("mm", K::MatMul, {1, 3}, {4}),                                 // 4
+                makeTask("g", K::Parameter, {}, {5}),                                   // 5
+                makeTask("b", K::Parameter, {}, {6}),                                   // 6
+                makeTask("ln", K::LayerNorm, {4, 5, 6}, {7}, plan::OpAttrs::NormAttrs), // 7
+                makeTask("n.cast", K::Cast, {7}, {8}),                                  // 8
+                makeTask("mm.f32", K::MatMul, {1, 3}, {9}),                             // 9
+                mean};                                                                  // 10
+  spec.programs.push_back(prog);
+  finalize(spec);
+  return spec;
+}
+
+TEST(PlanLoader, Bf16PlanLoadsWithTwoByteElements) {
+  PlanSpec s = bf16Plan();
+  EXPECT_EQ(s.programs[0].tensors[1].bytes, 13 * 7 * 2);
+  ASSERT_EQ(loadError(s), "loaded");
+  auto loaded = loadPlanBuffer(build(s));
+  ASSERT_TRUE(loaded);
+  std::string text = describePlan(*loaded->plan());
+  EXPECT_NE(text.find("x.bf16 BF16[13,7]"), std::string::npos) << text;
+  EXPECT_NE(text.find("x.cast Cast (%0) -> (%1)"), std::string::npos) << text;
+  s.programs[0].tensors[4].bytes = 13 * 5 * 2 - 1;
+  EXPECT_ERROR(s, "tensor 4 'h': bytes 129 smaller than its largest local shard (130)");
+}
+
+TEST(PlanLoader, Bf16DtypeDefects) {
+  const plan::DType bf16 = plan::DType::BF16, f32 = plan::DType::F32;
+  auto tensor = [](PlanSpec &s, int t) -> TensorSpec & { return s.programs[0].tensors[t]; };
+  auto task = [](PlanSpec &s, int k) -> TaskSpec & { return s.programs[0].tasks[k]; };
+  // Registers, sizes and offsets again, for a case that changed tasks or types.
+  auto rewire = [](PlanSpec &s) {
+    ProgramSpec &prog = s.programs[0];
+    for (TensorSpec &t : prog.tensors)
+      t.offset = t.bytes = -1;
+    prog.arenaBytes = -1;
+    prog.registers.clear();
+    finalize(s);
+  };
+  // Operands of one matmul must agree: f32 x bf16.
+  PlanSpec s = bf16Plan();
+  task(s, 4).inputs = {0, 3};
+  rewire(s);
+  EXPECT_ERROR(s, "task 4 'mm' (MatMul): input 1 'w.bf16' must be F32 like the task's other "
+                  "operands, is BF16");
+  // A bf16 product may land in f32, an f32 one not in bf16.
+  s = bf16Plan();
+  task(s, 4).inputs = {0, 2};
+  rewire(s);
+  EXPECT_ERROR(s, "task 4 'mm' (MatMul): output 0 'h' must be F32 like the task's other "
+                  "operands, is BF16");
+  // Variables and their views are f32.
+  s = bf16Plan();
+  tensor(s, 2).dtype = bf16;
+  EXPECT_ERROR(s, "task 2 'w' (Parameter): output 0 'w' must be F32, is BF16");
+  // Reductions to a loss, optimisers and layer norm weights are f32.
+  s = bf16Plan();
+  task(s, 10).inputs = {7};
+  rewire(s);
+  EXPECT_ERROR(s, "task 10 'loss' (Mean): input 0 'n' must be F32, is BF16");
+  s = bf16Plan();
+  tensor(s, 10).dtype = bf16;
+  rewire(s);
+  EXPECT_ERROR(s, "task 10 'loss' (Mean): output 0 'loss' must be F32, is BF16");
+  s = bf16Plan();
+  task(s, 7).inputs = {4, 3, 6};
+  rewire(s);
+  EXPECT_ERROR(s, "task 7 'ln' (LayerNorm): input 1 'w.bf16' must be F32, is BF16");
+  s = bf16Plan();
+  tensor(s, 7).dtype = f32;
+  rewire(s);
+  EXPECT_ERROR(s, "task 7 'ln' (LayerNorm): output 0 'n' must be BF16 like the task's other "
+                  "operands, is F32");
+  // Casts are between floats, of one shape.
+  s = bf16Plan();
+  tensor(s, 0).dtype = plan::DType::I32;
+  rewire(s);
+  EXPECT_ERROR(s, "task 1 'x.cast' (Cast): input 0 'x' must be F32 or BF16, is I32");
+  s = bf16Plan();
+  tensor(s, 1).shape = {7, 13};
+  EXPECT_ERROR(s, "task 1 'x.cast' (Cast): cast of [13,7] into [7,13] changes the shape");
+  // Collectives keep the type.
+  s = bf16Plan();
+  s.programs[0].tensors.push_back({"h.sum", {13, 5}, {B()}, f32});
+  s.programs[0].tasks.push_back(
+      makeTask("h.allreduce", plan::OpKind::AllReduce, {4}, {11}, plan::OpAttrs::CollectiveAttrs));
+  rewire(s);
+  EXPECT_ERROR(s, "task 11 'h.allreduce' (AllReduce): output 0 'h.sum' must be BF16 like the "
+                  "task's other tensors, is F32");
+}
+
+// TestPlans writes every variable as f32, so this plan is built by hand.
+TEST(PlanLoader, Bf16VariableIsRefused) {
+  flatbuffers::FlatBufferBuilder fbb;
+  std::vector<plan::SbpDim> sbp = {plan::SbpDim(plan::SbpKind::Broadcast, 0)};
+  auto placement = plan::CreatePlacement(fbb, fbb.CreateString("cpu"), plan::DeviceKind::CPU,
+                                         fbb.CreateVector(std::vector<int>{0}),
+                                         fbb.CreateVector(std::vector<int>{1}));
+  auto init = plan::CreateInit(fbb, plan::InitKind::Zeros, 0, 0, 0);
+  auto variable = plan::CreateVariable(fbb, fbb.CreateString("w"), plan::DType::BF16,
+                                       fbb.CreateVector(std::vector<int64_t>{3, 2}), 0,
+                                       fbb.CreateVectorOfStructs(sbp), init);
+  auto root = plan::CreatePlan(fbb, kPlanVersion,
+                               fbb.CreateVector(std::vector<decltype(placement)>{placement}),
+                               fbb.CreateVector(std::vector<decltype(variable)>{variable}),
+                               fbb.CreateVector(std::vector<flatbuffers::Offset<plan::Program>>{}),
+                               fbb.CreateString("test"));
+  plan::FinishPlanBuffer(fbb, root);
+  auto loaded = loadPlanBuffer(fbb.GetBufferPointer(), fbb.GetSize());
+  ASSERT_FALSE(loaded);
+  EXPECT_NE(loaded.status().message().find("variable 0 'w': variables must be f32"),
+            std::string::npos)
+      << loaded.status().message();
 }
 
 TEST(PlanLoader, InitIsDeterministic) {

@@ -64,7 +64,7 @@ struct TaskSpec {
   int heads = 1;                                   // CausalAttention(Grad)
   float p = 0;                                     // Dropout
   uint64_t seed = 0;                               // Dropout
-  std::vector<int> perm;                           // Transpose
+  std::vector<int> perm = {};                      // Transpose
   int axis = 0;                                    // Narrow(Grad), Concat
   int64_t begin = 0;                               // Narrow(Grad)
   float maxNorm = 1;                               // ClipScale
@@ -91,7 +91,7 @@ struct ProgramSpec {
 };
 
 struct PlanSpec {
-  uint32_t version = 2; // kPlanVersion
+  uint32_t version = 3; // kPlanVersion
   std::vector<PlacementSpec> placements = {PlacementSpec{}};
   std::vector<VariableSpec> variables;
   std::vector<ProgramSpec> programs;
@@ -112,7 +112,7 @@ inline void finalize(PlanSpec &spec, int count = 1) {
         sbp.push_back(SbpDim{static_cast<SbpKind>(static_cast<int8_t>(s.kind)), s.axis});
       std::vector<int64_t> h(pl.hierarchy.begin(), pl.hierarchy.end());
       if (t.bytes < 0)
-        t.bytes = maxLocalElements(t.shape, sbp, h) * 4;
+        t.bytes = maxLocalElements(t.shape, sbp, h) * (t.dtype == plan::DType::BF16 ? 2 : 4);
       if (t.offset < 0) {
         t.offset = offset;
         offset += (t.bytes + 63) / 64 * 64;

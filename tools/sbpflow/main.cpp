@@ -27,6 +27,7 @@ int fail(const std::string &message) {
 struct CompileArgs {
   std::string source;
   std::string output;
+  bool bf16 = false;
 };
 
 CLI::App *addCompileCommand(CLI::App &app, CompileArgs &args) {
@@ -34,6 +35,9 @@ CLI::App *addCompileCommand(CLI::App &app, CompileArgs &args) {
   auto *cmd = app.add_subcommand("compile", "compile an sbp MLIR module into a plan");
   cmd->add_option("SOURCE", args.source, "MLIR file (sbp dialect)")->required();
   cmd->add_option("-o,--output", args.output, "plan file to write")->required();
+  cmd->add_flag("--bf16", args.bf16,
+                "mixed precision: bf16 matmuls and attention, f32 master weights, losses and "
+                "reductions");
   return cmd;
 #else
   return nullptr;
@@ -44,7 +48,7 @@ int runCompile(const CompileArgs &args) {
 #ifdef SBPFLOW_HAVE_COMPILER
   std::vector<uint8_t> bytes;
   // Diagnostics (file:line:col) are printed by the compiler as it goes.
-  if (mlir::failed(compileFileToPlan(args.source, bytes)))
+  if (mlir::failed(compileFileToPlan(args.source, bytes, {.bf16 = args.bf16})))
     return fail("compile: " + args.source + " did not compile");
   std::ofstream out(args.output, std::ios::binary);
   if (!out.write(reinterpret_cast<const char *>(bytes.data()), bytes.size()))

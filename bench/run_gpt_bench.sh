@@ -13,6 +13,7 @@ tp=1
 threads=1
 steps=20
 seed=1
+bf16=()
 here="$(cd "$(dirname "$0")" && pwd)"
 build="$(realpath -m "$here/../build")"
 python=/usr/bin/python3 # Debian's python3-torch, not a pyenv python on PATH
@@ -24,6 +25,7 @@ while [[ $# -gt 0 ]]; do
   --threads) threads="$2"; shift 2 ;;
   --steps) steps="$2"; shift 2 ;;
   --seed) seed="$2"; shift 2 ;;
+  --bf16) bf16=(--bf16); shift ;;
   --build) build="$2"; shift 2 ;;
   -h | --help) sed -n '2,8p' "$0"; exit 0 ;;
   *) echo "run_gpt_bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -56,10 +58,11 @@ echo "== sbpflow: --dp $dp --tp $tp --threads $threads --steps $steps --dropout 
 # --resume: start from the very weights PyTorch loads (they also follow from
 # the seed; resuming makes the comparison independent of that).
 "$ours" --dp "$dp" --tp "$tp" --threads "$threads" --steps "$steps" --seed "$seed" \
-  --dropout 0 --resume "$out/init" --log-every 1 --bench-json "$out/sbpflow.json" >&2
+  --dropout 0 --resume "$out/init" --log-every 1 --bench-json "$out/sbpflow.json" \
+  ${bf16[@]+"${bf16[@]}"} >&2
 echo "== pytorch: gpt_torch.py --threads $torch_threads --steps $steps" >&2
 "$python" "$here/gpt_torch.py" --checkpoint "$out/init" --threads "$torch_threads" \
-  --steps "$steps" --seed "$seed" --json-out "$out/pytorch.json" >&2
+  --steps "$steps" --seed "$seed" --json-out "$out/pytorch.json" ${bf16[@]+"${bf16[@]}"} >&2
 
 "$python" - "$out" "$dp" "$tp" "$threads" <<'PY'
 import json, os, sys

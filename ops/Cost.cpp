@@ -42,7 +42,10 @@ int64_t elementBytes(Type t) {
 
 double groupBytes(RankedTensorType type, llvm::ArrayRef<SbpDim> sbp,
                   llvm::ArrayRef<int64_t> hierarchy, unsigned dim) {
-  double bytes = static_cast<double>(type.getNumElements()) * elementBytes(type.getElementType());
+  // The communicators move f32: a bf16 tensor is widened for its collective.
+  Type elt = type.getElementType();
+  double bytes =
+      static_cast<double>(type.getNumElements()) * (elt.isBF16() ? 4 : elementBytes(elt));
   for (unsigned d = 0; d < hierarchy.size() && d < sbp.size(); ++d)
     if (d != dim && sbp[d].kind == SbpKind::Split)
       bytes /= static_cast<double>(hierarchy[d]);

@@ -29,12 +29,13 @@ struct CostModel {
 // infinity where no boxing exists (e.g. P(sum) -> P(max)).
 double boxingCost(const CostModel &model, SbpDim from, SbpDim to, double bytes, int64_t groupSize);
 
-// Bytes of one element of a tensor type (f32, i32: 4).
+// Bytes of one element of a tensor type (f32, i32: 4; bf16: 2).
 int64_t elementBytes(Type elementType);
 
-// Bytes of `type` that one group of hierarchy dimension `dim` works on under
-// the nd-SBP `sbp`: the global size divided by every other dimension that
-// splits it (a partial or broadcast dimension does not shrink the data).
+// Bytes of `type` that one group of hierarchy dimension `dim` moves under the
+// nd-SBP `sbp`: the global size divided by every other dimension that splits
+// it (a partial or broadcast dimension does not shrink the data). bf16 counts
+// 4 bytes an element: the executors run collectives on f32 copies.
 double groupBytes(RankedTensorType type, llvm::ArrayRef<SbpDim> sbp,
                   llvm::ArrayRef<int64_t> hierarchy, unsigned dim);
 

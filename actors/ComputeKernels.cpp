@@ -111,6 +111,7 @@ bool isComputeOp(plan::OpKind op) {
   case K::Fill:
   case K::MatMul:
   case K::BiasAdd:
+  case K::BiasGelu:
   case K::Add:
   case K::Relu:
   case K::ReluGrad:
@@ -147,10 +148,12 @@ bool isComputeOp(plan::OpKind op) {
 
 namespace {
 
-// A compute task's kernel over f32 (and i32) tensors.
+// A compute task's kernel over f32 (and i32) tensors; `storedOut` are the
+// outputs as the plan stores them (BF16 where `out` holds f32 shadows).
 StatusOr<Kernel> buildF32ComputeKernel(const plan::Task &task,
                                        const std::vector<const TensorView *> &in,
                                        const std::vector<const TensorView *> &out,
+                                       const std::vector<const TensorView *> &storedOut,
                                        const std::string &at) {
   using K = plan::OpKind;
   auto f32 = [](const TensorView *t) { return static_cast<float *>(t->data); };
@@ -199,6 +202,20 @@ StatusOr<Kernel> buildF32ComputeKernel(const plan::Task &task,
     float *y = f32(out[0]);
     return Kernel([=, w = *w](const StepContext &) {
       cpu::biasAdd(x, b, y, w.rows, w.cols);
+      return Status::ok();
+    });
+  }
+  case K::BiasGelu: {
+    auto w = checkBiasGelu(in, out, at);
+    if (!w)
+      return w.status();
+    const float *x = f32(in[0]), *b = f32(in[1]);
+    float *pre = f32(out[0]), *y = f32(out[1]);
+    // Unfused, a BF16 pre is rounded when BiasAdd stores it and Gelu reads
+    // the rounded value: so must the fused kernel, to give the same y.
+    const bool preBf16 = storedOut[0]->dtype == plan::DType::BF16;
+    return Kernel([=, w = *w](const StepContext &) {
+      cpu::biasGelu(x, b, pre, y, w.rows, w.cols, preBf16);
       return Status::ok();
     });
   }
@@ -475,7 +492,7 @@ StatusOr<Kernel> buildComputeKernel(const plan::Task &task,
   return buildWithF32Shadows(in, out,
                              [&](const std::vector<const TensorView *> &in32,
                                  const std::vector<const TensorView *> &out32) {
-                               return buildF32ComputeKernel(task, in32, out32, at);
+                               return buildF32ComputeKernel(task, in32, out32, out, at);
                              });
 }
 

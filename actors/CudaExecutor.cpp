@@ -917,6 +917,19 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
       });
     });
   }
+  case K::BiasGelu: {
+    auto w = checkBiasGelu(in, out, at);
+    if (!w)
+      return w.status();
+    return inT(0, [&](auto e) -> StatusOr<Kernel> {
+      using T = typename decltype(e)::type;
+      const T *x = as<T>(in[0]), *b = as<T>(in[1]);
+      T *pre = as<T>(out[0]), *y = as<T>(out[1]);
+      return Kernel([=, w = *w](const StepContext &) {
+        return named(cuda::biasGelu<T>(x, b, pre, y, w.rows, w.cols, stream()));
+      });
+    });
+  }
   case K::Reshape: {
     auto w = checkElementwise(task, in, out, at);
     if (!w)

@@ -151,6 +151,17 @@ StatusOr<RowsWork> checkBiasAdd(const Operands &in, const Operands &out, const s
   return w;
 }
 
+StatusOr<RowsWork> checkBiasGelu(const Operands &in, const Operands &out, const std::string &at) {
+  if (out.size() != 2)
+    return Status::error(at + ": expects 2 outputs (x + bias and its GELU), has " +
+                         std::to_string(out.size()));
+  auto w = checkBiasAdd(in, out, at);
+  if (w && out[1]->local != out[0]->local)
+    return Status::error(at + ": GELU output " + toString(out[1]->local) +
+                         " differs in shape from the pre-activation " + toString(out[0]->local));
+  return w;
+}
+
 StatusOr<RowsWork> checkReduceRows(const Operands &in, const Operands &out, const std::string &at) {
   RowsWork w;
   w.cols = elems(out[0]);

@@ -51,6 +51,9 @@ struct RowsWork {
 };
 // BiasAdd: x is [rows, bias size].
 StatusOr<RowsWork> checkBiasAdd(const Operands &in, const Operands &out, const std::string &at);
+// BiasGelu: x and bias as BiasAdd's, into out0 (x + bias); out1 (its GELU)
+// has out0's shape.
+StatusOr<RowsWork> checkBiasGelu(const Operands &in, const Operands &out, const std::string &at);
 // ReduceRows: the output is one row.
 StatusOr<RowsWork> checkReduceRows(const Operands &in, const Operands &out, const std::string &at);
 // SoftmaxXent, CountCorrect, SoftmaxXentGrad: logits rows, labels, classes.

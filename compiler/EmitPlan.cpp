@@ -416,6 +416,10 @@ private:
                 kind = fb::OpKind::Cast;
                 return success();
               })
+              .Case([&](BiasGeluOp) {
+                kind = fb::OpKind::BiasGelu;
+                return success();
+              })
               .Case([&](SquareSumOp) {
                 kind = fb::OpKind::SquareSum;
                 return success();

@@ -14,6 +14,7 @@ namespace mlir::sbp {
 std::unique_ptr<Pass> createMixedPrecisionPass();
 std::unique_ptr<Pass> createAutodiffPass();
 std::unique_ptr<Pass> createFoldCastsPass();
+std::unique_ptr<Pass> createFuseBiasGeluPass();
 std::unique_ptr<Pass> createPropagatePass();
 std::unique_ptr<Pass> createInsertBoxingPass();
 std::unique_ptr<Pass> createVerifyBoxingPass();

@@ -27,6 +27,7 @@ void mlir::sbp::buildCompilePipeline(OpPassManager &pm, const CompileOptions &op
   pm.addPass(createAutodiffPass());
   if (options.bf16)
     pm.addPass(createFoldCastsPass());
+  pm.addPass(createFuseBiasGeluPass());
   pm.addPass(createPropagatePass());
   pm.addPass(createInsertBoxingPass());
   pm.addPass(createBucketGradientsPass());
@@ -37,6 +38,7 @@ void mlir::sbp::registerSbpPasses() {
   PassRegistration<Pass>([] { return createMixedPrecisionPass(); });
   PassRegistration<Pass>([] { return createAutodiffPass(); });
   PassRegistration<Pass>([] { return createFoldCastsPass(); });
+  PassRegistration<Pass>([] { return createFuseBiasGeluPass(); });
   PassRegistration<Pass>([] { return createPropagatePass(); });
   PassRegistration<Pass>([] { return createInsertBoxingPass(); });
   PassRegistration<Pass>([] { return createVerifyBoxingPass(); });

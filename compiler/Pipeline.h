@@ -18,9 +18,9 @@ struct CompileOptions {
   bool bf16 = false;
 };
 
-// Adds [mixed-precision] -> autodiff -> [fold-casts] -> propagate ->
-// insert-boxing (+ check) -> bucket-gradients -> plan-memory to `pm` (what
-// `sbp-compile` runs).
+// Adds [mixed-precision] -> autodiff -> [fold-casts] -> fuse-bias-gelu ->
+// propagate -> insert-boxing (+ check) -> bucket-gradients -> plan-memory to
+// `pm` (what `sbp-compile` runs).
 void buildCompilePipeline(OpPassManager &pm, const CompileOptions &options = {});
 
 // Runs the pipeline on `module` (in place) and emits the plan. Errors are

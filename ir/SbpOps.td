@@ -95,6 +95,12 @@ def Sbp_BiasAddOp : Sbp_ComputeOp<"bias_add"> {
   let arguments = (ins AnyRankedTensor:$x, AnyRankedTensor:$bias);
 }
 
+def Sbp_BiasGeluOp : Sbp_ComputeOp<"bias_gelu"> {
+  let summary = "pre = bias_add(x, bias), y = gelu(pre) in one pass (sbp-fuse-bias-gelu)";
+  let arguments = (ins AnyRankedTensor:$x, AnyRankedTensor:$bias);
+  let results = (outs AnyRankedTensor:$pre, AnyRankedTensor:$y);
+}
+
 def Sbp_AddOp : Sbp_ComputeOp<"add"> {
   let summary = "elementwise sum";
   let arguments = (ins AnyRankedTensor:$lhs, AnyRankedTensor:$rhs);

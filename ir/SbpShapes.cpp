@@ -204,6 +204,26 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
     out.push_back(plain(expect, tensorOf(in).getElementType()));
     return success();
   };
+  // bias_add's operands: a bias of x's element type on x's trailing axes.
+  auto checkBias = [&](Value x, Value bias) -> LogicalResult {
+    if (failed(expectFloat(op, x, "input")) || failed(sameElement(x, bias)) ||
+        failed(expectMinRank(op, x, 2, "input")) || failed(expectMinRank(op, bias, 1, "bias")))
+      return failure();
+    auto xs = shapeOf(x), bs = shapeOf(bias);
+    if (bs.size() >= xs.size())
+      return op->emitOpError("bias of rank ")
+             << bs.size() << " must have fewer axes than the rank-" << xs.size() << " input";
+    llvm::ArrayRef<int64_t> trailing = xs.take_back(bs.size());
+    if (bs != trailing) {
+      if (bs.size() == 1)
+        return op->emitOpError("bias length ")
+               << bs[0] << " does not match the " << xs.back() << " columns of the input";
+      return op->emitOpError("bias shape ")
+             << shapeString(bs) << " does not match the trailing axes " << shapeString(trailing)
+             << " of the input";
+    }
+    return success();
+  };
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case([&](MatmulOp m) -> LogicalResult {
         if (failed(expectMinRank(op, m.getA(), 2, "lhs")) ||
@@ -224,24 +244,15 @@ LogicalResult mlir::sbp::inferComputeResultTypes(Operation *op,
         return success();
       })
       .Case([&](BiasAddOp o) -> LogicalResult {
-        if (failed(expectFloat(op, o.getX(), "input")) ||
-            failed(sameElement(o.getX(), o.getBias())) ||
-            failed(expectMinRank(op, o.getX(), 2, "input")) ||
-            failed(expectMinRank(op, o.getBias(), 1, "bias")))
+        if (failed(checkBias(o.getX(), o.getBias())))
           return failure();
-        auto x = shapeOf(o.getX()), bias = shapeOf(o.getBias());
-        if (bias.size() >= x.size())
-          return op->emitOpError("bias of rank ")
-                 << bias.size() << " must have fewer axes than the rank-" << x.size() << " input";
-        llvm::ArrayRef<int64_t> trailing = x.take_back(bias.size());
-        if (bias != trailing) {
-          if (bias.size() == 1)
-            return op->emitOpError("bias length ")
-                   << bias[0] << " does not match the " << x.back() << " columns of the input";
-          return op->emitOpError("bias shape ")
-                 << shapeString(bias) << " does not match the trailing axes "
-                 << shapeString(trailing) << " of the input";
-        }
+        out.push_back(withoutSbp(tensorOf(o.getX())));
+        return success();
+      })
+      .Case([&](BiasGeluOp o) -> LogicalResult {
+        if (failed(checkBias(o.getX(), o.getBias())))
+          return failure();
+        out.push_back(withoutSbp(tensorOf(o.getX())));
         out.push_back(withoutSbp(tensorOf(o.getX())));
         return success();
       })

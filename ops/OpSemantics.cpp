@@ -198,15 +198,7 @@ struct Rules {
 
   // ---- bias_add: bias on the trailing axes of x
   static llvm::SmallVector<SbpSignature> signatures(BiasAddOp op, unsigned) {
-    int r = static_cast<int>(tensorOf(op.getBias()).getRank());
-    int lead = static_cast<int>(tensorOf(op.getX()).getRank()) - r;
-    llvm::SmallVector<SbpSignature> out;
-    for (int i = 0; i < lead; ++i)
-      out.push_back(sig({S(i), B}, {S(i)}));
-    for (int j = 0; j < r; ++j)
-      out.push_back(sig({S(lead + j), S(j)}, {S(lead + j)}));
-    out.push_back(sig({B, B}, {B}));
-    return out;
+    return biasSignatures(op.getX(), op.getBias(), 1);
   }
   static LogicalResult gradients(BiasAddOp op, OpBuilder &b, llvm::ArrayRef<Value> dy,
                                  llvm::SmallVectorImpl<Value> &grads) {
@@ -216,6 +208,13 @@ struct Rules {
     return success();
   }
   static double flops(BiasAddOp op) { return elements(op.getResult()); }
+
+  // ---- bias_gelu (sbp-fuse-bias-gelu, after autodiff: no gradient rule):
+  // bias_add's signatures, both results laid out alike.
+  static llvm::SmallVector<SbpSignature> signatures(BiasGeluOp op, unsigned) {
+    return biasSignatures(op.getX(), op.getBias(), 2);
+  }
+  static double flops(BiasGeluOp op) { return 11.0 * elements(op.getX()); }
 
   // ---- add
   static llvm::SmallVector<SbpSignature> signatures(AddOp op, unsigned) {
@@ -624,6 +623,27 @@ struct Rules {
   static double flops(AdamWOp op) { return 12.0 * elements(op.getGrad()); }
 
 private:
+  // x [lead..., trailing...] with a bias on the trailing axes: split x on a
+  // leading axis (bias broadcast) or x and the bias alike on a trailing one;
+  // `results` results laid out like x.
+  static llvm::SmallVector<SbpSignature> biasSignatures(Value x, Value bias, unsigned results) {
+    int r = static_cast<int>(tensorOf(bias).getRank());
+    int lead = static_cast<int>(tensorOf(x).getRank()) - r;
+    llvm::SmallVector<SbpSignature> out;
+    auto add = [&](SbpDim dx, SbpDim db) {
+      SbpSignature s;
+      s.operands = {dx, db};
+      s.results.assign(results, dx);
+      out.push_back(s);
+    };
+    for (int i = 0; i < lead; ++i)
+      add(S(i), B);
+    for (int j = 0; j < r; ++j)
+      add(S(lead + j), S(j));
+    add(B, B);
+    return out;
+  }
+
   // Axes before the last (the rows of a last-axis op).
   static int leadAxes(Value v) { return static_cast<int>(tensorOf(v).getRank()) - 1; }
 
@@ -741,7 +761,7 @@ template <typename... OpTs> void attachAll(MLIRContext *ctx) {
 }
 
 void attachModels(MLIRContext *ctx) {
-  attachAll<InputOp, ParameterOp, FillOp, MatmulOp, BiasAddOp, AddOp, ReluOp, ReluGradOp,
+  attachAll<InputOp, ParameterOp, FillOp, MatmulOp, BiasAddOp, BiasGeluOp, AddOp, ReluOp, ReluGradOp,
             SoftmaxXentOp, SoftmaxXentGradOp, MeanOp, MeanGradOp, ReduceRowsOp, CountCorrectOp,
             EmbeddingOp, EmbeddingGradOp, LayerNormOp, LayerNormGradOp, GeluOp, GeluGradOp,
             SoftmaxOp, SoftmaxGradOp, CausalAttentionOp, CausalAttentionGradOp, DropoutOp,

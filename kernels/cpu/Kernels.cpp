@@ -190,20 +190,8 @@ void fill(float *y, float value, int64_t n) {
 
 void toBf16(const float *x, uint16_t *y, int64_t n) {
   SBPFLOW_ELEMENTWISE
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, &x[i], sizeof bits);
-    // Adding 0x7fff plus the lowest kept bit carries into the kept half
-    // exactly when the dropped half is above the tie, or at it with an odd
-    // kept half. The carry may run into the exponent: the largest values
-    // become inf, as IEEE rounding gives. A NaN is truncated instead (the
-    // carry could turn it into inf) with its quiet bit set, so that a NaN
-    // whose payload lies in the dropped half stays a NaN.
-    const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-    const uint32_t quietNan = (bits >> 16) | 0x0040u;
-    const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
-    y[i] = static_cast<uint16_t>(nan ? quietNan : rounded);
-  }
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = toBf16(x[i]);
 }
 
 void fromBf16(const uint16_t *x, float *y, int64_t n) {

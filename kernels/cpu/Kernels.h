@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 namespace sbpflow::cpu {
@@ -48,6 +49,23 @@ void fill(float *y, float value, int64_t n);
 // overlap.
 void toBf16(const float *x, uint16_t *y, int64_t n);
 void fromBf16(const uint16_t *x, float *y, int64_t n);
+
+// toBf16 of one value, inline so that kernels which round a result to bf16
+// on the way (biasGelu's pre-activation) round exactly as toBf16 does.
+inline uint16_t toBf16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  // Adding 0x7fff plus the lowest kept bit carries into the kept half
+  // exactly when the dropped half is above the tie, or at it with an odd
+  // kept half. The carry may run into the exponent: the largest values
+  // become inf, as IEEE rounding gives. A NaN is truncated instead (the
+  // carry could turn it into inf) with its quiet bit set, so that a NaN
+  // whose payload lies in the dropped half stays a NaN.
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const uint32_t quietNan = (bits >> 16) | 0x0040u;
+  const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+  return static_cast<uint16_t>(nan ? quietNan : rounded);
+}
 
 // PyTorch's SGD: g' = g * gradScale + wd * w; v = momentum * v + g';
 // w -= lr * v (v == nullptr when momentum == 0: w -= lr * g'). gradScale is

@@ -3,6 +3,7 @@
 // float reductions it will not reorder by itself).
 #include "kernels/cpu/Transformer.h"
 #include "kernels/Philox.h"
+#include "kernels/cpu/Kernels.h"
 
 #include <algorithm>
 #include <cmath>
@@ -138,6 +139,38 @@ SBPFLOW_INLINE float normalCdf(float x) {
   // -z^2 as -(x / 2) x: x / 2 is exact, so the exponent rounds once (with FMA).
   const float halfErfc = 0.5f * t * poly * fastExp(-(0.5f * x) * x);
   return x < 0.f ? halfErfc : 1.f - halfErfc;
+}
+
+// The one GELU expression of gelu and biasGelu, so that they agree bit for
+// bit. A NaN passes through as it is: x * normalCdf(x) would give it the sign
+// of whichever operand the compiled code happens to put first, which differs
+// between the vectorised loop and its scalar tail.
+SBPFLOW_INLINE float geluOf(float x) {
+  const float y = x * normalCdf(x);
+  return x == x ? y : x;
+}
+
+// x rounded to bf16 as toBf16 rounds it, widened back (exactly) to f32.
+SBPFLOW_INLINE float roundedToBf16(float x) {
+  return bitCast<float>(static_cast<uint32_t>(toBf16(x)) << 16);
+}
+
+template <bool PreBf16>
+SBPFLOW_INLINE void biasGeluRows(const float *x, const float *bias, float *pre, float *y,
+                                 int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float *xr = x + i * cols;
+    float *pr = pre + i * cols;
+    float *yr = y + i * cols;
+    SBPFLOW_ELEMENTWISE
+    for (int64_t j = 0; j < cols; ++j) {
+      float p = xr[j] + bias[j];
+      if constexpr (PreBf16)
+        p = roundedToBf16(p);
+      pr[j] = p;
+      yr[j] = geluOf(p);
+    }
+  }
 }
 
 // Query rows per block of the attention kernels: each loaded row of k or v
@@ -408,7 +441,16 @@ SBPFLOW_CLONES
 void gelu(const float *x, float *y, int64_t n) {
   SBPFLOW_ELEMENTWISE
   for (int64_t i = 0; i < n; ++i)
-    y[i] = x[i] * normalCdf(x[i]);
+    y[i] = geluOf(x[i]);
+}
+
+SBPFLOW_CLONES
+void biasGelu(const float *x, const float *bias, float *pre, float *y, int64_t rows, int64_t cols,
+              bool preBf16) {
+  if (preBf16)
+    biasGeluRows<true>(x, bias, pre, y, rows, cols);
+  else
+    biasGeluRows<false>(x, bias, pre, y, rows, cols);
 }
 
 SBPFLOW_CLONES

@@ -32,6 +32,13 @@ void layerNormGrad(const float *dy, const float *x, const float *gamma, float *d
 // Exact GELU, x * Phi(x) (torch.nn.GELU's default).
 void gelu(const float *x, float *y, int64_t n);
 void geluGrad(const float *dy, const float *x, float *dx, int64_t n);
+// pre[i,j] = x[i,j] + bias[j], y = gelu(pre), in one pass: bit for bit
+// biasAdd then gelu (the pre-activation is kept for geluGrad, not read back).
+// With preBf16 pre is rounded to bf16 (as toBf16, held in f32) before gelu
+// reads it, as a BF16 plan stores it between the two unfused ops. pre or y
+// may be x itself.
+void biasGelu(const float *x, const float *bias, float *pre, float *y, int64_t rows, int64_t cols,
+              bool preBf16 = false);
 
 // Softmax over each row of `cols` elements.
 void softmax(const float *x, float *y, int64_t rows, int64_t cols);

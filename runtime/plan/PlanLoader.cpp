@@ -149,6 +149,8 @@ Arity arity(plan::OpKind op) {
     return {3, 3, 1, 1};
   case K::LayerNormGrad:
     return {3, 3, 3, 3};
+  case K::BiasGelu:
+    return {2, 2, 2, 2};
   case K::CausalAttentionGrad:
     return {4, 4, 3, 3};
   case K::Relu:
@@ -214,6 +216,7 @@ DtypeRule dtypeRule(plan::OpKind op) {
   case K::ReluGrad:
   case K::GeluGrad:
   case K::SoftmaxGrad:
+  case K::BiasGelu:
     return {"TT", "T"};
   case K::Relu:
   case K::Gelu:

@@ -19,6 +19,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -1085,6 +1086,135 @@ TEST(ExecutorBf16, CollectivesReduceInF32AndRoundOnce) {
   }
   // The data makes most sums inexact in bf16: the rounding is tested.
   EXPECT_GT(roundedSums, kRows * kK);
+}
+
+// --- Fused bias + GELU: a BiasGelu task gives what BiasAdd then Gelu give, bit
+// for bit, so that fused and unfused plans train identically.
+
+constexpr int64_t kGeluBatch = 5, kGeluC = 3, kGeluD = 7;
+
+// x [5, 3, 7] (an input) plus a bias [3, 7] (a variable) covering its two
+// trailing axes, then GELU: in one BiasGelu task (`fused`) or as BiasAdd then
+// Gelu. x and the bias are cast to `dtype` and pre and y cast back to F32 to
+// be read (copies for F32). The fused plan writes pre over x's bytes, as
+// memory planning may where x dies.
+PlanSpec biasGeluPlan(bool fused, plan::DType dtype) {
+  PlanSpec spec;
+  spec.variables = {{"b", {kGeluC, kGeluD}, 0, {B()}, plan::InitKind::Uniform, -1, 1, 8}};
+  ProgramSpec prog;
+  const std::vector<int64_t> shape = {kGeluBatch, kGeluC, kGeluD};
+  prog.tensors = {
+      {"x", shape},                                        // 0
+      {"b", {kGeluC, kGeluD}, {B()}, plan::DType::F32, 0}, // 1
+      {"x.t", shape, {B()}, dtype},                        // 2
+      {"b.t", {kGeluC, kGeluD}, {B()}, dtype},             // 3
+      {"pre.t", shape, {B()}, dtype},                      // 4
+      {"y.t", shape, {B()}, dtype},                        // 5
+      {"pre", shape},                                      // 6
+      {"y", shape},                                        // 7
+  };
+  using K = plan::OpKind;
+  prog.tasks = {inputTask("input.x", 0, "a21"), makeTask("b", K::Parameter, {}, {1}),
+                makeTask("x.cast", K::Cast, {0}, {2}), makeTask("b.cast", K::Cast, {1}, {3})};
+  if (fused) {
+    prog.tasks.push_back(makeTask("fc.bias_gelu", K::BiasGelu, {2, 3}, {4, 5}));
+  } else {
+    prog.tasks.push_back(makeTask("fc.bias", K::BiasAdd, {2, 3}, {4}));
+    prog.tasks.push_back(makeTask("fc.gelu", K::Gelu, {4}, {5}));
+  }
+  prog.tasks.push_back(makeTask("pre.cast", K::Cast, {4}, {6}));
+  prog.tasks.push_back(makeTask("y.cast", K::Cast, {5}, {7}));
+  prog.outputs = {{"pre", 6}, {"y", 7}};
+  spec.programs.push_back(prog);
+  finalize(spec);
+  if (fused) {
+    auto &tensors = spec.programs[0].tensors;
+    tensors[4].offset = tensors[2].offset;
+  }
+  return spec;
+}
+
+// One step of biasGeluPlan: "pre" and "y".
+std::map<std::string, std::vector<float>> runBiasGelu(bool fused, plan::DType dtype,
+                                                      int64_t batch) {
+  std::map<std::string, std::vector<float>> got;
+  auto loaded = loadPlanBuffer(build(biasGeluPlan(fused, dtype)));
+  EXPECT_TRUE(loaded) << loaded.status().message();
+  if (!loaded)
+    return got;
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  EXPECT_TRUE(exec) << exec.status().message();
+  if (!exec)
+    return got;
+  SineData data({{"a21", kGeluC * kGeluD}});
+  Status s = (*exec)->run("train", &data, 0, batch, 1, nullptr);
+  EXPECT_TRUE(s) << s.message();
+  for (const char *name : {"pre", "y"}) {
+    Status r = (*exec)->readOutput("train", name, got[name]);
+    EXPECT_TRUE(r) << r.message();
+  }
+  return got;
+}
+
+std::vector<uint32_t> bitsOf(const std::vector<float> &v) {
+  std::vector<uint32_t> bits(v.size());
+  std::memcpy(bits.data(), v.data(), v.size() * sizeof(float));
+  return bits;
+}
+
+void expectFusedIsUnfused(plan::DType dtype) {
+  const bool bf16 = dtype == kBf16;
+  const int64_t batch = 3, n = kGeluBatch * kGeluC * kGeluD, cols = kGeluC * kGeluD;
+  auto fused = runBiasGelu(true, dtype, batch), unfused = runBiasGelu(false, dtype, batch);
+  ASSERT_EQ(fused["pre"].size(), static_cast<size_t>(n));
+  ASSERT_EQ(fused["y"].size(), static_cast<size_t>(n));
+  EXPECT_EQ(bitsOf(fused["pre"]), bitsOf(unfused["pre"]));
+  EXPECT_EQ(bitsOf(fused["y"]), bitsOf(unfused["y"]));
+
+  // Both are x + bias and its GELU, stored in dtype.
+  auto stored = [&](float v) { return bf16 ? roundBf16(v) : v; };
+  const std::vector<float> b = initialValues(plan::InitKind::Uniform, -1, 1, 8, cols);
+  int roundedPre = 0;
+  for (int64_t i = 0; i < kGeluBatch; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      const size_t at = static_cast<size_t>(i * cols + j);
+      const std::string where = "at " + std::to_string(i) + "," + std::to_string(j);
+      const float sum = stored(SineData::value("a21", 0, batch, i, j)) + stored(b[j]);
+      const float pre = fused["pre"][at];
+      EXPECT_EQ(pre, stored(sum)) << where;
+      roundedPre += pre != sum;
+      const double want = 0.5 * pre * std::erfc(-pre / std::sqrt(2.0));
+      const float y = fused["y"][at];
+      EXPECT_NEAR(y, want, (bf16 ? 4e-3 : 1e-5) * std::abs(want) + 1e-7) << where;
+      EXPECT_EQ(y, stored(y)) << where;
+    }
+  // A BF16 pre is rounded (so y is the GELU of the rounded value).
+  if (bf16) {
+    EXPECT_GT(roundedPre, n / 2);
+  }
+}
+
+TEST(ExecutorBiasGelu, FusedIsBiasAddThenGeluF32) { expectFusedIsUnfused(plan::DType::F32); }
+TEST(ExecutorBiasGelu, FusedIsBiasAddThenGeluBf16) { expectFusedIsUnfused(kBf16); }
+
+// A BiasGelu whose GELU output differs in shape from its pre-activation is
+// refused when the executor is built, naming the task.
+TEST(ExecutorBiasGelu, MismatchedOutputsAreAnError) {
+  PlanSpec spec = biasGeluPlan(true, plan::DType::F32);
+  auto &tensors = spec.programs[0].tensors;
+  tensors[5].shape = {kGeluBatch, kGeluC * kGeluD};
+  tensors[7].shape = {kGeluBatch, kGeluC * kGeluD};
+  auto loaded = loadPlanBuffer(build(spec));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  ASSERT_FALSE(exec);
+  EXPECT_NE(exec.status().message().find(
+                "task 'fc.bias_gelu' (BiasGelu): GELU output [5,21] differs in shape from the "
+                "pre-activation [5,3,7]"),
+            std::string::npos)
+      << exec.status().message();
 }
 
 } // namespace

@@ -1,6 +1,7 @@
 // The transformer CPU kernels (Transformer.h) against plain double-precision
 // references on awkward sizes, gradients also against central finite
 // differences of the double forward, Philox against Random123's known answers.
+#include "kernels/cpu/Kernels.h"
 #include "kernels/cpu/Transformer.h"
 #include "tests/kernels/RandomVector.h"
 
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <iterator>
 #include <limits>
@@ -321,6 +323,23 @@ TEST(GeluTest, MatchesExactErfGelu) {
   EXPECT_EQ(y, big);
 }
 
+// Wherever a NaN falls (the vectorised body or the scalar tail), GELU
+// returns it as it came, sign and payload.
+TEST(GeluTest, NanPassesThroughAnywhere) {
+  for (int64_t n : {1, 17, 40})
+    for (uint32_t bits : {0x7fc00000u, 0xffc00001u, 0x7fd23456u}) {
+      float nan;
+      std::memcpy(&nan, &bits, sizeof nan);
+      std::vector<float> x(n, nan), y(n);
+      gelu(x.data(), y.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        uint32_t got;
+        std::memcpy(&got, &y[i], sizeof got);
+        EXPECT_EQ(got, bits) << "n = " << n << " at " << i;
+      }
+    }
+}
+
 TEST(GeluTest, GradMatchesReferenceAndFiniteDifferences) {
   for (int64_t n : {1, 7, 13, 127, 1031}) {
     auto x = randomVector(n, 3 * n, -7.f, 7.f);
@@ -345,6 +364,98 @@ TEST(GeluTest, GradMayOverwriteItsInput) {
   geluGrad(dy.data(), x.data(), want.data(), 37);
   geluGrad(inPlace.data(), x.data(), inPlace.data(), 37);
   EXPECT_EQ(want, inPlace);
+}
+
+// Fused bias + GELU: the unfused pair's every bit (fused and unfused plans
+// must train identically), the pre-activation in place too.
+
+std::vector<uint32_t> bitsOf(const std::vector<float> &v) {
+  std::vector<uint32_t> bits(v.size());
+  std::memcpy(bits.data(), v.data(), v.size() * sizeof(float));
+  return bits;
+}
+
+// x [rows, cols] with the tails, signed zeros, inf and NaN in its first row,
+// and a bias.
+std::pair<std::vector<float>, std::vector<float>> biasGeluInputs(int64_t rows, int64_t cols) {
+  auto x = randomVector(rows * cols, 7 * rows + cols, -6.f, 6.f);
+  auto bias = randomVector(cols, 11 * cols, -3.f, 3.f);
+  const float special[] = {0.f,
+                           -0.f,
+                           -30.f,
+                           30.f,
+                           std::numeric_limits<float>::infinity(),
+                           -5.5f,
+                           100.f,
+                           1e-20f,
+                           std::numeric_limits<float>::quiet_NaN()};
+  for (size_t i = 0; i < std::size(special) && i < x.size(); ++i)
+    x[i] = special[i];
+  if (cols > 2)
+    bias[1] = 0.f; // -0 + 0
+  return {x, bias};
+}
+
+TEST(BiasGeluTest, IsBiasAddThenGeluBitForBit) {
+  for (int64_t rows : {1, 3, 13})
+    for (int64_t cols : {1, 2, 7, 16, 17, 31, 33, 127, 1031}) {
+      const std::string what = sizes({rows, cols});
+      auto [x, bias] = biasGeluInputs(rows, cols);
+      const int64_t n = rows * cols;
+      std::vector<float> pre(n, 99.f), y(n, 99.f), wantPre(n), wantY(n);
+      biasGelu(x.data(), bias.data(), pre.data(), y.data(), rows, cols);
+      biasAdd(x.data(), bias.data(), wantPre.data(), rows, cols);
+      gelu(wantPre.data(), wantY.data(), n);
+      EXPECT_EQ(bitsOf(pre), bitsOf(wantPre)) << what;
+      EXPECT_EQ(bitsOf(y), bitsOf(wantY)) << what;
+      for (int64_t i = 0; i < n; ++i) {
+        const double p = static_cast<double>(x[i]) + bias[i % cols];
+        if (!std::isfinite(p))
+          continue;
+        // pre is x + bias rounded once; y the exact GELU of pre, as
+        // GeluTest.MatchesExactErfGelu bounds it.
+        EXPECT_TRUE(near(p, pre[i], 0, 0x1p-24)) << what << " pre at " << i;
+        EXPECT_TRUE(near(refGelu(pre[i]), y[i], 1e-30, 2e-6 + 6e-8 * p * p))
+            << what << " y at " << i << ", pre = " << pre[i];
+      }
+    }
+}
+
+// A BF16 plan stores pre as bf16 between biasAdd and gelu: the fused kernel
+// then rounds pre before its GELU, as biasAdd, toBf16, fromBf16, gelu do.
+TEST(BiasGeluTest, Bf16PreIsRoundedBeforeTheGelu) {
+  for (int64_t rows : {1, 13})
+    for (int64_t cols : {1, 7, 17, 33, 1031}) {
+      const std::string what = sizes({rows, cols});
+      auto [x, bias] = biasGeluInputs(rows, cols);
+      const int64_t n = rows * cols;
+      std::vector<float> pre(n, 99.f), y(n, 99.f), sum(n), wantPre(n), wantY(n);
+      std::vector<uint16_t> stored(n);
+      biasGelu(x.data(), bias.data(), pre.data(), y.data(), rows, cols, /*preBf16=*/true);
+      biasAdd(x.data(), bias.data(), sum.data(), rows, cols);
+      toBf16(sum.data(), stored.data(), n);
+      fromBf16(stored.data(), wantPre.data(), n);
+      gelu(wantPre.data(), wantY.data(), n);
+      EXPECT_EQ(bitsOf(pre), bitsOf(wantPre)) << what;
+      EXPECT_EQ(bitsOf(y), bitsOf(wantY)) << what;
+      // The rounding did change pre (else this test would not tell).
+      EXPECT_NE(bitsOf(pre), bitsOf(sum)) << what;
+    }
+}
+
+TEST(BiasGeluTest, PreOrYMayOverwriteX) {
+  const int64_t rows = 5, cols = 37;
+  auto [x, bias] = biasGeluInputs(rows, cols);
+  std::vector<float> pre(rows * cols), y(rows * cols);
+  biasGelu(x.data(), bias.data(), pre.data(), y.data(), rows, cols);
+  std::vector<float> preInX = x, yOther(rows * cols);
+  biasGelu(preInX.data(), bias.data(), preInX.data(), yOther.data(), rows, cols);
+  EXPECT_EQ(bitsOf(preInX), bitsOf(pre));
+  EXPECT_EQ(bitsOf(yOther), bitsOf(y));
+  std::vector<float> yInX = x, preOther(rows * cols);
+  biasGelu(yInX.data(), bias.data(), preOther.data(), yInX.data(), rows, cols);
+  EXPECT_EQ(bitsOf(preOther), bitsOf(pre));
+  EXPECT_EQ(bitsOf(yInX), bitsOf(y));
 }
 
 // ------------------------------------------------------------------ softmax

@@ -79,6 +79,34 @@ TEST(CudaElementwise, BiasAddAndFusedBiasGelu) {
   }
 }
 
+// The fused kernel is biasAdd then gelu bit for bit in T (a bf16 pre is
+// rounded before its GELU, as the unfused gelu reads it), with or without pre
+// kept: fused and unfused plans train identically.
+template <class T> void fusedBiasGeluIsBiasAddThenGelu(double) {
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {7, 129}, {333, 1031}}) {
+    SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(cols));
+    const int64_t n = rows * cols;
+    DeviceBuffer<T> dx(asStorage<T>(randomVector(n, 23, -5.f, 5.f))),
+        db(asStorage<T>(randomVector(cols, 24, -2.f, 2.f))), sum(n), want(n), pre(n), y(n),
+        yAlone(n);
+    ASSERT_OK(cuda::biasAdd<T>(dx.get(), db.get(), sum.get(), rows, cols, nullptr));
+    ASSERT_OK(cuda::gelu<T>(sum.get(), want.get(), n, nullptr));
+    ASSERT_OK(cuda::biasGelu<T>(dx.get(), db.get(), pre.get(), y.get(), rows, cols, nullptr));
+    ASSERT_OK(cuda::biasGelu<T>(dx.get(), db.get(), nullptr, yAlone.get(), rows, cols, nullptr));
+    auto bytes = [](const std::vector<T> &v) {
+      std::vector<uint8_t> b(v.size() * sizeof(T));
+      std::memcpy(b.data(), v.data(), b.size());
+      return b;
+    };
+    EXPECT_EQ(bytes(pre.download()), bytes(sum.download()));
+    EXPECT_EQ(bytes(y.download()), bytes(want.download()));
+    EXPECT_EQ(bytes(yAlone.download()), bytes(want.download()));
+  }
+}
+
+SBPFLOW_TEST_BOTH_PRECISIONS(CudaElementwise, FusedBiasGeluIsBiasAddThenGelu,
+                             fusedBiasGeluIsBiasAddThenGelu)
+
 TEST(CudaElementwise, AddFillAndCasts) {
   SBPFLOW_REQUIRE_GPU();
   const int64_t n = 100003;

@@ -595,6 +595,81 @@ TEST(PlanLoader, Bf16DtypeDefects) {
                   "task's other tensors, is F32");
 }
 
+// x [4, 2, 3] and a bias [2, 3] cast to bf16, fused bias + GELU into a bf16
+// pre-activation and its GELU, the GELU cast back to f32.
+PlanSpec biasGeluPlan() {
+  const plan::DType bf16 = plan::DType::BF16, f32 = plan::DType::F32;
+  PlanSpec spec;
+  spec.variables = {{"b", {2, 3}}};
+  ProgramSpec prog;
+  prog.tensors = {
+      {"x", {4, 2, 3}},                   // 0
+      {"b", {2, 3}, {B()}, f32, 0},       // 1
+      {"x.bf16", {4, 2, 3}, {B()}, bf16}, // 2
+      {"b.bf16", {2, 3}, {B()}, bf16},    // 3
+      {"pre", {4, 2, 3}, {B()}, bf16},    // 4
+      {"y", {4, 2, 3}, {B()}, bf16},      // 5
+      {"y.f32", {4, 2, 3}},               // 6
+  };
+  using K = plan::OpKind;
+  prog.tasks = {inputTask("input", 0, "x"),                            // 0
+                makeTask("b", K::Parameter, {}, {1}),                  // 1
+                makeTask("x.cast", K::Cast, {0}, {2}),                 // 2
+                makeTask("b.cast", K::Cast, {1}, {3}),                 // 3
+                makeTask("fc.bias_gelu", K::BiasGelu, {2, 3}, {4, 5}), // 4
+                makeTask("y.cast", K::Cast, {5}, {6})};                // 5
+  prog.outputs = {{"y", 6}};
+  spec.programs.push_back(prog);
+  finalize(spec);
+  return spec;
+}
+
+TEST(PlanLoader, BiasGeluLoadsAndIsChecked) {
+  PlanSpec s = biasGeluPlan();
+  ASSERT_EQ(loadError(s), "loaded");
+  auto loaded = loadPlanBuffer(build(s));
+  ASSERT_TRUE(loaded);
+  const std::string text = describePlan(*loaded->plan());
+  EXPECT_NE(text.find("fc.bias_gelu BiasGelu (%2, %3) -> (%4, %5)"), std::string::npos) << text;
+
+  auto task = [](PlanSpec &p) -> TaskSpec & { return p.programs[0].tasks[4]; };
+  auto tensor = [](PlanSpec &p, int t) -> TensorSpec & { return p.programs[0].tensors[t]; };
+  auto rewire = [](PlanSpec &p) {
+    ProgramSpec &prog = p.programs[0];
+    for (TensorSpec &t : prog.tensors)
+      t.offset = t.bytes = -1;
+    prog.arenaBytes = -1;
+    prog.registers.clear();
+    finalize(p);
+  };
+  // Both outputs are needed: the backward reads pre, the next layer y.
+  s = biasGeluPlan();
+  task(s).outputs = {5};
+  s.programs[0].tasks.pop_back(); // y.cast would read a tensor nothing writes
+  s.programs[0].outputs.clear();
+  rewire(s);
+  EXPECT_ERROR(s, "task 4 'fc.bias_gelu' (BiasGelu): expects 2 outputs, has 1");
+  s = biasGeluPlan();
+  task(s).inputs = {2};
+  rewire(s);
+  EXPECT_ERROR(s, "task 4 'fc.bias_gelu' (BiasGelu): expects 2 inputs, has 1");
+  // One element type for x, the bias, pre and y.
+  s = biasGeluPlan();
+  tensor(s, 5).dtype = plan::DType::F32;
+  rewire(s);
+  EXPECT_ERROR(s, "task 4 'fc.bias_gelu' (BiasGelu): output 1 'y' must be BF16 like the task's "
+                  "other operands, is F32");
+  s = biasGeluPlan();
+  task(s).inputs = {2, 1};
+  rewire(s);
+  EXPECT_ERROR(s, "task 4 'fc.bias_gelu' (BiasGelu): input 1 'b' must be BF16 like the task's "
+                  "other operands, is F32");
+  s = biasGeluPlan();
+  tensor(s, 4).dtype = plan::DType::I32;
+  rewire(s);
+  EXPECT_ERROR(s, "task 4 'fc.bias_gelu' (BiasGelu): output 0 'pre' must be F32 or BF16, is I32");
+}
+
 // TestPlans writes every variable as f32, so this plan is built by hand.
 TEST(PlanLoader, Bf16VariableIsRefused) {
   flatbuffers::FlatBufferBuilder fbb;

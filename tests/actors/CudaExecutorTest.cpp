@@ -61,17 +61,6 @@ private:
 
 using test::ActorSystem;
 
-TaskSpec task(std::string name, plan::OpKind op, std::vector<int> inputs, std::vector<int> outputs,
-              plan::OpAttrs attrs = plan::OpAttrs::NONE) {
-  TaskSpec t;
-  t.name = std::move(name);
-  t.op = op;
-  t.inputs = std::move(inputs);
-  t.outputs = std::move(outputs);
-  t.attrs = attrs;
-  return t;
-}
-
 // x -> matmul w1 -> + b1 -> relu -> matmul w2 -> cross-entropy -> mean, and
 // its backward; w1 by SGD with momentum, b1 by plain SGD, w2 by AdamW with
 // its gradient clipped. The loss passes a one-rank all-reduce (a copy).
@@ -113,45 +102,45 @@ PlanSpec mlpPlan() {
   };
   using K = plan::OpKind;
   using A = plan::OpAttrs;
-  TaskSpec inX = task("input.x", K::Input, {}, {0}, A::InputAttrs);
+  TaskSpec inX = makeTask("input.x", K::Input, {}, {0}, A::InputAttrs);
   inX.field = "x";
-  TaskSpec inLabel = task("input.label", K::Input, {}, {1}, A::InputAttrs);
+  TaskSpec inLabel = makeTask("input.label", K::Input, {}, {1}, A::InputAttrs);
   inLabel.field = "label";
-  TaskSpec w1 = task("w1", K::Parameter, {}, {2}), b1 = task("b1", K::Parameter, {}, {3}),
-           w2 = task("w2", K::Parameter, {}, {7});
-  TaskSpec mm1 = task("fc1.matmul", K::MatMul, {0, 2}, {4});
-  TaskSpec bias = task("fc1.bias", K::BiasAdd, {4, 3}, {5});
-  TaskSpec relu = task("fc1.relu", K::Relu, {5}, {6});
-  TaskSpec mm2 = task("fc2.matmul", K::MatMul, {6, 7}, {8});
-  TaskSpec xent = task("loss.xent", K::SoftmaxXent, {8, 1}, {9});
-  TaskSpec mean = task("loss.mean", K::Mean, {9}, {10}, A::MeanAttrs);
+  TaskSpec w1 = makeTask("w1", K::Parameter, {}, {2}), b1 = makeTask("b1", K::Parameter, {}, {3}),
+           w2 = makeTask("w2", K::Parameter, {}, {7});
+  TaskSpec mm1 = makeTask("fc1.matmul", K::MatMul, {0, 2}, {4});
+  TaskSpec bias = makeTask("fc1.bias", K::BiasAdd, {4, 3}, {5});
+  TaskSpec relu = makeTask("fc1.relu", K::Relu, {5}, {6});
+  TaskSpec mm2 = makeTask("fc2.matmul", K::MatMul, {6, 7}, {8});
+  TaskSpec xent = makeTask("loss.xent", K::SoftmaxXent, {8, 1}, {9});
+  TaskSpec mean = makeTask("loss.mean", K::Mean, {9}, {10}, A::MeanAttrs);
   mean.count = kBatch;
-  TaskSpec one = task("loss.seed", K::Fill, {}, {11}, A::FillAttrs);
+  TaskSpec one = makeTask("loss.seed", K::Fill, {}, {11}, A::FillAttrs);
   one.value = 1;
-  TaskSpec meanGrad = task("loss.mean.grad", K::MeanGrad, {11}, {12}, A::MeanAttrs);
+  TaskSpec meanGrad = makeTask("loss.mean.grad", K::MeanGrad, {11}, {12}, A::MeanAttrs);
   meanGrad.count = kBatch;
-  TaskSpec xentGrad = task("loss.xent.grad", K::SoftmaxXentGrad, {8, 1, 12}, {13});
-  TaskSpec dw2 = task("fc2.matmul.grad_w", K::MatMul, {6, 13}, {14}, A::MatMulAttrs);
+  TaskSpec xentGrad = makeTask("loss.xent.grad", K::SoftmaxXentGrad, {8, 1, 12}, {13});
+  TaskSpec dw2 = makeTask("fc2.matmul.grad_w", K::MatMul, {6, 13}, {14}, A::MatMulAttrs);
   dw2.transA = true;
-  TaskSpec da = task("fc2.matmul.grad_x", K::MatMul, {13, 7}, {15}, A::MatMulAttrs);
+  TaskSpec da = makeTask("fc2.matmul.grad_x", K::MatMul, {13, 7}, {15}, A::MatMulAttrs);
   da.transB = true;
-  TaskSpec reluGrad = task("fc1.relu.grad", K::ReluGrad, {15, 6}, {16});
-  TaskSpec db1 = task("fc1.bias.grad", K::ReduceRows, {16}, {17});
-  TaskSpec dw1 = task("fc1.matmul.grad_w", K::MatMul, {0, 16}, {18}, A::MatMulAttrs);
+  TaskSpec reluGrad = makeTask("fc1.relu.grad", K::ReluGrad, {15, 6}, {16});
+  TaskSpec db1 = makeTask("fc1.bias.grad", K::ReduceRows, {16}, {17});
+  TaskSpec dw1 = makeTask("fc1.matmul.grad_w", K::MatMul, {0, 16}, {18}, A::MatMulAttrs);
   dw1.transA = true;
-  TaskSpec sq = task("clip.square_sum", K::SquareSum, {14}, {19});
-  TaskSpec clip = task("clip.scale", K::ClipScale, {19}, {20}, A::ClipAttrs);
+  TaskSpec sq = makeTask("clip.square_sum", K::SquareSum, {14}, {19});
+  TaskSpec clip = makeTask("clip.scale", K::ClipScale, {19}, {20}, A::ClipAttrs);
   clip.maxNorm = 0.5f;
-  TaskSpec sgdW1 = task("sgd.w1", K::SgdMomentum, {18}, {}, A::SgdAttrs);
+  TaskSpec sgdW1 = makeTask("sgd.w1", K::SgdMomentum, {18}, {}, A::SgdAttrs);
   sgdW1.lr = 0.1f;
   sgdW1.momentum = 0.9f;
   sgdW1.weightDecay = 0.01f;
   sgdW1.param = 0;
   sgdW1.momentumBuffer = 3;
-  TaskSpec sgdB1 = task("sgd.b1", K::SgdMomentum, {17}, {}, A::SgdAttrs);
+  TaskSpec sgdB1 = makeTask("sgd.b1", K::SgdMomentum, {17}, {}, A::SgdAttrs);
   sgdB1.lr = 0.05f;
   sgdB1.param = 1;
-  TaskSpec adam = task("adamw.w2", K::AdamW, {14, 20}, {}, A::AdamWAttrs);
+  TaskSpec adam = makeTask("adamw.w2", K::AdamW, {14, 20}, {}, A::AdamWAttrs);
   adam.lr = 0.01f;
   adam.weightDecay = 0.1f;
   adam.eps = 1e-8f;
@@ -159,7 +148,7 @@ PlanSpec mlpPlan() {
   adam.m = 4;
   adam.v = 5;
   adam.step = 6;
-  TaskSpec arLoss = task("loss.allreduce", K::AllReduce, {10}, {21}, A::CollectiveAttrs);
+  TaskSpec arLoss = makeTask("loss.allreduce", K::AllReduce, {10}, {21}, A::CollectiveAttrs);
   prog.tasks = {inX,  inLabel, w1,   b1,       w2,       mm1,  bias,  relu,     mm2,
                 xent, mean,    one,  meanGrad, xentGrad, dw2,  da,    reluGrad, db1,
                 dw1,  sq,      clip, sgdW1,    sgdB1,    adam, arLoss};
@@ -207,21 +196,22 @@ PlanSpec bf16Plan() {
   };
   using K = plan::OpKind;
   using A = plan::OpAttrs;
-  TaskSpec inX = task("input.x", K::Input, {}, {0}, A::InputAttrs);
+  TaskSpec inX = makeTask("input.x", K::Input, {}, {0}, A::InputAttrs);
   inX.field = "x";
-  TaskSpec w1 = task("w1", K::Parameter, {}, {1}), gamma = task("gamma", K::Parameter, {}, {2}),
-           beta = task("beta", K::Parameter, {}, {3});
-  TaskSpec castX = task("x.cast", K::Cast, {0}, {4});
-  TaskSpec castW = task("w1.cast", K::Cast, {1}, {5});
-  TaskSpec mm = task("fc.matmul", K::MatMul, {4, 5}, {6});
-  TaskSpec dw = task("fc.matmul.grad_w", K::MatMul, {4, 6}, {7}, A::MatMulAttrs);
+  TaskSpec w1 = makeTask("w1", K::Parameter, {}, {1}),
+           gamma = makeTask("gamma", K::Parameter, {}, {2}),
+           beta = makeTask("beta", K::Parameter, {}, {3});
+  TaskSpec castX = makeTask("x.cast", K::Cast, {0}, {4});
+  TaskSpec castW = makeTask("w1.cast", K::Cast, {1}, {5});
+  TaskSpec mm = makeTask("fc.matmul", K::MatMul, {4, 5}, {6});
+  TaskSpec dw = makeTask("fc.matmul.grad_w", K::MatMul, {4, 6}, {7}, A::MatMulAttrs);
   dw.transA = true;
-  TaskSpec ln = task("ln", K::LayerNorm, {6, 2, 3}, {8}, A::NormAttrs);
-  TaskSpec castN = task("n.cast", K::Cast, {8}, {9});
-  TaskSpec castH = task("h.cast", K::Cast, {6}, {10});
-  TaskSpec sum16 = task("colsum.bf16", K::ReduceRows, {6}, {11});
-  TaskSpec castSum = task("colsum.cast", K::Cast, {11}, {12});
-  TaskSpec sum32 = task("colsum.f32", K::ReduceRows, {6}, {13});
+  TaskSpec ln = makeTask("ln", K::LayerNorm, {6, 2, 3}, {8}, A::NormAttrs);
+  TaskSpec castN = makeTask("n.cast", K::Cast, {8}, {9});
+  TaskSpec castH = makeTask("h.cast", K::Cast, {6}, {10});
+  TaskSpec sum16 = makeTask("colsum.bf16", K::ReduceRows, {6}, {11});
+  TaskSpec castSum = makeTask("colsum.cast", K::Cast, {11}, {12});
+  TaskSpec sum32 = makeTask("colsum.f32", K::ReduceRows, {6}, {13});
   prog.tasks = {inX, w1, gamma, beta,  castX, castW,   mm,
                 dw,  ln, castN, castH, sum16, castSum, sum32};
   prog.inputs = {{"x", 0}};
@@ -253,18 +243,18 @@ PlanSpec bf16BoxingPlan() {
   };
   using K = plan::OpKind;
   using A = plan::OpAttrs;
-  TaskSpec inX = task("input.x", K::Input, {}, {0}, A::InputAttrs);
+  TaskSpec inX = makeTask("input.x", K::Input, {}, {0}, A::InputAttrs);
   inX.field = "x";
-  TaskSpec inDirect = task("input.x.bf16", K::Input, {}, {2}, A::InputAttrs);
+  TaskSpec inDirect = makeTask("input.x.bf16", K::Input, {}, {2}, A::InputAttrs);
   inDirect.field = "x";
-  TaskSpec cast = task("x.cast", K::Cast, {0}, {1});
-  TaskSpec ar = task("allreduce", K::AllReduce, {1}, {3}, A::CollectiveAttrs);
-  TaskSpec ag = task("allgather", K::AllGather, {3}, {4}, A::CollectiveAttrs);
-  TaskSpec slice = task("slice", K::Slice, {4}, {5});
-  TaskSpec zero = task("zero_others", K::ZeroOthers, {5}, {6});
-  TaskSpec back = task("out.cast", K::Cast, {6}, {7});
-  TaskSpec ar2 = task("allreduce.direct", K::AllReduce, {2}, {9}, A::CollectiveAttrs);
-  TaskSpec back2 = task("direct.cast", K::Cast, {9}, {8});
+  TaskSpec cast = makeTask("x.cast", K::Cast, {0}, {1});
+  TaskSpec ar = makeTask("allreduce", K::AllReduce, {1}, {3}, A::CollectiveAttrs);
+  TaskSpec ag = makeTask("allgather", K::AllGather, {3}, {4}, A::CollectiveAttrs);
+  TaskSpec slice = makeTask("slice", K::Slice, {4}, {5});
+  TaskSpec zero = makeTask("zero_others", K::ZeroOthers, {5}, {6});
+  TaskSpec back = makeTask("out.cast", K::Cast, {6}, {7});
+  TaskSpec ar2 = makeTask("allreduce.direct", K::AllReduce, {2}, {9}, A::CollectiveAttrs);
+  TaskSpec back2 = makeTask("direct.cast", K::Cast, {9}, {8});
   prog.tasks = {inX, inDirect, cast, ar, ag, slice, zero, back, ar2, back2};
   prog.inputs = {{"x", 0}};
   prog.outputs = {{"out", 7}, {"direct", 8}};
@@ -291,18 +281,18 @@ PlanSpec biasGeluPlan(bool fused, plan::DType dtype) {
       {"y", {kBatch, kIn}},                     // 7
   };
   using K = plan::OpKind;
-  TaskSpec inX = task("input.x", K::Input, {}, {0}, plan::OpAttrs::InputAttrs);
+  TaskSpec inX = makeTask("input.x", K::Input, {}, {0}, plan::OpAttrs::InputAttrs);
   inX.field = "x";
-  prog.tasks = {inX, task("b", K::Parameter, {}, {1}), task("x.cast", K::Cast, {0}, {2}),
-                task("b.cast", K::Cast, {1}, {3})};
+  prog.tasks = {inX, makeTask("b", K::Parameter, {}, {1}), makeTask("x.cast", K::Cast, {0}, {2}),
+                makeTask("b.cast", K::Cast, {1}, {3})};
   if (fused) {
-    prog.tasks.push_back(task("fc.bias_gelu", K::BiasGelu, {2, 3}, {4, 5}));
+    prog.tasks.push_back(makeTask("fc.bias_gelu", K::BiasGelu, {2, 3}, {4, 5}));
   } else {
-    prog.tasks.push_back(task("fc.bias", K::BiasAdd, {2, 3}, {4}));
-    prog.tasks.push_back(task("fc.gelu", K::Gelu, {4}, {5}));
+    prog.tasks.push_back(makeTask("fc.bias", K::BiasAdd, {2, 3}, {4}));
+    prog.tasks.push_back(makeTask("fc.gelu", K::Gelu, {4}, {5}));
   }
-  prog.tasks.push_back(task("pre.cast", K::Cast, {4}, {6}));
-  prog.tasks.push_back(task("y.cast", K::Cast, {5}, {7}));
+  prog.tasks.push_back(makeTask("pre.cast", K::Cast, {4}, {6}));
+  prog.tasks.push_back(makeTask("y.cast", K::Cast, {5}, {7}));
   prog.inputs = {{"x", 0}};
   prog.outputs = {{"pre", 6}, {"y", 7}};
   spec.programs.push_back(prog);

@@ -766,24 +766,6 @@ private:
   int rank_;
 };
 
-TaskSpec makeTask(std::string name, plan::OpKind op, std::vector<int> inputs,
-                  std::vector<int> outputs, plan::OpAttrs attrs = plan::OpAttrs::NONE) {
-  TaskSpec t;
-  t.name = std::move(name);
-  t.op = op;
-  t.inputs = std::move(inputs);
-  t.outputs = std::move(outputs);
-  t.attrs = attrs;
-  return t;
-}
-
-TaskSpec inputTask(std::string name, int output, std::string field) {
-  TaskSpec t =
-      makeTask(std::move(name), plan::OpKind::Input, {}, {output}, plan::OpAttrs::InputAttrs);
-  t.field = std::move(field);
-  return t;
-}
-
 // A variable's initial values, as the executor draws them.
 std::vector<float> initialValues(plan::InitKind kind, float a, float b, uint64_t seed, int64_t n) {
   flatbuffers::FlatBufferBuilder fbb;

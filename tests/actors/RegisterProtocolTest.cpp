@@ -31,21 +31,11 @@ caf::behavior recorder(caf::event_based_actor *, Log *log) {
   };
 }
 
-TaskSpec task(const std::string &name, plan::OpKind op, std::vector<int> in, std::vector<int> out,
-              plan::OpAttrs attrs = plan::OpAttrs::NONE) {
-  TaskSpec t;
-  t.name = name;
-  t.op = op;
-  t.inputs = std::move(in);
-  t.outputs = std::move(out);
-  t.attrs = attrs;
-  return t;
-}
 TaskSpec fill(const std::string &name, int out) {
-  return task(name, plan::OpKind::Fill, {}, {out}, plan::OpAttrs::FillAttrs);
+  return makeTask(name, plan::OpKind::Fill, {}, {out}, plan::OpAttrs::FillAttrs);
 }
 TaskSpec relu(const std::string &name, int in, int out) {
-  return task(name, plan::OpKind::Relu, {in}, {out});
+  return makeTask(name, plan::OpKind::Relu, {in}, {out});
 }
 
 class RegisterProtocol : public ::testing::Test {
@@ -244,7 +234,7 @@ PlanSpec updateAndMetric() {
   spec.variables = {{"w", {4}}};
   ProgramSpec prog;
   prog.tensors = {{"s", {4}}, {"m", {4}}, {"x", {4}}};
-  TaskSpec update = task("U", plan::OpKind::SgdMomentum, {1}, {}, plan::OpAttrs::SgdAttrs);
+  TaskSpec update = makeTask("U", plan::OpKind::SgdMomentum, {1}, {}, plan::OpAttrs::SgdAttrs);
   prog.tasks = {fill("S", 0), relu("M", 0, 1), update, relu("X", 1, 2)};
   spec.programs.push_back(prog);
   finalize(spec);

@@ -442,24 +442,6 @@ TEST(PlanLoader, LocalBoxingAttrsAreOptional) {
   EXPECT_ERROR(spec, "task 2 'zero' (ZeroOthers): hierarchy_dim 1 out of range");
 }
 
-TaskSpec makeTask(std::string name, plan::OpKind op, std::vector<int> inputs,
-                  std::vector<int> outputs, plan::OpAttrs attrs = plan::OpAttrs::NONE) {
-  TaskSpec t;
-  t.name = std::move(name);
-  t.op = op;
-  t.inputs = std::move(inputs);
-  t.outputs = std::move(outputs);
-  t.attrs = attrs;
-  return t;
-}
-
-TaskSpec inputTask(std::string name, int output, std::string field) {
-  TaskSpec t =
-      makeTask(std::move(name), plan::OpKind::Input, {}, {output}, plan::OpAttrs::InputAttrs);
-  t.field = std::move(field);
-  return t;
-}
-
 TEST(PlanLoader, LabelsAreI32) {
   PlanSpec spec;
   ProgramSpec prog;

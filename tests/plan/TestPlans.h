@@ -97,6 +97,27 @@ struct PlanSpec {
   std::vector<ProgramSpec> programs;
 };
 
+// A task with its op, tensor indices and attribute type; the attributes
+// themselves are TaskSpec fields the caller sets.
+inline TaskSpec makeTask(std::string name, plan::OpKind op, std::vector<int> inputs,
+                         std::vector<int> outputs, plan::OpAttrs attrs = plan::OpAttrs::NONE) {
+  TaskSpec t;
+  t.name = std::move(name);
+  t.op = op;
+  t.inputs = std::move(inputs);
+  t.outputs = std::move(outputs);
+  t.attrs = attrs;
+  return t;
+}
+
+// Reads the data field `field` into tensor `output`.
+inline TaskSpec inputTask(std::string name, int output, std::string field) {
+  TaskSpec t =
+      makeTask(std::move(name), plan::OpKind::Input, {}, {output}, plan::OpAttrs::InputAttrs);
+  t.field = std::move(field);
+  return t;
+}
+
 // Fills in what a compiler would: arena offsets and sizes (no reuse), a
 // register (count `count`) for every produced tensor that has consumers,
 // and collective_seq in task order.

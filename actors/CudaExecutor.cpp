@@ -187,8 +187,9 @@ public:
   }
 
   Status init();
-  Status saveCheckpoint(const std::string &dir) const override;
-  Status loadCheckpoint(const std::string &dir) override;
+  Status saveCheckpoint(const std::string &dir,
+                        const checkpoint::DataPosition &next) const override;
+  Status loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) override;
   Status writeTrace(const std::string &path) const override;
   Status readOutput(const std::string &program, const std::string &name,
                     std::vector<float> &values) const override;
@@ -1270,18 +1271,19 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
   return Status::error(at + ": op has no CUDA kernel (the CUDA executor does not run it)");
 }
 
-Status CudaExecutor::saveCheckpoint(const std::string &dir) const {
+Status CudaExecutor::saveCheckpoint(const std::string &dir,
+                                    const checkpoint::DataPosition &next) const {
   if (Status s = synchronize(); !s)
     return s;
   if (Status s = copyVariablesToHost(); !s)
     return s;
-  return saveVariableShards(*plan_, options_.globalRank, host_, dir);
+  return saveVariableShards(*plan_, options_.globalRank, host_, dir, next);
 }
 
-Status CudaExecutor::loadCheckpoint(const std::string &dir) {
+Status CudaExecutor::loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) {
   if (Status s = synchronize(); !s)
     return s;
-  if (Status s = loadVariableShards(*plan_, options_.globalRank, host_, dir); !s)
+  if (Status s = loadVariableShards(*plan_, options_.globalRank, host_, dir, next); !s)
     return s;
   return copyVariablesToDevice();
 }

@@ -59,8 +59,9 @@ public:
   ~CpuExecutor() override { stopPrograms(); }
 
   Status init();
-  Status saveCheckpoint(const std::string &dir) const override;
-  Status loadCheckpoint(const std::string &dir) override;
+  Status saveCheckpoint(const std::string &dir,
+                        const checkpoint::DataPosition &next) const override;
+  Status loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) override;
   Status writeTrace(const std::string &path) const override;
   Status readOutput(const std::string &program, const std::string &name,
                     std::vector<float> &values) const override;
@@ -410,12 +411,13 @@ StatusOr<Kernel> CpuExecutor::buildF32Kernel(const plan::Task &task, const Opera
   return Status::error(at + ": op not supported by the CPU executor");
 }
 
-Status CpuExecutor::saveCheckpoint(const std::string &dir) const {
-  return saveVariableShards(*plan_, options_.globalRank, variables_, dir);
+Status CpuExecutor::saveCheckpoint(const std::string &dir,
+                                   const checkpoint::DataPosition &next) const {
+  return saveVariableShards(*plan_, options_.globalRank, variables_, dir, next);
 }
 
-Status CpuExecutor::loadCheckpoint(const std::string &dir) {
-  return loadVariableShards(*plan_, options_.globalRank, variables_, dir);
+Status CpuExecutor::loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) {
+  return loadVariableShards(*plan_, options_.globalRank, variables_, dir, next);
 }
 
 Status CpuExecutor::readOutput(const std::string &program, const std::string &name,

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "runtime/Status.h"
+#include "runtime/checkpoint/Checkpoint.h"
 
 #include <cstdint>
 #include <functional>
@@ -59,13 +60,17 @@ public:
   // Writes the variable shards this rank owns to the checkpoint `dir`
   // (runtime/checkpoint/Checkpoint.h: one writer per distinct shard); global
   // rank 0 also writes the index. Every rank of the job must call it; the
-  // checkpoint is complete once all have returned. Call it between runs.
-  virtual Status saveCheckpoint(const std::string &dir) const = 0;
+  // checkpoint is complete once all have returned. `next` is recorded as
+  // where the training data continues. Call it between runs.
+  virtual Status saveCheckpoint(const std::string &dir,
+                                const checkpoint::DataPosition &next = {}) const = 0;
 
   // Fills every variable's local shard from the checkpoint `dir`, whatever
   // layout saved it (resharding). A variable missing from the checkpoint, or
-  // stored with another shape or dtype, is an error. Call it between runs.
-  virtual Status loadCheckpoint(const std::string &dir) = 0;
+  // stored with another shape or dtype, is an error. `next` (may be null)
+  // receives the data position the checkpoint recorded. Call it between runs.
+  virtual Status loadCheckpoint(const std::string &dir,
+                                checkpoint::DataPosition *next = nullptr) = 0;
 
   // Copies this rank's shard of output `name` (Program.outputs) of `program`,
   // as its last step left it, into `values`. Call it between runs.

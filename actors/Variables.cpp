@@ -48,7 +48,8 @@ checkpoint::TensorMeta checkpointMeta(const plan::Plan &plan, const plan::Variab
 } // namespace
 
 Status saveVariableShards(const plan::Plan &plan, int globalRank,
-                          const std::vector<VariableShard> &shards, const std::string &dir) {
+                          const std::vector<VariableShard> &shards, const std::string &dir,
+                          const checkpoint::DataPosition &next) {
   const std::string rank = "rank " + std::to_string(globalRank);
   std::vector<checkpoint::TensorMeta> metas;
   for (size_t v = 0; v < shards.size(); ++v) {
@@ -72,13 +73,14 @@ Status saveVariableShards(const plan::Plan &plan, int globalRank,
   // Shard file names follow from names and regions: rank 0 lists every
   // rank's files without hearing from them.
   if (globalRank == 0)
-    if (Status s = checkpoint::writeIndex(dir, metas); !s)
+    if (Status s = checkpoint::writeIndex(dir, metas, next); !s)
       return s.withContext(rank);
   return Status::ok();
 }
 
 Status loadVariableShards(const plan::Plan &plan, int globalRank,
-                          std::vector<VariableShard> &shards, const std::string &dir) {
+                          std::vector<VariableShard> &shards, const std::string &dir,
+                          checkpoint::DataPosition *next) {
   const std::string rank = "rank " + std::to_string(globalRank);
   auto reader = checkpoint::CheckpointReader::open(dir);
   if (!reader)
@@ -102,6 +104,8 @@ Status loadVariableShards(const plan::Plan &plan, int globalRank,
         !s)
       return s.withContext(rank);
   }
+  if (next)
+    *next = reader->next();
   return Status::ok();
 }
 

@@ -6,6 +6,7 @@
 
 #include "runtime/Shape.h"
 #include "runtime/Status.h"
+#include "runtime/checkpoint/Checkpoint.h"
 
 #include <string>
 #include <vector>
@@ -26,13 +27,17 @@ struct VariableShard {
 std::vector<VariableShard> initVariableShards(const plan::Plan &plan, int globalRank);
 
 // Writes the shards this rank owns to the checkpoint `dir` (one writer per
-// distinct shard); global rank 0 also writes the index.
+// distinct shard); global rank 0 also writes the index, with the data
+// position `next`.
 Status saveVariableShards(const plan::Plan &plan, int globalRank,
-                          const std::vector<VariableShard> &shards, const std::string &dir);
+                          const std::vector<VariableShard> &shards, const std::string &dir,
+                          const checkpoint::DataPosition &next);
 
 // Fills every local shard from the checkpoint `dir`, whatever layout saved
 // it; a variable missing or stored with another shape or dtype is an error.
+// `next` (may be null) receives where the saved job's data continues.
 Status loadVariableShards(const plan::Plan &plan, int globalRank,
-                          std::vector<VariableShard> &shards, const std::string &dir);
+                          std::vector<VariableShard> &shards, const std::string &dir,
+                          checkpoint::DataPosition *next);
 
 } // namespace sbpflow

@@ -411,7 +411,8 @@ Status writeShard(const std::string &dir, const TensorMeta &meta, const Region &
   return Status::ok();
 }
 
-Status writeIndex(const std::string &dir, const std::vector<TensorMeta> &metas) {
+Status writeIndex(const std::string &dir, const std::vector<TensorMeta> &metas,
+                  const DataPosition &next) {
   json tensors = json::array();
   std::set<std::string> names;
   for (const TensorMeta &meta : metas) {
@@ -434,7 +435,13 @@ Status writeIndex(const std::string &dir, const std::vector<TensorMeta> &metas) 
                        {"hierarchy", meta.hierarchy},
                        {"shards", list}});
   }
-  json index = {{"format", kFormat}, {"version", kVersion}, {"tensors", tensors}};
+  if (next.epoch < 0 || next.batch < 0)
+    return Status::error("checkpoint: negative data position (epoch " + std::to_string(next.epoch) +
+                         ", batch " + std::to_string(next.batch) + ")");
+  json index = {{"format", kFormat},
+                {"version", kVersion},
+                {"next", {{"epoch", next.epoch}, {"batch", next.batch}}},
+                {"tensors", tensors}};
   if (Status s = ensureDirectory(dir); !s)
     return s;
   const std::string text = index.dump(1) + "\n";
@@ -483,6 +490,21 @@ StatusOr<CheckpointReader> CheckpointReader::open(const std::string &dir) {
 
   CheckpointReader reader;
   reader.dir_ = dir;
+  if (index.contains("next")) {
+    const json &jn = index["next"];
+    const json *epoch = nullptr, *batch = nullptr;
+    if (!jn.is_object())
+      return p.error("next", "not a JSON object");
+    if (Status s = p.field(jn, "epoch", json::value_t::number_integer, "an integer", "next", epoch);
+        !s)
+      return s;
+    if (Status s = p.field(jn, "batch", json::value_t::number_integer, "an integer", "next", batch);
+        !s)
+      return s;
+    reader.next_ = {epoch->get<int64_t>(), batch->get<int64_t>()};
+    if (reader.next_.epoch < 0 || reader.next_.batch < 0)
+      return p.error("next", "negative epoch or batch");
+  }
   std::set<std::string> seen;
   for (size_t t = 0; t < tensors->size(); ++t) {
     const json &jt = (*tensors)[t];

@@ -3,12 +3,14 @@
 // overlap it, so a job saved on one layout resumes on another (resharding).
 //
 // On disk: a directory holding index.json and one file per stored shard.
-//  index.json  {"format": "sbpflow-checkpoint", "version": 1, "tensors": [
+//  index.json  {"format": "sbpflow-checkpoint", "version": 1,
+//               "next": {"epoch": 0, "batch": 5}, "tensors": [
 //                 {"name": "w", "dtype": "f32", "shape": [7, 5],
 //                  "sbp": "[S(0), B]", "hierarchy": [2, 2],
 //                  "shards": [{"file": "w-3a9e0c1d.0+4_0+5.shard",
 //                              "region": [[0, 4], [0, 5]]}, ...]}, ...]}
-//              ("region": [begin, size] per axis of the global shape)
+//              ("region": [begin, size] per axis of the global shape; "next":
+//               where the training data continues, absent = the start)
 //  shard file  little-endian header, then the payload:
 //                char[8] "SBPCKPT1"; u32 name length; name bytes; u8 dtype
 //                (0 f32, 1 i32); u32 rank; rank x (i64 begin, i64 size);
@@ -60,9 +62,19 @@ std::string shardFileName(const std::string &tensorName, const Region &region);
 Status writeShard(const std::string &dir, const TensorMeta &meta, const Region &region,
                   const void *data);
 
-// Writes `dir`/index.json listing the distinct shards of every tensor (by
-// global rank 0 once every rank has written its shards).
-Status writeIndex(const std::string &dir, const std::vector<TensorMeta> &metas);
+// Where a job's training data continues: the train program's next step runs
+// batch `batch` of epoch `epoch`.
+struct DataPosition {
+  int64_t epoch = 0;
+  int64_t batch = 0;
+  bool operator==(const DataPosition &o) const { return epoch == o.epoch && batch == o.batch; }
+};
+
+// Writes `dir`/index.json listing the distinct shards of every tensor and the
+// data position `next` (by global rank 0 once every rank has written its
+// shards).
+Status writeIndex(const std::string &dir, const std::vector<TensorMeta> &metas,
+                  const DataPosition &next = {});
 
 // "[S(0), B]" (toString(NdSbp)) back to an nd-SBP; "[]" is the empty one.
 StatusOr<NdSbp> parseNdSbp(const std::string &text);
@@ -76,6 +88,8 @@ public:
 
   const std::string &dir() const { return dir_; }
   const std::vector<TensorMeta> &tensors() const { return tensors_; }
+  // Where the saved job's training data continues ({0, 0} when not recorded).
+  const DataPosition &next() const { return next_; }
   const TensorMeta *find(const std::string &name) const;
 
   // Fills `dst` (dense row-major, `region`'s elements) with that region of
@@ -93,6 +107,7 @@ private:
   };
   std::string dir_;
   std::vector<TensorMeta> tensors_;
+  DataPosition next_;
   std::vector<std::vector<StoredShard>> shards_; // per tensor
 };
 

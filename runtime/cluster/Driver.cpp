@@ -40,6 +40,7 @@ struct WorkerRecord {
   bool ready = false;
   bool chunkDone = false;
   std::vector<ProgramInfo> programs;
+  int64_t nextEpoch = 0, nextBatch = 0; // where a resumed checkpoint's data continues
   int64_t maxRssKb = 0;
   int64_t stepsReported = 0; // in the current chunk
 };
@@ -227,6 +228,8 @@ private:
             return;
           workers_[r.rank].ready = true;
           workers_[r.rank].programs = std::move(r.programs);
+          workers_[r.rank].nextEpoch = r.nextEpoch;
+          workers_[r.rank].nextBatch = r.nextBatch;
         },
         [&](StepMetrics &m) { onStep(m); },
         [&](ChunkDone &d) {
@@ -398,6 +401,11 @@ private:
         return Status::error("rank " + std::to_string(r) +
                              " disagrees with rank 0 about the plan's programs or data sizes "
                              "(different plan or data on that node?)");
+      if (workers_[r].nextEpoch != workers_[0].nextEpoch ||
+          workers_[r].nextBatch != workers_[0].nextBatch)
+        return Status::error("rank " + std::to_string(r) +
+                             " resumed a checkpoint at another data position than rank 0 "
+                             "(different checkpoint directories on the nodes?)");
     }
     return Status::ok();
   }
@@ -449,7 +457,7 @@ private:
   }
 
   // Runs one chunk on every rank and feeds each combined step to `onCombined`.
-  Status runChunk(const ProgramInfo &program, int64_t epoch, int64_t count,
+  Status runChunk(const ProgramInfo &program, int64_t epoch, int64_t firstBatch, int64_t count,
                   std::function<void(const std::vector<double> &)> onCombined) {
     currentProgram_ = program.name;
     currentEpoch_ = epoch;
@@ -460,7 +468,7 @@ private:
     for (auto &w : workers_) {
       w.chunkDone = false;
       w.stepsReported = 0;
-      self_->send(w.actor, RunChunk{program.name, epoch, 0, count});
+      self_->send(w.actor, RunChunk{program.name, epoch, firstBatch, count});
     }
     Status s = pumpUntil(
         [&] {
@@ -485,13 +493,22 @@ private:
     int lossIdx = metricIndex(*trainProg, "loss");
     int correctIdx = evalProg ? metricIndex(*evalProg, "correct") : -1;
     int evalLossIdx = evalProg ? metricIndex(*evalProg, "loss") : -1;
-    int64_t steps = trainProg->batches;
-    if (options_.maxSteps >= 0)
-      steps = std::min(steps, options_.maxSteps);
-    if (steps <= 0)
+    const int64_t batches = trainProg->batches;
+    if (batches <= 0)
       return Status::error(
           "the train program has no batches: " + std::to_string(trainProg->samples) +
           " samples, global batch " + std::to_string(trainProg->globalBatch));
+    // A resumed job continues the data where its checkpoint left it (the
+    // next batch of that epoch); --epochs and --max-steps count from there.
+    next_ = {workers_[0].nextEpoch, workers_[0].nextBatch};
+    if (next_.batch >= batches)
+      next_ = {next_.epoch + 1, 0};
+    const int64_t firstEpoch = next_.epoch;
+    auto stepsFrom = [&](int64_t first) {
+      int64_t n = batches - first;
+      return options_.maxSteps >= 0 ? std::min(n, options_.maxSteps) : n;
+    };
+    const int64_t steps = stepsFrom(next_.batch);
     std::ostream *log = options_.log;
     double trainSeconds = 0;
     int64_t trainSteps = 0;
@@ -500,26 +517,31 @@ private:
     const int64_t warmup = std::min<int64_t>(10, steps / 5);
     Clock::time_point warmEnd, lastStep;
 
-    for (int epoch = 0; epoch < options_.epochs; ++epoch) {
+    for (int64_t epoch = firstEpoch; epoch < firstEpoch + options_.epochs; ++epoch) {
       auto epochStart = Clock::now();
       auto lastPrint = epochStart;
       int64_t lastPrintedStep = 0;
-      Status s = runChunk(*trainProg, epoch, steps, [&](const std::vector<double> &metrics) {
+      const int64_t first = epoch == firstEpoch ? next_.batch : 0;
+      const int64_t count = stepsFrom(first);
+      if (count <= 0)
+        return Status::error("no train steps to run from batch " + std::to_string(first) +
+                             " of epoch " + std::to_string(epoch + 1));
+      Status s = runChunk(*trainProg, epoch, first, count, [&](const std::vector<double> &metrics) {
         double loss = lossIdx >= 0 ? metrics[lossIdx] : 0.0;
         if (report)
           report->lossHistory.push_back(loss);
         int64_t step = stepsCombined_;
         lastStep = Clock::now();
-        if (epoch == 0 && step == warmup)
+        if (epoch == firstEpoch && step == warmup)
           warmEnd = lastStep;
-        if (log && (step % std::max(1, options_.logEvery) == 0 || step == steps)) {
+        if (log && (step % std::max(1, options_.logEvery) == 0 || step == count)) {
           auto now = Clock::now();
           double secs = std::chrono::duration<double>(now - lastPrint).count();
           double rate = secs > 0 ? (step - lastPrintedStep) * trainProg->globalBatch / secs : 0;
           char line[256];
-          std::snprintf(line, sizeof(line), "epoch %d step %lld/%lld loss %.6f samples/s %.1f",
-                        epoch + 1, static_cast<long long>(step), static_cast<long long>(steps),
-                        loss, rate);
+          std::snprintf(line, sizeof(line), "epoch %lld step %lld/%lld loss %.6f samples/s %.1f",
+                        static_cast<long long>(epoch + 1), static_cast<long long>(first + step),
+                        static_cast<long long>(first + count), loss, rate);
           *log << line << std::endl;
           lastPrint = now;
           lastPrintedStep = step;
@@ -528,25 +550,28 @@ private:
       if (!s)
         return s;
       trainSeconds += std::chrono::duration<double>(Clock::now() - epochStart).count();
-      trainSteps += steps;
-      if (epoch == 0 && report && steps > warmup && warmup > 0)
+      trainSteps += count;
+      next_ = first + count >= batches ? checkpoint::DataPosition{epoch + 1, 0}
+                                       : checkpoint::DataPosition{epoch, first + count};
+      if (epoch == firstEpoch && report && count > warmup && warmup > 0)
         report->steadyStepSeconds =
-            std::chrono::duration<double>(lastStep - warmEnd).count() / (steps - warmup);
+            std::chrono::duration<double>(lastStep - warmEnd).count() / (count - warmup);
 
       if (evalProg && evalProg->batches > 0) {
         // "loss" is a per-batch mean: weighted by the batch's real rows (the
         // last batch may be padded) it gives the mean over the whole split.
         double correct = 0, lossSum = 0;
         int64_t batch = 0;
-        s = runChunk(*evalProg, epoch, evalProg->batches, [&](const std::vector<double> &metrics) {
-          int64_t rows =
-              std::min(evalProg->globalBatch, evalProg->samples - batch * evalProg->globalBatch);
-          ++batch;
-          if (correctIdx >= 0)
-            correct += metrics[correctIdx];
-          if (evalLossIdx >= 0)
-            lossSum += metrics[evalLossIdx] * static_cast<double>(std::max<int64_t>(rows, 0));
-        });
+        s = runChunk(
+            *evalProg, epoch, 0, evalProg->batches, [&](const std::vector<double> &metrics) {
+              int64_t rows = std::min(evalProg->globalBatch,
+                                      evalProg->samples - batch * evalProg->globalBatch);
+              ++batch;
+              if (correctIdx >= 0)
+                correct += metrics[correctIdx];
+              if (evalLossIdx >= 0)
+                lossSum += metrics[evalLossIdx] * static_cast<double>(std::max<int64_t>(rows, 0));
+            });
         if (!s)
           return s;
         if (evalProg->samples > 0 && evalLossIdx >= 0) {
@@ -555,7 +580,8 @@ private:
             report->evalLoss.push_back(loss);
           if (log) {
             char line[128];
-            std::snprintf(line, sizeof(line), "epoch %d eval loss %.6f", epoch + 1, loss);
+            std::snprintf(line, sizeof(line), "epoch %lld eval loss %.6f",
+                          static_cast<long long>(epoch + 1), loss);
             *log << line << std::endl;
           }
         }
@@ -566,7 +592,8 @@ private:
             report->testAccuracy.push_back(accuracy);
           if (log) {
             char line[128];
-            std::snprintf(line, sizeof(line), "epoch %d test accuracy %.4f", epoch + 1, accuracy);
+            std::snprintf(line, sizeof(line), "epoch %lld test accuracy %.4f",
+                          static_cast<long long>(epoch + 1), accuracy);
             *log << line << std::endl;
           }
         }
@@ -575,7 +602,9 @@ private:
 
     if (!options_.checkpointDir.empty()) {
       phase_ = "writing the checkpoint";
-      if (Status s = onEveryWorker(SaveCheckpoint{options_.checkpointDir}, "checkpoint"); !s)
+      if (Status s = onEveryWorker(SaveCheckpoint{options_.checkpointDir, next_.epoch, next_.batch},
+                                   "checkpoint");
+          !s)
         return s;
       if (log)
         *log << "wrote checkpoint " << options_.checkpointDir << std::endl;
@@ -672,6 +701,7 @@ private:
   std::string phase_ = "startup";
   std::string currentProgram_;
   int64_t currentEpoch_ = 0;
+  checkpoint::DataPosition next_; // where the train data continues (saved with a checkpoint)
   int64_t stepsCombined_ = 0;
   const ProgramInfo *chunkProgram_ = nullptr;
   std::map<int64_t, PendingStep> pending_;

@@ -23,7 +23,7 @@ using shutdown_atom = caf::atom_constant<caf::atom("scshutdown")>;
 
 // The version of this protocol: a driver and a node daemon that disagree
 // refuse each other with a message naming both versions.
-constexpr int32_t kProtocolVersion = 2;
+constexpr int32_t kProtocolVersion = 3;
 
 // Worker -> driver, first message: who and where this worker is.
 struct RegisterWorker {
@@ -164,13 +164,17 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector &f,
            x.metricNames, x.metricReduce, x.labelsPerSample);
 }
 
-// Worker -> driver: plan verified, data open, communicators and executor built.
+// Worker -> driver: plan verified, data open, communicators and executor built;
+// with a resumed checkpoint, where its training data continues (else 0, 0).
 struct WorkerReady {
   int32_t rank = 0;
   std::vector<ProgramInfo> programs;
+  int64_t nextEpoch = 0;
+  int64_t nextBatch = 0;
 };
 template <class Inspector> typename Inspector::result_type inspect(Inspector &f, WorkerReady &x) {
-  return f(caf::meta::type_name("sbpflow.WorkerReady"), x.rank, x.programs);
+  return f(caf::meta::type_name("sbpflow.WorkerReady"), x.rank, x.programs, x.nextEpoch,
+           x.nextBatch);
 }
 
 // Driver -> worker: run batches [firstBatch, firstBatch + count) of `program`.
@@ -215,13 +219,17 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector &f,
 }
 
 // Driver -> worker: write the variable shards this rank owns (and, on rank
-// 0, the index) to the checkpoint `dir`; answered with ChunkDone.
+// 0, the index, recording that the training data continues at batch
+// `nextBatch` of epoch `nextEpoch`) to the checkpoint `dir`; answered with
+// ChunkDone.
 struct SaveCheckpoint {
   std::string dir;
+  int64_t nextEpoch = 0;
+  int64_t nextBatch = 0;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector &f, SaveCheckpoint &x) {
-  return f(caf::meta::type_name("sbpflow.SaveCheckpoint"), x.dir);
+  return f(caf::meta::type_name("sbpflow.SaveCheckpoint"), x.dir, x.nextEpoch, x.nextBatch);
 }
 
 // Driver -> worker, when a traced job ended: write this rank's trace to

@@ -24,15 +24,18 @@ void addRunOptions(CLI::App &app, RunOptions &o) {
                  "at the end, write a checkpoint of every variable to DIR (each distinct shard "
                  "once; index.json lists them)");
   app.add_option("--resume", o.resumeDir,
-                 "start from the checkpoint in DIR, saved on any layout (variables and "
-                 "optimiser state)");
+                 "start from the checkpoint in DIR, saved on any layout (variables, "
+                 "optimiser state, and the data position: training continues with the batch "
+                 "after the last one the checkpointed job ran)");
   app.add_option("--trace-dir", o.traceDir,
                  "every worker writes DIR/rank<R>.trace.json: its tasks on compute and comm "
                  "lanes, per step (chrome://tracing, Perfetto)");
   app.add_option("--trace-steps", o.traceSteps,
                  "with --trace-dir: trace the first N steps of each program")
       ->check(CLI::PositiveNumber);
-  app.add_option("--max-steps", o.maxSteps, "train steps per epoch at most (default: all)")
+  app.add_option("--max-steps", o.maxSteps,
+                 "train steps per epoch at most (default: all; a resumed "
+                 "epoch counts from where it resumes)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--rendezvous-timeout-ms", o.rendezvousTimeoutMs,
                  "bound on worker registration and communicator setup")

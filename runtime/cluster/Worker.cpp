@@ -166,7 +166,8 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
             if (!programs)
               caf::anon_send(driverActor, WorkerError{a.rank, programs.status().message()});
             else
-              caf::anon_send(driverActor, WorkerReady{a.rank, *programs});
+              caf::anon_send(driverActor, WorkerReady{a.rank, *programs, backend.resumedAt().epoch,
+                                                      backend.resumedAt().batch});
           });
         },
         [&](RunChunk &c) {
@@ -189,7 +190,9 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
         },
         [&](SaveCheckpoint &p) {
           work->post([&, p] {
-            Status s = guarded(rank, [&] { return backend.saveCheckpoint(p.dir); });
+            Status s = guarded(rank, [&] {
+              return backend.saveCheckpoint(p.dir, {p.nextEpoch, p.nextBatch});
+            });
             if (!s)
               caf::anon_send(driverActor, WorkerError{rank, s.message()});
             else

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "runtime/Status.h"
+#include "runtime/checkpoint/Checkpoint.h"
 #include "runtime/cluster/Messages.h"
 
 #include <cstdint>
@@ -29,8 +30,12 @@ public:
                                                      const WorkerSettings &settings) = 0;
   using StepCallback = std::function<void(int64_t batch, const std::vector<double> &metrics)>;
   virtual Status run(const RunChunk &chunk, const StepCallback &onStep) = 0;
-  // Writes this rank's part of a checkpoint of every variable to `dir`.
-  virtual Status saveCheckpoint(const std::string &dir) = 0;
+  // Writes this rank's part of a checkpoint of every variable to `dir`,
+  // recording `next` as where the training data continues.
+  virtual Status saveCheckpoint(const std::string &dir, const checkpoint::DataPosition &next) = 0;
+  // Where the checkpoint prepare() resumed from left the data ({0, 0}
+  // without one).
+  virtual checkpoint::DataPosition resumedAt() const = 0;
   // Writes what the runs recorded to the settings' traceDir.
   virtual Status writeTrace() = 0;
 };
@@ -43,8 +48,8 @@ struct WorkerOptions {
   // address (where this rank's actor and Gloo devices listen).
   int node = -1;
   int localRank = -1;
-  std::string jobToken;
-  std::string bindHost;
+  std::string jobToken = {};
+  std::string bindHost = {};
 };
 
 // "host:port" -> (host, port); a clear error for anything else. Port 0 (any

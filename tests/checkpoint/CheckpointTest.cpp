@@ -418,6 +418,9 @@ TEST_F(CheckpointErrorTest, MalformedIndex) {
       {replaced("\"version\": 1", "\"version\": 7"), "version 7"},
       {replaced("\"tensors\"", "\"tensor\""), "missing field \"tensors\""},
       {replaced(".shard\"", "/../x.shard\""), "is not a plain file name"},
+      {replaced("\"batch\": 0", "\"batch\": -1"), "next: negative epoch or batch"},
+      {replaced("\"epoch\": 0", "\"epoch\": \"x\""), "field \"epoch\" is not an integer"},
+      {replaced("\"batch\": 0", "\"bach\": 0"), "next: missing field \"batch\""},
   };
   for (const Case &c : cases) {
     writeText(index, c.text);
@@ -435,6 +438,28 @@ TEST_F(CheckpointErrorTest, MalformedIndex) {
   EXPECT_THAT(openError(), HasSubstr("overlaps"));
   writeText(index, withRegion(4, 9));
   EXPECT_THAT(openError(), HasSubstr("is not inside shape [8,3]"));
+}
+
+// The data position travels in the index; an index without one (an older
+// checkpoint) resumes at the start.
+TEST_F(CheckpointErrorTest, DataPositionRoundTrips) {
+  auto fresh = CheckpointReader::open(dir.path());
+  ASSERT_TRUE(fresh) << fresh.status().message();
+  EXPECT_EQ(fresh->next(), (DataPosition{0, 0}));
+  Status written = writeIndex(dir.path(), {m}, DataPosition{2, 17});
+  ASSERT_TRUE(written) << written.message();
+  auto saved = CheckpointReader::open(dir.path());
+  ASSERT_TRUE(saved) << saved.status().message();
+  EXPECT_EQ(saved->next(), (DataPosition{2, 17}));
+  EXPECT_EQ(readError(), "");
+  nlohmann::json j = nlohmann::json::parse(readText(dir.path() + "/index.json"));
+  j.erase("next");
+  writeText(dir.path() + "/index.json", j.dump());
+  auto old = CheckpointReader::open(dir.path());
+  ASSERT_TRUE(old) << old.status().message();
+  EXPECT_EQ(old->next(), (DataPosition{0, 0}));
+  EXPECT_THAT(writeIndex(dir.path(), {m}, DataPosition{0, -1}).message(),
+              HasSubstr("negative data position"));
 }
 
 TEST(CheckpointWriteTest, RefusesBadRegionsAndPartialTensors) {

@@ -126,7 +126,10 @@ public:
     return executor_->run(chunk.program, data, chunk.epoch, chunk.firstBatch, chunk.count, onStep);
   }
 
-  Status saveCheckpoint(const std::string &dir) override { return executor_->saveCheckpoint(dir); }
+  Status saveCheckpoint(const std::string &dir, const checkpoint::DataPosition &next) override {
+    return executor_->saveCheckpoint(dir, next);
+  }
+  checkpoint::DataPosition resumedAt() const override { return resumedAt_; }
 
   Status writeTrace() override {
     if (traceDir_.empty())
@@ -288,13 +291,14 @@ private:
       return executor.status().withContext("executor");
     executor_ = executor.take();
     if (!settings.resumeDir.empty())
-      if (Status r = executor_->loadCheckpoint(settings.resumeDir); !r)
+      if (Status r = executor_->loadCheckpoint(settings.resumeDir, &resumedAt_); !r)
         return r.withContext("resuming");
     return Status::ok();
   }
 
   int rank_ = -1;
   std::string traceDir_; // empty: no tracing
+  checkpoint::DataPosition resumedAt_;
   LoadedPlan plan_;
   std::unique_ptr<DataSource> train_, test_;
   std::unique_ptr<CommGroups> comms_;

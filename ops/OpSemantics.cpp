@@ -761,12 +761,12 @@ template <typename... OpTs> void attachAll(MLIRContext *ctx) {
 }
 
 void attachModels(MLIRContext *ctx) {
-  attachAll<InputOp, ParameterOp, FillOp, MatmulOp, BiasAddOp, BiasGeluOp, AddOp, ReluOp, ReluGradOp,
-            SoftmaxXentOp, SoftmaxXentGradOp, MeanOp, MeanGradOp, ReduceRowsOp, CountCorrectOp,
-            EmbeddingOp, EmbeddingGradOp, LayerNormOp, LayerNormGradOp, GeluOp, GeluGradOp,
-            SoftmaxOp, SoftmaxGradOp, CausalAttentionOp, CausalAttentionGradOp, DropoutOp,
-            ReshapeOp, TransposeOp, NarrowOp, NarrowGradOp, ConcatOp, CastOp, SquareSumOp,
-            ClipScaleOp, MetricOp, OutputOp, SgdOp, AdamWOp>(ctx);
+  attachAll<InputOp, ParameterOp, FillOp, MatmulOp, BiasAddOp, BiasGeluOp, AddOp, ReluOp,
+            ReluGradOp, SoftmaxXentOp, SoftmaxXentGradOp, MeanOp, MeanGradOp, ReduceRowsOp,
+            CountCorrectOp, EmbeddingOp, EmbeddingGradOp, LayerNormOp, LayerNormGradOp, GeluOp,
+            GeluGradOp, SoftmaxOp, SoftmaxGradOp, CausalAttentionOp, CausalAttentionGradOp,
+            DropoutOp, ReshapeOp, TransposeOp, NarrowOp, NarrowGradOp, ConcatOp, CastOp,
+            SquareSumOp, ClipScaleOp, MetricOp, OutputOp, SgdOp, AdamWOp>(ctx);
 }
 
 } // namespace

@@ -60,14 +60,9 @@ private:
       b.setInsertionPointAfter(def);
     else
       b.setInsertionPointToStart(llvm::cast<BlockArgument>(v).getOwner());
-    auto t = llvm::cast<RankedTensorType>(v.getType());
-    auto type = RankedTensorType::get(t.getShape(), elt, t.getEncoding());
+    auto type = llvm::cast<RankedTensorType>(v.getType()).clone(elt);
     cached = b.create<CastOp>(v.getLoc(), type, v).getResult();
     return cached;
-  }
-
-  void castOperand(Operation *op, unsigned i, Type elt) {
-    op->setOperand(i, castTo(op->getOperand(i), elt));
   }
 
   // Runs `op` in `elt`: its float operands (but `keepF32`) are cast to it,
@@ -75,14 +70,13 @@ private:
   void runIn(Operation *op, Type elt, llvm::ArrayRef<unsigned> keepF32 = {},
              llvm::ArrayRef<unsigned> keepF32Results = {}) {
     for (unsigned i = 0; i < op->getNumOperands(); ++i)
-      castOperand(op, i, llvm::is_contained(keepF32, i) ? f32 : elt);
+      op->setOperand(i, castTo(op->getOperand(i), llvm::is_contained(keepF32, i) ? f32 : elt));
     for (unsigned i = 0; i < op->getNumResults(); ++i) {
       Value r = op->getResult(i);
       if (!isFloatTensor(r))
         continue;
-      auto t = llvm::cast<RankedTensorType>(r.getType());
       Type want = llvm::is_contained(keepF32Results, i) ? f32 : elt;
-      r.setType(RankedTensorType::get(t.getShape(), want, t.getEncoding()));
+      r.setType(llvm::cast<RankedTensorType>(r.getType()).clone(want));
     }
   }
 
@@ -118,12 +112,9 @@ private:
           runIn(o, elementOf(o.getX()), /*keepF32=*/{1, 2});
           return success();
         })
-        .Case([&](SoftmaxXentOp o) {
-          runIn(o, elementOf(o.getLogits()), {}, /*keepF32Results=*/{0});
-          return success();
-        })
-        .Case([&](CountCorrectOp o) {
-          runIn(o, elementOf(o.getLogits()), {}, /*keepF32Results=*/{0});
+        .Case<SoftmaxXentOp, CountCorrectOp>([&](Operation *o) {
+          // The logits' type; the losses and counts are f32.
+          runIn(o, elementOf(o->getOperand(0)), {}, /*keepF32Results=*/{0});
           return success();
         })
         .Case<AddOp, ReluOp, GeluOp, SoftmaxOp, DropoutOp, ReshapeOp, TransposeOp, NarrowOp,

@@ -163,11 +163,12 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
                 return Status::error(e.what());
               }
             }();
-            if (!programs)
+            if (!programs) {
               caf::anon_send(driverActor, WorkerError{a.rank, programs.status().message()});
-            else
-              caf::anon_send(driverActor, WorkerReady{a.rank, *programs, backend.resumedAt().epoch,
-                                                      backend.resumedAt().batch});
+              return;
+            }
+            const checkpoint::DataPosition next = backend.resumedAt();
+            caf::anon_send(driverActor, WorkerReady{a.rank, *programs, next.epoch, next.batch});
           });
         },
         [&](RunChunk &c) {

@@ -447,6 +447,11 @@ StatusOr<std::unique_ptr<Executor>> Executor::create(caf::actor_system &system,
                                                      const ExecutorOptions &options) {
   if (!plan)
     return Status::error("Executor::create: no plan");
+  if (Status s = checkRankFits(
+          *plan, options.globalRank,
+          options.cudaDevice >= 0 ? plan::DeviceKind::CUDA : plan::DeviceKind::CPU, -1);
+      !s)
+    return s.withContext("rank " + std::to_string(options.globalRank));
   if (options.cudaDevice >= 0) {
 #ifdef SBPFLOW_HAVE_CUDA
     return createCudaExecutor(system, plan, comms, options);

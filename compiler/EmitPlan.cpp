@@ -3,13 +3,12 @@
 // control registers (write-after-read on variables, arena reuse), collective
 // order, inputs, metrics and outputs. Also the `sbp-emit-plan` pass and a text dump.
 #include "compiler/EmitPlan.h"
-#include "runtime/plan/PlanLoader.h"
-
 #include "compiler/Passes.h"
 #include "ir/SbpDialect.h"
 #include "ops/OpSemantics.h"
 #include "llvm/Support/Path.h"
 
+#include "runtime/plan/OpInfo.h"
 #include "runtime/plan/PlanLoader.h"
 #include "runtime/plan/plan_generated.h"
 
@@ -76,6 +75,133 @@ std::string locString(Location loc) {
   return os.str();
 }
 
+// A plan field is 32 bits wide where an op attribute is 64: refused, not
+// truncated, when it does not fit.
+FailureOr<int32_t> int32Of(Operation *op, StringRef what, int64_t value) {
+  if (value < INT32_MIN || value > INT32_MAX) {
+    op->emitOpError() << what << " " << value << " does not fit the plan's 32-bit field";
+    return failure();
+  }
+  return static_cast<int32_t>(value);
+}
+
+// The plan attributes table `table` of `op`, from the op's attributes of the
+// same names (Ops.def names the table of each plan op); a null offset when
+// the table is NONE.
+FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &fbb, Operation *op,
+                                               fb::OpAttrs table,
+                                               const llvm::StringMap<int32_t> &variableIndex) {
+  auto f32 = [&](StringRef name) {
+    return op->getAttrOfType<FloatAttr>(name).getValue().convertToFloat();
+  };
+  auto i64 = [&](StringRef name) { return op->getAttrOfType<IntegerAttr>(name).getInt(); };
+  auto i32 = [&](StringRef name) { return int32Of(op, name, i64(name)); };
+  auto flag = [&](StringRef name) {
+    auto a = op->getAttrOfType<BoolAttr>(name);
+    return a && a.getValue();
+  };
+  // A variable named by a symbol attribute; -1 when the attribute is absent.
+  auto variable = [&](StringRef name) -> FailureOr<int32_t> {
+    auto ref = op->getAttrOfType<FlatSymbolRefAttr>(name);
+    if (!ref)
+      return -1;
+    auto it = variableIndex.find(ref.getValue());
+    if (it == variableIndex.end()) {
+      op->emitOpError("uses undeclared variable ") << ref;
+      return failure();
+    }
+    return it->second;
+  };
+  auto elements = [](Value v) { return cast<RankedTensorType>(v.getType()).getNumElements(); };
+  switch (table) {
+  case fb::OpAttrs::NONE:
+    return flatbuffers::Offset<void>();
+  case fb::OpAttrs::InputAttrs:
+    return fb::CreateInputAttrsDirect(
+               fbb, op->getAttrOfType<StringAttr>("field").getValue().str().c_str())
+        .Union();
+  case fb::OpAttrs::FillAttrs:
+    return fb::CreateFillAttrs(fbb, f32("value")).Union();
+  case fb::OpAttrs::MatMulAttrs:
+    return fb::CreateMatMulAttrs(fbb, flag("transpose_a"), flag("transpose_b")).Union();
+  case fb::OpAttrs::MeanAttrs:
+    // The elements averaged: the operand's of a mean, the result's of its
+    // gradient (the other side is a scalar).
+    return fb::CreateMeanAttrs(fbb,
+                               std::max(elements(op->getOperand(0)), elements(op->getResult(0))))
+        .Union();
+  case fb::OpAttrs::SgdAttrs: {
+    FailureOr<int32_t> param = variable("variable"), buffer = variable("momentum_buffer");
+    if (failed(param) || failed(buffer))
+      return failure();
+    return fb::CreateSgdAttrs(fbb, f32("lr"), f32("momentum"), f32("weight_decay"), *param, *buffer)
+        .Union();
+  }
+  case fb::OpAttrs::AdamWAttrs: {
+    FailureOr<int32_t> param = variable("variable"), m = variable("m"), v = variable("v"),
+                       step = variable("step");
+    if (failed(param) || failed(m) || failed(v) || failed(step))
+      return failure();
+    return fb::CreateAdamWAttrs(fbb, f32("lr"), f32("beta1"), f32("beta2"), f32("eps"),
+                                f32("weight_decay"), *param, *m, *v, *step)
+        .Union();
+  }
+  case fb::OpAttrs::CollectiveAttrs: {
+    FailureOr<int32_t> dim = i32("dim");
+    if (failed(dim))
+      return failure();
+    // The reduction of a partial operand (an all-reduce, reduce-scatter) or
+    // result (zero-others) on the dimension acted on; Sum where none is.
+    fb::ReduceOp reduce = fb::ReduceOp::Sum;
+    for (Value v : {op->getOperand(0), Value(op->getResult(0))}) {
+      auto dims = getSbpDims(getSbp(v.getType()));
+      if (*dim < static_cast<int64_t>(dims.size()) && isPartial(dims[*dim])) {
+        reduce = reduceOf(dims[*dim]);
+        break;
+      }
+    }
+    return fb::CreateCollectiveAttrs(fbb, *dim, reduce).Union();
+  }
+  case fb::OpAttrs::NormAttrs:
+    return fb::CreateNormAttrs(fbb, f32("eps")).Union();
+  case fb::OpAttrs::AttentionAttrs: {
+    FailureOr<int32_t> heads = i32("heads");
+    if (failed(heads))
+      return failure();
+    return fb::CreateAttentionAttrs(fbb, *heads).Union();
+  }
+  case fb::OpAttrs::DropoutAttrs:
+    return fb::CreateDropoutAttrs(fbb, f32("p"), static_cast<uint64_t>(i64("seed"))).Union();
+  case fb::OpAttrs::TransposeAttrs: {
+    std::vector<int32_t> perm;
+    for (int64_t a : op->getAttrOfType<DenseI64ArrayAttr>("perm").asArrayRef()) {
+      FailureOr<int32_t> axis = int32Of(op, "perm entry", a);
+      if (failed(axis))
+        return failure();
+      perm.push_back(*axis);
+    }
+    return fb::CreateTransposeAttrsDirect(fbb, &perm).Union();
+  }
+  case fb::OpAttrs::NarrowAttrs: {
+    FailureOr<int32_t> axis = i32("axis");
+    if (failed(axis))
+      return failure();
+    return fb::CreateNarrowAttrs(fbb, *axis, i64("begin")).Union();
+  }
+  case fb::OpAttrs::ConcatAttrs: {
+    FailureOr<int32_t> axis = i32("axis");
+    if (failed(axis))
+      return failure();
+    return fb::CreateConcatAttrs(fbb, *axis).Union();
+  }
+  case fb::OpAttrs::ClipAttrs:
+    return fb::CreateClipAttrs(fbb, f32("max_norm")).Union();
+  }
+  op->emitOpError("has plan attributes ")
+      << fb::EnumNameOpAttrs(table) << ", which sbp-emit-plan cannot write";
+  return failure();
+}
+
 class PlanEmitter {
 public:
   explicit PlanEmitter(ModuleOp module) : module(module) {}
@@ -85,8 +211,17 @@ public:
     for (auto p : module.getOps<PlacementOp>()) {
       placementIndex[p.getSymName()] = placements.size();
       hierarchyOf[p.getSymName()] = p.getHierarchy().vec();
-      std::vector<int32_t> ranks(p.getRanks().begin(), p.getRanks().end());
-      std::vector<int32_t> hier(p.getHierarchy().begin(), p.getHierarchy().end());
+      std::vector<int32_t> ranks, hier;
+      for (int64_t r : p.getRanks())
+        if (FailureOr<int32_t> v = int32Of(p, "rank", r); succeeded(v))
+          ranks.push_back(*v);
+        else
+          return failure();
+      for (int64_t h : p.getHierarchy())
+        if (FailureOr<int32_t> v = int32Of(p, "hierarchy dimension", h); succeeded(v))
+          hier.push_back(*v);
+        else
+          return failure();
       placements.push_back(fb::CreatePlacementDirect(
           fbb, p.getSymName().str().c_str(),
           p.getDevice() == DeviceKind::cuda ? fb::DeviceKind::CUDA : fb::DeviceKind::CPU, &ranks,
@@ -233,290 +368,25 @@ private:
       }
       for (Value r : op->getResults())
         outs.push_back(tensorOf[r]);
-      fb::OpKind kind;
-      fb::OpAttrs attrsType = fb::OpAttrs::NONE;
-      flatbuffers::Offset<void> attrs;
-      fb::Queue queue = fb::Queue::Compute;
-      bool collective = false;
-      auto collectiveAttrs = [&](int64_t dim, SbpDim from, SbpDim to) {
-        attrsType = fb::OpAttrs::CollectiveAttrs;
-        SbpDim p = isPartial(from) ? from : to;
-        attrs = fb::CreateCollectiveAttrs(fbb, dim, reduceOf(p),
-                                          from.kind == SbpKind::Split ? from.axis : -1,
-                                          to.kind == SbpKind::Split     ? to.axis
-                                          : from.kind == SbpKind::Split ? from.axis
-                                                                        : -1)
-                    .Union();
-      };
-      auto boxDims = [&](Value in, Value out, int64_t dim) {
-        return std::make_pair(getSbpDims(getSbp(in.getType()))[dim],
-                              getSbpDims(getSbp(out.getType()))[dim]);
-      };
-      LogicalResult ok =
-          llvm::TypeSwitch<Operation *, LogicalResult>(op)
-              .Case([&](InputOp o) {
-                kind = fb::OpKind::Input;
-                attrsType = fb::OpAttrs::InputAttrs;
-                attrs = fb::CreateInputAttrsDirect(fbb, o.getField().str().c_str()).Union();
-                inputs.push_back(fb::CreateBindingDirect(fbb, o.getField().str().c_str(), outs[0]));
-                return success();
-              })
-              .Case([&](ParameterOp) {
-                kind = fb::OpKind::Parameter;
-                return success();
-              })
-              .Case([&](FillOp o) {
-                kind = fb::OpKind::Fill;
-                attrsType = fb::OpAttrs::FillAttrs;
-                attrs = fb::CreateFillAttrs(fbb, o.getValue().convertToFloat()).Union();
-                return success();
-              })
-              .Case([&](MatmulOp o) {
-                kind = fb::OpKind::MatMul;
-                attrsType = fb::OpAttrs::MatMulAttrs;
-                attrs = fb::CreateMatMulAttrs(fbb, o.getTransposeA(), o.getTransposeB()).Union();
-                return success();
-              })
-              .Case([&](BiasAddOp) {
-                kind = fb::OpKind::BiasAdd;
-                return success();
-              })
-              .Case([&](AddOp) {
-                kind = fb::OpKind::Add;
-                return success();
-              })
-              .Case([&](ReluOp) {
-                kind = fb::OpKind::Relu;
-                return success();
-              })
-              .Case([&](ReluGradOp) {
-                kind = fb::OpKind::ReluGrad;
-                return success();
-              })
-              .Case([&](SoftmaxXentOp) {
-                kind = fb::OpKind::SoftmaxXent;
-                return success();
-              })
-              .Case([&](SoftmaxXentGradOp) {
-                kind = fb::OpKind::SoftmaxXentGrad;
-                return success();
-              })
-              .Case([&](MeanOp o) {
-                kind = fb::OpKind::Mean;
-                attrsType = fb::OpAttrs::MeanAttrs;
-                attrs = fb::CreateMeanAttrs(
-                            fbb, cast<RankedTensorType>(o.getX().getType()).getNumElements())
-                            .Union();
-                return success();
-              })
-              .Case([&](MeanGradOp o) {
-                kind = fb::OpKind::MeanGrad;
-                attrsType = fb::OpAttrs::MeanAttrs;
-                attrs = fb::CreateMeanAttrs(
-                            fbb, cast<RankedTensorType>(o.getResult().getType()).getNumElements())
-                            .Union();
-                return success();
-              })
-              .Case([&](ReduceRowsOp) {
-                kind = fb::OpKind::ReduceRows;
-                return success();
-              })
-              .Case([&](CountCorrectOp) {
-                kind = fb::OpKind::CountCorrect;
-                return success();
-              })
-              .Case([&](EmbeddingOp) {
-                kind = fb::OpKind::Embedding;
-                return success();
-              })
-              .Case([&](EmbeddingGradOp) {
-                kind = fb::OpKind::EmbeddingGrad;
-                return success();
-              })
-              .Case([&](LayerNormOp o) {
-                kind = fb::OpKind::LayerNorm;
-                attrsType = fb::OpAttrs::NormAttrs;
-                attrs = fb::CreateNormAttrs(fbb, o.getEps().convertToFloat()).Union();
-                return success();
-              })
-              .Case([&](LayerNormGradOp o) {
-                kind = fb::OpKind::LayerNormGrad;
-                attrsType = fb::OpAttrs::NormAttrs;
-                attrs = fb::CreateNormAttrs(fbb, o.getEps().convertToFloat()).Union();
-                return success();
-              })
-              .Case([&](GeluOp) {
-                kind = fb::OpKind::Gelu;
-                return success();
-              })
-              .Case([&](GeluGradOp) {
-                kind = fb::OpKind::GeluGrad;
-                return success();
-              })
-              .Case([&](SoftmaxOp) {
-                kind = fb::OpKind::Softmax;
-                return success();
-              })
-              .Case([&](SoftmaxGradOp) {
-                kind = fb::OpKind::SoftmaxGrad;
-                return success();
-              })
-              .Case([&](CausalAttentionOp o) {
-                kind = fb::OpKind::CausalAttention;
-                attrsType = fb::OpAttrs::AttentionAttrs;
-                attrs = fb::CreateAttentionAttrs(fbb, static_cast<int32_t>(o.getHeads())).Union();
-                return success();
-              })
-              .Case([&](CausalAttentionGradOp o) {
-                kind = fb::OpKind::CausalAttentionGrad;
-                attrsType = fb::OpAttrs::AttentionAttrs;
-                attrs = fb::CreateAttentionAttrs(fbb, static_cast<int32_t>(o.getHeads())).Union();
-                return success();
-              })
-              .Case([&](DropoutOp o) {
-                kind = fb::OpKind::Dropout;
-                attrsType = fb::OpAttrs::DropoutAttrs;
-                attrs = fb::CreateDropoutAttrs(fbb, o.getP().convertToFloat(),
-                                               static_cast<uint64_t>(o.getSeed()))
-                            .Union();
-                return success();
-              })
-              .Case([&](ReshapeOp) {
-                kind = fb::OpKind::Reshape;
-                return success();
-              })
-              .Case([&](TransposeOp o) {
-                kind = fb::OpKind::Transpose;
-                attrsType = fb::OpAttrs::TransposeAttrs;
-                std::vector<int32_t> perm(o.getPerm().begin(), o.getPerm().end());
-                attrs = fb::CreateTransposeAttrsDirect(fbb, &perm).Union();
-                return success();
-              })
-              .Case([&](NarrowOp o) {
-                kind = fb::OpKind::Narrow;
-                attrsType = fb::OpAttrs::NarrowAttrs;
-                attrs = fb::CreateNarrowAttrs(fbb, static_cast<int32_t>(o.getAxis()), o.getBegin())
-                            .Union();
-                return success();
-              })
-              .Case([&](NarrowGradOp o) {
-                kind = fb::OpKind::NarrowGrad;
-                attrsType = fb::OpAttrs::NarrowAttrs;
-                attrs = fb::CreateNarrowAttrs(fbb, static_cast<int32_t>(o.getAxis()), o.getBegin())
-                            .Union();
-                return success();
-              })
-              .Case([&](ConcatOp o) {
-                kind = fb::OpKind::Concat;
-                attrsType = fb::OpAttrs::ConcatAttrs;
-                attrs = fb::CreateConcatAttrs(fbb, static_cast<int32_t>(o.getAxis())).Union();
-                return success();
-              })
-              .Case([&](CastOp) {
-                kind = fb::OpKind::Cast;
-                return success();
-              })
-              .Case([&](BiasGeluOp) {
-                kind = fb::OpKind::BiasGelu;
-                return success();
-              })
-              .Case([&](SquareSumOp) {
-                kind = fb::OpKind::SquareSum;
-                return success();
-              })
-              .Case([&](ClipScaleOp o) {
-                kind = fb::OpKind::ClipScale;
-                attrsType = fb::OpAttrs::ClipAttrs;
-                attrs = fb::CreateClipAttrs(fbb, o.getMaxNorm().convertToFloat()).Union();
-                return success();
-              })
-              .Case([&](AdamWOp o) -> LogicalResult {
-                kind = fb::OpKind::AdamW;
-                int32_t slots[4];
-                FlatSymbolRefAttr refs[4] = {o.getVariableAttr(), o.getMAttr(), o.getVAttr(),
-                                             o.getStepAttr()};
-                for (int i = 0; i < 4; ++i) {
-                  auto it = variableIndex.find(refs[i].getValue());
-                  if (it == variableIndex.end())
-                    return o.emitOpError("uses undeclared variable ") << refs[i];
-                  slots[i] = it->second;
-                }
-                attrsType = fb::OpAttrs::AdamWAttrs;
-                attrs =
-                    fb::CreateAdamWAttrs(
-                        fbb, o.getLr().convertToFloat(), o.getBeta1().convertToFloat(),
-                        o.getBeta2().convertToFloat(), o.getEps().convertToFloat(),
-                        o.getWeightDecay().convertToFloat(), slots[0], slots[1], slots[2], slots[3])
-                        .Union();
-                return success();
-              })
-              .Case([&](SgdOp o) -> LogicalResult {
-                kind = fb::OpKind::SgdMomentum;
-                auto var = variableIndex.find(o.getVariable());
-                if (var == variableIndex.end())
-                  return o.emitOpError("updates undeclared variable ") << o.getVariableAttr();
-                int32_t buffer = -1;
-                if (auto b = o.getMomentumBuffer()) {
-                  auto it = variableIndex.find(*b);
-                  if (it == variableIndex.end())
-                    return o.emitOpError("uses undeclared momentum buffer @") << *b;
-                  buffer = it->second;
-                }
-                attrsType = fb::OpAttrs::SgdAttrs;
-                attrs = fb::CreateSgdAttrs(fbb, o.getLr().convertToFloat(),
-                                           o.getMomentum().convertToFloat(),
-                                           o.getWeightDecay().convertToFloat(), var->second, buffer)
-                            .Union();
-                return success();
-              })
-              .Case([&](AllReduceOp o) {
-                kind = fb::OpKind::AllReduce;
-                auto [f, t] = boxDims(o.getInputs()[0], o.getResults()[0], o.getDim());
-                collectiveAttrs(o.getDim(), f, t);
-                collective = true;
-                return success();
-              })
-              .Case([&](AllGatherOp o) {
-                kind = fb::OpKind::AllGather;
-                auto [f, t] = boxDims(o.getInput(), o.getResult(), o.getDim());
-                collectiveAttrs(o.getDim(), f, t);
-                collective = true;
-                return success();
-              })
-              .Case([&](ReduceScatterOp o) {
-                kind = fb::OpKind::ReduceScatter;
-                auto [f, t] = boxDims(o.getInput(), o.getResult(), o.getDim());
-                collectiveAttrs(o.getDim(), f, t);
-                collective = true;
-                return success();
-              })
-              .Case([&](AllToAllOp o) {
-                kind = fb::OpKind::AllToAll;
-                auto [f, t] = boxDims(o.getInput(), o.getResult(), o.getDim());
-                collectiveAttrs(o.getDim(), f, t);
-                collective = true;
-                return success();
-              })
-              .Case([&](SliceOp o) {
-                kind = fb::OpKind::Slice;
-                auto [f, t] = boxDims(o.getInput(), o.getResult(), o.getDim());
-                collectiveAttrs(o.getDim(), f, t);
-                return success();
-              })
-              .Case([&](ZeroOthersOp o) {
-                kind = fb::OpKind::ZeroOthers;
-                auto [f, t] = boxDims(o.getInput(), o.getResult(), o.getDim());
-                collectiveAttrs(o.getDim(), f, t);
-                return success();
-              })
-              .Default([&](Operation *o) { return o->emitOpError("has no plan equivalent"); });
-      if (failed(ok))
+      auto planOp = dyn_cast<PlanOpInterface>(op);
+      if (!planOp)
+        return op->emitOpError("has no plan equivalent");
+      const fb::OpKind kind = planOp.getPlanKind();
+      const sbpflow::OpInfo *info = sbpflow::opInfo(kind);
+      if (!info)
+        return op->emitOpError("names plan op ")
+               << static_cast<int>(kind) << ", which runtime/plan/Ops.def does not list";
+      FailureOr<flatbuffers::Offset<void>> attrs = emitAttrs(fbb, op, info->attrs, variableIndex);
+      if (failed(attrs))
         return failure();
-      if (collective)
-        queue = fb::Queue::Comm;
+      if (info->attrs == fb::OpAttrs::InputAttrs)
+        inputs.push_back(fb::CreateBindingDirect(
+            fbb, op->getAttrOfType<StringAttr>("field").getValue().str().c_str(), outs[0]));
+      const bool collective = info->category == sbpflow::OpCategory::Collective;
       std::string name = (op->getName().getStringRef() + "@" + locString(op->getLoc())).str();
-      taskOffsets.push_back(fb::CreateTaskDirect(fbb, name.c_str(), kind, &ins, &outs, attrsType,
-                                                 attrs, queue, collective ? collectiveSeq++ : -1));
+      taskOffsets.push_back(fb::CreateTaskDirect(fbb, name.c_str(), kind, &ins, &outs,
+                                                 attrs->IsNull() ? fb::OpAttrs::NONE : info->attrs,
+                                                 *attrs, collective ? collectiveSeq++ : -1));
     }
 
     // Data registers: one per produced tensor.
@@ -531,8 +401,9 @@ private:
     };
     for (Operation *op : tasks)
       for (Value r : op->getResults()) {
-        auto consumers = consumersOf(r);
-        std::vector<int32_t> list(consumers.begin(), consumers.end());
+        std::vector<int32_t> list;
+        for (int32_t c : consumersOf(r))
+          list.push_back(c);
         // A tensor only the driver reads (a metric) needs no register.
         if (list.empty())
           continue;

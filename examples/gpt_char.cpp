@@ -79,14 +79,15 @@ struct TrainSettings {
   int64_t dp = 1, tp = 1, batch = 12;
   double lr = 1e-3;
   bool evaluate = false;
-  bool bf16 = false; // mixed precision (CompileOptions::bf16)
+  bool bf16 = false;          // mixed precision (CompileOptions::bf16)
+  std::string device = "cpu"; // the ranks' devices (--device)
   uint64_t seed = 1;
 };
 
 // The training model: AdamW with nanoGPT's betas (0.9, 0.99) and weight decay
 // 0.1 on matrices only, gradients clipped to norm 1.
 void buildTrainModel(Model &m, const GptConfig &c, const TrainSettings &s) {
-  auto mesh = m.placement("mesh", cpu({s.dp, s.tp}));
+  auto mesh = m.placement("mesh", devices(s.device, {s.dp, s.tp}));
   auto tokens = m.input("tokens", {s.batch, c.blockSize}, i32, mesh, {S(0), B});
   auto targets = m.input("targets", {s.batch, c.blockSize}, i32, mesh, {S(0), B});
   Tensor logits = gptLogits(m, mesh, tokens, c);
@@ -293,6 +294,7 @@ double unigramBaseline(const FortunesText &train, const FortunesText &val) {
 int writeInitialCheckpoint(const GptConfig &config, TrainSettings s, const std::string &dir,
                            int threads) {
   s.dp = s.tp = 1;
+  s.device = "cpu"; // written by an in-process CPU rank; loads on any device
   Model m("gpt_char", s.seed);
   buildTrainModel(m, config, s);
   auto bytes = compileModel(m);
@@ -409,6 +411,7 @@ int main(int argc, char **argv) {
     run.epochs = static_cast<int>(evalEvery > 0 ? steps / evalEvery : 1);
 
     Model m("gpt_char", train.seed);
+    train.device = run.device;
     buildTrainModel(m, config, train);
     auto plan = compileModel(m, emitMlir, emitPlan, {.bf16 = train.bf16});
     if (!plan) {

@@ -31,7 +31,7 @@ int main(int argc, char **argv) {
 
   try {
     Model m("mlp", seed);
-    auto dp = m.placement("dp", cpu(ranks));
+    auto dp = m.placement("dp", devices(run.device, {ranks}));
     auto x = m.input("image", {batch, 784}, f32, dp, {S(0)});
     auto y = m.input("label", {batch}, i32, dp, {S(0)});
     // Data parallel: the weights are replicated (B). Left unannotated, the

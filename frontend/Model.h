@@ -59,6 +59,16 @@ inline PlacementSpec cpu(int64_t n) { return {DeviceKind::cpu, {n}}; }
 inline PlacementSpec cpu(std::vector<int64_t> hierarchy) {
   return {DeviceKind::cpu, std::move(hierarchy)};
 }
+// n GPUs (one per rank), or a mesh such as cuda({2, 4}). A plan runs on the
+// devices its placements name: `sbpflow run --device cuda` refuses a CPU plan.
+inline PlacementSpec cuda(int64_t n) { return {DeviceKind::cuda, {n}}; }
+inline PlacementSpec cuda(std::vector<int64_t> hierarchy) {
+  return {DeviceKind::cuda, std::move(hierarchy)};
+}
+// cpu() or cuda() by the name `--device` takes ("cpu", "cuda").
+inline PlacementSpec devices(const std::string &device, std::vector<int64_t> hierarchy) {
+  return {device == "cuda" ? DeviceKind::cuda : DeviceKind::cpu, std::move(hierarchy)};
+}
 
 // How a parameter's global tensor is initialised (runtime/plan/plan.fbs,
 // table Init): every rank draws the whole tensor from the parameter's seed,

@@ -16,6 +16,8 @@
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
+#include "runtime/plan/plan_generated.h"
+
 #include "ir/SbpDialect.h.inc"
 #include "ir/SbpEnums.h.inc"
 
@@ -23,6 +25,16 @@
 #include "ir/SbpAttrs.h.inc"
 
 #include "ir/SbpInterfaces.h.inc"
+
+namespace mlir::OpTrait {
+// PlanKind<"K"> in ODS (SbpOps.td): the op's plan kind, for PlanOpInterface.
+template <::sbpflow::plan::OpKind Kind> struct PlanKind {
+  template <typename ConcreteType> class Impl : public TraitBase<ConcreteType, Impl> {
+  public:
+    static constexpr ::sbpflow::plan::OpKind getPlanKind() { return Kind; }
+  };
+};
+} // namespace mlir::OpTrait
 
 #define GET_OP_CLASSES
 #include "ir/SbpOps.h.inc"

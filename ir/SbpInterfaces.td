@@ -29,4 +29,16 @@ def SbpOpInterface : OpInterface<"SbpOpInterface"> {
   ];
 }
 
+// An op that becomes one plan task (PlanOp<"Kind"> in SbpOps.td). Its plan
+// kind names its row of runtime/plan/Ops.def: everything else the plan holds
+// of it (attributes table, element types) follows from that row and the op's
+// attributes of the same names.
+def Sbp_PlanOpInterface : OpInterface<"PlanOpInterface"> {
+  let cppNamespace = "::mlir::sbp";
+  let methods = [
+    StaticInterfaceMethod<"The plan op kind (runtime/plan/Ops.def).",
+      "::sbpflow::plan::OpKind", "getPlanKind", (ins)>,
+  ];
+}
+
 #endif

@@ -12,6 +12,13 @@ class Sbp_Op<string mnemonic, list<Trait> traits = []>
     : Op<Sbp_Dialect, mnemonic,
          traits # [DeclareOpInterfaceMethods<SymbolUserOpInterface>]>;
 
+// An op that becomes one task of the plan: its row of runtime/plan/Ops.def
+// (plan kind, arity, element types, attributes table). sbp-emit-plan reads
+// it through PlanOpInterface.
+class PlanKind<string kind>
+    : ParamNativeOpTrait<"PlanKind", "::sbpflow::plan::OpKind::" # kind>;
+class PlanOp<string kind> : TraitList<[PlanKind<kind>, Sbp_PlanOpInterface]>;
+
 //===-- module level ------------------------------------------------------===//
 
 def Sbp_PlacementOp : Sbp_Op<"placement", [Symbol, HasParent<"::mlir::ModuleOp">]> {
@@ -46,21 +53,21 @@ def Sbp_VariableOp : Sbp_Op<"variable", [Symbol, HasParent<"::mlir::ModuleOp">]>
 
 //===-- sources ------------------------------------------------------------===//
 
-def Sbp_InputOp : Sbp_Op<"input", [Pure]> {
+def Sbp_InputOp : Sbp_Op<"input", [Pure, PlanOp<"Input">]> {
   let summary = "this step's batch of a named data field";
   let arguments = (ins StrAttr:$field);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$field attr-dict `:` type($result)";
 }
 
-def Sbp_ParameterOp : Sbp_Op<"parameter", [Pure]> {
+def Sbp_ParameterOp : Sbp_Op<"parameter", [Pure, PlanOp<"Parameter">]> {
   let summary = "a view of a variable";
   let arguments = (ins FlatSymbolRefAttr:$variable);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$variable attr-dict `:` type($result)";
 }
 
-def Sbp_FillOp : Sbp_Op<"fill", [Pure]> {
+def Sbp_FillOp : Sbp_Op<"fill", [Pure, PlanOp<"Fill">]> {
   let summary = "a tensor with every element equal to `value`";
   let arguments = (ins F32Attr:$value);
   let results = (outs AnyRankedTensor:$result);
@@ -69,14 +76,14 @@ def Sbp_FillOp : Sbp_Op<"fill", [Pure]> {
 
 //===-- compute ------------------------------------------------------------===//
 
-class Sbp_ComputeOp<string mnemonic, list<Trait> traits = []>
-    : Sbp_Op<mnemonic, traits # [Pure]> {
+class Sbp_ComputeOp<string mnemonic, string planKind, list<Trait> traits = []>
+    : Sbp_Op<mnemonic, traits # [Pure, PlanOp<planKind>]> {
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "operands attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
 }
 
-def Sbp_MatmulOp : Sbp_ComputeOp<"matmul"> {
+def Sbp_MatmulOp : Sbp_ComputeOp<"matmul", "MatMul"> {
   let summary = "matrix product op(a) x op(b) of operands viewed as [prod(lead), last]";
   let description = [{
     Operands of rank >= 2 are viewed as 2-D matrices [product of the leading
@@ -90,161 +97,161 @@ def Sbp_MatmulOp : Sbp_ComputeOp<"matmul"> {
                        DefaultValuedAttr<BoolAttr, "false">:$transpose_b);
 }
 
-def Sbp_BiasAddOp : Sbp_ComputeOp<"bias_add"> {
+def Sbp_BiasAddOp : Sbp_ComputeOp<"bias_add", "BiasAdd"> {
   let summary = "x + bias, bias matching the trailing bias.rank axes of x";
   let arguments = (ins AnyRankedTensor:$x, AnyRankedTensor:$bias);
 }
 
-def Sbp_BiasGeluOp : Sbp_ComputeOp<"bias_gelu"> {
+def Sbp_BiasGeluOp : Sbp_ComputeOp<"bias_gelu", "BiasGelu"> {
   let summary = "pre = bias_add(x, bias), y = gelu(pre) in one pass (sbp-fuse-bias-gelu)";
   let arguments = (ins AnyRankedTensor:$x, AnyRankedTensor:$bias);
   let results = (outs AnyRankedTensor:$pre, AnyRankedTensor:$y);
 }
 
-def Sbp_AddOp : Sbp_ComputeOp<"add"> {
+def Sbp_AddOp : Sbp_ComputeOp<"add", "Add"> {
   let summary = "elementwise sum";
   let arguments = (ins AnyRankedTensor:$lhs, AnyRankedTensor:$rhs);
 }
 
-def Sbp_ReluOp : Sbp_ComputeOp<"relu"> {
+def Sbp_ReluOp : Sbp_ComputeOp<"relu", "Relu"> {
   let arguments = (ins AnyRankedTensor:$x);
 }
 
-def Sbp_ReluGradOp : Sbp_ComputeOp<"relu_grad"> {
+def Sbp_ReluGradOp : Sbp_ComputeOp<"relu_grad", "ReluGrad"> {
   let summary = "y > 0 ? dy : 0";
   let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$y);
 }
 
-def Sbp_SoftmaxXentOp : Sbp_ComputeOp<"softmax_xent"> {
+def Sbp_SoftmaxXentOp : Sbp_ComputeOp<"softmax_xent", "SoftmaxXent"> {
   let summary = "cross entropy of softmax(logits[..., :]) against i32 labels[...]";
   let arguments = (ins AnyRankedTensor:$logits, AnyRankedTensor:$labels);
 }
 
-def Sbp_SoftmaxXentGradOp : Sbp_ComputeOp<"softmax_xent_grad"> {
+def Sbp_SoftmaxXentGradOp : Sbp_ComputeOp<"softmax_xent_grad", "SoftmaxXentGrad"> {
   let summary = "(softmax(logits) - onehot(labels)) * dloss[...]";
   let arguments = (ins AnyRankedTensor:$logits, AnyRankedTensor:$labels,
                        AnyRankedTensor:$dloss);
 }
 
-def Sbp_MeanOp : Sbp_ComputeOp<"mean"> {
+def Sbp_MeanOp : Sbp_ComputeOp<"mean", "Mean"> {
   let summary = "mean of all elements (a scalar)";
   let arguments = (ins AnyRankedTensor:$x);
 }
 
-def Sbp_MeanGradOp : Sbp_ComputeOp<"mean_grad"> {
+def Sbp_MeanGradOp : Sbp_ComputeOp<"mean_grad", "MeanGrad"> {
   let summary = "dy / count broadcast into the result shape";
   let arguments = (ins AnyRankedTensor:$dy);
 }
 
-def Sbp_ReduceRowsOp : Sbp_ComputeOp<"reduce_rows"> {
+def Sbp_ReduceRowsOp : Sbp_ComputeOp<"reduce_rows", "ReduceRows"> {
   let summary = "sum over the leading axes of x down to the result's (trailing) shape";
   let arguments = (ins AnyRankedTensor:$x);
 }
 
-def Sbp_CountCorrectOp : Sbp_ComputeOp<"count_correct"> {
+def Sbp_CountCorrectOp : Sbp_ComputeOp<"count_correct", "CountCorrect"> {
   let summary = "number of rows whose argmax equals the label (f32 scalar)";
   let arguments = (ins AnyRankedTensor:$logits, AnyRankedTensor:$labels);
 }
 
 //===-- transformer ----------------------------------------------------------===//
 
-def Sbp_EmbeddingOp : Sbp_ComputeOp<"embedding"> {
+def Sbp_EmbeddingOp : Sbp_ComputeOp<"embedding", "Embedding"> {
   let summary = "rows of table [V, C] picked by i32 ids [...] -> [..., C]";
   let arguments = (ins AnyRankedTensor:$table, AnyRankedTensor:$ids);
 }
 
-def Sbp_EmbeddingGradOp : Sbp_ComputeOp<"embedding_grad"> {
+def Sbp_EmbeddingGradOp : Sbp_ComputeOp<"embedding_grad", "EmbeddingGrad"> {
   let summary = "scatter-add of dy [..., C] into the rows ids [...] of a [V, C] result";
   let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$ids);
 }
 
-def Sbp_LayerNormOp : Sbp_ComputeOp<"layer_norm"> {
+def Sbp_LayerNormOp : Sbp_ComputeOp<"layer_norm", "LayerNorm"> {
   let summary = "layer normalisation over the last axis, scaled by gamma and shifted by beta";
   let arguments = (ins AnyRankedTensor:$x, AnyRankedTensor:$gamma, AnyRankedTensor:$beta,
                        F32Attr:$eps);
 }
 
-def Sbp_LayerNormGradOp : Sbp_ComputeOp<"layer_norm_grad"> {
+def Sbp_LayerNormGradOp : Sbp_ComputeOp<"layer_norm_grad", "LayerNormGrad"> {
   let summary = "gradients dx, dgamma, dbeta of layer_norm from dy, x and gamma";
   let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$x, AnyRankedTensor:$gamma,
                        F32Attr:$eps);
   let results = (outs AnyRankedTensor:$dx, AnyRankedTensor:$dgamma, AnyRankedTensor:$dbeta);
 }
 
-def Sbp_GeluOp : Sbp_ComputeOp<"gelu"> {
+def Sbp_GeluOp : Sbp_ComputeOp<"gelu", "Gelu"> {
   let summary = "exact (erf) GELU";
   let arguments = (ins AnyRankedTensor:$x);
 }
 
-def Sbp_GeluGradOp : Sbp_ComputeOp<"gelu_grad"> {
+def Sbp_GeluGradOp : Sbp_ComputeOp<"gelu_grad", "GeluGrad"> {
   let summary = "dy * gelu'(x)";
   let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$x);
 }
 
-def Sbp_SoftmaxOp : Sbp_ComputeOp<"softmax"> {
+def Sbp_SoftmaxOp : Sbp_ComputeOp<"softmax", "Softmax"> {
   let summary = "softmax over the last axis";
   let arguments = (ins AnyRankedTensor:$x);
 }
 
-def Sbp_SoftmaxGradOp : Sbp_ComputeOp<"softmax_grad"> {
+def Sbp_SoftmaxGradOp : Sbp_ComputeOp<"softmax_grad", "SoftmaxGrad"> {
   let summary = "y * (dy - sum(dy * y)) over the last axis (y: the softmax output)";
   let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$y);
 }
 
-def Sbp_CausalAttentionOp : Sbp_ComputeOp<"causal_attention"> {
+def Sbp_CausalAttentionOp : Sbp_ComputeOp<"causal_attention", "CausalAttention"> {
   let summary = "causal multi-head self-attention of q, k, v [B, T, C], C = heads * d";
   let arguments = (ins AnyRankedTensor:$q, AnyRankedTensor:$k, AnyRankedTensor:$v,
                        I64Attr:$heads);
 }
 
-def Sbp_CausalAttentionGradOp : Sbp_ComputeOp<"causal_attention_grad"> {
+def Sbp_CausalAttentionGradOp : Sbp_ComputeOp<"causal_attention_grad", "CausalAttentionGrad"> {
   let summary = "gradients dq, dk, dv of causal_attention (weights recomputed)";
   let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$q, AnyRankedTensor:$k,
                        AnyRankedTensor:$v, I64Attr:$heads);
   let results = (outs AnyRankedTensor:$dq, AnyRankedTensor:$dk, AnyRankedTensor:$dv);
 }
 
-def Sbp_DropoutOp : Sbp_ComputeOp<"dropout"> {
+def Sbp_DropoutOp : Sbp_ComputeOp<"dropout", "Dropout"> {
   let summary = "x * keep / (1 - p), the keep mask a function of (seed, global index, batch)";
   let arguments = (ins AnyRankedTensor:$x, F32Attr:$p, I64Attr:$seed);
 }
 
-def Sbp_ReshapeOp : Sbp_ComputeOp<"reshape"> {
+def Sbp_ReshapeOp : Sbp_ComputeOp<"reshape", "Reshape"> {
   let summary = "the same elements in the result type's shape";
   let arguments = (ins AnyRankedTensor:$x);
 }
 
-def Sbp_TransposeOp : Sbp_ComputeOp<"transpose"> {
+def Sbp_TransposeOp : Sbp_ComputeOp<"transpose", "Transpose"> {
   let summary = "axes permuted: result.shape[k] = x.shape[perm[k]]";
   let arguments = (ins AnyRankedTensor:$x, DenseI64ArrayAttr:$perm);
 }
 
-def Sbp_NarrowOp : Sbp_ComputeOp<"narrow"> {
+def Sbp_NarrowOp : Sbp_ComputeOp<"narrow", "Narrow"> {
   let summary = "x[..., begin : begin + result.shape[axis], ...] (torch.narrow)";
   let arguments = (ins AnyRankedTensor:$x, I64Attr:$axis, I64Attr:$begin);
 }
 
-def Sbp_NarrowGradOp : Sbp_ComputeOp<"narrow_grad"> {
+def Sbp_NarrowGradOp : Sbp_ComputeOp<"narrow_grad", "NarrowGrad"> {
   let summary = "zeros of the result type with dy written at begin on axis";
   let arguments = (ins AnyRankedTensor:$dy, I64Attr:$axis, I64Attr:$begin);
 }
 
-def Sbp_ConcatOp : Sbp_ComputeOp<"concat"> {
+def Sbp_ConcatOp : Sbp_ComputeOp<"concat", "Concat"> {
   let summary = "the operands joined along axis";
   let arguments = (ins Variadic<AnyRankedTensor>:$inputs, I64Attr:$axis);
 }
 
-def Sbp_SquareSumOp : Sbp_ComputeOp<"square_sum"> {
+def Sbp_SquareSumOp : Sbp_ComputeOp<"square_sum", "SquareSum"> {
   let summary = "sum of the squares of all elements (an f32 scalar)";
   let arguments = (ins AnyRankedTensor:$x);
 }
 
-def Sbp_ClipScaleOp : Sbp_ComputeOp<"clip_scale"> {
+def Sbp_ClipScaleOp : Sbp_ComputeOp<"clip_scale", "ClipScale"> {
   let summary = "min(1, max_norm / (sqrt(sumsq) + 1e-6)): the gradient clipping factor";
   let arguments = (ins AnyRankedTensor:$sumsq, F32Attr:$max_norm);
 }
 
-def Sbp_CastOp : Sbp_ComputeOp<"cast"> {
+def Sbp_CastOp : Sbp_ComputeOp<"cast", "Cast"> {
   let summary = "x converted to the result's element type (f32 <-> bf16, round to nearest even)";
   let description = [{
     Inserted by sbp-mixed-precision: activations in bf16, variables (master
@@ -287,7 +294,7 @@ def Sbp_OutputOp : Sbp_Op<"output"> {
   let hasVerifier = 1;
 }
 
-def Sbp_SgdOp : Sbp_Op<"sgd"> {
+def Sbp_SgdOp : Sbp_Op<"sgd", [PlanOp<"SgdMomentum">]> {
   let summary = "in-place SGD update of `variable` from `grad` (times the optional scalar `scale`)";
   let arguments = (ins AnyRankedTensor:$grad, Optional<AnyRankedTensor>:$scale,
                        FlatSymbolRefAttr:$variable,
@@ -299,7 +306,7 @@ def Sbp_SgdOp : Sbp_Op<"sgd"> {
   let hasVerifier = 1;
 }
 
-def Sbp_AdamWOp : Sbp_Op<"adamw"> {
+def Sbp_AdamWOp : Sbp_Op<"adamw", [PlanOp<"AdamW">]> {
   let summary = "in-place AdamW update of `variable` from `grad` (times the optional `scale`)";
   let description = [{
     `m` and `v` are variables of the variable's type holding the moments,
@@ -318,43 +325,43 @@ def Sbp_AdamWOp : Sbp_Op<"adamw"> {
 
 //===-- boxing -------------------------------------------------------------===//
 
-class Sbp_BoxingOp<string mnemonic, list<Trait> traits = []>
-    : Sbp_Op<mnemonic, traits # [Pure]> {
+class Sbp_BoxingOp<string mnemonic, string planKind, list<Trait> traits = []>
+    : Sbp_Op<mnemonic, traits # [Pure, PlanOp<planKind>]> {
   let hasVerifier = 1;
   let assemblyFormat = "operands attr-dict `:` functional-type(operands, results)";
 }
 
-def Sbp_AllReduceOp : Sbp_BoxingOp<"all_reduce"> {
+def Sbp_AllReduceOp : Sbp_BoxingOp<"all_reduce", "AllReduce"> {
   let summary = "P -> B on hierarchy dimension `dim`; several operands form one bucket";
   let arguments = (ins Variadic<AnyRankedTensor>:$inputs, I64Attr:$dim);
   let results = (outs Variadic<AnyRankedTensor>:$results);
 }
 
-def Sbp_AllGatherOp : Sbp_BoxingOp<"all_gather"> {
+def Sbp_AllGatherOp : Sbp_BoxingOp<"all_gather", "AllGather"> {
   let summary = "S(i) -> B on hierarchy dimension `dim`";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$dim);
   let results = (outs AnyRankedTensor:$result);
 }
 
-def Sbp_ReduceScatterOp : Sbp_BoxingOp<"reduce_scatter"> {
+def Sbp_ReduceScatterOp : Sbp_BoxingOp<"reduce_scatter", "ReduceScatter"> {
   let summary = "P -> S(i) on hierarchy dimension `dim`";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$dim);
   let results = (outs AnyRankedTensor:$result);
 }
 
-def Sbp_AllToAllOp : Sbp_BoxingOp<"all_to_all"> {
+def Sbp_AllToAllOp : Sbp_BoxingOp<"all_to_all", "AllToAll"> {
   let summary = "S(i) -> S(j) on hierarchy dimension `dim`";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$dim);
   let results = (outs AnyRankedTensor:$result);
 }
 
-def Sbp_SliceOp : Sbp_BoxingOp<"slice"> {
+def Sbp_SliceOp : Sbp_BoxingOp<"slice", "Slice"> {
   let summary = "B -> S(i) on hierarchy dimension `dim` (local, no communication)";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$dim);
   let results = (outs AnyRankedTensor:$result);
 }
 
-def Sbp_ZeroOthersOp : Sbp_BoxingOp<"zero_others"> {
+def Sbp_ZeroOthersOp : Sbp_BoxingOp<"zero_others", "ZeroOthers"> {
   let summary = "B -> P on hierarchy dimension `dim`: one rank keeps the value";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$dim);
   let results = (outs AnyRankedTensor:$result);

@@ -58,10 +58,14 @@ done
 # mixed precision, its initial weights, a GPT-2-small-shaped one (12 layers,
 # 12 heads, width 768, context 1024, batch 8) in both precisions for the
 # throughput table, the text, and the PyTorch peer (bench/gpt_torch.py).
+# A plan runs on the devices its placements name: gpt.plan is the CPU
+# reference, the others are compiled for the GPU (--device cuda).
 "$build/bin/gpt_char" --emit-plan "$stage/data/gpt.plan" --plan-only >/dev/null
-"$build/bin/gpt_char" --bf16 --emit-plan "$stage/data/gpt-bf16.plan" --plan-only >/dev/null
+"$build/bin/gpt_char" --device cuda --emit-plan "$stage/data/gpt-cuda.plan" --plan-only >/dev/null
+"$build/bin/gpt_char" --device cuda --bf16 --emit-plan "$stage/data/gpt-bf16.plan" --plan-only \
+  >/dev/null
 "$build/bin/gpt_char" --init-checkpoint "$stage/data/init" >/dev/null
-gpt2s=(--n-layer 12 --n-head 12 --n-embd 768 --block-size 1024 --batch 8 --dropout 0)
+gpt2s=(--device cuda --n-layer 12 --n-head 12 --n-embd 768 --block-size 1024 --batch 8 --dropout 0)
 "$build/bin/gpt_char" "${gpt2s[@]}" --emit-plan "$stage/data/gpt2s.plan" --plan-only >/dev/null
 "$build/bin/gpt_char" "${gpt2s[@]}" --bf16 --emit-plan "$stage/data/gpt2s-bf16.plan" \
   --plan-only >/dev/null

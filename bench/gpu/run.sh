@@ -85,7 +85,7 @@ torch_gpt() { # name [gpt_torch.py options]
     --json-out "$unpacked/$1.json" "${@:2}" >"$unpacked/$1.log" 2>&1
 }
 char=(--resume "$data/init" --max-steps "$steps")
-if gpt gpu gpt.plan --device cuda "${char[@]}" && gpt cpu gpt.plan --threads "$(nproc)" "${char[@]}" &&
+if gpt gpu gpt-cuda.plan --device cuda "${char[@]}" && gpt cpu gpt.plan --threads "$(nproc)" "${char[@]}" &&
   gpt gpu-bf16 gpt-bf16.plan --device cuda "${char[@]}" &&
   torch_gpt torch --checkpoint "$data/init" --steps "$steps" &&
   torch_gpt torch-bf16 --checkpoint "$data/init" --steps "$steps" --bf16; then

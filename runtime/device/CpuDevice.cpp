@@ -3,8 +3,14 @@
 
 #include <algorithm>
 #include <cassert>
+#include <unistd.h>
 
 namespace sbpflow {
+
+int64_t hostMemoryBytes() {
+  return static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) *
+         static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+}
 
 CollectiveQueue::CollectiveQueue() : thread_([this] { loop(); }) {}
 

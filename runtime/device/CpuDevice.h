@@ -13,6 +13,10 @@
 
 namespace sbpflow {
 
+// The machine's physical memory in bytes (what a CPU rank may allocate at
+// most).
+int64_t hostMemoryBytes();
+
 // Runs collectives one at a time in sequence order 0, 1, ..., count-1, then
 // starts over at 0 (the next step). A collective submitted before its turn
 // waits in its slot.

@@ -35,6 +35,16 @@ StatusOr<cudaStream_t> createStream(int device, StreamPriority priority, const s
   return stream;
 }
 
+StatusOr<int64_t> deviceMemoryBytes(int device) {
+  const std::string gpu = "GPU " + std::to_string(device);
+  if (Status s = cudaStatus(cudaSetDevice(device), gpu + ": cudaSetDevice"); !s)
+    return s;
+  size_t free = 0, total = 0;
+  if (Status s = cudaStatus(cudaMemGetInfo(&free, &total), gpu + ": cudaMemGetInfo"); !s)
+    return s;
+  return static_cast<int64_t>(free);
+}
+
 StatusOr<std::unique_ptr<CudaDevice>> CudaDevice::open(int device, size_t bytes) {
   std::unique_ptr<CudaDevice> d(new CudaDevice());
   d->device_ = device;

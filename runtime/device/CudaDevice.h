@@ -48,6 +48,9 @@ struct Completion {
 enum class StreamPriority { Compute, Comm };
 StatusOr<cudaStream_t> createStream(int device, StreamPriority priority, const std::string &what);
 
+// The memory GPU `device` has free now, in bytes; errors name the GPU.
+StatusOr<int64_t> deviceMemoryBytes(int device);
+
 class CudaDevice {
 public:
   // Selects `device`, creates the streams and events, and allocates `bytes`

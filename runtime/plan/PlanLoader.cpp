@@ -3,6 +3,8 @@
 // bounds, collective order), each reported with the program/task/tensor name.
 #include "runtime/plan/PlanLoader.h"
 
+#include "runtime/plan/OpInfo.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -18,6 +20,13 @@ namespace {
 std::string str(const flatbuffers::String *s) { return s ? s->str() : std::string("?"); }
 
 template <typename T> size_t len(const flatbuffers::Vector<T> *v) { return v ? v->size() : 0; }
+
+// Whether a schema enum read from the buffer is one of its values: the
+// verifier checks none, and a `byte` enum may hold a negative number.
+template <typename E> bool known(E value) {
+  return static_cast<int64_t>(value) >= static_cast<int64_t>(E::MIN) &&
+         static_cast<int64_t>(value) <= static_cast<int64_t>(E::MAX);
+}
 
 // Checks what tensors and variables share: placement, shape, nd-SBP.
 Status checkTyped(const plan::Plan &p, const std::string &what, int placement,
@@ -45,7 +54,7 @@ Status checkTyped(const plan::Plan &p, const std::string &what, int placement,
                          " dimensions but its placement hierarchy has " + std::to_string(dims));
   for (size_t i = 0; i < len(sbp); ++i) {
     const plan::SbpDim *d = sbp->Get(i);
-    if (static_cast<int>(d->kind()) < 0 || d->kind() > plan::SbpKind::PartialMin)
+    if (!known(d->kind()))
       return Status::error(what + ": unknown SBP kind " +
                            std::to_string(static_cast<int>(d->kind())));
     if (d->kind() == plan::SbpKind::Split &&
@@ -56,221 +65,16 @@ Status checkTyped(const plan::Plan &p, const std::string &what, int placement,
   return Status::ok();
 }
 
-bool needsAttrs(plan::OpKind op, plan::OpAttrs &type) {
-  switch (op) {
-  case plan::OpKind::Input:
-    type = plan::OpAttrs::InputAttrs;
-    return true;
-  case plan::OpKind::Fill:
-    type = plan::OpAttrs::FillAttrs;
-    return true;
-  case plan::OpKind::Mean:
-  case plan::OpKind::MeanGrad:
-    type = plan::OpAttrs::MeanAttrs;
-    return true;
-  case plan::OpKind::SgdMomentum:
-    type = plan::OpAttrs::SgdAttrs;
-    return true;
-  case plan::OpKind::AllReduce:
-  case plan::OpKind::AllGather:
-  case plan::OpKind::ReduceScatter:
-  case plan::OpKind::AllToAll:
-    type = plan::OpAttrs::CollectiveAttrs;
-    return true;
-  case plan::OpKind::Slice:
-  case plan::OpKind::ZeroOthers:
-    // Optional: the compiler records the hierarchy dimension and axes of a
-    // local boxing step too, but the SBPs of its tensors say all there is.
-    type = plan::OpAttrs::CollectiveAttrs;
-    return false;
-  case plan::OpKind::AdamW:
-    type = plan::OpAttrs::AdamWAttrs;
-    return true;
-  case plan::OpKind::LayerNorm:
-  case plan::OpKind::LayerNormGrad:
-    type = plan::OpAttrs::NormAttrs;
-    return true;
-  case plan::OpKind::CausalAttention:
-  case plan::OpKind::CausalAttentionGrad:
-    type = plan::OpAttrs::AttentionAttrs;
-    return true;
-  case plan::OpKind::Dropout:
-    type = plan::OpAttrs::DropoutAttrs;
-    return true;
-  case plan::OpKind::Transpose:
-    type = plan::OpAttrs::TransposeAttrs;
-    return true;
-  case plan::OpKind::Narrow:
-  case plan::OpKind::NarrowGrad:
-    type = plan::OpAttrs::NarrowAttrs;
-    return true;
-  case plan::OpKind::Concat:
-    type = plan::OpAttrs::ConcatAttrs;
-    return true;
-  case plan::OpKind::ClipScale:
-    type = plan::OpAttrs::ClipAttrs;
-    return true;
-  case plan::OpKind::MatMul:
-    type = plan::OpAttrs::MatMulAttrs;
-    return false; // optional: absent means no transposes
-  default:
-    type = plan::OpAttrs::NONE;
-    return false;
-  }
-}
-
-// Expected numbers of inputs and outputs per op: [min, max], max -1 for no
-// bound.
-struct Arity {
-  int minIn, maxIn, minOut, maxOut;
-};
-
-Arity arity(plan::OpKind op) {
-  using K = plan::OpKind;
-  switch (op) {
-  case K::Input:
-  case K::Parameter:
-  case K::Fill:
-    return {0, 0, 1, 1};
-  case K::MatMul:
-  case K::BiasAdd:
-  case K::Add:
-  case K::ReluGrad:
-  case K::SoftmaxXent:
-  case K::CountCorrect:
-  case K::Embedding:
-  case K::EmbeddingGrad:
-  case K::GeluGrad:
-  case K::SoftmaxGrad:
-    return {2, 2, 1, 1};
-  case K::SoftmaxXentGrad:
-  case K::LayerNorm:
-  case K::CausalAttention:
-    return {3, 3, 1, 1};
-  case K::LayerNormGrad:
-    return {3, 3, 3, 3};
-  case K::BiasGelu:
-    return {2, 2, 2, 2};
-  case K::CausalAttentionGrad:
-    return {4, 4, 3, 3};
-  case K::Relu:
-  case K::Mean:
-  case K::MeanGrad:
-  case K::ReduceRows:
-  case K::Gelu:
-  case K::Softmax:
-  case K::Dropout:
-  case K::Reshape:
-  case K::Transpose:
-  case K::Narrow:
-  case K::NarrowGrad:
-  case K::SquareSum:
-  case K::ClipScale:
-  case K::Cast:
-  case K::AllGather:
-  case K::ReduceScatter:
-  case K::AllToAll:
-  case K::Slice:
-  case K::ZeroOthers:
-    return {1, 1, 1, 1};
-  case K::Concat:
-    return {1, -1, 1, 1};
-  case K::SgdMomentum:
-  case K::AdamW:
-    // The gradient and an optional scalar scale; outputs optional (a view of
-    // the parameter at most).
-    return {1, 2, 0, 1};
-  case K::AllReduce:
-    return {1, -1, 1, -1};
-  }
-  return {-1, -1, -1, -1};
-}
-
 std::string shapeText(const flatbuffers::Vector<int64_t> *shape) {
   return toString(toShape(shape));
 }
 
-// The element types of one op's tensors, one letter per input and output:
-// T a float (F32 or BF16), the same T for every T of the task; F F32;
-// I I32; A any type, the same for every A; W F32 or the task's T (matmul's
-// and reduce_rows' result: a bf16 product may be accumulated into f32);
-// C any float (cast). Mixed precision (bf16 activations, f32 master weights,
-// losses and reductions) is expressed by these rules; kernels rely on them.
-struct DtypeRule {
-  const char *in;  // the last letter repeats for variadic inputs
-  const char *out; // likewise for outputs
-};
-
-DtypeRule dtypeRule(plan::OpKind op) {
-  using K = plan::OpKind;
-  switch (op) {
-  case K::Input:
-    return {"", "A"};
-  case K::Parameter:
-  case K::Fill:
-    return {"", "F"};
-  case K::MatMul:
-    return {"TT", "W"};
-  case K::BiasAdd:
-  case K::Add:
-  case K::ReluGrad:
-  case K::GeluGrad:
-  case K::SoftmaxGrad:
-  case K::BiasGelu:
-    return {"TT", "T"};
-  case K::Relu:
-  case K::Gelu:
-  case K::Softmax:
-  case K::Dropout:
-    return {"T", "T"};
-  case K::SoftmaxXent:
-  case K::CountCorrect:
-    return {"TI", "F"};
-  case K::SoftmaxXentGrad:
-    return {"TIF", "T"};
-  case K::Mean:
-  case K::MeanGrad:
-  case K::SquareSum:
-  case K::ClipScale:
-    return {"F", "F"};
-  case K::ReduceRows:
-    return {"T", "W"};
-  case K::Embedding:
-    return {"TI", "T"};
-  case K::EmbeddingGrad:
-    return {"TI", "F"};
-  case K::LayerNorm:
-    return {"TFF", "T"};
-  case K::LayerNormGrad:
-    return {"TTF", "TFF"};
-  case K::CausalAttention:
-    return {"TTT", "T"};
-  case K::CausalAttentionGrad:
-    return {"TTTT", "TTT"};
-  case K::Cast:
-    return {"C", "C"};
-  case K::SgdMomentum:
-  case K::AdamW:
-    return {"FF", "F"};
-  case K::Reshape:
-  case K::Transpose:
-  case K::Narrow:
-  case K::NarrowGrad:
-  case K::Concat:
-  case K::AllReduce:
-  case K::AllGather:
-  case K::ReduceScatter:
-  case K::AllToAll:
-  case K::Slice:
-  case K::ZeroOthers:
-    return {"A", "A"};
-  }
-  return {"", ""};
-}
-
-Status checkOpDtypes(plan::OpKind op, const std::vector<const plan::Tensor *> &in,
+// The element types of a task's tensors by the rule of its op (Ops.def: one
+// letter per input and output). Mixed precision (bf16 activations, f32
+// master weights, losses and reductions) is expressed by these rules;
+// kernels rely on them.
+Status checkOpDtypes(const OpInfo &info, const std::vector<const plan::Tensor *> &in,
                      const std::vector<const plan::Tensor *> &out, const std::string &kname) {
-  const DtypeRule rule = dtypeRule(op);
   std::optional<plan::DType> t, a;
   auto isFloat = [](plan::DType d) { return d == plan::DType::F32 || d == plan::DType::BF16; };
   auto check = [&](const plan::Tensor *x, char role, const std::string &what) -> Status {
@@ -310,10 +114,10 @@ Status checkOpDtypes(plan::OpKind op, const std::vector<const plan::Tensor *> &i
   };
   // Inputs first, so that T is fixed by the operands when a result may be W.
   for (size_t i = 0; i < in.size(); ++i)
-    if (Status s = check(in[i], roleAt(rule.in, i), "input " + std::to_string(i)); !s)
+    if (Status s = check(in[i], roleAt(info.inTypes, i), "input " + std::to_string(i)); !s)
       return s;
   for (size_t i = 0; i < out.size(); ++i)
-    if (Status s = check(out[i], roleAt(rule.out, i), "output " + std::to_string(i)); !s)
+    if (Status s = check(out[i], roleAt(info.outTypes, i), "output " + std::to_string(i)); !s)
       return s;
   return Status::ok();
 }
@@ -507,6 +311,85 @@ Status checkOpSemantics(const plan::Plan &p, const plan::Task &task,
   }
 }
 
+// Whether a boxing op changes `from` into `to` on one hierarchy dimension
+// (plan.fbs: the collective of each SBP change); `reduce` is the reduction
+// a partial input must carry.
+bool boxingChange(plan::OpKind op, const plan::SbpDim &from, const plan::SbpDim &to,
+                  plan::ReduceOp reduce) {
+  using K = plan::OpKind;
+  using S = plan::SbpKind;
+  const bool partial = from.kind() >= S::PartialSum;
+  const S want = reduce == plan::ReduceOp::Max   ? S::PartialMax
+                 : reduce == plan::ReduceOp::Min ? S::PartialMin
+                                                 : S::PartialSum;
+  switch (op) {
+  case K::AllReduce:
+    return partial && from.kind() == want && to.kind() == S::Broadcast;
+  case K::AllGather:
+    return from.kind() == S::Split && to.kind() == S::Broadcast;
+  case K::ReduceScatter:
+    return partial && from.kind() == want && to.kind() == S::Split;
+  case K::AllToAll:
+    return from.kind() == S::Split && to.kind() == S::Split && from.axis() != to.axis();
+  case K::Slice:
+    return from.kind() == S::Broadcast && to.kind() == S::Split;
+  case K::ZeroOthers:
+    return from.kind() == S::Broadcast && to.kind() >= S::PartialSum;
+  default:
+    return false;
+  }
+}
+
+std::string sbpText(const plan::SbpDim &d) {
+  NdSbp one{SbpDim{static_cast<SbpKind>(static_cast<int8_t>(d.kind())), d.axis()}};
+  std::string text = toString(one);
+  return text.substr(1, text.size() - 2); // without the brackets
+}
+
+// A boxing task's tensors: each output is its input on the same placement
+// and shape, its nd-SBP changed on the task's hierarchy dimension only (on
+// any dimension for a local step without attributes), by the change of its
+// op, and a reduction reduces what the input's SBP says. On a dimension of
+// one rank every SBP holds the whole tensor: any change is a copy.
+Status checkBoxing(const plan::Plan &p, const plan::Task &task,
+                   const std::vector<const plan::Tensor *> &in,
+                   const std::vector<const plan::Tensor *> &out, const std::string &kname) {
+  const plan::CollectiveAttrs *c = task.attrs_as_CollectiveAttrs();
+  if (c && !known(c->reduce()))
+    return Status::error(kname + ": unknown reduction " +
+                         std::to_string(static_cast<int>(c->reduce())));
+  const plan::ReduceOp reduce = c ? c->reduce() : plan::ReduceOp::Sum;
+  for (size_t i = 0; i < in.size() && i < out.size(); ++i) {
+    const plan::Tensor &x = *in[i], &y = *out[i];
+    if (x.placement() != y.placement() || toShape(x.shape()) != toShape(y.shape()))
+      return Status::error(kname + ": '" + str(y.name()) + "' is not '" + str(x.name()) +
+                           "' on another SBP (placement or shape differ)");
+    const auto *hierarchy = p.placements()->Get(x.placement())->hierarchy();
+    for (size_t d = 0; d < len(x.sbp()); ++d) {
+      if (hierarchy->Get(d) == 1)
+        continue;
+      const plan::SbpDim &from = *x.sbp()->Get(d), &to = *y.sbp()->Get(d);
+      const bool here = c ? static_cast<int>(d) == c->hierarchy_dim()
+                          : !(from.kind() == to.kind() && from.axis() == to.axis());
+      const bool same = from.kind() == to.kind() &&
+                        (from.kind() != plan::SbpKind::Split || from.axis() == to.axis());
+      if (here ? boxingChange(task.op(), from, to, reduce) : same)
+        continue;
+      return Status::error(
+          kname + ": '" + str(x.name()) + "' " + toString(toNdSbp(x.sbp())) + " -> '" +
+          str(y.name()) + "' " + toString(toNdSbp(y.sbp())) +
+          (here ? " is not what " + std::string(opName(task.op())) +
+                      (c ? " with reduce " + std::string(plan::EnumNameReduceOp(reduce))
+                         : std::string()) +
+                      " does on hierarchy dim " + std::to_string(d) + " (" + sbpText(from) +
+                      " -> " + sbpText(to) + ")"
+                : " changes hierarchy dim " + std::to_string(d) +
+                      ", which the task does not act on"));
+    }
+  }
+  return Status::ok();
+}
+
 Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
   const std::string pname = "program '" + str(prog.name()) + "'";
   const auto *tensors = prog.tensors();
@@ -521,7 +404,7 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
   for (int i = 0; i < nt; ++i) {
     const plan::Tensor *t = tensors->Get(i);
     std::string tname = pname + ": tensor " + std::to_string(i) + " '" + str(t->name()) + "'";
-    if (t->dtype() > plan::DType::MAX)
+    if (!known(t->dtype()))
       return Status::error(tname + ": unknown dtype " +
                            std::to_string(static_cast<int>(t->dtype())));
     if (Status s = checkTyped(p, tname, t->placement(), t->shape(), t->sbp()); !s)
@@ -557,12 +440,11 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
   for (int k = 0; k < nk; ++k) {
     const plan::Task *task = tasks->Get(k);
     std::string kname = pname + ": task " + std::to_string(k) + " '" + str(task->name()) + "'";
-    const char *op = opName(task->op());
-    if (!*op)
+    const OpInfo *info = opInfo(task->op());
+    if (!info)
       return Status::error(kname + ": unknown op kind " +
                            std::to_string(static_cast<int>(task->op())));
-    kname += " (" + std::string(op) + ")";
-    const Arity counts = arity(task->op());
+    kname += " (" + std::string(info->name) + ")";
     int gotIn = static_cast<int>(len(task->inputs())),
         gotOut = static_cast<int>(len(task->outputs()));
     auto expected = [](int lo, int hi) {
@@ -571,11 +453,11 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
       return hi < 0 ? "at least " + std::to_string(lo)
                     : std::to_string(lo) + " to " + std::to_string(hi);
     };
-    if (gotIn < counts.minIn || (counts.maxIn >= 0 && gotIn > counts.maxIn))
-      return Status::error(kname + ": expects " + expected(counts.minIn, counts.maxIn) +
+    if (gotIn < info->minIn || (info->maxIn >= 0 && gotIn > info->maxIn))
+      return Status::error(kname + ": expects " + expected(info->minIn, info->maxIn) +
                            " inputs, has " + std::to_string(gotIn));
-    if (gotOut < counts.minOut || (counts.maxOut >= 0 && gotOut > counts.maxOut))
-      return Status::error(kname + ": expects " + expected(counts.minOut, counts.maxOut) +
+    if (gotOut < info->minOut || (info->maxOut >= 0 && gotOut > info->maxOut))
+      return Status::error(kname + ": expects " + expected(info->minOut, info->maxOut) +
                            " outputs, has " + std::to_string(gotOut));
     if (task->op() == plan::OpKind::AllReduce && gotIn != gotOut)
       return Status::error(kname + ": AllReduce needs as many outputs as inputs");
@@ -616,9 +498,8 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
         tensors->Get(task->outputs()->Get(0))->variable() < 0)
       return Status::error(kname + ": output is not a view of a variable");
 
-    plan::OpAttrs want;
-    bool required = needsAttrs(task->op(), want);
-    if (task->attrs_type() == plan::OpAttrs::NONE && required)
+    const plan::OpAttrs want = info->attrs;
+    if (task->attrs_type() == plan::OpAttrs::NONE && info->attrsRequired)
       return Status::error(kname + ": missing attrs (" + plan::EnumNameOpAttrs(want) +
                            " expected)");
     if (task->attrs_type() != plan::OpAttrs::NONE && task->attrs_type() != want)
@@ -630,7 +511,7 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
       inT.push_back(tensors->Get(task->inputs()->Get(j)));
     for (int j = 0; j < gotOut; ++j)
       outT.push_back(tensors->Get(task->outputs()->Get(j)));
-    if (Status s = checkOpDtypes(task->op(), inT, outT, kname); !s)
+    if (Status s = checkOpDtypes(*info, inT, outT, kname); !s)
       return s;
     if (Status s = checkOpSemantics(p, *task, inT, outT, kname); !s)
       return s;
@@ -642,6 +523,9 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
                              " out of range (placement has " + std::to_string(dims) +
                              " dimensions)");
     }
+    if (info->category == OpCategory::Collective || info->category == OpCategory::LocalBoxing)
+      if (Status s = checkBoxing(p, *task, inT, outT, kname); !s)
+        return s;
     if (const plan::MeanAttrs *m = task->attrs_as_MeanAttrs(); m && m->count() <= 0)
       return Status::error(kname + ": MeanAttrs.count must be positive, is " +
                            std::to_string(m->count()));
@@ -711,6 +595,9 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
     if (m->tensor() < 0 || m->tensor() >= nt)
       return Status::error(pname + ": metric '" + str(m->name()) + "' points at tensor " +
                            std::to_string(m->tensor()) + ", out of range");
+    if (!known(m->reduce()))
+      return Status::error(pname + ": metric '" + str(m->name()) + "' has an unknown reduction " +
+                           std::to_string(static_cast<int>(m->reduce())));
     if (tensors->Get(m->tensor())->dtype() != plan::DType::F32)
       return Status::error(pname + ": metric '" + str(m->name()) + "' is not an f32 tensor");
   }
@@ -752,15 +639,13 @@ int rankIndexIn(const plan::Placement &placement, int globalRank) {
 }
 
 const char *opName(plan::OpKind op) {
-  if (op > plan::OpKind::MAX)
-    return "";
-  const char *n = plan::EnumNameOpKind(op);
-  return n ? n : "";
+  const OpInfo *info = opInfo(op);
+  return info ? info->name : "";
 }
 
 bool isCollective(plan::OpKind op) {
-  return op == plan::OpKind::AllReduce || op == plan::OpKind::AllGather ||
-         op == plan::OpKind::ReduceScatter || op == plan::OpKind::AllToAll;
+  const OpInfo *info = opInfo(op);
+  return info && info->category == OpCategory::Collective;
 }
 
 size_t dtypeSize(plan::DType dtype) { return dtype == plan::DType::BF16 ? 2 : 4; }
@@ -775,6 +660,9 @@ Status checkPlan(const plan::Plan &p) {
     std::string what = "placement " + std::to_string(i) + " '" + str(pl->name()) + "'";
     if (len(pl->hierarchy()) == 0)
       return Status::error(what + ": empty hierarchy");
+    if (!known(pl->device()))
+      return Status::error(what + ": unknown device kind " +
+                           std::to_string(static_cast<int>(pl->device())));
     int64_t product = 1;
     for (size_t d = 0; d < len(pl->hierarchy()); ++d) {
       if (pl->hierarchy()->Get(d) < 1)
@@ -799,7 +687,7 @@ Status checkPlan(const plan::Plan &p) {
       return s;
     if (v->dtype() != plan::DType::F32)
       return Status::error(what + ": variables must be f32");
-    if (v->init()->kind() > plan::InitKind::MAX)
+    if (!known(v->init()->kind()))
       return Status::error(what + ": unknown init kind");
   }
   std::set<std::string> names;
@@ -810,6 +698,49 @@ Status checkPlan(const plan::Plan &p) {
     if (Status s = checkProgram(p, *prog); !s)
       return s;
   }
+  return Status::ok();
+}
+
+RankMemory rankMemory(const plan::Plan &p, int globalRank) {
+  RankMemory m;
+  // Saturating: a corrupt plan's arenas may sum past int64.
+  for (size_t i = 0; i < len(p.programs()); ++i)
+    if (__builtin_add_overflow(m.arenas, p.programs()->Get(i)->arena_bytes(), &m.arenas))
+      m.arenas = INT64_MAX / 2;
+  for (size_t i = 0; i < len(p.variables()); ++i) {
+    const plan::Variable *v = p.variables()->Get(i);
+    const plan::Placement &pl = *p.placements()->Get(v->placement());
+    const int index = rankIndexIn(pl, globalRank);
+    if (index < 0)
+      continue;
+    const std::vector<int64_t> hierarchy = toHierarchy(pl);
+    m.variables += elementCount(localShape(toShape(v->shape()), toNdSbp(v->sbp()), hierarchy,
+                                           hierarchyCoord(hierarchy, index))) *
+                   static_cast<int64_t>(dtypeSize(v->dtype()));
+  }
+  return m;
+}
+
+Status checkRankFits(const plan::Plan &p, int globalRank, plan::DeviceKind device,
+                     int64_t availableBytes) {
+  for (size_t i = 0; i < len(p.placements()); ++i) {
+    const plan::Placement &pl = *p.placements()->Get(i);
+    if (rankIndexIn(pl, globalRank) >= 0 && pl.device() != device)
+      return Status::error("placement '" + str(pl.name()) + "' of the plan is on " +
+                           plan::EnumNameDeviceKind(pl.device()) + " devices, but this rank runs " +
+                           "on a " + plan::EnumNameDeviceKind(device) +
+                           " device (compile the model for the device it runs on)");
+  }
+  if (availableBytes < 0)
+    return Status::ok();
+  const RankMemory m = rankMemory(p, globalRank);
+  if (m.total() > availableBytes)
+    return Status::error(
+        "the plan needs " + std::to_string(m.total()) + " bytes on this rank (" +
+        std::to_string(m.arenas) + " for program arenas, " + std::to_string(m.variables) +
+        " for variables) but its " + plan::EnumNameDeviceKind(device) + " device has " +
+        std::to_string(availableBytes) +
+        " bytes: it does not fit (a smaller batch, or more ranks to split it over)");
   return Status::ok();
 }
 
@@ -964,7 +895,7 @@ std::string describePlan(const plan::Plan &p) {
       os << ") -> (";
       for (size_t j = 0; j < len(task->outputs()); ++j)
         os << (j ? ", " : "") << "%" << task->outputs()->Get(j);
-      os << ") queue " << plan::EnumNameQueue(task->queue());
+      os << ") queue " << (isCollective(task->op()) ? "Comm" : "Compute");
       if (task->collective_seq() >= 0)
         os << " collective #" << task->collective_seq();
       describeAttrs(*task, os);

@@ -40,6 +40,23 @@ inline StatusOr<LoadedPlan> loadPlanBuffer(const uint8_t *data, size_t size) {
 // The semantic checks alone, on a buffer that already passed the verifier.
 Status checkPlan(const plan::Plan &plan);
 
+// What global rank `globalRank` allocates for `plan`: every program's arena
+// and its shards of the variables, in bytes.
+struct RankMemory {
+  int64_t arenas = 0, variables = 0;
+  int64_t total() const { return arenas + variables; }
+};
+RankMemory rankMemory(const plan::Plan &plan, int globalRank);
+
+// Whether global rank `globalRank` can run `plan` on a `device` with
+// `availableBytes` of memory: every placement holding the rank is on that
+// kind of device (a CPU plan is not run on a GPU, nor the reverse), and what
+// the rank allocates fits. The error says which placement, or how many bytes
+// the rank needs and has (the caller names the rank). `availableBytes` < 0
+// skips the memory check.
+Status checkRankFits(const plan::Plan &plan, int globalRank, plan::DeviceKind device,
+                     int64_t availableBytes);
+
 // Human-readable dump for `sbpflow inspect`.
 std::string describePlan(const plan::Plan &plan);
 

@@ -300,6 +300,14 @@ PlanSpec biasGeluPlan(bool fused, plan::DType dtype) {
   return spec;
 }
 
+// `spec` with its placements on CUDA devices: what the GPU runs (a CPU
+// plan is refused there).
+std::vector<uint8_t> buildForGpu(PlanSpec spec) {
+  for (PlacementSpec &p : spec.placements)
+    p.device = plan::DeviceKind::CUDA;
+  return build(spec);
+}
+
 // Options that run the executor on GPU 0 as rank `globalRank`.
 ExecutorOptions onGpu(int globalRank = 0) {
   ExecutorOptions options;
@@ -383,9 +391,11 @@ void expectClose(const std::vector<float> &got, const std::vector<float> &want,
 TEST(CudaExecutor, MlpMatchesTheCpuExecutor) {
   SBPFLOW_REQUIRE_GPU();
   auto loaded = loadPlanBuffer(build(mlpPlan()));
+  auto onCuda = loadPlanBuffer(buildForGpu(mlpPlan()));
   ASSERT_TRUE(loaded) << loaded.status().message();
+  ASSERT_TRUE(onCuda) << onCuda.status().message();
   Trained cpu = train(loaded->plan(), ExecutorOptions{});
-  Trained cuda = train(loaded->plan(), onGpu());
+  Trained cuda = train(onCuda->plan(), onGpu());
   ASSERT_EQ(cpu.losses.size(), static_cast<size_t>(kSteps));
   ASSERT_EQ(cuda.losses.size(), cpu.losses.size());
   for (int i = 0; i < kSteps; ++i)
@@ -438,10 +448,12 @@ void expectWithin(const std::vector<float> &got, const std::vector<float> &want,
 TEST(CudaExecutor, Bf16PlanMatchesTheCpuExecutor) {
   SBPFLOW_REQUIRE_GPU();
   auto loaded = loadPlanBuffer(build(bf16Plan()));
+  auto onCuda = loadPlanBuffer(buildForGpu(bf16Plan()));
   ASSERT_TRUE(loaded) << loaded.status().message();
+  ASSERT_TRUE(onCuda) << onCuda.status().message();
   const std::vector<std::string> names = {"dw", "n", "h", "colsum", "colsum.f32"};
   auto cpu = runOnce(loaded->plan(), ExecutorOptions{}, names);
-  auto gpu = runOnce(loaded->plan(), onGpu(), names);
+  auto gpu = runOnce(onCuda->plan(), onGpu(), names);
   for (const char *name : {"n", "h", "colsum"})
     expectWithin(gpu[name], cpu[name], 1e-2, name);
   for (const char *name : {"dw", "colsum.f32"})
@@ -462,11 +474,13 @@ TEST(CudaExecutor, FusedBiasGeluMatchesTheCpuAndTheUnfusedPlan) {
   for (plan::DType dtype : {plan::DType::F32, plan::DType::BF16}) {
     SCOPED_TRACE(plan::EnumNameDType(dtype));
     auto fused = loadPlanBuffer(build(biasGeluPlan(true, dtype)));
-    auto unfused = loadPlanBuffer(build(biasGeluPlan(false, dtype)));
+    auto fusedGpu = loadPlanBuffer(buildForGpu(biasGeluPlan(true, dtype)));
+    auto unfused = loadPlanBuffer(buildForGpu(biasGeluPlan(false, dtype)));
     ASSERT_TRUE(fused) << fused.status().message();
+    ASSERT_TRUE(fusedGpu) << fusedGpu.status().message();
     ASSERT_TRUE(unfused) << unfused.status().message();
     auto cpu = runOnce(fused->plan(), ExecutorOptions{}, {"pre", "y"});
-    auto gpu = runOnce(fused->plan(), onGpu(), {"pre", "y"});
+    auto gpu = runOnce(fusedGpu->plan(), onGpu(), {"pre", "y"});
     auto gpuUnfused = runOnce(unfused->plan(), onGpu(), {"pre", "y"});
     const double tolerance = dtype == plan::DType::F32 ? 1e-5 : 1e-2;
     for (const char *name : {"pre", "y"}) {
@@ -483,7 +497,7 @@ TEST(CudaExecutor, FusedBiasGeluMatchesTheCpuAndTheUnfusedPlan) {
 
 TEST(CudaExecutor, Bf16BoxingKeepsTheValues) {
   SBPFLOW_REQUIRE_GPU();
-  auto loaded = loadPlanBuffer(build(bf16BoxingPlan()));
+  auto loaded = loadPlanBuffer(buildForGpu(bf16BoxingPlan()));
   ASSERT_TRUE(loaded) << loaded.status().message();
   auto gpu = runOnce(loaded->plan(), onGpu(), {"out", "direct"});
   // Batch 0 of MemoryData's "x", rounded to bf16 once.
@@ -497,7 +511,7 @@ TEST(CudaExecutor, Bf16BoxingKeepsTheValues) {
 
 TEST(CudaExecutor, CheckpointHoldsTheStepCountAndWeights) {
   SBPFLOW_REQUIRE_GPU();
-  auto loaded = loadPlanBuffer(build(mlpPlan()));
+  auto loaded = loadPlanBuffer(buildForGpu(mlpPlan()));
   ASSERT_TRUE(loaded) << loaded.status().message();
   ActorSystem sys;
   auto exec = Executor::create(sys.system, loaded->plan(), nullptr, onGpu());
@@ -532,7 +546,7 @@ TEST(CudaExecutor, CheckpointHoldsTheStepCountAndWeights) {
 TEST(CudaExecutor, NoGpuIsAClearError) {
   if (test::noGpuReason().empty())
     GTEST_SKIP() << "a GPU is present: this test is about machines without one";
-  auto loaded = loadPlanBuffer(build(mlpPlan()));
+  auto loaded = loadPlanBuffer(buildForGpu(mlpPlan()));
   ASSERT_TRUE(loaded) << loaded.status().message();
   ActorSystem sys;
   auto exec = Executor::create(sys.system, loaded->plan(), nullptr, onGpu(3));
@@ -545,7 +559,7 @@ TEST(CudaExecutor, NoGpuIsAClearError) {
 #else
 
 TEST(CudaExecutor, BuildWithoutCudaRefusesADevice) {
-  auto loaded = loadPlanBuffer(build(mlpPlan()));
+  auto loaded = loadPlanBuffer(buildForGpu(mlpPlan()));
   ASSERT_TRUE(loaded) << loaded.status().message();
   ActorSystem sys;
   auto exec = Executor::create(sys.system, loaded->plan(), nullptr, onGpu());

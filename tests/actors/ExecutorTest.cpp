@@ -389,6 +389,23 @@ TEST(Executor, ResumesFromACheckpointOnAnotherLayout) {
     EXPECT_NEAR(got[j], w[j], 1e-5) << "w[" << j << "]";
 }
 
+// A plan runs on the devices its placements name: the CPU executor refuses
+// a plan compiled for GPUs before building anything.
+TEST(Executor, RefusesAPlanForAnotherDevice) {
+  PlanSpec spec = linearPlan(1);
+  spec.placements[0].device = plan::DeviceKind::CUDA;
+  auto loaded = loadPlanBuffer(build(spec));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  ASSERT_FALSE(exec);
+  EXPECT_NE(exec.status().message().find("rank 0: placement '" + spec.placements[0].name +
+                                         "' of the plan is on CUDA devices, but this rank runs "
+                                         "on a CPU device"),
+            std::string::npos)
+      << exec.status().message();
+}
+
 TEST(Executor, LoadCheckpointRefusesMissingOrMismatchedVariables) {
   auto loaded = loadPlanBuffer(build(linearPlan(1)));
   ASSERT_TRUE(loaded) << loaded.status().message();
@@ -445,16 +462,11 @@ PlanSpec boxingPlan(int ranks, bool reversed = false) {
   input.field = "a";
   TaskSpec slice{"slice", plan::OpKind::Slice, {0}, {1}};
   TaskSpec a2a{"alltoall", plan::OpKind::AllToAll, {1}, {2}, plan::OpAttrs::CollectiveAttrs};
-  a2a.inAxis = 1;
-  a2a.outAxis = 0;
   TaskSpec ag{"allgather", plan::OpKind::AllGather, {2}, {3}, plan::OpAttrs::CollectiveAttrs};
-  ag.outAxis = 0;
   TaskSpec zero{"zero_others", plan::OpKind::ZeroOthers, {0}, {4}};
   TaskSpec rs{
       "reduce_scatter", plan::OpKind::ReduceScatter, {4}, {5}, plan::OpAttrs::CollectiveAttrs};
-  rs.outAxis = 1;
   TaskSpec ag2{"allgather2", plan::OpKind::AllGather, {5}, {6}, plan::OpAttrs::CollectiveAttrs};
-  ag2.outAxis = 1;
   TaskSpec keep1{"keep1", plan::OpKind::SgdMomentum, {3}, {}, plan::OpAttrs::SgdAttrs};
   keep1.lr = -1;
   keep1.param = 0;
@@ -975,36 +987,32 @@ PlanSpec bf16CollectivesPlan() {
   };
   using K = plan::OpKind;
   using A = plan::OpAttrs;
-  auto collective = [](std::string name, K op, std::vector<int> in, std::vector<int> out,
-                       int inAxis, int outAxis) {
-    TaskSpec t = makeTask(std::move(name), op, std::move(in), std::move(out), A::CollectiveAttrs);
-    t.inAxis = inAxis;
-    t.outAxis = outAxis;
-    return t;
+  auto collective = [](std::string name, K op, std::vector<int> in, std::vector<int> out) {
+    return makeTask(std::move(name), op, std::move(in), std::move(out), A::CollectiveAttrs);
   };
   prog.tasks = {
       inputTask("input.p", 0, "part7"),
       makeTask("p.cast", K::Cast, {0}, {1}),
       inputTask("input.q", 2, "part5"),
       makeTask("q.cast", K::Cast, {2}, {3}),
-      collective("bucket.allreduce", K::AllReduce, {1, 3}, {4, 5}, -1, -1),
+      collective("bucket.allreduce", K::AllReduce, {1, 3}, {4, 5}),
       makeTask("p.sum.cast", K::Cast, {4}, {6}),
       makeTask("q.sum.cast", K::Cast, {5}, {7}),
-      collective("p.reduce_scatter", K::ReduceScatter, {1}, {8}, -1, 1),
-      collective("p.rs.allgather", K::AllGather, {8}, {9}, 1, -1),
+      collective("p.reduce_scatter", K::ReduceScatter, {1}, {8}),
+      collective("p.rs.allgather", K::AllGather, {8}, {9}),
       makeTask("p.rs.cast", K::Cast, {9}, {10}),
       inputTask("input.x", 11, "rows7"),
       makeTask("x.cast", K::Cast, {11}, {12}),
-      collective("x.allgather", K::AllGather, {12}, {13}, 0, -1),
+      collective("x.allgather", K::AllGather, {12}, {13}),
       makeTask("x.b.cast", K::Cast, {13}, {14}),
       makeTask("x.slice", K::Slice, {13}, {15}),
-      collective("x.s1.allgather", K::AllGather, {15}, {16}, 1, -1),
+      collective("x.s1.allgather", K::AllGather, {15}, {16}),
       makeTask("x.s1.b.cast", K::Cast, {16}, {17}),
       makeTask("x.zero_others", K::ZeroOthers, {13}, {18}),
-      collective("x.p.allreduce", K::AllReduce, {18}, {19}, -1, -1),
+      collective("x.p.allreduce", K::AllReduce, {18}, {19}),
       makeTask("x.p.b.cast", K::Cast, {19}, {20}),
-      collective("x.alltoall", K::AllToAll, {15}, {21}, 1, 0),
-      collective("x.s0.allgather", K::AllGather, {21}, {22}, 0, -1),
+      collective("x.alltoall", K::AllToAll, {15}, {21}),
+      collective("x.s0.allgather", K::AllGather, {21}, {22}),
       makeTask("x.s0.b.cast", K::Cast, {22}, {23}),
   };
   prog.outputs = {{"p.sum", 6},     {"q.sum", 7},   {"p.rs", 10},      {"x.gathered", 14},

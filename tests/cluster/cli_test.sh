@@ -85,12 +85,38 @@ missing_dataset)
   grep -q "^error: .*data directory '$work/no/such/dir' does not exist" run.log ||
     die "error does not name the missing directory"
   ;;
+too_big)
+  # A plan that cannot fit the machine's memory (a batch of 10^11) is refused
+  # as it is loaded, before the rendezvous, saying what the rank needs.
+  "$bin/cluster_make_test_plan" --ranks 1 --batch 100000000000 -o big.plan ||
+    die "cannot write big.plan"
+  rc=0
+  timeout 60 "$bin/sbpflow" run big.plan --local 1 --data synthetic >big.log 2>&1 || rc=$?
+  cat big.log
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] || die "expected a clear failure, got exit $rc"
+  grep -Eq "^error: .*rank 0: the plan needs [0-9]+ bytes on this rank .* device has [0-9]+ bytes: it does not fit" big.log ||
+    die "the error does not say what the rank needs and has"
+  ;;
+cpu_plan_on_cuda)
+  # A plan runs on the devices its placements name: a CPU plan is not run
+  # with --device cuda (refused before any GPU work, where a GPU is present;
+  # without one the GPU's absence is the error).
+  rc=0
+  timeout 60 "$bin/sbpflow" run one.plan --local 1 --data synthetic --device cuda >cpu-on-cuda.log \
+    2>&1 || rc=$?
+  cat cpu-on-cuda.log
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] || die "expected a clear failure, got exit $rc"
+  grep -Eq "^error: worker 0 .*(placement 'dp' of the plan is on CPU devices|GPU 0: |built without the CUDA backend)" \
+    cpu-on-cuda.log || die "the error does not name the placement's device"
+  ;;
 cuda_device)
   # --device cuda: with a usable GPU the job trains like the CPU; without one
   # (or in a build without CUDA) it fails at once, saying why.
   cpu_losses() { grep ' loss ' "$1" | awk '{print $6}'; }
+  "$bin/cluster_make_test_plan" --ranks 1 --device cuda -o one-cuda.plan ||
+    die "cannot write one-cuda.plan"
   rc=0
-  timeout 60 "$bin/sbpflow" run one.plan --local 1 --data synthetic --device cuda --log-every 1 \
+  timeout 60 "$bin/sbpflow" run one-cuda.plan --local 1 --data synthetic --device cuda --log-every 1 \
     >gpu.log 2>&1 || rc=$?
   cat gpu.log
   if nvidia-smi -L >/dev/null 2>&1 && [ $rc -eq 0 ]; then

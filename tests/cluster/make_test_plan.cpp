@@ -15,9 +15,9 @@ using namespace sbpflow::testplan;
 
 namespace {
 
-constexpr int64_t kBatch = 32, kIn = 20, kClasses = 10;
+constexpr int64_t kIn = 20, kClasses = 10;
 
-PlanSpec softmaxRegression(int ranks) {
+PlanSpec softmaxRegression(int ranks, int64_t kBatch) {
   PlanSpec spec;
   std::vector<int> all;
   for (int r = 0; r < ranks; ++r)
@@ -134,11 +134,18 @@ PlanSpec softmaxRegression(int ranks) {
 int main(int argc, char **argv) {
   CLI::App app{"write the cluster tests' softmax-regression plan"};
   int ranks = 1;
-  std::string out;
-  app.add_option("--ranks", ranks, "data-parallel CPU ranks")->check(CLI::PositiveNumber);
+  int64_t batch = 32;
+  std::string out, device = "cpu";
+  app.add_option("--ranks", ranks, "data-parallel ranks")->check(CLI::PositiveNumber);
+  app.add_option("--device", device, "the ranks' devices: cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--batch", batch, "global batch size")->check(CLI::PositiveNumber);
   app.add_option("-o,--output", out, "plan file to write")->required();
   CLI11_PARSE(app, argc, argv);
-  std::vector<uint8_t> bytes = build(softmaxRegression(ranks));
+  PlanSpec spec = softmaxRegression(ranks, batch);
+  for (PlacementSpec &p : spec.placements)
+    p.device = device == "cuda" ? plan::DeviceKind::CUDA : plan::DeviceKind::CPU;
+  std::vector<uint8_t> bytes = build(spec);
   auto loaded = loadPlanBuffer(bytes);
   if (!loaded) {
     std::fprintf(stderr, "error: the test plan does not verify: %s\n",

@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <random>
 
 using namespace sbpflow;
@@ -185,6 +186,109 @@ TEST(PlanLoader, Attrs) {
   s = goodPlan();
   s.programs[0].tasks[4].dim = 1;
   EXPECT_ERROR(s, "task 4 'loss.allreduce' (AllReduce): hierarchy_dim 1 out of range");
+}
+
+// The verifier checks no enum: a `byte` enum may hold a negative number,
+// which a check of the upper bound alone let through.
+TEST(PlanLoader, EnumsOutOfRange) {
+  PlanSpec s = goodPlan();
+  s.programs[0].tensors[2].dtype = static_cast<plan::DType>(-1);
+  EXPECT_ERROR(s, "tensor 2 'y': unknown dtype -1");
+  s = goodPlan();
+  s.programs[0].tensors[2].dtype = static_cast<plan::DType>(9);
+  EXPECT_ERROR(s, "tensor 2 'y': unknown dtype 9");
+  s = goodPlan();
+  s.variables[0].init = static_cast<plan::InitKind>(-3);
+  EXPECT_ERROR(s, "variable 0 'w': unknown init kind");
+  s = goodPlan();
+  s.placements[0].device = static_cast<plan::DeviceKind>(-1);
+  EXPECT_ERROR(s, "placement 0 'cpu': unknown device kind -1");
+  s = goodPlan();
+  s.programs[0].tasks[4].reduce = static_cast<plan::ReduceOp>(-2);
+  EXPECT_ERROR(s, "task 4 'loss.allreduce' (AllReduce): unknown reduction -2");
+}
+
+// A boxing task's output is its input on another SBP, changed on its
+// hierarchy dimension as its op changes it, reducing what the input holds.
+TEST(PlanLoader, BoxingChangesWhatItsOpChanges) {
+  // Fill, slice, zero-others, all-reduce and all-to-all on two ranks, with
+  // `change` made to the program before offsets and registers are assigned.
+  auto twoRanks = [](const std::function<void(ProgramSpec &)> &change) {
+    PlanSpec spec;
+    spec.placements[0] = {"dp", {0, 1}, {2}};
+    ProgramSpec prog;
+    prog.tensors = {{"x", {4, 3}, {B()}},
+                    {"x.s", {4, 3}, {S(0)}},
+                    {"x.p", {4, 3}, {P()}},
+                    {"x.b", {4, 3}, {B()}},
+                    {"x.s1", {4, 3}, {S(1)}}};
+    prog.tasks = {
+        makeTask("x", plan::OpKind::Fill, {}, {0}, plan::OpAttrs::FillAttrs),
+        makeTask("slice", plan::OpKind::Slice, {0}, {1}),
+        makeTask("zero", plan::OpKind::ZeroOthers, {0}, {2}),
+        makeTask("sum", plan::OpKind::AllReduce, {2}, {3}, plan::OpAttrs::CollectiveAttrs),
+        makeTask("a2a", plan::OpKind::AllToAll, {1}, {4}, plan::OpAttrs::CollectiveAttrs)};
+    change(prog);
+    spec.programs.push_back(prog);
+    finalize(spec);
+    return spec;
+  };
+  EXPECT_EQ(loadError(twoRanks([](ProgramSpec &) {})), "loaded");
+  // An all-reduce of a split tensor: the plan would sum halves as partial sums.
+  EXPECT_ERROR(twoRanks([](ProgramSpec &p) { p.tasks[3].inputs = {1}; }),
+               "task 3 'sum' (AllReduce): 'x.s' [S(0)] -> 'x.b' [B] is not what AllReduce "
+               "with reduce Sum does on hierarchy dim 0 (S(0) -> B)");
+  // The reduction must be what the partial SBP says.
+  EXPECT_ERROR(twoRanks([](ProgramSpec &p) { p.tasks[3].reduce = plan::ReduceOp::Max; }),
+               "is not what AllReduce with reduce Max does on hierarchy dim 0 (P(sum) -> B)");
+  // An all-to-all that keeps the split axis moves nothing it should.
+  EXPECT_ERROR(twoRanks([](ProgramSpec &p) { p.tensors[4].sbp = {S(0)}; }),
+               "task 4 'a2a' (AllToAll): 'x.s' [S(0)] -> 'x.s1' [S(0)] is not what AllToAll");
+  // A local step may not stand in for a collective.
+  EXPECT_ERROR(twoRanks([](ProgramSpec &p) { p.tensors[1].sbp = {P()}; }),
+               "task 1 'slice' (Slice): 'x' [B] -> 'x.s' [P(sum)] is not what Slice");
+  // Nor change the shape.
+  EXPECT_ERROR(twoRanks([](ProgramSpec &p) {
+                 p.tensors[3].shape = {4, 4};
+               }),
+               "task 3 'sum' (AllReduce): 'x.b' is not 'x.p' on another SBP");
+}
+
+// Whether a rank can run a plan: its placements' device, and its memory.
+TEST(PlanLoader, RankFitsItsDevice) {
+  PlanSpec s = goodPlan();
+  auto loaded = loadPlanBuffer(build(s));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  const plan::Plan &p = *loaded->plan();
+  EXPECT_TRUE(checkRankFits(p, 0, plan::DeviceKind::CPU, 1 << 20));
+  Status onGpu = checkRankFits(p, 0, plan::DeviceKind::CUDA, 1 << 20);
+  ASSERT_FALSE(onGpu);
+  EXPECT_EQ(onGpu.message(), "placement 'cpu' of the plan is on CPU devices, but this "
+                             "rank runs on a CUDA device (compile the model for the device it "
+                             "runs on)");
+  // A rank outside every placement holds no tensor: any device will do.
+  EXPECT_TRUE(checkRankFits(p, 5, plan::DeviceKind::CUDA, -1));
+  const RankMemory m = rankMemory(p, 0);
+  EXPECT_EQ(m.variables, 3 * 2 * 4);
+  EXPECT_EQ(m.arenas, p.programs()->Get(0)->arena_bytes());
+  EXPECT_TRUE(checkRankFits(p, 0, plan::DeviceKind::CPU, m.total()));
+  Status tooSmall = checkRankFits(p, 0, plan::DeviceKind::CPU, m.total() - 1);
+  ASSERT_FALSE(tooSmall);
+  EXPECT_NE(tooSmall.message().find("the plan needs " + std::to_string(m.total()) +
+                                    " bytes on this rank (" + std::to_string(m.arenas) +
+                                    " for program arenas, 24 for variables) but its CPU device "
+                                    "has " +
+                                    std::to_string(m.total() - 1) + " bytes: it does not fit"),
+            std::string::npos)
+      << tooSmall.message();
+  s.placements[0].device = plan::DeviceKind::CUDA;
+  auto gpuPlan = loadPlanBuffer(build(s));
+  ASSERT_TRUE(gpuPlan) << gpuPlan.status().message();
+  Status onCpu = checkRankFits(*gpuPlan->plan(), 0, plan::DeviceKind::CPU, -1);
+  ASSERT_FALSE(onCpu);
+  EXPECT_NE(onCpu.message().find("placement 'cpu' of the plan is on CUDA devices"),
+            std::string::npos)
+      << onCpu.message();
 }
 
 TEST(PlanLoader, Arena) {

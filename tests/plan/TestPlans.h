@@ -23,6 +23,7 @@ struct PlacementSpec {
   std::string name = "cpu";
   std::vector<int> ranks = {0};
   std::vector<int> hierarchy = {1};
+  plan::DeviceKind device = plan::DeviceKind::CPU;
 };
 
 struct VariableSpec {
@@ -57,7 +58,7 @@ struct TaskSpec {
   std::string field = "";                          // Input
   float lr = 0, momentum = 0, weightDecay = 0;     // SgdMomentum
   int param = 0, momentumBuffer = -1;              // SgdMomentum
-  int dim = 0, inAxis = -1, outAxis = -1;          // collectives
+  int dim = 0;                                     // collectives
   plan::ReduceOp reduce = plan::ReduceOp::Sum;     // collectives
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-5f; // AdamW (lr, weightDecay, param above); Norm
   int m = -1, v = -1, step = -1;                   // AdamW slot variables
@@ -68,7 +69,6 @@ struct TaskSpec {
   int axis = 0;                                    // Narrow(Grad), Concat
   int64_t begin = 0;                               // Narrow(Grad)
   float maxNorm = 1;                               // ClipScale
-  plan::Queue queue = plan::Queue::Compute;
   int seq = -1;
 };
 
@@ -158,10 +158,8 @@ inline void finalize(PlanSpec &spec, int count = 1) {
     }
     int seq = 0;
     for (TaskSpec &t : prog.tasks)
-      if (t.op >= plan::OpKind::AllReduce && t.op <= plan::OpKind::AllToAll && t.seq < 0) {
+      if (t.op >= plan::OpKind::AllReduce && t.op <= plan::OpKind::AllToAll && t.seq < 0)
         t.seq = seq++;
-        t.queue = plan::Queue::Comm;
-      }
   }
 }
 
@@ -175,7 +173,7 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
   };
   std::vector<flatbuffers::Offset<plan::Placement>> placements;
   for (const PlacementSpec &p : spec.placements)
-    placements.push_back(plan::CreatePlacement(fbb, fbb.CreateString(p.name), plan::DeviceKind::CPU,
+    placements.push_back(plan::CreatePlacement(fbb, fbb.CreateString(p.name), p.device,
                                                fbb.CreateVector(p.ranks),
                                                fbb.CreateVector(p.hierarchy)));
   std::vector<flatbuffers::Offset<plan::Variable>> variables;
@@ -214,7 +212,7 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
                 .Union();
         break;
       case plan::OpAttrs::CollectiveAttrs:
-        attrs = plan::CreateCollectiveAttrs(fbb, t.dim, t.reduce, t.inAxis, t.outAxis).Union();
+        attrs = plan::CreateCollectiveAttrs(fbb, t.dim, t.reduce).Union();
         break;
       case plan::OpAttrs::AdamWAttrs:
         attrs = plan::CreateAdamWAttrs(fbb, t.lr, t.beta1, t.beta2, t.eps, t.weightDecay, t.param,
@@ -247,7 +245,7 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
       }
       tasks.push_back(plan::CreateTask(fbb, fbb.CreateString(t.name), t.op,
                                        fbb.CreateVector(t.inputs), fbb.CreateVector(t.outputs),
-                                       t.attrs, attrs, t.queue, t.seq));
+                                       t.attrs, attrs, t.seq));
     }
     std::vector<flatbuffers::Offset<plan::Register>> registers;
     for (const RegisterSpec &r : prog.registers)

@@ -14,6 +14,7 @@
 #endif
 #include "runtime/data/DataSource.h"
 #include "runtime/data/FortunesText.h"
+#include "runtime/device/CpuDevice.h"
 #include "runtime/plan/PlanLoader.h"
 
 #include <caf/actor_system.hpp>
@@ -151,6 +152,26 @@ private:
     if (needed != world)
       return Status::error("the plan's placements use " + std::to_string(needed) +
                            " ranks but the job has " + std::to_string(world) + " workers");
+    // One GPU per rank: its index on its machine.
+    const int gpu =
+        settings.device == "cuda" ? (settings.localRank >= 0 ? settings.localRank : rank) : -1;
+    // Whether the plan is for this device and fits it, before the rendezvous
+    // makes every rank wait for this one.
+    if (gpu < 0) {
+      if (Status s = checkRankFits(plan, rank, plan::DeviceKind::CPU, hostMemoryBytes()); !s)
+        return s;
+    } else {
+#ifdef SBPFLOW_HAVE_CUDA
+      auto available = deviceMemoryBytes(gpu);
+      if (!available)
+        return available.status();
+      if (Status s = checkRankFits(plan, rank, plan::DeviceKind::CUDA, *available); !s)
+        return s.withContext("GPU " + std::to_string(gpu));
+#else
+      return Status::error("--device cuda: this sbpflow-worker was built without the CUDA backend "
+                           "(configure with the CUDA toolkit installed)");
+#endif
+    }
 
     // Data: the train set for every program but "eval", the test set for it.
     std::vector<FieldInfo> trainFields, evalFields;
@@ -242,9 +263,6 @@ private:
       programs_.push_back(std::move(info));
     }
 
-    // One GPU per rank: its index on its machine.
-    const int gpu =
-        settings.device == "cuda" ? (settings.localRank >= 0 ? settings.localRank : rank) : -1;
     const std::chrono::milliseconds timeout(settings.rendezvousTimeoutMs);
     StatusOr<std::unique_ptr<CommGroups>> comms = Status::error("no communicators");
     if (gpu < 0) {

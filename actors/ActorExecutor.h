@@ -74,6 +74,15 @@ public:
     return Status::ok();
   }
 
+  Status readOutput(const std::string &program, const std::string &name,
+                    std::vector<float> &values) const final {
+    return readOutputAs(program, name, plan::DType::F32, values);
+  }
+  Status readOutput(const std::string &program, const std::string &name,
+                    std::vector<int32_t> &values) const final {
+    return readOutputAs(program, name, plan::DType::I32, values);
+  }
+
 protected:
   ActorExecutor(caf::actor_system &system, const plan::Plan *plan, CommGroups *comms,
                 const ExecutorOptions &options)
@@ -111,9 +120,26 @@ protected:
     return Status::error(rank() + ": plan has no program '" + name + "'");
   }
 
-  // Output `name` of `program`, when this rank holds an f32 shard of it.
-  StatusOr<const TensorView *> findOutput(const std::string &program,
-                                          const std::string &name) const {
+  // Copies `bytes` from `data` (output `name`'s shard, in the backend's
+  // memory) to `host`, once what the last run wrote there is complete.
+  virtual Status copyOutputToHost(const std::string &name, const void *data, void *host,
+                                  size_t bytes) const = 0;
+
+  // Output `name` of `program` (of element type `dtype`, T's) into `values`.
+  template <class T>
+  Status readOutputAs(const std::string &program, const std::string &name, plan::DType dtype,
+                      std::vector<T> &values) const {
+    auto view = findOutput(program, name, dtype);
+    if (!view)
+      return view.status();
+    values.resize(static_cast<size_t>(elementCount((*view)->local)));
+    return copyOutputToHost(name, (*view)->data, values.data(), values.size() * sizeof(T));
+  }
+
+  // Output `name` of `program`, when this rank holds a shard of it and its
+  // element type is `dtype`.
+  StatusOr<const TensorView *> findOutput(const std::string &program, const std::string &name,
+                                          plan::DType dtype) const {
     const Program *prog = findProgram(program);
     if (!prog)
       return noProgram(program);
@@ -123,8 +149,9 @@ protected:
       if (!view.data)
         return Status::error(rank() + ": holds no part of output '" + name + "' of '" + program +
                              "'");
-      if (view.dtype != plan::DType::F32)
-        return Status::error(rank() + ": output '" + name + "' is not an f32 tensor");
+      if (view.dtype != dtype)
+        return Status::error(rank() + ": output '" + name + "' is not an " +
+                             (dtype == plan::DType::F32 ? "f32" : "i32") + " tensor");
       return &view;
     }
     return Status::error(rank() + ": program '" + program + "' has no output '" + name + "'");

@@ -17,17 +17,27 @@
 namespace sbpflow {
 
 void packRegion(const float *src, const Region &from, const Region &part, float *dst) {
-  if (regionElements(part) == 0)
-    return;
-  const RegionBox b = regionBox(from, part);
-  cpu::copyRegion(src, b.shape, b.begin, b.size, b.rank, dst);
+  packRegion(src, from, part, dst, sizeof(float));
 }
 
 void unpackRegion(const float *src, const Region &part, float *dst, const Region &into) {
+  unpackRegion(src, part, dst, into, sizeof(float));
+}
+
+void packRegion(const void *src, const Region &from, const Region &part, void *dst,
+                size_t elementBytes) {
+  if (regionElements(part) == 0)
+    return;
+  const RegionBox b = regionBox(from, part);
+  cpu::copyRegion(src, b.shape, b.begin, b.size, b.rank, dst, elementBytes);
+}
+
+void unpackRegion(const void *src, const Region &part, void *dst, const Region &into,
+                  size_t elementBytes) {
   if (regionElements(part) == 0)
     return;
   const RegionBox b = regionBox(into, part);
-  cpu::copyIntoRegion(src, b.begin, b.size, dst, b.shape, b.rank);
+  cpu::copyIntoRegion(src, b.begin, b.size, dst, b.shape, b.rank, elementBytes);
 }
 
 StatusOr<Kernel> buildWithF32Shadows(const std::vector<const TensorView *> &in,

@@ -42,6 +42,11 @@ struct TensorView {
 void packRegion(const float *src, const Region &from, const Region &part, float *dst);
 // Copies a dense block holding `part` into a tensor holding `into`.
 void unpackRegion(const float *src, const Region &part, float *dst, const Region &into);
+// As above, for elements of `elementBytes` bytes.
+void packRegion(const void *src, const Region &from, const Region &part, void *dst,
+                size_t elementBytes);
+void unpackRegion(const void *src, const Region &part, void *dst, const Region &into,
+                  size_t elementBytes);
 
 // Whether buildComputeKernel handles `op`.
 bool isComputeOp(plan::OpKind op);

@@ -6,7 +6,8 @@
 // (variables, arenas, scratch) has its offset in one device allocation fixed
 // at create: a step allocates nothing. A compute task runs its kernels in the
 // element type of its T operands (f32 or bf16, the plan's dtype rules); a
-// collective on bf16 tensors runs the f32 path on f32 copies in scratch.
+// reduction on bf16 tensors runs on f32 copies in scratch (one rounding),
+// data movement moves bf16 as it is.
 #include "actors/CudaExecutor.h"
 
 #include "actors/ActorExecutor.h"
@@ -56,20 +57,29 @@ Status cudaStatus(cudaError_t e, std::string_view what) {
 
 // The block `part` (global coordinates) of a device tensor holding `from`
 // into the dense device buffer dst, and back; as packRegion / unpackRegion.
-Status packRegionGpu(const float *src, const Region &from, const Region &part, float *dst,
-                     cudaStream_t s) {
+// Elements of `dtype`: BF16 moves as bf16, F32 and I32 as 4-byte floats.
+Status packRegionGpu(const void *src, const Region &from, const Region &part, void *dst,
+                     plan::DType dtype, cudaStream_t s) {
   if (regionElements(part) == 0)
     return Status::ok();
   const RegionBox b = regionBox(from, part);
-  return cuda::copyRegion<float>(src, b.shape, b.begin, b.size, b.rank, dst, s);
+  if (dtype == plan::DType::BF16)
+    return cuda::copyRegion<cuda::bf16>(static_cast<const cuda::bf16 *>(src), b.shape, b.begin,
+                                        b.size, b.rank, static_cast<cuda::bf16 *>(dst), s);
+  return cuda::copyRegion<float>(static_cast<const float *>(src), b.shape, b.begin, b.size, b.rank,
+                                 static_cast<float *>(dst), s);
 }
 
-Status unpackRegionGpu(const float *src, const Region &part, float *dst, const Region &into,
-                       cudaStream_t s) {
+Status unpackRegionGpu(const void *src, const Region &part, void *dst, const Region &into,
+                       plan::DType dtype, cudaStream_t s) {
   if (regionElements(part) == 0)
     return Status::ok();
   const RegionBox b = regionBox(into, part);
-  return cuda::copyIntoRegion<float>(src, b.begin, b.size, dst, b.shape, b.rank, s);
+  if (dtype == plan::DType::BF16)
+    return cuda::copyIntoRegion<cuda::bf16>(static_cast<const cuda::bf16 *>(src), b.begin, b.size,
+                                            static_cast<cuda::bf16 *>(dst), b.shape, b.rank, s);
+  return cuda::copyIntoRegion<float>(static_cast<const float *>(src), b.begin, b.size,
+                                     static_cast<float *>(dst), b.shape, b.rank, s);
 }
 
 Status copyBytes(void *dst, const void *src, size_t bytes, cudaStream_t s) {
@@ -111,10 +121,10 @@ StatusOr<Kernel> withStorageType(plan::DType dtype, const std::string &at, Build
                        std::forward<Build>(build));
 }
 
-// The Communicator moves f32 only: a collective on BF16 tensors runs its f32
-// path on f32 copies in scratch. The inputs are widened before it and the
-// results rounded into the BF16 outputs after it, on the stream the f32 path
-// enqueues on; so a reduction sums in f32 and rounds once.
+// A reduction on BF16 tensors runs its f32 path on f32 copies in scratch.
+// The inputs are widened before it and the results rounded into the BF16
+// outputs after it, on the stream the f32 path enqueues on; so it sums in
+// f32 and rounds once (NCCL's bf16 sum may round at every hop).
 struct Bf16Staging {
   struct Widen {
     const bf16 *from;
@@ -191,10 +201,10 @@ public:
                         const checkpoint::DataPosition &next) const override;
   Status loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) override;
   Status writeTrace(const std::string &path) const override;
-  Status readOutput(const std::string &program, const std::string &name,
-                    std::vector<float> &values) const override;
 
 private:
+  Status copyOutputToHost(const std::string &name, const void *data, void *host,
+                          size_t bytes) const override;
   // Stops what is queued and waits for the GPU, so that the caller may read
   // variables (and free the data source) once run returns.
   void drain() override {
@@ -630,7 +640,9 @@ StatusOr<Kernel> CudaExecutor::buildKernel(const plan::Task &task,
     // One element type for every operand (the plan loader's dtype rules).
     // BF16: pair i is reduced in place in f32 scratch at offset sum(counts[<i]),
     // which is also where a bucket packs it, so the f32 path's copies are no-ops.
+    // I32 is reduced as I32 (an integer sum), in the same 4-byte buffers.
     const bool bf = in[0]->dtype == plan::DType::BF16;
+    const plan::DType type = bf ? plan::DType::F32 : in[0]->dtype;
     float *wide =
         bf ? reinterpret_cast<float *>(scratch(static_cast<size_t>(total) * sizeof(float)))
            : nullptr;
@@ -658,7 +670,7 @@ StatusOr<Kernel> CudaExecutor::buildKernel(const plan::Task &task,
             for (size_t i = 0, off = 0; st && i < pairs.size(); off += counts[i], ++i)
               st = copyDevice(buf + off, pairs[i].first, counts[i], s);
             if (st)
-              st = cm->allReduce(buf, total, op);
+              st = cm->allReduce(buf, total, type, op);
             for (size_t i = 0, off = 0; st && i < pairs.size(); off += counts[i], ++i)
               st = copyDevice(pairs[i].second, buf + off, counts[i], s);
             return st;
@@ -672,7 +684,7 @@ StatusOr<Kernel> CudaExecutor::buildKernel(const plan::Task &task,
             if (Status st = copyDevice(pairs[i].second, pairs[i].first, counts[i], s); !st)
               return st.withContext(at);
             if (cm && counts[i] > 0)
-              if (Status st = cm->allReduce(pairs[i].second, counts[i], op); !st)
+              if (Status st = cm->allReduce(pairs[i].second, counts[i], type, op); !st)
                 return st;
           }
           return Status::ok();
@@ -690,20 +702,23 @@ StatusOr<Kernel> CudaExecutor::buildKernel(const plan::Task &task,
       return comm.status();
     NcclCommunicator *cm = *comm;
     auto streamOf = [cm, computeOf] { return cm ? cm->stream() : computeOf(); };
+    // A reduce-scatter of BF16 runs on f32 copies (one rounding); gathers and
+    // all-to-alls move the tensor's own elements, BF16 included.
     Bf16Staging staging;
-    const float *src = f32Input(in[0], staging);
-    float *dst = f32Output(out[0], staging);
+    const bool staged = task.op() == K::ReduceScatter && in[0]->dtype == plan::DType::BF16;
+    const plan::DType type = staged ? plan::DType::F32 : in[0]->dtype;
+    const size_t bytes = dtypeSize(type);
+    const void *src = staged ? f32Input(in[0], staging) : in[0]->data;
+    void *dst = staged ? f32Output(out[0], staging) : out[0]->data;
     if (checked->copyOnly) {
-      const int64_t count = elementCount(out[0]->local);
+      const size_t count = static_cast<size_t>(elementCount(out[0]->local));
       return staging.wrap(
-          [=](const StepContext &) { return copyDevice(dst, src, count, computeOf()); }, computeOf,
-          at);
+          [=](const StepContext &) { return copyBytes(dst, src, count * bytes, computeOf()); },
+          computeOf, at);
     }
     auto w = std::make_shared<const ExchangeWork>(checked.take());
-    float *sb =
-        reinterpret_cast<float *>(scratch(static_cast<size_t>(w->sendTotal) * sizeof(float)));
-    float *rb =
-        reinterpret_cast<float *>(scratch(static_cast<size_t>(w->recvTotal) * sizeof(float)));
+    uint8_t *sb = scratch(static_cast<size_t>(w->sendTotal) * bytes);
+    uint8_t *rb = scratch(static_cast<size_t>(w->recvTotal) * bytes);
     Region inRegion = in[0]->region, outRegion = out[0]->region;
     ReduceOp op = toReduce(task.attrs_as_CollectiveAttrs()->reduce());
     K kind = task.op();
@@ -713,30 +728,30 @@ StatusOr<Kernel> CudaExecutor::buildKernel(const plan::Task &task,
           cudaStream_t s = streamOf();
           Status st;
           if (kind == K::AllGather) {
-            st = packRegionGpu(src, inRegion, w->sendParts[0], sb, s);
+            st = packRegionGpu(src, inRegion, w->sendParts[0], sb, type, s);
           } else {
             int64_t off = 0;
             for (int64_t r = 0; st && r < w->n; ++r) {
-              st = packRegionGpu(src, inRegion, w->sendParts[r], sb + off, s);
+              st = packRegionGpu(src, inRegion, w->sendParts[r], sb + off * bytes, type, s);
               off += w->sendCounts[r];
             }
           }
           if (!st) {
           } else if (!cm) {
-            st = copyDevice(rb, sb, w->recvTotal, s);
+            st = copyBytes(rb, sb, static_cast<size_t>(w->recvTotal) * bytes, s);
           } else if (kind == K::AllGather) {
-            st = cm->allGather(sb, rb, w->recvCounts.data());
+            st = cm->allGather(sb, rb, w->recvCounts.data(), type);
           } else if (kind == K::ReduceScatter) {
-            st = cm->reduceScatter(sb, rb, w->sendCounts.data(), op);
+            st = cm->reduceScatter(sb, rb, w->sendCounts.data(), type, op);
           } else {
-            st = cm->allToAll(sb, w->sendCounts.data(), rb, w->recvCounts.data());
+            st = cm->allToAll(sb, w->sendCounts.data(), rb, w->recvCounts.data(), type);
           }
           if (st && kind == K::ReduceScatter) {
-            st = unpackRegionGpu(rb, w->recvParts[0], dst, outRegion, s);
+            st = unpackRegionGpu(rb, w->recvParts[0], dst, outRegion, type, s);
           } else if (st) {
             int64_t off = 0;
             for (int64_t r = 0; st && r < w->n; ++r) {
-              st = unpackRegionGpu(rb + off, w->recvParts[r], dst, outRegion, s);
+              st = unpackRegionGpu(rb + off * bytes, w->recvParts[r], dst, outRegion, type, s);
               off += w->recvCounts[r];
             }
           }
@@ -748,31 +763,28 @@ StatusOr<Kernel> CudaExecutor::buildKernel(const plan::Task &task,
     auto w = checkSlice(in, out, at);
     if (!w)
       return w.status();
-    Bf16Staging staging;
-    const float *src = f32Input(in[0], staging);
-    float *dst = f32Output(out[0], staging);
-    return staging.wrap(
-        [=, w = w.take()](const StepContext &) -> Status {
-          if (Status s = packRegionGpu(src, w.from, w.part, dst, computeOf()); !s)
-            return s.withContext(at);
-          return Status::ok();
-        },
-        computeOf, at);
+    const void *src = in[0]->data;
+    void *dst = out[0]->data;
+    const plan::DType type = in[0]->dtype;
+    return Kernel([=, w = w.take()](const StepContext &) -> Status {
+      if (Status s = packRegionGpu(src, w.from, w.part, dst, type, computeOf()); !s)
+        return s.withContext(at);
+      return Status::ok();
+    });
   }
   case K::ZeroOthers: {
     auto w = checkZeroOthers(in, out, at);
     if (!w)
       return w.status();
-    Bf16Staging staging;
-    const float *src = f32Input(in[0], staging);
-    float *dst = f32Output(out[0], staging);
-    return staging.wrap(
-        [=, w = *w](const StepContext &) -> Status {
-          Status s = w.keep ? copyDevice(dst, src, w.count, computeOf())
-                            : cuda::fill<float>(dst, 0.0f, w.count, computeOf());
-          return s ? s : s.withContext(at);
-        },
-        computeOf, at);
+    const void *src = in[0]->data;
+    void *dst = out[0]->data;
+    const size_t bytes = static_cast<size_t>(w->count) * dtypeSize(in[0]->dtype);
+    return Kernel([=, keep = w->keep](const StepContext &) -> Status {
+      // Zero bits are 0 in f32, bf16 and i32 alike.
+      Status s = keep ? copyBytes(dst, src, bytes, computeOf())
+                      : cudaStatus(cudaMemsetAsync(dst, 0, bytes, computeOf()), "zero fill");
+      return s ? s : s.withContext(at);
+    });
   }
   default:
     break;
@@ -1288,16 +1300,11 @@ Status CudaExecutor::loadCheckpoint(const std::string &dir, checkpoint::DataPosi
   return copyVariablesToDevice();
 }
 
-Status CudaExecutor::readOutput(const std::string &program, const std::string &name,
-                                std::vector<float> &values) const {
-  auto view = findOutput(program, name);
-  if (!view)
-    return view.status();
+Status CudaExecutor::copyOutputToHost(const std::string &name, const void *data, void *host,
+                                      size_t bytes) const {
   if (Status s = synchronize(); !s)
     return s;
-  values.resize(static_cast<size_t>(elementCount((*view)->local)));
-  return cudaStatus(cudaMemcpy(values.data(), (*view)->data, values.size() * sizeof(float),
-                               cudaMemcpyDeviceToHost),
+  return cudaStatus(cudaMemcpy(host, data, bytes, cudaMemcpyDeviceToHost),
                     rank() + ": reading output '" + name + "'");
 }
 

@@ -63,10 +63,13 @@ public:
                         const checkpoint::DataPosition &next) const override;
   Status loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) override;
   Status writeTrace(const std::string &path) const override;
-  Status readOutput(const std::string &program, const std::string &name,
-                    std::vector<float> &values) const override;
 
 private:
+  Status copyOutputToHost(const std::string &, const void *data, void *host,
+                          size_t bytes) const override {
+    std::memcpy(host, data, bytes);
+    return Status::ok();
+  }
   // The kernels run inline and collectives on the comm thread, which is
   // all there is to wait for.
   void drain() override {
@@ -78,7 +81,9 @@ private:
   }
   Status buildProgram(const plan::Program &prog);
   StatusOr<Kernel> buildKernel(const plan::Task &task, const std::vector<TensorView> &views);
-  // Optimisers, collectives, Slice and ZeroOthers over f32 tensors.
+  // Optimisers (F32), reductions (F32, I32; BF16 through f32 shadows), and
+  // the data movement of gathers, all-to-all, Slice and ZeroOthers (any
+  // dtype, BF16 as it is).
   StatusOr<Kernel> buildF32Kernel(const plan::Task &task, const Operands &in, const Operands &out,
                                   const std::string &at);
 
@@ -228,10 +233,12 @@ StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Task &task,
     return Kernel();
   if (isComputeOp(task.op()))
     return buildComputeKernel(task, in, out, at);
-  // Gloo moves f32 only: BF16 tensors of collectives (and of the local
-  // boxing copies) go through f32 shadows, so a reduction sums in f32 and
-  // its result is rounded once. Optimisers see F32 only (the plan loader's
-  // rule).
+  // A reduction's BF16 tensors go through f32 shadows, so that it sums in
+  // f32 and its result is rounded once (a bf16 reduction in the
+  // communicator would round at every hop). Data movement moves BF16 as it
+  // is; optimisers see F32 only (the plan loader's rule).
+  if (task.op() != plan::OpKind::AllReduce && task.op() != plan::OpKind::ReduceScatter)
+    return buildF32Kernel(task, in, out, at);
   return buildWithF32Shadows(in, out, [&](const Operands &in32, const Operands &out32) {
     return buildF32Kernel(task, in32, out32, at);
   });
@@ -283,9 +290,14 @@ StatusOr<Kernel> CpuExecutor::buildF32Kernel(const plan::Task &task, const Opera
     auto checked = checkAllReduce(in, out, at);
     if (!checked)
       return checked.status();
-    std::vector<std::pair<const float *, float *>> pairs;
+    // F32 or I32, one for every operand (the plan loader's dtype rules): an
+    // I32 sum is an integer sum.
+    const plan::DType type = in[0]->dtype;
+    const size_t bytes = dtypeSize(type);
+    std::vector<std::pair<const uint8_t *, uint8_t *>> pairs;
     for (size_t i = 0; i < in.size(); ++i)
-      pairs.emplace_back(f32(in[i]), f32(out[i]));
+      pairs.emplace_back(static_cast<const uint8_t *>(in[i]->data),
+                         static_cast<uint8_t *>(out[i]->data));
     const std::vector<int64_t> counts = checked->counts;
     Communicator *group = *cm;
     ReduceOp op = toReduce(c->reduce());
@@ -293,24 +305,25 @@ StatusOr<Kernel> CpuExecutor::buildF32Kernel(const plan::Task &task, const Opera
       // A bucket: one all-reduce over a packed copy, not one per tensor (each
       // costs Gloo round trips). The scratch is allocated here, once.
       const int64_t total = checked->total;
-      auto scratch = std::make_shared<std::vector<float>>(static_cast<size_t>(total) + 1);
+      auto scratch =
+          std::make_shared<std::vector<uint8_t>>((static_cast<size_t>(total) + 1) * bytes);
       return Kernel([=](const StepContext &) -> Status {
-        float *buf = scratch->data();
-        for (size_t i = 0, off = 0; i < pairs.size(); off += counts[i], ++i)
-          std::memcpy(buf + off, pairs[i].first, counts[i] * sizeof(float));
-        if (Status s = group->allReduce(buf, total, op); !s)
+        uint8_t *buf = scratch->data();
+        for (size_t i = 0, off = 0; i < pairs.size(); off += counts[i] * bytes, ++i)
+          std::memcpy(buf + off, pairs[i].first, counts[i] * bytes);
+        if (Status s = group->allReduce(buf, total, type, op); !s)
           return s.withContext(at);
-        for (size_t i = 0, off = 0; i < pairs.size(); off += counts[i], ++i)
-          std::memcpy(pairs[i].second, buf + off, counts[i] * sizeof(float));
+        for (size_t i = 0, off = 0; i < pairs.size(); off += counts[i] * bytes, ++i)
+          std::memcpy(pairs[i].second, buf + off, counts[i] * bytes);
         return Status::ok();
       });
     }
     return Kernel([=](const StepContext &) -> Status {
       for (size_t i = 0; i < pairs.size(); ++i) {
         if (pairs[i].first != pairs[i].second && counts[i] > 0)
-          std::memmove(pairs[i].second, pairs[i].first, counts[i] * sizeof(float));
+          std::memmove(pairs[i].second, pairs[i].first, counts[i] * bytes);
         if (group)
-          if (Status s = group->allReduce(pairs[i].second, counts[i], op); !s)
+          if (Status s = group->allReduce(pairs[i].second, counts[i], type, op); !s)
             return s.withContext(at);
       }
       return Status::ok();
@@ -325,55 +338,59 @@ StatusOr<Kernel> CpuExecutor::buildF32Kernel(const plan::Task &task, const Opera
     auto cm = comm(*in[0], checked->dim);
     if (!cm)
       return cm.status();
-    const float *src = f32(in[0]);
-    float *dst = f32(out[0]);
+    // The tensors' element type (f32 for a reduction's BF16 shadows).
+    const plan::DType type = in[0]->dtype;
+    const size_t bytes = dtypeSize(type);
+    const void *src = in[0]->data;
+    void *dst = out[0]->data;
     if (checked->copyOnly) {
       // A group of one: the output is the input (one copy, not pack + unpack).
       const int64_t count = elementCount(out[0]->local);
       return Kernel([=](const StepContext &) {
         if (src != dst && count > 0)
-          std::memmove(dst, src, count * sizeof(float));
+          std::memmove(dst, src, count * bytes);
         return Status::ok();
       });
     }
     auto w = std::make_shared<const ExchangeWork>(checked.take());
     // Packing scratch: allocated here, once, so steps allocate nothing.
-    auto sendBuf = std::make_shared<std::vector<float>>(static_cast<size_t>(w->sendTotal) + 1);
-    auto recvBuf = std::make_shared<std::vector<float>>(static_cast<size_t>(w->recvTotal) + 1);
+    auto sendBuf =
+        std::make_shared<std::vector<uint8_t>>((static_cast<size_t>(w->sendTotal) + 1) * bytes);
+    auto recvBuf =
+        std::make_shared<std::vector<uint8_t>>((static_cast<size_t>(w->recvTotal) + 1) * bytes);
     Region inRegion = in[0]->region, outRegion = out[0]->region;
     Communicator *group = *cm;
     ReduceOp op = toReduce(task.attrs_as_CollectiveAttrs()->reduce());
     K kind = task.op();
     return Kernel([=](const StepContext &) -> Status {
-      float *sb = sendBuf->data(), *rb = recvBuf->data();
+      uint8_t *sb = sendBuf->data(), *rb = recvBuf->data();
       if (kind == K::AllGather) {
-        packRegion(src, inRegion, w->sendParts[0], sb);
+        packRegion(src, inRegion, w->sendParts[0], sb, bytes);
       } else {
         int64_t off = 0;
         for (int64_t r = 0; r < w->n; ++r) {
-          packRegion(src, inRegion, w->sendParts[r], sb + off);
+          packRegion(src, inRegion, w->sendParts[r], sb + off * bytes, bytes);
           off += w->sendCounts[r];
         }
       }
       Status s;
       if (!group) {
-        std::memcpy(rb, sb,
-                    std::max(w->sendTotal, w->recvTotal) > 0 ? w->recvTotal * sizeof(float) : 0);
+        std::memcpy(rb, sb, std::max(w->sendTotal, w->recvTotal) > 0 ? w->recvTotal * bytes : 0);
       } else if (kind == K::AllGather) {
-        s = group->allGather(sb, rb, w->recvCounts.data());
+        s = group->allGather(sb, rb, w->recvCounts.data(), type);
       } else if (kind == K::ReduceScatter) {
-        s = group->reduceScatter(sb, rb, w->sendCounts.data(), op);
+        s = group->reduceScatter(sb, rb, w->sendCounts.data(), type, op);
       } else {
-        s = group->allToAll(sb, w->sendCounts.data(), rb, w->recvCounts.data());
+        s = group->allToAll(sb, w->sendCounts.data(), rb, w->recvCounts.data(), type);
       }
       if (!s)
         return s.withContext(at);
       if (kind == K::ReduceScatter) {
-        unpackRegion(rb, w->recvParts[0], dst, outRegion);
+        unpackRegion(rb, w->recvParts[0], dst, outRegion, bytes);
       } else {
         int64_t off = 0;
         for (int64_t r = 0; r < w->n; ++r) {
-          unpackRegion(rb + off, w->recvParts[r], dst, outRegion);
+          unpackRegion(rb + off * bytes, w->recvParts[r], dst, outRegion, bytes);
           off += w->recvCounts[r];
         }
       }
@@ -384,10 +401,11 @@ StatusOr<Kernel> CpuExecutor::buildF32Kernel(const plan::Task &task, const Opera
     auto w = checkSlice(in, out, at);
     if (!w)
       return w.status();
-    const float *src = f32(in[0]);
-    float *dst = f32(out[0]);
+    const void *src = in[0]->data;
+    void *dst = out[0]->data;
+    const size_t bytes = dtypeSize(in[0]->dtype);
     return Kernel([=, w = w.take()](const StepContext &) {
-      packRegion(src, w.from, w.part, dst);
+      packRegion(src, w.from, w.part, dst, bytes);
       return Status::ok();
     });
   }
@@ -395,13 +413,15 @@ StatusOr<Kernel> CpuExecutor::buildF32Kernel(const plan::Task &task, const Opera
     auto w = checkZeroOthers(in, out, at);
     if (!w)
       return w.status();
-    const float *src = f32(in[0]);
-    float *dst = f32(out[0]);
+    const void *src = in[0]->data;
+    void *dst = out[0]->data;
+    const size_t bytes = dtypeSize(in[0]->dtype);
     return Kernel([=, w = *w](const StepContext &) {
+      // Zero bits are 0 in f32, bf16 and i32 alike.
       if (!w.keep)
-        cpu::fill(dst, 0.0f, w.count);
+        std::memset(dst, 0, w.count * bytes);
       else if (src != dst && w.count > 0)
-        std::memmove(dst, src, w.count * sizeof(float));
+        std::memmove(dst, src, w.count * bytes);
       return Status::ok();
     });
   }
@@ -418,16 +438,6 @@ Status CpuExecutor::saveCheckpoint(const std::string &dir,
 
 Status CpuExecutor::loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) {
   return loadVariableShards(*plan_, options_.globalRank, variables_, dir, next);
-}
-
-Status CpuExecutor::readOutput(const std::string &program, const std::string &name,
-                               std::vector<float> &values) const {
-  auto view = findOutput(program, name);
-  if (!view)
-    return view.status();
-  const float *data = static_cast<const float *>((*view)->data);
-  values.assign(data, data + elementCount((*view)->local));
-  return Status::ok();
 }
 
 Status CpuExecutor::writeTrace(const std::string &path) const {

@@ -76,6 +76,9 @@ public:
   // as its last step left it, into `values`. Call it between runs.
   virtual Status readOutput(const std::string &program, const std::string &name,
                             std::vector<float> &values) const = 0;
+  // As above, for an I32 output.
+  virtual Status readOutput(const std::string &program, const std::string &name,
+                            std::vector<int32_t> &values) const = 0;
 
   // Writes the traced steps of every program to `path` in Chrome's
   // trace-event format (actors/TaskTrace.h). Call it between runs; an error

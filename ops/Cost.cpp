@@ -42,7 +42,8 @@ int64_t elementBytes(Type t) {
 
 double groupBytes(RankedTensorType type, llvm::ArrayRef<SbpDim> sbp,
                   llvm::ArrayRef<int64_t> hierarchy, unsigned dim) {
-  // The communicators move f32: a bf16 tensor is widened for its collective.
+  // A bf16 reduction is widened to f32 for its collective (one rounding);
+  // gathers and all-to-alls move bf16 as it is, but are counted as f32 too.
   Type elt = type.getElementType();
   double bytes =
       static_cast<double>(type.getNumElements()) * (elt.isBF16() ? 4 : elementBytes(elt));

@@ -227,27 +227,28 @@ int64_t product(const int64_t *dims, int count) {
 
 // Walks the region one axis at a time; the innermost axis is one contiguous
 // memcpy. `toRegion` picks the direction (full tensor -> dense region or back).
-void copyAxis(const float *src, float *dst, const int64_t *fullShape, const int64_t *begin,
-              const int64_t *size, int rank, int axis, bool toRegion) {
+// Offsets count elements of `bytes` bytes.
+void copyAxis(const uint8_t *src, uint8_t *dst, const int64_t *fullShape, const int64_t *begin,
+              const int64_t *size, int rank, int axis, bool toRegion, size_t bytes) {
   if (axis == rank - 1) {
     const int64_t n = size[axis];
     if (n <= 0)
       return;
     if (toRegion)
-      std::memcpy(dst, src + begin[axis], static_cast<size_t>(n) * sizeof(float));
+      std::memcpy(dst, src + begin[axis] * bytes, static_cast<size_t>(n) * bytes);
     else
-      std::memcpy(dst + begin[axis], src, static_cast<size_t>(n) * sizeof(float));
+      std::memcpy(dst + begin[axis] * bytes, src, static_cast<size_t>(n) * bytes);
     return;
   }
   const int64_t fullStride = product(fullShape + axis + 1, rank - axis - 1);
   const int64_t regionStride = product(size + axis + 1, rank - axis - 1);
   for (int64_t i = 0; i < size[axis]; ++i) {
-    const int64_t full = (begin[axis] + i) * fullStride;
-    const int64_t region = i * regionStride;
+    const size_t full = static_cast<size_t>((begin[axis] + i) * fullStride) * bytes;
+    const size_t region = static_cast<size_t>(i * regionStride) * bytes;
     if (toRegion)
-      copyAxis(src + full, dst + region, fullShape, begin, size, rank, axis + 1, true);
+      copyAxis(src + full, dst + region, fullShape, begin, size, rank, axis + 1, true, bytes);
     else
-      copyAxis(src + region, dst + full, fullShape, begin, size, rank, axis + 1, false);
+      copyAxis(src + region, dst + full, fullShape, begin, size, rank, axis + 1, false, bytes);
   }
 }
 
@@ -255,20 +256,34 @@ void copyAxis(const float *src, float *dst, const int64_t *fullShape, const int6
 
 void copyRegion(const float *src, const int64_t *srcShape, const int64_t *regionBegin,
                 const int64_t *regionSize, int rank, float *dst) {
-  if (rank <= 0) {
-    *dst = *src; // a scalar is its own region
-    return;
-  }
-  copyAxis(src, dst, srcShape, regionBegin, regionSize, rank, 0, true);
+  copyRegion(static_cast<const void *>(src), srcShape, regionBegin, regionSize, rank,
+             static_cast<void *>(dst), sizeof(float));
 }
 
 void copyIntoRegion(const float *src, const int64_t *regionBegin, const int64_t *regionSize,
                     float *dst, const int64_t *dstShape, int rank) {
+  copyIntoRegion(static_cast<const void *>(src), regionBegin, regionSize, static_cast<void *>(dst),
+                 dstShape, rank, sizeof(float));
+}
+
+void copyRegion(const void *src, const int64_t *srcShape, const int64_t *regionBegin,
+                const int64_t *regionSize, int rank, void *dst, size_t elementBytes) {
   if (rank <= 0) {
-    *dst = *src;
+    std::memcpy(dst, src, elementBytes); // a scalar is its own region
     return;
   }
-  copyAxis(src, dst, dstShape, regionBegin, regionSize, rank, 0, false);
+  copyAxis(static_cast<const uint8_t *>(src), static_cast<uint8_t *>(dst), srcShape, regionBegin,
+           regionSize, rank, 0, true, elementBytes);
+}
+
+void copyIntoRegion(const void *src, const int64_t *regionBegin, const int64_t *regionSize,
+                    void *dst, const int64_t *dstShape, int rank, size_t elementBytes) {
+  if (rank <= 0) {
+    std::memcpy(dst, src, elementBytes);
+    return;
+  }
+  copyAxis(static_cast<const uint8_t *>(src), static_cast<uint8_t *>(dst), dstShape, regionBegin,
+           regionSize, rank, 0, false, elementBytes);
 }
 
 void setBlasThreads(int threads) { openblas_set_num_threads(threads < 1 ? 1 : threads); }

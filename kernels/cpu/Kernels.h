@@ -80,6 +80,11 @@ void copyRegion(const float *src, const int64_t *srcShape, const int64_t *region
                 const int64_t *regionSize, int rank, float *dst);
 void copyIntoRegion(const float *src, const int64_t *regionBegin, const int64_t *regionSize,
                     float *dst, const int64_t *dstShape, int rank);
+// As above, for elements of `elementBytes` bytes (bf16 moves as it is).
+void copyRegion(const void *src, const int64_t *srcShape, const int64_t *regionBegin,
+                const int64_t *regionSize, int rank, void *dst, size_t elementBytes);
+void copyIntoRegion(const void *src, const int64_t *regionBegin, const int64_t *regionSize,
+                    void *dst, const int64_t *dstShape, int rank, size_t elementBytes);
 
 // Sets OpenBLAS's thread count for this process.
 void setBlasThreads(int threads);

@@ -1,43 +1,176 @@
-// Gloo-backed collectives with uneven (balanced-chunk) counts. Reduce-scatter
-// is an all-to-all of chunks followed by a local reduction: the Debian Gloo has
-// no generic uneven reduce-scatter with the unbound-buffer API.
+// Gloo-backed collectives with uneven (balanced-chunk) counts on every
+// element type of Communicator.h, and point-to-point messages over unbound
+// buffers. Reduce-scatter is an all-to-all of chunks followed by a local
+// reduction: the Debian Gloo has no generic uneven reduce-scatter with the
+// unbound-buffer API.
 #include "runtime/comm/GlooCommunicator.h"
+
+#include "kernels/cpu/Kernels.h"
+#include "runtime/plan/PlanLoader.h"
 
 #include <gloo/allgatherv.h>
 #include <gloo/allreduce.h>
 #include <gloo/alltoallv.h>
+#include <gloo/broadcast.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
+#include <gloo/transport/unbound_buffer.h>
 
 #include <algorithm>
 #include <cstring>
-#include <functional>
+#include <type_traits>
 
 namespace sbpflow {
 namespace {
 
-void reduceInto(float *acc, const float *x, size_t n, ReduceOp op) {
-  switch (op) {
-  case ReduceOp::Sum:
-    for (size_t i = 0; i < n; ++i)
-      acc[i] += x[i];
-    break;
-  case ReduceOp::Max:
-    for (size_t i = 0; i < n; ++i)
-      acc[i] = std::max(acc[i], x[i]);
-    break;
-  case ReduceOp::Min:
-    for (size_t i = 0; i < n; ++i)
-      acc[i] = std::min(acc[i], x[i]);
-    break;
+// bfloat16 in its uint16 storage, a type of its own so that the reductions
+// below pick their widening overloads.
+struct Bf16 {
+  uint16_t bits;
+};
+static_assert(sizeof(Bf16) == 2);
+
+inline float widen(Bf16 x) {
+  const uint32_t bits = static_cast<uint32_t>(x.bits) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+struct AddOp {
+  float operator()(float a, float b) const { return a + b; }
+  // Wraps (two's complement) where a signed add would overflow, as
+  // ncclInt32 does.
+  int32_t operator()(int32_t a, int32_t b) const {
+    return static_cast<int32_t>(static_cast<uint32_t>(a) + static_cast<uint32_t>(b));
   }
+  uint8_t operator()(uint8_t a, uint8_t b) const { return static_cast<uint8_t>(a + b); }
+  // Rounds every sum: Gloo's ring calls this once per hop.
+  Bf16 operator()(Bf16 a, Bf16 b) const { return {cpu::toBf16(widen(a) + widen(b))}; }
+};
+// As std::max and std::min, on the values a bf16 holds.
+struct MaxOp {
+  template <class T> T operator()(T a, T b) const { return std::max(a, b); }
+  Bf16 operator()(Bf16 a, Bf16 b) const { return widen(a) < widen(b) ? b : a; }
+};
+struct MinOp {
+  template <class T> T operator()(T a, T b) const { return std::min(a, b); }
+  Bf16 operator()(Bf16 a, Bf16 b) const { return widen(b) < widen(a) ? b : a; }
+};
+
+// Calls f(T{}) with T the storage type of `type` (a type isCommType accepts).
+template <class F> void withElement(plan::DType type, F &&f) {
+  switch (type) {
+  case plan::DType::BF16:
+    f(Bf16{});
+    return;
+  case plan::DType::I32:
+    f(int32_t{});
+    return;
+  case plan::DType::U8:
+    f(uint8_t{});
+    return;
+  default:
+    f(float{});
+    return;
+  }
+}
+
+// Gloo's reduce callback: c = a (op) b, elementwise. Gloo calls it in place
+// (c == a): `ivdep` keeps the loop vectorised where GCC's overlap check would
+// fall back to scalar code.
+template <class T, class Op> void combine(void *c, const void *a, const void *b, size_t n) {
+  auto *o = static_cast<T *>(c);
+  auto *x = static_cast<const T *>(a);
+  auto *y = static_cast<const T *>(b);
+  Op op;
+#pragma GCC ivdep
+  for (size_t i = 0; i < n; ++i)
+    o[i] = op(x[i], y[i]);
+}
+
+template <class T> gloo::AllreduceOptions::Func reduceFunction(ReduceOp op) {
+  switch (op) {
+  case ReduceOp::Max:
+    return &combine<T, MaxOp>;
+  case ReduceOp::Min:
+    return &combine<T, MinOp>;
+  default:
+    return &combine<T, AddOp>;
+  }
+}
+
+// out = chunk 0 (op) chunk 1 (op) ... (op) chunk n-1, elementwise, over n
+// consecutive chunks of `count` elements.
+template <class T, class Op> void reduceChunks(const T *chunks, int n, size_t count, T *out) {
+  std::memcpy(out, chunks, count * sizeof(T));
+  Op op;
+  for (int r = 1; r < n; ++r) {
+    const T *x = chunks + static_cast<size_t>(r) * count;
+#pragma GCC ivdep
+    for (size_t i = 0; i < count; ++i)
+      out[i] = op(out[i], x[i]);
+  }
+}
+
+// As reduceChunks; a bf16 sum is taken in f32 (in `acc`) and rounded once.
+template <class T>
+void reduceChunks(const T *chunks, int n, size_t count, ReduceOp op, T *out,
+                  std::vector<float> &acc) {
+  if constexpr (std::is_same_v<T, Bf16>) {
+    if (op == ReduceOp::Sum) {
+      if (acc.size() < count)
+        acc.resize(count);
+      for (size_t i = 0; i < count; ++i)
+        acc[i] = widen(chunks[i]);
+      for (int r = 1; r < n; ++r) {
+        const Bf16 *x = chunks + static_cast<size_t>(r) * count;
+        for (size_t i = 0; i < count; ++i)
+          acc[i] += widen(x[i]);
+      }
+      for (size_t i = 0; i < count; ++i)
+        out[i].bits = cpu::toBf16(acc[i]);
+      return;
+    }
+  }
+  switch (op) {
+  case ReduceOp::Max:
+    return reduceChunks<T, MaxOp>(chunks, n, count, out);
+  case ReduceOp::Min:
+    return reduceChunks<T, MinOp>(chunks, n, count, out);
+  default:
+    return reduceChunks<T, AddOp>(chunks, n, count, out);
+  }
+}
+
+// Send/recv: what the two ends of a message exchange before the payload.
+struct MessageHeader {
+  int64_t count;
+  int64_t type;
+};
+
+// The Gloo slot of part `part` (0: the sender's header, 1: the receiver's,
+// 2: the payload) of message `number` from group rank `from` to `to`.
+// Gloo's collectives put 0x01..0x08 in the top byte (gloo/types.h); a
+// message puts 0x10 or 0x11 there (the direction), so that the two
+// directions of a pair and the collectives never share a slot.
+uint64_t messageSlot(int from, int to, uint32_t number, int part) {
+  const uint64_t prefix = from < to ? 0x10 : 0x11;
+  return prefix << 56 | static_cast<uint64_t>(number) << 8 | static_cast<uint64_t>(part);
+}
+
+std::string typeName(int64_t type) {
+  const auto t = static_cast<plan::DType>(type);
+  return type >= 0 && type <= 127 && isCommType(t) ? plan::EnumNameDType(t)
+                                                   : "type " + std::to_string(type);
 }
 
 } // namespace
 
 GlooCommunicator::GlooCommunicator(std::shared_ptr<gloo::Context> context, std::string name)
-    : context_(std::move(context)), name_(std::move(name)) {}
+    : context_(std::move(context)), name_(std::move(name)), sent_(context_->size, 0),
+      received_(context_->size, 0) {}
 
 GlooCommunicator::~GlooCommunicator() = default;
 
@@ -66,53 +199,34 @@ GlooCommunicator::connect(gloo::rendezvous::Store &store, int rank, int size,
 int GlooCommunicator::rank() const { return context_->rank; }
 int GlooCommunicator::size() const { return context_->size; }
 
-Status GlooCommunicator::failed(const char *op, const std::exception &e) {
+Status GlooCommunicator::failed(const std::string &op, const std::exception &e) {
   broken_ = true;
   return Status::error(name_ + ": gloo " + op + " failed on group rank " +
                        std::to_string(context_->rank) + ": " + e.what());
 }
 
-namespace {
-// Gloo's reduce callback: c = a (op) b, elementwise. Gloo calls it in place
-// (c == a): `ivdep` keeps the loop vectorised where GCC's overlap check would
-// fall back to scalar code.
-template <typename Op> void combine(void *c, const void *a, const void *b, size_t n) {
-  auto *o = static_cast<float *>(c);
-  auto *x = static_cast<const float *>(a);
-  auto *y = static_cast<const float *>(b);
-  Op op;
-#pragma GCC ivdep
-  for (size_t i = 0; i < n; ++i)
-    o[i] = op(x[i], y[i]);
-}
-struct Max {
-  float operator()(float a, float b) const { return std::max(a, b); }
-};
-struct Min {
-  float operator()(float a, float b) const { return std::min(a, b); }
-};
-} // namespace
-
-Status GlooCommunicator::allReduce(float *buf, int64_t count, ReduceOp op) {
+Status GlooCommunicator::usable(const char *op, plan::DType type) const {
   if (broken_)
-    return Status::error(name_ + ": allReduce on a communicator broken by an earlier error");
-  if (context_->size == 1 || count == 0)
+    return Status::error(name_ + ": " + op + " on a communicator broken by an earlier error");
+  if (!isCommType(type))
+    return Status::error(name_ + ": " + op + " of unknown element type " +
+                         std::to_string(static_cast<int>(type)));
+  return Status::ok();
+}
+
+Status GlooCommunicator::allReduce(void *buf, int64_t count, plan::DType type, ReduceOp op) {
+  if (Status s = usable("allReduce", type); !s)
+    return s;
+  if (context_->size == 1 || count <= 0)
     return Status::ok();
   try {
     gloo::AllreduceOptions opts(context_);
-    opts.setOutput(buf, static_cast<size_t>(count));
+    withElement(type, [&](auto e) {
+      using T = decltype(e);
+      opts.setOutput(static_cast<T *>(buf), static_cast<size_t>(count));
+      opts.setReduceFunction(reduceFunction<T>(op));
+    });
     opts.setTag(tag_++);
-    switch (op) {
-    case ReduceOp::Sum:
-      opts.setReduceFunction(&combine<std::plus<float>>);
-      break;
-    case ReduceOp::Max:
-      opts.setReduceFunction(&combine<Max>);
-      break;
-    case ReduceOp::Min:
-      opts.setReduceFunction(&combine<Min>);
-      break;
-    }
     gloo::allreduce(opts);
   } catch (const std::exception &e) {
     return failed("allReduce", e);
@@ -120,21 +234,26 @@ Status GlooCommunicator::allReduce(float *buf, int64_t count, ReduceOp op) {
   return Status::ok();
 }
 
-Status GlooCommunicator::allGather(const float *send, float *recv, const int64_t *recvCounts) {
-  if (broken_)
-    return Status::error(name_ + ": allGather on a communicator broken by an earlier error");
+// Data movement goes through Gloo as bytes: any element type moves as it is.
+Status GlooCommunicator::allGather(const void *send, void *recv, const int64_t *recvCounts,
+                                   plan::DType type) {
+  if (Status s = usable("allGather", type); !s)
+    return s;
   const int n = context_->size, me = context_->rank;
+  const size_t bytes = dtypeSize(type);
   if (n == 1) {
     if (recv != send && recvCounts[0] > 0)
-      std::memmove(recv, send, recvCounts[0] * sizeof(float));
+      std::memmove(recv, send, recvCounts[0] * bytes);
     return Status::ok();
   }
-  std::vector<size_t> counts(recvCounts, recvCounts + n);
+  std::vector<size_t> counts(n);
+  for (int r = 0; r < n; ++r)
+    counts[r] = static_cast<size_t>(recvCounts[r]) * bytes;
   try {
     gloo::AllgathervOptions opts(context_);
     // Gloo only reads the input; its API takes a non-const pointer.
-    opts.setInput(const_cast<float *>(send), counts[me]);
-    opts.setOutput(recv, counts);
+    opts.setInput(const_cast<uint8_t *>(static_cast<const uint8_t *>(send)), counts[me]);
+    opts.setOutput(static_cast<uint8_t *>(recv), counts);
     opts.setTag(tag_++);
     gloo::allgatherv(opts);
   } catch (const std::exception &e) {
@@ -143,28 +262,32 @@ Status GlooCommunicator::allGather(const float *send, float *recv, const int64_t
   return Status::ok();
 }
 
-Status GlooCommunicator::allToAll(const float *send, const int64_t *sendCounts, float *recv,
-                                  const int64_t *recvCounts) {
-  if (broken_)
-    return Status::error(name_ + ": allToAll on a communicator broken by an earlier error");
+Status GlooCommunicator::allToAll(const void *send, const int64_t *sendCounts, void *recv,
+                                  const int64_t *recvCounts, plan::DType type) {
+  if (Status s = usable("allToAll", type); !s)
+    return s;
   const int n = context_->size;
+  const int64_t bytes = static_cast<int64_t>(dtypeSize(type));
   if (n == 1) {
     if (recv != send && sendCounts[0] > 0)
-      std::memmove(recv, send, sendCounts[0] * sizeof(float));
+      std::memmove(recv, send, sendCounts[0] * bytes);
     return Status::ok();
   }
-  std::vector<int64_t> in(sendCounts, sendCounts + n), out(recvCounts, recvCounts + n);
+  std::vector<int64_t> in(n), out(n);
   int64_t inTotal = 0, outTotal = 0;
   for (int i = 0; i < n; ++i) {
+    in[i] = sendCounts[i] * bytes;
+    out[i] = recvCounts[i] * bytes;
     inTotal += in[i];
     outTotal += out[i];
   }
-  // Gloo rejects zero-sized buffers; a dummy element keeps the exchange valid.
-  float dummyIn = 0, dummyOut = 0;
+  // Gloo rejects zero-sized buffers; a dummy byte keeps the exchange valid.
+  uint8_t dummyIn = 0, dummyOut = 0;
   try {
     gloo::AlltoallvOptions opts(context_);
-    opts.setInput(inTotal ? const_cast<float *>(send) : &dummyIn, in);
-    opts.setOutput(outTotal ? recv : &dummyOut, out);
+    opts.setInput(inTotal ? const_cast<uint8_t *>(static_cast<const uint8_t *>(send)) : &dummyIn,
+                  in);
+    opts.setOutput(outTotal ? static_cast<uint8_t *>(recv) : &dummyOut, out);
     opts.setTag(tag_++);
     gloo::alltoallv(opts);
   } catch (const std::exception &e) {
@@ -173,26 +296,122 @@ Status GlooCommunicator::allToAll(const float *send, const int64_t *sendCounts, 
   return Status::ok();
 }
 
-Status GlooCommunicator::reduceScatter(const float *send, float *recv, const int64_t *recvCounts,
-                                       ReduceOp op) {
-  if (broken_)
-    return Status::error(name_ + ": reduceScatter on a communicator broken by an earlier error");
+Status GlooCommunicator::reduceScatter(const void *send, void *recv, const int64_t *recvCounts,
+                                       plan::DType type, ReduceOp op) {
+  if (Status s = usable("reduceScatter", type); !s)
+    return s;
   const int n = context_->size, me = context_->rank;
   const int64_t mine = recvCounts[me];
+  const size_t bytes = dtypeSize(type);
   if (n == 1) {
     if (recv != send && mine > 0)
-      std::memmove(recv, send, mine * sizeof(float));
+      std::memmove(recv, send, mine * bytes);
     return Status::ok();
   }
   std::vector<int64_t> recvFrom(n, mine);
-  if (scratch_.size() < static_cast<size_t>(mine * n))
-    scratch_.resize(static_cast<size_t>(mine * n));
-  Status s = allToAll(send, recvCounts, scratch_.data(), recvFrom.data());
+  if (scratch_.size() < static_cast<size_t>(mine * n) * bytes)
+    scratch_.resize(static_cast<size_t>(mine * n) * bytes);
+  Status s = allToAll(send, recvCounts, scratch_.data(), recvFrom.data(), type);
   if (!s)
     return Status::error(name_ + ": gloo reduceScatter failed: " + s.message());
-  std::memcpy(recv, scratch_.data(), mine * sizeof(float));
-  for (int r = 1; r < n; ++r)
-    reduceInto(recv, scratch_.data() + r * mine, static_cast<size_t>(mine), op);
+  withElement(type, [&](auto e) {
+    using T = decltype(e);
+    reduceChunks(reinterpret_cast<const T *>(scratch_.data()), n, static_cast<size_t>(mine), op,
+                 static_cast<T *>(recv), scratchF32_);
+  });
+  return Status::ok();
+}
+
+Status GlooCommunicator::broadcast(void *buf, int64_t count, plan::DType type, int root) {
+  if (Status s = usable("broadcast", type); !s)
+    return s;
+  if (root < 0 || root >= context_->size)
+    return Status::error(name_ + ": broadcast from root " + std::to_string(root) +
+                         ", not a rank of a group of " + std::to_string(context_->size));
+  if (context_->size == 1 || count <= 0)
+    return Status::ok();
+  try {
+    gloo::BroadcastOptions opts(context_);
+    opts.setOutput(static_cast<uint8_t *>(buf), static_cast<size_t>(count) * dtypeSize(type));
+    opts.setRoot(root);
+    opts.setTag(tag_++);
+    gloo::broadcast(opts);
+  } catch (const std::exception &e) {
+    return failed("broadcast", e);
+  }
+  return Status::ok();
+}
+
+Status GlooCommunicator::checkPeer(const char *op, int peer) const {
+  if (peer < 0 || peer >= context_->size || peer == context_->rank)
+    return Status::error(name_ + ": " + op + " peer " + std::to_string(peer) + " on group rank " +
+                         std::to_string(context_->rank) + ": the peer must be another rank of " +
+                         "the group of " + std::to_string(context_->size));
+  return Status::ok();
+}
+
+Status GlooCommunicator::send(const void *buf, int64_t count, plan::DType type, int peer) {
+  if (Status s = usable("send", type); !s)
+    return s;
+  if (Status s = checkPeer("send to", peer); !s)
+    return s;
+  return transfer(true, const_cast<void *>(buf), count, type, peer);
+}
+
+Status GlooCommunicator::recv(void *buf, int64_t count, plan::DType type, int peer) {
+  if (Status s = usable("recv", type); !s)
+    return s;
+  if (Status s = checkPeer("recv from", peer); !s)
+    return s;
+  return transfer(false, buf, count, type, peer);
+}
+
+// Both ends first exchange headers (sender's and receiver's counts and
+// types), each checking the other's; only then does the receiver post the
+// payload's receive, so that a longer message never meets a shorter buffer
+// (Gloo would fail an assertion on its device thread). Gloo sends a payload
+// once the receiver has posted its receive.
+Status GlooCommunicator::transfer(bool outgoing, void *buf, int64_t count, plan::DType type,
+                                  int peer) {
+  const int me = context_->rank;
+  const std::string what =
+      std::string(outgoing ? "send to" : "recv from") + " peer " + std::to_string(peer);
+  if (count < 0)
+    return Status::error(name_ + ": " + what + " on group rank " + std::to_string(me) +
+                         ": negative count " + std::to_string(count));
+  const int from = outgoing ? me : peer, to = outgoing ? peer : me;
+  const uint32_t number = outgoing ? sent_[peer]++ : received_[peer]++;
+  const std::chrono::milliseconds timeout = context_->getTimeout();
+  MessageHeader mine{count, static_cast<int64_t>(type)}, theirs{-1, -1};
+  try {
+    auto out = context_->createUnboundBuffer(&mine, sizeof mine);
+    auto in = context_->createUnboundBuffer(&theirs, sizeof theirs);
+    out->send(peer, messageSlot(from, to, number, outgoing ? 0 : 1));
+    in->recv(peer, messageSlot(from, to, number, outgoing ? 1 : 0));
+    if (!in->waitRecv(timeout) || !out->waitSend(timeout))
+      throw std::runtime_error("the header exchange was aborted");
+    if (theirs.count != count || theirs.type != mine.type)
+      return Status::error(name_ + ": " + what + " on group rank " + std::to_string(me) +
+                           ": the peer " + (outgoing ? "expects " : "sends ") +
+                           std::to_string(theirs.count) + " elements of " + typeName(theirs.type) +
+                           ", this rank " + (outgoing ? "sends " : "expects ") +
+                           std::to_string(count) + " of " + typeName(mine.type));
+    if (count == 0)
+      return Status::ok();
+    auto payload = context_->createUnboundBuffer(buf, static_cast<size_t>(count) * dtypeSize(type));
+    const uint64_t slot = messageSlot(from, to, number, 2);
+    if (outgoing) {
+      payload->send(peer, slot);
+      if (!payload->waitSend(timeout))
+        throw std::runtime_error("the send was aborted");
+    } else {
+      payload->recv(peer, slot);
+      if (!payload->waitRecv(timeout))
+        throw std::runtime_error("the receive was aborted");
+    }
+  } catch (const std::exception &e) {
+    return failed(what, e);
+  }
   return Status::ok();
 }
 

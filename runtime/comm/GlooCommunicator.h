@@ -1,5 +1,6 @@
 // Communicator over one Gloo context (TCP): the CPU data plane. Gloo errors
-// (a dead peer, a timeout) come back as Status errors naming the collective.
+// (a dead peer, a timeout) come back as Status errors naming the operation
+// and, for send/recv, the peer.
 #pragma once
 
 #include "runtime/comm/Communicator.h"
@@ -22,7 +23,7 @@ class GlooCommunicator : public Communicator {
 public:
   // Connects rank `rank` of `size` over `store` (keys are used as given: wrap
   // the store in a PrefixStore to separate groups). `timeout` bounds the
-  // rendezvous and every collective. `name` prefixes error messages. `host`:
+  // rendezvous and every operation. `name` prefixes error messages. `host`:
   // the address the TCP device listens on (empty: the host name's address).
   static StatusOr<std::unique_ptr<GlooCommunicator>>
   connect(gloo::rendezvous::Store &store, int rank, int size, std::chrono::milliseconds timeout,
@@ -31,23 +32,44 @@ public:
 
   int rank() const override;
   int size() const override;
-  Status allReduce(float *buf, int64_t count, ReduceOp op) override;
-  Status allGather(const float *send, float *recv, const int64_t *recvCounts) override;
-  Status reduceScatter(const float *send, float *recv, const int64_t *recvCounts,
+  // BF16 sums: Gloo has no bf16 type; its ring adds pairs in f32 and rounds
+  // at every hop. reduceScatter adds the chunks it received in f32 and
+  // rounds once.
+  Status allReduce(void *buf, int64_t count, plan::DType type, ReduceOp op) override;
+  Status allGather(const void *send, void *recv, const int64_t *recvCounts,
+                   plan::DType type) override;
+  Status reduceScatter(const void *send, void *recv, const int64_t *recvCounts, plan::DType type,
                        ReduceOp op) override;
-  Status allToAll(const float *send, const int64_t *sendCounts, float *recv,
-                  const int64_t *recvCounts) override;
+  Status allToAll(const void *send, const int64_t *sendCounts, void *recv,
+                  const int64_t *recvCounts, plan::DType type) override;
+  Status broadcast(void *buf, int64_t count, plan::DType type, int root) override;
+  // A message is a 16-byte header each way (count and type: a mismatched
+  // pair is an error on both ranks, not a write past a buffer), then the
+  // payload.
+  Status send(const void *buf, int64_t count, plan::DType type, int peer) override;
+  Status recv(void *buf, int64_t count, plan::DType type, int peer) override;
 
 private:
   GlooCommunicator(std::shared_ptr<gloo::Context> context, std::string name);
-  Status failed(const char *op, const std::exception &e);
+  Status failed(const std::string &op, const std::exception &e);
+  // An error when the communicator is broken or `type` is not one it carries.
+  Status usable(const char *op, plan::DType type) const;
+  // The checks of send/recv's peer.
+  Status checkPeer(const char *op, int peer) const;
+  // One send (outgoing) or recv: header exchange, then the payload.
+  Status transfer(bool outgoing, void *buf, int64_t count, plan::DType type, int peer);
 
   std::shared_ptr<gloo::Context> context_;
   std::string name_;
   uint32_t tag_ = 0;
-  // Reduce-scatter receives every peer's chunk here before reducing; it only
-  // grows, so steady-state steps do not allocate.
-  std::vector<float> scratch_;
+  // Per peer: the number of the next message to it / from it (send/recv's
+  // Gloo slots), so that successive messages never match each other.
+  std::vector<uint32_t> sent_, received_;
+  // Reduce-scatter receives every peer's chunk here before reducing (and
+  // sums bf16 in f32 in scratchF32_); both only grow, so steady-state steps
+  // do not allocate.
+  std::vector<uint8_t> scratch_;
+  std::vector<float> scratchF32_;
   bool broken_ = false; // Gloo contexts are unusable after an IoException
 };
 

@@ -1,7 +1,9 @@
 // NCCL collectives with the Communicator interface's uneven (balanced-chunk)
 // counts, built as grouped point-to-point-rooted calls where NCCL's own
-// collective needs equal counts.
+// collective needs equal counts; every element type maps to an NCCL type.
 #include "runtime/comm/NcclCommunicator.h"
+
+#include "runtime/plan/PlanLoader.h"
 
 #include <gloo/rendezvous/store.h>
 #include <nccl.h>
@@ -25,6 +27,28 @@ ncclRedOp_t ncclOp(ReduceOp op) {
     return ncclMin;
   }
   return ncclSum;
+}
+
+// A type isCommType accepts.
+ncclDataType_t ncclType(plan::DType type) {
+  switch (type) {
+  case plan::DType::BF16:
+    return ncclBfloat16;
+  case plan::DType::I32:
+    return ncclInt32;
+  case plan::DType::U8:
+    return ncclUint8;
+  default:
+    return ncclFloat32;
+  }
+}
+
+// Element `offset` of a device buffer of `type`.
+const void *at(const void *p, int64_t offset, plan::DType type) {
+  return static_cast<const char *>(p) + offset * static_cast<int64_t>(dtypeSize(type));
+}
+void *at(void *p, int64_t offset, plan::DType type) {
+  return static_cast<char *>(p) + offset * static_cast<int64_t>(dtypeSize(type));
 }
 
 bool allEqual(const int64_t *counts, int n) {
@@ -161,28 +185,47 @@ Status NcclCommunicator::usable(const char *op) const {
   return Status::error(name_ + ": NCCL " + op + " on an aborted communicator");
 }
 
-Status NcclCommunicator::allReduce(float *buf, int64_t count, ReduceOp op) {
-  if (Status s = usable("all-reduce"); !s)
+Status NcclCommunicator::usable(const char *op, plan::DType type) const {
+  if (Status s = usable(op); !s)
     return s;
-  return settle("all-reduce", ncclAllReduce(buf, buf, static_cast<size_t>(count), ncclFloat32,
+  if (!isCommType(type))
+    return Status::error(name_ + ": NCCL " + op + " of unknown element type " +
+                         std::to_string(static_cast<int>(type)));
+  return Status::ok();
+}
+
+Status NcclCommunicator::checkPeer(const char *op, int peer) const {
+  if (peer < 0 || peer >= size_ || peer == rank_)
+    return Status::error(name_ + ": NCCL " + op + " peer " + std::to_string(peer) +
+                         " on group rank " + std::to_string(rank_) +
+                         ": the peer must be another rank of the group of " +
+                         std::to_string(size_));
+  return Status::ok();
+}
+
+Status NcclCommunicator::allReduce(void *buf, int64_t count, plan::DType type, ReduceOp op) {
+  if (Status s = usable("all-reduce", type); !s)
+    return s;
+  return settle("all-reduce", ncclAllReduce(buf, buf, static_cast<size_t>(count), ncclType(type),
                                             ncclOp(op), comm_, stream_));
 }
 
-Status NcclCommunicator::allGather(const float *send, float *recv, const int64_t *recvCounts) {
-  if (Status s = usable("all-gather"); !s)
+Status NcclCommunicator::allGather(const void *send, void *recv, const int64_t *recvCounts,
+                                   plan::DType type) {
+  if (Status s = usable("all-gather", type); !s)
     return s;
+  const ncclDataType_t t = ncclType(type);
   if (allEqual(recvCounts, size_))
-    return settle("all-gather", ncclAllGather(send, recv, static_cast<size_t>(recvCounts[0]),
-                                              ncclFloat32, comm_, stream_));
+    return settle("all-gather",
+                  ncclAllGather(send, recv, static_cast<size_t>(recvCounts[0]), t, comm_, stream_));
   if (Status s = settle("group start", ncclGroupStart()); !s)
     return s;
   int64_t offset = 0;
   for (int r = 0; r < size_; ++r) {
     // The root's own chunk is copied by the broadcast itself (send -> recv).
     if (Status s = settle("all-gather (broadcast)",
-                          ncclBroadcast(r == rank_ ? send : nullptr, recv + offset,
-                                        static_cast<size_t>(recvCounts[r]), ncclFloat32, r, comm_,
-                                        stream_));
+                          ncclBroadcast(r == rank_ ? send : nullptr, at(recv, offset, type),
+                                        static_cast<size_t>(recvCounts[r]), t, r, comm_, stream_));
         !s) {
       (void)ncclGroupEnd();
       return s;
@@ -192,22 +235,23 @@ Status NcclCommunicator::allGather(const float *send, float *recv, const int64_t
   return settle("all-gather (group end)", ncclGroupEnd());
 }
 
-Status NcclCommunicator::reduceScatter(const float *send, float *recv, const int64_t *recvCounts,
-                                       ReduceOp op) {
-  if (Status s = usable("reduce-scatter"); !s)
+Status NcclCommunicator::reduceScatter(const void *send, void *recv, const int64_t *recvCounts,
+                                       plan::DType type, ReduceOp op) {
+  if (Status s = usable("reduce-scatter", type); !s)
     return s;
+  const ncclDataType_t t = ncclType(type);
   if (allEqual(recvCounts, size_))
     return settle("reduce-scatter",
-                  ncclReduceScatter(send, recv, static_cast<size_t>(recvCounts[0]), ncclFloat32,
-                                    ncclOp(op), comm_, stream_));
+                  ncclReduceScatter(send, recv, static_cast<size_t>(recvCounts[0]), t, ncclOp(op),
+                                    comm_, stream_));
   if (Status s = settle("group start", ncclGroupStart()); !s)
     return s;
   int64_t offset = 0;
   for (int r = 0; r < size_; ++r) {
     if (Status s = settle("reduce-scatter (reduce)",
-                          ncclReduce(send + offset, r == rank_ ? recv : nullptr,
-                                     static_cast<size_t>(recvCounts[r]), ncclFloat32, ncclOp(op), r,
-                                     comm_, stream_));
+                          ncclReduce(at(send, offset, type), r == rank_ ? recv : nullptr,
+                                     static_cast<size_t>(recvCounts[r]), t, ncclOp(op), r, comm_,
+                                     stream_));
         !s) {
       (void)ncclGroupEnd();
       return s;
@@ -217,20 +261,21 @@ Status NcclCommunicator::reduceScatter(const float *send, float *recv, const int
   return settle("reduce-scatter (group end)", ncclGroupEnd());
 }
 
-Status NcclCommunicator::allToAll(const float *send, const int64_t *sendCounts, float *recv,
-                                  const int64_t *recvCounts) {
-  if (Status s = usable("all-to-all"); !s)
+Status NcclCommunicator::allToAll(const void *send, const int64_t *sendCounts, void *recv,
+                                  const int64_t *recvCounts, plan::DType type) {
+  if (Status s = usable("all-to-all", type); !s)
     return s;
+  const ncclDataType_t t = ncclType(type);
   if (Status s = settle("group start", ncclGroupStart()); !s)
     return s;
   int64_t sendOffset = 0, recvOffset = 0;
   for (int r = 0; r < size_; ++r) {
-    Status s =
-        settle("all-to-all (send)", ncclSend(send + sendOffset, static_cast<size_t>(sendCounts[r]),
-                                             ncclFloat32, r, comm_, stream_));
+    Status s = settle("all-to-all (send)",
+                      ncclSend(at(send, sendOffset, type), static_cast<size_t>(sendCounts[r]), t, r,
+                               comm_, stream_));
     if (s)
       s = settle("all-to-all (recv)",
-                 ncclRecv(recv + recvOffset, static_cast<size_t>(recvCounts[r]), ncclFloat32, r,
+                 ncclRecv(at(recv, recvOffset, type), static_cast<size_t>(recvCounts[r]), t, r,
                           comm_, stream_));
     if (!s) {
       (void)ncclGroupEnd();
@@ -240,6 +285,34 @@ Status NcclCommunicator::allToAll(const float *send, const int64_t *sendCounts, 
     recvOffset += recvCounts[r];
   }
   return settle("all-to-all (group end)", ncclGroupEnd());
+}
+
+Status NcclCommunicator::broadcast(void *buf, int64_t count, plan::DType type, int root) {
+  if (Status s = usable("broadcast", type); !s)
+    return s;
+  if (root < 0 || root >= size_)
+    return Status::error(name_ + ": NCCL broadcast from root " + std::to_string(root) +
+                         ", not a rank of a group of " + std::to_string(size_));
+  return settle("broadcast", ncclBroadcast(buf, buf, static_cast<size_t>(count), ncclType(type),
+                                           root, comm_, stream_));
+}
+
+Status NcclCommunicator::send(const void *buf, int64_t count, plan::DType type, int peer) {
+  if (Status s = usable("send", type); !s)
+    return s;
+  if (Status s = checkPeer("send to", peer); !s)
+    return s;
+  return settle(("send to peer " + std::to_string(peer)).c_str(),
+                ncclSend(buf, static_cast<size_t>(count), ncclType(type), peer, comm_, stream_));
+}
+
+Status NcclCommunicator::recv(void *buf, int64_t count, plan::DType type, int peer) {
+  if (Status s = usable("recv", type); !s)
+    return s;
+  if (Status s = checkPeer("recv from", peer); !s)
+    return s;
+  return settle(("recv from peer " + std::to_string(peer)).c_str(),
+                ncclRecv(buf, static_cast<size_t>(count), ncclType(type), peer, comm_, stream_));
 }
 
 } // namespace sbpflow

@@ -37,15 +37,23 @@ public:
   int size() const override { return size_; }
   cudaStream_t stream() const { return stream_; }
 
-  Status allReduce(float *buf, int64_t count, ReduceOp op) override;
+  // BF16 reduces natively (ncclBfloat16), I32 and U8 as ncclInt32 and
+  // ncclUint8.
+  Status allReduce(void *buf, int64_t count, plan::DType type, ReduceOp op) override;
   // Uneven counts: one broadcast per rank in a group (NCCL's allgather needs
   // equal counts); even counts use ncclAllGather.
-  Status allGather(const float *send, float *recv, const int64_t *recvCounts) override;
+  Status allGather(const void *send, void *recv, const int64_t *recvCounts,
+                   plan::DType type) override;
   // Uneven counts: one reduce per rank in a group; even: ncclReduceScatter.
-  Status reduceScatter(const float *send, float *recv, const int64_t *recvCounts,
+  Status reduceScatter(const void *send, void *recv, const int64_t *recvCounts, plan::DType type,
                        ReduceOp op) override;
-  Status allToAll(const float *send, const int64_t *sendCounts, float *recv,
-                  const int64_t *recvCounts) override;
+  Status allToAll(const void *send, const int64_t *sendCounts, void *recv,
+                  const int64_t *recvCounts, plan::DType type) override;
+  Status broadcast(void *buf, int64_t count, plan::DType type, int root) override;
+  // ncclSend / ncclRecv, enqueued on stream(). NCCL checks neither count nor
+  // type against the peer's: both ranks must agree.
+  Status send(const void *buf, int64_t count, plan::DType type, int peer) override;
+  Status recv(void *buf, int64_t count, plan::DType type, int peer) override;
 
   // NCCL reports a failed peer or network asynchronously, while its kernels
   // may wait forever: the executor's watchdog polls this and, on an error or
@@ -60,8 +68,12 @@ private:
   // Non-blocking communicators may return ncclInProgress from a call: wait
   // until the call is enqueued (or failed).
   Status settle(const char *op, int result);
-  // An error naming `op` once abort() has run (comm_ is null then).
+  // An error naming `op` once abort() has run (comm_ is null then); with a
+  // type, also for one the communicators do not carry.
   Status usable(const char *op) const;
+  Status usable(const char *op, plan::DType type) const;
+  // An error unless `peer` is another rank of the group.
+  Status checkPeer(const char *op, int peer) const;
 
   ncclComm *comm_; // null once aborted
   int rank_, size_;

@@ -407,6 +407,9 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
     if (!known(t->dtype()))
       return Status::error(tname + ": unknown dtype " +
                            std::to_string(static_cast<int>(t->dtype())));
+    // No kernel reads or writes U8 yet (the communicators carry it).
+    if (t->dtype() == plan::DType::U8)
+      return Status::error(tname + ": dtype U8 is not supported by any op yet");
     if (Status s = checkTyped(p, tname, t->placement(), t->shape(), t->sbp()); !s)
       return s;
     if (t->variable() < -1 || t->variable() >= nv)
@@ -648,7 +651,9 @@ bool isCollective(plan::OpKind op) {
   return info && info->category == OpCategory::Collective;
 }
 
-size_t dtypeSize(plan::DType dtype) { return dtype == plan::DType::BF16 ? 2 : 4; }
+size_t dtypeSize(plan::DType dtype) {
+  return dtype == plan::DType::BF16 ? 2 : dtype == plan::DType::U8 ? 1 : 4;
+}
 
 Status checkPlan(const plan::Plan &p) {
   if (p.version() != kPlanVersion)

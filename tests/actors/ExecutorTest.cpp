@@ -1078,6 +1078,127 @@ TEST(ExecutorBf16, CollectivesReduceInF32AndRoundOnce) {
   EXPECT_GT(roundedSums, kRows * kK);
 }
 
+// --- I32 collectives: integers reduce as integers. The values exceed 2^24, so
+// an f32 sum (or one over the integers' bit patterns read as floats) would
+// not give them back exactly.
+
+// "ids" i32 [kIdCols] and "few" i32 [] per row, different on each rank, some
+// negative.
+class IdData : public DataSource {
+public:
+  explicit IdData(int rank) : rank_(rank) {
+    fields_ = {{"ids", FieldType::I32, {kIdCols}}, {"few", FieldType::I32, {}}};
+  }
+  static constexpr int64_t kIdCols = 7;
+  static int32_t value(const std::string &field, int rank, int64_t row, int64_t col) {
+    const int64_t v = (int64_t{1} << 24) + 1 + 1000003 * row + 7919 * col +
+                      rank * ((int64_t{1} << 29) + 3) + (field == "few" ? 12345 : 0);
+    return static_cast<int32_t>((col + rank) % 3 == 1 ? -v : v);
+  }
+  const std::vector<FieldInfo> &fields() const override { return fields_; }
+  int64_t size() const override { return 1000; }
+  Status fill(const std::string &field, int64_t, int64_t, int64_t, int64_t rowBegin,
+              int64_t rowCount, void *dst) override {
+    const int64_t cols = field == "ids" ? kIdCols : 1;
+    for (int64_t r = 0; r < rowCount; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        static_cast<int32_t *>(dst)[r * cols + c] = value(field, rank_, rowBegin + r, c);
+    return Status::ok();
+  }
+
+private:
+  std::vector<FieldInfo> fields_;
+  int rank_;
+};
+
+// Two ranks: partial i32 tensors all-reduced (sum, in a bucket of two; max
+// of a P(max) copy), and reduce-scattered then gathered.
+PlanSpec i32CollectivesPlan() {
+  constexpr plan::DType kI32 = plan::DType::I32;
+  constexpr int64_t kIdRows = 5;
+  PlanSpec spec;
+  spec.placements = {{"cpu", {0, 1}, {2}}};
+  ProgramSpec prog;
+  prog.tensors = {
+      {"ids", {kIdRows, IdData::kIdCols}, {P()}, kI32},      // 0
+      {"few", {kIdRows}, {P()}, kI32},                       // 1
+      {"ids.sum", {kIdRows, IdData::kIdCols}, {B()}, kI32},  // 2
+      {"few.sum", {kIdRows}, {B()}, kI32},                   // 3
+      {"ids.max", {kIdRows, IdData::kIdCols}, {B()}, kI32},  // 4
+      {"ids.rs", {kIdRows, IdData::kIdCols}, {S(1)}, kI32},  // 5
+      {"ids.rs.b", {kIdRows, IdData::kIdCols}, {B()}, kI32}, // 6
+      {"ids.m", {kIdRows, IdData::kIdCols}, {Pmax()}, kI32}, // 7
+  };
+  using K = plan::OpKind;
+  using A = plan::OpAttrs;
+  TaskSpec max = makeTask("ids.max.allreduce", K::AllReduce, {7}, {4}, A::CollectiveAttrs);
+  max.reduce = plan::ReduceOp::Max;
+  TaskSpec rs = makeTask("ids.reduce_scatter", K::ReduceScatter, {0}, {5}, A::CollectiveAttrs);
+  TaskSpec ag = makeTask("ids.rs.allgather", K::AllGather, {5}, {6}, A::CollectiveAttrs);
+  prog.tasks = {
+      inputTask("input.ids", 0, "ids"),
+      inputTask("input.few", 1, "few"),
+      makeTask("bucket.allreduce", K::AllReduce, {0, 1}, {2, 3}, A::CollectiveAttrs),
+      inputTask("input.ids.max", 7, "ids"),
+      max,
+      rs,
+      ag,
+  };
+  prog.outputs = {{"ids.sum", 2}, {"few.sum", 3}, {"ids.max", 4}, {"ids.rs.b", 6}};
+  spec.programs.push_back(prog);
+  finalize(spec);
+  return spec;
+}
+
+TEST(ExecutorI32, CollectivesSumIntegersExactly) {
+  auto loaded = loadPlanBuffer(build(i32CollectivesPlan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  const std::vector<std::string> names = {"ids.sum", "few.sum", "ids.max", "ids.rs.b"};
+  std::vector<std::map<std::string, std::vector<int32_t>>> got(2);
+  onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
+    IdData data(r);
+    if (Status s = exec.run("train", &data, 0, 0, 1, nullptr); !s)
+      return s;
+    for (const std::string &name : names)
+      if (Status s = exec.readOutput("train", name, got[r][name]); !s)
+        return s;
+    std::vector<float> asFloat;
+    Status s = exec.readOutput("train", "ids.sum", asFloat);
+    EXPECT_NE(s.message().find("output 'ids.sum' is not an f32 tensor"), std::string::npos)
+        << s.message();
+    return Status::ok();
+  });
+  if (HasFailure())
+    return;
+  auto sum = [](const char *field, int64_t i, int64_t j) {
+    return IdData::value(field, 0, i, j) + IdData::value(field, 1, i, j);
+  };
+  int inexactInF32 = 0;
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(got[r]["few.sum"].size(), 5u) << "rank " << r;
+    for (int64_t i = 0; i < 5; ++i) {
+      EXPECT_EQ(got[r]["few.sum"][i], sum("few", i, 0)) << "few.sum at " << i << " on rank " << r;
+      for (int64_t j = 0; j < IdData::kIdCols; ++j) {
+        const size_t at = static_cast<size_t>(i * IdData::kIdCols + j);
+        const std::string where =
+            " at " + std::to_string(i) + "," + std::to_string(j) + " on rank " + std::to_string(r);
+        ASSERT_EQ(got[r]["ids.sum"].size(), static_cast<size_t>(5 * IdData::kIdCols));
+        EXPECT_EQ(got[r]["ids.sum"][at], sum("ids", i, j)) << "ids.sum" << where;
+        EXPECT_EQ(got[r]["ids.rs.b"][at], sum("ids", i, j)) << "ids.rs.b" << where;
+        EXPECT_EQ(got[r]["ids.max"][at],
+                  std::max(IdData::value("ids", 0, i, j), IdData::value("ids", 1, i, j)))
+            << "ids.max" << where;
+        const float a = static_cast<float>(IdData::value("ids", 0, i, j));
+        const float b = static_cast<float>(IdData::value("ids", 1, i, j));
+        inexactInF32 += static_cast<int64_t>(a + b) != sum("ids", i, j);
+      }
+    }
+  }
+  // The data makes most sums inexact in f32: exactness is tested.
+  EXPECT_GT(inexactInF32, 5 * IdData::kIdCols);
+}
+
 // --- Fused bias + GELU: a BiasGelu task gives what BiasAdd then Gelu give, bit
 // for bit, so that fused and unfused plans train identically.
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <random>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace sbpflow::cpu {
@@ -302,19 +303,37 @@ int64_t flatIndex(const std::vector<int64_t> &shape, const std::vector<int64_t> 
   return idx;
 }
 
+// T = float: the f32 copies; another T: the copies of elements of sizeof(T)
+// bytes.
+template <class T = float>
 void checkRegionRoundTrip(const std::vector<int64_t> &shape, const std::vector<int64_t> &begin,
                           const std::vector<int64_t> &size) {
+  auto copyOut = [&](const T *src, T *dst) {
+    if constexpr (std::is_same_v<T, float>)
+      copyRegion(src, shape.data(), begin.data(), size.data(), static_cast<int>(shape.size()), dst);
+    else
+      copyRegion(src, shape.data(), begin.data(), size.data(), static_cast<int>(shape.size()), dst,
+                 sizeof(T));
+  };
+  auto copyIn = [&](const T *src, T *dst) {
+    if constexpr (std::is_same_v<T, float>)
+      copyIntoRegion(src, begin.data(), size.data(), dst, shape.data(),
+                     static_cast<int>(shape.size()));
+    else
+      copyIntoRegion(src, begin.data(), size.data(), dst, shape.data(),
+                     static_cast<int>(shape.size()), sizeof(T));
+  };
   const int rank = static_cast<int>(shape.size());
   int64_t total = 1, regionTotal = 1;
   for (int a = 0; a < rank; ++a) {
     total *= shape[a];
     regionTotal *= size[a];
   }
-  std::vector<float> src(total);
+  std::vector<T> src(total);
   for (int64_t i = 0; i < total; ++i)
-    src[i] = static_cast<float>(i);
-  std::vector<float> region(regionTotal, -1.f);
-  copyRegion(src.data(), shape.data(), begin.data(), size.data(), rank, region.data());
+    src[i] = static_cast<T>(i + 1);
+  std::vector<T> region(regionTotal, T(0));
+  copyOut(src.data(), region.data());
 
   // Every region element is the source element at begin + its coordinate.
   std::vector<int64_t> coord(rank, 0);
@@ -331,8 +350,8 @@ void checkRegionRoundTrip(const std::vector<int64_t> &shape, const std::vector<i
   }
 
   // Scattering back into a zeroed tensor restores exactly the region.
-  std::vector<float> back(total, 0.f);
-  copyIntoRegion(region.data(), begin.data(), size.data(), back.data(), shape.data(), rank);
+  std::vector<T> back(total, T(0));
+  copyIn(region.data(), back.data());
   for (int64_t i = 0; i < total; ++i) {
     int64_t rem = i;
     bool inside = true;
@@ -341,7 +360,7 @@ void checkRegionRoundTrip(const std::vector<int64_t> &shape, const std::vector<i
       rem /= shape[a];
       inside = inside && c >= begin[a] && c < begin[a] + size[a];
     }
-    ASSERT_EQ(back[i], inside ? src[i] : 0.f) << "element " << i;
+    ASSERT_EQ(back[i], inside ? src[i] : T(0)) << "element " << i;
   }
 }
 
@@ -360,6 +379,15 @@ TEST(CopyRegionTest, RoundTripTwoAxes) {
 TEST(CopyRegionTest, RoundTripThreeAxes) {
   checkRegionRoundTrip({5, 7, 13}, {1, 2, 3}, {3, 4, 9});
   checkRegionRoundTrip({2, 3, 127}, {1, 0, 120}, {1, 3, 7});
+}
+
+// bf16 regions move as 2-byte elements (and the byte copies take any size).
+TEST(CopyRegionTest, RoundTripTwoAndOneByteElements) {
+  checkRegionRoundTrip<uint16_t>({13}, {5}, {7});
+  checkRegionRoundTrip<uint16_t>({7, 13}, {0, 9}, {7, 4});
+  checkRegionRoundTrip<uint16_t>({5, 7, 13}, {1, 2, 3}, {3, 4, 9});
+  checkRegionRoundTrip<uint8_t>({2, 3, 40}, {1, 0, 33}, {1, 3, 7}); // 240 distinct values
+  checkRegionRoundTrip<uint16_t>({}, {}, {});
 }
 
 TEST(CopyRegionTest, EmptyRegionWritesNothing) {

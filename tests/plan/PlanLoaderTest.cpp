@@ -564,6 +564,17 @@ TEST(PlanLoader, LabelsAreI32) {
   EXPECT_ERROR(spec, "task 1 'labels' (Fill): output 0 'labels' must be F32, is I32");
 }
 
+// U8 is a communicator payload type: no kernel takes a U8 tensor yet.
+TEST(PlanLoader, U8TensorsAreRefused) {
+  PlanSpec spec;
+  ProgramSpec prog;
+  prog.tensors = {{"bytes", {4}, {B()}, plan::DType::U8}, {"copy", {4}, {B()}, plan::DType::U8}};
+  prog.tasks = {inputTask("bytes", 0, "bytes"), makeTask("copy", plan::OpKind::Reshape, {0}, {1})};
+  spec.programs.push_back(prog);
+  finalize(spec);
+  EXPECT_ERROR(spec, "tensor 0 'bytes': dtype U8 is not supported by any op yet");
+}
+
 // Mixed precision: f32 variables cast to bf16, bf16 matmuls with a bf16 and
 // an f32 result, layer norm of bf16 with f32 weights, an f32 loss.
 PlanSpec bf16Plan() {

@@ -18,6 +18,7 @@ struct Sbp {
 inline Sbp S(int axis) { return {plan::SbpKind::Split, axis}; }
 inline Sbp B() { return {plan::SbpKind::Broadcast, 0}; }
 inline Sbp P() { return {plan::SbpKind::PartialSum, 0}; }
+inline Sbp Pmax() { return {plan::SbpKind::PartialMax, 0}; }
 
 struct PlacementSpec {
   std::string name = "cpu";

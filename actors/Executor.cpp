@@ -1,41 +1,73 @@
-// The CPU executor: plan tasks as kernels on the register protocol of
-// actors/TaskGraph.h, compute kernels on the actors' own scheduler threads and
-// collectives on the ordered comm thread. Everything a step touches (arena,
-// variables, local shapes, packing scratch, metric ring) is allocated at
-// create time.
+// The executor, one for every device: a plan's tasks become kernels (the op
+// registry, kernels/Registry.h) on the register protocol of
+// actors/TaskGraph.h. Compute tasks run on their actors' threads (on a GPU
+// they enqueue on the compute stream, one at a time, in the order the
+// protocol fires them, which is a valid order); collectives run in plan
+// order on the comm thread (on a GPU enqueued on their NCCL stream, with
+// events where a tensor crosses between streams). Everything a step touches
+// (variables, every program's arena, every kernel's scratch) has its place in
+// one allocation laid out at create: kernels are built twice, first to
+// measure, then over the device's memory, and a step allocates nothing.
 #include "actors/Executor.h"
 
-#include "actors/ActorExecutor.h"
-#include "actors/ComputeKernels.h"
-#ifdef SBPFLOW_HAVE_CUDA
-#include "actors/CudaExecutor.h"
-#endif
 #include "actors/Messages.h"
 #include "actors/ProgramLayout.h"
 #include "actors/TaskGraph.h"
 #include "actors/TaskTrace.h"
 #include "actors/Variables.h"
+#include "kernels/Registry.h"
 #include "kernels/cpu/Kernels.h"
-#include "kernels/cpu/Transformer.h"
 #include "runtime/Shape.h"
-#include "runtime/checkpoint/Checkpoint.h"
 #include "runtime/comm/CommGroups.h"
 #include "runtime/data/DataSource.h"
+#include "runtime/device/CollectiveQueue.h"
 #include "runtime/device/CpuDevice.h"
 #include "runtime/plan/PlanLoader.h"
+
+#ifdef SBPFLOW_HAVE_CUDA
+#include "kernels/cuda/Dispatch.h"
+#include "kernels/cuda/Loss.h"
+#include "runtime/device/CudaDevice.h"
+#endif
 
 #include <caf/all.hpp>
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
-#include <sys/stat.h>
+#include <mutex>
 
 namespace sbpflow {
 namespace {
 
-struct ProgramRuntime : ProgramActors {
-  std::vector<uint8_t> arenaStorage;
+// How many steps the coordinator may run ahead of the caller's onStep (the
+// rows of a program's metric ring); the caller acknowledges every half.
+constexpr int64_t kStepWindow = 16;
+
+// One program's task actors and what its steps hand to the caller.
+struct Program {
+  std::string name;
+  std::shared_ptr<TaskGraph> graph;
+  // Per task: what the comm thread runs for a collective (empty otherwise).
+  // Built once, so that handing a collective off allocates nothing.
+  std::vector<std::function<void()>> collectiveWork;
+  int collectives = 0;
+  // Program.outputs: name -> the tensor as this rank sees it.
+  std::vector<std::pair<std::string, TensorView>> outputs;
+  // What the host reads after every step: the metrics (f32, zero where this
+  // rank holds no shard), then the kernels' error flags.
+  std::vector<Fetch> fetches;
+  std::vector<float> metricValues;
+  // Device int64s kernels set to their first bad row (kernels/Registry.h
+  // OpArgs::errorFlag), how each is worded, and their values after a step.
+  std::vector<const int64_t *> flags;
+  std::vector<std::function<std::string(int64_t)>> flagErrors;
+  std::vector<int64_t> flagValues;
+  // kStepWindow rows of metrics: step s of a run starting at `runFirst`
+  // writes row (s - runFirst) % kStepWindow on the coordinator, the caller
+  // reads it.
+  std::vector<double> metricRing;
+  int64_t runFirst = 0;
+  caf::actor coordinator;
   std::unique_ptr<ProgramTrace> trace; // null: tracing is off
 };
 
@@ -51,89 +83,300 @@ template <typename Work> Status traced(ProgramTrace *trace, int task, const Work
   return s;
 }
 
-class CpuExecutor : public ActorExecutor<ProgramRuntime> {
+class ActorExecutor final : public Executor {
 public:
-  CpuExecutor(caf::actor_system &system, const plan::Plan *plan, CommGroups *comms,
-              const ExecutorOptions &options)
-      : ActorExecutor(system, plan, comms, options) {}
-  ~CpuExecutor() override { stopPrograms(); }
+  ActorExecutor(caf::actor_system &system, const plan::Plan *plan, CommGroups *comms,
+                const ExecutorOptions &options)
+      : system_(system), plan_(plan), comms_(comms), options_(options) {}
+
+  ~ActorExecutor() override {
+    // Queued collectives point at variables, the step context and the task
+    // graphs: stop every actor and the comm thread, then let the device
+    // finish what was enqueued before its memory goes.
+    std::vector<caf::actor> all;
+    for (auto &p : programs_) {
+      all.push_back(p->coordinator);
+      for (auto &a : p->graph->actors)
+        all.push_back(a);
+    }
+    stopActors(system_, all);
+    collectives_.abandon();
+    collectives_.waitIdle();
+    if (device_)
+      (void)device_->synchronize();
+    programs_.clear();
+  }
 
   Status init();
+
+  Status run(const std::string &program, DataSource *data, int64_t epoch, int64_t firstBatch,
+             int64_t count, const StepCallback &onStep) override;
   Status saveCheckpoint(const std::string &dir,
                         const checkpoint::DataPosition &next) const override;
   Status loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) override;
+  Status readOutput(const std::string &program, const std::string &name,
+                    std::vector<float> &values) const override {
+    return readOutputAs(program, name, plan::DType::F32, values);
+  }
+  Status readOutput(const std::string &program, const std::string &name,
+                    std::vector<int32_t> &values) const override {
+    return readOutputAs(program, name, plan::DType::I32, values);
+  }
   Status writeTrace(const std::string &path) const override;
 
 private:
-  Status copyOutputToHost(const std::string &, const void *data, void *host,
-                          size_t bytes) const override {
-    std::memcpy(host, data, bytes);
-    return Status::ok();
+  std::string rank() const { return "rank " + std::to_string(options_.globalRank); }
+  bool onGpu() const { return options_.cudaDevice >= 0; }
+  std::string where(const plan::Task &task) const {
+    std::string at = rank() + ": task '" + task.name()->str() + "' (" + opName(task.op()) + ")";
+    return onGpu() ? at + " on GPU " + std::to_string(options_.cudaDevice) : at;
   }
-  // The kernels run inline and collectives on the comm thread, which is
-  // all there is to wait for.
-  void drain() override {
+  // A device address from an offset in the layout. While measuring (before
+  // the device exists) a stand-in that is never dereferenced and never null.
+  uint8_t *at(size_t offset) const {
+    if (!device_)
+      return reinterpret_cast<uint8_t *>(static_cast<uintptr_t>(offset) + DeviceLayout::kAlign);
+    return device_->at(offset);
+  }
+  // Per-kernel scratch: reserved while measuring, handed out in the same
+  // order when building for real.
+  void *scratch(size_t bytes) {
+    if (!device_) {
+      scratchOffsets_.push_back(layout_.reserve(std::max<size_t>(bytes, 1)));
+      return at(scratchOffsets_.back());
+    }
+    return at(scratchOffsets_[scratchCursor_++]);
+  }
+  Status openDevice();
+  Status buildProgram(const plan::Program &prog, size_t arenaOffset);
+  StatusOr<Kernel> buildKernel(const plan::Task &task, const std::vector<TensorView> &views,
+                               Program &program);
+  Status copyVariablesToDevice();
+  Status copyVariablesToHost() const;
+  // Once a run ended or stopped, when no task runs a kernel any more but
+  // handed-off work (a queued collective, enqueued device work) may: returns
+  // once none does, so that the caller may read variables.
+  void drain() {
     collectives_.abandon();
     collectives_.waitIdle();
+    if (device_)
+      (void)device_->synchronize();
   }
-  std::string where(const plan::Task &task) const {
-    return rank() + ": task '" + task.name()->str() + "' (" + opName(task.op()) + ")";
+  Program *findProgram(const std::string &name) const {
+    for (const auto &p : programs_)
+      if (p->name == name)
+        return p.get();
+    return nullptr;
   }
-  Status buildProgram(const plan::Program &prog);
-  StatusOr<Kernel> buildKernel(const plan::Task &task, const std::vector<TensorView> &views);
-  // Optimisers (F32), reductions (F32, I32; BF16 through f32 shadows), and
-  // the data movement of gathers, all-to-all, Slice and ZeroOthers (any
-  // dtype, BF16 as it is).
-  StatusOr<Kernel> buildF32Kernel(const plan::Task &task, const Operands &in, const Operands &out,
-                                  const std::string &at);
+  Status noProgram(const std::string &name) const {
+    return Status::error(rank() + ": plan has no program '" + name + "'");
+  }
+  template <class T>
+  Status readOutputAs(const std::string &program, const std::string &name, plan::DType dtype,
+                      std::vector<T> &values) const;
 
-  std::vector<VariableShard> variables_;
+  caf::actor_system &system_;
+  const plan::Plan *plan_;
+  CommGroups *comms_;
+  ExecutorOptions options_;
+  CollectiveQueue collectives_; // the ordered comm thread
+  std::vector<std::unique_ptr<Program>> programs_;
+  StepContext step_;
+  int64_t runs_ = 0;
+  Status broken_;
+
+  std::unique_ptr<Device> device_; // null while measuring
+  std::unique_ptr<CudaResources> cuda_;
+  DeviceLayout layout_;
+  std::vector<size_t> scratchOffsets_;
+  size_t scratchCursor_ = 0;
+  size_t partialsOffset_ = 0;
+  // The variables on the host: on a host-visible device the variables
+  // themselves; elsewhere their initial values, checkpoint staging and, for
+  // step counters (hostCounter_), the values themselves.
+  mutable std::vector<VariableShard> host_;
+  std::vector<size_t> varOffset_;
+  mutable std::vector<bool> hostCounter_;
+  std::vector<TensorView> variables_; // as the kernels see them
+  std::vector<Stream> commStreams_;   // distinct streams the collectives use
+  // On a GPU compute tasks fire on several CAF threads: one enqueues at a
+  // time, so that a stream wait and the kernels after it stay together and
+  // cuBLASLt's per-shape plan cache (not thread-safe) sees one thread.
+  std::mutex enqueue_;
 };
 
-Status CpuExecutor::init() {
+Status ActorExecutor::init() {
   cpu::setBlasThreads(options_.kernelThreads);
-  variables_ = initVariableShards(*plan_, options_.globalRank);
+  const size_t variableCount = plan_->variables()->size();
+  host_ = initVariableShards(*plan_, options_.globalRank);
+  varOffset_.assign(variableCount, 0);
+  hostCounter_.assign(variableCount, false);
+  if (onGpu()) {
+    for (size_t v = 0; v < variableCount; ++v)
+      if (host_[v].local)
+        varOffset_[v] = layout_.reserve(host_[v].data.size() * sizeof(float));
+#ifdef SBPFLOW_HAVE_CUDA
+    partialsOffset_ = layout_.reserve(cuda::kReducePartials * sizeof(double));
+#endif
+  }
+  std::vector<size_t> arenas;
   for (size_t p = 0; p < plan_->programs()->size(); ++p)
-    if (Status s = buildProgram(*plan_->programs()->Get(p)); !s)
+    arenas.push_back(
+        layout_.reserve(static_cast<size_t>(plan_->programs()->Get(p)->arena_bytes())));
+  // Pass 1: check every task and reserve its scratch, before touching the
+  // device.
+  for (size_t p = 0; p < plan_->programs()->size(); ++p)
+    if (Status s = buildProgram(*plan_->programs()->Get(p), arenas[p]); !s)
       return s;
-  return Status::ok();
+  programs_.clear();
+  commStreams_.clear();
+  if (Status s = openDevice(); !s)
+    return s;
+  // Pass 2: the same build over the device's memory.
+  scratchCursor_ = 0;
+  std::fill(hostCounter_.begin(), hostCounter_.end(), false);
+  for (size_t p = 0; p < plan_->programs()->size(); ++p)
+    if (Status s = buildProgram(*plan_->programs()->Get(p), arenas[p]); !s)
+      return s;
+  return device_->synchronize().withContext(rank());
 }
 
-Status CpuExecutor::buildProgram(const plan::Program &prog) {
-  auto rt = std::make_unique<ProgramRuntime>();
-  rt->name = prog.name()->str();
-  // 64-byte alignment for vectorised kernels; the plan's offsets are relative.
-  rt->arenaStorage.resize(static_cast<size_t>(prog.arena_bytes()) + 64);
-  uint8_t *arena = rt->arenaStorage.data() +
-                   (64 - reinterpret_cast<uintptr_t>(rt->arenaStorage.data()) % 64) % 64;
+Status ActorExecutor::openDevice() {
+  if (!onGpu()) {
+    auto cpu = CpuDevice::open(layout_.total());
+    if (!cpu)
+      return cpu.status().withContext(rank());
+    device_ = cpu.take();
+    return Status::ok();
+  }
+#ifdef SBPFLOW_HAVE_CUDA
+  auto gpu = CudaDevice::open(options_.cudaDevice, layout_.total());
+  if (!gpu)
+    return gpu.status().withContext(rank());
+  device_ = gpu.take();
+  auto blas = cuda::Blas::create();
+  if (!blas)
+    return blas.status().withContext(rank() + ": GPU " + std::to_string(options_.cudaDevice));
+  cuda_ = std::make_unique<CudaResources>(
+      CudaResources{std::move(*blas), reinterpret_cast<double *>(at(partialsOffset_))});
+  return copyVariablesToDevice();
+#else
+  return Status::error(rank() + ": CUDA device " + std::to_string(options_.cudaDevice) +
+                       " requested, but this build has no CUDA backend (configure with the "
+                       "CUDA toolkit installed)");
+#endif
+}
 
+Status ActorExecutor::copyVariablesToDevice() {
+  if (device_->hostVisible())
+    return Status::ok();
+  for (size_t v = 0; v < host_.size(); ++v)
+    if (host_[v].local && !host_[v].data.empty())
+      if (Status s =
+              device_->upload(at(varOffset_[v]), host_[v].data.data(),
+                              host_[v].data.size() * sizeof(float), device_->computeStream());
+          !s)
+        return s.withContext(rank() + ": variable '" + plan_->variables()->Get(v)->name()->str() +
+                             "'");
+  return device_->synchronize().withContext(rank());
+}
+
+Status ActorExecutor::copyVariablesToHost() const {
+  if (Status s = device_->synchronize(); !s)
+    return s.withContext(rank());
+  if (device_->hostVisible())
+    return Status::ok();
+  for (size_t v = 0; v < host_.size(); ++v) {
+    if (!host_[v].local || host_[v].data.empty())
+      continue;
+    const size_t bytes = host_[v].data.size() * sizeof(float);
+    // A step counter lives on the host: refresh its device copy instead.
+    Status s = hostCounter_[v]
+                   ? device_->upload(device_->at(varOffset_[v]), host_[v].data.data(), bytes,
+                                     device_->computeStream())
+                   : device_->download(host_[v].data.data(), device_->at(varOffset_[v]), bytes);
+    if (!s)
+      return s.withContext(rank() + ": variable '" + plan_->variables()->Get(v)->name()->str() +
+                           "'");
+  }
+  return device_->synchronize().withContext(rank());
+}
+
+Status ActorExecutor::buildProgram(const plan::Program &prog, size_t arenaOffset) {
+  auto rt = std::make_unique<Program>();
+  rt->name = prog.name()->str();
+  uint8_t *arena = at(arenaOffset);
+  // Variables in the device's memory: on a host-visible device the host
+  // shards themselves.
+  auto variableData = [&](int v) -> void * {
+    if (!host_[v].local)
+      return nullptr;
+    return onGpu() ? static_cast<void *>(at(varOffset_[v])) : host_[v].data.data();
+  };
+  variables_ = variableViews(*plan_, options_.globalRank, variableData);
   std::vector<TensorView> views =
       programViews(*plan_, prog, options_.globalRank, [&](const plan::Tensor &t) -> void * {
         if (t.variable() >= 0)
-          return variables_[t.variable()].data.data();
+          return variableData(t.variable());
         return arena + t.offset();
       });
 
-  std::shared_ptr<TaskGraph> graph = taskGraphOf(prog);
   const size_t taskCount = prog.tasks()->size();
-  if (options_.traceSteps > 0) {
-    std::vector<TracedTask> traced(taskCount);
-    for (size_t k = 0; k < taskCount; ++k) {
-      traced[k].name = prog.tasks()->Get(k)->name()->str();
-      traced[k].op = opName(prog.tasks()->Get(k)->op());
+  // The stream each collective runs on (null on the CPU): the hazards
+  // between compute and collective streams, fixed here.
+  std::vector<Stream> readByComm(views.size(), nullptr), writtenByComm(views.size(), nullptr);
+  std::vector<Stream> taskStream(taskCount, nullptr);
+  std::vector<Stream> variableReadByComm(host_.size(), nullptr);
+  std::vector<Communicator *> taskComm(taskCount, nullptr);
+  std::vector<bool> talks(taskCount, false);
+  for (size_t k = 0; k < taskCount; ++k) {
+    const plan::Task *task = prog.tasks()->Get(k);
+    if (!callsCommunicator(*task, views))
+      continue;
+    auto comm = groupCommunicator(*plan_, comms_, views[task->inputs()->Get(0)],
+                                  task->attrs_as_CollectiveAttrs()->hierarchy_dim(), where(*task));
+    if (!comm)
+      return comm.status();
+    talks[k] = true;
+    taskComm[k] = *comm;
+    Stream s = (*comm)->deviceStream();
+    if (onGpu() && !s)
+      return Status::error(
+          where(*task) + ": the communicator for placement '" +
+          plan_->placements()->Get(views[task->inputs()->Get(0)].placement)->name()->str() +
+          "' is not a device communicator (a GPU executor needs NCCL)");
+    taskStream[k] = s;
+    if (s && std::find(commStreams_.begin(), commStreams_.end(), s) == commStreams_.end())
+      commStreams_.push_back(s);
+    for (int t : *task->inputs()) {
+      readByComm[t] = s;
+      if (int v = prog.tensors()->Get(t)->variable(); v >= 0)
+        variableReadByComm[v] = s;
     }
-    rt->trace = std::make_unique<ProgramTrace>(rt->name, std::move(traced), options_.traceSteps);
+    for (size_t o = 0; task->outputs() && o < task->outputs()->size(); ++o)
+      writtenByComm[task->outputs()->Get(o)] = s;
+  }
+
+  std::shared_ptr<TaskGraph> graph = taskGraphOf(prog);
+  if (options_.traceSteps > 0) {
+    std::vector<TracedTask> tracedTasks(taskCount);
+    for (size_t k = 0; k < taskCount; ++k) {
+      tracedTasks[k].name = prog.tasks()->Get(k)->name()->str();
+      tracedTasks[k].op = opName(prog.tasks()->Get(k)->op());
+    }
+    rt->trace =
+        std::make_unique<ProgramTrace>(rt->name, std::move(tracedTasks), options_.traceSteps);
   }
   ProgramTrace *trace = rt->trace.get();
   rt->collectiveWork.resize(taskCount);
   std::vector<std::pair<int, int>> collectives; // (collective_seq, task)
   for (size_t k = 0; k < taskCount; ++k) {
     const plan::Task *task = prog.tasks()->Get(k);
-    auto built = buildKernel(*task, views);
+    const int index = static_cast<int>(k);
+    auto built = buildKernel(*task, views, *rt);
     if (!built)
       return built.status();
     Kernel kernel = built.take();
-    const int index = static_cast<int>(k);
     if (!kernel) {
       // Nothing to do on this rank: the task only passes registers on. A
       // trace still shows that it fired.
@@ -143,35 +386,99 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
         };
       continue;
     }
+    Stream mine = taskStream[k];
+    // Streams this task's work must wait for: a compute task reading a
+    // collective's output waits for its stream; so does one writing a
+    // collective's input (the collective may not have read it yet when the
+    // register comes back: conservative, and cheap). A collective waits for
+    // compute (its input's producer, and its output's last readers) and for
+    // another collective stream that produced its input.
+    std::vector<Stream> waits;
+    auto addWait = [&](Stream s) {
+      if (s && s != mine && std::find(waits.begin(), waits.end(), s) == waits.end())
+        waits.push_back(s);
+    };
+    for (size_t i = 0; task->inputs() && i < task->inputs()->size(); ++i)
+      addWait(writtenByComm[task->inputs()->Get(i)]);
+    if (!talks[k])
+      for (size_t o = 0; task->outputs() && o < task->outputs()->size(); ++o)
+        addWait(readByComm[task->outputs()->Get(o)]);
+    // An optimiser writes its parameter, which is no output tensor; a
+    // collective may read it (a parameter gathered for the forward pass).
+    if (int v = updatedVariable(*task); v >= 0 && v < static_cast<int>(host_.size()))
+      addWait(variableReadByComm[v]);
+    if (!device_)
+      continue; // measured: the kernels built in this pass are dropped
     const StepContext *ctx = &step_;
-    // Without a trace the task's work is the kernel alone: tracing costs
-    // nothing when off.
-    if (!callsCommunicator(*task, views)) {
+    Device *dev = device_.get();
+    if (!talks[k]) {
+      Kernel work = std::move(kernel);
+      if (!waits.empty())
+        work = [kernel = std::move(work), waits, dev](const StepContext &c) -> Status {
+          for (Stream s : waits)
+            if (Status st = dev->order(s, dev->computeStream()); !st)
+              return st;
+          return kernel(c);
+        };
+      if (onGpu()) {
+        // CAF's threads serve several executors: select the GPU, and
+        // enqueue one task at a time.
+        std::mutex *lock = &enqueue_;
+        const int gpu = options_.cudaDevice;
+        work = [work = std::move(work), lock, gpu](const StepContext &c) {
+          std::lock_guard<std::mutex> guard(*lock);
+#ifdef SBPFLOW_HAVE_CUDA
+          cudaSetDevice(gpu);
+#endif
+          return work(c);
+        };
+      }
+      // Without a trace the task's work is the kernel alone: tracing costs
+      // nothing when off.
       if (trace)
-        graph->tasks[k].run = [kernel = std::move(kernel), ctx, trace, index] {
-          return traced(trace, index, [&] { return kernel(*ctx); });
+        graph->tasks[k].run = [work = std::move(work), ctx, trace, index] {
+          return traced(trace, index, [&] { return work(*ctx); });
         };
       else
-        graph->tasks[k].run = [kernel = std::move(kernel), ctx] { return kernel(*ctx); };
+        graph->tasks[k].run = [work = std::move(work), ctx] { return work(*ctx); };
       continue;
     }
-    // Collectives that talk to peers block in Gloo: they go to the ordered
-    // comm thread (the rest are copies and run inline). The executor stops
-    // the task actors and drains the thread before it frees what this
-    // refers to.
+    // Issued in plan order from the comm thread, so that every rank calls
+    // its collectives in the same order (Gloo blocks there; NCCL work only
+    // enqueues, so the task is done for the protocol once it is enqueued).
+    // The executor stops the task actors and drains the thread before it
+    // frees what this refers to.
     TaskGraph *g = graph.get();
+    const std::string at = where(*task);
+    Kernel work = [kernel = std::move(kernel), waits, dev, mine, gpu = options_.cudaDevice,
+                   at](const StepContext &c) -> Status {
+#ifdef SBPFLOW_HAVE_CUDA
+      if (gpu >= 0)
+        cudaSetDevice(gpu);
+#endif
+      Status s = dev->order(dev->computeStream(), mine);
+      for (Stream w : waits)
+        if (s)
+          s = dev->order(w, mine);
+      if (s)
+        s = kernel(c);
+      return s ? s : s.withContext(at);
+    };
     if (trace) {
       trace->setLane(index, TraceLane::Comm);
-      rt->collectiveWork[k] = [kernel = std::move(kernel), ctx, g, trace, index] {
-        reportCollective(g, index, traced(trace, index, [&] { return kernel(*ctx); }));
+      rt->collectiveWork[k] = [work = std::move(work), ctx, g, trace, index] {
+        reportCollective(g, index, traced(trace, index, [&] { return work(*ctx); }));
       };
     } else {
-      rt->collectiveWork[k] = [kernel = std::move(kernel), ctx, g, index] {
-        reportCollective(g, index, kernel(*ctx));
+      rt->collectiveWork[k] = [work = std::move(work), ctx, g, index] {
+        reportCollective(g, index, work(*ctx));
       };
     }
     collectives.emplace_back(task->collective_seq(), index);
   }
+  if (!device_)
+    return Status::ok(); // checked and measured
+
   const std::vector<int> order = collectiveOrder(std::move(collectives));
   rt->collectives = static_cast<int>(order.size());
   for (int seq = 0; seq < rt->collectives; ++seq) {
@@ -187,33 +494,48 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
     else
       graph->tasks[k].handOff = [queue, seq, work] { queue->submit(seq, work); };
   }
-  if (Status s = bindMetricsAndOutputs(prog, views, rt->metrics, rt->outputs); !s)
+  std::vector<const float *> metrics;
+  if (Status s = bindMetricsAndOutputs(prog, views, metrics, rt->outputs); !s)
     return s;
-  rt->metricRing.resize(static_cast<size_t>(kStepWindow) * rt->metrics.size());
+  rt->metricValues.assign(metrics.size(), 0.0f);
+  rt->flagValues.assign(rt->flags.size(), -1);
+  for (size_t m = 0; m < metrics.size(); ++m)
+    if (metrics[m])
+      rt->fetches.push_back({metrics[m], &rt->metricValues[m], sizeof(float)});
+  for (size_t c = 0; c < rt->flags.size(); ++c)
+    rt->fetches.push_back({rt->flags[c], &rt->flagValues[c], sizeof(int64_t)});
+  if (Status s = device_->reserveFetch(rt->fetches.size() * sizeof(int64_t)); !s)
+    return s.withContext(rank());
+  rt->metricRing.resize(static_cast<size_t>(kStepWindow) * metrics.size());
 
   // The hooks run on the coordinator, between the steps' task firings: the
-  // batch is set before a step's Input tasks are started, metrics are read
-  // once every task of the step has finished.
+  // batch is set before a step's first task may fire; once every task of the
+  // step has finished (on a GPU: has been enqueued) the device is waited for
+  // once, the metrics and error flags read, and a fault fails the step.
   StepHooks hooks;
-  auto readMetrics = [p = rt.get()](int64_t step) {
-    const size_t n = p->metrics.size();
+  hooks.begin = [ctx = &step_, trace](int64_t step) {
+    ctx->batch = step;
+    if (trace)
+      trace->beginStep(ctx->epoch, step);
+  };
+  hooks.check = [this, p = rt.get()](int64_t step) -> Status {
+    Status s = device_->fetch(commStreams_, p->fetches);
+    for (size_t c = 0; s && c < p->flagValues.size(); ++c)
+      if (p->flagValues[c] >= 0)
+        return Status::error(p->flagErrors[c](p->flagValues[c]));
+    if (!s)
+      return Status::error(rank() + ": " + device_->name() + ", program '" + p->name + "' step " +
+                           std::to_string(step) + ": " + s.message());
+    return Status::ok();
+  };
+  hooks.end = [p = rt.get(), trace](int64_t step) {
+    if (trace)
+      trace->endStep();
+    const size_t n = p->metricValues.size();
     double *row = p->metricRing.data() + ((step - p->runFirst) % kStepWindow) * n;
     for (size_t m = 0; m < n; ++m)
-      row[m] = p->metrics[m] ? *p->metrics[m] : 0.0;
+      row[m] = p->metricValues[m];
   };
-  if (trace) {
-    hooks.begin = [ctx = &step_, trace](int64_t step) {
-      ctx->batch = step;
-      trace->beginStep(ctx->epoch, step);
-    };
-    hooks.end = [readMetrics, trace](int64_t step) {
-      trace->endStep();
-      readMetrics(step);
-    };
-  } else {
-    hooks.begin = [ctx = &step_](int64_t step) { ctx->batch = step; };
-    hooks.end = readMetrics;
-  }
   rt->graph = graph;
   rt->coordinator = spawnStepCoordinator(system_, graph, std::move(hooks));
   spawnTaskActors(system_, graph, rt->coordinator);
@@ -221,226 +543,117 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
   return Status::ok();
 }
 
-StatusOr<Kernel> CpuExecutor::buildKernel(const plan::Task &task,
-                                          const std::vector<TensorView> &views) {
-  Operands in, out;
-  taskOperands(task, views, in, out);
-  const std::string at = where(task);
-  auto here = runsOnRank(task, in, out, variables_, at);
+StatusOr<Kernel> ActorExecutor::buildKernel(const plan::Task &task,
+                                            const std::vector<TensorView> &views,
+                                            Program &program) {
+  OpArgs a(*plan_, task, where(task));
+  taskOperands(task, views, a.in, a.out);
+  auto here = runsOnRank(task, a.in, a.out, variables_, a.at);
   if (!here)
     return here.status();
   if (!*here)
     return Kernel();
-  if (isComputeOp(task.op()))
-    return buildComputeKernel(task, in, out, at);
-  // A reduction's BF16 tensors go through f32 shadows, so that it sums in
-  // f32 and its result is rounded once (a bf16 reduction in the
-  // communicator would round at every hop). Data movement moves BF16 as it
-  // is; optimisers see F32 only (the plan loader's rule).
-  if (task.op() != plan::OpKind::AllReduce && task.op() != plan::OpKind::ReduceScatter)
-    return buildF32Kernel(task, in, out, at);
-  return buildWithF32Shadows(in, out, [&](const Operands &in32, const Operands &out32) {
-    return buildF32Kernel(task, in32, out32, at);
-  });
-}
-
-StatusOr<Kernel> CpuExecutor::buildF32Kernel(const plan::Task &task, const Operands &in,
-                                             const Operands &out, const std::string &at) {
-  using K = plan::OpKind;
-  auto f32 = [](const TensorView *t) { return static_cast<float *>(t->data); };
-  auto comm = [&](const TensorView &t, int dim) {
-    return groupCommunicator(*plan_, comms_, t, dim, at);
+  const OpEntry &entry = opEntry(task.op());
+  const KernelBuilder build = onGpu() ? entry.cuda : entry.cpu;
+  if (!build)
+    return Status::error(a.at + ": op has no " + (onGpu() ? "CUDA" : "CPU") + " kernel");
+  a.device = device_.get();
+  a.comm = nullptr;
+  a.stream = device_ ? device_->computeStream() : nullptr;
+  if (callsCommunicator(task, views)) {
+    auto comm = groupCommunicator(*plan_, comms_, *a.in[0],
+                                  task.attrs_as_CollectiveAttrs()->hierarchy_dim(), a.at);
+    if (!comm)
+      return comm.status();
+    a.comm = *comm;
+    a.stream = a.comm->deviceStream();
+  }
+  a.variables = &variables_;
+  a.hostVariable = [this](int v) -> void * {
+    if (onGpu())
+      hostCounter_[v] = true;
+    return host_[v].data.data();
   };
-
-  switch (task.op()) {
-  case K::Parameter:
-    return Kernel();
-  case K::SgdMomentum:
-  case K::AdamW: {
-    auto checked = checkOptimizer(task, in, variables_, at);
-    if (!checked)
-      return checked.status();
-    const OptimizerWork w = checked.take();
-    auto var = [&](int index) { return index >= 0 ? variables_[index].data.data() : nullptr; };
-    const float *scale = w.scaled ? f32(in[1]) : nullptr;
-    float *wp = var(w.param);
-    const float *g = f32(in[0]);
-    if (!w.adam) {
-      float *v = var(w.momentum);
-      return Kernel([=](const StepContext &) {
-        cpu::sgdMomentum(wp, v, g, w.n, w.lr, w.momentumFactor, w.weightDecay,
-                         scale ? *scale : 1.0f);
-        return Status::ok();
-      });
-    }
-    float *step = var(w.step), *mp = var(w.m), *vp = var(w.v);
-    return Kernel([=](const StepContext &) {
-      // The step count lives in a variable so that checkpoints resume it.
-      *step += 1.0f;
-      cpu::adamw(wp, mp, vp, g, w.n, w.lr, w.beta1, w.beta2, w.eps, w.weightDecay,
-                 static_cast<int64_t>(*step), scale ? *scale : 1.0f);
-      return Status::ok();
-    });
-  }
-  case K::AllReduce: {
-    const plan::CollectiveAttrs *c = task.attrs_as_CollectiveAttrs();
-    auto cm = comm(*in[0], c->hierarchy_dim());
-    if (!cm)
-      return cm.status();
-    auto checked = checkAllReduce(in, out, at);
-    if (!checked)
-      return checked.status();
-    // F32 or I32, one for every operand (the plan loader's dtype rules): an
-    // I32 sum is an integer sum.
-    const plan::DType type = in[0]->dtype;
-    const size_t bytes = dtypeSize(type);
-    std::vector<std::pair<const uint8_t *, uint8_t *>> pairs;
-    for (size_t i = 0; i < in.size(); ++i)
-      pairs.emplace_back(static_cast<const uint8_t *>(in[i]->data),
-                         static_cast<uint8_t *>(out[i]->data));
-    const std::vector<int64_t> counts = checked->counts;
-    Communicator *group = *cm;
-    ReduceOp op = toReduce(c->reduce());
-    if (group && pairs.size() > 1) {
-      // A bucket: one all-reduce over a packed copy, not one per tensor (each
-      // costs Gloo round trips). The scratch is allocated here, once.
-      const int64_t total = checked->total;
-      auto scratch =
-          std::make_shared<std::vector<uint8_t>>((static_cast<size_t>(total) + 1) * bytes);
-      return Kernel([=](const StepContext &) -> Status {
-        uint8_t *buf = scratch->data();
-        for (size_t i = 0, off = 0; i < pairs.size(); off += counts[i] * bytes, ++i)
-          std::memcpy(buf + off, pairs[i].first, counts[i] * bytes);
-        if (Status s = group->allReduce(buf, total, type, op); !s)
-          return s.withContext(at);
-        for (size_t i = 0, off = 0; i < pairs.size(); off += counts[i] * bytes, ++i)
-          std::memcpy(pairs[i].second, buf + off, counts[i] * bytes);
-        return Status::ok();
-      });
-    }
-    return Kernel([=](const StepContext &) -> Status {
-      for (size_t i = 0; i < pairs.size(); ++i) {
-        if (pairs[i].first != pairs[i].second && counts[i] > 0)
-          std::memmove(pairs[i].second, pairs[i].first, counts[i] * bytes);
-        if (group)
-          if (Status s = group->allReduce(pairs[i].second, counts[i], type, op); !s)
-            return s.withContext(at);
-      }
-      return Status::ok();
-    });
-  }
-  case K::AllGather:
-  case K::ReduceScatter:
-  case K::AllToAll: {
-    auto checked = checkExchange(task, in, out, at);
-    if (!checked)
-      return checked.status();
-    auto cm = comm(*in[0], checked->dim);
-    if (!cm)
-      return cm.status();
-    // The tensors' element type (f32 for a reduction's BF16 shadows).
-    const plan::DType type = in[0]->dtype;
-    const size_t bytes = dtypeSize(type);
-    const void *src = in[0]->data;
-    void *dst = out[0]->data;
-    if (checked->copyOnly) {
-      // A group of one: the output is the input (one copy, not pack + unpack).
-      const int64_t count = elementCount(out[0]->local);
-      return Kernel([=](const StepContext &) {
-        if (src != dst && count > 0)
-          std::memmove(dst, src, count * bytes);
-        return Status::ok();
-      });
-    }
-    auto w = std::make_shared<const ExchangeWork>(checked.take());
-    // Packing scratch: allocated here, once, so steps allocate nothing.
-    auto sendBuf =
-        std::make_shared<std::vector<uint8_t>>((static_cast<size_t>(w->sendTotal) + 1) * bytes);
-    auto recvBuf =
-        std::make_shared<std::vector<uint8_t>>((static_cast<size_t>(w->recvTotal) + 1) * bytes);
-    Region inRegion = in[0]->region, outRegion = out[0]->region;
-    Communicator *group = *cm;
-    ReduceOp op = toReduce(task.attrs_as_CollectiveAttrs()->reduce());
-    K kind = task.op();
-    return Kernel([=](const StepContext &) -> Status {
-      uint8_t *sb = sendBuf->data(), *rb = recvBuf->data();
-      if (kind == K::AllGather) {
-        packRegion(src, inRegion, w->sendParts[0], sb, bytes);
-      } else {
-        int64_t off = 0;
-        for (int64_t r = 0; r < w->n; ++r) {
-          packRegion(src, inRegion, w->sendParts[r], sb + off * bytes, bytes);
-          off += w->sendCounts[r];
-        }
-      }
-      Status s;
-      if (!group) {
-        std::memcpy(rb, sb, std::max(w->sendTotal, w->recvTotal) > 0 ? w->recvTotal * bytes : 0);
-      } else if (kind == K::AllGather) {
-        s = group->allGather(sb, rb, w->recvCounts.data(), type);
-      } else if (kind == K::ReduceScatter) {
-        s = group->reduceScatter(sb, rb, w->sendCounts.data(), type, op);
-      } else {
-        s = group->allToAll(sb, w->sendCounts.data(), rb, w->recvCounts.data(), type);
-      }
-      if (!s)
-        return s.withContext(at);
-      if (kind == K::ReduceScatter) {
-        unpackRegion(rb, w->recvParts[0], dst, outRegion, bytes);
-      } else {
-        int64_t off = 0;
-        for (int64_t r = 0; r < w->n; ++r) {
-          unpackRegion(rb + off * bytes, w->recvParts[r], dst, outRegion, bytes);
-          off += w->recvCounts[r];
-        }
-      }
-      return Status::ok();
-    });
-  }
-  case K::Slice: {
-    auto w = checkSlice(in, out, at);
-    if (!w)
-      return w.status();
-    const void *src = in[0]->data;
-    void *dst = out[0]->data;
-    const size_t bytes = dtypeSize(in[0]->dtype);
-    return Kernel([=, w = w.take()](const StepContext &) {
-      packRegion(src, w.from, w.part, dst, bytes);
-      return Status::ok();
-    });
-  }
-  case K::ZeroOthers: {
-    auto w = checkZeroOthers(in, out, at);
-    if (!w)
-      return w.status();
-    const void *src = in[0]->data;
-    void *dst = out[0]->data;
-    const size_t bytes = dtypeSize(in[0]->dtype);
-    return Kernel([=, w = *w](const StepContext &) {
-      // Zero bits are 0 in f32, bf16 and i32 alike.
-      if (!w.keep)
-        std::memset(dst, 0, w.count * bytes);
-      else if (src != dst && w.count > 0)
-        std::memmove(dst, src, w.count * bytes);
-      return Status::ok();
-    });
-  }
-  default:
-    break;
-  }
-  return Status::error(at + ": op not supported by the CPU executor");
+  a.scratch = [this](size_t bytes) { return scratch(bytes); };
+  a.errorFlag = [this, &program](std::function<std::string(int64_t)> describe) {
+    auto *flag = static_cast<int64_t *>(scratch(sizeof(int64_t)));
+    program.flags.push_back(flag);
+    program.flagErrors.push_back(std::move(describe));
+    return flag;
+  };
+  a.cuda = cuda_.get();
+  return build(a);
 }
 
-Status CpuExecutor::saveCheckpoint(const std::string &dir,
-                                   const checkpoint::DataPosition &next) const {
-  return saveVariableShards(*plan_, options_.globalRank, variables_, dir, next);
+Status ActorExecutor::run(const std::string &program, DataSource *data, int64_t epoch,
+                          int64_t firstBatch, int64_t count, const StepCallback &onStep) {
+  if (!broken_)
+    return Status::error(rank() + ": executor stopped by an earlier error: " + broken_.message());
+  Program *prog = findProgram(program);
+  if (!prog)
+    return noProgram(program);
+  if (count <= 0)
+    return Status::ok();
+  collectives_.reset(prog->collectives);
+  // Read by the coordinator and the kernels after RunSteps, which orders
+  // these writes before them.
+  step_.data = data;
+  step_.epoch = epoch;
+  prog->runFirst = firstBatch;
+  std::string error =
+      awaitSteps(system_, prog->coordinator, RunSteps{++runs_, firstBatch, count, kStepWindow},
+                 prog->metricRing, prog->metricValues.size(), onStep, [&] {
+                   drain();
+                   broken_ = Status::error(rank() + ": a step callback threw");
+                 });
+  if (!error.empty()) {
+    drain();
+    broken_ = Status::error(error);
+    return broken_;
+  }
+  return Status::ok();
 }
 
-Status CpuExecutor::loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) {
-  return loadVariableShards(*plan_, options_.globalRank, variables_, dir, next);
+Status ActorExecutor::saveCheckpoint(const std::string &dir,
+                                     const checkpoint::DataPosition &next) const {
+  if (Status s = copyVariablesToHost(); !s)
+    return s;
+  return saveVariableShards(*plan_, options_.globalRank, host_, dir, next);
 }
 
-Status CpuExecutor::writeTrace(const std::string &path) const {
+Status ActorExecutor::loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) {
+  if (Status s = device_->synchronize(); !s)
+    return s.withContext(rank());
+  if (Status s = loadVariableShards(*plan_, options_.globalRank, host_, dir, next); !s)
+    return s;
+  return copyVariablesToDevice();
+}
+
+template <class T>
+Status ActorExecutor::readOutputAs(const std::string &program, const std::string &name,
+                                   plan::DType dtype, std::vector<T> &values) const {
+  const Program *prog = findProgram(program);
+  if (!prog)
+    return noProgram(program);
+  for (const auto &[outputName, view] : prog->outputs) {
+    if (outputName != name)
+      continue;
+    if (!view.data)
+      return Status::error(rank() + ": holds no part of output '" + name + "' of '" + program +
+                           "'");
+    if (view.dtype != dtype)
+      return Status::error(rank() + ": output '" + name + "' is not an " +
+                           (dtype == plan::DType::I32 ? "i32" : "f32") + " tensor");
+    values.resize(static_cast<size_t>(elementCount(view.local)));
+    if (Status s = device_->synchronize(); !s)
+      return s.withContext(rank());
+    return device_->download(values.data(), view.data, values.size() * sizeof(T))
+        .withContext(rank() + ": reading output '" + name + "'");
+  }
+  return Status::error(rank() + ": program '" + program + "' has no output '" + name + "'");
+}
+
+Status ActorExecutor::writeTrace(const std::string &path) const {
   if (options_.traceSteps <= 0)
     return Status::error(rank() + ": no trace to write to '" + path +
                          "': the executor was created with tracing off");
@@ -462,17 +675,14 @@ StatusOr<std::unique_ptr<Executor>> Executor::create(caf::actor_system &system,
           options.cudaDevice >= 0 ? plan::DeviceKind::CUDA : plan::DeviceKind::CPU, -1);
       !s)
     return s.withContext("rank " + std::to_string(options.globalRank));
-  if (options.cudaDevice >= 0) {
-#ifdef SBPFLOW_HAVE_CUDA
-    return createCudaExecutor(system, plan, comms, options);
-#else
+#ifndef SBPFLOW_HAVE_CUDA
+  if (options.cudaDevice >= 0)
     return Status::error("rank " + std::to_string(options.globalRank) + ": CUDA device " +
                          std::to_string(options.cudaDevice) +
                          " requested, but this build has no CUDA backend (configure with the "
                          "CUDA toolkit installed)");
 #endif
-  }
-  auto exec = std::make_unique<CpuExecutor>(system, plan, comms, options);
+  auto exec = std::make_unique<ActorExecutor>(system, plan, comms, options);
   if (Status s = exec->init(); !s)
     return s;
   return std::unique_ptr<Executor>(std::move(exec));

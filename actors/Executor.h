@@ -30,7 +30,7 @@ struct ExecutorOptions {
   // program (buffers allocated by create; see writeTrace). 0: no tracing,
   // and nothing on a step's path reads a clock.
   int64_t traceSteps = 0;
-  // >= 0: run on this CUDA device (actors/CudaExecutor.h; the plan's
+  // >= 0: run on this CUDA device (runtime/device/CudaDevice.h; the plan's
   // communicators must then be NCCL ones). -1: run on the CPU. A build
   // without CUDA refuses a device rather than falling back to the CPU.
   int cudaDevice = -1;

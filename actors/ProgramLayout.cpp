@@ -1,24 +1,12 @@
-// The device-independent plumbing of the executors (see ProgramLayout.h).
+// A plan's programs as one rank sees them (see ProgramLayout.h).
 #include "actors/ProgramLayout.h"
 
 #include "runtime/comm/CommGroups.h"
-#include "runtime/plan/PlanLoader.h"
+#include "runtime/plan/PlanTypes.h"
 
 #include <algorithm>
 
 namespace sbpflow {
-namespace {
-
-using K = plan::OpKind;
-
-int64_t elems(const TensorView *t) { return elementCount(t->local); }
-
-int optimizerParam(const plan::Task &task) {
-  return task.op() == K::AdamW ? task.attrs_as_AdamWAttrs()->param()
-                               : task.attrs_as_SgdAttrs()->param();
-}
-
-} // namespace
 
 std::vector<TensorView> programViews(const plan::Plan &plan, const plan::Program &prog,
                                      int globalRank,
@@ -27,6 +15,7 @@ std::vector<TensorView> programViews(const plan::Plan &plan, const plan::Program
   for (size_t i = 0; i < views.size(); ++i) {
     const plan::Tensor *t = prog.tensors()->Get(i);
     TensorView &v = views[i];
+    v.name = t->name()->str();
     v.global = toShape(t->shape());
     v.sbp = toNdSbp(t->sbp());
     v.placement = t->placement();
@@ -44,6 +33,30 @@ std::vector<TensorView> programViews(const plan::Plan &plan, const plan::Program
   return views;
 }
 
+std::vector<TensorView> variableViews(const plan::Plan &plan, int globalRank,
+                                      const std::function<void *(int v)> &dataOf) {
+  std::vector<TensorView> views(plan.variables()->size());
+  for (size_t i = 0; i < views.size(); ++i) {
+    const plan::Variable *var = plan.variables()->Get(i);
+    TensorView &v = views[i];
+    v.name = var->name()->str();
+    v.global = toShape(var->shape());
+    v.sbp = toNdSbp(var->sbp());
+    v.placement = var->placement();
+    v.dtype = var->dtype();
+    const plan::Placement &pl = *plan.placements()->Get(var->placement());
+    v.hierarchy = toHierarchy(pl);
+    const int index = rankIndexIn(pl, globalRank);
+    if (index < 0)
+      continue;
+    v.coord = hierarchyCoord(v.hierarchy, index);
+    v.region = localRegion(v.global, v.sbp, v.hierarchy, v.coord);
+    v.local = localShape(v.global, v.sbp, v.hierarchy, v.coord);
+    v.data = dataOf(static_cast<int>(i));
+  }
+  return views;
+}
+
 void taskOperands(const plan::Task &task, const std::vector<TensorView> &views, Operands &in,
                   Operands &out) {
   for (size_t i = 0; task.inputs() && i < task.inputs()->size(); ++i)
@@ -53,13 +66,13 @@ void taskOperands(const plan::Task &task, const std::vector<TensorView> &views, 
 }
 
 StatusOr<bool> runsOnRank(const plan::Task &task, const Operands &in, const Operands &out,
-                          const std::vector<VariableShard> &variables, const std::string &at) {
+                          const std::vector<TensorView> &variables, const std::string &at) {
   const TensorView *anchor = !out.empty() ? out[0] : (!in.empty() ? in[0] : nullptr);
-  if (task.op() == K::SgdMomentum || task.op() == K::AdamW) {
-    const int param = optimizerParam(task);
+  if (const OpInfo *info = opInfo(task.op()); info && info->category == OpCategory::Optimizer) {
+    const int param = updatedVariable(task);
     if (param < 0 || param >= static_cast<int>(variables.size()))
       return Status::error(at + ": names no parameter variable");
-    if (!variables[param].local)
+    if (!variables[param].data)
       return false;
   } else if (!anchor || !anchor->data) {
     return false;
@@ -69,148 +82,6 @@ StatusOr<bool> runsOnRank(const plan::Task &task, const Operands &in, const Oper
       return Status::error(at + ": an input is not on this rank (cross-placement tasks need "
                                 "send/recv, which this executor does not have)");
   return true;
-}
-
-StatusOr<OptimizerWork> checkOptimizer(const plan::Task &task, const Operands &in,
-                                       const std::vector<VariableShard> &variables,
-                                       const std::string &at) {
-  OptimizerWork w;
-  w.adam = task.op() == K::AdamW;
-  w.param = optimizerParam(task);
-  const size_t size = variables[w.param].data.size();
-  w.n = static_cast<int64_t>(size);
-  // An optimiser slot variable (momentum, moments) laid out like the parameter.
-  auto slot = [&](int index, const char *what) -> Status {
-    if (index < 0 || index >= static_cast<int>(variables.size()) ||
-        variables[index].data.size() != size)
-      return Status::error(at + ": " + what + " variable differs from the parameter in size");
-    return Status::ok();
-  };
-  if (!in[0]->data || elems(in[0]) != w.n)
-    return Status::error(at + ": gradient holds " + std::to_string(elems(in[0])) +
-                         " local elements, parameter " + std::to_string(w.n));
-  // The optional second input is the gradient-clipping factor (a scalar).
-  if (in.size() > 1) {
-    if (elems(in[1]) != 1)
-      return Status::error(at + ": the gradient scale must be a scalar");
-    w.scaled = true;
-  }
-  if (!w.adam) {
-    const plan::SgdAttrs *a = task.attrs_as_SgdAttrs();
-    if (a->momentum_buffer() >= 0) {
-      if (Status s = slot(a->momentum_buffer(), "momentum"); !s)
-        return s;
-      w.momentum = a->momentum_buffer();
-    }
-    w.lr = a->lr();
-    w.momentumFactor = a->momentum();
-    w.weightDecay = a->weight_decay();
-    return w;
-  }
-  const plan::AdamWAttrs *a = task.attrs_as_AdamWAttrs();
-  if (Status s = slot(a->m(), "first-moment"); !s)
-    return s;
-  if (Status s = slot(a->v(), "second-moment"); !s)
-    return s;
-  if (a->step() < 0 || a->step() >= static_cast<int>(variables.size()) ||
-      variables[a->step()].data.size() != 1)
-    return Status::error(at + ": the step variable must be a scalar");
-  w.m = a->m();
-  w.v = a->v();
-  w.step = a->step();
-  w.lr = a->lr();
-  w.beta1 = a->beta1();
-  w.beta2 = a->beta2();
-  w.eps = a->eps();
-  w.weightDecay = a->weight_decay();
-  return w;
-}
-
-StatusOr<AllReduceWork> checkAllReduce(const Operands &in, const Operands &out,
-                                       const std::string &at) {
-  AllReduceWork w;
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (i >= out.size() || elems(in[i]) != elems(out[i]))
-      return Status::error(at + ": input and output " + std::to_string(i) +
-                           " differ in local size");
-    w.counts.push_back(elems(in[i]));
-    w.total += w.counts.back();
-  }
-  return w;
-}
-
-StatusOr<ExchangeWork> checkExchange(const plan::Task &task, const Operands &in,
-                                     const Operands &out, const std::string &at) {
-  const TensorView &x = *in[0], &y = *out[0];
-  ExchangeWork w;
-  w.dim = task.attrs_as_CollectiveAttrs()->hierarchy_dim();
-  const int dim = w.dim;
-  if (x.placement != y.placement || x.global != y.global)
-    return Status::error(at + ": input and output differ in placement or global shape");
-  if (dim < 0 || dim >= static_cast<int>(x.hierarchy.size()))
-    return Status::error(at + ": hierarchy dim " + std::to_string(dim) + " out of range");
-  const int64_t n = w.n = x.hierarchy[dim];
-  w.copyOnly = n == 1 && x.region == y.region;
-  if (w.copyOnly)
-    return w;
-  // Regions of every group member, in global coordinates.
-  std::vector<Region> inOf(n), outOf(n);
-  for (int64_t r = 0; r < n; ++r) {
-    std::vector<int64_t> coord = x.coord;
-    coord[dim] = r;
-    inOf[r] = localRegion(x.global, x.sbp, x.hierarchy, coord);
-    outOf[r] = localRegion(y.global, y.sbp, y.hierarchy, coord);
-  }
-  const int64_t me = x.coord[dim];
-  w.sendParts.resize(n);
-  w.recvParts.resize(n);
-  w.sendCounts.resize(n);
-  w.recvCounts.resize(n);
-  for (int64_t r = 0; r < n; ++r) {
-    if (task.op() == K::AllGather) {
-      w.sendParts[r] = inOf[me];
-      w.recvParts[r] = inOf[r];
-    } else if (task.op() == K::ReduceScatter) {
-      w.sendParts[r] = outOf[r];
-      w.recvParts[r] = outOf[me];
-    } else {
-      w.sendParts[r] = intersect(inOf[me], outOf[r]);
-      w.recvParts[r] = intersect(inOf[r], outOf[me]);
-    }
-    w.sendCounts[r] = regionElements(w.sendParts[r]);
-    w.recvCounts[r] = regionElements(w.recvParts[r]);
-  }
-  for (int64_t r = 0; r < n; ++r) {
-    w.sendTotal += task.op() == K::AllGather ? (r == 0 ? w.sendCounts[0] : 0) : w.sendCounts[r];
-    w.recvTotal += task.op() == K::ReduceScatter ? (r == 0 ? w.recvCounts[0] : 0) : w.recvCounts[r];
-  }
-  return w;
-}
-
-StatusOr<SliceWork> checkSlice(const Operands &in, const Operands &out, const std::string &at) {
-  const TensorView &x = *in[0], &y = *out[0];
-  if (x.global != y.global)
-    return Status::error(at + ": input and output differ in global shape");
-  Region check = intersect(x.region, y.region);
-  if (regionElements(check) != regionElements(y.region))
-    return Status::error(at + ": output region is not inside the input region");
-  return SliceWork{x.region, y.region};
-}
-
-StatusOr<ZeroOthersWork> checkZeroOthers(const Operands &in, const Operands &out,
-                                         const std::string &at) {
-  const TensorView &x = *in[0], &y = *out[0];
-  ZeroOthersWork w;
-  for (size_t d = 0; d < y.sbp.size(); ++d) {
-    bool partialOut = y.sbp[d].kind >= SbpKind::PartialSum;
-    bool partialIn = x.sbp[d].kind >= SbpKind::PartialSum;
-    if (partialOut && !partialIn && y.coord[d] != 0)
-      w.keep = false;
-  }
-  w.count = elems(&y);
-  if (elems(&x) != w.count)
-    return Status::error(at + ": input and output differ in local size");
-  return w;
 }
 
 bool callsCommunicator(const plan::Task &task, const std::vector<TensorView> &views) {
@@ -235,17 +106,6 @@ StatusOr<Communicator *> groupCommunicator(const plan::Plan &plan, CommGroups *c
   return c;
 }
 
-ReduceOp toReduce(plan::ReduceOp op) {
-  switch (op) {
-  case plan::ReduceOp::Max:
-    return ReduceOp::Max;
-  case plan::ReduceOp::Min:
-    return ReduceOp::Min;
-  default:
-    return ReduceOp::Sum;
-  }
-}
-
 std::vector<int> collectiveOrder(std::vector<std::pair<int, int>> collectives) {
   std::sort(collectives.begin(), collectives.end());
   std::vector<int> tasks;
@@ -267,17 +127,6 @@ Status bindMetricsAndOutputs(const plan::Program &prog, const std::vector<Tensor
     outputs.emplace_back(b->name()->str(), views[b->tensor()]);
   }
   return Status::ok();
-}
-
-RegionBox regionBox(const Region &holder, const Region &part) {
-  RegionBox b;
-  b.rank = static_cast<int>(holder.size());
-  for (size_t i = 0; i < holder.size(); ++i) {
-    b.shape[i] = holder[i].size;
-    b.begin[i] = part[i].begin - holder[i].begin;
-    b.size[i] = part[i].size;
-  }
-  return b;
 }
 
 } // namespace sbpflow

@@ -1,7 +1,7 @@
 // Variable shards in host memory (see Variables.h).
 #include "actors/Variables.h"
 
-#include "actors/ComputeKernels.h"
+#include "kernels/cpu/Kernels.h"
 #include "runtime/checkpoint/Checkpoint.h"
 #include "runtime/plan/PlanLoader.h"
 
@@ -23,8 +23,10 @@ std::vector<VariableShard> initVariableShards(const plan::Plan &plan, int global
       storage.data.resize(static_cast<size_t>(regionElements(storage.region)));
       if (global.empty())
         storage.data[0] = whole[0];
-      else
-        packRegion(whole.data(), wholeRegion(global), storage.region, storage.data.data());
+      else {
+        const RegionBox b = regionBox(wholeRegion(global), storage.region);
+        cpu::copyRegion(whole.data(), b.shape, b.begin, b.size, b.rank, storage.data.data());
+      }
     }
     shards.push_back(std::move(storage));
   }

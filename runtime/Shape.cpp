@@ -116,4 +116,15 @@ int64_t regionElements(const Region &r) {
   return n;
 }
 
+RegionBox regionBox(const Region &holder, const Region &part) {
+  RegionBox b;
+  b.rank = static_cast<int>(holder.size());
+  for (size_t i = 0; i < holder.size(); ++i) {
+    b.shape[i] = holder[i].size;
+    b.begin[i] = part[i].begin - holder[i].begin;
+    b.size[i] = part[i].size;
+  }
+  return b;
+}
+
 } // namespace sbpflow

@@ -48,6 +48,14 @@ Region wholeRegion(const Shape &global);
 // The block both hold (empty chunks where they do not meet).
 Region intersect(const Region &a, const Region &b);
 int64_t regionElements(const Region &r);
+// `part` (global coordinates) of a tensor holding `holder`, as the arrays the
+// region copy kernels take: the holder's shape, where the part begins in it
+// and its size, per axis.
+struct RegionBox {
+  int64_t shape[kMaxTensorRank], begin[kMaxTensorRank], size[kMaxTensorRank];
+  int rank = 0;
+};
+RegionBox regionBox(const Region &holder, const Region &part);
 Chunk balancedChunk(int64_t total, int64_t parts, int64_t index);
 
 // Coordinate of `rankIndex` (position in the placement's rank list) in a

@@ -5,7 +5,7 @@
 #include "runtime/comm/CommGroups.h"
 
 #include "runtime/comm/GlooCommunicator.h"
-#include "runtime/plan/PlanLoader.h"
+#include "runtime/plan/PlanTypes.h"
 
 #include <gloo/rendezvous/prefix_store.h>
 

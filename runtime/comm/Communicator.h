@@ -40,6 +40,10 @@ public:
   virtual ~Communicator() = default;
   virtual int rank() const = 0; // within the group
   virtual int size() const = 0;
+  // The device stream its calls are enqueued on (runtime/device/Device.h's
+  // Stream: an NCCL communicator's cudaStream_t); null where calls complete
+  // before they return (Gloo).
+  virtual void *deviceStream() const { return nullptr; }
   // In place: buf holds count elements on every rank.
   virtual Status allReduce(void *buf, int64_t count, plan::DType type, ReduceOp op) = 0;
   // Rank r contributes recvCounts[r] elements; recv is the concatenation in

@@ -6,7 +6,7 @@
 #include "runtime/comm/GlooCommunicator.h"
 
 #include "kernels/cpu/Kernels.h"
-#include "runtime/plan/PlanLoader.h"
+#include "runtime/plan/PlanTypes.h"
 
 #include <gloo/allgatherv.h>
 #include <gloo/allreduce.h>

@@ -3,7 +3,7 @@
 // collective needs equal counts; every element type maps to an NCCL type.
 #include "runtime/comm/NcclCommunicator.h"
 
-#include "runtime/plan/PlanLoader.h"
+#include "runtime/plan/PlanTypes.h"
 
 #include <gloo/rendezvous/store.h>
 #include <nccl.h>

@@ -36,6 +36,7 @@ public:
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   cudaStream_t stream() const { return stream_; }
+  void *deviceStream() const override { return stream_; }
 
   // BF16 reduces natively (ncclBfloat16), I32 and U8 as ncclInt32 and
   // ncclUint8.

@@ -1,15 +1,10 @@
-// The CPU device's comm thread: it issues collectives strictly in the plan's
-// collective_seq order so that every rank of a group calls Gloo in the same
-// order (a mismatch would deadlock). Compute kernels run on the executor's
-// CAF scheduler threads.
+// A CPU rank's device: the plan's allocation in host memory (aligned for
+// vector loads), everything run at once on the calling thread.
 #pragma once
 
-#include <condition_variable>
-#include <cstdint>
-#include <functional>
-#include <mutex>
-#include <thread>
-#include <vector>
+#include "runtime/device/Device.h"
+
+#include <memory>
 
 namespace sbpflow {
 
@@ -17,40 +12,37 @@ namespace sbpflow {
 // most).
 int64_t hostMemoryBytes();
 
-// Runs collectives one at a time in sequence order 0, 1, ..., count-1, then
-// starts over at 0 (the next step). A collective submitted before its turn
-// waits in its slot.
-class CollectiveQueue {
+class CpuDevice final : public Device {
 public:
-  CollectiveQueue();
-  ~CollectiveQueue();
-  CollectiveQueue(const CollectiveQueue &) = delete;
-  CollectiveQueue &operator=(const CollectiveQueue &) = delete;
+  // Allocates `bytes` (DeviceLayout::total()); an error, not an exception,
+  // when the machine cannot.
+  static StatusOr<std::unique_ptr<CpuDevice>> open(size_t bytes);
 
-  // Starts a program with `count` collectives per step; nothing may be
-  // pending. Collectives submitted afterwards are numbered from 0.
-  void reset(int count);
-  // Drops pending collectives (after an error, when peers will never match).
-  void abandon();
-  // `seq` must lie in [0, count). The queue keeps a pointer: `work` must
-  // live until it ran or was abandoned (built once, it is submitted every
-  // step without allocating).
-  void submit(int seq, const std::function<void()> *work);
-  // Blocks until no collective is running (pending ones that cannot run yet
-  // are not waited for: abandon() them first).
-  void waitIdle();
+  plan::DeviceKind kind() const override { return plan::DeviceKind::CPU; }
+  std::string name() const override { return "CPU"; }
+  uint8_t *at(size_t offset) const override { return base_ + offset; }
+  bool hostVisible() const override { return true; }
+  Stream computeStream() const override { return nullptr; }
+  Status order(Stream, Stream) override { return Status::ok(); }
+  Status synchronize() const override { return Status::ok(); }
+  Status asyncError() const override { return Status::ok(); }
+  Status copy(void *dst, const void *src, size_t bytes, Stream) override;
+  Status upload(void *dst, const void *host, size_t bytes, Stream) override;
+  Status download(void *host, const void *src, size_t bytes) override;
+  Status fill(void *dst, plan::DType dtype, float value, int64_t n, Stream) override;
+  Status packRegion(const void *src, const Region &from, const Region &part, void *dst,
+                    size_t elementBytes, Stream) override;
+  Status unpackRegion(const void *src, const Region &part, void *dst, const Region &into,
+                      size_t elementBytes, Stream) override;
+  Status cast(const void *src, plan::DType from, void *dst, plan::DType to, int64_t n,
+              Stream) override;
+  Status fetch(const std::vector<Stream> &, const std::vector<Fetch> &what) override;
+  Status reserveFetch(size_t) override { return Status::ok(); }
 
 private:
-  void loop();
-
-  std::mutex mutex_;
-  std::condition_variable ready_;
-  std::vector<const std::function<void()> *> slots_; // null: not submitted yet
-  std::condition_variable idle_;
-  bool busy_ = false;
-  int next_ = 0;
-  bool stopping_ = false;
-  std::thread thread_;
+  CpuDevice() = default;
+  std::unique_ptr<uint8_t[]> storage_;
+  uint8_t *base_ = nullptr;
 };
 
 } // namespace sbpflow

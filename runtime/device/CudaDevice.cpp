@@ -1,6 +1,10 @@
 // The GPU device of one rank (see CudaDevice.h).
 #include "runtime/device/CudaDevice.h"
 
+#include "kernels/cuda/Data.h"
+#include "kernels/cuda/Elementwise.h"
+
+#include <cstring>
 #include <string>
 
 namespace sbpflow {
@@ -80,6 +84,8 @@ CudaDevice::~CudaDevice() {
   if (comm_)
     cudaStreamSynchronize(comm_);
   cudaFree(base_);
+  if (pinned_)
+    cudaFreeHost(pinned_);
   for (cudaEvent_t e : {computeDone_, commDone_})
     if (e)
       cudaEventDestroy(e);
@@ -116,6 +122,151 @@ Status CudaDevice::synchronize() const {
   if (Status s = cudaStatus(cudaStreamSynchronize(compute_), gpu + ": compute stream"); !s)
     return s;
   return cudaStatus(cudaStreamSynchronize(comm_), gpu + ": communication stream");
+}
+
+namespace {
+cudaStream_t cudaOf(Stream s) { return static_cast<cudaStream_t>(s); }
+
+// Region copies move whole elements: 4-byte ones as float, 2-byte ones as
+// bf16 (never arithmetic, so any 2-byte payload moves unchanged).
+template <class Copy>
+Status byElementSize(size_t elementBytes, const std::string &gpu, Copy &&copy) {
+  if (elementBytes == 4)
+    return copy(float{});
+  if (elementBytes == 2)
+    return copy(cuda::bf16{});
+  return Status::error(gpu + ": no region copy for " + std::to_string(elementBytes) +
+                       "-byte elements");
+}
+} // namespace
+
+Status CudaDevice::copy(void *dst, const void *src, size_t bytes, Stream stream) {
+  if (dst == src || bytes == 0)
+    return Status::ok();
+  return cudaStatus(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cudaOf(stream)),
+                    name() + ": device copy");
+}
+
+Status CudaDevice::upload(void *dst, const void *host, size_t bytes, Stream stream) {
+  if (bytes == 0)
+    return Status::ok();
+  // From pageable memory cudaMemcpyAsync returns once the source has been
+  // staged (CUDA runtime API, "API synchronization behavior"): the host
+  // buffer may be refilled at once.
+  return cudaStatus(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, cudaOf(stream)),
+                    name() + ": copy to the GPU");
+}
+
+Status CudaDevice::download(void *host, const void *src, size_t bytes) {
+  if (bytes == 0)
+    return Status::ok();
+  cudaSetDevice(device_);
+  return cudaStatus(cudaMemcpy(host, src, bytes, cudaMemcpyDeviceToHost),
+                    name() + ": copy to the host");
+}
+
+Status CudaDevice::fill(void *dst, plan::DType dtype, float value, int64_t n, Stream stream) {
+  if (n <= 0)
+    return Status::ok();
+  switch (dtype) {
+  case plan::DType::F32:
+    return cuda::fill<float>(static_cast<float *>(dst), value, n, cudaOf(stream));
+  case plan::DType::BF16:
+    return cuda::fill<cuda::bf16>(static_cast<cuda::bf16 *>(dst), value, n, cudaOf(stream));
+  default:
+    if (value != 0.0f)
+      return Status::error(name() + ": cannot fill " + plan::EnumNameDType(dtype) +
+                           " elements with " + std::to_string(value));
+    return cudaStatus(cudaMemsetAsync(dst, 0,
+                                      static_cast<size_t>(n) * (dtype == plan::DType::U8 ? 1 : 4),
+                                      cudaOf(stream)),
+                      name() + ": zero fill");
+  }
+}
+
+Status CudaDevice::packRegion(const void *src, const Region &from, const Region &part, void *dst,
+                              size_t elementBytes, Stream stream) {
+  if (regionElements(part) == 0)
+    return Status::ok();
+  const RegionBox b = regionBox(from, part);
+  return byElementSize(elementBytes, name(), [&](auto e) {
+    using T = decltype(e);
+    return cuda::copyRegion<T>(static_cast<const T *>(src), b.shape, b.begin, b.size, b.rank,
+                               static_cast<T *>(dst), cudaOf(stream));
+  });
+}
+
+Status CudaDevice::unpackRegion(const void *src, const Region &part, void *dst, const Region &into,
+                                size_t elementBytes, Stream stream) {
+  if (regionElements(part) == 0)
+    return Status::ok();
+  const RegionBox b = regionBox(into, part);
+  return byElementSize(elementBytes, name(), [&](auto e) {
+    using T = decltype(e);
+    return cuda::copyIntoRegion<T>(static_cast<const T *>(src), b.begin, b.size,
+                                   static_cast<T *>(dst), b.shape, b.rank, cudaOf(stream));
+  });
+}
+
+Status CudaDevice::cast(const void *src, plan::DType from, void *dst, plan::DType to, int64_t n,
+                        Stream stream) {
+  if (n <= 0)
+    return Status::ok();
+  if (from == plan::DType::F32 && to == plan::DType::BF16)
+    return cuda::castToBf16(static_cast<const float *>(src), static_cast<cuda::bf16 *>(dst), n,
+                            cudaOf(stream));
+  if (from == plan::DType::BF16 && to == plan::DType::F32)
+    return cuda::castToFloat(static_cast<const cuda::bf16 *>(src), static_cast<float *>(dst), n,
+                             cudaOf(stream));
+  if (from == to && from != plan::DType::U8)
+    return copy(dst, src, static_cast<size_t>(n) * (from == plan::DType::BF16 ? 2 : 4), stream);
+  return Status::error(name() + ": cannot cast " + plan::EnumNameDType(from) + " to " +
+                       plan::EnumNameDType(to));
+}
+
+Status CudaDevice::reserveFetch(size_t bytes) {
+  if (bytes <= pinnedBytes_)
+    return Status::ok();
+  if (pinned_)
+    cudaFreeHost(pinned_);
+  pinned_ = nullptr;
+  pinnedBytes_ = 0;
+  if (Status s = cudaStatus(cudaMallocHost(&pinned_, bytes), name() + ": pinned host memory"); !s)
+    return s;
+  pinnedBytes_ = bytes;
+  return Status::ok();
+}
+
+Status CudaDevice::fetch(const std::vector<Stream> &streams, const std::vector<Fetch> &what) {
+  cudaSetDevice(device_);
+  for (Stream s : streams)
+    if (Status st = order(cudaOf(s), compute_); !st)
+      return st;
+  size_t total = 0;
+  for (const Fetch &f : what)
+    total += (f.bytes + 7) / 8 * 8;
+  if (Status s = reserveFetch(total); !s)
+    return s;
+  auto *staging = static_cast<uint8_t *>(pinned_);
+  size_t offset = 0;
+  for (const Fetch &f : what) {
+    if (Status s = cudaStatus(
+            cudaMemcpyAsync(staging + offset, f.from, f.bytes, cudaMemcpyDeviceToHost, compute_),
+            name() + ": reading a step's results");
+        !s)
+      return s;
+    offset += (f.bytes + 7) / 8 * 8;
+  }
+  if (Status s = cudaStatus(cudaStreamSynchronize(compute_), name() + ": waiting for the step"); !s)
+    return s;
+  if (Status s = asyncError(); !s)
+    return s;
+  offset = 0;
+  for (const Fetch &f : what) {
+    std::memcpy(f.to, staging + offset, f.bytes);
+    offset += (f.bytes + 7) / 8 * 8;
+  }
+  return Status::ok();
 }
 
 } // namespace sbpflow

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "runtime/Status.h"
+#include "runtime/device/Device.h"
 
 #include <cuda_runtime_api.h>
 
@@ -18,22 +19,6 @@
 #include <string>
 
 namespace sbpflow {
-
-// Offsets in the plan's single allocation, handed out before it exists.
-class DeviceLayout {
-public:
-  // 256 bytes: cudaMalloc's own alignment, and enough for any vector access.
-  static constexpr size_t kAlign = 256;
-  size_t reserve(size_t bytes) {
-    size_t offset = (total_ + kAlign - 1) / kAlign * kAlign;
-    total_ = offset + bytes;
-    return offset;
-  }
-  size_t total() const { return total_; }
-
-private:
-  size_t total_ = 0;
-};
 
 // A host callback run once a stream reaches it. Built once per task and
 // reused every step (enqueuing it allocates nothing); `done` runs on a
@@ -51,7 +36,7 @@ StatusOr<cudaStream_t> createStream(int device, StreamPriority priority, const s
 // The memory GPU `device` has free now, in bytes; errors name the GPU.
 StatusOr<int64_t> deviceMemoryBytes(int device);
 
-class CudaDevice {
+class CudaDevice final : public Device {
 public:
   // Selects `device`, creates the streams and events, and allocates `bytes`
   // (layout.total()); errors name the device and what failed.
@@ -62,7 +47,7 @@ public:
 
   int index() const { return device_; }
   // The allocation; an offset from DeviceLayout::reserve points into it.
-  uint8_t *at(size_t offset) const { return base_ + offset; }
+  uint8_t *at(size_t offset) const override { return base_ + offset; }
   size_t bytes() const { return bytes_; }
   cudaStream_t compute() const { return compute_; }
   // Higher priority than compute: a collective waiting for its turn should
@@ -76,9 +61,30 @@ public:
   Status whenDone(cudaStream_t stream, Completion *c);
   // A kernel fault poisons the context and later callbacks may never run: the
   // executor's watchdog polls this and ends the job with its message.
-  Status asyncError() const;
+  Status asyncError() const override;
   // Waits for both streams (between runs: checkpoints, outputs).
-  Status synchronize() const;
+  Status synchronize() const override;
+
+  // Device (runtime/device/Device.h): the streams are cudaStream_t.
+  plan::DeviceKind kind() const override { return plan::DeviceKind::CUDA; }
+  std::string name() const override { return "GPU " + std::to_string(device_); }
+  bool hostVisible() const override { return false; }
+  Stream computeStream() const override { return compute_; }
+  Status order(Stream signaller, Stream waiter) override {
+    return order(static_cast<cudaStream_t>(signaller), static_cast<cudaStream_t>(waiter));
+  }
+  Status copy(void *dst, const void *src, size_t bytes, Stream stream) override;
+  Status upload(void *dst, const void *host, size_t bytes, Stream stream) override;
+  Status download(void *host, const void *src, size_t bytes) override;
+  Status fill(void *dst, plan::DType dtype, float value, int64_t n, Stream stream) override;
+  Status packRegion(const void *src, const Region &from, const Region &part, void *dst,
+                    size_t elementBytes, Stream stream) override;
+  Status unpackRegion(const void *src, const Region &part, void *dst, const Region &into,
+                      size_t elementBytes, Stream stream) override;
+  Status cast(const void *src, plan::DType from, void *dst, plan::DType to, int64_t n,
+              Stream stream) override;
+  Status fetch(const std::vector<Stream> &streams, const std::vector<Fetch> &what) override;
+  Status reserveFetch(size_t bytes) override;
 
 private:
   CudaDevice() = default;
@@ -93,6 +99,9 @@ private:
   // threads order streams at once.
   cudaEvent_t computeDone_ = nullptr, commDone_ = nullptr;
   std::mutex orderMutex_;
+  // Pinned host memory fetch() stages step-end values through.
+  void *pinned_ = nullptr;
+  size_t pinnedBytes_ = 0;
 };
 
 } // namespace sbpflow

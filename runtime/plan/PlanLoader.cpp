@@ -3,6 +3,7 @@
 // bounds, collective order), each reported with the program/task/tensor name.
 #include "runtime/plan/PlanLoader.h"
 
+#include "kernels/Registry.h"
 #include "runtime/plan/OpInfo.h"
 
 #include <algorithm>
@@ -65,10 +66,6 @@ Status checkTyped(const plan::Plan &p, const std::string &what, int placement,
   return Status::ok();
 }
 
-std::string shapeText(const flatbuffers::Vector<int64_t> *shape) {
-  return toString(toShape(shape));
-}
-
 // The element types of a task's tensors by the rule of its op (Ops.def: one
 // letter per input and output). Mixed precision (bf16 activations, f32
 // master weights, losses and reductions) is expressed by these rules;
@@ -119,274 +116,6 @@ Status checkOpDtypes(const OpInfo &info, const std::vector<const plan::Tensor *>
   for (size_t i = 0; i < out.size(); ++i)
     if (Status s = check(out[i], roleAt(info.outTypes, i), "output " + std::to_string(i)); !s)
       return s;
-  return Status::ok();
-}
-
-// The checks of one op's tensors and attributes that the kernels rely on
-// (element types, attribute ranges, shapes the attributes imply). `in` and
-// `out` are the task's tensors, already range-checked.
-Status checkOpSemantics(const plan::Plan &p, const plan::Task &task,
-                        const std::vector<const plan::Tensor *> &in,
-                        const std::vector<const plan::Tensor *> &out, const std::string &kname) {
-  using K = plan::OpKind;
-  const int nv = static_cast<int>(len(p.variables()));
-  auto scalar = [&](const plan::Tensor *t, const std::string &what) {
-    if (elementCount(toShape(t->shape())) != 1)
-      return Status::error(kname + ": " + what + " '" + str(t->name()) + "' must be a scalar, is " +
-                           shapeText(t->shape()));
-    return Status::ok();
-  };
-  auto rankOf = [](const plan::Tensor *t) { return static_cast<int>(len(t->shape())); };
-  auto variable = [&](int index, const std::string &what) -> StatusOr<const plan::Variable *> {
-    if (index < 0 || index >= nv)
-      return Status::error(kname + ": " + what + " variable " + std::to_string(index) +
-                           " out of range (plan has " + std::to_string(nv) + " variables)");
-    return p.variables()->Get(index);
-  };
-  // The optimiser's gradient (in0) and optional scale (in1).
-  auto optimizerInputs = [&](const plan::Variable *w) -> Status {
-    if (elementCount(toShape(w->shape())) != elementCount(toShape(in[0]->shape())))
-      return Status::error(kname + ": gradient shape differs from variable '" + str(w->name()) +
-                           "'");
-    if (in.size() > 1)
-      return scalar(in[1], "gradient scale");
-    return Status::ok();
-  };
-
-  switch (task.op()) {
-  case K::Embedding:
-    if (rankOf(in[0]) != 2)
-      return Status::error(kname + ": table '" + str(in[0]->name()) + "' must be [V, C], is " +
-                           shapeText(in[0]->shape()));
-    return Status::ok();
-  case K::EmbeddingGrad:
-    if (rankOf(out[0]) != 2)
-      return Status::error(kname + ": table gradient '" + str(out[0]->name()) +
-                           "' must be [V, C], is " + shapeText(out[0]->shape()));
-    return Status::ok();
-  case K::Cast:
-    if (toShape(in[0]->shape()) != toShape(out[0]->shape()))
-      return Status::error(kname + ": cast of " + shapeText(in[0]->shape()) + " into " +
-                           shapeText(out[0]->shape()) + " changes the shape");
-    return Status::ok();
-  case K::LayerNorm:
-  case K::LayerNormGrad: {
-    float eps = task.attrs_as_NormAttrs()->eps();
-    if (!(eps > 0.0f))
-      return Status::error(kname + ": NormAttrs.eps must be positive, is " + std::to_string(eps));
-    return Status::ok();
-  }
-  case K::CausalAttention:
-  case K::CausalAttentionGrad: {
-    int heads = task.attrs_as_AttentionAttrs()->heads();
-    const plan::Tensor *q = task.op() == K::CausalAttention ? in[0] : in[1];
-    if (rankOf(q) != 3)
-      return Status::error(kname + ": q '" + str(q->name()) + "' must be [batch, T, C], is " +
-                           shapeText(q->shape()));
-    int64_t channels = q->shape()->Get(2);
-    if (heads <= 0 || channels % heads != 0)
-      return Status::error(kname + ": AttentionAttrs.heads " + std::to_string(heads) +
-                           " must be positive and divide the " + std::to_string(channels) +
-                           " channels");
-    return Status::ok();
-  }
-  case K::Dropout: {
-    float prob = task.attrs_as_DropoutAttrs()->p();
-    if (!(prob >= 0.0f && prob < 1.0f))
-      return Status::error(kname + ": DropoutAttrs.p must lie in [0, 1), is " +
-                           std::to_string(prob));
-    return Status::ok();
-  }
-  case K::Reshape:
-    if (elementCount(toShape(in[0]->shape())) != elementCount(toShape(out[0]->shape())))
-      return Status::error(kname + ": reshape of " + shapeText(in[0]->shape()) + " into " +
-                           shapeText(out[0]->shape()) + " changes the element count");
-    return Status::ok();
-  case K::Transpose: {
-    const auto *perm = task.attrs_as_TransposeAttrs()->perm();
-    int rank = rankOf(in[0]);
-    std::vector<bool> seen(rank, false);
-    bool valid = static_cast<int>(len(perm)) == rank && rankOf(out[0]) == rank;
-    for (size_t k = 0; valid && k < len(perm); ++k) {
-      int a = perm->Get(k);
-      valid = a >= 0 && a < rank && !seen[a] && out[0]->shape()->Get(k) == in[0]->shape()->Get(a);
-      if (valid)
-        seen[a] = true;
-    }
-    if (!valid)
-      return Status::error(kname + ": TransposeAttrs.perm is not a permutation taking " +
-                           shapeText(in[0]->shape()) + " to " + shapeText(out[0]->shape()));
-    return Status::ok();
-  }
-  case K::Narrow:
-  case K::NarrowGrad: {
-    const plan::NarrowAttrs *a = task.attrs_as_NarrowAttrs();
-    // Narrow: whole = in0, part = out0; NarrowGrad the other way round.
-    const plan::Tensor *whole = task.op() == K::Narrow ? in[0] : out[0];
-    const plan::Tensor *part = task.op() == K::Narrow ? out[0] : in[0];
-    int rank = rankOf(whole), axis = a->axis();
-    bool valid = rankOf(part) == rank && axis >= 0 && axis < rank && a->begin() >= 0;
-    for (int d = 0; valid && d < rank; ++d)
-      valid = d == axis ? a->begin() + part->shape()->Get(d) <= whole->shape()->Get(d)
-                        : part->shape()->Get(d) == whole->shape()->Get(d);
-    if (!valid)
-      return Status::error(kname + ": NarrowAttrs (axis " + std::to_string(axis) + ", begin " +
-                           std::to_string(a->begin()) + ") do not place " +
-                           shapeText(part->shape()) + " inside " + shapeText(whole->shape()));
-    return Status::ok();
-  }
-  case K::Concat: {
-    int axis = task.attrs_as_ConcatAttrs()->axis(), rank = rankOf(out[0]);
-    if (axis < 0 || axis >= rank)
-      return Status::error(kname + ": ConcatAttrs.axis " + std::to_string(axis) +
-                           " out of range for rank " + std::to_string(rank));
-    int64_t total = 0;
-    for (const plan::Tensor *t : in) {
-      bool valid = rankOf(t) == rank;
-      for (int d = 0; valid && d < rank; ++d)
-        valid = d == axis || t->shape()->Get(d) == out[0]->shape()->Get(d);
-      if (!valid)
-        return Status::error(kname + ": operand '" + str(t->name()) + "' " + shapeText(t->shape()) +
-                             " does not fit the result " + shapeText(out[0]->shape()) +
-                             " off axis " + std::to_string(axis));
-      total += t->shape()->Get(axis);
-    }
-    if (total != out[0]->shape()->Get(axis))
-      return Status::error(kname + ": operands sum to " + std::to_string(total) + " on axis " +
-                           std::to_string(axis) + ", the result has " +
-                           std::to_string(out[0]->shape()->Get(axis)));
-    return Status::ok();
-  }
-  case K::SquareSum:
-    return scalar(out[0], "result");
-  case K::ClipScale: {
-    float maxNorm = task.attrs_as_ClipAttrs()->max_norm();
-    if (!(maxNorm > 0.0f))
-      return Status::error(kname + ": ClipAttrs.max_norm must be positive, is " +
-                           std::to_string(maxNorm));
-    if (Status s = scalar(in[0], "sum of squares"); !s)
-      return s;
-    return scalar(out[0], "result");
-  }
-  case K::SgdMomentum: {
-    const plan::SgdAttrs *sgd = task.attrs_as_SgdAttrs();
-    auto w = variable(sgd->param(), "param");
-    if (!w)
-      return w.status();
-    if (sgd->momentum_buffer() < -1 || sgd->momentum_buffer() >= nv)
-      return Status::error(kname + ": momentum_buffer variable " +
-                           std::to_string(sgd->momentum_buffer()) + " out of range");
-    if (sgd->momentum() != 0.0f && sgd->momentum_buffer() < 0)
-      return Status::error(kname + ": momentum " + std::to_string(sgd->momentum()) +
-                           " without a momentum_buffer");
-    return optimizerInputs(*w);
-  }
-  case K::AdamW: {
-    const plan::AdamWAttrs *a = task.attrs_as_AdamWAttrs();
-    auto w = variable(a->param(), "param");
-    if (!w)
-      return w.status();
-    for (auto [index, what] : {std::pair<int, const char *>{a->m(), "m"}, {a->v(), "v"}}) {
-      auto slot = variable(index, what);
-      if (!slot)
-        return slot.status();
-      if (toShape((*slot)->shape()) != toShape((*w)->shape()))
-        return Status::error(kname + ": " + what + " variable '" + str((*slot)->name()) +
-                             "' differs in shape from the parameter '" + str((*w)->name()) + "'");
-    }
-    auto step = variable(a->step(), "step");
-    if (!step)
-      return step.status();
-    if (elementCount(toShape((*step)->shape())) != 1)
-      return Status::error(kname + ": step variable '" + str((*step)->name()) +
-                           "' must be a scalar");
-    if (!(a->beta1() >= 0.0f && a->beta1() < 1.0f) || !(a->beta2() >= 0.0f && a->beta2() < 1.0f))
-      return Status::error(kname + ": AdamWAttrs betas must lie in [0, 1)");
-    if (!(a->eps() > 0.0f))
-      return Status::error(kname + ": AdamWAttrs.eps must be positive");
-    return optimizerInputs(*w);
-  }
-  default:
-    return Status::ok();
-  }
-}
-
-// Whether a boxing op changes `from` into `to` on one hierarchy dimension
-// (plan.fbs: the collective of each SBP change); `reduce` is the reduction
-// a partial input must carry.
-bool boxingChange(plan::OpKind op, const plan::SbpDim &from, const plan::SbpDim &to,
-                  plan::ReduceOp reduce) {
-  using K = plan::OpKind;
-  using S = plan::SbpKind;
-  const bool partial = from.kind() >= S::PartialSum;
-  const S want = reduce == plan::ReduceOp::Max   ? S::PartialMax
-                 : reduce == plan::ReduceOp::Min ? S::PartialMin
-                                                 : S::PartialSum;
-  switch (op) {
-  case K::AllReduce:
-    return partial && from.kind() == want && to.kind() == S::Broadcast;
-  case K::AllGather:
-    return from.kind() == S::Split && to.kind() == S::Broadcast;
-  case K::ReduceScatter:
-    return partial && from.kind() == want && to.kind() == S::Split;
-  case K::AllToAll:
-    return from.kind() == S::Split && to.kind() == S::Split && from.axis() != to.axis();
-  case K::Slice:
-    return from.kind() == S::Broadcast && to.kind() == S::Split;
-  case K::ZeroOthers:
-    return from.kind() == S::Broadcast && to.kind() >= S::PartialSum;
-  default:
-    return false;
-  }
-}
-
-std::string sbpText(const plan::SbpDim &d) {
-  NdSbp one{SbpDim{static_cast<SbpKind>(static_cast<int8_t>(d.kind())), d.axis()}};
-  std::string text = toString(one);
-  return text.substr(1, text.size() - 2); // without the brackets
-}
-
-// A boxing task's tensors: each output is its input on the same placement
-// and shape, its nd-SBP changed on the task's hierarchy dimension only (on
-// any dimension for a local step without attributes), by the change of its
-// op, and a reduction reduces what the input's SBP says. On a dimension of
-// one rank every SBP holds the whole tensor: any change is a copy.
-Status checkBoxing(const plan::Plan &p, const plan::Task &task,
-                   const std::vector<const plan::Tensor *> &in,
-                   const std::vector<const plan::Tensor *> &out, const std::string &kname) {
-  const plan::CollectiveAttrs *c = task.attrs_as_CollectiveAttrs();
-  if (c && !known(c->reduce()))
-    return Status::error(kname + ": unknown reduction " +
-                         std::to_string(static_cast<int>(c->reduce())));
-  const plan::ReduceOp reduce = c ? c->reduce() : plan::ReduceOp::Sum;
-  for (size_t i = 0; i < in.size() && i < out.size(); ++i) {
-    const plan::Tensor &x = *in[i], &y = *out[i];
-    if (x.placement() != y.placement() || toShape(x.shape()) != toShape(y.shape()))
-      return Status::error(kname + ": '" + str(y.name()) + "' is not '" + str(x.name()) +
-                           "' on another SBP (placement or shape differ)");
-    const auto *hierarchy = p.placements()->Get(x.placement())->hierarchy();
-    for (size_t d = 0; d < len(x.sbp()); ++d) {
-      if (hierarchy->Get(d) == 1)
-        continue;
-      const plan::SbpDim &from = *x.sbp()->Get(d), &to = *y.sbp()->Get(d);
-      const bool here = c ? static_cast<int>(d) == c->hierarchy_dim()
-                          : !(from.kind() == to.kind() && from.axis() == to.axis());
-      const bool same = from.kind() == to.kind() &&
-                        (from.kind() != plan::SbpKind::Split || from.axis() == to.axis());
-      if (here ? boxingChange(task.op(), from, to, reduce) : same)
-        continue;
-      return Status::error(
-          kname + ": '" + str(x.name()) + "' " + toString(toNdSbp(x.sbp())) + " -> '" +
-          str(y.name()) + "' " + toString(toNdSbp(y.sbp())) +
-          (here ? " is not what " + std::string(opName(task.op())) +
-                      (c ? " with reduce " + std::string(plan::EnumNameReduceOp(reduce))
-                         : std::string()) +
-                      " does on hierarchy dim " + std::to_string(d) + " (" + sbpText(from) +
-                      " -> " + sbpText(to) + ")"
-                : " changes hierarchy dim " + std::to_string(d) +
-                      ", which the task does not act on"));
-    }
-  }
   return Status::ok();
 }
 
@@ -516,19 +245,10 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
       outT.push_back(tensors->Get(task->outputs()->Get(j)));
     if (Status s = checkOpDtypes(*info, inT, outT, kname); !s)
       return s;
-    if (Status s = checkOpSemantics(p, *task, inT, outT, kname); !s)
+    // What the op itself requires of its tensors and attributes (its entry in
+    // the op registry, kernels/Registry.h), on the global tensors.
+    if (Status s = checkTask(p, *task, inT, outT, kname); !s)
       return s;
-    if (const plan::CollectiveAttrs *c = task->attrs_as_CollectiveAttrs()) {
-      const plan::Tensor *in = tensors->Get(task->inputs()->Get(0));
-      int dims = static_cast<int>(len(p.placements()->Get(in->placement())->hierarchy()));
-      if (c->hierarchy_dim() < 0 || c->hierarchy_dim() >= dims)
-        return Status::error(kname + ": hierarchy_dim " + std::to_string(c->hierarchy_dim()) +
-                             " out of range (placement has " + std::to_string(dims) +
-                             " dimensions)");
-    }
-    if (info->category == OpCategory::Collective || info->category == OpCategory::LocalBoxing)
-      if (Status s = checkBoxing(p, *task, inT, outT, kname); !s)
-        return s;
     if (const plan::MeanAttrs *m = task->attrs_as_MeanAttrs(); m && m->count() <= 0)
       return Status::error(kname + ": MeanAttrs.count must be positive, is " +
                            std::to_string(m->count()));
@@ -608,52 +328,6 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
 }
 
 } // namespace
-
-Shape toShape(const flatbuffers::Vector<int64_t> *shape) {
-  Shape s;
-  for (size_t i = 0; i < len(shape); ++i)
-    s.push_back(shape->Get(i));
-  return s;
-}
-
-NdSbp toNdSbp(const flatbuffers::Vector<const plan::SbpDim *> *sbp) {
-  NdSbp out;
-  for (size_t i = 0; i < len(sbp); ++i) {
-    SbpDim d;
-    d.kind = static_cast<SbpKind>(static_cast<int8_t>(sbp->Get(i)->kind()));
-    d.axis = sbp->Get(i)->axis();
-    out.push_back(d);
-  }
-  return out;
-}
-
-std::vector<int64_t> toHierarchy(const plan::Placement &placement) {
-  std::vector<int64_t> h;
-  for (size_t i = 0; i < len(placement.hierarchy()); ++i)
-    h.push_back(placement.hierarchy()->Get(i));
-  return h;
-}
-
-int rankIndexIn(const plan::Placement &placement, int globalRank) {
-  for (size_t i = 0; i < len(placement.ranks()); ++i)
-    if (placement.ranks()->Get(i) == globalRank)
-      return static_cast<int>(i);
-  return -1;
-}
-
-const char *opName(plan::OpKind op) {
-  const OpInfo *info = opInfo(op);
-  return info ? info->name : "";
-}
-
-bool isCollective(plan::OpKind op) {
-  const OpInfo *info = opInfo(op);
-  return info && info->category == OpCategory::Collective;
-}
-
-size_t dtypeSize(plan::DType dtype) {
-  return dtype == plan::DType::BF16 ? 2 : dtype == plan::DType::U8 ? 1 : 4;
-}
 
 Status checkPlan(const plan::Plan &p) {
   if (p.version() != kPlanVersion)

@@ -5,6 +5,7 @@
 
 #include "runtime/Shape.h"
 #include "runtime/Status.h"
+#include "runtime/plan/PlanTypes.h"
 #include "runtime/plan/plan_generated.h"
 
 #include <cstdint>
@@ -59,16 +60,6 @@ Status checkRankFits(const plan::Plan &plan, int globalRank, plan::DeviceKind de
 
 // Human-readable dump for `sbpflow inspect`.
 std::string describePlan(const plan::Plan &plan);
-
-// Conversions from the schema to runtime/Shape.h types.
-Shape toShape(const flatbuffers::Vector<int64_t> *shape);
-NdSbp toNdSbp(const flatbuffers::Vector<const plan::SbpDim *> *sbp);
-std::vector<int64_t> toHierarchy(const plan::Placement &placement);
-// Position of `globalRank` in the placement's rank list, or -1.
-int rankIndexIn(const plan::Placement &placement, int globalRank);
-const char *opName(plan::OpKind op);
-bool isCollective(plan::OpKind op);
-size_t dtypeSize(plan::DType dtype);
 
 // The whole global tensor of a variable as plan.fbs's Init defines it: every
 // element drawn in row-major order from std::mt19937_64(seed). Uniform:

@@ -1,6 +1,6 @@
 // The CPU device: the collective queue issues work strictly in sequence
 // order whatever the order of submission.
-#include "runtime/device/CpuDevice.h"
+#include "runtime/device/CollectiveQueue.h"
 
 #include <gtest/gtest.h>
 

@@ -1,0 +1,214 @@
+// Optimisers at runtime: SGD with momentum and AdamW update their variables
+// in place from an f32 gradient and an optional scalar gradient scale (the
+// clipping factor, left on the device). AdamW's step count lives in a
+// variable, so that checkpoints resume it; the host knows it before the
+// launch (the CUDA kernel takes it by value).
+#include "kernels/Checks.h"
+#include "kernels/cpu/Kernels.h"
+#include "kernels/cpu/Transformer.h"
+#include "runtime/plan/PlanTypes.h"
+
+#ifdef SBPFLOW_HAVE_CUDA
+#include "kernels/cuda/Dispatch.h"
+#include "kernels/cuda/Optimizers.h"
+#endif
+
+namespace sbpflow {
+
+int updatedVariable(const plan::Task &task) {
+  if (const plan::SgdAttrs *s = task.attrs_as_SgdAttrs())
+    return s->param();
+  if (const plan::AdamWAttrs *a = task.attrs_as_AdamWAttrs())
+    return a->param();
+  return -1;
+}
+
+namespace ops {
+namespace {
+
+// The variables an optimiser updates, checked against the parameter. A slot
+// index is -1 where the optimiser has none.
+struct OptimizerWork {
+  int param = -1, momentum = -1, m = -1, v = -1, step = -1;
+  int64_t n = 0;       // parameter elements (this rank's)
+  bool scaled = false; // a second input holds the gradient-clipping factor
+  float lr = 0, beta1 = 0, beta2 = 0, eps = 0, weightDecay = 0, momentumFactor = 0;
+};
+
+// The plan's side (the loader's check): indices, shapes, factors.
+StatusOr<OptimizerWork> optimizerWork(const OpArgs &a) {
+  const auto *vars = a.plan.variables();
+  const int nv = static_cast<int>(vars->size());
+  auto variable = [&](int index, const std::string &what) -> StatusOr<const plan::Variable *> {
+    if (index < 0 || index >= nv)
+      return Status::error(a.at + ": " + what + " variable " + std::to_string(index) +
+                           " out of range (plan has " + std::to_string(nv) + " variables)");
+    return vars->Get(index);
+  };
+  OptimizerWork w;
+  w.param = updatedVariable(a.task);
+  auto param = variable(w.param, "param");
+  if (!param)
+    return param.status();
+  const plan::Variable &p = **param;
+  if (elementCount(toShape(p.shape())) != elementCount(a.in[0]->global))
+    return Status::error(a.at + ": gradient shape differs from variable '" + p.name()->str() + "'");
+  if (a.in.size() > 1) {
+    if (elements(a.in[1]) != 1)
+      return Status::error(a.at + ": gradient scale '" + a.in[1]->name + "' must be a scalar, is " +
+                           toString(a.in[1]->local));
+    w.scaled = true;
+  }
+  if (const plan::SgdAttrs *sgd = a.task.attrs_as_SgdAttrs()) {
+    if (sgd->momentum_buffer() < -1 || sgd->momentum_buffer() >= nv)
+      return Status::error(a.at + ": momentum_buffer variable " +
+                           std::to_string(sgd->momentum_buffer()) + " out of range");
+    if (sgd->momentum() != 0.0f && sgd->momentum_buffer() < 0)
+      return Status::error(a.at + ": momentum " + std::to_string(sgd->momentum()) +
+                           " without a momentum_buffer");
+    if (sgd->momentum_buffer() >= 0 &&
+        toShape(vars->Get(sgd->momentum_buffer())->shape()) != toShape(p.shape()))
+      return Status::error(a.at + ": momentum_buffer variable '" +
+                           vars->Get(sgd->momentum_buffer())->name()->str() +
+                           "' differs in shape from the parameter '" + p.name()->str() + "'");
+    w.momentum = sgd->momentum_buffer();
+    w.lr = sgd->lr();
+    w.momentumFactor = sgd->momentum();
+    w.weightDecay = sgd->weight_decay();
+    return w;
+  }
+  const plan::AdamWAttrs *adam = a.task.attrs_as_AdamWAttrs();
+  for (auto [index, what] : {std::pair<int, const char *>{adam->m(), "m"}, {adam->v(), "v"}}) {
+    auto slot = variable(index, what);
+    if (!slot)
+      return slot.status();
+    if (toShape((*slot)->shape()) != toShape(p.shape()))
+      return Status::error(a.at + ": " + what + " variable '" + (*slot)->name()->str() +
+                           "' differs in shape from the parameter '" + p.name()->str() + "'");
+  }
+  auto step = variable(adam->step(), "step");
+  if (!step)
+    return step.status();
+  if (elementCount(toShape((*step)->shape())) != 1)
+    return Status::error(a.at + ": step variable '" + (*step)->name()->str() +
+                         "' must be a scalar");
+  if (!(adam->beta1() >= 0.0f && adam->beta1() < 1.0f) ||
+      !(adam->beta2() >= 0.0f && adam->beta2() < 1.0f))
+    return Status::error(a.at + ": AdamWAttrs betas must lie in [0, 1)");
+  if (!(adam->eps() > 0.0f))
+    return Status::error(a.at + ": AdamWAttrs.eps must be positive");
+  w.m = adam->m();
+  w.v = adam->v();
+  w.step = adam->step();
+  w.lr = adam->lr();
+  w.beta1 = adam->beta1();
+  w.beta2 = adam->beta2();
+  w.eps = adam->eps();
+  w.weightDecay = adam->weight_decay();
+  return w;
+}
+
+// The rank's side: the gradient covers this rank's shard of the parameter.
+// An empty kernel where the rank holds none of it.
+StatusOr<OptimizerWork> localWork(const OpArgs &a, bool &here) {
+  auto w = optimizerWork(a);
+  if (!w)
+    return w;
+  const std::vector<TensorView> &vars = *a.variables;
+  here = vars[w->param].data != nullptr;
+  if (!here)
+    return w;
+  w->n = elements(&vars[w->param]);
+  if (!a.in[0]->data || elements(a.in[0]) != w->n)
+    return Status::error(a.at + ": gradient holds " + std::to_string(elements(a.in[0])) +
+                         " local elements, parameter " + std::to_string(w->n));
+  return w;
+}
+
+} // namespace
+
+Status checkSgdMomentum(const OpArgs &a) { return statusOf(optimizerWork(a)); }
+Status checkAdamW(const OpArgs &a) { return statusOf(optimizerWork(a)); }
+
+StatusOr<Kernel> cpuSgdMomentum(const OpArgs &a) {
+  bool here = false;
+  auto w = localWork(a, here);
+  if (!w || !here)
+    return w ? StatusOr<Kernel>(Kernel()) : StatusOr<Kernel>(w.status());
+  const std::vector<TensorView> &vars = *a.variables;
+  float *param = data<float>(&vars[w->param]);
+  float *velocity = w->momentum >= 0 ? data<float>(&vars[w->momentum]) : nullptr;
+  const float *g = data<float>(a.in[0]);
+  const float *scale = w->scaled ? data<float>(a.in[1]) : nullptr;
+  return Kernel([=, w = *w](const StepContext &) {
+    cpu::sgdMomentum(param, velocity, g, w.n, w.lr, w.momentumFactor, w.weightDecay,
+                     scale ? *scale : 1.0f);
+    return Status::ok();
+  });
+}
+
+StatusOr<Kernel> cpuAdamW(const OpArgs &a) {
+  bool here = false;
+  auto w = localWork(a, here);
+  if (!w || !here)
+    return w ? StatusOr<Kernel>(Kernel()) : StatusOr<Kernel>(w.status());
+  const std::vector<TensorView> &vars = *a.variables;
+  float *param = data<float>(&vars[w->param]), *m = data<float>(&vars[w->m]),
+        *v = data<float>(&vars[w->v]);
+  auto *step = static_cast<float *>(a.hostVariable(w->step));
+  const float *g = data<float>(a.in[0]);
+  const float *scale = w->scaled ? data<float>(a.in[1]) : nullptr;
+  return Kernel([=, w = *w](const StepContext &) {
+    *step += 1.0f;
+    cpu::adamw(param, m, v, g, w.n, w.lr, w.beta1, w.beta2, w.eps, w.weightDecay,
+               static_cast<int64_t>(*step), scale ? *scale : 1.0f);
+    return Status::ok();
+  });
+}
+
+#ifdef SBPFLOW_HAVE_CUDA
+
+StatusOr<Kernel> cudaSgdMomentum(const OpArgs &a) {
+  bool here = false;
+  auto w = localWork(a, here);
+  if (!w || !here)
+    return w ? StatusOr<Kernel>(Kernel()) : StatusOr<Kernel>(w.status());
+  const std::vector<TensorView> &vars = *a.variables;
+  float *param = data<float>(&vars[w->param]);
+  float *velocity = w->momentum >= 0 ? data<float>(&vars[w->momentum]) : nullptr;
+  const float *g = data<float>(a.in[0]);
+  // The clipping factor stays on the device (no host sync in a step).
+  const float *scale = w->scaled ? data<float>(a.in[1]) : nullptr;
+  const cudaStream_t s = cuda::streamOf(a.stream);
+  return Kernel([=, w = *w, at = a.at](const StepContext &) {
+    return named(at, cuda::sgdMomentum(param, velocity, g, w.n, w.lr, w.momentumFactor,
+                                       w.weightDecay, scale, s));
+  });
+}
+
+StatusOr<Kernel> cudaAdamW(const OpArgs &a) {
+  bool here = false;
+  auto w = localWork(a, here);
+  if (!w || !here)
+    return w ? StatusOr<Kernel>(Kernel()) : StatusOr<Kernel>(w.status());
+  const std::vector<TensorView> &vars = *a.variables;
+  float *param = data<float>(&vars[w->param]), *m = data<float>(&vars[w->m]),
+        *v = data<float>(&vars[w->v]);
+  // The step count is known on the host before the launch (the kernel takes
+  // it by value); the executor refreshes the variable's device copy before a
+  // checkpoint.
+  auto *step = static_cast<float *>(a.hostVariable(w->step));
+  const float *g = data<float>(a.in[0]);
+  const float *scale = w->scaled ? data<float>(a.in[1]) : nullptr;
+  const cudaStream_t s = cuda::streamOf(a.stream);
+  return Kernel([=, w = *w, at = a.at](const StepContext &) {
+    *step += 1.0f;
+    return named(at, cuda::adamw(param, m, v, g, w.n, w.lr, w.beta1, w.beta2, w.eps, w.weightDecay,
+                                 static_cast<int64_t>(*step), scale, s));
+  });
+}
+
+#endif
+
+} // namespace ops
+} // namespace sbpflow

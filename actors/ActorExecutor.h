@@ -8,6 +8,7 @@
 #include "actors/Executor.h"
 #include "actors/Messages.h"
 #include "actors/TaskGraph.h"
+#include "actors/Variables.h"
 #include "runtime/device/CpuDevice.h"
 
 #include <caf/actor.hpp>
@@ -72,6 +73,12 @@ public:
       return broken_;
     }
     return Status::ok();
+  }
+
+  Status publishCheckpoint(const std::string &dir, uint64_t generation,
+                           const std::vector<checkpoint::ShardRecord> &records,
+                           const checkpoint::DataPosition &next) const final {
+    return publishVariableCheckpoint(*plan_, options_.globalRank, dir, generation, records, next);
   }
 
 protected:

@@ -187,8 +187,8 @@ public:
   }
 
   Status init();
-  Status saveCheckpoint(const std::string &dir,
-                        const checkpoint::DataPosition &next) const override;
+  StatusOr<std::vector<checkpoint::ShardRecord>>
+  writeCheckpointShards(const std::string &dir, uint64_t generation) const override;
   Status loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) override;
   Status writeTrace(const std::string &path) const override;
   Status readOutput(const std::string &program, const std::string &name,
@@ -269,7 +269,7 @@ Status CudaExecutor::init() {
   hostCounter_.assign(variableCount, false);
   for (size_t v = 0; v < variableCount; ++v)
     if (host_[v].local)
-      varOffset_[v] = layout_.reserve(host_[v].data.size() * sizeof(float));
+      varOffset_[v] = layout_.reserve(host_[v].bytes.size());
   partialsOffset_ = layout_.reserve(cuda::kReducePartials * sizeof(double));
   std::vector<size_t> arenas;
   for (size_t p = 0; p < plan_->programs()->size(); ++p)
@@ -303,12 +303,11 @@ Status CudaExecutor::init() {
 Status CudaExecutor::copyVariablesToDevice() {
   cudaSetDevice(options_.cudaDevice);
   for (size_t v = 0; v < host_.size(); ++v)
-    if (host_[v].local && !host_[v].data.empty())
-      if (Status s =
-              cudaStatus(cudaMemcpy(device_->at(varOffset_[v]), host_[v].data.data(),
-                                    host_[v].data.size() * sizeof(float), cudaMemcpyHostToDevice),
-                         rank() + ": copying variable '" +
-                             plan_->variables()->Get(v)->name()->str() + "' to the GPU");
+    if (host_[v].local && !host_[v].bytes.empty())
+      if (Status s = cudaStatus(cudaMemcpy(device_->at(varOffset_[v]), host_[v].data(),
+                                           host_[v].bytes.size(), cudaMemcpyHostToDevice),
+                                rank() + ": copying variable '" +
+                                    plan_->variables()->Get(v)->name()->str() + "' to the GPU");
           !s)
         return s;
   return Status::ok();
@@ -317,17 +316,16 @@ Status CudaExecutor::copyVariablesToDevice() {
 Status CudaExecutor::copyVariablesToHost() const {
   cudaSetDevice(options_.cudaDevice);
   for (size_t v = 0; v < host_.size(); ++v) {
-    if (!host_[v].local || host_[v].data.empty())
+    if (!host_[v].local || host_[v].bytes.empty())
       continue;
-    const size_t bytes = host_[v].data.size() * sizeof(float);
+    const size_t bytes = host_[v].bytes.size();
     // A step counter lives on the host: refresh its device copy instead.
-    Status s = hostCounter_[v]
-                   ? cudaStatus(cudaMemcpy(device_->at(varOffset_[v]), host_[v].data.data(), bytes,
-                                           cudaMemcpyHostToDevice),
-                                "")
-                   : cudaStatus(cudaMemcpy(host_[v].data.data(), device_->at(varOffset_[v]), bytes,
-                                           cudaMemcpyDeviceToHost),
-                                "");
+    Status s = hostCounter_[v] ? cudaStatus(cudaMemcpy(device_->at(varOffset_[v]), host_[v].data(),
+                                                       bytes, cudaMemcpyHostToDevice),
+                                            "")
+                               : cudaStatus(cudaMemcpy(host_[v].data(), device_->at(varOffset_[v]),
+                                                       bytes, cudaMemcpyDeviceToHost),
+                                            "");
     if (!s)
       return Status::error(rank() + ": copying variable '" +
                            plan_->variables()->Get(v)->name()->str() + "' between GPU and host" +
@@ -604,7 +602,7 @@ StatusOr<Kernel> CudaExecutor::buildKernel(const plan::Task &task,
     // takes it by value); the variable's device copy is refreshed for
     // checkpoints.
     hostCounter_[w.step] = true;
-    float *step = host_[w.step].data.data();
+    float *step = host_[w.step].f32();
     float *mp = var(w.m), *vp = var(w.v);
     return Kernel([=](const StepContext &) -> Status {
       *step += 1.0f;
@@ -1271,13 +1269,13 @@ StatusOr<Kernel> CudaExecutor::buildComputeKernel(const plan::Task &task,
   return Status::error(at + ": op has no CUDA kernel (the CUDA executor does not run it)");
 }
 
-Status CudaExecutor::saveCheckpoint(const std::string &dir,
-                                    const checkpoint::DataPosition &next) const {
+StatusOr<std::vector<checkpoint::ShardRecord>>
+CudaExecutor::writeCheckpointShards(const std::string &dir, uint64_t generation) const {
   if (Status s = synchronize(); !s)
     return s;
   if (Status s = copyVariablesToHost(); !s)
     return s;
-  return saveVariableShards(*plan_, options_.globalRank, host_, dir, next);
+  return writeVariableShards(*plan_, options_.globalRank, host_, dir, generation);
 }
 
 Status CudaExecutor::loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) {

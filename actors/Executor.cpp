@@ -59,8 +59,8 @@ public:
   ~CpuExecutor() override { stopPrograms(); }
 
   Status init();
-  Status saveCheckpoint(const std::string &dir,
-                        const checkpoint::DataPosition &next) const override;
+  StatusOr<std::vector<checkpoint::ShardRecord>>
+  writeCheckpointShards(const std::string &dir, uint64_t generation) const override;
   Status loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) override;
   Status writeTrace(const std::string &path) const override;
   Status readOutput(const std::string &program, const std::string &name,
@@ -105,7 +105,7 @@ Status CpuExecutor::buildProgram(const plan::Program &prog) {
   std::vector<TensorView> views =
       programViews(*plan_, prog, options_.globalRank, [&](const plan::Tensor &t) -> void * {
         if (t.variable() >= 0)
-          return variables_[t.variable()].data.data();
+          return variables_[t.variable()].data();
         return arena + t.offset();
       });
 
@@ -254,7 +254,7 @@ StatusOr<Kernel> CpuExecutor::buildF32Kernel(const plan::Task &task, const Opera
     if (!checked)
       return checked.status();
     const OptimizerWork w = checked.take();
-    auto var = [&](int index) { return index >= 0 ? variables_[index].data.data() : nullptr; };
+    auto var = [&](int index) { return index >= 0 ? variables_[index].f32() : nullptr; };
     const float *scale = w.scaled ? f32(in[1]) : nullptr;
     float *wp = var(w.param);
     const float *g = f32(in[0]);
@@ -411,9 +411,9 @@ StatusOr<Kernel> CpuExecutor::buildF32Kernel(const plan::Task &task, const Opera
   return Status::error(at + ": op not supported by the CPU executor");
 }
 
-Status CpuExecutor::saveCheckpoint(const std::string &dir,
-                                   const checkpoint::DataPosition &next) const {
-  return saveVariableShards(*plan_, options_.globalRank, variables_, dir, next);
+StatusOr<std::vector<checkpoint::ShardRecord>>
+CpuExecutor::writeCheckpointShards(const std::string &dir, uint64_t generation) const {
+  return writeVariableShards(*plan_, options_.globalRank, variables_, dir, generation);
 }
 
 Status CpuExecutor::loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) {

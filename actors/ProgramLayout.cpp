@@ -77,12 +77,12 @@ StatusOr<OptimizerWork> checkOptimizer(const plan::Task &task, const Operands &i
   OptimizerWork w;
   w.adam = task.op() == K::AdamW;
   w.param = optimizerParam(task);
-  const size_t size = variables[w.param].data.size();
+  const size_t size = static_cast<size_t>(variables[w.param].elements());
   w.n = static_cast<int64_t>(size);
   // An optimiser slot variable (momentum, moments) laid out like the parameter.
   auto slot = [&](int index, const char *what) -> Status {
     if (index < 0 || index >= static_cast<int>(variables.size()) ||
-        variables[index].data.size() != size)
+        static_cast<size_t>(variables[index].elements()) != size)
       return Status::error(at + ": " + what + " variable differs from the parameter in size");
     return Status::ok();
   };
@@ -113,7 +113,7 @@ StatusOr<OptimizerWork> checkOptimizer(const plan::Task &task, const Operands &i
   if (Status s = slot(a->v(), "second-moment"); !s)
     return s;
   if (a->step() < 0 || a->step() >= static_cast<int>(variables.size()) ||
-      variables[a->step()].data.size() != 1)
+      variables[a->step()].elements() != 1)
     return Status::error(at + ": the step variable must be a scalar");
   w.m = a->m();
   w.v = a->v();

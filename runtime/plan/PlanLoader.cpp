@@ -472,6 +472,10 @@ Status checkOpSemantics(const plan::Plan &p, const plan::Task &task,
     if (sgd->momentum_buffer() < -1 || sgd->momentum_buffer() >= nv)
       return Status::error(kname + ": momentum_buffer variable " +
                            std::to_string(sgd->momentum_buffer()) + " out of range");
+    for (int index : {sgd->param(), sgd->momentum_buffer()})
+      if (index >= 0 && p.variables()->Get(index)->dtype() != plan::DType::F32)
+        return Status::error(kname + ": variable '" + str(p.variables()->Get(index)->name()) +
+                             "' must be f32");
     if (sgd->momentum() != 0.0f && sgd->momentum_buffer() < 0)
       return Status::error(kname + ": momentum " + std::to_string(sgd->momentum()) +
                            " without a momentum_buffer");
@@ -489,13 +493,20 @@ Status checkOpSemantics(const plan::Plan &p, const plan::Task &task,
       if (toShape((*slot)->shape()) != toShape((*w)->shape()))
         return Status::error(kname + ": " + what + " variable '" + str((*slot)->name()) +
                              "' differs in shape from the parameter '" + str((*w)->name()) + "'");
+      if ((*slot)->dtype() != plan::DType::F32)
+        return Status::error(kname + ": " + what + " variable '" + str((*slot)->name()) +
+                             "' must be f32");
     }
+    if ((*w)->dtype() != plan::DType::F32)
+      return Status::error(kname + ": parameter '" + str((*w)->name()) + "' must be f32");
     auto step = variable(a->step(), "step");
     if (!step)
       return step.status();
     if (elementCount(toShape((*step)->shape())) != 1)
       return Status::error(kname + ": step variable '" + str((*step)->name()) +
                            "' must be a scalar");
+    if ((*step)->dtype() != plan::DType::F32)
+      return Status::error(kname + ": step variable '" + str((*step)->name()) + "' must be f32");
     if (!(a->beta1() >= 0.0f && a->beta1() < 1.0f) || !(a->beta2() >= 0.0f && a->beta2() < 1.0f))
       return Status::error(kname + ": AdamWAttrs betas must lie in [0, 1)");
     if (!(a->eps() > 0.0f))
@@ -536,6 +547,9 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
           toNdSbp(v->sbp()) != toNdSbp(t->sbp()))
         return Status::error(tname + ": view of variable '" + str(v->name()) +
                              "' but shape/placement/SBP differ");
+      if (v->dtype() == plan::DType::I32 && t->dtype() != plan::DType::I32)
+        return Status::error(tname + ": " + plan::EnumNameDType(t->dtype()) +
+                             " view of i32 variable '" + str(v->name()) + "'");
       continue;
     }
     int64_t need = maxLocalElements(shape, toNdSbp(t->sbp()),
@@ -797,10 +811,15 @@ Status checkPlan(const plan::Plan &p) {
     std::string what = "variable " + std::to_string(i) + " '" + str(v->name()) + "'";
     if (Status s = checkTyped(p, what, v->placement(), v->shape(), v->sbp()); !s)
       return s;
-    if (v->dtype() != plan::DType::F32)
-      return Status::error(what + ": variables must be f32");
+    if (v->dtype() != plan::DType::F32 && v->dtype() != plan::DType::I32)
+      return Status::error(what + ": variables must be f32 or i32, not " +
+                           plan::EnumNameDType(v->dtype()));
     if (v->init()->kind() > plan::InitKind::MAX)
       return Status::error(what + ": unknown init kind");
+    if (v->dtype() == plan::DType::I32 && v->init()->kind() != plan::InitKind::Zeros &&
+        (v->init()->kind() != plan::InitKind::Constant ||
+         v->init()->a() != static_cast<float>(static_cast<int32_t>(v->init()->a()))))
+      return Status::error(what + ": an i32 variable starts from Zeros or an integral Constant");
   }
   std::set<std::string> names;
   for (size_t i = 0; i < len(p.programs()); ++i) {

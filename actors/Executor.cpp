@@ -111,8 +111,13 @@ public:
 
   Status run(const std::string &program, DataSource *data, int64_t epoch, int64_t firstBatch,
              int64_t count, const StepCallback &onStep) override;
-  Status saveCheckpoint(const std::string &dir,
-                        const checkpoint::DataPosition &next) const override;
+  StatusOr<std::vector<checkpoint::ShardRecord>>
+  writeCheckpointShards(const std::string &dir, uint64_t generation) const override;
+  Status publishCheckpoint(const std::string &dir, uint64_t generation,
+                           const std::vector<checkpoint::ShardRecord> &records,
+                           const checkpoint::DataPosition &next) const override {
+    return publishVariableCheckpoint(*plan_, options_.globalRank, dir, generation, records, next);
+  }
   Status loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) override;
   Status readOutput(const std::string &program, const std::string &name,
                     std::vector<float> &values) const override {
@@ -214,7 +219,7 @@ Status ActorExecutor::init() {
   if (onGpu()) {
     for (size_t v = 0; v < variableCount; ++v)
       if (host_[v].local)
-        varOffset_[v] = layout_.reserve(host_[v].data.size() * sizeof(float));
+        varOffset_[v] = layout_.reserve(host_[v].bytes.size());
 #ifdef SBPFLOW_HAVE_CUDA
     partialsOffset_ = layout_.reserve(cuda::kReducePartials * sizeof(double));
 #endif
@@ -271,10 +276,9 @@ Status ActorExecutor::copyVariablesToDevice() {
   if (device_->hostVisible())
     return Status::ok();
   for (size_t v = 0; v < host_.size(); ++v)
-    if (host_[v].local && !host_[v].data.empty())
-      if (Status s =
-              device_->upload(at(varOffset_[v]), host_[v].data.data(),
-                              host_[v].data.size() * sizeof(float), device_->computeStream());
+    if (host_[v].local && !host_[v].bytes.empty())
+      if (Status s = device_->upload(at(varOffset_[v]), host_[v].data(), host_[v].bytes.size(),
+                                     device_->computeStream());
           !s)
         return s.withContext(rank() + ": variable '" + plan_->variables()->Get(v)->name()->str() +
                              "'");
@@ -287,14 +291,14 @@ Status ActorExecutor::copyVariablesToHost() const {
   if (device_->hostVisible())
     return Status::ok();
   for (size_t v = 0; v < host_.size(); ++v) {
-    if (!host_[v].local || host_[v].data.empty())
+    if (!host_[v].local || host_[v].bytes.empty())
       continue;
-    const size_t bytes = host_[v].data.size() * sizeof(float);
+    const size_t bytes = host_[v].bytes.size();
     // A step counter lives on the host: refresh its device copy instead.
     Status s = hostCounter_[v]
-                   ? device_->upload(device_->at(varOffset_[v]), host_[v].data.data(), bytes,
+                   ? device_->upload(device_->at(varOffset_[v]), host_[v].data(), bytes,
                                      device_->computeStream())
-                   : device_->download(host_[v].data.data(), device_->at(varOffset_[v]), bytes);
+                   : device_->download(host_[v].data(), device_->at(varOffset_[v]), bytes);
     if (!s)
       return s.withContext(rank() + ": variable '" + plan_->variables()->Get(v)->name()->str() +
                            "'");
@@ -311,7 +315,7 @@ Status ActorExecutor::buildProgram(const plan::Program &prog, size_t arenaOffset
   auto variableData = [&](int v) -> void * {
     if (!host_[v].local)
       return nullptr;
-    return onGpu() ? static_cast<void *>(at(varOffset_[v])) : host_[v].data.data();
+    return onGpu() ? static_cast<void *>(at(varOffset_[v])) : host_[v].data();
   };
   variables_ = variableViews(*plan_, options_.globalRank, variableData);
   std::vector<TensorView> views =
@@ -572,7 +576,7 @@ StatusOr<Kernel> ActorExecutor::buildKernel(const plan::Task &task,
   a.hostVariable = [this](int v) -> void * {
     if (onGpu())
       hostCounter_[v] = true;
-    return host_[v].data.data();
+    return host_[v].data();
   };
   a.scratch = [this](size_t bytes) { return scratch(bytes); };
   a.errorFlag = [this, &program](std::function<std::string(int64_t)> describe) {
@@ -614,11 +618,11 @@ Status ActorExecutor::run(const std::string &program, DataSource *data, int64_t 
   return Status::ok();
 }
 
-Status ActorExecutor::saveCheckpoint(const std::string &dir,
-                                     const checkpoint::DataPosition &next) const {
+StatusOr<std::vector<checkpoint::ShardRecord>>
+ActorExecutor::writeCheckpointShards(const std::string &dir, uint64_t generation) const {
   if (Status s = copyVariablesToHost(); !s)
     return s;
-  return saveVariableShards(*plan_, options_.globalRank, host_, dir, next);
+  return writeVariableShards(*plan_, options_.globalRank, host_, dir, generation);
 }
 
 Status ActorExecutor::loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) {

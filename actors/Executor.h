@@ -57,13 +57,33 @@ public:
   virtual Status run(const std::string &program, DataSource *data, int64_t epoch,
                      int64_t firstBatch, int64_t count, const StepCallback &onStep) = 0;
 
-  // Writes the variable shards this rank owns to the checkpoint `dir`
-  // (runtime/checkpoint/Checkpoint.h: one writer per distinct shard); global
-  // rank 0 also writes the index. Every rank of the job must call it; the
-  // checkpoint is complete once all have returned. `next` is recorded as
-  // where the training data continues. Call it between runs.
-  virtual Status saveCheckpoint(const std::string &dir,
-                                const checkpoint::DataPosition &next = {}) const = 0;
+  // A checkpoint is saved in two phases, so that it appears whole or not at
+  // all (runtime/checkpoint/Checkpoint.h). Phase 1, on every rank of the
+  // job: writes the variable shards this rank owns (one writer per distinct
+  // shard) into the staging directory of save `generation` of `dir`, and
+  // returns what it wrote. Call it between runs.
+  virtual StatusOr<std::vector<checkpoint::ShardRecord>>
+  writeCheckpointShards(const std::string &dir, uint64_t generation) const = 0;
+
+  // Phase 2, on global rank 0 alone, once every rank's phase 1 succeeded
+  // (the driver's SaveCheckpoint, then PublishCheckpoint): writes the index
+  // with every rank's `records` and `next` (where the training data
+  // continues) and publishes the checkpoint as `dir`, replacing a previous
+  // one atomically. Until then a checkpoint already at `dir` is untouched.
+  virtual Status publishCheckpoint(const std::string &dir, uint64_t generation,
+                                   const std::vector<checkpoint::ShardRecord> &records,
+                                   const checkpoint::DataPosition &next) const = 0;
+
+  // Both phases, for a job of one rank (this one, global rank 0): a plan
+  // placed on more ranks is refused when publishing, naming a shard that no
+  // rank reported.
+  Status saveCheckpoint(const std::string &dir, const checkpoint::DataPosition &next = {}) const {
+    const uint64_t generation = checkpoint::newGeneration();
+    auto records = writeCheckpointShards(dir, generation);
+    if (!records)
+      return records.status();
+    return publishCheckpoint(dir, generation, *records, next);
+  }
 
   // Fills every variable's local shard from the checkpoint `dir`, whatever
   // layout saved it (resharding). A variable missing from the checkpoint, or

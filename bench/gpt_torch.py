@@ -24,7 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from fortunes_batches import DEFAULT_DIR, FortunesText  # noqa: E402
 
-SHARD_MAGIC = b"SBPCKPT1"
+SHARD_MAGIC = b"SBPCKPT2"
+SHARD_FORMAT = 2
 DTYPES = {"f32": ("<f4", 0), "i32": ("<i4", 1)}
 
 
@@ -32,9 +33,11 @@ class CheckpointError(Exception):
     pass
 
 
-def read_shard(path, name, dtype, region):
+def read_shard(path, name, dtype, region, generation, size, crc):
     """The payload of one shard file as a numpy array of the region's shape;
-    the header must agree with the index (runtime/checkpoint/Checkpoint.h)."""
+    the header must agree with the index (runtime/checkpoint/Checkpoint.h:
+    shard format 2, a CRC-32 per 64 KiB payload block and one over the
+    header)."""
     import numpy as np
 
     try:
@@ -53,15 +56,26 @@ def read_shard(path, name, dtype, region):
         pos += n
         return chunk
 
-    if take(8, "magic") != SHARD_MAGIC:
-        raise CheckpointError(f"{path} (tensor '{name}'): not a shard file (bad magic)")
+    magic = take(8, "magic")
+    if magic != SHARD_MAGIC:
+        raise CheckpointError(f"{path} (tensor '{name}'): not a shard file of format "
+                              f"{SHARD_FORMAT} (magic {magic!r})")
+    (stored_generation,) = struct.unpack("<Q", take(8, "generation"))
     (name_len,) = struct.unpack("<I", take(4, "name length"))
     stored_name = take(name_len, "name").decode("utf-8", "replace")
     (stored_dtype,) = struct.unpack("<B", take(1, "dtype"))
     (rank,) = struct.unpack("<I", take(4, "rank"))
     stored_region = [list(struct.unpack("<qq", take(16, "region"))) for _ in range(rank)]
     (payload_bytes,) = struct.unpack("<Q", take(8, "payload size"))
-    (crc,) = struct.unpack("<I", take(4, "CRC"))
+    block_bytes, blocks = struct.unpack("<II", take(8, "block size and count"))
+    if block_bytes == 0 or blocks != (payload_bytes + block_bytes - 1) // block_bytes:
+        raise CheckpointError(f"{path} (tensor '{name}'): corrupt header ({blocks} blocks of "
+                              f"{block_bytes} bytes for {payload_bytes} payload bytes)")
+    block_crcs = struct.unpack(f"<{blocks}I", take(4 * blocks, "block CRCs"))
+    header_crc = zlib.crc32(data[:pos]) & 0xFFFFFFFF
+    (stored_header_crc,) = struct.unpack("<I", take(4, "header CRC"))
+    if header_crc != stored_header_crc:
+        raise CheckpointError(f"{path} (tensor '{name}'): corrupt header (CRC mismatch)")
     if stored_name != name:
         raise CheckpointError(f"{path}: holds tensor '{stored_name}', the index says '{name}'")
     if stored_dtype != DTYPES[dtype][1]:
@@ -70,14 +84,21 @@ def read_shard(path, name, dtype, region):
     if stored_region != [list(r) for r in region]:
         raise CheckpointError(f"{path} (tensor '{name}'): region {stored_region}, "
                               f"the index says {region}")
-    count = math.prod(size for _, size in region)
+    if stored_generation != generation:
+        raise CheckpointError(f"{path} (tensor '{name}'): written by save "
+                              f"{stored_generation:016x}, the index is of save {generation:016x}")
+    if len(data) != size or stored_header_crc != crc:
+        raise CheckpointError(f"{path} (tensor '{name}'): not the file the index recorded")
+    count = math.prod(n for _, n in region)
     if payload_bytes != 4 * count or len(data) - pos != payload_bytes:
         raise CheckpointError(f"{path} (tensor '{name}'): payload of {len(data) - pos} bytes "
                               f"(header {payload_bytes}), the region needs {4 * count}")
     payload = data[pos:]
-    if zlib.crc32(payload) & 0xFFFFFFFF != crc:
-        raise CheckpointError(f"{path} (tensor '{name}'): CRC mismatch (corrupt shard)")
-    shape = [size for _, size in region]
+    for b, block_crc in enumerate(block_crcs):
+        if zlib.crc32(payload[b * block_bytes:(b + 1) * block_bytes]) & 0xFFFFFFFF != block_crc:
+            raise CheckpointError(f"{path} (tensor '{name}'): CRC mismatch in payload block {b} "
+                                  "(corrupt shard)")
+    shape = [n for _, n in region]
     return np.frombuffer(payload, dtype=DTYPES[dtype][0]).reshape(shape)
 
 
@@ -96,6 +117,10 @@ def load_checkpoint(directory):
         raise CheckpointError(f"{index_path}: not JSON: {e}")
     if index.get("format") != "sbpflow-checkpoint":
         raise CheckpointError(f"{index_path}: not an sbpflow checkpoint index")
+    if index.get("shard_format") != SHARD_FORMAT:
+        raise CheckpointError(f"{index_path}: shard format {index.get('shard_format', 1)}, "
+                              f"this reader reads {SHARD_FORMAT}")
+    generation = int(index["generation"], 16)
     tensors = {}
     for t in index.get("tensors", []):
         name, dtype, shape = t["name"], t["dtype"], list(t["shape"])
@@ -109,7 +134,8 @@ def load_checkpoint(directory):
                     b < 0 or s < 0 or b + s > n for (b, s), n in zip(region, shape)):
                 raise CheckpointError(f"{index_path}: tensor '{name}' {shape}: shard region "
                                       f"{region} lies outside it")
-            part = read_shard(os.path.join(directory, shard["file"]), name, dtype, region)
+            part = read_shard(os.path.join(directory, shard["file"]), name, dtype, region,
+                              generation, shard["bytes"], shard["crc"])
             full[tuple(slice(b, b + s) for b, s in region)] = part
             covered += part.size
         if covered != full.size:

@@ -51,6 +51,8 @@ StatusOr<OptimizerWork> optimizerWork(const OpArgs &a) {
   if (!param)
     return param.status();
   const plan::Variable &p = **param;
+  if (p.dtype() != plan::DType::F32)
+    return Status::error(a.at + ": parameter '" + p.name()->str() + "' must be f32");
   if (elementCount(toShape(p.shape())) != elementCount(a.in[0]->global))
     return Status::error(a.at + ": gradient shape differs from variable '" + p.name()->str() + "'");
   if (a.in.size() > 1) {
@@ -66,11 +68,14 @@ StatusOr<OptimizerWork> optimizerWork(const OpArgs &a) {
     if (sgd->momentum() != 0.0f && sgd->momentum_buffer() < 0)
       return Status::error(a.at + ": momentum " + std::to_string(sgd->momentum()) +
                            " without a momentum_buffer");
-    if (sgd->momentum_buffer() >= 0 &&
-        toShape(vars->Get(sgd->momentum_buffer())->shape()) != toShape(p.shape()))
-      return Status::error(a.at + ": momentum_buffer variable '" +
-                           vars->Get(sgd->momentum_buffer())->name()->str() +
-                           "' differs in shape from the parameter '" + p.name()->str() + "'");
+    if (sgd->momentum_buffer() >= 0) {
+      const plan::Variable &buffer = *vars->Get(sgd->momentum_buffer());
+      if (toShape(buffer.shape()) != toShape(p.shape()))
+        return Status::error(a.at + ": momentum_buffer variable '" + buffer.name()->str() +
+                             "' differs in shape from the parameter '" + p.name()->str() + "'");
+      if (buffer.dtype() != plan::DType::F32)
+        return Status::error(a.at + ": variable '" + buffer.name()->str() + "' must be f32");
+    }
     w.momentum = sgd->momentum_buffer();
     w.lr = sgd->lr();
     w.momentumFactor = sgd->momentum();
@@ -85,6 +90,9 @@ StatusOr<OptimizerWork> optimizerWork(const OpArgs &a) {
     if (toShape((*slot)->shape()) != toShape(p.shape()))
       return Status::error(a.at + ": " + what + " variable '" + (*slot)->name()->str() +
                            "' differs in shape from the parameter '" + p.name()->str() + "'");
+    if ((*slot)->dtype() != plan::DType::F32)
+      return Status::error(a.at + ": " + what + " variable '" + (*slot)->name()->str() +
+                           "' must be f32");
   }
   auto step = variable(adam->step(), "step");
   if (!step)
@@ -92,6 +100,8 @@ StatusOr<OptimizerWork> optimizerWork(const OpArgs &a) {
   if (elementCount(toShape((*step)->shape())) != 1)
     return Status::error(a.at + ": step variable '" + (*step)->name()->str() +
                          "' must be a scalar");
+  if ((*step)->dtype() != plan::DType::F32)
+    return Status::error(a.at + ": step variable '" + (*step)->name()->str() + "' must be f32");
   if (!(adam->beta1() >= 0.0f && adam->beta1() < 1.0f) ||
       !(adam->beta2() >= 0.0f && adam->beta2() < 1.0f))
     return Status::error(a.at + ": AdamWAttrs betas must lie in [0, 1)");

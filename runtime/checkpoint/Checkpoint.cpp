@@ -1,9 +1,15 @@
-// Shard files, index.json (nlohmann-json) and the region assembly that lets a
-// checkpoint be read on any layout.
+// Shard files (block CRCs, partial reads), index.json (nlohmann-json), the
+// two-phase publish and the region assembly that lets a checkpoint be read
+// on any layout.
 #include "runtime/checkpoint/Checkpoint.h"
 
 #include <nlohmann/json.hpp>
 #include <zlib.h>
+
+#include <fcntl.h>
+#include <stdio.h> // renameat2
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -13,6 +19,8 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
+#include <random>
 #include <set>
 #include <sstream>
 
@@ -25,14 +33,26 @@ using nlohmann::json;
 // Payloads are written and read as raw memory.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "checkpoints assume a little-endian host");
 
-constexpr char kMagic[8] = {'S', 'B', 'P', 'C', 'K', 'P', 'T', '1'};
+// "SBPCKPT" and the shard format's digit.
+constexpr char kMagicStem[7] = {'S', 'B', 'P', 'C', 'K', 'P', 'T'};
+constexpr char kShardFormatDigit = '2';
+constexpr int kShardFormat = 2;
 constexpr const char *kIndexFile = "index.json";
 constexpr const char *kFormat = "sbpflow-checkpoint";
+// The index's own layout version. Shard format 2 added "shard_format",
+// "generation" and each shard's "bytes" and "crc"; an index without them is
+// refused through "shard_format".
 constexpr int kVersion = 1;
+// Payload bytes per CRC: a read checks (and so reads) whole blocks.
+constexpr uint32_t kBlockBytes = 1 << 16;
+// Blocks read with one pread at most (bounds the read buffer: 16 MiB).
+constexpr uint64_t kMaxSpanBlocks = 256;
 // Bounds on header fields read from a file, so a corrupt header is an error
 // rather than a huge allocation.
 constexpr uint32_t kMaxNameBytes = 1 << 16;
 constexpr uint32_t kMaxRank = 64;
+// The first read of a header; a longer one (many blocks) is read in two.
+constexpr uint64_t kHeaderProbe = 4096;
 
 std::string regionText(const Region &r) {
   std::string s = "[";
@@ -48,38 +68,6 @@ bool insideShape(const Region &r, const Shape &shape) {
     if (r[i].begin < 0 || r[i].size < 0 || r[i].begin > shape[i] - r[i].size)
       return false;
   return true;
-}
-
-// Copies `part` (inside both regions) from `src` (dense over srcRegion) to
-// `dst` (dense over dstRegion), a contiguous run of the last axis at a time.
-void copyPart(const char *src, const Region &srcRegion, char *dst, const Region &dstRegion,
-              const Region &part, int64_t elemBytes) {
-  const size_t rank = part.size();
-  if (regionElements(part) == 0)
-    return;
-  if (rank == 0) {
-    std::memcpy(dst, src, static_cast<size_t>(elemBytes));
-    return;
-  }
-  std::vector<int64_t> idx(rank, 0); // within part; the last axis stays 0
-  const int64_t run = part[rank - 1].size * elemBytes;
-  while (true) {
-    int64_t from = 0, to = 0;
-    for (size_t a = 0; a < rank; ++a) {
-      const int64_t g = part[a].begin + idx[a];
-      from = from * srcRegion[a].size + (g - srcRegion[a].begin);
-      to = to * dstRegion[a].size + (g - dstRegion[a].begin);
-    }
-    std::memcpy(dst + to * elemBytes, src + from * elemBytes, static_cast<size_t>(run));
-    int a = static_cast<int>(rank) - 2; // odometer over all axes but the last
-    for (; a >= 0; --a) {
-      if (++idx[a] < part[a].size)
-        break;
-      idx[a] = 0;
-    }
-    if (a < 0)
-      return;
-  }
 }
 
 void putU32(std::string &s, uint32_t v) { s.append(reinterpret_cast<const char *>(&v), 4); }
@@ -103,24 +91,91 @@ std::string hex32(uint32_t v) {
   return buf;
 }
 
+std::string errnoText() { return std::strerror(errno); }
+
+// A file descriptor, closed when it goes.
+class Fd {
+public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  Fd(const Fd &) = delete;
+  Fd &operator=(const Fd &) = delete;
+  ~Fd() {
+    if (fd_ >= 0)
+      ::close(fd_);
+  }
+  int get() const { return fd_; }
+  // Closes now, reporting close's error (a write-back error surfaces here).
+  bool close() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd < 0 || ::close(fd) == 0;
+  }
+
+private:
+  int fd_;
+};
+
+bool writeAll(int fd, const void *data, uint64_t bytes) {
+  const char *p = static_cast<const char *>(data);
+  while (bytes > 0) {
+    const ssize_t n = ::write(fd, p, static_cast<size_t>(std::min<uint64_t>(bytes, 1u << 30)));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return false;
+    p += n;
+    bytes -= static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
+// Reads exactly `bytes` at `offset`; false on an error or an early end.
+bool preadAll(int fd, void *dst, uint64_t bytes, uint64_t offset) {
+  char *p = static_cast<char *>(dst);
+  while (bytes > 0) {
+    const ssize_t n = ::pread(fd, p, static_cast<size_t>(std::min<uint64_t>(bytes, 1u << 30)),
+                              static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      if (n == 0)
+        errno = 0;
+      return false;
+    }
+    p += n;
+    bytes -= static_cast<uint64_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
+Status syncDirectory(const std::string &dir) {
+  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0 || ::fsync(fd.get()) != 0)
+    return Status::error("checkpoint: cannot flush directory '" + dir + "': " + errnoText());
+  return Status::ok();
+}
+
+// Writes head + payload to `path` through a temporary name: flushed to disk
+// before the rename, so the final name never holds a partial file.
 Status writeFileAtomically(const std::string &path, const std::string &head, const void *payload,
                            uint64_t payloadBytes) {
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out)
-      return Status::error("cannot create '" + tmp + "': " + std::strerror(errno));
-    out.write(head.data(), static_cast<std::streamsize>(head.size()));
-    if (payloadBytes > 0)
-      out.write(static_cast<const char *>(payload), static_cast<std::streamsize>(payloadBytes));
-    out.close();
-    if (!out)
-      return Status::error("cannot write '" + tmp + "': " + std::strerror(errno));
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (fd.get() < 0)
+    return Status::error("cannot create '" + tmp + "': " + errnoText());
+  if (!writeAll(fd.get(), head.data(), head.size()) ||
+      (payloadBytes > 0 && !writeAll(fd.get(), payload, payloadBytes)) || ::fsync(fd.get()) != 0 ||
+      !fd.close()) {
+    const std::string why = errnoText();
+    ::unlink(tmp.c_str());
+    return Status::error("cannot write '" + tmp + "': " + why);
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec)
-    return Status::error("cannot rename '" + tmp + "' to '" + path + "': " + ec.message());
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = errnoText();
+    ::unlink(tmp.c_str());
+    return Status::error("cannot rename '" + tmp + "' to '" + path + "': " + why);
+  }
   return Status::ok();
 }
 
@@ -132,86 +187,292 @@ Status ensureDirectory(const std::string &dir) {
   return Status::ok();
 }
 
-// Reads a shard file's header and payload, checking it against what the
-// index says (`want`).
+// `dir` without trailing slashes ("/" stays "/").
+std::string withoutTrailingSlash(std::string dir) {
+  while (dir.size() > 1 && dir.back() == '/')
+    dir.pop_back();
+  return dir;
+}
+
+// The header of a shard file, as read.
+struct ShardHeader {
+  uint64_t generation = 0;
+  std::string name;
+  uint8_t dtype = 0;
+  Region region;
+  uint64_t payloadBytes = 0;
+  uint32_t blockBytes = 0;
+  std::vector<uint32_t> blockCrcs;
+  uint32_t crc = 0; // of the header bytes before it
+  uint64_t headerBytes = 0;
+};
+
+// The header of a shard file for `generation`, `meta` and `region`, with the
+// CRC of every payload block; `crc` receives the header's own CRC.
+std::string shardHeader(uint64_t generation, const TensorMeta &meta, const Region &region,
+                        const void *data, uint64_t payloadBytes, uint32_t &crc) {
+  std::string head(kMagicStem, sizeof kMagicStem);
+  head.push_back(kShardFormatDigit);
+  putU64(head, generation);
+  putU32(head, static_cast<uint32_t>(meta.name.size()));
+  head += meta.name;
+  head.push_back(static_cast<char>(meta.dtype));
+  putU32(head, static_cast<uint32_t>(region.size()));
+  for (const Chunk &c : region) {
+    putU64(head, static_cast<uint64_t>(c.begin));
+    putU64(head, static_cast<uint64_t>(c.size));
+  }
+  putU64(head, payloadBytes);
+  putU32(head, kBlockBytes);
+  const uint64_t blocks = (payloadBytes + kBlockBytes - 1) / kBlockBytes;
+  putU32(head, static_cast<uint32_t>(blocks));
+  const char *p = static_cast<const char *>(data);
+  for (uint64_t b = 0; b < blocks; ++b) {
+    const uint64_t begin = b * kBlockBytes;
+    putU32(head, crcOf(p + begin, std::min<uint64_t>(kBlockBytes, payloadBytes - begin)));
+  }
+  crc = crcOf(head.data(), head.size());
+  putU32(head, crc);
+  return head;
+}
+
+// One shard file opened for reading: its header checked against what the
+// index says (`want`), then any part of its region read block by block.
 class ShardFile {
 public:
-  ShardFile(std::string path, const TensorMeta &meta, const Region &want)
-      : path_(std::move(path)), meta_(meta), want_(want) {}
+  ShardFile(std::string path, const TensorMeta &meta, uint64_t generation, const Region &want,
+            uint64_t indexBytes, uint32_t indexCrc, std::atomic<uint64_t> &bytesRead)
+      : path_(std::move(path)), meta_(meta), generation_(generation), want_(want),
+        indexBytes_(indexBytes), indexCrc_(indexCrc), bytesRead_(bytesRead) {}
 
-  Status read(std::vector<char> &payload) {
-    std::ifstream in(path_, std::ios::binary | std::ios::ate);
-    if (!in)
-      return fail(std::string("cannot open: ") + std::strerror(errno));
-    const auto fileBytes = static_cast<uint64_t>(in.tellg());
-    in.seekg(0);
-    uint64_t headerBytes = 0;
-    auto get = [&](void *dst, size_t n) {
-      in.read(static_cast<char *>(dst), static_cast<std::streamsize>(n));
-      headerBytes += n;
-      return static_cast<bool>(in);
-    };
-    char magic[8];
-    if (!get(magic, 8))
-      return fail("truncated: shorter than its header (" + std::to_string(fileBytes) + " bytes)");
-    if (std::memcmp(magic, kMagic, 8) != 0)
-      return fail("bad magic (not an sbpflow checkpoint shard, want \"SBPCKPT1\")");
-    uint32_t nameBytes = 0;
-    if (!get(&nameBytes, 4) || nameBytes > kMaxNameBytes)
-      return fail(in ? "corrupt header: name length " + std::to_string(nameBytes)
-                     : "truncated header");
-    std::string name(nameBytes, '\0');
-    uint8_t dtype = 0;
-    uint32_t rank = 0;
-    if (!get(name.data(), nameBytes) || !get(&dtype, 1) || !get(&rank, 4))
-      return fail("truncated header");
-    if (name != meta_.name)
-      return fail("holds tensor '" + name + "', the index says '" + meta_.name + "'");
-    if (dtype != static_cast<uint8_t>(meta_.dtype))
-      return fail("dtype code " + std::to_string(dtype) + " differs from the index's " +
-                  toString(meta_.dtype));
-    if (rank > kMaxRank)
-      return fail("corrupt header: rank " + std::to_string(rank));
-    Region region(rank);
-    for (Chunk &c : region)
-      if (!get(&c.begin, 8) || !get(&c.size, 8))
-        return fail("truncated header");
-    if (region != want_)
-      return fail("holds region " + regionText(region) + ", the index says " + regionText(want_));
-    uint64_t payloadBytes = 0;
-    uint32_t crc = 0;
-    if (!get(&payloadBytes, 8) || !get(&crc, 4))
-      return fail("truncated header");
-    const uint64_t expected =
-        static_cast<uint64_t>(regionElements(want_)) * static_cast<uint64_t>(byteSize(meta_.dtype));
-    if (payloadBytes != expected)
-      return fail("header says " + std::to_string(payloadBytes) + " payload bytes, region " +
-                  regionText(want_) + " of " + toString(meta_.dtype) + " needs " +
-                  std::to_string(expected));
-    if (fileBytes != headerBytes + payloadBytes)
-      return fail(std::string(fileBytes < headerBytes + payloadBytes ? "truncated" : "too long") +
-                  ": " + std::to_string(fileBytes) + " bytes, its header says " +
-                  std::to_string(headerBytes) + " + " + std::to_string(payloadBytes) +
-                  " payload bytes");
-    payload.resize(static_cast<size_t>(payloadBytes));
-    if (payloadBytes > 0 && !in.read(payload.data(), static_cast<std::streamsize>(payload.size())))
-      return fail("truncated while reading the payload");
-    const uint32_t actual = crcOf(payload.data(), payloadBytes);
-    if (actual != crc)
-      return fail("CRC mismatch: payload has CRC-32 " + hex32(actual) + ", header says " +
-                  hex32(crc) + " (corrupt file)");
-    return Status::ok();
+  Status open() {
+    fd_ = std::make_unique<Fd>(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd_->get() < 0)
+      return fail("cannot open: " + errnoText());
+    struct stat st;
+    if (::fstat(fd_->get(), &st) != 0)
+      return fail("cannot stat: " + errnoText());
+    fileBytes_ = static_cast<uint64_t>(st.st_size);
+    return readHeader();
   }
+
+  // Copies `part` (inside the shard's region and `dstRegion`) into `dst`
+  // (dense over dstRegion), reading only the payload blocks that hold it and
+  // checking each block's CRC.
+  Status readPart(const Region &part, const Region &dstRegion, char *dst);
 
 private:
   Status fail(const std::string &what) const {
     return Status::error("tensor '" + meta_.name + "': shard file '" + path_ + "': " + what);
   }
 
+  bool pread(void *dst, uint64_t bytes, uint64_t offset) {
+    bytesRead_ += bytes;
+    return preadAll(fd_->get(), dst, bytes, offset);
+  }
+
+  Status readHeader();
+
   std::string path_;
   const TensorMeta &meta_;
+  uint64_t generation_;
   const Region &want_;
+  uint64_t indexBytes_;
+  uint32_t indexCrc_;
+  std::atomic<uint64_t> &bytesRead_;
+  std::unique_ptr<Fd> fd_;
+  uint64_t fileBytes_ = 0;
+  ShardHeader header_;
 };
+
+Status ShardFile::readHeader() {
+  std::vector<char> buf(static_cast<size_t>(std::min(fileBytes_, kHeaderProbe)));
+  if (!pread(buf.data(), buf.size(), 0))
+    return fail("cannot read the header: " + errnoText());
+  uint64_t pos = 0;
+  auto get = [&](void *dst, uint64_t n) {
+    if (pos + n > buf.size())
+      return false;
+    std::memcpy(dst, buf.data() + pos, static_cast<size_t>(n));
+    pos += n;
+    return true;
+  };
+  const std::string truncated =
+      "truncated: shorter than its header (" + std::to_string(fileBytes_) + " bytes)";
+  char magic[8];
+  if (!get(magic, 8))
+    return fail(truncated);
+  if (std::memcmp(magic, kMagicStem, sizeof kMagicStem) != 0)
+    return fail("bad magic (not an sbpflow checkpoint shard, want \"SBPCKPT" +
+                std::string(1, kShardFormatDigit) + "\")");
+  if (magic[7] != kShardFormatDigit)
+    return fail("shard format " + std::string(1, magic[7]) + " (" +
+                (magic[7] == '1' ? std::string("written by an older sbpflow, without block CRCs "
+                                               "or a generation")
+                                 : std::string("unknown")) +
+                "); this build reads shard format " + std::to_string(kShardFormat));
+  ShardHeader &h = header_;
+  uint32_t nameBytes = 0;
+  if (!get(&h.generation, 8) || !get(&nameBytes, 4))
+    return fail(truncated);
+  if (nameBytes > kMaxNameBytes)
+    return fail("corrupt header: name length " + std::to_string(nameBytes));
+  // A long name may not fit the probe: read on.
+  if (pos + nameBytes + 1 + 4 + 16 * kMaxRank + 16 > buf.size() && buf.size() < fileBytes_) {
+    const uint64_t more =
+        std::min<uint64_t>(fileBytes_, pos + nameBytes + 1 + 4 + 16 * kMaxRank + 16);
+    const size_t had = buf.size();
+    buf.resize(static_cast<size_t>(more));
+    if (!pread(buf.data() + had, buf.size() - had, had))
+      return fail("cannot read the header: " + errnoText());
+  }
+  h.name.assign(nameBytes, '\0');
+  uint32_t rank = 0;
+  if (!get(h.name.data(), nameBytes) || !get(&h.dtype, 1) || !get(&rank, 4))
+    return fail(truncated);
+  if (rank > kMaxRank)
+    return fail("corrupt header: rank " + std::to_string(rank));
+  h.region.resize(rank);
+  for (Chunk &c : h.region)
+    if (!get(&c.begin, 8) || !get(&c.size, 8))
+      return fail(truncated);
+  uint32_t blocks = 0;
+  if (!get(&h.payloadBytes, 8) || !get(&h.blockBytes, 4) || !get(&blocks, 4))
+    return fail(truncated);
+  if (h.blockBytes == 0 || h.blockBytes > (1u << 30) ||
+      blocks != (h.payloadBytes + h.blockBytes - 1) / h.blockBytes)
+    return fail("corrupt header: " + std::to_string(blocks) + " blocks of " +
+                std::to_string(h.blockBytes) + " bytes for " + std::to_string(h.payloadBytes) +
+                " payload bytes");
+  h.headerBytes = pos + 4ull * blocks + 4;
+  if (h.headerBytes > fileBytes_)
+    return fail(truncated);
+  if (h.headerBytes > buf.size()) {
+    const size_t had = buf.size();
+    buf.resize(static_cast<size_t>(h.headerBytes));
+    if (!pread(buf.data() + had, buf.size() - had, had))
+      return fail("cannot read the header: " + errnoText());
+  }
+  h.blockCrcs.resize(blocks);
+  if ((blocks > 0 && !get(h.blockCrcs.data(), 4ull * blocks)) || !get(&h.crc, 4))
+    return fail(truncated);
+  const uint32_t actual = crcOf(buf.data(), h.headerBytes - 4);
+  if (actual != h.crc)
+    return fail("corrupt header: CRC mismatch (header has CRC-32 " + hex32(actual) + ", it says " +
+                hex32(h.crc) + ")");
+  if (h.name != meta_.name)
+    return fail("holds tensor '" + h.name + "', the index says '" + meta_.name + "'");
+  if (h.dtype != static_cast<uint8_t>(meta_.dtype))
+    return fail("dtype code " + std::to_string(h.dtype) + " differs from the index's " +
+                toString(meta_.dtype));
+  if (h.region != want_)
+    return fail("holds region " + regionText(h.region) + ", the index says " + regionText(want_));
+  if (h.generation != generation_)
+    return fail("written by save " + generationText(h.generation) + ", the index is of save " +
+                generationText(generation_) +
+                ": a shard of another save (a torn checkpoint), refused");
+  const uint64_t expected =
+      static_cast<uint64_t>(regionElements(want_)) * static_cast<uint64_t>(byteSize(meta_.dtype));
+  if (h.payloadBytes != expected)
+    return fail("header says " + std::to_string(h.payloadBytes) + " payload bytes, region " +
+                regionText(want_) + " of " + toString(meta_.dtype) + " needs " +
+                std::to_string(expected));
+  if (fileBytes_ != h.headerBytes + h.payloadBytes)
+    return fail(
+        std::string(fileBytes_ < h.headerBytes + h.payloadBytes ? "truncated" : "too long") + ": " +
+        std::to_string(fileBytes_) + " bytes, its header says " + std::to_string(h.headerBytes) +
+        " + " + std::to_string(h.payloadBytes) + " payload bytes");
+  if (fileBytes_ != indexBytes_ || h.crc != indexCrc_)
+    return fail("is not the file the index recorded (" + std::to_string(fileBytes_) +
+                " bytes, header CRC-32 " + hex32(h.crc) + "; the index says " +
+                std::to_string(indexBytes_) + " bytes, " + hex32(indexCrc_) + ")");
+  return Status::ok();
+}
+
+Status ShardFile::readPart(const Region &part, const Region &dstRegion, char *dst) {
+  const ShardHeader &h = header_;
+  const size_t rank = part.size();
+  const int64_t elemBytes = byteSize(meta_.dtype);
+  if (regionElements(part) == 0)
+    return Status::ok();
+  // Row runs of `part` (contiguous along the last axis), in increasing
+  // payload offset: an odometer over every axis but the last.
+  const uint64_t run =
+      static_cast<uint64_t>(rank == 0 ? 1 : part[rank - 1].size) * static_cast<uint64_t>(elemBytes);
+  std::vector<int64_t> idx(rank, 0);
+  auto forEachRun = [&](const auto &body) -> Status {
+    std::fill(idx.begin(), idx.end(), 0);
+    while (true) {
+      int64_t from = 0, to = 0;
+      for (size_t a = 0; a < rank; ++a) {
+        const int64_t g = part[a].begin + idx[a];
+        from = from * want_[a].size + (g - want_[a].begin);
+        to = to * dstRegion[a].size + (g - dstRegion[a].begin);
+      }
+      if (Status s =
+              body(static_cast<uint64_t>(from * elemBytes), static_cast<uint64_t>(to * elemBytes));
+          !s)
+        return s;
+      int a = static_cast<int>(rank) - 2;
+      for (; a >= 0; --a) {
+        if (++idx[a] < part[a].size)
+          break;
+        idx[a] = 0;
+      }
+      if (a < 0)
+        return Status::ok();
+    }
+  };
+  // Pass 1: the blocks the runs touch.
+  const uint64_t B = h.blockBytes;
+  std::vector<bool> touched(h.blockCrcs.size(), false);
+  (void)forEachRun([&](uint64_t src, uint64_t) {
+    for (uint64_t b = src / B; b <= (src + run - 1) / B; ++b)
+      touched[b] = true;
+    return Status::ok();
+  });
+  // Pass 2: load spans of consecutive touched blocks (each block once, in
+  // order), check their CRCs and copy the runs out.
+  std::vector<char> span;
+  uint64_t spanBegin = 0, spanEnd = 0; // payload bytes held in `span`
+  auto load = [&](uint64_t offset) -> Status {
+    const uint64_t first = offset / B;
+    uint64_t last = first;
+    while (last + 1 < touched.size() && touched[last + 1] && last + 1 - first < kMaxSpanBlocks)
+      ++last;
+    spanBegin = first * B;
+    spanEnd = std::min(h.payloadBytes, (last + 1) * B);
+    span.resize(static_cast<size_t>(spanEnd - spanBegin));
+    if (!pread(span.data(), span.size(), h.headerBytes + spanBegin))
+      return fail("cannot read payload bytes " + std::to_string(spanBegin) + ".." +
+                  std::to_string(spanEnd) + ": " +
+                  (errno ? errnoText() : std::string("unexpected end of file")));
+    for (uint64_t b = first; b <= last; ++b) {
+      const uint64_t begin = b * B - spanBegin;
+      const uint64_t n = std::min<uint64_t>(B, h.payloadBytes - b * B);
+      const uint32_t actual = crcOf(span.data() + begin, n);
+      if (actual != h.blockCrcs[b])
+        return fail("CRC mismatch in payload block " + std::to_string(b) + " (bytes " +
+                    std::to_string(b * B) + ".." + std::to_string(b * B + n) + "): CRC-32 " +
+                    hex32(actual) + ", the header says " + hex32(h.blockCrcs[b]) +
+                    " (corrupt file)");
+    }
+    return Status::ok();
+  };
+  return forEachRun([&](uint64_t src, uint64_t to) -> Status {
+    uint64_t done = 0;
+    while (done < run) {
+      const uint64_t at = src + done;
+      if (at < spanBegin || at >= spanEnd)
+        if (Status s = load(at); !s)
+          return s;
+      const uint64_t n = std::min(run - done, spanEnd - at);
+      std::memcpy(dst + to + done, span.data() + (at - spanBegin), static_cast<size_t>(n));
+      done += n;
+    }
+    return Status::ok();
+  });
+}
 
 // Index parsing: every missing or mistyped field is an error naming it.
 class IndexParser {
@@ -380,8 +641,26 @@ std::string shardFileName(const std::string &tensorName, const Region &region) {
   return name + ".shard";
 }
 
-Status writeShard(const std::string &dir, const TensorMeta &meta, const Region &region,
-                  const void *data) {
+uint64_t newGeneration() {
+  std::random_device device;
+  uint64_t g = 0;
+  while (g == 0)
+    g = (static_cast<uint64_t>(device()) << 32) ^ static_cast<uint64_t>(device());
+  return g;
+}
+
+std::string generationText(uint64_t generation) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(generation));
+  return buf;
+}
+
+std::string stagingDir(const std::string &dir, uint64_t generation) {
+  return withoutTrailingSlash(dir) + ".staging-" + generationText(generation);
+}
+
+StatusOr<ShardRecord> writeShard(const std::string &dir, const TensorMeta &meta,
+                                 const Region &region, const void *data, uint64_t generation) {
   const std::string what = "checkpoint: tensor '" + meta.name + "'";
   if (!insideShape(region, meta.shape))
     return Status::error(what + ": region " + regionText(region) + " is not inside shape " +
@@ -394,39 +673,54 @@ Status writeShard(const std::string &dir, const TensorMeta &meta, const Region &
       static_cast<uint64_t>(regionElements(region)) * static_cast<uint64_t>(byteSize(meta.dtype));
   if (payloadBytes > 0 && data == nullptr)
     return Status::error(what + ": no data for region " + regionText(region));
-  std::string head(kMagic, sizeof kMagic);
-  putU32(head, static_cast<uint32_t>(meta.name.size()));
-  head += meta.name;
-  head.push_back(static_cast<char>(meta.dtype));
-  putU32(head, static_cast<uint32_t>(region.size()));
-  for (const Chunk &c : region) {
-    putU64(head, static_cast<uint64_t>(c.begin));
-    putU64(head, static_cast<uint64_t>(c.size));
-  }
-  putU64(head, payloadBytes);
-  putU32(head, crcOf(data, payloadBytes));
-  const std::string path = dir + "/" + shardFileName(meta.name, region);
-  if (Status s = writeFileAtomically(path, head, data, payloadBytes); !s)
+  if ((payloadBytes + kBlockBytes - 1) / kBlockBytes > std::numeric_limits<uint32_t>::max())
+    return Status::error(what + ": region " + regionText(region) + " is too large for one shard");
+  ShardRecord record;
+  record.tensor = meta.name;
+  record.file = shardFileName(meta.name, region);
+  const std::string head = shardHeader(generation, meta, region, data, payloadBytes, record.crc);
+  record.bytes = head.size() + payloadBytes;
+  if (Status s = writeFileAtomically(dir + "/" + record.file, head, data, payloadBytes); !s)
     return s.withContext(what);
-  return Status::ok();
+  return record;
 }
 
 Status writeIndex(const std::string &dir, const std::vector<TensorMeta> &metas,
-                  const DataPosition &next) {
-  json tensors = json::array();
+                  const DataPosition &next, uint64_t generation,
+                  const std::vector<ShardRecord> &records) {
+  std::map<std::string, const ShardRecord *> byFile;
+  for (const ShardRecord &r : records)
+    if (!byFile.emplace(r.file, &r).second)
+      return Status::error("checkpoint: shard file '" + r.file + "' of tensor '" + r.tensor +
+                           "' reported written twice");
   std::set<std::string> names;
-  for (const TensorMeta &meta : metas) {
+  for (const TensorMeta &meta : metas)
     if (!names.insert(meta.name).second)
       return Status::error("checkpoint: tensor '" + meta.name + "' listed twice");
+  json tensors = json::array();
+  std::set<std::string> used;
+  for (const TensorMeta &meta : metas) {
     auto shards = distinctShards(meta);
     if (!shards)
       return shards.status();
     json list = json::array();
     for (const ShardOwner &s : *shards) {
+      auto it = byFile.find(s.file);
+      if (it == byFile.end() || it->second->tensor != meta.name)
+        return Status::error("checkpoint: tensor '" + meta.name + "': shard file '" + s.file +
+                             "' (region " + regionText(s.region) + ", written by coordinate " +
+                             toString(Shape(s.coord)) + " of its placement) was not " +
+                             (it == byFile.end()
+                                  ? "reported written"
+                                  : "reported for this tensor (for '" + it->second->tensor + "')"));
+      used.insert(s.file);
       json region = json::array();
       for (const Chunk &c : s.region)
         region.push_back({c.begin, c.size});
-      list.push_back({{"file", s.file}, {"region", region}});
+      list.push_back({{"file", s.file},
+                      {"region", region},
+                      {"bytes", it->second->bytes},
+                      {"crc", it->second->crc}});
     }
     tensors.push_back({{"name", meta.name},
                        {"dtype", toString(meta.dtype)},
@@ -435,18 +729,113 @@ Status writeIndex(const std::string &dir, const std::vector<TensorMeta> &metas,
                        {"hierarchy", meta.hierarchy},
                        {"shards", list}});
   }
+  for (const ShardRecord &r : records)
+    if (!used.count(r.file)) {
+      bool listed = false;
+      for (const TensorMeta &meta : metas)
+        listed |= meta.name == r.tensor;
+      if (!listed)
+        return Status::error("checkpoint: shard file '" + r.file + "' was written for tensor '" +
+                             r.tensor + "', which the checkpoint does not hold");
+      return Status::error("checkpoint: shard file '" + r.file + "' of tensor '" + r.tensor +
+                           "' is not one of its distinct shards");
+    }
   if (next.epoch < 0 || next.batch < 0)
     return Status::error("checkpoint: negative data position (epoch " + std::to_string(next.epoch) +
                          ", batch " + std::to_string(next.batch) + ")");
   json index = {{"format", kFormat},
                 {"version", kVersion},
+                {"shard_format", kShardFormat},
+                {"generation", generationText(generation)},
                 {"next", {{"epoch", next.epoch}, {"batch", next.batch}}},
                 {"tensors", tensors}};
   if (Status s = ensureDirectory(dir); !s)
     return s;
   const std::string text = index.dump(1) + "\n";
-  return writeFileAtomically(dir + "/" + kIndexFile, text, nullptr, 0)
-      .withContext("checkpoint: index");
+  if (Status s = writeFileAtomically(dir + "/" + kIndexFile, text, nullptr, 0); !s)
+    return s.withContext("checkpoint: index");
+  return syncDirectory(dir);
+}
+
+namespace {
+
+// Deletes the files of the checkpoint directory `old` (index.json, shard
+// files and their temporaries), then the directory; anything else found
+// there is kept, and so is the directory, renamed to `keepAs`.
+Status removeOldCheckpoint(const std::string &old, const std::string &keepAs) {
+  std::error_code ec;
+  bool foreign = false;
+  for (const auto &entry : fs::directory_iterator(old, ec)) {
+    const std::string name = entry.path().filename().string();
+    const bool ours = name == kIndexFile || name == std::string(kIndexFile) + ".tmp" ||
+                      (name.size() > 6 && name.compare(name.size() - 6, 6, ".shard") == 0) ||
+                      (name.size() > 10 && name.compare(name.size() - 10, 10, ".shard.tmp") == 0);
+    if (!ours || !entry.is_regular_file()) {
+      foreign = true;
+      continue;
+    }
+    if (::unlink(entry.path().c_str()) != 0)
+      return Status::error("checkpoint: cannot delete '" + entry.path().string() +
+                           "' of the previous checkpoint: " + errnoText());
+  }
+  if (ec)
+    return Status::error("checkpoint: cannot list the previous checkpoint at '" + old +
+                         "': " + ec.message());
+  if (foreign) {
+    if (old != keepAs && ::rename(old.c_str(), keepAs.c_str()) != 0)
+      return Status::error("checkpoint: cannot rename '" + old + "' to '" + keepAs +
+                           "': " + errnoText());
+    return Status::ok();
+  }
+  if (::rmdir(old.c_str()) != 0)
+    return Status::error("checkpoint: cannot remove the previous checkpoint's directory '" + old +
+                         "': " + errnoText());
+  return Status::ok();
+}
+
+} // namespace
+
+Status publish(const std::string &stagingIn, const std::string &dirIn, uint64_t generation) {
+  const std::string staging = withoutTrailingSlash(stagingIn), dir = withoutTrailingSlash(dirIn);
+  const std::string what = "checkpoint '" + dir + "'";
+  std::error_code ec;
+  if (!fs::is_regular_file(staging + "/" + kIndexFile, ec))
+    return Status::error(what + ": staging directory '" + staging +
+                         "' holds no index.json: nothing to publish");
+  const std::string previous = dir + ".previous-" + generationText(generation);
+  const fs::path parent = fs::path(dir).has_parent_path() ? fs::path(dir).parent_path() : ".";
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) {
+    if (errno != ENOENT)
+      return Status::error(what + ": cannot stat it: " + errnoText());
+    if (::rename(staging.c_str(), dir.c_str()) != 0)
+      return Status::error(what + ": cannot rename '" + staging + "' to it: " + errnoText());
+    return syncDirectory(parent.string());
+  }
+  if (!S_ISDIR(st.st_mode))
+    return Status::error(what + " exists and is not a directory: refusing to replace it");
+  if (!fs::exists(dir + "/" + kIndexFile, ec) && !fs::is_empty(dir, ec))
+    return Status::error(what + " exists and is not an sbpflow checkpoint (no index.json): "
+                                "refusing to replace it");
+  if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) {
+    if (Status s = syncDirectory(parent.string()); !s)
+      return s;
+    // `staging` now holds the previous checkpoint.
+    return removeOldCheckpoint(staging, previous);
+  }
+  if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
+    return Status::error(what + ": cannot exchange it with '" + staging + "': " + errnoText());
+  // No atomic exchange on this file system: two renames.
+  if (::rename(dir.c_str(), previous.c_str()) != 0)
+    return Status::error(what + ": cannot rename it to '" + previous + "': " + errnoText());
+  if (::rename(staging.c_str(), dir.c_str()) != 0) {
+    const std::string why = errnoText();
+    ::rename(previous.c_str(), dir.c_str());
+    return Status::error(what + ": cannot rename '" + staging + "' to it: " + why);
+  }
+  if (Status s = syncDirectory(parent.string()); !s)
+    return s;
+  return removeOldCheckpoint(previous, previous);
 }
 
 StatusOr<CheckpointReader> CheckpointReader::open(const std::string &dir) {
@@ -457,7 +846,8 @@ StatusOr<CheckpointReader> CheckpointReader::open(const std::string &dir) {
     if (!fs::is_directory(dir, ec))
       return Status::error("checkpoint '" + dir + "' does not exist (no such directory)");
     return Status::error("checkpoint '" + dir + "': cannot open '" + path +
-                         "': " + std::strerror(errno));
+                         "': " + std::strerror(errno) +
+                         " (an index is written last: a save that did not finish?)");
   }
   std::stringstream text;
   text << in.rdbuf();
@@ -484,12 +874,38 @@ StatusOr<CheckpointReader> CheckpointReader::open(const std::string &dir) {
   if (version->get<int64_t>() != kVersion)
     return p.error("top level", "version " + version->dump() + " (this build reads version " +
                                     std::to_string(kVersion) + ")");
+  if (!index.contains("shard_format"))
+    return p.error("top level", "no \"shard_format\": written by an older sbpflow in shard format "
+                                "1, which this build does not read (it reads shard format " +
+                                    std::to_string(kShardFormat) + ")");
+  const json *shardFormat = nullptr, *generation = nullptr;
+  if (Status s = p.field(index, "shard_format", json::value_t::number_integer, "an integer",
+                         "top level", shardFormat);
+      !s)
+    return s;
+  if (shardFormat->get<int64_t>() != kShardFormat)
+    return p.error("top level", "shard format " + shardFormat->dump() +
+                                    " (this build reads shard format " +
+                                    std::to_string(kShardFormat) + ")");
+  if (Status s =
+          p.field(index, "generation", json::value_t::string, "a string", "top level", generation);
+      !s)
+    return s;
   if (Status s = p.field(index, "tensors", json::value_t::array, "a list", "top level", tensors);
       !s)
     return s;
 
   CheckpointReader reader;
   reader.dir_ = dir;
+  {
+    const std::string g = generation->get<std::string>();
+    char *end = nullptr;
+    errno = 0;
+    reader.generation_ = std::strtoull(g.c_str(), &end, 16);
+    if (g.size() != 16 || errno != 0 || end != g.c_str() + g.size() ||
+        !std::all_of(g.begin(), g.end(), [](char c) { return std::isxdigit(c) != 0; }))
+      return p.error("top level", "generation \"" + g + "\" is not 16 hex digits");
+  }
   if (index.contains("next")) {
     const json &jn = index["next"];
     const json *epoch = nullptr, *batch = nullptr;
@@ -564,6 +980,17 @@ StatusOr<CheckpointReader> CheckpointReader::open(const std::string &dir) {
         return s;
       StoredShard shard;
       shard.file = file->get<std::string>();
+      const json *bytes = nullptr, *crc = nullptr;
+      if (Status s = p.field(js, "bytes", json::value_t::number_integer, "an integer", sw, bytes);
+          !s)
+        return s;
+      if (Status s = p.field(js, "crc", json::value_t::number_integer, "an integer", sw, crc); !s)
+        return s;
+      if (bytes->get<int64_t>() < 0 || crc->get<int64_t>() < 0 ||
+          crc->get<int64_t>() > std::numeric_limits<uint32_t>::max())
+        return p.error(sw, "bytes " + bytes->dump() + " or crc " + crc->dump() + " out of range");
+      shard.bytes = bytes->get<uint64_t>();
+      shard.crc = static_cast<uint32_t>(crc->get<int64_t>());
       // A bare file name: an index cannot point outside its directory.
       if (shard.file.empty() || shard.file.find('/') != std::string::npos || shard.file == "." ||
           shard.file == "..")
@@ -597,6 +1024,24 @@ StatusOr<CheckpointReader> CheckpointReader::open(const std::string &dir) {
   return reader;
 }
 
+Status CheckpointReader::checkComplete() const {
+  for (size_t t = 0; t < tensors_.size(); ++t)
+    for (const StoredShard &shard : shards_[t]) {
+      const std::string path = dir_ + "/" + shard.file;
+      struct stat st;
+      if (::stat(path.c_str(), &st) != 0)
+        return Status::error("checkpoint '" + dir_ + "' is incomplete: shard file '" + path +
+                             "' of tensor '" + tensors_[t].name + "' is missing (" + errnoText() +
+                             ")");
+      if (static_cast<uint64_t>(st.st_size) != shard.bytes)
+        return Status::error("checkpoint '" + dir_ + "': shard file '" + path + "' of tensor '" +
+                             tensors_[t].name + "' is " + std::to_string(st.st_size) +
+                             " bytes, the index says " + std::to_string(shard.bytes) +
+                             " (a shard of another save, or a damaged one)");
+    }
+  return Status::ok();
+}
+
 const TensorMeta *CheckpointReader::find(const std::string &name) const {
   for (const TensorMeta &t : tensors_)
     if (t.name == name)
@@ -626,17 +1071,18 @@ Status CheckpointReader::read(const std::string &name, const Shape &expectedShap
   if (!insideShape(region, meta->shape))
     return Status::error(what + ": region " + regionText(region) + " is not inside shape " +
                          toString(meta->shape));
-  const int64_t elemBytes = byteSize(meta->dtype);
   const std::vector<StoredShard> &shards = shards_[meta - tensors_.data()];
-  std::vector<char> payload;
   for (const StoredShard &shard : shards) {
     const Region part = intersect(shard.region, region);
     if (regionElements(part) == 0)
       continue;
-    ShardFile file(dir_ + "/" + shard.file, *meta, shard.region);
-    if (Status s = file.read(payload); !s)
+    ShardFile file(dir_ + "/" + shard.file, *meta, generation_, shard.region, shard.bytes,
+                   shard.crc, *bytesRead_);
+    Status s = file.open();
+    if (s)
+      s = file.readPart(part, region, static_cast<char *>(dst));
+    if (!s)
       return s.withContext("checkpoint '" + dir_ + "'");
-    copyPart(payload.data(), shard.region, static_cast<char *>(dst), region, part, elemBytes);
   }
   return Status::ok();
 }

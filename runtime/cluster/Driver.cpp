@@ -39,6 +39,7 @@ struct WorkerRecord {
   bool alive = true;
   bool ready = false;
   bool chunkDone = false;
+  bool shardsWritten = false; // phase 1 of the current checkpoint
   std::vector<ProgramInfo> programs;
   int64_t nextEpoch = 0, nextBatch = 0; // where a resumed checkpoint's data continues
   int64_t maxRssKb = 0;
@@ -232,6 +233,14 @@ private:
           workers_[r.rank].nextBatch = r.nextBatch;
         },
         [&](StepMetrics &m) { onStep(m); },
+        [&](ShardsWritten &w) {
+          if (w.rank < 0 || w.rank >= static_cast<int>(workers_.size()) ||
+              w.generation != saveGeneration_ || workers_[w.rank].shardsWritten)
+            return;
+          workers_[w.rank].shardsWritten = true;
+          for (auto &shard : w.shards)
+            savedShards_.push_back(std::move(shard));
+        },
         [&](ChunkDone &d) {
           if (d.rank < 0 || d.rank >= static_cast<int>(workers_.size()))
             return;
@@ -601,10 +610,7 @@ private:
     }
 
     if (!options_.checkpointDir.empty()) {
-      phase_ = "writing the checkpoint";
-      if (Status s = onEveryWorker(SaveCheckpoint{options_.checkpointDir, next_.epoch, next_.batch},
-                                   "checkpoint");
-          !s)
+      if (Status s = saveCheckpoint(options_.checkpointDir); !s)
         return s;
       if (log)
         *log << "wrote checkpoint " << options_.checkpointDir << std::endl;
@@ -626,6 +632,37 @@ private:
         report->peakRssKb.push_back(w.maxRssKb);
     }
     return Status::ok();
+  }
+
+  // A checkpoint in two phases: every rank writes its shards into the save's
+  // staging directory; only once all have does global rank 0 write the index
+  // and publish it. A failure in between ends the job with a checkpoint
+  // already at `dir` untouched.
+  Status saveCheckpoint(const std::string &dir) {
+    saveGeneration_ = checkpoint::newGeneration();
+    savedShards_.clear();
+    phase_ = "writing the checkpoint's shards (save " +
+             checkpoint::generationText(saveGeneration_) + ")";
+    for (auto &w : workers_) {
+      w.shardsWritten = false;
+      self_->send(w.actor, SaveCheckpoint{dir, saveGeneration_});
+    }
+    Status s = pumpUntil(
+        [&] {
+          for (const auto &w : workers_)
+            if (!w.shardsWritten)
+              return false;
+          return true;
+        },
+        std::nullopt, "every rank's checkpoint shards");
+    if (!s)
+      return s;
+    phase_ = "publishing the checkpoint (save " + checkpoint::generationText(saveGeneration_) + ")";
+    workers_[0].chunkDone = false;
+    self_->send(workers_[0].actor,
+                PublishCheckpoint{dir, saveGeneration_, next_.epoch, next_.batch, savedShards_});
+    return pumpUntil([&] { return workers_[0].chunkDone; }, std::nullopt,
+                     "rank 0 to publish the checkpoint");
   }
 
   // Sends `message` to every worker and waits until each answered ChunkDone.
@@ -702,6 +739,8 @@ private:
   std::string currentProgram_;
   int64_t currentEpoch_ = 0;
   checkpoint::DataPosition next_; // where the train data continues (saved with a checkpoint)
+  uint64_t saveGeneration_ = 0;   // of the checkpoint being saved
+  std::vector<checkpoint::ShardRecord> savedShards_; // its shards, as the ranks report them
   int64_t stepsCombined_ = 0;
   const ProgramInfo *chunkProgram_ = nullptr;
   std::map<int64_t, PendingStep> pending_;

@@ -3,6 +3,8 @@
 // step commands and per-step metrics.
 #pragma once
 
+#include "runtime/checkpoint/Checkpoint.h"
+
 #include <caf/actor.hpp>
 #include <caf/atom.hpp>
 #include <caf/meta/type_name.hpp>
@@ -23,7 +25,7 @@ using shutdown_atom = caf::atom_constant<caf::atom("scshutdown")>;
 
 // The version of this protocol: a driver and a node daemon that disagree
 // refuse each other with a message naming both versions.
-constexpr int32_t kProtocolVersion = 3;
+constexpr int32_t kProtocolVersion = 4;
 
 // Worker -> driver, first message: who and where this worker is.
 struct RegisterWorker {
@@ -218,18 +220,46 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector &f,
   return f(caf::meta::type_name("sbpflow.WorkerError"), x.rank, x.message);
 }
 
-// Driver -> worker: write the variable shards this rank owns (and, on rank
-// 0, the index, recording that the training data continues at batch
-// `nextBatch` of epoch `nextEpoch`) to the checkpoint `dir`; answered with
-// ChunkDone.
+// A checkpoint is saved in two phases, so that it appears whole or not at
+// all (runtime/checkpoint/Checkpoint.h). Phase 1, driver -> every worker:
+// write the variable shards this rank owns into the staging directory of
+// save `generation` of `dir`; answered with ShardsWritten (or WorkerError,
+// and the save goes no further).
 struct SaveCheckpoint {
   std::string dir;
-  int64_t nextEpoch = 0;
-  int64_t nextBatch = 0;
+  uint64_t generation = 0;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector &f, SaveCheckpoint &x) {
-  return f(caf::meta::type_name("sbpflow.SaveCheckpoint"), x.dir, x.nextEpoch, x.nextBatch);
+  return f(caf::meta::type_name("sbpflow.SaveCheckpoint"), x.dir, x.generation);
+}
+
+// Worker -> driver: the shard files this rank wrote for SaveCheckpoint.
+struct ShardsWritten {
+  int32_t rank = 0;
+  uint64_t generation = 0;
+  std::vector<checkpoint::ShardRecord> shards;
+};
+template <class Inspector> typename Inspector::result_type inspect(Inspector &f, ShardsWritten &x) {
+  return f(caf::meta::type_name("sbpflow.ShardsWritten"), x.rank, x.generation, x.shards);
+}
+
+// Phase 2, driver -> global rank 0 alone, once every rank answered
+// ShardsWritten: write index.json listing every rank's `shards`, recording
+// that the training data continues at batch `nextBatch` of epoch
+// `nextEpoch`, and publish the staging directory as `dir` (atomically
+// replacing a previous checkpoint there); answered with ChunkDone.
+struct PublishCheckpoint {
+  std::string dir;
+  uint64_t generation = 0;
+  int64_t nextEpoch = 0;
+  int64_t nextBatch = 0;
+  std::vector<checkpoint::ShardRecord> shards;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector &f, PublishCheckpoint &x) {
+  return f(caf::meta::type_name("sbpflow.PublishCheckpoint"), x.dir, x.generation, x.nextEpoch,
+           x.nextBatch, x.shards);
 }
 
 // Driver -> worker, when a traced job ended: write this rank's trace to
@@ -264,6 +294,13 @@ template <class Inspector> typename Inspector::result_type inspect(Inspector &f,
 
 } // namespace sbpflow::cluster
 
+namespace sbpflow::checkpoint {
+// A shard file as ShardsWritten and PublishCheckpoint carry it.
+template <class Inspector> typename Inspector::result_type inspect(Inspector &f, ShardRecord &x) {
+  return f(caf::meta::type_name("sbpflow.ShardRecord"), x.tensor, x.file, x.bytes, x.crc);
+}
+} // namespace sbpflow::checkpoint
+
 // The executor's own messages (actors/Messages.h) start at first_custom_type_id.
 CAF_BEGIN_TYPE_ID_BLOCK(sbpflow_cluster, caf::first_custom_type_id + 200)
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::RegisterWorker))
@@ -276,6 +313,9 @@ CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::StepMetrics))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::ChunkDone))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::WorkerError))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::SaveCheckpoint))
+CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::checkpoint::ShardRecord))
+CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::ShardsWritten))
+CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::PublishCheckpoint))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::Abort))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::StoreValue))
 CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::StoreKeys))

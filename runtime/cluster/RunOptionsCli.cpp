@@ -22,7 +22,8 @@ void addRunOptions(CLI::App &app, RunOptions &o) {
       ->check(CLI::PositiveNumber);
   app.add_option("--checkpoint", o.checkpointDir,
                  "at the end, write a checkpoint of every variable to DIR (each distinct shard "
-                 "once; index.json lists them)");
+                 "once; index.json lists them); a checkpoint already there is replaced only "
+                 "once every rank has written its shards");
   app.add_option("--resume", o.resumeDir,
                  "start from the checkpoint in DIR, saved on any layout (variables, "
                  "optimiser state, and the data position: training continues with the batch "

@@ -191,8 +191,25 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
         },
         [&](SaveCheckpoint &p) {
           work->post([&, p] {
+            std::vector<checkpoint::ShardRecord> shards;
             Status s = guarded(rank, [&] {
-              return backend.saveCheckpoint(p.dir, {p.nextEpoch, p.nextBatch});
+              auto written = backend.writeCheckpointShards(p.dir, p.generation);
+              if (!written)
+                return written.status();
+              shards = written.take();
+              return Status::ok();
+            });
+            if (!s)
+              caf::anon_send(driverActor, WorkerError{rank, s.message()});
+            else
+              caf::anon_send(driverActor, ShardsWritten{rank, p.generation, std::move(shards)});
+          });
+        },
+        [&](PublishCheckpoint &p) {
+          work->post([&, p] {
+            Status s = guarded(rank, [&] {
+              return backend.publishCheckpoint(p.dir, p.generation, p.shards,
+                                               {p.nextEpoch, p.nextBatch});
             });
             if (!s)
               caf::anon_send(driverActor, WorkerError{rank, s.message()});

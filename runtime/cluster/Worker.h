@@ -30,9 +30,17 @@ public:
                                                      const WorkerSettings &settings) = 0;
   using StepCallback = std::function<void(int64_t batch, const std::vector<double> &metrics)>;
   virtual Status run(const RunChunk &chunk, const StepCallback &onStep) = 0;
-  // Writes this rank's part of a checkpoint of every variable to `dir`,
-  // recording `next` as where the training data continues.
-  virtual Status saveCheckpoint(const std::string &dir, const checkpoint::DataPosition &next) = 0;
+  // Phase 1 of a checkpoint (SaveCheckpoint): writes this rank's shards of
+  // every variable into the staging directory of save `generation` of `dir`
+  // and returns what it wrote.
+  virtual StatusOr<std::vector<checkpoint::ShardRecord>>
+  writeCheckpointShards(const std::string &dir, uint64_t generation) = 0;
+  // Phase 2, on global rank 0 (PublishCheckpoint): writes the index of every
+  // rank's `shards`, recording `next` as where the training data continues,
+  // and publishes the checkpoint as `dir`.
+  virtual Status publishCheckpoint(const std::string &dir, uint64_t generation,
+                                   const std::vector<checkpoint::ShardRecord> &shards,
+                                   const checkpoint::DataPosition &next) = 0;
   // Where the checkpoint prepare() resumed from left the data ({0, 0}
   // without one).
   virtual checkpoint::DataPosition resumedAt() const = 0;

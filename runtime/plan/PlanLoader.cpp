@@ -151,6 +151,9 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
           toNdSbp(v->sbp()) != toNdSbp(t->sbp()))
         return Status::error(tname + ": view of variable '" + str(v->name()) +
                              "' but shape/placement/SBP differ");
+      if (v->dtype() == plan::DType::I32 && t->dtype() != plan::DType::I32)
+        return Status::error(tname + ": " + plan::EnumNameDType(t->dtype()) +
+                             " view of i32 variable '" + str(v->name()) + "'");
       continue;
     }
     int64_t need = maxLocalElements(shape, toNdSbp(t->sbp()),
@@ -364,10 +367,16 @@ Status checkPlan(const plan::Plan &p) {
     std::string what = "variable " + std::to_string(i) + " '" + str(v->name()) + "'";
     if (Status s = checkTyped(p, what, v->placement(), v->shape(), v->sbp()); !s)
       return s;
-    if (v->dtype() != plan::DType::F32)
-      return Status::error(what + ": variables must be f32");
+    if (v->dtype() != plan::DType::F32 && v->dtype() != plan::DType::I32)
+      return Status::error(what + ": variables must be f32 or i32, not " +
+                           std::string(known(v->dtype()) ? plan::EnumNameDType(v->dtype()) : "?"));
     if (!known(v->init()->kind()))
       return Status::error(what + ": unknown init kind");
+    const float a = v->init()->a();
+    if (v->dtype() == plan::DType::I32 && v->init()->kind() != plan::InitKind::Zeros &&
+        (v->init()->kind() != plan::InitKind::Constant ||
+         !(a >= -2147483648.0f && a < 2147483648.0f) || a != std::trunc(a)))
+      return Status::error(what + ": an i32 variable starts from Zeros or an integral Constant");
   }
   std::set<std::string> names;
   for (size_t i = 0; i < len(p.programs()); ++i) {

@@ -18,11 +18,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <regex>
 #include <set>
 #include <thread>
@@ -284,8 +286,10 @@ TEST(Executor, ThrowingStepCallbackStopsTheRun) {
 // CommGroups over one HashStore.
 // Runs `body` on an executor per rank, two ranks as threads over one Gloo
 // HashStore; expects no rank to fail (connecting, creating, or in `body`).
+// With `errorsOut`, each rank's error (empty: none) goes there instead.
 void onTwoRanks(caf::actor_system &system, const plan::Plan *plan, ExecutorOptions options,
-                const std::function<Status(int, Executor &)> &body) {
+                const std::function<Status(int, Executor &)> &body,
+                std::vector<std::string> *errorsOut = nullptr) {
   gloo::rendezvous::HashStore store;
   std::vector<std::thread> threads;
   std::vector<std::string> errors(2);
@@ -307,9 +311,48 @@ void onTwoRanks(caf::actor_system &system, const plan::Plan *plan, ExecutorOptio
     });
   for (auto &t : threads)
     t.join();
+  if (errorsOut) {
+    *errorsOut = errors;
+    return;
+  }
   EXPECT_EQ(errors[0], "");
   EXPECT_EQ(errors[1], "");
 }
+
+// A checkpoint saved by ranks on threads the way the driver saves one: every
+// rank writes its shards; once all have, and only if all succeeded, rank 0
+// publishes with every rank's records. One object per save.
+class TwoPhaseSave {
+public:
+  TwoPhaseSave(int ranks, std::string dir, uint64_t generation = checkpoint::newGeneration())
+      : ranks_(ranks), dir_(std::move(dir)), generation_(generation) {}
+
+  Status save(int rank, const Executor &exec, const checkpoint::DataPosition &next = {}) {
+    auto written = exec.writeCheckpointShards(dir_, generation_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (written)
+      records_.insert(records_.end(), written->begin(), written->end());
+    failed_ |= !written;
+    ++arrived_;
+    changed_.notify_all();
+    changed_.wait(lock, [&] { return arrived_ == ranks_; });
+    if (!written)
+      return written.status();
+    if (rank != 0 || failed_)
+      return Status::ok();
+    return exec.publishCheckpoint(dir_, generation_, records_, next);
+  }
+
+private:
+  const int ranks_;
+  const std::string dir_;
+  const uint64_t generation_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  int arrived_ = 0;
+  bool failed_ = false;
+  std::vector<checkpoint::ShardRecord> records_;
+};
 
 TEST(Executor, TwoRankDataParallelMatchesOneRank) {
   auto loaded = loadPlanBuffer(build(linearPlan(2)));
@@ -318,11 +361,12 @@ TEST(Executor, TwoRankDataParallelMatchesOneRank) {
   std::vector<std::vector<double>> losses(2);
   test::TempDir tmp("sbpflow_actors");
   std::string dir = tmp.path() + "/dp";
+  TwoPhaseSave save(2, dir);
   onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
     MemoryData data;
     Status s = exec.run("train", &data, 0, 0, 4,
                         [&](int64_t, const std::vector<double> &m) { losses[r].push_back(m[0]); });
-    return s ? exec.saveCheckpoint(dir) : s;
+    return s ? save.save(r, exec) : s;
   });
   if (HasFailure())
     return;
@@ -366,13 +410,14 @@ TEST(Executor, ResumesFromACheckpointOnAnotherLayout) {
   ActorSystem sys;
   std::vector<std::vector<double>> losses(2);
   std::string after = tmp.path() + "/resume_after";
+  TwoPhaseSave save(2, after);
   onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
     if (Status s = exec.loadCheckpoint(dir); !s)
       return s;
     MemoryData data;
     Status s = exec.run("train", &data, 0, 2, 2,
                         [&](int64_t, const std::vector<double> &m) { losses[r].push_back(m[0]); });
-    return s ? exec.saveCheckpoint(after) : s;
+    return s ? save.save(r, exec) : s;
   });
   if (HasFailure())
     return;
@@ -406,6 +451,172 @@ TEST(Executor, RefusesAPlanForAnotherDevice) {
       << exec.status().message();
 }
 
+// w [6, 5], S(0) on two ranks, plus w + a each step (SGD with lr -1 on the
+// input "a" of MemoryData, row r = 10 r + c): after k steps w = k (10 r + c),
+// each rank holding (and saving) three rows.
+PlanSpec accumulatePlan() {
+  PlanSpec spec;
+  spec.placements = {{"cpu", {0, 1}, {2}}};
+  spec.variables = {{"w", {6, 5}, 0, {S(0)}}};
+  ProgramSpec prog;
+  prog.tensors = {{"a", {6, 5}, {S(0)}}};
+  TaskSpec input{"input.a", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
+  input.field = "a";
+  TaskSpec add{"add", plan::OpKind::SgdMomentum, {0}, {}, plan::OpAttrs::SgdAttrs};
+  add.lr = -1;
+  add.param = 0;
+  prog.tasks = {input, add};
+  prog.inputs = {{"a", 0}};
+  spec.programs.push_back(prog);
+  finalize(spec);
+  return spec;
+}
+
+std::vector<float> accumulated(int steps) {
+  std::vector<float> w(30);
+  for (int r = 0; r < 6; ++r)
+    for (int c = 0; c < 5; ++c)
+      w[r * 5 + c] = static_cast<float>(steps * (10 * r + c));
+  return w;
+}
+
+// A save into an existing checkpoint that fails on one rank (its shard cannot
+// be written) leaves the previous checkpoint whole: no index and no shard of
+// the failed save in it, every value as the previous save wrote it.
+TEST(Executor, FailedSaveLeavesThePreviousCheckpointWhole) {
+  auto loaded = loadPlanBuffer(build(accumulatePlan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  test::TempDir tmp("sbpflow_actors");
+  const std::string dir = tmp.path() + "/ck";
+  TwoPhaseSave first(2, dir);
+  const uint64_t failing = checkpoint::newGeneration();
+  TwoPhaseSave second(2, dir, failing);
+  // Rank 1's shard cannot be created in the failing save's staging directory.
+  const std::string blocked = checkpoint::stagingDir(dir, failing) + "/" +
+                              checkpoint::shardFileName("w", {Chunk{3, 3}, Chunk{0, 5}}) + ".tmp";
+  std::filesystem::create_directories(blocked);
+  std::vector<std::string> errors;
+  onTwoRanks(
+      sys.system, loaded->plan(), {},
+      [&](int r, Executor &exec) {
+        MemoryData data;
+        Status s = exec.run("train", &data, 0, 0, 2, nullptr);
+        if (s)
+          s = first.save(r, exec, {0, 2});
+        if (s)
+          s = exec.run("train", &data, 0, 2, 1, nullptr);
+        return s ? second.save(r, exec, {0, 3}) : s;
+      },
+      &errors);
+  EXPECT_EQ(errors[0], "");
+  EXPECT_NE(errors[1].find("rank 1"), std::string::npos) << errors[1];
+  EXPECT_NE(errors[1].find(blocked), std::string::npos) << errors[1];
+  EXPECT_EQ(readCheckpointed(dir, "w"), accumulated(2));
+  auto reader = checkpoint::CheckpointReader::open(dir);
+  ASSERT_TRUE(reader) << reader.status().message();
+  EXPECT_TRUE(reader->checkComplete());
+  EXPECT_EQ(reader->next(), (checkpoint::DataPosition{0, 2}));
+  EXPECT_NE(reader->generation(), failing);
+  // Two ranks resume it.
+  TwoPhaseSave again(2, dir);
+  onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
+    checkpoint::DataPosition next;
+    if (Status s = exec.loadCheckpoint(dir, &next); !s)
+      return s;
+    MemoryData data;
+    Status s = exec.run("train", &data, 0, next.batch, 1, nullptr);
+    return s ? again.save(r, exec) : s;
+  });
+  EXPECT_EQ(readCheckpointed(dir, "w"), accumulated(3));
+}
+
+// A checkpoint with a shard missing, or with a shard of another save, is
+// refused by every rank that loads it (missing) or that reads that shard
+// (another save), naming the file.
+TEST(Executor, LoadRefusesMissingShardsAndShardsOfAnotherSave) {
+  auto loaded = loadPlanBuffer(build(accumulatePlan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  test::TempDir tmp("sbpflow_actors");
+  const std::string a = tmp.path() + "/a", b = tmp.path() + "/b";
+  TwoPhaseSave saveA(2, a), saveB(2, b);
+  onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
+    MemoryData data;
+    Status s = exec.run("train", &data, 0, 0, 1, nullptr);
+    if (s)
+      s = saveA.save(r, exec);
+    if (s)
+      s = exec.run("train", &data, 0, 1, 1, nullptr);
+    return s ? saveB.save(r, exec) : s;
+  });
+  const std::string shard1 = checkpoint::shardFileName("w", {Chunk{3, 3}, Chunk{0, 5}});
+  auto loadOnTwoRanks = [&](const std::string &dir) {
+    std::vector<std::string> errors;
+    onTwoRanks(
+        sys.system, loaded->plan(), {},
+        [&](int, Executor &exec) { return exec.loadCheckpoint(dir); }, &errors);
+    return errors;
+  };
+  EXPECT_EQ(loadOnTwoRanks(a), std::vector<std::string>({"", ""}));
+  // b's second shard in a: same name, size and layout, another save.
+  std::filesystem::copy_file(b + "/" + shard1, a + "/" + shard1,
+                             std::filesystem::copy_options::overwrite_existing);
+  std::vector<std::string> errors = loadOnTwoRanks(a);
+  EXPECT_EQ(errors[0], ""); // rank 0 reads rows 0..2 only
+  EXPECT_NE(errors[1].find(a + "/" + shard1), std::string::npos) << errors[1];
+  EXPECT_NE(errors[1].find("a shard of another save"), std::string::npos) << errors[1];
+  std::filesystem::remove(a + "/" + shard1);
+  errors = loadOnTwoRanks(a);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_NE(errors[r].find("rank " + std::to_string(r)), std::string::npos) << errors[r];
+    EXPECT_NE(errors[r].find(a + "/" + shard1), std::string::npos) << errors[r];
+    EXPECT_NE(errors[r].find("is missing"), std::string::npos) << errors[r];
+  }
+}
+
+// An i32 variable is held, saved and loaded as i32 (the checkpoint's dtype),
+// starting from its Constant.
+TEST(Executor, I32VariablesRoundTripThroughACheckpoint) {
+  PlanSpec spec = accumulatePlan();
+  VariableSpec count{"count", {3}, 0, {S(0)}, plan::InitKind::Constant, 7};
+  count.dtype = plan::DType::I32;
+  spec.variables.push_back(count);
+  auto loaded = loadPlanBuffer(build(spec));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  test::TempDir tmp("sbpflow_actors");
+  const std::string dir = tmp.path() + "/i32";
+  TwoPhaseSave save(2, dir);
+  onTwoRanks(sys.system, loaded->plan(), {},
+             [&](int r, Executor &exec) { return save.save(r, exec); });
+  auto reader = checkpoint::CheckpointReader::open(dir);
+  ASSERT_TRUE(reader) << reader.status().message();
+  std::vector<int32_t> got(3);
+  Status s = reader->read("count", {3}, checkpoint::DType::I32, {Chunk{0, 3}}, got.data());
+  ASSERT_TRUE(s) << s.message();
+  EXPECT_EQ(got, std::vector<int32_t>({7, 7, 7}));
+  // Loaded back on one rank of another plan, where it must be i32 too.
+  PlanSpec one = spec;
+  one.placements = {{"cpu", {0}, {1}}};
+  one.programs.clear();
+  auto single = loadPlanBuffer(build(one));
+  ASSERT_TRUE(single) << single.status().message();
+  auto exec = Executor::create(sys.system, single->plan(), nullptr, ExecutorOptions{});
+  ASSERT_TRUE(exec) << exec.status().message();
+  ASSERT_TRUE((*exec)->loadCheckpoint(dir));
+  one.variables[1].dtype = plan::DType::F32;
+  auto f32 = loadPlanBuffer(build(one));
+  ASSERT_TRUE(f32) << f32.status().message();
+  auto other = Executor::create(sys.system, f32->plan(), nullptr, ExecutorOptions{});
+  ASSERT_TRUE(other) << other.status().message();
+  s = (*other)->loadCheckpoint(dir);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("holds variable 'count' as i32 [3], the plan has f32 [3]"),
+            std::string::npos)
+      << s.message();
+}
+
 TEST(Executor, LoadCheckpointRefusesMissingOrMismatchedVariables) {
   auto loaded = loadPlanBuffer(build(linearPlan(1)));
   ASSERT_TRUE(loaded) << loaded.status().message();
@@ -413,12 +624,15 @@ TEST(Executor, LoadCheckpointRefusesMissingOrMismatchedVariables) {
   auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
   ASSERT_TRUE(exec) << exec.status().message();
   auto save = [](const std::string &dir, const std::vector<checkpoint::TensorMeta> &metas) {
+    std::vector<checkpoint::ShardRecord> records;
     for (const auto &m : metas) {
       std::vector<float> zeros(static_cast<size_t>(elementCount(m.shape)));
       const Region whole = wholeRegion(m.shape);
-      ASSERT_TRUE(checkpoint::writeShard(dir, m, whole, zeros.data()));
+      auto record = checkpoint::writeShard(dir, m, whole, zeros.data(), 1);
+      ASSERT_TRUE(record);
+      records.push_back(*record);
     }
-    ASSERT_TRUE(checkpoint::writeIndex(dir, metas));
+    ASSERT_TRUE(checkpoint::writeIndex(dir, metas, {}, 1, records));
   };
   const SbpDim broadcast{SbpKind::Broadcast, 0};
   checkpoint::TensorMeta w{"w", checkpoint::DType::F32, {4, 1}, {broadcast}, {1}};
@@ -490,10 +704,11 @@ TEST(Executor, BoxingCollectivesUnevenAxis1) {
     ActorSystem sys;
     test::TempDir tmp("sbpflow_actors");
     std::string dir = tmp.path() + "/boxing";
-    onTwoRanks(sys.system, loaded->plan(), {}, [&](int, Executor &exec) {
+    TwoPhaseSave save(2, dir);
+    onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
       MemoryData data;
       Status s = exec.run("train", &data, 0, 0, 2, nullptr);
-      return s ? exec.saveCheckpoint(dir) : s;
+      return s ? save.save(r, exec) : s;
     });
     if (HasFailure())
       return;

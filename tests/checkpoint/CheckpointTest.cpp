@@ -74,15 +74,22 @@ int64_t ranksOf(const std::vector<int64_t> &hierarchy) {
   return n;
 }
 
-// Every rank of `m`'s layout writes the shards it owns, then "rank 0" the index.
+// The generation the tests save with, unless they say otherwise.
+constexpr uint64_t kGeneration = 0x5eed0001;
+
+// Every rank of `m`'s layout writes the shards it owns, then "rank 0" the
+// index (straight into `dir`: publishing is tested on its own). `records`
+// (optional) receives what the shards' writers reported.
 template <typename T>
 void save(const std::string &dir, const std::vector<TensorMeta> &metas,
-          const std::vector<std::vector<T>> &values) {
+          const std::vector<std::vector<T>> &values, std::vector<ShardRecord> *records = nullptr,
+          uint64_t generation = kGeneration) {
+  std::vector<ShardRecord> written;
   for (size_t t = 0; t < metas.size(); ++t) {
     const TensorMeta &m = metas[t];
     auto shards = distinctShards(m);
     ASSERT_TRUE(shards) << shards.status().message();
-    int written = 0;
+    int count = 0;
     for (int64_t rank = 0; rank < ranksOf(m.hierarchy); ++rank) {
       const std::vector<int64_t> coord = hierarchyCoord(m.hierarchy, rank);
       const Region mine = localRegion(m.shape, m.sbp, m.hierarchy, coord);
@@ -92,15 +99,18 @@ void save(const std::string &dir, const std::vector<TensorMeta> &metas,
           for (size_t a = 0; a < mine.size(); ++a)
             ASSERT_TRUE(s.region[a].begin == mine[a].begin && s.region[a].size == mine[a].size);
           const std::vector<T> local = pack(values[t], m.shape, mine);
-          Status st = writeShard(dir, m, mine, local.data());
-          ASSERT_TRUE(st) << st.message();
-          ++written;
+          auto st = writeShard(dir, m, mine, local.data(), generation);
+          ASSERT_TRUE(st) << st.status().message();
+          written.push_back(*st);
+          ++count;
         }
     }
-    ASSERT_EQ(written, static_cast<int>(shards->size()));
+    ASSERT_EQ(count, static_cast<int>(shards->size()));
   }
-  Status st = writeIndex(dir, metas);
+  Status st = writeIndex(dir, metas, {}, generation, written);
   ASSERT_TRUE(st) << st.message();
+  if (records)
+    *records = written;
 }
 
 // Reads `name` as every rank of layout (`sbp`, `hierarchy`) would and compares
@@ -288,7 +298,7 @@ TEST(CheckpointReshardTest, ReadsOnlyTheShardsItNeeds) {
 class CheckpointErrorTest : public ::testing::Test {
 protected:
   void SetUp() override {
-    save<float>(dir.path(), {m}, {global});
+    save<float>(dir.path(), {m}, {global}, &records);
     auto shards = distinctShards(m);
     ASSERT_TRUE(shards);
     file0 = dir.path() + "/" + (*shards)[0].file;
@@ -315,6 +325,7 @@ protected:
   const std::vector<float> global = globalValues(shape);
   const TensorMeta m = meta("w", shape, {S(0)}, {2});
   std::string file0, file1;
+  std::vector<ShardRecord> records;
 };
 
 TEST_F(CheckpointErrorTest, IntactCheckpointReads) { EXPECT_EQ(readError(), ""); }
@@ -446,7 +457,7 @@ TEST_F(CheckpointErrorTest, DataPositionRoundTrips) {
   auto fresh = CheckpointReader::open(dir.path());
   ASSERT_TRUE(fresh) << fresh.status().message();
   EXPECT_EQ(fresh->next(), (DataPosition{0, 0}));
-  Status written = writeIndex(dir.path(), {m}, DataPosition{2, 17});
+  Status written = writeIndex(dir.path(), {m}, DataPosition{2, 17}, kGeneration, records);
   ASSERT_TRUE(written) << written.message();
   auto saved = CheckpointReader::open(dir.path());
   ASSERT_TRUE(saved) << saved.status().message();
@@ -458,7 +469,7 @@ TEST_F(CheckpointErrorTest, DataPositionRoundTrips) {
   auto old = CheckpointReader::open(dir.path());
   ASSERT_TRUE(old) << old.status().message();
   EXPECT_EQ(old->next(), (DataPosition{0, 0}));
-  EXPECT_THAT(writeIndex(dir.path(), {m}, DataPosition{0, -1}).message(),
+  EXPECT_THAT(writeIndex(dir.path(), {m}, DataPosition{0, -1}, kGeneration, records).message(),
               HasSubstr("negative data position"));
 }
 
@@ -466,20 +477,259 @@ TEST(CheckpointWriteTest, RefusesBadRegionsAndPartialTensors) {
   TempDir dir;
   const TensorMeta m = meta("w", {4, 2}, {S(0)}, {2});
   std::vector<float> data(8);
-  Status outside = writeShard(dir.path(), m, {Chunk{3, 2}, Chunk{0, 2}}, data.data());
+  Status outside =
+      writeShard(dir.path(), m, {Chunk{3, 2}, Chunk{0, 2}}, data.data(), kGeneration).status();
   ASSERT_FALSE(outside);
   EXPECT_THAT(outside.message(), AllOf(HasSubstr("'w'"), HasSubstr("not inside shape [4,2]")));
-  Status partial = writeIndex(dir.path(), {meta("g", {4}, {SbpDim{SbpKind::PartialSum, 0}}, {2})});
+  Status partial = writeIndex(dir.path(), {meta("g", {4}, {SbpDim{SbpKind::PartialSum, 0}}, {2})},
+                              {}, kGeneration, {});
   ASSERT_FALSE(partial);
   EXPECT_THAT(partial.message(), HasSubstr("partial"));
-  Status twice = writeIndex(dir.path(), {m, m});
+  Status twice = writeIndex(dir.path(), {m, m}, {}, kGeneration, {});
   ASSERT_FALSE(twice);
   EXPECT_THAT(twice.message(), HasSubstr("listed twice"));
   // A file where the directory should be.
   writeText(dir.path() + "/file", "x");
-  Status notDir = writeShard(dir.path() + "/file/sub", m, {Chunk{0, 2}, Chunk{0, 2}}, data.data());
+  Status notDir =
+      writeShard(dir.path() + "/file/sub", m, {Chunk{0, 2}, Chunk{0, 2}}, data.data(), kGeneration)
+          .status();
   ASSERT_FALSE(notDir);
   EXPECT_THAT(notDir.message(), HasSubstr(dir.path() + "/file/sub"));
+}
+
+// Reading a few elements of a large shard reads the header and the blocks
+// that hold them, not the file.
+TEST(CheckpointPartialReadTest, ReadsOnlyTheBlocksARegionTouches) {
+  TempDir dir;
+  const Shape shape = {1024, 1031}; // 4.03 MiB of f32, 65 blocks of 64 KiB
+  const std::vector<float> global = globalValues(shape);
+  const TensorMeta m = meta("big", shape, {B}, {1});
+  std::vector<ShardRecord> records;
+  save<float>(dir.path(), {m}, {global}, &records);
+  ASSERT_EQ(records.size(), 1u);
+  const uint64_t fileBytes = fs::file_size(dir.path() + "/" + records[0].file);
+  EXPECT_EQ(fileBytes, records[0].bytes);
+  auto reader = CheckpointReader::open(dir.path());
+  ASSERT_TRUE(reader) << reader.status().message();
+  // Rows 500..502, columns 100..104: three runs inside one or two blocks.
+  const Region small = {Chunk{500, 3}, Chunk{100, 5}};
+  std::vector<float> got(15);
+  Status s = reader->read("big", shape, DType::F32, small, got.data());
+  ASSERT_TRUE(s) << s.message();
+  EXPECT_EQ(got, pack(global, shape, small));
+  EXPECT_GT(reader->bytesRead(), 0u);
+  EXPECT_LE(reader->bytesRead(), 2u * 65536 + 4096) << "of " << fileBytes;
+  // A column of the tensor touches every block: the whole payload is read.
+  const uint64_t before = reader->bytesRead();
+  const Region column = {Chunk{0, 1024}, Chunk{7, 1}};
+  std::vector<float> col(1024);
+  ASSERT_TRUE(reader->read("big", shape, DType::F32, column, col.data()));
+  EXPECT_EQ(col, pack(global, shape, column));
+  EXPECT_GE(reader->bytesRead() - before, fileBytes - 4096);
+}
+
+// A flipped byte inside a block a read needs is an error naming the file; one
+// in a block it does not need is never read (and so not reported).
+TEST(CheckpointPartialReadTest, CorruptionIsFoundInTheBlocksRead) {
+  TempDir dir;
+  const Shape shape = {1024, 1031};
+  const std::vector<float> global = globalValues(shape);
+  const TensorMeta m = meta("big", shape, {B}, {1});
+  std::vector<ShardRecord> records;
+  save<float>(dir.path(), {m}, {global}, &records);
+  const std::string file = dir.path() + "/" + records[0].file;
+  const std::string pristine = readText(file);
+  const uint64_t header = pristine.size() - 4ull * 1024 * 1031;
+  const Region small = {Chunk{500, 3}, Chunk{100, 5}};
+  const uint64_t inside = header + 4ull * (501 * 1031 + 102); // element (501, 102)
+  const uint64_t outside = header + 4ull * (10 * 1031 + 3);   // element (10, 3), block 0
+  ASSERT_NE(inside / 65536, outside / 65536);
+  auto readSmall = [&]() -> Status {
+    auto reader = CheckpointReader::open(dir.path());
+    if (!reader)
+      return reader.status();
+    std::vector<float> got(15);
+    Status s = reader->read("big", shape, DType::F32, small, got.data());
+    if (s && got != pack(global, shape, small))
+      return Status::error("wrong values");
+    return s;
+  };
+  std::string bytes = pristine;
+  bytes[outside] ^= 0x01;
+  writeText(file, bytes);
+  Status s = readSmall();
+  EXPECT_TRUE(s) << s.message();
+  bytes = pristine;
+  bytes[inside] ^= 0x01;
+  writeText(file, bytes);
+  s = readSmall();
+  ASSERT_FALSE(s);
+  EXPECT_THAT(s.message(), AllOf(HasSubstr(file), HasSubstr("tensor 'big'"),
+                                 HasSubstr("CRC mismatch in payload block")));
+}
+
+TEST(CheckpointPartialReadTest, ScalarsAndEmptyRegions) {
+  TempDir dir;
+  const TensorMeta ms = meta("step", {}, {B}, {2}, DType::I32);
+  const TensorMeta mv = meta("v", {5}, {S(0)}, {2}, DType::I32);
+  save<int32_t>(dir.path(), {ms, mv}, {{(1 << 24) + 1}, {1, 2, 3, 4, 5}});
+  auto reader = CheckpointReader::open(dir.path());
+  ASSERT_TRUE(reader) << reader.status().message();
+  int32_t v = 0;
+  Status s = reader->read("step", {}, DType::I32, {}, &v);
+  ASSERT_TRUE(s) << s.message();
+  EXPECT_EQ(v, (1 << 24) + 1);
+  const uint64_t before = reader->bytesRead();
+  ASSERT_TRUE(reader->read("v", {5}, DType::I32, {Chunk{2, 0}}, nullptr));
+  EXPECT_EQ(reader->bytesRead(), before);
+  std::vector<int32_t> mid(2);
+  ASSERT_TRUE(reader->read("v", {5}, DType::I32, {Chunk{2, 2}}, mid.data()));
+  EXPECT_EQ(mid, std::vector<int32_t>({3, 4}));
+}
+
+// A save that did not finish, or a shard of another save, is refused,
+// naming the file.
+class CheckpointTornTest : public CheckpointErrorTest {};
+
+TEST_F(CheckpointTornTest, MissingShardIsNamedBeforeAnyRead) {
+  EXPECT_TRUE(CheckpointReader::open(dir.path())->checkComplete());
+  fs::remove(file1);
+  auto reader = CheckpointReader::open(dir.path());
+  ASSERT_TRUE(reader) << reader.status().message();
+  Status s = reader->checkComplete();
+  ASSERT_FALSE(s);
+  EXPECT_THAT(s.message(),
+              AllOf(HasSubstr(file1), HasSubstr("tensor 'w'"), HasSubstr("is incomplete")));
+}
+
+TEST_F(CheckpointTornTest, ShardOfAnotherSaveIsRefused) {
+  // The same tensor, layout and sizes saved by another save (other values).
+  TempDir other;
+  std::vector<float> changed = global;
+  for (float &v : changed)
+    v += 1.f;
+  save<float>(other.path(), {m}, {changed}, nullptr, kGeneration + 1);
+  fs::copy_file(other.path() + "/" + fs::path(file1).filename().string(), file1,
+                fs::copy_options::overwrite_existing);
+  auto reader = CheckpointReader::open(dir.path());
+  ASSERT_TRUE(reader);
+  EXPECT_TRUE(reader->checkComplete()); // same size: found when read
+  std::vector<float> top(12);
+  EXPECT_TRUE(reader->read("w", shape, DType::F32, {Chunk{0, 4}, Chunk{0, 3}}, top.data()));
+  EXPECT_THAT(readError(), AllOf(HasSubstr(file1), HasSubstr("tensor 'w'"),
+                                 HasSubstr("a shard of another save")));
+  // The same generation but another file than the index recorded.
+  TempDir same;
+  save<float>(same.path(), {m}, {changed}, nullptr, kGeneration);
+  fs::copy_file(same.path() + "/" + fs::path(file1).filename().string(), file1,
+                fs::copy_options::overwrite_existing);
+  EXPECT_THAT(readError(),
+              AllOf(HasSubstr(file1), HasSubstr("is not the file the index recorded")));
+}
+
+TEST_F(CheckpointTornTest, OlderFormatsAreRefusedSaySo) {
+  const std::string index = dir.path() + "/index.json";
+  nlohmann::json j = nlohmann::json::parse(readText(index));
+  EXPECT_EQ(j["generation"], generationText(kGeneration));
+  j.erase("shard_format");
+  writeText(index, j.dump());
+  EXPECT_THAT(openError(), AllOf(HasSubstr(index), HasSubstr("shard format 1")));
+  j["shard_format"] = 2;
+  j["generation"] = "12x";
+  writeText(index, j.dump());
+  EXPECT_THAT(openError(), HasSubstr("generation \"12x\" is not 16 hex digits"));
+  j["generation"] = generationText(kGeneration);
+  writeText(index, j.dump());
+  EXPECT_EQ(readError(), "");
+  std::string bytes = readText(file0);
+  bytes[7] = '1'; // "SBPCKPT1": format 1
+  writeText(file0, bytes);
+  EXPECT_THAT(readError(),
+              AllOf(HasSubstr(file0), HasSubstr("shard format 1"), HasSubstr("older sbpflow")));
+}
+
+TEST_F(CheckpointTornTest, CorruptHeaderIsFound) {
+  std::string bytes = readText(file0);
+  bytes[8] ^= 0x04; // the generation
+  writeText(file0, bytes);
+  EXPECT_THAT(readError(), AllOf(HasSubstr(file0), HasSubstr("corrupt header")));
+}
+
+TEST(CheckpointWriteTest, IndexNeedsEveryShardReportedOnce) {
+  TempDir dir;
+  const TensorMeta m = meta("w", {4, 2}, {S(0)}, {2});
+  const std::vector<float> data(4);
+  auto r0 = writeShard(dir.path(), m, {Chunk{0, 2}, Chunk{0, 2}}, data.data(), kGeneration);
+  auto r1 = writeShard(dir.path(), m, {Chunk{2, 2}, Chunk{0, 2}}, data.data(), kGeneration);
+  ASSERT_TRUE(r0 && r1);
+  Status missing = writeIndex(dir.path(), {m}, {}, kGeneration, {*r0});
+  ASSERT_FALSE(missing);
+  EXPECT_THAT(missing.message(), AllOf(HasSubstr(r1->file), HasSubstr("coordinate [1]"),
+                                       HasSubstr("not reported written")));
+  Status twice = writeIndex(dir.path(), {m}, {}, kGeneration, {*r0, *r1, *r1});
+  ASSERT_FALSE(twice);
+  EXPECT_THAT(twice.message(), AllOf(HasSubstr(r1->file), HasSubstr("twice")));
+  ShardRecord stray = *r1;
+  stray.tensor = "v";
+  stray.file = "v-00000000.0+1.shard";
+  Status extra = writeIndex(dir.path(), {m}, {}, kGeneration, {*r0, *r1, stray});
+  ASSERT_FALSE(extra);
+  EXPECT_THAT(extra.message(), AllOf(HasSubstr(stray.file), HasSubstr("'v'")));
+  EXPECT_TRUE(writeIndex(dir.path(), {m}, {}, kGeneration, {*r1, *r0}));
+}
+
+// Publishing: a fresh directory is renamed into place; an existing
+// checkpoint is swapped out whole and its files deleted; anything else is
+// left alone.
+TEST(CheckpointPublishTest, ReplacesACheckpointWholeOrNotAtAll) {
+  TempDir root;
+  const std::string dir = root.path() + "/ck";
+  const TensorMeta m = meta("w", {6, 2}, {S(0)}, {3});
+  auto saveAs = [&](float value, uint64_t generation) {
+    const std::string staging = stagingDir(dir + "/", generation);
+    EXPECT_EQ(staging, dir + ".staging-" + generationText(generation));
+    save<float>(staging, {m}, {std::vector<float>(12, value)}, nullptr, generation);
+    return staging;
+  };
+  auto values = [&]() -> std::vector<float> {
+    auto reader = CheckpointReader::open(dir);
+    if (!reader || !reader->checkComplete())
+      return {};
+    std::vector<float> got(12);
+    if (!reader->read("w", {6, 2}, DType::F32, {Chunk{0, 6}, Chunk{0, 2}}, got.data()))
+      return {};
+    return got;
+  };
+  Status s = publish(saveAs(1.f, 11), dir, 11);
+  ASSERT_TRUE(s) << s.message();
+  EXPECT_EQ(values(), std::vector<float>(12, 1.f));
+  EXPECT_FALSE(fs::exists(stagingDir(dir, 11)));
+  s = publish(saveAs(2.f, 12), dir, 12);
+  ASSERT_TRUE(s) << s.message();
+  EXPECT_EQ(values(), std::vector<float>(12, 2.f));
+  EXPECT_EQ(CheckpointReader::open(dir)->generation(), 12u);
+  for (const auto &entry : fs::directory_iterator(root.path()))
+    EXPECT_EQ(entry.path().string(), dir) << "left behind";
+  // A file of the user's inside the old checkpoint survives, in the old
+  // directory renamed aside.
+  writeText(dir + "/notes.txt", "mine");
+  s = publish(saveAs(3.f, 13), dir, 13);
+  ASSERT_TRUE(s) << s.message();
+  EXPECT_EQ(values(), std::vector<float>(12, 3.f));
+  EXPECT_EQ(readText(dir + ".previous-" + generationText(13) + "/notes.txt"), "mine");
+  // Not a checkpoint: refused, untouched.
+  const std::string other = root.path() + "/data";
+  fs::create_directories(other);
+  writeText(other + "/a.txt", "x");
+  Status refused = publish(saveAs(4.f, 14), other, 14);
+  ASSERT_FALSE(refused);
+  EXPECT_THAT(refused.message(), AllOf(HasSubstr(other), HasSubstr("not an sbpflow checkpoint")));
+  EXPECT_EQ(readText(other + "/a.txt"), "x");
+  // Nothing staged: nothing published.
+  Status empty = publish(root.path() + "/nothing", dir, 15);
+  ASSERT_FALSE(empty);
+  EXPECT_THAT(empty.message(), HasSubstr("holds no index.json"));
+  EXPECT_EQ(values(), std::vector<float>(12, 3.f));
 }
 
 } // namespace

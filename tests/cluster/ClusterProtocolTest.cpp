@@ -1,6 +1,7 @@
 // Multi-process tests of the driver/worker protocol with stand-in workers
 // (cluster_test_worker): metric combination, worker errors, a killed worker,
 // timeouts. End-to-end runs of real plans are in cluster_e2e tests.
+#include "runtime/checkpoint/Checkpoint.h"
 #include "runtime/cluster/CafStore.h"
 #include "runtime/cluster/Driver.h"
 #include "runtime/cluster/Messages.h"
@@ -16,6 +17,8 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
+#include <filesystem>
 #include <sstream>
 #include <thread>
 
@@ -116,6 +119,52 @@ TEST(ClusterProtocol, KilledWorkerIsReportedAndNothingHangs) {
   EXPECT_LT(seconds, 10.0);
   for (int pid : pids)
     EXPECT_TRUE(processGone(pid)) << "worker pid " << pid << " still exists";
+}
+
+// Reads the stand-ins' checkpoint variable whole: empty when it cannot.
+std::vector<float> fakeCheckpoint(const std::string &dir, int64_t elements) {
+  auto reader = checkpoint::CheckpointReader::open(dir);
+  if (!reader || !reader->checkComplete())
+    return {};
+  std::vector<float> values(static_cast<size_t>(elements));
+  if (!reader->read("fake.w", {elements}, checkpoint::DType::F32, {Chunk{0, elements}},
+                    values.data()))
+    return {};
+  return values;
+}
+
+// A save whose rank 1 fails (after rank 0 has written its shard) publishes
+// nothing: the checkpoint of the job before is still whole, and the driver's
+// error names the rank. The driver publishes only once every rank has
+// written its shards.
+TEST(ClusterProtocol, FailedCheckpointSaveKeepsThePreviousOne) {
+  char tmpl[] = "/tmp/sbpflow_cluster_ckptXXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = std::string(tmpl) + "/ck";
+  RunOptions first = fakeOptions(2, {"--save-value", "100"});
+  first.checkpointDir = dir;
+  JobReport report;
+  Status s = runJob(kFakePlan, first, &report);
+  ASSERT_TRUE(s.isOk()) << s.message();
+  EXPECT_EQ(fakeCheckpoint(dir, 4), std::vector<float>({100, 101, 102, 103}));
+
+  RunOptions second = fakeOptions(2, {"--save-value", "200", "--fail-save-rank", "1"});
+  second.checkpointDir = dir;
+  s = runJob(kFakePlan, second, &report);
+  ASSERT_FALSE(s.isOk());
+  EXPECT_NE(s.message().find("worker 1 (pid "), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("writing the checkpoint's shards"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("rank 1: injected failure writing a checkpoint shard"),
+            std::string::npos)
+      << s.message();
+  EXPECT_EQ(fakeCheckpoint(dir, 4), std::vector<float>({100, 101, 102, 103}));
+
+  RunOptions third = fakeOptions(3, {"--save-value", "300"});
+  third.checkpointDir = dir;
+  s = runJob(kFakePlan, third, &report);
+  ASSERT_TRUE(s.isOk()) << s.message();
+  EXPECT_EQ(fakeCheckpoint(dir, 6), std::vector<float>({300, 301, 302, 303, 304, 305}));
+  std::filesystem::remove_all(tmpl);
 }
 
 TEST(ClusterProtocol, RegistrationTimesOut) {

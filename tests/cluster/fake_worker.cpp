@@ -1,6 +1,8 @@
 // A worker for tests of the cluster protocol alone: it speaks the real
 // protocol (runWorker, CafStore) but its "plan" is the text "fake-plan" and
 // its steps produce known metric values; failures and hangs can be injected.
+// A checkpoint holds one variable, "fake.w" [2 * world] S(0), element i =
+// --save-value + i, saved in the real two phases.
 #include "runtime/cluster/Worker.h"
 
 #include <CLI/CLI.hpp>
@@ -19,6 +21,8 @@ struct FakeOptions {
   int stepMs = 0;
   int failRank = -1, failStep = -1;
   int hangRank = -1, hangStep = -1;
+  float saveValue = 0;
+  int failSaveRank = -1; // fails writing its checkpoint shard, after the others
 };
 
 class FakeBackend : public RankBackend {
@@ -29,6 +33,7 @@ public:
                                              gloo::rendezvous::Store &store,
                                              const WorkerSettings &) override {
     rank_ = rank;
+    world_ = world;
     if (plan != "fake-plan")
       return Status::error("rank " + std::to_string(rank) + ": not a fake plan");
     // Exercise the rendezvous store the way Gloo does: publish, wait, read.
@@ -67,8 +72,31 @@ public:
     return Status::ok();
   }
 
-  Status saveCheckpoint(const std::string &, const checkpoint::DataPosition &) override {
-    return Status::ok();
+  StatusOr<std::vector<checkpoint::ShardRecord>>
+  writeCheckpointShards(const std::string &dir, uint64_t generation) override {
+    if (rank_ == o_.failSaveRank) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      return Status::error("rank " + std::to_string(rank_) +
+                           ": injected failure writing a checkpoint shard");
+    }
+    const checkpoint::TensorMeta m = meta();
+    const Region mine = localRegion(m.shape, m.sbp, m.hierarchy, {rank_});
+    std::vector<float> values(static_cast<size_t>(regionElements(mine)));
+    for (size_t i = 0; i < values.size(); ++i)
+      values[i] = o_.saveValue + static_cast<float>(mine[0].begin + static_cast<int64_t>(i));
+    auto record = checkpoint::writeShard(checkpoint::stagingDir(dir, generation), m, mine,
+                                         values.data(), generation);
+    if (!record)
+      return record.status();
+    return std::vector<checkpoint::ShardRecord>{*record};
+  }
+  Status publishCheckpoint(const std::string &dir, uint64_t generation,
+                           const std::vector<checkpoint::ShardRecord> &shards,
+                           const checkpoint::DataPosition &next) override {
+    const std::string staging = checkpoint::stagingDir(dir, generation);
+    if (Status s = checkpoint::writeIndex(staging, {meta()}, next, generation, shards); !s)
+      return s;
+    return checkpoint::publish(staging, dir, generation);
   }
   checkpoint::DataPosition resumedAt() const override { return {}; }
 
@@ -77,8 +105,13 @@ public:
   }
 
 private:
+  checkpoint::TensorMeta meta() const {
+    return {"fake.w", checkpoint::DType::F32, {2 * world_}, {SbpDim{SbpKind::Split, 0}}, {world_}};
+  }
+
   FakeOptions o_;
   int rank_ = -1;
+  int64_t world_ = 0;
 };
 
 } // namespace
@@ -94,6 +127,8 @@ int main(int argc, char **argv) {
   app.add_option("--fail-step", o.failStep);
   app.add_option("--hang-rank", o.hangRank);
   app.add_option("--hang-step", o.hangStep);
+  app.add_option("--save-value", o.saveValue);
+  app.add_option("--fail-save-rank", o.failSaveRank);
   app.add_flag("--exit-before-register", exitBeforeRegister);
   CLI11_PARSE(app, argc, argv);
   if (exitBeforeRegister)

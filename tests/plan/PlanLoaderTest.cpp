@@ -791,6 +791,41 @@ TEST(PlanLoader, Bf16VariableIsRefused) {
       << loaded.status().message();
 }
 
+// A plan of one [3, 2] variable of `dtype` with `init`, loaded.
+StatusOr<LoadedPlan> loadOneVariable(plan::DType dtype, plan::InitKind init, float a) {
+  flatbuffers::FlatBufferBuilder fbb;
+  std::vector<plan::SbpDim> sbp = {plan::SbpDim(plan::SbpKind::Broadcast, 0)};
+  auto placement = plan::CreatePlacement(fbb, fbb.CreateString("cpu"), plan::DeviceKind::CPU,
+                                         fbb.CreateVector(std::vector<int>{0}),
+                                         fbb.CreateVector(std::vector<int>{1}));
+  auto variable = plan::CreateVariable(
+      fbb, fbb.CreateString("count"), dtype, fbb.CreateVector(std::vector<int64_t>{3, 2}), 0,
+      fbb.CreateVectorOfStructs(sbp), plan::CreateInit(fbb, init, a, 0, 0));
+  auto root = plan::CreatePlan(fbb, kPlanVersion,
+                               fbb.CreateVector(std::vector<decltype(placement)>{placement}),
+                               fbb.CreateVector(std::vector<decltype(variable)>{variable}),
+                               fbb.CreateVector(std::vector<flatbuffers::Offset<plan::Program>>{}),
+                               fbb.CreateString("test"));
+  plan::FinishPlanBuffer(fbb, root);
+  return loadPlanBuffer(fbb.GetBufferPointer(), fbb.GetSize());
+}
+
+// An i32 variable (a counter) starts from zeros or a whole number.
+TEST(PlanLoader, I32VariablesStartFromZerosOrAWholeConstant) {
+  EXPECT_TRUE(loadOneVariable(plan::DType::I32, plan::InitKind::Zeros, 0));
+  EXPECT_TRUE(loadOneVariable(plan::DType::I32, plan::InitKind::Constant, -7));
+  for (auto [init, a] : {std::pair<plan::InitKind, float>{plan::InitKind::Constant, 0.5f},
+                         {plan::InitKind::Uniform, 0},
+                         {plan::InitKind::Normal, 0}}) {
+    auto loaded = loadOneVariable(plan::DType::I32, init, a);
+    ASSERT_FALSE(loaded);
+    EXPECT_NE(loaded.status().message().find(
+                  "variable 0 'count': an i32 variable starts from Zeros or an integral Constant"),
+              std::string::npos)
+        << loaded.status().message();
+  }
+}
+
 TEST(PlanLoader, InitIsDeterministic) {
   flatbuffers::FlatBufferBuilder fbb;
   fbb.Finish(plan::CreateInit(fbb, plan::InitKind::Uniform, -1.0f, 1.0f, 42));

@@ -35,6 +35,7 @@ struct VariableSpec {
   plan::InitKind init = plan::InitKind::Zeros;
   float a = 0, b = 0;
   uint64_t seed = 0;
+  plan::DType dtype = plan::DType::F32; // F32 or I32
 };
 
 struct TensorSpec {
@@ -180,7 +181,7 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
   std::vector<flatbuffers::Offset<plan::Variable>> variables;
   for (const VariableSpec &v : spec.variables) {
     auto init = plan::CreateInit(fbb, v.init, v.a, v.b, v.seed);
-    variables.push_back(plan::CreateVariable(fbb, fbb.CreateString(v.name), plan::DType::F32,
+    variables.push_back(plan::CreateVariable(fbb, fbb.CreateString(v.name), v.dtype,
                                              fbb.CreateVector(v.shape), v.placement, sbpVec(v.sbp),
                                              init));
   }

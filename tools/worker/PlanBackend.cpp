@@ -127,8 +127,14 @@ public:
     return executor_->run(chunk.program, data, chunk.epoch, chunk.firstBatch, chunk.count, onStep);
   }
 
-  Status saveCheckpoint(const std::string &dir, const checkpoint::DataPosition &next) override {
-    return executor_->saveCheckpoint(dir, next);
+  StatusOr<std::vector<checkpoint::ShardRecord>>
+  writeCheckpointShards(const std::string &dir, uint64_t generation) override {
+    return executor_->writeCheckpointShards(dir, generation);
+  }
+  Status publishCheckpoint(const std::string &dir, uint64_t generation,
+                           const std::vector<checkpoint::ShardRecord> &shards,
+                           const checkpoint::DataPosition &next) override {
+    return executor_->publishCheckpoint(dir, generation, shards, next);
   }
   checkpoint::DataPosition resumedAt() const override { return resumedAt_; }
 

@@ -37,6 +37,7 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <string_view>
 #include <utility>
@@ -249,12 +250,16 @@ private:
   std::vector<size_t> scratchOffsets_;
   size_t scratchCursor_ = 0;
   size_t partialsOffset_ = 0;
-  // Host copies of the variables: the initial values, checkpoint staging,
-  // and, for AdamW step counters, the values themselves (the device copy is
-  // refreshed when a checkpoint is saved).
+  // Host copies of the variables: the initial values, checkpoint staging.
   mutable std::vector<VariableShard> host_;
   std::vector<size_t> varOffset_;
+  // AdamW step counters count on the host (the kernel takes the count by
+  // value): stepCount_[v] is variable v's, written back to its i32 host and
+  // device copies when a checkpoint is saved. Sized once: kernels hold
+  // pointers into it.
   std::vector<bool> hostCounter_;
+  std::vector<int64_t> stepCount_;
+  void mirrorStepCounts();
   std::vector<cudaStream_t> commStreams_; // distinct NCCL streams the plan uses
   // Compute tasks fire on several CAF threads: one enqueues at a time, so
   // that a stream wait and the kernels after it stay together and cuBLASLt's
@@ -267,6 +272,8 @@ Status CudaExecutor::init() {
   host_ = initVariableShards(*plan_, options_.globalRank);
   varOffset_.assign(variableCount, 0);
   hostCounter_.assign(variableCount, false);
+  stepCount_.assign(variableCount, 0);
+  mirrorStepCounts();
   for (size_t v = 0; v < variableCount; ++v)
     if (host_[v].local)
       varOffset_[v] = layout_.reserve(host_[v].bytes.size());
@@ -313,13 +320,22 @@ Status CudaExecutor::copyVariablesToDevice() {
   return Status::ok();
 }
 
+void CudaExecutor::mirrorStepCounts() {
+  for (size_t v = 0; v < host_.size(); ++v)
+    if (host_[v].local && host_[v].dtype == checkpoint::DType::I32 && host_[v].elements() == 1)
+      stepCount_[v] = host_[v].i32()[0];
+}
+
 Status CudaExecutor::copyVariablesToHost() const {
   cudaSetDevice(options_.cudaDevice);
   for (size_t v = 0; v < host_.size(); ++v) {
     if (!host_[v].local || host_[v].bytes.empty())
       continue;
     const size_t bytes = host_[v].bytes.size();
-    // A step counter lives on the host: refresh its device copy instead.
+    // A step counter lives on the host: refresh its i32 copies instead (the
+    // kernels never exceed INT32_MAX).
+    if (hostCounter_[v])
+      host_[v].i32()[0] = static_cast<int32_t>(stepCount_[v]);
     Status s = hostCounter_[v] ? cudaStatus(cudaMemcpy(device_->at(varOffset_[v]), host_[v].data(),
                                                        bytes, cudaMemcpyHostToDevice),
                                             "")
@@ -599,15 +615,19 @@ StatusOr<Kernel> CudaExecutor::buildKernel(const plan::Task &task,
       });
     }
     // The step count is known on the host before the launch (the kernel
-    // takes it by value); the variable's device copy is refreshed for
+    // takes it by value); the variable's copies are refreshed for
     // checkpoints.
     hostCounter_[w.step] = true;
-    float *step = host_[w.step].f32();
+    int64_t *step = &stepCount_[w.step];
     float *mp = var(w.m), *vp = var(w.v);
+    const std::string name = plan_->variables()->Get(w.step)->name()->str();
     return Kernel([=](const StepContext &) -> Status {
-      *step += 1.0f;
+      if (*step >= std::numeric_limits<int32_t>::max())
+        return Status::error(at + ": step counter '" + name + "' is at INT32_MAX (" +
+                             std::to_string(*step) + "): it cannot count another step");
+      ++*step;
       if (Status s = cuda::adamw(wp, mp, vp, g, w.n, w.lr, w.beta1, w.beta2, w.eps, w.weightDecay,
-                                 static_cast<int64_t>(*step), scale, computeOf());
+                                 *step, scale, computeOf());
           !s)
         return s.withContext(at);
       return Status::ok();
@@ -1283,6 +1303,7 @@ Status CudaExecutor::loadCheckpoint(const std::string &dir, checkpoint::DataPosi
     return s;
   if (Status s = loadVariableShards(*plan_, options_.globalRank, host_, dir, next); !s)
     return s;
+  mirrorStepCounts();
   return copyVariablesToDevice();
 }
 

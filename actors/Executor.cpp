@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sys/stat.h>
 
 namespace sbpflow {
@@ -266,12 +267,17 @@ StatusOr<Kernel> CpuExecutor::buildF32Kernel(const plan::Task &task, const Opera
         return Status::ok();
       });
     }
-    float *step = var(w.step), *mp = var(w.m), *vp = var(w.v);
+    // The step count lives in an i32 variable so that checkpoints resume it.
+    int32_t *step = variables_[w.step].i32();
+    float *mp = var(w.m), *vp = var(w.v);
+    const std::string name = plan_->variables()->Get(w.step)->name()->str();
     return Kernel([=](const StepContext &) {
-      // The step count lives in a variable so that checkpoints resume it.
-      *step += 1.0f;
-      cpu::adamw(wp, mp, vp, g, w.n, w.lr, w.beta1, w.beta2, w.eps, w.weightDecay,
-                 static_cast<int64_t>(*step), scale ? *scale : 1.0f);
+      if (*step == std::numeric_limits<int32_t>::max())
+        return Status::error(at + ": step counter '" + name + "' is at INT32_MAX (" +
+                             std::to_string(*step) + "): it cannot count another step");
+      ++*step;
+      cpu::adamw(wp, mp, vp, g, w.n, w.lr, w.beta1, w.beta2, w.eps, w.weightDecay, *step,
+                 scale ? *scale : 1.0f);
       return Status::ok();
     });
   }

@@ -505,8 +505,8 @@ Status checkOpSemantics(const plan::Plan &p, const plan::Task &task,
     if (elementCount(toShape((*step)->shape())) != 1)
       return Status::error(kname + ": step variable '" + str((*step)->name()) +
                            "' must be a scalar");
-    if ((*step)->dtype() != plan::DType::F32)
-      return Status::error(kname + ": step variable '" + str((*step)->name()) + "' must be f32");
+    if ((*step)->dtype() != plan::DType::I32)
+      return Status::error(kname + ": step variable '" + str((*step)->name()) + "' must be i32");
     if (!(a->beta1() >= 0.0f && a->beta1() < 1.0f) || !(a->beta2() >= 0.0f && a->beta2() < 1.0f))
       return Status::error(kname + ": AdamWAttrs betas must lie in [0, 1)");
     if (!(a->eps() > 0.0f))

@@ -173,7 +173,7 @@ struct AutodiffPass : public PassWrapper<AutodiffPass, OperationPass<ModuleOp>> 
       auto adam = cast<AdamWAttr>(optimizer);
       // The step counter is the same on every rank: broadcast everywhere, on
       // the variable's placement (the module's first for a variable whose
-      // layout sbp-propagate chooses).
+      // layout sbp-propagate chooses). An i32: an f32 stops counting at 2^24.
       PlacementOp placement;
       if (SbpTensorAttr enc = getSbp(var.getType()))
         placement = symbols.lookup<PlacementOp>(enc.getPlacement().getAttr());
@@ -183,7 +183,7 @@ struct AutodiffPass : public PassWrapper<AutodiffPass, OperationPass<ModuleOp>> 
         return var.emitOpError("has no placement for its AdamW step counter");
       llvm::SmallVector<SbpDim> allB(placement.getHierarchy().size(), broadcastDim());
       auto stepType = RankedTensorType::get(
-          {}, b.getF32Type(), makeSbpTensorAttr(&getContext(), placement.getSymName(), allB));
+          {}, b.getI32Type(), makeSbpTensorAttr(&getContext(), placement.getSymName(), allB));
       FailureOr<FlatSymbolRefAttr> m =
           slotVariable(symbols, var, (name + ".adam_m").str(), var.getType());
       FailureOr<FlatSymbolRefAttr> v =

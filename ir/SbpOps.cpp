@@ -307,9 +307,10 @@ LogicalResult AdamWOp::verifySymbolUses(SymbolTableCollection &symbols) {
   auto step = symbols.lookupNearestSymbolFrom<VariableOp>(*this, getStepAttr());
   if (!step)
     return emitOpError("references undeclared step counter ") << getStepAttr();
-  if (!isF32Scalar(step.getTensorType()))
+  if (RankedTensorType t = step.getTensorType();
+      t.getRank() != 0 || !t.getElementType().isSignlessInteger(32))
     return emitOpError("step counter ")
-           << getStepAttr() << " must be an f32 scalar, got " << step.getType();
+           << getStepAttr() << " must be an i32 scalar, got " << step.getType();
   return verifyEncodings(*this, symbols);
 }
 

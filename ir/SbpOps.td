@@ -310,7 +310,8 @@ def Sbp_AdamWOp : Sbp_Op<"adamw", [PlanOp<"AdamW">]> {
   let summary = "in-place AdamW update of `variable` from `grad` (times the optional `scale`)";
   let description = [{
     `m` and `v` are variables of the variable's type holding the moments,
-    `step` a scalar f32 variable counting the updates (plan.fbs AdamWAttrs).
+    `step` a scalar i32 variable counting the updates (plan.fbs AdamWAttrs;
+    an executor refuses to count past INT32_MAX).
   }];
   let arguments = (ins AnyRankedTensor:$grad, Optional<AnyRankedTensor>:$scale,
                        FlatSymbolRefAttr:$variable, FlatSymbolRefAttr:$m,

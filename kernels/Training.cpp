@@ -2,11 +2,14 @@
 // in place from an f32 gradient and an optional scalar gradient scale (the
 // clipping factor, left on the device). AdamW's step count lives in a
 // variable, so that checkpoints resume it; the host knows it before the
-// launch (the CUDA kernel takes it by value).
+// launch (the CUDA kernel takes it by value): an i32, which counts past
+// f32's 2^24.
 #include "kernels/Checks.h"
 #include "kernels/cpu/Kernels.h"
 #include "kernels/cpu/Transformer.h"
 #include "runtime/plan/PlanTypes.h"
+
+#include <limits>
 
 #ifdef SBPFLOW_HAVE_CUDA
 #include "kernels/cuda/Dispatch.h"
@@ -100,8 +103,8 @@ StatusOr<OptimizerWork> optimizerWork(const OpArgs &a) {
   if (elementCount(toShape((*step)->shape())) != 1)
     return Status::error(a.at + ": step variable '" + (*step)->name()->str() +
                          "' must be a scalar");
-  if ((*step)->dtype() != plan::DType::F32)
-    return Status::error(a.at + ": step variable '" + (*step)->name()->str() + "' must be f32");
+  if ((*step)->dtype() != plan::DType::I32)
+    return Status::error(a.at + ": step variable '" + (*step)->name()->str() + "' must be i32");
   if (!(adam->beta1() >= 0.0f && adam->beta1() < 1.0f) ||
       !(adam->beta2() >= 0.0f && adam->beta2() < 1.0f))
     return Status::error(a.at + ": AdamWAttrs betas must lie in [0, 1)");
@@ -135,6 +138,21 @@ StatusOr<OptimizerWork> localWork(const OpArgs &a, bool &here) {
   return w;
 }
 
+// How the step counter is named when it cannot count on.
+std::string stepCounter(const OpArgs &a, const OptimizerWork &w) {
+  return a.at + ": step counter '" + a.plan.variables()->Get(w.step)->name()->str() + "'";
+}
+
+// AdamW's step count is an i32 variable (counted on the host, where the
+// kernel's bias corrections take it by value): one more, unless it is full.
+Status countStep(int32_t *step, const std::string &counter) {
+  if (*step == std::numeric_limits<int32_t>::max())
+    return Status::error(counter + " is at INT32_MAX (" + std::to_string(*step) +
+                         "): it cannot count another step");
+  ++*step;
+  return Status::ok();
+}
+
 } // namespace
 
 Status checkSgdMomentum(const OpArgs &a) { return statusOf(optimizerWork(a)); }
@@ -165,13 +183,14 @@ StatusOr<Kernel> cpuAdamW(const OpArgs &a) {
   const std::vector<TensorView> &vars = *a.variables;
   float *param = data<float>(&vars[w->param]), *m = data<float>(&vars[w->m]),
         *v = data<float>(&vars[w->v]);
-  auto *step = static_cast<float *>(a.hostVariable(w->step));
+  auto *step = static_cast<int32_t *>(a.hostVariable(w->step));
   const float *g = data<float>(a.in[0]);
   const float *scale = w->scaled ? data<float>(a.in[1]) : nullptr;
-  return Kernel([=, w = *w](const StepContext &) {
-    *step += 1.0f;
-    cpu::adamw(param, m, v, g, w.n, w.lr, w.beta1, w.beta2, w.eps, w.weightDecay,
-               static_cast<int64_t>(*step), scale ? *scale : 1.0f);
+  return Kernel([=, w = *w, counter = stepCounter(a, *w)](const StepContext &) -> Status {
+    if (Status s = countStep(step, counter); !s)
+      return s;
+    cpu::adamw(param, m, v, g, w.n, w.lr, w.beta1, w.beta2, w.eps, w.weightDecay, *step,
+               scale ? *scale : 1.0f);
     return Status::ok();
   });
 }
@@ -207,14 +226,15 @@ StatusOr<Kernel> cudaAdamW(const OpArgs &a) {
   // The step count is known on the host before the launch (the kernel takes
   // it by value); the executor refreshes the variable's device copy before a
   // checkpoint.
-  auto *step = static_cast<float *>(a.hostVariable(w->step));
+  auto *step = static_cast<int32_t *>(a.hostVariable(w->step));
   const float *g = data<float>(a.in[0]);
   const float *scale = w->scaled ? data<float>(a.in[1]) : nullptr;
   const cudaStream_t s = cuda::streamOf(a.stream);
-  return Kernel([=, w = *w, at = a.at](const StepContext &) {
-    *step += 1.0f;
+  return Kernel([=, w = *w, at = a.at, counter = stepCounter(a, *w)](const StepContext &) {
+    if (Status st = countStep(step, counter); !st)
+      return st;
     return named(at, cuda::adamw(param, m, v, g, w.n, w.lr, w.beta1, w.beta2, w.eps, w.weightDecay,
-                                 static_cast<int64_t>(*step), scale, s));
+                                 *step, scale, s));
   });
 }
 

@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <map>
 
 using namespace sbpflow;
@@ -73,7 +74,7 @@ PlanSpec mlpPlan() {
       {"w1.velocity", {kIn, kHidden}, 0, {B()}},
       {"w2.m", {kHidden, kClasses}, 0, {B()}},
       {"w2.v", {kHidden, kClasses}, 0, {B()}},
-      {"w2.step", {}, 0, {B()}},
+      {"w2.step", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32},
   };
   ProgramSpec prog;
   prog.tensors = {
@@ -523,8 +524,8 @@ TEST(CudaExecutor, CheckpointHoldsTheStepCountAndWeights) {
   ASSERT_OK((*exec)->saveCheckpoint(dir));
   auto reader = checkpoint::CheckpointReader::open(dir);
   ASSERT_TRUE(reader) << reader.status().message();
-  float step = 0;
-  ASSERT_OK(reader->read("w2.step", {}, checkpoint::DType::F32, wholeRegion({}), &step));
+  int32_t step = 0;
+  ASSERT_OK(reader->read("w2.step", {}, checkpoint::DType::I32, wholeRegion({}), &step));
   EXPECT_EQ(step, 3.0f);
   std::vector<float> w2(kHidden * kClasses);
   ASSERT_OK(reader->read("w2", {kHidden, kClasses}, checkpoint::DType::F32,
@@ -538,9 +539,62 @@ TEST(CudaExecutor, CheckpointHoldsTheStepCountAndWeights) {
   ASSERT_OK((*exec)->saveCheckpoint(dir));
   auto again = checkpoint::CheckpointReader::open(dir);
   ASSERT_TRUE(again) << again.status().message();
-  ASSERT_OK(again->read("w2.step", {}, checkpoint::DType::F32, wholeRegion({}), &step));
+  ASSERT_OK(again->read("w2.step", {}, checkpoint::DType::I32, wholeRegion({}), &step));
   EXPECT_EQ(step, 4.0f);
   EXPECT_FALSE((*exec)->writeTrace(tmp.path() + "/trace.json"));
+}
+
+// The one-rank checkpoint in `from` rewritten to `to` with the step counter
+// "w2.step" set to `step` (every other tensor as it was).
+void withStepCount(const std::string &from, const std::string &to, int32_t step) {
+  auto reader = checkpoint::CheckpointReader::open(from);
+  ASSERT_TRUE(reader) << reader.status().message();
+  std::vector<checkpoint::ShardRecord> records;
+  for (const checkpoint::TensorMeta &m : reader->tensors()) {
+    std::vector<char> bytes(static_cast<size_t>(elementCount(m.shape)) * 4);
+    ASSERT_OK(reader->read(m.name, m.shape, m.dtype, wholeRegion(m.shape), bytes.data()));
+    if (m.name == "w2.step")
+      std::memcpy(bytes.data(), &step, 4);
+    auto record = checkpoint::writeShard(to, m, wholeRegion(m.shape), bytes.data(), 9);
+    ASSERT_TRUE(record) << record.status().message();
+    records.push_back(*record);
+  }
+  ASSERT_OK(checkpoint::writeIndex(to, reader->tensors(), {}, 9, records));
+}
+
+// The CUDA executor counts AdamW steps in an int64 host mirror and saves
+// them as i32: from 2^24 (where an f32 counter stops) it counts on, and it
+// refuses to count past INT32_MAX.
+TEST(CudaExecutor, AdamWStepCounterCountsPast2To24AndStopsAtInt32Max) {
+  SBPFLOW_REQUIRE_GPU();
+  auto loaded = loadPlanBuffer(build(mlpPlan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  test::TempDir tmp("sbpflow_cuda_executor");
+  auto cpu = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  ASSERT_TRUE(cpu) << cpu.status().message();
+  ASSERT_OK((*cpu)->saveCheckpoint(tmp.path() + "/initial"));
+  withStepCount(tmp.path() + "/initial", tmp.path() + "/at", 1 << 24);
+  withStepCount(tmp.path() + "/initial", tmp.path() + "/max",
+                std::numeric_limits<int32_t>::max() - 1);
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, onGpu());
+  ASSERT_TRUE(exec) << exec.status().message();
+  MemoryData data;
+  ASSERT_OK((*exec)->loadCheckpoint(tmp.path() + "/at"));
+  ASSERT_OK((*exec)->run("train", &data, 0, 0, 1, nullptr));
+  ASSERT_OK((*exec)->saveCheckpoint(tmp.path() + "/after"));
+  auto reader = checkpoint::CheckpointReader::open(tmp.path() + "/after");
+  ASSERT_TRUE(reader) << reader.status().message();
+  int32_t step = 0;
+  ASSERT_OK(reader->read("w2.step", {}, checkpoint::DType::I32, wholeRegion({}), &step));
+  EXPECT_EQ(step, (1 << 24) + 1);
+  ASSERT_OK((*exec)->loadCheckpoint(tmp.path() + "/max"));
+  ASSERT_OK((*exec)->run("train", &data, 0, 1, 1, nullptr));
+  Status s = (*exec)->run("train", &data, 0, 2, 1, nullptr);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("step counter 'w2.step' is at INT32_MAX (2147483647)"),
+            std::string::npos)
+      << s.message();
 }
 
 TEST(CudaExecutor, NoGpuIsAClearError) {

@@ -23,6 +23,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <regex>
@@ -613,6 +614,104 @@ TEST(Executor, I32VariablesRoundTripThroughACheckpoint) {
   s = (*other)->loadCheckpoint(dir);
   ASSERT_FALSE(s);
   EXPECT_NE(s.message().find("holds variable 'count' as i32 [3], the plan has f32 [3]"),
+            std::string::npos)
+      << s.message();
+}
+
+// AdamW on w [kBatch, kIn] with the batch of MemoryData's "x" as its
+// gradient; its step counter "w.step" is an i32 scalar.
+PlanSpec adamPlan() {
+  PlanSpec spec;
+  spec.variables = {{"w", {kBatch, kIn}},
+                    {"w.m", {kBatch, kIn}},
+                    {"w.v", {kBatch, kIn}},
+                    {"w.step", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32}};
+  ProgramSpec prog;
+  prog.tensors = {{"x", {kBatch, kIn}}};
+  TaskSpec input{"input.x", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
+  input.field = "x";
+  TaskSpec adam{"adamw.w", plan::OpKind::AdamW, {0}, {}, plan::OpAttrs::AdamWAttrs};
+  adam.lr = 0.01f;
+  adam.param = 0;
+  adam.m = 1;
+  adam.v = 2;
+  adam.step = 3;
+  prog.tasks = {input, adam};
+  prog.inputs = {{"x", 0}};
+  spec.programs.push_back(prog);
+  finalize(spec);
+  return spec;
+}
+
+// adamPlan's variables, zero but for the step counter, as a checkpoint.
+void writeAdamCheckpoint(const std::string &dir, int32_t step) {
+  const SbpDim broadcast{SbpKind::Broadcast, 0};
+  std::vector<checkpoint::TensorMeta> metas;
+  for (const char *name : {"w", "w.m", "w.v"})
+    metas.push_back({name, checkpoint::DType::F32, {kBatch, kIn}, {broadcast}, {1}});
+  metas.push_back({"w.step", checkpoint::DType::I32, {}, {broadcast}, {1}});
+  std::vector<checkpoint::ShardRecord> records;
+  const std::vector<float> zeros(kBatch * kIn, 0.f);
+  for (const auto &m : metas) {
+    auto record = checkpoint::writeShard(dir, m, wholeRegion(m.shape),
+                                         m.shape.empty() ? static_cast<const void *>(&step)
+                                                         : static_cast<const void *>(zeros.data()),
+                                         7);
+    ASSERT_TRUE(record) << record.status().message();
+    records.push_back(*record);
+  }
+  ASSERT_TRUE(checkpoint::writeIndex(dir, metas, {}, 7, records));
+}
+
+// An f32 counter stops at 2^24 (2^24 + 1 rounds back to 2^24): the i32 one
+// counts on, and AdamW's bias correction sees the count.
+TEST(Executor, AdamWStepCounterCountsPast2To24) {
+  auto loaded = loadPlanBuffer(build(adamPlan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  ASSERT_TRUE(exec) << exec.status().message();
+  test::TempDir tmp("sbpflow_actors");
+  writeAdamCheckpoint(tmp.path() + "/at", 1 << 24);
+  ASSERT_TRUE((*exec)->loadCheckpoint(tmp.path() + "/at"));
+  MemoryData data;
+  Status s = (*exec)->run("train", &data, 0, 0, 1, nullptr);
+  ASSERT_TRUE(s) << s.message();
+  ASSERT_TRUE((*exec)->saveCheckpoint(tmp.path() + "/after"));
+  auto reader = checkpoint::CheckpointReader::open(tmp.path() + "/after");
+  ASSERT_TRUE(reader) << reader.status().message();
+  int32_t step = 0;
+  s = reader->read("w.step", {}, checkpoint::DType::I32, {}, &step);
+  ASSERT_TRUE(s) << s.message();
+  EXPECT_EQ(step, (1 << 24) + 1);
+  // From zero moments m = (1 - b1) g, v = (1 - b2) g^2, and at a step this
+  // large the bias corrections are 1: the update is lr m / (sqrt(v) + eps),
+  // about 3.16 lr (at step 1 it would be about lr).
+  std::vector<float> w = readCheckpointed(tmp.path() + "/after", "w");
+  ASSERT_EQ(w.size(), static_cast<size_t>(kBatch * kIn));
+  for (int64_t i = 0; i < kBatch; ++i)
+    for (int64_t j = 0; j < kIn; ++j) {
+      const double g = sample(0, i, j);
+      const double want = -0.01 * (0.1 * g) / (std::sqrt(0.001 * g * g) + 1e-5);
+      EXPECT_NEAR(w[i * kIn + j], want, 1e-6) << i << "," << j;
+    }
+}
+
+TEST(Executor, AdamWStepCounterRefusesToOverflow) {
+  auto loaded = loadPlanBuffer(build(adamPlan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  ASSERT_TRUE(exec) << exec.status().message();
+  test::TempDir tmp("sbpflow_actors");
+  writeAdamCheckpoint(tmp.path() + "/max", std::numeric_limits<int32_t>::max() - 1);
+  ASSERT_TRUE((*exec)->loadCheckpoint(tmp.path() + "/max"));
+  MemoryData data;
+  ASSERT_TRUE((*exec)->run("train", &data, 0, 0, 1, nullptr));
+  Status s = (*exec)->run("train", &data, 0, 1, 1, nullptr);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("rank 0: task 'adamw.w' (AdamW): step counter 'w.step' is at "
+                             "INT32_MAX (2147483647)"),
             std::string::npos)
       << s.message();
 }

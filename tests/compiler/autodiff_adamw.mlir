@@ -10,13 +10,13 @@
 // CHECK: sbp.variable @w : tensor<4x3xf32, #sbp.t<@mesh, [B, S(1)]>>
 // CHECK-NEXT: sbp.variable @w.adam_m : tensor<4x3xf32, #sbp.t<@mesh, [B, S(1)]>> init #sbp.init<zeros, 0.000000e+00, 0.000000e+00> seed 0
 // CHECK-NEXT: sbp.variable @w.adam_v : tensor<4x3xf32, #sbp.t<@mesh, [B, S(1)]>> init #sbp.init<zeros, 0.000000e+00, 0.000000e+00> seed 0
-// CHECK-NEXT: sbp.variable @w.adam_step : tensor<f32, #sbp.t<@mesh, [B, B]>> init #sbp.init<zeros, 0.000000e+00, 0.000000e+00> seed 0
+// CHECK-NEXT: sbp.variable @w.adam_step : tensor<i32, #sbp.t<@mesh, [B, B]>> init #sbp.init<zeros, 0.000000e+00, 0.000000e+00> seed 0
 // CHECK-NEXT: sbp.variable @b : tensor<3xf32>
 // An unannotated variable: its slots stay unannotated (sbp-propagate lays
 // them out with it), its step counter is broadcast on the module's placement.
 // CHECK-NEXT: sbp.variable @b.adam_m : tensor<3xf32> init #sbp.init<zeros
 // CHECK-NEXT: sbp.variable @b.adam_v : tensor<3xf32> init #sbp.init<zeros
-// CHECK-NEXT: sbp.variable @b.adam_step : tensor<f32, #sbp.t<@mesh, [B, B]>> init #sbp.init<zeros
+// CHECK-NEXT: sbp.variable @b.adam_step : tensor<i32, #sbp.t<@mesh, [B, B]>> init #sbp.init<zeros
 // CHECK: func.func @train
 // CHECK: %[[D:.*]] = sbp.dropout %{{.*}} {p = 2.000000e-01 : f32, seed = 11 : i64}
 // CHECK: %[[DZ:.*]] = sbp.softmax_xent_grad

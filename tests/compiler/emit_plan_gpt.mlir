@@ -9,7 +9,7 @@
 // CHECK-NEXT: #0 wte F32[11,8] placement 0 [B] init Normal(0, 0.02, seed 1)
 // CHECK-NEXT: #1 wte.adam_m F32[11,8] placement 0 [B] init Zeros
 // CHECK-NEXT: #2 wte.adam_v F32[11,8] placement 0 [B] init Zeros
-// CHECK-NEXT: #3 wte.adam_step F32[] placement 0 [B] init Zeros
+// CHECK-NEXT: #3 wte.adam_step I32[] placement 0 [B] init Zeros
 // CHECK-NEXT: #4 ln.g F32[8] placement 0 [B] init Constant(1, 0, seed 2)
 // CHECK: program train
 // CHECK: Embedding (%[[WTE:[0-9]+]], %[[IDS:[0-9]+]]) -> (%[[E:[0-9]+]]) queue Compute{{$}}

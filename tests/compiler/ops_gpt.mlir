@@ -87,7 +87,7 @@ module @optimizers {
   sbp.variable @w : tensor<4x3xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 1
   sbp.variable @w.m : tensor<4x3xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
   sbp.variable @w.v : tensor<4x3xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
-  sbp.variable @w.step : tensor<f32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
+  sbp.variable @w.step : tensor<i32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
   func.func @train() {
     %g = sbp.input "g" : tensor<4x3xf32>
     %s = sbp.input "s" : tensor<f32>

@@ -300,7 +300,7 @@ sbp.variable @w.m : tensor<4xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
 sbp.variable @w.v : tensor<4xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
 func.func @f() {
   %g = sbp.input "g" : tensor<4xf32>
-  // expected-error @+1 {{'sbp.adamw' op step counter @w.m must be an f32 scalar, got 'tensor<4xf32, #sbp.t<@dp, [B]>>'}}
+  // expected-error @+1 {{'sbp.adamw' op step counter @w.m must be an i32 scalar, got 'tensor<4xf32, #sbp.t<@dp, [B]>>'}}
   sbp.adamw %g {variable = @w, m = @w.m, v = @w.v, step = @w.m, lr = 0.001 : f32, beta1 = 0.9 : f32, beta2 = 0.999 : f32, eps = 1.0e-8 : f32, weight_decay = 0.0 : f32} : tensor<4xf32>
   return
 }

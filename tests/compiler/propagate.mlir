@@ -165,7 +165,7 @@ module {
 // CHECK: sbp.variable @b : tensor<3xf32, #sbp.t<@mesh, [B, S(0)]>>
 // CHECK-NEXT: sbp.variable @b.adam_m : tensor<3xf32, #sbp.t<@mesh, [B, S(0)]>>
 // CHECK-NEXT: sbp.variable @b.adam_v : tensor<3xf32, #sbp.t<@mesh, [B, S(0)]>>
-// CHECK-NEXT: sbp.variable @b.adam_step : tensor<f32, #sbp.t<@mesh, [B, B]>>
+// CHECK-NEXT: sbp.variable @b.adam_step : tensor<i32, #sbp.t<@mesh, [B, B]>>
 module @adamw_slots {
   sbp.placement @mesh cpu ranks [0, 1, 2, 3] hierarchy [2, 2]
   sbp.variable @w : tensor<4x3xf32, #sbp.t<@mesh, [B, S(1)]>> init #sbp.init<uniform, -0.5, 0.5> seed 1

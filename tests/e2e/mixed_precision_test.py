@@ -40,13 +40,17 @@ def main():
                         "--plan-only"] + GPT, check=True, stdout=subprocess.DEVNULL)
         text = subprocess.run([os.path.join(BIN, "sbpflow"), "inspect", plan], check=True,
                               capture_output=True, text=True).stdout
-        variables = re.findall(r"^  #\d+ \S+ (\w+)\[", text, re.M)
+        named = re.findall(r"^  #\d+ (\S+) (\w+)\[", text, re.M)
+        # Master weights and optimiser state are f32; AdamW's step counters i32.
+        variables = [t for n, t in named if not n.endswith(".adam_step")]
+        counters = [t for n, t in named if n.endswith(".adam_step")]
         tensors = re.findall(r"^    %\d+ (\S+) (\w+)\[", text, re.M)
         reduced = re.findall(r"^    %\d+ all_reduce\S* (\w+)\[", text, re.M)
         bf16 = [n for n, t in tensors if t == "BF16"]
         print(f"plan: {len(variables)} variables, {len(bf16)} of {len(tensors)} tensors bf16, "
               f"{len(reduced)} all-reduced tensors")
         assert variables and set(variables) == {"F32"}, set(variables)
+        assert counters and set(counters) == {"I32"}, set(counters)
         assert any(n.startswith("matmul") for n in bf16), bf16[:10]
         assert any(n.startswith("causal_attention") for n in bf16), bf16[:10]
         assert reduced and set(reduced) == {"F32"}, reduced

@@ -231,7 +231,7 @@ TEST_F(GptOpSemantics, ClippingAndOptimiserSignatures) {
         R"mlir(sbp.placement @mesh cpu ranks [0, 1, 2, 3] hierarchy [2, 2]
   sbp.variable @w : tensor<4x3xf32, #sbp.t<@mesh, [B, S(1)]>> init #sbp.init<zeros> seed 1
   sbp.variable @w.m : tensor<4x3xf32, #sbp.t<@mesh, [B, S(1)]>> init #sbp.init<zeros> seed 1
-  sbp.variable @w.step : tensor<f32, #sbp.t<@mesh, [B, B]>> init #sbp.init<zeros> seed 1)mlir");
+  sbp.variable @w.step : tensor<i32, #sbp.t<@mesh, [B, B]>> init #sbp.init<zeros> seed 1)mlir");
   // The square of a partial sum is not partial: no P input.
   EXPECT_EQ(sigs(op("sbp.square_sum")),
             (std::vector<std::string>{"S(0) -> P(sum)", "S(1) -> P(sum)", "B -> B"}));

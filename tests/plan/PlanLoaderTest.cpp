@@ -321,8 +321,12 @@ TEST(PlanLoader, MetricsAndInputs) {
 // One task of every transformer kind, AdamW with clipping, and an output.
 PlanSpec transformerPlan() {
   PlanSpec spec;
-  spec.variables = {{"wte", {5, 4}},   {"ln.g", {4}},     {"ln.b", {4}},
-                    {"wte.m", {5, 4}}, {"wte.v", {5, 4}}, {"wte.step", {}}};
+  spec.variables = {{"wte", {5, 4}},
+                    {"ln.g", {4}},
+                    {"ln.b", {4}},
+                    {"wte.m", {5, 4}},
+                    {"wte.v", {5, 4}},
+                    {"wte.step", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32}};
   ProgramSpec prog;
   auto f32 = [](std::string name, std::vector<int64_t> shape, int variable = -1) {
     return TensorSpec{std::move(name), std::move(shape), {B()}, plan::DType::F32, variable};
@@ -508,6 +512,12 @@ TEST(PlanLoader, TransformerKindDefects) {
   s = transformerPlan();
   task(s, 19).step = 3;
   EXPECT_ERROR(s, "task 19 'adamw' (AdamW): step variable 'wte.m' must be a scalar");
+  s = transformerPlan();
+  s.variables[5].dtype = plan::DType::F32; // an f32 counter stops at 2^24
+  EXPECT_ERROR(s, "task 19 'adamw' (AdamW): step variable 'wte.step' must be i32");
+  s = transformerPlan();
+  s.variables[3].dtype = plan::DType::I32;
+  EXPECT_ERROR(s, "task 19 'adamw' (AdamW): m variable 'wte.m' must be f32");
   s = transformerPlan();
   task(s, 19).inputs = {18, 15};
   rewire(s);

@@ -53,11 +53,4 @@ const char *opName(plan::OpKind op);
 bool isCollective(plan::OpKind op);
 size_t dtypeSize(plan::DType dtype);
 
-// The whole global tensor of a variable as plan.fbs's Init defines it: every
-// element drawn in row-major order from std::mt19937_64(seed). Uniform:
-// a + (b - a) * u with u = (draw >> 11) * 2^-53. Normal: a + b * z with
-// z = sqrt(-2 ln(1 - u1)) * cos(2 pi u2) from two draws per element
-// (Box-Muller, cosine branch only). Constant: a. Zeros: 0.
-std::vector<float> initGlobalTensor(const plan::Init &init, int64_t elements);
-
 } // namespace sbpflow

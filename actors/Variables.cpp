@@ -1,11 +1,12 @@
 // Variable shards in host memory (see Variables.h).
 #include "actors/Variables.h"
 
-#include "kernels/cpu/Kernels.h"
+#include "kernels/Philox.h"
 #include "runtime/checkpoint/Checkpoint.h"
 #include "runtime/plan/PlanLoader.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace sbpflow {
 
@@ -15,7 +16,80 @@ checkpoint::DType storageType(plan::DType dtype) {
   return dtype == plan::DType::I32 ? checkpoint::DType::I32 : checkpoint::DType::F32;
 }
 
+// The 53-bit uniform in [0, 1) of two Philox words, `hi` the high one.
+double unit53(uint32_t lo, uint32_t hi) {
+  return static_cast<double>(((static_cast<uint64_t>(hi) << 32) | lo) >> 11) * 0x1.0p-53;
+}
+
+// Elements [g0, g0 + n) of the global row-major order, as plan.fbs's Init
+// defines them.
+void initRun(const plan::Init &init, uint64_t g0, int64_t n, float *dst) {
+  const double a = init.a(), b = init.b();
+  const uint32_t k0 = static_cast<uint32_t>(init.seed()),
+                 k1 = static_cast<uint32_t>(init.seed() >> 32);
+  constexpr double kTwoPi = 6.283185307179586476925286766559;
+  for (int64_t j = 0; j < n; ++j) {
+    const uint64_t g = g0 + static_cast<uint64_t>(j);
+    switch (init.kind()) {
+    case plan::InitKind::Zeros:
+      dst[j] = 0.f;
+      continue;
+    case plan::InitKind::Constant:
+      dst[j] = static_cast<float>(a);
+      continue;
+    default:
+      break;
+    }
+    // The top bit of the second counter word keeps these draws apart from
+    // dropout's (whose element indices stay below 2^63).
+    const PhiloxBlock r = philox4x32_10(static_cast<uint32_t>(g),
+                                        static_cast<uint32_t>(g >> 32) | 0x80000000u, 0, 0, k0, k1);
+    if (init.kind() == plan::InitKind::Uniform) {
+      dst[j] = static_cast<float>(a + (b - a) * unit53(r.word[0], r.word[1]));
+    } else {
+      const double u1 = unit53(r.word[0], r.word[1]), u2 = unit53(r.word[2], r.word[3]);
+      dst[j] =
+          static_cast<float>(a + b * std::sqrt(-2.0 * std::log(1.0 - u1)) * std::cos(kTwoPi * u2));
+    }
+  }
+}
+
 } // namespace
+
+void initRegion(const plan::Init &init, const Shape &shape, const Region &region, float *dst) {
+  const size_t rank = shape.size();
+  if (regionElements(region) == 0)
+    return;
+  if (rank == 0) {
+    initRun(init, 0, 1, dst);
+    return;
+  }
+  // Row runs along the last axis, in row-major order of the region.
+  const int64_t run = region[rank - 1].size;
+  std::vector<int64_t> idx(rank, 0);
+  int64_t out = 0;
+  while (true) {
+    int64_t g = 0;
+    for (size_t a = 0; a < rank; ++a)
+      g = g * shape[a] + region[a].begin + idx[a];
+    initRun(init, static_cast<uint64_t>(g), run, dst + out);
+    out += run;
+    int a = static_cast<int>(rank) - 2;
+    for (; a >= 0; --a) {
+      if (++idx[a] < region[a].size)
+        break;
+      idx[a] = 0;
+    }
+    if (a < 0)
+      return;
+  }
+}
+
+std::vector<float> initGlobalTensor(const plan::Init &init, int64_t elements) {
+  std::vector<float> out(static_cast<size_t>(elements));
+  initRegion(init, {elements}, {Chunk{0, elements}}, out.data());
+  return out;
+}
 
 std::vector<VariableShard> initVariableShards(const plan::Plan &plan, int globalRank) {
   std::vector<VariableShard> shards;
@@ -39,13 +113,7 @@ std::vector<VariableShard> initVariableShards(const plan::Plan &plan, int global
                                : 0;
         std::fill(storage.i32(), storage.i32() + storage.elements(), value);
       } else {
-        std::vector<float> whole = initGlobalTensor(*var->init(), elementCount(global));
-        if (global.empty())
-          storage.f32()[0] = whole[0];
-        else {
-          const RegionBox b = regionBox(wholeRegion(global), storage.region);
-          cpu::copyRegion(whole.data(), b.shape, b.begin, b.size, b.rank, storage.f32());
-        }
+        initRegion(*var->init(), global, storage.region, storage.f32());
       }
     }
     shards.push_back(std::move(storage));

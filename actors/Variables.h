@@ -1,7 +1,7 @@
 // Variable shards in host memory, shared by the CPU and CUDA executors: the
-// initial values (every rank computes the whole tensor from the plan's init
-// and keeps its shard, so any layout starts from the same weights) and
-// checkpoint save (two phases: shards, then index and publish) and load.
+// initial values (counter-based: every rank computes the elements of its own
+// shard from the plan's init, and any layout starts from the same weights)
+// and checkpoint save (two phases: shards, then index and publish) and load.
 #pragma once
 
 #include "runtime/Shape.h"
@@ -15,8 +15,9 @@
 
 namespace sbpflow {
 namespace plan {
+struct Init;
 struct Plan;
-}
+} // namespace plan
 
 // One variable as this rank holds it, in the plan's element type (f32 or
 // i32; 4 bytes an element either way).
@@ -33,6 +34,16 @@ struct VariableShard {
   float *f32() { return reinterpret_cast<float *>(bytes.data()); }
   int32_t *i32() { return reinterpret_cast<int32_t *>(bytes.data()); }
 };
+
+// The elements of `region` (global coordinates) of a tensor of global shape
+// `shape` initialised by `init`, dense row-major into `dst`: the element with
+// global row-major index g is a function of (init.seed, g) alone (plan.fbs:
+// Init has the formula), so a rank computes its shard and nothing else.
+void initRegion(const plan::Init &init, const Shape &shape, const Region &region, float *dst);
+
+// The whole of a tensor of `elements` elements (any shape has the same
+// row-major values): for references in tests.
+std::vector<float> initGlobalTensor(const plan::Init &init, int64_t elements);
 
 // Every variable of `plan`, initialised, as global rank `globalRank` holds it.
 std::vector<VariableShard> initVariableShards(const plan::Plan &plan, int globalRank);

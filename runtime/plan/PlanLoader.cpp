@@ -11,7 +11,6 @@
 #include <cstring>
 #include <fstream>
 #include <optional>
-#include <random>
 #include <set>
 #include <sstream>
 
@@ -461,33 +460,6 @@ StatusOr<LoadedPlan> loadPlanFile(const std::string &path) {
   if (!loaded)
     return loaded.status().withContext("plan file '" + path + "'");
   return loaded;
-}
-
-std::vector<float> initGlobalTensor(const plan::Init &init, int64_t elements) {
-  std::vector<float> out(static_cast<size_t>(elements), 0.0f);
-  std::mt19937_64 gen(init.seed());
-  auto uniform = [&gen] { return static_cast<double>(gen() >> 11) * 0x1.0p-53; };
-  const double a = init.a(), b = init.b();
-  const double twoPi = 6.283185307179586476925286766559;
-  for (int64_t i = 0; i < elements; ++i) {
-    switch (init.kind()) {
-    case plan::InitKind::Zeros:
-      break;
-    case plan::InitKind::Constant:
-      out[i] = static_cast<float>(a);
-      break;
-    case plan::InitKind::Uniform:
-      out[i] = static_cast<float>(a + (b - a) * uniform());
-      break;
-    case plan::InitKind::Normal: {
-      double u1 = uniform(), u2 = uniform();
-      out[i] =
-          static_cast<float>(a + b * std::sqrt(-2.0 * std::log(1.0 - u1)) * std::cos(twoPi * u2));
-      break;
-    }
-    }
-  }
-  return out;
 }
 
 namespace {

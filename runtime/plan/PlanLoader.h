@@ -15,7 +15,7 @@
 
 namespace sbpflow {
 
-constexpr uint32_t kPlanVersion = 3;
+constexpr uint32_t kPlanVersion = 4;
 
 // A verified plan and the bytes it lives in (the plan points into them).
 class LoadedPlan {
@@ -60,12 +60,5 @@ Status checkRankFits(const plan::Plan &plan, int globalRank, plan::DeviceKind de
 
 // Human-readable dump for `sbpflow inspect`.
 std::string describePlan(const plan::Plan &plan);
-
-// The whole global tensor of a variable as plan.fbs's Init defines it: every
-// element drawn in row-major order from std::mt19937_64(seed). Uniform:
-// a + (b - a) * u with u = (draw >> 11) * 2^-53. Normal: a + b * z with
-// z = sqrt(-2 ln(1 - u1)) * cos(2 pi u2) from two draws per element
-// (Box-Muller, cosine branch only). Constant: a. Zeros: 0.
-std::vector<float> initGlobalTensor(const plan::Init &init, int64_t elements);
 
 } // namespace sbpflow

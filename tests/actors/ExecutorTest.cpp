@@ -4,6 +4,7 @@
 // task trace (bounded, on compute and comm lanes, absent when off).
 #include "actors/Executor.h"
 #include "actors/Messages.h"
+#include "actors/Variables.h"
 #include "kernels/cpu/Kernels.h"
 #include "runtime/checkpoint/Checkpoint.h"
 #include "runtime/comm/CommGroups.h"

@@ -16,9 +16,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <functional>
 #include <future>
+#include <mutex>
 #include <numeric>
 #include <thread>
 
@@ -29,19 +31,41 @@ namespace {
 
 constexpr std::chrono::milliseconds kTimeout{20000};
 
-// Runs body(rank, comm) on n threads; failures are collected per rank.
+// Waits until `n` threads have arrived.
+class Barrier {
+public:
+  explicit Barrier(int n) : left_(n) {}
+  void arriveAndWait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (--left_ == 0)
+      done_.notify_all();
+    done_.wait(lock, [this] { return left_ == 0; });
+  }
+
+private:
+  std::mutex mutex_;
+  std::condition_variable done_;
+  int left_;
+};
+
+// Runs body(rank, comm) on n threads; failures are collected per rank. No
+// rank starts before every rank has connected, nor closes its communicator
+// before every rank is done: a body that ends at once (an argument error)
+// must not close connections a slower rank's rendezvous still needs.
 void onRanks(int n, const std::function<void(int, Communicator &)> &body) {
   gloo::rendezvous::HashStore store;
   std::vector<std::thread> threads;
   std::vector<std::string> errors(n);
+  Barrier connected(n), done(n);
   for (int r = 0; r < n; ++r)
     threads.emplace_back([&, r] {
       auto comm = GlooCommunicator::connect(store, r, n, kTimeout, "test");
-      if (!comm) {
+      connected.arriveAndWait();
+      if (comm)
+        body(r, **comm);
+      else
         errors[r] = comm.status().message();
-        return;
-      }
-      body(r, **comm);
+      done.arriveAndWait();
     });
   for (auto &t : threads)
     t.join();

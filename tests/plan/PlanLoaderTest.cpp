@@ -836,37 +836,4 @@ TEST(PlanLoader, I32VariablesStartFromZerosOrAWholeConstant) {
   }
 }
 
-TEST(PlanLoader, InitIsDeterministic) {
-  flatbuffers::FlatBufferBuilder fbb;
-  fbb.Finish(plan::CreateInit(fbb, plan::InitKind::Uniform, -1.0f, 1.0f, 42));
-  const plan::Init *init = flatbuffers::GetRoot<plan::Init>(fbb.GetBufferPointer());
-  std::vector<float> a = initGlobalTensor(*init, 1000);
-  std::vector<float> b = initGlobalTensor(*init, 1000);
-  EXPECT_EQ(a, b);
-  double mean = 0;
-  for (float v : a) {
-    EXPECT_GE(v, -1.0f);
-    EXPECT_LT(v, 1.0f);
-    mean += v;
-  }
-  EXPECT_NEAR(mean / 1000, 0.0, 0.1);
-  // The first draw of mt19937_64(42) fixes the first element exactly.
-  std::mt19937_64 gen(42);
-  EXPECT_FLOAT_EQ(a[0], static_cast<float>(-1.0 + 2.0 * ((gen() >> 11) * 0x1.0p-53)));
-
-  flatbuffers::FlatBufferBuilder fbb2;
-  fbb2.Finish(plan::CreateInit(fbb2, plan::InitKind::Normal, 2.0f, 0.5f, 9));
-  std::vector<float> n =
-      initGlobalTensor(*flatbuffers::GetRoot<plan::Init>(fbb2.GetBufferPointer()), 20000);
-  double m = 0, v = 0;
-  for (float x : n)
-    m += x;
-  m /= n.size();
-  for (float x : n)
-    v += (x - m) * (x - m);
-  v /= n.size();
-  EXPECT_NEAR(m, 2.0, 0.02);
-  EXPECT_NEAR(std::sqrt(v), 0.5, 0.02);
-}
-
 } // namespace

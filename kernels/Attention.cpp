@@ -53,36 +53,32 @@ StatusOr<AttentionWork> attentionWork(const OpArgs &a) {
 Status checkCausalAttention(const OpArgs &a) { return statusOf(attentionWork(a)); }
 Status checkCausalAttentionGrad(const OpArgs &a) { return statusOf(attentionWork(a)); }
 
+namespace {
+float *cpuScratch(const OpArgs &a, const AttentionWork &w) {
+  return static_cast<float *>(
+      a.scratch(static_cast<size_t>(cpu::causalAttentionScratch(w.T, w.headDim) + 1) * 4));
+}
+} // namespace
+
 StatusOr<Kernel> cpuCausalAttention(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = attentionWork(a);
-    if (!w)
-      return w.status();
-    auto *scratch = static_cast<float *>(
-        a.scratch(static_cast<size_t>(cpu::causalAttentionScratch(w->T, w->headDim) + 1) * 4));
+  return checkedF32(args, attentionWork, [](const OpArgs &a, AttentionWork w) {
+    float *scratch = cpuScratch(a, w);
     const float *q = data<float>(a.in[0]), *k = data<float>(a.in[1]), *v = data<float>(a.in[2]);
     float *y = data<float>(a.out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      cpu::causalAttention(q, k, v, y, w.batch, w.T, w.localHeads, w.headDim, scratch);
-      return Status::ok();
-    });
+    return always(
+        [=] { cpu::causalAttention(q, k, v, y, w.batch, w.T, w.localHeads, w.headDim, scratch); });
   });
 }
 
 StatusOr<Kernel> cpuCausalAttentionGrad(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = attentionWork(a);
-    if (!w)
-      return w.status();
-    auto *scratch = static_cast<float *>(
-        a.scratch(static_cast<size_t>(cpu::causalAttentionScratch(w->T, w->headDim) + 1) * 4));
+  return checkedF32(args, attentionWork, [](const OpArgs &a, AttentionWork w) {
+    float *scratch = cpuScratch(a, w);
     const float *dy = data<float>(a.in[0]), *q = data<float>(a.in[1]), *k = data<float>(a.in[2]),
                 *v = data<float>(a.in[3]);
     float *dq = data<float>(a.out[0]), *dk = data<float>(a.out[1]), *dv = data<float>(a.out[2]);
-    return Kernel([=, w = *w](const StepContext &) {
+    return always([=] {
       cpu::causalAttentionGrad(dy, q, k, v, dq, dk, dv, w.batch, w.T, w.localHeads, w.headDim,
                                scratch);
-      return Status::ok();
     });
   });
 }
@@ -101,50 +97,39 @@ StatusOr<AttentionWork> cudaAttentionWork(const OpArgs &a) {
 } // namespace
 
 StatusOr<Kernel> cudaCausalAttention(const OpArgs &a) {
-  auto checked = cudaAttentionWork(a);
-  if (!checked)
-    return checked.status();
-  const AttentionWork w = *checked;
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, cudaAttentionWork, [&](auto e, AttentionWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const T *q = data<T>(a.in[0]), *k = data<T>(a.in[1]), *v = data<T>(a.in[2]);
     T *y = data<T>(a.out[0]);
-    return Kernel([=, at = a.at](const StepContext &) {
-      return named(at, cuda::causalAttention<T>(q, k, v, y, nullptr, w.batch, w.T, w.localHeads,
-                                                w.headDim, s));
+    return launch(a, [=] {
+      return cuda::causalAttention<T>(q, k, v, y, nullptr, w.batch, w.T, w.localHeads, w.headDim,
+                                      s);
     });
   });
 }
 
+// The backward needs the forward's y and row statistics, but the plan gives
+// CausalAttentionGrad only (dy, q, k, v): the forward's y may have been
+// overwritten by then (its arena space is reused after its last reader) and
+// the forward keeps no lse. So the backward recomputes the forward into its
+// own scratch y (in T, as the forward's) and lse, one more attention pass per
+// layer. Keeping them needs the compiler to connect the two tasks.
 StatusOr<Kernel> cudaCausalAttentionGrad(const OpArgs &a) {
-  auto checked = cudaAttentionWork(a);
-  if (!checked)
-    return checked.status();
-  const AttentionWork w = *checked;
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  // The backward needs the forward's y and row statistics, but the plan
-  // gives CausalAttentionGrad only (dy, q, k, v): the forward's y may have
-  // been overwritten by then (its arena space is reused after its last
-  // reader) and the forward keeps no lse. So the backward recomputes the
-  // forward into its own scratch y (in T, as the forward's) and lse, one more
-  // attention pass per layer. Keeping them needs the compiler to connect the
-  // two tasks.
-  auto *lse = static_cast<float *>(
-      a.scratch(static_cast<size_t>(cuda::causalAttentionLseSize(w.batch, w.T, w.localHeads)) * 4));
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, cudaAttentionWork, [&](auto e, AttentionWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
+    auto *lse = static_cast<float *>(a.scratch(
+        static_cast<size_t>(cuda::causalAttentionLseSize(w.batch, w.T, w.localHeads)) * 4));
     T *ys = static_cast<T *>(a.scratch(static_cast<size_t>(elements(a.in[1])) * sizeof(T)));
     const T *dy = data<T>(a.in[0]), *q = data<T>(a.in[1]), *k = data<T>(a.in[2]),
             *v = data<T>(a.in[3]);
     T *dq = data<T>(a.out[0]), *dk = data<T>(a.out[1]), *dv = data<T>(a.out[2]);
-    return Kernel([=, at = a.at](const StepContext &) -> Status {
+    return launch(a, [=]() -> Status {
       if (Status st =
               cuda::causalAttention<T>(q, k, v, ys, lse, w.batch, w.T, w.localHeads, w.headDim, s);
           !st)
-        return st.withContext(at);
-      return named(at, cuda::causalAttentionGrad<T>(dy, q, k, v, ys, lse, dq, dk, dv, w.batch, w.T,
-                                                    w.localHeads, w.headDim, s));
+        return st;
+      return cuda::causalAttentionGrad<T>(dy, q, k, v, ys, lse, dq, dk, dv, w.batch, w.T,
+                                          w.localHeads, w.headDim, s);
     });
   });
 }

@@ -30,4 +30,34 @@ template <class Work> Status statusOf(const StatusOr<Work> &w) {
   return w ? Status::ok() : w.status();
 }
 
+// A kernel running `fn()` (which returns a Status) every step, its failure
+// naming the task.
+template <class Fn> Kernel launch(const OpArgs &a, Fn fn) {
+  return [fn, at = a.at](const StepContext &) { return named(at, fn()); };
+}
+// A kernel running `fn()` (which cannot fail) every step.
+template <class Fn> Kernel always(Fn fn) {
+  return [fn](const StepContext &) {
+    fn();
+    return Status::ok();
+  };
+}
+
+// The shape of a builder: `work(a)` checks the task and gives what its
+// kernel needs, `make(a, work)` builds the kernel.
+template <class WorkFn, class Make>
+StatusOr<Kernel> checked(const OpArgs &a, WorkFn work, Make make) {
+  auto w = work(a);
+  if (!w)
+    return w.status();
+  return make(a, *w);
+}
+// The same over f32 views of the task's tensors (withF32): the CPU's math
+// kernels.
+template <class WorkFn, class Make>
+StatusOr<Kernel> checkedF32(const OpArgs &args, WorkFn work, Make make) {
+  return withF32(
+      args, [work, make](const OpArgs &a) -> StatusOr<Kernel> { return checked(a, work, make); });
+}
+
 } // namespace sbpflow

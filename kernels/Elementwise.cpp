@@ -53,29 +53,21 @@ StatusOr<DropoutWork> dropoutWork(const OpArgs &a) {
   return w;
 }
 
-// One CPU elementwise kernel in f32.
+// One CPU elementwise kernel in f32: run(x, y, out, n), y the second input
+// or null.
 template <class Run> StatusOr<Kernel> cpuElementwise(const OpArgs &args, Run run) {
-  return withF32(args, [run](const OpArgs &a) -> StatusOr<Kernel> {
-    auto n = elementwiseWork(a);
-    if (!n)
-      return n.status();
+  return checkedF32(args, elementwiseWork, [run](const OpArgs &a, int64_t n) {
     const float *x = data<float>(a.in[0]), *y = a.in.size() > 1 ? data<float>(a.in[1]) : nullptr;
     float *out = data<float>(a.out[0]);
-    return Kernel([=, n = *n](const StepContext &) {
-      run(x, y, out, n);
-      return Status::ok();
-    });
+    return always([=] { run(x, y, out, n); });
   });
 }
 
 StatusOr<Kernel> buildCast(const OpArgs &a) {
-  auto n = elementwiseWork(a);
-  if (!n)
-    return n.status();
-  const plan::DType from = a.in[0]->dtype, to = a.out[0]->dtype;
-  return Kernel([=, n = *n, x = a.in[0]->data, y = a.out[0]->data, device = a.device,
-                 stream = a.stream, at = a.at](const StepContext &) {
-    return named(at, device->cast(x, from, y, to, n, stream));
+  return checked(a, elementwiseWork, [](const OpArgs &a, int64_t n) {
+    const plan::DType from = a.in[0]->dtype, to = a.out[0]->dtype;
+    return launch(a, [=, x = a.in[0]->data, y = a.out[0]->data, device = a.device,
+                      stream = a.stream] { return device->cast(x, from, y, to, n, stream); });
   });
 }
 
@@ -118,11 +110,8 @@ StatusOr<Kernel> cpuGeluGrad(const OpArgs &a) {
 }
 
 StatusOr<Kernel> cpuDropout(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = dropoutWork(a);
-    if (!w)
-      return w.status();
-    auto d = std::make_shared<const DropoutWork>(w.take());
+  return checkedF32(args, dropoutWork, [](const OpArgs &a, DropoutWork w) {
+    auto d = std::make_shared<const DropoutWork>(std::move(w));
     const float *x = data<float>(a.in[0]);
     float *y = data<float>(a.out[0]);
     return Kernel([=](const StepContext &ctx) {
@@ -141,16 +130,11 @@ StatusOr<Kernel> cpuCast(const OpArgs &a) { return buildCast(a); }
 namespace {
 // One CUDA elementwise kernel in the task's element type.
 template <class Run> StatusOr<Kernel> cudaElementwise(const OpArgs &a, Run run) {
-  auto n = elementwiseWork(a);
-  if (!n)
-    return n.status();
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, elementwiseWork, [&](auto e, int64_t n, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const T *x = data<T>(a.in[0]), *y = a.in.size() > 1 ? data<T>(a.in[1]) : nullptr;
     T *out = data<T>(a.out[0]);
-    return Kernel(
-        [=, n = *n, at = a.at](const StepContext &) { return named(at, run(x, y, out, n, s)); });
+    return launch(a, [=] { return run(x, y, out, n, s); });
   });
 }
 } // namespace
@@ -182,13 +166,9 @@ StatusOr<Kernel> cudaGeluGrad(const OpArgs &a) {
 }
 
 StatusOr<Kernel> cudaDropout(const OpArgs &a) {
-  auto w = dropoutWork(a);
-  if (!w)
-    return w.status();
-  auto d = std::make_shared<const DropoutWork>(w.take());
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, dropoutWork, [&](auto e, const DropoutWork &w, cudaStream_t s) {
     using T = typename decltype(e)::type;
+    auto d = std::make_shared<const DropoutWork>(w);
     const T *x = data<T>(a.in[0]);
     T *y = data<T>(a.out[0]);
     return Kernel([=, at = a.at](const StepContext &ctx) {

@@ -40,18 +40,15 @@ Status checkEmbedding(const OpArgs &a) { return statusOf(embeddingWork(a)); }
 Status checkEmbeddingGrad(const OpArgs &a) { return statusOf(embeddingWork(a)); }
 
 StatusOr<Kernel> cpuEmbedding(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = embeddingWork(a);
-    if (!w)
-      return w.status();
+  return checkedF32(args, embeddingWork, [](const OpArgs &a, EmbeddingWork w) {
     const float *table = data<float>(a.in[0]);
     const int32_t *ids = data<int32_t>(a.in[1]);
     float *y = data<float>(a.out[0]);
-    return Kernel([=, w = *w, at = a.at](const StepContext &) {
+    return launch(a, [=] {
       const int64_t bad =
           cpu::embedding(table, w.tableRows, w.rowBegin, w.vocab, ids, w.ids, w.dim, y);
       if (bad >= 0)
-        return Status::error(at + ": token id " + std::to_string(ids[bad]) + " at position " +
+        return Status::error("token id " + std::to_string(ids[bad]) + " at position " +
                              std::to_string(bad) + " is outside the vocabulary of " +
                              std::to_string(w.vocab));
       return Status::ok();
@@ -60,17 +57,12 @@ StatusOr<Kernel> cpuEmbedding(const OpArgs &args) {
 }
 
 StatusOr<Kernel> cpuEmbeddingGrad(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = embeddingWork(a);
-    if (!w)
-      return w.status();
+  return checkedF32(args, embeddingWork, [](const OpArgs &a, EmbeddingWork w) {
     const float *dy = data<float>(a.in[0]);
     const int32_t *ids = data<int32_t>(a.in[1]);
     float *dtable = data<float>(a.out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      cpu::embeddingGrad(dy, ids, w.ids, w.dim, dtable, w.tableRows, w.rowBegin);
-      return Status::ok();
-    });
+    return always(
+        [=] { cpu::embeddingGrad(dy, ids, w.ids, w.dim, dtable, w.tableRows, w.rowBegin); });
   });
 }
 
@@ -78,41 +70,30 @@ StatusOr<Kernel> cpuEmbeddingGrad(const OpArgs &args) {
 
 // The table (and the rows looked up) or dy is T; the table's gradient F32.
 StatusOr<Kernel> cudaEmbedding(const OpArgs &a) {
-  auto w = embeddingWork(a);
-  if (!w)
-    return w.status();
-  const int32_t *ids = data<int32_t>(a.in[1]);
-  const int64_t vocab = w->vocab;
-  const std::string at = a.at;
-  int64_t *bad = a.errorFlag([=](int64_t row) {
-    return at + ": token id " + std::to_string(cuda::readI32(ids + row)) + " at position " +
-           std::to_string(row) + " is outside the vocabulary of " + std::to_string(vocab);
-  });
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, embeddingWork, [&](auto e, EmbeddingWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
+    const int32_t *ids = data<int32_t>(a.in[1]);
+    int64_t *bad = a.errorFlag([=, at = a.at](int64_t row) {
+      return at + ": token id " + std::to_string(cuda::readI32(ids + row)) + " at position " +
+             std::to_string(row) + " is outside the vocabulary of " + std::to_string(w.vocab);
+    });
     const T *table = data<T>(a.in[0]);
     T *y = data<T>(a.out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      return named(at, cuda::embedding<T>(table, w.tableRows, w.rowBegin, w.vocab, ids, w.ids,
-                                          w.dim, y, bad, s));
+    return launch(a, [=] {
+      return cuda::embedding<T>(table, w.tableRows, w.rowBegin, w.vocab, ids, w.ids, w.dim, y, bad,
+                                s);
     });
   });
 }
 
 StatusOr<Kernel> cudaEmbeddingGrad(const OpArgs &a) {
-  auto w = embeddingWork(a);
-  if (!w)
-    return w.status();
-  const int32_t *ids = data<int32_t>(a.in[1]);
-  float *dtable = data<float>(a.out[0]);
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, embeddingWork, [&](auto e, EmbeddingWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const T *dy = data<T>(a.in[0]);
-    return Kernel([=, w = *w, at = a.at](const StepContext &) {
-      return named(
-          at, cuda::embeddingGrad<T>(dy, ids, w.ids, w.dim, dtable, w.tableRows, w.rowBegin, s));
+    const int32_t *ids = data<int32_t>(a.in[1]);
+    float *dtable = data<float>(a.out[0]);
+    return launch(a, [=] {
+      return cuda::embeddingGrad<T>(dy, ids, w.ids, w.dim, dtable, w.tableRows, w.rowBegin, s);
     });
   });
 }

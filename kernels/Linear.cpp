@@ -10,6 +10,8 @@
 #include "kernels/cuda/Dispatch.h"
 #include "kernels/cuda/Elementwise.h"
 #include "kernels/cuda/Loss.h"
+
+#include <type_traits>
 #endif
 
 namespace sbpflow::ops {
@@ -92,30 +94,18 @@ Status checkBiasGelu(const OpArgs &a) { return statusOf(biasGeluWork(a)); }
 Status checkReduceRows(const OpArgs &a) { return statusOf(reduceRowsWork(a)); }
 
 StatusOr<Kernel> cpuMatMul(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = matMulWork(a);
-    if (!w)
-      return w.status();
+  return checkedF32(args, matMulWork, [](const OpArgs &a, MatMulWork w) {
     const float *x = data<float>(a.in[0]), *y = data<float>(a.in[1]);
     float *c = data<float>(a.out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      cpu::matmul(x, y, c, w.m, w.n, w.k, w.transA, w.transB);
-      return Status::ok();
-    });
+    return always([=] { cpu::matmul(x, y, c, w.m, w.n, w.k, w.transA, w.transB); });
   });
 }
 
 StatusOr<Kernel> cpuBiasAdd(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = biasWork(a);
-    if (!w)
-      return w.status();
+  return checkedF32(args, biasWork, [](const OpArgs &a, RowsWork w) {
     const float *x = data<float>(a.in[0]), *b = data<float>(a.in[1]);
     float *y = data<float>(a.out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      cpu::biasAdd(x, b, y, w.rows, w.cols);
-      return Status::ok();
-    });
+    return always([=] { cpu::biasAdd(x, b, y, w.rows, w.cols); });
   });
 }
 
@@ -123,108 +113,68 @@ StatusOr<Kernel> cpuBiasGelu(const OpArgs &args) {
   // Unfused, a BF16 pre is rounded when BiasAdd stores it and Gelu reads the
   // rounded value: so must the fused kernel, to give the same y.
   const bool preBf16 = args.out.size() == 2 && args.out[0]->dtype == plan::DType::BF16;
-  return withF32(args, [preBf16](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = biasGeluWork(a);
-    if (!w)
-      return w.status();
+  return checkedF32(args, biasGeluWork, [preBf16](const OpArgs &a, RowsWork w) {
     const float *x = data<float>(a.in[0]), *b = data<float>(a.in[1]);
     float *pre = data<float>(a.out[0]), *y = data<float>(a.out[1]);
-    return Kernel([=, w = *w](const StepContext &) {
-      cpu::biasGelu(x, b, pre, y, w.rows, w.cols, preBf16);
-      return Status::ok();
-    });
+    return always([=] { cpu::biasGelu(x, b, pre, y, w.rows, w.cols, preBf16); });
   });
 }
 
 StatusOr<Kernel> cpuReduceRows(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = reduceRowsWork(a);
-    if (!w)
-      return w.status();
+  return checkedF32(args, reduceRowsWork, [](const OpArgs &a, RowsWork w) {
     const float *x = data<float>(a.in[0]);
     float *y = data<float>(a.out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      cpu::reduceRows(x, y, w.rows, w.cols);
-      return Status::ok();
-    });
+    return always([=] { cpu::reduceRows(x, y, w.rows, w.cols); });
   });
 }
 
 #ifdef SBPFLOW_HAVE_CUDA
 
+// The result of a matmul or reduce_rows is T, or F32: a bf16 product or sum
+// kept in its fp32 accumulator (a weight or bias gradient for the fp32
+// optimiser), rounded never.
+template <class T, class Run> Kernel toAccumulator(const OpArgs &a, Run run) {
+  if (a.out[0]->dtype == plan::DType::F32)
+    return launch(a, [run, y = data<float>(a.out[0])] { return run(y); });
+  return launch(a, [run, y = data<T>(a.out[0])] { return run(y); });
+}
+
 StatusOr<Kernel> cudaMatMul(const OpArgs &a) {
-  auto w = matMulWork(a);
-  if (!w)
-    return w.status();
   CudaResources *res = a.cuda;
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, matMulWork, [&](auto e, MatMulWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const T *x = data<T>(a.in[0]), *y = data<T>(a.in[1]);
-    // The result is T, or F32: a bf16 product kept in its fp32 accumulator
-    // (a weight gradient), through matmul's mixed overload.
-    if (a.out[0]->dtype == plan::DType::F32) {
-      float *c = data<float>(a.out[0]);
-      return Kernel([=, w = *w, at = a.at](const StepContext &) {
-        return named(at, cuda::matmul(res->blas, x, y, c, w.m, w.n, w.k, w.transA, w.transB, s));
-      });
-    }
-    T *c = data<T>(a.out[0]);
-    return Kernel([=, w = *w, at = a.at](const StepContext &) {
-      return named(at, cuda::matmul(res->blas, x, y, c, w.m, w.n, w.k, w.transA, w.transB, s));
+    return toAccumulator<T>(a, [=](auto *c) {
+      return cuda::matmul(res->blas, x, y, c, w.m, w.n, w.k, w.transA, w.transB, s);
     });
   });
 }
 
 StatusOr<Kernel> cudaBiasAdd(const OpArgs &a) {
-  auto w = biasWork(a);
-  if (!w)
-    return w.status();
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, biasWork, [&](auto e, RowsWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const T *x = data<T>(a.in[0]), *b = data<T>(a.in[1]);
     T *y = data<T>(a.out[0]);
-    return Kernel([=, w = *w, at = a.at](const StepContext &) {
-      return named(at, cuda::biasAdd<T>(x, b, y, w.rows, w.cols, s));
-    });
+    return launch(a, [=] { return cuda::biasAdd<T>(x, b, y, w.rows, w.cols, s); });
   });
 }
 
 StatusOr<Kernel> cudaBiasGelu(const OpArgs &a) {
-  auto w = biasGeluWork(a);
-  if (!w)
-    return w.status();
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, biasGeluWork, [&](auto e, RowsWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const T *x = data<T>(a.in[0]), *b = data<T>(a.in[1]);
     T *pre = data<T>(a.out[0]), *y = data<T>(a.out[1]);
-    return Kernel([=, w = *w, at = a.at](const StepContext &) {
-      return named(at, cuda::biasGelu<T>(x, b, pre, y, w.rows, w.cols, s));
-    });
+    return launch(a, [=] { return cuda::biasGelu<T>(x, b, pre, y, w.rows, w.cols, s); });
   });
 }
 
 StatusOr<Kernel> cudaReduceRows(const OpArgs &a) {
-  auto w = reduceRowsWork(a);
-  if (!w)
-    return w.status();
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, reduceRowsWork, [&](auto e, RowsWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const T *x = data<T>(a.in[0]);
-    // The sum is F32 (a bias gradient for the fp32 optimiser) or T; it is
-    // accumulated in fp32 either way and rounded once.
-    if (a.out[0]->dtype == plan::DType::F32) {
-      float *y = data<float>(a.out[0]);
-      return Kernel([=, w = *w, at = a.at](const StepContext &) {
-        return named(at, cuda::reduceRows<T, float>(x, y, w.rows, w.cols, s));
-      });
-    }
-    T *y = data<T>(a.out[0]);
-    return Kernel([=, w = *w, at = a.at](const StepContext &) {
-      return named(at, cuda::reduceRows<T, T>(x, y, w.rows, w.cols, s));
+    return toAccumulator<T>(a, [=](auto *y) {
+      using Y = std::remove_pointer_t<decltype(y)>;
+      return cuda::reduceRows<T, Y>(x, y, w.rows, w.cols, s);
     });
   });
 }

@@ -38,11 +38,6 @@ struct MeanWork {
   int64_t n = 0, count = 0;
 };
 
-MeanWork meanWork(const OpArgs &a) {
-  return MeanWork{a.task.op() == K::Mean ? elements(a.in[0]) : elements(a.out[0]),
-                  a.task.attrs_as_MeanAttrs()->count()};
-}
-
 Status scalar(const OpArgs &a, const TensorView *t, const std::string &what) {
   if (elements(t) != 1)
     return Status::error(a.at + ": " + what + " '" + t->name + "' must be a scalar, is " +
@@ -50,9 +45,13 @@ Status scalar(const OpArgs &a, const TensorView *t, const std::string &what) {
   return Status::ok();
 }
 
-Status meanCheck(const OpArgs &a) {
-  const TensorView *one = a.task.op() == K::Mean ? a.out[0] : a.in[0];
-  return scalar(a, one, a.task.op() == K::Mean ? "the mean" : "the mean's gradient");
+StatusOr<MeanWork> meanWork(const OpArgs &a) {
+  const bool fwd = a.task.op() == K::Mean;
+  const TensorView *one = fwd ? a.out[0] : a.in[0];
+  if (Status s = scalar(a, one, fwd ? "the mean" : "the mean's gradient"); !s)
+    return s;
+  return MeanWork{fwd ? elements(a.in[0]) : elements(a.out[0]),
+                  a.task.attrs_as_MeanAttrs()->count()};
 }
 
 // SquareSum of n elements into a scalar.
@@ -80,23 +79,20 @@ StatusOr<float> clipWork(const OpArgs &a) {
 Status checkSoftmaxXent(const OpArgs &a) { return statusOf(xentWork(a)); }
 Status checkSoftmaxXentGrad(const OpArgs &a) { return statusOf(xentWork(a)); }
 Status checkCountCorrect(const OpArgs &a) { return statusOf(xentWork(a)); }
-Status checkMean(const OpArgs &a) { return meanCheck(a); }
-Status checkMeanGrad(const OpArgs &a) { return meanCheck(a); }
+Status checkMean(const OpArgs &a) { return statusOf(meanWork(a)); }
+Status checkMeanGrad(const OpArgs &a) { return statusOf(meanWork(a)); }
 Status checkSquareSum(const OpArgs &a) { return statusOf(squareSumWork(a)); }
 Status checkClipScale(const OpArgs &a) { return statusOf(clipWork(a)); }
 
 StatusOr<Kernel> cpuSoftmaxXent(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = xentWork(a);
-    if (!w)
-      return w.status();
+  return checkedF32(args, xentWork, [](const OpArgs &a, XentWork w) {
     const float *logits = data<float>(a.in[0]);
     const int32_t *labels = data<int32_t>(a.in[1]);
     float *loss = data<float>(a.out[0]);
-    return Kernel([=, w = *w, at = a.at](const StepContext &) {
+    return launch(a, [=] {
       const int64_t bad = cpu::softmaxXent(logits, labels, loss, w.rows, w.classes);
       if (bad >= 0)
-        return Status::error(at + ": label " + std::to_string(labels[bad]) + " at row " +
+        return Status::error("label " + std::to_string(labels[bad]) + " at row " +
                              std::to_string(bad) + " is out of range for " +
                              std::to_string(w.classes) + " classes");
       return Status::ok();
@@ -105,190 +101,135 @@ StatusOr<Kernel> cpuSoftmaxXent(const OpArgs &args) {
 }
 
 StatusOr<Kernel> cpuSoftmaxXentGrad(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = xentWork(a);
-    if (!w)
-      return w.status();
+  return checkedF32(args, xentWork, [](const OpArgs &a, XentWork w) {
     const float *logits = data<float>(a.in[0]), *dloss = data<float>(a.in[2]);
     const int32_t *labels = data<int32_t>(a.in[1]);
     float *dlogits = data<float>(a.out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      cpu::softmaxXentGrad(logits, labels, dloss, dlogits, w.rows, w.classes);
-      return Status::ok();
-    });
+    return always([=] { cpu::softmaxXentGrad(logits, labels, dloss, dlogits, w.rows, w.classes); });
   });
 }
 
 StatusOr<Kernel> cpuCountCorrect(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = xentWork(a);
-    if (!w)
-      return w.status();
+  return checkedF32(args, xentWork, [](const OpArgs &a, XentWork w) {
     const float *logits = data<float>(a.in[0]);
     const int32_t *labels = data<int32_t>(a.in[1]);
     float *count = data<float>(a.out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      cpu::countCorrect(logits, labels, count, w.rows, w.classes);
-      return Status::ok();
-    });
+    return always([=] { cpu::countCorrect(logits, labels, count, w.rows, w.classes); });
   });
 }
 
 StatusOr<Kernel> cpuMean(const OpArgs &a) {
-  if (Status s = meanCheck(a); !s)
-    return s;
-  const MeanWork w = meanWork(a);
-  const float *x = data<float>(a.in[0]);
-  float *y = data<float>(a.out[0]);
-  return Kernel([=](const StepContext &) {
-    cpu::mean(x, y, w.n, w.count);
-    return Status::ok();
+  return checked(a, meanWork, [](const OpArgs &a, MeanWork w) {
+    const float *x = data<float>(a.in[0]);
+    float *y = data<float>(a.out[0]);
+    return always([=] { cpu::mean(x, y, w.n, w.count); });
   });
 }
 
 StatusOr<Kernel> cpuMeanGrad(const OpArgs &a) {
-  if (Status s = meanCheck(a); !s)
-    return s;
-  const MeanWork w = meanWork(a);
-  const float *dy = data<float>(a.in[0]);
-  float *y = data<float>(a.out[0]);
-  return Kernel([=](const StepContext &) {
-    cpu::meanGrad(dy, y, w.n, w.count);
-    return Status::ok();
+  return checked(a, meanWork, [](const OpArgs &a, MeanWork w) {
+    const float *dy = data<float>(a.in[0]);
+    float *y = data<float>(a.out[0]);
+    return always([=] { cpu::meanGrad(dy, y, w.n, w.count); });
   });
 }
 
 StatusOr<Kernel> cpuSquareSum(const OpArgs &a) {
-  auto n = squareSumWork(a);
-  if (!n)
-    return n.status();
-  const float *x = data<float>(a.in[0]);
-  float *y = data<float>(a.out[0]);
-  return Kernel([=, n = *n](const StepContext &) {
-    *y = cpu::squareSum(x, n);
-    return Status::ok();
+  return checked(a, squareSumWork, [](const OpArgs &a, int64_t n) {
+    const float *x = data<float>(a.in[0]);
+    float *y = data<float>(a.out[0]);
+    return always([=] { *y = cpu::squareSum(x, n); });
   });
 }
 
 StatusOr<Kernel> cpuClipScale(const OpArgs &a) {
-  auto maxNorm = clipWork(a);
-  if (!maxNorm)
-    return maxNorm.status();
-  const float *x = data<float>(a.in[0]);
-  float *y = data<float>(a.out[0]);
-  return Kernel([=, maxNorm = *maxNorm](const StepContext &) {
-    *y = cpu::clipScale(*x, maxNorm);
-    return Status::ok();
+  return checked(a, clipWork, [](const OpArgs &a, float maxNorm) {
+    const float *x = data<float>(a.in[0]);
+    float *y = data<float>(a.out[0]);
+    return always([=] { *y = cpu::clipScale(*x, maxNorm); });
   });
 }
 
 #ifdef SBPFLOW_HAVE_CUDA
 
+// Logits (and their gradient) are T; losses, the count and dloss F32.
 StatusOr<Kernel> cudaSoftmaxXent(const OpArgs &a) {
-  auto w = xentWork(a);
-  if (!w)
-    return w.status();
-  const int32_t *labels = data<int32_t>(a.in[1]);
-  float *loss = data<float>(a.out[0]);
-  const int64_t classes = w->classes;
-  const std::string at = a.at;
-  int64_t *bad = a.errorFlag([=](int64_t row) {
-    return at + ": label " + std::to_string(cuda::readI32(labels + row)) + " at row " +
-           std::to_string(row) + " is out of range for " + std::to_string(classes) + " classes";
-  });
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, xentWork, [&](auto e, XentWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
+    const int32_t *labels = data<int32_t>(a.in[1]);
+    int64_t *bad = a.errorFlag([=, at = a.at](int64_t row) {
+      return at + ": label " + std::to_string(cuda::readI32(labels + row)) + " at row " +
+             std::to_string(row) + " is out of range for " + std::to_string(w.classes) + " classes";
+    });
     const T *logits = data<T>(a.in[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      return named(at,
-                   cuda::softmaxXent<T>(logits, labels, loss, nullptr, bad, w.rows, w.classes, s));
+    float *loss = data<float>(a.out[0]);
+    return launch(a, [=] {
+      return cuda::softmaxXent<T>(logits, labels, loss, nullptr, bad, w.rows, w.classes, s);
     });
   });
 }
 
 StatusOr<Kernel> cudaSoftmaxXentGrad(const OpArgs &a) {
-  auto w = xentWork(a);
-  if (!w)
-    return w.status();
-  const int32_t *labels = data<int32_t>(a.in[1]);
-  const float *dloss = data<float>(a.in[2]);
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, xentWork, [&](auto e, XentWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const T *logits = data<T>(a.in[0]);
+    const int32_t *labels = data<int32_t>(a.in[1]);
+    const float *dloss = data<float>(a.in[2]);
     T *dlogits = data<T>(a.out[0]);
-    return Kernel([=, w = *w, at = a.at](const StepContext &) {
-      return named(at, cuda::softmaxXentGrad<T>(logits, labels, dloss, nullptr, dlogits, w.rows,
-                                                w.classes, s));
+    return launch(a, [=] {
+      return cuda::softmaxXentGrad<T>(logits, labels, dloss, nullptr, dlogits, w.rows, w.classes,
+                                      s);
     });
   });
 }
 
 StatusOr<Kernel> cudaCountCorrect(const OpArgs &a) {
-  auto w = xentWork(a);
-  if (!w)
-    return w.status();
-  const int32_t *labels = data<int32_t>(a.in[1]);
-  float *count = data<float>(a.out[0]);
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, xentWork, [&](auto e, XentWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const T *logits = data<T>(a.in[0]);
-    return Kernel([=, w = *w, at = a.at](const StepContext &) {
-      return named(at, cuda::countCorrect<T>(logits, labels, count, w.rows, w.classes, s));
+    const int32_t *labels = data<int32_t>(a.in[1]);
+    float *count = data<float>(a.out[0]);
+    return launch(
+        a, [=] { return cuda::countCorrect<T>(logits, labels, count, w.rows, w.classes, s); });
+  });
+}
+
+// Every reduction runs on the compute stream: they share the partials.
+StatusOr<Kernel> cudaMean(const OpArgs &a) {
+  return checked(a, meanWork, [](const OpArgs &a, MeanWork w) {
+    const float *x = data<float>(a.in[0]);
+    float *y = data<float>(a.out[0]);
+    return launch(a, [=, res = a.cuda, s = cuda::streamOf(a.stream)] {
+      return cuda::mean(x, y, w.n, w.count, res->partials, s);
     });
   });
 }
 
-StatusOr<Kernel> cudaMean(const OpArgs &a) {
-  if (Status s = meanCheck(a); !s)
-    return s;
-  const MeanWork w = meanWork(a);
-  const float *x = data<float>(a.in[0]);
-  float *y = data<float>(a.out[0]);
-  CudaResources *res = a.cuda;
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  // Every reduction runs on the compute stream: they share the partials.
-  return Kernel([=, at = a.at](const StepContext &) {
-    return named(at, cuda::mean(x, y, w.n, w.count, res->partials, s));
-  });
-}
-
 StatusOr<Kernel> cudaMeanGrad(const OpArgs &a) {
-  if (Status s = meanCheck(a); !s)
-    return s;
-  const MeanWork w = meanWork(a);
-  const float *dy = data<float>(a.in[0]);
-  float *y = data<float>(a.out[0]);
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return Kernel([=, at = a.at](const StepContext &) {
-    return named(at, cuda::meanGrad(dy, y, w.n, w.count, s));
+  return checked(a, meanWork, [](const OpArgs &a, MeanWork w) {
+    const float *dy = data<float>(a.in[0]);
+    float *y = data<float>(a.out[0]);
+    return launch(
+        a, [=, s = cuda::streamOf(a.stream)] { return cuda::meanGrad(dy, y, w.n, w.count, s); });
   });
 }
 
 StatusOr<Kernel> cudaSquareSum(const OpArgs &a) {
-  auto n = squareSumWork(a);
-  if (!n)
-    return n.status();
-  const float *x = data<float>(a.in[0]);
-  float *y = data<float>(a.out[0]);
-  CudaResources *res = a.cuda;
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return Kernel([=, n = *n, at = a.at](const StepContext &) {
-    return named(at, cuda::squareSum(x, n, y, res->partials, s));
+  return checked(a, squareSumWork, [](const OpArgs &a, int64_t n) {
+    const float *x = data<float>(a.in[0]);
+    float *y = data<float>(a.out[0]);
+    return launch(a, [=, res = a.cuda, s = cuda::streamOf(a.stream)] {
+      return cuda::squareSum(x, n, y, res->partials, s);
+    });
   });
 }
 
 StatusOr<Kernel> cudaClipScale(const OpArgs &a) {
-  auto maxNorm = clipWork(a);
-  if (!maxNorm)
-    return maxNorm.status();
-  const float *x = data<float>(a.in[0]);
-  float *y = data<float>(a.out[0]);
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return Kernel([=, maxNorm = *maxNorm, at = a.at](const StepContext &) {
-    return named(at, cuda::clipScale(x, 1, maxNorm, y, s));
+  return checked(a, clipWork, [](const OpArgs &a, float maxNorm) {
+    const float *x = data<float>(a.in[0]);
+    float *y = data<float>(a.out[0]);
+    return launch(
+        a, [=, s = cuda::streamOf(a.stream)] { return cuda::clipScale(x, 1, maxNorm, y, s); });
   });
 }
 

@@ -69,58 +69,34 @@ Status checkSoftmax(const OpArgs &a) { return statusOf(softmaxWork(a)); }
 Status checkSoftmaxGrad(const OpArgs &a) { return statusOf(softmaxWork(a)); }
 
 StatusOr<Kernel> cpuLayerNorm(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = normWork(a);
-    if (!w)
-      return w.status();
+  return checkedF32(args, normWork, [](const OpArgs &a, NormWork w) {
     const float *x = data<float>(a.in[0]), *g = data<float>(a.in[1]), *b = data<float>(a.in[2]);
     float *y = data<float>(a.out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      cpu::layerNorm(x, g, b, y, w.rows, w.cols, w.eps);
-      return Status::ok();
-    });
+    return always([=] { cpu::layerNorm(x, g, b, y, w.rows, w.cols, w.eps); });
   });
 }
 
 StatusOr<Kernel> cpuLayerNormGrad(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = normWork(a);
-    if (!w)
-      return w.status();
+  return checkedF32(args, normWork, [](const OpArgs &a, NormWork w) {
     const float *dy = data<float>(a.in[0]), *x = data<float>(a.in[1]), *g = data<float>(a.in[2]);
     float *dx = data<float>(a.out[0]), *dg = data<float>(a.out[1]), *db = data<float>(a.out[2]);
-    return Kernel([=, w = *w](const StepContext &) {
-      cpu::layerNormGrad(dy, x, g, dx, dg, db, w.rows, w.cols, w.eps);
-      return Status::ok();
-    });
+    return always([=] { cpu::layerNormGrad(dy, x, g, dx, dg, db, w.rows, w.cols, w.eps); });
   });
 }
 
 StatusOr<Kernel> cpuSoftmax(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = softmaxWork(a);
-    if (!w)
-      return w.status();
+  return checkedF32(args, softmaxWork, [](const OpArgs &a, NormWork w) {
     const float *x = data<float>(a.in[0]);
     float *y = data<float>(a.out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      cpu::softmax(x, y, w.rows, w.cols);
-      return Status::ok();
-    });
+    return always([=] { cpu::softmax(x, y, w.rows, w.cols); });
   });
 }
 
 StatusOr<Kernel> cpuSoftmaxGrad(const OpArgs &args) {
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = softmaxWork(a);
-    if (!w)
-      return w.status();
+  return checkedF32(args, softmaxWork, [](const OpArgs &a, NormWork w) {
     const float *dy = data<float>(a.in[0]), *y = data<float>(a.in[1]);
     float *dx = data<float>(a.out[0]);
-    return Kernel([=, w = *w](const StepContext &) {
-      cpu::softmaxGrad(dy, y, dx, w.rows, w.cols);
-      return Status::ok();
-    });
+    return always([=] { cpu::softmaxGrad(dy, y, dx, w.rows, w.cols); });
   });
 }
 
@@ -128,68 +104,45 @@ StatusOr<Kernel> cpuSoftmaxGrad(const OpArgs &args) {
 
 // x, y, dy, dx are T; gamma, beta and their gradients F32.
 StatusOr<Kernel> cudaLayerNorm(const OpArgs &a) {
-  auto w = normWork(a);
-  if (!w)
-    return w.status();
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, normWork, [&](auto e, NormWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const T *x = data<T>(a.in[0]);
     const float *g = data<float>(a.in[1]), *b = data<float>(a.in[2]);
     T *y = data<T>(a.out[0]);
-    return Kernel([=, w = *w, at = a.at](const StepContext &) {
-      return named(at, cuda::layerNorm<T>(x, g, b, y, w.rows, w.cols, w.eps, s));
-    });
+    return launch(a, [=] { return cuda::layerNorm<T>(x, g, b, y, w.rows, w.cols, w.eps, s); });
   });
 }
 
 StatusOr<Kernel> cudaLayerNormGrad(const OpArgs &a) {
-  auto w = normWork(a);
-  if (!w)
-    return w.status();
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  auto *work = static_cast<float *>(
-      a.scratch(static_cast<size_t>(cuda::layerNormGradScratch(w->rows, w->cols)) * sizeof(float)));
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, normWork, [&](auto e, NormWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
+    auto *work = static_cast<float *>(
+        a.scratch(static_cast<size_t>(cuda::layerNormGradScratch(w.rows, w.cols)) * 4));
     const T *dy = data<T>(a.in[0]), *x = data<T>(a.in[1]);
     const float *g = data<float>(a.in[2]);
     T *dx = data<T>(a.out[0]);
     float *dg = data<float>(a.out[1]), *db = data<float>(a.out[2]);
-    return Kernel([=, w = *w, at = a.at](const StepContext &) {
-      return named(at,
-                   cuda::layerNormGrad<T>(dy, x, g, dx, dg, db, w.rows, w.cols, w.eps, work, s));
+    return launch(a, [=] {
+      return cuda::layerNormGrad<T>(dy, x, g, dx, dg, db, w.rows, w.cols, w.eps, work, s);
     });
   });
 }
 
 StatusOr<Kernel> cudaSoftmax(const OpArgs &a) {
-  auto w = softmaxWork(a);
-  if (!w)
-    return w.status();
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, softmaxWork, [&](auto e, NormWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const T *x = data<T>(a.in[0]);
     T *y = data<T>(a.out[0]);
-    return Kernel([=, w = *w, at = a.at](const StepContext &) {
-      return named(at, cuda::softmax<T>(x, y, w.rows, w.cols, s));
-    });
+    return launch(a, [=] { return cuda::softmax<T>(x, y, w.rows, w.cols, s); });
   });
 }
 
 StatusOr<Kernel> cudaSoftmaxGrad(const OpArgs &a) {
-  auto w = softmaxWork(a);
-  if (!w)
-    return w.status();
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return cuda::withFloatType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
+  return cuda::typedKernel(a, softmaxWork, [&](auto e, NormWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const T *dy = data<T>(a.in[0]), *y = data<T>(a.in[1]);
     T *dx = data<T>(a.out[0]);
-    return Kernel([=, w = *w, at = a.at](const StepContext &) {
-      return named(at, cuda::softmaxGrad<T>(dy, y, dx, w.rows, w.cols, s));
-    });
+    return launch(a, [=] { return cuda::softmaxGrad<T>(dy, y, dx, w.rows, w.cols, s); });
   });
 }
 

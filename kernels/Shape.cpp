@@ -217,16 +217,12 @@ StatusOr<Kernel> cpuConcat(const OpArgs &a) { return buildConcat(a); }
 
 StatusOr<Kernel> cpuTranspose(const OpArgs &args) {
   // The f32 kernel moves any 4-byte element; bf16 through f32.
-  return withF32(args, [](const OpArgs &a) -> StatusOr<Kernel> {
-    auto w = transposeWork(a);
-    if (!w)
-      return w.status();
-    auto t = std::make_shared<const TransposeWork>(w.take());
+  return checkedF32(args, transposeWork, [](const OpArgs &a, TransposeWork w) {
+    auto t = std::make_shared<const TransposeWork>(std::move(w));
     const float *x = data<float>(a.in[0]);
     float *y = data<float>(a.out[0]);
-    return Kernel([=](const StepContext &) {
+    return always([=] {
       cpu::transpose(x, y, t->shape.data(), t->perm.data(), static_cast<int>(t->perm.size()));
-      return Status::ok();
     });
   });
 }
@@ -243,14 +239,13 @@ StatusOr<Kernel> cudaTranspose(const OpArgs &a) {
   if (!w)
     return w.status();
   auto t = std::make_shared<const TransposeWork>(w.take());
-  const cudaStream_t s = cuda::streamOf(a.stream);
   return cuda::withStorageType(a.in[0]->dtype, a.at, [&](auto e) -> StatusOr<Kernel> {
     using T = typename decltype(e)::type;
     const T *x = data<T>(a.in[0]);
     T *y = data<T>(a.out[0]);
-    return Kernel([=, at = a.at](const StepContext &) {
-      return named(at, cuda::transpose<T>(x, y, t->shape.data(), t->perm.data(),
-                                          static_cast<int>(t->perm.size()), s));
+    return launch(a, [=, s = cuda::streamOf(a.stream)] {
+      return cuda::transpose<T>(x, y, t->shape.data(), t->perm.data(),
+                                static_cast<int>(t->perm.size()), s);
     });
   });
 }

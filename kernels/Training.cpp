@@ -140,7 +140,7 @@ StatusOr<OptimizerWork> localWork(const OpArgs &a, bool &here) {
 
 // How the step counter is named when it cannot count on.
 std::string stepCounter(const OpArgs &a, const OptimizerWork &w) {
-  return a.at + ": step counter '" + a.plan.variables()->Get(w.step)->name()->str() + "'";
+  return "step counter '" + a.plan.variables()->Get(w.step)->name()->str() + "'";
 }
 
 // AdamW's step count is an i32 variable (counted on the host, where the
@@ -158,83 +158,73 @@ Status countStep(int32_t *step, const std::string &counter) {
 Status checkSgdMomentum(const OpArgs &a) { return statusOf(optimizerWork(a)); }
 Status checkAdamW(const OpArgs &a) { return statusOf(optimizerWork(a)); }
 
-StatusOr<Kernel> cpuSgdMomentum(const OpArgs &a) {
+namespace {
+// Builds the kernel of an optimiser whose parameter this rank holds:
+// make(work, params, m, v) gets the parameter's and its slots' storage
+// (null where the optimiser has no such slot); no work elsewhere.
+template <class Make> StatusOr<Kernel> onParameter(const OpArgs &a, Make make) {
   bool here = false;
   auto w = localWork(a, here);
-  if (!w || !here)
-    return w ? StatusOr<Kernel>(Kernel()) : StatusOr<Kernel>(w.status());
-  const std::vector<TensorView> &vars = *a.variables;
-  float *param = data<float>(&vars[w->param]);
-  float *velocity = w->momentum >= 0 ? data<float>(&vars[w->momentum]) : nullptr;
-  const float *g = data<float>(a.in[0]);
-  const float *scale = w->scaled ? data<float>(a.in[1]) : nullptr;
-  return Kernel([=, w = *w](const StepContext &) {
-    cpu::sgdMomentum(param, velocity, g, w.n, w.lr, w.momentumFactor, w.weightDecay,
-                     scale ? *scale : 1.0f);
-    return Status::ok();
+  if (!w)
+    return w.status();
+  if (!here)
+    return Kernel();
+  auto slot = [&](int v) { return v >= 0 ? data<float>(&(*a.variables)[v]) : nullptr; };
+  return make(*w, slot(w->param), slot(w->momentum >= 0 ? w->momentum : w->m), slot(w->v));
+}
+} // namespace
+
+StatusOr<Kernel> cpuSgdMomentum(const OpArgs &a) {
+  return onParameter(a, [&](const OptimizerWork &w, float *param, float *velocity, float *) {
+    const float *g = data<float>(a.in[0]);
+    const float *scale = w.scaled ? data<float>(a.in[1]) : nullptr;
+    return always([=] {
+      cpu::sgdMomentum(param, velocity, g, w.n, w.lr, w.momentumFactor, w.weightDecay,
+                       scale ? *scale : 1.0f);
+    });
   });
 }
 
 StatusOr<Kernel> cpuAdamW(const OpArgs &a) {
-  bool here = false;
-  auto w = localWork(a, here);
-  if (!w || !here)
-    return w ? StatusOr<Kernel>(Kernel()) : StatusOr<Kernel>(w.status());
-  const std::vector<TensorView> &vars = *a.variables;
-  float *param = data<float>(&vars[w->param]), *m = data<float>(&vars[w->m]),
-        *v = data<float>(&vars[w->v]);
-  auto *step = static_cast<int32_t *>(a.hostVariable(w->step));
-  const float *g = data<float>(a.in[0]);
-  const float *scale = w->scaled ? data<float>(a.in[1]) : nullptr;
-  return Kernel([=, w = *w, counter = stepCounter(a, *w)](const StepContext &) -> Status {
-    if (Status s = countStep(step, counter); !s)
-      return s;
-    cpu::adamw(param, m, v, g, w.n, w.lr, w.beta1, w.beta2, w.eps, w.weightDecay, *step,
-               scale ? *scale : 1.0f);
-    return Status::ok();
+  return onParameter(a, [&](const OptimizerWork &w, float *param, float *m, float *v) {
+    auto *step = static_cast<int32_t *>(a.hostVariable(w.step));
+    const float *g = data<float>(a.in[0]);
+    const float *scale = w.scaled ? data<float>(a.in[1]) : nullptr;
+    return launch(a, [=, counter = stepCounter(a, w)]() -> Status {
+      if (Status s = countStep(step, counter); !s)
+        return s;
+      cpu::adamw(param, m, v, g, w.n, w.lr, w.beta1, w.beta2, w.eps, w.weightDecay, *step,
+                 scale ? *scale : 1.0f);
+      return Status::ok();
+    });
   });
 }
 
 #ifdef SBPFLOW_HAVE_CUDA
 
+// The clipping factor stays on the device (no host sync in a step).
 StatusOr<Kernel> cudaSgdMomentum(const OpArgs &a) {
-  bool here = false;
-  auto w = localWork(a, here);
-  if (!w || !here)
-    return w ? StatusOr<Kernel>(Kernel()) : StatusOr<Kernel>(w.status());
-  const std::vector<TensorView> &vars = *a.variables;
-  float *param = data<float>(&vars[w->param]);
-  float *velocity = w->momentum >= 0 ? data<float>(&vars[w->momentum]) : nullptr;
-  const float *g = data<float>(a.in[0]);
-  // The clipping factor stays on the device (no host sync in a step).
-  const float *scale = w->scaled ? data<float>(a.in[1]) : nullptr;
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return Kernel([=, w = *w, at = a.at](const StepContext &) {
-    return named(at, cuda::sgdMomentum(param, velocity, g, w.n, w.lr, w.momentumFactor,
-                                       w.weightDecay, scale, s));
+  return onParameter(a, [&](const OptimizerWork &w, float *param, float *velocity, float *) {
+    const float *g = data<float>(a.in[0]);
+    const float *scale = w.scaled ? data<float>(a.in[1]) : nullptr;
+    return launch(a, [=, s = cuda::streamOf(a.stream)] {
+      return cuda::sgdMomentum(param, velocity, g, w.n, w.lr, w.momentumFactor, w.weightDecay,
+                               scale, s);
+    });
   });
 }
 
 StatusOr<Kernel> cudaAdamW(const OpArgs &a) {
-  bool here = false;
-  auto w = localWork(a, here);
-  if (!w || !here)
-    return w ? StatusOr<Kernel>(Kernel()) : StatusOr<Kernel>(w.status());
-  const std::vector<TensorView> &vars = *a.variables;
-  float *param = data<float>(&vars[w->param]), *m = data<float>(&vars[w->m]),
-        *v = data<float>(&vars[w->v]);
-  // The step count is known on the host before the launch (the kernel takes
-  // it by value); the executor refreshes the variable's device copy before a
-  // checkpoint.
-  auto *step = static_cast<int32_t *>(a.hostVariable(w->step));
-  const float *g = data<float>(a.in[0]);
-  const float *scale = w->scaled ? data<float>(a.in[1]) : nullptr;
-  const cudaStream_t s = cuda::streamOf(a.stream);
-  return Kernel([=, w = *w, at = a.at, counter = stepCounter(a, *w)](const StepContext &) {
-    if (Status st = countStep(step, counter); !st)
-      return st;
-    return named(at, cuda::adamw(param, m, v, g, w.n, w.lr, w.beta1, w.beta2, w.eps, w.weightDecay,
-                                 *step, scale, s));
+  return onParameter(a, [&](const OptimizerWork &w, float *param, float *m, float *v) {
+    auto *step = static_cast<int32_t *>(a.hostVariable(w.step));
+    const float *g = data<float>(a.in[0]);
+    const float *scale = w.scaled ? data<float>(a.in[1]) : nullptr;
+    return launch(a, [=, counter = stepCounter(a, w), s = cuda::streamOf(a.stream)]() -> Status {
+      if (Status st = countStep(step, counter); !st)
+        return st;
+      return cuda::adamw(param, m, v, g, w.n, w.lr, w.beta1, w.beta2, w.eps, w.weightDecay, *step,
+                         scale, s);
+    });
   });
 }
 

@@ -49,6 +49,19 @@ StatusOr<Kernel> withStorageType(plan::DType dtype, const std::string &at, Build
                        std::forward<Build>(build));
 }
 
+// The shape of a CUDA builder: `work(a)` checks the task, then `make(e,
+// work, stream)` builds its kernel for the element type of its first input
+// (`using T = typename decltype(e)::type`).
+template <class WorkFn, class Make>
+StatusOr<Kernel> typedKernel(const OpArgs &a, WorkFn work, Make make) {
+  auto w = work(a);
+  if (!w)
+    return w.status();
+  const cudaStream_t s = streamOf(a.stream);
+  return withFloatType(a.in[0]->dtype, a.at,
+                       [&](auto e) -> StatusOr<Kernel> { return make(e, *w, s); });
+}
+
 // One element of a device i32 tensor, read after the step (only to word an
 // error).
 inline int32_t readI32(const int32_t *p) {

@@ -5,7 +5,7 @@
 #include "compiler/EmitPlan.h"
 #include "compiler/Passes.h"
 #include "ir/SbpDialect.h"
-#include "ops/OpSemantics.h"
+#include "ops/Cost.h"
 #include "llvm/Support/Path.h"
 
 #include "runtime/plan/OpInfo.h"
@@ -20,6 +20,11 @@
 
 #include <map>
 #include <set>
+
+namespace mlir::sbp {
+#define GEN_PASS_DEF_EMITPLANPASS
+#include "compiler/Passes.h.inc"
+} // namespace mlir::sbp
 
 using namespace mlir;
 using namespace mlir::sbp;
@@ -420,13 +425,10 @@ private:
     };
     // (a) Write after read: every reader of a variable finishes before its update.
     for (Operation *op : tasks) {
-      StringRef updated;
-      if (auto sgd = dyn_cast<SgdOp>(op))
-        updated = sgd.getVariable();
-      else if (auto adam = dyn_cast<AdamWOp>(op))
-        updated = adam.getVariable();
-      else
+      auto optimizer = dyn_cast<OptimizerOpInterface>(op);
+      if (!optimizer)
         continue;
+      StringRef updated = optimizer.getUpdatedVariable().getValue();
       for (Operation *other : tasks) {
         auto param = dyn_cast<ParameterOp>(other);
         if (!param || param.getVariable() != updated)
@@ -536,21 +538,10 @@ LogicalResult mlir::sbp::emitPlan(ModuleOp module, std::vector<uint8_t> &plan) {
 }
 
 namespace {
-struct EmitPlanPass : public PassWrapper<EmitPlanPass, OperationPass<ModuleOp>> {
-  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(EmitPlanPass)
-  EmitPlanPass() = default;
-  EmitPlanPass(const EmitPlanPass &other) : PassWrapper(other) {}
-  EmitPlanPass(std::string path, bool printIt) {
-    output = path;
-    print = printIt;
-  }
-  StringRef getArgument() const override { return "sbp-emit-plan"; }
-  StringRef getDescription() const override {
-    return "Emit the execution plan (flatbuffers) and optionally print it as text";
-  }
-  Option<std::string> output{*this, "output", llvm::cl::desc("Write the plan to this file")};
-  Option<bool> print{*this, "print", llvm::cl::desc("Print the plan as text to stdout"),
-                     llvm::cl::init(false)};
+// `output` (may be empty) receives the flatbuffer and `print` dumps it as
+// text to stdout (for FileCheck).
+struct EmitPlanPass : public sbp::impl::EmitPlanPassBase<EmitPlanPass> {
+  using Base::Base;
 
   void runOnOperation() override {
     std::vector<uint8_t> bytes;
@@ -579,7 +570,3 @@ struct EmitPlanPass : public PassWrapper<EmitPlanPass, OperationPass<ModuleOp>> 
   }
 };
 } // namespace
-
-std::unique_ptr<Pass> mlir::sbp::createEmitPlanPass(std::string outputPath, bool print) {
-  return std::make_unique<EmitPlanPass>(std::move(outputPath), print);
-}

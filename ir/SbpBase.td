@@ -7,6 +7,7 @@ include "mlir/IR/OpBase.td"
 include "mlir/IR/AttrTypeBase.td"
 include "mlir/IR/EnumAttr.td"
 include "mlir/IR/BuiltinAttributeInterfaces.td"
+include "SbpInterfaces.td"
 
 def Sbp_Dialect : Dialect {
   let name = "sbp";
@@ -74,7 +75,9 @@ def Sbp_InitAttr : Sbp_Attr<"Init", "init"> {
   let hasCustomAssemblyFormat = 1;
 }
 
-def Sbp_SgdAttr : Sbp_Attr<"Sgd", "sgd"> {
+// Optimisers: their ops are built by ops/Training.cpp (OptimizerAttrInterface).
+def Sbp_SgdAttr : Sbp_Attr<"Sgd", "sgd",
+                           [DeclareAttrInterfaceMethods<Sbp_OptimizerAttrInterface>]> {
   let summary = "SGD with momentum and weight decay";
   let parameters = (ins APFloatParameter<"learning rate">:$lr,
                         APFloatParameter<"momentum">:$momentum,
@@ -82,7 +85,8 @@ def Sbp_SgdAttr : Sbp_Attr<"Sgd", "sgd"> {
   let hasCustomAssemblyFormat = 1;
 }
 
-def Sbp_AdamWAttr : Sbp_Attr<"AdamW", "adamw"> {
+def Sbp_AdamWAttr : Sbp_Attr<"AdamW", "adamw",
+                               [DeclareAttrInterfaceMethods<Sbp_OptimizerAttrInterface>]> {
   let summary = "AdamW (PyTorch's torch.optim.AdamW): decoupled weight decay";
   let parameters = (ins APFloatParameter<"learning rate">:$lr,
                         APFloatParameter<"first moment decay">:$beta1,

@@ -2,8 +2,12 @@
 // inside tensor encodings, and the helpers on encoded tensor types.
 #include "ir/SbpDialect.h"
 
+#include "runtime/plan/OpInfo.h"
+
 #include "mlir/IR/DialectImplementation.h"
 #include "llvm/ADT/TypeSwitch.h"
+
+#include <cstring>
 
 using namespace mlir;
 using namespace mlir::sbp;
@@ -14,6 +18,7 @@ using namespace mlir::sbp;
 #define GET_ATTRDEF_CLASSES
 #include "ir/SbpAttrs.cpp.inc"
 
+#include "ir/SbpAttrInterfaces.cpp.inc"
 #include "ir/SbpInterfaces.cpp.inc"
 
 void SbpDialect::initialize() {
@@ -100,6 +105,18 @@ RankedTensorType withSbp(Type type, SbpTensorAttr encoding) {
 void setSbp(Value value, SbpTensorAttr encoding) {
   value.setType(withSbp(value.getType(), encoding));
 }
+
+static char typeRule(Operation *op, unsigned i, bool operand) {
+  auto planOp = llvm::dyn_cast<PlanOpInterface>(op);
+  const sbpflow::OpInfo *info = planOp ? sbpflow::opInfo(planOp.getPlanKind()) : nullptr;
+  if (!info)
+    return 0;
+  const char *rules = operand ? info->inTypes : info->outTypes;
+  size_t n = std::strlen(rules);
+  return n == 0 ? 'A' : rules[std::min<size_t>(i, n - 1)];
+}
+char operandTypeRule(Operation *op, unsigned i) { return typeRule(op, i, true); }
+char resultTypeRule(Operation *op, unsigned i) { return typeRule(op, i, false); }
 
 SbpTensorAttr makeSbpTensorAttr(MLIRContext *ctx, llvm::StringRef placement,
                                 llvm::ArrayRef<SbpDim> dims) {

@@ -499,6 +499,10 @@ private:
       if (!outputNames.insert(o.getName()).second)
         return o.emitOpError("output '")
                << o.getName() << "' is bound twice in @" << fn.getSymName();
+      // The executors hand an output to the caller as floats.
+      if (!o.getValue().getType().getElementType().isF32())
+        return o.emitOpError("output '") << o.getName() << "' must be f32 in a plan, got "
+                                         << o.getValue().getType().getElementType();
       outputs.push_back(fb::CreateBindingDirect(fbb, o.getName().str().c_str(), it->second));
     }
     std::string name = fn.getSymName().str();

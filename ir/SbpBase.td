@@ -73,6 +73,7 @@ def Sbp_InitAttr : Sbp_Attr<"Init", "init"> {
                         APFloatParameter<"first parameter">:$a,
                         APFloatParameter<"second parameter">:$b);
   let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
 }
 
 // Optimisers: their ops are built by ops/Training.cpp (OptimizerAttrInterface).
@@ -83,6 +84,7 @@ def Sbp_SgdAttr : Sbp_Attr<"Sgd", "sgd",
                         APFloatParameter<"momentum">:$momentum,
                         APFloatParameter<"weight decay">:$weight_decay);
   let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
 }
 
 def Sbp_AdamWAttr : Sbp_Attr<"AdamW", "adamw",
@@ -94,6 +96,7 @@ def Sbp_AdamWAttr : Sbp_Attr<"AdamW", "adamw",
                         APFloatParameter<"denominator epsilon">:$eps,
                         APFloatParameter<"weight decay">:$weight_decay);
   let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
 }
 
 #endif

@@ -41,7 +41,8 @@ enum class Precision {
 LogicalResult verifyInferredResultTypes(Operation *op);
 LogicalResult verifyBoxing(Operation *op);
 // The encodings of `op`'s operands and results: a declared placement, one
-// SBP per hierarchy dimension, split axes inside the tensor's rank.
+// SBP per hierarchy dimension, split axes inside the tensor's rank, and one
+// placement for the whole op.
 LogicalResult verifyEncodings(Operation *op, SymbolTableCollection &symbols);
 } // namespace mlir::sbp
 

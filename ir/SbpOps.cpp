@@ -1,5 +1,5 @@
 // The verifiers every sbp op shares: tensor encodings (placement declared, one
-// SBP per hierarchy dimension, split axes in range),
+// SBP per hierarchy dimension, split axes in range, one placement per op),
 // result types against the op's shape rule, and the module-level ops. What is
 // particular to one op lives with its family in ops/.
 #include "ir/SbpDialect.h"
@@ -44,18 +44,33 @@ static LogicalResult verifyEncoding(Operation *op, Type type, llvm::StringRef wh
                              << " has a hierarchy of " << levels;
   int64_t rank = llvm::cast<RankedTensorType>(type).getRank();
   for (SbpDim d : getSbpDims(enc))
-    if (d.kind == SbpKind::Split && d.axis >= rank)
+    if (d.kind == SbpKind::Split && (d.axis < 0 || d.axis >= rank))
       return op->emitOpError() << what << " splits axis " << d.axis << " of a rank-" << rank
                                << " tensor";
   return success();
 }
 
 LogicalResult mlir::sbp::verifyEncodings(Operation *op, SymbolTableCollection &symbols) {
+  // An op runs on one placement: a tensor moves between placements only by a
+  // transfer, which no op here is.
+  FlatSymbolRefAttr placement;
+  auto check = [&](Type type, const std::string &what) -> LogicalResult {
+    if (failed(verifyEncoding(op, type, what, symbols)))
+      return failure();
+    if (SbpTensorAttr enc = getSbp(type)) {
+      if (placement && placement != enc.getPlacement())
+        return op->emitOpError() << what << " is on placement " << enc.getPlacement()
+                                 << " but the op's other tensors are on " << placement
+                                 << ": transfers between placements are not supported";
+      placement = enc.getPlacement();
+    }
+    return success();
+  };
   for (auto [i, v] : llvm::enumerate(op->getOperands()))
-    if (failed(verifyEncoding(op, v.getType(), "operand #" + std::to_string(i), symbols)))
+    if (failed(check(v.getType(), "operand #" + std::to_string(i))))
       return failure();
   for (auto [i, v] : llvm::enumerate(op->getResults()))
-    if (failed(verifyEncoding(op, v.getType(), "result #" + std::to_string(i), symbols)))
+    if (failed(check(v.getType(), "result #" + std::to_string(i))))
       return failure();
   return success();
 }
@@ -108,7 +123,8 @@ LogicalResult VariableOp::verifySymbolUses(SymbolTableCollection &symbols) {
     if (isPartial(d))
       return emitOpError("variable ")
              << getSymName() << " cannot be partial (" << toString(d) << ")";
-  if (!type.getElementType().isF32() && !type.getElementType().isSignlessInteger(32))
-    return emitOpError("variable element type must be f32 or i32");
+  // The plan holds f32 variables only (runtime/plan/PlanLoader.cpp).
+  if (!type.getElementType().isF32())
+    return emitOpError("variable element type must be f32, got ") << type.getElementType();
   return verifyEncoding(*this, type, "type", symbols);
 }

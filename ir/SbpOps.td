@@ -85,6 +85,7 @@ def Sbp_InputOp : Sbp_Op<"input", [Pure, PlanOp<"Input">, Precision<"Unchanged">
   let arguments = (ins StrAttr:$field);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$field attr-dict `:` type($result)";
+  let hasVerifier = 1;
 }
 
 def Sbp_ParameterOp : Sbp_Op<"parameter",

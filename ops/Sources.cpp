@@ -8,6 +8,18 @@ using namespace mlir::sbp;
 
 //===-- input ----------------------------------------------------------------------===//
 
+LogicalResult InputOp::verify() {
+  if (getField().empty())
+    return emitOpError("needs a non-empty field name");
+  // Each rank reads its shard of the batch (split) or all of it (broadcast);
+  // partial values would be summed across ranks, which no data field means.
+  for (SbpDim d : getSbpDims(getSbp(getType())))
+    if (isPartial(d))
+      return emitOpError("input '") << getField() << "' cannot be partial (" << toString(d)
+                                    << "): a data field is split or broadcast";
+  return success();
+}
+
 LogicalResult InputOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
   return declaredResults(*this, results);
 }

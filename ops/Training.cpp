@@ -22,7 +22,8 @@ LogicalResult verifyScale(Operation *op, Value scale) {
   return success();
 }
 
-// The variable an optimiser updates: declared and shaped like the gradient.
+// The variable an optimiser updates: declared, shaped like the gradient and
+// on the gradient's placement.
 FailureOr<VariableOp> verifyUpdated(OptimizerOpInterface op, SymbolTableCollection &symbols) {
   FlatSymbolRefAttr variable = op.getUpdatedVariable();
   auto var = symbols.lookupNearestSymbolFrom<VariableOp>(op, variable);
@@ -31,6 +32,11 @@ FailureOr<VariableOp> verifyUpdated(OptimizerOpInterface op, SymbolTableCollecti
   Value grad = op.getGradient();
   if (var.getTensorType().getShape() != shapeOf(grad))
     return op->emitOpError("gradient shape differs from variable ") << variable;
+  SbpTensorAttr varSbp = getSbp(var.getType()), gradSbp = getSbp(grad.getType());
+  if (varSbp && gradSbp && varSbp.getPlacement() != gradSbp.getPlacement())
+    return op->emitOpError("gradient is on placement ")
+           << gradSbp.getPlacement() << " but variable " << variable << " is on "
+           << varSbp.getPlacement();
   if (failed(verifyEncodings(op, symbols)))
     return failure();
   return var;
@@ -117,6 +123,8 @@ LogicalResult MinimizeOp::verify() {
 //===-- metric: a scalar, summed over ranks by the driver when partial --------===//
 
 LogicalResult MetricOp::verify() {
+  if (getName().empty())
+    return emitOpError("needs a non-empty name");
   if (!isF32Scalar(getValue().getType()))
     return emitOpError("metric '")
            << getName() << "' must be an f32 scalar, got " << getValue().getType();

@@ -132,7 +132,7 @@ LogicalResult DropoutOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType
   float p = getP().convertToFloat();
   if (!(p >= 0.0f && p < 1.0f))
     return emitOpError("probability p must lie in [0, 1), got ")
-           << p << ": dropout needs 0 <= p < 1";
+           << p << "; dropout needs 0 <= p < 1";
   return resultsLike(results, getX(), *types);
 }
 

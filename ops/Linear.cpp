@@ -29,7 +29,7 @@ llvm::SmallVector<int64_t> matmulResultShape(llvm::ArrayRef<int64_t> a, llvm::Ar
 // of a smaller shape).
 LogicalResult checkBias(Operation *op, Value x, Value bias) {
   auto xs = shapeOf(x), bs = shapeOf(bias);
-  std::string cannotAdd = ": cannot add shapes " + shapeString(xs) + " and " + shapeString(bs);
+  std::string cannotAdd = "; cannot add shapes " + shapeString(xs) + " and " + shapeString(bs);
   if (failed(expectMinRank(op, x, 2, "input", cannotAdd)) ||
       failed(expectMinRank(op, bias, 1, "bias", cannotAdd)))
     return failure();

@@ -40,7 +40,7 @@ FailureOr<llvm::SmallVector<Type, 1>> checkElementTypes(Operation *op,
       break;
     case 'I':
       if (!e.isSignlessInteger(32))
-        return op->emitOpError() << name << " must have element type i32, got " << e << ": "
+        return op->emitOpError() << name << " must have element type i32, got " << e << "; "
                                  << op->getName().stripDialect() << " needs i32 " << name;
       break;
     case 'A':

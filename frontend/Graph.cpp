@@ -40,7 +40,7 @@ OpBuilder Graph::traceBuilder() {
   return b;
 }
 
-void Graph::check(Operation *op, const SourceLoc &loc, const std::string &what) {
+void Graph::verifyCreated(Operation *op, const SourceLoc &loc, const std::string &what) {
   std::string message;
   bool ok;
   {
@@ -110,7 +110,7 @@ int Graph::addPlacement(PlacementDecl decl, const SourceLoc &loc) {
                                        decl.spec.device == DeviceKind::cpu ? sbp::DeviceKind::cpu
                                                                            : sbp::DeviceKind::cuda,
                                        ranks, hierarchy);
-  check(op, loc, "placement '" + decl.name + "': ");
+  verifyCreated(op, loc, "placement '" + decl.name + "': ");
   placements_.push_back(std::move(decl));
   return static_cast<int>(placements_.size()) - 1;
 }
@@ -129,7 +129,7 @@ sbp::VariableOp Graph::addVariable(const std::string &name, RankedTensorType typ
   auto op =
       b.create<sbp::VariableOp>(location(loc), name, TypeAttr::get(type), initAttr,
                                 b.getI64IntegerAttr(static_cast<int64_t>(parameterSeed(name))));
-  check(op, loc, what);
+  verifyCreated(op, loc, what);
   return op;
 }
 

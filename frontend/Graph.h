@@ -66,13 +66,13 @@ public:
   Tensor create(const SourceLoc &loc, int placement, mlir::Type type, Args &&...args) {
     mlir::OpBuilder b = traceBuilder();
     auto op = b.create<OpT>(location(loc), type, std::forward<Args>(args)...);
-    check(op, loc);
+    verifyCreated(op, loc);
     return add(op->getResult(0), placement);
   }
   // An op of the step without results (minimize, metric, output).
   template <typename OpT, typename... Args> void sink(const SourceLoc &loc, Args &&...args) {
     mlir::OpBuilder b = traceBuilder();
-    check(b.create<OpT>(location(loc), std::forward<Args>(args)...), loc);
+    verifyCreated(b.create<OpT>(location(loc), std::forward<Args>(args)...), loc);
   }
 
   // The traced value of `t`, and what the DSL reads of it.
@@ -86,9 +86,9 @@ public:
     return mlir::sbp::withoutSbp(value(t).getType());
   }
 
+  // Throws std::logic_error for a tensor of another model.
   const Graph &check(Tensor t) const;
 
-  uint64_t seed() const { return seed_; }
   // Seed of a parameter or dropout: the model seed mixed with its name, so
   // adding a layer does not change the initial values of the others.
   uint64_t parameterSeed(const std::string &name) const;
@@ -116,7 +116,7 @@ private:
   Tensor add(mlir::Value value, int placement);
   // Runs `op`'s verifier and symbol checks; on failure erases it and throws
   // a ModelError at `loc` saying what its verifier said.
-  void check(mlir::Operation *op, const SourceLoc &loc, const std::string &what = "");
+  void verifyCreated(mlir::Operation *op, const SourceLoc &loc, const std::string &what = "");
 
   std::string name_;
   uint64_t seed_;

@@ -14,7 +14,6 @@
 
 #include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/SetVector.h"
-#include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/FileSystem.h"
 
@@ -491,14 +490,10 @@ private:
     }
     // Outputs: tensors the caller reads after a step.
     std::vector<flatbuffers::Offset<fb::Binding>> outputs;
-    llvm::StringSet<> outputNames;
     for (auto o : body.getOps<OutputOp>()) {
       auto it = tensorOf.find(o.getValue());
       if (it == tensorOf.end())
         return o.emitOpError("outputs a value that no task produces");
-      if (!outputNames.insert(o.getName()).second)
-        return o.emitOpError("output '")
-               << o.getName() << "' is bound twice in @" << fn.getSymName();
       // The executors hand an output to the caller as floats.
       if (!o.getValue().getType().getElementType().isF32())
         return o.emitOpError("output '") << o.getName() << "' must be f32 in a plan, got "

@@ -96,7 +96,7 @@ public:
   std::string nextDropoutName() { return "dropout." + std::to_string(dropouts_++); }
 
   // Names the DSL allows once.
-  std::set<std::string> inputs, dropouts, metrics, outputs;
+  std::set<std::string> inputs, dropouts;
   bool training = false;
 
   // The module: placements, variables, func @train (when the trace has an

@@ -180,20 +180,14 @@ void Model::minimize(Tensor loss, optim::Optimizer optimizer, std::optional<doub
 
 void Model::evaluate(const std::string &metric, Tensor value, SourceLoc loc) {
   graph_->check(value);
-  if (graph_->metrics.count(metric))
-    throw ModelError(loc, "metric '" + metric + "' declared twice");
   graph_->sink<sbp::MetricOp>(loc, metric, graph_->value(value));
-  graph_->metrics.insert(metric);
 }
 
 void Model::output(const std::string &name, Tensor value, SourceLoc loc) {
   if (!value.graph())
     throw ModelError(loc, "output '" + name + "' of an empty Tensor");
   graph_->check(value);
-  if (graph_->outputs.count(name))
-    throw ModelError(loc, "output '" + name + "' declared twice");
   graph_->sink<sbp::OutputOp>(loc, name, graph_->value(value));
-  graph_->outputs.insert(name);
 }
 
 mlir::OwningOpRef<mlir::ModuleOp> Model::toMLIR() const { return graph_->toModule(); }

@@ -95,14 +95,14 @@ LogicalResult mlir::sbp::verifyInferredResultTypes(Operation *op) {
 
 LogicalResult PlacementOp::verify() {
   llvm::ArrayRef<int64_t> ranks = getRanks(), hierarchy = getHierarchy();
-  if (ranks.empty() || hierarchy.empty())
-    return emitOpError("needs at least one rank and one hierarchy dimension");
   int64_t product = 1;
   for (int64_t h : hierarchy) {
     if (h <= 0)
       return emitOpError("hierarchy dimensions must be positive, got ") << h;
     product *= h;
   }
+  if (ranks.empty() || hierarchy.empty())
+    return emitOpError("needs at least one rank and one hierarchy dimension");
   if (product != static_cast<int64_t>(ranks.size()))
     return emitOpError("hierarchy product ")
            << product << " does not match the number of ranks " << ranks.size();

@@ -14,6 +14,14 @@ bool isF32Scalar(Type t) {
   return r.getRank() == 0 && r.getElementType().isF32();
 }
 
+// The driver reads metrics and outputs by name: one of each name per function.
+template <typename OpT> LogicalResult verifyUniqueName(OpT op, llvm::StringRef what) {
+  for (Operation *prev = op->getPrevNode(); prev; prev = prev->getPrevNode())
+    if (auto other = dyn_cast<OpT>(prev); other && other.getName() == op.getName())
+      return op.emitOpError() << what << " '" << op.getName() << "' declared twice in one function";
+  return success();
+}
+
 // The optional gradient scale of an optimiser: an f32 scalar.
 LogicalResult verifyScale(Operation *op, Value scale) {
   if (scale && !isF32Scalar(scale.getType()))
@@ -128,7 +136,7 @@ LogicalResult MetricOp::verify() {
   if (!isF32Scalar(getValue().getType()))
     return emitOpError("metric '")
            << getName() << "' must be an f32 scalar, got " << getValue().getType();
-  return success();
+  return verifyUniqueName(*this, "metric");
 }
 
 LogicalResult MetricOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &) {
@@ -153,7 +161,7 @@ LogicalResult OutputOp::verify() {
     return emitOpError("needs a non-empty name");
   // That the caller reads a whole (B) tensor is the op's only SBP signature:
   // boxing provides it, so an operand typed S or P before boxing is fine here.
-  return success();
+  return verifyUniqueName(*this, "output");
 }
 
 LogicalResult OutputOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &) {

@@ -110,6 +110,28 @@ func.func @f() {
 
 // -----
 
+// The driver reads metrics and outputs by name: a second one of a name would
+// be shadowed.
+func.func @f() {
+  %x = sbp.fill 1.0 : tensor<f32>
+  sbp.metric "loss" %x : tensor<f32>
+  // expected-error @+1 {{'sbp.metric' op metric 'loss' declared twice in one function}}
+  sbp.metric "loss" %x : tensor<f32>
+  return
+}
+
+// -----
+
+func.func @f() {
+  %x = sbp.fill 1.0 : tensor<4xf32>
+  sbp.output "probs" %x : tensor<4xf32>
+  // expected-error @+1 {{'sbp.output' op output 'probs' declared twice in one function}}
+  sbp.output "probs" %x : tensor<4xf32>
+  return
+}
+
+// -----
+
 // Initialisers a value can be drawn from.
 sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
 // expected-error @+1 {{uniform initialiser needs low < high, got [1.000000e+00, -1.000000e+00)}}

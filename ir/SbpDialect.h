@@ -37,6 +37,9 @@ enum class Precision {
   Common,       // the float operands' common type, f32 where they differ
 };
 
+// The gradient rule of an op that has none (SbpOpInterface's default).
+LogicalResult noGradient(Operation *op);
+
 // The verifiers every op of an interface runs (SbpInterfaces.td).
 LogicalResult verifyInferredResultTypes(Operation *op);
 LogicalResult verifyBoxing(Operation *op);

@@ -23,11 +23,13 @@ def SbpOpInterface : OpInterface<"SbpOpInterface"> {
       (ins "unsigned":$dim)>,
     InterfaceMethod<
       "Builds the backward ops at the builder's insertion point: one gradient "
-      "per operand (null where the operand is not differentiable).",
+      "per operand (null where the operand is not differentiable). Only ops "
+      "declared Differentiable in SbpOps.td have a rule.",
       "::mlir::LogicalResult", "buildGradients",
       (ins "::mlir::OpBuilder &":$builder,
            "::llvm::ArrayRef<::mlir::Value>":$resultGrads,
-           "::llvm::SmallVectorImpl<::mlir::Value> &":$operandGrads)>,
+           "::llvm::SmallVectorImpl<::mlir::Value> &":$operandGrads), [{}],
+      [{ return ::mlir::sbp::noGradient($_op); }]>,
     InterfaceMethod<"Floating point operations of the global computation.",
       "double", "getFlops", (ins)>,
   ];

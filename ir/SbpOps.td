@@ -25,8 +25,12 @@ class Sbp_Op<string mnemonic, list<Trait> traits = []>
 }
 
 // The op's facts for the compiler: SbpOpInterface, defined by its family in
-// ops/. The interface's verifier runs the op's shape rule.
+// ops/. The interface's verifier runs the op's shape rule. A Differentiable
+// op also defines its gradient rule (the others have none: backward and
+// fused ops, sources, training ops).
 defvar SbpSemantics = DeclareOpInterfaceMethods<SbpOpInterface>;
+defvar SbpDifferentiable = DeclareOpInterfaceMethods<SbpOpInterface, ["buildGradients"]>;
+defvar Differentiable = 1;
 
 // An op that becomes one task of the plan: its row of runtime/plan/Ops.def
 // (plan kind, arity, element types, attributes table). sbp-emit-plan reads
@@ -106,15 +110,17 @@ def Sbp_FillOp : Sbp_Op<"fill", [Pure, PlanOp<"Fill">, Precision<"Unchanged">, S
 
 //===-- compute ------------------------------------------------------------===//
 
-class Sbp_ComputeOp<string mnemonic, string planKind, list<Trait> traits = []>
-    : Sbp_Op<mnemonic, traits # [Pure, PlanOp<planKind>, SbpSemantics]> {
+class Sbp_ComputeOp<string mnemonic, string planKind, list<Trait> traits = [],
+                    bit differentiable = 0>
+    : Sbp_Op<mnemonic, traits # [Pure, PlanOp<planKind>,
+                                 !if(differentiable, SbpDifferentiable, SbpSemantics)]> {
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "operands attr-dict `:` functional-type(operands, results)";
 }
 
 // ---- ops/Linear.cpp
 
-def Sbp_MatmulOp : Sbp_ComputeOp<"matmul", "MatMul", [Precision<"Bf16">]> {
+def Sbp_MatmulOp : Sbp_ComputeOp<"matmul", "MatMul", [Precision<"Bf16">], Differentiable> {
   let summary = "matrix product op(a) x op(b) of operands viewed as [prod(lead), last]";
   let description = [{
     Operands of rank >= 2 are viewed as 2-D matrices [product of the leading
@@ -128,7 +134,8 @@ def Sbp_MatmulOp : Sbp_ComputeOp<"matmul", "MatMul", [Precision<"Bf16">]> {
                        DefaultValuedAttr<BoolAttr, "false">:$transpose_b);
 }
 
-def Sbp_BiasAddOp : Sbp_ComputeOp<"bias_add", "BiasAdd", [Precision<"FirstOperand">]> {
+def Sbp_BiasAddOp : Sbp_ComputeOp<"bias_add", "BiasAdd",
+                                  [Precision<"FirstOperand">], Differentiable> {
   let summary = "x + bias, bias matching the trailing bias.rank axes of x";
   let arguments = (ins AnyRankedTensor:$x, AnyRankedTensor:$bias);
 }
@@ -146,12 +153,12 @@ def Sbp_ReduceRowsOp : Sbp_ComputeOp<"reduce_rows", "ReduceRows"> {
 
 // ---- ops/Elementwise.cpp
 
-def Sbp_AddOp : Sbp_ComputeOp<"add", "Add", [Precision<"Common">]> {
+def Sbp_AddOp : Sbp_ComputeOp<"add", "Add", [Precision<"Common">], Differentiable> {
   let summary = "elementwise sum";
   let arguments = (ins AnyRankedTensor:$lhs, AnyRankedTensor:$rhs);
 }
 
-def Sbp_ReluOp : Sbp_ComputeOp<"relu", "Relu", [Precision<"Common">]> {
+def Sbp_ReluOp : Sbp_ComputeOp<"relu", "Relu", [Precision<"Common">], Differentiable> {
   let arguments = (ins AnyRankedTensor:$x);
 }
 
@@ -160,7 +167,7 @@ def Sbp_ReluGradOp : Sbp_ComputeOp<"relu_grad", "ReluGrad"> {
   let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$y);
 }
 
-def Sbp_GeluOp : Sbp_ComputeOp<"gelu", "Gelu", [Precision<"Common">]> {
+def Sbp_GeluOp : Sbp_ComputeOp<"gelu", "Gelu", [Precision<"Common">], Differentiable> {
   let summary = "exact (erf) GELU";
   let arguments = (ins AnyRankedTensor:$x);
 }
@@ -170,14 +177,15 @@ def Sbp_GeluGradOp : Sbp_ComputeOp<"gelu_grad", "GeluGrad"> {
   let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$x);
 }
 
-def Sbp_DropoutOp : Sbp_ComputeOp<"dropout", "Dropout", [Precision<"Common">]> {
+def Sbp_DropoutOp : Sbp_ComputeOp<"dropout", "Dropout", [Precision<"Common">], Differentiable> {
   let summary = "x * keep / (1 - p), the keep mask a function of (seed, global index, batch)";
   let arguments = (ins AnyRankedTensor:$x, F32Attr:$p, I64Attr:$seed);
 }
 
 // ---- ops/Loss.cpp
 
-def Sbp_SoftmaxXentOp : Sbp_ComputeOp<"softmax_xent", "SoftmaxXent", [Precision<"FirstOperand">]> {
+def Sbp_SoftmaxXentOp : Sbp_ComputeOp<"softmax_xent", "SoftmaxXent",
+                                      [Precision<"FirstOperand">], Differentiable> {
   let summary = "cross entropy of softmax(logits[..., :]) against i32 labels[...]";
   let arguments = (ins AnyRankedTensor:$logits, AnyRankedTensor:$labels);
 }
@@ -188,7 +196,7 @@ def Sbp_SoftmaxXentGradOp : Sbp_ComputeOp<"softmax_xent_grad", "SoftmaxXentGrad"
                        AnyRankedTensor:$dloss);
 }
 
-def Sbp_MeanOp : Sbp_ComputeOp<"mean", "Mean", [Precision<"F32">]> {
+def Sbp_MeanOp : Sbp_ComputeOp<"mean", "Mean", [Precision<"F32">], Differentiable> {
   let summary = "mean of all elements (a scalar)";
   let arguments = (ins AnyRankedTensor:$x);
 }
@@ -206,7 +214,8 @@ def Sbp_CountCorrectOp : Sbp_ComputeOp<"count_correct", "CountCorrect",
 
 // ---- ops/Embedding.cpp
 
-def Sbp_EmbeddingOp : Sbp_ComputeOp<"embedding", "Embedding", [Precision<"Common">]> {
+def Sbp_EmbeddingOp : Sbp_ComputeOp<"embedding", "Embedding",
+                                    [Precision<"Common">], Differentiable> {
   let summary = "rows of table [V, C] picked by i32 ids [...] -> [..., C]";
   let arguments = (ins AnyRankedTensor:$table, AnyRankedTensor:$ids);
 }
@@ -218,7 +227,8 @@ def Sbp_EmbeddingGradOp : Sbp_ComputeOp<"embedding_grad", "EmbeddingGrad"> {
 
 // ---- ops/Normalization.cpp
 
-def Sbp_LayerNormOp : Sbp_ComputeOp<"layer_norm", "LayerNorm", [Precision<"FirstOperand">]> {
+def Sbp_LayerNormOp : Sbp_ComputeOp<"layer_norm", "LayerNorm",
+                                    [Precision<"FirstOperand">], Differentiable> {
   let summary = "layer normalisation over the last axis, scaled by gamma and shifted by beta";
   let arguments = (ins AnyRankedTensor:$x, AnyRankedTensor:$gamma, AnyRankedTensor:$beta,
                        F32Attr:$eps);
@@ -231,7 +241,7 @@ def Sbp_LayerNormGradOp : Sbp_ComputeOp<"layer_norm_grad", "LayerNormGrad"> {
   let results = (outs AnyRankedTensor:$dx, AnyRankedTensor:$dgamma, AnyRankedTensor:$dbeta);
 }
 
-def Sbp_SoftmaxOp : Sbp_ComputeOp<"softmax", "Softmax", [Precision<"Common">]> {
+def Sbp_SoftmaxOp : Sbp_ComputeOp<"softmax", "Softmax", [Precision<"Common">], Differentiable> {
   let summary = "softmax over the last axis";
   let arguments = (ins AnyRankedTensor:$x);
 }
@@ -244,7 +254,7 @@ def Sbp_SoftmaxGradOp : Sbp_ComputeOp<"softmax_grad", "SoftmaxGrad"> {
 // ---- ops/Attention.cpp
 
 def Sbp_CausalAttentionOp : Sbp_ComputeOp<"causal_attention", "CausalAttention",
-                                          [Precision<"Bf16">]> {
+                                          [Precision<"Bf16">], Differentiable> {
   let summary = "causal multi-head self-attention of q, k, v [B, T, C], C = heads * d";
   let arguments = (ins AnyRankedTensor:$q, AnyRankedTensor:$k, AnyRankedTensor:$v,
                        I64Attr:$heads);
@@ -259,17 +269,18 @@ def Sbp_CausalAttentionGradOp : Sbp_ComputeOp<"causal_attention_grad", "CausalAt
 
 // ---- ops/Shape.cpp
 
-def Sbp_ReshapeOp : Sbp_ComputeOp<"reshape", "Reshape", [Precision<"Common">]> {
+def Sbp_ReshapeOp : Sbp_ComputeOp<"reshape", "Reshape", [Precision<"Common">], Differentiable> {
   let summary = "the same elements in the result type's shape";
   let arguments = (ins AnyRankedTensor:$x);
 }
 
-def Sbp_TransposeOp : Sbp_ComputeOp<"transpose", "Transpose", [Precision<"Common">]> {
+def Sbp_TransposeOp : Sbp_ComputeOp<"transpose", "Transpose",
+                                    [Precision<"Common">], Differentiable> {
   let summary = "axes permuted: result.shape[k] = x.shape[perm[k]]";
   let arguments = (ins AnyRankedTensor:$x, DenseI64ArrayAttr:$perm);
 }
 
-def Sbp_NarrowOp : Sbp_ComputeOp<"narrow", "Narrow", [Precision<"Common">]> {
+def Sbp_NarrowOp : Sbp_ComputeOp<"narrow", "Narrow", [Precision<"Common">], Differentiable> {
   let summary = "x[..., begin : begin + result.shape[axis], ...] (torch.narrow)";
   let arguments = (ins AnyRankedTensor:$x, I64Attr:$axis, I64Attr:$begin);
 }
@@ -279,12 +290,12 @@ def Sbp_NarrowGradOp : Sbp_ComputeOp<"narrow_grad", "NarrowGrad"> {
   let arguments = (ins AnyRankedTensor:$dy, I64Attr:$axis, I64Attr:$begin);
 }
 
-def Sbp_ConcatOp : Sbp_ComputeOp<"concat", "Concat", [Precision<"Common">]> {
+def Sbp_ConcatOp : Sbp_ComputeOp<"concat", "Concat", [Precision<"Common">], Differentiable> {
   let summary = "the operands joined along axis";
   let arguments = (ins Variadic<AnyRankedTensor>:$inputs, I64Attr:$axis);
 }
 
-def Sbp_CastOp : Sbp_ComputeOp<"cast", "Cast", [Precision<"Unchanged">]> {
+def Sbp_CastOp : Sbp_ComputeOp<"cast", "Cast", [Precision<"Unchanged">], Differentiable> {
   let summary = "x converted to the result's element type (f32 <-> bf16, round to nearest even)";
   let description = [{
     Inserted by sbp-mixed-precision: activations in bf16, variables (master

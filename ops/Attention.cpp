@@ -102,10 +102,5 @@ llvm::SmallVector<SbpSignature> CausalAttentionGradOp::getSbpSignatures(unsigned
   return out;
 }
 
-LogicalResult CausalAttentionGradOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                                    llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
-}
-
 // Recomputing the weights and the four products of the backward.
 double CausalAttentionGradOp::getFlops() { return 3.0 * attentionFlops(getQ()); }

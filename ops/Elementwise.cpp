@@ -47,10 +47,7 @@ double AddOp::getFlops() { return elements(getResult()); }
 //===-- relu ---------------------------------------------------------------------===//
 
 LogicalResult ReluOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
-  auto types = checkElementTypes(*this, {"input"});
-  if (failed(types))
-    return failure();
-  return resultsLike(results, getX(), *types);
+  return inferLike(*this, getX(), {"input"}, results);
 }
 
 llvm::SmallVector<SbpSignature> ReluOp::getSbpSignatures(unsigned) {
@@ -76,20 +73,12 @@ llvm::SmallVector<SbpSignature> ReluGradOp::getSbpSignatures(unsigned) {
   return linearInFirst(uniform(rankOf(getResult()), 2, /*linear=*/false));
 }
 
-LogicalResult ReluGradOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                         llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
-}
-
 double ReluGradOp::getFlops() { return elements(getResult()); }
 
 //===-- gelu ---------------------------------------------------------------------===//
 
 LogicalResult GeluOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
-  auto types = checkElementTypes(*this, {"input"});
-  if (failed(types))
-    return failure();
-  return resultsLike(results, getX(), *types);
+  return inferLike(*this, getX(), {"input"}, results);
 }
 
 llvm::SmallVector<SbpSignature> GeluOp::getSbpSignatures(unsigned) {
@@ -113,11 +102,6 @@ LogicalResult GeluGradOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorTyp
 
 llvm::SmallVector<SbpSignature> GeluGradOp::getSbpSignatures(unsigned) {
   return linearInFirst(uniform(rankOf(getResult()), 2, /*linear=*/false));
-}
-
-LogicalResult GeluGradOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                         llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
 }
 
 double GeluGradOp::getFlops() { return 12.0 * elements(getResult()); }

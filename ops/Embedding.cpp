@@ -70,9 +70,4 @@ llvm::SmallVector<SbpSignature> EmbeddingGradOp::getSbpSignatures(unsigned) {
   return out;
 }
 
-LogicalResult EmbeddingGradOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                              llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
-}
-
 double EmbeddingGradOp::getFlops() { return elements(getDy()); }

@@ -26,8 +26,11 @@ llvm::SmallVector<int64_t> matmulResultShape(llvm::ArrayRef<int64_t> a, llvm::Ar
 }
 
 // x [lead..., trailing...] with a bias on the trailing axes (the DSL's add()
-// of a smaller shape).
-LogicalResult checkBias(Operation *op, Value x, Value bias) {
+// of a smaller shape); every result like x.
+LogicalResult inferBias(Operation *op, Value x, Value bias,
+                        llvm::SmallVectorImpl<RankedTensorType> &results) {
+  if (failed(inferLike(op, x, {"input", "bias"}, results)))
+    return failure();
   auto xs = shapeOf(x), bs = shapeOf(bias);
   std::string cannotAdd = "; cannot add shapes " + shapeString(xs) + " and " + shapeString(bs);
   if (failed(expectMinRank(op, x, 2, "input", cannotAdd)) ||
@@ -186,10 +189,7 @@ double MatmulOp::getFlops() {
 //===-- bias_add: bias on the trailing axes of x ------------------------------===//
 
 LogicalResult BiasAddOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
-  auto types = checkElementTypes(*this, {"input", "bias"});
-  if (failed(types) || failed(checkBias(*this, getX(), getBias())))
-    return failure();
-  return resultsLike(results, getX(), *types);
+  return inferBias(*this, getX(), getBias(), results);
 }
 
 llvm::SmallVector<SbpSignature> BiasAddOp::getSbpSignatures(unsigned) {
@@ -210,19 +210,11 @@ double BiasAddOp::getFlops() { return elements(getResult()); }
 // signatures, both results laid out alike ----------------------------------===//
 
 LogicalResult BiasGeluOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
-  auto types = checkElementTypes(*this, {"input", "bias"});
-  if (failed(types) || failed(checkBias(*this, getX(), getBias())))
-    return failure();
-  return resultsLike(results, getX(), *types);
+  return inferBias(*this, getX(), getBias(), results);
 }
 
 llvm::SmallVector<SbpSignature> BiasGeluOp::getSbpSignatures(unsigned) {
   return biasSignatures(getX(), getBias(), 2);
-}
-
-LogicalResult BiasGeluOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                         llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
 }
 
 double BiasGeluOp::getFlops() { return 11.0 * elements(getX()); }
@@ -258,11 +250,6 @@ llvm::SmallVector<SbpSignature> ReduceRowsOp::getSbpSignatures(unsigned) {
   out.push_back(sig({B}, {B}));
   out.push_back(sig({P}, {P}));
   return out;
-}
-
-LogicalResult ReduceRowsOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                           llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
 }
 
 double ReduceRowsOp::getFlops() { return elements(getX()); }

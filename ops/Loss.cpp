@@ -86,20 +86,12 @@ llvm::SmallVector<SbpSignature> SoftmaxXentGradOp::getSbpSignatures(unsigned) {
   return perRow(getLogits(), 3, S(0));
 }
 
-LogicalResult SoftmaxXentGradOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                                llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
-}
-
 double SoftmaxXentGradOp::getFlops() { return 5.0 * elements(getLogits()); }
 
 //===-- mean of all elements -----------------------------------------------------===//
 
 LogicalResult MeanOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
-  auto types = checkElementTypes(*this, {"input"});
-  if (failed(types))
-    return failure();
-  return setResult(results, {}, *types);
+  return inferLike(*this, Value(), {"input"}, results);
 }
 
 llvm::SmallVector<SbpSignature> MeanOp::getSbpSignatures(unsigned) {
@@ -137,11 +129,6 @@ llvm::SmallVector<SbpSignature> MeanGradOp::getSbpSignatures(unsigned) {
   return out;
 }
 
-LogicalResult MeanGradOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                         llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
-}
-
 double MeanGradOp::getFlops() { return elements(getResult()); }
 
 //===-- count_correct: rows counted on each rank are summed -------------------===//
@@ -155,11 +142,6 @@ LogicalResult CountCorrectOp::inferResultTypes(llvm::SmallVectorImpl<RankedTenso
 
 llvm::SmallVector<SbpSignature> CountCorrectOp::getSbpSignatures(unsigned) {
   return perRow(getLogits(), 2, P);
-}
-
-LogicalResult CountCorrectOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                             llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
 }
 
 double CountCorrectOp::getFlops() { return elements(getLogits()); }

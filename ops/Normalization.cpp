@@ -88,11 +88,6 @@ llvm::SmallVector<SbpSignature> LayerNormGradOp::getSbpSignatures(unsigned) {
   return out;
 }
 
-LogicalResult LayerNormGradOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                              llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
-}
-
 double LayerNormGradOp::getFlops() { return 12.0 * elements(getX()); }
 
 //===-- softmax over the last axis ---------------------------------------------===//
@@ -135,11 +130,6 @@ llvm::SmallVector<SbpSignature> SoftmaxGradOp::getSbpSignatures(unsigned) {
   out.push_back(sig({B, B}, {B}));
   out.push_back(sig({P, B}, {P}));
   return out;
-}
-
-LogicalResult SoftmaxGradOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                            llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
 }
 
 double SoftmaxGradOp::getFlops() { return 4.0 * elements(getY()); }

@@ -140,6 +140,17 @@ LogicalResult resultsLike(llvm::SmallVectorImpl<RankedTensorType> &results, Valu
   return success();
 }
 
+LogicalResult inferLike(Operation *op, Value like, llvm::ArrayRef<llvm::StringRef> names,
+                        llvm::SmallVectorImpl<RankedTensorType> &results) {
+  FailureOr<llvm::SmallVector<Type, 1>> types = checkElementTypes(op, names);
+  if (failed(types))
+    return failure();
+  for (Type type : *types)
+    results.push_back(
+        RankedTensorType::get(like ? shapeOf(like) : llvm::ArrayRef<int64_t>{}, type));
+  return success();
+}
+
 LogicalResult declaredResults(Operation *op, llvm::SmallVectorImpl<RankedTensorType> &results) {
   FailureOr<llvm::SmallVector<Type, 1>> types = checkElementTypes(op, {});
   if (failed(types))

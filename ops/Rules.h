@@ -44,6 +44,11 @@ LogicalResult setResult(llvm::SmallVectorImpl<RankedTensorType> &results,
 // Every result shaped like `v`.
 LogicalResult resultsLike(llvm::SmallVectorImpl<RankedTensorType> &results, Value v,
                           llvm::ArrayRef<Type> elementTypes);
+// The shape rule of an op whose results are shaped like its operand `like`
+// (elementwise), or are scalars (`like` null), once its operands' element
+// types are checked.
+LogicalResult inferLike(Operation *op, Value like, llvm::ArrayRef<llvm::StringRef> names,
+                        llvm::SmallVectorImpl<RankedTensorType> &results);
 // The declared result types (sources: nothing to infer).
 LogicalResult declaredResults(Operation *op, llvm::SmallVectorImpl<RankedTensorType> &results);
 
@@ -63,11 +68,5 @@ int leadAxes(Value v);
 llvm::SmallVector<SbpSignature> uniform(int64_t rank, unsigned n, bool linear, int64_t except = -1);
 // Adds (P, B, ...) -> P to the signatures of an op linear in its first operand.
 llvm::SmallVector<SbpSignature> linearInFirst(llvm::SmallVector<SbpSignature> sigs);
-
-//===-- gradients --------------------------------------------------------------===//
-
-// The gradient rule of an op that lies after autodiff (backward, fused) or
-// does not depend on parameters.
-LogicalResult noGradient(Operation *op);
 
 } // namespace mlir::sbp

@@ -157,11 +157,6 @@ llvm::SmallVector<SbpSignature> NarrowGradOp::getSbpSignatures(unsigned) {
   return uniform(tensorOf(getDy()).getRank(), 1, /*linear=*/true, getAxis());
 }
 
-LogicalResult NarrowGradOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                           llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
-}
-
 double NarrowGradOp::getFlops() { return elements(getResult()); }
 
 //===-- concat: its gradient narrows dy back into the operands -------------------===//
@@ -221,10 +216,7 @@ double ConcatOp::getFlops() { return elements(getResult()); }
 
 LogicalResult CastOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
   // The target element type is the result type's.
-  auto types = checkElementTypes(*this, {"input"});
-  if (failed(types))
-    return failure();
-  return resultsLike(results, getX(), *types);
+  return inferLike(*this, getX(), {"input"}, results);
 }
 
 llvm::SmallVector<SbpSignature> CastOp::getSbpSignatures(unsigned) {

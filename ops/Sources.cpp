@@ -34,11 +34,6 @@ llvm::SmallVector<SbpSignature> InputOp::getSbpSignatures(unsigned dim) {
   return out;
 }
 
-LogicalResult InputOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                      llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
-}
-
 double InputOp::getFlops() { return 0.0; }
 
 //===-- parameter: a view of a variable, typed like it ---------------------------===//
@@ -63,11 +58,6 @@ llvm::SmallVector<SbpSignature> ParameterOp::getSbpSignatures(unsigned dim) {
   return {sig({}, {B})};
 }
 
-LogicalResult ParameterOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                          llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
-}
-
 double ParameterOp::getFlops() { return 0.0; }
 
 //===-- fill: the same value on every rank, so broadcast or split --------------===//
@@ -81,11 +71,6 @@ llvm::SmallVector<SbpSignature> FillOp::getSbpSignatures(unsigned) {
   for (int i = 0; i < tensorOf(getResult()).getRank(); ++i)
     out.push_back(sig({}, {S(i)}));
   return out;
-}
-
-LogicalResult FillOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                     llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
 }
 
 double FillOp::getFlops() { return elements(getResult()); }

@@ -80,10 +80,7 @@ llvm::SmallVector<SbpSignature> optimizerSignatures(OptimizerOpInterface op, uns
 // square_sum takes no P input. ---------------------------------------------------===//
 
 LogicalResult SquareSumOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
-  auto types = checkElementTypes(*this, {"input"});
-  if (failed(types))
-    return failure();
-  return setResult(results, {}, *types);
+  return inferLike(*this, Value(), {"input"}, results);
 }
 
 llvm::SmallVector<SbpSignature> SquareSumOp::getSbpSignatures(unsigned) {
@@ -92,11 +89,6 @@ llvm::SmallVector<SbpSignature> SquareSumOp::getSbpSignatures(unsigned) {
     out.push_back(sig({S(i)}, {P}));
   out.push_back(sig({B}, {B}));
   return out;
-}
-
-LogicalResult SquareSumOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                          llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
 }
 
 double SquareSumOp::getFlops() { return 2.0 * elements(getX()); }
@@ -110,11 +102,6 @@ LogicalResult ClipScaleOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorTy
 }
 
 llvm::SmallVector<SbpSignature> ClipScaleOp::getSbpSignatures(unsigned) { return {sig({B}, {B})}; }
-
-LogicalResult ClipScaleOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                          llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
-}
 
 double ClipScaleOp::getFlops() { return 4.0; }
 
@@ -147,11 +134,6 @@ llvm::SmallVector<SbpSignature> MetricOp::getSbpSignatures(unsigned) {
   return {sig({B}, {}), sig({P}, {})};
 }
 
-LogicalResult MetricOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                       llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
-}
-
 double MetricOp::getFlops() { return 0.0; }
 
 //===-- output: the caller reads a whole tensor ---------------------------------===//
@@ -169,11 +151,6 @@ LogicalResult OutputOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType>
 }
 
 llvm::SmallVector<SbpSignature> OutputOp::getSbpSignatures(unsigned) { return {sig({B}, {})}; }
-
-LogicalResult OutputOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                       llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
-}
 
 double OutputOp::getFlops() { return 0.0; }
 
@@ -225,11 +202,6 @@ LogicalResult SgdOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &)
 
 llvm::SmallVector<SbpSignature> SgdOp::getSbpSignatures(unsigned dim) {
   return optimizerSignatures(*this, dim);
-}
-
-LogicalResult SgdOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                    llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
 }
 
 double SgdOp::getFlops() { return 4.0 * elements(getGrad()); }
@@ -303,11 +275,6 @@ LogicalResult AdamWOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> 
 
 llvm::SmallVector<SbpSignature> AdamWOp::getSbpSignatures(unsigned dim) {
   return optimizerSignatures(*this, dim);
-}
-
-LogicalResult AdamWOp::buildGradients(OpBuilder &, llvm::ArrayRef<Value>,
-                                      llvm::SmallVectorImpl<Value> &) {
-  return noGradient(*this);
 }
 
 double AdamWOp::getFlops() { return 12.0 * elements(getGrad()); }

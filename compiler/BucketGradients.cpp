@@ -133,7 +133,7 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
   }
 
   // The consumers of a bucket may sit before its new position (boxing chains
-  // interleave with the sgd ops); moving them, and in turn their consumers,
+  // interleave with the optimiser ops); moving them, and in turn their consumers,
   // later keeps every value defined before its uses.
   void keepUsersAfter(Operation *op) {
     llvm::SmallVector<Operation *> early;

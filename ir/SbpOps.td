@@ -11,8 +11,9 @@ include "mlir/IR/SymbolInterfaces.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
 // Every op's tensor encodings name a declared placement with one SBP per
-// hierarchy dimension. An op that references other symbols (variables)
-// replaces extraClassDefinition by its own verifySymbolUses.
+// hierarchy dimension, the same placement for all of them. An op that
+// references other symbols (variables) replaces extraClassDefinition by its
+// own verifySymbolUses.
 defvar Sbp_VerifyEncodings = [{
   ::mlir::LogicalResult $cppClass::verifySymbolUses(::mlir::SymbolTableCollection &symbols) {
     return ::mlir::sbp::verifyEncodings(*this, symbols);

@@ -1,33 +1,26 @@
 // sbp-autodiff: replaces `sbp.minimize %loss` by the reverse-mode gradient of
 // the loss (each op's gradient rule from SbpOpInterface, fan-out summed with
 // sbp.add), optional gradient clipping by the global norm, and one optimiser
-// op per trained variable (sbp.sgd with its momentum buffer, or sbp.adamw
-// with its moments and step counter).
+// update per trained variable, built by the minimize's optimiser attribute
+// (OptimizerAttrInterface) with the state variables it asks for.
 #include "compiler/Passes.h"
-#include "ops/OpSemantics.h"
 
 #include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/SetVector.h"
+
+namespace mlir::sbp {
+#define GEN_PASS_DEF_AUTODIFFPASS
+#include "compiler/Passes.h.inc"
+} // namespace mlir::sbp
 
 using namespace mlir;
 using namespace mlir::sbp;
 
 namespace {
 
-struct AutodiffPass : public PassWrapper<AutodiffPass, OperationPass<ModuleOp>> {
-  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(AutodiffPass)
-  StringRef getArgument() const override { return "sbp-autodiff"; }
-  StringRef getDescription() const override {
-    return "Reverse-mode autodiff of sbp.minimize: backward ops and one optimiser op per parameter";
-  }
-  void getDependentDialects(DialectRegistry &registry) const override {
-    registry.insert<SbpDialect>();
-    registerSbpOpSemantics(registry);
-  }
-
+struct AutodiffPass : public sbp::impl::AutodiffPassBase<AutodiffPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    ensureSbpOpSemantics(module.getContext());
     for (auto fn : module.getOps<func::FuncOp>()) {
       llvm::SmallVector<MinimizeOp> minimizes(fn.getOps<MinimizeOp>());
       if (minimizes.empty())
@@ -151,55 +144,14 @@ struct AutodiffPass : public PassWrapper<AutodiffPass, OperationPass<ModuleOp>> 
       scale = b.create<ClipScaleOp>(loc, scalar, total, maxNorm).getResult();
     }
 
-    Attribute optimizer = minimize.getOptimizer();
+    auto optimizer = cast<OptimizerAttrInterface>(minimize.getOptimizer());
     for (auto &[var, grad] : trained) {
-      StringRef name = var.getSymName();
-      if (auto sgd = dyn_cast<SgdAttr>(optimizer)) {
-        float momentum = sgd.getMomentum().convertToDouble();
-        FlatSymbolRefAttr buffer;
-        if (momentum != 0.0f) {
-          FailureOr<FlatSymbolRefAttr> slot =
-              slotVariable(symbols, var, (name + ".momentum").str(), var.getType());
-          if (failed(slot))
-            return failure();
-          buffer = *slot;
-        }
-        b.create<SgdOp>(loc, grad, scale, FlatSymbolRefAttr::get(var.getSymNameAttr()), buffer,
-                        b.getF32FloatAttr(sgd.getLr().convertToDouble()),
-                        b.getF32FloatAttr(momentum),
-                        b.getF32FloatAttr(sgd.getWeightDecay().convertToDouble()));
-        continue;
-      }
-      auto adam = cast<AdamWAttr>(optimizer);
-      // The step counter is the same on every rank: broadcast everywhere, on
-      // the variable's placement (the module's first for a variable whose
-      // layout sbp-propagate chooses). An i32: an f32 stops counting at 2^24.
-      PlacementOp placement;
-      if (SbpTensorAttr enc = getSbp(var.getType()))
-        placement = symbols.lookup<PlacementOp>(enc.getPlacement().getAttr());
-      else if (auto first = module.getOps<PlacementOp>(); !first.empty())
-        placement = *first.begin();
-      if (!placement)
-        return var.emitOpError("has no placement for its AdamW step counter");
-      llvm::SmallVector<SbpDim> allB(placement.getHierarchy().size(), broadcastDim());
-      auto stepType = RankedTensorType::get(
-          {}, b.getI32Type(), makeSbpTensorAttr(&getContext(), placement.getSymName(), allB));
-      FailureOr<FlatSymbolRefAttr> m =
-          slotVariable(symbols, var, (name + ".adam_m").str(), var.getType());
-      FailureOr<FlatSymbolRefAttr> v =
-          slotVariable(symbols, var, (name + ".adam_v").str(), var.getType());
-      FailureOr<FlatSymbolRefAttr> step =
-          slotVariable(symbols, var, (name + ".adam_step").str(), stepType);
-      if (failed(m) || failed(v) || failed(step))
+      VariableOp owner = var;
+      auto slot = [&](StringRef suffix, Type type) {
+        return slotVariable(symbols, owner, (owner.getSymName() + "." + suffix).str(), type);
+      };
+      if (failed(optimizer.buildUpdate(b, loc, var, grad, scale, slot)))
         return failure();
-      // nanoGPT's rule: matrices (weights, embeddings) decay; biases and
-      // LayerNorm parameters do not.
-      double wd = var.getTensorType().getRank() >= 2 ? adam.getWeightDecay().convertToDouble() : 0;
-      b.create<AdamWOp>(loc, grad, scale, FlatSymbolRefAttr::get(var.getSymNameAttr()), *m, *v,
-                        *step, b.getF32FloatAttr(adam.getLr().convertToDouble()),
-                        b.getF32FloatAttr(adam.getBeta1().convertToDouble()),
-                        b.getF32FloatAttr(adam.getBeta2().convertToDouble()),
-                        b.getF32FloatAttr(adam.getEps().convertToDouble()), b.getF32FloatAttr(wd));
     }
     minimize.erase();
     return success();
@@ -235,5 +187,3 @@ struct AutodiffPass : public PassWrapper<AutodiffPass, OperationPass<ModuleOp>> 
 };
 
 } // namespace
-
-std::unique_ptr<Pass> mlir::sbp::createAutodiffPass() { return std::make_unique<AutodiffPass>(); }

@@ -1,37 +1,27 @@
 // sbp-bucket-gradients: fuses the P -> B all-reduces of gradients (those that
-// feed sbp.sgd) into buckets of at most `bucket-bytes`, in the order backward
+// feed an optimiser) into buckets of at most `bucket-bytes`, in the order backward
 // produces the gradients, and issues each bucket right after its last
 // gradient is produced so that it overlaps the rest of backward (as DDP does).
 #include "compiler/Passes.h"
-#include "ops/OpSemantics.h"
+#include "ops/Cost.h"
 
 #include "runtime/Shape.h"
 
 #include <map>
 #include <set>
 
+namespace mlir::sbp {
+#define GEN_PASS_DEF_BUCKETGRADIENTSPASS
+#include "compiler/Passes.h.inc"
+} // namespace mlir::sbp
+
 using namespace mlir;
 using namespace mlir::sbp;
 
 namespace {
 
-struct BucketGradientsPass : public PassWrapper<BucketGradientsPass, OperationPass<ModuleOp>> {
-  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(BucketGradientsPass)
-  BucketGradientsPass() = default;
-  BucketGradientsPass(const BucketGradientsPass &other) : PassWrapper(other) {}
-  explicit BucketGradientsPass(int64_t bytes) { bucketBytes = bytes; }
-
-  StringRef getArgument() const override { return "sbp-bucket-gradients"; }
-  StringRef getDescription() const override {
-    return "Fuse gradient all-reduces into buckets issued as soon as their gradients exist";
-  }
-  void getDependentDialects(DialectRegistry &registry) const override {
-    registry.insert<SbpDialect>();
-  }
-
-  Option<int64_t> bucketBytes{*this, "bucket-bytes",
-                              llvm::cl::desc("Largest bucket in bytes (per rank)"),
-                              llvm::cl::init(1 << 20)};
+struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGradientsPass> {
+  using Base::Base;
 
   struct Candidate {
     AllReduceOp op;
@@ -63,7 +53,7 @@ struct BucketGradientsPass : public PassWrapper<BucketGradientsPass, OperationPa
   static bool feedsOptimizer(AllReduceOp ar) {
     return !ar->use_empty() && llvm::all_of(ar->getUsers(), [](Operation *u) {
       auto next = dyn_cast<AllReduceOp>(u);
-      return isa<SgdOp, AdamWOp, SquareSumOp>(u) ||
+      return isa<OptimizerOpInterface, SquareSumOp>(u) ||
              (next && next.getInputs().size() == 1 && feedsOptimizer(next));
     });
   }
@@ -143,7 +133,7 @@ struct BucketGradientsPass : public PassWrapper<BucketGradientsPass, OperationPa
   }
 
   // The consumers of a bucket may sit before its new position (boxing chains
-  // interleave with the sgd ops); moving them, and in turn their consumers,
+  // interleave with the optimiser ops); moving them, and in turn their consumers,
   // later keeps every value defined before its uses.
   void keepUsersAfter(Operation *op) {
     llvm::SmallVector<Operation *> early;
@@ -161,7 +151,3 @@ struct BucketGradientsPass : public PassWrapper<BucketGradientsPass, OperationPa
 };
 
 } // namespace
-
-std::unique_ptr<Pass> mlir::sbp::createBucketGradientsPass(int64_t bucketBytes) {
-  return std::make_unique<BucketGradientsPass>(bucketBytes);
-}

@@ -5,7 +5,7 @@
 #include "compiler/EmitPlan.h"
 #include "compiler/Passes.h"
 #include "ir/SbpDialect.h"
-#include "ops/OpSemantics.h"
+#include "ops/Cost.h"
 #include "llvm/Support/Path.h"
 
 #include "runtime/plan/OpInfo.h"
@@ -14,12 +14,16 @@
 
 #include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/SetVector.h"
-#include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/FileSystem.h"
 
 #include <map>
 #include <set>
+
+namespace mlir::sbp {
+#define GEN_PASS_DEF_EMITPLANPASS
+#include "compiler/Passes.h.inc"
+} // namespace mlir::sbp
 
 using namespace mlir;
 using namespace mlir::sbp;
@@ -420,13 +424,10 @@ private:
     };
     // (a) Write after read: every reader of a variable finishes before its update.
     for (Operation *op : tasks) {
-      StringRef updated;
-      if (auto sgd = dyn_cast<SgdOp>(op))
-        updated = sgd.getVariable();
-      else if (auto adam = dyn_cast<AdamWOp>(op))
-        updated = adam.getVariable();
-      else
+      auto optimizer = dyn_cast<OptimizerOpInterface>(op);
+      if (!optimizer)
         continue;
+      StringRef updated = optimizer.getUpdatedVariable().getValue();
       for (Operation *other : tasks) {
         auto param = dyn_cast<ParameterOp>(other);
         if (!param || param.getVariable() != updated)
@@ -489,14 +490,14 @@ private:
     }
     // Outputs: tensors the caller reads after a step.
     std::vector<flatbuffers::Offset<fb::Binding>> outputs;
-    llvm::StringSet<> outputNames;
     for (auto o : body.getOps<OutputOp>()) {
       auto it = tensorOf.find(o.getValue());
       if (it == tensorOf.end())
         return o.emitOpError("outputs a value that no task produces");
-      if (!outputNames.insert(o.getName()).second)
-        return o.emitOpError("output '")
-               << o.getName() << "' is bound twice in @" << fn.getSymName();
+      // The executors hand an output to the caller as floats.
+      if (!o.getValue().getType().getElementType().isF32())
+        return o.emitOpError("output '") << o.getName() << "' must be f32 in a plan, got "
+                                         << o.getValue().getType().getElementType();
       outputs.push_back(fb::CreateBindingDirect(fbb, o.getName().str().c_str(), it->second));
     }
     std::string name = fn.getSymName().str();
@@ -536,21 +537,10 @@ LogicalResult mlir::sbp::emitPlan(ModuleOp module, std::vector<uint8_t> &plan) {
 }
 
 namespace {
-struct EmitPlanPass : public PassWrapper<EmitPlanPass, OperationPass<ModuleOp>> {
-  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(EmitPlanPass)
-  EmitPlanPass() = default;
-  EmitPlanPass(const EmitPlanPass &other) : PassWrapper(other) {}
-  EmitPlanPass(std::string path, bool printIt) {
-    output = path;
-    print = printIt;
-  }
-  StringRef getArgument() const override { return "sbp-emit-plan"; }
-  StringRef getDescription() const override {
-    return "Emit the execution plan (flatbuffers) and optionally print it as text";
-  }
-  Option<std::string> output{*this, "output", llvm::cl::desc("Write the plan to this file")};
-  Option<bool> print{*this, "print", llvm::cl::desc("Print the plan as text to stdout"),
-                     llvm::cl::init(false)};
+// `output` (may be empty) receives the flatbuffer and `print` dumps it as
+// text to stdout (for FileCheck).
+struct EmitPlanPass : public sbp::impl::EmitPlanPassBase<EmitPlanPass> {
+  using Base::Base;
 
   void runOnOperation() override {
     std::vector<uint8_t> bytes;
@@ -579,7 +569,3 @@ struct EmitPlanPass : public PassWrapper<EmitPlanPass, OperationPass<ModuleOp>> 
   }
 };
 } // namespace
-
-std::unique_ptr<Pass> mlir::sbp::createEmitPlanPass(std::string outputPath, bool print) {
-  return std::make_unique<EmitPlanPass>(std::move(outputPath), print);
-}

@@ -5,21 +5,17 @@
 // before sbp-propagate (which lays out both results alike).
 #include "compiler/Passes.h"
 
+namespace mlir::sbp {
+#define GEN_PASS_DEF_FUSEBIASGELUPASS
+#include "compiler/Passes.h.inc"
+} // namespace mlir::sbp
+
 using namespace mlir;
 using namespace mlir::sbp;
 
 namespace {
 
-struct FuseBiasGeluPass : public PassWrapper<FuseBiasGeluPass, OperationPass<ModuleOp>> {
-  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(FuseBiasGeluPass)
-  StringRef getArgument() const override { return "sbp-fuse-bias-gelu"; }
-  StringRef getDescription() const override {
-    return "Fuses bias_add followed by gelu into one bias_gelu";
-  }
-  void getDependentDialects(DialectRegistry &registry) const override {
-    registry.insert<SbpDialect>();
-  }
-
+struct FuseBiasGeluPass : public sbp::impl::FuseBiasGeluPassBase<FuseBiasGeluPass> {
   void runOnOperation() override {
     // A gelu whose result the user laid out otherwise than the bias_add's
     // (types carry the SBP) stays unfused: both results share one layout.
@@ -49,7 +45,3 @@ struct FuseBiasGeluPass : public PassWrapper<FuseBiasGeluPass, OperationPass<Mod
 };
 
 } // namespace
-
-std::unique_ptr<Pass> mlir::sbp::createFuseBiasGeluPass() {
-  return std::make_unique<FuseBiasGeluPass>();
-}

@@ -5,13 +5,18 @@
 // (DESIGN.md's table); `--debug-only=sbp-insert-boxing` prints the chosen
 // order and builders. Ends with the no-implicit-boxing check.
 #include "compiler/Passes.h"
-#include "ops/OpSemantics.h"
+#include "ops/Cost.h"
 
 #include "llvm/Support/Debug.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <limits>
 #include <map>
+
+namespace mlir::sbp {
+#define GEN_PASS_DEF_INSERTBOXINGPASS
+#include "compiler/Passes.h.inc"
+} // namespace mlir::sbp
 
 using namespace mlir;
 using namespace mlir::sbp;
@@ -29,13 +34,14 @@ struct BoxingBuilder {
                       RankedTensorType outType) const = 0;
 };
 
-template <typename OpT, bool (*Accepts)(SbpDim, SbpDim)> struct SingleOpBuilder : BoxingBuilder {
+// One boxing op, for the changes it accepts (BoxingOpInterface).
+template <typename OpT> struct SingleOpBuilder : BoxingBuilder {
   explicit SingleOpBuilder(llvm::StringRef n) : n(n) {}
   llvm::StringRef n;
   llvm::StringRef name() const override { return n; }
   Value build(OpBuilder &b, Location loc, Value in, int64_t dim, SbpDim from, SbpDim to,
               RankedTensorType outType) const override {
-    if (!Accepts(from, to))
+    if (!OpT::acceptsChange(from, to))
       return {};
     if constexpr (std::is_same_v<OpT, AllReduceOp>)
       return b.create<AllReduceOp>(loc, TypeRange{outType}, ValueRange{in}, dim).getResult(0);
@@ -43,15 +49,6 @@ template <typename OpT, bool (*Accepts)(SbpDim, SbpDim)> struct SingleOpBuilder 
       return b.create<OpT>(loc, outType, in, dim).getResult();
   }
 };
-
-bool pToB(SbpDim f, SbpDim t) { return isPartial(f) && t.kind == SbpKind::Broadcast; }
-bool pToS(SbpDim f, SbpDim t) { return isPartial(f) && t.kind == SbpKind::Split; }
-bool sToB(SbpDim f, SbpDim t) { return f.kind == SbpKind::Split && t.kind == SbpKind::Broadcast; }
-bool sToS(SbpDim f, SbpDim t) {
-  return f.kind == SbpKind::Split && t.kind == SbpKind::Split && f.axis != t.axis;
-}
-bool bToS(SbpDim f, SbpDim t) { return f.kind == SbpKind::Broadcast && t.kind == SbpKind::Split; }
-bool bToP(SbpDim f, SbpDim t) { return f.kind == SbpKind::Broadcast && isPartial(t); }
 
 // S(i) -> P: gather to B, then keep one rank's copy.
 struct GatherThenZeroBuilder : BoxingBuilder {
@@ -72,28 +69,19 @@ struct GatherThenZeroBuilder : BoxingBuilder {
 const std::vector<std::unique_ptr<BoxingBuilder>> &builderChain() {
   static const std::vector<std::unique_ptr<BoxingBuilder>> chain = [] {
     std::vector<std::unique_ptr<BoxingBuilder>> c;
-    c.push_back(std::make_unique<SingleOpBuilder<AllReduceOp, pToB>>("all-reduce"));
-    c.push_back(std::make_unique<SingleOpBuilder<ReduceScatterOp, pToS>>("reduce-scatter"));
-    c.push_back(std::make_unique<SingleOpBuilder<AllGatherOp, sToB>>("all-gather"));
-    c.push_back(std::make_unique<SingleOpBuilder<AllToAllOp, sToS>>("all-to-all"));
-    c.push_back(std::make_unique<SingleOpBuilder<SliceOp, bToS>>("slice"));
-    c.push_back(std::make_unique<SingleOpBuilder<ZeroOthersOp, bToP>>("zero-others"));
+    c.push_back(std::make_unique<SingleOpBuilder<AllReduceOp>>("all-reduce"));
+    c.push_back(std::make_unique<SingleOpBuilder<ReduceScatterOp>>("reduce-scatter"));
+    c.push_back(std::make_unique<SingleOpBuilder<AllGatherOp>>("all-gather"));
+    c.push_back(std::make_unique<SingleOpBuilder<AllToAllOp>>("all-to-all"));
+    c.push_back(std::make_unique<SingleOpBuilder<SliceOp>>("slice"));
+    c.push_back(std::make_unique<SingleOpBuilder<ZeroOthersOp>>("zero-others"));
     c.push_back(std::make_unique<GatherThenZeroBuilder>());
     return c;
   }();
   return chain;
 }
 
-struct InsertBoxingPass : public PassWrapper<InsertBoxingPass, OperationPass<ModuleOp>> {
-  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(InsertBoxingPass)
-  StringRef getArgument() const override { return "sbp-insert-boxing"; }
-  StringRef getDescription() const override {
-    return "Insert boxing collectives where an operand's SBP differs from the chosen one";
-  }
-  void getDependentDialects(DialectRegistry &registry) const override {
-    registry.insert<SbpDialect>();
-  }
-
+struct InsertBoxingPass : public sbp::impl::InsertBoxingPassBase<InsertBoxingPass> {
   CostModel model;
 
   void runOnOperation() override {
@@ -203,7 +191,3 @@ struct InsertBoxingPass : public PassWrapper<InsertBoxingPass, OperationPass<Mod
 };
 
 } // namespace
-
-std::unique_ptr<Pass> mlir::sbp::createInsertBoxingPass() {
-  return std::make_unique<InsertBoxingPass>();
-}

@@ -5,18 +5,20 @@
 // the gradient all-reduce in f32 (sbp-fold-casts lets the producing matmul
 // accumulate straight into f32).
 //
-//  - matmul and causal_attention run in bf16: their float operands are cast
-//    to bf16 (a parameter once per function, however many ops read it);
-//  - mean, square_sum, clip_scale, metrics, outputs and the loss are f32;
-//  - every other op runs in the element type of its float operands (its
-//    kernels accumulate in f32 either way); where they differ it runs in f32.
-//    A bias follows its input, and layer_norm's gamma and beta stay f32.
-// Variables, inputs and fills keep their types.
+// Each op says in ODS which element type it computes in (Precision<...>: bf16,
+// f32, its first operand's, its float operands' common type, or unchanged),
+// and its plan kind's Ops.def letters say which operands and results take it
+// (T, A, W), which stay f32 (F) and which are no floats (I). An op without a
+// plan kind (metric, output, minimize) takes it everywhere. Float operands
+// are cast where needed, once per value and type.
 #include "compiler/Passes.h"
-#include "ops/OpSemantics.h"
 
 #include "llvm/ADT/DenseMap.h"
-#include "llvm/ADT/TypeSwitch.h"
+
+namespace mlir::sbp {
+#define GEN_PASS_DEF_MIXEDPRECISIONPASS
+#include "compiler/Passes.h.inc"
+} // namespace mlir::sbp
 
 using namespace mlir;
 using namespace mlir::sbp;
@@ -65,21 +67,6 @@ private:
     return cached;
   }
 
-  // Runs `op` in `elt`: its float operands (but `keepF32`) are cast to it,
-  // its float results (but `keepF32Results`) take it.
-  void runIn(Operation *op, Type elt, llvm::ArrayRef<unsigned> keepF32 = {},
-             llvm::ArrayRef<unsigned> keepF32Results = {}) {
-    for (unsigned i = 0; i < op->getNumOperands(); ++i)
-      op->setOperand(i, castTo(op->getOperand(i), llvm::is_contained(keepF32, i) ? f32 : elt));
-    for (unsigned i = 0; i < op->getNumResults(); ++i) {
-      Value r = op->getResult(i);
-      if (!isFloatTensor(r))
-        continue;
-      Type want = llvm::is_contained(keepF32Results, i) ? f32 : elt;
-      r.setType(llvm::cast<RankedTensorType>(r.getType()).clone(want));
-    }
-  }
-
   // The element type the float operands agree on, f32 where they differ.
   Type common(Operation *op) {
     Type elt;
@@ -92,54 +79,47 @@ private:
     return elt ? elt : f32;
   }
 
+  // The type a float operand or result of Ops.def letter `rule` takes when
+  // the op computes in `elt` (0: the op has no plan kind).
+  Type byRule(char rule, Type elt) { return rule == 'F' ? f32 : elt; }
+
   LogicalResult rewrite(Operation *op) {
-    return llvm::TypeSwitch<Operation *, LogicalResult>(op)
-        .Case<InputOp, ParameterOp, FillOp, CastOp, func::ReturnOp>(
-            [](Operation *) { return success(); })
-        .Case<MatmulOp, CausalAttentionOp>([&](Operation *o) {
-          runIn(o, bf16);
-          return success();
-        })
-        .Case<MeanOp, SquareSumOp, ClipScaleOp, MetricOp, OutputOp, MinimizeOp>([&](Operation *o) {
-          runIn(o, f32);
-          return success();
-        })
-        .Case([&](BiasAddOp o) {
-          runIn(o, elementOf(o.getX()));
-          return success();
-        })
-        .Case([&](LayerNormOp o) {
-          runIn(o, elementOf(o.getX()), /*keepF32=*/{1, 2});
-          return success();
-        })
-        .Case<SoftmaxXentOp, CountCorrectOp>([&](Operation *o) {
-          // The logits' type; the losses and counts are f32.
-          runIn(o, elementOf(o->getOperand(0)), {}, /*keepF32Results=*/{0});
-          return success();
-        })
-        .Case<AddOp, ReluOp, GeluOp, SoftmaxOp, DropoutOp, ReshapeOp, TransposeOp, NarrowOp,
-              ConcatOp, EmbeddingOp>([&](Operation *o) {
-          runIn(o, common(o));
-          return success();
-        })
-        .Default([](Operation *o) {
-          return o->emitOpError("has no mixed-precision rule; sbp-mixed-precision runs on the "
-                                "forward program, before sbp-autodiff");
-        });
+    if (op->hasTrait<OpTrait::IsTerminator>())
+      return success();
+    auto policy = dyn_cast<PrecisionOpInterface>(op);
+    if (!policy)
+      return op->emitOpError("has no mixed-precision rule; sbp-mixed-precision runs on the "
+                             "forward program, before sbp-autodiff");
+    Type elt;
+    switch (policy.getPrecision()) {
+    case Precision::Unchanged:
+      return success();
+    case Precision::Bf16:
+      elt = bf16;
+      break;
+    case Precision::F32:
+      elt = f32;
+      break;
+    case Precision::FirstOperand:
+      elt = elementOf(op->getOperand(0));
+      break;
+    case Precision::Common:
+      elt = common(op);
+      break;
+    }
+    for (unsigned i = 0; i < op->getNumOperands(); ++i)
+      op->setOperand(i, castTo(op->getOperand(i), byRule(operandTypeRule(op, i), elt)));
+    for (unsigned i = 0; i < op->getNumResults(); ++i) {
+      Value r = op->getResult(i);
+      if (isFloatTensor(r))
+        r.setType(
+            llvm::cast<RankedTensorType>(r.getType()).clone(byRule(resultTypeRule(op, i), elt)));
+    }
+    return success();
   }
 };
 
-struct MixedPrecisionPass : public PassWrapper<MixedPrecisionPass, OperationPass<ModuleOp>> {
-  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(MixedPrecisionPass)
-  StringRef getArgument() const override { return "sbp-mixed-precision"; }
-  StringRef getDescription() const override {
-    return "bf16 matmuls and attention with f32 master weights, losses and reductions";
-  }
-  void getDependentDialects(DialectRegistry &registry) const override {
-    registry.insert<SbpDialect>();
-    registerSbpOpSemantics(registry);
-  }
-
+struct MixedPrecisionPass : public sbp::impl::MixedPrecisionPassBase<MixedPrecisionPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
     Rewriter rewriter(module.getContext());
@@ -150,7 +130,3 @@ struct MixedPrecisionPass : public PassWrapper<MixedPrecisionPass, OperationPass
 };
 
 } // namespace
-
-std::unique_ptr<Pass> mlir::sbp::createMixedPrecisionPass() {
-  return std::make_unique<MixedPrecisionPass>();
-}

@@ -1,5 +1,6 @@
-// The sbpflow compiler passes (one per file) and their registration with the
-// MLIR pass registry (for sbpflow-opt and the pipeline).
+// The sbpflow compiler passes (one per file, declared in compiler/Passes.td):
+// their create functions and options, and registerSbpPasses() for the MLIR
+// pass registry (sbpflow-opt).
 #pragma once
 
 #include "ir/SbpDialect.h"
@@ -8,29 +9,20 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 namespace mlir::sbp {
 
-std::unique_ptr<Pass> createMixedPrecisionPass();
-std::unique_ptr<Pass> createAutodiffPass();
-std::unique_ptr<Pass> createFoldCastsPass();
-std::unique_ptr<Pass> createFuseBiasGeluPass();
-std::unique_ptr<Pass> createPropagatePass();
-std::unique_ptr<Pass> createInsertBoxingPass();
-std::unique_ptr<Pass> createVerifyBoxingPass();
-std::unique_ptr<Pass> createBucketGradientsPass(int64_t bucketBytes = 1 << 20);
-std::unique_ptr<Pass> createPlanMemoryPass();
-// Emits the plan; `outputPath` (may be empty) receives the flatbuffer and
-// `print` dumps it as text to stdout (for FileCheck).
-std::unique_ptr<Pass> createEmitPlanPass(std::string outputPath = "", bool print = false);
+#define GEN_PASS_DECL
+#include "compiler/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "compiler/Passes.h.inc"
 
 // The operand whose buffer result `i` of `op` reuses, or null: an all-reduce
 // works in place when it is its operand's only reader (another reader would see
 // the reduced bytes). sbp-plan-memory and sbp-emit-plan share this rule.
 Value inPlaceOperand(Operation *op, unsigned i);
-
-// Registers every pass above and the pipeline `sbp-compile`.
-void registerSbpPasses();
 
 // Proves that every op's operand and result SBPs form one of its signatures
 // (no implicit redistribution is left); emits a located error otherwise.

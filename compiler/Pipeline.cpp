@@ -1,9 +1,8 @@
 // compileModule / compileFileToPlan: the pass pipeline plus plan emission, and
-// registration of every pass for sbpflow-opt.
+// registration of the pipeline `sbp-compile` for sbpflow-opt.
 #include "compiler/Pipeline.h"
 #include "compiler/EmitPlan.h"
 #include "compiler/Passes.h"
-#include "ops/OpSemantics.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -34,17 +33,7 @@ void mlir::sbp::buildCompilePipeline(OpPassManager &pm, const CompileOptions &op
   pm.addPass(createPlanMemoryPass());
 }
 
-void mlir::sbp::registerSbpPasses() {
-  PassRegistration<Pass>([] { return createMixedPrecisionPass(); });
-  PassRegistration<Pass>([] { return createAutodiffPass(); });
-  PassRegistration<Pass>([] { return createFoldCastsPass(); });
-  PassRegistration<Pass>([] { return createFuseBiasGeluPass(); });
-  PassRegistration<Pass>([] { return createPropagatePass(); });
-  PassRegistration<Pass>([] { return createInsertBoxingPass(); });
-  PassRegistration<Pass>([] { return createVerifyBoxingPass(); });
-  PassRegistration<Pass>([] { return createBucketGradientsPass(); });
-  PassRegistration<Pass>([] { return createPlanMemoryPass(); });
-  PassRegistration<Pass>([] { return createEmitPlanPass(); });
+void mlir::sbp::registerCompilePipeline() {
   PassPipelineRegistration<PipelineOptions>(
       "sbp-compile", "The whole sbpflow pipeline up to (not including) plan emission",
       [](OpPassManager &pm, const PipelineOptions &o) {
@@ -56,7 +45,7 @@ LogicalResult mlir::sbp::compileModule(ModuleOp module, std::vector<uint8_t> &pl
                                        const CompileOptions &options) {
   MLIRContext *ctx = module.getContext();
   ctx->getOrLoadDialect<func::FuncDialect>();
-  ensureSbpOpSemantics(ctx);
+  ctx->getOrLoadDialect<SbpDialect>();
   PassManager pm(ctx, ModuleOp::getOperationName());
   buildCompilePipeline(pm, options);
   if (failed(pm.run(module)))
@@ -68,7 +57,6 @@ LogicalResult mlir::sbp::compileFileToPlan(llvm::StringRef path, std::vector<uin
                                            const CompileOptions &options) {
   DialectRegistry registry;
   registry.insert<SbpDialect, func::FuncDialect>();
-  registerSbpOpSemantics(registry);
   MLIRContext context(registry);
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler handler(sourceMgr, &context);

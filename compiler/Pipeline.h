@@ -23,6 +23,9 @@ struct CompileOptions {
 // `pm` (what `sbp-compile` runs).
 void buildCompilePipeline(OpPassManager &pm, const CompileOptions &options = {});
 
+// Registers the pipeline as `sbp-compile{bf16=...}` (sbpflow-opt).
+void registerCompilePipeline();
+
 // Runs the pipeline on `module` (in place) and emits the plan. Errors are
 // reported through the module's context diagnostics.
 LogicalResult compileModule(ModuleOp module, std::vector<uint8_t> &plan,

@@ -6,11 +6,17 @@
 // offset (-1). Records
 // `sbp.offset` (one per result) on ops and `sbp.arena_bytes` on funcs.
 #include "compiler/Passes.h"
-#include "ops/OpSemantics.h"
+#include "ops/Cost.h"
 
 #include "runtime/Shape.h"
+#include "runtime/plan/OpInfo.h"
 
 #include <map>
+
+namespace mlir::sbp {
+#define GEN_PASS_DEF_PLANMEMORYPASS
+#include "compiler/Passes.h.inc"
+} // namespace mlir::sbp
 
 using namespace mlir;
 using namespace mlir::sbp;
@@ -20,16 +26,14 @@ namespace {
 constexpr int64_t kAlign = 64;
 int64_t alignUp(int64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
-struct PlanMemoryPass : public PassWrapper<PlanMemoryPass, OperationPass<ModuleOp>> {
-  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(PlanMemoryPass)
-  StringRef getArgument() const override { return "sbp-plan-memory"; }
-  StringRef getDescription() const override {
-    return "Assign arena offsets to activations from their lifetimes (best-fit reuse)";
-  }
-  void getDependentDialects(DialectRegistry &registry) const override {
-    registry.insert<SbpDialect>();
-  }
+// A view of a variable (Ops.def category View) has no buffer of its own.
+bool isView(Operation *op) {
+  auto planOp = dyn_cast<PlanOpInterface>(op);
+  const sbpflow::OpInfo *info = planOp ? sbpflow::opInfo(planOp.getPlanKind()) : nullptr;
+  return info && info->category == sbpflow::OpCategory::View;
+}
 
+struct PlanMemoryPass : public sbp::impl::PlanMemoryPassBase<PlanMemoryPass> {
   void runOnOperation() override {
     SymbolTableCollection symbols;
     for (auto fn : getOperation().getOps<func::FuncOp>())
@@ -59,7 +63,7 @@ struct PlanMemoryPass : public PassWrapper<PlanMemoryPass, OperationPass<ModuleO
     for (Operation &op : body) {
       for (auto [i, r] : llvm::enumerate(op.getResults())) {
         auto type = dyn_cast<RankedTensorType>(r.getType());
-        if (!type || isa<ParameterOp>(op))
+        if (!type || isView(&op))
           continue;
         if (Value in = inPlaceOperand(&op, i); in && root.count(in)) {
           root[r] = root.lookup(in);
@@ -144,8 +148,4 @@ Value mlir::sbp::inPlaceOperand(Operation *op, unsigned i) {
     return use.getOwner() == op && use.getOperandNumber() == i;
   });
   return onlyReader ? in : Value();
-}
-
-std::unique_ptr<Pass> mlir::sbp::createPlanMemoryPass() {
-  return std::make_unique<PlanMemoryPass>();
 }

@@ -9,7 +9,7 @@
 // a variable the user split is not gathered. The chosen operand SBPs are
 // recorded as `sbp.operand_sbp` for sbp-insert-boxing.
 #include "compiler/Passes.h"
-#include "ops/OpSemantics.h"
+#include "ops/Cost.h"
 
 #include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/ScopeExit.h"
@@ -20,6 +20,11 @@
 #include <functional>
 #include <limits>
 #include <optional>
+
+namespace mlir::sbp {
+#define GEN_PASS_DEF_PROPAGATEPASS
+#include "compiler/Passes.h.inc"
+} // namespace mlir::sbp
 
 using namespace mlir;
 using namespace mlir::sbp;
@@ -173,7 +178,7 @@ private:
   static constexpr int kMaxLookAheadRounds = 1;
   static constexpr double kMargin = 1e-9;
   // sbp-bucket-gradients' default bucket size (the sbp-compile pipeline).
-  static constexpr int64_t kBucketBytes = 1 << 20;
+  const int64_t kBucketBytes = BucketGradientsPassOptions().bucketBytes;
 
   ModuleOp module;
   const CostModel &model;
@@ -240,22 +245,16 @@ private:
   // the free variables that nothing reads as a parameter (e.g. an optimiser's
   // step counter) a broadcast SBP.
   LogicalResult collect() {
-    // Optimiser ops name their variable `variable` and their state in other
-    // symbol attributes (sgd: momentum_buffer; adamw: m, v, step).
+    // The state variables of each optimiser belong to the variable it updates.
     llvm::MapVector<Operation *, VariableOp> ownerOf;
     for (auto fn : module.getOps<func::FuncOp>())
-      for (Operation &op : fn.getBody().front()) {
-        auto varRef = op.getAttrOfType<FlatSymbolRefAttr>("variable");
-        if (!varRef)
-          continue;
-        auto var = symbols.lookupNearestSymbolFrom<VariableOp>(&op, varRef);
+      for (auto optimizer : fn.getOps<OptimizerOpInterface>()) {
+        auto var =
+            symbols.lookupNearestSymbolFrom<VariableOp>(optimizer, optimizer.getUpdatedVariable());
         if (!var)
           continue; // the verifier reports it
-        for (NamedAttribute attr : op.getAttrs()) {
-          auto ref = dyn_cast<FlatSymbolRefAttr>(attr.getValue());
-          if (!ref || attr.getName() == "variable")
-            continue;
-          auto slot = symbols.lookupNearestSymbolFrom<VariableOp>(&op, ref);
+        for (FlatSymbolRefAttr ref : optimizer.getStateVariables()) {
+          auto slot = symbols.lookupNearestSymbolFrom<VariableOp>(optimizer, ref);
           if (slot && slot != var)
             ownerOf[slot] = var;
         }
@@ -782,7 +781,7 @@ private:
             // The all-reduces of gradients into an optimiser are bucketed by
             // sbp-bucket-gradients (per hierarchy dimension): they pay their
             // bytes here and one launch per bucket below.
-            bool gradient = op.getAttrOfType<FlatSymbolRefAttr>("variable") != nullptr;
+            bool gradient = isa<OptimizerOpInterface>(op);
             auto type = cast<RankedTensorType>(v.getType());
             NdBoxingPlan plan = planNdBoxing(model, type, have, need, hierarchy, gradient);
             double cost = plan.cost;
@@ -824,8 +823,9 @@ private:
       return scratchSignatures;
     }
     Type key;
-    if (auto varRef = op->getAttrOfType<FlatSymbolRefAttr>("variable"))
-      if (auto var = symbols.lookupNearestSymbolFrom<VariableOp>(op, varRef))
+    if (auto optimizer = dyn_cast<OptimizerOpInterface>(op))
+      if (auto var =
+              symbols.lookupNearestSymbolFrom<VariableOp>(op, optimizer.getUpdatedVariable()))
         key = var.getType();
     auto &entry = signatureCache[{op, d}];
     if (!entry.first || entry.second != key) {
@@ -884,8 +884,9 @@ private:
     for (Value r : op->getResults())
       if (SbpTensorAttr enc = getSbp(r.getType()); enc && !placementRef)
         placementRef = enc.getPlacement();
-    if (auto varRef = op->getAttrOfType<FlatSymbolRefAttr>("variable"); varRef && !placementRef)
-      if (auto var = symbols.lookupNearestSymbolFrom<VariableOp>(op, varRef))
+    if (auto optimizer = dyn_cast<OptimizerOpInterface>(op); optimizer && !placementRef)
+      if (auto var =
+              symbols.lookupNearestSymbolFrom<VariableOp>(op, optimizer.getUpdatedVariable()))
         if (SbpTensorAttr enc = getSbp(var.getType()))
           placementRef = enc.getPlacement();
     if (!placementRef) {
@@ -1054,34 +1055,13 @@ private:
   }
 };
 
-struct PropagatePass : public PassWrapper<PropagatePass, OperationPass<ModuleOp>> {
-  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(PropagatePass)
-  StringRef getArgument() const override { return "sbp-propagate"; }
-  StringRef getDescription() const override {
-    return "Choose an SBP for every unannotated tensor and variable by the cost model";
-  }
-  void getDependentDialects(DialectRegistry &registry) const override {
-    registry.insert<SbpDialect>();
-    registerSbpOpSemantics(registry);
-  }
-
-  PropagatePass() = default;
-  PropagatePass(const PropagatePass &other) : PassWrapper(other) {}
-
-  // Both on by default; switches to measure what each contributes.
-  Option<bool> lookAhead{*this, "look-ahead",
-                         llvm::cl::desc("Refine each greedy round with the SBPs consumers asked "
-                                        "for in the previous round"),
-                         llvm::cl::init(true)};
-  Option<bool> search{*this, "search",
-                      llvm::cl::desc("Search over variable and activation SBPs by total cost"),
-                      llvm::cl::init(true)};
+struct PropagatePass : public sbp::impl::PropagatePassBase<PropagatePass> {
+  using Base::Base;
 
   CostModel model;
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    ensureSbpOpSemantics(module.getContext());
     SymbolTableCollection symbols;
     canonicalizeUnitDims(module, symbols);
     SearchOptions options;
@@ -1125,5 +1105,3 @@ struct PropagatePass : public PassWrapper<PropagatePass, OperationPass<ModuleOp>
 };
 
 } // namespace
-
-std::unique_ptr<Pass> mlir::sbp::createPropagatePass() { return std::make_unique<PropagatePass>(); }

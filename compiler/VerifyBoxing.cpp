@@ -2,7 +2,11 @@
 // op's operand and result SBPs form one of its signatures on every hierarchy
 // dimension, and every tensor has an SBP.
 #include "compiler/Passes.h"
-#include "ops/OpSemantics.h"
+
+namespace mlir::sbp {
+#define GEN_PASS_DEF_VERIFYBOXINGPASS
+#include "compiler/Passes.h.inc"
+} // namespace mlir::sbp
 
 using namespace mlir;
 using namespace mlir::sbp;
@@ -26,8 +30,6 @@ InFlightDiagnostic mlir::sbp::emitNoSignatureError(Operation *op, unsigned dim,
 }
 
 LogicalResult mlir::sbp::verifyNoImplicitBoxing(ModuleOp module) {
-  ensureSbpOpSemantics(module.getContext());
-  SymbolTableCollection symbols;
   for (auto fn : module.getOps<func::FuncOp>()) {
     for (Operation &op : fn.getBody().front()) {
       auto iface = dyn_cast<SbpOpInterface>(&op);
@@ -82,22 +84,10 @@ LogicalResult mlir::sbp::verifyNoImplicitBoxing(ModuleOp module) {
 }
 
 namespace {
-struct VerifyBoxingPass : public PassWrapper<VerifyBoxingPass, OperationPass<ModuleOp>> {
-  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(VerifyBoxingPass)
-  StringRef getArgument() const override { return "sbp-verify-boxing"; }
-  StringRef getDescription() const override {
-    return "Check that every op's SBPs form one of its signatures (no implicit boxing)";
-  }
-  void getDependentDialects(DialectRegistry &registry) const override {
-    registry.insert<SbpDialect>();
-  }
+struct VerifyBoxingPass : public sbp::impl::VerifyBoxingPassBase<VerifyBoxingPass> {
   void runOnOperation() override {
     if (failed(verifyNoImplicitBoxing(getOperation())))
       signalPassFailure();
   }
 };
 } // namespace
-
-std::unique_ptr<Pass> mlir::sbp::createVerifyBoxingPass() {
-  return std::make_unique<VerifyBoxingPass>();
-}

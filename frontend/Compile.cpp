@@ -16,16 +16,15 @@ namespace sbpflow {
 StatusOr<std::vector<uint8_t>> compileModel(const Model &model, const std::string &mlirPath,
                                             const std::string &planPath,
                                             const CompileOptions &options) {
-  mlir::MLIRContext context;
+  mlir::OwningOpRef<mlir::ModuleOp> module = model.toMLIR();
   std::string diagnostics;
   llvm::raw_string_ostream os(diagnostics);
-  mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &d) {
+  mlir::ScopedDiagnosticHandler handler(module->getContext(), [&](mlir::Diagnostic &d) {
     os << d.getLocation() << ": " << d << "\n";
     for (const mlir::Diagnostic &note : d.getNotes())
       os << "  note: " << note << "\n";
     return mlir::success();
   });
-  mlir::OwningOpRef<mlir::ModuleOp> module = model.toMLIR(context);
   if (!mlirPath.empty()) {
     std::error_code ec;
     llvm::raw_fd_ostream out(mlirPath, ec);

@@ -1,8 +1,8 @@
-// The C++ DSL: a model is traced into a small graph of typed nodes as the
-// user calls layers, then lowered to an MLIR module in the `sbp` dialect with
-// a `train` function (forward, loss, minimize) and an `eval` function
-// (forward, loss, metrics and outputs). Shape errors are reported at the
-// user's line. Tensors have any rank; shapes are global.
+// The C++ DSL: each call creates its op of the `sbp` dialect, checked by that
+// op's verifier (shape errors are reported at the user's line); the model
+// becomes an MLIR module with a `train` function (forward, loss, minimize)
+// and an `eval` function (forward, loss, metrics and outputs). Tensors have
+// any rank; shapes are global.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +14,6 @@
 #include <vector>
 
 namespace mlir {
-class MLIRContext;
 class ModuleOp;
 template <typename OpTy> class OwningOpRef;
 } // namespace mlir
@@ -165,10 +164,11 @@ public:
   const std::string &name() const;
   Graph &graph() { return *graph_; }
 
-  // The module: `sbp.placement`s, `sbp.variable`s, func @train (only with
-  // minimize) and func @eval (only with a metric or an output: those and the
-  // loss; dropout left out).
-  mlir::OwningOpRef<mlir::ModuleOp> toMLIR(mlir::MLIRContext &context) const;
+  // The module, in the model's own MLIR context: `sbp.placement`s,
+  // `sbp.variable`s, func @train (only with minimize) and func @eval (only
+  // with a metric or an output: those and the loss; dropout left out). It may
+  // not outlive the model.
+  mlir::OwningOpRef<mlir::ModuleOp> toMLIR() const;
 
 private:
   std::unique_ptr<Graph> graph_;

@@ -7,6 +7,7 @@ include "mlir/IR/OpBase.td"
 include "mlir/IR/AttrTypeBase.td"
 include "mlir/IR/EnumAttr.td"
 include "mlir/IR/BuiltinAttributeInterfaces.td"
+include "SbpInterfaces.td"
 
 def Sbp_Dialect : Dialect {
   let name = "sbp";
@@ -72,17 +73,22 @@ def Sbp_InitAttr : Sbp_Attr<"Init", "init"> {
                         APFloatParameter<"first parameter">:$a,
                         APFloatParameter<"second parameter">:$b);
   let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
 }
 
-def Sbp_SgdAttr : Sbp_Attr<"Sgd", "sgd"> {
+// Optimisers: their ops are built by ops/Training.cpp (OptimizerAttrInterface).
+def Sbp_SgdAttr : Sbp_Attr<"Sgd", "sgd",
+                           [DeclareAttrInterfaceMethods<Sbp_OptimizerAttrInterface>]> {
   let summary = "SGD with momentum and weight decay";
   let parameters = (ins APFloatParameter<"learning rate">:$lr,
                         APFloatParameter<"momentum">:$momentum,
                         APFloatParameter<"weight decay">:$weight_decay);
   let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
 }
 
-def Sbp_AdamWAttr : Sbp_Attr<"AdamW", "adamw"> {
+def Sbp_AdamWAttr : Sbp_Attr<"AdamW", "adamw",
+                               [DeclareAttrInterfaceMethods<Sbp_OptimizerAttrInterface>]> {
   let summary = "AdamW (PyTorch's torch.optim.AdamW): decoupled weight decay";
   let parameters = (ins APFloatParameter<"learning rate">:$lr,
                         APFloatParameter<"first moment decay">:$beta1,
@@ -90,6 +96,7 @@ def Sbp_AdamWAttr : Sbp_Attr<"AdamW", "adamw"> {
                         APFloatParameter<"denominator epsilon">:$eps,
                         APFloatParameter<"weight decay">:$weight_decay);
   let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
 }
 
 #endif

@@ -2,8 +2,13 @@
 // inside tensor encodings, and the helpers on encoded tensor types.
 #include "ir/SbpDialect.h"
 
+#include "runtime/plan/OpInfo.h"
+
 #include "mlir/IR/DialectImplementation.h"
 #include "llvm/ADT/TypeSwitch.h"
+
+#include <cmath>
+#include <cstring>
 
 using namespace mlir;
 using namespace mlir::sbp;
@@ -14,6 +19,7 @@ using namespace mlir::sbp;
 #define GET_ATTRDEF_CLASSES
 #include "ir/SbpAttrs.cpp.inc"
 
+#include "ir/SbpAttrInterfaces.cpp.inc"
 #include "ir/SbpInterfaces.cpp.inc"
 
 void SbpDialect::initialize() {
@@ -100,6 +106,18 @@ RankedTensorType withSbp(Type type, SbpTensorAttr encoding) {
 void setSbp(Value value, SbpTensorAttr encoding) {
   value.setType(withSbp(value.getType(), encoding));
 }
+
+static char typeRule(Operation *op, unsigned i, bool operand) {
+  auto planOp = llvm::dyn_cast<PlanOpInterface>(op);
+  const sbpflow::OpInfo *info = planOp ? sbpflow::opInfo(planOp.getPlanKind()) : nullptr;
+  if (!info)
+    return 0;
+  const char *rules = operand ? info->inTypes : info->outTypes;
+  size_t n = std::strlen(rules);
+  return n == 0 ? 'A' : rules[std::min<size_t>(i, n - 1)];
+}
+char operandTypeRule(Operation *op, unsigned i) { return typeRule(op, i, true); }
+char resultTypeRule(Operation *op, unsigned i) { return typeRule(op, i, false); }
 
 SbpTensorAttr makeSbpTensorAttr(MLIRContext *ctx, llvm::StringRef placement,
                                 llvm::ArrayRef<SbpDim> dims) {
@@ -214,9 +232,13 @@ LogicalResult SbpTensorAttr::verify(llvm::function_ref<InFlightDiagnostic()> emi
     return emitError() << "SBP encoding needs a placement";
   if (!sbp || sbp.empty())
     return emitError() << "SBP encoding needs one SBP per hierarchy dimension, got none";
-  for (Attribute a : sbp)
-    if (!sbpDimFromAttr(a))
+  for (Attribute a : sbp) {
+    std::optional<SbpDim> d = sbpDimFromAttr(a);
+    if (!d)
       return emitError() << "SBP encoding element " << a << " is not an SBP dimension";
+    if (d->kind == SbpKind::Split && d->axis < 0)
+      return emitError() << "split axis must be non-negative, got " << d->axis;
+  }
   return success();
 }
 
@@ -240,7 +262,21 @@ Attribute InitAttr::parse(AsmParser &parser, Type) {
   }
   if (parser.parseGreater())
     return {};
-  return InitAttr::get(parser.getContext(), *kind, llvm::APFloat(a), llvm::APFloat(b));
+  return parser.getChecked<InitAttr>(loc, parser.getContext(), *kind, llvm::APFloat(a),
+                                     llvm::APFloat(b));
+}
+
+// Parameters a random draw or a constant can be made from.
+LogicalResult InitAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitError, InitKind kind,
+                               llvm::APFloat a, llvm::APFloat b) {
+  double lo = a.convertToDouble(), hi = b.convertToDouble();
+  if (!std::isfinite(lo) || !std::isfinite(hi))
+    return emitError() << "initialiser parameters must be finite";
+  if (kind == InitKind::uniform && !(lo < hi))
+    return emitError() << "uniform initialiser needs low < high, got [" << lo << ", " << hi << ")";
+  if (kind == InitKind::normal && hi < 0)
+    return emitError() << "normal initialiser needs a standard deviation >= 0, got " << hi;
+  return success();
 }
 
 void InitAttr::print(AsmPrinter &printer) const {
@@ -305,11 +341,22 @@ void printNamedFloats(AsmPrinter &printer,
 
 Attribute SgdAttr::parse(AsmParser &parser, Type) {
   double lr = 0, momentum = 0, wd = 0;
+  SMLoc start = parser.getCurrentLocation();
   if (failed(parseNamedFloats(parser, "sgd",
                               {{"lr", &lr}, {"momentum", &momentum}, {"weight_decay", &wd}})))
     return {};
-  return SgdAttr::get(parser.getContext(), llvm::APFloat(lr), llvm::APFloat(momentum),
-                      llvm::APFloat(wd));
+  return parser.getChecked<SgdAttr>(start, parser.getContext(), llvm::APFloat(lr),
+                                    llvm::APFloat(momentum), llvm::APFloat(wd));
+}
+
+LogicalResult SgdAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitError, llvm::APFloat lr,
+                              llvm::APFloat momentum, llvm::APFloat weightDecay) {
+  if (!(lr.convertToDouble() > 0) || !(momentum.convertToDouble() >= 0) ||
+      !(weightDecay.convertToDouble() >= 0))
+    return emitError() << "#sbp.sgd needs lr > 0, momentum >= 0 and weight_decay >= 0, got lr = "
+                       << lr.convertToDouble() << ", momentum = " << momentum.convertToDouble()
+                       << ", weight_decay = " << weightDecay.convertToDouble();
+  return success();
 }
 
 void SgdAttr::print(AsmPrinter &printer) const {
@@ -329,17 +376,25 @@ Attribute AdamWAttr::parse(AsmParser &parser, Type) {
                                {"eps", &eps},
                                {"weight_decay", &wd}})))
     return {};
-  if (beta1 < 0 || beta1 >= 1 || beta2 < 0 || beta2 >= 1) {
-    parser.emitError(start, "#sbp.adamw betas must lie in [0, 1), got beta1 = ")
-        << beta1 << ", beta2 = " << beta2;
-    return {};
-  }
-  if (eps <= 0) {
-    parser.emitError(start, "#sbp.adamw eps must be positive, got ") << eps;
-    return {};
-  }
-  return AdamWAttr::get(parser.getContext(), llvm::APFloat(lr), llvm::APFloat(beta1),
-                        llvm::APFloat(beta2), llvm::APFloat(eps), llvm::APFloat(wd));
+  return parser.getChecked<AdamWAttr>(start, parser.getContext(), llvm::APFloat(lr),
+                                      llvm::APFloat(beta1), llvm::APFloat(beta2),
+                                      llvm::APFloat(eps), llvm::APFloat(wd));
+}
+
+LogicalResult AdamWAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitError,
+                                llvm::APFloat lr, llvm::APFloat beta1, llvm::APFloat beta2,
+                                llvm::APFloat eps, llvm::APFloat weightDecay) {
+  double b1 = beta1.convertToDouble(), b2 = beta2.convertToDouble();
+  if (!(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1))
+    return emitError() << "#sbp.adamw betas must lie in [0, 1), got beta1 = " << b1
+                       << ", beta2 = " << b2;
+  if (!(eps.convertToDouble() > 0))
+    return emitError() << "#sbp.adamw eps must be positive, got " << eps.convertToDouble();
+  if (!(lr.convertToDouble() > 0) || !(weightDecay.convertToDouble() >= 0))
+    return emitError() << "#sbp.adamw needs lr > 0 and weight_decay >= 0, got lr = "
+                       << lr.convertToDouble()
+                       << ", weight_decay = " << weightDecay.convertToDouble();
+  return success();
 }
 
 void AdamWAttr::print(AsmPrinter &printer) const {

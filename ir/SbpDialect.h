@@ -1,4 +1,4 @@
-// The `sbp` dialect: one header for its attributes, ops, interface and the
+// The `sbp` dialect: one header for its attributes, ops, interfaces and the
 // helpers that read and write the SBP encoding of tensor types.
 #pragma once
 
@@ -21,8 +21,33 @@
 #include "ir/SbpDialect.h.inc"
 #include "ir/SbpEnums.h.inc"
 
+#include "ir/SbpAttrInterfaces.h.inc"
+
 #define GET_ATTRDEF_CLASSES
 #include "ir/SbpAttrs.h.inc"
+
+namespace mlir::sbp {
+// An op's policy under sbp-mixed-precision (torch.autocast's bf16 policy):
+// the element type its operands and results of Ops.def letter T, A or W take.
+enum class Precision {
+  Unchanged,    // sources and casts keep their types
+  Bf16,         // matmul, attention
+  F32,          // reductions to a scalar, losses' means, training ops
+  FirstOperand, // the first operand's type (a bias follows its input)
+  Common,       // the float operands' common type, f32 where they differ
+};
+
+// The gradient rule of an op that has none (SbpOpInterface's default).
+LogicalResult noGradient(Operation *op);
+
+// The verifiers every op of an interface runs (SbpInterfaces.td).
+LogicalResult verifyInferredResultTypes(Operation *op);
+LogicalResult verifyBoxing(Operation *op);
+// The encodings of `op`'s operands and results: a declared placement, one
+// SBP per hierarchy dimension, split axes inside the tensor's rank, and one
+// placement for the whole op.
+LogicalResult verifyEncodings(Operation *op, SymbolTableCollection &symbols);
+} // namespace mlir::sbp
 
 #include "ir/SbpInterfaces.h.inc"
 
@@ -32,6 +57,13 @@ template <::sbpflow::plan::OpKind Kind> struct PlanKind {
   template <typename ConcreteType> class Impl : public TraitBase<ConcreteType, Impl> {
   public:
     static constexpr ::sbpflow::plan::OpKind getPlanKind() { return Kind; }
+  };
+};
+// PrecisionPolicy<"P"> in ODS: the op's mixed-precision policy.
+template <::mlir::sbp::Precision P> struct PrecisionPolicy {
+  template <typename ConcreteType> class Impl : public TraitBase<ConcreteType, Impl> {
+  public:
+    static constexpr ::mlir::sbp::Precision getPrecision() { return P; }
   };
 };
 } // namespace mlir::OpTrait
@@ -56,19 +88,10 @@ SbpTensorAttr makeSbpTensorAttr(MLIRContext *ctx, llvm::StringRef placement,
 // The nd-SBP of an encoding (empty for null).
 llvm::SmallVector<SbpDim, 2> getSbpDims(SbpTensorAttr attr);
 
-// Shape inference shared by the verifiers and the op semantics: the result
-// types (no encoding) of an sbp compute op from its operands; emits located
-// errors and fails on a shape or element type mismatch.
-LogicalResult inferComputeResultTypes(Operation *op,
-                                      llvm::SmallVectorImpl<RankedTensorType> &results);
-
-// The shape of sbp.matmul's result for operands of shapes `a` and `b`, each
-// read as the matrix [prod(leading dims), last dim] and transposed as asked:
-// a's kept dims (its leading dims, or its last when transposed) followed by
-// b's (its last, or its leading dims when transposed). Inner sizes are not
-// checked here.
-llvm::SmallVector<int64_t> matmulResultShape(llvm::ArrayRef<int64_t> a, llvm::ArrayRef<int64_t> b,
-                                             bool transposeA, bool transposeB);
+// The element-type rule (runtime/plan/Ops.def: T, F, I, A, W or C) of
+// operand / result `i` of a plan op; 0 for an op that becomes no plan task.
+char operandTypeRule(Operation *op, unsigned i);
+char resultTypeRule(Operation *op, unsigned i);
 
 } // namespace sbp
 } // namespace mlir

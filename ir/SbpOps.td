@@ -1,5 +1,7 @@
 // Ops of the `sbp` dialect: module-level placements and variables, the compute
-// ops of a step function, the optimiser and the boxing collectives.
+// ops of a step function, the optimiser and the boxing collectives. An op's
+// facts live here (plan kind, mixed-precision policy, attributes) and in its
+// family in ops/ (shapes, SBP signatures, gradient, cost).
 #ifndef SBP_OPS_TD
 #define SBP_OPS_TD
 
@@ -8,9 +10,28 @@ include "SbpInterfaces.td"
 include "mlir/IR/SymbolInterfaces.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
+// Every op's tensor encodings name a declared placement with one SBP per
+// hierarchy dimension, the same placement for all of them. An op that
+// references other symbols (variables) replaces extraClassDefinition by its
+// own verifySymbolUses.
+defvar Sbp_VerifyEncodings = [{
+  ::mlir::LogicalResult $cppClass::verifySymbolUses(::mlir::SymbolTableCollection &symbols) {
+    return ::mlir::sbp::verifyEncodings(*this, symbols);
+  }
+}];
 class Sbp_Op<string mnemonic, list<Trait> traits = []>
     : Op<Sbp_Dialect, mnemonic,
-         traits # [DeclareOpInterfaceMethods<SymbolUserOpInterface>]>;
+         traits # [DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let extraClassDefinition = Sbp_VerifyEncodings;
+}
+
+// The op's facts for the compiler: SbpOpInterface, defined by its family in
+// ops/. The interface's verifier runs the op's shape rule. A Differentiable
+// op also defines its gradient rule (the others have none: backward and
+// fused ops, sources, training ops).
+defvar SbpSemantics = DeclareOpInterfaceMethods<SbpOpInterface>;
+defvar SbpDifferentiable = DeclareOpInterfaceMethods<SbpOpInterface, ["buildGradients"]>;
+defvar Differentiable = 1;
 
 // An op that becomes one task of the plan: its row of runtime/plan/Ops.def
 // (plan kind, arity, element types, attributes table). sbp-emit-plan reads
@@ -18,6 +39,16 @@ class Sbp_Op<string mnemonic, list<Trait> traits = []>
 class PlanKind<string kind>
     : ParamNativeOpTrait<"PlanKind", "::sbpflow::plan::OpKind::" # kind>;
 class PlanOp<string kind> : TraitList<[PlanKind<kind>, Sbp_PlanOpInterface]>;
+
+// The op under sbp-mixed-precision (ir/SbpDialect.h, enum Precision):
+// Unchanged, Bf16, F32, FirstOperand or Common. Its plan kind's Ops.def
+// letters say which operands and results take that type (T, A, W), stay f32
+// (F) or are not floats (I). Ops without a policy (the backward ops) are
+// refused: the pass runs before sbp-autodiff.
+class PrecisionPolicy<string policy>
+    : ParamNativeOpTrait<"PrecisionPolicy", "::mlir::sbp::Precision::" # policy>;
+class Precision<string policy>
+    : TraitList<[PrecisionPolicy<policy>, Sbp_PrecisionOpInterface]>;
 
 //===-- module level ------------------------------------------------------===//
 
@@ -49,25 +80,29 @@ def Sbp_VariableOp : Sbp_Op<"variable", [Symbol, HasParent<"::mlir::ModuleOp">]>
       return ::llvm::cast<::mlir::RankedTensorType>(getType());
     }
   }];
+  let extraClassDefinition = [{}];
 }
 
-//===-- sources ------------------------------------------------------------===//
+//===-- sources (ops/Sources.cpp) --------------------------------------------===//
 
-def Sbp_InputOp : Sbp_Op<"input", [Pure, PlanOp<"Input">]> {
+def Sbp_InputOp : Sbp_Op<"input", [Pure, PlanOp<"Input">, Precision<"Unchanged">, SbpSemantics]> {
   let summary = "this step's batch of a named data field";
   let arguments = (ins StrAttr:$field);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$field attr-dict `:` type($result)";
+  let hasVerifier = 1;
 }
 
-def Sbp_ParameterOp : Sbp_Op<"parameter", [Pure, PlanOp<"Parameter">]> {
+def Sbp_ParameterOp : Sbp_Op<"parameter",
+    [Pure, PlanOp<"Parameter">, Precision<"Unchanged">, SbpSemantics]> {
   let summary = "a view of a variable";
   let arguments = (ins FlatSymbolRefAttr:$variable);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$variable attr-dict `:` type($result)";
+  let extraClassDefinition = [{}];
 }
 
-def Sbp_FillOp : Sbp_Op<"fill", [Pure, PlanOp<"Fill">]> {
+def Sbp_FillOp : Sbp_Op<"fill", [Pure, PlanOp<"Fill">, Precision<"Unchanged">, SbpSemantics]> {
   let summary = "a tensor with every element equal to `value`";
   let arguments = (ins F32Attr:$value);
   let results = (outs AnyRankedTensor:$result);
@@ -76,14 +111,17 @@ def Sbp_FillOp : Sbp_Op<"fill", [Pure, PlanOp<"Fill">]> {
 
 //===-- compute ------------------------------------------------------------===//
 
-class Sbp_ComputeOp<string mnemonic, string planKind, list<Trait> traits = []>
-    : Sbp_Op<mnemonic, traits # [Pure, PlanOp<planKind>]> {
+class Sbp_ComputeOp<string mnemonic, string planKind, list<Trait> traits = [],
+                    bit differentiable = 0>
+    : Sbp_Op<mnemonic, traits # [Pure, PlanOp<planKind>,
+                                 !if(differentiable, SbpDifferentiable, SbpSemantics)]> {
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "operands attr-dict `:` functional-type(operands, results)";
-  let hasVerifier = 1;
 }
 
-def Sbp_MatmulOp : Sbp_ComputeOp<"matmul", "MatMul"> {
+// ---- ops/Linear.cpp
+
+def Sbp_MatmulOp : Sbp_ComputeOp<"matmul", "MatMul", [Precision<"Bf16">], Differentiable> {
   let summary = "matrix product op(a) x op(b) of operands viewed as [prod(lead), last]";
   let description = [{
     Operands of rank >= 2 are viewed as 2-D matrices [product of the leading
@@ -97,7 +135,8 @@ def Sbp_MatmulOp : Sbp_ComputeOp<"matmul", "MatMul"> {
                        DefaultValuedAttr<BoolAttr, "false">:$transpose_b);
 }
 
-def Sbp_BiasAddOp : Sbp_ComputeOp<"bias_add", "BiasAdd"> {
+def Sbp_BiasAddOp : Sbp_ComputeOp<"bias_add", "BiasAdd",
+                                  [Precision<"FirstOperand">], Differentiable> {
   let summary = "x + bias, bias matching the trailing bias.rank axes of x";
   let arguments = (ins AnyRankedTensor:$x, AnyRankedTensor:$bias);
 }
@@ -108,12 +147,19 @@ def Sbp_BiasGeluOp : Sbp_ComputeOp<"bias_gelu", "BiasGelu"> {
   let results = (outs AnyRankedTensor:$pre, AnyRankedTensor:$y);
 }
 
-def Sbp_AddOp : Sbp_ComputeOp<"add", "Add"> {
+def Sbp_ReduceRowsOp : Sbp_ComputeOp<"reduce_rows", "ReduceRows"> {
+  let summary = "sum over the leading axes of x down to the result's (trailing) shape";
+  let arguments = (ins AnyRankedTensor:$x);
+}
+
+// ---- ops/Elementwise.cpp
+
+def Sbp_AddOp : Sbp_ComputeOp<"add", "Add", [Precision<"Common">], Differentiable> {
   let summary = "elementwise sum";
   let arguments = (ins AnyRankedTensor:$lhs, AnyRankedTensor:$rhs);
 }
 
-def Sbp_ReluOp : Sbp_ComputeOp<"relu", "Relu"> {
+def Sbp_ReluOp : Sbp_ComputeOp<"relu", "Relu", [Precision<"Common">], Differentiable> {
   let arguments = (ins AnyRankedTensor:$x);
 }
 
@@ -122,7 +168,25 @@ def Sbp_ReluGradOp : Sbp_ComputeOp<"relu_grad", "ReluGrad"> {
   let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$y);
 }
 
-def Sbp_SoftmaxXentOp : Sbp_ComputeOp<"softmax_xent", "SoftmaxXent"> {
+def Sbp_GeluOp : Sbp_ComputeOp<"gelu", "Gelu", [Precision<"Common">], Differentiable> {
+  let summary = "exact (erf) GELU";
+  let arguments = (ins AnyRankedTensor:$x);
+}
+
+def Sbp_GeluGradOp : Sbp_ComputeOp<"gelu_grad", "GeluGrad"> {
+  let summary = "dy * gelu'(x)";
+  let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$x);
+}
+
+def Sbp_DropoutOp : Sbp_ComputeOp<"dropout", "Dropout", [Precision<"Common">], Differentiable> {
+  let summary = "x * keep / (1 - p), the keep mask a function of (seed, global index, batch)";
+  let arguments = (ins AnyRankedTensor:$x, F32Attr:$p, I64Attr:$seed);
+}
+
+// ---- ops/Loss.cpp
+
+def Sbp_SoftmaxXentOp : Sbp_ComputeOp<"softmax_xent", "SoftmaxXent",
+                                      [Precision<"FirstOperand">], Differentiable> {
   let summary = "cross entropy of softmax(logits[..., :]) against i32 labels[...]";
   let arguments = (ins AnyRankedTensor:$logits, AnyRankedTensor:$labels);
 }
@@ -133,7 +197,7 @@ def Sbp_SoftmaxXentGradOp : Sbp_ComputeOp<"softmax_xent_grad", "SoftmaxXentGrad"
                        AnyRankedTensor:$dloss);
 }
 
-def Sbp_MeanOp : Sbp_ComputeOp<"mean", "Mean"> {
+def Sbp_MeanOp : Sbp_ComputeOp<"mean", "Mean", [Precision<"F32">], Differentiable> {
   let summary = "mean of all elements (a scalar)";
   let arguments = (ins AnyRankedTensor:$x);
 }
@@ -143,19 +207,16 @@ def Sbp_MeanGradOp : Sbp_ComputeOp<"mean_grad", "MeanGrad"> {
   let arguments = (ins AnyRankedTensor:$dy);
 }
 
-def Sbp_ReduceRowsOp : Sbp_ComputeOp<"reduce_rows", "ReduceRows"> {
-  let summary = "sum over the leading axes of x down to the result's (trailing) shape";
-  let arguments = (ins AnyRankedTensor:$x);
-}
-
-def Sbp_CountCorrectOp : Sbp_ComputeOp<"count_correct", "CountCorrect"> {
+def Sbp_CountCorrectOp : Sbp_ComputeOp<"count_correct", "CountCorrect",
+                                       [Precision<"FirstOperand">]> {
   let summary = "number of rows whose argmax equals the label (f32 scalar)";
   let arguments = (ins AnyRankedTensor:$logits, AnyRankedTensor:$labels);
 }
 
-//===-- transformer ----------------------------------------------------------===//
+// ---- ops/Embedding.cpp
 
-def Sbp_EmbeddingOp : Sbp_ComputeOp<"embedding", "Embedding"> {
+def Sbp_EmbeddingOp : Sbp_ComputeOp<"embedding", "Embedding",
+                                    [Precision<"Common">], Differentiable> {
   let summary = "rows of table [V, C] picked by i32 ids [...] -> [..., C]";
   let arguments = (ins AnyRankedTensor:$table, AnyRankedTensor:$ids);
 }
@@ -165,7 +226,10 @@ def Sbp_EmbeddingGradOp : Sbp_ComputeOp<"embedding_grad", "EmbeddingGrad"> {
   let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$ids);
 }
 
-def Sbp_LayerNormOp : Sbp_ComputeOp<"layer_norm", "LayerNorm"> {
+// ---- ops/Normalization.cpp
+
+def Sbp_LayerNormOp : Sbp_ComputeOp<"layer_norm", "LayerNorm",
+                                    [Precision<"FirstOperand">], Differentiable> {
   let summary = "layer normalisation over the last axis, scaled by gamma and shifted by beta";
   let arguments = (ins AnyRankedTensor:$x, AnyRankedTensor:$gamma, AnyRankedTensor:$beta,
                        F32Attr:$eps);
@@ -178,17 +242,7 @@ def Sbp_LayerNormGradOp : Sbp_ComputeOp<"layer_norm_grad", "LayerNormGrad"> {
   let results = (outs AnyRankedTensor:$dx, AnyRankedTensor:$dgamma, AnyRankedTensor:$dbeta);
 }
 
-def Sbp_GeluOp : Sbp_ComputeOp<"gelu", "Gelu"> {
-  let summary = "exact (erf) GELU";
-  let arguments = (ins AnyRankedTensor:$x);
-}
-
-def Sbp_GeluGradOp : Sbp_ComputeOp<"gelu_grad", "GeluGrad"> {
-  let summary = "dy * gelu'(x)";
-  let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$x);
-}
-
-def Sbp_SoftmaxOp : Sbp_ComputeOp<"softmax", "Softmax"> {
+def Sbp_SoftmaxOp : Sbp_ComputeOp<"softmax", "Softmax", [Precision<"Common">], Differentiable> {
   let summary = "softmax over the last axis";
   let arguments = (ins AnyRankedTensor:$x);
 }
@@ -198,7 +252,10 @@ def Sbp_SoftmaxGradOp : Sbp_ComputeOp<"softmax_grad", "SoftmaxGrad"> {
   let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$y);
 }
 
-def Sbp_CausalAttentionOp : Sbp_ComputeOp<"causal_attention", "CausalAttention"> {
+// ---- ops/Attention.cpp
+
+def Sbp_CausalAttentionOp : Sbp_ComputeOp<"causal_attention", "CausalAttention",
+                                          [Precision<"Bf16">], Differentiable> {
   let summary = "causal multi-head self-attention of q, k, v [B, T, C], C = heads * d";
   let arguments = (ins AnyRankedTensor:$q, AnyRankedTensor:$k, AnyRankedTensor:$v,
                        I64Attr:$heads);
@@ -211,22 +268,20 @@ def Sbp_CausalAttentionGradOp : Sbp_ComputeOp<"causal_attention_grad", "CausalAt
   let results = (outs AnyRankedTensor:$dq, AnyRankedTensor:$dk, AnyRankedTensor:$dv);
 }
 
-def Sbp_DropoutOp : Sbp_ComputeOp<"dropout", "Dropout"> {
-  let summary = "x * keep / (1 - p), the keep mask a function of (seed, global index, batch)";
-  let arguments = (ins AnyRankedTensor:$x, F32Attr:$p, I64Attr:$seed);
-}
+// ---- ops/Shape.cpp
 
-def Sbp_ReshapeOp : Sbp_ComputeOp<"reshape", "Reshape"> {
+def Sbp_ReshapeOp : Sbp_ComputeOp<"reshape", "Reshape", [Precision<"Common">], Differentiable> {
   let summary = "the same elements in the result type's shape";
   let arguments = (ins AnyRankedTensor:$x);
 }
 
-def Sbp_TransposeOp : Sbp_ComputeOp<"transpose", "Transpose"> {
+def Sbp_TransposeOp : Sbp_ComputeOp<"transpose", "Transpose",
+                                    [Precision<"Common">], Differentiable> {
   let summary = "axes permuted: result.shape[k] = x.shape[perm[k]]";
   let arguments = (ins AnyRankedTensor:$x, DenseI64ArrayAttr:$perm);
 }
 
-def Sbp_NarrowOp : Sbp_ComputeOp<"narrow", "Narrow"> {
+def Sbp_NarrowOp : Sbp_ComputeOp<"narrow", "Narrow", [Precision<"Common">], Differentiable> {
   let summary = "x[..., begin : begin + result.shape[axis], ...] (torch.narrow)";
   let arguments = (ins AnyRankedTensor:$x, I64Attr:$axis, I64Attr:$begin);
 }
@@ -236,22 +291,12 @@ def Sbp_NarrowGradOp : Sbp_ComputeOp<"narrow_grad", "NarrowGrad"> {
   let arguments = (ins AnyRankedTensor:$dy, I64Attr:$axis, I64Attr:$begin);
 }
 
-def Sbp_ConcatOp : Sbp_ComputeOp<"concat", "Concat"> {
+def Sbp_ConcatOp : Sbp_ComputeOp<"concat", "Concat", [Precision<"Common">], Differentiable> {
   let summary = "the operands joined along axis";
   let arguments = (ins Variadic<AnyRankedTensor>:$inputs, I64Attr:$axis);
 }
 
-def Sbp_SquareSumOp : Sbp_ComputeOp<"square_sum", "SquareSum"> {
-  let summary = "sum of the squares of all elements (an f32 scalar)";
-  let arguments = (ins AnyRankedTensor:$x);
-}
-
-def Sbp_ClipScaleOp : Sbp_ComputeOp<"clip_scale", "ClipScale"> {
-  let summary = "min(1, max_norm / (sqrt(sumsq) + 1e-6)): the gradient clipping factor";
-  let arguments = (ins AnyRankedTensor:$sumsq, F32Attr:$max_norm);
-}
-
-def Sbp_CastOp : Sbp_ComputeOp<"cast", "Cast"> {
+def Sbp_CastOp : Sbp_ComputeOp<"cast", "Cast", [Precision<"Unchanged">], Differentiable> {
   let summary = "x converted to the result's element type (f32 <-> bf16, round to nearest even)";
   let description = [{
     Inserted by sbp-mixed-precision: activations in bf16, variables (master
@@ -260,16 +305,34 @@ def Sbp_CastOp : Sbp_ComputeOp<"cast", "Cast"> {
   let arguments = (ins AnyRankedTensor:$x);
 }
 
-//===-- training -----------------------------------------------------------===//
+//===-- training (ops/Training.cpp) ---------------------------------------------===//
 
-def Sbp_MinimizeOp : Sbp_Op<"minimize"> {
+def Sbp_SquareSumOp : Sbp_ComputeOp<"square_sum", "SquareSum", [Precision<"F32">]> {
+  let summary = "sum of the squares of all elements (an f32 scalar)";
+  let arguments = (ins AnyRankedTensor:$x);
+}
+
+def Sbp_ClipScaleOp : Sbp_ComputeOp<"clip_scale", "ClipScale", [Precision<"F32">]> {
+  let summary = "min(1, max_norm / (sqrt(sumsq) + 1e-6)): the gradient clipping factor";
+  let arguments = (ins AnyRankedTensor:$sumsq, F32Attr:$max_norm);
+}
+
+def Sbp_OptimizerAttr : Attr<CPred<"::llvm::isa<::mlir::sbp::OptimizerAttrInterface>($_self)">,
+                              "an optimiser (#sbp.sgd, #sbp.adamw)"> {
+  let storageType = "::mlir::Attribute";
+  let returnType = "::mlir::Attribute";
+  let convertFromStorage = "$_self";
+}
+
+def Sbp_MinimizeOp : Sbp_Op<"minimize", [Precision<"F32">]> {
   let summary = "train every parameter feeding `loss` (removed by sbp-autodiff)";
   let description = [{
-    `optimizer` is #sbp.sgd<...> or #sbp.adamw<...>; with `max_grad_norm`
-    the gradients are scaled so that their global L2 norm is at most it.
+    `optimizer` is an optimiser attribute (#sbp.sgd<...>, #sbp.adamw<...>);
+    with `max_grad_norm` the gradients are scaled so that their global L2
+    norm is at most it.
   }];
   let arguments = (ins AnyRankedTensor:$loss,
-                       AnyAttrOf<[Sbp_SgdAttr, Sbp_AdamWAttr]>:$optimizer,
+                       Sbp_OptimizerAttr:$optimizer,
                        OptionalAttr<F32Attr>:$max_grad_norm);
   let assemblyFormat = "$loss attr-dict `:` type($loss)";
   let builders = [
@@ -280,33 +343,39 @@ def Sbp_MinimizeOp : Sbp_Op<"minimize"> {
   let hasVerifier = 1;
 }
 
-def Sbp_MetricOp : Sbp_Op<"metric"> {
+def Sbp_MetricOp : Sbp_Op<"metric", [Precision<"F32">, SbpSemantics]> {
   let summary = "a scalar reported to the driver each step";
   let arguments = (ins StrAttr:$name, AnyRankedTensor:$value);
   let assemblyFormat = "$name $value attr-dict `:` type($value)";
   let hasVerifier = 1;
 }
 
-def Sbp_OutputOp : Sbp_Op<"output"> {
+def Sbp_OutputOp : Sbp_Op<"output", [Precision<"F32">, SbpSemantics]> {
   let summary = "a tensor the caller reads after a step (e.g. probabilities for sampling)";
   let arguments = (ins StrAttr:$name, AnyRankedTensor:$value);
   let assemblyFormat = "$name $value attr-dict `:` type($value)";
   let hasVerifier = 1;
 }
 
-def Sbp_SgdOp : Sbp_Op<"sgd", [PlanOp<"SgdMomentum">]> {
+class Sbp_OptimizerOp<string mnemonic, string planKind>
+    : Sbp_Op<mnemonic, [PlanOp<planKind>, Precision<"F32">, SbpSemantics,
+                        DeclareOpInterfaceMethods<Sbp_OptimizerOpInterface>]> {
+  let assemblyFormat = [{
+    $grad (`,` $scale^)? attr-dict `:` type($grad) (`,` type($scale)^)?
+  }];
+  let hasVerifier = 1;
+  let extraClassDefinition = [{}];
+}
+
+def Sbp_SgdOp : Sbp_OptimizerOp<"sgd", "SgdMomentum"> {
   let summary = "in-place SGD update of `variable` from `grad` (times the optional scalar `scale`)";
   let arguments = (ins AnyRankedTensor:$grad, Optional<AnyRankedTensor>:$scale,
                        FlatSymbolRefAttr:$variable,
                        OptionalAttr<FlatSymbolRefAttr>:$momentum_buffer,
                        F32Attr:$lr, F32Attr:$momentum, F32Attr:$weight_decay);
-  let assemblyFormat = [{
-    $grad (`,` $scale^)? attr-dict `:` type($grad) (`,` type($scale)^)?
-  }];
-  let hasVerifier = 1;
 }
 
-def Sbp_AdamWOp : Sbp_Op<"adamw", [PlanOp<"AdamW">]> {
+def Sbp_AdamWOp : Sbp_OptimizerOp<"adamw", "AdamW"> {
   let summary = "in-place AdamW update of `variable` from `grad` (times the optional `scale`)";
   let description = [{
     `m` and `v` are variables of the variable's type holding the moments,
@@ -318,17 +387,13 @@ def Sbp_AdamWOp : Sbp_Op<"adamw", [PlanOp<"AdamW">]> {
                        FlatSymbolRefAttr:$v, FlatSymbolRefAttr:$step,
                        F32Attr:$lr, F32Attr:$beta1, F32Attr:$beta2, F32Attr:$eps,
                        F32Attr:$weight_decay);
-  let assemblyFormat = [{
-    $grad (`,` $scale^)? attr-dict `:` type($grad) (`,` type($scale)^)?
-  }];
-  let hasVerifier = 1;
 }
 
-//===-- boxing -------------------------------------------------------------===//
+//===-- boxing (ops/Boxing.cpp) -----------------------------------------------===//
 
 class Sbp_BoxingOp<string mnemonic, string planKind, list<Trait> traits = []>
-    : Sbp_Op<mnemonic, traits # [Pure, PlanOp<planKind>]> {
-  let hasVerifier = 1;
+    : Sbp_Op<mnemonic, traits # [Pure, PlanOp<planKind>,
+                                 DeclareOpInterfaceMethods<Sbp_BoxingOpInterface>]> {
   let assemblyFormat = "operands attr-dict `:` functional-type(operands, results)";
 }
 

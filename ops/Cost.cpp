@@ -1,7 +1,7 @@
 // The alpha-beta cost of boxing (DESIGN.md "Boxing"): one step on one
 // hierarchy dimension costs bytes x (n-1)/n for gathers and scatters, twice
 // that for an all-reduce; an nd-SBP change is the cheapest order of its steps.
-#include "ops/OpSemantics.h"
+#include "ops/Cost.h"
 
 #include <algorithm>
 #include <limits>

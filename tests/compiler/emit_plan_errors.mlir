@@ -1,5 +1,6 @@
 // sbp-emit-plan refuses what the plan cannot hold rather than truncating it:
-// an attribute or a placement field wider than the plan's 32-bit field.
+// an attribute or a placement field wider than the plan's 32-bit field, an
+// output the executors cannot hand to the caller.
 // RUN: sbpflow-opt %s --split-input-file --sbp-compile --sbp-emit-plan=print=true -verify-diagnostics -o /dev/null
 
 module @heads {
@@ -21,4 +22,18 @@ func.func @eval() {
   %x = sbp.input "x" : tensor<2xf32, #sbp.t<@wide, [B]>>
   sbp.output "x" %x : tensor<2xf32, #sbp.t<@wide, [B]>>
   return
+}
+
+// -----
+
+// The executors hand an output to the caller as floats: an i32 output would
+// be read as f32 bits.
+module @ids {
+  sbp.placement @one cpu ranks [0] hierarchy [1]
+  func.func @eval() {
+    %ids = sbp.input "ids" : tensor<4xi32, #sbp.t<@one, [B]>>
+    // expected-error @+1 {{'sbp.output' op output 'ids' must be f32 in a plan, got 'i32'}}
+    sbp.output "ids" %ids : tensor<4xi32, #sbp.t<@one, [B]>>
+    return
+  }
 }

@@ -37,17 +37,21 @@ module {
   }
 
   // An all-reduce whose operand has another reader works out of place: the
-  // square-sum after it must still read the unreduced partial sums, so %g keeps
-  // its own bytes (0) and the all-reduce result gets new ones (64).
+  // square-sum after it must still read the unreduced partial sums, so %p keeps
+  // its own bytes (0, free again after the unused input %g) and the all-reduce
+  // result gets new ones (64). (%p comes from a variable: an input is never
+  // partial.)
   // CHECK-LABEL: func.func @shared_operand()
   // CHECK: sbp.input "g" {sbp.offset = array<i64: 0>}
   // CHECK: sbp.all_reduce %{{.*}} {dim = 0 : i64, sbp.offset = array<i64: 64>}
   // CHECK: sbp.square_sum %{{.*}} {sbp.offset = array<i64: 128>}
   func.func @shared_operand() {
-    %g = sbp.input "g" : tensor<8xf32, #sbp.t<@dp, [P(sum)]>>
-    %r = sbp.all_reduce %g {dim = 0 : i64} : (tensor<8xf32, #sbp.t<@dp, [P(sum)]>>) -> tensor<8xf32, #sbp.t<@dp, [B]>>
-    %s = sbp.square_sum %g : (tensor<8xf32, #sbp.t<@dp, [P(sum)]>>) -> tensor<f32, #sbp.t<@dp, [P(sum)]>>
-    sbp.output "r" %r : tensor<8xf32, #sbp.t<@dp, [B]>>
+    %g = sbp.input "g" : tensor<8xf32, #sbp.t<@dp, [B]>>
+    %v = sbp.parameter @v : tensor<16xf32, #sbp.t<@dp, [B]>>
+    %p = sbp.zero_others %v {dim = 0 : i64} : (tensor<16xf32, #sbp.t<@dp, [B]>>) -> tensor<16xf32, #sbp.t<@dp, [P(sum)]>>
+    %r = sbp.all_reduce %p {dim = 0 : i64} : (tensor<16xf32, #sbp.t<@dp, [P(sum)]>>) -> tensor<16xf32, #sbp.t<@dp, [B]>>
+    %s = sbp.square_sum %p : (tensor<16xf32, #sbp.t<@dp, [P(sum)]>>) -> tensor<f32, #sbp.t<@dp, [P(sum)]>>
+    sbp.output "r" %r : tensor<16xf32, #sbp.t<@dp, [B]>>
     sbp.metric "s" %s : tensor<f32, #sbp.t<@dp, [P(sum)]>>
     return
   }

@@ -72,10 +72,44 @@ TEST(Frontend, BadInputsAreRejected) {
   EXPECT_THROW(m.minimize(cross_entropy(x, y), negative), ModelError);
 }
 
+// The DSL builds sbp ops, so the op's verifier reports at the user's line:
+// an input is split or broadcast, never partial (issue 13).
+TEST(Frontend, PartialInputIsRefusedAtTheUsersLine) {
+  Model m("bad");
+  auto dp = m.placement("dp", cpu(2));
+  int line = __LINE__ + 2;
+  try {
+    m.input("x", {4, 3}, f32, dp, {P});
+    FAIL() << "a partial input was accepted";
+  } catch (const ModelError &e) {
+    std::string what = e.what();
+    EXPECT_EQ(what.rfind(thisFileLine(line), 0), 0u) << what;
+    EXPECT_NE(what.find("'sbp.input' op input 'x' cannot be partial (P(sum))"), std::string::npos)
+        << what;
+  }
+  // The field is still free: the refused op left nothing behind.
+  EXPECT_NO_THROW(m.input("x", {4, 3}, f32, dp, {S(0)}));
+  EXPECT_THROW(m.input("y", {4, 3}, f32, dp, {S(-1)}), ModelError); // negative axis
+}
+
+TEST(Frontend, InitialisersAreChecked) {
+  Model m("bad");
+  auto dp = m.placement("dp", cpu(2));
+  try {
+    m.parameter("w", {4}, Init::uniform(0, INFINITY), dp);
+    FAIL() << "an infinite initialiser was accepted";
+  } catch (const ModelError &e) {
+    EXPECT_NE(std::string(e.what()).find("parameter 'w': initialiser parameters must be finite"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(m.parameter("v", {4}, Init::uniform(1, 1), dp), ModelError);
+  EXPECT_NO_THROW(m.parameter("w", {4}, Init::uniform(-1, 1), dp)); // the name is still free
+}
+
 TEST(Frontend, LowersToTrainAndEvalWithPyTorchInit) {
   SmallMlp net(2);
-  mlir::MLIRContext context;
-  mlir::OwningOpRef<mlir::ModuleOp> module = net.m.toMLIR(context);
+  mlir::OwningOpRef<mlir::ModuleOp> module = net.m.toMLIR();
   ASSERT_TRUE(mlir::succeeded(mlir::verify(*module)));
   EXPECT_TRUE(module->lookupSymbol<mlir::func::FuncOp>("train"));
   EXPECT_TRUE(module->lookupSymbol<mlir::func::FuncOp>("eval"));
@@ -91,8 +125,7 @@ TEST(Frontend, LowersToTrainAndEvalWithPyTorchInit) {
 
 TEST(Frontend, SeedsDependOnModelSeedAndName) {
   SmallMlp a(2, 1), b(2, 1), c(2, 2);
-  mlir::MLIRContext context;
-  auto ma = a.m.toMLIR(context), mb = b.m.toMLIR(context), mc = c.m.toMLIR(context);
+  auto ma = a.m.toMLIR(), mb = b.m.toMLIR(), mc = c.m.toMLIR();
   auto seed = [](mlir::ModuleOp m, const char *name) {
     return m.lookupSymbol<mlir::sbp::VariableOp>(name).getSeed();
   };

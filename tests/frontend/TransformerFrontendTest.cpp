@@ -59,8 +59,8 @@ struct TinyGpt {
   }
 };
 
-std::string printModule(const Model &model, mlir::MLIRContext &context, bool *verified) {
-  mlir::OwningOpRef<mlir::ModuleOp> module = model.toMLIR(context);
+std::string printModule(const Model &model, bool *verified) {
+  mlir::OwningOpRef<mlir::ModuleOp> module = model.toMLIR();
   *verified = mlir::succeeded(mlir::verify(*module));
   std::string text;
   llvm::raw_string_ostream os(text);
@@ -98,9 +98,8 @@ std::string thisFileLine(int line) { return std::string(__FILE__) + ":" + std::t
 
 TEST(TransformerFrontend, LowersTheGptOpsWithTheirAttributes) {
   TinyGpt net;
-  mlir::MLIRContext context;
   bool verified = false;
-  std::string text = printModule(net.m, context, &verified);
+  std::string text = printModule(net.m, &verified);
   EXPECT_TRUE(verified) << text;
   std::string train = functionText(text, "train");
   ASSERT_FALSE(train.empty()) << text;
@@ -148,9 +147,8 @@ TEST(TransformerFrontend, LowersTheGptOpsWithTheirAttributes) {
 
 TEST(TransformerFrontend, EvalLeavesDropoutOutAndHasTheOutput) {
   TinyGpt net;
-  mlir::MLIRContext context;
   bool verified = false;
-  std::string text = printModule(net.m, context, &verified);
+  std::string text = printModule(net.m, &verified);
   std::string eval = functionText(text, "eval");
   ASSERT_FALSE(eval.empty()) << text;
   EXPECT_TRUE(opLines(eval, "sbp.dropout").empty()) << eval;
@@ -166,8 +164,7 @@ TEST(TransformerFrontend, EvalLeavesDropoutOutAndHasTheOutput) {
 
 TEST(TransformerFrontend, VariablesCarryInitAndAnnotations) {
   TinyGpt net;
-  mlir::MLIRContext context;
-  mlir::OwningOpRef<mlir::ModuleOp> module = net.m.toMLIR(context);
+  mlir::OwningOpRef<mlir::ModuleOp> module = net.m.toMLIR();
   auto var = [&](const char *name) {
     auto v = module->lookupSymbol<mlir::sbp::VariableOp>(name);
     EXPECT_TRUE(v) << name;
@@ -200,11 +197,10 @@ TEST(TransformerFrontend, VariablesCarryInitAndAnnotations) {
 TEST(TransformerFrontend, DropoutSeedsFollowModelSeedAndName) {
   auto seeds = [](uint64_t modelSeed) {
     TinyGpt net(modelSeed);
-    mlir::MLIRContext context;
     bool verified = false;
     std::vector<std::string> seeds;
     for (const std::string &line :
-         opLines(functionText(printModule(net.m, context, &verified), "train"), "sbp.dropout")) {
+         opLines(functionText(printModule(net.m, &verified), "train"), "sbp.dropout")) {
       size_t at = line.find("seed = ");
       EXPECT_NE(at, std::string::npos) << line;
       seeds.push_back(line.substr(at, line.find(' ', at + 7) - at));
@@ -221,9 +217,8 @@ TEST(TransformerFrontend, DropoutSeedsFollowModelSeedAndName) {
 
 TEST(TransformerFrontend, ZeroDropoutAddsNoOp) {
   TinyGpt net(3, 0.0);
-  mlir::MLIRContext context;
   bool verified = false;
-  std::string text = printModule(net.m, context, &verified);
+  std::string text = printModule(net.m, &verified);
   EXPECT_TRUE(verified);
   EXPECT_TRUE(opLines(text, "sbp.dropout").empty()) << text;
 }
@@ -235,9 +230,8 @@ TEST(TransformerFrontend, ModelWithoutMinimizeLowersOnlyEval) {
   Tensor x = nn::embedding(tokens, kVocab, kC, "wte");
   x = dropout(x, 0.2); // left out: there is no @train
   m.output("probs", softmax(nn::linear(x, kVocab, "head")));
-  mlir::MLIRContext context;
   bool verified = false;
-  std::string text = printModule(m, context, &verified);
+  std::string text = printModule(m, &verified);
   EXPECT_TRUE(verified) << text;
   EXPECT_TRUE(functionText(text, "train").empty()) << text;
   std::string eval = functionText(text, "eval");
@@ -254,9 +248,8 @@ TEST(TransformerFrontend, TrainingOnlyModelLowersOnlyTrain) {
   auto x = m.input("x", {4, 3, 5}, f32, dp, {S(0)});
   auto y = m.input("y", {4, 3}, i32, dp, {S(0)});
   m.minimize(cross_entropy(nn::linear(x, 7, "fc"), y), optim::SGD{});
-  mlir::MLIRContext context;
   bool verified = false;
-  std::string text = printModule(m, context, &verified);
+  std::string text = printModule(m, &verified);
   EXPECT_TRUE(verified) << text;
   EXPECT_FALSE(functionText(text, "train").empty()) << text;
   EXPECT_TRUE(functionText(text, "eval").empty()) << text;
@@ -270,9 +263,8 @@ TEST(TransformerFrontend, LayoutOpsLowerWithTheirAttributes) {
   m.output("transposed", transpose(x, {0, 2, 1}));
   m.output("sliced", slice(x, -1, 1, 3));
   m.output("joined", concat({x, x, x}, 1));
-  mlir::MLIRContext context;
   bool verified = false;
-  std::string eval = functionText(printModule(m, context, &verified), "eval");
+  std::string eval = functionText(printModule(m, &verified), "eval");
   EXPECT_TRUE(verified) << eval;
   auto reshapes = opLines(eval, "sbp.reshape");
   ASSERT_EQ(reshapes.size(), 1u) << eval;

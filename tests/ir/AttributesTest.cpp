@@ -1,7 +1,7 @@
 // Round trips of the sbp attributes through the MLIR parser and printer, the
 // encoding helpers, and the op semantics' signatures and shapes.
 #include "ir/SbpDialect.h"
-#include "ops/OpSemantics.h"
+#include "ops/Cost.h"
 
 #include "mlir/AsmParser/AsmParser.h"
 #include "mlir/IR/Diagnostics.h"
@@ -17,10 +17,7 @@ using namespace mlir::sbp;
 
 class SbpAttributes : public testing::Test {
 protected:
-  SbpAttributes() {
-    ctx.loadDialect<SbpDialect, func::FuncDialect>();
-    ensureSbpOpSemantics(&ctx);
-  }
+  SbpAttributes() { ctx.loadDialect<SbpDialect, func::FuncDialect>(); }
   std::string print(Attribute a) {
     std::string s;
     llvm::raw_string_ostream os(s);

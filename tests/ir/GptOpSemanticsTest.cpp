@@ -2,7 +2,6 @@
 // signatures each offers per hierarchy dimension (the head-parallel rule of
 // attention included), inferred shapes and flops.
 #include "ir/SbpDialect.h"
-#include "ops/OpSemantics.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
@@ -20,10 +19,7 @@ using namespace mlir::sbp;
 
 class GptOpSemantics : public testing::Test {
 protected:
-  GptOpSemantics() {
-    ctx.loadDialect<SbpDialect, func::FuncDialect>();
-    ensureSbpOpSemantics(&ctx);
-  }
+  GptOpSemantics() { ctx.loadDialect<SbpDialect, func::FuncDialect>(); }
 
   // Parses a module whose @f holds the ops under test; fails the test on a
   // parse or verifier error.

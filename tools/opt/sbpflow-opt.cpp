@@ -1,7 +1,7 @@
 // sbpflow-opt: MlirOptMain with the sbp and func dialects, the sbpflow passes
 // and the `sbp-compile` pipeline, for FileCheck tests and debugging.
 #include "compiler/Passes.h"
-#include "ops/OpSemantics.h"
+#include "compiler/Pipeline.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/DialectRegistry.h"
@@ -13,8 +13,8 @@
 int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
   registry.insert<mlir::sbp::SbpDialect, mlir::func::FuncDialect>();
-  mlir::sbp::registerSbpOpSemantics(registry);
   mlir::sbp::registerSbpPasses();
+  mlir::sbp::registerCompilePipeline();
 
   // LLVM registers --debug-only only in builds with assertions; provide it
   // otherwise so that `--debug-only=sbp-insert-boxing` works everywhere.

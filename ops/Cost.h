@@ -1,20 +1,11 @@
-// Per-op semantics of the sbp dialect (shapes, SBP signatures, gradient rules,
-// flops) attached to the ops as external models of SbpOpInterface, and the
-// alpha-beta cost model the compiler uses to choose among signatures.
+// The alpha-beta cost model the compiler uses to choose among SBP signatures
+// and boxing orders (an op's own cost, its flops, is SbpOpInterface's).
 #pragma once
 
 #include "ir/SbpDialect.h"
 
 namespace mlir {
-class DialectRegistry;
 namespace sbp {
-
-// Adds the SbpOpInterface models to `registry` (applied when the sbp dialect
-// loads).
-void registerSbpOpSemantics(DialectRegistry &registry);
-// Loads the sbp dialect into `ctx` and makes sure its ops carry the models;
-// for contexts created elsewhere (e.g. by the frontend).
-void ensureSbpOpSemantics(MLIRContext *ctx);
 
 // Cost model (seconds). Link class parameters of DESIGN.md's alpha-beta model;
 // one class is enough while a placement lives on one node.

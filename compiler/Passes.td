@@ -1,0 +1,62 @@
+// The sbpflow compiler passes, one per file in compiler/, with the options
+// users type (sbpflow-opt --sbp-emit-plan=print=true). mlir-tblgen generates
+// their base classes, create functions and registration (compiler/Passes.h).
+#ifndef SBP_PASSES_TD
+#define SBP_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+class SbpPass<string arg, string summary_> : Pass<arg, "::mlir::ModuleOp"> {
+  let summary = summary_;
+  let dependentDialects = ["::mlir::sbp::SbpDialect"];
+}
+
+def MixedPrecisionPass : SbpPass<"sbp-mixed-precision",
+    "bf16 matmuls and attention with f32 master weights, losses and reductions">;
+
+def AutodiffPass : SbpPass<"sbp-autodiff",
+    "Reverse-mode autodiff of sbp.minimize: backward ops and one optimiser op per parameter">;
+
+def FoldCastsPass : SbpPass<"sbp-fold-casts",
+    "Lets a bf16 matmul or reduce_rows whose only use widens it produce f32 directly">;
+
+def FuseBiasGeluPass : SbpPass<"sbp-fuse-bias-gelu",
+    "Fuses bias_add followed by gelu into one bias_gelu">;
+
+def PropagatePass : SbpPass<"sbp-propagate",
+    "Choose an SBP for every unannotated tensor and variable by the cost model"> {
+  // Both on by default; switches to measure what each contributes.
+  let options = [
+    Option<"lookAhead", "look-ahead", "bool", /*default=*/"true",
+           "Refine each greedy round with the SBPs consumers asked for in the previous round">,
+    Option<"search", "search", "bool", /*default=*/"true",
+           "Search over variable and activation SBPs by total cost">,
+  ];
+}
+
+def InsertBoxingPass : SbpPass<"sbp-insert-boxing",
+    "Insert boxing collectives where an operand's SBP differs from the chosen one">;
+
+def VerifyBoxingPass : SbpPass<"sbp-verify-boxing",
+    "Check that every op's SBPs form one of its signatures (no implicit boxing)">;
+
+def BucketGradientsPass : SbpPass<"sbp-bucket-gradients",
+    "Fuse gradient all-reduces into buckets issued as soon as their gradients exist"> {
+  let options = [
+    Option<"bucketBytes", "bucket-bytes", "int64_t", /*default=*/"1 << 20",
+           "Largest bucket in bytes (per rank)">,
+  ];
+}
+
+def PlanMemoryPass : SbpPass<"sbp-plan-memory",
+    "Assign arena offsets to activations from their lifetimes (best-fit reuse)">;
+
+def EmitPlanPass : SbpPass<"sbp-emit-plan",
+    "Emit the execution plan (flatbuffers) and optionally print it as text"> {
+  let options = [
+    Option<"output", "output", "std::string", /*default=*/"", "Write the plan to this file">,
+    Option<"print", "print", "bool", /*default=*/"false", "Print the plan as text to stdout">,
+  ];
+}
+
+#endif

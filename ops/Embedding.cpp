@@ -1,0 +1,73 @@
+// The embedding lookup and its gradient, a scatter-add into the table. Per
+// op: shape rule, SBP signatures, gradient, flops.
+#include "ops/Rules.h"
+
+using namespace mlir;
+using namespace mlir::sbp;
+
+//===-- embedding: table [V, C], ids [...] -> [..., C] ------------------------===//
+
+LogicalResult EmbeddingOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
+  auto types = checkElementTypes(*this, {"table", "ids"});
+  if (failed(types) || failed(expectRank(*this, getTable(), 2, "table")))
+    return failure();
+  llvm::SmallVector<int64_t> shape(shapeOf(getIds()));
+  shape.push_back(shapeOf(getTable())[1]);
+  return setResult(results, shape, *types);
+}
+
+llvm::SmallVector<SbpSignature> EmbeddingOp::getSbpSignatures(unsigned) {
+  int k = static_cast<int>(tensorOf(getIds()).getRank());
+  llvm::SmallVector<SbpSignature> out;
+  for (int i = 0; i < k; ++i)
+    out.push_back(sig({B, S(i)}, {S(i)}));
+  out.push_back(sig({S(1), B}, {S(k)}));
+  // Vocabulary-parallel: a rank holds some rows and contributes zeros for
+  // the ids outside them.
+  out.push_back(sig({S(0), B}, {P}));
+  out.push_back(sig({B, B}, {B}));
+  return out;
+}
+
+LogicalResult EmbeddingOp::buildGradients(OpBuilder &b, llvm::ArrayRef<Value> dy,
+                                          llvm::SmallVectorImpl<Value> &grads) {
+  grads.push_back(
+      b.create<EmbeddingGradOp>(getLoc(), withoutSbp(getTable().getType()), dy[0], getIds())
+          .getResult());
+  grads.push_back(Value()); // ids
+  return success();
+}
+
+double EmbeddingOp::getFlops() { return elements(getResult()); }
+
+//===-- embedding_grad: the vocabulary size comes from the result type ---------===//
+
+LogicalResult EmbeddingGradOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
+  auto types = checkElementTypes(*this, {"dy", "ids"});
+  if (failed(types))
+    return failure();
+  auto res = tensorOf(getResult());
+  if (res.getRank() != 2)
+    return emitOpError("result must be an f32 table [V, C], got ") << withoutSbp(res);
+  llvm::SmallVector<int64_t> expect(shapeOf(getIds()));
+  expect.push_back(res.getDimSize(1));
+  if (shapeOf(getDy()) != llvm::ArrayRef<int64_t>(expect))
+    return emitOpError("dy shape ") << shapeString(shapeOf(getDy()))
+                                    << " is not ids' shape ++ [C] = " << shapeString(expect);
+  return setResult(results, res.getShape(), *types);
+}
+
+llvm::SmallVector<SbpSignature> EmbeddingGradOp::getSbpSignatures(unsigned) {
+  int k = static_cast<int>(tensorOf(getIds()).getRank());
+  llvm::SmallVector<SbpSignature> out;
+  for (int i = 0; i < k; ++i)
+    out.push_back(sig({S(i), S(i)}, {P}));
+  out.push_back(sig({S(k), B}, {S(1)}));
+  // Every rank scatters all rows but keeps only its own rows of the table.
+  out.push_back(sig({B, B}, {S(0)}));
+  out.push_back(sig({B, B}, {B}));
+  out.push_back(sig({P, B}, {P}));
+  return out;
+}
+
+double EmbeddingGradOp::getFlops() { return elements(getDy()); }

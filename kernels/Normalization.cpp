@@ -7,7 +7,7 @@
 #ifdef SBPFLOW_HAVE_CUDA
 #include "kernels/cuda/Attention.h"
 #include "kernels/cuda/Dispatch.h"
-#include "kernels/cuda/LayerNorm.h"
+#include "kernels/cuda/Normalization.h"
 #endif
 
 namespace sbpflow::ops {

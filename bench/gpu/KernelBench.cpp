@@ -9,7 +9,7 @@
 #include "kernels/cuda/Attention.h"
 #include "kernels/cuda/Elementwise.h"
 #include "kernels/cuda/Gemm.h"
-#include "kernels/cuda/LayerNorm.h"
+#include "kernels/cuda/Normalization.h"
 
 #include <cuda_runtime_api.h>
 

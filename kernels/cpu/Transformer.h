@@ -21,7 +21,7 @@ void embeddingGrad(const float *dy, const int32_t *ids, int64_t n, int64_t dim, 
                    int64_t tableRows, int64_t rowBegin);
 
 // y = (x - mean) / sqrt(var + eps) * gamma + beta per row (biased variance,
-// as torch.nn.LayerNorm).
+// as PyTorch's layer norm).
 void layerNorm(const float *x, const float *gamma, const float *beta, float *y, int64_t rows,
                int64_t cols, float eps);
 // dx, and dgamma / dbeta summed over this rank's rows (overwritten, not

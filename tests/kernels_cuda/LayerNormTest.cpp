@@ -1,6 +1,6 @@
 // The fused layer norm kernels against cpu::layerNorm / cpu::layerNormGrad on
 // random inputs, in fp32 and bf16 (gamma, beta and their gradients fp32).
-#include "kernels/cuda/LayerNorm.h"
+#include "kernels/cuda/Normalization.h"
 #include "kernels/cpu/Transformer.h"
 #include "tests/kernels/RandomVector.h"
 #include "tests/kernels_cuda/CudaTest.h"

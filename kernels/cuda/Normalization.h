@@ -18,7 +18,7 @@ namespace sbpflow::cuda {
 using bf16 = __nv_bfloat16;
 
 // y = (x - mean) / sqrt(var + eps) * gamma + beta per row of `cols` elements
-// (biased variance, as torch.nn.LayerNorm). y may alias x.
+// (biased variance, as PyTorch's layer norm). y may alias x.
 template <class T>
 Status layerNorm(const T *x, const float *gamma, const float *beta, T *y, int64_t rows,
                  int64_t cols, float eps, cudaStream_t stream);

@@ -1,10 +1,10 @@
-// Layer norm kernels (see LayerNorm.h). One warp per row for the row
+// Layer norm kernels (see Normalization.h). One warp per row for the row
 // statistics (rows of a transformer are a few hundred to a few thousand
 // wide: a warp streams them at full width and reduces with shuffles alone);
 // the backward's column sums go through a per-chunk partial pass and a final
 // pass in fixed order, so they are the same bits on every run.
 #include "kernels/cuda/Launch.cuh"
-#include "kernels/cuda/LayerNorm.h"
+#include "kernels/cuda/Normalization.h"
 
 namespace sbpflow::cuda {
 namespace {

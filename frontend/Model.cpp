@@ -219,6 +219,19 @@ Tensor embedding(Tensor table, Tensor ids, SourceLoc loc) {
   return op<sbp::EmbeddingOp>(std::array{table, ids}, loc);
 }
 
+Tensor gather_rows(Tensor x, Tensor idx, SourceLoc loc) {
+  return op<sbp::GatherRowsOp>(std::array{x, idx}, loc);
+}
+
+Tensor scatter_rows(Tensor y, Tensor idx, int64_t rows, SourceLoc loc) {
+  Graph &g = graphOf(y, loc);
+  if (rows < 0 || y.rank() != 2)
+    throw ModelError(loc, "scatter_rows into " + std::to_string(rows) + " rows of " +
+                              shapeStr(y.shape()) + ": needs rows >= 0 and y [E, C]");
+  return g.create<sbp::ScatterRowsOp>(loc, g.placementOf(y), g.typeOf(y).clone({rows, y.dim(1)}),
+                                      g.value(y), g.value(idx));
+}
+
 Tensor layer_norm(Tensor x, Tensor gamma, Tensor beta, double eps, SourceLoc loc) {
   Graph &g = graphOf(x, loc);
   return op<sbp::LayerNormOp>(

@@ -194,6 +194,12 @@ Tensor add(Tensor a, Tensor b, SourceLoc loc = {});
 Tensor operator+(Tensor a, Tensor b);
 // Rows of `table` [V, C] picked by i32 `ids` [...]: the result is [..., C].
 Tensor embedding(Tensor table, Tensor ids, SourceLoc loc = {});
+// Rows of x [N, C] picked by i32 idx [E]: [E, C] (a message per edge of a
+// graph). Its gradient is scatter_rows.
+Tensor gather_rows(Tensor x, Tensor idx, SourceLoc loc = {});
+// The rows of y [E, C] summed into rows idx [E] of an [rows, C] result (a
+// graph layer's aggregation at the edges' targets).
+Tensor scatter_rows(Tensor y, Tensor idx, int64_t rows, SourceLoc loc = {});
 // LayerNorm over the last axis with gamma, beta [C] (biased variance, as
 // torch.nn.LayerNorm).
 Tensor layer_norm(Tensor x, Tensor gamma, Tensor beta, double eps = 1e-5, SourceLoc loc = {});

@@ -226,6 +226,22 @@ def Sbp_EmbeddingGradOp : Sbp_ComputeOp<"embedding_grad", "EmbeddingGrad"> {
   let arguments = (ins AnyRankedTensor:$dy, AnyRankedTensor:$ids);
 }
 
+def Sbp_GatherRowsOp : Sbp_ComputeOp<"gather_rows", "GatherRows",
+                                     [Precision<"FirstOperand">], Differentiable> {
+  let summary = "rows of x [N, C] picked by i32 idx [E] -> [E, C] (one message per edge)";
+  let arguments = (ins AnyRankedTensor:$x, AnyRankedTensor:$idx);
+}
+
+def Sbp_ScatterRowsOp : Sbp_ComputeOp<"scatter_rows", "ScatterRows",
+                                      [Precision<"FirstOperand">], Differentiable> {
+  let summary = "the rows y [E, C] summed into rows idx [E] of the [N, C] result";
+  let description = [{
+    N comes from the result type. The gradient of gather_rows, and a graph
+    layer's aggregation: messages of the edges summed at their targets.
+  }];
+  let arguments = (ins AnyRankedTensor:$y, AnyRankedTensor:$idx);
+}
+
 // ---- ops/Normalization.cpp
 
 def Sbp_LayerNormOp : Sbp_ComputeOp<"layer_norm", "LayerNorm",

@@ -1,6 +1,8 @@
-// Embedding lookups at runtime: rows of a [vocab, dim] table picked by i32
-// ids, and the gradient's scatter-add into an f32 table. A rank may hold some
-// rows of the table (vocabulary-parallel): ids outside them look up zeros.
+// Row lookups at runtime: embedding rows of a [vocab, dim] table picked by
+// i32 ids, and the gradient's scatter-add into an f32 table (a rank may hold
+// some rows of the table, vocabulary-parallel: ids outside them look up
+// zeros); rows of an activation gathered by index and scattered back
+// (message passing over a graph's edges).
 #include "kernels/Checks.h"
 #include "kernels/cpu/Transformer.h"
 
@@ -34,7 +36,69 @@ StatusOr<EmbeddingWork> embeddingWork(const OpArgs &a) {
                        dim};
 }
 
+// GatherRows: x [N, C], idx [E] -> y [E, C]; ScatterRows: y [E, C], idx [E]
+// -> out [N, C]. `cols` is this rank's C (the channels may be split).
+struct RowsWork {
+  int64_t rows = 0, cols = 0, edges = 0;
+};
+
+StatusOr<RowsWork> rowsWork(const OpArgs &a) {
+  const bool gather = a.task.op() == K::GatherRows;
+  const TensorView *table = gather ? a.in[0] : a.out[0];
+  const TensorView *perEdge = gather ? a.out[0] : a.in[0];
+  if (table->global.size() != 2 || perEdge->global.size() != 2 || a.in[1]->global.size() != 1)
+    return Status::error(a.at + ": needs " + (gather ? "x" : "the result") + " [N, C], " +
+                         (gather ? "the result" : "y") + " [E, C] and idx [E], got " +
+                         toString(table->global) + ", " + toString(perEdge->global) + " and " +
+                         toString(a.in[1]->global));
+  RowsWork w{table->local[0], table->local[1], elements(a.in[1])};
+  if (table->local[0] != table->global[0])
+    return Status::error(a.at + ": the rows of '" + table->name + "' are split across ranks");
+  if (perEdge->local[0] != w.edges || perEdge->local[1] != w.cols)
+    return Status::error(a.at + ": " + std::to_string(w.edges) + " indices and rows of " +
+                         std::to_string(w.cols) + " do not make " + toString(perEdge->local));
+  return w;
+}
+
+// The error of an index outside the table.
+std::string badIndex(const std::string &at, int64_t e, int32_t index, int64_t rows) {
+  return at + ": index " + std::to_string(index) + " of row " + std::to_string(e) +
+         " is outside the " + std::to_string(rows) + " rows";
+}
+
 } // namespace
+
+Status checkGatherRows(const OpArgs &a) { return statusOf(rowsWork(a)); }
+Status checkScatterRows(const OpArgs &a) { return statusOf(rowsWork(a)); }
+
+StatusOr<Kernel> cpuGatherRows(const OpArgs &args) {
+  return checkedF32(args, rowsWork, [](const OpArgs &a, RowsWork w) {
+    const float *x = data<float>(a.in[0]);
+    const int32_t *idx = data<int32_t>(a.in[1]);
+    float *y = data<float>(a.out[0]);
+    return Kernel([=, at = a.at](const StepContext &) {
+      // An embedding whose table this rank holds whole.
+      const int64_t bad = cpu::embedding(x, w.rows, 0, w.rows, idx, w.edges, w.cols, y);
+      return bad < 0 ? Status::ok() : Status::error(badIndex(at, bad, idx[bad], w.rows));
+    });
+  });
+}
+
+StatusOr<Kernel> cpuScatterRows(const OpArgs &args) {
+  return checkedF32(args, rowsWork, [](const OpArgs &a, RowsWork w) {
+    const float *y = data<float>(a.in[0]);
+    const int32_t *idx = data<int32_t>(a.in[1]);
+    float *out = data<float>(a.out[0]);
+    return Kernel([=, at = a.at](const StepContext &) {
+      // embeddingGrad skips indices outside the table; nobody checked them.
+      for (int64_t e = 0; e < w.edges; ++e)
+        if (idx[e] < 0 || idx[e] >= w.rows)
+          return Status::error(badIndex(at, e, idx[e], w.rows));
+      cpu::embeddingGrad(y, idx, w.edges, w.cols, out, w.rows, 0);
+      return Status::ok();
+    });
+  });
+}
 
 Status checkEmbedding(const OpArgs &a) { return statusOf(embeddingWork(a)); }
 Status checkEmbeddingGrad(const OpArgs &a) { return statusOf(embeddingWork(a)); }
@@ -94,6 +158,45 @@ StatusOr<Kernel> cudaEmbeddingGrad(const OpArgs &a) {
     float *dtable = data<float>(a.out[0]);
     return launch(a, [=] {
       return cuda::embeddingGrad<T>(dy, ids, w.ids, w.dim, dtable, w.tableRows, w.rowBegin, s);
+    });
+  });
+}
+
+StatusOr<Kernel> cudaGatherRows(const OpArgs &a) {
+  return cuda::typedKernel(a, rowsWork, [&](auto e, RowsWork w, cudaStream_t s) {
+    using T = typename decltype(e)::type;
+    const int32_t *idx = data<int32_t>(a.in[1]);
+    int64_t *bad = a.errorFlag([=, at = a.at](int64_t row) {
+      return badIndex(at, row, cuda::readI32(idx + row), w.rows);
+    });
+    const T *x = data<T>(a.in[0]);
+    T *y = data<T>(a.out[0]);
+    return launch(a, [=] {
+      return cuda::embedding<T>(x, w.rows, 0, w.rows, idx, w.edges, w.cols, y, bad, s);
+    });
+  });
+}
+
+// The sum is accumulated in fp32: into the result itself, or for a bf16
+// result into scratch, rounded once.
+StatusOr<Kernel> cudaScatterRows(const OpArgs &a) {
+  return cuda::typedKernel(a, rowsWork, [&](auto e, RowsWork w, cudaStream_t s) {
+    using T = typename decltype(e)::type;
+    const int32_t *idx = data<int32_t>(a.in[1]);
+    int64_t *bad = a.errorFlag([=, at = a.at](int64_t row) {
+      return badIndex(at, row, cuda::readI32(idx + row), w.rows);
+    });
+    const T *y = data<T>(a.in[0]);
+    const bool f32 = a.out[0]->dtype == plan::DType::F32;
+    float *sum = f32 ? data<float>(a.out[0])
+                     : static_cast<float *>(a.scratch(static_cast<size_t>(w.rows * w.cols) * 4));
+    void *out = a.out[0]->data;
+    const plan::DType dtype = a.out[0]->dtype;
+    return launch(a, [=, device = a.device, stream = a.stream]() -> Status {
+      if (Status st = cuda::scatterRows<T>(y, idx, w.edges, w.cols, sum, w.rows, bad, s); !st)
+        return st;
+      return f32 ? Status::ok()
+                 : device->cast(sum, plan::DType::F32, out, dtype, w.rows * w.cols, stream);
     });
   });
 }

@@ -1,5 +1,7 @@
-// The embedding lookup and its gradient, a scatter-add into the table. Per
-// op: shape rule, SBP signatures, gradient, flops.
+// Row lookups: the embedding and its gradient (a scatter-add into the f32
+// table), and rows of an activation gathered by index and scattered back
+// (message passing over a graph's edges). Per op: shape rule, SBP
+// signatures, gradient, flops.
 #include "ops/Rules.h"
 
 using namespace mlir;
@@ -71,3 +73,59 @@ llvm::SmallVector<SbpSignature> EmbeddingGradOp::getSbpSignatures(unsigned) {
 }
 
 double EmbeddingGradOp::getFlops() { return elements(getDy()); }
+
+//===-- gather_rows: x [N, C], idx [E] -> [E, C] --------------------------------===//
+
+LogicalResult GatherRowsOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
+  auto types = checkElementTypes(*this, {"x", "idx"});
+  if (failed(types) || failed(expectRank(*this, getX(), 2, "x")) ||
+      failed(expectRank(*this, getIdx(), 1, "idx")))
+    return failure();
+  return setResult(results, {shapeOf(getIdx())[0], shapeOf(getX())[1]}, *types);
+}
+
+// Split the edges (idx) or the channels; linear in x.
+llvm::SmallVector<SbpSignature> GatherRowsOp::getSbpSignatures(unsigned) {
+  return {sig({B, S(0)}, {S(0)}), sig({S(1), B}, {S(1)}), sig({B, B}, {B}), sig({P, B}, {P})};
+}
+
+LogicalResult GatherRowsOp::buildGradients(OpBuilder &b, llvm::ArrayRef<Value> dy,
+                                           llvm::SmallVectorImpl<Value> &grads) {
+  grads.push_back(
+      b.create<ScatterRowsOp>(getLoc(), withoutSbp(getX().getType()), dy[0], getIdx()).getResult());
+  grads.push_back(Value()); // idx
+  return success();
+}
+
+double GatherRowsOp::getFlops() { return elements(getResult()); }
+
+//===-- scatter_rows: y [E, C], idx [E] -> [N, C], N from the result type ------===//
+
+LogicalResult ScatterRowsOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
+  auto types = checkElementTypes(*this, {"y", "idx"});
+  if (failed(types) || failed(expectRank(*this, getY(), 2, "y")) ||
+      failed(expectRank(*this, getIdx(), 1, "idx")))
+    return failure();
+  auto res = tensorOf(getResult());
+  if (res.getRank() != 2 || res.getDimSize(1) != shapeOf(getY())[1])
+    return emitOpError("result must be [N, ") << shapeOf(getY())[1] << "], got " << withoutSbp(res);
+  if (shapeOf(getIdx())[0] != shapeOf(getY())[0])
+    return emitOpError("idx holds ")
+           << shapeOf(getIdx())[0] << " rows for the " << shapeOf(getY())[0] << " rows of y";
+  return setResult(results, res.getShape(), *types);
+}
+
+// Edges split: every rank sums its edges' rows, a partial sum of the result.
+llvm::SmallVector<SbpSignature> ScatterRowsOp::getSbpSignatures(unsigned) {
+  return {sig({S(0), S(0)}, {P}), sig({S(1), B}, {S(1)}), sig({B, B}, {B}), sig({P, B}, {P})};
+}
+
+LogicalResult ScatterRowsOp::buildGradients(OpBuilder &b, llvm::ArrayRef<Value> dy,
+                                            llvm::SmallVectorImpl<Value> &grads) {
+  grads.push_back(
+      b.create<GatherRowsOp>(getLoc(), withoutSbp(getY().getType()), dy[0], getIdx()).getResult());
+  grads.push_back(Value()); // idx
+  return success();
+}
+
+double ScatterRowsOp::getFlops() { return elements(getY()); }

@@ -377,3 +377,39 @@ TEST_P(TinyGptCompiles, ToAPlanWithTheOutput) {
   // 21 parameters, each with AdamW's m, v and step.
   EXPECT_EQ(p->variables()->size(), 4u * 21u);
 }
+
+// Rows by index (a graph layer's message passing): gather_rows and
+// scatter_rows lower to their ops with the shapes they infer, and their
+// shape errors name the user's line.
+TEST(TransformerFrontend, RowOpsLowerAndCheckTheirShapes) {
+  Model m("rows");
+  auto dp = m.placement("dp", cpu(2));
+  auto x = m.input("x", {6, 3}, f32, dp, {B});
+  auto idx = m.input("idx", {10}, i32, dp, {S(0)});
+  auto fidx = m.input("fidx", {10}, f32, dp, {S(0)});
+  Tensor msgs = gather_rows(x, idx);
+  EXPECT_EQ(msgs.shape(), (std::vector<int64_t>{10, 3}));
+  m.output("sum", scatter_rows(msgs, idx, 6));
+  bool verified = false;
+  std::string eval = functionText(printModule(m, &verified), "eval");
+  EXPECT_TRUE(verified) << eval;
+  auto gathers = opLines(eval, "sbp.gather_rows");
+  ASSERT_EQ(gathers.size(), 1u) << eval;
+  EXPECT_TRUE(contains(gathers[0], "-> tensor<10x3xf32>")) << gathers[0];
+  auto scatters = opLines(eval, "sbp.scatter_rows");
+  ASSERT_EQ(scatters.size(), 1u) << eval;
+  EXPECT_TRUE(contains(scatters[0], "-> tensor<6x3xf32>")) << scatters[0];
+
+  // clang-format off
+  const int fLine = __LINE__; try { gather_rows(x, fidx); ADD_FAILURE() << "f32 indices accepted"; }
+  catch (const ModelError &e) {
+    EXPECT_EQ(std::string(e.what()).rfind(thisFileLine(fLine), 0), 0u) << e.what();
+    EXPECT_TRUE(contains(e.what(), "idx must have element type i32")) << e.what();
+  }
+  const int rLine = __LINE__; try { scatter_rows(msgs, idx, -1); ADD_FAILURE() << "rows -1 accepted"; }
+  catch (const ModelError &e) {
+    EXPECT_EQ(std::string(e.what()).rfind(thisFileLine(rLine), 0), 0u) << e.what();
+    EXPECT_TRUE(contains(e.what(), "needs rows >= 0")) << e.what();
+  }
+  // clang-format on
+}

@@ -8,52 +8,50 @@
 
 namespace sbpflow {
 
+namespace {
+
+// A plan::Tensor or plan::Variable as rank `globalRank` holds it, its data
+// from `data()`; no data and no local shape where the rank is outside its
+// placement.
+template <class PlanTensor, class Data>
+TensorView viewOf(const plan::Plan &plan, const PlanTensor &t, int globalRank, Data data) {
+  TensorView v;
+  v.name = t.name()->str();
+  v.global = toShape(t.shape());
+  v.sbp = toNdSbp(t.sbp());
+  v.placement = t.placement();
+  v.dtype = t.dtype();
+  const plan::Placement &pl = *plan.placements()->Get(t.placement());
+  v.hierarchy = toHierarchy(pl);
+  const int index = rankIndexIn(pl, globalRank);
+  if (index < 0)
+    return v;
+  v.coord = hierarchyCoord(v.hierarchy, index);
+  v.region = localRegion(v.global, v.sbp, v.hierarchy, v.coord);
+  v.local = localShape(v.global, v.sbp, v.hierarchy, v.coord);
+  v.data = data();
+  return v;
+}
+
+} // namespace
+
 std::vector<TensorView> programViews(const plan::Plan &plan, const plan::Program &prog,
                                      int globalRank,
                                      const std::function<void *(const plan::Tensor &)> &dataOf) {
-  std::vector<TensorView> views(prog.tensors()->size());
-  for (size_t i = 0; i < views.size(); ++i) {
-    const plan::Tensor *t = prog.tensors()->Get(i);
-    TensorView &v = views[i];
-    v.name = t->name()->str();
-    v.global = toShape(t->shape());
-    v.sbp = toNdSbp(t->sbp());
-    v.placement = t->placement();
-    v.dtype = t->dtype();
-    const plan::Placement &pl = *plan.placements()->Get(t->placement());
-    v.hierarchy = toHierarchy(pl);
-    int index = rankIndexIn(pl, globalRank);
-    if (index < 0)
-      continue;
-    v.coord = hierarchyCoord(v.hierarchy, index);
-    v.region = localRegion(v.global, v.sbp, v.hierarchy, v.coord);
-    v.local = localShape(v.global, v.sbp, v.hierarchy, v.coord);
-    v.data = dataOf(*t);
-  }
+  std::vector<TensorView> views;
+  views.reserve(prog.tensors()->size());
+  for (const plan::Tensor *t : *prog.tensors())
+    views.push_back(viewOf(plan, *t, globalRank, [&] { return dataOf(*t); }));
   return views;
 }
 
 std::vector<TensorView> variableViews(const plan::Plan &plan, int globalRank,
                                       const std::function<void *(int v)> &dataOf) {
-  std::vector<TensorView> views(plan.variables()->size());
-  for (size_t i = 0; i < views.size(); ++i) {
-    const plan::Variable *var = plan.variables()->Get(i);
-    TensorView &v = views[i];
-    v.name = var->name()->str();
-    v.global = toShape(var->shape());
-    v.sbp = toNdSbp(var->sbp());
-    v.placement = var->placement();
-    v.dtype = var->dtype();
-    const plan::Placement &pl = *plan.placements()->Get(var->placement());
-    v.hierarchy = toHierarchy(pl);
-    const int index = rankIndexIn(pl, globalRank);
-    if (index < 0)
-      continue;
-    v.coord = hierarchyCoord(v.hierarchy, index);
-    v.region = localRegion(v.global, v.sbp, v.hierarchy, v.coord);
-    v.local = localShape(v.global, v.sbp, v.hierarchy, v.coord);
-    v.data = dataOf(static_cast<int>(i));
-  }
+  std::vector<TensorView> views;
+  views.reserve(plan.variables()->size());
+  for (size_t i = 0; i < plan.variables()->size(); ++i)
+    views.push_back(viewOf(plan, *plan.variables()->Get(i), globalRank,
+                           [&] { return dataOf(static_cast<int>(i)); }));
   return views;
 }
 

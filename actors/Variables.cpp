@@ -66,23 +66,15 @@ void initRegion(const plan::Init &init, const Shape &shape, const Region &region
   }
   // Row runs along the last axis, in row-major order of the region.
   const int64_t run = region[rank - 1].size;
-  std::vector<int64_t> idx(rank, 0);
   int64_t out = 0;
-  while (true) {
+  forEachRow(region, [&](const std::vector<int64_t> &idx) {
     int64_t g = 0;
     for (size_t a = 0; a < rank; ++a)
       g = g * shape[a] + region[a].begin + idx[a];
     initRun(init, static_cast<uint64_t>(g), run, dst + out);
     out += run;
-    int a = static_cast<int>(rank) - 2;
-    for (; a >= 0; --a) {
-      if (++idx[a] < region[a].size)
-        break;
-      idx[a] = 0;
-    }
-    if (a < 0)
-      return;
-  }
+    return true;
+  });
 }
 
 std::vector<float> initGlobalTensor(const plan::Init &init, int64_t elements) {

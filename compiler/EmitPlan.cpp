@@ -100,6 +100,15 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
   };
   auto i64 = [&](StringRef name) { return op->getAttrOfType<IntegerAttr>(name).getInt(); };
   auto i32 = [&](StringRef name) { return int32Of(op, name, i64(name)); };
+  // The attributes table `make(n)` builds from the i32 attribute `name`, or
+  // the failure of its narrowing.
+  using Attrs = FailureOr<flatbuffers::Offset<void>>;
+  auto withI32 = [&](StringRef name, auto make) -> Attrs {
+    FailureOr<int32_t> n = i32(name);
+    if (failed(n))
+      return failure();
+    return make(*n).Union();
+  };
   auto flag = [&](StringRef name) {
     auto a = op->getAttrOfType<BoolAttr>(name);
     return a && a.getValue();
@@ -168,12 +177,8 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
   }
   case fb::OpAttrs::NormAttrs:
     return fb::CreateNormAttrs(fbb, f32("eps")).Union();
-  case fb::OpAttrs::AttentionAttrs: {
-    FailureOr<int32_t> heads = i32("heads");
-    if (failed(heads))
-      return failure();
-    return fb::CreateAttentionAttrs(fbb, *heads).Union();
-  }
+  case fb::OpAttrs::AttentionAttrs:
+    return withI32("heads", [&](int32_t heads) { return fb::CreateAttentionAttrs(fbb, heads); });
   case fb::OpAttrs::DropoutAttrs:
     return fb::CreateDropoutAttrs(fbb, f32("p"), static_cast<uint64_t>(i64("seed"))).Union();
   case fb::OpAttrs::TransposeAttrs: {
@@ -186,18 +191,11 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
     }
     return fb::CreateTransposeAttrsDirect(fbb, &perm).Union();
   }
-  case fb::OpAttrs::NarrowAttrs: {
-    FailureOr<int32_t> axis = i32("axis");
-    if (failed(axis))
-      return failure();
-    return fb::CreateNarrowAttrs(fbb, *axis, i64("begin")).Union();
-  }
-  case fb::OpAttrs::ConcatAttrs: {
-    FailureOr<int32_t> axis = i32("axis");
-    if (failed(axis))
-      return failure();
-    return fb::CreateConcatAttrs(fbb, *axis).Union();
-  }
+  case fb::OpAttrs::NarrowAttrs:
+    return withI32("axis",
+                   [&](int32_t axis) { return fb::CreateNarrowAttrs(fbb, axis, i64("begin")); });
+  case fb::OpAttrs::ConcatAttrs:
+    return withI32("axis", [&](int32_t axis) { return fb::CreateConcatAttrs(fbb, axis); });
   case fb::OpAttrs::ClipAttrs:
     return fb::CreateClipAttrs(fbb, f32("max_norm")).Union();
   }

@@ -67,6 +67,41 @@ struct SearchOptions {
   bool search = true;
 };
 
+// Sets of indices, joined by union-find.
+struct UnionFind {
+  explicit UnionFind(size_t n) : parent(n) {
+    for (unsigned i = 0; i < n; ++i)
+      parent[i] = i;
+  }
+  unsigned find(unsigned i) { return parent[i] == i ? i : parent[i] = find(parent[i]); }
+  void join(unsigned a, unsigned b) { parent[find(a)] = find(b); }
+  llvm::SmallVector<unsigned> parent;
+};
+
+// Joins each value w of `values` with the operands (the indices `node` gives
+// them) that its op reads on hierarchy dimension d without boxing, unless
+// `skip(w)`, and where `alsoJoin(operandIndex, need, w)` holds.
+template <class Skip, class AlsoJoin>
+void joinUnboxed(UnionFind &sets, llvm::ArrayRef<Value> values,
+                 const llvm::DenseMap<Value, unsigned> &node, unsigned d, Skip skip,
+                 AlsoJoin alsoJoin) {
+  auto on = [&](Value v) { return getSbpDims(getSbp(v.getType()))[d]; };
+  for (Value w : values) {
+    Operation *def = w.getDefiningOp();
+    auto required = def->getAttrOfType<ArrayAttr>(kOperandSbp);
+    if (!required || skip(w))
+      continue;
+    for (auto [u, want] : llvm::zip(def->getOperands(), required)) {
+      auto it = node.find(u);
+      if (it == node.end())
+        continue;
+      SbpDim need = getSbpDims(cast<SbpTensorAttr>(want))[d];
+      if (on(u) == need && alsoJoin(it->second, need, w))
+        sets.join(it->second, node.find(w)->second);
+    }
+  }
+}
+
 class Propagation {
 public:
   Propagation(ModuleOp module, const CostModel &model, SearchOptions options)
@@ -491,31 +526,15 @@ private:
     for (unsigned pass = 0; pass < 2 * levels; ++pass) {
       unsigned d = pass / 2;
       bool tight = pass % 2 == 1;
-      llvm::SmallVector<unsigned> parent(values.size());
-      for (unsigned i = 0; i < parent.size(); ++i)
-        parent[i] = i;
-      std::function<unsigned(unsigned)> find = [&](unsigned i) {
-        return parent[i] == i ? i : parent[i] = find(parent[i]);
-      };
       auto on = [&](Value v) { return getSbpDims(getSbp(v.getType()))[d]; };
-      for (Value w : values) {
-        Operation *def = w.getDefiningOp();
-        auto required = def->getAttrOfType<ArrayAttr>(kOperandSbp);
-        if (!required || (tight && producerBoxed(w, d)))
-          continue;
-        for (auto [u, want] : llvm::zip(def->getOperands(), required)) {
-          auto it = index.find(u);
-          if (it == index.end())
-            continue;
-          SbpDim need = getSbpDims(cast<SbpTensorAttr>(want))[d];
-          if (on(u) == need && need == on(w))
-            parent[find(it->second)] = find(index[w]);
-        }
-      }
+      UnionFind sets(values.size());
+      joinUnboxed(
+          sets, values, index, d, [&](Value w) { return tight && producerBoxed(w, d); },
+          [&](unsigned, SbpDim need, Value w) { return need == on(w); });
       llvm::MapVector<unsigned, llvm::SmallVector<Value>> regions;
       for (auto [i, v] : llvm::enumerate(values))
         if (placementOf(v) && placementOf(v).getHierarchy()[d] > 1)
-          regions[find(i)].push_back(v);
+          regions[sets.find(i)].push_back(v);
       for (auto &[root, members] : regions) {
         if (members.size() < 2)
           continue;
@@ -557,36 +576,21 @@ private:
     // this way; one variable or one activation at a time cannot.
     for (unsigned d = 0; d < levels; ++d) {
       size_t n = values.size() + params.size();
-      llvm::SmallVector<unsigned> parent(n);
-      for (unsigned i = 0; i < n; ++i)
-        parent[i] = i;
-      std::function<unsigned(unsigned)> find = [&](unsigned i) {
-        return parent[i] == i ? i : parent[i] = find(parent[i]);
-      };
       llvm::DenseMap<Value, unsigned> node = index;
       for (auto [i, p] : llvm::enumerate(params))
         node[p.first] = values.size() + i;
       auto on = [&](Value v) { return getSbpDims(getSbp(v.getType()))[d]; };
-      for (Value w : values) {
-        Operation *def = w.getDefiningOp();
-        auto required = def->getAttrOfType<ArrayAttr>(kOperandSbp);
-        if (!required)
-          continue;
-        for (auto [u, want] : llvm::zip(def->getOperands(), required)) {
-          auto it = node.find(u);
-          if (it == node.end())
-            continue;
-          SbpDim need = getSbpDims(cast<SbpTensorAttr>(want))[d];
-          bool isParam = it->second >= values.size();
-          if (on(u) == need && (isParam || need == on(w)))
-            parent[find(it->second)] = find(node[w]);
-        }
-      }
+      UnionFind sets(n);
+      joinUnboxed(
+          sets, values, node, d, [](Value) { return false; },
+          [&](unsigned operand, SbpDim need, Value w) {
+            return operand >= values.size() || need == on(w); // a parameter, or unchanged
+          });
       llvm::MapVector<unsigned, llvm::SmallVector<unsigned>> regions;
       for (unsigned i = 0; i < n; ++i) {
         Value v = i < values.size() ? values[i] : params[i - values.size()].first;
         if (placementOf(v) && placementOf(v).getHierarchy()[d] > 1)
-          regions[find(i)].push_back(i);
+          regions[sets.find(i)].push_back(i);
       }
       for (auto &[root, members] : regions) {
         Move m;

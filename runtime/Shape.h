@@ -56,6 +56,27 @@ struct RegionBox {
   int rank = 0;
 };
 RegionBox regionBox(const Region &holder, const Region &part);
+// Walks the rows of `region` (every axis but the last) in row-major order:
+// `row(idx)` gets the row's offsets inside the region, one per axis (the last
+// 0), and returns whether to go on. A rank-0 region has one row; an empty one
+// none. Returns false when `row` stopped the walk.
+template <class Row> bool forEachRow(const Region &region, Row &&row) {
+  if (regionElements(region) == 0)
+    return true;
+  std::vector<int64_t> idx(region.size(), 0);
+  while (true) {
+    if (!row(static_cast<const std::vector<int64_t> &>(idx)))
+      return false;
+    int a = static_cast<int>(region.size()) - 2;
+    for (; a >= 0; --a) {
+      if (++idx[a] < region[a].size)
+        break;
+      idx[a] = 0;
+    }
+    if (a < 0)
+      return true;
+  }
+}
 Chunk balancedChunk(int64_t total, int64_t parts, int64_t index);
 
 // Coordinate of `rankIndex` (position in the placement's rank list) in a

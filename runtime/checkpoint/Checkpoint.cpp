@@ -399,29 +399,19 @@ Status ShardFile::readPart(const Region &part, const Region &dstRegion, char *ds
   // payload offset: an odometer over every axis but the last.
   const uint64_t run =
       static_cast<uint64_t>(rank == 0 ? 1 : part[rank - 1].size) * static_cast<uint64_t>(elemBytes);
-  std::vector<int64_t> idx(rank, 0);
   auto forEachRun = [&](const auto &body) -> Status {
-    std::fill(idx.begin(), idx.end(), 0);
-    while (true) {
+    Status failed = Status::ok();
+    forEachRow(part, [&](const std::vector<int64_t> &idx) {
       int64_t from = 0, to = 0;
       for (size_t a = 0; a < rank; ++a) {
         const int64_t g = part[a].begin + idx[a];
         from = from * want_[a].size + (g - want_[a].begin);
         to = to * dstRegion[a].size + (g - dstRegion[a].begin);
       }
-      if (Status s =
-              body(static_cast<uint64_t>(from * elemBytes), static_cast<uint64_t>(to * elemBytes));
-          !s)
-        return s;
-      int a = static_cast<int>(rank) - 2;
-      for (; a >= 0; --a) {
-        if (++idx[a] < part[a].size)
-          break;
-        idx[a] = 0;
-      }
-      if (a < 0)
-        return Status::ok();
-    }
+      failed = body(static_cast<uint64_t>(from * elemBytes), static_cast<uint64_t>(to * elemBytes));
+      return static_cast<bool>(failed);
+    });
+    return failed;
   };
   // Pass 1: the blocks the runs touch.
   const uint64_t B = h.blockBytes;

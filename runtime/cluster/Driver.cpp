@@ -583,28 +583,26 @@ private:
             });
         if (!s)
           return s;
+        // "epoch E <what>" on the log; `format` prints the value.
+        auto logEpoch = [&](const char *format, double value) {
+          if (!log)
+            return;
+          char line[128];
+          std::snprintf(line, sizeof(line), format, value);
+          *log << "epoch " << epoch + 1 << " " << line << std::endl;
+        };
         if (evalProg->samples > 0 && evalLossIdx >= 0) {
           double loss = lossSum / static_cast<double>(evalProg->samples);
           if (report)
             report->evalLoss.push_back(loss);
-          if (log) {
-            char line[128];
-            std::snprintf(line, sizeof(line), "epoch %lld eval loss %.6f",
-                          static_cast<long long>(epoch + 1), loss);
-            *log << line << std::endl;
-          }
+          logEpoch("eval loss %.6f", loss);
         }
         if (correctIdx >= 0 && evalProg->samples > 0) {
           double accuracy = correct / (static_cast<double>(evalProg->samples) *
                                        static_cast<double>(evalProg->labelsPerSample));
           if (report)
             report->testAccuracy.push_back(accuracy);
-          if (log) {
-            char line[128];
-            std::snprintf(line, sizeof(line), "epoch %lld test accuracy %.4f",
-                          static_cast<long long>(epoch + 1), accuracy);
-            *log << line << std::endl;
-          }
+          logEpoch("test accuracy %.4f", accuracy);
         }
       }
     }

@@ -199,6 +199,15 @@ GlooCommunicator::connect(gloo::rendezvous::Store &store, int rank, int size,
 int GlooCommunicator::rank() const { return context_->rank; }
 int GlooCommunicator::size() const { return context_->size; }
 
+template <class Call> Status GlooCommunicator::collective(const char *op, Call &&call) {
+  try {
+    call(tag_++);
+  } catch (const std::exception &e) {
+    return failed(op, e);
+  }
+  return Status::ok();
+}
+
 Status GlooCommunicator::failed(const std::string &op, const std::exception &e) {
   broken_ = true;
   return Status::error(name_ + ": gloo " + op + " failed on group rank " +
@@ -219,19 +228,16 @@ Status GlooCommunicator::allReduce(void *buf, int64_t count, plan::DType type, R
     return s;
   if (context_->size == 1 || count <= 0)
     return Status::ok();
-  try {
+  return collective("allReduce", [&](uint32_t tag) {
     gloo::AllreduceOptions opts(context_);
     withElement(type, [&](auto e) {
       using T = decltype(e);
       opts.setOutput(static_cast<T *>(buf), static_cast<size_t>(count));
       opts.setReduceFunction(reduceFunction<T>(op));
     });
-    opts.setTag(tag_++);
+    opts.setTag(tag);
     gloo::allreduce(opts);
-  } catch (const std::exception &e) {
-    return failed("allReduce", e);
-  }
-  return Status::ok();
+  });
 }
 
 // Data movement goes through Gloo as bytes: any element type moves as it is.
@@ -249,17 +255,14 @@ Status GlooCommunicator::allGather(const void *send, void *recv, const int64_t *
   std::vector<size_t> counts(n);
   for (int r = 0; r < n; ++r)
     counts[r] = static_cast<size_t>(recvCounts[r]) * bytes;
-  try {
+  return collective("allGather", [&](uint32_t tag) {
     gloo::AllgathervOptions opts(context_);
     // Gloo only reads the input; its API takes a non-const pointer.
     opts.setInput(const_cast<uint8_t *>(static_cast<const uint8_t *>(send)), counts[me]);
     opts.setOutput(static_cast<uint8_t *>(recv), counts);
-    opts.setTag(tag_++);
+    opts.setTag(tag);
     gloo::allgatherv(opts);
-  } catch (const std::exception &e) {
-    return failed("allGather", e);
-  }
-  return Status::ok();
+  });
 }
 
 Status GlooCommunicator::allToAll(const void *send, const int64_t *sendCounts, void *recv,
@@ -283,17 +286,14 @@ Status GlooCommunicator::allToAll(const void *send, const int64_t *sendCounts, v
   }
   // Gloo rejects zero-sized buffers; a dummy byte keeps the exchange valid.
   uint8_t dummyIn = 0, dummyOut = 0;
-  try {
+  return collective("allToAll", [&](uint32_t tag) {
     gloo::AlltoallvOptions opts(context_);
     opts.setInput(inTotal ? const_cast<uint8_t *>(static_cast<const uint8_t *>(send)) : &dummyIn,
                   in);
     opts.setOutput(outTotal ? static_cast<uint8_t *>(recv) : &dummyOut, out);
-    opts.setTag(tag_++);
+    opts.setTag(tag);
     gloo::alltoallv(opts);
-  } catch (const std::exception &e) {
-    return failed("allToAll", e);
-  }
-  return Status::ok();
+  });
 }
 
 Status GlooCommunicator::reduceScatter(const void *send, void *recv, const int64_t *recvCounts,
@@ -330,16 +330,13 @@ Status GlooCommunicator::broadcast(void *buf, int64_t count, plan::DType type, i
                          ", not a rank of a group of " + std::to_string(context_->size));
   if (context_->size == 1 || count <= 0)
     return Status::ok();
-  try {
+  return collective("broadcast", [&](uint32_t tag) {
     gloo::BroadcastOptions opts(context_);
     opts.setOutput(static_cast<uint8_t *>(buf), static_cast<size_t>(count) * dtypeSize(type));
     opts.setRoot(root);
-    opts.setTag(tag_++);
+    opts.setTag(tag);
     gloo::broadcast(opts);
-  } catch (const std::exception &e) {
-    return failed("broadcast", e);
-  }
-  return Status::ok();
+  });
 }
 
 Status GlooCommunicator::checkPeer(const char *op, int peer) const {

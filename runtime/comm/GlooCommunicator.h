@@ -52,6 +52,9 @@ public:
 private:
   GlooCommunicator(std::shared_ptr<gloo::Context> context, std::string name);
   Status failed(const std::string &op, const std::exception &e);
+  // Runs one Gloo collective, `call(tag)` with the next tag: an exception (a
+  // dead peer, a timeout) breaks the communicator and is an error naming op.
+  template <class Call> Status collective(const char *op, Call &&call);
   // An error when the communicator is broken or `type` is not one it carries.
   Status usable(const char *op, plan::DType type) const;
   // The checks of send/recv's peer.

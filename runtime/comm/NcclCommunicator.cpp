@@ -297,22 +297,26 @@ Status NcclCommunicator::broadcast(void *buf, int64_t count, plan::DType type, i
                                            root, comm_, stream_));
 }
 
+template <class Call>
+Status NcclCommunicator::withPeer(const char *op, const char *toPeer, int peer, plan::DType type,
+                                  Call &&call) {
+  if (Status s = usable(op, type); !s)
+    return s;
+  if (Status s = checkPeer(toPeer, peer); !s)
+    return s;
+  return settle((std::string(toPeer) + " peer " + std::to_string(peer)).c_str(), call());
+}
+
 Status NcclCommunicator::send(const void *buf, int64_t count, plan::DType type, int peer) {
-  if (Status s = usable("send", type); !s)
-    return s;
-  if (Status s = checkPeer("send to", peer); !s)
-    return s;
-  return settle(("send to peer " + std::to_string(peer)).c_str(),
-                ncclSend(buf, static_cast<size_t>(count), ncclType(type), peer, comm_, stream_));
+  return withPeer("send", "send to", peer, type, [&] {
+    return ncclSend(buf, static_cast<size_t>(count), ncclType(type), peer, comm_, stream_);
+  });
 }
 
 Status NcclCommunicator::recv(void *buf, int64_t count, plan::DType type, int peer) {
-  if (Status s = usable("recv", type); !s)
-    return s;
-  if (Status s = checkPeer("recv from", peer); !s)
-    return s;
-  return settle(("recv from peer " + std::to_string(peer)).c_str(),
-                ncclRecv(buf, static_cast<size_t>(count), ncclType(type), peer, comm_, stream_));
+  return withPeer("recv", "recv from", peer, type, [&] {
+    return ncclRecv(buf, static_cast<size_t>(count), ncclType(type), peer, comm_, stream_);
+  });
 }
 
 } // namespace sbpflow

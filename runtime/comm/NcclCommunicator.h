@@ -75,6 +75,10 @@ private:
   Status usable(const char *op, plan::DType type) const;
   // An error unless `peer` is another rank of the group.
   Status checkPeer(const char *op, int peer) const;
+  // send/recv: the checks of `type` and `peer`, then `call()` settled
+  // (`toPeer` names the direction in errors).
+  template <class Call>
+  Status withPeer(const char *op, const char *toPeer, int peer, plan::DType type, Call &&call);
 
   ncclComm *comm_; // null once aborted
   int rank_, size_;

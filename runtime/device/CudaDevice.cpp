@@ -138,6 +138,17 @@ Status byElementSize(size_t elementBytes, const std::string &gpu, Copy &&copy) {
   return Status::error(gpu + ": no region copy for " + std::to_string(elementBytes) +
                        "-byte elements");
 }
+
+// A region copy of `part` of a tensor holding `holder`: `copy(T{}, box)` with
+// the element type and the part's box in the holder; nothing for an empty part.
+template <class Copy>
+Status regionCopy(const Region &holder, const Region &part, size_t elementBytes,
+                  const std::string &gpu, Copy &&copy) {
+  if (regionElements(part) == 0)
+    return Status::ok();
+  const RegionBox box = regionBox(holder, part);
+  return byElementSize(elementBytes, gpu, [&](auto e) { return copy(e, box); });
+}
 } // namespace
 
 Status CudaDevice::copy(void *dst, const void *src, size_t bytes, Stream stream) {
@@ -186,10 +197,7 @@ Status CudaDevice::fill(void *dst, plan::DType dtype, float value, int64_t n, St
 
 Status CudaDevice::packRegion(const void *src, const Region &from, const Region &part, void *dst,
                               size_t elementBytes, Stream stream) {
-  if (regionElements(part) == 0)
-    return Status::ok();
-  const RegionBox b = regionBox(from, part);
-  return byElementSize(elementBytes, name(), [&](auto e) {
+  return regionCopy(from, part, elementBytes, name(), [&](auto e, const RegionBox &b) {
     using T = decltype(e);
     return cuda::copyRegion<T>(static_cast<const T *>(src), b.shape, b.begin, b.size, b.rank,
                                static_cast<T *>(dst), cudaOf(stream));
@@ -198,10 +206,7 @@ Status CudaDevice::packRegion(const void *src, const Region &from, const Region 
 
 Status CudaDevice::unpackRegion(const void *src, const Region &part, void *dst, const Region &into,
                                 size_t elementBytes, Stream stream) {
-  if (regionElements(part) == 0)
-    return Status::ok();
-  const RegionBox b = regionBox(into, part);
-  return byElementSize(elementBytes, name(), [&](auto e) {
+  return regionCopy(into, part, elementBytes, name(), [&](auto e, const RegionBox &b) {
     using T = decltype(e);
     return cuda::copyIntoRegion<T>(static_cast<const T *>(src), b.begin, b.size,
                                    static_cast<T *>(dst), b.shape, b.rank, cudaOf(stream));

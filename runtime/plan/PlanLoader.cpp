@@ -195,12 +195,16 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
                            " outputs, has " + std::to_string(gotOut));
     if (task->op() == plan::OpKind::AllReduce && gotIn != gotOut)
       return Status::error(kname + ": AllReduce needs as many outputs as inputs");
+    // An operand's tensor index outside the program.
+    auto outOfRange = [&](const char *what, int j, int t) {
+      return Status::error(kname + ": " + what + " " + std::to_string(j) + " is tensor " +
+                           std::to_string(t) + ", out of range (" + std::to_string(nt) +
+                           " tensors)");
+    };
     for (int j = 0; j < gotIn; ++j) {
       int t = task->inputs()->Get(j);
       if (t < 0 || t >= nt)
-        return Status::error(kname + ": input " + std::to_string(j) + " is tensor " +
-                             std::to_string(t) + ", out of range (" + std::to_string(nt) +
-                             " tensors)");
+        return outOfRange("input", j, t);
       if (producer[t] < 0)
         return Status::error(kname + ": input tensor '" + str(tensors->Get(t)->name()) +
                              "' is not produced by an earlier task");
@@ -219,9 +223,7 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
     for (int j = 0; j < gotOut; ++j) {
       int t = task->outputs()->Get(j);
       if (t < 0 || t >= nt)
-        return Status::error(kname + ": output " + std::to_string(j) + " is tensor " +
-                             std::to_string(t) + ", out of range (" + std::to_string(nt) +
-                             " tensors)");
+        return outOfRange("output", j, t);
       if (producer[t] >= 0)
         return Status::error(kname + ": tensor '" + str(tensors->Get(t)->name()) +
                              "' already produced by task '" + str(tasks->Get(producer[t])->name()) +

@@ -7,6 +7,8 @@
 
 #include "runtime/Shape.h"
 
+#include "mlir/Analysis/TopologicalSortUtils.h"
+
 #include <map>
 #include <set>
 
@@ -112,6 +114,7 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
     if (bucket.size() == 1) {
       bucket.front().op->moveAfter(last);
       keepUsersAfter(bucket.front().op);
+      sortTopologically(last->getBlock());
       return;
     }
     llvm::SmallVector<Value> inputs;
@@ -130,11 +133,15 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
       c.op.erase();
     }
     keepUsersAfter(fused);
+    sortTopologically(fused->getBlock());
   }
 
   // The consumers of a bucket may sit before its new position (boxing chains
   // interleave with the optimiser ops); moving them, and in turn their consumers,
-  // later keeps every value defined before its uses.
+  // later keeps every value defined before its uses. A moved consumer may read
+  // another value defined after the bucket (an optimiser reads the clipping
+  // scale): the stable topological sort after it (which leaves an ordered
+  // block as it is) moves such a consumer after that value.
   void keepUsersAfter(Operation *op) {
     llvm::SmallVector<Operation *> early;
     for (Operation *user : op->getUsers())

@@ -152,36 +152,37 @@ struct InsertBoxingPass : public sbp::impl::InsertBoxingPassBase<InsertBoxingPas
     if (plan.cost == std::numeric_limits<double>::infinity())
       return user->emitOpError("operand #")
              << operandIndex << ": no order of single-dimension steps boxes " << toString(cur)
-             << " into " << toString(want)
-             << " (an axis split on two hierarchy dims can change only on the inner one)";
-    if (plan.order.size() > 1 && isSbpDebugEnabled(kDebugType)) {
+             << " into " << toString(want);
+    if (plan.steps.size() > 1 && isSbpDebugEnabled(kDebugType)) {
       llvm::dbgs() << "[" << kDebugType << "] order:";
-      for (auto [k, d] : llvm::enumerate(plan.order))
-        llvm::dbgs() << (k ? ", " : " ") << "dim " << d;
+      for (auto [k, step] : llvm::enumerate(plan.steps))
+        llvm::dbgs() << (k ? ", " : " ") << "dim " << step.dim
+                     << (step.to == want[step.dim] ? "" : " to " + toString(step.to));
       llvm::dbgs() << " for operand #" << operandIndex << " of " << user->getName() << " "
                    << toString(cur) << " -> " << toString(want) << " (cost " << plan.cost
                    << " s)\n";
     }
     StringRef placement = target.getPlacement().getValue();
-    for (unsigned d : plan.order) {
+    for (const NdBoxingStep &step : plan.steps) {
+      const unsigned d = step.dim;
       auto next = cur;
-      next[d] = want[d];
+      next[d] = step.to;
       RankedTensorType outType =
           withSbp(v.getType(), makeSbpTensorAttr(&getContext(), placement, next));
       Value out;
       for (const auto &builder : builderChain()) {
-        out = builder->build(b, user->getLoc(), v, d, cur[d], want[d], outType);
+        out = builder->build(b, user->getLoc(), v, d, cur[d], next[d], outType);
         if (!out)
           continue;
         if (isSbpDebugEnabled(kDebugType))
           llvm::dbgs() << "[" << kDebugType << "] " << builder->name() << ": operand #"
                        << operandIndex << " of " << user->getName() << " " << toString(cur[d])
-                       << " -> " << toString(want[d]) << " on dim " << d << "\n";
+                       << " -> " << toString(next[d]) << " on dim " << d << "\n";
         break;
       }
       if (!out)
         return user->emitOpError("no boxing from ")
-               << toString(cur[d]) << " to " << toString(want[d]) << " on hierarchy dim " << d
+               << toString(cur[d]) << " to " << toString(next[d]) << " on hierarchy dim " << d
                << " for operand #" << operandIndex;
       v = out;
       cur = next;

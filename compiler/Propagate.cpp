@@ -914,9 +914,25 @@ private:
       pinnedResult.push_back(currentPins && currentPins->count(r));
 
     double flops = iface.getFlops();
-    llvm::SmallVector<SbpSignature> chosen;
+    llvm::SmallVector<SbpSignature> chosen, freeChosen;
+    // Whether every operand reaches `sigs` (with planNdBoxing's detours or
+    // only in straight single-dim steps).
+    auto reachable = [&](llvm::ArrayRef<SbpSignature> sigs, bool detours) {
+      for (unsigned i = 0; i < op->getNumOperands(); ++i) {
+        NdSbp want;
+        for (const SbpSignature &sig : sigs)
+          want.push_back(sig.operands[i]);
+        if (planNdBoxing(model, cast<RankedTensorType>(op->getOperand(i).getType()), operandSbps[i],
+                         want, hierarchy, /*bucketedAllReduce=*/false, detours)
+                .cost == std::numeric_limits<double>::infinity())
+          return false;
+      }
+      return true;
+    };
     // First choose freely; if some operand's change then has no order of
-    // single-dim steps (nestedSplitStep), choose again without such steps.
+    // single-dim steps (nestedSplitStep), choose again without such steps;
+    // if that finds nothing, the free choice with a detour (gathering an
+    // inner split first).
     for (int attempt = 0; attempt < 2; ++attempt) {
       const bool conservative = attempt == 1;
       chosen.clear();
@@ -1011,6 +1027,8 @@ private:
           for (unsigned i = 0; i < pinnedResult.size(); ++i)
             if (pinnedResult[i] && freePick->results[i] != pick->results[i])
               pinsUsed.insert(op->getResult(i));
+        if (!pick && conservative && reachable(freeChosen, /*detours=*/true))
+          break;
         if (!pick) {
           std::string why;
           if (candidates.empty())
@@ -1023,17 +1041,14 @@ private:
         }
         chosen.push_back(*pick);
       }
-      bool boxable = true;
-      for (unsigned i = 0; i < op->getNumOperands() && boxable; ++i) {
-        NdSbp want;
-        for (const SbpSignature &sig : chosen)
-          want.push_back(sig.operands[i]);
-        boxable = planNdBoxing(model, cast<RankedTensorType>(op->getOperand(i).getType()),
-                               operandSbps[i], want, hierarchy)
-                      .cost != std::numeric_limits<double>::infinity();
-      }
-      if (boxable)
+      if (chosen.size() == hierarchy.size() && reachable(chosen, /*detours=*/false))
         break;
+      if (!conservative) {
+        freeChosen = chosen;
+        continue;
+      }
+      if (reachable(freeChosen, /*detours=*/true))
+        chosen = freeChosen;
     }
 
     // Results: keep fixed encodings, set the others.

@@ -83,7 +83,7 @@ bool nestedSplitStep(llvm::ArrayRef<SbpDim> sbp, unsigned d, SbpDim to) {
 
 NdBoxingPlan planNdBoxing(const CostModel &model, RankedTensorType type,
                           llvm::ArrayRef<SbpDim> from, llvm::ArrayRef<SbpDim> to,
-                          llvm::ArrayRef<int64_t> hierarchy, bool bucketedAllReduce) {
+                          llvm::ArrayRef<int64_t> hierarchy, bool bucketedAllReduce, bool detours) {
   NdBoxingPlan plan;
   size_t levels = std::min({from.size(), to.size(), hierarchy.size()});
   llvm::SmallVector<unsigned, 4> changed;
@@ -93,7 +93,6 @@ NdBoxingPlan planNdBoxing(const CostModel &model, RankedTensorType type,
   llvm::stable_sort(changed, [&](unsigned a, unsigned b) {
     return shrinkRank(from[a], to[a]) < shrinkRank(from[b], to[b]);
   });
-  plan.order = changed;
   if (changed.empty())
     return plan;
   for (unsigned d : changed)
@@ -107,37 +106,76 @@ NdBoxingPlan planNdBoxing(const CostModel &model, RankedTensorType type,
   bucketed.alpha = 0.0;
   bucketed.bytesPerSecond = 2.0 * model.bytesPerSecond;
 
-  auto costOf = [&](llvm::ArrayRef<unsigned> order) {
+  using Steps = llvm::SmallVector<NdBoxingStep, 4>;
+  auto costOf = [&](const Steps &steps) {
     llvm::SmallVector<SbpDim, 4> cur(from.begin(), from.end());
     double total = 0.0;
-    for (unsigned d : order) {
-      if (nestedSplitStep(cur, d, to[d]))
+    for (const NdBoxingStep &s : steps) {
+      if (nestedSplitStep(cur, s.dim, s.to))
         return std::numeric_limits<double>::infinity();
-      bool allReduce = isPartial(cur[d]) && to[d].kind == SbpKind::Broadcast;
-      total += boxingCost(bucketedAllReduce && allReduce ? bucketed : model, cur[d], to[d],
-                          groupBytes(type, cur, hierarchy, d), hierarchy[d]);
-      cur[d] = to[d];
+      bool allReduce = isPartial(cur[s.dim]) && s.to.kind == SbpKind::Broadcast;
+      total += boxingCost(bucketedAllReduce && allReduce ? bucketed : model, cur[s.dim], s.to,
+                          groupBytes(type, cur, hierarchy, s.dim), hierarchy[s.dim]);
+      cur[s.dim] = s.to;
     }
     return total;
   };
-  plan.cost = costOf(changed);
-  if (changed.size() > kMaxOrderedDims)
-    return plan;
-  // Permutations of positions in the tie order, starting from the identity:
-  // only a strictly cheaper order replaces an earlier one.
-  llvm::SmallVector<unsigned, 8> perm(changed.size());
-  std::iota(perm.begin(), perm.end(), 0u);
-  llvm::SmallVector<unsigned, 4> order(changed.size());
-  while (std::next_permutation(perm.begin(), perm.end())) {
-    for (size_t i = 0; i < perm.size(); ++i)
-      order[i] = changed[perm[i]];
-    double c = costOf(order);
-    // A relative margin: rounding must not reorder steps that cost the same.
-    if (c < plan.cost * (1.0 - 1e-9)) {
-      plan.cost = c;
-      plan.order = order;
+  auto straight = [&](llvm::ArrayRef<unsigned> order) {
+    Steps steps;
+    for (unsigned d : order)
+      steps.push_back({d, to[d]});
+    return steps;
+  };
+  plan.steps = straight(changed);
+  plan.cost = costOf(plan.steps);
+  if (changed.size() <= kMaxOrderedDims) {
+    // Permutations of positions in the tie order, starting from the
+    // identity: only a strictly cheaper order replaces an earlier one.
+    llvm::SmallVector<unsigned, 8> perm(changed.size());
+    std::iota(perm.begin(), perm.end(), 0u);
+    llvm::SmallVector<unsigned, 4> order(changed.size());
+    while (std::next_permutation(perm.begin(), perm.end())) {
+      for (size_t i = 0; i < perm.size(); ++i)
+        order[i] = changed[perm[i]];
+      Steps steps = straight(order);
+      double c = costOf(steps);
+      // A relative margin: rounding must not reorder steps that cost the same.
+      if (c < plan.cost * (1.0 - 1e-9)) {
+        plan.cost = c;
+        plan.steps = std::move(steps);
+      }
     }
   }
+  if (plan.cost != std::numeric_limits<double>::infinity() || !detours)
+    return plan;
+  // The detour: from the innermost dimension out to the outermost changed
+  // one, gather every split that changes or that splits an axis an outer
+  // step changes (then no inner split blocks an outer step), then from the
+  // outermost changed dimension inwards go to `to` (each new split is the
+  // innermost split of its axis so far).
+  const unsigned outer = *llvm::min_element(changed);
+  auto blocksOuterStep = [&](unsigned d) {
+    for (unsigned c : changed)
+      if (c < d)
+        for (SbpDim x : {from[c], to[c]})
+          if (x.kind == SbpKind::Split && x.axis == from[d].axis)
+            return true;
+    return false;
+  };
+  Steps steps;
+  llvm::SmallVector<SbpDim, 4> cur(from.begin(), from.end());
+  for (unsigned d = levels; d-- > outer;)
+    if (cur[d].kind == SbpKind::Split && (cur[d] != to[d] || blocksOuterStep(d))) {
+      steps.push_back({d, broadcastDim()});
+      cur[d] = broadcastDim();
+    }
+  for (unsigned d = outer; d < levels; ++d)
+    if (cur[d] != to[d]) {
+      steps.push_back({d, to[d]});
+      cur[d] = to[d];
+    }
+  plan.cost = costOf(steps);
+  plan.steps = std::move(steps);
   return plan;
 }
 

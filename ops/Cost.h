@@ -37,23 +37,34 @@ double groupBytes(RankedTensorType type, llvm::ArrayRef<SbpDim> sbp,
 // under an outer split of the same axis is fine.)
 bool nestedSplitStep(llvm::ArrayRef<SbpDim> sbp, unsigned d, SbpDim to);
 
+// One step of an nd boxing: hierarchy dimension `dim` changes to `to`.
+struct NdBoxingStep {
+  unsigned dim = 0;
+  SbpDim to;
+};
+
 struct NdBoxingPlan {
   double cost = 0.0;
-  llvm::SmallVector<unsigned, 4> order;
+  llvm::SmallVector<NdBoxingStep, 4> steps;
   // Whether some step is an all-reduce (P -> B).
   bool allReduces = false;
 };
 // The cheapest way to box `type` from nd-SBP `from` to `to` one hierarchy
-// dimension at a time: `order` lists the changed dimensions in the order their
-// steps run and `cost` is the sum of the steps' boxingCost, each step moving
-// the bytes its group holds given the SBPs the other dimensions have at that
-// point. Every order is tried; ties keep shrinking steps (to a split) first.
-// `cost` is infinity where some step has no boxing; 0 when nothing changes.
-// With `bucketedAllReduce` the all-reduce steps pay no launch (alpha): they
-// are gradients that sbp-bucket-gradients fuses with others.
+// dimension at a time: `steps` run in order and `cost` is the sum of the
+// steps' boxingCost, each step moving the bytes its group holds given the
+// SBPs the other dimensions have at that point. Every order of the changed
+// dimensions (each changing once, straight to `to`) is tried; ties keep
+// shrinking steps (to a split) first. Where no such order exists (an axis
+// split on two dimensions would have to change on the outer one) and
+// `detours` is set, the plan gathers the inner splits first, changes the
+// outer dimensions and splits again (the only way; it moves more bytes).
+// `cost` is infinity where no plan exists; 0 when nothing changes. With
+// `bucketedAllReduce` the all-reduce steps pay no launch (alpha): they are
+// gradients that sbp-bucket-gradients fuses with others.
 NdBoxingPlan planNdBoxing(const CostModel &model, RankedTensorType type,
                           llvm::ArrayRef<SbpDim> from, llvm::ArrayRef<SbpDim> to,
-                          llvm::ArrayRef<int64_t> hierarchy, bool bucketedAllReduce = false);
+                          llvm::ArrayRef<int64_t> hierarchy, bool bucketedAllReduce = false,
+                          bool detours = true);
 
 } // namespace sbp
 } // namespace mlir

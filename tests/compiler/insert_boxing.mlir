@@ -119,3 +119,28 @@ module {
     return
   }
 }
+
+// -----
+
+// An axis split on both dimensions cannot change on the outer one while the
+// inner one splits it (its chunks would move between the inner groups), and
+// no order of straight steps avoids that here: the detour gathers the inner
+// split, changes the outer dimension and splits the inner one again.
+// CHECK-LABEL: func.func @detour_through_inner_gather
+// CHECK: %[[X:.*]] = sbp.input "x"
+// CHECK: %[[G1:.*]] = sbp.all_gather %[[X]] {dim = 1 : i64} : (tensor<8xf32, #sbp.t<@mesh, [S(0), S(0)]>>) -> tensor<8xf32, #sbp.t<@mesh, [S(0), B]>>
+// CHECK: %[[G0:.*]] = sbp.all_gather %[[G1]] {dim = 0 : i64} : (tensor<8xf32, #sbp.t<@mesh, [S(0), B]>>) -> tensor<8xf32, #sbp.t<@mesh, [B, B]>>
+// CHECK: %[[S:.*]] = sbp.slice %[[G0]] {dim = 1 : i64} : (tensor<8xf32, #sbp.t<@mesh, [B, B]>>) -> tensor<8xf32, #sbp.t<@mesh, [B, S(0)]>>
+// CHECK: sbp.relu %[[S]]
+// DEBUG: [sbp-insert-boxing] order: dim 1 to B, dim 0, dim 1 for operand #0 of sbp.relu [S(0), S(0)] -> [B, S(0)] (cost
+// DEBUG: all-gather: operand #0 of sbp.relu S(0) -> B on dim 1
+// DEBUG: all-gather: operand #0 of sbp.relu S(0) -> B on dim 0
+// DEBUG: slice: operand #0 of sbp.relu B -> S(0) on dim 1
+module {
+  sbp.placement @mesh cpu ranks [0, 1, 2, 3] hierarchy [2, 2]
+  func.func @detour_through_inner_gather() {
+    %x = sbp.input "x" : tensor<8xf32, #sbp.t<@mesh, [S(0), S(0)]>>
+    %r = sbp.relu %x {sbp.operand_sbp = [#sbp.t<@mesh, [B, S(0)]>]} : (tensor<8xf32, #sbp.t<@mesh, [S(0), S(0)]>>) -> tensor<8xf32, #sbp.t<@mesh, [B, S(0)]>>
+    return
+  }
+}

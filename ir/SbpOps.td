@@ -107,6 +107,7 @@ def Sbp_FillOp : Sbp_Op<"fill", [Pure, PlanOp<"Fill">, Precision<"Unchanged">, S
   let arguments = (ins F32Attr:$value);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$value attr-dict `:` type($result)";
+  let hasVerifier = 1;
 }
 
 //===-- compute ------------------------------------------------------------===//

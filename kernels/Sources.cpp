@@ -26,9 +26,15 @@ StatusOr<InputWork> inputWork(const OpArgs &a) {
   w.field = a.task.attrs_as_InputAttrs()->field()->str();
   if (o->global.empty())
     return Status::error(a.at + ": input tensor must have a batch axis");
-  for (size_t d = 0; d < o->sbp.size(); ++d)
+  for (size_t d = 0; d < o->sbp.size(); ++d) {
     if (o->sbp[d].kind == SbpKind::Split && o->sbp[d].axis != 0)
       return Status::error(a.at + ": inputs may only be split on axis 0");
+    // Every rank would read the field and a later reduction would count it
+    // once per rank (the compiler's verifier refuses this too).
+    if (o->sbp[d].kind != SbpKind::Split && o->sbp[d].kind != SbpKind::Broadcast)
+      return Status::error(a.at + ": input '" + o->name + "' cannot be partial (" +
+                           toString(o->sbp) + "): a data field is split or broadcast");
+  }
   w.globalBatch = o->global[0];
   w.rowBegin = o->region[0].begin;
   w.rowCount = o->region[0].size;
@@ -107,7 +113,13 @@ Status checkInput(const OpArgs &a) { return statusOf(inputWork(a)); }
 StatusOr<Kernel> cpuInput(const OpArgs &a) { return buildInput(a); }
 StatusOr<Kernel> cudaInput(const OpArgs &a) { return buildInput(a); }
 
-Status checkFill(const OpArgs &) { return Status::ok(); }
+Status checkFill(const OpArgs &a) {
+  for (const SbpDim &d : a.out[0]->sbp)
+    if (d.kind != SbpKind::Split && d.kind != SbpKind::Broadcast)
+      return Status::error(a.at + ": cannot be partial (" + toString(a.out[0]->sbp) +
+                           "): every rank writes the value");
+  return Status::ok();
+}
 StatusOr<Kernel> cpuFill(const OpArgs &a) { return buildFill(a); }
 StatusOr<Kernel> cudaFill(const OpArgs &a) { return buildFill(a); }
 

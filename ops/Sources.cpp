@@ -62,6 +62,15 @@ double ParameterOp::getFlops() { return 0.0; }
 
 //===-- fill: the same value on every rank, so broadcast or split --------------===//
 
+// Every rank writes the value: a partial result would mean the value times
+// the ranks.
+LogicalResult FillOp::verify() {
+  for (SbpDim d : getSbpDims(getSbp(getType())))
+    if (isPartial(d))
+      return emitOpError("cannot be partial (") << toString(d) << "): every rank writes the value";
+  return success();
+}
+
 LogicalResult FillOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
   return declaredResults(*this, results);
 }

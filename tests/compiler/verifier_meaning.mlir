@@ -172,3 +172,12 @@ func.func @f() {
   sbp.minimize %l {optimizer = #sbp.adamw<lr = 0.1, weight_decay = -1.0>} : tensor<f32>
   return
 }
+
+// -----
+
+sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
+func.func @f() {
+  // expected-error @+1 {{'sbp.fill' op cannot be partial (P(sum)): every rank writes the value}}
+  %x = sbp.fill 1.0 : tensor<4xf32, #sbp.t<@dp, [P(sum)]>>
+  return
+}

@@ -313,12 +313,14 @@ StatusOr<Kernel> cpuSlice(const OpArgs &a) { return buildSlice(a); }
 StatusOr<Kernel> cpuZeroOthers(const OpArgs &a) { return buildZeroOthers(a); }
 
 #ifdef SBPFLOW_HAVE_CUDA
-StatusOr<Kernel> cudaAllReduce(const OpArgs &a) { return reducing(a, buildAllReduce); }
-StatusOr<Kernel> cudaAllGather(const OpArgs &a) { return buildExchange(a); }
-StatusOr<Kernel> cudaReduceScatter(const OpArgs &a) { return reducing(a, buildExchange); }
-StatusOr<Kernel> cudaAllToAll(const OpArgs &a) { return buildExchange(a); }
-StatusOr<Kernel> cudaSlice(const OpArgs &a) { return buildSlice(a); }
-StatusOr<Kernel> cudaZeroOthers(const OpArgs &a) { return buildZeroOthers(a); }
+// The CPU's builders: they work through the Device and the Communicator,
+// whichever the executor's are.
+StatusOr<Kernel> cudaAllReduce(const OpArgs &a) { return cpuAllReduce(a); }
+StatusOr<Kernel> cudaAllGather(const OpArgs &a) { return cpuAllGather(a); }
+StatusOr<Kernel> cudaReduceScatter(const OpArgs &a) { return cpuReduceScatter(a); }
+StatusOr<Kernel> cudaAllToAll(const OpArgs &a) { return cpuAllToAll(a); }
+StatusOr<Kernel> cudaSlice(const OpArgs &a) { return cpuSlice(a); }
+StatusOr<Kernel> cudaZeroOthers(const OpArgs &a) { return cpuZeroOthers(a); }
 #endif
 
 } // namespace sbpflow::ops

@@ -1,5 +1,6 @@
 // What the op families' checks share: a tensor read as rows of its last
-// axis, and operands that must hold as many elements as each other.
+// axis, operands that must hold as many elements as each other, the error of
+// an i32 id out of range, and the shapes of a builder.
 #pragma once
 
 #include "kernels/Registry.h"
@@ -23,6 +24,16 @@ inline Status sameSize(std::initializer_list<const TensorView *> ts, const std::
       return Status::error(at + ": operands differ in local size (" +
                            toString((*ts.begin())->local) + " and " + toString(t->local) + ")");
   return Status::ok();
+}
+
+// The words of an i32 id outside [0, count) (a token id, a label, a row
+// index) at `position` of its tensor; whoever returns it names the task.
+using BadId = std::string (*)(int64_t position, int32_t id, int64_t count);
+
+// The status of a CPU kernel that gives the position of the first bad id in
+// `ids`, or -1 where all were good.
+inline Status idStatus(int64_t bad, const int32_t *ids, BadId badId, int64_t count) {
+  return bad < 0 ? Status::ok() : Status::error(badId(bad, ids[bad], count));
 }
 
 // A check whose work is not needed: its status.

@@ -60,65 +60,51 @@ StatusOr<RowsWork> rowsWork(const OpArgs &a) {
   return w;
 }
 
-// The error of an index outside the table.
-std::string badIndex(const std::string &at, int64_t e, int32_t index, int64_t rows) {
-  return at + ": index " + std::to_string(index) + " of row " + std::to_string(e) +
-         " is outside the " + std::to_string(rows) + " rows";
+// A gather is an embedding whose table this rank holds whole.
+StatusOr<EmbeddingWork> gatherWork(const OpArgs &a) {
+  auto w = rowsWork(a);
+  if (!w)
+    return w.status();
+  return EmbeddingWork{w->rows, 0, w->rows, w->edges, w->cols};
 }
 
-} // namespace
-
-Status checkGatherRows(const OpArgs &a) { return statusOf(rowsWork(a)); }
-Status checkScatterRows(const OpArgs &a) { return statusOf(rowsWork(a)); }
-
-StatusOr<Kernel> cpuGatherRows(const OpArgs &args) {
-  return checkedF32(args, rowsWork, [](const OpArgs &a, RowsWork w) {
-    const float *x = data<float>(a.in[0]);
-    const int32_t *idx = data<int32_t>(a.in[1]);
-    float *y = data<float>(a.out[0]);
-    return Kernel([=, at = a.at](const StepContext &) {
-      // An embedding whose table this rank holds whole.
-      const int64_t bad = cpu::embedding(x, w.rows, 0, w.rows, idx, w.edges, w.cols, y);
-      return bad < 0 ? Status::ok() : Status::error(badIndex(at, bad, idx[bad], w.rows));
-    });
-  });
+// The words of an id outside the table (BadId).
+std::string badTokenId(int64_t position, int32_t id, int64_t vocab) {
+  return "token id " + std::to_string(id) + " at position " + std::to_string(position) +
+         " is outside the vocabulary of " + std::to_string(vocab);
 }
 
-StatusOr<Kernel> cpuScatterRows(const OpArgs &args) {
-  return checkedF32(args, rowsWork, [](const OpArgs &a, RowsWork w) {
-    const float *y = data<float>(a.in[0]);
-    const int32_t *idx = data<int32_t>(a.in[1]);
-    float *out = data<float>(a.out[0]);
-    return Kernel([=, at = a.at](const StepContext &) {
-      // embeddingGrad skips indices outside the table; nobody checked them.
-      for (int64_t e = 0; e < w.edges; ++e)
-        if (idx[e] < 0 || idx[e] >= w.rows)
-          return Status::error(badIndex(at, e, idx[e], w.rows));
-      cpu::embeddingGrad(y, idx, w.edges, w.cols, out, w.rows, 0);
-      return Status::ok();
-    });
-  });
+std::string badIndex(int64_t e, int32_t index, int64_t rows) {
+  return "index " + std::to_string(index) + " of row " + std::to_string(e) + " is outside the " +
+         std::to_string(rows) + " rows";
 }
 
-Status checkEmbedding(const OpArgs &a) { return statusOf(embeddingWork(a)); }
-Status checkEmbeddingGrad(const OpArgs &a) { return statusOf(embeddingWork(a)); }
+using LookupWork = StatusOr<EmbeddingWork> (*)(const OpArgs &);
 
-StatusOr<Kernel> cpuEmbedding(const OpArgs &args) {
-  return checkedF32(args, embeddingWork, [](const OpArgs &a, EmbeddingWork w) {
+// The lookup of Embedding and GatherRows: rows of the table in0 picked by the
+// i32 ids in1 into out0.
+StatusOr<Kernel> cpuLookup(const OpArgs &args, LookupWork work, BadId badId) {
+  return checkedF32(args, work, [badId](const OpArgs &a, EmbeddingWork w) {
     const float *table = data<float>(a.in[0]);
     const int32_t *ids = data<int32_t>(a.in[1]);
     float *y = data<float>(a.out[0]);
     return launch(a, [=] {
       const int64_t bad =
           cpu::embedding(table, w.tableRows, w.rowBegin, w.vocab, ids, w.ids, w.dim, y);
-      if (bad >= 0)
-        return Status::error("token id " + std::to_string(ids[bad]) + " at position " +
-                             std::to_string(bad) + " is outside the vocabulary of " +
-                             std::to_string(w.vocab));
-      return Status::ok();
+      return idStatus(bad, ids, badId, w.vocab);
     });
   });
 }
+
+} // namespace
+
+Status checkEmbedding(const OpArgs &a) { return statusOf(embeddingWork(a)); }
+Status checkEmbeddingGrad(const OpArgs &a) { return statusOf(embeddingWork(a)); }
+Status checkGatherRows(const OpArgs &a) { return statusOf(rowsWork(a)); }
+Status checkScatterRows(const OpArgs &a) { return statusOf(rowsWork(a)); }
+
+StatusOr<Kernel> cpuEmbedding(const OpArgs &a) { return cpuLookup(a, embeddingWork, badTokenId); }
+StatusOr<Kernel> cpuGatherRows(const OpArgs &a) { return cpuLookup(a, gatherWork, badIndex); }
 
 StatusOr<Kernel> cpuEmbeddingGrad(const OpArgs &args) {
   return checkedF32(args, embeddingWork, [](const OpArgs &a, EmbeddingWork w) {
@@ -130,17 +116,31 @@ StatusOr<Kernel> cpuEmbeddingGrad(const OpArgs &args) {
   });
 }
 
+StatusOr<Kernel> cpuScatterRows(const OpArgs &args) {
+  return checkedF32(args, rowsWork, [](const OpArgs &a, RowsWork w) {
+    const float *y = data<float>(a.in[0]);
+    const int32_t *idx = data<int32_t>(a.in[1]);
+    float *out = data<float>(a.out[0]);
+    return launch(a, [=] {
+      // embeddingGrad skips indices outside the table; nobody checked them.
+      for (int64_t e = 0; e < w.edges; ++e)
+        if (idx[e] < 0 || idx[e] >= w.rows)
+          return Status::error(badIndex(e, idx[e], w.rows));
+      cpu::embeddingGrad(y, idx, w.edges, w.cols, out, w.rows, 0);
+      return Status::ok();
+    });
+  });
+}
+
 #ifdef SBPFLOW_HAVE_CUDA
 
-// The table (and the rows looked up) or dy is T; the table's gradient F32.
-StatusOr<Kernel> cudaEmbedding(const OpArgs &a) {
-  return cuda::typedKernel(a, embeddingWork, [&](auto e, EmbeddingWork w, cudaStream_t s) {
+namespace {
+// cpuLookup on the GPU: the table and the rows looked up are T.
+StatusOr<Kernel> cudaLookup(const OpArgs &a, LookupWork work, BadId badId) {
+  return cuda::typedKernel(a, work, [&](auto e, EmbeddingWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const int32_t *ids = data<int32_t>(a.in[1]);
-    int64_t *bad = a.errorFlag([=, at = a.at](int64_t row) {
-      return at + ": token id " + std::to_string(cuda::readI32(ids + row)) + " at position " +
-             std::to_string(row) + " is outside the vocabulary of " + std::to_string(w.vocab);
-    });
+    int64_t *bad = cuda::badIdFlag(a, ids, badId, w.vocab);
     const T *table = data<T>(a.in[0]);
     T *y = data<T>(a.out[0]);
     return launch(a, [=] {
@@ -149,7 +149,12 @@ StatusOr<Kernel> cudaEmbedding(const OpArgs &a) {
     });
   });
 }
+} // namespace
 
+StatusOr<Kernel> cudaEmbedding(const OpArgs &a) { return cudaLookup(a, embeddingWork, badTokenId); }
+StatusOr<Kernel> cudaGatherRows(const OpArgs &a) { return cudaLookup(a, gatherWork, badIndex); }
+
+// dy is T; the table's gradient F32.
 StatusOr<Kernel> cudaEmbeddingGrad(const OpArgs &a) {
   return cuda::typedKernel(a, embeddingWork, [&](auto e, EmbeddingWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
@@ -162,30 +167,13 @@ StatusOr<Kernel> cudaEmbeddingGrad(const OpArgs &a) {
   });
 }
 
-StatusOr<Kernel> cudaGatherRows(const OpArgs &a) {
-  return cuda::typedKernel(a, rowsWork, [&](auto e, RowsWork w, cudaStream_t s) {
-    using T = typename decltype(e)::type;
-    const int32_t *idx = data<int32_t>(a.in[1]);
-    int64_t *bad = a.errorFlag([=, at = a.at](int64_t row) {
-      return badIndex(at, row, cuda::readI32(idx + row), w.rows);
-    });
-    const T *x = data<T>(a.in[0]);
-    T *y = data<T>(a.out[0]);
-    return launch(a, [=] {
-      return cuda::embedding<T>(x, w.rows, 0, w.rows, idx, w.edges, w.cols, y, bad, s);
-    });
-  });
-}
-
 // The sum is accumulated in fp32: into the result itself, or for a bf16
 // result into scratch, rounded once.
 StatusOr<Kernel> cudaScatterRows(const OpArgs &a) {
   return cuda::typedKernel(a, rowsWork, [&](auto e, RowsWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const int32_t *idx = data<int32_t>(a.in[1]);
-    int64_t *bad = a.errorFlag([=, at = a.at](int64_t row) {
-      return badIndex(at, row, cuda::readI32(idx + row), w.rows);
-    });
+    int64_t *bad = cuda::badIdFlag(a, idx, badIndex, w.rows);
     const T *y = data<T>(a.in[0]);
     const bool f32 = a.out[0]->dtype == plan::DType::F32;
     float *sum = f32 ? data<float>(a.out[0])

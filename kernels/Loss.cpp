@@ -74,6 +74,12 @@ StatusOr<float> clipWork(const OpArgs &a) {
   return maxNorm;
 }
 
+// The words of a label outside the classes (BadId).
+std::string badLabel(int64_t row, int32_t label, int64_t classes) {
+  return "label " + std::to_string(label) + " at row " + std::to_string(row) +
+         " is out of range for " + std::to_string(classes) + " classes";
+}
+
 } // namespace
 
 Status checkSoftmaxXent(const OpArgs &a) { return statusOf(xentWork(a)); }
@@ -91,11 +97,7 @@ StatusOr<Kernel> cpuSoftmaxXent(const OpArgs &args) {
     float *loss = data<float>(a.out[0]);
     return launch(a, [=] {
       const int64_t bad = cpu::softmaxXent(logits, labels, loss, w.rows, w.classes);
-      if (bad >= 0)
-        return Status::error("label " + std::to_string(labels[bad]) + " at row " +
-                             std::to_string(bad) + " is out of range for " +
-                             std::to_string(w.classes) + " classes");
-      return Status::ok();
+      return idStatus(bad, labels, badLabel, w.classes);
     });
   });
 }
@@ -157,10 +159,7 @@ StatusOr<Kernel> cudaSoftmaxXent(const OpArgs &a) {
   return cuda::typedKernel(a, xentWork, [&](auto e, XentWork w, cudaStream_t s) {
     using T = typename decltype(e)::type;
     const int32_t *labels = data<int32_t>(a.in[1]);
-    int64_t *bad = a.errorFlag([=, at = a.at](int64_t row) {
-      return at + ": label " + std::to_string(cuda::readI32(labels + row)) + " at row " +
-             std::to_string(row) + " is out of range for " + std::to_string(w.classes) + " classes";
-    });
+    int64_t *bad = cuda::badIdFlag(a, labels, badLabel, w.classes);
     const T *logits = data<T>(a.in[0]);
     float *loss = data<float>(a.out[0]);
     return launch(a, [=] {

@@ -74,12 +74,32 @@ llvm::SmallVector<SbpSignature> EmbeddingGradOp::getSbpSignatures(unsigned) {
 
 double EmbeddingGradOp::getFlops() { return elements(getDy()); }
 
+// The operands of gather_rows and scatter_rows: `rows` [N or E, C] named
+// `name`, and idx [E]; their element types as checkElementTypes gives them.
+static FailureOr<llvm::SmallVector<Type, 1>> checkRowsAndIndex(Operation *op, Value rows,
+                                                               llvm::StringRef name, Value idx) {
+  auto types = checkElementTypes(op, {name, "idx"});
+  if (failed(types) || failed(expectRank(op, rows, 2, name)) ||
+      failed(expectRank(op, idx, 1, "idx")))
+    return failure();
+  return types;
+}
+
+// gather_rows and scatter_rows are each other's gradient: a `Grad` of dy
+// and idx, typed like the input `rows`; idx has none.
+template <class Grad>
+static LogicalResult rowsGradient(OpBuilder &b, Location loc, Value rows, Value dy, Value idx,
+                                  llvm::SmallVectorImpl<Value> &grads) {
+  grads.push_back(b.create<Grad>(loc, withoutSbp(rows.getType()), dy, idx).getResult());
+  grads.push_back(Value()); // idx
+  return success();
+}
+
 //===-- gather_rows: x [N, C], idx [E] -> [E, C] --------------------------------===//
 
 LogicalResult GatherRowsOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
-  auto types = checkElementTypes(*this, {"x", "idx"});
-  if (failed(types) || failed(expectRank(*this, getX(), 2, "x")) ||
-      failed(expectRank(*this, getIdx(), 1, "idx")))
+  auto types = checkRowsAndIndex(*this, getX(), "x", getIdx());
+  if (failed(types))
     return failure();
   return setResult(results, {shapeOf(getIdx())[0], shapeOf(getX())[1]}, *types);
 }
@@ -91,10 +111,7 @@ llvm::SmallVector<SbpSignature> GatherRowsOp::getSbpSignatures(unsigned) {
 
 LogicalResult GatherRowsOp::buildGradients(OpBuilder &b, llvm::ArrayRef<Value> dy,
                                            llvm::SmallVectorImpl<Value> &grads) {
-  grads.push_back(
-      b.create<ScatterRowsOp>(getLoc(), withoutSbp(getX().getType()), dy[0], getIdx()).getResult());
-  grads.push_back(Value()); // idx
-  return success();
+  return rowsGradient<ScatterRowsOp>(b, getLoc(), getX(), dy[0], getIdx(), grads);
 }
 
 double GatherRowsOp::getFlops() { return elements(getResult()); }
@@ -102,9 +119,8 @@ double GatherRowsOp::getFlops() { return elements(getResult()); }
 //===-- scatter_rows: y [E, C], idx [E] -> [N, C], N from the result type ------===//
 
 LogicalResult ScatterRowsOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
-  auto types = checkElementTypes(*this, {"y", "idx"});
-  if (failed(types) || failed(expectRank(*this, getY(), 2, "y")) ||
-      failed(expectRank(*this, getIdx(), 1, "idx")))
+  auto types = checkRowsAndIndex(*this, getY(), "y", getIdx());
+  if (failed(types))
     return failure();
   auto res = tensorOf(getResult());
   if (res.getRank() != 2 || res.getDimSize(1) != shapeOf(getY())[1])
@@ -122,10 +138,7 @@ llvm::SmallVector<SbpSignature> ScatterRowsOp::getSbpSignatures(unsigned) {
 
 LogicalResult ScatterRowsOp::buildGradients(OpBuilder &b, llvm::ArrayRef<Value> dy,
                                             llvm::SmallVectorImpl<Value> &grads) {
-  grads.push_back(
-      b.create<GatherRowsOp>(getLoc(), withoutSbp(getY().getType()), dy[0], getIdx()).getResult());
-  grads.push_back(Value()); // idx
-  return success();
+  return rowsGradient<GatherRowsOp>(b, getLoc(), getY(), dy[0], getIdx(), grads);
 }
 
 double ScatterRowsOp::getFlops() { return elements(getY()); }

@@ -95,12 +95,7 @@ LogicalResult MeanOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &
 }
 
 llvm::SmallVector<SbpSignature> MeanOp::getSbpSignatures(unsigned) {
-  llvm::SmallVector<SbpSignature> out;
-  for (int i = 0; i < tensorOf(getX()).getRank(); ++i)
-    out.push_back(sig({S(i)}, {P}));
-  out.push_back(sig({B}, {B}));
-  out.push_back(sig({P}, {P}));
-  return out;
+  return reduceToScalar(getX(), /*linear=*/true);
 }
 
 LogicalResult MeanOp::buildGradients(OpBuilder &b, llvm::ArrayRef<Value> dy,

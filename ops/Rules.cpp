@@ -204,6 +204,16 @@ llvm::SmallVector<SbpSignature> linearInFirst(llvm::SmallVector<SbpSignature> si
   return sigs;
 }
 
+llvm::SmallVector<SbpSignature> reduceToScalar(Value x, bool linear) {
+  llvm::SmallVector<SbpSignature> out;
+  for (int i = 0; i < tensorOf(x).getRank(); ++i)
+    out.push_back(sig({S(i)}, {P}));
+  out.push_back(sig({B}, {B}));
+  if (linear)
+    out.push_back(sig({P}, {P}));
+  return out;
+}
+
 LogicalResult noGradient(Operation *op) {
   return op->emitOpError("has no gradient rule (it cannot lie between a parameter and the loss)");
 }

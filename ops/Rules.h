@@ -68,5 +68,8 @@ int leadAxes(Value v);
 llvm::SmallVector<SbpSignature> uniform(int64_t rank, unsigned n, bool linear, int64_t except = -1);
 // Adds (P, B, ...) -> P to the signatures of an op linear in its first operand.
 llvm::SmallVector<SbpSignature> linearInFirst(llvm::SmallVector<SbpSignature> sigs);
+// A reduction of every element of `x` into a scalar: S(i) -> P for every axis
+// of x, B -> B, and P -> P where the reduction is linear.
+llvm::SmallVector<SbpSignature> reduceToScalar(Value x, bool linear);
 
 } // namespace mlir::sbp

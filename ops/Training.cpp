@@ -84,11 +84,7 @@ LogicalResult SquareSumOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorTy
 }
 
 llvm::SmallVector<SbpSignature> SquareSumOp::getSbpSignatures(unsigned) {
-  llvm::SmallVector<SbpSignature> out;
-  for (int i = 0; i < tensorOf(getX()).getRank(); ++i)
-    out.push_back(sig({S(i)}, {P}));
-  out.push_back(sig({B}, {B}));
-  return out;
+  return reduceToScalar(getX(), /*linear=*/false);
 }
 
 double SquareSumOp::getFlops() { return 2.0 * elements(getX()); }

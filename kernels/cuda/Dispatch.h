@@ -3,7 +3,7 @@
 // the per-device state of the CUDA libraries.
 #pragma once
 
-#include "kernels/Registry.h"
+#include "kernels/Checks.h"
 #include "kernels/cuda/Gemm.h"
 
 #include <cuda_bf16.h>
@@ -68,6 +68,15 @@ inline int32_t readI32(const int32_t *p) {
   int32_t v = 0;
   cudaMemcpy(&v, p, sizeof v, cudaMemcpyDeviceToHost);
   return v;
+}
+
+// The error flag (OpArgs::errorFlag) of a kernel that checks the device i32
+// tensor `ids`: its first bad position's error names the task, in the words
+// of `badId`, the id read back from the device.
+inline int64_t *badIdFlag(const OpArgs &a, const int32_t *ids, BadId badId, int64_t count) {
+  return a.errorFlag([=, at = a.at](int64_t position) {
+    return at + ": " + badId(position, readI32(ids + position), count);
+  });
 }
 
 } // namespace cuda

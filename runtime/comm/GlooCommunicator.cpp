@@ -18,7 +18,9 @@
 #include <gloo/transport/unbound_buffer.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstring>
+#include <mutex>
 #include <type_traits>
 
 namespace sbpflow {
@@ -181,6 +183,12 @@ GlooCommunicator::connect(gloo::rendezvous::Store &store, int rank, int size,
   if (size < 1 || rank < 0 || rank >= size)
     return Status::error(name + ": rank " + std::to_string(rank) + " out of range for size " +
                          std::to_string(size));
+  // A write to the socket of a peer that died raises SIGPIPE, which ends the
+  // process unless ignored; ignored, the write fails with EPIPE and Gloo
+  // throws, which is an error naming the peer (a dead peer is an error, not
+  // a crash). Once per process, before the first socket exists.
+  static std::once_flag ignoreSigpipe;
+  std::call_once(ignoreSigpipe, [] { std::signal(SIGPIPE, SIG_IGN); });
   try {
     gloo::transport::tcp::attr attr;
     if (!host.empty())

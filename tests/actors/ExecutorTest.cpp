@@ -117,8 +117,7 @@ PlanSpec linearPlan(int ranks, int count = 1) {
       {"dw", {kIn, 1}, {B()}},                     // 7
       {"loss", {}, {B()}},                         // 8
   };
-  TaskSpec input{"input.x", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
-  input.field = "x";
+  TaskSpec input = inputTask("input.x", 0, "x");
   TaskSpec param{"w", plan::OpKind::Parameter, {}, {1}};
   TaskSpec mm{"fc.matmul", plan::OpKind::MatMul, {0, 1}, {2}};
   TaskSpec mean{"loss.mean", plan::OpKind::Mean, {2}, {3}, plan::OpAttrs::MeanAttrs};
@@ -178,6 +177,16 @@ void referenceLinear(int steps, std::vector<double> &w, std::vector<double> &los
   }
 }
 
+// Expects the losses of `losses.size() == count` steps within 1e-5 of the
+// reference's; `losses[i]` is step `first + i`, and a mismatch is reported
+// as `label` followed by the step.
+void expectLossesNear(const std::vector<double> &losses, const std::vector<double> &ref,
+                      size_t count, const std::string &label, int first = 0) {
+  ASSERT_EQ(losses.size(), count);
+  for (int i = 0; i < static_cast<int>(count); ++i)
+    EXPECT_NEAR(losses[i], ref[first + i], 1e-5) << label << first + i;
+}
+
 // The whole of tensor `name` from the checkpoint in `dir`, read through the
 // checkpoint API; `meta` (optional) receives how it was saved.
 std::vector<float> readCheckpointed(const std::string &dir, const std::string &name,
@@ -214,9 +223,7 @@ void runLinearOneRank(int count) {
   std::vector<double> w, refLosses;
   referenceLinear(5, w, refLosses);
   EXPECT_EQ(batches, (std::vector<int64_t>{0, 1, 2, 3, 4}));
-  ASSERT_EQ(losses.size(), 5u);
-  for (int i = 0; i < 5; ++i)
-    EXPECT_NEAR(losses[i], refLosses[i], 1e-5) << "step " << i;
+  ASSERT_NO_FATAL_FAILURE(expectLossesNear(losses, refLosses, 5, "step "));
   test::TempDir tmp("sbpflow_actors");
   std::string dir = tmp.path() + "/linear";
   Status saved = exec.saveCheckpoint(dir);
@@ -247,9 +254,7 @@ TEST(Executor, SecondRunContinuesTraining) {
   ASSERT_TRUE(exec.run("train", &data, 0, 2, 2, cb));
   std::vector<double> w, ref;
   referenceLinear(4, w, ref);
-  ASSERT_EQ(losses.size(), 4u);
-  for (int i = 0; i < 4; ++i)
-    EXPECT_NEAR(losses[i], ref[i], 1e-5) << i;
+  ASSERT_NO_FATAL_FAILURE(expectLossesNear(losses, ref, 4, ""));
   Status missing = exec.run("eval", &data, 0, 0, 1, nullptr);
   EXPECT_NE(missing.message().find("plan has no program 'eval'"), std::string::npos);
 }
@@ -388,9 +393,8 @@ TEST(Executor, TwoRankDataParallelMatchesOneRank) {
   std::vector<double> w, ref;
   referenceLinear(4, w, ref);
   for (int r = 0; r < 2; ++r) {
-    ASSERT_EQ(losses[r].size(), 4u);
-    for (int i = 0; i < 4; ++i)
-      EXPECT_NEAR(losses[r][i], ref[i], 1e-5) << "rank " << r << " step " << i;
+    ASSERT_NO_FATAL_FAILURE(
+        expectLossesNear(losses[r], ref, 4, "rank " + std::to_string(r) + " step "));
   }
   // w is B on both ranks: stored once, by rank 0.
   std::vector<float> got = readCheckpointed(dir, "w");
@@ -437,9 +441,8 @@ TEST(Executor, ResumesFromACheckpointOnAnotherLayout) {
   std::vector<double> w, ref;
   referenceLinear(4, w, ref);
   for (int r = 0; r < 2; ++r) {
-    ASSERT_EQ(losses[r].size(), 2u);
-    for (int i = 0; i < 2; ++i)
-      EXPECT_NEAR(losses[r][i], ref[2 + i], 1e-5) << "rank " << r << " step " << 2 + i;
+    ASSERT_NO_FATAL_FAILURE(
+        expectLossesNear(losses[r], ref, 2, "rank " + std::to_string(r) + " step ", 2));
   }
   std::vector<float> got = readCheckpointed(after, "w");
   ASSERT_EQ(got.size(), 3u);
@@ -473,8 +476,7 @@ PlanSpec accumulatePlan() {
   spec.variables = {{"w", {6, 5}, 0, {S(0)}}};
   ProgramSpec prog;
   prog.tensors = {{"a", {6, 5}, {S(0)}}};
-  TaskSpec input{"input.a", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
-  input.field = "a";
+  TaskSpec input = inputTask("input.a", 0, "a");
   TaskSpec add{"add", plan::OpKind::SgdMomentum, {0}, {}, plan::OpAttrs::SgdAttrs};
   add.lr = -1;
   add.param = 0;
@@ -640,8 +642,7 @@ PlanSpec adamPlan() {
                     {"w.step", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32}};
   ProgramSpec prog;
   prog.tensors = {{"x", {kBatch, kIn}}};
-  TaskSpec input{"input.x", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
-  input.field = "x";
+  TaskSpec input = inputTask("input.x", 0, "x");
   TaskSpec adam{"adamw.w", plan::OpKind::AdamW, {0}, {}, plan::OpAttrs::AdamWAttrs};
   adam.lr = 0.01f;
   adam.param = 0;
@@ -777,8 +778,7 @@ PlanSpec boxingPlan(int ranks, bool reversed = false) {
   prog.tensors = {{"a", {3, 5}, {B()}},   {"a.s1", {3, 5}, {S(1)}}, {"a.s0", {3, 5}, {S(0)}},
                   {"a.b", {3, 5}, {B()}}, {"a.p", {3, 5}, {P()}},   {"a.rs", {3, 5}, {S(1)}},
                   {"a.b2", {3, 5}, {B()}}};
-  TaskSpec input{"input.a", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
-  input.field = "a";
+  TaskSpec input = inputTask("input.a", 0, "a");
   TaskSpec slice{"slice", plan::OpKind::Slice, {0}, {1}};
   TaskSpec a2a{"alltoall", plan::OpKind::AllToAll, {1}, {2}, plan::OpAttrs::CollectiveAttrs};
   TaskSpec ag{"allgather", plan::OpKind::AllGather, {2}, {3}, plan::OpAttrs::CollectiveAttrs};
@@ -997,9 +997,7 @@ TEST(ExecutorTrace, KeepsTheFirstStepsOfEveryTask) {
   ASSERT_TRUE(exec.run("train", &data, 0, 2, 3, cb));
   std::vector<double> w, ref;
   referenceLinear(5, w, ref);
-  ASSERT_EQ(losses.size(), 5u);
-  for (int i = 0; i < 5; ++i)
-    EXPECT_NEAR(losses[i], ref[i], 1e-5) << "traced training differs at step " << i;
+  ASSERT_NO_FATAL_FAILURE(expectLossesNear(losses, ref, 5, "traced training differs at step "));
 
   test::TempDir tmp("sbpflow_actors");
   const std::string &dir = tmp.path();

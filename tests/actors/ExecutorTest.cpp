@@ -120,12 +120,9 @@ PlanSpec linearPlan(int ranks, int count = 1) {
   TaskSpec input = inputTask("input.x", 0, "x");
   TaskSpec param{"w", plan::OpKind::Parameter, {}, {1}};
   TaskSpec mm{"fc.matmul", plan::OpKind::MatMul, {0, 1}, {2}};
-  TaskSpec mean{"loss.mean", plan::OpKind::Mean, {2}, {3}, plan::OpAttrs::MeanAttrs};
-  mean.count = kBatch;
-  TaskSpec one{"loss.seed", plan::OpKind::Fill, {}, {4}, plan::OpAttrs::FillAttrs};
-  one.value = 1;
-  TaskSpec meanGrad{"loss.mean.grad", plan::OpKind::MeanGrad, {4}, {5}, plan::OpAttrs::MeanAttrs};
-  meanGrad.count = kBatch;
+  TaskSpec mean = meanTask("loss.mean", plan::OpKind::Mean, 2, 3, kBatch);
+  TaskSpec one = fillTask("loss.seed", 4, 1);
+  TaskSpec meanGrad = meanTask("loss.mean.grad", plan::OpKind::MeanGrad, 4, 5, kBatch);
   TaskSpec mmGrad{"fc.matmul.grad", plan::OpKind::MatMul, {0, 5}, {6}, plan::OpAttrs::MatMulAttrs};
   mmGrad.transA = true;
   TaskSpec arW{"dw.allreduce", plan::OpKind::AllReduce, {6}, {7}, plan::OpAttrs::CollectiveAttrs};
@@ -834,10 +831,8 @@ TEST(Executor, KernelErrorNamesTask) {
   prog.tensors = {{"x", {kBatch, kIn}, {B()}},
                   {"label", {kBatch}, {B()}, plan::DType::I32},
                   {"loss", {kBatch}, {B()}}};
-  TaskSpec x{"input.x", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
-  x.field = "x";
-  TaskSpec label{"input.label", plan::OpKind::Input, {}, {1}, plan::OpAttrs::InputAttrs};
-  label.field = "label";
+  TaskSpec x = inputTask("input.x", 0, "x");
+  TaskSpec label = inputTask("input.label", 1, "label");
   TaskSpec xent{"head.xent", plan::OpKind::SoftmaxXent, {0, 1}, {2}};
   prog.tasks = {x, label, xent};
   spec.programs.push_back(prog);

@@ -1,4 +1,8 @@
-# Argument checks shared by the side-by-side benchmark scripts (sourced).
+# What the side-by-side benchmark scripts share (sourced after they set
+# `here`, their folder): default paths and argument checks.
+
+build="$(realpath -m "$here/../build")" # --build overrides it
+python=/usr/bin/python3                 # Debian's python3-torch, not a pyenv python on PATH
 
 # require_positive_integers SCRIPT NAME...: exits 2, naming the option, unless
 # each variable NAME (set from --NAME) holds a positive integer.

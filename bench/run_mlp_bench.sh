@@ -12,10 +12,8 @@ threads=1
 steps=60
 repeat=1
 here="$(cd "$(dirname "$0")" && pwd)"
-build="$(realpath -m "$here/../build")"
-python=/usr/bin/python3 # Debian's python3-torch, not a pyenv python on PATH
 # shellcheck source=bench/bench_args.sh
-source "$here/bench_args.sh"
+source "$here/bench_args.sh" # sets the defaults of build and python
 
 while [[ $# -gt 0 ]]; do
   case "$1" in

@@ -15,28 +15,19 @@ steps=20
 seed=1
 bf16=()
 here="$(cd "$(dirname "$0")" && pwd)"
-build="$(realpath -m "$here/../build")"
-python=/usr/bin/python3 # Debian's python3-torch, not a pyenv python on PATH
+# shellcheck source=bench/bench_args.sh
+source "$here/bench_args.sh" # sets the defaults of build and python
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
-  --dp) dp="$2"; shift 2 ;;
-  --tp) tp="$2"; shift 2 ;;
-  --threads) threads="$2"; shift 2 ;;
-  --steps) steps="$2"; shift 2 ;;
-  --seed) seed="$2"; shift 2 ;;
+  # --NAME VALUE sets the variable NAME.
+  --dp | --tp | --threads | --steps | --seed | --build) printf -v "${1#--}" '%s' "$2"; shift 2 ;;
   --bf16) bf16=(--bf16); shift ;;
-  --build) build="$2"; shift 2 ;;
   -h | --help) sed -n '2,8p' "$0"; exit 0 ;;
   *) echo "run_gpt_bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in dp tp threads steps; do
-  if ! [[ "${!v}" =~ ^[1-9][0-9]*$ ]]; then
-    echo "run_gpt_bench.sh: --$v must be a positive integer, got '${!v}'" >&2
-    exit 2
-  fi
-done
+require_positive_integers run_gpt_bench.sh dp tp threads steps
 if ! [[ "$seed" =~ ^[0-9]+$ ]]; then
   echo "run_gpt_bench.sh: --seed must be a non-negative integer, got '$seed'" >&2
   exit 2

@@ -12,26 +12,18 @@ threads=1
 steps=60
 repeat=1
 here="$(cd "$(dirname "$0")" && pwd)"
-build="$(realpath -m "$here/../build")"
-python=/usr/bin/python3 # Debian's python3-torch, not a pyenv python on PATH
+# shellcheck source=bench/bench_args.sh
+source "$here/bench_args.sh" # sets the defaults of build and python
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
-  --ranks) ranks="$2"; shift 2 ;;
-  --threads) threads="$2"; shift 2 ;;
-  --steps) steps="$2"; shift 2 ;;
-  --repeat) repeat="$2"; shift 2 ;;
-  --build) build="$2"; shift 2 ;;
+  # --NAME VALUE sets the variable NAME.
+  --ranks | --threads | --steps | --repeat | --build) printf -v "${1#--}" '%s' "$2"; shift 2 ;;
   -h | --help) sed -n '2,5p' "$0"; exit 0 ;;
   *) echo "run_mlp_bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in ranks threads steps repeat; do
-  if ! [[ "${!v}" =~ ^[1-9][0-9]*$ ]]; then
-    echo "run_mlp_bench.sh: --$v must be a positive integer, got '${!v}'" >&2
-    exit 2
-  fi
-done
+require_positive_integers run_mlp_bench.sh ranks threads steps repeat
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT

@@ -26,7 +26,9 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <regex>
 #include <set>
 #include <thread>
@@ -75,6 +77,25 @@ private:
 
 using test::ActorSystem;
 
+// The single-rank tests' setup: the plan built from a spec, loaded, and rank
+// 0's executor for it on an actor system of its own. Call start under
+// ASSERT_NO_FATAL_FAILURE: it fails the test where the plan does not load or
+// the executor is refused.
+struct OneRank {
+  ActorSystem sys;
+  std::optional<LoadedPlan> loaded;
+  std::unique_ptr<Executor> exec;
+
+  void start(const PlanSpec &spec, const ExecutorOptions &options = {}) {
+    auto plan = loadPlanBuffer(build(spec));
+    ASSERT_TRUE(plan) << plan.status().message();
+    loaded = *plan;
+    auto created = Executor::create(sys.system, loaded->plan(), nullptr, options);
+    ASSERT_TRUE(created) << created.status().message();
+    exec = std::move(*created);
+  }
+};
+
 // loss = mean(x w); w trained by SGD with momentum and weight decay. With
 // `ranks` = 2 the batch is split S(0) and the gradient all-reduced.
 PlanSpec linearPlan(int ranks, int count = 1) {
@@ -96,16 +117,12 @@ PlanSpec linearPlan(int ranks, int count = 1) {
       {"dw", {kIn, 1}, {B()}},                     // 7
       {"loss", {}, {B()}},                         // 8
   };
-  TaskSpec input{"input.x", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
-  input.field = "x";
+  TaskSpec input = inputTask("input.x", 0, "x");
   TaskSpec param{"w", plan::OpKind::Parameter, {}, {1}};
   TaskSpec mm{"fc.matmul", plan::OpKind::MatMul, {0, 1}, {2}};
-  TaskSpec mean{"loss.mean", plan::OpKind::Mean, {2}, {3}, plan::OpAttrs::MeanAttrs};
-  mean.count = kBatch;
-  TaskSpec one{"loss.seed", plan::OpKind::Fill, {}, {4}, plan::OpAttrs::FillAttrs};
-  one.value = 1;
-  TaskSpec meanGrad{"loss.mean.grad", plan::OpKind::MeanGrad, {4}, {5}, plan::OpAttrs::MeanAttrs};
-  meanGrad.count = kBatch;
+  TaskSpec mean = meanTask("loss.mean", plan::OpKind::Mean, 2, 3, kBatch);
+  TaskSpec one = fillTask("loss.seed", 4, 1);
+  TaskSpec meanGrad = meanTask("loss.mean.grad", plan::OpKind::MeanGrad, 4, 5, kBatch);
   TaskSpec mmGrad{"fc.matmul.grad", plan::OpKind::MatMul, {0, 5}, {6}, plan::OpAttrs::MatMulAttrs};
   mmGrad.transA = true;
   TaskSpec arW{"dw.allreduce", plan::OpKind::AllReduce, {6}, {7}, plan::OpAttrs::CollectiveAttrs};
@@ -157,6 +174,16 @@ void referenceLinear(int steps, std::vector<double> &w, std::vector<double> &los
   }
 }
 
+// Expects the losses of `losses.size() == count` steps within 1e-5 of the
+// reference's; `losses[i]` is step `first + i`, and a mismatch is reported
+// as `label` followed by the step.
+void expectLossesNear(const std::vector<double> &losses, const std::vector<double> &ref,
+                      size_t count, const std::string &label, int first = 0) {
+  ASSERT_EQ(losses.size(), count);
+  for (int i = 0; i < static_cast<int>(count); ++i)
+    EXPECT_NEAR(losses[i], ref[first + i], 1e-5) << label << first + i;
+}
+
 // The whole of tensor `name` from the checkpoint in `dir`, read through the
 // checkpoint API; `meta` (optional) receives how it was saved.
 std::vector<float> readCheckpointed(const std::string &dir, const std::string &name,
@@ -179,15 +206,13 @@ std::vector<float> readCheckpointed(const std::string &dir, const std::string &n
 }
 
 void runLinearOneRank(int count) {
-  auto loaded = loadPlanBuffer(build(linearPlan(1, count)));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
-  ASSERT_TRUE(exec) << exec.status().message();
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(linearPlan(1, count)));
+  Executor &exec = *solo.exec;
   MemoryData data;
   std::vector<double> losses;
   std::vector<int64_t> batches;
-  Status s = (*exec)->run("train", &data, 0, 0, 5, [&](int64_t b, const std::vector<double> &m) {
+  Status s = exec.run("train", &data, 0, 0, 5, [&](int64_t b, const std::vector<double> &m) {
     batches.push_back(b);
     losses.push_back(m.at(0));
   });
@@ -195,12 +220,10 @@ void runLinearOneRank(int count) {
   std::vector<double> w, refLosses;
   referenceLinear(5, w, refLosses);
   EXPECT_EQ(batches, (std::vector<int64_t>{0, 1, 2, 3, 4}));
-  ASSERT_EQ(losses.size(), 5u);
-  for (int i = 0; i < 5; ++i)
-    EXPECT_NEAR(losses[i], refLosses[i], 1e-5) << "step " << i;
+  ASSERT_NO_FATAL_FAILURE(expectLossesNear(losses, refLosses, 5, "step "));
   test::TempDir tmp("sbpflow_actors");
   std::string dir = tmp.path() + "/linear";
-  Status saved = (*exec)->saveCheckpoint(dir);
+  Status saved = exec.saveCheckpoint(dir);
   ASSERT_TRUE(saved) << saved.message();
   checkpoint::TensorMeta meta;
   std::vector<float> got = readCheckpointed(dir, "w", &meta);
@@ -218,37 +241,31 @@ TEST(Executor, LinearOneRankMatchesReference) { runLinearOneRank(1); }
 TEST(Executor, RegisterCountTwoMatchesReference) { runLinearOneRank(2); }
 
 TEST(Executor, SecondRunContinuesTraining) {
-  auto loaded = loadPlanBuffer(build(linearPlan(1)));
-  ASSERT_TRUE(loaded);
-  ActorSystem sys;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
-  ASSERT_TRUE(exec) << exec.status().message();
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(linearPlan(1)));
+  Executor &exec = *solo.exec;
   MemoryData data;
   std::vector<double> losses;
   auto cb = [&](int64_t, const std::vector<double> &m) { losses.push_back(m[0]); };
-  ASSERT_TRUE((*exec)->run("train", &data, 0, 0, 2, cb));
-  ASSERT_TRUE((*exec)->run("train", &data, 0, 2, 2, cb));
+  ASSERT_TRUE(exec.run("train", &data, 0, 0, 2, cb));
+  ASSERT_TRUE(exec.run("train", &data, 0, 2, 2, cb));
   std::vector<double> w, ref;
   referenceLinear(4, w, ref);
-  ASSERT_EQ(losses.size(), 4u);
-  for (int i = 0; i < 4; ++i)
-    EXPECT_NEAR(losses[i], ref[i], 1e-5) << i;
-  Status missing = (*exec)->run("eval", &data, 0, 0, 1, nullptr);
+  ASSERT_NO_FATAL_FAILURE(expectLossesNear(losses, ref, 4, ""));
+  Status missing = exec.run("eval", &data, 0, 0, 1, nullptr);
   EXPECT_NE(missing.message().find("plan has no program 'eval'"), std::string::npos);
 }
 
 TEST(Executor, LongRunReportsEveryStepInOrder) {
   // More steps than the coordinator may run ahead of onStep: the metric ring
   // wraps and the caller's acknowledgements let the run go on.
-  auto loaded = loadPlanBuffer(build(linearPlan(1)));
-  ASSERT_TRUE(loaded);
-  ActorSystem sys;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
-  ASSERT_TRUE(exec) << exec.status().message();
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(linearPlan(1)));
+  Executor &exec = *solo.exec;
   MemoryData data;
   std::vector<double> losses;
   std::vector<int64_t> batches;
-  Status s = (*exec)->run("train", &data, 0, 100, 45, [&](int64_t b, const std::vector<double> &m) {
+  Status s = exec.run("train", &data, 0, 100, 45, [&](int64_t b, const std::vector<double> &m) {
     if (batches.size() % 7 == 0) // a slow caller now and then
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     batches.push_back(b);
@@ -265,22 +282,20 @@ TEST(Executor, LongRunReportsEveryStepInOrder) {
 }
 
 TEST(Executor, ThrowingStepCallbackStopsTheRun) {
-  auto loaded = loadPlanBuffer(build(linearPlan(1)));
-  ASSERT_TRUE(loaded);
-  ActorSystem sys;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
-  ASSERT_TRUE(exec) << exec.status().message();
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(linearPlan(1)));
+  Executor &exec = *solo.exec;
   MemoryData data;
   int calls = 0;
-  EXPECT_THROW((void)(*exec)->run("train", &data, 0, 0, 30,
-                                  [&](int64_t, const std::vector<double> &) {
-                                    if (++calls == 3)
-                                      throw std::runtime_error("callback failed");
-                                  }),
+  EXPECT_THROW((void)exec.run("train", &data, 0, 0, 30,
+                              [&](int64_t, const std::vector<double> &) {
+                                if (++calls == 3)
+                                  throw std::runtime_error("callback failed");
+                              }),
                std::runtime_error);
   EXPECT_EQ(calls, 3);
   // Later steps were stopped before run() unwound; the executor refuses more.
-  Status after = (*exec)->run("train", &data, 0, 0, 1, nullptr);
+  Status after = exec.run("train", &data, 0, 0, 1, nullptr);
   EXPECT_NE(after.message().find("a step callback threw"), std::string::npos) << after.message();
 }
 
@@ -375,9 +390,8 @@ TEST(Executor, TwoRankDataParallelMatchesOneRank) {
   std::vector<double> w, ref;
   referenceLinear(4, w, ref);
   for (int r = 0; r < 2; ++r) {
-    ASSERT_EQ(losses[r].size(), 4u);
-    for (int i = 0; i < 4; ++i)
-      EXPECT_NEAR(losses[r][i], ref[i], 1e-5) << "rank " << r << " step " << i;
+    ASSERT_NO_FATAL_FAILURE(
+        expectLossesNear(losses[r], ref, 4, "rank " + std::to_string(r) + " step "));
   }
   // w is B on both ranks: stored once, by rank 0.
   std::vector<float> got = readCheckpointed(dir, "w");
@@ -397,14 +411,12 @@ TEST(Executor, ResumesFromACheckpointOnAnotherLayout) {
   test::TempDir tmp("sbpflow_actors");
   std::string dir = tmp.path() + "/resume";
   {
-    auto loaded = loadPlanBuffer(build(linearPlan(1)));
-    ASSERT_TRUE(loaded) << loaded.status().message();
-    ActorSystem sys;
-    auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
-    ASSERT_TRUE(exec) << exec.status().message();
+    OneRank solo;
+    ASSERT_NO_FATAL_FAILURE(solo.start(linearPlan(1)));
+    Executor &exec = *solo.exec;
     MemoryData data;
-    ASSERT_TRUE((*exec)->run("train", &data, 0, 0, 2, nullptr));
-    Status s = (*exec)->saveCheckpoint(dir);
+    ASSERT_TRUE(exec.run("train", &data, 0, 0, 2, nullptr));
+    Status s = exec.saveCheckpoint(dir);
     ASSERT_TRUE(s) << s.message();
   }
   auto loaded = loadPlanBuffer(build(linearPlan(2)));
@@ -426,9 +438,8 @@ TEST(Executor, ResumesFromACheckpointOnAnotherLayout) {
   std::vector<double> w, ref;
   referenceLinear(4, w, ref);
   for (int r = 0; r < 2; ++r) {
-    ASSERT_EQ(losses[r].size(), 2u);
-    for (int i = 0; i < 2; ++i)
-      EXPECT_NEAR(losses[r][i], ref[2 + i], 1e-5) << "rank " << r << " step " << 2 + i;
+    ASSERT_NO_FATAL_FAILURE(
+        expectLossesNear(losses[r], ref, 2, "rank " + std::to_string(r) + " step ", 2));
   }
   std::vector<float> got = readCheckpointed(after, "w");
   ASSERT_EQ(got.size(), 3u);
@@ -462,8 +473,7 @@ PlanSpec accumulatePlan() {
   spec.variables = {{"w", {6, 5}, 0, {S(0)}}};
   ProgramSpec prog;
   prog.tensors = {{"a", {6, 5}, {S(0)}}};
-  TaskSpec input{"input.a", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
-  input.field = "a";
+  TaskSpec input = inputTask("input.a", 0, "a");
   TaskSpec add{"add", plan::OpKind::SgdMomentum, {0}, {}, plan::OpAttrs::SgdAttrs};
   add.lr = -1;
   add.param = 0;
@@ -629,8 +639,7 @@ PlanSpec adamPlan() {
                     {"w.step", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32}};
   ProgramSpec prog;
   prog.tensors = {{"x", {kBatch, kIn}}};
-  TaskSpec input{"input.x", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
-  input.field = "x";
+  TaskSpec input = inputTask("input.x", 0, "x");
   TaskSpec adam{"adamw.w", plan::OpKind::AdamW, {0}, {}, plan::OpAttrs::AdamWAttrs};
   adam.lr = 0.01f;
   adam.param = 0;
@@ -667,18 +676,16 @@ void writeAdamCheckpoint(const std::string &dir, int32_t step) {
 // An f32 counter stops at 2^24 (2^24 + 1 rounds back to 2^24): the i32 one
 // counts on, and AdamW's bias correction sees the count.
 TEST(Executor, AdamWStepCounterCountsPast2To24) {
-  auto loaded = loadPlanBuffer(build(adamPlan()));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
-  ASSERT_TRUE(exec) << exec.status().message();
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(adamPlan()));
+  Executor &exec = *solo.exec;
   test::TempDir tmp("sbpflow_actors");
   writeAdamCheckpoint(tmp.path() + "/at", 1 << 24);
-  ASSERT_TRUE((*exec)->loadCheckpoint(tmp.path() + "/at"));
+  ASSERT_TRUE(exec.loadCheckpoint(tmp.path() + "/at"));
   MemoryData data;
-  Status s = (*exec)->run("train", &data, 0, 0, 1, nullptr);
+  Status s = exec.run("train", &data, 0, 0, 1, nullptr);
   ASSERT_TRUE(s) << s.message();
-  ASSERT_TRUE((*exec)->saveCheckpoint(tmp.path() + "/after"));
+  ASSERT_TRUE(exec.saveCheckpoint(tmp.path() + "/after"));
   auto reader = checkpoint::CheckpointReader::open(tmp.path() + "/after");
   ASSERT_TRUE(reader) << reader.status().message();
   int32_t step = 0;
@@ -699,17 +706,15 @@ TEST(Executor, AdamWStepCounterCountsPast2To24) {
 }
 
 TEST(Executor, AdamWStepCounterRefusesToOverflow) {
-  auto loaded = loadPlanBuffer(build(adamPlan()));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
-  ASSERT_TRUE(exec) << exec.status().message();
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(adamPlan()));
+  Executor &exec = *solo.exec;
   test::TempDir tmp("sbpflow_actors");
   writeAdamCheckpoint(tmp.path() + "/max", std::numeric_limits<int32_t>::max() - 1);
-  ASSERT_TRUE((*exec)->loadCheckpoint(tmp.path() + "/max"));
+  ASSERT_TRUE(exec.loadCheckpoint(tmp.path() + "/max"));
   MemoryData data;
-  ASSERT_TRUE((*exec)->run("train", &data, 0, 0, 1, nullptr));
-  Status s = (*exec)->run("train", &data, 0, 1, 1, nullptr);
+  ASSERT_TRUE(exec.run("train", &data, 0, 0, 1, nullptr));
+  Status s = exec.run("train", &data, 0, 1, 1, nullptr);
   ASSERT_FALSE(s);
   EXPECT_NE(s.message().find("rank 0: task 'adamw.w' (AdamW): step counter 'w.step' is at "
                              "INT32_MAX (2147483647)"),
@@ -718,11 +723,9 @@ TEST(Executor, AdamWStepCounterRefusesToOverflow) {
 }
 
 TEST(Executor, LoadCheckpointRefusesMissingOrMismatchedVariables) {
-  auto loaded = loadPlanBuffer(build(linearPlan(1)));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
-  ASSERT_TRUE(exec) << exec.status().message();
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(linearPlan(1)));
+  Executor &exec = *solo.exec;
   auto save = [](const std::string &dir, const std::vector<checkpoint::TensorMeta> &metas) {
     std::vector<checkpoint::ShardRecord> records;
     for (const auto &m : metas) {
@@ -740,7 +743,7 @@ TEST(Executor, LoadCheckpointRefusesMissingOrMismatchedVariables) {
   test::TempDir tmp("sbpflow_actors");
   std::string wrongShape = tmp.path() + "/wrong_shape";
   save(wrongShape, {w, velocity});
-  Status s = (*exec)->loadCheckpoint(wrongShape);
+  Status s = exec.loadCheckpoint(wrongShape);
   ASSERT_FALSE(s);
   EXPECT_NE(s.message().find("rank 0: checkpoint '" + wrongShape +
                              "' holds variable 'w' as f32 [4,1], the plan has f32 [3,1]"),
@@ -748,10 +751,10 @@ TEST(Executor, LoadCheckpointRefusesMissingOrMismatchedVariables) {
       << s.message();
   std::string missing = tmp.path() + "/missing_var";
   save(missing, {velocity});
-  s = (*exec)->loadCheckpoint(missing);
+  s = exec.loadCheckpoint(missing);
   ASSERT_FALSE(s);
   EXPECT_NE(s.message().find("has no variable 'w'"), std::string::npos) << s.message();
-  s = (*exec)->loadCheckpoint(missing + "/nope");
+  s = exec.loadCheckpoint(missing + "/nope");
   ASSERT_FALSE(s);
   EXPECT_NE(s.message().find(missing + "/nope"), std::string::npos) << s.message();
 }
@@ -772,8 +775,7 @@ PlanSpec boxingPlan(int ranks, bool reversed = false) {
   prog.tensors = {{"a", {3, 5}, {B()}},   {"a.s1", {3, 5}, {S(1)}}, {"a.s0", {3, 5}, {S(0)}},
                   {"a.b", {3, 5}, {B()}}, {"a.p", {3, 5}, {P()}},   {"a.rs", {3, 5}, {S(1)}},
                   {"a.b2", {3, 5}, {B()}}};
-  TaskSpec input{"input.a", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
-  input.field = "a";
+  TaskSpec input = inputTask("input.a", 0, "a");
   TaskSpec slice{"slice", plan::OpKind::Slice, {0}, {1}};
   TaskSpec a2a{"alltoall", plan::OpKind::AllToAll, {1}, {2}, plan::OpAttrs::CollectiveAttrs};
   TaskSpec ag{"allgather", plan::OpKind::AllGather, {2}, {3}, plan::OpAttrs::CollectiveAttrs};
@@ -829,33 +831,29 @@ TEST(Executor, KernelErrorNamesTask) {
   prog.tensors = {{"x", {kBatch, kIn}, {B()}},
                   {"label", {kBatch}, {B()}, plan::DType::I32},
                   {"loss", {kBatch}, {B()}}};
-  TaskSpec x{"input.x", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
-  x.field = "x";
-  TaskSpec label{"input.label", plan::OpKind::Input, {}, {1}, plan::OpAttrs::InputAttrs};
-  label.field = "label";
+  TaskSpec x = inputTask("input.x", 0, "x");
+  TaskSpec label = inputTask("input.label", 1, "label");
   TaskSpec xent{"head.xent", plan::OpKind::SoftmaxXent, {0, 1}, {2}};
   prog.tasks = {x, label, xent};
   spec.programs.push_back(prog);
   finalize(spec);
-  auto loaded = loadPlanBuffer(build(spec));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
-  ASSERT_TRUE(exec) << exec.status().message();
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(spec));
+  Executor &exec = *solo.exec;
   MemoryData good(2);
-  EXPECT_TRUE((*exec)->run("train", &good, 0, 0, 1, nullptr));
+  EXPECT_TRUE(exec.run("train", &good, 0, 0, 1, nullptr));
   MemoryData bad(7);
-  Status s = (*exec)->run("train", &bad, 0, 0, 3, nullptr);
+  Status s = exec.run("train", &bad, 0, 0, 3, nullptr);
   ASSERT_FALSE(s);
   EXPECT_NE(s.message().find("rank 0: task 'head.xent' (SoftmaxXent): label 7 at row 0 is out "
                              "of range for 3 classes"),
             std::string::npos)
       << s.message();
-  Status after = (*exec)->run("train", &good, 0, 0, 1, nullptr);
+  Status after = exec.run("train", &good, 0, 0, 1, nullptr);
   EXPECT_NE(after.message().find("stopped by an earlier error"), std::string::npos);
 
   Status noData = Status::ok();
-  auto exec2 = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
+  auto exec2 = Executor::create(solo.sys.system, solo.loaded->plan(), nullptr, ExecutorOptions{});
   ASSERT_TRUE(exec2);
   noData = (*exec2)->run("train", nullptr, 0, 0, 1, nullptr);
   EXPECT_NE(noData.message().find("no data source was given"), std::string::npos)
@@ -965,17 +963,15 @@ void expectEveryTaskOncePerStep(const TraceFile &t, int rank, int tasks, int ste
 }
 
 TEST(ExecutorTrace, OffWritesNoFile) {
-  auto loaded = loadPlanBuffer(build(linearPlan(1)));
-  ASSERT_TRUE(loaded);
-  ActorSystem sys;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
-  ASSERT_TRUE(exec) << exec.status().message();
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(linearPlan(1)));
+  Executor &exec = *solo.exec;
   MemoryData data;
-  ASSERT_TRUE((*exec)->run("train", &data, 0, 0, 3, nullptr));
+  ASSERT_TRUE(exec.run("train", &data, 0, 0, 3, nullptr));
   test::TempDir tmp("sbpflow_actors");
   const std::string &dir = tmp.path();
   const std::string path = dir + "/rank0.trace.json";
-  Status s = (*exec)->writeTrace(path);
+  Status s = exec.writeTrace(path);
   EXPECT_FALSE(s);
   EXPECT_NE(s.message().find("rank 0: no trace to write to '" + path + "'"), std::string::npos)
       << s.message();
@@ -983,30 +979,26 @@ TEST(ExecutorTrace, OffWritesNoFile) {
 }
 
 TEST(ExecutorTrace, KeepsTheFirstStepsOfEveryTask) {
-  auto loaded = loadPlanBuffer(build(linearPlan(1)));
-  ASSERT_TRUE(loaded);
-  ActorSystem sys;
   ExecutorOptions options;
   options.traceSteps = 3;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, options);
-  ASSERT_TRUE(exec) << exec.status().message();
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(linearPlan(1), options));
+  Executor &exec = *solo.exec;
   MemoryData data;
   std::vector<double> losses;
   auto cb = [&](int64_t, const std::vector<double> &m) { losses.push_back(m[0]); };
   // Two runs: the trace goes on counting steps across them.
-  ASSERT_TRUE((*exec)->run("train", &data, 0, 0, 2, cb));
-  ASSERT_TRUE((*exec)->run("train", &data, 0, 2, 3, cb));
+  ASSERT_TRUE(exec.run("train", &data, 0, 0, 2, cb));
+  ASSERT_TRUE(exec.run("train", &data, 0, 2, 3, cb));
   std::vector<double> w, ref;
   referenceLinear(5, w, ref);
-  ASSERT_EQ(losses.size(), 5u);
-  for (int i = 0; i < 5; ++i)
-    EXPECT_NEAR(losses[i], ref[i], 1e-5) << "traced training differs at step " << i;
+  ASSERT_NO_FATAL_FAILURE(expectLossesNear(losses, ref, 5, "traced training differs at step "));
 
   test::TempDir tmp("sbpflow_actors");
   const std::string &dir = tmp.path();
-  ASSERT_TRUE((*exec)->writeTrace(dir + "/rank0.trace.json"));
+  ASSERT_TRUE(exec.writeTrace(dir + "/rank0.trace.json"));
   TraceFile t = readTrace(dir + "/rank0.trace.json");
-  const int tasks = static_cast<int>(loaded->plan()->programs()->Get(0)->tasks()->size());
+  const int tasks = static_cast<int>(solo.loaded->plan()->programs()->Get(0)->tasks()->size());
   // One rank: the all-reduces are copies, run inline on the compute lane.
   expectEveryTaskOncePerStep(t, 0, tasks, 3, "compute");
   EXPECT_EQ(t.events.size(), static_cast<size_t>(3 * (tasks + 1)));
@@ -1140,18 +1132,16 @@ PlanSpec bf16MatMulPlan() {
 TEST(ExecutorBf16, MatMulStoresBf16AndComputesInF32) {
   PlanSpec spec = bf16MatMulPlan();
   ASSERT_EQ(spec.programs[0].tensors[4].bytes, kRows * kCols * 2);
-  auto loaded = loadPlanBuffer(build(spec));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
-  ASSERT_TRUE(exec) << exec.status().message();
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(spec));
+  Executor &exec = *solo.exec;
   SineData data({{"a7", kK}});
   // Two steps, so that the second one reuses what the first left behind.
-  Status s = (*exec)->run("train", &data, 0, 4, 2, nullptr);
+  Status s = exec.run("train", &data, 0, 4, 2, nullptr);
   ASSERT_TRUE(s) << s.message();
   std::vector<float> c, d;
-  ASSERT_TRUE((*exec)->readOutput("train", "c", c));
-  ASSERT_TRUE((*exec)->readOutput("train", "d", d));
+  ASSERT_TRUE(exec.readOutput("train", "c", c));
+  ASSERT_TRUE(exec.readOutput("train", "d", d));
   ASSERT_EQ(c.size(), static_cast<size_t>(kRows * kCols));
   ASSERT_EQ(d.size(), c.size());
 
@@ -1211,19 +1201,17 @@ TEST(ExecutorBf16, LayerNormOfBf16WithF32Weights) {
   prog.outputs = {{"y", 5}, {"dx", 9}, {"dg", 7}, {"db", 8}};
   spec.programs.push_back(prog);
   finalize(spec);
-  auto loaded = loadPlanBuffer(build(spec));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
-  ASSERT_TRUE(exec) << exec.status().message();
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(spec));
+  Executor &exec = *solo.exec;
   SineData data({{"a7", kK}});
-  Status s = (*exec)->run("train", &data, 0, 2, 1, nullptr);
+  Status s = exec.run("train", &data, 0, 2, 1, nullptr);
   ASSERT_TRUE(s) << s.message();
   std::vector<float> y, dx, dg, db;
-  ASSERT_TRUE((*exec)->readOutput("train", "y", y));
-  ASSERT_TRUE((*exec)->readOutput("train", "dx", dx));
-  ASSERT_TRUE((*exec)->readOutput("train", "dg", dg));
-  ASSERT_TRUE((*exec)->readOutput("train", "db", db));
+  ASSERT_TRUE(exec.readOutput("train", "y", y));
+  ASSERT_TRUE(exec.readOutput("train", "dx", dx));
+  ASSERT_TRUE(exec.readOutput("train", "dg", dg));
+  ASSERT_TRUE(exec.readOutput("train", "db", db));
   ASSERT_EQ(y.size(), static_cast<size_t>(kRows * kK));
   ASSERT_EQ(dg.size(), static_cast<size_t>(kK));
 
@@ -1730,16 +1718,14 @@ void expectRowsReference(const std::vector<float> &y, const std::vector<float> &
 }
 
 TEST(ExecutorRows, GatherAndScatterMatchTheReference) {
-  auto loaded = loadPlanBuffer(build(rowsPlan(1)));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
-  ASSERT_TRUE(exec) << exec.status().message();
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(rowsPlan(1)));
+  Executor &exec = *solo.exec;
   GraphData data;
-  ASSERT_TRUE((*exec)->run("train", &data, 0, 0, 1, nullptr));
+  ASSERT_TRUE(exec.run("train", &data, 0, 0, 1, nullptr));
   std::vector<float> y, z;
-  ASSERT_TRUE((*exec)->readOutput("train", "y", y));
-  ASSERT_TRUE((*exec)->readOutput("train", "z", z));
+  ASSERT_TRUE(exec.readOutput("train", "y", y));
+  ASSERT_TRUE(exec.readOutput("train", "z", z));
   expectRowsReference(y, z, " on one rank");
 }
 
@@ -1765,13 +1751,11 @@ TEST(ExecutorRows, SplitEdgesScatterPartialSums) {
 }
 
 TEST(ExecutorRows, AnIndexOutsideTheRowsNamesTaskAndIndex) {
-  auto loaded = loadPlanBuffer(build(rowsPlan(1)));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
-  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, ExecutorOptions{});
-  ASSERT_TRUE(exec) << exec.status().message();
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(rowsPlan(1)));
+  Executor &exec = *solo.exec;
   GraphData bad(7, kNodes);
-  Status s = (*exec)->run("train", &bad, 0, 0, 1, nullptr);
+  Status s = exec.run("train", &bad, 0, 0, 1, nullptr);
   ASSERT_FALSE(s);
   EXPECT_NE(
       s.message().find("task 'msg.gather' (GatherRows): index 6 of row 7 is outside the 6 rows"),
@@ -1782,7 +1766,7 @@ TEST(ExecutorRows, AnIndexOutsideTheRowsNamesTaskAndIndex) {
   // data, with nothing before it to check them.
   auto scatterOnly = loadPlanBuffer(build(rowsPlan(1, false)));
   ASSERT_TRUE(scatterOnly) << scatterOnly.status().message();
-  auto exec2 = Executor::create(sys.system, scatterOnly->plan(), nullptr, ExecutorOptions{});
+  auto exec2 = Executor::create(solo.sys.system, scatterOnly->plan(), nullptr, ExecutorOptions{});
   ASSERT_TRUE(exec2) << exec2.status().message();
   GraphData negative(2, -3);
   s = (*exec2)->run("train", &negative, 0, 0, 1, nullptr);

@@ -52,21 +52,16 @@ PlanSpec softmaxRegression(int ranks, int64_t kBatch) {
       {"dw", {kIn, kClasses}, {B()}},                             // 13
       {"db", {kClasses}, {B()}},                                  // 14
   };
-  TaskSpec image{"input.image", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
-  image.field = "image";
-  TaskSpec label{"input.label", plan::OpKind::Input, {}, {1}, plan::OpAttrs::InputAttrs};
-  label.field = "label";
+  TaskSpec image = inputTask("input.image", 0, "image");
+  TaskSpec label = inputTask("input.label", 1, "label");
   TaskSpec w{"fc.weight", plan::OpKind::Parameter, {}, {2}};
   TaskSpec b{"fc.bias", plan::OpKind::Parameter, {}, {3}};
   TaskSpec mm{"fc.matmul", plan::OpKind::MatMul, {0, 2}, {4}, plan::OpAttrs::MatMulAttrs};
   TaskSpec bias{"fc.bias_add", plan::OpKind::BiasAdd, {4, 3}, {5}};
   TaskSpec xent{"loss.xent", plan::OpKind::SoftmaxXent, {5, 1}, {6}};
-  TaskSpec mean{"loss.mean", plan::OpKind::Mean, {6}, {7}, plan::OpAttrs::MeanAttrs};
-  mean.count = kBatch;
-  TaskSpec one{"loss.seed", plan::OpKind::Fill, {}, {8}, plan::OpAttrs::FillAttrs};
-  one.value = 1;
-  TaskSpec meanGrad{"loss.mean.grad", plan::OpKind::MeanGrad, {8}, {9}, plan::OpAttrs::MeanAttrs};
-  meanGrad.count = kBatch;
+  TaskSpec mean = meanTask("loss.mean", plan::OpKind::Mean, 6, 7, kBatch);
+  TaskSpec one = fillTask("loss.seed", 8, 1);
+  TaskSpec meanGrad = meanTask("loss.mean.grad", plan::OpKind::MeanGrad, 8, 9, kBatch);
   TaskSpec xentGrad{"loss.xent.grad", plan::OpKind::SoftmaxXentGrad, {5, 1, 9}, {10}};
   TaskSpec mmGrad{
       "fc.matmul.grad", plan::OpKind::MatMul, {0, 10}, {11}, plan::OpAttrs::MatMulAttrs};

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "runtime/comm/Communicator.h"
+#include "tests/kernels/FloatBits.h"
 
 #include <gtest/gtest.h>
 
@@ -28,15 +29,9 @@ template <> struct Elem<plan::DType::F32> {
 };
 // bf16 bits, its f32 value and a reference rounding (nearest, ties to even)
 // written independently of the communicator's.
-inline float bf16Value(uint16_t bits) {
-  const uint32_t w = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &w, sizeof f);
-  return f;
-}
+inline float bf16Value(uint16_t bits) { return test::floatOf(static_cast<uint32_t>(bits) << 16); }
 inline uint16_t roundToBf16(float x) {
-  uint32_t w;
-  std::memcpy(&w, &x, sizeof w);
+  const uint32_t w = test::bitsOf(x);
   const uint16_t down = static_cast<uint16_t>(w >> 16), up = static_cast<uint16_t>(down + 1);
   const double dDown = std::abs(double(x) - bf16Value(down)),
                dUp = std::abs(double(x) - bf16Value(up));

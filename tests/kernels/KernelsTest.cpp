@@ -1,6 +1,7 @@
 // Each CPU kernel against a plain double-precision loop on random inputs of
 // awkward sizes (1, primes, sizes that are not multiples of the vector width).
 #include "kernels/cpu/Kernels.h"
+#include "tests/kernels/FloatBits.h"
 #include "tests/kernels/RandomVector.h"
 
 #include <gtest/gtest.h>
@@ -17,6 +18,8 @@ namespace {
 
 const std::vector<int64_t> kSizes = {1, 7, 13, 127, 130};
 
+using sbpflow::test::bitsOf;
+using sbpflow::test::floatOf;
 using sbpflow::test::randomVector;
 
 // |got - want| <= 1e-5 * scale + 1e-5 * |want|, where `scale` is the size of
@@ -406,18 +409,6 @@ double bf16Magnitude(uint32_t m) { // m: the 15 bits below the sign
   if (e == 0)
     return std::ldexp(f, -133); // denormal: f * 2^-126 / 128
   return std::ldexp(1.0 + f / 128.0, e - 127);
-}
-
-uint32_t bitsOf(float x) {
-  uint32_t b;
-  std::memcpy(&b, &x, sizeof b);
-  return b;
-}
-
-float floatOf(uint32_t b) {
-  float x;
-  std::memcpy(&x, &b, sizeof x);
-  return x;
 }
 
 // The nearest bf16 to a finite or infinite, non-NaN x; ties to the even

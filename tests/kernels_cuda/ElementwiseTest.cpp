@@ -2,6 +2,7 @@
 #include "kernels/cuda/Elementwise.h"
 #include "kernels/cpu/Kernels.h"
 #include "kernels/cpu/Transformer.h"
+#include "tests/kernels/FloatBits.h"
 #include "tests/kernels/RandomVector.h"
 #include "tests/kernels_cuda/CudaTest.h"
 
@@ -127,16 +128,8 @@ TEST(CudaElementwise, AddFillAndCasts) {
   EXPECT_EQ(dy.download(), roundedToBf16(a));
 }
 
-uint32_t bitsOf(float x) {
-  uint32_t b;
-  std::memcpy(&b, &x, sizeof b);
-  return b;
-}
-float floatOf(uint32_t b) {
-  float x;
-  std::memcpy(&x, &b, sizeof x);
-  return x;
-}
+// bitsOf(float) from FloatBits.h, overloaded here for bf16.
+using sbpflow::test::bitsOf;
 uint16_t bitsOf(bf16 x) { return static_cast<__nv_bfloat16_raw>(x).x; }
 bf16 bf16Of(uint16_t b) {
   __nv_bfloat16_raw raw;

@@ -25,12 +25,10 @@ PlanSpec goodPlan() {
                   {"y", {4, 2}, {S(0)}},
                   {"loss", {}, {P()}},
                   {"loss_sum", {}, {B()}}};
-  TaskSpec input{"input", plan::OpKind::Input, {}, {0}, plan::OpAttrs::InputAttrs};
-  input.field = "image";
+  TaskSpec input = inputTask("input", 0, "image");
   TaskSpec param{"param", plan::OpKind::Parameter, {}, {1}};
   TaskSpec mm{"fc.matmul", plan::OpKind::MatMul, {0, 1}, {2}, plan::OpAttrs::MatMulAttrs};
-  TaskSpec mean{"loss", plan::OpKind::Mean, {2}, {3}, plan::OpAttrs::MeanAttrs};
-  mean.count = 8;
+  TaskSpec mean = meanTask("loss", plan::OpKind::Mean, 2, 3, 8);
   TaskSpec ar{"loss.allreduce", plan::OpKind::AllReduce, {3}, {4}, plan::OpAttrs::CollectiveAttrs};
   prog.tasks = {input, param, mm, mean, ar};
   prog.inputs = {{"image", 0}};

@@ -120,6 +120,21 @@ inline TaskSpec inputTask(std::string name, int output, std::string field) {
   return t;
 }
 
+// Mean or MeanGrad over `count` rows, from tensor `input` into `output`.
+inline TaskSpec meanTask(std::string name, plan::OpKind op, int input, int output, int64_t count) {
+  TaskSpec t = makeTask(std::move(name), op, {input}, {output}, plan::OpAttrs::MeanAttrs);
+  t.count = count;
+  return t;
+}
+
+// Fills tensor `output` with `value`.
+inline TaskSpec fillTask(std::string name, int output, float value) {
+  TaskSpec t =
+      makeTask(std::move(name), plan::OpKind::Fill, {}, {output}, plan::OpAttrs::FillAttrs);
+  t.value = value;
+  return t;
+}
+
 // Fills in what a compiler would: arena offsets and sizes (no reuse), a
 // register (count `count`) for every produced tensor that has consumers,
 // and collective_seq in task order.
@@ -173,25 +188,33 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
       dims.emplace_back(s.kind, s.axis);
     return fbb.CreateVectorOfStructs(dims);
   };
-  std::vector<flatbuffers::Offset<plan::Placement>> placements;
-  for (const PlacementSpec &p : spec.placements)
-    placements.push_back(plan::CreatePlacement(fbb, fbb.CreateString(p.name), p.device,
-                                               fbb.CreateVector(p.ranks),
-                                               fbb.CreateVector(p.hierarchy)));
-  std::vector<flatbuffers::Offset<plan::Variable>> variables;
-  for (const VariableSpec &v : spec.variables) {
+  // One table per element of `items`, as `make` builds it, as a vector.
+  auto tables = [&](const auto &items, auto make) {
+    std::vector<decltype(make(*items.begin()))> out;
+    for (const auto &item : items)
+      out.push_back(make(item));
+    return fbb.CreateVector(out);
+  };
+  auto bindings = [&](const std::vector<std::pair<std::string, int>> &named) {
+    return tables(named, [&](const auto &b) {
+      return plan::CreateBinding(fbb, fbb.CreateString(b.first), b.second);
+    });
+  };
+  auto placements = tables(spec.placements, [&](const PlacementSpec &p) {
+    return plan::CreatePlacement(fbb, fbb.CreateString(p.name), p.device, fbb.CreateVector(p.ranks),
+                                 fbb.CreateVector(p.hierarchy));
+  });
+  auto variables = tables(spec.variables, [&](const VariableSpec &v) {
     auto init = plan::CreateInit(fbb, v.init, v.a, v.b, v.seed);
-    variables.push_back(plan::CreateVariable(fbb, fbb.CreateString(v.name), v.dtype,
-                                             fbb.CreateVector(v.shape), v.placement, sbpVec(v.sbp),
-                                             init));
-  }
+    return plan::CreateVariable(fbb, fbb.CreateString(v.name), v.dtype, fbb.CreateVector(v.shape),
+                                v.placement, sbpVec(v.sbp), init);
+  });
   std::vector<flatbuffers::Offset<plan::Program>> programs;
   for (const ProgramSpec &prog : spec.programs) {
-    std::vector<flatbuffers::Offset<plan::Tensor>> tensors;
-    for (const TensorSpec &t : prog.tensors)
-      tensors.push_back(plan::CreateTensor(fbb, fbb.CreateString(t.name), t.dtype,
-                                           fbb.CreateVector(t.shape), t.placement, sbpVec(t.sbp),
-                                           t.variable, t.offset, t.bytes));
+    auto tensors = tables(prog.tensors, [&](const TensorSpec &t) {
+      return plan::CreateTensor(fbb, fbb.CreateString(t.name), t.dtype, fbb.CreateVector(t.shape),
+                                t.placement, sbpVec(t.sbp), t.variable, t.offset, t.bytes);
+    });
     std::vector<flatbuffers::Offset<plan::Task>> tasks;
     for (const TaskSpec &t : prog.tasks) {
       flatbuffers::Offset<void> attrs;
@@ -249,28 +272,21 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
                                        fbb.CreateVector(t.inputs), fbb.CreateVector(t.outputs),
                                        t.attrs, attrs, t.seq));
     }
-    std::vector<flatbuffers::Offset<plan::Register>> registers;
-    for (const RegisterSpec &r : prog.registers)
-      registers.push_back(
-          plan::CreateRegister(fbb, r.producer, r.tensor, fbb.CreateVector(r.consumers), r.count));
-    std::vector<flatbuffers::Offset<plan::Binding>> inputs;
-    for (auto &[name, t] : prog.inputs)
-      inputs.push_back(plan::CreateBinding(fbb, fbb.CreateString(name), t));
-    std::vector<flatbuffers::Offset<plan::Metric>> metrics;
-    for (auto &[name, t] : prog.metrics)
-      metrics.push_back(
-          plan::CreateMetric(fbb, fbb.CreateString(name), t, plan::MetricReduce::Sum));
-    std::vector<flatbuffers::Offset<plan::Binding>> outputs;
-    for (auto &[name, t] : prog.outputs)
-      outputs.push_back(plan::CreateBinding(fbb, fbb.CreateString(name), t));
-    programs.push_back(plan::CreateProgram(
-        fbb, fbb.CreateString(prog.name), fbb.CreateVector(tensors), fbb.CreateVector(tasks),
-        fbb.CreateVector(registers), prog.arenaBytes, fbb.CreateVector(inputs),
-        fbb.CreateVector(metrics), fbb.CreateVector(outputs)));
+    auto registers = tables(prog.registers, [&](const RegisterSpec &r) {
+      return plan::CreateRegister(fbb, r.producer, r.tensor, fbb.CreateVector(r.consumers),
+                                  r.count);
+    });
+    auto inputs = bindings(prog.inputs);
+    auto metrics = tables(prog.metrics, [&](const auto &m) {
+      return plan::CreateMetric(fbb, fbb.CreateString(m.first), m.second, plan::MetricReduce::Sum);
+    });
+    auto outputs = bindings(prog.outputs);
+    programs.push_back(plan::CreateProgram(fbb, fbb.CreateString(prog.name), tensors,
+                                           fbb.CreateVector(tasks), registers, prog.arenaBytes,
+                                           inputs, metrics, outputs));
   }
-  auto root =
-      plan::CreatePlan(fbb, spec.version, fbb.CreateVector(placements), fbb.CreateVector(variables),
-                       fbb.CreateVector(programs), fbb.CreateString("test"));
+  auto root = plan::CreatePlan(fbb, spec.version, placements, variables, fbb.CreateVector(programs),
+                               fbb.CreateString("test"));
   plan::FinishPlanBuffer(fbb, root);
   return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
 }

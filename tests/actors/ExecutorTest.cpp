@@ -77,6 +77,14 @@ private:
 
 using test::ActorSystem;
 
+// The plan built from `spec`, loaded into `loaded`. Call it under
+// ASSERT_NO_FATAL_FAILURE: it fails the test where the plan does not load.
+void loadSpec(const PlanSpec &spec, std::optional<LoadedPlan> &loaded) {
+  auto plan = loadPlanBuffer(build(spec));
+  ASSERT_TRUE(plan) << plan.status().message();
+  loaded = *plan;
+}
+
 // The single-rank tests' setup: the plan built from a spec, loaded, and rank
 // 0's executor for it on an actor system of its own. Call start under
 // ASSERT_NO_FATAL_FAILURE: it fails the test where the plan does not load or
@@ -87,9 +95,7 @@ struct OneRank {
   std::unique_ptr<Executor> exec;
 
   void start(const PlanSpec &spec, const ExecutorOptions &options = {}) {
-    auto plan = loadPlanBuffer(build(spec));
-    ASSERT_TRUE(plan) << plan.status().message();
-    loaded = *plan;
+    ASSERT_NO_FATAL_FAILURE(loadSpec(spec, loaded));
     auto created = Executor::create(sys.system, loaded->plan(), nullptr, options);
     ASSERT_TRUE(created) << created.status().message();
     exec = std::move(*created);
@@ -205,6 +211,16 @@ std::vector<float> readCheckpointed(const std::string &dir, const std::string &n
   return out;
 }
 
+// Expects the checkpoint in `dir` to hold w [3, 1] of the values `w`; `meta`
+// (optional) receives how it was saved.
+void expectCheckpointedW(const std::string &dir, const std::vector<double> &w,
+                         checkpoint::TensorMeta *meta = nullptr) {
+  std::vector<float> got = readCheckpointed(dir, "w", meta);
+  ASSERT_EQ(got.size(), 3u);
+  for (int j = 0; j < kIn; ++j)
+    EXPECT_NEAR(got[j], w[j], 1e-5) << "w[" << j << "]";
+}
+
 void runLinearOneRank(int count) {
   OneRank solo;
   ASSERT_NO_FATAL_FAILURE(solo.start(linearPlan(1, count)));
@@ -226,10 +242,7 @@ void runLinearOneRank(int count) {
   Status saved = exec.saveCheckpoint(dir);
   ASSERT_TRUE(saved) << saved.message();
   checkpoint::TensorMeta meta;
-  std::vector<float> got = readCheckpointed(dir, "w", &meta);
-  ASSERT_EQ(got.size(), 3u);
-  for (int j = 0; j < kIn; ++j)
-    EXPECT_NEAR(got[j], w[j], 1e-5) << j;
+  ASSERT_NO_FATAL_FAILURE(expectCheckpointedW(dir, w, &meta));
   EXPECT_EQ(meta.shape, Shape({3, 1}));
   EXPECT_EQ(toString(meta.sbp), "[B]");
   EXPECT_EQ(meta.hierarchy, std::vector<int64_t>({1}));
@@ -240,18 +253,26 @@ TEST(Executor, LinearOneRankMatchesReference) { runLinearOneRank(1); }
 
 TEST(Executor, RegisterCountTwoMatchesReference) { runLinearOneRank(2); }
 
-TEST(Executor, SecondRunContinuesTraining) {
-  OneRank solo;
-  ASSERT_NO_FATAL_FAILURE(solo.start(linearPlan(1)));
-  Executor &exec = *solo.exec;
+// Trains `exec`, an executor of linearPlan(1), in two runs (2 steps, then
+// `more`) and expects the losses of both to be the reference's: the second
+// run goes on from the first. A mismatch is reported as `label` and the step.
+void expectTwoRunsMatchReference(Executor &exec, int more, const std::string &label) {
   MemoryData data;
   std::vector<double> losses;
   auto cb = [&](int64_t, const std::vector<double> &m) { losses.push_back(m[0]); };
   ASSERT_TRUE(exec.run("train", &data, 0, 0, 2, cb));
-  ASSERT_TRUE(exec.run("train", &data, 0, 2, 2, cb));
+  ASSERT_TRUE(exec.run("train", &data, 0, 2, more, cb));
   std::vector<double> w, ref;
-  referenceLinear(4, w, ref);
-  ASSERT_NO_FATAL_FAILURE(expectLossesNear(losses, ref, 4, ""));
+  referenceLinear(2 + more, w, ref);
+  ASSERT_NO_FATAL_FAILURE(expectLossesNear(losses, ref, 2 + more, label));
+}
+
+TEST(Executor, SecondRunContinuesTraining) {
+  OneRank solo;
+  ASSERT_NO_FATAL_FAILURE(solo.start(linearPlan(1)));
+  Executor &exec = *solo.exec;
+  ASSERT_NO_FATAL_FAILURE(expectTwoRunsMatchReference(exec, 2, ""));
+  MemoryData data;
   Status missing = exec.run("eval", &data, 0, 0, 1, nullptr);
   EXPECT_NE(missing.message().find("plan has no program 'eval'"), std::string::npos);
 }
@@ -299,42 +320,54 @@ TEST(Executor, ThrowingStepCallbackStopsTheRun) {
   EXPECT_NE(after.message().find("a step callback threw"), std::string::npos) << after.message();
 }
 
-// Runs `body(rank, comms)` for two ranks on threads, after connecting their
-// CommGroups over one HashStore.
-// Runs `body` on an executor per rank, two ranks as threads over one Gloo
-// HashStore; expects no rank to fail (connecting, creating, or in `body`).
-// With `errorsOut`, each rank's error (empty: none) goes there instead.
-void onTwoRanks(caf::actor_system &system, const plan::Plan *plan, ExecutorOptions options,
-                const std::function<Status(int, Executor &)> &body,
-                std::vector<std::string> *errorsOut = nullptr) {
-  gloo::rendezvous::HashStore store;
-  std::vector<std::thread> threads;
-  std::vector<std::string> errors(2);
-  for (int r = 0; r < 2; ++r)
-    threads.emplace_back([&, r, options]() mutable {
-      auto groups = CommGroups::connect(*plan, r, store, std::chrono::seconds(20));
-      if (!groups) {
-        errors[r] = groups.status().message();
-        return;
-      }
-      options.globalRank = r;
-      auto exec = Executor::create(system, plan, groups->get(), options);
-      if (!exec) {
-        errors[r] = exec.status().message();
-        return;
-      }
-      if (Status s = body(r, **exec); !s)
-        errors[r] = s.message();
-    });
-  for (auto &t : threads)
-    t.join();
-  if (errorsOut) {
-    *errorsOut = errors;
-    return;
+// The two-rank tests' setup: the plan built from a spec and loaded, and an
+// actor system for the ranks' executors. Call load under
+// ASSERT_NO_FATAL_FAILURE: it fails the test where the plan does not load.
+struct TwoRanks {
+  ActorSystem sys;
+  std::optional<LoadedPlan> loaded;
+  ExecutorOptions options;
+
+  void load(const PlanSpec &spec, const ExecutorOptions &executorOptions = {}) {
+    options = executorOptions;
+    ASSERT_NO_FATAL_FAILURE(loadSpec(spec, loaded));
   }
-  EXPECT_EQ(errors[0], "");
-  EXPECT_EQ(errors[1], "");
-}
+
+  // Runs `body` on an executor per rank, two ranks as threads over one Gloo
+  // HashStore; expects no rank to fail (connecting, creating, or in `body`).
+  // With `errorsOut`, each rank's error (empty: none) goes there instead.
+  void run(const std::function<Status(int, Executor &)> &body,
+           std::vector<std::string> *errorsOut = nullptr) {
+    const plan::Plan *plan = loaded->plan();
+    gloo::rendezvous::HashStore store;
+    std::vector<std::thread> threads;
+    std::vector<std::string> errors(2);
+    for (int r = 0; r < 2; ++r)
+      threads.emplace_back([&, r, options = options]() mutable {
+        auto groups = CommGroups::connect(*plan, r, store, std::chrono::seconds(20));
+        if (!groups) {
+          errors[r] = groups.status().message();
+          return;
+        }
+        options.globalRank = r;
+        auto exec = Executor::create(sys.system, plan, groups->get(), options);
+        if (!exec) {
+          errors[r] = exec.status().message();
+          return;
+        }
+        if (Status s = body(r, **exec); !s)
+          errors[r] = s.message();
+      });
+    for (auto &t : threads)
+      t.join();
+    if (errorsOut) {
+      *errorsOut = errors;
+      return;
+    }
+    EXPECT_EQ(errors[0], "");
+    EXPECT_EQ(errors[1], "");
+  }
+};
 
 // A checkpoint saved by ranks on threads the way the driver saves one: every
 // rank writes its shards; once all have, and only if all succeeded, rank 0
@@ -371,33 +404,44 @@ private:
   std::vector<checkpoint::ShardRecord> records_;
 };
 
-TEST(Executor, TwoRankDataParallelMatchesOneRank) {
-  auto loaded = loadPlanBuffer(build(linearPlan(2)));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
+// Trains linearPlan(2) on two ranks, steps first..first + steps - 1 (after
+// `before`, where given, on each rank), saves a checkpoint into `dir`, and
+// expects each rank's losses to be the one-rank reference's. `w` receives
+// the reference's w after those steps.
+void trainLinearOnTwoRanks(int first, int steps, const std::string &dir, std::vector<double> &w,
+                           const std::function<Status(Executor &)> &before = nullptr) {
+  TwoRanks ranks;
+  ASSERT_NO_FATAL_FAILURE(ranks.load(linearPlan(2)));
   std::vector<std::vector<double>> losses(2);
-  test::TempDir tmp("sbpflow_actors");
-  std::string dir = tmp.path() + "/dp";
   TwoPhaseSave save(2, dir);
-  onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
+  ranks.run([&](int r, Executor &exec) {
+    if (before)
+      if (Status s = before(exec); !s)
+        return s;
     MemoryData data;
-    Status s = exec.run("train", &data, 0, 0, 4,
+    Status s = exec.run("train", &data, 0, first, steps,
                         [&](int64_t, const std::vector<double> &m) { losses[r].push_back(m[0]); });
     return s ? save.save(r, exec) : s;
   });
-  if (HasFailure())
+  if (::testing::Test::HasFailure())
     return;
-  std::vector<double> w, ref;
-  referenceLinear(4, w, ref);
+  std::vector<double> ref;
+  referenceLinear(first + steps, w, ref);
   for (int r = 0; r < 2; ++r) {
     ASSERT_NO_FATAL_FAILURE(
-        expectLossesNear(losses[r], ref, 4, "rank " + std::to_string(r) + " step "));
+        expectLossesNear(losses[r], ref, steps, "rank " + std::to_string(r) + " step ", first));
   }
+}
+
+TEST(Executor, TwoRankDataParallelMatchesOneRank) {
+  test::TempDir tmp("sbpflow_actors");
+  std::string dir = tmp.path() + "/dp";
+  std::vector<double> w;
+  trainLinearOnTwoRanks(0, 4, dir, w);
+  if (HasFailure())
+    return;
   // w is B on both ranks: stored once, by rank 0.
-  std::vector<float> got = readCheckpointed(dir, "w");
-  ASSERT_EQ(got.size(), 3u);
-  for (int j = 0; j < kIn; ++j)
-    EXPECT_NEAR(got[j], w[j], 1e-5) << "w[" << j << "]";
+  ASSERT_NO_FATAL_FAILURE(expectCheckpointedW(dir, w));
   int shardFiles = 0;
   for (const auto &entry : std::filesystem::directory_iterator(dir))
     shardFiles += entry.path().extension() == ".shard";
@@ -419,32 +463,12 @@ TEST(Executor, ResumesFromACheckpointOnAnotherLayout) {
     Status s = exec.saveCheckpoint(dir);
     ASSERT_TRUE(s) << s.message();
   }
-  auto loaded = loadPlanBuffer(build(linearPlan(2)));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
-  std::vector<std::vector<double>> losses(2);
   std::string after = tmp.path() + "/resume_after";
-  TwoPhaseSave save(2, after);
-  onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
-    if (Status s = exec.loadCheckpoint(dir); !s)
-      return s;
-    MemoryData data;
-    Status s = exec.run("train", &data, 0, 2, 2,
-                        [&](int64_t, const std::vector<double> &m) { losses[r].push_back(m[0]); });
-    return s ? save.save(r, exec) : s;
-  });
+  std::vector<double> w;
+  trainLinearOnTwoRanks(2, 2, after, w, [&](Executor &exec) { return exec.loadCheckpoint(dir); });
   if (HasFailure())
     return;
-  std::vector<double> w, ref;
-  referenceLinear(4, w, ref);
-  for (int r = 0; r < 2; ++r) {
-    ASSERT_NO_FATAL_FAILURE(
-        expectLossesNear(losses[r], ref, 2, "rank " + std::to_string(r) + " step ", 2));
-  }
-  std::vector<float> got = readCheckpointed(after, "w");
-  ASSERT_EQ(got.size(), 3u);
-  for (int j = 0; j < kIn; ++j)
-    EXPECT_NEAR(got[j], w[j], 1e-5) << "w[" << j << "]";
+  expectCheckpointedW(after, w);
 }
 
 // A plan runs on the devices its placements name: the CPU executor refuses
@@ -496,9 +520,8 @@ std::vector<float> accumulated(int steps) {
 // be written) leaves the previous checkpoint whole: no index and no shard of
 // the failed save in it, every value as the previous save wrote it.
 TEST(Executor, FailedSaveLeavesThePreviousCheckpointWhole) {
-  auto loaded = loadPlanBuffer(build(accumulatePlan()));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
+  TwoRanks ranks;
+  ASSERT_NO_FATAL_FAILURE(ranks.load(accumulatePlan()));
   test::TempDir tmp("sbpflow_actors");
   const std::string dir = tmp.path() + "/ck";
   TwoPhaseSave first(2, dir);
@@ -509,8 +532,7 @@ TEST(Executor, FailedSaveLeavesThePreviousCheckpointWhole) {
                               checkpoint::shardFileName("w", {Chunk{3, 3}, Chunk{0, 5}}) + ".tmp";
   std::filesystem::create_directories(blocked);
   std::vector<std::string> errors;
-  onTwoRanks(
-      sys.system, loaded->plan(), {},
+  ranks.run(
       [&](int r, Executor &exec) {
         MemoryData data;
         Status s = exec.run("train", &data, 0, 0, 2, nullptr);
@@ -532,7 +554,7 @@ TEST(Executor, FailedSaveLeavesThePreviousCheckpointWhole) {
   EXPECT_NE(reader->generation(), failing);
   // Two ranks resume it.
   TwoPhaseSave again(2, dir);
-  onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
+  ranks.run([&](int r, Executor &exec) {
     checkpoint::DataPosition next;
     if (Status s = exec.loadCheckpoint(dir, &next); !s)
       return s;
@@ -547,13 +569,12 @@ TEST(Executor, FailedSaveLeavesThePreviousCheckpointWhole) {
 // refused by every rank that loads it (missing) or that reads that shard
 // (another save), naming the file.
 TEST(Executor, LoadRefusesMissingShardsAndShardsOfAnotherSave) {
-  auto loaded = loadPlanBuffer(build(accumulatePlan()));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
+  TwoRanks ranks;
+  ASSERT_NO_FATAL_FAILURE(ranks.load(accumulatePlan()));
   test::TempDir tmp("sbpflow_actors");
   const std::string a = tmp.path() + "/a", b = tmp.path() + "/b";
   TwoPhaseSave saveA(2, a), saveB(2, b);
-  onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
+  ranks.run([&](int r, Executor &exec) {
     MemoryData data;
     Status s = exec.run("train", &data, 0, 0, 1, nullptr);
     if (s)
@@ -565,9 +586,7 @@ TEST(Executor, LoadRefusesMissingShardsAndShardsOfAnotherSave) {
   const std::string shard1 = checkpoint::shardFileName("w", {Chunk{3, 3}, Chunk{0, 5}});
   auto loadOnTwoRanks = [&](const std::string &dir) {
     std::vector<std::string> errors;
-    onTwoRanks(
-        sys.system, loaded->plan(), {},
-        [&](int, Executor &exec) { return exec.loadCheckpoint(dir); }, &errors);
+    ranks.run([&](int, Executor &exec) { return exec.loadCheckpoint(dir); }, &errors);
     return errors;
   };
   EXPECT_EQ(loadOnTwoRanks(a), std::vector<std::string>({"", ""}));
@@ -594,14 +613,12 @@ TEST(Executor, I32VariablesRoundTripThroughACheckpoint) {
   VariableSpec count{"count", {3}, 0, {S(0)}, plan::InitKind::Constant, 7};
   count.dtype = plan::DType::I32;
   spec.variables.push_back(count);
-  auto loaded = loadPlanBuffer(build(spec));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
+  TwoRanks ranks;
+  ASSERT_NO_FATAL_FAILURE(ranks.load(spec));
   test::TempDir tmp("sbpflow_actors");
   const std::string dir = tmp.path() + "/i32";
   TwoPhaseSave save(2, dir);
-  onTwoRanks(sys.system, loaded->plan(), {},
-             [&](int r, Executor &exec) { return save.save(r, exec); });
+  ranks.run([&](int r, Executor &exec) { return save.save(r, exec); });
   auto reader = checkpoint::CheckpointReader::open(dir);
   ASSERT_TRUE(reader) << reader.status().message();
   std::vector<int32_t> got(3);
@@ -614,13 +631,13 @@ TEST(Executor, I32VariablesRoundTripThroughACheckpoint) {
   one.programs.clear();
   auto single = loadPlanBuffer(build(one));
   ASSERT_TRUE(single) << single.status().message();
-  auto exec = Executor::create(sys.system, single->plan(), nullptr, ExecutorOptions{});
+  auto exec = Executor::create(ranks.sys.system, single->plan(), nullptr, ExecutorOptions{});
   ASSERT_TRUE(exec) << exec.status().message();
   ASSERT_TRUE((*exec)->loadCheckpoint(dir));
   one.variables[1].dtype = plan::DType::F32;
   auto f32 = loadPlanBuffer(build(one));
   ASSERT_TRUE(f32) << f32.status().message();
-  auto other = Executor::create(sys.system, f32->plan(), nullptr, ExecutorOptions{});
+  auto other = Executor::create(ranks.sys.system, f32->plan(), nullptr, ExecutorOptions{});
   ASSERT_TRUE(other) << other.status().message();
   s = (*other)->loadCheckpoint(dir);
   ASSERT_FALSE(s);
@@ -801,13 +818,12 @@ PlanSpec boxingPlan(int ranks, bool reversed = false) {
 // variables, so the run is repeated with the other rank as coordinate 0.
 TEST(Executor, BoxingCollectivesUnevenAxis1) {
   for (bool reversed : {false, true}) {
-    auto loaded = loadPlanBuffer(build(boxingPlan(2, reversed)));
-    ASSERT_TRUE(loaded) << loaded.status().message();
-    ActorSystem sys;
+    TwoRanks ranks;
+    ASSERT_NO_FATAL_FAILURE(ranks.load(boxingPlan(2, reversed)));
     test::TempDir tmp("sbpflow_actors");
     std::string dir = tmp.path() + "/boxing";
     TwoPhaseSave save(2, dir);
-    onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
+    ranks.run([&](int r, Executor &exec) {
       MemoryData data;
       Status s = exec.run("train", &data, 0, 0, 2, nullptr);
       return s ? save.save(r, exec) : s;
@@ -984,15 +1000,8 @@ TEST(ExecutorTrace, KeepsTheFirstStepsOfEveryTask) {
   OneRank solo;
   ASSERT_NO_FATAL_FAILURE(solo.start(linearPlan(1), options));
   Executor &exec = *solo.exec;
-  MemoryData data;
-  std::vector<double> losses;
-  auto cb = [&](int64_t, const std::vector<double> &m) { losses.push_back(m[0]); };
   // Two runs: the trace goes on counting steps across them.
-  ASSERT_TRUE(exec.run("train", &data, 0, 0, 2, cb));
-  ASSERT_TRUE(exec.run("train", &data, 0, 2, 3, cb));
-  std::vector<double> w, ref;
-  referenceLinear(5, w, ref);
-  ASSERT_NO_FATAL_FAILURE(expectLossesNear(losses, ref, 5, "traced training differs at step "));
+  ASSERT_NO_FATAL_FAILURE(expectTwoRunsMatchReference(exec, 3, "traced training differs at step "));
 
   test::TempDir tmp("sbpflow_actors");
   const std::string &dir = tmp.path();
@@ -1014,21 +1023,20 @@ TEST(ExecutorTrace, KeepsTheFirstStepsOfEveryTask) {
 }
 
 TEST(ExecutorTrace, CollectivesOnTheCommLane) {
-  auto loaded = loadPlanBuffer(build(linearPlan(2)));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
-  test::TempDir tmp("sbpflow_actors");
-  const std::string &dir = tmp.path();
+  TwoRanks ranks;
   ExecutorOptions traced;
   traced.traceSteps = 10;
-  onTwoRanks(sys.system, loaded->plan(), traced, [&](int r, Executor &exec) {
+  ASSERT_NO_FATAL_FAILURE(ranks.load(linearPlan(2), traced));
+  test::TempDir tmp("sbpflow_actors");
+  const std::string &dir = tmp.path();
+  ranks.run([&](int r, Executor &exec) {
     MemoryData data;
     Status s = exec.run("train", &data, 0, 0, 4, nullptr);
     return s ? exec.writeTrace(dir + "/rank" + std::to_string(r) + ".trace.json") : s;
   });
   if (HasFailure())
     return;
-  const int tasks = static_cast<int>(loaded->plan()->programs()->Get(0)->tasks()->size());
+  const int tasks = static_cast<int>(ranks.loaded->plan()->programs()->Get(0)->tasks()->size());
   for (int r = 0; r < 2; ++r) {
     TraceFile t = readTrace(dir + "/rank" + std::to_string(r) + ".trace.json");
     expectEveryTaskOncePerStep(t, r, tasks, 4, "comm");
@@ -1328,14 +1336,13 @@ PlanSpec bf16CollectivesPlan() {
 }
 
 TEST(ExecutorBf16, CollectivesReduceInF32AndRoundOnce) {
-  auto loaded = loadPlanBuffer(build(bf16CollectivesPlan()));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
+  TwoRanks ranks;
+  ASSERT_NO_FATAL_FAILURE(ranks.load(bf16CollectivesPlan()));
   const int64_t batch = 6;
   std::vector<std::map<std::string, std::vector<float>>> got(2);
   const std::vector<std::string> names = {"p.sum",    "q.sum",  "p.rs",      "x.gathered",
                                           "x.sliced", "x.kept", "x.alltoall"};
-  onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
+  ranks.run([&](int r, Executor &exec) {
     SineData data({{"part7", kK}, {"part5", 5}, {"rows7", kK}}, r);
     if (Status s = exec.run("train", &data, 0, batch, 1, nullptr); !s)
       return s;
@@ -1454,12 +1461,11 @@ PlanSpec i32CollectivesPlan() {
 }
 
 TEST(ExecutorI32, CollectivesSumIntegersExactly) {
-  auto loaded = loadPlanBuffer(build(i32CollectivesPlan()));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
+  TwoRanks ranks;
+  ASSERT_NO_FATAL_FAILURE(ranks.load(i32CollectivesPlan()));
   const std::vector<std::string> names = {"ids.sum", "few.sum", "ids.max", "ids.rs.b"};
   std::vector<std::map<std::string, std::vector<int32_t>>> got(2);
-  onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
+  ranks.run([&](int r, Executor &exec) {
     IdData data(r);
     if (Status s = exec.run("train", &data, 0, 0, 1, nullptr); !s)
       return s;
@@ -1730,11 +1736,10 @@ TEST(ExecutorRows, GatherAndScatterMatchTheReference) {
 }
 
 TEST(ExecutorRows, SplitEdgesScatterPartialSums) {
-  auto loaded = loadPlanBuffer(build(rowsPlan(2)));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ActorSystem sys;
+  TwoRanks ranks;
+  ASSERT_NO_FATAL_FAILURE(ranks.load(rowsPlan(2)));
   std::vector<std::vector<float>> z(2);
-  onTwoRanks(sys.system, loaded->plan(), {}, [&](int r, Executor &exec) {
+  ranks.run([&](int r, Executor &exec) {
     GraphData data;
     if (Status s = exec.run("train", &data, 0, 0, 1, nullptr); !s)
       return s;

@@ -51,6 +51,39 @@ std::string loadError(const PlanSpec &spec) {
     EXPECT_NE(msg.find(text), std::string::npos) << "message: " << msg;                            \
   } while (0)
 
+// A defect a test makes in a plan that loads, and (part of) the message the
+// loader must refuse the defective plan with.
+struct Defect {
+  std::function<void(PlanSpec &)> make;
+  std::string message;
+};
+
+// Makes each of `defects` in a fresh `plan()` and expects the load to fail
+// with the defect's message: the loop of the tests of one class of defect.
+void expectRefused(PlanSpec (*plan)(), const std::vector<Defect> &defects) {
+  for (const Defect &defect : defects) {
+    SCOPED_TRACE("expected: " + defect.message);
+    PlanSpec s = plan();
+    defect.make(s);
+    EXPECT_ERROR(s, defect.message);
+  }
+}
+
+// Task `k` and tensor `t` of a plan's only program.
+TaskSpec &task(PlanSpec &s, int k) { return s.programs[0].tasks[k]; }
+TensorSpec &tensor(PlanSpec &s, int t) { return s.programs[0].tensors[t]; }
+
+// Offsets, sizes and registers assigned again, for a defect that changed
+// tasks or types.
+void rewire(PlanSpec &s) {
+  ProgramSpec &prog = s.programs[0];
+  for (TensorSpec &t : prog.tensors)
+    t.offset = t.bytes = -1;
+  prog.arenaBytes = -1;
+  prog.registers.clear();
+  finalize(s);
+}
+
 TEST(PlanLoader, GoodPlanLoadsAndDescribes) {
   auto loaded = loadPlanBuffer(build(goodPlan()));
   ASSERT_TRUE(loaded) << loaded.status().message();
@@ -111,99 +144,109 @@ TEST(PlanLoader, Version) {
 }
 
 TEST(PlanLoader, Placements) {
-  PlanSpec s = goodPlan();
-  s.placements[0].hierarchy = {2};
-  EXPECT_ERROR(s, "placement 0 'cpu': hierarchy product 2 differs from its 1 ranks");
-  s = goodPlan();
-  s.placements[0].hierarchy = {1 << 30, 1 << 30, 1 << 30};
-  EXPECT_ERROR(s, "placement 0 'cpu': hierarchy product overflows");
-  s = goodPlan();
-  s.programs[0].tensors[2].placement = 3;
-  EXPECT_ERROR(s, "tensor 2 'y': placement 3 out of range");
+  const std::vector<Defect> defects = {
+      {[](PlanSpec &s) { s.placements[0].hierarchy = {2}; },
+       "placement 0 'cpu': hierarchy product 2 differs from its 1 ranks"},
+      {[](PlanSpec &s) {
+         s.placements[0].hierarchy = {1 << 30, 1 << 30, 1 << 30};
+       },
+       "placement 0 'cpu': hierarchy product overflows"},
+      {[](PlanSpec &s) { s.programs[0].tensors[2].placement = 3; },
+       "tensor 2 'y': placement 3 out of range"},
+  };
+  expectRefused(goodPlan, defects);
 }
 
 TEST(PlanLoader, ShapesAndSbp) {
-  PlanSpec s = goodPlan();
-  s.programs[0].tensors[2].shape = {4, -2};
-  EXPECT_ERROR(s, "tensor 2 'y': negative dimension -2");
-  // Sizes that would overflow int64 arithmetic downstream.
-  s = goodPlan();
-  s.programs[0].tensors[2].shape = {int64_t{1} << 40, int64_t{1} << 40};
-  EXPECT_ERROR(s, "tensor 2 'y': more than 2^48 elements");
-  s = goodPlan();
-  s.programs[0].tensors[2].sbp = {S(2)};
-  EXPECT_ERROR(s, "tensor 2 'y': split axis 2 out of range for rank 2");
-  s = goodPlan();
-  s.variables[0].sbp = {S(0), B()};
-  EXPECT_ERROR(s, "variable 0 'w': nd-SBP has 2 dimensions but its placement hierarchy has 1");
-  s = goodPlan();
-  s.programs[0].tensors[1].variable = 4;
-  EXPECT_ERROR(s, "tensor 1 'w': variable 4 out of range");
+  const std::vector<Defect> defects = {
+      {[](PlanSpec &s) {
+         s.programs[0].tensors[2].shape = {4, -2};
+       },
+       "tensor 2 'y': negative dimension -2"},
+      // Sizes that would overflow int64 arithmetic downstream.
+      {[](PlanSpec &s) {
+         s.programs[0].tensors[2].shape = {int64_t{1} << 40, int64_t{1} << 40};
+       },
+       "tensor 2 'y': more than 2^48 elements"},
+      {[](PlanSpec &s) { s.programs[0].tensors[2].sbp = {S(2)}; },
+       "tensor 2 'y': split axis 2 out of range for rank 2"},
+      {[](PlanSpec &s) {
+         s.variables[0].sbp = {S(0), B()};
+       },
+       "variable 0 'w': nd-SBP has 2 dimensions but its placement hierarchy has 1"},
+      {[](PlanSpec &s) { s.programs[0].tensors[1].variable = 4; },
+       "tensor 1 'w': variable 4 out of range"},
+  };
+  expectRefused(goodPlan, defects);
 }
 
 TEST(PlanLoader, IndicesAndOrder) {
-  PlanSpec s = goodPlan();
-  s.programs[0].tasks[2].inputs = {0, 9};
-  EXPECT_ERROR(s, "task 2 'fc.matmul' (MatMul): input 1 is tensor 9, out of range");
-  s = goodPlan();
-  std::swap(s.programs[0].tasks[2], s.programs[0].tasks[3]);
-  EXPECT_ERROR(s, "task 2 'loss' (Mean): input tensor 'y' is not produced by an earlier task");
-  s = goodPlan();
-  s.programs[0].tasks[3].outputs = {2};
-  EXPECT_ERROR(s, "tensor 'y' already produced by task 'fc.matmul'");
-  s = goodPlan();
-  s.programs[0].tasks[3].inputs = {};
-  EXPECT_ERROR(s, "task 3 'loss' (Mean): expects 1 inputs, has 0");
+  const std::vector<Defect> defects = {
+      {[](PlanSpec &s) {
+         s.programs[0].tasks[2].inputs = {0, 9};
+       },
+       "task 2 'fc.matmul' (MatMul): input 1 is tensor 9, out of range"},
+      {[](PlanSpec &s) { std::swap(s.programs[0].tasks[2], s.programs[0].tasks[3]); },
+       "task 2 'loss' (Mean): input tensor 'y' is not produced by an earlier task"},
+      {[](PlanSpec &s) { s.programs[0].tasks[3].outputs = {2}; },
+       "tensor 'y' already produced by task 'fc.matmul'"},
+      {[](PlanSpec &s) { s.programs[0].tasks[3].inputs = {}; },
+       "task 3 'loss' (Mean): expects 1 inputs, has 0"},
+  };
+  expectRefused(goodPlan, defects);
 }
 
 TEST(PlanLoader, Registers) {
-  PlanSpec s = goodPlan();
-  s.programs[0].registers.erase(s.programs[0].registers.begin() + 2); // y -> loss
-  EXPECT_ERROR(s, "task 3 'loss' (Mean): no register carries input tensor 'y'");
-  s = goodPlan();
-  s.programs[0].registers[0].count = 0;
-  EXPECT_ERROR(s, "register 0 (from task 'input'): count 0");
-  s = goodPlan();
-  s.programs[0].registers.push_back({1, -1, {}, 1});
-  EXPECT_ERROR(s, "register 4 (from task 'param'): no consumers");
-  s = goodPlan();
-  s.programs[0].registers.push_back({17, -1, {2}, 1});
-  EXPECT_ERROR(s, "register 4: producer task 17 out of range");
-  s = goodPlan();
-  s.programs[0].registers.push_back({3, -1, {1}, 1});
-  EXPECT_ERROR(s, "consumer 'param' does not come after its producer");
+  const std::vector<Defect> defects = {
+      // The register from y to loss.
+      {[](PlanSpec &s) { s.programs[0].registers.erase(s.programs[0].registers.begin() + 2); },
+       "task 3 'loss' (Mean): no register carries input tensor 'y'"},
+      {[](PlanSpec &s) { s.programs[0].registers[0].count = 0; },
+       "register 0 (from task 'input'): count 0"},
+      {[](PlanSpec &s) {
+         s.programs[0].registers.push_back({1, -1, {}, 1});
+       },
+       "register 4 (from task 'param'): no consumers"},
+      {[](PlanSpec &s) {
+         s.programs[0].registers.push_back({17, -1, {2}, 1});
+       },
+       "register 4: producer task 17 out of range"},
+      {[](PlanSpec &s) {
+         s.programs[0].registers.push_back({3, -1, {1}, 1});
+       },
+       "consumer 'param' does not come after its producer"},
+  };
+  expectRefused(goodPlan, defects);
 }
 
 TEST(PlanLoader, Attrs) {
-  PlanSpec s = goodPlan();
-  s.programs[0].tasks[3].attrs = plan::OpAttrs::NONE;
-  EXPECT_ERROR(s, "task 3 'loss' (Mean): missing attrs (MeanAttrs expected)");
-  s = goodPlan();
-  s.programs[0].tasks[2].attrs = plan::OpAttrs::FillAttrs;
-  EXPECT_ERROR(s, "task 2 'fc.matmul' (MatMul): attrs are FillAttrs, expected MatMulAttrs");
-  s = goodPlan();
-  s.programs[0].tasks[4].dim = 1;
-  EXPECT_ERROR(s, "task 4 'loss.allreduce' (AllReduce): hierarchy_dim 1 out of range");
+  const std::vector<Defect> defects = {
+      {[](PlanSpec &s) { s.programs[0].tasks[3].attrs = plan::OpAttrs::NONE; },
+       "task 3 'loss' (Mean): missing attrs (MeanAttrs expected)"},
+      {[](PlanSpec &s) { s.programs[0].tasks[2].attrs = plan::OpAttrs::FillAttrs; },
+       "task 2 'fc.matmul' (MatMul): attrs are FillAttrs, expected MatMulAttrs"},
+      {[](PlanSpec &s) { s.programs[0].tasks[4].dim = 1; },
+       "task 4 'loss.allreduce' (AllReduce): hierarchy_dim 1 out of range"},
+  };
+  expectRefused(goodPlan, defects);
 }
 
 // The verifier checks no enum: a `byte` enum may hold a negative number,
 // which a check of the upper bound alone let through.
 TEST(PlanLoader, EnumsOutOfRange) {
-  PlanSpec s = goodPlan();
-  s.programs[0].tensors[2].dtype = static_cast<plan::DType>(-1);
-  EXPECT_ERROR(s, "tensor 2 'y': unknown dtype -1");
-  s = goodPlan();
-  s.programs[0].tensors[2].dtype = static_cast<plan::DType>(9);
-  EXPECT_ERROR(s, "tensor 2 'y': unknown dtype 9");
-  s = goodPlan();
-  s.variables[0].init = static_cast<plan::InitKind>(-3);
-  EXPECT_ERROR(s, "variable 0 'w': unknown init kind");
-  s = goodPlan();
-  s.placements[0].device = static_cast<plan::DeviceKind>(-1);
-  EXPECT_ERROR(s, "placement 0 'cpu': unknown device kind -1");
-  s = goodPlan();
-  s.programs[0].tasks[4].reduce = static_cast<plan::ReduceOp>(-2);
-  EXPECT_ERROR(s, "task 4 'loss.allreduce' (AllReduce): unknown reduction -2");
+  const std::vector<Defect> defects = {
+      {[](PlanSpec &s) { s.programs[0].tensors[2].dtype = static_cast<plan::DType>(-1); },
+       "tensor 2 'y': unknown dtype -1"},
+      {[](PlanSpec &s) { s.programs[0].tensors[2].dtype = static_cast<plan::DType>(9); },
+       "tensor 2 'y': unknown dtype 9"},
+      {[](PlanSpec &s) { s.variables[0].init = static_cast<plan::InitKind>(-3); },
+       "variable 0 'w': unknown init kind"},
+      {[](PlanSpec &s) { s.placements[0].device = static_cast<plan::DeviceKind>(-1); },
+       "placement 0 'cpu': unknown device kind -1"},
+      {[](PlanSpec &s) { s.programs[0].tasks[4].reduce = static_cast<plan::ReduceOp>(-2); },
+       "task 4 'loss.allreduce' (AllReduce): unknown reduction -2"},
+  };
+  expectRefused(goodPlan, defects);
 }
 
 // A boxing task's output is its input on another SBP, changed on its
@@ -290,30 +333,36 @@ TEST(PlanLoader, RankFitsItsDevice) {
 }
 
 TEST(PlanLoader, Arena) {
-  PlanSpec s = goodPlan();
-  s.programs[0].arenaBytes = 40;
-  EXPECT_ERROR(s, "exceeds arena_bytes 40");
-  s = goodPlan();
-  s.programs[0].tensors[2].bytes = 4;
-  EXPECT_ERROR(s, "tensor 2 'y': bytes 4 smaller than its largest local shard (32)");
+  const std::vector<Defect> defects = {
+      {[](PlanSpec &s) { s.programs[0].arenaBytes = 40; }, "exceeds arena_bytes 40"},
+      {[](PlanSpec &s) { s.programs[0].tensors[2].bytes = 4; },
+       "tensor 2 'y': bytes 4 smaller than its largest local shard (32)"},
+  };
+  expectRefused(goodPlan, defects);
 }
 
 TEST(PlanLoader, CollectiveOrder) {
-  PlanSpec s = goodPlan();
-  s.programs[0].tasks[4].seq = 1;
-  EXPECT_ERROR(s, "collective_seq values are not a permutation of 0..0");
-  s = goodPlan();
-  s.programs[0].tasks[3].seq = 0;
-  EXPECT_ERROR(s, "task 3 'loss' (Mean): collective_seq 0 on a task that is not a collective");
+  const std::vector<Defect> defects = {
+      {[](PlanSpec &s) { s.programs[0].tasks[4].seq = 1; },
+       "collective_seq values are not a permutation of 0..0"},
+      {[](PlanSpec &s) { s.programs[0].tasks[3].seq = 0; },
+       "task 3 'loss' (Mean): collective_seq 0 on a task that is not a collective"},
+  };
+  expectRefused(goodPlan, defects);
 }
 
 TEST(PlanLoader, MetricsAndInputs) {
-  PlanSpec s = goodPlan();
-  s.programs[0].metrics = {{"acc", 12}};
-  EXPECT_ERROR(s, "metric 'acc' points at tensor 12, out of range");
-  s = goodPlan();
-  s.programs[0].inputs = {{"label", -3}};
-  EXPECT_ERROR(s, "input binding 'label' points at tensor -3, out of range");
+  const std::vector<Defect> defects = {
+      {[](PlanSpec &s) {
+         s.programs[0].metrics = {{"acc", 12}};
+       },
+       "metric 'acc' points at tensor 12, out of range"},
+      {[](PlanSpec &s) {
+         s.programs[0].inputs = {{"label", -3}};
+       },
+       "input binding 'label' points at tensor -3, out of range"},
+  };
+  expectRefused(goodPlan, defects);
 }
 
 // One task of every transformer kind, AdamW with clipping, and an output.
@@ -439,101 +488,94 @@ TEST(PlanLoader, TransformerKindsLoadAndDescribe) {
 }
 
 TEST(PlanLoader, TransformerKindDefects) {
-  auto task = [](PlanSpec &s, int k) -> TaskSpec & { return s.programs[0].tasks[k]; };
-  // Registers for tasks whose inputs a case changed.
-  auto rewire = [](PlanSpec &s) {
-    s.programs[0].registers.clear();
-    finalize(s);
+  const std::vector<Defect> defects = {
+      {[](PlanSpec &s) { s.programs[0].tensors[0].dtype = plan::DType::F32; },
+       "task 2 'embedding' (Embedding): input 1 'ids' must be I32, is F32"},
+      {[](PlanSpec &s) { task(s, 6).heads = 3; },
+       "task 6 'attn' (CausalAttention): AttentionAttrs.heads 3 must be positive and "
+       "divide the 4 channels"},
+      {[](PlanSpec &s) { task(s, 21).heads = 0; },
+       "task 21 'attn_grad' (CausalAttentionGrad): AttentionAttrs.heads 0"},
+      {[](PlanSpec &s) { task(s, 8).p = 1.0f; },
+       "task 8 'drop' (Dropout): DropoutAttrs.p must lie in [0, 1), is 1"},
+      {[](PlanSpec &s) { task(s, 8).attrs = plan::OpAttrs::NONE; },
+       "task 8 'drop' (Dropout): missing attrs (DropoutAttrs expected)"},
+      {[](PlanSpec &s) {
+         task(s, 9).perm = {0, 0, 2};
+       },
+       "task 9 'transpose' (Transpose): TransposeAttrs.perm is not a permutation "
+       "taking [2,3,4] to [3,2,4]"},
+      // A permutation, but not the one the shapes say.
+      {[](PlanSpec &s) {
+         task(s, 9).perm = {0, 1, 2};
+       },
+       "TransposeAttrs.perm is not a permutation taking"},
+      {[](PlanSpec &s) {
+         task(s, 10).outputs = {11};
+         rewire(s);
+       },
+       "task 10 'reshape' (Reshape): reshape of [3,2,4] into [6,2] changes the "
+       "element count"},
+      {[](PlanSpec &s) { task(s, 11).begin = 3; },
+       "task 11 'narrow' (Narrow): NarrowAttrs (axis 1, begin 3) do not place [6,2] "
+       "inside [6,4]"},
+      {[](PlanSpec &s) { task(s, 12).axis = 0; },
+       "task 12 'narrow_grad' (NarrowGrad): NarrowAttrs (axis 0, begin 2)"},
+      {[](PlanSpec &s) { task(s, 13).axis = 2; },
+       "task 13 'concat' (Concat): ConcatAttrs.axis 2 out of range for rank 2"},
+      {[](PlanSpec &s) { task(s, 13).axis = 1; },
+       "task 13 'concat' (Concat): operand 'r' [6,4] does not fit the result [12,4] "
+       "off axis 1"},
+      {[](PlanSpec &s) {
+         task(s, 13).inputs = {10};
+         rewire(s);
+       },
+       "task 13 'concat' (Concat): operands sum to 6 on axis 0, the result has 12"},
+      {[](PlanSpec &s) { task(s, 17).maxNorm = 0.0f; },
+       "task 17 'clip' (ClipScale): ClipAttrs.max_norm must be positive, is 0"},
+      {[](PlanSpec &s) {
+         task(s, 20).outputs = {19, 20};
+       },
+       "task 20 'ln_grad' (LayerNormGrad): expects 3 outputs, has 2"},
+      {[](PlanSpec &s) { task(s, 20).eps = 0.0f; },
+       "task 20 'ln_grad' (LayerNormGrad): NormAttrs.eps must be positive"},
+      {[](PlanSpec &s) { task(s, 19).m = 9; },
+       "task 19 'adamw' (AdamW): m variable 9 out of range (plan has 6 variables)"},
+      {[](PlanSpec &s) { task(s, 19).v = 1; },
+       "task 19 'adamw' (AdamW): v variable 'ln.g' differs in shape from the "
+       "parameter 'wte'"},
+      {[](PlanSpec &s) { task(s, 19).step = 3; },
+       "task 19 'adamw' (AdamW): step variable 'wte.m' must be a scalar"},
+      // An f32 counter stops at 2^24.
+      {[](PlanSpec &s) { s.variables[5].dtype = plan::DType::F32; },
+       "task 19 'adamw' (AdamW): step variable 'wte.step' must be i32"},
+      {[](PlanSpec &s) { s.variables[3].dtype = plan::DType::I32; },
+       "task 19 'adamw' (AdamW): m variable 'wte.m' must be f32"},
+      {[](PlanSpec &s) {
+         task(s, 19).inputs = {18, 15};
+         rewire(s);
+       },
+       "task 19 'adamw' (AdamW): gradient scale 'dprobs' must be a scalar"},
+      {[](PlanSpec &s) {
+         task(s, 19).inputs = {18, 17, 16};
+         rewire(s);
+       },
+       "task 19 'adamw' (AdamW): expects 1 to 2 inputs, has 3"},
+      {[](PlanSpec &s) {
+         task(s, 19).inputs = {15, 17};
+         rewire(s);
+       },
+       "task 19 'adamw' (AdamW): gradient shape differs from variable 'wte'"},
+      {[](PlanSpec &s) {
+         s.programs[0].outputs = {{"probs", 14}, {"probs", 15}};
+       },
+       "program 'train': output 'probs' bound twice"},
+      {[](PlanSpec &s) {
+         s.programs[0].outputs = {{"probs", 40}};
+       },
+       "output binding 'probs' points at tensor 40, out of range"},
   };
-  PlanSpec s = transformerPlan();
-  s.programs[0].tensors[0].dtype = plan::DType::F32;
-  EXPECT_ERROR(s, "task 2 'embedding' (Embedding): input 1 'ids' must be I32, is F32");
-  s = transformerPlan();
-  task(s, 6).heads = 3;
-  EXPECT_ERROR(s, "task 6 'attn' (CausalAttention): AttentionAttrs.heads 3 must be positive and "
-                  "divide the 4 channels");
-  s = transformerPlan();
-  task(s, 21).heads = 0;
-  EXPECT_ERROR(s, "task 21 'attn_grad' (CausalAttentionGrad): AttentionAttrs.heads 0");
-  s = transformerPlan();
-  task(s, 8).p = 1.0f;
-  EXPECT_ERROR(s, "task 8 'drop' (Dropout): DropoutAttrs.p must lie in [0, 1), is 1");
-  s = transformerPlan();
-  task(s, 8).attrs = plan::OpAttrs::NONE;
-  EXPECT_ERROR(s, "task 8 'drop' (Dropout): missing attrs (DropoutAttrs expected)");
-  s = transformerPlan();
-  task(s, 9).perm = {0, 0, 2};
-  EXPECT_ERROR(s, "task 9 'transpose' (Transpose): TransposeAttrs.perm is not a permutation "
-                  "taking [2,3,4] to [3,2,4]");
-  s = transformerPlan();
-  task(s, 9).perm = {0, 1, 2}; // a permutation, but not the one the shapes say
-  EXPECT_ERROR(s, "TransposeAttrs.perm is not a permutation taking");
-  s = transformerPlan();
-  task(s, 10).outputs = {11};
-  rewire(s);
-  EXPECT_ERROR(s, "task 10 'reshape' (Reshape): reshape of [3,2,4] into [6,2] changes the "
-                  "element count");
-  s = transformerPlan();
-  task(s, 11).begin = 3;
-  EXPECT_ERROR(s, "task 11 'narrow' (Narrow): NarrowAttrs (axis 1, begin 3) do not place [6,2] "
-                  "inside [6,4]");
-  s = transformerPlan();
-  task(s, 12).axis = 0;
-  EXPECT_ERROR(s, "task 12 'narrow_grad' (NarrowGrad): NarrowAttrs (axis 0, begin 2)");
-  s = transformerPlan();
-  task(s, 13).axis = 2;
-  EXPECT_ERROR(s, "task 13 'concat' (Concat): ConcatAttrs.axis 2 out of range for rank 2");
-  s = transformerPlan();
-  task(s, 13).axis = 1;
-  EXPECT_ERROR(s, "task 13 'concat' (Concat): operand 'r' [6,4] does not fit the result [12,4] "
-                  "off axis 1");
-  s = transformerPlan();
-  task(s, 13).inputs = {10};
-  rewire(s);
-  EXPECT_ERROR(s, "task 13 'concat' (Concat): operands sum to 6 on axis 0, the result has 12");
-  s = transformerPlan();
-  task(s, 17).maxNorm = 0.0f;
-  EXPECT_ERROR(s, "task 17 'clip' (ClipScale): ClipAttrs.max_norm must be positive, is 0");
-  s = transformerPlan();
-  task(s, 20).outputs = {19, 20};
-  EXPECT_ERROR(s, "task 20 'ln_grad' (LayerNormGrad): expects 3 outputs, has 2");
-  s = transformerPlan();
-  task(s, 20).eps = 0.0f;
-  EXPECT_ERROR(s, "task 20 'ln_grad' (LayerNormGrad): NormAttrs.eps must be positive");
-  s = transformerPlan();
-  task(s, 19).m = 9;
-  EXPECT_ERROR(s, "task 19 'adamw' (AdamW): m variable 9 out of range (plan has 6 variables)");
-  s = transformerPlan();
-  task(s, 19).v = 1;
-  EXPECT_ERROR(s, "task 19 'adamw' (AdamW): v variable 'ln.g' differs in shape from the "
-                  "parameter 'wte'");
-  s = transformerPlan();
-  task(s, 19).step = 3;
-  EXPECT_ERROR(s, "task 19 'adamw' (AdamW): step variable 'wte.m' must be a scalar");
-  s = transformerPlan();
-  s.variables[5].dtype = plan::DType::F32; // an f32 counter stops at 2^24
-  EXPECT_ERROR(s, "task 19 'adamw' (AdamW): step variable 'wte.step' must be i32");
-  s = transformerPlan();
-  s.variables[3].dtype = plan::DType::I32;
-  EXPECT_ERROR(s, "task 19 'adamw' (AdamW): m variable 'wte.m' must be f32");
-  s = transformerPlan();
-  task(s, 19).inputs = {18, 15};
-  rewire(s);
-  EXPECT_ERROR(s, "task 19 'adamw' (AdamW): gradient scale 'dprobs' must be a scalar");
-  s = transformerPlan();
-  task(s, 19).inputs = {18, 17, 16};
-  rewire(s);
-  EXPECT_ERROR(s, "task 19 'adamw' (AdamW): expects 1 to 2 inputs, has 3");
-  s = transformerPlan();
-  task(s, 19).inputs = {15, 17};
-  rewire(s);
-  EXPECT_ERROR(s, "task 19 'adamw' (AdamW): gradient shape differs from variable 'wte'");
-  s = transformerPlan();
-  s.programs[0].outputs = {{"probs", 14}, {"probs", 15}};
-  EXPECT_ERROR(s, "program 'train': output 'probs' bound twice");
-  s = transformerPlan();
-  s.programs[0].outputs = {{"probs", 40}};
-  EXPECT_ERROR(s, "output binding 'probs' points at tensor 40, out of range");
+  expectRefused(transformerPlan, defects);
 }
 
 TEST(PlanLoader, LocalBoxingAttrsAreOptional) {
@@ -636,68 +678,68 @@ TEST(PlanLoader, Bf16PlanLoadsWithTwoByteElements) {
 }
 
 TEST(PlanLoader, Bf16DtypeDefects) {
-  const plan::DType bf16 = plan::DType::BF16, f32 = plan::DType::F32;
-  auto tensor = [](PlanSpec &s, int t) -> TensorSpec & { return s.programs[0].tensors[t]; };
-  auto task = [](PlanSpec &s, int k) -> TaskSpec & { return s.programs[0].tasks[k]; };
-  // Registers, sizes and offsets again, for a case that changed tasks or types.
-  auto rewire = [](PlanSpec &s) {
-    ProgramSpec &prog = s.programs[0];
-    for (TensorSpec &t : prog.tensors)
-      t.offset = t.bytes = -1;
-    prog.arenaBytes = -1;
-    prog.registers.clear();
-    finalize(s);
+  constexpr plan::DType bf16 = plan::DType::BF16, f32 = plan::DType::F32;
+  const std::vector<Defect> defects = {
+      // Operands of one matmul must agree: f32 x bf16.
+      {[](PlanSpec &s) {
+         task(s, 4).inputs = {0, 3};
+         rewire(s);
+       },
+       "task 4 'mm' (MatMul): input 1 'w.bf16' must be F32 like the task's other "
+       "operands, is BF16"},
+      // A bf16 product may land in f32, an f32 one not in bf16.
+      {[](PlanSpec &s) {
+         task(s, 4).inputs = {0, 2};
+         rewire(s);
+       },
+       "task 4 'mm' (MatMul): output 0 'h' must be F32 like the task's other "
+       "operands, is BF16"},
+      // Variables and their views are f32.
+      {[](PlanSpec &s) { tensor(s, 2).dtype = bf16; },
+       "task 2 'w' (Parameter): output 0 'w' must be F32, is BF16"},
+      // Reductions to a loss, optimisers and layer norm weights are f32.
+      {[](PlanSpec &s) {
+         task(s, 10).inputs = {7};
+         rewire(s);
+       },
+       "task 10 'loss' (Mean): input 0 'n' must be F32, is BF16"},
+      {[](PlanSpec &s) {
+         tensor(s, 10).dtype = bf16;
+         rewire(s);
+       },
+       "task 10 'loss' (Mean): output 0 'loss' must be F32, is BF16"},
+      {[](PlanSpec &s) {
+         task(s, 7).inputs = {4, 3, 6};
+         rewire(s);
+       },
+       "task 7 'ln' (LayerNorm): input 1 'w.bf16' must be F32, is BF16"},
+      {[](PlanSpec &s) {
+         tensor(s, 7).dtype = f32;
+         rewire(s);
+       },
+       "task 7 'ln' (LayerNorm): output 0 'n' must be BF16 like the task's other "
+       "operands, is F32"},
+      // Casts are between floats, of one shape.
+      {[](PlanSpec &s) {
+         tensor(s, 0).dtype = plan::DType::I32;
+         rewire(s);
+       },
+       "task 1 'x.cast' (Cast): input 0 'x' must be F32 or BF16, is I32"},
+      {[](PlanSpec &s) {
+         tensor(s, 1).shape = {7, 13};
+       },
+       "task 1 'x.cast' (Cast): cast of [13,7] into [7,13] changes the shape"},
+      // Collectives keep the type.
+      {[](PlanSpec &s) {
+         s.programs[0].tensors.push_back({"h.sum", {13, 5}, {B()}, f32});
+         s.programs[0].tasks.push_back(makeTask("h.allreduce", plan::OpKind::AllReduce, {4}, {11},
+                                                plan::OpAttrs::CollectiveAttrs));
+         rewire(s);
+       },
+       "task 11 'h.allreduce' (AllReduce): output 0 'h.sum' must be BF16 like the "
+       "task's other tensors, is F32"},
   };
-  // Operands of one matmul must agree: f32 x bf16.
-  PlanSpec s = bf16Plan();
-  task(s, 4).inputs = {0, 3};
-  rewire(s);
-  EXPECT_ERROR(s, "task 4 'mm' (MatMul): input 1 'w.bf16' must be F32 like the task's other "
-                  "operands, is BF16");
-  // A bf16 product may land in f32, an f32 one not in bf16.
-  s = bf16Plan();
-  task(s, 4).inputs = {0, 2};
-  rewire(s);
-  EXPECT_ERROR(s, "task 4 'mm' (MatMul): output 0 'h' must be F32 like the task's other "
-                  "operands, is BF16");
-  // Variables and their views are f32.
-  s = bf16Plan();
-  tensor(s, 2).dtype = bf16;
-  EXPECT_ERROR(s, "task 2 'w' (Parameter): output 0 'w' must be F32, is BF16");
-  // Reductions to a loss, optimisers and layer norm weights are f32.
-  s = bf16Plan();
-  task(s, 10).inputs = {7};
-  rewire(s);
-  EXPECT_ERROR(s, "task 10 'loss' (Mean): input 0 'n' must be F32, is BF16");
-  s = bf16Plan();
-  tensor(s, 10).dtype = bf16;
-  rewire(s);
-  EXPECT_ERROR(s, "task 10 'loss' (Mean): output 0 'loss' must be F32, is BF16");
-  s = bf16Plan();
-  task(s, 7).inputs = {4, 3, 6};
-  rewire(s);
-  EXPECT_ERROR(s, "task 7 'ln' (LayerNorm): input 1 'w.bf16' must be F32, is BF16");
-  s = bf16Plan();
-  tensor(s, 7).dtype = f32;
-  rewire(s);
-  EXPECT_ERROR(s, "task 7 'ln' (LayerNorm): output 0 'n' must be BF16 like the task's other "
-                  "operands, is F32");
-  // Casts are between floats, of one shape.
-  s = bf16Plan();
-  tensor(s, 0).dtype = plan::DType::I32;
-  rewire(s);
-  EXPECT_ERROR(s, "task 1 'x.cast' (Cast): input 0 'x' must be F32 or BF16, is I32");
-  s = bf16Plan();
-  tensor(s, 1).shape = {7, 13};
-  EXPECT_ERROR(s, "task 1 'x.cast' (Cast): cast of [13,7] into [7,13] changes the shape");
-  // Collectives keep the type.
-  s = bf16Plan();
-  s.programs[0].tensors.push_back({"h.sum", {13, 5}, {B()}, f32});
-  s.programs[0].tasks.push_back(
-      makeTask("h.allreduce", plan::OpKind::AllReduce, {4}, {11}, plan::OpAttrs::CollectiveAttrs));
-  rewire(s);
-  EXPECT_ERROR(s, "task 11 'h.allreduce' (AllReduce): output 0 'h.sum' must be BF16 like the "
-                  "task's other tensors, is F32");
+  expectRefused(bf16Plan, defects);
 }
 
 // x [4, 2, 3] and a bias [2, 3] cast to bf16, fused bias + GELU into a bf16
@@ -736,43 +778,40 @@ TEST(PlanLoader, BiasGeluLoadsAndIsChecked) {
   ASSERT_TRUE(loaded);
   const std::string text = describePlan(*loaded->plan());
   EXPECT_NE(text.find("fc.bias_gelu BiasGelu (%2, %3) -> (%4, %5)"), std::string::npos) << text;
-
-  auto task = [](PlanSpec &p) -> TaskSpec & { return p.programs[0].tasks[4]; };
-  auto tensor = [](PlanSpec &p, int t) -> TensorSpec & { return p.programs[0].tensors[t]; };
-  auto rewire = [](PlanSpec &p) {
-    ProgramSpec &prog = p.programs[0];
-    for (TensorSpec &t : prog.tensors)
-      t.offset = t.bytes = -1;
-    prog.arenaBytes = -1;
-    prog.registers.clear();
-    finalize(p);
+  const std::vector<Defect> defects = {
+      // Both outputs are needed: the backward reads pre, the next layer y.
+      {[](PlanSpec &s) {
+         task(s, 4).outputs = {5};
+         s.programs[0].tasks.pop_back(); // y.cast would read a tensor nothing writes
+         s.programs[0].outputs.clear();
+         rewire(s);
+       },
+       "task 4 'fc.bias_gelu' (BiasGelu): expects 2 outputs, has 1"},
+      {[](PlanSpec &s) {
+         task(s, 4).inputs = {2};
+         rewire(s);
+       },
+       "task 4 'fc.bias_gelu' (BiasGelu): expects 2 inputs, has 1"},
+      // One element type for x, the bias, pre and y.
+      {[](PlanSpec &s) {
+         tensor(s, 5).dtype = plan::DType::F32;
+         rewire(s);
+       },
+       "task 4 'fc.bias_gelu' (BiasGelu): output 1 'y' must be BF16 like the task's "
+       "other operands, is F32"},
+      {[](PlanSpec &s) {
+         task(s, 4).inputs = {2, 1};
+         rewire(s);
+       },
+       "task 4 'fc.bias_gelu' (BiasGelu): input 1 'b' must be BF16 like the task's "
+       "other operands, is F32"},
+      {[](PlanSpec &s) {
+         tensor(s, 4).dtype = plan::DType::I32;
+         rewire(s);
+       },
+       "task 4 'fc.bias_gelu' (BiasGelu): output 0 'pre' must be F32 or BF16, is I32"},
   };
-  // Both outputs are needed: the backward reads pre, the next layer y.
-  s = biasGeluPlan();
-  task(s).outputs = {5};
-  s.programs[0].tasks.pop_back(); // y.cast would read a tensor nothing writes
-  s.programs[0].outputs.clear();
-  rewire(s);
-  EXPECT_ERROR(s, "task 4 'fc.bias_gelu' (BiasGelu): expects 2 outputs, has 1");
-  s = biasGeluPlan();
-  task(s).inputs = {2};
-  rewire(s);
-  EXPECT_ERROR(s, "task 4 'fc.bias_gelu' (BiasGelu): expects 2 inputs, has 1");
-  // One element type for x, the bias, pre and y.
-  s = biasGeluPlan();
-  tensor(s, 5).dtype = plan::DType::F32;
-  rewire(s);
-  EXPECT_ERROR(s, "task 4 'fc.bias_gelu' (BiasGelu): output 1 'y' must be BF16 like the task's "
-                  "other operands, is F32");
-  s = biasGeluPlan();
-  task(s).inputs = {2, 1};
-  rewire(s);
-  EXPECT_ERROR(s, "task 4 'fc.bias_gelu' (BiasGelu): input 1 'b' must be BF16 like the task's "
-                  "other operands, is F32");
-  s = biasGeluPlan();
-  tensor(s, 4).dtype = plan::DType::I32;
-  rewire(s);
-  EXPECT_ERROR(s, "task 4 'fc.bias_gelu' (BiasGelu): output 0 'pre' must be F32 or BF16, is I32");
+  expectRefused(biasGeluPlan, defects);
 }
 
 // TestPlans writes every variable as f32, so this plan is built by hand.

@@ -240,21 +240,14 @@ public:
         return v.emitOpError("needs a declared placement to be emitted");
       variableIndex[v.getSymName()] = variables.size();
       InitAttr init = v.getInit();
-      fb::InitKind kind = fb::InitKind::Zeros;
-      switch (init.getKind()) {
-      case InitKind::zeros:
-        kind = fb::InitKind::Zeros;
-        break;
-      case InitKind::constant:
-        kind = fb::InitKind::Constant;
-        break;
-      case InitKind::uniform:
-        kind = fb::InitKind::Uniform;
-        break;
-      case InitKind::normal:
-        kind = fb::InitKind::Normal;
-        break;
-      }
+      // The dialect's kinds are the plan's, value for value (ir/SbpBase.td,
+      // plan.fbs).
+      static_assert(
+          static_cast<int>(InitKind::zeros) == static_cast<int>(fb::InitKind::Zeros) &&
+          static_cast<int>(InitKind::constant) == static_cast<int>(fb::InitKind::Constant) &&
+          static_cast<int>(InitKind::uniform) == static_cast<int>(fb::InitKind::Uniform) &&
+          static_cast<int>(InitKind::normal) == static_cast<int>(fb::InitKind::Normal));
+      const auto kind = static_cast<fb::InitKind>(init.getKind());
       auto initOff =
           fb::CreateInit(fbb, kind, init.getA().convertToDouble(), init.getB().convertToDouble(),
                          static_cast<uint64_t>(v.getSeed()));

@@ -101,22 +101,32 @@ using Optimizer = std::variant<SGD, AdamW>;
 
 class Graph;
 
-// A handle to a placement declared in a model.
-class Placement {
+// What a Placement or Tensor handle is: an index into a model's graph.
+class GraphHandle {
 public:
-  Placement() = default;
   int id() const { return id_; }
-  const PlacementSpec &spec() const;
+  Graph *graph() const { return graph_; }
 
-private:
-  friend class Model;
-  Placement(Graph *g, int id) : graph_(g), id_(id) {}
+protected:
+  GraphHandle() = default;
+  GraphHandle(Graph *g, int id) : graph_(g), id_(id) {}
   Graph *graph_ = nullptr;
   int id_ = -1;
 };
 
+// A handle to a placement declared in a model.
+class Placement : public GraphHandle {
+public:
+  Placement() = default;
+  const PlacementSpec &spec() const;
+
+private:
+  friend class Model;
+  using GraphHandle::GraphHandle;
+};
+
 // A handle to a traced value (global shape).
-class Tensor {
+class Tensor : public GraphHandle {
 public:
   Tensor() = default;
   const std::vector<int64_t> &shape() const;
@@ -124,14 +134,10 @@ public:
   int rank() const { return static_cast<int>(shape().size()); }
   // Axis i; negative i counts from the end (-1 is the last axis).
   int64_t dim(int i) const { return shape().at(i < 0 ? i + rank() : i); }
-  int id() const { return id_; }
-  Graph *graph() const { return graph_; }
 
 private:
   friend class Graph;
-  Tensor(Graph *g, int id) : graph_(g), id_(id) {}
-  Graph *graph_ = nullptr;
-  int id_ = -1;
+  using GraphHandle::GraphHandle;
 };
 
 class Model {

@@ -13,6 +13,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <tuple>
 #include <unistd.h>
 
 namespace {
@@ -70,13 +71,12 @@ int main(int argc, char **argv) {
     auto where = parseHostPort(listen, /*anyPortOk=*/true);
     if (!where)
       return fail("--listen", where.status().message());
+    std::tie(node.host, node.port) = *where;
     if (secretFile.empty())
       return fail("--listen", "needs --secret-file FILE (the cluster's shared secret)");
     auto secret = readSecretFile(secretFile);
     if (!secret)
       return fail("--secret-file", secret.status().message());
-    node.host = where->first;
-    node.port = where->second;
     node.secret = *secret;
     node.rankBinary = selfExecutable();
     if (node.rankBinary.empty())
@@ -88,8 +88,7 @@ int main(int argc, char **argv) {
   auto where = parseHostPort(connect);
   if (!where)
     return fail("--connect", where.status().message());
-  rank.driverHost = where->first;
-  rank.driverPort = where->second;
+  std::tie(rank.driverHost, rank.driverPort) = *where;
   auto backend = makePlanBackend();
   return runWorker(rank, *backend);
 }

@@ -103,10 +103,8 @@ PlanSpec mlpPlan() {
   };
   using K = plan::OpKind;
   using A = plan::OpAttrs;
-  TaskSpec inX = makeTask("input.x", K::Input, {}, {0}, A::InputAttrs);
-  inX.field = "x";
-  TaskSpec inLabel = makeTask("input.label", K::Input, {}, {1}, A::InputAttrs);
-  inLabel.field = "label";
+  TaskSpec inX = inputTask("input.x", 0, "x");
+  TaskSpec inLabel = inputTask("input.label", 1, "label");
   TaskSpec w1 = makeTask("w1", K::Parameter, {}, {2}), b1 = makeTask("b1", K::Parameter, {}, {3}),
            w2 = makeTask("w2", K::Parameter, {}, {7});
   TaskSpec mm1 = makeTask("fc1.matmul", K::MatMul, {0, 2}, {4});
@@ -197,8 +195,7 @@ PlanSpec bf16Plan() {
   };
   using K = plan::OpKind;
   using A = plan::OpAttrs;
-  TaskSpec inX = makeTask("input.x", K::Input, {}, {0}, A::InputAttrs);
-  inX.field = "x";
+  TaskSpec inX = inputTask("input.x", 0, "x");
   TaskSpec w1 = makeTask("w1", K::Parameter, {}, {1}),
            gamma = makeTask("gamma", K::Parameter, {}, {2}),
            beta = makeTask("beta", K::Parameter, {}, {3});
@@ -244,10 +241,8 @@ PlanSpec bf16BoxingPlan() {
   };
   using K = plan::OpKind;
   using A = plan::OpAttrs;
-  TaskSpec inX = makeTask("input.x", K::Input, {}, {0}, A::InputAttrs);
-  inX.field = "x";
-  TaskSpec inDirect = makeTask("input.x.bf16", K::Input, {}, {2}, A::InputAttrs);
-  inDirect.field = "x";
+  TaskSpec inX = inputTask("input.x", 0, "x");
+  TaskSpec inDirect = inputTask("input.x.bf16", 2, "x");
   TaskSpec cast = makeTask("x.cast", K::Cast, {0}, {1});
   TaskSpec ar = makeTask("allreduce", K::AllReduce, {1}, {3}, A::CollectiveAttrs);
   TaskSpec ag = makeTask("allgather", K::AllGather, {3}, {4}, A::CollectiveAttrs);
@@ -282,8 +277,7 @@ PlanSpec biasGeluPlan(bool fused, plan::DType dtype) {
       {"y", {kBatch, kIn}},                     // 7
   };
   using K = plan::OpKind;
-  TaskSpec inX = makeTask("input.x", K::Input, {}, {0}, plan::OpAttrs::InputAttrs);
-  inX.field = "x";
+  TaskSpec inX = inputTask("input.x", 0, "x");
   prog.tasks = {inX, makeTask("b", K::Parameter, {}, {1}), makeTask("x.cast", K::Cast, {0}, {2}),
                 makeTask("b.cast", K::Cast, {1}, {3})};
   if (fused) {
@@ -322,24 +316,34 @@ struct Trained {
   std::map<std::string, std::vector<float>> outputs;
 };
 
-Trained train(const plan::Plan *plan, const ExecutorOptions &options) {
-  Trained result;
+// `steps` steps of `plan`'s train program, then its outputs `names`; each
+// step's first metric (the loss) goes to `losses` where given.
+std::map<std::string, std::vector<float>> runSteps(const plan::Plan *plan,
+                                                   const ExecutorOptions &options, int64_t steps,
+                                                   const std::vector<std::string> &names,
+                                                   std::vector<double> *losses = nullptr) {
+  std::map<std::string, std::vector<float>> outputs;
   ActorSystem sys;
   auto exec = Executor::create(sys.system, plan, nullptr, options);
   EXPECT_TRUE(exec) << exec.status().message();
   if (!exec)
-    return result;
+    return outputs;
   MemoryData data;
-  Status s = (*exec)->run("train", &data, 0, 0, kSteps, [&](int64_t, const std::vector<double> &m) {
-    result.losses.push_back(m.at(0));
-  });
+  Executor::StepCallback onStep;
+  if (losses)
+    onStep = [losses](int64_t, const std::vector<double> &m) { losses->push_back(m.at(0)); };
+  Status s = (*exec)->run("train", &data, 0, 0, steps, onStep);
   EXPECT_TRUE(s) << s.message();
-  for (const char *name : {"w1", "b1", "w2", "logits"}) {
-    std::vector<float> values;
-    Status r = (*exec)->readOutput("train", name, values);
+  for (const std::string &name : names) {
+    Status r = (*exec)->readOutput("train", name, outputs[name]);
     EXPECT_TRUE(r) << r.message();
-    result.outputs[name] = values;
   }
+  return outputs;
+}
+
+Trained train(const plan::Plan *plan, const ExecutorOptions &options) {
+  Trained result;
+  result.outputs = runSteps(plan, options, kSteps, {"w1", "b1", "w2", "logits"}, &result.losses);
   return result;
 }
 
@@ -379,57 +383,6 @@ TEST(CudaExecutor, BiasGeluPlansLoad) {
 
 namespace {
 
-void expectClose(const std::vector<float> &got, const std::vector<float> &want,
-                 const std::string &what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i)
-    EXPECT_NEAR(got[i], want[i], 1e-5 * std::max(1.0f, std::fabs(want[i])))
-        << what << "[" << i << "]";
-}
-
-} // namespace
-
-TEST(CudaExecutor, MlpMatchesTheCpuExecutor) {
-  SBPFLOW_REQUIRE_GPU();
-  auto loaded = loadPlanBuffer(build(mlpPlan()));
-  auto onCuda = loadPlanBuffer(buildForGpu(mlpPlan()));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ASSERT_TRUE(onCuda) << onCuda.status().message();
-  Trained cpu = train(loaded->plan(), ExecutorOptions{});
-  Trained cuda = train(onCuda->plan(), onGpu());
-  ASSERT_EQ(cpu.losses.size(), static_cast<size_t>(kSteps));
-  ASSERT_EQ(cuda.losses.size(), cpu.losses.size());
-  for (int i = 0; i < kSteps; ++i)
-    EXPECT_NEAR(cuda.losses[i], cpu.losses[i], 1e-5 * std::max(1.0, std::fabs(cpu.losses[i])))
-        << "step " << i;
-  // Training moved the loss: the comparison is not of two untouched models.
-  EXPECT_NE(cpu.losses.front(), cpu.losses.back());
-  for (const auto &[name, values] : cpu.outputs)
-    expectClose(cuda.outputs[name], values, name);
-}
-
-namespace {
-
-// One step of `plan`, then its outputs.
-std::map<std::string, std::vector<float>> runOnce(const plan::Plan *plan,
-                                                  const ExecutorOptions &options,
-                                                  const std::vector<std::string> &names) {
-  std::map<std::string, std::vector<float>> outputs;
-  ActorSystem sys;
-  auto exec = Executor::create(sys.system, plan, nullptr, options);
-  EXPECT_TRUE(exec) << exec.status().message();
-  if (!exec)
-    return outputs;
-  MemoryData data;
-  Status s = (*exec)->run("train", &data, 0, 0, 1, nullptr);
-  EXPECT_TRUE(s) << s.message();
-  for (const std::string &name : names) {
-    Status r = (*exec)->readOutput("train", name, outputs[name]);
-    EXPECT_TRUE(r) << r.message();
-  }
-  return outputs;
-}
-
 // |got - want| <= tolerance * max(1, |want|) elementwise.
 void expectWithin(const std::vector<float> &got, const std::vector<float> &want, double tolerance,
                   const std::string &what) {
@@ -439,7 +392,40 @@ void expectWithin(const std::vector<float> &got, const std::vector<float> &want,
         << what << "[" << i << "]";
 }
 
+// A plan loaded as the CPU runs it and as the GPU runs it (buildForGpu).
+struct CpuAndGpuPlans {
+  LoadedPlan cpu, gpu;
+};
+
+// `spec` loaded for both; the loader's error where either is refused.
+StatusOr<CpuAndGpuPlans> loadForBoth(const PlanSpec &spec) {
+  auto cpu = loadPlanBuffer(build(spec));
+  if (!cpu)
+    return cpu.status();
+  auto gpu = loadPlanBuffer(buildForGpu(spec));
+  if (!gpu)
+    return gpu.status();
+  return CpuAndGpuPlans{*cpu, *gpu};
+}
+
 } // namespace
+
+TEST(CudaExecutor, MlpMatchesTheCpuExecutor) {
+  SBPFLOW_REQUIRE_GPU();
+  auto plans = loadForBoth(mlpPlan());
+  ASSERT_TRUE(plans) << plans.status().message();
+  Trained cpu = train(plans->cpu.plan(), ExecutorOptions{});
+  Trained cuda = train(plans->gpu.plan(), onGpu());
+  ASSERT_EQ(cpu.losses.size(), static_cast<size_t>(kSteps));
+  ASSERT_EQ(cuda.losses.size(), cpu.losses.size());
+  for (int i = 0; i < kSteps; ++i)
+    EXPECT_NEAR(cuda.losses[i], cpu.losses[i], 1e-5 * std::max(1.0, std::fabs(cpu.losses[i])))
+        << "step " << i;
+  // Training moved the loss: the comparison is not of two untouched models.
+  EXPECT_NE(cpu.losses.front(), cpu.losses.back());
+  for (const auto &[name, values] : cpu.outputs)
+    expectWithin(cuda.outputs[name], values, 1e-5, name);
+}
 
 // The GPU's bf16 kernels against the CPU executor's (f32 arithmetic on bf16
 // values, rounded at the same points): a bf16 result within 1e-2 relative.
@@ -448,13 +434,11 @@ void expectWithin(const std::vector<float> &got, const std::vector<float> &want,
 // to bf16 by mistake (2^-9 relative) would miss.
 TEST(CudaExecutor, Bf16PlanMatchesTheCpuExecutor) {
   SBPFLOW_REQUIRE_GPU();
-  auto loaded = loadPlanBuffer(build(bf16Plan()));
-  auto onCuda = loadPlanBuffer(buildForGpu(bf16Plan()));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  ASSERT_TRUE(onCuda) << onCuda.status().message();
+  auto plans = loadForBoth(bf16Plan());
+  ASSERT_TRUE(plans) << plans.status().message();
   const std::vector<std::string> names = {"dw", "n", "h", "colsum", "colsum.f32"};
-  auto cpu = runOnce(loaded->plan(), ExecutorOptions{}, names);
-  auto gpu = runOnce(onCuda->plan(), onGpu(), names);
+  auto cpu = runSteps(plans->cpu.plan(), ExecutorOptions{}, 1, names);
+  auto gpu = runSteps(plans->gpu.plan(), onGpu(), 1, names);
   for (const char *name : {"n", "h", "colsum"})
     expectWithin(gpu[name], cpu[name], 1e-2, name);
   for (const char *name : {"dw", "colsum.f32"})
@@ -474,15 +458,13 @@ TEST(CudaExecutor, FusedBiasGeluMatchesTheCpuAndTheUnfusedPlan) {
   SBPFLOW_REQUIRE_GPU();
   for (plan::DType dtype : {plan::DType::F32, plan::DType::BF16}) {
     SCOPED_TRACE(plan::EnumNameDType(dtype));
-    auto fused = loadPlanBuffer(build(biasGeluPlan(true, dtype)));
-    auto fusedGpu = loadPlanBuffer(buildForGpu(biasGeluPlan(true, dtype)));
+    auto fused = loadForBoth(biasGeluPlan(true, dtype));
     auto unfused = loadPlanBuffer(buildForGpu(biasGeluPlan(false, dtype)));
     ASSERT_TRUE(fused) << fused.status().message();
-    ASSERT_TRUE(fusedGpu) << fusedGpu.status().message();
     ASSERT_TRUE(unfused) << unfused.status().message();
-    auto cpu = runOnce(fused->plan(), ExecutorOptions{}, {"pre", "y"});
-    auto gpu = runOnce(fusedGpu->plan(), onGpu(), {"pre", "y"});
-    auto gpuUnfused = runOnce(unfused->plan(), onGpu(), {"pre", "y"});
+    auto cpu = runSteps(fused->cpu.plan(), ExecutorOptions{}, 1, {"pre", "y"});
+    auto gpu = runSteps(fused->gpu.plan(), onGpu(), 1, {"pre", "y"});
+    auto gpuUnfused = runSteps(unfused->plan(), onGpu(), 1, {"pre", "y"});
     const double tolerance = dtype == plan::DType::F32 ? 1e-5 : 1e-2;
     for (const char *name : {"pre", "y"}) {
       expectWithin(gpu[name], cpu[name], tolerance, name);
@@ -500,7 +482,7 @@ TEST(CudaExecutor, Bf16BoxingKeepsTheValues) {
   SBPFLOW_REQUIRE_GPU();
   auto loaded = loadPlanBuffer(buildForGpu(bf16BoxingPlan()));
   ASSERT_TRUE(loaded) << loaded.status().message();
-  auto gpu = runOnce(loaded->plan(), onGpu(), {"out", "direct"});
+  auto gpu = runSteps(loaded->plan(), onGpu(), 1, {"out", "direct"});
   // Batch 0 of MemoryData's "x", rounded to bf16 once.
   std::vector<float> x(kBatch * kIn);
   MemoryData data;
@@ -532,7 +514,7 @@ TEST(CudaExecutor, CheckpointHoldsTheStepCountAndWeights) {
                          wholeRegion({kHidden, kClasses}), w2.data()));
   std::vector<float> live;
   ASSERT_OK((*exec)->readOutput("train", "w2", live));
-  expectClose(w2, live, "w2");
+  expectWithin(w2, live, 1e-5, "w2");
   // Loading it back and running on continues from step 3.
   ASSERT_OK((*exec)->loadCheckpoint(dir));
   ASSERT_OK((*exec)->run("train", &data, 0, 3, 1, nullptr));

@@ -112,6 +112,14 @@ protected:
     return r;
   }
 
+  // A run of `graph` (spawnRun) and a caller that records its replies, both
+  // settled, so that each test starts from a run that has not been asked for.
+  void startRun(const std::shared_ptr<TaskGraph> &graph) {
+    coordinator = spawnRun(graph);
+    caller = spawnRecorder();
+    sched.run();
+  }
+
   // The work handed off by task `name` finished.
   void complete(const std::shared_ptr<TaskGraph> &graph, const std::string &name) {
     caf::anon_send(graph->actors[names.at(name)], KernelDone{});
@@ -124,6 +132,26 @@ protected:
     return out;
   }
 
+  // Runs everything sent so far to its end; the log it wrote.
+  Log settle() {
+    sched.run();
+    return fresh();
+  }
+
+  // `name`'s handed-off work finishes (complete) and all it sets off runs;
+  // the log it wrote.
+  Log finish(const std::shared_ptr<TaskGraph> &graph, const std::string &name) {
+    complete(graph, name);
+    return settle();
+  }
+
+  // The caller sends `message` to the coordinator and all it sets off runs;
+  // the log it wrote.
+  template <class Message> Log tell(Message message) {
+    caf::send_as(caller, coordinator, std::move(message));
+    return settle();
+  }
+
   caf::actor_system_config cfg;
   caf::actor_system sys;
   caf::scheduler::test_coordinator &sched;
@@ -132,6 +160,7 @@ protected:
   size_t seen = 0;
   std::map<std::string, int> names, firings;
   std::map<std::string, int> failAt; // task name -> the firing that fails
+  caf::actor coordinator, caller;    // set by startRun
 };
 
 // P (fill) -> C (relu) over a register of `count` slots; nothing else.
@@ -148,43 +177,29 @@ PlanSpec producerConsumer(int count) {
 TEST_F(RegisterProtocol, OneSlotHoldsTheProducerUntilTheConsumerFrees) {
   auto graph = graphOf(producerConsumer(1), {"C"});
   ASSERT_TRUE(graph);
-  caf::actor done = spawnRecorder();
-  spawnTasks(graph, done);
+  spawnTasks(graph, spawnRecorder());
   sched.run();
   // Two starts for the producer (a source); its consumer is held busy.
   caf::anon_send(graph->actors[names["P"]], StartStep{0});
   caf::anon_send(graph->actors[names["P"]], StartStep{1});
-  sched.run();
-  EXPECT_EQ(fresh(), (Log{"P1", "C1 starts"})); // the one slot is taken: P waits
-  complete(graph, "C");
-  sched.run();
-  EXPECT_EQ(fresh(), (Log{"P2", "TaskDone 1", "C2 starts"})); // C freed the slot
-  complete(graph, "C");
-  sched.run();
-  EXPECT_EQ(fresh(), (Log{"TaskDone 1"})); // P has no third start
+  EXPECT_EQ(settle(), (Log{"P1", "C1 starts"})); // the one slot is taken: P waits
+  EXPECT_EQ(finish(graph, "C"), (Log{"P2", "TaskDone 1", "C2 starts"})); // C freed the slot
+  EXPECT_EQ(finish(graph, "C"), (Log{"TaskDone 1"}));                    // P has no third start
 }
 
 TEST_F(RegisterProtocol, TwoSlotsLetTheProducerRunOneAhead) {
   auto graph = graphOf(producerConsumer(2), {"C"});
   ASSERT_TRUE(graph);
-  caf::actor done = spawnRecorder();
-  spawnTasks(graph, done);
+  spawnTasks(graph, spawnRecorder());
   sched.run();
   for (int64_t step = 0; step < 3; ++step)
     caf::anon_send(graph->actors[names["P"]], StartStep{step});
-  sched.run();
   // P fills both slots before C even starts on the first; not a third.
-  EXPECT_EQ(fresh(), (Log{"P1", "P2", "C1 starts"}));
-  complete(graph, "C");
-  sched.run();
+  EXPECT_EQ(settle(), (Log{"P1", "P2", "C1 starts"}));
   // C takes the second slot at once and frees the first: P runs again.
-  EXPECT_EQ(fresh(), (Log{"C2 starts", "P3", "TaskDone 1"}));
-  complete(graph, "C");
-  sched.run();
-  EXPECT_EQ(fresh(), (Log{"C3 starts", "TaskDone 1"}));
-  complete(graph, "C");
-  sched.run();
-  EXPECT_EQ(fresh(), (Log{"TaskDone 1"}));
+  EXPECT_EQ(finish(graph, "C"), (Log{"C2 starts", "P3", "TaskDone 1"}));
+  EXPECT_EQ(finish(graph, "C"), (Log{"C3 starts", "TaskDone 1"}));
+  EXPECT_EQ(finish(graph, "C"), (Log{"TaskDone 1"}));
 }
 
 // A and B write unrelated tensors; with `control`, a register without a
@@ -209,21 +224,15 @@ TEST_F(RegisterProtocol, ControlRegisterOrdersIndependentTasks) {
     firings.clear();
     auto graph = graphOf(independentPair(control), {"A"});
     ASSERT_TRUE(graph);
-    caf::actor coordinator = spawnRun(graph);
-    caf::actor caller = spawnRecorder();
-    sched.run();
-    caf::send_as(caller, coordinator, RunSteps{1, 0, 1, 1});
-    sched.run();
+    startRun(graph);
+    Log started = tell(RunSteps{1, 0, 1, 1});
+    Log finished = finish(graph, "A");
     if (control) {
-      EXPECT_EQ(fresh(), (Log{"begin 0", "A1 starts"})); // B waits for A to finish
-      complete(graph, "A");
-      sched.run();
-      EXPECT_EQ(fresh(), (Log{"B1", "end 0", "StepDone 0"}));
+      EXPECT_EQ(started, (Log{"begin 0", "A1 starts"})); // B waits for A to finish
+      EXPECT_EQ(finished, (Log{"B1", "end 0", "StepDone 0"}));
     } else {
-      EXPECT_EQ(fresh(), (Log{"begin 0", "A1 starts", "B1"})); // nothing orders them
-      complete(graph, "A");
-      sched.run();
-      EXPECT_EQ(fresh(), (Log{"end 0", "StepDone 0"}));
+      EXPECT_EQ(started, (Log{"begin 0", "A1 starts", "B1"})); // nothing orders them
+      EXPECT_EQ(finished, (Log{"end 0", "StepDone 0"}));
     }
   }
 }
@@ -244,41 +253,24 @@ PlanSpec updateAndMetric() {
 TEST_F(RegisterProtocol, StepBarrierWaitsForTasksWithoutConsumers) {
   auto graph = graphOf(updateAndMetric(), {"U"});
   ASSERT_TRUE(graph);
-  caf::actor coordinator = spawnRun(graph);
-  caf::actor caller = spawnRecorder();
-  sched.run();
-  caf::send_as(caller, coordinator, RunSteps{1, 10, 2, 2});
-  sched.run();
+  startRun(graph);
   // Every task but the update is done, and nothing of step 11 started.
-  EXPECT_EQ(fresh(), (Log{"begin 10", "S1", "M1", "U1 starts", "X1"}));
-  complete(graph, "U");
-  sched.run();
-  EXPECT_EQ(fresh(), (Log{"end 10", "begin 11", "StepDone 10", "S2", "M2", "U2 starts", "X2"}));
-  complete(graph, "U");
-  sched.run();
-  EXPECT_EQ(fresh(), (Log{"end 11", "StepDone 11"}));
+  EXPECT_EQ(tell(RunSteps{1, 10, 2, 2}), (Log{"begin 10", "S1", "M1", "U1 starts", "X1"}));
+  EXPECT_EQ(finish(graph, "U"),
+            (Log{"end 10", "begin 11", "StepDone 10", "S2", "M2", "U2 starts", "X2"}));
+  EXPECT_EQ(finish(graph, "U"), (Log{"end 11", "StepDone 11"}));
 }
 
 TEST_F(RegisterProtocol, CoordinatorStaysWithinTheWindow) {
   auto graph = graphOf(producerConsumer(1));
   ASSERT_TRUE(graph);
-  caf::actor coordinator = spawnRun(graph);
-  caf::actor caller = spawnRecorder();
-  sched.run();
-  caf::send_as(caller, coordinator, RunSteps{7, 0, 3, 2});
-  sched.run();
+  startRun(graph);
   // Two steps without a word from the caller, then it waits.
-  EXPECT_EQ(fresh(), (Log{"begin 0", "P1", "C1", "end 0", "begin 1", "StepDone 0", "P2", "C2",
-                          "end 1", "StepDone 1"}));
-  caf::send_as(caller, coordinator, StepsTaken{6, 2}); // another run's: ignored
-  sched.run();
-  EXPECT_EQ(fresh(), Log{});
-  caf::send_as(caller, coordinator, StepsTaken{7, 1});
-  sched.run();
-  EXPECT_EQ(fresh(), (Log{"begin 2", "P3", "C3", "end 2", "StepDone 2"}));
-  caf::send_as(caller, coordinator, StepsTaken{7, 3});
-  sched.run();
-  EXPECT_EQ(fresh(), Log{}); // the run is over
+  EXPECT_EQ(tell(RunSteps{7, 0, 3, 2}), (Log{"begin 0", "P1", "C1", "end 0", "begin 1",
+                                             "StepDone 0", "P2", "C2", "end 1", "StepDone 1"}));
+  EXPECT_EQ(tell(StepsTaken{6, 2}), Log{}); // another run's: ignored
+  EXPECT_EQ(tell(StepsTaken{7, 1}), (Log{"begin 2", "P3", "C3", "end 2", "StepDone 2"}));
+  EXPECT_EQ(tell(StepsTaken{7, 3}), Log{}); // the run is over
 }
 
 // S -> M -> X and S -> P -> Q -> R, beside A, a source and sink of its own.
@@ -298,12 +290,9 @@ TEST_F(RegisterProtocol, FirstErrorHaltsEveryTaskBeforeTheCallerHearsOfIt) {
   failAt["M"] = 2;
   auto graph = graphOf(chainBesideOne(), {"A"});
   ASSERT_TRUE(graph);
-  caf::actor coordinator = spawnRun(graph);
-  caf::actor caller = spawnRecorder();
-  sched.run();
-  caf::send_as(caller, coordinator, RunSteps{1, 0, 3, 3});
-  sched.run();
-  EXPECT_EQ(fresh(), (Log{"begin 0", "S1", "A1 starts", "M1", "P1", "X1", "Q1", "R1"}));
+  startRun(graph);
+  EXPECT_EQ(tell(RunSteps{1, 0, 3, 3}),
+            (Log{"begin 0", "S1", "A1 starts", "M1", "P1", "X1", "Q1", "R1"}));
   complete(graph, "A");
   // The caller runs first whenever it has mail, and still hears of the
   // error only once every task has halted: M fails in step 1 while A's work
@@ -315,27 +304,18 @@ TEST_F(RegisterProtocol, FirstErrorHaltsEveryTaskBeforeTheCallerHearsOfIt) {
   }
   EXPECT_EQ(fresh(), (Log{"end 0", "begin 1", "StepDone 0", "S2", "A2 starts", "M2", "P2", "Q2",
                           "RunFailed M broke"}));
-  complete(graph, "A"); // late: changes nothing
-  sched.run();
-  EXPECT_EQ(fresh(), Log{});
-  caf::send_as(caller, coordinator, RunSteps{2, 3, 1, 1});
-  sched.run();
-  EXPECT_EQ(fresh(), (Log{"RunFailed M broke"})); // a failed graph runs nothing more
+  EXPECT_EQ(finish(graph, "A"), Log{}); // late: changes nothing
+  EXPECT_EQ(tell(RunSteps{2, 3, 1, 1}),
+            (Log{"RunFailed M broke"})); // a failed graph runs nothing more
 }
 
 TEST_F(RegisterProtocol, StopRunEndsTheRun) {
   auto graph = graphOf(producerConsumer(1));
   ASSERT_TRUE(graph);
-  caf::actor coordinator = spawnRun(graph);
-  caf::actor caller = spawnRecorder();
-  sched.run();
-  caf::send_as(caller, coordinator, RunSteps{1, 0, 5, 1});
-  sched.run();
-  EXPECT_EQ(fresh(), (Log{"begin 0", "P1", "C1", "end 0", "StepDone 0"}));
-  caf::send_as(caller, coordinator, StopRun{});
-  caf::send_as(caller, coordinator, StepsTaken{1, 1});
-  sched.run();
-  EXPECT_EQ(fresh(), (Log{"RunFailed the run was stopped by its caller"}));
+  startRun(graph);
+  EXPECT_EQ(tell(RunSteps{1, 0, 5, 1}), (Log{"begin 0", "P1", "C1", "end 0", "StepDone 0"}));
+  caf::send_as(caller, coordinator, StopRun{}); // ahead of the next message, in one batch
+  EXPECT_EQ(tell(StepsTaken{1, 1}), (Log{"RunFailed the run was stopped by its caller"}));
 }
 
 } // namespace

@@ -40,6 +40,16 @@ RunOptions fakeOptions(int local, std::vector<std::string> args = {}) {
   return o;
 }
 
+// Runs a job that must fail and checks that its error holds each of `parts`.
+void expectJobFails(const std::vector<uint8_t> &plan, const RunOptions &o,
+                    const std::vector<std::string> &parts) {
+  JobReport report;
+  Status s = runJob(plan, o, &report);
+  ASSERT_FALSE(s.isOk());
+  for (const std::string &part : parts)
+    EXPECT_NE(s.message().find(part), std::string::npos) << s.message();
+}
+
 bool processGone(int pid) { return kill(pid, 0) != 0 && errno == ESRCH; }
 
 void expectCombined(int world) {
@@ -81,14 +91,9 @@ TEST(ClusterProtocol, OneWorkerCompletes) { expectCombined(1); }
 TEST(ClusterProtocol, ThreeWorkersCombineMetricsPerReduce) { expectCombined(3); }
 
 TEST(ClusterProtocol, WorkerErrorNamesRankAndFailsJob) {
-  JobReport report;
-  Status s = runJob(kFakePlan, fakeOptions(2, {"--fail-rank", "1", "--fail-step", "3"}), &report);
-  ASSERT_FALSE(s.isOk());
-  EXPECT_NE(s.message().find("worker 1 (pid "), std::string::npos) << s.message();
-  EXPECT_NE(s.message().find("failed during step 4 of train (epoch 1): rank 1: task fc1.matmul: op "
-                             "MatMul: injected failure"),
-            std::string::npos)
-      << s.message();
+  expectJobFails(kFakePlan, fakeOptions(2, {"--fail-rank", "1", "--fail-step", "3"}),
+                 {"worker 1 (pid ", "failed during step 4 of train (epoch 1): rank 1: task "
+                                    "fc1.matmul: op MatMul: injected failure"});
 }
 
 TEST(ClusterProtocol, KilledWorkerIsReportedAndNothingHangs) {
@@ -171,36 +176,22 @@ TEST(ClusterProtocol, RegistrationTimesOut) {
   RunOptions o;
   o.expectWorkers = 1; // nobody will connect
   o.rendezvousTimeoutMs = 300;
-  JobReport report;
-  Status s = runJob(kFakePlan, o, &report);
-  ASSERT_FALSE(s.isOk());
-  EXPECT_NE(s.message().find("timed out after 300 ms waiting for registration"), std::string::npos)
-      << s.message();
+  expectJobFails(kFakePlan, o, {"timed out after 300 ms waiting for registration"});
 }
 
 TEST(ClusterProtocol, WorkerExitingBeforeRegistrationIsAnError) {
-  JobReport report;
-  Status s = runJob(kFakePlan, fakeOptions(2, {"--exit-before-register"}), &report);
-  ASSERT_FALSE(s.isOk());
-  EXPECT_NE(s.message().find("exited with status 7 before registering"), std::string::npos)
-      << s.message();
+  expectJobFails(kFakePlan, fakeOptions(2, {"--exit-before-register"}),
+                 {"exited with status 7 before registering"});
 }
 
 TEST(ClusterProtocol, MissingWorkerBinaryIsAnError) {
   RunOptions o = fakeOptions(1);
   o.workerBinary = "/nonexistent/sbpflow-worker";
-  JobReport report;
-  Status s = runJob(kFakePlan, o, &report);
-  ASSERT_FALSE(s.isOk());
-  EXPECT_NE(s.message().find("'/nonexistent/sbpflow-worker' not found"), std::string::npos)
-      << s.message();
+  expectJobFails(kFakePlan, o, {"'/nonexistent/sbpflow-worker' not found"});
 }
 
 TEST(ClusterProtocol, BadPlanIsReportedByEveryWorker) {
-  JobReport report;
-  Status s = runJob({'x'}, fakeOptions(1), &report);
-  ASSERT_FALSE(s.isOk());
-  EXPECT_NE(s.message().find("rank 0: not a fake plan"), std::string::npos) << s.message();
+  expectJobFails({'x'}, fakeOptions(1), {"rank 0: not a fake plan"});
 }
 
 TEST(ClusterProtocol, ParseHostPort) {

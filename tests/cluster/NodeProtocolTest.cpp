@@ -41,11 +41,11 @@ std::string readFile(const std::string &path) {
 }
 
 // A node daemon (`sbpflow-worker --listen 127.0.0.1:0`) in a child process,
-// killed when the object goes away so a failed assertion leaves nothing behind.
+// with its secret and log in a directory of its own; killed when the object
+// goes away so a failed assertion leaves nothing behind.
 class NodeDaemon {
 public:
-  explicit NodeDaemon(const test::TempDir &dir)
-      : secretFile_(dir.path() + "/secret"), log_(dir.path() + "/node.log") {
+  NodeDaemon() : secretFile_(dir_.path() + "/secret"), log_(dir_.path() + "/node.log") {
     std::ofstream(secretFile_) << kSecret << "\n";
     started_ =
         process_
@@ -74,6 +74,7 @@ public:
   }
 
 private:
+  test::TempDir dir_{"sbpflow_node_protocol"}; // outlives the process in it
   std::string secretFile_, log_;
   // Killed and reaped when the test ends, whatever it asserted.
   ChildProcesses process_;
@@ -109,8 +110,7 @@ NodeChallenge hello(caf::scoped_actor &self, const caf::actor &node, int32_t ver
 } // namespace
 
 TEST(NodeProtocol, DaemonRefusesAnotherProtocolVersion) {
-  test::TempDir dir("sbpflow_node_protocol");
-  NodeDaemon daemon(dir);
+  NodeDaemon daemon;
   ASSERT_NE(daemon.port(), 0) << "the daemon did not start:\n" << daemon.log();
 
   Peer peer(daemon.port());
@@ -154,8 +154,7 @@ TEST(NodeProtocol, DaemonRefusesAnotherProtocolVersion) {
 // CAF lets any peer that holds a handle send an exit message, or anything at
 // all; none of it may end the daemon.
 TEST(NodeProtocol, DaemonSurvivesExitAndStrayMessages) {
-  test::TempDir dir("sbpflow_node_protocol");
-  NodeDaemon daemon(dir);
+  NodeDaemon daemon;
   ASSERT_NE(daemon.port(), 0) << "the daemon did not start:\n" << daemon.log();
   {
     Peer peer(daemon.port());

@@ -3,6 +3,7 @@
 // reference arithmetic their results are checked against, exactly.
 #pragma once
 
+#include "runtime/Shape.h"
 #include "runtime/comm/Communicator.h"
 #include "tests/kernels/FloatBits.h"
 
@@ -11,6 +12,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
+#include <vector>
 
 namespace sbpflow::commtest {
 
@@ -90,6 +93,22 @@ template <plan::DType D> typename Elem<D>::T reduceRef(int n, int64_t i, ReduceO
 
 inline const char *opName(ReduceOp op) {
   return op == ReduceOp::Sum ? "sum" : op == ReduceOp::Max ? "max" : "min";
+}
+
+// The counts of `total` elements in balanced chunks over `ranks` ranks: what
+// a collective that takes chunks is given.
+inline std::vector<int64_t> balancedCounts(int64_t total, int ranks) {
+  std::vector<int64_t> counts(ranks);
+  for (int q = 0; q < ranks; ++q)
+    counts[q] = balancedChunk(total, ranks, q).size;
+  return counts;
+}
+
+// How a failure of the typed case (type D, `ranks` ranks, `total` elements)
+// begins its message.
+template <plan::DType D> std::string caseName(int ranks, int64_t total) {
+  return std::string(plan::EnumNameDType(D)) + " on " + std::to_string(ranks) + " ranks, " +
+         std::to_string(total) + " elements: ";
 }
 
 } // namespace sbpflow::commtest

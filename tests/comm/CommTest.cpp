@@ -75,6 +75,14 @@ void onRanks(int n, const std::function<void(int, Communicator &)> &body) {
 
 float value(int rank, int64_t i) { return static_cast<float>((rank + 1) * 100 + i % 37) * 0.5f; }
 
+// Rank `rank`'s values 0 to count - 1.
+std::vector<float> values(int rank, int64_t count) {
+  std::vector<float> x(count);
+  for (int64_t i = 0; i < count; ++i)
+    x[i] = value(rank, i);
+  return x;
+}
+
 TEST(GlooCommunicator, AllReduceSumMaxMin) {
   const int n = 3;
   const int64_t count = 1001;
@@ -106,14 +114,9 @@ TEST(GlooCommunicator, AllReduceSumMaxMin) {
 TEST(GlooCommunicator, AllGatherUneven) {
   const int n = 3;
   const int64_t total = 11; // chunks 4, 4, 3
+  const std::vector<int64_t> counts = balancedCounts(total, n);
   onRanks(n, [&](int r, Communicator &comm) {
-    std::vector<int64_t> counts(n);
-    for (int q = 0; q < n; ++q)
-      counts[q] = balancedChunk(total, n, q).size;
-    std::vector<float> mine(counts[r]);
-    for (int64_t i = 0; i < counts[r]; ++i)
-      mine[i] = value(r, i);
-    std::vector<float> all(total, -1);
+    std::vector<float> mine = values(r, counts[r]), all(total, -1);
     ASSERT_TRUE(comm.allGather(mine.data(), all.data(), counts.data(), plan::DType::F32));
     int64_t at = 0;
     for (int q = 0; q < n; ++q)
@@ -125,14 +128,9 @@ TEST(GlooCommunicator, AllGatherUneven) {
 TEST(GlooCommunicator, ReduceScatterUneven) {
   const int n = 3;
   const int64_t total = 7; // chunks 3, 2, 2
+  const std::vector<int64_t> counts = balancedCounts(total, n);
   onRanks(n, [&](int r, Communicator &comm) {
-    std::vector<int64_t> counts(n);
-    for (int q = 0; q < n; ++q)
-      counts[q] = balancedChunk(total, n, q).size;
-    std::vector<float> full(total);
-    for (int64_t i = 0; i < total; ++i)
-      full[i] = value(r, i);
-    std::vector<float> out(counts[r], -1);
+    std::vector<float> full = values(r, total), out(counts[r], -1);
     ASSERT_TRUE(comm.reduceScatter(full.data(), out.data(), counts.data(), plan::DType::F32,
                                    ReduceOp::Sum));
     Chunk c = balancedChunk(total, n, r);
@@ -173,12 +171,9 @@ TEST(GlooCommunicator, AllToAllUneven) {
 template <plan::DType D> void typedCollectives(int n, int64_t total) {
   using E = Elem<D>;
   using T = typename E::T;
-  const std::string what = std::string(plan::EnumNameDType(D)) + " on " + std::to_string(n) +
-                           " ranks, " + std::to_string(total) + " elements: ";
+  const std::string what = caseName<D>(n, total);
+  const std::vector<int64_t> counts = balancedCounts(total, n);
   onRanks(n, [&](int r, Communicator &comm) {
-    std::vector<int64_t> counts(n);
-    for (int q = 0; q < n; ++q)
-      counts[q] = balancedChunk(total, n, q).size;
     const Chunk mine = balancedChunk(total, n, r);
     for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min}) {
       std::vector<T> buf(total);
@@ -374,20 +369,16 @@ TEST(GlooCommunicatorSendRecv, ChainOfThreeBesideCollectives) {
 TEST(GlooCommunicatorSendRecv, MismatchIsAnErrorOnBothRanks) {
   onRanks(2, [&](int r, Communicator &comm) {
     std::vector<float> buf(8, 1.0f);
-    if (r == 0) {
-      Status s = comm.send(buf.data(), 8, plan::DType::F32, 1);
-      ASSERT_FALSE(s);
-      EXPECT_NE(s.message().find("test: send to peer 1 on group rank 0: the peer expects 4 "
-                                 "elements of I32, this rank sends 8 of F32"),
-                std::string::npos)
-          << s.message();
-    } else {
-      Status s = comm.recv(buf.data(), 4, plan::DType::I32, 0);
-      ASSERT_FALSE(s);
-      EXPECT_NE(s.message().find("test: recv from peer 0 on group rank 1: the peer sends 8 "
-                                 "elements of F32, this rank expects 4 of I32"),
-                std::string::npos)
-          << s.message();
+    // Rank 0 sends 8 f32 elements where rank 1 expects 4 i32: each names the other's.
+    Status s = r == 0 ? comm.send(buf.data(), 8, plan::DType::F32, 1)
+                      : comm.recv(buf.data(), 4, plan::DType::I32, 0);
+    ASSERT_FALSE(s);
+    const std::string want = r == 0 ? "test: send to peer 1 on group rank 0: the peer expects 4 "
+                                      "elements of I32, this rank sends 8 of F32"
+                                    : "test: recv from peer 0 on group rank 1: the peer sends 8 "
+                                      "elements of F32, this rank expects 4 of I32";
+    EXPECT_NE(s.message().find(want), std::string::npos) << s.message();
+    if (r == 1) {
       EXPECT_EQ(buf, std::vector<float>(8, 1.0f)); // nothing was written
     }
     // The communicator still works: the next message matches.

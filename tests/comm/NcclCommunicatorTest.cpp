@@ -135,12 +135,9 @@ template <plan::DType D> std::vector<typename commtest::Elem<D>::T> values(int r
 // balanced (uneven where the ranks do not divide it) chunks.
 template <plan::DType D> void typedCollectives(int ranks, int64_t total) {
   using T = typename commtest::Elem<D>::T;
-  const std::string what = std::string(plan::EnumNameDType(D)) + " on " + std::to_string(ranks) +
-                           " ranks, " + std::to_string(total) + " elements: ";
+  const std::string what = commtest::caseName<D>(ranks, total);
+  const std::vector<int64_t> counts = commtest::balancedCounts(total, ranks);
   onRanks(ranks, [&](int r, NcclCommunicator &comm) {
-    std::vector<int64_t> counts(ranks);
-    for (int q = 0; q < ranks; ++q)
-      counts[q] = balancedChunk(total, ranks, q).size;
     const Chunk mine = balancedChunk(total, ranks, r);
     for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min}) {
       DeviceBuffer<T> buf(values<D>(r, total)), chunk(mine.size);

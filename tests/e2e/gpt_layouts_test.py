@@ -21,13 +21,19 @@ import numpy as np  # noqa: E402
 from gpt_torch import load_checkpoint  # noqa: E402
 
 BIN = sys.argv[1]
-COMMON = ["--steps", "10", "--batch", "8", "--dropout", "0.2", "--seed", "3", "--log-every", "10"]
+# Every run's flags but its layout and step count.
+COMMON = ["--batch", "8", "--dropout", "0.2", "--seed", "3", "--log-every", "10"]
 
 
-def train(out, dp, tp, extra=()):
-    cmd = [os.path.join(BIN, "gpt_char"), "--dp", str(dp), "--tp", str(tp), "--checkpoint", out]
-    subprocess.run(cmd + COMMON + list(extra), check=True, stdout=subprocess.DEVNULL)
-    return load_checkpoint(out)
+def train(out, dp, tp, steps=10, resume=None):
+    """Trains `steps` steps at dp x tp (resuming from the checkpoint `resume`
+    if given) and saves to `out`; returns `out`."""
+    cmd = [os.path.join(BIN, "gpt_char"), "--dp", str(dp), "--tp", str(tp), "--checkpoint", out,
+           "--steps", str(steps)] + COMMON
+    if resume:
+        cmd += ["--resume", resume]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return out
 
 
 def worst(ref, other):
@@ -43,38 +49,32 @@ def worst(ref, other):
     return max(rows)
 
 
+def differs(ref, other, what, tolerance):
+    """Prints how far the checkpoint `other` is from `ref`; whether that is
+    beyond `tolerance`."""
+    diff, name = worst(ref, other)
+    print(f"{what}: largest relative difference {diff:.3g} ({name})")
+    return diff > tolerance
+
+
 def main():
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
-        ref = train(os.path.join(tmp, "1x1"), 1, 1)
+        ref = load_checkpoint(train(os.path.join(tmp, "1x1"), 1, 1))
         for dp, tp in [(4, 1), (1, 2), (2, 2)]:
-            diff, name = worst(ref, train(os.path.join(tmp, f"{dp}x{tp}"), dp, tp))
-            print(f"dp={dp} tp={tp}: largest relative difference {diff:.3g} ({name})")
-            failed |= diff > 1e-4
+            other = load_checkpoint(train(os.path.join(tmp, f"{dp}x{tp}"), dp, tp))
+            failed |= differs(ref, other, f"dp={dp} tp={tp}", 1e-4)
         # Resuming continues the data: 5 steps, then 5 more from that
         # checkpoint, equal the 10 steps on one rank; also when the checkpoint
         # was saved at tp=2 and resumed at dp=4 (resharding).
-        half = COMMON[:]
-        half[1] = "5"
-        def run(out, dp, tp, resume=None):
-            cmd = [os.path.join(BIN, "gpt_char"), "--dp", str(dp), "--tp", str(tp),
-                   "--checkpoint", out] + half
-            if resume:
-                cmd += ["--resume", resume]
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-            return out
-        a = run(os.path.join(tmp, "a1"), 1, 1)
-        a = load_checkpoint(run(os.path.join(tmp, "a2"), 1, 1, a))
-        diff, name = worst(ref, a)
-        print(f"5 + 5 steps on one rank against 10: largest relative difference {diff:.3g} "
-              f"({name})")
-        failed |= diff > 1e-6
-        b = run(os.path.join(tmp, "b1"), 1, 2)
-        b = load_checkpoint(run(os.path.join(tmp, "b2"), 4, 1, b))
-        diff, name = worst(ref, b)
-        print(f"5 steps at tp=2 + 5 resumed at dp=4 against 10 on one rank: largest relative "
-              f"difference {diff:.3g} ({name})")
-        failed |= diff > 1e-4
+        for tag, first, then, what, tolerance in [
+            ("a", (1, 1), (1, 1), "5 + 5 steps on one rank against 10", 1e-6),
+            ("b", (1, 2), (4, 1), "5 steps at tp=2 + 5 resumed at dp=4 against 10 on one rank",
+             1e-4),
+        ]:
+            saved = train(os.path.join(tmp, tag + "1"), *first, steps=5)
+            resumed = train(os.path.join(tmp, tag + "2"), *then, steps=5, resume=saved)
+            failed |= differs(ref, load_checkpoint(resumed), what, tolerance)
     if failed:
         print("FAIL: layouts disagree beyond 1e-4")
         return 1

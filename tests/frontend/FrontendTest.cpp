@@ -5,6 +5,7 @@
 #include "frontend/Model.h"
 #include "ir/SbpDialect.h"
 #include "runtime/plan/PlanLoader.h"
+#include "tests/frontend/CompiledPlan.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OwningOpRef.h"
@@ -14,6 +15,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 using namespace sbpflow;
 
@@ -136,14 +138,10 @@ TEST(Frontend, SeedsDependOnModelSeedAndName) {
 
 TEST(Frontend, CompilesToAPlanTheRuntimeAccepts) {
   SmallMlp net(2);
-  auto bytes = compileModel(net.m);
-  ASSERT_TRUE(bytes) << bytes.status().message();
-  auto loaded = loadPlanBuffer(*bytes);
+  auto loaded = testfrontend::compileAndLoad(net.m);
   ASSERT_TRUE(loaded) << loaded.status().message();
   const plan::Plan *p = loaded->plan();
-  ASSERT_EQ(p->programs()->size(), 2u);
-  EXPECT_EQ(p->programs()->Get(0)->name()->str(), "train");
-  EXPECT_EQ(p->programs()->Get(1)->name()->str(), "eval");
+  ASSERT_EQ(testfrontend::programNames(p), (std::vector<std::string>{"train", "eval"}));
   // Four parameters, four momentum buffers.
   EXPECT_EQ(p->variables()->size(), 8u);
 }

@@ -6,6 +6,7 @@
 #include "frontend/Model.h"
 #include "ir/SbpDialect.h"
 #include "runtime/plan/PlanLoader.h"
+#include "tests/frontend/CompiledPlan.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OwningOpRef.h"
@@ -92,6 +93,24 @@ bool contains(const std::string &s, const std::string &part) {
   return s.find(part) != std::string::npos;
 }
 
+// Checks that `text` holds exactly one `op` and that its line holds each of
+// `parts` (an attribute, the result type).
+void expectOneOp(const std::string &text, const std::string &op,
+                 const std::vector<std::string> &parts) {
+  auto lines = opLines(text, op);
+  ASSERT_EQ(lines.size(), 1u) << text;
+  for (const std::string &part : parts)
+    EXPECT_TRUE(contains(lines[0], part)) << lines[0];
+}
+
+// The text of `model`'s @eval, once the module it lowers to has verified.
+std::string verifiedEval(const Model &model) {
+  bool verified = false;
+  std::string eval = functionText(printModule(model, &verified), "eval");
+  EXPECT_TRUE(verified) << eval;
+  return eval;
+}
+
 std::string thisFileLine(int line) { return std::string(__FILE__) + ":" + std::to_string(line); }
 
 } // namespace
@@ -104,9 +123,7 @@ TEST(TransformerFrontend, LowersTheGptOpsWithTheirAttributes) {
   std::string train = functionText(text, "train");
   ASSERT_FALSE(train.empty()) << text;
 
-  auto embedding = opLines(train, "sbp.embedding");
-  ASSERT_EQ(embedding.size(), 1u) << train;
-  EXPECT_TRUE(contains(embedding[0], "-> tensor<4x8x16xf32>")) << embedding[0];
+  expectOneOp(train, "sbp.embedding", {"-> tensor<4x8x16xf32>"});
 
   // The position table is a bias over the trailing [T, C] axes.
   auto biasAdds = opLines(train, "sbp.bias_add");
@@ -118,9 +135,7 @@ TEST(TransformerFrontend, LowersTheGptOpsWithTheirAttributes) {
   for (const std::string &line : norms)
     EXPECT_TRUE(contains(line, "{eps = 9.99999974E-6 : f32}")) << line;
 
-  auto attention = opLines(train, "sbp.causal_attention");
-  ASSERT_EQ(attention.size(), 1u) << train;
-  EXPECT_TRUE(contains(attention[0], "{heads = 4 : i64}")) << attention[0];
+  expectOneOp(train, "sbp.causal_attention", {"{heads = 4 : i64}"});
 
   // Linear layers on [B, T, C]: x Wᵀ with W [out, in].
   auto matmuls = opLines(train, "sbp.matmul");
@@ -134,13 +149,9 @@ TEST(TransformerFrontend, LowersTheGptOpsWithTheirAttributes) {
   for (const std::string &line : dropouts)
     EXPECT_TRUE(contains(line, "p = 1.000000e-01 : f32")) << line;
   EXPECT_EQ(opLines(train, "sbp.gelu").size(), 1u);
-  EXPECT_EQ(opLines(train, "sbp.softmax_xent").size(), 1u);
-  EXPECT_TRUE(contains(opLines(train, "sbp.softmax_xent")[0], "-> tensor<4x8xf32>"));
+  expectOneOp(train, "sbp.softmax_xent", {"-> tensor<4x8xf32>"});
 
-  auto minimize = opLines(train, "sbp.minimize");
-  ASSERT_EQ(minimize.size(), 1u) << train;
-  EXPECT_TRUE(contains(minimize[0], "max_grad_norm = 1.000000e+00 : f32")) << minimize[0];
-  EXPECT_TRUE(contains(minimize[0], "#sbp.adamw<")) << minimize[0];
+  expectOneOp(train, "sbp.minimize", {"max_grad_norm = 1.000000e+00 : f32", "#sbp.adamw<"});
   // Only @eval has the sampling output.
   EXPECT_TRUE(opLines(train, "sbp.output").empty());
 }
@@ -153,10 +164,7 @@ TEST(TransformerFrontend, EvalLeavesDropoutOutAndHasTheOutput) {
   ASSERT_FALSE(eval.empty()) << text;
   EXPECT_TRUE(opLines(eval, "sbp.dropout").empty()) << eval;
   EXPECT_EQ(opLines(eval, "sbp.causal_attention").size(), 1u);
-  auto outputs = opLines(eval, "sbp.output");
-  ASSERT_EQ(outputs.size(), 1u) << eval;
-  EXPECT_TRUE(contains(outputs[0], "sbp.output \"probs\"")) << outputs[0];
-  EXPECT_TRUE(contains(outputs[0], "tensor<4x8x11xf32>")) << outputs[0];
+  expectOneOp(eval, "sbp.output", {"sbp.output \"probs\"", "tensor<4x8x11xf32>"});
   EXPECT_EQ(opLines(eval, "sbp.softmax").size(), 1u);
   EXPECT_EQ(opLines(eval, "sbp.metric").size(), 1u); // the loss
   EXPECT_TRUE(opLines(eval, "sbp.minimize").empty());
@@ -263,25 +271,11 @@ TEST(TransformerFrontend, LayoutOpsLowerWithTheirAttributes) {
   m.output("transposed", transpose(x, {0, 2, 1}));
   m.output("sliced", slice(x, -1, 1, 3));
   m.output("joined", concat({x, x, x}, 1));
-  bool verified = false;
-  std::string eval = functionText(printModule(m, &verified), "eval");
-  EXPECT_TRUE(verified) << eval;
-  auto reshapes = opLines(eval, "sbp.reshape");
-  ASSERT_EQ(reshapes.size(), 1u) << eval;
-  EXPECT_TRUE(contains(reshapes[0], "-> tensor<6x4xf32>")) << reshapes[0];
-  auto transposes = opLines(eval, "sbp.transpose");
-  ASSERT_EQ(transposes.size(), 1u) << eval;
-  EXPECT_TRUE(contains(transposes[0], "perm = array<i64: 0, 2, 1>")) << transposes[0];
-  EXPECT_TRUE(contains(transposes[0], "-> tensor<2x4x3xf32>")) << transposes[0];
-  auto narrows = opLines(eval, "sbp.narrow");
-  ASSERT_EQ(narrows.size(), 1u) << eval;
-  EXPECT_TRUE(contains(narrows[0], "axis = 2 : i64")) << narrows[0];
-  EXPECT_TRUE(contains(narrows[0], "begin = 1 : i64")) << narrows[0];
-  EXPECT_TRUE(contains(narrows[0], "-> tensor<2x3x2xf32>")) << narrows[0];
-  auto concats = opLines(eval, "sbp.concat");
-  ASSERT_EQ(concats.size(), 1u) << eval;
-  EXPECT_TRUE(contains(concats[0], "{axis = 1 : i64}")) << concats[0];
-  EXPECT_TRUE(contains(concats[0], "-> tensor<2x9x4xf32>")) << concats[0];
+  std::string eval = verifiedEval(m);
+  expectOneOp(eval, "sbp.reshape", {"-> tensor<6x4xf32>"});
+  expectOneOp(eval, "sbp.transpose", {"perm = array<i64: 0, 2, 1>", "-> tensor<2x4x3xf32>"});
+  expectOneOp(eval, "sbp.narrow", {"axis = 2 : i64", "begin = 1 : i64", "-> tensor<2x3x2xf32>"});
+  expectOneOp(eval, "sbp.concat", {"{axis = 1 : i64}", "-> tensor<2x9x4xf32>"});
   EXPECT_EQ(opLines(eval, "sbp.output").size(), 4u);
 }
 
@@ -362,15 +356,11 @@ INSTANTIATE_TEST_SUITE_P(Dropout, TinyGptCompiles, ::testing::Values(0.1, 0.0));
 
 TEST_P(TinyGptCompiles, ToAPlanWithTheOutput) {
   TinyGpt net(3, GetParam());
-  auto bytes = compileModel(net.m);
-  ASSERT_TRUE(bytes) << bytes.status().message();
-  auto loaded = loadPlanBuffer(*bytes);
+  auto loaded = testfrontend::compileAndLoad(net.m);
   ASSERT_TRUE(loaded) << loaded.status().message();
   const plan::Plan *p = loaded->plan();
-  ASSERT_EQ(p->programs()->size(), 2u);
-  EXPECT_EQ(p->programs()->Get(0)->name()->str(), "train");
+  ASSERT_EQ(testfrontend::programNames(p), (std::vector<std::string>{"train", "eval"}));
   const plan::Program *eval = p->programs()->Get(1);
-  EXPECT_EQ(eval->name()->str(), "eval");
   ASSERT_TRUE(eval->outputs());
   ASSERT_EQ(eval->outputs()->size(), 1u);
   EXPECT_EQ(eval->outputs()->Get(0)->name()->str(), "probs");
@@ -390,15 +380,9 @@ TEST(TransformerFrontend, RowOpsLowerAndCheckTheirShapes) {
   Tensor msgs = gather_rows(x, idx);
   EXPECT_EQ(msgs.shape(), (std::vector<int64_t>{10, 3}));
   m.output("sum", scatter_rows(msgs, idx, 6));
-  bool verified = false;
-  std::string eval = functionText(printModule(m, &verified), "eval");
-  EXPECT_TRUE(verified) << eval;
-  auto gathers = opLines(eval, "sbp.gather_rows");
-  ASSERT_EQ(gathers.size(), 1u) << eval;
-  EXPECT_TRUE(contains(gathers[0], "-> tensor<10x3xf32>")) << gathers[0];
-  auto scatters = opLines(eval, "sbp.scatter_rows");
-  ASSERT_EQ(scatters.size(), 1u) << eval;
-  EXPECT_TRUE(contains(scatters[0], "-> tensor<6x3xf32>")) << scatters[0];
+  std::string eval = verifiedEval(m);
+  expectOneOp(eval, "sbp.gather_rows", {"-> tensor<10x3xf32>"});
+  expectOneOp(eval, "sbp.scatter_rows", {"-> tensor<6x3xf32>"});
 
   // clang-format off
   const int fLine = __LINE__; try { gather_rows(x, fidx); ADD_FAILURE() << "f32 indices accepted"; }

@@ -36,29 +36,33 @@ void unary(Gpu gpu, Cpu cpu, double tolerance, bool withGrad, double floor = 1e-
   }
 }
 
+// unary on a forward kernel y = f(x), whose reference reads no dy.
+template <class T>
+void forward(Status (*gpu)(const T *, T *, int64_t, cudaStream_t),
+             void (*cpu)(const float *, float *, int64_t), double tolerance) {
+  unary<T>([gpu](const T *, const T *x, T *y, int64_t n) { return gpu(x, y, n, nullptr); },
+           [cpu](const float *, const float *x, float *y, int64_t n) { cpu(x, y, n); }, tolerance,
+           false);
+}
+
+// unary on a backward kernel dx = f(dy, x).
+template <class T>
+void backward(Status (*gpu)(const T *, const T *, T *, int64_t, cudaStream_t),
+              void (*cpu)(const float *, const float *, float *, int64_t), double tolerance,
+              double floor = 1e-3) {
+  unary<T>([gpu](const T *dy, const T *x, T *dx, int64_t n) { return gpu(dy, x, dx, n, nullptr); },
+           cpu, tolerance, true, floor);
+}
+
 template <class T> void allUnary(double tolerance) {
-  unary<T>([](const T *, const T *x, T *y, int64_t n) { return cuda::relu(x, y, n, nullptr); },
-           [](const float *, const float *x, float *y, int64_t n) { cpu::relu(x, y, n); },
-           tolerance, false);
+  forward<T>(cuda::relu<T>, cpu::relu, tolerance);
   // reluGrad reads the forward's output; relu of x is x where it is positive.
-  unary<T>(
-      [](const T *dy, const T *x, T *dx, int64_t n) {
-        return cuda::reluGrad(dy, x, dx, n, nullptr);
-      },
-      [](const float *dy, const float *x, float *dx, int64_t n) { cpu::reluGrad(dy, x, dx, n); },
-      tolerance, true);
-  unary<T>([](const T *, const T *x, T *y, int64_t n) { return cuda::gelu(x, y, n, nullptr); },
-           [](const float *, const float *x, float *y, int64_t n) { cpu::gelu(x, y, n); },
-           tolerance, false);
-  unary<T>(
-      [](const T *dy, const T *x, T *dx, int64_t n) {
-        return cuda::geluGrad(dy, x, dx, n, nullptr);
-      },
-      [](const float *dy, const float *x, float *dx, int64_t n) { cpu::geluGrad(dy, x, dx, n); },
-      // Phi(x) + x phi(x) cancels near x = -0.75 (terms of about 0.23, each
-      // good to ~3e-8 on either side): with the default floor the n = 1e6 case
-      // reads 4e-5 (measured on the CPU with glibc's erfcf / expf standing in).
-      tolerance, true, 0.1);
+  backward<T>(cuda::reluGrad<T>, cpu::reluGrad, tolerance);
+  forward<T>(cuda::gelu<T>, cpu::gelu, tolerance);
+  // Phi(x) + x phi(x) cancels near x = -0.75 (terms of about 0.23, each
+  // good to ~3e-8 on either side): with the default floor the n = 1e6 case
+  // reads 4e-5 (measured on the CPU with glibc's erfcf / expf standing in).
+  backward<T>(cuda::geluGrad<T>, cpu::geluGrad, tolerance, 0.1);
 }
 
 SBPFLOW_TEST_BOTH_PRECISIONS(CudaElementwise, Unary, allUnary)

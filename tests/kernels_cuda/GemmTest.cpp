@@ -23,31 +23,48 @@ std::string describe(const Shape &s, bool transA, bool transB) {
          (transA ? " transA" : "") + (transB ? " transB" : "");
 }
 
+// One product to check: its shape, transpositions and random operands.
+struct GemmCase {
+  Shape s;
+  bool transA, transB;
+  std::vector<float> a, b;
+};
+
+// Every shape of kShapes in every transposition, with random operands a
+// [m*k] and b [k*n], each `offset` elements longer, drawn from seeds
+// firstSeed, firstSeed + 1, ... in turn.
+std::vector<GemmCase> everyCase(uint64_t firstSeed, int64_t offset) {
+  std::vector<GemmCase> cases;
+  uint64_t seed = firstSeed;
+  for (const Shape &s : kShapes)
+    for (bool transA : {false, true})
+      for (bool transB : {false, true}) {
+        std::vector<float> a = randomVector(s.m * s.k + offset, seed++);
+        cases.push_back({s, transA, transB, a, randomVector(s.k * s.n + offset, seed++)});
+      }
+  return cases;
+}
+
 // `offset` elements into each buffer: pointers less aligned than the 256
 // bytes cuBLASLt assumes by default.
 template <class T> void compareWithCpu(double tolerance, int64_t offset) {
   auto blas = cuda::Blas::create();
   ASSERT_TRUE(blas.isOk()) << blas.status().message();
-  uint64_t seed = 1;
-  for (const Shape &s : kShapes)
-    for (bool transA : {false, true})
-      for (bool transB : {false, true}) {
-        SCOPED_TRACE(describe(s, transA, transB));
-        // The reference sees the values T holds.
-        auto a = representable<T>(randomVector(s.m * s.k + offset, seed++));
-        auto b = representable<T>(randomVector(s.k * s.n + offset, seed++));
-        std::vector<float> want(s.m * s.n);
-        cpu::matmul(a.data() + offset, b.data() + offset, want.data(), s.m, s.n, s.k, transA,
-                    transB);
-        DeviceBuffer<T> da(asStorage<T>(a)), db(asStorage<T>(b));
-        // NaN everywhere, so an element the kernel does not write fails.
-        DeviceBuffer<T> dc(asStorage<T>(std::vector<float>(s.m * s.n + offset, NAN)));
-        ASSERT_OK(cuda::matmul(*blas, da.get() + offset, db.get() + offset, dc.get() + offset, s.m,
-                               s.n, s.k, transA, transB, nullptr));
-        std::vector<float> got = asFloat<T>(dc.download());
-        got.erase(got.begin(), got.begin() + offset);
-        EXPECT_LE(normRelativeError(got, want), tolerance);
-      }
+  for (const auto &[s, transA, transB, randomA, randomB] : everyCase(1, offset)) {
+    SCOPED_TRACE(describe(s, transA, transB));
+    // The reference sees the values T holds.
+    auto a = representable<T>(randomA), b = representable<T>(randomB);
+    std::vector<float> want(s.m * s.n);
+    cpu::matmul(a.data() + offset, b.data() + offset, want.data(), s.m, s.n, s.k, transA, transB);
+    DeviceBuffer<T> da(asStorage<T>(a)), db(asStorage<T>(b));
+    // NaN everywhere, so an element the kernel does not write fails.
+    DeviceBuffer<T> dc(asStorage<T>(std::vector<float>(s.m * s.n + offset, NAN)));
+    ASSERT_OK(cuda::matmul(*blas, da.get() + offset, db.get() + offset, dc.get() + offset, s.m, s.n,
+                           s.k, transA, transB, nullptr));
+    std::vector<float> got = asFloat<T>(dc.download());
+    got.erase(got.begin(), got.begin() + offset);
+    EXPECT_LE(normRelativeError(got, want), tolerance);
+  }
 }
 
 TEST(CudaGemm, MatchesCpuF32) {
@@ -88,33 +105,29 @@ std::vector<double> referenceMatmul(const std::vector<float> &a, const std::vect
 void compareMixedWithDouble(int64_t offset) {
   auto blas = cuda::Blas::create();
   ASSERT_TRUE(blas.isOk()) << blas.status().message();
-  uint64_t seed = 41;
-  for (const Shape &s : kShapes)
-    for (bool transA : {false, true})
-      for (bool transB : {false, true}) {
-        SCOPED_TRACE(describe(s, transA, transB) + " offset " + std::to_string(offset));
-        auto a = roundedToBf16(randomVector(s.m * s.k + offset, seed++));
-        auto b = roundedToBf16(randomVector(s.k * s.n + offset, seed++));
-        const std::vector<double> exact =
-            referenceMatmul(std::vector<float>(a.begin() + offset, a.end()),
-                            std::vector<float>(b.begin() + offset, b.end()), s, transA, transB);
-        const std::vector<float> want(exact.begin(), exact.end());
-        DeviceBuffer<bf16> da(toBf16(a)), db(toBf16(b));
-        // NaN everywhere, so an element the kernel does not write fails.
-        DeviceBuffer<float> dc(std::vector<float>(s.m * s.n + offset, NAN));
-        ASSERT_OK(cuda::matmul(*blas, da.get() + offset, db.get() + offset, dc.get() + offset, s.m,
-                               s.n, s.k, transA, transB, nullptr));
-        std::vector<float> got = dc.download();
-        got.erase(got.begin(), got.begin() + offset);
-        EXPECT_LE(normRelativeError(got, want), kF32Tolerance);
-        // The same product stored in bf16.
-        DeviceBuffer<bf16> dh(toBf16(std::vector<float>(s.m * s.n + offset, NAN)));
-        ASSERT_OK(cuda::matmul(*blas, da.get() + offset, db.get() + offset, dh.get() + offset, s.m,
-                               s.n, s.k, transA, transB, nullptr));
-        std::vector<float> rounded = toFloat(dh.download());
-        rounded.erase(rounded.begin(), rounded.begin() + offset);
-        EXPECT_LE(normRelativeError(rounded, want), kBf16Tolerance);
-      }
+  for (const auto &[s, transA, transB, randomA, randomB] : everyCase(41, offset)) {
+    SCOPED_TRACE(describe(s, transA, transB) + " offset " + std::to_string(offset));
+    auto a = roundedToBf16(randomA), b = roundedToBf16(randomB);
+    const std::vector<double> exact =
+        referenceMatmul(std::vector<float>(a.begin() + offset, a.end()),
+                        std::vector<float>(b.begin() + offset, b.end()), s, transA, transB);
+    const std::vector<float> want(exact.begin(), exact.end());
+    DeviceBuffer<bf16> da(toBf16(a)), db(toBf16(b));
+    // NaN everywhere, so an element the kernel does not write fails.
+    DeviceBuffer<float> dc(std::vector<float>(s.m * s.n + offset, NAN));
+    ASSERT_OK(cuda::matmul(*blas, da.get() + offset, db.get() + offset, dc.get() + offset, s.m, s.n,
+                           s.k, transA, transB, nullptr));
+    std::vector<float> got = dc.download();
+    got.erase(got.begin(), got.begin() + offset);
+    EXPECT_LE(normRelativeError(got, want), kF32Tolerance);
+    // The same product stored in bf16.
+    DeviceBuffer<bf16> dh(toBf16(std::vector<float>(s.m * s.n + offset, NAN)));
+    ASSERT_OK(cuda::matmul(*blas, da.get() + offset, db.get() + offset, dh.get() + offset, s.m, s.n,
+                           s.k, transA, transB, nullptr));
+    std::vector<float> rounded = toFloat(dh.download());
+    rounded.erase(rounded.begin(), rounded.begin() + offset);
+    EXPECT_LE(normRelativeError(rounded, want), kBf16Tolerance);
+  }
 }
 
 TEST(CudaGemm, Bf16IntoF32MatchesDouble) {

@@ -1755,17 +1755,19 @@ TEST(ExecutorRows, SplitEdgesScatterPartialSums) {
     expectRowsReference(y, z[r], " on rank " + std::to_string(r) + " of two");
 }
 
+// `s` is an error whose message holds `part`.
+void expectFailure(const Status &s, const std::string &part) {
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find(part), std::string::npos) << s.message();
+}
+
 TEST(ExecutorRows, AnIndexOutsideTheRowsNamesTaskAndIndex) {
   OneRank solo;
   ASSERT_NO_FATAL_FAILURE(solo.start(rowsPlan(1)));
   Executor &exec = *solo.exec;
   GraphData bad(7, kNodes);
-  Status s = exec.run("train", &bad, 0, 0, 1, nullptr);
-  ASSERT_FALSE(s);
-  EXPECT_NE(
-      s.message().find("task 'msg.gather' (GatherRows): index 6 of row 7 is outside the 6 rows"),
-      std::string::npos)
-      << s.message();
+  expectFailure(exec.run("train", &bad, 0, 0, 1, nullptr),
+                "task 'msg.gather' (GatherRows): index 6 of row 7 is outside the 6 rows");
 
   // The scatter checks its own indices: here they come straight from the
   // data, with nothing before it to check them.
@@ -1774,22 +1776,14 @@ TEST(ExecutorRows, AnIndexOutsideTheRowsNamesTaskAndIndex) {
   auto exec2 = Executor::create(solo.sys.system, scatterOnly->plan(), nullptr, ExecutorOptions{});
   ASSERT_TRUE(exec2) << exec2.status().message();
   GraphData negative(2, -3);
-  s = (*exec2)->run("train", &negative, 0, 0, 1, nullptr);
-  ASSERT_FALSE(s);
-  EXPECT_NE(s.message().find("task 'msg.scatter' (ScatterRows): index -3 of row 2 is outside the "
-                             "6 rows"),
-            std::string::npos)
-      << s.message();
+  expectFailure((*exec2)->run("train", &negative, 0, 0, 1, nullptr),
+                "task 'msg.scatter' (ScatterRows): index -3 of row 2 is outside the 6 rows");
 }
 
 // The loader refuses shapes that do not fit together, naming the task.
 TEST(ExecutorRows, MismatchedShapesAreRefusedAtLoad) {
-  auto loaded = loadPlanBuffer(build(rowsPlan(1, true, kChannels + 1)));
-  ASSERT_FALSE(loaded);
-  EXPECT_NE(loaded.status().message().find("'msg.gather' (GatherRows): 10 indices and rows of 3 "
-                                           "do not make [10,4]"),
-            std::string::npos)
-      << loaded.status().message();
+  expectFailure(loadPlanBuffer(build(rowsPlan(1, true, kChannels + 1))).status(),
+                "'msg.gather' (GatherRows): 10 indices and rows of 3 do not make [10,4]");
 }
 
 } // namespace

@@ -181,7 +181,12 @@ StatusOr<Kernel> cudaScatterRows(const OpArgs &a) {
     void *out = a.out[0]->data;
     const plan::DType dtype = a.out[0]->dtype;
     return launch(a, [=, device = a.device, stream = a.stream]() -> Status {
-      if (Status st = cuda::scatterRows<T>(y, idx, w.edges, w.cols, sum, w.rows, bad, s); !st)
+      // Nothing before a scatter checked its indices: an embedding of width
+      // 0 checks them (and writes nothing); embeddingGrad skips bad ones.
+      if (Status st = cuda::embedding<T>(nullptr, 0, 0, w.rows, idx, w.edges, 0, nullptr, bad, s);
+          !st)
+        return st;
+      if (Status st = cuda::embeddingGrad<T>(y, idx, w.edges, w.cols, sum, w.rows, 0, s); !st)
         return st;
       return f32 ? Status::ok()
                  : device->cast(sum, plan::DType::F32, out, dtype, w.rows * w.cols, stream);

@@ -248,22 +248,6 @@ Status embeddingGrad(const T *dy, const int32_t *ids, int64_t n, int64_t dim, fl
 }
 
 template <class T>
-Status scatterRows(const T *y, const int32_t *idx, int64_t edges, int64_t cols, float *out,
-                   int64_t rows, int64_t *firstBad, cudaStream_t stream) {
-  if (firstBad) {
-    if (Status s = clearFlag(firstBad, stream, "scatterRows"); !s)
-      return s;
-    if (edges > 0) {
-      checkIdsKernel<<<blocksFor(edges), kThreads, 0, stream>>>(
-          idx, edges, rows, reinterpret_cast<unsigned long long *>(firstBad));
-      if (Status s = launched("checkIdsKernel"); !s)
-        return s;
-    }
-  }
-  return embeddingGrad<T>(y, idx, edges, cols, out, rows, 0, stream);
-}
-
-template <class T>
 Status dropout(const T *x, T *y, const int64_t *globalShape, const int64_t *regionBegin,
                const int64_t *regionSize, int rank, float p, uint64_t seed, uint32_t batch,
                uint32_t epoch, cudaStream_t stream) {
@@ -366,8 +350,6 @@ Status transpose(const T *x, T *y, const int64_t *shape, const int *perm, int ra
                                int64_t, T *, int64_t *, cudaStream_t);                             \
   template Status embeddingGrad<T>(const T *, const int32_t *, int64_t, int64_t, float *, int64_t, \
                                    int64_t, cudaStream_t);                                         \
-  template Status scatterRows<T>(const T *, const int32_t *, int64_t, int64_t, float *, int64_t,   \
-                                 int64_t *, cudaStream_t);                                         \
   template Status dropout<T>(const T *, T *, const int64_t *, const int64_t *, const int64_t *,    \
                              int, float, uint64_t, uint32_t, uint32_t, cudaStream_t);              \
   template Status copyRegion<T>(const T *, const int64_t *, const int64_t *, const int64_t *, int, \

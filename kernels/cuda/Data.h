@@ -39,13 +39,6 @@ template <class T>
 Status embeddingGrad(const T *dy, const int32_t *ids, int64_t n, int64_t dim, float *dtable,
                      int64_t tableRows, int64_t rowBegin, cudaStream_t stream);
 
-// embeddingGrad over a whole table whose ids nobody checked (ScatterRows):
-// out = 0; out[idx[e], :] += y[e, :] into an fp32 `out` of `rows` rows; an
-// index outside [0, rows) is skipped and sets *firstBad as embedding does.
-template <class T>
-Status scatterRows(const T *y, const int32_t *idx, int64_t edges, int64_t cols, float *out,
-                   int64_t rows, int64_t *firstBad, cudaStream_t stream);
-
 // y = x * keep / (1 - p) over the local block regionBegin / regionSize of a
 // tensor of globalShape, with the keep mask of cpu::dropout bit for bit (the
 // same Philox4x32-10 draw per global element index), so CPU and GPU ranks may

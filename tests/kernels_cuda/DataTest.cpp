@@ -127,44 +127,6 @@ TEST(CudaData, EmbeddingGradBf16) {
   embeddingGradMatchesCpu<bf16>();
 }
 
-// ScatterRows' kernel: embeddingGrad over a whole table of `rows` rows, with
-// the indices checked (nothing before it checked them): in-range indices as
-// the CPU sums them, out-of-range ones skipped and the first reported.
-template <class T> void scatterRowsMatchesCpu() {
-  const int64_t rows = 37, edges = 1000;
-  for (int64_t cols : {1, 33, 256}) {
-    for (bool withBad : {false, true}) {
-      SCOPED_TRACE("cols " + std::to_string(cols) + (withBad ? ", bad indices" : ""));
-      auto y = randomVector(edges * cols, 231);
-      for (float &v : y)
-        v = std::round(v * 64.f) / 64.f; // exact sums, whatever the atomics' order
-      auto idx = randomIds(edges, 232, 0, rows);
-      if (withBad)
-        idx[17] = -1, idx[400] = static_cast<int32_t>(rows);
-      std::vector<float> want(rows * cols);
-      cpu::embeddingGrad(y.data(), idx.data(), edges, cols, want.data(), rows, 0);
-      DeviceBuffer<T> dy(asStorage<T>(y));
-      DeviceBuffer<int32_t> didx(idx);
-      DeviceBuffer<float> out(std::vector<float>(rows * cols, 5.f));
-      DeviceBuffer<int64_t> bad(std::vector<int64_t>{42});
-      ASSERT_OK(cuda::scatterRows(dy.get(), didx.get(), edges, cols, out.get(), rows, bad.get(),
-                                  nullptr));
-      EXPECT_EQ(bad.download()[0], withBad ? 17 : -1);
-      EXPECT_EQ(out.download(), want);
-    }
-  }
-}
-
-TEST(CudaData, ScatterRowsF32) {
-  SBPFLOW_REQUIRE_GPU();
-  scatterRowsMatchesCpu<float>();
-}
-
-TEST(CudaData, ScatterRowsBf16) {
-  SBPFLOW_REQUIRE_GPU();
-  scatterRowsMatchesCpu<bf16>();
-}
-
 struct DropoutCase {
   Dims global, begin, size;
 };

@@ -317,8 +317,12 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
     if (!outputNames.insert(str(b->name())).second)
       return Status::error(pname + ": output '" + str(b->name()) + "' bound twice");
   }
+  std::set<std::string> metricNames;
   for (size_t i = 0; i < len(prog.metrics()); ++i) {
     const plan::Metric *m = prog.metrics()->Get(i);
+    // The driver reports metrics by name: two of one name would be one.
+    if (!metricNames.insert(str(m->name())).second)
+      return Status::error(pname + ": metric '" + str(m->name()) + "' listed twice");
     if (m->tensor() < 0 || m->tensor() >= nt)
       return Status::error(pname + ": metric '" + str(m->name()) + "' points at tensor " +
                            std::to_string(m->tensor()) + ", out of range");

@@ -263,34 +263,10 @@ PlanSpec bf16BoxingPlan() {
 // it, pre and y cast back to f32 to be read): fused in one BiasGelu task, or
 // BiasAdd then Gelu.
 PlanSpec biasGeluPlan(bool fused, plan::DType dtype) {
-  PlanSpec spec;
-  spec.variables = {{"b", {kIn}, 0, {B()}, plan::InitKind::Uniform, -1, 1, 10}};
-  ProgramSpec prog;
-  prog.tensors = {
-      {"x", {kBatch, kIn}},                     // 0
-      {"b", {kIn}, {B()}, plan::DType::F32, 0}, // 1
-      {"x.t", {kBatch, kIn}, {B()}, dtype},     // 2
-      {"b.t", {kIn}, {B()}, dtype},             // 3
-      {"pre.t", {kBatch, kIn}, {B()}, dtype},   // 4
-      {"y.t", {kBatch, kIn}, {B()}, dtype},     // 5
-      {"pre", {kBatch, kIn}},                   // 6
-      {"y", {kBatch, kIn}},                     // 7
-  };
-  using K = plan::OpKind;
-  TaskSpec inX = inputTask("input.x", 0, "x");
-  prog.tasks = {inX, makeTask("b", K::Parameter, {}, {1}), makeTask("x.cast", K::Cast, {0}, {2}),
-                makeTask("b.cast", K::Cast, {1}, {3})};
-  if (fused) {
-    prog.tasks.push_back(makeTask("fc.bias_gelu", K::BiasGelu, {2, 3}, {4, 5}));
-  } else {
-    prog.tasks.push_back(makeTask("fc.bias", K::BiasAdd, {2, 3}, {4}));
-    prog.tasks.push_back(makeTask("fc.gelu", K::Gelu, {4}, {5}));
-  }
-  prog.tasks.push_back(makeTask("pre.cast", K::Cast, {4}, {6}));
-  prog.tasks.push_back(makeTask("y.cast", K::Cast, {5}, {7}));
-  prog.inputs = {{"x", 0}};
-  prog.outputs = {{"pre", 6}, {"y", 7}};
-  spec.programs.push_back(prog);
+  PlanSpec spec = biasGeluSpec(
+      fused, dtype,
+      {{kBatch, kIn}, {"b", {kIn}, 0, {B()}, plan::InitKind::Uniform, -1, 1, 10}, "x"});
+  spec.programs[0].inputs = {{"x", 0}};
   finalize(spec);
   return spec;
 }

@@ -1519,33 +1519,11 @@ constexpr int64_t kGeluBatch = 5, kGeluC = 3, kGeluD = 7;
 // be read (copies for F32). The fused plan writes pre over x's bytes, as
 // memory planning may where x dies.
 PlanSpec biasGeluPlan(bool fused, plan::DType dtype) {
-  PlanSpec spec;
-  spec.variables = {{"b", {kGeluC, kGeluD}, 0, {B()}, plan::InitKind::Uniform, -1, 1, 8}};
-  ProgramSpec prog;
-  const std::vector<int64_t> shape = {kGeluBatch, kGeluC, kGeluD};
-  prog.tensors = {
-      {"x", shape},                                        // 0
-      {"b", {kGeluC, kGeluD}, {B()}, plan::DType::F32, 0}, // 1
-      {"x.t", shape, {B()}, dtype},                        // 2
-      {"b.t", {kGeluC, kGeluD}, {B()}, dtype},             // 3
-      {"pre.t", shape, {B()}, dtype},                      // 4
-      {"y.t", shape, {B()}, dtype},                        // 5
-      {"pre", shape},                                      // 6
-      {"y", shape},                                        // 7
-  };
-  using K = plan::OpKind;
-  prog.tasks = {inputTask("input.x", 0, "a21"), makeTask("b", K::Parameter, {}, {1}),
-                makeTask("x.cast", K::Cast, {0}, {2}), makeTask("b.cast", K::Cast, {1}, {3})};
-  if (fused) {
-    prog.tasks.push_back(makeTask("fc.bias_gelu", K::BiasGelu, {2, 3}, {4, 5}));
-  } else {
-    prog.tasks.push_back(makeTask("fc.bias", K::BiasAdd, {2, 3}, {4}));
-    prog.tasks.push_back(makeTask("fc.gelu", K::Gelu, {4}, {5}));
-  }
-  prog.tasks.push_back(makeTask("pre.cast", K::Cast, {4}, {6}));
-  prog.tasks.push_back(makeTask("y.cast", K::Cast, {5}, {7}));
-  prog.outputs = {{"pre", 6}, {"y", 7}};
-  spec.programs.push_back(prog);
+  PlanSpec spec =
+      biasGeluSpec(fused, dtype,
+                   {{kGeluBatch, kGeluC, kGeluD},
+                    {"b", {kGeluC, kGeluD}, 0, {B()}, plan::InitKind::Uniform, -1, 1, 8},
+                    "a21"});
   finalize(spec);
   if (fused) {
     auto &tensors = spec.programs[0].tensors;

@@ -365,6 +365,13 @@ TEST(PlanLoader, MetricsAndInputs) {
   expectRefused(goodPlan, defects);
 }
 
+// The driver reports metrics by name: a name may stand for one metric only.
+TEST(PlanLoader, MetricNamesAreUnique) {
+  PlanSpec spec = goodPlan();
+  spec.programs[0].metrics = {{"loss", 4}, {"loss", 4}};
+  EXPECT_ERROR(spec, "program 'train': metric 'loss' listed twice");
+}
+
 // One task of every transformer kind, AdamW with clipping, and an output.
 PlanSpec transformerPlan() {
   PlanSpec spec;

@@ -291,4 +291,46 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
   return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
 }
 
+// What a bias + GELU test plan holds: data field `field` as x (`xShape`) and
+// the bias variable `bias` (covering x's trailing axes).
+struct BiasGeluShapes {
+  std::vector<int64_t> xShape;
+  VariableSpec bias;
+  std::string field;
+};
+
+// x plus the bias then GELU in `dtype` (x and the bias cast to it, "pre" and
+// "y" cast back to F32 to be read; copies for F32): in one BiasGelu task
+// (`fused`) or as BiasAdd then Gelu. Not finalized: callers may add to it.
+inline PlanSpec biasGeluSpec(bool fused, plan::DType dtype, const BiasGeluShapes &shapes) {
+  PlanSpec spec;
+  spec.variables = {shapes.bias};
+  const std::vector<int64_t> &x = shapes.xShape, &b = shapes.bias.shape;
+  ProgramSpec prog;
+  prog.tensors = {
+      {"x", x},                             // 0
+      {"b", b, {B()}, plan::DType::F32, 0}, // 1
+      {"x.t", x, {B()}, dtype},             // 2
+      {"b.t", b, {B()}, dtype},             // 3
+      {"pre.t", x, {B()}, dtype},           // 4
+      {"y.t", x, {B()}, dtype},             // 5
+      {"pre", x},                           // 6
+      {"y", x},                             // 7
+  };
+  using K = plan::OpKind;
+  prog.tasks = {inputTask("input.x", 0, shapes.field), makeTask("b", K::Parameter, {}, {1}),
+                makeTask("x.cast", K::Cast, {0}, {2}), makeTask("b.cast", K::Cast, {1}, {3})};
+  if (fused) {
+    prog.tasks.push_back(makeTask("fc.bias_gelu", K::BiasGelu, {2, 3}, {4, 5}));
+  } else {
+    prog.tasks.push_back(makeTask("fc.bias", K::BiasAdd, {2, 3}, {4}));
+    prog.tasks.push_back(makeTask("fc.gelu", K::Gelu, {4}, {5}));
+  }
+  prog.tasks.push_back(makeTask("pre.cast", K::Cast, {4}, {6}));
+  prog.tasks.push_back(makeTask("y.cast", K::Cast, {5}, {7}));
+  prog.outputs = {{"pre", 6}, {"y", 7}};
+  spec.programs.push_back(prog);
+  return spec;
+}
+
 } // namespace sbpflow::testplan

@@ -1,11 +1,36 @@
 // Gradient compression codecs on the CPU (see Compression.h).
 #include "kernels/cpu/Compression.h"
 
+#include "kernels/Philox.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 namespace sbpflow::cpu {
+
+namespace {
+
+// |x| as selections compare it: NaN above everything (a strict weak order
+// needs one, and a NaN gradient should reach the other ranks).
+float magnitude(float x) {
+  const float m = std::fabs(x);
+  return std::isnan(m) ? std::numeric_limits<float>::infinity() : m;
+}
+
+// The k of order[0, count) largest in magnitude of x (ties: the lower
+// index), moved to order[0, k) in increasing index order.
+void largestK(const float *x, int32_t *order, int64_t count, int64_t k) {
+  auto before = [&](int32_t a, int32_t b) {
+    const float ma = magnitude(x[a]), mb = magnitude(x[b]);
+    return ma > mb || (ma == mb && a < b);
+  };
+  if (k < count)
+    std::nth_element(order, order + k, order + count, before);
+  std::sort(order, order + std::min(k, count));
+}
+
+} // namespace
 
 void topkEncode(const float *grad, float *residual, int64_t n, int64_t k, int32_t *order,
                 int32_t *idx, float *val) {
@@ -13,26 +38,114 @@ void topkEncode(const float *grad, float *residual, int64_t n, int64_t k, int32_
     residual[i] += grad[i];
   if (k <= 0)
     return;
-  // Magnitude as the selection sees it: NaN above everything (a strict weak
-  // order needs one, and a NaN gradient should reach the other ranks).
-  auto magnitude = [&](int32_t i) {
-    const float m = std::fabs(residual[i]);
-    return std::isnan(m) ? std::numeric_limits<float>::infinity() : m;
-  };
-  auto before = [&](int32_t a, int32_t b) {
-    const float ma = magnitude(a), mb = magnitude(b);
-    return ma > mb || (ma == mb && a < b);
-  };
   for (int64_t i = 0; i < n; ++i)
     order[i] = static_cast<int32_t>(i);
-  if (k < n)
-    std::nth_element(order, order + k, order + n, before);
-  std::sort(order, order + k);
+  largestK(residual, order, n, k);
   for (int64_t j = 0; j < k; ++j) {
     idx[j] = order[j];
     val[j] = residual[order[j]];
     residual[order[j]] = 0.f;
   }
+}
+
+int64_t dgcEncode(const float *grad, float *u, float *v, int64_t n, int64_t k, float momentum,
+                  int32_t *order, int32_t *idx, float *val) {
+  for (int64_t i = 0; i < n; ++i) {
+    u[i] = momentum * u[i] + grad[i];
+    v[i] += u[i];
+  }
+  if (k <= 0)
+    return 0;
+  // The threshold: the top of a strided sample of at least 1% of v, as many
+  // of the sample as k is of v.
+  const int64_t samples = std::max<int64_t>(1, (n + 99) / 100);
+  const int64_t stride = std::max<int64_t>(1, n / samples);
+  int64_t sampled = 0;
+  for (int64_t i = 0; i < n; i += stride)
+    order[sampled++] = static_cast<int32_t>(i);
+  const int64_t sampleK = std::clamp<int64_t>((k * sampled + n - 1) / n, 1, sampled);
+  largestK(v, order, sampled, sampleK);
+  float threshold = std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < sampleK; ++j)
+    threshold = std::min(threshold, magnitude(v[order[j]]));
+  auto passing = [&] {
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; ++i)
+      if (magnitude(v[i]) >= threshold)
+        order[count++] = static_cast<int32_t>(i);
+    return count;
+  };
+  int64_t count = passing();
+  // The threshold of the fewest passing elements that are still at least k.
+  float enough = count >= k ? threshold : -1.f;
+  int64_t enoughCount = count >= k ? count : 0;
+  for (int adjust = 0; adjust < 10; ++adjust) {
+    if (count > k + (3 * k) / 10)
+      threshold *= 1.3f;
+    else if (count < (8 * k) / 10 && threshold > 0.f)
+      threshold *= 0.8f;
+    else
+      break;
+    count = passing();
+    if (count >= k && (enough < 0.f || count < enoughCount)) {
+      enough = threshold;
+      enoughCount = count;
+    }
+  }
+  // x1.3 and x0.8 can step over the band (a flat tail of |v|) and end with
+  // next to nothing: then the last threshold that let at least k pass.
+  if (count < (8 * k) / 10 && enough >= 0.f) {
+    threshold = enough;
+    count = passing();
+  }
+  const int64_t chosen = std::min(count, k);
+  largestK(v, order, count, chosen);
+  for (int64_t j = 0; j < k; ++j) {
+    if (j >= chosen) {
+      idx[j] = 0;
+      val[j] = 0.f;
+      continue;
+    }
+    const int32_t i = order[j];
+    idx[j] = i;
+    val[j] = v[i];
+    u[i] = 0.f; // factor masking
+    v[i] = 0.f;
+  }
+  return chosen;
+}
+
+double dgcWarmupDensity(int64_t epoch, double density) {
+  static constexpr double kWarmup[] = {0.25, 0.0625, 0.015625, 0.004};
+  if (epoch < 0 || epoch >= 4)
+    return density;
+  return std::max(kWarmup[epoch], density);
+}
+
+void randomkIndices(int64_t n, int64_t k, uint64_t seed, uint64_t step, int32_t *order,
+                    int32_t *idx) {
+  for (int64_t i = 0; i < n; ++i)
+    order[i] = static_cast<int32_t>(i);
+  for (int64_t j = 0; j < k; ++j) {
+    // Draw j: a uniform 64-bit word mapped onto [j, n) (Lemire's multiply).
+    const PhiloxBlock r =
+        philox4x32_10(static_cast<uint32_t>(j), static_cast<uint32_t>(j >> 32),
+                      static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32),
+                      static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    const uint64_t word = (static_cast<uint64_t>(r.word[0]) << 32) | r.word[1];
+    const uint64_t span = static_cast<uint64_t>(n - j);
+    const int64_t pick =
+        j + static_cast<int64_t>((static_cast<unsigned __int128>(word) * span) >> 64);
+    std::swap(order[j], order[pick]);
+  }
+  std::sort(order, order + k);
+  std::copy(order, order + k, idx);
+}
+
+void randomkEncode(const float *grad, int64_t n, int64_t k, const int32_t *idx, float *val) {
+  const float scale = static_cast<float>(static_cast<double>(n) / static_cast<double>(k));
+  for (int64_t j = 0; j < k; ++j)
+    val[j] = grad[idx[j]] * scale;
 }
 
 int64_t scatterAddPairs(const int32_t *idx, const float *val, int64_t count, float scale,

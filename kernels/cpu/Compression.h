@@ -18,6 +18,36 @@ namespace sbpflow::cpu {
 void topkEncode(const float *grad, float *residual, int64_t n, int64_t k, int32_t *order,
                 int32_t *idx, float *val);
 
+// Deep Gradient Compression's local step (Lin et al., "Deep Gradient
+// Compression", ICLR 2018; as synxlin/deep-gradient-compression): momentum
+// correction u = momentum * u + grad, accumulation v += u, then about the k
+// largest |v| chosen by a threshold sampled from every stride-th |v| (at
+// least 1% of v), adjusted at most 10 times (x1.3 while more than 1.3 k pass
+// it, x0.8 while fewer than 0.8 k), the exact top k of what passes where
+// more than k do. Unlike the reference code, adjustments that step over the
+// band and end below 0.8 k fall back to the last threshold that let at least
+// k pass (a flat tail of |v| made them send nothing). The chosen (idx, val = v) pairs go out in
+// index order and factor masking zeroes u and v there. Fewer than k chosen leave the last slots as
+// (0, 0.0f), which decode to nothing: the payload is always k pairs. Returns how many were chosen.
+// `order` is scratch of n int32.
+int64_t dgcEncode(const float *grad, float *u, float *v, int64_t n, int64_t k, float momentum,
+                  int32_t *order, int32_t *idx, float *val);
+
+// DGC's warm-up: the density of epoch `epoch` (from 0), sparsity 75%,
+// 93.75%, 98.4375%, 99.6% over the first four epochs, then `density` (never
+// below it: a denser final setting is used from the start).
+double dgcWarmupDensity(int64_t epoch, double density);
+
+// Random-k with a shared seed (MASHA1's unbiased RandK): the k indices of
+// step `step` are the same on every rank that shares `seed` (a partial
+// Fisher-Yates shuffle driven by Philox), so only values travel; idx in
+// increasing order. `order` is scratch of n int32.
+void randomkIndices(int64_t n, int64_t k, uint64_t seed, uint64_t step, int32_t *order,
+                    int32_t *idx);
+// val[j] = grad[idx[j]] * n / k: unbiased (E[decoded] = grad over the
+// indices' draw). Summed over ranks at the shared indices.
+void randomkEncode(const float *grad, int64_t n, int64_t k, const int32_t *idx, float *val);
+
 // Decoding gathered pairs: out[idx[i]] += scale * val[i] for the `count`
 // pairs (every rank's, one after another), in pair order. An index outside
 // [0, n) is skipped; returns the first such i, or -1.

@@ -1,6 +1,8 @@
 // The CPU compression codecs against plain references on awkward sizes:
 // exact top-k with error feedback (what is sent plus what is kept is the
-// accumulated gradient, bit for bit) and the decoding scatter-add.
+// accumulated gradient, bit for bit), DGC's local step (momentum correction,
+// sampled threshold, factor masking) and warm-up, shared-seed random-k, and
+// the decoding scatter-add.
 #include "kernels/cpu/Compression.h"
 #include "tests/kernels/RandomVector.h"
 
@@ -144,6 +146,181 @@ TEST(ScatterAddPairs, SumsEveryRanksPairsAndReportsABadIndex) {
     if (i != 20 && i != 30)
       wantSum += val[i];
   EXPECT_NEAR(skipped, wantSum, 1e-4);
+}
+
+// Reference DGC step, written from the description (sort-based selection):
+// u = m u + g; v += u; threshold from every stride-th |v| (at least 1% of
+// n); at most 10 adjustments into [0.8 k, 1.3 k], falling back to the
+// threshold of the fewest passing >= k where they end below 0.8 k; the
+// exact top k of what passes; pairs in index order padded with (0, 0); u, v
+// zeroed where sent.
+struct DgcReference {
+  std::vector<float> u, v;
+  std::vector<int32_t> idx;
+  std::vector<float> val;
+  int64_t chosen = 0;
+
+  void step(const std::vector<float> &grad, int64_t k, float m) {
+    const int64_t n = static_cast<int64_t>(grad.size());
+    for (int64_t i = 0; i < n; ++i) {
+      u[i] = m * u[i] + grad[i];
+      v[i] += u[i];
+    }
+    auto mag = [&](int64_t i) {
+      return std::isnan(v[i]) ? std::numeric_limits<float>::infinity() : std::fabs(v[i]);
+    };
+    auto ranked = [&](std::vector<int32_t> ids) {
+      std::stable_sort(ids.begin(), ids.end(),
+                       [&](int32_t a, int32_t b) { return mag(a) > mag(b); });
+      return ids;
+    };
+    const int64_t samples = std::max<int64_t>(1, (n + 99) / 100);
+    const int64_t stride = std::max<int64_t>(1, n / samples);
+    std::vector<int32_t> sample;
+    for (int64_t i = 0; i < n; i += stride)
+      sample.push_back(static_cast<int32_t>(i));
+    const int64_t ns = static_cast<int64_t>(sample.size());
+    const int64_t sk = std::clamp<int64_t>((k * ns + n - 1) / n, 1, ns);
+    float threshold = mag(ranked(sample)[sk - 1]);
+    auto passing = [&] {
+      std::vector<int32_t> ids;
+      for (int64_t i = 0; i < n; ++i)
+        if (mag(i) >= threshold)
+          ids.push_back(static_cast<int32_t>(i));
+      return ids;
+    };
+    std::vector<int32_t> pass = passing();
+    std::vector<std::pair<float, int64_t>> tried = {{threshold, pass.size()}};
+    for (int a = 0; a < 10; ++a) {
+      const int64_t c = static_cast<int64_t>(pass.size());
+      if (c > k + (3 * k) / 10)
+        threshold *= 1.3f;
+      else if (c < (8 * k) / 10 && threshold > 0.f)
+        threshold *= 0.8f;
+      else
+        break;
+      pass = passing();
+      tried.push_back({threshold, pass.size()});
+    }
+    if (static_cast<int64_t>(pass.size()) < (8 * k) / 10) {
+      // Fall back to the threshold of the fewest passing that are >= k.
+      int64_t best = -1;
+      for (auto [t, c] : tried)
+        if (c >= k && (best < 0 || c < best)) {
+          best = c;
+          threshold = t;
+        }
+      if (best >= 0)
+        pass = passing();
+    }
+    std::vector<int32_t> top = ranked(pass);
+    chosen = std::min<int64_t>(k, static_cast<int64_t>(top.size()));
+    top.resize(chosen);
+    std::sort(top.begin(), top.end());
+    idx.assign(k, 0);
+    val.assign(k, 0.f);
+    for (int64_t j = 0; j < chosen; ++j) {
+      idx[j] = top[j];
+      val[j] = v[top[j]];
+      u[top[j]] = 0.f;
+      v[top[j]] = 0.f;
+    }
+  }
+};
+
+TEST(DgcEncode, MatchesTheReferenceOverSteps) {
+  for (int64_t n : {1, 7, 97, 1000, 4099, 20011}) {
+    for (int64_t k : {int64_t{1}, std::max<int64_t>(1, n / 100), std::max<int64_t>(1, n / 7)}) {
+      SCOPED_TRACE("n " + std::to_string(n) + ", k " + std::to_string(k));
+      DgcReference ref{std::vector<float>(n, 0.f), std::vector<float>(n, 0.f), {}, {}, 0};
+      std::vector<float> u(n, 0.f), v(n, 0.f), val(k);
+      std::vector<int32_t> order(n), idx(k);
+      for (int step = 0; step < 3; ++step) {
+        auto grad = randomVector(n, 901 + 10 * step + n);
+        const std::vector<float> before = [&] {
+          std::vector<float> acc(n);
+          for (int64_t i = 0; i < n; ++i)
+            acc[i] = v[i] + (0.9f * u[i] + grad[i]);
+          return acc;
+        }();
+        const int64_t chosen = cpu::dgcEncode(grad.data(), u.data(), v.data(), n, k, 0.9f,
+                                              order.data(), idx.data(), val.data());
+        ref.step(grad, k, 0.9f);
+        ASSERT_EQ(chosen, ref.chosen) << "step " << step;
+        ASSERT_EQ(idx, ref.idx) << "step " << step;
+        ASSERT_EQ(val, ref.val) << "step " << step;
+        ASSERT_EQ(u, ref.u) << "step " << step;
+        ASSERT_EQ(v, ref.v) << "step " << step;
+        // Nothing is lost: what stays in v plus what was sent is v before.
+        std::vector<float> decoded(n, 0.f);
+        ASSERT_EQ(cpu::scatterAddPairs(idx.data(), val.data(), k, 1.f, decoded.data(), n), -1);
+        for (int64_t i = 0; i < n; ++i)
+          ASSERT_EQ(v[i] + decoded[i], before[i]) << "step " << step << " at " << i;
+      }
+    }
+  }
+}
+
+// On a large random gradient the sampled threshold lands within DGC's band:
+// between 0.8 k and k pairs are real (the rest is padding).
+TEST(DgcEncode, SampledThresholdChoosesAboutK) {
+  const int64_t n = 100003, k = 100; // 0.1% density
+  auto grad = randomVector(n, 1001);
+  std::vector<float> u(n, 0.f), v(n, 0.f), val(k);
+  std::vector<int32_t> order(n), idx(k);
+  const int64_t chosen = cpu::dgcEncode(grad.data(), u.data(), v.data(), n, k, 0.9f, order.data(),
+                                        idx.data(), val.data());
+  EXPECT_GE(chosen, (8 * k) / 10);
+  EXPECT_LE(chosen, k);
+  for (int64_t j = chosen; j < k; ++j)
+    EXPECT_TRUE(idx[j] == 0 && val[j] == 0.f) << "padding at " << j;
+}
+
+TEST(DgcWarmup, FollowsThePapersSchedule) {
+  EXPECT_EQ(cpu::dgcWarmupDensity(0, 0.001), 0.25);
+  EXPECT_EQ(cpu::dgcWarmupDensity(1, 0.001), 0.0625);
+  EXPECT_EQ(cpu::dgcWarmupDensity(2, 0.001), 0.015625);
+  EXPECT_EQ(cpu::dgcWarmupDensity(3, 0.001), 0.004);
+  EXPECT_EQ(cpu::dgcWarmupDensity(4, 0.001), 0.001);
+  EXPECT_EQ(cpu::dgcWarmupDensity(40, 0.001), 0.001);
+  EXPECT_EQ(cpu::dgcWarmupDensity(2, 0.05), 0.05); // never sparser than asked
+}
+
+// Shared-seed random-k: the same indices on every rank for a step, others
+// the next step, distinct and in range; each index drawn about k/n of the
+// steps; and the decoded mean over steps approaches the gradient (unbiased).
+TEST(RandomK, SharedIndicesAndUnbiasedValues) {
+  const int64_t n = 97, k = 10, steps = 20000;
+  std::vector<int32_t> order(n), a(k), b(k);
+  cpu::randomkIndices(n, k, 7, 3, order.data(), a.data());
+  cpu::randomkIndices(n, k, 7, 3, order.data(), b.data());
+  EXPECT_EQ(a, b);
+  cpu::randomkIndices(n, k, 7, 4, order.data(), b.data());
+  EXPECT_NE(a, b);
+  auto grad = randomVector(n, 1101);
+  std::vector<double> mean(n, 0.0);
+  std::vector<int64_t> hits(n, 0);
+  std::vector<float> val(k);
+  for (int64_t step = 0; step < steps; ++step) {
+    cpu::randomkIndices(n, k, 7, step, order.data(), a.data());
+    ASSERT_TRUE(std::is_sorted(a.begin(), a.end()));
+    ASSERT_EQ(std::adjacent_find(a.begin(), a.end()), a.end()) << "repeated index";
+    ASSERT_GE(a.front(), 0);
+    ASSERT_LT(a.back(), n);
+    cpu::randomkEncode(grad.data(), n, k, a.data(), val.data());
+    for (int64_t j = 0; j < k; ++j) {
+      mean[a[j]] += val[j] / static_cast<double>(steps);
+      ++hits[a[j]];
+    }
+  }
+  // Each index is drawn with probability p = k / n: hits ~ Binomial(steps,
+  // p), sd = sqrt(steps p (1 - p)) ~ 41; the decoded mean's sd per element
+  // is |g| sqrt((1 - p) / (p steps)) <= 0.021 for |g| <= 1. Five sd each.
+  const double p = static_cast<double>(k) / n;
+  for (int64_t i = 0; i < n; ++i) {
+    EXPECT_NEAR(hits[i], steps * p, 5 * std::sqrt(steps * p * (1 - p))) << i;
+    EXPECT_NEAR(mean[i], grad[i], 5 * 0.021) << i;
+  }
 }
 
 } // namespace

@@ -148,6 +148,25 @@ void randomkEncode(const float *grad, int64_t n, int64_t k, const int32_t *idx, 
     val[j] = grad[idx[j]] * scale;
 }
 
+void orthogonalizeColumns(float *p, int64_t rows, int64_t cols) {
+  for (int64_t c = 0; c < cols; ++c) {
+    double norm = 0.0;
+    for (int64_t r = 0; r < rows; ++r)
+      norm += static_cast<double>(p[r * cols + c]) * p[r * cols + c];
+    norm = std::sqrt(norm);
+    for (int64_t r = 0; r < rows; ++r)
+      p[r * cols + c] = norm > 0.0 ? static_cast<float>(p[r * cols + c] / norm) : 0.f;
+    // Take this column's component out of every later one.
+    for (int64_t d = c + 1; d < cols; ++d) {
+      double dot = 0.0;
+      for (int64_t r = 0; r < rows; ++r)
+        dot += static_cast<double>(p[r * cols + c]) * p[r * cols + d];
+      for (int64_t r = 0; r < rows; ++r)
+        p[r * cols + d] = static_cast<float>(p[r * cols + d] - dot * p[r * cols + c]);
+    }
+  }
+}
+
 int64_t scatterAddPairs(const int32_t *idx, const float *val, int64_t count, float scale,
                         float *out, int64_t n) {
   int64_t bad = -1;

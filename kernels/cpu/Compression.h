@@ -48,6 +48,15 @@ void randomkIndices(int64_t n, int64_t k, uint64_t seed, uint64_t step, int32_t 
 // indices' draw). Summed over ranks at the shared indices.
 void randomkEncode(const float *grad, int64_t n, int64_t k, const int32_t *idx, float *val);
 
+// PowerSGD's orthogonalisation (Vogels, Karimireddy, Jaggi, "PowerSGD:
+// Practical Low-Rank Gradient Compression", NeurIPS 2019): the columns of the
+// row-major rows x cols matrix p made orthonormal in place by modified
+// Gram-Schmidt, as torch's powerSGD_hook (epsilon 0) does; sums in double.
+// A column that is (or becomes) zero stays zero. A PowerSGD step is then
+// P = M Q, all-reduce P, orthogonalise P, Q = M^T P, all-reduce Q, decoded
+// M' = P Q^T, error M - M', with Q kept for the next step (cpu::matmul).
+void orthogonalizeColumns(float *p, int64_t rows, int64_t cols);
+
 // Decoding gathered pairs: out[idx[i]] += scale * val[i] for the `count`
 // pairs (every rank's, one after another), in pair order. An index outside
 // [0, n) is skipped; returns the first such i, or -1.

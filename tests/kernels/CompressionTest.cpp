@@ -4,6 +4,7 @@
 // sampled threshold, factor masking) and warm-up, shared-seed random-k, and
 // the decoding scatter-add.
 #include "kernels/cpu/Compression.h"
+#include "kernels/cpu/Kernels.h"
 #include "tests/kernels/RandomVector.h"
 
 #include <gtest/gtest.h>
@@ -321,6 +322,77 @@ TEST(RandomK, SharedIndicesAndUnbiasedValues) {
     EXPECT_NEAR(hits[i], steps * p, 5 * std::sqrt(steps * p * (1 - p))) << i;
     EXPECT_NEAR(mean[i], grad[i], 5 * 0.021) << i;
   }
+}
+
+// Modified Gram-Schmidt checked by what it must give, in double: orthonormal
+// columns spanning the same space (each original column equals its
+// projection on them); a zero column kept zero.
+TEST(OrthogonalizeColumns, OrthonormalColumnsOfTheSameSpan) {
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {7, 3}, {97, 4}, {1000, 8}}) {
+    SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(cols));
+    auto p = randomVector(rows * cols, 1201 + rows);
+    const std::vector<float> before = p;
+    cpu::orthogonalizeColumns(p.data(), rows, cols);
+    for (int64_t a = 0; a < cols; ++a)
+      for (int64_t b = 0; b < cols; ++b) {
+        double dot = 0;
+        for (int64_t r = 0; r < rows; ++r)
+          dot += static_cast<double>(p[r * cols + a]) * p[r * cols + b];
+        EXPECT_NEAR(dot, a == b ? 1.0 : 0.0, 1e-5) << a << "," << b;
+      }
+    // Same span: each original column is its projection on the new ones.
+    for (int64_t c = 0; c < cols; ++c)
+      for (int64_t r = 0; r < rows; ++r) {
+        double proj = 0;
+        for (int64_t d = 0; d < cols; ++d) {
+          double dot = 0;
+          for (int64_t q = 0; q < rows; ++q)
+            dot += static_cast<double>(p[q * cols + d]) * before[q * cols + c];
+          proj += dot * p[r * cols + d];
+        }
+        EXPECT_NEAR(proj, before[r * cols + c], 1e-4) << r << "," << c;
+      }
+  }
+  std::vector<float> zero = {1, 0, 2, 0, 3, 0}; // 3 x 2, second column zero
+  cpu::orthogonalizeColumns(zero.data(), 3, 2);
+  for (int r = 0; r < 3; ++r)
+    EXPECT_EQ(zero[r * 2 + 1], 0.f);
+}
+
+// One PowerSGD step on one rank (the all-reduces are identities): a matrix
+// of rank <= r comes back exactly (up to rounding), and error feedback keeps
+// the rest for a matrix of higher rank: decoded + error = M.
+TEST(PowerSgd, OneRankStepRecoversALowRankMatrix) {
+  const int64_t n = 37, m = 29, r = 3;
+  // M = A B^T with A [n, r], B [m, r].
+  auto a = randomVector(n * r, 1301), b = randomVector(m * r, 1302);
+  std::vector<float> mat(n * m), q = randomVector(m * r, 1303), p(n * r), decoded(n * m);
+  cpu::matmul(a.data(), b.data(), mat.data(), n, m, r, false, true);
+  auto step = [&](const std::vector<float> &x) {
+    cpu::matmul(x.data(), q.data(), p.data(), n, r, m, false, false); // P = M Q
+    cpu::orthogonalizeColumns(p.data(), n, r);
+    cpu::matmul(x.data(), p.data(), q.data(), m, r, n, true, false);       // Q = M^T P
+    cpu::matmul(p.data(), q.data(), decoded.data(), n, m, r, false, true); // P Q^T
+  };
+  step(mat);
+  for (int64_t i = 0; i < n * m; ++i)
+    EXPECT_NEAR(decoded[i], mat[i], 1e-4 * std::max(1.f, std::fabs(mat[i]))) << i;
+
+  auto full = randomVector(n * m, 1304);
+  step(full);
+  std::vector<float> error(n * m);
+  for (int64_t i = 0; i < n * m; ++i)
+    error[i] = full[i] - decoded[i];
+  double errNorm = 0, fullNorm = 0;
+  for (int64_t i = 0; i < n * m; ++i) {
+    EXPECT_NEAR(decoded[i] + error[i], full[i], 1e-6) << i;
+    errNorm += static_cast<double>(error[i]) * error[i];
+    fullNorm += static_cast<double>(full[i]) * full[i];
+  }
+  // A rank-3 approximation of a random 37 x 29 matrix keeps some of it, not
+  // all: the error is smaller than M and not zero.
+  EXPECT_LT(errNorm, fullNorm);
+  EXPECT_GT(errNorm, 0.1 * fullNorm);
 }
 
 } // namespace

@@ -1,0 +1,77 @@
+// Quantising gradient codecs on the CPU (see Quantize.h).
+#include "kernels/cpu/Quantize.h"
+
+#include "kernels/Philox.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace sbpflow::cpu {
+
+namespace {
+
+// Bit 30 of the counter's second word: QSGD's draws never meet dropout's
+// (which has the index's high word there, < 2^30 for any real tensor) nor
+// initialisation's (bit 31).
+constexpr uint32_t kQsgdStream = 0x40000000u;
+
+} // namespace
+
+void qsgdEncode(const float *grad, int64_t n, int levels, int64_t bucket, uint64_t seed,
+                uint64_t step, uint8_t *codes, float *norms) {
+  const float s = static_cast<float>(levels);
+  const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  const uint32_t c2 = static_cast<uint32_t>(step), c3 = static_cast<uint32_t>(step >> 32);
+  PhiloxBlock draw{};
+  int64_t drawBlock = -1;
+  for (int64_t begin = 0, b = 0; begin < n; begin += bucket, ++b) {
+    const int64_t end = std::min(n, begin + bucket);
+    double squares = 0.0;
+    for (int64_t i = begin; i < end; ++i)
+      squares += static_cast<double>(grad[i]) * grad[i];
+    // Rounded from double, the norm is >= every |v_i| of its bucket (both
+    // roundings are monotone), so r <= s below.
+    const float norm = static_cast<float>(std::sqrt(squares));
+    norms[b] = norm;
+    const bool quantise = norm > 0.f && std::isfinite(norm);
+    for (int64_t i = begin; i < end; ++i) {
+      const float v = grad[i];
+      int level = 0;
+      if (quantise) {
+        const float r = std::min(std::fabs(v) / norm * s, s);
+        const float floor = std::floor(r);
+        if (i >> 2 != drawBlock) {
+          drawBlock = i >> 2;
+          const uint64_t c = static_cast<uint64_t>(drawBlock);
+          draw = philox4x32_10(static_cast<uint32_t>(c),
+                               static_cast<uint32_t>(c >> 32) | kQsgdStream, c2, c3, k0, k1);
+        }
+        const float u = static_cast<float>(draw.word[i & 3] >> 8) * 0x1p-24f;
+        level = std::min(static_cast<int>(floor) + (u < r - floor ? 1 : 0), levels);
+      }
+      codes[i] = static_cast<uint8_t>((v < 0.f ? 0x80 : 0) | level);
+    }
+  }
+}
+
+void qsgdDecode(const uint8_t *codes, const float *norms, int64_t ranks, int64_t n, int levels,
+                int64_t bucket, float weight, float *out) {
+  const float s = static_cast<float>(levels);
+  const int64_t buckets = qsgdBucketCount(n, bucket);
+  for (int64_t r = 0; r < ranks; ++r) {
+    const uint8_t *rankCodes = codes + r * n;
+    for (int64_t begin = 0, b = 0; begin < n; begin += bucket, ++b) {
+      const int64_t end = std::min(n, begin + bucket);
+      const float unit = norms[r * buckets + b] / s;
+      for (int64_t i = begin; i < end; ++i) {
+        const uint8_t c = rankCodes[i];
+        float q = unit * static_cast<float>(c & 0x7f);
+        if (c & 0x80)
+          q = -q;
+        out[i] += weight * q;
+      }
+    }
+  }
+}
+
+} // namespace sbpflow::cpu

@@ -1,0 +1,50 @@
+// Quantising gradient codecs on the CPU (issue 14), QSGD so far. Each payload
+// is of fixed size (u8 codes plus f32 scales), so plans stay static; the
+// payloads of every rank are gathered and decoded. Checked against plain
+// references in tests/kernels/QuantizeTest.cpp.
+#pragma once
+
+#include <cstdint>
+
+namespace sbpflow::cpu {
+
+// ---------------------------------------------------------------- QSGD
+// Alistarh et al. 2017, "QSGD: Communication-Efficient SGD via Gradient
+// Quantization and Encoding", Section 3.1, applied per bucket of `bucket`
+// elements (the last bucket may be short): the bucket's L2 norm ||v|| is sent
+// as an f32, and element v_i as sign(v_i) and a level l in {0..s}, where
+// with r = |v_i| s / ||v|| and l0 = floor(r), l = l0 + 1 with probability
+// r - l0 and l0 otherwise, so E[Q(v_i)] = v_i (Lemma 3.1 (i)) and
+// E||Q(v) - v||^2 <= min(d / s^2, sqrt(d) / s) ||v||^2 per bucket of d
+// elements (Lemma 3.1 (ii)).
+//
+// Codes are one byte per element, sign in bit 7 (set for v_i < 0), level in
+// bits 0-6, so 1 <= s <= 127. Not yet bit-packed nor Elias-coded as in the
+// paper: the wire holds n bytes plus 4 per bucket.
+//
+// The uniform draw of element i is Philox4x32-10 (kernels/Philox.h) of counter
+// {i / 4, (i / 4) >> 32 | 0x40000000, step, step >> 32} and key {seed,
+// seed >> 32}, word i % 4, top 24 bits: reproducible, independent of the
+// bucket size, and distinct from dropout's and initialisation's streams for
+// the same seed (bit 30 of the second word); ranks differ by seed. `i` is the
+// index in the gradient, which each rank holds whole in a P -> B exchange.
+//
+// A bucket of zeros sends norm 0 and level 0. A bucket holding a NaN or an
+// infinity sends its norm (NaN or inf) as is and decodes to NaN, so that a
+// diverged rank is seen by all.
+constexpr int kQsgdMaxLevels = 127;
+
+constexpr int64_t qsgdBucketCount(int64_t n, int64_t bucket) { return (n + bucket - 1) / bucket; }
+
+// codes: n bytes; norms: qsgdBucketCount(n, bucket) floats.
+// 1 <= levels <= kQsgdMaxLevels, bucket >= 1.
+void qsgdEncode(const float *grad, int64_t n, int levels, int64_t bucket, uint64_t seed,
+                uint64_t step, uint8_t *codes, float *norms);
+
+// out[i] += weight * q_r(i) for each of `ranks` payloads laid one after the
+// other (codes: ranks * n bytes, norms: ranks * qsgdBucketCount floats), in
+// rank order, where q(i) = +-(norm_b / s) * l in f32.
+void qsgdDecode(const uint8_t *codes, const float *norms, int64_t ranks, int64_t n, int levels,
+                int64_t bucket, float weight, float *out);
+
+} // namespace sbpflow::cpu

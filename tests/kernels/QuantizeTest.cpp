@@ -1,0 +1,227 @@
+// The CPU quantising codecs against plain references on awkward sizes: QSGD
+// (the header's draws exactly, unbiasedness and Lemma 3.1's variance bound
+// measured over seeds).
+#include "kernels/cpu/Quantize.h"
+#include "kernels/Philox.h"
+#include "tests/kernels/RandomVector.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace sbpflow {
+namespace {
+
+using test::randomVector;
+
+bool sameBits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+// ---------------------------------------------------------------- QSGD
+
+// The header's draw for element i: a uniform in [0, 1) on a 2^-24 grid.
+double qsgdUniform(int64_t i, uint64_t seed, uint64_t step) {
+  const uint64_t c = static_cast<uint64_t>(i) >> 2;
+  const PhiloxBlock r =
+      philox4x32_10(static_cast<uint32_t>(c), static_cast<uint32_t>(c >> 32) | 0x40000000u,
+                    static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32),
+                    static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  return static_cast<double>(r.word[i & 3] >> 8) / 16777216.0;
+}
+
+float referenceNorm(const std::vector<float> &g, int64_t begin, int64_t end) {
+  double squares = 0;
+  for (int64_t i = begin; i < end; ++i)
+    squares += static_cast<double>(g[i]) * g[i];
+  return static_cast<float>(std::sqrt(squares));
+}
+
+struct QsgdPayload {
+  std::vector<uint8_t> codes;
+  std::vector<float> norms;
+};
+
+QsgdPayload encodeQsgd(const std::vector<float> &g, int s, int64_t bucket, uint64_t seed,
+                       uint64_t step) {
+  const int64_t n = static_cast<int64_t>(g.size());
+  QsgdPayload p{std::vector<uint8_t>(n, 0xEE),
+                std::vector<float>(cpu::qsgdBucketCount(n, bucket), -7.f)};
+  cpu::qsgdEncode(g.data(), n, s, bucket, seed, step, p.codes.data(), p.norms.data());
+  return p;
+}
+
+// The codes against the header's rule (r in f32 as specified, the draw of
+// qsgdUniform), the level against r in double (within one of it, in [0, s]),
+// the sign bit, and the norms against a double sum of squares.
+void expectQsgd(const std::vector<float> &g, int s, int64_t bucket, uint64_t seed, uint64_t step) {
+  const int64_t n = static_cast<int64_t>(g.size());
+  SCOPED_TRACE("n " + std::to_string(n) + ", bucket " + std::to_string(bucket) + ", s " +
+               std::to_string(s));
+  const QsgdPayload p = encodeQsgd(g, s, bucket, seed, step);
+  ASSERT_EQ(static_cast<int64_t>(p.norms.size()), (n + bucket - 1) / bucket);
+  for (int64_t b = 0; b * bucket < n; ++b) {
+    const int64_t begin = b * bucket, end = std::min(n, begin + bucket);
+    const float norm = referenceNorm(g, begin, end);
+    ASSERT_TRUE(sameBits(p.norms[b], norm)) << "norm of bucket " << b;
+    for (int64_t i = begin; i < end; ++i) {
+      const int level = p.codes[i] & 0x7f;
+      const bool negative = p.codes[i] & 0x80;
+      ASSERT_EQ(negative, g[i] < 0.f) << "sign at " << i;
+      ASSERT_GE(level, 0);
+      ASSERT_LE(level, s) << "level at " << i;
+      const double rd = std::fabs(static_cast<double>(g[i])) * s / norm;
+      ASSERT_LT(std::fabs(level - rd), 1.0 + 1e-5) << "level against r at " << i;
+      const float r = std::fabs(g[i]) / norm * static_cast<float>(s);
+      const float floor = std::floor(r);
+      const int want =
+          static_cast<int>(floor) + (qsgdUniform(i, seed, step) < double(r - floor) ? 1 : 0);
+      ASSERT_EQ(level, std::min(want, s)) << "level at " << i;
+    }
+  }
+}
+
+TEST(QsgdEncode, MatchesTheReferenceOnAwkwardSizes) {
+  for (int64_t n : {1, 7, 97, 1000, 4099}) {
+    auto g = randomVector(n, 1101 + n);
+    for (int64_t bucket : {int64_t{1}, int64_t{7}, int64_t{512}, n, n + 3})
+      for (int s : {1, 4, 127})
+        expectQsgd(g, s, bucket, 0x5eed0000u + n, 3);
+  }
+}
+
+// Reproducible for one (seed, step); another seed or step draws otherwise.
+TEST(QsgdEncode, DrawsAreKeyedBySeedAndStep) {
+  auto g = randomVector(4099, 1201);
+  const auto a = encodeQsgd(g, 4, 512, 11, 5);
+  EXPECT_EQ(a.codes, encodeQsgd(g, 4, 512, 11, 5).codes);
+  EXPECT_NE(a.codes, encodeQsgd(g, 4, 512, 12, 5).codes);
+  EXPECT_NE(a.codes, encodeQsgd(g, 4, 512, 11, 6).codes);
+  EXPECT_NE(a.codes, encodeQsgd(g, 4, 512, 11ull << 32, 5).codes);
+  expectQsgd(g, 4, 512, 11ull << 32 | 7, 1ull << 33);
+}
+
+// Three ranks' payloads, averaged (weight 1/3) onto a gradient: bit for bit
+// against the header's f32 formula in rank order, and near a double sum.
+TEST(QsgdDecode, SumsEveryRanksPayload) {
+  for (int64_t n : {1, 7, 97, 4099}) {
+    const int64_t bucket = 512, ranks = 3, buckets = cpu::qsgdBucketCount(n, bucket);
+    const int s = 8;
+    std::vector<uint8_t> codes;
+    std::vector<float> norms;
+    for (int64_t r = 0; r < ranks; ++r) {
+      const auto p = encodeQsgd(randomVector(n, 1301 + 10 * n + r), s, bucket, 100 + r, 9);
+      codes.insert(codes.end(), p.codes.begin(), p.codes.end());
+      norms.insert(norms.end(), p.norms.begin(), p.norms.end());
+    }
+    auto base = randomVector(n, 1399);
+    std::vector<float> want = base;
+    std::vector<double> wantDouble(base.begin(), base.end());
+    for (int64_t r = 0; r < ranks; ++r)
+      for (int64_t i = 0; i < n; ++i) {
+        const uint8_t c = codes[r * n + i];
+        const float norm = norms[r * buckets + i / bucket];
+        float q = norm / static_cast<float>(s) * static_cast<float>(c & 0x7f);
+        want[i] += (1.f / 3.f) * ((c & 0x80) ? -q : q);
+        wantDouble[i] += (c & 0x80 ? -1.0 : 1.0) * norm * (c & 0x7f) / s / 3.0;
+      }
+    std::vector<float> out = base;
+    cpu::qsgdDecode(codes.data(), norms.data(), ranks, n, s, bucket, 1.f / 3.f, out.data());
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_TRUE(sameBits(out[i], want[i])) << "n " << n << " at " << i;
+      EXPECT_NEAR(out[i], wantDouble[i], 1e-5) << "n " << n << " at " << i;
+    }
+  }
+}
+
+// Lemma 3.1 (i), E[Q(v)] = v, measured: M encodings of one v under seeds
+// 0..M-1. Each Q(v_i) takes two values (norm/s) l0 and (norm/s) (l0 + 1) with
+// probability p_i of the upper, so its variance is (norm/s)^2 p_i (1 - p_i) <=
+// (norm/s)^2 / 4, and the mean of M draws has standard deviation sigma_i =
+// (norm/s) sqrt(p_i (1 - p_i) / M). Asserted: every |mean_i - v_i| <= 6 sigma_i
+// plus the f32 rounding of the decode (8 ulp of the norm), and the sum over
+// all n elements of sign(v_i) bias_i (a shrinkage toward 0 adds up there),
+// with standard deviation sqrt(sum sigma_i^2), within 4 of those. Lemma 3.1 (ii), measured: the
+// mean over seeds of
+// ||Q(v) - v||^2 per bucket <= min(d / s^2, sqrt(d) / s) ||v||^2.
+TEST(QsgdEncode, IsUnbiasedAndWithinTheVarianceBound) {
+  const int64_t n = 1000, bucket = 97, M = 2000;
+  const int64_t buckets = cpu::qsgdBucketCount(n, bucket);
+  auto g = randomVector(n, 1401);
+  g[5] = 0.f;
+  for (int s : {1, 8}) {
+    std::vector<double> mean(n, 0.0), squaredError(buckets, 0.0);
+    std::vector<float> decoded(n);
+    for (int64_t seed = 0; seed < M; ++seed) {
+      const auto p = encodeQsgd(g, s, bucket, static_cast<uint64_t>(seed), 1);
+      std::fill(decoded.begin(), decoded.end(), 0.f);
+      cpu::qsgdDecode(p.codes.data(), p.norms.data(), 1, n, s, bucket, 1.f, decoded.data());
+      for (int64_t i = 0; i < n; ++i) {
+        mean[i] += decoded[i];
+        const double e = static_cast<double>(decoded[i]) - g[i];
+        squaredError[i / bucket] += e * e;
+      }
+    }
+    double biasSum = 0, varianceSum = 0, worstZ = 0, worstBias = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t b = i / bucket;
+      const double norm = referenceNorm(g, b * bucket, std::min(n, b * bucket + bucket));
+      const double r = std::fabs(static_cast<double>(g[i])) * s / norm;
+      const double pUp = r - std::floor(r);
+      const double sigma = norm / s * std::sqrt(pUp * (1 - pUp) / M);
+      const double bias = mean[i] / M - g[i];
+      EXPECT_LE(std::fabs(bias), 6 * sigma + 8 * norm * 0x1p-24) << "s " << s << " at " << i;
+      biasSum += g[i] < 0.f ? -bias : bias;
+      varianceSum += sigma * sigma;
+      worstBias = std::max(worstBias, std::fabs(bias));
+      if (sigma > 0)
+        worstZ = std::max(worstZ, std::fabs(bias) / sigma);
+    }
+    const double z = biasSum / std::sqrt(varianceSum);
+    EXPECT_LT(std::fabs(z), 4.0) << "s " << s;
+    double worstRatio = 0;
+    for (int64_t b = 0; b < buckets; ++b) {
+      const int64_t begin = b * bucket, end = std::min(n, begin + bucket);
+      const double d = static_cast<double>(end - begin);
+      const double norm = referenceNorm(g, begin, end);
+      const double bound = std::min(d / (s * s), std::sqrt(d) / s) * norm * norm;
+      EXPECT_LE(squaredError[b] / M, bound) << "s " << s << ", bucket " << b;
+      worstRatio = std::max(worstRatio, squaredError[b] / M / bound);
+    }
+    std::printf(
+        "QSGD s=%d, %lld seeds, n=%lld, bucket %lld: max |bias| %.3g (max %.2f sigma), "
+        "sign-weighted summed-bias z %.2f, E||Q(v)-v||^2 at most %.3f of Lemma 3.1's bound\n",
+        s, static_cast<long long>(M), static_cast<long long>(n), static_cast<long long>(bucket),
+        worstBias, worstZ, z, worstRatio);
+  }
+}
+
+// A bucket of zeros sends norm 0 and decodes to 0; a bucket holding a NaN or
+// an infinity decodes to NaN (every element), the others are untouched.
+TEST(QsgdEncode, ZeroAndNonFiniteBuckets) {
+  const int64_t n = 40, bucket = 10;
+  auto g = randomVector(n, 1501);
+  std::fill(g.begin(), g.begin() + 10, 0.f);
+  g[13] = std::numeric_limits<float>::quiet_NaN();
+  g[27] = -std::numeric_limits<float>::infinity();
+  const auto p = encodeQsgd(g, 4, bucket, 1, 1);
+  EXPECT_EQ(p.norms[0], 0.f);
+  EXPECT_TRUE(std::isnan(p.norms[1]));
+  EXPECT_TRUE(std::isinf(p.norms[2]));
+  std::vector<float> out(n, 0.f);
+  cpu::qsgdDecode(p.codes.data(), p.norms.data(), 1, n, 4, bucket, 1.f, out.data());
+  for (int64_t i = 0; i < n; ++i) {
+    if (i < 10)
+      EXPECT_EQ(out[i], 0.f) << i;
+    else if (i < 30)
+      EXPECT_TRUE(std::isnan(out[i])) << i;
+    else
+      EXPECT_TRUE(std::isfinite(out[i])) << i;
+  }
+}
+
+} // namespace
+} // namespace sbpflow

@@ -74,4 +74,40 @@ void qsgdDecode(const uint8_t *codes, const float *norms, int64_t ranks, int64_t
   }
 }
 
+void signEncode(const float *grad, float *residual, int64_t n, uint8_t *codes, float *scale) {
+  double l1 = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    residual[i] += grad[i];
+    l1 += std::fabs(static_cast<double>(residual[i]));
+  }
+  const float sc = static_cast<float>(l1 / static_cast<double>(n));
+  *scale = sc;
+  for (int64_t byte = 0; byte < signCodeBytes(n); ++byte) {
+    uint8_t bits = 0;
+    const int64_t end = std::min(n, 8 * byte + 8);
+    for (int64_t i = 8 * byte; i < end; ++i) {
+      if (residual[i] < 0.f) {
+        bits |= static_cast<uint8_t>(1u << (i - 8 * byte));
+        residual[i] -= -sc;
+      } else {
+        residual[i] -= sc;
+      }
+    }
+    codes[byte] = bits;
+  }
+}
+
+void signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_t n, float weight,
+                float *out) {
+  const int64_t bytes = signCodeBytes(n);
+  for (int64_t r = 0; r < ranks; ++r) {
+    const uint8_t *rankCodes = codes + r * bytes;
+    const float sc = scales[r];
+    for (int64_t i = 0; i < n; ++i) {
+      const bool negative = (rankCodes[i >> 3] >> (i & 7)) & 1;
+      out[i] += weight * (negative ? -sc : sc);
+    }
+  }
+}
+
 } // namespace sbpflow::cpu

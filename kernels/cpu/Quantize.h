@@ -1,7 +1,7 @@
-// Quantising gradient codecs on the CPU (issue 14), QSGD so far. Each payload
-// is of fixed size (u8 codes plus f32 scales), so plans stay static; the
-// payloads of every rank are gathered and decoded. Checked against plain
-// references in tests/kernels/QuantizeTest.cpp.
+// Quantising gradient codecs on the CPU (issue 14): QSGD and EF-SignSGD.
+// Each payload is of fixed size (u8 codes plus f32 scales), so plans stay
+// static; the payloads of every rank are gathered and decoded. Checked against
+// plain references in tests/kernels/QuantizeTest.cpp.
 #pragma once
 
 #include <cstdint>
@@ -46,5 +46,30 @@ void qsgdEncode(const float *grad, int64_t n, int levels, int64_t bucket, uint64
 // rank order, where q(i) = +-(norm_b / s) * l in f32.
 void qsgdDecode(const uint8_t *codes, const float *norms, int64_t ranks, int64_t n, int levels,
                 int64_t bucket, float weight, float *out);
+
+// ---------------------------------------------------------------- EF-SignSGD
+// Karimireddy et al. 2019, "Error Feedback Fixes SignSGD and other Gradient
+// Compression Schemes", Algorithm 1 (the learning rate gamma is the caller's,
+// folded into grad): p = grad + e; delta = (||p||_1 / n) sign(p);
+// e <- p - delta. All in f32 except ||p||_1 / n, summed in double in index
+// order and rounded once. sign(0) = +1 (one bit cannot say 0).
+//
+// The residual after encoding is fl(p - delta) per element: e + delta = p
+// exactly where the subtraction is exact (Sterbenz: delta/2 <= |p| <= 2 delta),
+// and otherwise within half an ulp of e.
+//
+// Payload: one bit per element, element i in byte i / 8, bit i % 8 (set for
+// p_i < 0), unused high bits of the last byte 0; plus the f32 scale. A NaN in
+// p makes the scale NaN, and every decoded element NaN.
+constexpr int64_t signCodeBytes(int64_t n) { return (n + 7) / 8; }
+
+// residual: e on entry, p - delta on return (n floats); codes:
+// signCodeBytes(n) bytes; *scale = ||p||_1 / n. n >= 1.
+void signEncode(const float *grad, float *residual, int64_t n, uint8_t *codes, float *scale);
+
+// out[i] += weight * (+-scale_r) for each of `ranks` payloads (codes: ranks *
+// signCodeBytes(n) bytes, scales: ranks floats), in rank order.
+void signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_t n, float weight,
+                float *out);
 
 } // namespace sbpflow::cpu

@@ -1,6 +1,7 @@
 // The CPU quantising codecs against plain references on awkward sizes: QSGD
 // (the header's draws exactly, unbiasedness and Lemma 3.1's variance bound
-// measured over seeds).
+// measured over seeds) and EF-SignSGD (residual and scale against the
+// reference, error feedback over steps).
 #include "kernels/cpu/Quantize.h"
 #include "kernels/Philox.h"
 #include "tests/kernels/RandomVector.h"
@@ -220,6 +221,122 @@ TEST(QsgdEncode, ZeroAndNonFiniteBuckets) {
       EXPECT_TRUE(std::isnan(out[i])) << i;
     else
       EXPECT_TRUE(std::isfinite(out[i])) << i;
+  }
+}
+
+// ---------------------------------------------------------------- EF-SignSGD
+
+float ulpOf(float x) {
+  const float a = std::fabs(x);
+  return std::nextafter(a, std::numeric_limits<float>::infinity()) - a;
+}
+
+// Algorithm 1 of Karimireddy et al. 2019 against the kernel: p = g + e in f32,
+// scale = ||p||_1 / n (double, rounded once), bits = p < 0, e' = p - delta in
+// f32 bit for bit; and e' + delta = p, exactly where Sterbenz makes the
+// subtraction exact, else within half an ulp of e'.
+void expectSign(const std::vector<float> &g, const std::vector<float> &e) {
+  const int64_t n = static_cast<int64_t>(g.size());
+  SCOPED_TRACE("n " + std::to_string(n));
+  std::vector<float> p(n);
+  double l1 = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    p[i] = g[i] + e[i];
+    l1 += std::fabs(static_cast<double>(p[i]));
+  }
+  const float scale = static_cast<float>(l1 / n);
+
+  std::vector<float> residual = e;
+  std::vector<uint8_t> codes(cpu::signCodeBytes(n), 0xEE);
+  float gotScale = -7.f;
+  cpu::signEncode(g.data(), residual.data(), n, codes.data(), &gotScale);
+  ASSERT_TRUE(sameBits(gotScale, scale));
+  EXPECT_NEAR(gotScale, l1 / n, 1e-7 * l1 / n);
+  for (int64_t i = 0; i < n; ++i) {
+    const bool negative = (codes[i / 8] >> (i % 8)) & 1;
+    ASSERT_EQ(negative, p[i] < 0.f) << "bit " << i;
+    const float delta = negative ? -scale : scale;
+    ASSERT_TRUE(sameBits(residual[i], p[i] - delta)) << "residual at " << i;
+    const double whole = static_cast<double>(residual[i]) + delta;
+    if (std::fabs(p[i]) >= scale / 2 && std::fabs(p[i]) <= 2 * scale)
+      EXPECT_EQ(whole, p[i]) << "residual + decoded at " << i;
+    else
+      EXPECT_LE(std::fabs(whole - p[i]), ulpOf(residual[i]) / 2) << "residual + decoded at " << i;
+  }
+  for (int64_t i = n; i < 8 * cpu::signCodeBytes(n); ++i)
+    EXPECT_EQ((codes[i / 8] >> (i % 8)) & 1, 0) << "padding bit " << i;
+}
+
+TEST(SignEncode, MatchesTheReferenceOnAwkwardSizes) {
+  for (int64_t n : {1, 7, 8, 9, 97, 1000, 4099}) {
+    expectSign(randomVector(n, 1601 + n), randomVector(n, 1701 + n, -0.3f, 0.3f));
+    expectSign(randomVector(n, 1801 + n), std::vector<float>(n, 0.f));
+  }
+}
+
+// sign(0) = +1: a zero is sent as +scale.
+TEST(SignEncode, ZeroIsSentAsPositive) {
+  std::vector<float> g = {0.f, -2.f, 0.f, 4.f}, residual(4, 0.f);
+  uint8_t code = 0xff;
+  float scale = 0;
+  cpu::signEncode(g.data(), residual.data(), 4, &code, &scale);
+  EXPECT_EQ(scale, 1.5f);
+  EXPECT_EQ(code, 0b0010);
+  EXPECT_EQ(residual, (std::vector<float>{-1.5f, -0.5f, -1.5f, 2.5f}));
+}
+
+TEST(SignEncode, ANanMakesEveryDecodedElementNan) {
+  auto g = randomVector(19, 1901);
+  g[11] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> residual(19, 0.f), out(19, 0.f);
+  std::vector<uint8_t> codes(cpu::signCodeBytes(19));
+  float scale = 0;
+  cpu::signEncode(g.data(), residual.data(), 19, codes.data(), &scale);
+  EXPECT_TRUE(std::isnan(scale));
+  cpu::signDecode(codes.data(), &scale, 1, 19, 1.f, out.data());
+  for (float x : out)
+    EXPECT_TRUE(std::isnan(x));
+}
+
+// Three ranks, weight 1/3: bit for bit against the f32 loop in rank order.
+TEST(SignDecode, SumsEveryRanksPayload) {
+  for (int64_t n : {1, 7, 97, 4099}) {
+    const int64_t ranks = 3, bytes = cpu::signCodeBytes(n);
+    std::vector<uint8_t> codes(ranks * bytes);
+    std::vector<float> scales(ranks);
+    for (int64_t r = 0; r < ranks; ++r) {
+      std::vector<float> residual(n, 0.f);
+      auto g = randomVector(n, 2001 + 10 * n + r);
+      cpu::signEncode(g.data(), residual.data(), n, codes.data() + r * bytes, &scales[r]);
+    }
+    auto base = randomVector(n, 2099);
+    std::vector<float> want = base, out = base;
+    for (int64_t r = 0; r < ranks; ++r)
+      for (int64_t i = 0; i < n; ++i)
+        want[i] +=
+            (1.f / 3.f) * (((codes[r * bytes + i / 8] >> (i % 8)) & 1) ? -scales[r] : scales[r]);
+    cpu::signDecode(codes.data(), scales.data(), ranks, n, 1.f / 3.f, out.data());
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_TRUE(sameBits(out[i], want[i])) << "n " << n << " at " << i;
+  }
+}
+
+// Error feedback over steps: after every step, what was sent plus what is
+// kept is every gradient so far (up to the f32 roundings of the steps).
+TEST(SignEncode, ErrorFeedbackKeepsWhatWasNotSent) {
+  const int64_t n = 257;
+  std::vector<float> residual(n, 0.f), sentSum(n, 0.f);
+  std::vector<double> gradSum(n, 0.0);
+  std::vector<uint8_t> codes(cpu::signCodeBytes(n));
+  for (int step = 0; step < 20; ++step) {
+    auto g = randomVector(n, 2101 + step);
+    for (int64_t i = 0; i < n; ++i)
+      gradSum[i] += g[i];
+    float scale;
+    cpu::signEncode(g.data(), residual.data(), n, codes.data(), &scale);
+    cpu::signDecode(codes.data(), &scale, 1, n, 1.f, sentSum.data());
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_NEAR(sentSum[i] + residual[i], gradSum[i], 1e-5) << "step " << step << " at " << i;
   }
 }
 

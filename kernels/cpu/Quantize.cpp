@@ -110,4 +110,60 @@ void signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_
   }
 }
 
+void twoBitEncode(const float *val, int64_t k, uint8_t *codes, float *table, float *unsent,
+                  float rangeInSigmas) {
+  double sum = 0.0;
+  for (int64_t j = 0; j < k; ++j)
+    sum += val[j];
+  const float shift = static_cast<float>(sum / static_cast<double>(k));
+  double squares = 0.0;
+  for (int64_t j = 0; j < k; ++j) {
+    const double c = val[j] - shift;
+    squares += c * c;
+  }
+  const double sigma = k > 1 ? std::sqrt(squares / static_cast<double>(k - 1)) : 0.0;
+  float step = static_cast<float>(rangeInSigmas * sigma / kTwoBitBins);
+  if (!(step > 0.f) || !std::isfinite(step))
+    step = 1.f;
+
+  auto codeOf = [&](int64_t j) {
+    const float x = std::nearbyint((val[j] - shift) / step + kTwoBitBins / 2);
+    // A NaN compares false: code 0 (its decoded value is NaN through shift).
+    return x >= kTwoBitBins - 1 ? kTwoBitBins - 1 : x >= 1.f ? static_cast<int>(x) : 0;
+  };
+  double binSum[kTwoBitBins] = {}, binCount[kTwoBitBins] = {};
+  for (int64_t byte = 0; byte < twoBitCodeBytes(k); ++byte) {
+    uint8_t bits = 0;
+    const int64_t end = std::min(k, 4 * byte + 4);
+    for (int64_t j = 4 * byte; j < end; ++j) {
+      const int code = codeOf(j);
+      bits |= static_cast<uint8_t>(code << (2 * (j - 4 * byte)));
+      binSum[code] += val[j] - shift;
+      binCount[code] += 1.0;
+    }
+    codes[byte] = bits;
+  }
+  table[0] = shift;
+  for (int b = 0; b < kTwoBitBins; ++b)
+    table[1 + b] = binCount[b] > 0 ? static_cast<float>(binSum[b] / binCount[b]) : 0.f;
+
+  if (unsent)
+    for (int64_t j = 0; j < k; ++j) {
+      const int code = (codes[j >> 2] >> (2 * (j & 3))) & 3;
+      unsent[j] = val[j] - (table[1 + code] + shift);
+    }
+}
+
+void twoBitDecode(const uint8_t *codes, const float *tables, int64_t ranks, int64_t k, float *val) {
+  const int64_t bytes = twoBitCodeBytes(k);
+  for (int64_t r = 0; r < ranks; ++r) {
+    const uint8_t *rankCodes = codes + r * bytes;
+    const float *table = tables + r * kTwoBitTableFloats;
+    for (int64_t j = 0; j < k; ++j) {
+      const int code = (rankCodes[j >> 2] >> (2 * (j & 3))) & 3;
+      val[r * k + j] = table[1 + code] + table[0];
+    }
+  }
+}
+
 } // namespace sbpflow::cpu

@@ -1,7 +1,8 @@
-// Quantising gradient codecs on the CPU (issue 14): QSGD and EF-SignSGD.
-// Each payload is of fixed size (u8 codes plus f32 scales), so plans stay
-// static; the payloads of every rank are gathered and decoded. Checked against
-// plain references in tests/kernels/QuantizeTest.cpp.
+// Quantising gradient codecs on the CPU (issue 14): QSGD, EF-SignSGD and the
+// 2-bit quantiser of SparseLoCo's top-k values. Each payload is of fixed size
+// (u8 codes plus f32 scales), so plans stay static; the payloads of every rank
+// are gathered and decoded. Checked against plain references in
+// tests/kernels/QuantizeTest.cpp.
 #pragma once
 
 #include <cstdint>
@@ -71,5 +72,42 @@ void signEncode(const float *grad, float *residual, int64_t n, uint8_t *codes, f
 // signCodeBytes(n) bytes, scales: ranks floats), in rank order.
 void signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_t n, float weight,
                 float *out);
+
+// ---------------------------------------------------------------- 2-bit values
+// The quantiser of SparseLoCo's (arXiv 2508.15706) top-k values, as in its
+// reference code (tplr-y/CCLoco, TopKCompressor._quantize with 4 bins; the
+// research notes do not state the scheme): deterministic, statistical.
+//   shift = mean(v); c = v - shift; sigma = ||c||_2 / sqrt(k - 1) (0 if k = 1);
+//   step = rangeInSigmas * sigma / 4 (1 if that is 0 or not finite);
+//   code = clamp(round_half_even(c / step + 2), 0, 3);
+//   table[b] = mean of the c with code b (0 for an empty bin);
+//   decoded = table[code] + shift.
+// Each bin decodes to its members' mean, so the decoded values sum to the sum
+// of the values (up to rounding), and every value decodes within the range of
+// its bin's members; interior bins (codes 1, 2) are one step wide. Mean, norm
+// and bin means are summed in double in index order and rounded once.
+//
+// Payload: codes 4 per byte (value j in byte j / 4, bits 2 (j % 4) and up,
+// unused bits 0) and kTwoBitTableFloats f32: {shift, table[0..3]}. A NaN among
+// the values makes shift NaN and every decoded value NaN.
+//
+// SparseLoCo's error feedback keeps what was not sent: `unsent` (optional,
+// k floats) gets v_j - decoded_j in f32; scatter-add it (cpu::scatterAddPairs)
+// into the residual that cpu::topkEncode zeroed at the sent indices.
+constexpr int kTwoBitBins = 4;
+constexpr int kTwoBitTableFloats = 1 + kTwoBitBins;
+// CCLoco's quantization_range.
+constexpr float kTwoBitRangeInSigmas = 6.f;
+
+constexpr int64_t twoBitCodeBytes(int64_t k) { return (k + 3) / 4; }
+
+// codes: twoBitCodeBytes(k) bytes; table: kTwoBitTableFloats floats; k >= 1.
+void twoBitEncode(const float *val, int64_t k, uint8_t *codes, float *table, float *unsent,
+                  float rangeInSigmas = kTwoBitRangeInSigmas);
+
+// Decodes `ranks` payloads laid one after the other (codes: ranks *
+// twoBitCodeBytes(k) bytes, tables: ranks * kTwoBitTableFloats floats) into
+// val[ranks * k], for a following scatter-add of the gathered indices.
+void twoBitDecode(const uint8_t *codes, const float *tables, int64_t ranks, int64_t k, float *val);
 
 } // namespace sbpflow::cpu

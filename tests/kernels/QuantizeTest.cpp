@@ -1,9 +1,11 @@
 // The CPU quantising codecs against plain references on awkward sizes: QSGD
 // (the header's draws exactly, unbiasedness and Lemma 3.1's variance bound
-// measured over seeds) and EF-SignSGD (residual and scale against the
-// reference, error feedback over steps).
+// measured over seeds), EF-SignSGD (residual and scale against the
+// reference, error feedback over steps) and SparseLoCo's 2-bit values
+// (CCLoco's bins, round-trip bounds, with top-k and error feedback).
 #include "kernels/cpu/Quantize.h"
 #include "kernels/Philox.h"
+#include "kernels/cpu/Compression.h"
 #include "tests/kernels/RandomVector.h"
 
 #include <gtest/gtest.h>
@@ -338,6 +340,170 @@ TEST(SignEncode, ErrorFeedbackKeepsWhatWasNotSent) {
     for (int64_t i = 0; i < n; ++i)
       ASSERT_NEAR(sentSum[i] + residual[i], gradSum[i], 1e-5) << "step " << step << " at " << i;
   }
+}
+
+// ---------------------------------------------------------------- 2-bit values
+
+struct TwoBitPayload {
+  std::vector<uint8_t> codes;
+  std::vector<float> table;
+  std::vector<float> unsent;
+};
+
+TwoBitPayload encodeTwoBit(const std::vector<float> &v) {
+  const int64_t k = static_cast<int64_t>(v.size());
+  TwoBitPayload p{std::vector<uint8_t>(cpu::twoBitCodeBytes(k), 0xEE),
+                  std::vector<float>(cpu::kTwoBitTableFloats, -7.f), std::vector<float>(k, -7.f)};
+  cpu::twoBitEncode(v.data(), k, p.codes.data(), p.table.data(), p.unsent.data());
+  return p;
+}
+
+int codeAt(const std::vector<uint8_t> &codes, int64_t j) {
+  return (codes[j / 4] >> (2 * (j % 4))) & 3;
+}
+
+// CCLoco's TopKCompressor._quantize with 4 bins and range 6 sigma, written
+// out (statistics in double), against the kernel's codes and table bit for
+// bit; then the round trip's bounds: each value decodes to its bin's mean,
+// so within the range of its bin's members, within one step in the interior
+// bins; the decoded values keep the sum; and the squared error is at most
+// the values' spread about their mean (bin means minimise it per bin).
+void expectTwoBit(const std::vector<float> &v) {
+  const int64_t k = static_cast<int64_t>(v.size());
+  SCOPED_TRACE("k " + std::to_string(k));
+  double sum = 0;
+  for (float x : v)
+    sum += x;
+  const float shift = static_cast<float>(sum / k);
+  double squares = 0;
+  for (float x : v)
+    squares += static_cast<double>(x - shift) * (x - shift);
+  const double sigma = k > 1 ? std::sqrt(squares / (k - 1)) : 0.0;
+  float step = static_cast<float>(6.0 * sigma / 4);
+  if (step == 0.f)
+    step = 1.f;
+  std::vector<int> code(k);
+  double binSum[4] = {}, binCount[4] = {}, binMin[4], binMax[4];
+  std::fill(binMin, binMin + 4, std::numeric_limits<double>::infinity());
+  std::fill(binMax, binMax + 4, -std::numeric_limits<double>::infinity());
+  for (int64_t j = 0; j < k; ++j) {
+    const float c = v[j] - shift;
+    code[j] = static_cast<int>(std::clamp(std::nearbyint(c / step + 2.f), 0.f, 3.f));
+    binSum[code[j]] += c;
+    binCount[code[j]] += 1;
+    binMin[code[j]] = std::min<double>(binMin[code[j]], v[j]);
+    binMax[code[j]] = std::max<double>(binMax[code[j]], v[j]);
+  }
+
+  const TwoBitPayload p = encodeTwoBit(v);
+  ASSERT_TRUE(sameBits(p.table[0], shift));
+  for (int b = 0; b < 4; ++b) {
+    const float want = binCount[b] > 0 ? static_cast<float>(binSum[b] / binCount[b]) : 0.f;
+    ASSERT_TRUE(sameBits(p.table[1 + b], want)) << "bin " << b;
+  }
+  for (int64_t j = 0; j < k; ++j)
+    ASSERT_EQ(codeAt(p.codes, j), code[j]) << "code " << j;
+  for (int64_t j = k; j < 4 * cpu::twoBitCodeBytes(k); ++j)
+    EXPECT_EQ(codeAt(p.codes, j), 0) << "padding " << j;
+
+  std::vector<float> decoded(k, -7.f);
+  cpu::twoBitDecode(p.codes.data(), p.table.data(), 1, k, decoded.data());
+  double decodedSum = 0, squaredError = 0, scaleOfValues = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    const int b = code[j];
+    ASSERT_TRUE(sameBits(decoded[j], p.table[1 + b] + shift)) << j;
+    ASSERT_TRUE(sameBits(p.unsent[j], v[j] - decoded[j])) << "unsent " << j;
+    const double slack = 4 * ulpOf(std::max(std::fabs(shift), std::fabs(decoded[j])));
+    EXPECT_GE(decoded[j], binMin[b] - slack) << j;
+    EXPECT_LE(decoded[j], binMax[b] + slack) << j;
+    if (b == 1 || b == 2) {
+      EXPECT_LE(std::fabs(decoded[j] - v[j]), step + slack) << j;
+    }
+    decodedSum += decoded[j];
+    squaredError += (static_cast<double>(decoded[j]) - v[j]) * (decoded[j] - v[j]);
+    scaleOfValues = std::max(scaleOfValues, std::fabs(static_cast<double>(v[j])));
+  }
+  EXPECT_NEAR(decodedSum, sum, 1e-6 * k * scaleOfValues);
+  EXPECT_LE(squaredError, squares * (1 + 1e-5) + 1e-30);
+}
+
+TEST(TwoBitEncode, MatchesCclocosQuantiserOnAwkwardSizes) {
+  for (int64_t k : {1, 2, 7, 97, 1000, 4099}) {
+    expectTwoBit(randomVector(k, 2201 + k));
+    // Top-k values: two clusters far from 0.
+    auto v = randomVector(k, 2301 + k, 0.5f, 1.f);
+    for (int64_t j = 0; j < k; j += 3)
+      v[j] = -v[j];
+    expectTwoBit(v);
+  }
+  expectTwoBit(std::vector<float>(13, 0.25f)); // sigma 0: step 1, all in bin 2
+}
+
+// One value decodes to itself (shift = v, bin 2 holds 0).
+TEST(TwoBitEncode, OneValueDecodesExactly) {
+  for (float x : {0.f, -3.5f, 1e-30f, 7e20f}) {
+    const auto p = encodeTwoBit({x});
+    float decoded = -7.f;
+    cpu::twoBitDecode(p.codes.data(), p.table.data(), 1, 1, &decoded);
+    EXPECT_EQ(decoded, x);
+    EXPECT_EQ(p.unsent[0], 0.f);
+  }
+}
+
+TEST(TwoBitEncode, ANanMakesEveryDecodedValueNan) {
+  auto v = randomVector(11, 2401);
+  v[4] = std::numeric_limits<float>::quiet_NaN();
+  const auto p = encodeTwoBit(v);
+  std::vector<float> decoded(11);
+  cpu::twoBitDecode(p.codes.data(), p.table.data(), 1, 11, decoded.data());
+  for (float x : decoded)
+    EXPECT_TRUE(std::isnan(x));
+}
+
+// SparseLoCo's exchange on three ranks: top-k of grad + residual, values to
+// 2 bits, what the 2 bits lost back into the residual; gathered payloads
+// decoded and scatter-added (mean, weight 1/3). Per rank, residual + decoded
+// = accumulated gradient (to the f32 rounding of v - decoded); the sum
+// against a double reference of the decoded pairs.
+TEST(TwoBitDecode, TopkWithTwoBitValuesAndErrorFeedback) {
+  const int64_t n = 4099, k = 97, ranks = 3;
+  const int64_t bytes = cpu::twoBitCodeBytes(k);
+  std::vector<int32_t> order(n), idx(ranks * k);
+  std::vector<float> val(k), unsent(k), decoded(ranks * k);
+  std::vector<uint8_t> codes(ranks * bytes);
+  std::vector<float> tables(ranks * cpu::kTwoBitTableFloats);
+  for (int64_t r = 0; r < ranks; ++r) {
+    auto g = randomVector(n, 2501 + r);
+    auto residual = randomVector(n, 2601 + r, -0.2f, 0.2f);
+    std::vector<float> acc(n);
+    for (int64_t i = 0; i < n; ++i)
+      acc[i] = g[i] + residual[i];
+    int32_t *rankIdx = idx.data() + r * k;
+    cpu::topkEncode(g.data(), residual.data(), n, k, order.data(), rankIdx, val.data());
+    cpu::twoBitEncode(val.data(), k, codes.data() + r * bytes,
+                      tables.data() + r * cpu::kTwoBitTableFloats, unsent.data());
+    ASSERT_EQ(cpu::scatterAddPairs(rankIdx, unsent.data(), k, 1.f, residual.data(), n), -1);
+    std::vector<float> mine(n, 0.f), mineDecoded(k);
+    cpu::twoBitDecode(codes.data() + r * bytes, tables.data() + r * cpu::kTwoBitTableFloats, 1, k,
+                      mineDecoded.data());
+    ASSERT_EQ(cpu::scatterAddPairs(rankIdx, mineDecoded.data(), k, 1.f, mine.data(), n), -1);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_NEAR(residual[i] + mine[i], acc[i], ulpOf(acc[i])) << "rank " << r << " at " << i;
+  }
+  cpu::twoBitDecode(codes.data(), tables.data(), ranks, k, decoded.data());
+  std::vector<double> want(n, 0.0);
+  for (int64_t r = 0; r < ranks; ++r)
+    for (int64_t j = 0; j < k; ++j) {
+      const float *table = tables.data() + r * cpu::kTwoBitTableFloats;
+      const float d = table[1 + codeAt(codes, r * 4 * bytes + j)] + table[0];
+      ASSERT_TRUE(sameBits(decoded[r * k + j], d)) << "rank " << r << ", value " << j;
+      want[idx[r * k + j]] += d / 3.0;
+    }
+  std::vector<float> out(n, 0.f);
+  ASSERT_EQ(cpu::scatterAddPairs(idx.data(), decoded.data(), ranks * k, 1.f / 3.f, out.data(), n),
+            -1);
+  for (int64_t i = 0; i < n; ++i)
+    EXPECT_NEAR(out[i], want[i], 1e-6) << i;
 }
 
 } // namespace

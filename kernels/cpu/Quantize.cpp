@@ -1,0 +1,169 @@
+// Quantising gradient codecs on the CPU (see Quantize.h).
+#include "kernels/cpu/Quantize.h"
+
+#include "kernels/Philox.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace sbpflow::cpu {
+
+namespace {
+
+// Bit 30 of the counter's second word: QSGD's draws never meet dropout's
+// (which has the index's high word there, < 2^30 for any real tensor) nor
+// initialisation's (bit 31).
+constexpr uint32_t kQsgdStream = 0x40000000u;
+
+} // namespace
+
+void qsgdEncode(const float *grad, int64_t n, int levels, int64_t bucket, uint64_t seed,
+                uint64_t step, uint8_t *codes, float *norms) {
+  const float s = static_cast<float>(levels);
+  const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  const uint32_t c2 = static_cast<uint32_t>(step), c3 = static_cast<uint32_t>(step >> 32);
+  PhiloxBlock draw{};
+  int64_t drawBlock = -1;
+  for (int64_t begin = 0, b = 0; begin < n; begin += bucket, ++b) {
+    const int64_t end = std::min(n, begin + bucket);
+    double squares = 0.0;
+    for (int64_t i = begin; i < end; ++i)
+      squares += static_cast<double>(grad[i]) * grad[i];
+    // Rounded from double, the norm is >= every |v_i| of its bucket (both
+    // roundings are monotone), so r <= s below.
+    const float norm = static_cast<float>(std::sqrt(squares));
+    norms[b] = norm;
+    const bool quantise = norm > 0.f && std::isfinite(norm);
+    for (int64_t i = begin; i < end; ++i) {
+      const float v = grad[i];
+      int level = 0;
+      if (quantise) {
+        const float r = std::min(std::fabs(v) / norm * s, s);
+        const float floor = std::floor(r);
+        if (i >> 2 != drawBlock) {
+          drawBlock = i >> 2;
+          const uint64_t c = static_cast<uint64_t>(drawBlock);
+          draw = philox4x32_10(static_cast<uint32_t>(c),
+                               static_cast<uint32_t>(c >> 32) | kQsgdStream, c2, c3, k0, k1);
+        }
+        const float u = static_cast<float>(draw.word[i & 3] >> 8) * 0x1p-24f;
+        level = std::min(static_cast<int>(floor) + (u < r - floor ? 1 : 0), levels);
+      }
+      codes[i] = static_cast<uint8_t>((v < 0.f ? 0x80 : 0) | level);
+    }
+  }
+}
+
+void qsgdDecode(const uint8_t *codes, const float *norms, int64_t ranks, int64_t n, int levels,
+                int64_t bucket, float weight, float *out) {
+  const float s = static_cast<float>(levels);
+  const int64_t buckets = qsgdBucketCount(n, bucket);
+  for (int64_t r = 0; r < ranks; ++r) {
+    const uint8_t *rankCodes = codes + r * n;
+    for (int64_t begin = 0, b = 0; begin < n; begin += bucket, ++b) {
+      const int64_t end = std::min(n, begin + bucket);
+      const float unit = norms[r * buckets + b] / s;
+      for (int64_t i = begin; i < end; ++i) {
+        const uint8_t c = rankCodes[i];
+        float q = unit * static_cast<float>(c & 0x7f);
+        if (c & 0x80)
+          q = -q;
+        out[i] += weight * q;
+      }
+    }
+  }
+}
+
+void signEncode(const float *grad, float *residual, int64_t n, uint8_t *codes, float *scale) {
+  double l1 = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    residual[i] += grad[i];
+    l1 += std::fabs(static_cast<double>(residual[i]));
+  }
+  const float sc = static_cast<float>(l1 / static_cast<double>(n));
+  *scale = sc;
+  for (int64_t byte = 0; byte < signCodeBytes(n); ++byte) {
+    uint8_t bits = 0;
+    const int64_t end = std::min(n, 8 * byte + 8);
+    for (int64_t i = 8 * byte; i < end; ++i) {
+      if (residual[i] < 0.f) {
+        bits |= static_cast<uint8_t>(1u << (i - 8 * byte));
+        residual[i] -= -sc;
+      } else {
+        residual[i] -= sc;
+      }
+    }
+    codes[byte] = bits;
+  }
+}
+
+void signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_t n, float weight,
+                float *out) {
+  const int64_t bytes = signCodeBytes(n);
+  for (int64_t r = 0; r < ranks; ++r) {
+    const uint8_t *rankCodes = codes + r * bytes;
+    const float sc = scales[r];
+    for (int64_t i = 0; i < n; ++i) {
+      const bool negative = (rankCodes[i >> 3] >> (i & 7)) & 1;
+      out[i] += weight * (negative ? -sc : sc);
+    }
+  }
+}
+
+void twoBitEncode(const float *val, int64_t k, uint8_t *codes, float *table, float *unsent,
+                  float rangeInSigmas) {
+  double sum = 0.0;
+  for (int64_t j = 0; j < k; ++j)
+    sum += val[j];
+  const float shift = static_cast<float>(sum / static_cast<double>(k));
+  double squares = 0.0;
+  for (int64_t j = 0; j < k; ++j) {
+    const double c = val[j] - shift;
+    squares += c * c;
+  }
+  const double sigma = k > 1 ? std::sqrt(squares / static_cast<double>(k - 1)) : 0.0;
+  float step = static_cast<float>(rangeInSigmas * sigma / kTwoBitBins);
+  if (!(step > 0.f) || !std::isfinite(step))
+    step = 1.f;
+
+  auto codeOf = [&](int64_t j) {
+    const float x = std::nearbyint((val[j] - shift) / step + kTwoBitBins / 2);
+    // A NaN compares false: code 0 (its decoded value is NaN through shift).
+    return x >= kTwoBitBins - 1 ? kTwoBitBins - 1 : x >= 1.f ? static_cast<int>(x) : 0;
+  };
+  double binSum[kTwoBitBins] = {}, binCount[kTwoBitBins] = {};
+  for (int64_t byte = 0; byte < twoBitCodeBytes(k); ++byte) {
+    uint8_t bits = 0;
+    const int64_t end = std::min(k, 4 * byte + 4);
+    for (int64_t j = 4 * byte; j < end; ++j) {
+      const int code = codeOf(j);
+      bits |= static_cast<uint8_t>(code << (2 * (j - 4 * byte)));
+      binSum[code] += val[j] - shift;
+      binCount[code] += 1.0;
+    }
+    codes[byte] = bits;
+  }
+  table[0] = shift;
+  for (int b = 0; b < kTwoBitBins; ++b)
+    table[1 + b] = binCount[b] > 0 ? static_cast<float>(binSum[b] / binCount[b]) : 0.f;
+
+  if (unsent)
+    for (int64_t j = 0; j < k; ++j) {
+      const int code = (codes[j >> 2] >> (2 * (j & 3))) & 3;
+      unsent[j] = val[j] - (table[1 + code] + shift);
+    }
+}
+
+void twoBitDecode(const uint8_t *codes, const float *tables, int64_t ranks, int64_t k, float *val) {
+  const int64_t bytes = twoBitCodeBytes(k);
+  for (int64_t r = 0; r < ranks; ++r) {
+    const uint8_t *rankCodes = codes + r * bytes;
+    const float *table = tables + r * kTwoBitTableFloats;
+    for (int64_t j = 0; j < k; ++j) {
+      const int code = (rankCodes[j >> 2] >> (2 * (j & 3))) & 3;
+      val[r * k + j] = table[1 + code] + table[0];
+    }
+  }
+}
+
+} // namespace sbpflow::cpu

@@ -65,4 +65,11 @@ Communicator *CommGroups::get(int placement, int hierarchyDim) const {
   return it == groups_.end() ? nullptr : it->second.get();
 }
 
+uint64_t CommGroups::sentBytes() const {
+  uint64_t total = 0;
+  for (const auto &[key, comm] : groups_)
+    total += comm->sentBytes();
+  return total;
+}
+
 } // namespace sbpflow

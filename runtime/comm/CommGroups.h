@@ -42,6 +42,9 @@ public:
                                                        const std::string &host = "");
   // Null when this rank is not in the placement or the group has one rank.
   Communicator *get(int placement, int hierarchyDim) const;
+  // The payload bytes this rank has sent over all its groups
+  // (Communicator::sentBytes).
+  uint64_t sentBytes() const;
 
 private:
   std::map<std::pair<int, int>, std::unique_ptr<Communicator>> groups_;

@@ -7,6 +7,7 @@
 #include "runtime/Status.h"
 #include "runtime/plan/plan_generated.h"
 
+#include <atomic>
 #include <cstdint>
 
 namespace sbpflow {
@@ -68,6 +69,21 @@ public:
   // enqueued on the communicator's stream.
   virtual Status send(const void *buf, int64_t count, plan::DType type, int peer) = 0;
   virtual Status recv(void *buf, int64_t count, plan::DType type, int peer) = 0;
+
+  // The payload bytes this rank has put on the wire since it connected,
+  // over every call that succeeded: what the algorithm each implementation
+  // runs sends from this rank, not the size of the result. Each
+  // implementation states its rule per operation; a group of one sends
+  // nothing. Not counted: transport framing (Gloo's 48-byte preambles and
+  // ready notices, TCP/IP headers), GlooCommunicator's 16-byte send/recv
+  // headers, NCCL's protocol flags. Safe to read from another thread.
+  uint64_t sentBytes() const { return sentBytes_.load(std::memory_order_relaxed); }
+
+protected:
+  void countSent(uint64_t bytes) { sentBytes_.fetch_add(bytes, std::memory_order_relaxed); }
+
+private:
+  std::atomic<uint64_t> sentBytes_{0};
 };
 
 } // namespace sbpflow

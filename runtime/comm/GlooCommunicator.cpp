@@ -168,6 +168,43 @@ std::string typeName(int64_t type) {
                                                    : "type " + std::to_string(type);
 }
 
+// The bytes rank `rank` of `size` sends in gloo::allreduce's ring
+// (gloo/allreduce.cc, the default algorithm) on `bytes` bytes of elements
+// of `elementSize`: the buffer is cut into numSegments = size * S segments
+// of segmentBytes (the last ones short or empty), chunk c being segments
+// [c*S, (c+1)*S). Its reduce-scatter sends every chunk but chunk `rank`,
+// its all-gather every chunk but chunk `rank - 1`, one segment per message.
+uint64_t ringAllReduceSent(uint64_t bytes, uint64_t elementSize, int rank, int size) {
+  const uint64_t n = static_cast<uint64_t>(size);
+  const uint64_t maxSegment =
+      elementSize *
+      std::max<uint64_t>(1, gloo::detail::AllreduceOptionsImpl::kMaxSegmentSize / elementSize);
+  auto roundUp = [](uint64_t x, uint64_t m) { return (x + m - 1) / m * m; };
+  const uint64_t numSegments = roundUp(std::max((bytes + maxSegment - 1) / maxSegment, 2 * n), n);
+  const uint64_t perRank = numSegments / n;
+  const uint64_t segmentBytes = roundUp((bytes + numSegments - 1) / numSegments, elementSize);
+  auto chunkBytes = [&](uint64_t c) {
+    const uint64_t begin = std::min(bytes, c * perRank * segmentBytes);
+    const uint64_t end = std::min(bytes, (c + 1) * perRank * segmentBytes);
+    return end - begin;
+  };
+  const uint64_t r = static_cast<uint64_t>(rank);
+  return (bytes - chunkBytes(r)) + (bytes - chunkBytes((r + n - 1) % n));
+}
+
+// The number of ranks that rank `rank` sends to in gloo::broadcast's
+// binomial tree rooted at `root` (gloo/broadcast.cc): virtual rank
+// v = rank - root sends to v + 2^i for every 2^i > v with v + 2^i < size.
+uint64_t broadcastChildren(int rank, int size, int root) {
+  const uint64_t n = static_cast<uint64_t>(size);
+  const uint64_t v = (static_cast<uint64_t>(rank) + n - static_cast<uint64_t>(root)) % n;
+  uint64_t children = 0;
+  for (uint64_t step = 1; step < n; step <<= 1)
+    if (step > v && v + step < n)
+      ++children;
+  return children;
+}
+
 } // namespace
 
 GlooCommunicator::GlooCommunicator(std::shared_ptr<gloo::Context> context, std::string name)
@@ -245,6 +282,8 @@ Status GlooCommunicator::allReduce(void *buf, int64_t count, plan::DType type, R
     });
     opts.setTag(tag);
     gloo::allreduce(opts);
+    countSent(ringAllReduceSent(static_cast<uint64_t>(count) * dtypeSize(type), dtypeSize(type),
+                                context_->rank, context_->size));
   });
 }
 
@@ -270,6 +309,11 @@ Status GlooCommunicator::allGather(const void *send, void *recv, const int64_t *
     opts.setOutput(static_cast<uint8_t *>(recv), counts);
     opts.setTag(tag);
     gloo::allgatherv(opts);
+    // A ring: this rank forwards every block but the next rank's.
+    uint64_t total = 0;
+    for (size_t c : counts)
+      total += c;
+    countSent(total - counts[(me + 1) % n]);
   });
 }
 
@@ -301,6 +345,7 @@ Status GlooCommunicator::allToAll(const void *send, const int64_t *sendCounts, v
     opts.setOutput(outTotal ? static_cast<uint8_t *>(recv) : &dummyOut, out);
     opts.setTag(tag);
     gloo::alltoallv(opts);
+    countSent(static_cast<uint64_t>(inTotal - in[context_->rank]));
   });
 }
 
@@ -344,6 +389,8 @@ Status GlooCommunicator::broadcast(void *buf, int64_t count, plan::DType type, i
     opts.setRoot(root);
     opts.setTag(tag);
     gloo::broadcast(opts);
+    countSent(broadcastChildren(context_->rank, context_->size, root) *
+              static_cast<uint64_t>(count) * dtypeSize(type));
   });
 }
 
@@ -409,6 +456,7 @@ Status GlooCommunicator::transfer(bool outgoing, void *buf, int64_t count, plan:
       payload->send(peer, slot);
       if (!payload->waitSend(timeout))
         throw std::runtime_error("the send was aborted");
+      countSent(static_cast<uint64_t>(count) * dtypeSize(type));
     } else {
       payload->recv(peer, slot);
       if (!payload->waitRecv(timeout))

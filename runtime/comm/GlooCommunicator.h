@@ -32,6 +32,19 @@ public:
 
   int rank() const override;
   int size() const override;
+  // sentBytes(), per call on B bytes (n ranks, this is rank r), the rules of
+  // the Debian Gloo's algorithms (gloo/*.cc at 5b14351):
+  // - allReduce: gloo::allreduce's ring. With n = 2 each rank sends B;
+  //   generally (B - chunk r) + (B - chunk r-1), chunks of whole segments
+  //   (at most 1 MiB, at least 2 per rank), so the ranks together send
+  //   2(n-1)B.
+  // - allGather: gloo::allgatherv's ring: every rank's block but rank
+  //   r+1's (total - block r+1).
+  // - allToAll: gloo::alltoallv, direct: every chunk but its own.
+  // - reduceScatter: that all-to-all of chunks: total - chunk r.
+  // - broadcast: gloo::broadcast's binomial tree: B per child, the root
+  //   having ceil(log2 n) children at most; n-1 sends in all.
+  // - send: B (the 16-byte header not counted); recv: nothing.
   // BF16 sums: Gloo has no bf16 type; its ring adds pairs in f32 and rounds
   // at every hop. reduceScatter adds the chunks it received in f32 and
   // rounds once.

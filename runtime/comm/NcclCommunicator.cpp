@@ -51,6 +51,17 @@ void *at(void *p, int64_t offset, plan::DType type) {
   return static_cast<char *>(p) + offset * static_cast<int64_t>(dtypeSize(type));
 }
 
+uint64_t bytesOf(int64_t count, plan::DType type) {
+  return count > 0 ? static_cast<uint64_t>(count) * dtypeSize(type) : 0;
+}
+
+uint64_t totalBytes(const int64_t *counts, int n, plan::DType type) {
+  uint64_t total = 0;
+  for (int r = 0; r < n; ++r)
+    total += bytesOf(counts[r], type);
+  return total;
+}
+
 bool allEqual(const int64_t *counts, int n) {
   for (int r = 1; r < n; ++r)
     if (counts[r] != counts[0])
@@ -206,8 +217,13 @@ Status NcclCommunicator::checkPeer(const char *op, int peer) const {
 Status NcclCommunicator::allReduce(void *buf, int64_t count, plan::DType type, ReduceOp op) {
   if (Status s = usable("all-reduce", type); !s)
     return s;
-  return settle("all-reduce", ncclAllReduce(buf, buf, static_cast<size_t>(count), ncclType(type),
-                                            ncclOp(op), comm_, stream_));
+  Status s = settle("all-reduce", ncclAllReduce(buf, buf, static_cast<size_t>(count),
+                                                ncclType(type), ncclOp(op), comm_, stream_));
+  if (s && size_ > 1) {
+    const uint64_t n = static_cast<uint64_t>(size_);
+    countSent(2 * (n - 1) * bytesOf(count, type) / n);
+  }
+  return s;
 }
 
 Status NcclCommunicator::allGather(const void *send, void *recv, const int64_t *recvCounts,
@@ -215,9 +231,16 @@ Status NcclCommunicator::allGather(const void *send, void *recv, const int64_t *
   if (Status s = usable("all-gather", type); !s)
     return s;
   const ncclDataType_t t = ncclType(type);
+  // Even or as one broadcast per rank, the ring forwards every block but
+  // that of the next rank in the ring (rank r+1 where the ring is in rank
+  // order).
+  const uint64_t sent = size_ > 1 ? totalBytes(recvCounts, size_, type) -
+                                        bytesOf(recvCounts[(rank_ + 1) % size_], type)
+                                  : 0;
   if (allEqual(recvCounts, size_))
-    return settle("all-gather",
-                  ncclAllGather(send, recv, static_cast<size_t>(recvCounts[0]), t, comm_, stream_));
+    return counted(
+        sent, settle("all-gather", ncclAllGather(send, recv, static_cast<size_t>(recvCounts[0]), t,
+                                                 comm_, stream_)));
   if (Status s = settle("group start", ncclGroupStart()); !s)
     return s;
   int64_t offset = 0;
@@ -232,7 +255,7 @@ Status NcclCommunicator::allGather(const void *send, void *recv, const int64_t *
     }
     offset += recvCounts[r];
   }
-  return settle("all-gather (group end)", ncclGroupEnd());
+  return counted(sent, settle("all-gather (group end)", ncclGroupEnd()));
 }
 
 Status NcclCommunicator::reduceScatter(const void *send, void *recv, const int64_t *recvCounts,
@@ -240,10 +263,14 @@ Status NcclCommunicator::reduceScatter(const void *send, void *recv, const int64
   if (Status s = usable("reduce-scatter", type); !s)
     return s;
   const ncclDataType_t t = ncclType(type);
+  // The ring's reduce-scatter, or one ring reduce per root (every rank but
+  // the root sends its block): every block but this rank's.
+  const uint64_t sent =
+      size_ > 1 ? totalBytes(recvCounts, size_, type) - bytesOf(recvCounts[rank_], type) : 0;
   if (allEqual(recvCounts, size_))
-    return settle("reduce-scatter",
-                  ncclReduceScatter(send, recv, static_cast<size_t>(recvCounts[0]), t, ncclOp(op),
-                                    comm_, stream_));
+    return counted(sent, settle("reduce-scatter",
+                                ncclReduceScatter(send, recv, static_cast<size_t>(recvCounts[0]), t,
+                                                  ncclOp(op), comm_, stream_)));
   if (Status s = settle("group start", ncclGroupStart()); !s)
     return s;
   int64_t offset = 0;
@@ -258,7 +285,7 @@ Status NcclCommunicator::reduceScatter(const void *send, void *recv, const int64
     }
     offset += recvCounts[r];
   }
-  return settle("reduce-scatter (group end)", ncclGroupEnd());
+  return counted(sent, settle("reduce-scatter (group end)", ncclGroupEnd()));
 }
 
 Status NcclCommunicator::allToAll(const void *send, const int64_t *sendCounts, void *recv,
@@ -284,7 +311,9 @@ Status NcclCommunicator::allToAll(const void *send, const int64_t *sendCounts, v
     sendOffset += sendCounts[r];
     recvOffset += recvCounts[r];
   }
-  return settle("all-to-all (group end)", ncclGroupEnd());
+  // Direct sends: every chunk but this rank's own.
+  const uint64_t sent = totalBytes(sendCounts, size_, type) - bytesOf(sendCounts[rank_], type);
+  return counted(sent, settle("all-to-all (group end)", ncclGroupEnd()));
 }
 
 Status NcclCommunicator::broadcast(void *buf, int64_t count, plan::DType type, int root) {
@@ -293,8 +322,11 @@ Status NcclCommunicator::broadcast(void *buf, int64_t count, plan::DType type, i
   if (root < 0 || root >= size_)
     return Status::error(name_ + ": NCCL broadcast from root " + std::to_string(root) +
                          ", not a rank of a group of " + std::to_string(size_));
-  return settle("broadcast", ncclBroadcast(buf, buf, static_cast<size_t>(count), ncclType(type),
-                                           root, comm_, stream_));
+  // The ring from the root: every rank but the ring's last, rank root-1
+  // where the ring is in rank order, forwards the buffer.
+  const uint64_t sent = size_ > 1 && rank_ != (root + size_ - 1) % size_ ? bytesOf(count, type) : 0;
+  return counted(sent, settle("broadcast", ncclBroadcast(buf, buf, static_cast<size_t>(count),
+                                                         ncclType(type), root, comm_, stream_)));
 }
 
 template <class Call>
@@ -308,9 +340,10 @@ Status NcclCommunicator::withPeer(const char *op, const char *toPeer, int peer, 
 }
 
 Status NcclCommunicator::send(const void *buf, int64_t count, plan::DType type, int peer) {
-  return withPeer("send", "send to", peer, type, [&] {
-    return ncclSend(buf, static_cast<size_t>(count), ncclType(type), peer, comm_, stream_);
-  });
+  return counted(bytesOf(count, type), withPeer("send", "send to", peer, type, [&] {
+                   return ncclSend(buf, static_cast<size_t>(count), ncclType(type), peer, comm_,
+                                   stream_);
+                 }));
 }
 
 Status NcclCommunicator::recv(void *buf, int64_t count, plan::DType type, int peer) {

@@ -38,6 +38,14 @@ public:
   cudaStream_t stream() const { return stream_; }
   void *deviceStream() const override { return stream_; }
 
+  // sentBytes() counts a call once it is enqueued, by the volumes of NCCL's
+  // ring algorithms (the ring's count, taking the ring in rank order; NCCL
+  // may pick a tree or another ring order, and moves the same bytes in
+  // total but not always per rank), per call on B bytes (n ranks, rank r):
+  // allReduce 2(n-1)B/n; allGather every block but rank r+1's;
+  // reduceScatter every block but rank r's; allToAll every chunk but its
+  // own; broadcast B, except on rank root-1 (the ring's last), which sends
+  // nothing; send B; recv nothing.
   // BF16 reduces natively (ncclBfloat16), I32 and U8 as ncclInt32 and
   // ncclUint8.
   Status allReduce(void *buf, int64_t count, plan::DType type, ReduceOp op) override;
@@ -66,6 +74,12 @@ public:
 private:
   NcclCommunicator(ncclComm *comm, int rank, int size, cudaStream_t stream, std::string name);
   Status check(const char *op, int result);
+  // `s`, having counted `bytes` as sent where it is ok.
+  Status counted(uint64_t bytes, Status s) {
+    if (s)
+      countSent(bytes);
+    return s;
+  }
   // Non-blocking communicators may return ncclInProgress from a call: wait
   // until the call is enqueued (or failed).
   Status settle(const char *op, int result);

@@ -176,6 +176,18 @@ template <plan::DType D> void typedCollectives(int ranks, int64_t total) {
             << what << "allToAll from " << q;
     }
     EXPECT_EQ(bc.download(), values<D>(ranks - 1, total)) << what << "broadcast";
+    // The ring's counts (NcclCommunicator.h), B = total bytes, n ranks: three
+    // all-reduces of 2(n-1)B/n; three reduce-scatters, the all-to-all and the
+    // all-gather send all but one block; the broadcast from rank n-1 is
+    // forwarded by every rank but n-2. A group of one sends nothing.
+    const uint64_t n = static_cast<uint64_t>(ranks), es = sizeof(T);
+    const uint64_t bytes = static_cast<uint64_t>(total) * es;
+    const uint64_t ownBytes = static_cast<uint64_t>(counts[r]) * es;
+    const uint64_t next = static_cast<uint64_t>(counts[(r + 1) % ranks]) * es;
+    const uint64_t expected = ranks == 1 ? 0
+                                         : 3 * (2 * (n - 1) * bytes / n) + 4 * (bytes - ownBytes) +
+                                               (bytes - next) + (r == ranks - 2 ? 0 : bytes);
+    EXPECT_EQ(comm.sentBytes(), expected) << what << "sentBytes";
   });
 }
 

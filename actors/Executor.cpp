@@ -128,6 +128,7 @@ public:
     return readOutputAs(program, name, plan::DType::I32, values);
   }
   Status writeTrace(const std::string &path) const override;
+  uint64_t sentBytes() const override { return comms_ ? comms_->sentBytes() : 0; }
 
 private:
   std::string rank() const { return "rank " + std::to_string(options_.globalRank); }

@@ -56,6 +56,10 @@ public:
   using StepCallback = std::function<void(int64_t batch, const std::vector<double> &metrics)>;
   virtual Status run(const std::string &program, DataSource *data, int64_t epoch,
                      int64_t firstBatch, int64_t count, const StepCallback &onStep) = 0;
+  // The payload bytes this rank's communicators have sent so far, over every
+  // run (Communicator::sentBytes; 0 without communicators): a run's bytes
+  // are the difference across it.
+  virtual uint64_t sentBytes() const = 0;
 
   // A checkpoint is saved in two phases, so that it appears whole or not at
   // all (runtime/checkpoint/Checkpoint.h). Phase 1, on every rank of the

@@ -43,7 +43,9 @@ struct WorkerRecord {
   std::vector<ProgramInfo> programs;
   int64_t nextEpoch = 0, nextBatch = 0; // where a resumed checkpoint's data continues
   int64_t maxRssKb = 0;
-  int64_t stepsReported = 0; // in the current chunk
+  int64_t stepsReported = 0;   // in the current chunk
+  uint64_t chunkSentBytes = 0; // communicator payload bytes sent in the current chunk
+  uint64_t trainSentBytes = 0; // over every train chunk of the job
 };
 
 // Per-step metric values waiting for the slower ranks.
@@ -246,6 +248,7 @@ private:
             return;
           workers_[d.rank].chunkDone = true;
           workers_[d.rank].maxRssKb = std::max(workers_[d.rank].maxRssKb, d.maxRssKb);
+          workers_[d.rank].chunkSentBytes = d.sentBytes;
         },
         [&](WorkerError &e) {
           // A rank's error is often the echo of a peer that died (Gloo sees
@@ -477,6 +480,7 @@ private:
     for (auto &w : workers_) {
       w.chunkDone = false;
       w.stepsReported = 0;
+      w.chunkSentBytes = 0;
       self_->send(w.actor, RunChunk{program.name, epoch, firstBatch, count});
     }
     Status s = pumpUntil(
@@ -560,6 +564,8 @@ private:
         return s;
       trainSeconds += std::chrono::duration<double>(Clock::now() - epochStart).count();
       trainSteps += count;
+      for (auto &w : workers_)
+        w.trainSentBytes += w.chunkSentBytes;
       next_ = first + count >= batches ? checkpoint::DataPosition{epoch + 1, 0}
                                        : checkpoint::DataPosition{epoch, first + count};
       if (epoch == firstEpoch && report && count > warmup && warmup > 0)
@@ -626,8 +632,12 @@ private:
       report->trainSteps = trainSteps;
       report->meanStepSeconds = trainSteps > 0 ? trainSeconds / trainSteps : 0;
       report->peakRssKb.clear();
-      for (const auto &w : workers_)
+      report->sentBytesPerStep.clear();
+      for (const auto &w : workers_) {
         report->peakRssKb.push_back(w.maxRssKb);
+        report->sentBytesPerStep.push_back(
+            trainSteps > 0 ? static_cast<double>(w.trainSentBytes) / trainSteps : 0.0);
+      }
     }
     return Status::ok();
   }
@@ -777,6 +787,8 @@ Status writeBenchJson(const std::string &path, const RunOptions &options, const 
   list(r.testAccuracy, 1.0);
   out << ",\"peak_rss_mb_per_rank\":";
   list(r.peakRssKb, 1.0 / 1024);
+  out << ",\"sent_bytes_per_step\":" << std::setprecision(15); // whole bytes, to 1e15
+  list(r.sentBytesPerStep, 1.0);
   out << "}\n";
   out.close();
   if (!out)

@@ -64,7 +64,8 @@ struct RunOptions {
   std::string traceDir;
   int64_t traceSteps = 100;
   // Non-empty: once the job succeeded, write the JobReport here as one JSON
-  // line (bench/ reads it: step time, losses, peak memory per rank).
+  // line (bench/ reads it: step time, losses, peak memory and sent bytes per
+  // train step per rank).
   std::string benchJson;
 
   // Registration and rendezvous must finish within this bound.
@@ -88,6 +89,10 @@ struct JobReport {
   double meanStepSeconds = 0;     // driver wall time per train step
   double steadyStepSeconds = 0;   // first epoch, after min(10, steps/5) warm-up steps
   std::vector<int64_t> peakRssKb; // per rank (getrusage maxrss)
+  // Per rank: the payload bytes its communicators sent (Communicator.h's
+  // rules) over the train steps of the job, divided by their number. Eval
+  // steps are not counted: they are not steps of training.
+  std::vector<double> sentBytesPerStep;
   int64_t trainSteps = 0;
 };
 

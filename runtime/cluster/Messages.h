@@ -25,7 +25,7 @@ using shutdown_atom = caf::atom_constant<caf::atom("scshutdown")>;
 
 // The version of this protocol: a driver and a node daemon that disagree
 // refuse each other with a message naming both versions.
-constexpr int32_t kProtocolVersion = 4;
+constexpr int32_t kProtocolVersion = 5;
 
 // Worker -> driver, first message: who and where this worker is.
 struct RegisterWorker {
@@ -205,10 +205,12 @@ struct ChunkDone {
   int32_t rank = 0;
   int64_t steps = 0;
   double seconds = 0;
-  int64_t maxRssKb = 0; // getrusage(RUSAGE_SELF).ru_maxrss
+  int64_t maxRssKb = 0;   // getrusage(RUSAGE_SELF).ru_maxrss
+  uint64_t sentBytes = 0; // payload bytes this rank's communicators sent in the chunk
 };
 template <class Inspector> typename Inspector::result_type inspect(Inspector &f, ChunkDone &x) {
-  return f(caf::meta::type_name("sbpflow.ChunkDone"), x.rank, x.steps, x.seconds, x.maxRssKb);
+  return f(caf::meta::type_name("sbpflow.ChunkDone"), x.rank, x.steps, x.seconds, x.maxRssKb,
+           x.sentBytes);
 }
 
 // Worker -> driver: anything failed; the message names rank, task and op.

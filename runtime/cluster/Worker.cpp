@@ -174,6 +174,7 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
         [&](RunChunk &c) {
           work->post([&, c] {
             auto start = std::chrono::steady_clock::now();
+            const uint64_t sentBefore = backend.sentBytes();
             int64_t steps = 0;
             Status s = guarded(rank, [&] {
               return backend.run(c, [&](int64_t batch, const std::vector<double> &metrics) {
@@ -186,7 +187,8 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
             if (!s)
               caf::anon_send(driverActor, WorkerError{rank, s.message()});
             else
-              caf::anon_send(driverActor, ChunkDone{rank, steps, secs, maxRssKb()});
+              caf::anon_send(driverActor, ChunkDone{rank, steps, secs, maxRssKb(),
+                                                    backend.sentBytes() - sentBefore});
           });
         },
         [&](SaveCheckpoint &p) {

@@ -30,6 +30,9 @@ public:
                                                      const WorkerSettings &settings) = 0;
   using StepCallback = std::function<void(int64_t batch, const std::vector<double> &metrics)>;
   virtual Status run(const RunChunk &chunk, const StepCallback &onStep) = 0;
+  // The payload bytes this rank's communicators have sent so far
+  // (Executor::sentBytes): ChunkDone carries the difference across a run.
+  virtual uint64_t sentBytes() const = 0;
   // Phase 1 of a checkpoint (SaveCheckpoint): writes this rank's shards of
   // every variable into the staging directory of save `generation` of `dir`
   // and returns what it wrote.

@@ -99,6 +99,7 @@ public:
     return checkpoint::publish(staging, dir, generation);
   }
   checkpoint::DataPosition resumedAt() const override { return {}; }
+  uint64_t sentBytes() const override { return 0; } // no communicators
 
   Status writeTrace() override {
     return Status::error("rank " + std::to_string(rank_) + ": the fake worker records no trace");

@@ -126,6 +126,7 @@ public:
     DataSource *data = chunk.program == "eval" ? test_.get() : train_.get();
     return executor_->run(chunk.program, data, chunk.epoch, chunk.firstBatch, chunk.count, onStep);
   }
+  uint64_t sentBytes() const override { return executor_ ? executor_->sentBytes() : 0; }
 
   StatusOr<std::vector<checkpoint::ShardRecord>>
   writeCheckpointShards(const std::string &dir, uint64_t generation) override {

@@ -20,6 +20,10 @@ kernel thread each:
   counter, so TCP/IP headers, CAF heartbeats and progress messages included),
   measured as the difference between an S-step and an S/3-step run so job
   set-up and evaluation cancel out; the mean over the nodes;
+- counted/step: the payload bytes each rank's communicators counted per train
+  step (the report's sent_bytes_per_step, runtime/comm/Communicator.h's
+  rules: no headers, no CAF), the mean over the ranks; sent/step minus
+  counted/step is the framing and control traffic;
 - wire time: sent/step at the cap's rate, the least time the link needs.
 
 On a 2-core machine N = 2 gives each rank a core of its own; more nodes
@@ -98,7 +102,8 @@ def wait_listening(log, timeout=10):
 
 
 def on_nodes(build, model, plan, nodes, cap, steps, repeat, tmp, tag):
-    """(median step ms, mean bytes sent per node per step) of the plan on `nodes` daemons."""
+    """(median step ms, mean bytes sent per node per step, mean bytes counted by each rank's
+    communicators per step) of the plan on `nodes` daemons."""
     secret = os.path.join(tmp, "secret")
     with open(secret, "w") as f:
         f.write(os.urandom(32).hex())
@@ -122,15 +127,17 @@ def on_nodes(build, model, plan, nodes, cap, steps, repeat, tmp, tag):
             return [b - a for a, b in zip(before, tx_bytes(cluster))]
 
         short = max(1, steps // 3)
-        times, per_step = [], []
+        times, per_step, counted = [], [], []
         for r in range(repeat):
             out = os.path.join(tmp, f"{tag}-{r}.json")
             sent_long = job(steps, out)
-            times.append(read_json(out)["step_ms"])
+            report = read_json(out)
+            times.append(report["step_ms"])
+            counted.append(statistics.mean(report["sent_bytes_per_step"]))
             sent_short = job(short, os.path.join(tmp, f"{tag}-short.json"))
             per_step.append(statistics.mean(
                 (lo - sh) / (steps - short) for lo, sh in zip(sent_long, sent_short)))
-        return statistics.median(times), statistics.median(per_step)
+        return statistics.median(times), statistics.median(per_step), statistics.median(counted)
 
 
 def rate_bits(cap):
@@ -178,22 +185,23 @@ def main():
                   file=sys.stderr)
             for cap in caps:
                 tag = f"bench{len(rows)}x"  # a namespace name holds 15 characters
-                step, sent = on_nodes(build, model, dp_plan, args.nodes, cap, args.steps,
+                step, sent, counted = on_nodes(build, model, dp_plan, args.nodes, cap, args.steps,
                                       args.repeat, tmp, tag)
                 wire = sent * 8 / rate_bits(cap) * 1e3 if rate_bits(cap) else None
                 print(f"{model} at {cap}: step {step:.2f} ms, {sent / 1e6:.3f} MB sent per node "
-                      f"per step", file=sys.stderr)
-                rows.append((model, cap, step, compute, sent, wire))
+                      f"per step ({counted / 1e6:.3f} MB counted)", file=sys.stderr)
+                rows.append((model, cap, step, compute, sent, counted, wire))
 
     print(f"\n{args.nodes} nodes x 1 rank (1 thread each), data-parallel; medians of "
           f"{args.repeat} runs of {args.steps} steps")
     print(f"| model | link cap | step | compute only (1 rank) | step - compute | "
-          f"sent per node per step | wire time at the cap |")
-    print("|---|---|---|---|---|---|---|")
-    for model, cap, step, compute, sent, wire in rows:
+          f"sent per node per step (eth0) | counted per rank per step (sent_bytes_per_step) | "
+          f"wire time at the cap |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model, cap, step, compute, sent, counted, wire in rows:
         print(f"| {model} | {'uncapped veth' if cap == 'none' else cap} | {step:.2f} ms | "
               f"{compute:.2f} ms | {step - compute:.2f} ms | {sent / 1e6:.2f} MB | "
-              f"{'-' if wire is None else f'{wire:.2f} ms'} |")
+              f"{counted / 1e6:.2f} MB | {'-' if wire is None else f'{wire:.2f} ms'} |")
 
 
 if __name__ == "__main__":

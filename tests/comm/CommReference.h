@@ -10,12 +10,31 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
 namespace sbpflow::commtest {
+
+// Waits until `n` threads have arrived.
+class Barrier {
+public:
+  explicit Barrier(int n) : left_(n) {}
+  void arriveAndWait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (--left_ == 0)
+      done_.notify_all();
+    done_.wait(lock, [this] { return left_ == 0; });
+  }
+
+private:
+  std::mutex mutex_;
+  std::condition_variable done_;
+  int left_;
+};
 
 // Storage, test values and reference arithmetic of one element type. The
 // values make every f32 and bf16 partial sum exact, so the reference does not

@@ -31,23 +31,6 @@ namespace {
 
 constexpr std::chrono::milliseconds kTimeout{20000};
 
-// Waits until `n` threads have arrived.
-class Barrier {
-public:
-  explicit Barrier(int n) : left_(n) {}
-  void arriveAndWait() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (--left_ == 0)
-      done_.notify_all();
-    done_.wait(lock, [this] { return left_ == 0; });
-  }
-
-private:
-  std::mutex mutex_;
-  std::condition_variable done_;
-  int left_;
-};
-
 // Runs body(rank, comm) on n threads; failures are collected per rank. No
 // rank starts before every rank has connected, nor closes its communicator
 // before every rank is done: a body that ends at once (an argument error)

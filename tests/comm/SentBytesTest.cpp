@@ -10,6 +10,7 @@
 // Each case also checks every rank's count against the value Communicator.h's
 // rules give, worked out by hand in the comments.
 #include "runtime/comm/GlooCommunicator.h"
+#include "tests/comm/CommReference.h"
 
 #include <gloo/rendezvous/hash_store.h>
 #include <gtest/gtest.h>
@@ -27,6 +28,7 @@
 #include <thread>
 
 using namespace sbpflow;
+using sbpflow::commtest::Barrier;
 
 namespace {
 
@@ -68,22 +70,6 @@ uint64_t settledBytesAcked() {
   }
   return last;
 }
-
-class Barrier {
-public:
-  explicit Barrier(int n) : left_(n) {}
-  void arriveAndWait() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (--left_ == 0)
-      done_.notify_all();
-    done_.wait(lock, [this] { return left_ == 0; });
-  }
-
-private:
-  std::mutex mutex_;
-  std::condition_variable done_;
-  int left_;
-};
 
 struct Measured {
   std::vector<uint64_t> counted; // each rank's sentBytes() during `body`

@@ -1684,17 +1684,23 @@ PlanSpec rowsPlan(int ranks, bool gather = true, int64_t yCols = kChannels) {
   return spec;
 }
 
-void expectRowsReference(const std::vector<float> &y, const std::vector<float> &z,
-                         const std::string &where) {
+// y = gather_rows(x, idx) against the data: row e is x's row idx(e).
+void expectGatheredRows(const std::vector<float> &y, const std::string &where) {
   ASSERT_EQ(y.size(), static_cast<size_t>(kEdges * kChannels)) << where;
+  for (int64_t e = 0; e < kEdges; ++e)
+    for (int64_t c = 0; c < kChannels; ++c)
+      EXPECT_EQ(y[e * kChannels + c], GraphData::x(GraphData::idx(e), c))
+          << "y at " << e << "," << c << where;
+}
+
+// z = scatter_rows(y, idx) against a double reference: row n is x's row n
+// times the number of edges at n.
+void expectScatteredRows(const std::vector<float> &z, const std::string &where) {
   ASSERT_EQ(z.size(), static_cast<size_t>(kNodes * kChannels)) << where;
   std::vector<double> want(kNodes * kChannels, 0.0);
   for (int64_t e = 0; e < kEdges; ++e)
-    for (int64_t c = 0; c < kChannels; ++c) {
-      EXPECT_EQ(y[e * kChannels + c], GraphData::x(GraphData::idx(e), c))
-          << "y at " << e << "," << c << where;
+    for (int64_t c = 0; c < kChannels; ++c)
       want[GraphData::idx(e) * kChannels + c] += GraphData::x(GraphData::idx(e), c);
-    }
   for (int64_t i = 0; i < kNodes * kChannels; ++i)
     EXPECT_NEAR(z[i], want[i], 1e-6) << "z at " << i << where;
   // The data leaves node kNodes - 1 without edges: its row is zero.
@@ -1710,9 +1716,12 @@ TEST(ExecutorRows, GatherAndScatterMatchTheReference) {
   std::vector<float> y, z;
   ASSERT_TRUE(exec.readOutput("train", "y", y));
   ASSERT_TRUE(exec.readOutput("train", "z", z));
-  expectRowsReference(y, z, " on one rank");
+  expectGatheredRows(y, " on one rank");
+  expectScatteredRows(z, " on one rank");
 }
 
+// y is split on two ranks (no rank reads it whole): z, all-reduced, is the
+// check.
 TEST(ExecutorRows, SplitEdgesScatterPartialSums) {
   TwoRanks ranks;
   ASSERT_NO_FATAL_FAILURE(ranks.load(rowsPlan(2)));
@@ -1725,12 +1734,8 @@ TEST(ExecutorRows, SplitEdgesScatterPartialSums) {
   });
   if (HasFailure())
     return;
-  std::vector<float> y; // the reference's y, as z on two ranks has no y to read whole
-  for (int64_t e = 0; e < kEdges; ++e)
-    for (int64_t c = 0; c < kChannels; ++c)
-      y.push_back(GraphData::x(GraphData::idx(e), c));
   for (int r = 0; r < 2; ++r)
-    expectRowsReference(y, z[r], " on rank " + std::to_string(r) + " of two");
+    expectScatteredRows(z[r], " on rank " + std::to_string(r) + " of two");
 }
 
 // `s` is an error whose message holds `part`.

@@ -915,6 +915,7 @@ private:
 
     double flops = iface.getFlops();
     llvm::SmallVector<SbpSignature> chosen, freeChosen;
+    bool freeWithDetour = false; // every operand reaches freeChosen through a detour
     // Whether every operand reaches `sigs` (with planNdBoxing's detours or
     // only in straight single-dim steps).
     auto reachable = [&](llvm::ArrayRef<SbpSignature> sigs, bool detours) {
@@ -1027,7 +1028,7 @@ private:
           for (unsigned i = 0; i < pinnedResult.size(); ++i)
             if (pinnedResult[i] && freePick->results[i] != pick->results[i])
               pinsUsed.insert(op->getResult(i));
-        if (!pick && conservative && reachable(freeChosen, /*detours=*/true))
+        if (!pick && freeWithDetour)
           break;
         if (!pick) {
           std::string why;
@@ -1045,9 +1046,10 @@ private:
         break;
       if (!conservative) {
         freeChosen = chosen;
+        freeWithDetour = reachable(freeChosen, /*detours=*/true);
         continue;
       }
-      if (reachable(freeChosen, /*detours=*/true))
+      if (freeWithDetour)
         chosen = freeChosen;
     }
 

@@ -76,8 +76,9 @@ int64_t dgcEncode(const float *grad, float *u, float *v, int64_t n, int64_t k, f
     return count;
   };
   int64_t count = passing();
-  // The threshold of the fewest passing elements that are still at least k.
-  float enough = count >= k ? threshold : -1.f;
+  // The threshold that let the fewest pass while at least k did (0 passing:
+  // none yet).
+  float enough = threshold;
   int64_t enoughCount = count >= k ? count : 0;
   for (int adjust = 0; adjust < 10; ++adjust) {
     if (count > k + (3 * k) / 10)
@@ -87,14 +88,14 @@ int64_t dgcEncode(const float *grad, float *u, float *v, int64_t n, int64_t k, f
     else
       break;
     count = passing();
-    if (count >= k && (enough < 0.f || count < enoughCount)) {
+    if (count >= k && (enoughCount == 0 || count < enoughCount)) {
       enough = threshold;
       enoughCount = count;
     }
   }
   // x1.3 and x0.8 can step over the band (a flat tail of |v|) and end with
-  // next to nothing: then the last threshold that let at least k pass.
-  if (count < (8 * k) / 10 && enough >= 0.f) {
+  // next to nothing: then that threshold.
+  if (count < (8 * k) / 10 && enoughCount > 0) {
     threshold = enough;
     count = passing();
   }

@@ -25,11 +25,11 @@ void topkEncode(const float *grad, float *residual, int64_t n, int64_t k, int32_
 // least 1% of v), adjusted at most 10 times (x1.3 while more than 1.3 k pass
 // it, x0.8 while fewer than 0.8 k), the exact top k of what passes where
 // more than k do. Unlike the reference code, adjustments that step over the
-// band and end below 0.8 k fall back to the last threshold that let at least
-// k pass (a flat tail of |v| made them send nothing). The chosen (idx, val = v) pairs go out in
-// index order and factor masking zeroes u and v there. Fewer than k chosen leave the last slots as
-// (0, 0.0f), which decode to nothing: the payload is always k pairs. Returns how many were chosen.
-// `order` is scratch of n int32.
+// band and end below 0.8 k fall back to the threshold that let the fewest
+// pass while at least k did (a flat tail of |v| made them send nothing). The chosen (idx, val = v)
+// pairs go out in index order and factor masking zeroes u and v there. Fewer than k chosen leave
+// the last slots as (0, 0.0f), which decode to nothing: the payload is always k pairs. Returns how
+// many were chosen. `order` is scratch of n int32.
 int64_t dgcEncode(const float *grad, float *u, float *v, int64_t n, int64_t k, float momentum,
                   int32_t *order, int32_t *idx, float *val);
 

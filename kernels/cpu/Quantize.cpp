@@ -15,6 +15,9 @@ namespace {
 // initialisation's (bit 31).
 constexpr uint32_t kQsgdStream = 0x40000000u;
 
+// The 2-bit code of value j in a payload's codes.
+int twoBitCode(const uint8_t *codes, int64_t j) { return (codes[j >> 2] >> (2 * (j & 3))) & 3; }
+
 } // namespace
 
 void qsgdEncode(const float *grad, int64_t n, int levels, int64_t bucket, uint64_t seed,
@@ -88,7 +91,7 @@ void signEncode(const float *grad, float *residual, int64_t n, uint8_t *codes, f
     for (int64_t i = 8 * byte; i < end; ++i) {
       if (residual[i] < 0.f) {
         bits |= static_cast<uint8_t>(1u << (i - 8 * byte));
-        residual[i] -= -sc;
+        residual[i] += sc; // p - delta, delta = -scale
       } else {
         residual[i] -= sc;
       }
@@ -148,10 +151,8 @@ void twoBitEncode(const float *val, int64_t k, uint8_t *codes, float *table, flo
     table[1 + b] = binCount[b] > 0 ? static_cast<float>(binSum[b] / binCount[b]) : 0.f;
 
   if (unsent)
-    for (int64_t j = 0; j < k; ++j) {
-      const int code = (codes[j >> 2] >> (2 * (j & 3))) & 3;
-      unsent[j] = val[j] - (table[1 + code] + shift);
-    }
+    for (int64_t j = 0; j < k; ++j)
+      unsent[j] = val[j] - (table[1 + twoBitCode(codes, j)] + shift);
 }
 
 void twoBitDecode(const uint8_t *codes, const float *tables, int64_t ranks, int64_t k, float *val) {
@@ -159,10 +160,8 @@ void twoBitDecode(const uint8_t *codes, const float *tables, int64_t ranks, int6
   for (int64_t r = 0; r < ranks; ++r) {
     const uint8_t *rankCodes = codes + r * bytes;
     const float *table = tables + r * kTwoBitTableFloats;
-    for (int64_t j = 0; j < k; ++j) {
-      const int code = (rankCodes[j >> 2] >> (2 * (j & 3))) & 3;
-      val[r * k + j] = table[1 + code] + table[0];
-    }
+    for (int64_t j = 0; j < k; ++j)
+      val[r * k + j] = table[1 + twoBitCode(rankCodes, j)] + table[0];
   }
 }
 

@@ -217,13 +217,10 @@ Status NcclCommunicator::checkPeer(const char *op, int peer) const {
 Status NcclCommunicator::allReduce(void *buf, int64_t count, plan::DType type, ReduceOp op) {
   if (Status s = usable("all-reduce", type); !s)
     return s;
-  Status s = settle("all-reduce", ncclAllReduce(buf, buf, static_cast<size_t>(count),
-                                                ncclType(type), ncclOp(op), comm_, stream_));
-  if (s && size_ > 1) {
-    const uint64_t n = static_cast<uint64_t>(size_);
-    countSent(2 * (n - 1) * bytesOf(count, type) / n);
-  }
-  return s;
+  const uint64_t n = static_cast<uint64_t>(size_);
+  return counted(2 * (n - 1) * bytesOf(count, type) / n,
+                 settle("all-reduce", ncclAllReduce(buf, buf, static_cast<size_t>(count),
+                                                    ncclType(type), ncclOp(op), comm_, stream_)));
 }
 
 Status NcclCommunicator::allGather(const void *send, void *recv, const int64_t *recvCounts,

@@ -6,6 +6,7 @@
 // so that it rounds once. Each member's part of a tensor is a region in
 // global coordinates, packed and unpacked around the collective.
 #include "kernels/Checks.h"
+#include "kernels/Codecs.h"
 #include "runtime/comm/Communicator.h"
 #include "runtime/plan/PlanTypes.h"
 
@@ -298,14 +299,19 @@ StatusOr<Kernel> reducing(const OpArgs &a, KernelBuilder build) {
 
 } // namespace
 
-Status checkAllReduce(const OpArgs &a) { return checkBoxing(a); }
+Status checkAllReduce(const OpArgs &a) {
+  Status s = checkBoxing(a);
+  return s && hasCodec(a.task) ? checkCodec(a) : s;
+}
 Status checkAllGather(const OpArgs &a) { return checkBoxing(a); }
 Status checkReduceScatter(const OpArgs &a) { return checkBoxing(a); }
 Status checkAllToAll(const OpArgs &a) { return checkBoxing(a); }
 Status checkSlice(const OpArgs &a) { return checkBoxing(a); }
 Status checkZeroOthers(const OpArgs &a) { return checkBoxing(a); }
 
-StatusOr<Kernel> cpuAllReduce(const OpArgs &a) { return reducing(a, buildAllReduce); }
+StatusOr<Kernel> cpuAllReduce(const OpArgs &a) {
+  return hasCodec(a.task) ? cpuCompressedAllReduce(a) : reducing(a, buildAllReduce);
+}
 StatusOr<Kernel> cpuAllGather(const OpArgs &a) { return buildExchange(a); }
 StatusOr<Kernel> cpuReduceScatter(const OpArgs &a) { return reducing(a, buildExchange); }
 StatusOr<Kernel> cpuAllToAll(const OpArgs &a) { return buildExchange(a); }
@@ -315,7 +321,9 @@ StatusOr<Kernel> cpuZeroOthers(const OpArgs &a) { return buildZeroOthers(a); }
 #ifdef SBPFLOW_HAVE_CUDA
 // The CPU's builders: they work through the Device and the Communicator,
 // whichever the executor's are.
-StatusOr<Kernel> cudaAllReduce(const OpArgs &a) { return cpuAllReduce(a); }
+StatusOr<Kernel> cudaAllReduce(const OpArgs &a) {
+  return hasCodec(a.task) ? cudaCompressedAllReduce(a) : reducing(a, buildAllReduce);
+}
 StatusOr<Kernel> cudaAllGather(const OpArgs &a) { return cpuAllGather(a); }
 StatusOr<Kernel> cudaReduceScatter(const OpArgs &a) { return cpuReduceScatter(a); }
 StatusOr<Kernel> cudaAllToAll(const OpArgs &a) { return cpuAllToAll(a); }

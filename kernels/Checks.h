@@ -1,11 +1,13 @@
 // What the op families' checks share: a tensor read as rows of its last
 // axis, operands that must hold as many elements as each other, the error of
-// an i32 id out of range, and the shapes of a builder.
+// an i32 id out of range, a step counter, and the shapes of a builder.
 #pragma once
 
 #include "kernels/Registry.h"
 
 #include <initializer_list>
+#include <limits>
+#include <string>
 
 namespace sbpflow {
 
@@ -52,6 +54,16 @@ template <class Fn> Kernel always(Fn fn) {
     fn();
     return Status::ok();
   };
+}
+
+// A step count in an i32 variable, counted on the host (AdamW's bias
+// corrections, a codec's schedule): one more, unless it is full.
+inline Status countStep(int32_t *step, const std::string &counter) {
+  if (*step == std::numeric_limits<int32_t>::max())
+    return Status::error(counter + " is at INT32_MAX (" + std::to_string(*step) +
+                         "): it cannot count another step");
+  ++*step;
+  return Status::ok();
 }
 
 // The shape of a builder: `work(a)` checks the task and gives what its

@@ -9,8 +9,6 @@
 #include "kernels/cpu/Transformer.h"
 #include "runtime/plan/PlanTypes.h"
 
-#include <limits>
-
 #ifdef SBPFLOW_HAVE_CUDA
 #include "kernels/cuda/Dispatch.h"
 #include "kernels/cuda/Optimizers.h"
@@ -141,16 +139,6 @@ StatusOr<OptimizerWork> localWork(const OpArgs &a, bool &here) {
 // How the step counter is named when it cannot count on.
 std::string stepCounter(const OpArgs &a, const OptimizerWork &w) {
   return "step counter '" + a.plan.variables()->Get(w.step)->name()->str() + "'";
-}
-
-// AdamW's step count is an i32 variable (counted on the host, where the
-// kernel's bias corrections take it by value): one more, unless it is full.
-Status countStep(int32_t *step, const std::string &counter) {
-  if (*step == std::numeric_limits<int32_t>::max())
-    return Status::error(counter + " is at INT32_MAX (" + std::to_string(*step) +
-                         "): it cannot count another step");
-  ++*step;
-  return Status::ok();
 }
 
 } // namespace

@@ -77,6 +77,31 @@ void qsgdDecode(const uint8_t *codes, const float *norms, int64_t ranks, int64_t
   }
 }
 
+void qsgdPackCodes(const uint8_t *codes, int64_t n, int bits, uint8_t *packed) {
+  std::fill(packed, packed + qsgdPackedBytes(n, bits), uint8_t{0});
+  const unsigned levelMask = (1u << (bits - 1)) - 1u;
+  for (int64_t i = 0; i < n; ++i) {
+    const unsigned field = (codes[i] & 0x80 ? 1u << (bits - 1) : 0u) | (codes[i] & levelMask);
+    const int64_t bit = i * bits;
+    const unsigned shifted = field << (bit % 8);
+    packed[bit / 8] |= static_cast<uint8_t>(shifted);
+    if ((bit % 8) + bits > 8)
+      packed[bit / 8 + 1] |= static_cast<uint8_t>(shifted >> 8);
+  }
+}
+
+void qsgdUnpackCodes(const uint8_t *packed, int64_t n, int bits, uint8_t *codes) {
+  const unsigned fieldMask = (1u << bits) - 1u, signBit = 1u << (bits - 1);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t bit = i * bits;
+    unsigned word = packed[bit / 8];
+    if ((bit % 8) + bits > 8)
+      word |= static_cast<unsigned>(packed[bit / 8 + 1]) << 8;
+    const unsigned field = (word >> (bit % 8)) & fieldMask;
+    codes[i] = static_cast<uint8_t>((field & signBit ? 0x80u : 0u) | (field & (signBit - 1u)));
+  }
+}
+
 void signEncode(const float *grad, float *residual, int64_t n, uint8_t *codes, float *scale) {
   double l1 = 0.0;
   for (int64_t i = 0; i < n; ++i) {

@@ -48,6 +48,15 @@ void qsgdEncode(const float *grad, int64_t n, int levels, int64_t bucket, uint64
 void qsgdDecode(const uint8_t *codes, const float *norms, int64_t ranks, int64_t n, int levels,
                 int64_t bucket, float weight, float *out);
 
+// The wire form of QSGD's codes at `bits` bits per element (2 <= bits <= 8,
+// levels s <= 2^(bits-1) - 1): element i's field holds its sign in bit
+// bits-1 and its level below it, fields packed from bit 0 of byte 0 upwards
+// (a field may straddle two bytes), unused high bits of the last byte 0.
+// unpack(pack(codes)) == codes for codes whose levels fit.
+constexpr int64_t qsgdPackedBytes(int64_t n, int bits) { return (n * bits + 7) / 8; }
+void qsgdPackCodes(const uint8_t *codes, int64_t n, int bits, uint8_t *packed);
+void qsgdUnpackCodes(const uint8_t *packed, int64_t n, int bits, uint8_t *codes);
+
 // ---------------------------------------------------------------- EF-SignSGD
 // Karimireddy et al. 2019, "Error Feedback Fixes SignSGD and other Gradient
 // Compression Schemes", Algorithm 1 (the learning rate gamma is the caller's,

@@ -489,6 +489,16 @@ void describeAttrs(const plan::Task &task, std::ostream &os) {
       os << " buffer #" << sgd->momentum_buffer();
   } else if (auto *c = task.attrs_as_CollectiveAttrs()) {
     os << " dim " << c->hierarchy_dim() << " reduce " << plan::EnumNameReduceOp(c->reduce());
+    if (const plan::CodecAttrs *k = c->codec()) {
+      os << " codec " << plan::EnumNameCodec(k->kind()) << " density " << k->density() << " bits "
+         << k->bits() << " rank " << k->rank() << " momentum " << k->momentum() << " clip "
+         << k->clip() << " warmup_steps " << k->warmup_steps() << " epoch_steps "
+         << k->epoch_steps() << " bucket " << k->bucket() << " seed " << k->seed() << " state";
+      if (k->state())
+        for (int v : *k->state())
+          os << " #" << v;
+      os << " step #" << k->step();
+    }
   } else if (auto *a = task.attrs_as_AdamWAttrs()) {
     os << " lr " << a->lr() << " beta1 " << a->beta1() << " beta2 " << a->beta2() << " eps "
        << a->eps() << " weight_decay " << a->weight_decay() << " variable #" << a->param() << " m #"

@@ -15,7 +15,7 @@
 
 namespace sbpflow {
 
-constexpr uint32_t kPlanVersion = 4;
+constexpr uint32_t kPlanVersion = 5;
 
 // A verified plan and the bytes it lives in (the plan points into them).
 class LoadedPlan {

@@ -226,6 +226,31 @@ TEST(QsgdEncode, ZeroAndNonFiniteBuckets) {
   }
 }
 
+// Packed codes: a plain bit-by-bit reference (element i's field at bits
+// [i * bits, (i + 1) * bits) of the little-endian bit string), and the round trip.
+TEST(QsgdPackCodes, MatchesABitByBitReferenceAndRoundTrips) {
+  for (int bits = 2; bits <= 8; ++bits)
+    for (int64_t n : {1, 3, 7, 8, 9, 1001}) {
+      const int maxLevel = (1 << (bits - 1)) - 1;
+      std::vector<uint8_t> codes(n);
+      for (int64_t i = 0; i < n; ++i)
+        codes[i] =
+            static_cast<uint8_t>(((i * 37 + bits) % 2 ? 0x80 : 0) | ((i * 11) % (maxLevel + 1)));
+      std::vector<uint8_t> packed(cpu::qsgdPackedBytes(n, bits), 0xff), want(packed.size(), 0);
+      for (int64_t i = 0; i < n; ++i) {
+        const unsigned field = (codes[i] & 0x80 ? 1u << (bits - 1) : 0u) | (codes[i] & 0x7f);
+        for (int b = 0; b < bits; ++b)
+          if (field >> b & 1u)
+            want[(i * bits + b) / 8] |= static_cast<uint8_t>(1u << ((i * bits + b) % 8));
+      }
+      cpu::qsgdPackCodes(codes.data(), n, bits, packed.data());
+      EXPECT_EQ(packed, want) << "bits " << bits << " n " << n;
+      std::vector<uint8_t> back(n, 0x55);
+      cpu::qsgdUnpackCodes(packed.data(), n, bits, back.data());
+      EXPECT_EQ(back, codes) << "bits " << bits << " n " << n;
+    }
+}
+
 // ---------------------------------------------------------------- EF-SignSGD
 
 float ulpOf(float x) {

@@ -93,7 +93,7 @@ struct ProgramSpec {
 };
 
 struct PlanSpec {
-  uint32_t version = 4; // kPlanVersion
+  uint32_t version = 5; // kPlanVersion
   std::vector<PlacementSpec> placements = {PlacementSpec{}};
   std::vector<VariableSpec> variables;
   std::vector<ProgramSpec> programs;

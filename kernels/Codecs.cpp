@@ -1,0 +1,451 @@
+// Compressed gradient all-reduces at runtime (plan.fbs CodecAttrs). Each
+// rank encodes its partial gradient into a payload whose size the plan fixes
+// (k from the density, codes from the bits), the group exchanges payloads
+// (all-gathers of packed pairs or codes, PowerSGD's two small all-reduces,
+// random-k's all-reduce of values at shared indices), and every rank decodes
+// the same sum into its output. What a rank did not send stays in its state
+// variables (error feedback), one row of [ranks, L] per rank, so checkpoints
+// carry it and a resumed run continues bit for bit.
+#include "kernels/Codecs.h"
+#include "kernels/Checks.h"
+#include "kernels/Philox.h"
+#include "kernels/cpu/Compression.h"
+#include "kernels/cpu/Kernels.h"
+#include "kernels/cpu/Quantize.h"
+#include "runtime/comm/Communicator.h"
+#include "runtime/plan/PlanTypes.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+
+namespace sbpflow::ops {
+
+using plan::Codec;
+
+bool hasCodec(const plan::Task &task) {
+  const plan::CollectiveAttrs *c = task.attrs_as_CollectiveAttrs();
+  return task.op() == plan::OpKind::AllReduce && c && c->codec();
+}
+
+namespace {
+
+const plan::CodecAttrs &codecOf(const plan::Task &task) {
+  return *task.attrs_as_CollectiveAttrs()->codec();
+}
+
+// How many state variables each codec keeps (plan.fbs CodecAttrs.state).
+int stateCount(Codec kind) {
+  switch (kind) {
+  case Codec::TopK:
+  case Codec::Sign:
+  case Codec::TopK2Bit:
+    return 1;
+  case Codec::Dgc:
+  case Codec::PowerSgd:
+    return 2;
+  default:
+    return 0;
+  }
+}
+
+bool isSparse(Codec kind) {
+  return kind == Codec::TopK || kind == Codec::Dgc || kind == Codec::RandomK ||
+         kind == Codec::TopK2Bit;
+}
+
+// k for `density` of n elements: at least one, at most n.
+int64_t pairsFor(double density, int64_t n) {
+  const auto k = static_cast<int64_t>(std::ceil(density * static_cast<double>(n)));
+  return std::clamp<int64_t>(k, 1, std::max<int64_t>(n, 1));
+}
+
+// DGC's density for exchange `count` after the dense warm-up.
+double dgcDensity(const plan::CodecAttrs &c, int64_t count) {
+  if (c.epoch_steps() <= 0)
+    return c.density();
+  return cpu::dgcWarmupDensity(count / c.epoch_steps(), c.density());
+}
+
+std::string describe(const plan::CodecAttrs &c) {
+  std::string s = plan::EnumNameCodec(c.kind()) ? plan::EnumNameCodec(c.kind()) : "?";
+  if (isSparse(c.kind()))
+    s += " density " + std::to_string(c.density());
+  if (c.kind() == Codec::Qsgd)
+    s += " bits " + std::to_string(c.bits());
+  if (c.kind() == Codec::PowerSgd)
+    s += " rank " + std::to_string(c.rank());
+  return s;
+}
+
+} // namespace
+
+Status checkCodec(const OpArgs &a) {
+  const plan::CollectiveAttrs &attrs = *a.task.attrs_as_CollectiveAttrs();
+  const plan::CodecAttrs &c = *attrs.codec();
+  if (c.kind() < Codec::MIN || c.kind() > Codec::MAX)
+    return Status::error(a.at + ": unknown codec " + std::to_string(static_cast<int>(c.kind())));
+  const std::string at = a.at + ": codec " + describe(c);
+  if (a.in.size() != 1 || a.out.size() != 1)
+    return Status::error(at + ": a compressed all-reduce takes one gradient, not " +
+                         std::to_string(a.in.size()));
+  if (a.in[0]->dtype != plan::DType::F32 || a.out[0]->dtype != plan::DType::F32)
+    return Status::error(at + ": the gradient '" + a.in[0]->name + "' must be f32");
+  if (attrs.reduce() != plan::ReduceOp::Sum)
+    return Status::error(at + ": a compressed all-reduce sums (reduce is " +
+                         plan::EnumNameReduceOp(attrs.reduce()) + ")");
+  if (isSparse(c.kind()) && !(c.density() > 0.0f && c.density() <= 1.0f))
+    return Status::error(at + ": density must lie in (0, 1]");
+  if (c.kind() == Codec::Qsgd && (c.bits() < 2 || c.bits() > 8 || c.bucket() < 1))
+    return Status::error(at + ": QSGD needs 2 <= bits <= 8 and a positive bucket, got bits " +
+                         std::to_string(c.bits()) + " bucket " + std::to_string(c.bucket()));
+  if (c.kind() == Codec::PowerSgd && c.rank() < 1)
+    return Status::error(at + ": PowerSGD's rank must be positive, got " +
+                         std::to_string(c.rank()));
+  if (c.kind() == Codec::Dgc && !(c.momentum() >= 0.0f && c.momentum() < 1.0f && c.clip() >= 0.0f))
+    return Status::error(at + ": DGC needs momentum in [0, 1) and clip >= 0");
+  if (c.warmup_steps() < 0 || c.epoch_steps() < 0)
+    return Status::error(at + ": warmup_steps and epoch_steps must not be negative");
+
+  const auto *vars = a.plan.variables();
+  const int nv = static_cast<int>(vars->size());
+  const int want = stateCount(c.kind());
+  const int got = c.state() ? static_cast<int>(c.state()->size()) : 0;
+  if (got != want)
+    return Status::error(at + " keeps " + std::to_string(want) +
+                         " state variables, the task names " + std::to_string(got));
+  const TensorView &g = *a.in[0];
+  int64_t placementRanks = 1;
+  for (int64_t h : g.hierarchy)
+    placementRanks *= h;
+  for (int i = 0; i < got; ++i) {
+    const int v = c.state()->Get(i);
+    if (v < 0 || v >= nv)
+      return Status::error(at + ": state variable " + std::to_string(v) +
+                           " out of range (plan has " + std::to_string(nv) + " variables)");
+    const plan::Variable &var = *vars->Get(v);
+    const Shape shape = toShape(var.shape());
+    const NdSbp sbp = toNdSbp(var.sbp());
+    bool rowPerRank = shape.size() == 2 && shape[0] == placementRanks &&
+                      static_cast<int64_t>(var.placement()) == g.placement &&
+                      sbp.size() == g.hierarchy.size();
+    for (const SbpDim &d : sbp)
+      rowPerRank = rowPerRank && d.kind == SbpKind::Split && d.axis == 0;
+    if (var.dtype() != plan::DType::F32 || !rowPerRank)
+      return Status::error(at + ": state variable '" + var.name()->str() + "' must be f32 [" +
+                           std::to_string(placementRanks) +
+                           ", L] on the gradient's placement, split S(0) on every dimension (" +
+                           "one row per rank); it is " + toString(shape) + " " + toString(sbp));
+  }
+  if (c.step() < 0 || c.step() >= nv)
+    return Status::error(at + ": step variable " + std::to_string(c.step()) + " out of range");
+  const plan::Variable &step = *vars->Get(c.step());
+  if (step.dtype() != plan::DType::I32 || elementCount(toShape(step.shape())) != 1)
+    return Status::error(at + ": step variable '" + step.name()->str() + "' must be an i32 scalar");
+  return Status::ok();
+}
+
+namespace {
+
+// One rank's compressed all-reduce: its tensors, state, scratch and group.
+struct Exchange {
+  plan::CodecAttrs const *c = nullptr;
+  Codec kind{};
+  int64_t n = 0, rows = 0, cols = 0;
+  int64_t k = 0; // payload pairs (the largest of DGC's schedule)
+  int levels = 0, rank = 0;
+  const float *grad = nullptr;
+  float *out = nullptr;
+  float *s0 = nullptr, *s1 = nullptr; // state rows
+  int32_t *step = nullptr;
+  Communicator *group = nullptr;
+  int ranks = 1, me = 0;
+  std::string counter;
+  // Scratch, fixed when the kernel is built.
+  int32_t *order = nullptr;
+  int32_t *sendPairs = nullptr, *recvPairs = nullptr; // [idx k][val k] per rank
+  float *work = nullptr;                              // n floats
+  float *small = nullptr, *smallAll = nullptr;        // scales / norms / P, Q
+  uint8_t *codes = nullptr, *sendBytes = nullptr, *recvBytes = nullptr;
+  std::vector<int64_t> counts; // per rank, reset before each gather
+
+  Status gather(const void *send, void *recv, int64_t count, plan::DType type) {
+    if (!group) {
+      std::memcpy(recv, send, static_cast<size_t>(count) * dtypeSize(type));
+      return Status::ok();
+    }
+    std::fill(counts.begin(), counts.end(), count);
+    return group->allGather(send, recv, counts.data(), type);
+  }
+  Status sum(float *buf, int64_t count) {
+    return group ? group->allReduce(buf, count, plan::DType::F32, ReduceOp::Sum) : Status::ok();
+  }
+  // Every rank's kk (index, value) pairs in sendPairs gathered and added into out.
+  Status exchangePairs(int64_t kk) {
+    if (Status s = gather(sendPairs, recvPairs, 2 * kk, plan::DType::I32); !s)
+      return s;
+    std::fill(out, out + n, 0.0f);
+    for (int r = 0; r < ranks; ++r) {
+      const int32_t *idx = recvPairs + 2 * kk * r;
+      const auto *val = reinterpret_cast<const float *>(idx + kk);
+      if (int64_t bad = cpu::scatterAddPairs(idx, val, kk, 1.0f, out, n); bad >= 0)
+        return Status::error("rank " + std::to_string(r) + " of the group sent index " +
+                             std::to_string(idx[bad]) + ", outside [0, " + std::to_string(n) + ")");
+    }
+    return Status::ok();
+  }
+
+  Status run() {
+    const int64_t count = *step;
+    if (count < c->warmup_steps()) {
+      if (out != grad)
+        std::memcpy(out, grad, static_cast<size_t>(n) * sizeof(float));
+      if (Status s = sum(out, n); !s)
+        return s;
+    } else if (Status s = compressed(count - c->warmup_steps()); !s) {
+      return s;
+    }
+    return countStep(step, counter);
+  }
+
+  Status compressed(int64_t count) {
+    switch (kind) {
+    case Codec::TopK:
+      cpu::topkEncode(grad, s0, n, k, order, sendPairs, reinterpret_cast<float *>(sendPairs + k));
+      return exchangePairs(k);
+    case Codec::Dgc:
+      return dgc(count);
+    case Codec::RandomK: {
+      int32_t *idx = sendPairs;
+      float *val = reinterpret_cast<float *>(sendPairs + k);
+      cpu::randomkIndices(n, k, c->seed(), static_cast<uint64_t>(count), order, idx);
+      cpu::randomkEncode(grad, n, k, idx, val);
+      if (Status s = sum(val, k); !s)
+        return s;
+      std::fill(out, out + n, 0.0f);
+      cpu::scatterAddPairs(idx, val, k, 1.0f, out, n);
+      return Status::ok();
+    }
+    case Codec::Qsgd:
+      return qsgd(count);
+    case Codec::Sign:
+      return sign();
+    case Codec::PowerSgd:
+      return powerSgd(count);
+    case Codec::TopK2Bit:
+      return topk2bit();
+    }
+    return Status::error("unknown codec");
+  }
+
+  Status dgc(int64_t count) {
+    const int64_t kk = pairsFor(dgcDensity(*c, count), n);
+    const float *g = grad;
+    if (c->clip() > 0.0f) {
+      // Local gradient clipping (DGC, section 3.3): each rank's gradient to
+      // the threshold, before it is accumulated.
+      double squares = 0.0;
+      for (int64_t i = 0; i < n; ++i)
+        squares += static_cast<double>(grad[i]) * grad[i];
+      const double norm = std::sqrt(squares);
+      if (norm > c->clip()) {
+        const auto factor = static_cast<float>(c->clip() / norm);
+        for (int64_t i = 0; i < n; ++i)
+          work[i] = grad[i] * factor;
+        g = work;
+      }
+    }
+    cpu::dgcEncode(g, s0, s1, n, kk, c->momentum(), order, sendPairs,
+                   reinterpret_cast<float *>(sendPairs + kk));
+    return exchangePairs(kk);
+  }
+
+  Status qsgd(int64_t count) {
+    const int bits = c->bits();
+    const int64_t buckets = cpu::qsgdBucketCount(n, c->bucket());
+    const int64_t packed = cpu::qsgdPackedBytes(n, bits);
+    // Ranks draw independently (the seed differs by rank), steps by count.
+    const uint64_t seed = c->seed() + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(me + 1);
+    cpu::qsgdEncode(grad, n, levels, c->bucket(), seed, static_cast<uint64_t>(count), codes, small);
+    cpu::qsgdPackCodes(codes, n, bits, sendBytes);
+    if (Status s = gather(sendBytes, recvBytes, packed, plan::DType::U8); !s)
+      return s;
+    if (Status s = gather(small, smallAll, buckets, plan::DType::F32); !s)
+      return s;
+    std::fill(out, out + n, 0.0f);
+    for (int r = 0; r < ranks; ++r) {
+      cpu::qsgdUnpackCodes(recvBytes + packed * r, n, bits, codes);
+      cpu::qsgdDecode(codes, smallAll + buckets * r, 1, n, levels, c->bucket(), 1.0f, out);
+    }
+    return Status::ok();
+  }
+
+  Status sign() {
+    const int64_t bytes = cpu::signCodeBytes(n);
+    cpu::signEncode(grad, s0, n, sendBytes, small);
+    if (Status s = gather(sendBytes, recvBytes, bytes, plan::DType::U8); !s)
+      return s;
+    if (Status s = gather(small, smallAll, 1, plan::DType::F32); !s)
+      return s;
+    std::fill(out, out + n, 0.0f);
+    cpu::signDecode(recvBytes, smallAll, ranks, n, 1.0f, out);
+    return Status::ok();
+  }
+
+  // PowerSGD (Vogels et al. 2019, Algorithm 1 with error feedback): M = grad
+  // + residual; P = M Q summed over ranks and orthogonalised; Q = M^T P
+  // (this rank's); residual = M - P Q^T; Q summed; out = P Q^T = the sum of
+  // every rank's projection. Q starts (exchange 0) from the same uniform
+  // draws on every rank and is kept across steps (warm start).
+  Status powerSgd(int64_t count) {
+    float *q = s1, *p = small;
+    if (count == 0)
+      for (int64_t i = 0; i < cols * rank; ++i) {
+        const PhiloxBlock b =
+            philox4x32_10(static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), 0x50575347u, 0,
+                          static_cast<uint32_t>(c->seed()), static_cast<uint32_t>(c->seed() >> 32));
+        q[i] = static_cast<float>(b.word[0] >> 8) / 8388608.0f - 1.0f;
+      }
+    for (int64_t i = 0; i < n; ++i)
+      work[i] = grad[i] + s0[i];
+    cpu::matmul(work, q, p, rows, rank, cols, false, false);
+    if (Status s = sum(p, rows * rank); !s)
+      return s;
+    cpu::orthogonalizeColumns(p, rows, rank);
+    cpu::matmul(work, p, q, cols, rank, rows, true, false);
+    cpu::matmul(p, q, out, rows, cols, rank, false, true);
+    for (int64_t i = 0; i < n; ++i)
+      s0[i] = work[i] - out[i];
+    if (Status s = sum(q, cols * rank); !s)
+      return s;
+    cpu::matmul(p, q, out, rows, cols, rank, false, true);
+    return Status::ok();
+  }
+
+  // Top-k whose values travel as 2-bit codes (SparseLoCo): the quantisation
+  // error joins the residual. Payload bytes: k i32 indices, the codes, the
+  // 5-float table.
+  Status topk2bit() {
+    const int64_t codeBytes = cpu::twoBitCodeBytes(k);
+    const int64_t payload = 4 * k + codeBytes + 4 * cpu::kTwoBitTableFloats;
+    int32_t *idx = sendPairs;
+    float *val = reinterpret_cast<float *>(sendPairs + k);
+    cpu::topkEncode(grad, s0, n, k, order, idx, val);
+    float table[cpu::kTwoBitTableFloats];
+    cpu::twoBitEncode(val, k, sendBytes + 4 * k, table, work);
+    cpu::scatterAddPairs(idx, work, k, 1.0f, s0, n);
+    std::memcpy(sendBytes, idx, 4 * static_cast<size_t>(k));
+    std::memcpy(sendBytes + 4 * k + codeBytes, table, sizeof table);
+    if (Status s = gather(sendBytes, recvBytes, payload, plan::DType::U8); !s)
+      return s;
+    std::fill(out, out + n, 0.0f);
+    for (int r = 0; r < ranks; ++r) {
+      const uint8_t *from = recvBytes + payload * r;
+      std::memcpy(idx, from, 4 * static_cast<size_t>(k));
+      std::memcpy(table, from + 4 * k + codeBytes, sizeof table);
+      cpu::twoBitDecode(from + 4 * k, table, 1, k, val);
+      if (int64_t bad = cpu::scatterAddPairs(idx, val, k, 1.0f, out, n); bad >= 0)
+        return Status::error("rank " + std::to_string(r) + " of the group sent index " +
+                             std::to_string(idx[bad]) + ", outside [0, " + std::to_string(n) + ")");
+    }
+    return Status::ok();
+  }
+};
+
+} // namespace
+
+StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
+  auto x = std::make_shared<Exchange>();
+  const plan::CodecAttrs &c = codecOf(a.task);
+  x->c = &c;
+  x->kind = c.kind();
+  x->n = elements(a.in[0]);
+  if (x->n != elements(a.out[0]))
+    return Status::error(a.at + ": input and output differ in local size");
+  const Shape &local = a.in[0]->local;
+  x->cols = local.empty() ? 1 : local.back();
+  x->rows = x->cols > 0 ? x->n / x->cols : 0;
+  x->rank = c.rank();
+  x->levels = c.kind() == Codec::Qsgd ? (1 << (c.bits() - 1)) - 1 : 0;
+  x->k = isSparse(c.kind())
+             ? pairsFor(c.kind() == Codec::Dgc ? dgcDensity(c, 0) : c.density(), x->n)
+             : 0;
+  x->grad = data<float>(a.in[0]);
+  x->out = data<float>(a.out[0]);
+  x->group = a.comm;
+  x->ranks = a.comm ? a.comm->size() : 1;
+  x->me = a.comm ? a.comm->rank() : 0;
+  x->counts.resize(static_cast<size_t>(x->ranks));
+  x->step = static_cast<int32_t *>(a.hostVariable(c.step()));
+  x->counter = "codec step counter '" + a.plan.variables()->Get(c.step())->name()->str() + "'";
+  // State rows: this rank's row of each [ranks, L] variable.
+  for (int i = 0; i < stateCount(c.kind()); ++i) {
+    const TensorView &v = (*a.variables)[c.state()->Get(i)];
+    const int64_t need = c.kind() == Codec::PowerSgd && i == 1 ? x->cols * x->rank : x->n;
+    if (elements(&v) < need)
+      return Status::error(a.at + ": state variable '" + v.name + "' holds " +
+                           std::to_string(elements(&v)) +
+                           " elements on this rank, the codec needs " + std::to_string(need));
+    (i == 0 ? x->s0 : x->s1) = data<float>(&v);
+  }
+  if (x->n == 0)
+    return launch(a, [x] { return countStep(x->step, x->counter); });
+
+  auto floats = [&](int64_t count) { return static_cast<float *>(a.scratch(4 * count)); };
+  auto bytes = [&](int64_t count) { return static_cast<uint8_t *>(a.scratch(count)); };
+  auto ints = [&](int64_t count) { return static_cast<int32_t *>(a.scratch(4 * count)); };
+  const int64_t n = x->n, k = x->k, R = x->ranks;
+  switch (c.kind()) {
+  case Codec::TopK:
+  case Codec::Dgc:
+    x->order = ints(n);
+    x->sendPairs = ints(2 * k);
+    x->recvPairs = ints(2 * k * R);
+    if (c.kind() == Codec::Dgc && c.clip() > 0.0f)
+      x->work = floats(n);
+    break;
+  case Codec::RandomK:
+    x->order = ints(n);
+    x->sendPairs = ints(2 * k);
+    break;
+  case Codec::Qsgd: {
+    const int64_t buckets = cpu::qsgdBucketCount(n, c.bucket());
+    x->codes = bytes(n);
+    x->sendBytes = bytes(cpu::qsgdPackedBytes(n, c.bits()));
+    x->recvBytes = bytes(cpu::qsgdPackedBytes(n, c.bits()) * R);
+    x->small = floats(buckets);
+    x->smallAll = floats(buckets * R);
+    break;
+  }
+  case Codec::Sign:
+    x->sendBytes = bytes(cpu::signCodeBytes(n));
+    x->recvBytes = bytes(cpu::signCodeBytes(n) * R);
+    x->small = floats(1);
+    x->smallAll = floats(R);
+    break;
+  case Codec::PowerSgd:
+    x->work = floats(n);
+    x->small = floats(x->rows * x->rank);
+    break;
+  case Codec::TopK2Bit: {
+    const int64_t payload = 4 * k + cpu::twoBitCodeBytes(k) + 4 * cpu::kTwoBitTableFloats;
+    x->order = ints(n);
+    x->sendPairs = ints(2 * k);
+    x->work = floats(k);
+    x->sendBytes = bytes(payload);
+    x->recvBytes = bytes(payload * R);
+    break;
+  }
+  }
+  return launch(a, [x] { return x->run(); });
+}
+
+#ifdef SBPFLOW_HAVE_CUDA
+StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
+  return Status::error(a.at + ": the compressed all-reduce (codec " + describe(codecOf(a.task)) +
+                       ") has no CUDA kernel yet; compile without --compress for a GPU");
+}
+#endif
+
+} // namespace sbpflow::ops

@@ -50,16 +50,6 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
     }
   }
 
-  // A gradient all-reduce: what it reduces is read only by optimisers (and
-  // the gradient norm of clipping), possibly through the next dim's one.
-  static bool feedsOptimizer(AllReduceOp ar) {
-    return !ar->use_empty() && llvm::all_of(ar->getUsers(), [](Operation *u) {
-      auto next = dyn_cast<AllReduceOp>(u);
-      return isa<OptimizerOpInterface, SquareSumOp>(u) ||
-             (next && next.getInputs().size() == 1 && feedsOptimizer(next));
-    });
-  }
-
   void bucketDim(func::FuncOp fn, int64_t dim, SymbolTableCollection &symbols) {
     Block &body = fn.getBody().front();
     llvm::DenseMap<Operation *, unsigned> position;
@@ -69,8 +59,9 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
     // Buckets never mix placements.
     std::map<const void *, std::vector<Candidate>> groups;
     for (auto ar : body.getOps<AllReduceOp>()) {
+      // A compressed all-reduce travels alone.
       if (static_cast<int64_t>(ar.getDim()) != dim || ar.getInputs().size() != 1 ||
-          !feedsOptimizer(ar))
+          ar.getCodecAttr() || !feedsOptimizer(ar))
         continue;
       Value in = ar.getInputs()[0];
       Operation *producer = in.getDefiningOp();
@@ -158,3 +149,11 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
 };
 
 } // namespace
+
+bool mlir::sbp::feedsOptimizer(AllReduceOp ar) {
+  return !ar->use_empty() && llvm::all_of(ar->getUsers(), [](Operation *u) {
+    auto next = dyn_cast<AllReduceOp>(u);
+    return isa<OptimizerOpInterface, SquareSumOp>(u) ||
+           (next && next.getInputs().size() == 1 && feedsOptimizer(next));
+  });
+}

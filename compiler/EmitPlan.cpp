@@ -173,7 +173,30 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
         break;
       }
     }
-    return fb::CreateCollectiveAttrs(fbb, *dim, reduce).Union();
+    auto ar = dyn_cast<AllReduceOp>(op);
+    if (!ar || !ar.getCodecAttr())
+      return fb::CreateCollectiveAttrs(fbb, *dim, reduce).Union();
+    CodecAttr c = ar.getCodecAttr();
+    std::vector<int32_t> state;
+    for (Attribute ref : ar.getStateAttr() ? ar.getStateAttr().getValue() : ArrayRef<Attribute>()) {
+      auto it = variableIndex.find(cast<FlatSymbolRefAttr>(ref).getValue());
+      if (it == variableIndex.end())
+        return op->emitOpError("uses undeclared variable ") << ref, failure();
+      state.push_back(it->second);
+    }
+    FailureOr<int32_t> step = variable("step"), bits = int32Of(op, "bits", c.getBits()),
+                       rank = int32Of(op, "rank", c.getRank()),
+                       warmup = int32Of(op, "warmup", c.getWarmup()),
+                       bucket = int32Of(op, "bucket", c.getBucket());
+    if (failed(step) || failed(bits) || failed(rank) || failed(warmup) || failed(bucket))
+      return failure();
+    // CodecKind (SbpBase.td) and the plan's Codec list the codecs in one order.
+    static_assert(static_cast<int>(CodecKind::topk2bit) == static_cast<int>(fb::Codec::TopK2Bit));
+    auto codec = fb::CreateCodecAttrsDirect(
+        fbb, static_cast<fb::Codec>(c.getKind()), c.getDensity().convertToFloat(), *bits, *rank,
+        c.getMomentum().convertToFloat(), c.getClip().convertToFloat(), *warmup, c.getEpochSteps(),
+        *bucket, static_cast<uint64_t>(c.getSeed()), &state, *step);
+    return fb::CreateCollectiveAttrs(fbb, *dim, reduce, codec).Union();
   }
   case fb::OpAttrs::NormAttrs:
     return fb::CreateNormAttrs(fbb, f32("eps")).Union();

@@ -24,6 +24,18 @@ namespace mlir::sbp {
 // the reduced bytes). sbp-plan-memory and sbp-emit-plan share this rule.
 Value inPlaceOperand(Operation *op, unsigned i);
 
+// Whether `ar` reduces a gradient: what it reduces is read only by
+// optimisers (and the gradient norm of clipping), possibly through the next
+// dimension's all-reduce. sbp-compress-gradients and sbp-bucket-gradients
+// share this rule.
+bool feedsOptimizer(AllReduceOp ar);
+
+// The codec a spec names (`topk:0.001`, `powersgd:4`, `sign`, ...; the
+// grammar of sbp-compress-gradients' policy), or null for `none`; an error
+// naming the spec where it is not one.
+FailureOr<CodecAttr> parseCodecSpec(MLIRContext *ctx, llvm::StringRef spec,
+                                    llvm::function_ref<InFlightDiagnostic()> emitError);
+
 // Proves that every op's operand and result SBPs form one of its signatures
 // (no implicit redistribution is left); emits a located error otherwise.
 LogicalResult verifyNoImplicitBoxing(ModuleOp module);

@@ -48,6 +48,39 @@ def BucketGradientsPass : SbpPass<"sbp-bucket-gradients",
   ];
 }
 
+def CompressGradientsPass : SbpPass<"sbp-compress-gradients",
+    "Give gradient all-reduces a codec (#sbp.codec) by the user's policy or by cost"> {
+  let description = [{
+    Each gradient's P -> B all-reduce (one that feeds an optimiser) gets the
+    codec of its parameter's `compress` attribute (a string on the
+    sbp.variable, as the DSL's `compress` sets it) or else of `policy`:
+    `none`, `topk:D`, `dgc:D`, `randomk:D`, `qsgd:BITS`, `sign`,
+    `powersgd:RANK`, `topk2bit:D` (D a density in (0, 1]), or `auto`, which
+    compresses a gradient only where the cost model says the bytes saved
+    outweigh the codec's work. Under a global policy 1-D gradients and those
+    below `min-elements` stay dense (as DGC and PowerSGD do), and PowerSGD
+    keeps a matrix dense where rank (rows + cols) is not below rows cols / 2;
+    a per-parameter spec always applies. The codec's state (residual, DGC's
+    momentum, PowerSGD's Q) and step counter become variables, so that
+    checkpoints carry them. DGC takes over an SGD's momentum (momentum
+    correction: the optimiser then applies the sparse sum without it) and
+    clips each rank's gradient to max_grad_norm / sqrt(ranks) where the
+    model clips.
+  }];
+  let options = [
+    Option<"policy", "policy", "std::string", /*default=*/"\"none\"",
+           "none, auto, or a codec spec (topk:0.001, powersgd:4, ...)">,
+    Option<"warmupSteps", "warmup-steps", "int64_t", /*default=*/"0",
+           "Dense all-reduces before the first compressed exchange">,
+    Option<"epochSteps", "epoch-steps", "int64_t", /*default=*/"0",
+           "Steps per epoch of DGC's sparsity warm-up (0: none)">,
+    Option<"minElements", "min-elements", "int64_t", /*default=*/"1024",
+           "Gradients smaller than this stay dense under a global policy">,
+    Option<"linkBytesPerSecond", "link-bytes-per-second", "double", /*default=*/"0",
+           "auto: the data-parallel link's bandwidth (0: the cost model's)">,
+  ];
+}
+
 def PlanMemoryPass : SbpPass<"sbp-plan-memory",
     "Assign arena offsets to activations from their lifetimes (best-fit reuse)">;
 

@@ -17,6 +17,14 @@ namespace {
 struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
   Option<bool> bf16{*this, "bf16", llvm::cl::desc("mixed precision (see CompileOptions)"),
                     llvm::cl::init(false)};
+  Option<std::string> compress{*this, "compress",
+                               llvm::cl::desc("gradient compression policy (see CompileOptions)"),
+                               llvm::cl::init("none")};
+  Option<int64_t> compressWarmupSteps{*this, "compress-warmup-steps",
+                                      llvm::cl::desc("dense exchanges first"), llvm::cl::init(0)};
+  Option<int64_t> compressEpochSteps{*this, "compress-epoch-steps",
+                                     llvm::cl::desc("DGC's warm-up epoch length"),
+                                     llvm::cl::init(0)};
 };
 } // namespace
 
@@ -29,6 +37,8 @@ void mlir::sbp::buildCompilePipeline(OpPassManager &pm, const CompileOptions &op
   pm.addPass(createFuseBiasGeluPass());
   pm.addPass(createPropagatePass());
   pm.addPass(createInsertBoxingPass());
+  pm.addPass(createCompressGradientsPass(CompressGradientsPassOptions{
+      options.compress, options.compressWarmupSteps, options.compressEpochSteps}));
   pm.addPass(createBucketGradientsPass());
   pm.addPass(createPlanMemoryPass());
 }
@@ -37,7 +47,8 @@ void mlir::sbp::registerCompilePipeline() {
   PassPipelineRegistration<PipelineOptions>(
       "sbp-compile", "The whole sbpflow pipeline up to (not including) plan emission",
       [](OpPassManager &pm, const PipelineOptions &o) {
-        buildCompilePipeline(pm, CompileOptions{o.bf16});
+        buildCompilePipeline(
+            pm, CompileOptions{o.bf16, o.compress, o.compressWarmupSteps, o.compressEpochSteps});
       });
 }
 

@@ -8,6 +8,7 @@
 #include "llvm/ADT/StringRef.h"
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace mlir::sbp {
@@ -16,10 +17,16 @@ struct CompileOptions {
   // Mixed precision: bf16 matmuls and attention, f32 master weights, losses
   // and reductions (sbp-mixed-precision, sbp-fold-casts).
   bool bf16 = false;
+  // Gradient compression (sbp-compress-gradients): the policy (none, auto or
+  // a codec spec), dense exchanges first, DGC's warm-up epoch length.
+  std::string compress = "none";
+  int64_t compressWarmupSteps = 0;
+  int64_t compressEpochSteps = 0;
 };
 
 // Adds [mixed-precision] -> autodiff -> [fold-casts] -> fuse-bias-gelu ->
-// propagate -> insert-boxing (+ check) -> bucket-gradients -> plan-memory to
+// propagate -> insert-boxing (+ check) -> compress-gradients -> bucket-gradients
+// -> plan-memory to
 // `pm` (what `sbp-compile` runs).
 void buildCompilePipeline(OpPassManager &pm, const CompileOptions &options = {});
 

@@ -80,6 +80,7 @@ struct TrainSettings {
   double lr = 1e-3;
   bool evaluate = false;
   bool bf16 = false;          // mixed precision (CompileOptions::bf16)
+  CompileOptions compile;     // --compress and its settings; bf16 from above
   std::string device = "cpu"; // the ranks' devices (--device)
   uint64_t seed = 1;
 };
@@ -346,6 +347,15 @@ int main(int argc, char **argv) {
   app.add_flag("--bf16", train.bf16,
                "mixed precision: bf16 matmuls and attention, f32 master weights, losses and "
                "reductions");
+  app.add_option("--compress", train.compile.compress,
+                 "gradient compression: none, auto, topk:DENSITY, dgc:DENSITY, randomk:DENSITY, "
+                 "qsgd:BITS, sign, powersgd:RANK or topk2bit:DENSITY");
+  app.add_option("--compress-warmup", train.compile.compressWarmupSteps,
+                 "dense gradient exchanges before compression starts")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--compress-epoch-steps", train.compile.compressEpochSteps,
+                 "steps per epoch of DGC's sparsity warm-up (0: none)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--n-layer", config.nLayer, "transformer blocks")->check(CLI::PositiveNumber);
   app.add_option("--n-head", config.nHead, "attention heads")->check(CLI::PositiveNumber);
   app.add_option("--n-embd", config.nEmbd, "model width")->check(CLI::PositiveNumber);
@@ -413,7 +423,8 @@ int main(int argc, char **argv) {
     Model m("gpt_char", train.seed);
     train.device = run.device;
     buildTrainModel(m, config, train);
-    auto plan = compileModel(m, emitMlir, emitPlan, {.bf16 = train.bf16});
+    train.compile.bf16 = train.bf16;
+    auto plan = compileModel(m, emitMlir, emitPlan, train.compile);
     if (!plan) {
       std::fprintf(stderr, "error: %s\n", plan.status().message().c_str());
       return 1;

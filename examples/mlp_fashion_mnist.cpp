@@ -16,7 +16,7 @@ int main(int argc, char **argv) {
   int64_t batch = 256;
   uint64_t seed = 1;
   std::string emitMlir, emitPlan;
-  bool bf16 = false;
+  CompileOptions options;
   RunOptions run;
   app.add_option("--local", ranks, "CPU ranks (worker processes on this machine)")
       ->check(CLI::PositiveNumber);
@@ -24,8 +24,14 @@ int main(int argc, char **argv) {
   app.add_option("--seed", seed, "initialisation and shuffling seed");
   app.add_option("--emit-mlir", emitMlir, "write the model's MLIR (before compilation) here");
   app.add_option("--emit-plan", emitPlan, "write the compiled plan here");
-  app.add_flag("--bf16", bf16,
+  app.add_flag("--bf16", options.bf16,
                "mixed precision: bf16 matmuls, f32 master weights, losses and reductions");
+  app.add_option("--compress", options.compress,
+                 "gradient compression: none, auto, topk:DENSITY, dgc:DENSITY, randomk:DENSITY, "
+                 "qsgd:BITS, sign, powersgd:RANK or topk2bit:DENSITY");
+  app.add_option("--compress-warmup", options.compressWarmupSteps,
+                 "dense gradient exchanges before compression starts")
+      ->check(CLI::NonNegativeNumber);
   addRunOptions(app, run);
   CLI11_PARSE(app, argc, argv);
 
@@ -45,7 +51,11 @@ int main(int argc, char **argv) {
     m.minimize(cross_entropy(logits, y), optim::SGD{.lr = 0.05, .momentum = 0.9});
     m.evaluate("correct", correct_count(logits, y));
 
-    auto plan = compileModel(m, emitMlir, emitPlan, {.bf16 = bf16});
+    // DGC's sparsity warm-up counts epochs: the steps of one pass over
+    // Fashion-MNIST's 60,000 training images (the driver drops the last
+    // partial batch), or --max-steps.
+    options.compressEpochSteps = run.maxSteps > 0 ? run.maxSteps : 60000 / batch;
+    auto plan = compileModel(m, emitMlir, emitPlan, options);
     if (!plan) {
       std::fprintf(stderr, "error: %s\n", plan.status().message().c_str());
       return 1;

@@ -1,6 +1,7 @@
 // The DSL: each call creates its `sbp` op in the model's trace (Graph.h), where
 // the op's own verifier checks it. What the DSL adds to the ops is here:
 // negative axes, -1 in reshape, named and initialised parameters, layers.
+#include "compiler/Passes.h"
 #include "frontend/Graph.h"
 
 #include <array>
@@ -152,6 +153,24 @@ Tensor Model::parameter(const std::string &name, std::vector<int64_t> shape, Ini
   if (placement.id() < 0)
     throw ModelError(loc, "parameter '" + name + "' has no placement");
   return addParameter(*graph_, name, std::move(shape), init, placement.id(), sbp, loc);
+}
+
+void Model::compress(const std::string &name, const std::string &spec, SourceLoc loc) {
+  Graph &g = *graph_;
+  sbp::VariableOp var = g.variable(name);
+  if (!var)
+    throw ModelError(loc, "compress: no parameter named '" + name + "'");
+  std::string message;
+  {
+    mlir::ScopedDiagnosticHandler capture(var.getContext(), [&](mlir::Diagnostic &d) {
+      message = d.str();
+      return mlir::success();
+    });
+    if (failed(sbp::parseCodecSpec(var.getContext(), spec,
+                                   [&] { return mlir::emitError(var.getLoc()); })))
+      throw ModelError(loc, "compress '" + name + "': " + message);
+  }
+  var->setAttr("compress", mlir::StringAttr::get(var.getContext(), spec));
 }
 
 void Model::minimize(Tensor loss, optim::Optimizer optimizer, std::optional<double> maxGradNorm,

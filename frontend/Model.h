@@ -156,6 +156,11 @@ public:
   Tensor parameter(const std::string &name, std::vector<int64_t> shape, Init init,
                    Placement placement, std::optional<std::vector<Sbp>> sbp = std::nullopt,
                    SourceLoc loc = {});
+  // Compresses the gradient exchange of parameter `name` with the codec
+  // `spec` (`topk:0.001`, `dgc:0.001`, `randomk:0.01`, `qsgd:4`, `sign`,
+  // `powersgd:4`, `topk2bit:0.01`, or `none` to keep it dense), whatever the
+  // compile options' global policy says (sbp-compress-gradients).
+  void compress(const std::string &name, const std::string &spec, SourceLoc loc = {});
   // Marks `loss` (a scalar) for minimisation; builds the training step. With
   // `max_grad_norm` the gradients are scaled together so that their global
   // L2 norm is at most that (torch.nn.utils.clip_grad_norm_).

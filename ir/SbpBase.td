@@ -38,6 +38,14 @@ def Sbp_DeviceKind : I32EnumAttr<"DeviceKind", "device kind of a placement", [
   let cppNamespace = "::mlir::sbp";
 }
 
+def Sbp_CodecKind : I32EnumAttr<"CodecKind", "gradient compression codec", [
+    I32EnumAttrCase<"topk", 0>, I32EnumAttrCase<"dgc", 1>, I32EnumAttrCase<"randomk", 2>,
+    I32EnumAttrCase<"qsgd", 3>, I32EnumAttrCase<"sign", 4>, I32EnumAttrCase<"powersgd", 5>,
+    I32EnumAttrCase<"topk2bit", 6>]> {
+  let cppNamespace = "::mlir::sbp";
+  let genSpecializedAttr = 0;
+}
+
 class Sbp_Attr<string name, string attrMnemonic, list<Trait> traits = []>
     : AttrDef<Sbp_Dialect, name, traits> {
   let mnemonic = attrMnemonic;
@@ -95,6 +103,22 @@ def Sbp_AdamWAttr : Sbp_Attr<"AdamW", "adamw",
                         APFloatParameter<"second moment decay">:$beta2,
                         APFloatParameter<"denominator epsilon">:$eps,
                         APFloatParameter<"weight decay">:$weight_decay);
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+}
+
+def Sbp_CodecAttr : Sbp_Attr<"Codec", "codec"> {
+  let summary = "how a gradient's P -> B all-reduce is compressed (plan.fbs CodecAttrs)";
+  let description = [{
+    `#sbp.codec<kind, name = value, ...>`: density (top-k, DGC, random-k,
+    top-k with 2-bit values), bits and bucket (QSGD), rank (PowerSGD),
+    momentum, clip and epoch_steps (DGC), warmup (dense exchanges first),
+    seed. Unnamed fields are 0 except QSGD's bucket (512).
+  }];
+  let parameters = (ins EnumParameter<Sbp_CodecKind>:$kind, APFloatParameter<"density">:$density,
+                        "int64_t":$bits, "int64_t":$rank, APFloatParameter<"DGC momentum">:$momentum,
+                        APFloatParameter<"DGC local clip">:$clip, "int64_t":$warmup,
+                        "int64_t":$epoch_steps, "int64_t":$bucket, "int64_t":$seed);
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
 }

@@ -339,6 +339,104 @@ void printNamedFloats(AsmPrinter &printer,
 
 } // namespace
 
+//===-- #sbp.codec ----------------------------------------------------------===//
+
+Attribute CodecAttr::parse(AsmParser &parser, Type) {
+  SMLoc start = parser.getCurrentLocation();
+  llvm::StringRef name;
+  if (parser.parseLess() || parser.parseKeyword(&name))
+    return {};
+  std::optional<CodecKind> kind = symbolizeCodecKind(name);
+  if (!kind) {
+    parser.emitError(start, "unknown codec '")
+        << name << "' (expected topk, dgc, randomk, qsgd, sign, powersgd or topk2bit)";
+    return {};
+  }
+  double density = 0, momentum = 0, clip = 0;
+  int64_t bits = 0, rank = 0, warmup = 0, epochSteps = 0, bucket = 512, seed = 0;
+  const std::pair<llvm::StringRef, double *> floats[] = {
+      {"density", &density}, {"momentum", &momentum}, {"clip", &clip}};
+  const std::pair<llvm::StringRef, int64_t *> ints[] = {
+      {"bits", &bits},     {"rank", &rank}, {"warmup", &warmup}, {"epoch_steps", &epochSteps},
+      {"bucket", &bucket}, {"seed", &seed}};
+  while (succeeded(parser.parseOptionalComma())) {
+    llvm::StringRef key;
+    SMLoc loc = parser.getCurrentLocation();
+    if (parser.parseKeyword(&key) || parser.parseEqual())
+      return {};
+    auto *f = llvm::find_if(floats, [&](const auto &e) { return e.first == key; });
+    auto *i = llvm::find_if(ints, [&](const auto &e) { return e.first == key; });
+    if (f != std::end(floats)) {
+      if (parser.parseFloat(*f->second))
+        return {};
+    } else if (i != std::end(ints)) {
+      if (parser.parseInteger(*i->second))
+        return {};
+    } else {
+      parser.emitError(loc, "unknown codec parameter '")
+          << key << "' (expected density, bits, rank, momentum, clip, warmup, epoch_steps, "
+          << "bucket or seed)";
+      return {};
+    }
+  }
+  if (parser.parseGreater())
+    return {};
+  return parser.getChecked<CodecAttr>(start, parser.getContext(), *kind, llvm::APFloat(density),
+                                      bits, rank, llvm::APFloat(momentum), llvm::APFloat(clip),
+                                      warmup, epochSteps, bucket, seed);
+}
+
+LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitError, CodecKind kind,
+                                llvm::APFloat densityF, int64_t bits, int64_t rank,
+                                llvm::APFloat momentumF, llvm::APFloat clipF, int64_t warmup,
+                                int64_t epochSteps, int64_t bucket, int64_t) {
+  const double density = densityF.convertToDouble(), momentum = momentumF.convertToDouble(),
+               clip = clipF.convertToDouble();
+  const bool sparse = kind == CodecKind::topk || kind == CodecKind::dgc ||
+                      kind == CodecKind::randomk || kind == CodecKind::topk2bit;
+  if (sparse && !(density > 0 && density <= 1))
+    return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
+                       << "> needs a density in (0, 1], got " << density;
+  if (kind == CodecKind::qsgd && (bits < 2 || bits > 8 || bucket < 1))
+    return emitError() << "#sbp.codec<qsgd> needs 2 <= bits <= 8 and bucket >= 1, got bits = "
+                       << bits << ", bucket = " << bucket;
+  if (kind == CodecKind::powersgd && rank < 1)
+    return emitError() << "#sbp.codec<powersgd> needs rank >= 1, got " << rank;
+  if (!(momentum >= 0 && momentum < 1) || !(clip >= 0))
+    return emitError() << "#sbp.codec needs 0 <= momentum < 1 and clip >= 0, got momentum = "
+                       << momentum << ", clip = " << clip;
+  if (warmup < 0 || epochSteps < 0 || warmup > INT32_MAX)
+    return emitError() << "#sbp.codec needs 0 <= warmup <= 2^31 - 1 and epoch_steps >= 0, got "
+                       << warmup << " and " << epochSteps;
+  return success();
+}
+
+void CodecAttr::print(AsmPrinter &printer) const {
+  const CodecKind kind = getKind();
+  printer << "<" << stringifyCodecKind(kind);
+  auto field = [&](llvm::StringRef name, auto value) { printer << ", " << name << " = " << value; };
+  if (kind == CodecKind::topk || kind == CodecKind::dgc || kind == CodecKind::randomk ||
+      kind == CodecKind::topk2bit)
+    field("density", getDensity().convertToDouble());
+  if (kind == CodecKind::qsgd) {
+    field("bits", getBits());
+    field("bucket", getBucket());
+  }
+  if (kind == CodecKind::powersgd)
+    field("rank", getRank());
+  if (!getMomentum().isZero())
+    field("momentum", getMomentum().convertToDouble());
+  if (!getClip().isZero())
+    field("clip", getClip().convertToDouble());
+  if (getEpochSteps() != 0)
+    field("epoch_steps", getEpochSteps());
+  if (getWarmup() != 0)
+    field("warmup", getWarmup());
+  if (getSeed() != 0)
+    field("seed", getSeed());
+  printer << ">";
+}
+
 Attribute SgdAttr::parse(AsmParser &parser, Type) {
   double lr = 0, momentum = 0, wd = 0;
   SMLoc start = parser.getCurrentLocation();

@@ -416,8 +416,26 @@ class Sbp_BoxingOp<string mnemonic, string planKind, list<Trait> traits = []>
 
 def Sbp_AllReduceOp : Sbp_BoxingOp<"all_reduce", "AllReduce"> {
   let summary = "P -> B on hierarchy dimension `dim`; several operands form one bucket";
-  let arguments = (ins Variadic<AnyRankedTensor>:$inputs, I64Attr:$dim);
+  let description = [{
+    With a `codec` (#sbp.codec, set by sbp-compress-gradients) it sums one f32
+    gradient by exchanging compressed payloads: `state` names the codec's
+    variables (one row per rank of the placement: the residual, DGC's
+    momentum and accumulation, PowerSGD's Q) and `step` the i32 scalar
+    counting its exchanges.
+  }];
+  let arguments = (ins Variadic<AnyRankedTensor>:$inputs, I64Attr:$dim,
+                       OptionalAttr<Sbp_CodecAttr>:$codec,
+                       OptionalAttr<SymbolRefArrayAttr>:$state,
+                       OptionalAttr<FlatSymbolRefAttr>:$step);
   let results = (outs Variadic<AnyRankedTensor>:$results);
+  let builders = [
+    OpBuilder<(ins "::mlir::TypeRange":$results, "::mlir::ValueRange":$inputs, "int64_t":$dim), [{
+      build($_builder, $_state, results, inputs, dim, nullptr, nullptr, nullptr);
+    }]>
+  ];
+  let extraClassDeclaration = [{
+    ::mlir::LogicalResult verifyCodec();
+  }];
 }
 
 def Sbp_AllGatherOp : Sbp_BoxingOp<"all_gather", "AllGather"> {

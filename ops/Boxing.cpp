@@ -3,6 +3,8 @@
 // checks it is shared.
 #include "ops/Rules.h"
 
+#include "runtime/Shape.h"
+
 using namespace mlir;
 using namespace mlir::sbp;
 
@@ -42,6 +44,97 @@ LogicalResult mlir::sbp::verifyBoxing(Operation *op) {
       return op->emitOpError("expects ") << boxing.getChange() << " on dim " << dim << ", got "
                                          << toString(from[dim]) << " -> " << toString(to[dim]);
   }
+  if (auto ar = llvm::dyn_cast<AllReduceOp>(op);
+      ar && (ar.getCodecAttr() || ar.getStateAttr() || ar.getStepAttr()))
+    return ar.verifyCodec();
+  return success();
+}
+
+namespace {
+int64_t maxLocal(llvm::ArrayRef<int64_t> shape, llvm::ArrayRef<SbpDim> sbp,
+                 llvm::ArrayRef<int64_t> hierarchy) {
+  return sbpflow::maxLocalElements(shape.vec(), sbpflow::NdSbp(sbp.begin(), sbp.end()),
+                                   hierarchy.vec());
+}
+
+unsigned stateCount(CodecKind kind) {
+  switch (kind) {
+  case CodecKind::topk:
+  case CodecKind::sign:
+  case CodecKind::topk2bit:
+    return 1;
+  case CodecKind::dgc:
+  case CodecKind::powersgd:
+    return 2;
+  default:
+    return 0;
+  }
+}
+} // namespace
+
+llvm::SmallVector<llvm::SmallVector<int64_t, 2>>
+mlir::sbp::codecStateShapes(CodecAttr codec, RankedTensorType grad,
+                            llvm::ArrayRef<int64_t> hierarchy) {
+  auto sbp = getSbpDims(getSbp(grad));
+  const int64_t ranks = product(hierarchy);
+  const int64_t local = maxLocal(grad.getShape(), sbp, hierarchy);
+  llvm::SmallVector<llvm::SmallVector<int64_t, 2>> shapes(stateCount(codec.getKind()),
+                                                          {ranks, local});
+  if (codec.getKind() == CodecKind::powersgd) {
+    // Q holds the local columns (the last axis, split where the gradient's is).
+    const int64_t last = grad.getRank() ? grad.getRank() - 1 : 0;
+    llvm::SmallVector<SbpDim> colSbp;
+    for (SbpDim d : sbp)
+      colSbp.push_back(d.kind == SbpKind::Split && d.axis == last ? S(0) : B);
+    const int64_t cols = grad.getRank() ? grad.getShape().back() : 1;
+    shapes[1][1] = maxLocal({cols}, colSbp, hierarchy) * codec.getRank();
+  }
+  return shapes;
+}
+
+// A compressed all-reduce: one f32 gradient, partial sum on `dim`, and the
+// state and step variables its codec keeps, shaped as codecStateShapes says.
+LogicalResult mlir::sbp::AllReduceOp::verifyCodec() {
+  CodecAttr codec = getCodecAttr();
+  if (!codec || !getStepAttr())
+    return emitOpError("with state or step needs a codec and a step counter");
+  if (getInputs().size() != 1)
+    return emitOpError("with a codec reduces one gradient, got ") << getInputs().size();
+  auto grad = tensorOf(getInputs()[0]);
+  if (!grad.getElementType().isF32())
+    return emitOpError("with a codec reduces an f32 gradient, got ") << grad.getElementType();
+  auto dims = getSbpDims(getSbp(grad));
+  if (dims[getDim()].kind != SbpKind::PartialSum)
+    return emitOpError("with a codec reduces a partial sum, got ") << toString(dims[getDim()]);
+  SymbolTableCollection symbols;
+  auto placement = symbols.lookupNearestSymbolFrom<PlacementOp>(*this, getSbp(grad).getPlacement());
+  if (!placement)
+    return failure(); // verifyEncodings names it
+  auto shapes = codecStateShapes(codec, grad, placement.getHierarchy());
+  const unsigned got = getStateAttr() ? getStateAttr().size() : 0;
+  if (got != shapes.size())
+    return emitOpError("codec ") << codec << " keeps " << shapes.size()
+                                 << " state variable(s), got " << got;
+  for (unsigned i = 0; i < got; ++i) {
+    auto ref = cast<FlatSymbolRefAttr>(getStateAttr()[i]);
+    auto var = symbols.lookupNearestSymbolFrom<VariableOp>(*this, ref);
+    if (!var)
+      return emitOpError("codec state ") << ref << " is not a variable";
+    RankedTensorType t = var.getTensorType();
+    auto sbp = getSbpDims(getSbp(t));
+    const bool rowPerRank =
+        getSbp(t) && getSbp(t).getPlacement() == getSbp(grad).getPlacement() &&
+        llvm::all_of(sbp, [](SbpDim d) { return d.kind == SbpKind::Split && d.axis == 0; });
+    if (!t.getElementType().isF32() || t.getShape() != llvm::ArrayRef<int64_t>(shapes[i]) ||
+        !rowPerRank)
+      return emitOpError("codec state ")
+             << ref << " must be f32 " << shapeString(shapes[i])
+             << " split S(0) on every dimension of the gradient's placement, got " << t;
+  }
+  auto step = symbols.lookupNearestSymbolFrom<VariableOp>(*this, getStepAttr());
+  if (!step || !step.getTensorType().getElementType().isSignlessInteger(32) ||
+      step.getTensorType().getRank() != 0)
+    return emitOpError("codec step ") << getStepAttr() << " must be an i32 scalar variable";
   return success();
 }
 

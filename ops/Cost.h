@@ -13,6 +13,8 @@ struct CostModel {
   double alpha = 5e-6;          // per collective launch
   double bytesPerSecond = 5e9;  // link bandwidth
   double flopsPerSecond = 5e10; // device compute
+  // A codec's top-k selection (cpu::topkEncode), per gradient element.
+  double selectSecondsPerElement = 5e-9;
 };
 
 // Time to move a tensor of `bytes` (the size held per group of `groupSize`

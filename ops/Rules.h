@@ -72,4 +72,10 @@ llvm::SmallVector<SbpSignature> linearInFirst(llvm::SmallVector<SbpSignature> si
 // of x, B -> B, and P -> P where the reduction is linear.
 llvm::SmallVector<SbpSignature> reduceToScalar(Value x, bool linear);
 
+// The shapes of the state variables `codec` keeps for a gradient of type
+// `grad` on a placement of `ranks` ranks and `hierarchy` (plan.fbs
+// CodecAttrs.state): [ranks, L] each, one row per rank, L the most local
+// elements a rank needs (PowerSGD's Q: its local columns times the rank).
+llvm::SmallVector<llvm::SmallVector<int64_t, 2>>
+codecStateShapes(CodecAttr codec, RankedTensorType grad, llvm::ArrayRef<int64_t> hierarchy);
 } // namespace mlir::sbp

@@ -1,0 +1,267 @@
+// sbp-compress-gradients: gives each gradient's P -> B all-reduce a codec
+// (#sbp.codec) by the parameter's own spec, the global policy, or the cost
+// model (`auto`), and declares the codec's state and step counter as
+// variables. Runs after sbp-insert-boxing (the all-reduces exist) and before
+// sbp-bucket-gradients (a compressed all-reduce travels alone).
+#include "compiler/Passes.h"
+#include "ops/Cost.h"
+#include "ops/Rules.h"
+
+#include "llvm/ADT/StringExtras.h"
+
+#include <cmath>
+
+namespace mlir::sbp {
+#define GEN_PASS_DEF_COMPRESSGRADIENTSPASS
+#include "compiler/Passes.h.inc"
+} // namespace mlir::sbp
+
+using namespace mlir;
+using namespace mlir::sbp;
+
+FailureOr<CodecAttr> mlir::sbp::parseCodecSpec(MLIRContext *ctx, llvm::StringRef spec,
+                                               llvm::function_ref<InFlightDiagnostic()> emitError) {
+  if (spec == "none")
+    return CodecAttr();
+  if (spec == "lgreco") {
+    emitError() << "compression 'lgreco' (L-GreCo's per-layer choice) is not built yet; "
+                   "choose a codec, or auto";
+    return failure();
+  }
+  auto [name, arg] = spec.split(':');
+  std::optional<CodecKind> kind = symbolizeCodecKind(name);
+  auto bad = [&](llvm::StringRef why) -> FailureOr<CodecAttr> {
+    emitError() << "bad compression spec '" << spec << "': " << why
+                << " (expected none, topk:DENSITY, dgc:DENSITY, randomk:DENSITY, qsgd:BITS, "
+                   "sign, powersgd:RANK or topk2bit:DENSITY)";
+    return failure();
+  };
+  if (!kind)
+    return bad("unknown codec '" + name.str() + "'");
+  double density = 0;
+  int64_t bits = 0, rank = 0;
+  switch (*kind) {
+  case CodecKind::sign:
+    if (!arg.empty())
+      return bad("sign takes no parameter");
+    break;
+  case CodecKind::qsgd:
+    if (arg.getAsInteger(10, bits) || bits < 2 || bits > 8)
+      return bad("QSGD's bits must be an integer from 2 to 8");
+    break;
+  case CodecKind::powersgd:
+    if (arg.getAsInteger(10, rank) || rank < 1)
+      return bad("PowerSGD's rank must be a positive integer");
+    break;
+  default:
+    if (!llvm::to_float(arg, density) || !(density > 0 && density <= 1))
+      return bad("the density must be a number in (0, 1]");
+  }
+  return CodecAttr::get(ctx, *kind, llvm::APFloat(density), bits, rank, llvm::APFloat(0.0),
+                        llvm::APFloat(0.0), 0, 0, 512, 0);
+}
+
+namespace {
+
+// FNV-1a of the parameter's name: a codec seed that does not change with
+// the order of the module.
+int64_t seedOf(llvm::StringRef name) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (char c : name)
+    h = (h ^ static_cast<uint8_t>(c)) * 0x100000001b3ull;
+  return static_cast<int64_t>(h & 0x7fffffffffffffffull);
+}
+
+struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<CompressGradientsPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    const std::string spec = policy;
+    auto global = parseCodecSpec(&getContext(), spec == "auto" ? "none" : spec,
+                                 [&] { return module.emitError("sbp-compress-gradients: "); });
+    if (failed(global) || warmupSteps < 0 || epochSteps < 0 || warmupSteps > INT32_MAX) {
+      if (succeeded(global))
+        module.emitError("sbp-compress-gradients: warmup-steps and epoch-steps must be in "
+                         "[0, 2^31)");
+      return signalPassFailure();
+    }
+    SymbolTable symbols(module);
+    llvm::SmallVector<AllReduceOp> gradients;
+    module.walk([&](AllReduceOp ar) {
+      if (ar.getInputs().size() == 1 && !ar.getCodecAttr() && feedsOptimizer(ar))
+        gradients.push_back(ar);
+    });
+    for (AllReduceOp ar : gradients)
+      if (failed(compress(ar, *global, symbols)))
+        return signalPassFailure();
+  }
+
+  // The optimiser that applies `ar`'s result (through the next dimension's
+  // all-reduce where the placement has more than one), or null.
+  static OptimizerOpInterface optimizerOf(AllReduceOp ar) {
+    for (Operation *u : ar->getUsers()) {
+      if (auto opt = dyn_cast<OptimizerOpInterface>(u))
+        return opt;
+      if (auto next = dyn_cast<AllReduceOp>(u))
+        if (auto opt = optimizerOf(next))
+          return opt;
+    }
+    return nullptr;
+  }
+
+  LogicalResult compress(AllReduceOp ar, CodecAttr global, SymbolTable &symbols) {
+    OptimizerOpInterface opt = optimizerOf(ar);
+    if (!opt)
+      return success();
+    auto var = symbols.lookup<VariableOp>(opt.getUpdatedVariable().getValue());
+    auto grad = tensorOf(ar.getInputs()[0]);
+    auto dims = getSbpDims(getSbp(grad));
+    // Only a gradient partial on this dimension alone, in f32.
+    const int64_t dim = ar.getDim();
+    for (auto [d, s] : llvm::enumerate(dims))
+      if (isPartial(s) != (static_cast<int64_t>(d) == dim))
+        return success();
+    if (!grad.getElementType().isF32() || dims[dim].kind != SbpKind::PartialSum)
+      return success();
+    auto placement = symbols.lookup<PlacementOp>(getSbp(grad).getPlacement().getValue());
+    llvm::ArrayRef<int64_t> hierarchy = placement.getHierarchy();
+    if (hierarchy[dim] == 1)
+      return success();
+
+    CodecAttr codec = global;
+    bool own = false;
+    if (auto spec = var->getAttrOfType<StringAttr>("compress")) {
+      auto parsed = parseCodecSpec(&getContext(), spec.getValue(),
+                                   [&] { return var.emitOpError("compress: "); });
+      if (failed(parsed))
+        return failure();
+      codec = *parsed;
+      own = true;
+    } else if (std::string(policy) == "auto") {
+      codec = chooseByCost(grad, hierarchy, dim);
+    }
+    if (!codec)
+      return success();
+    if (!own && !worthCompressing(codec, grad))
+      return success();
+
+    // DGC: momentum correction replaces an SGD's momentum; local clipping
+    // where the model clips (DGC, section 3.3: the threshold over sqrt(N)).
+    double momentum = 0, clip = 0;
+    if (codec.getKind() == CodecKind::dgc) {
+      if (auto sgd = dyn_cast<SgdOp>(opt.getOperation())) {
+        momentum = sgd.getMomentum().convertToDouble();
+        sgd.setMomentumAttr(FloatAttr::get(sgd.getMomentumAttr().getType(), 0.0));
+        if (auto buffer = sgd.getMomentumBufferAttr()) {
+          sgd.removeMomentumBufferAttr();
+          auto slot = symbols.lookup<VariableOp>(buffer.getValue());
+          if (slot && SymbolTable::symbolKnownUseEmpty(slot, getOperation()))
+            slot.erase();
+        }
+      }
+      getOperation().walk([&](ClipScaleOp c) {
+        clip = c.getMaxNorm().convertToDouble() / std::sqrt(static_cast<double>(hierarchy[dim]));
+      });
+    }
+    codec = CodecAttr::get(&getContext(), codec.getKind(), codec.getDensity(), codec.getBits(),
+                           codec.getRank(), llvm::APFloat(momentum), llvm::APFloat(clip),
+                           warmupSteps, codec.getKind() == CodecKind::dgc ? int64_t(epochSteps) : 0,
+                           codec.getBucket(), seedOf(var.getSymName()));
+
+    // State: one row per rank of the placement, split S(0) on every dimension.
+    MLIRContext *ctx = &getContext();
+    auto flat = FlatSymbolRefAttr::get(ctx, getSbp(grad).getPlacement().getValue());
+    llvm::SmallVector<Attribute> rowDims(hierarchy.size(), sbpDimToAttr(ctx, S(0)));
+    llvm::SmallVector<Attribute> bDims(hierarchy.size(), sbpDimToAttr(ctx, B));
+    auto rows = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, rowDims));
+    auto replicated = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, bDims));
+    static const char *kNames[][2] = {{"residual", nullptr}, {"u", "v"}, {"residual", "q"}};
+    const int names = codec.getKind() == CodecKind::dgc        ? 1
+                      : codec.getKind() == CodecKind::powersgd ? 2
+                                                               : 0;
+    llvm::SmallVector<Attribute> state;
+    auto shapes = codecStateShapes(codec, grad, hierarchy);
+    auto zeros = InitAttr::get(ctx, InitKind::zeros, llvm::APFloat(0.0), llvm::APFloat(0.0));
+    Operation *after = var;
+    auto declare = [&](llvm::StringRef suffix, RankedTensorType type) {
+      std::string name = (var.getSymName() + ".codec." + suffix).str();
+      if (symbols.lookup(name)) {
+        var.emitOpError("cannot declare codec state @") << name << ": the name is taken";
+        return FlatSymbolRefAttr();
+      }
+      OpBuilder b(after);
+      b.setInsertionPointAfter(after);
+      auto created = b.create<VariableOp>(var.getLoc(), name, TypeAttr::get(type), zeros,
+                                          b.getI64IntegerAttr(0));
+      symbols.insert(created);
+      after = created;
+      return FlatSymbolRefAttr::get(ctx, name);
+    };
+    for (auto [i, shape] : llvm::enumerate(shapes)) {
+      auto ref = declare(kNames[names][i], RankedTensorType::get(shape, b32(), rows));
+      if (!ref)
+        return failure();
+      state.push_back(ref);
+    }
+    auto step = declare("step", RankedTensorType::get({}, IntegerType::get(ctx, 32), replicated));
+    if (!step)
+      return failure();
+    ar.setCodecAttr(codec);
+    ar.setStateAttr(ArrayAttr::get(ctx, state));
+    ar.setStepAttr(step);
+    return success();
+  }
+
+  Type b32() { return Float32Type::get(&getContext()); }
+
+  // Under a global policy: 1-D and small gradients stay dense (DGC,
+  // PowerSGD), and PowerSGD only where it compresses at least twofold
+  // (torch's min_compression_rate).
+  bool worthCompressing(CodecAttr codec, RankedTensorType grad) {
+    if (grad.getRank() < 2 || grad.getNumElements() < minElements)
+      return false;
+    if (codec.getKind() != CodecKind::powersgd)
+      return true;
+    const int64_t cols = grad.getShape().back(), rows = grad.getNumElements() / cols;
+    return 2 * codec.getRank() * (rows + cols) < rows * cols;
+  }
+
+  // auto: per gradient, the candidate codec of least modelled time (its
+  // payload over the link plus its own work), where that beats the dense
+  // ring all-reduce.
+  CodecAttr chooseByCost(RankedTensorType grad, llvm::ArrayRef<int64_t> hierarchy, int64_t dim) {
+    CostModel model;
+    const double bw = linkBytesPerSecond > 0 ? double(linkBytesPerSecond) : model.bytesPerSecond;
+    auto dims = getSbpDims(getSbp(grad));
+    const double n = static_cast<double>(sbpflow::maxLocalElements(
+        grad.getShape().vec(), sbpflow::NdSbp(dims.begin(), dims.end()), hierarchy.vec()));
+    const double ranks = static_cast<double>(hierarchy[dim]);
+    double best = 2 * (ranks - 1) / ranks * 4 * n / bw;
+    CodecAttr chosen;
+    for (llvm::StringRef spec : {"powersgd:4", "topk2bit:0.01"}) {
+      CodecAttr c =
+          *parseCodecSpec(&getContext(), spec, [&] { return getOperation().emitError(); });
+      if (!worthCompressing(c, grad))
+        continue;
+      double payload, work;
+      if (c.getKind() == CodecKind::powersgd) {
+        const double cols = grad.getShape().back(), rows = n / cols;
+        payload = 2 * (ranks - 1) / ranks * 4 * c.getRank() * (rows + cols);
+        work = 6 * c.getRank() * n / model.flopsPerSecond;
+      } else {
+        const double k = std::ceil(c.getDensity().convertToDouble() * n);
+        payload = (ranks - 1) * (4 * k + k / 4 + 20);
+        work = n * model.selectSecondsPerElement;
+      }
+      const double t = payload / bw + work;
+      if (t < best) {
+        best = t;
+        chosen = c;
+      }
+    }
+    return chosen;
+  }
+};
+
+} // namespace

@@ -1,0 +1,82 @@
+// sbp-compress-gradients: each gradient all-reduce gets the codec of its
+// parameter's `compress` spec, else of the policy (1-D and small gradients
+// stay dense under a global policy), else none; state and step counters
+// become variables; DGC takes over SGD's momentum; a compressed all-reduce
+// is never bucketed; the plan carries the codec.
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-compress-gradients=policy=topk:0.01 --sbp-bucket-gradients | FileCheck %s --check-prefix=TOPK
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-compress-gradients=policy=topk:0.01 | sbpflow-opt | FileCheck %s --check-prefix=TOPK
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=dgc:0.001 warmup-steps=5 epoch-steps=100" | FileCheck %s --check-prefix=DGC
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=powersgd:4 min-elements=0" | FileCheck %s --check-prefix=POWER
+// RUN: sbpflow-opt %s --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-compress-gradients | FileCheck %s --check-prefix=OWN
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=auto link-bytes-per-second=1.25e7" | FileCheck %s --check-prefix=SLOW
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=auto link-bytes-per-second=1e12" | FileCheck %s --check-prefix=FAST
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compile="compress=qsgd:4" --sbp-emit-plan=print=true | FileCheck %s --check-prefix=PLAN
+// RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compress-gradients=policy=topk:2 2>&1 | FileCheck %s --check-prefix=BAD
+// RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compress-gradients=policy=qsgd:9 2>&1 | FileCheck %s --check-prefix=BADBITS
+// RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compress-gradients=policy=zip 2>&1 | FileCheck %s --check-prefix=BADNAME
+
+// Residuals are [ranks, local elements], one row per rank; the step is an
+// i32 scalar. fc1.weight (50176 elements) is compressed; fc2.weight (640,
+// below min-elements) and the biases share the dense bucket.
+// TOPK-DAG: sbp.variable @fc1.weight.codec.residual : tensor<4x50176xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros
+// TOPK-DAG: sbp.variable @fc1.weight.codec.step : tensor<i32, #sbp.t<@dp, [B]>>
+// TOPK-NOT: sbp.variable @fc2.weight.codec
+// TOPK-NOT: bias.codec
+// TOPK: sbp.all_reduce %{{[^{]*}} {dim = 0 : i64} : (tensor<10xf32
+// TOPK: sbp.all_reduce %{{.*}} {codec = #sbp.codec<topk, density = 1.000000e-02, seed = {{[0-9]+}}>, dim = 0 : i64, state = [@fc1.weight.codec.residual], step = @fc1.weight.codec.step}
+// TOPK-NEXT: sbp.sgd {{.*}}momentum = 0.899999976 : f32, momentum_buffer = @fc1.weight.momentum, variable = @fc1.weight
+
+// DGC keeps u and v; SGD's momentum moves into the codec and the unused
+// velocity slot goes; warm-up steps and epochs are recorded.
+// DGC-DAG: sbp.variable @fc1.weight.codec.u : tensor<4x50176xf32
+// DGC-DAG: sbp.variable @fc1.weight.codec.v : tensor<4x50176xf32
+// DGC-NOT: sbp.variable @fc1.weight.momentum
+// DGC: sbp.all_reduce {{.*}}codec = #sbp.codec<dgc, density = 1.000000e-03, momentum = 0.89{{[0-9]+}}, epoch_steps = 100, warmup = 5, seed = {{[0-9]+}}>{{.*}}state = [@fc1.weight.codec.u, @fc1.weight.codec.v]
+// DGC-NEXT: sbp.sgd {{.*}}momentum = 0.000000e+00 : f32, variable = @fc1.weight
+
+// PowerSGD rank 4: Q holds cols x rank per rank. fc2.weight (64 x 10)
+// compresses 640 floats to 4 (64 + 10) = 296 (at least twofold).
+// POWER-DAG: sbp.variable @fc1.weight.codec.q : tensor<4x256xf32, #sbp.t<@dp, [S(0)]>>
+// POWER-DAG: sbp.variable @fc2.weight.codec.q : tensor<4x40xf32, #sbp.t<@dp, [S(0)]>>
+// POWER: codec = #sbp.codec<powersgd, rank = 4, seed = {{[0-9]+}}>{{.*}}state = [@fc2.weight.codec.residual, @fc2.weight.codec.q]
+
+// A parameter's own spec wins, even on a 1-D gradient and over the policy;
+// "none" keeps one dense.
+module @own {
+  sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
+  sbp.variable @w : tensor<64x32xf32, #sbp.t<@dp, [B]>> init #sbp.init<uniform, -0.1, 0.1> seed 1 {compress = "sign"}
+  sbp.variable @b : tensor<32xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 2 {compress = "qsgd:4"}
+  sbp.variable @v : tensor<32x32xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 3 {compress = "none"}
+  func.func @train() {
+    %x = sbp.input "x" : tensor<8x64xf32, #sbp.t<@dp, [S(0)]>>
+    %w = sbp.parameter @w : tensor<64x32xf32, #sbp.t<@dp, [B]>>
+    %b = sbp.parameter @b : tensor<32xf32, #sbp.t<@dp, [B]>>
+    %v = sbp.parameter @v : tensor<32x32xf32, #sbp.t<@dp, [B]>>
+    %h = sbp.matmul %x, %w : (tensor<8x64xf32, #sbp.t<@dp, [S(0)]>>, tensor<64x32xf32, #sbp.t<@dp, [B]>>) -> tensor<8x32xf32>
+    %hb = sbp.bias_add %h, %b : (tensor<8x32xf32>, tensor<32xf32, #sbp.t<@dp, [B]>>) -> tensor<8x32xf32>
+    %o = sbp.matmul %hb, %v : (tensor<8x32xf32>, tensor<32x32xf32, #sbp.t<@dp, [B]>>) -> tensor<8x32xf32>
+    %y = sbp.input "y" : tensor<8xi32, #sbp.t<@dp, [S(0)]>>
+    %l = sbp.softmax_xent %o, %y : (tensor<8x32xf32>, tensor<8xi32, #sbp.t<@dp, [S(0)]>>) -> tensor<8xf32>
+    %loss = sbp.mean %l : (tensor<8xf32>) -> tensor<f32>
+    sbp.minimize %loss {optimizer = #sbp.sgd<lr = 0.1, momentum = 0.0, weight_decay = 0.0>} : tensor<f32>
+    return
+  }
+}
+// OWN-DAG: sbp.variable @w.codec.residual : tensor<2x2048xf32
+// OWN-DAG: sbp.variable @b.codec.step : tensor<i32
+// OWN-NOT: @v.codec
+// OWN-DAG: codec = #sbp.codec<sign, seed = {{[0-9]+}}>{{.*}}state = [@w.codec.residual], step = @w.codec.step
+// OWN-DAG: codec = #sbp.codec<qsgd, bits = 4, bucket = 512{{.*}}state = [], step = @b.codec.step
+
+// auto: on a 100 Mbit/s link fc1.weight's dense all-reduce (150 KB a rank
+// sends) costs more than PowerSGD's rank 4 or top-k's payload and work; on a
+// very fast link nothing is worth compressing.
+// SLOW: sbp.all_reduce {{.*}}codec = #sbp.codec<
+// FAST-NOT: codec
+
+// The plan carries the codec on the AllReduce's CollectiveAttrs.
+// PLAN: AllReduce{{.*}} dim 0 reduce Sum codec Qsgd density 0 bits 4 rank 0 momentum 0 clip 0 warmup_steps 0 epoch_steps 0 bucket 512 seed {{[0-9]+}} state step #{{[0-9]+}}
+
+// BAD: error: sbp-compress-gradients: bad compression spec 'topk:2': the density must be a number in (0, 1]
+// BADBITS: bad compression spec 'qsgd:9': QSGD's bits must be an integer from 2 to 8
+// BADNAME: bad compression spec 'zip': unknown codec 'zip'

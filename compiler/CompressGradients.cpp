@@ -23,9 +23,9 @@ FailureOr<CodecAttr> mlir::sbp::parseCodecSpec(MLIRContext *ctx, llvm::StringRef
                                                llvm::function_ref<InFlightDiagnostic()> emitError) {
   if (spec == "none")
     return CodecAttr();
-  if (spec == "lgreco") {
-    emitError() << "compression 'lgreco' (L-GreCo's per-layer choice) is not built yet; "
-                   "choose a codec, or auto";
+  if (spec == "lgreco" || spec.starts_with("lgreco:")) {
+    emitError() << "'" << spec << "' is a global policy (L-GreCo decides across layers), not a "
+                << "codec of one parameter";
     return failure();
   }
   auto [name, arg] = spec.split(':');
@@ -75,15 +75,47 @@ int64_t seedOf(llvm::StringRef name) {
 struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<CompressGradientsPass> {
   using Base::Base;
 
+  // L-GreCo's candidates per family and the uniform default among them
+  // (the middle one): PowerSGD ranks as the paper's repository, top-k
+  // densities around SparseLoCo's 1%, QSGD bits.
+  static std::pair<llvm::SmallVector<double>, int64_t> lgrecoCandidates(CodecKind kind) {
+    switch (kind) {
+    case CodecKind::powersgd:
+      return {{1, 2, 4, 8, 16}, 2};
+    case CodecKind::qsgd:
+      return {{2, 3, 4, 6, 8}, 2};
+    default:
+      return {{0.0025, 0.005, 0.01, 0.02, 0.04}, 2};
+    }
+  }
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    const std::string spec = policy;
-    auto global = parseCodecSpec(&getContext(), spec == "auto" ? "none" : spec,
-                                 [&] { return module.emitError("sbp-compress-gradients: "); });
-    if (failed(global) || warmupSteps < 0 || epochSteps < 0 || warmupSteps > INT32_MAX) {
+    std::string spec = policy;
+    auto error = [&] { return module.emitError("sbp-compress-gradients: "); };
+    // lgreco[:FAMILY]: the family's default codec, adapted per layer.
+    if (spec == "lgreco" || llvm::StringRef(spec).starts_with("lgreco:")) {
+      llvm::StringRef family = spec == "lgreco" ? "powersgd" : llvm::StringRef(spec).drop_front(7);
+      std::optional<CodecKind> kind = symbolizeCodecKind(family);
+      if (!kind || (*kind != CodecKind::powersgd && *kind != CodecKind::topk &&
+                    *kind != CodecKind::topk2bit && *kind != CodecKind::qsgd)) {
+        error() << "L-GreCo adapts powersgd, topk, topk2bit or qsgd, not '" << family << "'";
+        return signalPassFailure();
+      }
+      auto [values, index] = lgrecoCandidates(*kind);
+      adaptive = LgrecoAttr::get(&getContext(), DenseF64ArrayAttr::get(&getContext(), values),
+                                 index, 0, 0, lgrecoEvery);
+      const double d = values[static_cast<size_t>(index)];
+      spec = family.str() + ":" +
+             (*kind == CodecKind::topk || *kind == CodecKind::topk2bit
+                  ? std::to_string(d)
+                  : std::to_string(static_cast<int64_t>(d)));
+    }
+    auto global = parseCodecSpec(&getContext(), spec == "auto" ? "none" : spec, error);
+    if (failed(global) || warmupSteps < 0 || epochSteps < 0 || warmupSteps > INT32_MAX ||
+        lgrecoEvery < 1) {
       if (succeeded(global))
-        module.emitError("sbp-compress-gradients: warmup-steps and epoch-steps must be in "
-                         "[0, 2^31)");
+        error() << "warmup-steps and epoch-steps must be in [0, 2^31), lgreco-every positive";
       return signalPassFailure();
     }
     SymbolTable symbols(module);
@@ -95,6 +127,63 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     for (AllReduceOp ar : gradients)
       if (failed(compress(ar, *global, symbols)))
         return signalPassFailure();
+    if (failed(shareLgreco(symbols)))
+      return signalPassFailure();
+  }
+
+  // L-GreCo under the global policy: the layers it adapts (in program
+  // order), sharing one table, choice, previous choice and pending count.
+  LgrecoAttr adaptive;
+  llvm::SmallVector<AllReduceOp> adapted;
+
+  LogicalResult shareLgreco(SymbolTable &symbols) {
+    if (adapted.empty())
+      return success();
+    MLIRContext *ctx = &getContext();
+    auto grad0 = tensorOf(adapted.front().getInputs()[0]);
+    auto placement = getSbp(grad0).getPlacement();
+    for (AllReduceOp ar : adapted)
+      if (getSbp(tensorOf(ar.getInputs()[0])).getPlacement() != placement)
+        return ar.emitOpError("L-GreCo adapts the gradients of one placement; this one is on ")
+               << getSbp(tensorOf(ar.getInputs()[0])).getPlacement() << ", not " << placement;
+    auto pl = symbols.lookup<PlacementOp>(placement.getValue());
+    llvm::SmallVector<Attribute> bDims(pl.getHierarchy().size(), sbpDimToAttr(ctx, B));
+    auto replicated = SbpTensorAttr::get(ctx, placement, ArrayAttr::get(ctx, bDims));
+    const auto layers = static_cast<int64_t>(adapted.size());
+    const auto C = static_cast<int64_t>(adaptive.getCandidates().size());
+    auto i32 = IntegerType::get(ctx, 32);
+    auto zeros = InitAttr::get(ctx, InitKind::zeros, llvm::APFloat(0.0), llvm::APFloat(0.0));
+    auto start = InitAttr::get(ctx, InitKind::constant,
+                               llvm::APFloat(static_cast<double>(adaptive.getDefaultIndex())),
+                               llvm::APFloat(0.0));
+    // Declared with the other variables, before the functions that use them.
+    OpBuilder b(ctx);
+    auto fns = getOperation().getOps<func::FuncOp>();
+    if (fns.empty())
+      b.setInsertionPointToEnd(getOperation().getBody());
+    else
+      b.setInsertionPoint(*fns.begin());
+    llvm::SmallVector<Attribute> refs;
+    for (auto [name, type, init] :
+         {std::tuple{"lgreco.errors",
+                     RankedTensorType::get({layers, 2 * C}, b.getF32Type(), replicated), zeros},
+          std::tuple{"lgreco.choice", RankedTensorType::get({layers}, i32, replicated), start},
+          std::tuple{"lgreco.previous", RankedTensorType::get({layers}, i32, replicated), start},
+          std::tuple{"lgreco.pending", RankedTensorType::get({}, i32, replicated), zeros}}) {
+      if (symbols.lookup(name))
+        return getOperation().emitError("sbp-compress-gradients: cannot declare @")
+               << name << ": the name is taken";
+      auto var = b.create<VariableOp>(getOperation().getLoc(), name, TypeAttr::get(type), init,
+                                      b.getI64IntegerAttr(0));
+      symbols.insert(var);
+      refs.push_back(FlatSymbolRefAttr::get(ctx, name));
+    }
+    for (auto [layer, ar] : llvm::enumerate(adapted)) {
+      ar.setLgrecoAttr(LgrecoAttr::get(ctx, adaptive.getCandidates(), adaptive.getDefaultIndex(),
+                                       static_cast<int64_t>(layer), layers, adaptive.getEvery()));
+      ar.setLgrecoStateAttr(ArrayAttr::get(ctx, refs));
+    }
+    return success();
   }
 
   // The optimiser that applies `ar`'s result (through the next dimension's
@@ -181,7 +270,9 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
                       : codec.getKind() == CodecKind::powersgd ? 2
                                                                : 0;
     llvm::SmallVector<Attribute> state;
-    auto shapes = codecStateShapes(codec, grad, hierarchy);
+    const bool adapts = adaptive && !own;
+    auto shapes =
+        codecStateShapes(sizingCodec(codec, adapts ? adaptive : LgrecoAttr()), grad, hierarchy);
     auto zeros = InitAttr::get(ctx, InitKind::zeros, llvm::APFloat(0.0), llvm::APFloat(0.0));
     Operation *after = var;
     auto declare = [&](llvm::StringRef suffix, RankedTensorType type) {
@@ -210,6 +301,8 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     ar.setCodecAttr(codec);
     ar.setStateAttr(ArrayAttr::get(ctx, state));
     ar.setStepAttr(step);
+    if (adapts)
+      adapted.push_back(ar);
     return success();
   }
 

@@ -192,10 +192,30 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
       return failure();
     // CodecKind (SbpBase.td) and the plan's Codec list the codecs in one order.
     static_assert(static_cast<int>(CodecKind::topk2bit) == static_cast<int>(fb::Codec::TopK2Bit));
+    flatbuffers::Offset<fb::LgrecoAttrs> lgreco;
+    if (LgrecoAttr lg = ar.getLgrecoAttr()) {
+      std::vector<int32_t> shared;
+      for (Attribute ref : ar.getLgrecoStateAttr().getValue()) {
+        auto it = variableIndex.find(cast<FlatSymbolRefAttr>(ref).getValue());
+        if (it == variableIndex.end())
+          return op->emitOpError("uses undeclared variable ") << ref, failure();
+        shared.push_back(it->second);
+      }
+      std::vector<float> candidates(lg.getCandidates().asArrayRef().begin(),
+                                    lg.getCandidates().asArrayRef().end());
+      FailureOr<int32_t> every = int32Of(op, "every", lg.getEvery()),
+                         layers = int32Of(op, "layers", lg.getLayers());
+      if (failed(every) || failed(layers))
+        return failure();
+      lgreco =
+          fb::CreateLgrecoAttrsDirect(fbb, &candidates, static_cast<int32_t>(lg.getDefaultIndex()),
+                                      static_cast<int32_t>(lg.getLayer()), *layers, *every,
+                                      shared[0], shared[1], shared[2], shared[3]);
+    }
     auto codec = fb::CreateCodecAttrsDirect(
         fbb, static_cast<fb::Codec>(c.getKind()), c.getDensity().convertToFloat(), *bits, *rank,
         c.getMomentum().convertToFloat(), c.getClip().convertToFloat(), *warmup, c.getEpochSteps(),
-        *bucket, static_cast<uint64_t>(c.getSeed()), &state, *step);
+        *bucket, static_cast<uint64_t>(c.getSeed()), &state, *step, lgreco);
     return fb::CreateCollectiveAttrs(fbb, *dim, reduce, codec).Union();
   }
   case fb::OpAttrs::NormAttrs:

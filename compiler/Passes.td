@@ -55,9 +55,11 @@ def CompressGradientsPass : SbpPass<"sbp-compress-gradients",
     codec of its parameter's `compress` attribute (a string on the
     sbp.variable, as the DSL's `compress` sets it) or else of `policy`:
     `none`, `topk:D`, `dgc:D`, `randomk:D`, `qsgd:BITS`, `sign`,
-    `powersgd:RANK`, `topk2bit:D` (D a density in (0, 1]), or `auto`, which
+    `powersgd:RANK`, `topk2bit:D` (D a density in (0, 1]); `auto`, which
     compresses a gradient only where the cost model says the bytes saved
-    outweigh the codec's work. Under a global policy 1-D gradients and those
+    outweigh the codec's work; or `lgreco[:FAMILY]` (L-GreCo: the family's
+    parameter chosen per layer at runtime every `lgreco-every` exchanges,
+    FAMILY powersgd (the default), topk, topk2bit or qsgd). Under a global policy 1-D gradients and those
     below `min-elements` stay dense (as DGC and PowerSGD do), and PowerSGD
     keeps a matrix dense where rank (rows + cols) is not below rows cols / 2;
     a per-parameter spec always applies. The codec's state (residual, DGC's
@@ -78,6 +80,8 @@ def CompressGradientsPass : SbpPass<"sbp-compress-gradients",
            "Gradients smaller than this stay dense under a global policy">,
     Option<"linkBytesPerSecond", "link-bytes-per-second", "double", /*default=*/"0",
            "auto: the data-parallel link's bandwidth (0: the cost model's)">,
+    Option<"lgrecoEvery", "lgreco-every", "int64_t", /*default=*/"100",
+           "lgreco: exchanges between L-GreCo's decisions">,
   ];
 }
 

@@ -25,6 +25,9 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
   Option<int64_t> compressEpochSteps{*this, "compress-epoch-steps",
                                      llvm::cl::desc("DGC's warm-up epoch length"),
                                      llvm::cl::init(0)};
+  Option<int64_t> lgrecoEvery{*this, "lgreco-every",
+                              llvm::cl::desc("exchanges between L-GreCo's decisions"),
+                              llvm::cl::init(100)};
 };
 } // namespace
 
@@ -37,8 +40,14 @@ void mlir::sbp::buildCompilePipeline(OpPassManager &pm, const CompileOptions &op
   pm.addPass(createFuseBiasGeluPass());
   pm.addPass(createPropagatePass());
   pm.addPass(createInsertBoxingPass());
-  pm.addPass(createCompressGradientsPass(CompressGradientsPassOptions{
-      options.compress, options.compressWarmupSteps, options.compressEpochSteps}));
+  pm.addPass(createCompressGradientsPass([&] {
+    CompressGradientsPassOptions o;
+    o.policy = options.compress;
+    o.warmupSteps = options.compressWarmupSteps;
+    o.epochSteps = options.compressEpochSteps;
+    o.lgrecoEvery = options.lgrecoEvery;
+    return o;
+  }()));
   pm.addPass(createBucketGradientsPass());
   pm.addPass(createPlanMemoryPass());
 }
@@ -47,8 +56,8 @@ void mlir::sbp::registerCompilePipeline() {
   PassPipelineRegistration<PipelineOptions>(
       "sbp-compile", "The whole sbpflow pipeline up to (not including) plan emission",
       [](OpPassManager &pm, const PipelineOptions &o) {
-        buildCompilePipeline(
-            pm, CompileOptions{o.bf16, o.compress, o.compressWarmupSteps, o.compressEpochSteps});
+        buildCompilePipeline(pm, CompileOptions{o.bf16, o.compress, o.compressWarmupSteps,
+                                                o.compressEpochSteps, o.lgrecoEvery});
       });
 }
 

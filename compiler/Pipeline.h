@@ -22,6 +22,7 @@ struct CompileOptions {
   std::string compress = "none";
   int64_t compressWarmupSteps = 0;
   int64_t compressEpochSteps = 0;
+  int64_t lgrecoEvery = 100; // compress = lgreco[:FAMILY]: exchanges between decisions
 };
 
 // Adds [mixed-precision] -> autodiff -> [fold-casts] -> fuse-bias-gelu ->

@@ -347,9 +347,14 @@ int main(int argc, char **argv) {
   app.add_flag("--bf16", train.bf16,
                "mixed precision: bf16 matmuls and attention, f32 master weights, losses and "
                "reductions");
-  app.add_option("--compress", train.compile.compress,
-                 "gradient compression: none, auto, topk:DENSITY, dgc:DENSITY, randomk:DENSITY, "
-                 "qsgd:BITS, sign, powersgd:RANK or topk2bit:DENSITY");
+  app.add_option(
+      "--compress", train.compile.compress,
+      "gradient compression: none, auto, topk:DENSITY, dgc:DENSITY, randomk:DENSITY, "
+      "qsgd:BITS, sign, powersgd:RANK, topk2bit:DENSITY, or lgreco[:FAMILY] (L-GreCo over "
+      "powersgd (default), topk, topk2bit or qsgd)");
+  app.add_option("--lgreco-every", train.compile.lgrecoEvery,
+                 "--compress lgreco: steps between L-GreCo's per-layer decisions")
+      ->check(CLI::PositiveNumber);
   app.add_option("--compress-warmup", train.compile.compressWarmupSteps,
                  "dense gradient exchanges before compression starts")
       ->check(CLI::NonNegativeNumber);

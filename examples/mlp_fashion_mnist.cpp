@@ -26,11 +26,21 @@ int main(int argc, char **argv) {
   app.add_option("--emit-plan", emitPlan, "write the compiled plan here");
   app.add_flag("--bf16", options.bf16,
                "mixed precision: bf16 matmuls, f32 master weights, losses and reductions");
-  app.add_option("--compress", options.compress,
-                 "gradient compression: none, auto, topk:DENSITY, dgc:DENSITY, randomk:DENSITY, "
-                 "qsgd:BITS, sign, powersgd:RANK or topk2bit:DENSITY");
+  app.add_option(
+      "--compress", options.compress,
+      "gradient compression: none, auto, topk:DENSITY, dgc:DENSITY, randomk:DENSITY, "
+      "qsgd:BITS, sign, powersgd:RANK, topk2bit:DENSITY, or lgreco[:FAMILY] (L-GreCo over "
+      "powersgd (default), topk, topk2bit or qsgd)");
+  app.add_option("--lgreco-every", options.lgrecoEvery,
+                 "--compress lgreco: steps between L-GreCo's per-layer decisions")
+      ->check(CLI::PositiveNumber);
   app.add_option("--compress-warmup", options.compressWarmupSteps,
                  "dense gradient exchanges before compression starts")
+      ->check(CLI::NonNegativeNumber);
+  int64_t epochSteps = -1;
+  app.add_option("--compress-epoch-steps", epochSteps,
+                 "steps per epoch of DGC's sparsity warm-up (default: one pass over the training "
+                 "set; 0: no warm-up)")
       ->check(CLI::NonNegativeNumber);
   addRunOptions(app, run);
   CLI11_PARSE(app, argc, argv);
@@ -54,7 +64,9 @@ int main(int argc, char **argv) {
     // DGC's sparsity warm-up counts epochs: the steps of one pass over
     // Fashion-MNIST's 60,000 training images (the driver drops the last
     // partial batch), or --max-steps.
-    options.compressEpochSteps = run.maxSteps > 0 ? run.maxSteps : 60000 / batch;
+    options.compressEpochSteps = epochSteps >= 0    ? epochSteps
+                                 : run.maxSteps > 0 ? run.maxSteps
+                                                    : 60000 / batch;
     auto plan = compileModel(m, emitMlir, emitPlan, options);
     if (!plan) {
       std::fprintf(stderr, "error: %s\n", plan.status().message().c_str());

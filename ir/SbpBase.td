@@ -123,4 +123,17 @@ def Sbp_CodecAttr : Sbp_Attr<"Codec", "codec"> {
   let genVerifyDecl = 1;
 }
 
+def Sbp_LgrecoAttr : Sbp_Attr<"Lgreco", "lgreco"> {
+  let summary = "L-GreCo's per-layer choice of a codec's parameter (plan.fbs LgrecoAttrs)";
+  let description = [{
+    The codec's parameter (density, bits or rank) is chosen among
+    `candidates` for this layer (`layer` of `layers` gradients deciding
+    together) every `every` exchanges; `default_index` is the uniform setting
+    whose summed error is the budget.
+  }];
+  let parameters = (ins "::mlir::DenseF64ArrayAttr":$candidates, "int64_t":$default_index,
+                        "int64_t":$layer, "int64_t":$layers, "int64_t":$every);
+  let assemblyFormat = "`<` struct(params) `>`";
+}
+
 #endif

@@ -421,16 +421,20 @@ def Sbp_AllReduceOp : Sbp_BoxingOp<"all_reduce", "AllReduce"> {
     gradient by exchanging compressed payloads: `state` names the codec's
     variables (one row per rank of the placement: the residual, DGC's
     momentum and accumulation, PowerSGD's Q) and `step` the i32 scalar
-    counting its exchanges.
+    counting its exchanges. With `lgreco` (#sbp.lgreco) the codec's parameter
+    is chosen per layer at runtime; `lgreco_state` names the shared table,
+    choice, previous choice and pending count.
   }];
   let arguments = (ins Variadic<AnyRankedTensor>:$inputs, I64Attr:$dim,
                        OptionalAttr<Sbp_CodecAttr>:$codec,
                        OptionalAttr<SymbolRefArrayAttr>:$state,
-                       OptionalAttr<FlatSymbolRefAttr>:$step);
+                       OptionalAttr<FlatSymbolRefAttr>:$step,
+                       OptionalAttr<Sbp_LgrecoAttr>:$lgreco,
+                       OptionalAttr<SymbolRefArrayAttr>:$lgreco_state);
   let results = (outs Variadic<AnyRankedTensor>:$results);
   let builders = [
     OpBuilder<(ins "::mlir::TypeRange":$results, "::mlir::ValueRange":$inputs, "int64_t":$dim), [{
-      build($_builder, $_state, results, inputs, dim, nullptr, nullptr, nullptr);
+      build($_builder, $_state, results, inputs, dim, nullptr, nullptr, nullptr, nullptr, nullptr);
     }]>
   ];
   let extraClassDeclaration = [{

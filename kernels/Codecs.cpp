@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 
 namespace sbpflow::ops {
@@ -79,6 +80,55 @@ std::string describe(const plan::CodecAttrs &c) {
   return s;
 }
 
+} // namespace
+
+namespace {
+// L-GreCo's plan side: a family it adapts, candidates of that family, this
+// layer's row inside the table, and the shared variables shaped for it.
+Status checkLgreco(const plan::LgrecoAttrs &lg, Codec kind,
+                   const flatbuffers::Vector<flatbuffers::Offset<plan::Variable>> &vars,
+                   const std::string &at) {
+  if (kind != Codec::TopK && kind != Codec::TopK2Bit && kind != Codec::Qsgd &&
+      kind != Codec::PowerSgd)
+    return Status::error(at + ": L-GreCo adapts TopK, TopK2Bit, Qsgd or PowerSgd only");
+  const int C = static_cast<int>(lg.candidates()->size());
+  if (C < 1 || C > 127 || lg.default_index() < 0 || lg.default_index() >= C)
+    return Status::error(at + ": L-GreCo needs 1 to 127 candidates and a default among them");
+  for (float v : *lg.candidates()) {
+    const bool integral = v == std::floor(v);
+    const bool ok = isSparse(kind)        ? v > 0.0f && v <= 1.0f
+                    : kind == Codec::Qsgd ? integral && v >= 2.0f && v <= 8.0f
+                                          : integral && v >= 1.0f;
+    if (!ok)
+      return Status::error(at + ": L-GreCo candidate " + std::to_string(v) +
+                           " is no parameter of " + plan::EnumNameCodec(kind));
+  }
+  if (lg.layers() < 1 || lg.layer() < 0 || lg.layer() >= lg.layers() || lg.every() < 1)
+    return Status::error(at + ": L-GreCo needs 0 <= layer < layers and every >= 1");
+  const int nv = static_cast<int>(vars.size());
+  auto expect = [&](int v, const char *what, plan::DType type, int64_t count) -> Status {
+    if (v < 0 || v >= nv)
+      return Status::error(at + ": L-GreCo " + what + " variable " + std::to_string(v) +
+                           " out of range");
+    const plan::Variable &var = *vars.Get(v);
+    const NdSbp sbp = toNdSbp(var.sbp());
+    const bool replicated =
+        std::all_of(sbp.begin(), sbp.end(), [](SbpDim d) { return d.kind == SbpKind::Broadcast; });
+    if (var.dtype() != type || elementCount(toShape(var.shape())) != count || !replicated)
+      return Status::error(at + ": L-GreCo " + what + " variable '" + var.name()->str() +
+                           "' must be " + plan::EnumNameDType(type) + " of " +
+                           std::to_string(count) + " elements, broadcast");
+    return Status::ok();
+  };
+  const int64_t layers = lg.layers();
+  if (Status s = expect(lg.errors(), "errors", plan::DType::F32, layers * 2 * C); !s)
+    return s;
+  if (Status s = expect(lg.choice(), "choice", plan::DType::I32, layers); !s)
+    return s;
+  if (Status s = expect(lg.previous(), "previous", plan::DType::I32, layers); !s)
+    return s;
+  return expect(lg.pending(), "pending", plan::DType::I32, 1);
+}
 } // namespace
 
 Status checkCodec(const OpArgs &a) {
@@ -143,7 +193,7 @@ Status checkCodec(const OpArgs &a) {
   const plan::Variable &step = *vars->Get(c.step());
   if (step.dtype() != plan::DType::I32 || elementCount(toShape(step.shape())) != 1)
     return Status::error(at + ": step variable '" + step.name()->str() + "' must be an i32 scalar");
-  return Status::ok();
+  return c.lgreco() ? checkLgreco(*c.lgreco(), c.kind(), *vars, at) : Status::ok();
 }
 
 namespace {
@@ -169,6 +219,17 @@ struct Exchange {
   float *small = nullptr, *smallAll = nullptr;        // scales / norms / P, Q
   uint8_t *codes = nullptr, *sendBytes = nullptr, *recvBytes = nullptr;
   std::vector<int64_t> counts; // per rank, reset before each gather
+  // The parameters in use (L-GreCo changes them between exchanges); the
+  // buffers above are sized for the largest.
+  int bits = 0;
+  // L-GreCo (CodecAttrs.lgreco): this layer's row and the shared table.
+  const plan::LgrecoAttrs *lg = nullptr;
+  std::vector<float> candidates;
+  float *table = nullptr; // [layers, 2 * candidates]: errors, then payload bytes
+  int32_t *choice = nullptr, *previous = nullptr, *pending = nullptr;
+  float *measured = nullptr, *powerP = nullptr, *powerQ = nullptr; // measuring scratch
+  std::vector<double> dp, nextDp;                                  // the knapsack over error units
+  std::vector<int8_t> picks; // [layers, units + 1]: the candidate taken
 
   Status gather(const void *send, void *recv, int64_t count, plan::DType type) {
     if (!group) {
@@ -198,6 +259,9 @@ struct Exchange {
 
   Status run() {
     const int64_t count = *step;
+    if (lg && count >= c->warmup_steps())
+      if (Status s = adapt(count - c->warmup_steps()); !s)
+        return s;
     if (count < c->warmup_steps()) {
       if (out != grad)
         std::memcpy(out, grad, static_cast<size_t>(n) * sizeof(float));
@@ -262,7 +326,6 @@ struct Exchange {
   }
 
   Status qsgd(int64_t count) {
-    const int bits = c->bits();
     const int64_t buckets = cpu::qsgdBucketCount(n, c->bucket());
     const int64_t packed = cpu::qsgdPackedBytes(n, bits);
     // Ranks draw independently (the seed differs by rank), steps by count.
@@ -300,7 +363,11 @@ struct Exchange {
   // draws on every rank and is kept across steps (warm start).
   Status powerSgd(int64_t count) {
     float *q = s1, *p = small;
-    if (count == 0)
+    // Q starts afresh at the first exchange and where L-GreCo just changed
+    // this layer's rank.
+    const bool switched = lg && count > 1 && (count - 1) % lg->every() == 0 &&
+                          previous[lg->layer()] != choice[lg->layer()];
+    if (count == 0 || switched)
       for (int64_t i = 0; i < cols * rank; ++i) {
         const PhiloxBlock b =
             philox4x32_10(static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), 0x50575347u, 0,
@@ -320,6 +387,126 @@ struct Exchange {
     if (Status s = sum(q, cols * rank); !s)
       return s;
     cpu::matmul(p, q, out, rows, cols, rank, false, true);
+    return Status::ok();
+  }
+
+  // L-GreCo: this exchange's parameter from the shared choice; every
+  // `every` exchanges, this layer's errors and payload sizes for each
+  // candidate, and the decision once every layer has measured.
+  Status adapt(int64_t count) {
+    const int layer = lg->layer();
+    if (choice[layer] < 0 || choice[layer] >= static_cast<int>(candidates.size()))
+      return Status::error("L-GreCo's choice for layer " + std::to_string(layer) + " is " +
+                           std::to_string(choice[layer]) + ", not a candidate index (0 to " +
+                           std::to_string(candidates.size() - 1) + ")");
+    setParameter(candidates[static_cast<size_t>(choice[layer])]);
+    if (count == 0 || count % lg->every() != 0)
+      return Status::ok();
+    measure(table + static_cast<size_t>(layer) * 2 * candidates.size());
+    if (++*pending < lg->layers())
+      return Status::ok();
+    *pending = 0;
+    return decide();
+  }
+
+  void setParameter(float value) {
+    if (isSparse(kind))
+      k = pairsFor(value, n);
+    else if (kind == Codec::Qsgd)
+      bits = static_cast<int>(value), levels = (1 << (bits - 1)) - 1;
+    else if (kind == Codec::PowerSgd)
+      rank = static_cast<int>(value);
+  }
+
+  // Bytes this rank puts into one exchange of the codec with `value`.
+  double payloadBytes(float value) const {
+    if (kind == Codec::TopK) {
+      return 8.0 * static_cast<double>(pairsFor(value, n));
+    }
+    if (kind == Codec::TopK2Bit) {
+      const int64_t kk = pairsFor(value, n);
+      return static_cast<double>(4 * kk + cpu::twoBitCodeBytes(kk) + 4 * cpu::kTwoBitTableFloats);
+    }
+    if (kind == Codec::Qsgd)
+      return static_cast<double>(cpu::qsgdPackedBytes(n, static_cast<int>(value)) +
+                                 4 * cpu::qsgdBucketCount(n, c->bucket()));
+    return 4.0 * value * static_cast<double>(rows + cols);
+  }
+
+  // row[j]: the squared error candidate j leaves in M = grad + residual;
+  // row[C + j]: its payload bytes.
+  void measure(float *row) {
+    const size_t C = candidates.size();
+    for (int64_t i = 0; i < n; ++i)
+      measured[i] = grad[i] + (s0 ? s0[i] : 0.0f);
+    double total = 0.0;
+    for (int64_t i = 0; i < n; ++i)
+      total += static_cast<double>(measured[i]) * measured[i];
+    for (size_t j = 0; j < C; ++j) {
+      double error = 0.0;
+      if (isSparse(kind)) {
+        // What top-k leaves out: the total less the k largest squares.
+        const int64_t kk = pairsFor(candidates[j], n);
+        for (int64_t i = 0; i < n; ++i)
+          order[i] = static_cast<int32_t>(i);
+        std::nth_element(order, order + kk - 1, order + n, [&](int32_t a, int32_t b) {
+          return std::fabs(measured[a]) > std::fabs(measured[b]);
+        });
+        double kept = 0.0;
+        for (int64_t i = 0; i < kk; ++i)
+          kept += static_cast<double>(measured[order[i]]) * measured[order[i]];
+        error = std::max(0.0, total - kept);
+      } else if (kind == Codec::Qsgd) {
+        // Stochastic rounding's expected squared error: unit^2 f (1 - f) per
+        // element, f the fractional level.
+        const double s = static_cast<double>((1 << (static_cast<int>(candidates[j]) - 1)) - 1);
+        for (int64_t begin = 0; begin < n; begin += c->bucket()) {
+          const int64_t end = std::min<int64_t>(n, begin + c->bucket());
+          double squares = 0.0;
+          for (int64_t i = begin; i < end; ++i)
+            squares += static_cast<double>(measured[i]) * measured[i];
+          const double unit = std::sqrt(squares) / s;
+          if (unit == 0.0)
+            continue;
+          for (int64_t i = begin; i < end; ++i) {
+            const double r = std::fabs(measured[i]) / unit, f = r - std::floor(r);
+            error += unit * unit * f * (1.0 - f);
+          }
+        }
+      } else {
+        // PowerSGD: two power iterations from a fixed start; P orthonormal,
+        // so ||M - P P^T M||^2 = ||M||^2 - ||M^T P||^2.
+        const auto r = static_cast<int64_t>(candidates[j]);
+        for (int64_t i = 0; i < cols * r; ++i) {
+          const PhiloxBlock b = philox4x32_10(static_cast<uint32_t>(i), 0, 0x4C475243u, 0,
+                                              static_cast<uint32_t>(c->seed()), 0);
+          powerQ[i] = static_cast<float>(b.word[0] >> 8) / 8388608.0f - 1.0f;
+        }
+        for (int iteration = 0; iteration < 2; ++iteration) {
+          cpu::matmul(measured, powerQ, powerP, rows, r, cols, false, false);
+          cpu::orthogonalizeColumns(powerP, rows, r);
+          cpu::matmul(measured, powerP, powerQ, cols, r, rows, true, false);
+        }
+        double projected = 0.0;
+        for (int64_t i = 0; i < cols * r; ++i)
+          projected += static_cast<double>(powerQ[i]) * powerQ[i];
+        error = std::max(0.0, total - projected);
+      }
+      row[j] = static_cast<float>(error);
+      row[C + j] = static_cast<float>(payloadBytes(candidates[j]));
+    }
+  }
+
+  // The table summed over the group (every rank then decides alike), then
+  // L-GreCo's knapsack (cpu::lgrecoChoose) over it.
+  Status decide() {
+    const int layers = lg->layers();
+    const auto C = static_cast<int64_t>(candidates.size());
+    if (Status s = sum(table, static_cast<int64_t>(layers) * 2 * C); !s)
+      return s;
+    for (int l = 0; l < layers; ++l)
+      previous[l] = choice[l];
+    cpu::lgrecoChoose(table, layers, C, lg->default_index(), choice, dp.data(), picks.data());
     return Status::ok();
   }
 
@@ -366,11 +553,20 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
   const Shape &local = a.in[0]->local;
   x->cols = local.empty() ? 1 : local.back();
   x->rows = x->cols > 0 ? x->n / x->cols : 0;
-  x->rank = c.rank();
-  x->levels = c.kind() == Codec::Qsgd ? (1 << (c.bits() - 1)) - 1 : 0;
-  x->k = isSparse(c.kind())
-             ? pairsFor(c.kind() == Codec::Dgc ? dgcDensity(c, 0) : c.density(), x->n)
-             : 0;
+  // The parameters buffers are sized for: the largest of DGC's schedule or
+  // of L-GreCo's candidates.
+  x->lg = c.lgreco();
+  if (x->lg) {
+    x->candidates.assign(x->lg->candidates()->begin(), x->lg->candidates()->end());
+    x->setParameter(*std::max_element(x->candidates.begin(), x->candidates.end()));
+  } else {
+    x->rank = c.rank();
+    x->bits = c.bits();
+    x->levels = c.kind() == Codec::Qsgd ? (1 << (c.bits() - 1)) - 1 : 0;
+    x->k = isSparse(c.kind())
+               ? pairsFor(c.kind() == Codec::Dgc ? dgcDensity(c, 0) : c.density(), x->n)
+               : 0;
+  }
   x->grad = data<float>(a.in[0]);
   x->out = data<float>(a.out[0]);
   x->group = a.comm;
@@ -412,8 +608,8 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
   case Codec::Qsgd: {
     const int64_t buckets = cpu::qsgdBucketCount(n, c.bucket());
     x->codes = bytes(n);
-    x->sendBytes = bytes(cpu::qsgdPackedBytes(n, c.bits()));
-    x->recvBytes = bytes(cpu::qsgdPackedBytes(n, c.bits()) * R);
+    x->sendBytes = bytes(cpu::qsgdPackedBytes(n, x->bits));
+    x->recvBytes = bytes(cpu::qsgdPackedBytes(n, x->bits) * R);
     x->small = floats(buckets);
     x->smallAll = floats(buckets * R);
     break;
@@ -437,6 +633,24 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     x->recvBytes = bytes(payload * R);
     break;
   }
+  }
+  if (x->lg) {
+    const plan::LgrecoAttrs &lg = *x->lg;
+    auto f32 = [&](int v) { return data<float>(&(*a.variables)[v]); };
+    auto i32 = [&](int v) { return data<int32_t>(&(*a.variables)[v]); };
+    x->table = f32(lg.errors());
+    x->choice = i32(lg.choice());
+    x->previous = i32(lg.previous());
+    x->pending = i32(lg.pending());
+    x->measured = floats(n);
+    if (!x->order)
+      x->order = ints(n);
+    if (c.kind() == Codec::PowerSgd) {
+      x->powerP = floats(x->rows * x->rank);
+      x->powerQ = floats(x->cols * x->rank);
+    }
+    x->dp.resize(2 * (cpu::kLgrecoUnits + 1));
+    x->picks.resize(static_cast<size_t>(lg.layers()) * (cpu::kLgrecoUnits + 1));
   }
   return launch(a, [x] { return x->run(); });
 }

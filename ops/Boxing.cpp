@@ -72,6 +72,19 @@ unsigned stateCount(CodecKind kind) {
 }
 } // namespace
 
+CodecAttr mlir::sbp::sizingCodec(CodecAttr codec, LgrecoAttr lgreco) {
+  if (!lgreco || lgreco.getCandidates().empty())
+    return codec;
+  const double top = *llvm::max_element(lgreco.getCandidates().asArrayRef());
+  const bool sparse = codec.getKind() == CodecKind::topk || codec.getKind() == CodecKind::topk2bit;
+  return CodecAttr::get(
+      codec.getContext(), codec.getKind(), sparse ? llvm::APFloat(top) : codec.getDensity(),
+      codec.getKind() == CodecKind::qsgd ? static_cast<int64_t>(top) : codec.getBits(),
+      codec.getKind() == CodecKind::powersgd ? static_cast<int64_t>(top) : codec.getRank(),
+      codec.getMomentum(), codec.getClip(), codec.getWarmup(), codec.getEpochSteps(),
+      codec.getBucket(), codec.getSeed());
+}
+
 llvm::SmallVector<llvm::SmallVector<int64_t, 2>>
 mlir::sbp::codecStateShapes(CodecAttr codec, RankedTensorType grad,
                             llvm::ArrayRef<int64_t> hierarchy) {
@@ -110,7 +123,8 @@ LogicalResult mlir::sbp::AllReduceOp::verifyCodec() {
   auto placement = symbols.lookupNearestSymbolFrom<PlacementOp>(*this, getSbp(grad).getPlacement());
   if (!placement)
     return failure(); // verifyEncodings names it
-  auto shapes = codecStateShapes(codec, grad, placement.getHierarchy());
+  auto shapes =
+      codecStateShapes(sizingCodec(codec, getLgrecoAttr()), grad, placement.getHierarchy());
   const unsigned got = getStateAttr() ? getStateAttr().size() : 0;
   if (got != shapes.size())
     return emitOpError("codec ") << codec << " keeps " << shapes.size()
@@ -135,6 +149,33 @@ LogicalResult mlir::sbp::AllReduceOp::verifyCodec() {
   if (!step || !step.getTensorType().getElementType().isSignlessInteger(32) ||
       step.getTensorType().getRank() != 0)
     return emitOpError("codec step ") << getStepAttr() << " must be an i32 scalar variable";
+  if (!getLgreco() && !getLgrecoState())
+    return success();
+  LgrecoAttr lg = getLgrecoAttr();
+  const CodecKind kind = codec.getKind();
+  if (!lg || !getLgrecoStateAttr() || getLgrecoStateAttr().size() != 4)
+    return emitOpError("L-GreCo needs #sbp.lgreco and four state variables (errors, choice, "
+                       "previous, pending)");
+  if (kind != CodecKind::topk && kind != CodecKind::topk2bit && kind != CodecKind::qsgd &&
+      kind != CodecKind::powersgd)
+    return emitOpError("L-GreCo adapts topk, topk2bit, qsgd or powersgd, not ")
+           << stringifyCodecKind(kind);
+  const int64_t C = static_cast<int64_t>(lg.getCandidates().size());
+  if (C < 1 || C > 127 || lg.getDefaultIndex() < 0 || lg.getDefaultIndex() >= C ||
+      lg.getLayer() < 0 || lg.getLayer() >= lg.getLayers() || lg.getEvery() < 1)
+    return emitOpError("L-GreCo needs 1 to 127 candidates, a default among them, 0 <= layer < "
+                       "layers and every >= 1, got ")
+           << lg;
+  const int64_t layers = lg.getLayers();
+  const std::pair<int64_t, bool> want[] = {
+      {layers * 2 * C, true}, {layers, false}, {layers, false}, {1, false}};
+  for (auto [ref, w] : llvm::zip(getLgrecoStateAttr(), want)) {
+    auto var = symbols.lookupNearestSymbolFrom<VariableOp>(*this, cast<FlatSymbolRefAttr>(ref));
+    if (!var || var.getTensorType().getNumElements() != w.first ||
+        var.getTensorType().getElementType().isF32() != w.second)
+      return emitOpError("L-GreCo state ") << ref << " must be a variable of " << w.first
+                                           << (w.second ? " f32" : " i32") << " elements";
+  }
   return success();
 }
 

@@ -72,6 +72,9 @@ llvm::SmallVector<SbpSignature> linearInFirst(llvm::SmallVector<SbpSignature> si
 // of x, B -> B, and P -> P where the reduction is linear.
 llvm::SmallVector<SbpSignature> reduceToScalar(Value x, bool linear);
 
+// The codec whose parameter is the largest of L-GreCo's candidates (buffers
+// and state are sized for it); `codec` itself without `lgreco`.
+CodecAttr sizingCodec(CodecAttr codec, LgrecoAttr lgreco);
 // The shapes of the state variables `codec` keeps for a gradient of type
 // `grad` on a placement of `ranks` ranks and `hierarchy` (plan.fbs
 // CodecAttrs.state): [ranks, L] each, one row per rank, L the most local

@@ -182,4 +182,47 @@ int64_t scatterAddPairs(const int32_t *idx, const float *val, int64_t count, flo
   return bad;
 }
 
+bool lgrecoChoose(const float *table, int64_t layers, int64_t candidates, int64_t defaultIndex,
+                  int32_t *choice, double *dp, int8_t *picks) {
+  const int64_t C = candidates, width = 2 * C;
+  double budget = 0.0;
+  for (int64_t l = 0; l < layers; ++l)
+    budget += table[l * width + defaultIndex];
+  if (!(budget > 0.0) || !std::isfinite(budget))
+    return false;
+  auto unitsOf = [&](int64_t l, int64_t j) {
+    return std::floor(static_cast<double>(table[l * width + j]) / budget * kLgrecoUnits);
+  };
+  const double inf = std::numeric_limits<double>::infinity();
+  double *cur = dp, *next = dp + kLgrecoUnits + 1;
+  std::fill(cur, cur + kLgrecoUnits + 1, inf);
+  cur[0] = 0.0;
+  for (int64_t l = 0; l < layers; ++l) {
+    std::fill(next, next + kLgrecoUnits + 1, inf);
+    int8_t *pick = picks + l * (kLgrecoUnits + 1);
+    for (int64_t j = 0; j < C; ++j) {
+      const double units = unitsOf(l, j);
+      if (!(units <= kLgrecoUnits))
+        continue; // alone over the budget (or NaN)
+      const auto u = static_cast<int>(units);
+      const double bytes = table[l * width + C + j];
+      for (int at = 0; at + u <= kLgrecoUnits; ++at)
+        if (cur[at] + bytes < next[at + u]) {
+          next[at + u] = cur[at] + bytes;
+          pick[at + u] = static_cast<int8_t>(j);
+        }
+    }
+    std::swap(cur, next);
+  }
+  const int64_t best = std::min_element(cur, cur + kLgrecoUnits + 1) - cur;
+  if (!(cur[best] < inf))
+    return false;
+  for (int64_t l = layers - 1, at = best; l >= 0; --l) {
+    const int j = picks[l * (kLgrecoUnits + 1) + at];
+    choice[l] = j;
+    at -= static_cast<int64_t>(unitsOf(l, j));
+  }
+  return true;
+}
+
 } // namespace sbpflow::cpu

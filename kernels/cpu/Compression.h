@@ -63,4 +63,18 @@ void orthogonalizeColumns(float *p, int64_t rows, int64_t cols);
 int64_t scatterAddPairs(const int32_t *idx, const float *val, int64_t count, float scale,
                         float *out, int64_t n);
 
+// L-GreCo's choice (Markov et al., arXiv 2210.17357, as its repository's
+// knapsack): `table` holds per layer l a row of 2 C floats, the errors of its
+// C candidates then their payload bytes. The budget is the summed error of
+// candidate `defaultIndex` in every layer; each error counts
+// floor(error / budget * kLgrecoUnits) units (floored, so the uniform default
+// always fits); choice[l] becomes the candidate of layer l in the assignment
+// of fewest total bytes whose units sum to at most kLgrecoUnits (the first
+// such found, candidates tried in order). Returns false, leaving choice as it
+// is, where the budget is not positive and finite (a zero gradient, or a
+// diverged one). Scratch: dp of 2 (kLgrecoUnits + 1) doubles, picks of
+// layers (kLgrecoUnits + 1) bytes; C <= 127.
+constexpr int kLgrecoUnits = 10000;
+bool lgrecoChoose(const float *table, int64_t layers, int64_t candidates, int64_t defaultIndex,
+                  int32_t *choice, double *dp, int8_t *picks);
 } // namespace sbpflow::cpu

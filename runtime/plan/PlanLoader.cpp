@@ -498,6 +498,15 @@ void describeAttrs(const plan::Task &task, std::ostream &os) {
         for (int v : *k->state())
           os << " #" << v;
       os << " step #" << k->step();
+      if (const plan::LgrecoAttrs *lg = k->lgreco()) {
+        os << " lgreco candidates";
+        for (float v : *lg->candidates())
+          os << " " << v;
+        os << " default " << lg->default_index() << " layer " << lg->layer() << " of "
+           << lg->layers() << " every " << lg->every() << " errors #" << lg->errors()
+           << " choice #" << lg->choice() << " previous #" << lg->previous() << " pending #"
+           << lg->pending();
+      }
     }
   } else if (auto *a = task.attrs_as_AdamWAttrs()) {
     os << " lr " << a->lr() << " beta1 " << a->beta1() << " beta2 " << a->beta2() << " eps "

@@ -11,6 +11,9 @@
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=auto link-bytes-per-second=1.25e7" | FileCheck %s --check-prefix=SLOW
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=auto link-bytes-per-second=1e12" | FileCheck %s --check-prefix=FAST
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compile="compress=qsgd:4" --sbp-emit-plan=print=true | FileCheck %s --check-prefix=PLAN
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=lgreco min-elements=0 lgreco-every=50" | FileCheck %s --check-prefix=LGRECO
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compile="compress=lgreco:topk2bit" --sbp-emit-plan=print=true | FileCheck %s --check-prefix=LGPLAN
+// RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compress-gradients=policy=lgreco:sign 2>&1 | FileCheck %s --check-prefix=BADFAMILY
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compress-gradients=policy=topk:2 2>&1 | FileCheck %s --check-prefix=BAD
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compress-gradients=policy=qsgd:9 2>&1 | FileCheck %s --check-prefix=BADBITS
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compress-gradients=policy=zip 2>&1 | FileCheck %s --check-prefix=BADNAME
@@ -76,6 +79,22 @@ module @own {
 
 // The plan carries the codec on the AllReduce's CollectiveAttrs.
 // PLAN: AllReduce{{.*}} dim 0 reduce Sum codec Qsgd density 0 bits 4 rank 0 momentum 0 clip 0 warmup_steps 0 epoch_steps 0 bucket 512 seed {{[0-9]+}} state step #{{[0-9]+}}
+
+// L-GreCo: PowerSGD ranks {1, 2, 4, 8, 16} per layer, the codec at the
+// default (rank 4) and Q sized for rank 16; one shared table [layers, 2 x
+// candidates], choice and previous choice starting at the default, a
+// pending count; each layer its row.
+// LGRECO-DAG: sbp.variable @fc1.weight.codec.q : tensor<4x1024xf32
+// LGRECO-DAG: sbp.variable @lgreco.errors : tensor<2x10xf32, #sbp.t<@dp, [B]>>
+// LGRECO-DAG: sbp.variable @lgreco.choice : tensor<2xi32, #sbp.t<@dp, [B]>> init #sbp.init<constant, 2.0
+// LGRECO-DAG: sbp.variable @lgreco.previous : tensor<2xi32
+// LGRECO-DAG: sbp.variable @lgreco.pending : tensor<i32
+// LGRECO: codec = #sbp.codec<powersgd, rank = 4, {{.*}}lgreco = #sbp.lgreco<candidates = [1.000000e+00, 2.000000e+00, 4.000000e+00, 8.000000e+00, 1.600000e+01], default_index = 2, layer = 0, layers = 2, every = 50>, lgreco_state = [@lgreco.errors, @lgreco.choice, @lgreco.previous, @lgreco.pending]
+// LGRECO: lgreco = #sbp.lgreco<{{.*}}layer = 1, layers = 2
+
+// The plan carries L-GreCo inside the codec (inspect prints both).
+// LGPLAN: codec TopK2Bit density 0.01 {{.*}} lgreco candidates 0.0025 0.005 0.01 0.02 0.04 default 2 layer 0 of 1 every 100 errors #{{[0-9]+}} choice #{{[0-9]+}} previous #{{[0-9]+}} pending #{{[0-9]+}}
+// BADFAMILY: L-GreCo adapts powersgd, topk, topk2bit or qsgd, not 'sign'
 
 // BAD: error: sbp-compress-gradients: bad compression spec 'topk:2': the density must be a number in (0, 1]
 // BADBITS: bad compression spec 'qsgd:9': QSGD's bits must be an integer from 2 to 8

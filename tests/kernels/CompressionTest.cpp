@@ -397,3 +397,99 @@ TEST(PowerSgd, OneRankStepRecoversALowRankMatrix) {
 
 } // namespace
 } // namespace sbpflow
+
+// ---------------------------------------------------------------- L-GreCo
+
+namespace sbpflow {
+namespace {
+
+// Every assignment of `layers` layers to C candidates, scored as the header
+// says: the fewest bytes whose floored error units fit the budget.
+double bruteForceBytes(const std::vector<float> &table, int layers, int C, int defaultIndex) {
+  double budget = 0;
+  for (int l = 0; l < layers; ++l)
+    budget += table[l * 2 * C + defaultIndex];
+  double best = std::numeric_limits<double>::infinity();
+  std::vector<int> pick(layers, 0);
+  while (true) {
+    double units = 0, bytes = 0;
+    for (int l = 0; l < layers; ++l) {
+      units += std::floor(double(table[l * 2 * C + pick[l]]) / budget * cpu::kLgrecoUnits);
+      bytes += table[l * 2 * C + C + pick[l]];
+    }
+    if (units <= cpu::kLgrecoUnits)
+      best = std::min(best, bytes);
+    int l = 0;
+    while (l < layers && ++pick[l] == C)
+      pick[l++] = 0;
+    if (l == layers)
+      return best;
+  }
+}
+
+TEST(LgrecoChoose, FindsTheFewestBytesWithinTheBudget) {
+  std::vector<double> dp(2 * (cpu::kLgrecoUnits + 1));
+  for (int layers : {1, 2, 3, 4})
+    for (int C : {1, 3, 5})
+      for (uint64_t seed = 1; seed <= 20; ++seed) {
+        // Errors fall and bytes rise with the candidate, as ranks or densities do.
+        std::vector<float> table(static_cast<size_t>(layers) * 2 * C);
+        std::vector<float> r = test::randomVector(table.size(), seed, 0.0f, 1.0f);
+        for (int l = 0; l < layers; ++l) {
+          float error = 1.0f + 9.0f * r[l * 2 * C], bytes = 100.0f * (1 + l);
+          for (int j = 0; j < C; ++j) {
+            table[l * 2 * C + j] = error;
+            table[l * 2 * C + C + j] = bytes;
+            error *= 0.2f + 0.7f * r[l * 2 * C + j];
+            bytes *= 1.5f + r[l * 2 * C + C + j];
+          }
+        }
+        const int def = C / 2;
+        std::vector<int32_t> choice(layers, def);
+        std::vector<int8_t> picks(static_cast<size_t>(layers) * (cpu::kLgrecoUnits + 1));
+        ASSERT_TRUE(cpu::lgrecoChoose(table.data(), layers, C, def, choice.data(), dp.data(),
+                                      picks.data()));
+        double units = 0, bytes = 0, budget = 0;
+        for (int l = 0; l < layers; ++l)
+          budget += table[l * 2 * C + def];
+        for (int l = 0; l < layers; ++l) {
+          ASSERT_GE(choice[l], 0);
+          ASSERT_LT(choice[l], C);
+          units += std::floor(double(table[l * 2 * C + choice[l]]) / budget * cpu::kLgrecoUnits);
+          bytes += table[l * 2 * C + C + choice[l]];
+        }
+        EXPECT_LE(units, cpu::kLgrecoUnits) << layers << " layers, " << C << " candidates";
+        EXPECT_DOUBLE_EQ(bytes, bruteForceBytes(table, layers, C, def))
+            << layers << " layers, " << C << " candidates, seed " << seed;
+      }
+}
+
+// A layer whose error falls steeply with a dearer candidate takes it, so that
+// a layer whose payload is large can drop to its cheapest candidate within
+// the same summed error: the assignment moves off the uniform default.
+TEST(LgrecoChoose, TradesErrorBetweenLayers) {
+  // Per layer, candidates {small, default, large}: errors, then bytes.
+  const std::vector<float> table = {1.5f, 1.0f, 0.001f, 10,  20,  40,   // small payloads
+                                    1.9f, 1.0f, 0.5f,   100, 200, 400}; // large payloads
+  std::vector<int32_t> choice = {1, 1};
+  std::vector<double> dp(2 * (cpu::kLgrecoUnits + 1));
+  std::vector<int8_t> picks(2 * (cpu::kLgrecoUnits + 1));
+  ASSERT_TRUE(cpu::lgrecoChoose(table.data(), 2, 3, 1, choice.data(), dp.data(), picks.data()));
+  // Uniform: 220 B at error 2.0 (the budget). {large, small}: 140 B at
+  // 1.901. Every cheaper assignment exceeds the budget.
+  EXPECT_EQ(choice, (std::vector<int32_t>{2, 0}));
+}
+
+TEST(LgrecoChoose, AZeroOrNonFiniteBudgetKeepsTheChoice) {
+  std::vector<float> table = {0, 0, 1, 2, 0, 0, 1, 2};
+  std::vector<int32_t> choice = {1, 0};
+  std::vector<double> dp(2 * (cpu::kLgrecoUnits + 1));
+  std::vector<int8_t> picks(2 * (cpu::kLgrecoUnits + 1));
+  EXPECT_FALSE(cpu::lgrecoChoose(table.data(), 2, 2, 0, choice.data(), dp.data(), picks.data()));
+  table[0] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_FALSE(cpu::lgrecoChoose(table.data(), 2, 2, 0, choice.data(), dp.data(), picks.data()));
+  EXPECT_EQ(choice, (std::vector<int32_t>{1, 0}));
+}
+
+} // namespace
+} // namespace sbpflow

@@ -106,8 +106,8 @@ def bench_mlp(args, out):
         name = "mlp.sbpflow." + spec.replace(":", "_")
         command = [ours, "--local", str(RANKS), "--threads", "1", "--seed", str(args.seed),
                    *length_ours, "--bench-json", os.path.join(out, name + ".json")]
-        if spec != "none":  # so that a build without --compress runs the dense row
-            command += ["--compress", spec]
+        if spec != "none":  # the same dense warm-up as PyTorch's start_powerSGD_iter
+            command += ["--compress", spec, "--compress-warmup", str(args.warmup)]
         rows.append(("sbpflow", spec, run(name, command, out)))
     if not os.access(ours, os.X_OK):
         print(f"== sbpflow: skipped, {ours} not built", file=sys.stderr)
@@ -147,7 +147,7 @@ def bench_gpt(args, out):
         command = [ours, "--dp", str(RANKS), "--threads", "1", "--seed", str(args.seed),
                    *length, "--bench-json", os.path.join(out, name + ".json")]
         if spec != "none":
-            command += ["--compress", spec]
+            command += ["--compress", spec, "--compress-warmup", str(args.warmup)]
         rows.append(("sbpflow", spec, run(name, command, out)))
     for hook in args.hooks:
         name = "gpt.pytorch." + hook.replace(":", "_")

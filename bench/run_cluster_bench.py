@@ -4,7 +4,8 @@ network namespaces (tests/cluster/netns.py), each node's link capped with
 `tc tbf`, beside the compute-only time of one rank.
 
 usage: bench/run_cluster_bench.py [--nodes N] [--caps none,10gbit,1gbit,100mbit]
-                                  [--models mlp,gpt] [--steps S] [--repeat R] [--build DIR]
+                                  [--models mlp,gpt] [--codecs none,powersgd:4,...]
+                                  [--steps S] [--repeat R] [--build DIR]
 
 Needs root (network namespaces). For each model and cap it starts N
 namespaces with one `sbpflow-worker --listen` each and runs the dp=N plan
@@ -25,6 +26,10 @@ kernel thread each:
   rules: no headers, no CAF), the mean over the ranks; sent/step minus
   counted/step is the framing and control traffic;
 - wire time: sent/step at the cap's rate, the least time the link needs.
+
+With --codecs each model runs once per gradient codec (the examples'
+--compress SPEC; `none` is the dense all-reduce), beside the same
+compute-only time.
 
 On a 2-core machine N = 2 gives each rank a core of its own; more nodes
 share cores, and the compute-only time no longer bounds a step from below.
@@ -57,10 +62,11 @@ def tool(build, name):
     return path
 
 
-def emit_plan(build, model, ranks, batch, path):
+def emit_plan(build, model, ranks, batch, path, codec="none"):
     m = MODELS[model]
     subprocess.run([tool(build, m["tool"]), m["ranks"], str(ranks), "--batch", str(batch),
-                    "--emit-plan", path, "--plan-only"], check=True, stdout=subprocess.DEVNULL)
+                    "--compress", codec, "--emit-plan", path, "--plan-only"], check=True,
+                   stdout=subprocess.DEVNULL)
 
 
 def step_args(model, steps, bench_json):
@@ -149,6 +155,8 @@ def main():
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--caps", default="none,10gbit,1gbit,100mbit")
     parser.add_argument("--models", default="mlp,gpt")
+    parser.add_argument("--codecs", default="none",
+                        help="gradient codecs (--compress SPEC), comma-separated")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--build", default=os.path.join(HERE, "..", "build"))
@@ -176,32 +184,34 @@ def main():
             if batch % args.nodes:
                 sys.exit(f"run_cluster_bench.py: {args.nodes} nodes do not divide the {model}'s "
                          f"batch of {batch}")
-            dp_plan = os.path.join(tmp, f"{model}-dp.plan")
             one_plan = os.path.join(tmp, f"{model}-one.plan")
-            emit_plan(build, model, args.nodes, batch, dp_plan)
             emit_plan(build, model, 1, batch // args.nodes, one_plan)
             compute = compute_only(build, model, one_plan, args.steps, args.repeat, tmp)
             print(f"{model}: compute only (1 rank, batch {batch // args.nodes}) {compute:.2f} ms",
                   file=sys.stderr)
-            for cap in caps:
-                tag = f"bench{len(rows)}x"  # a namespace name holds 15 characters
-                step, sent, counted = on_nodes(build, model, dp_plan, args.nodes, cap, args.steps,
-                                      args.repeat, tmp, tag)
-                wire = sent * 8 / rate_bits(cap) * 1e3 if rate_bits(cap) else None
-                print(f"{model} at {cap}: step {step:.2f} ms, {sent / 1e6:.3f} MB sent per node "
-                      f"per step ({counted / 1e6:.3f} MB counted)", file=sys.stderr)
-                rows.append((model, cap, step, compute, sent, counted, wire))
+            for codec in args.codecs.split(","):
+                dp_plan = os.path.join(tmp, f"{model}-dp-{len(rows)}.plan")
+                emit_plan(build, model, args.nodes, batch, dp_plan, codec)
+                for cap in caps:
+                    tag = f"bench{len(rows)}x"  # a namespace name holds 15 characters
+                    step, sent, counted = on_nodes(build, model, dp_plan, args.nodes, cap,
+                                                   args.steps, args.repeat, tmp, tag)
+                    wire = sent * 8 / rate_bits(cap) * 1e3 if rate_bits(cap) else None
+                    print(f"{model} {codec} at {cap}: step {step:.2f} ms, {sent / 1e6:.3f} MB "
+                          f"sent per node per step ({counted / 1e6:.3f} MB counted)",
+                          file=sys.stderr)
+                    rows.append((model, codec, cap, step, compute, sent, counted, wire))
 
     print(f"\n{args.nodes} nodes x 1 rank (1 thread each), data-parallel; medians of "
           f"{args.repeat} runs of {args.steps} steps")
-    print(f"| model | link cap | step | compute only (1 rank) | step - compute | "
+    print(f"| model | codec | link cap | step | compute only (1 rank) | step / compute | "
           f"sent per node per step (eth0) | counted per rank per step (sent_bytes_per_step) | "
           f"wire time at the cap |")
-    print("|---|---|---|---|---|---|---|---|")
-    for model, cap, step, compute, sent, counted, wire in rows:
-        print(f"| {model} | {'uncapped veth' if cap == 'none' else cap} | {step:.2f} ms | "
-              f"{compute:.2f} ms | {step - compute:.2f} ms | {sent / 1e6:.2f} MB | "
-              f"{counted / 1e6:.2f} MB | {'-' if wire is None else f'{wire:.2f} ms'} |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for model, codec, cap, step, compute, sent, counted, wire in rows:
+        print(f"| {model} | {codec} | {'uncapped veth' if cap == 'none' else cap} | "
+              f"{step:.2f} ms | {compute:.2f} ms | {step / compute:.2f} | {sent / 1e6:.4f} MB | "
+              f"{counted / 1e6:.4f} MB | {'-' if wire is None else f'{wire:.2f} ms'} |")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
 #include "ops/Rules.h"
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
 
 #include <cmath>
 
@@ -118,6 +120,8 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
         error() << "warmup-steps and epoch-steps must be in [0, 2^31), lgreco-every positive";
       return signalPassFailure();
     }
+    if (failed(loadCodecCosts()))
+      return signalPassFailure();
     SymbolTable symbols(module);
     llvm::SmallVector<AllReduceOp> gradients;
     module.walk([&](AllReduceOp ar) {
@@ -320,11 +324,39 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     return 2 * codec.getRank() * (rows + cols) < rows * cols;
   }
 
+  CostModel model;
+
+  // The codec costs measured on the target machine (codec_costs' JSON), in
+  // place of the cost model's.
+  LogicalResult loadCodecCosts() {
+    if (codecCosts.empty())
+      return success();
+    auto error = [&] {
+      return getOperation().emitError("sbp-compress-gradients: codec-costs '")
+             << codecCosts << "': ";
+    };
+    auto file = llvm::MemoryBuffer::getFile(codecCosts);
+    if (!file)
+      return error() << file.getError().message();
+    llvm::Expected<llvm::json::Value> json = llvm::json::parse((*file)->getBuffer());
+    if (!json)
+      return error() << llvm::toString(json.takeError());
+    const llvm::json::Object *o = json->getAsObject();
+    auto get = [&](llvm::StringRef key, double &into) -> LogicalResult {
+      std::optional<double> v = o ? o->getNumber(key) : std::nullopt;
+      if (!v || !(*v > 0))
+        return error() << "needs a positive number '" << key << "' (seconds per element)";
+      into = *v;
+      return success();
+    };
+    return failure(failed(get("topk2bit", model.topk2bitSecondsPerElement)) ||
+                   failed(get("powersgd", model.powersgdSecondsPerElementRank)));
+  }
+
   // auto: per gradient, the candidate codec of least modelled time (its
-  // payload over the link plus its own work), where that beats the dense
-  // ring all-reduce.
+  // payload over the link plus its own work, as measured), where that beats
+  // the dense ring all-reduce.
   CodecAttr chooseByCost(RankedTensorType grad, llvm::ArrayRef<int64_t> hierarchy, int64_t dim) {
-    CostModel model;
     const double bw = linkBytesPerSecond > 0 ? double(linkBytesPerSecond) : model.bytesPerSecond;
     auto dims = getSbpDims(getSbp(grad));
     const double n = static_cast<double>(sbpflow::maxLocalElements(
@@ -341,11 +373,11 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
       if (c.getKind() == CodecKind::powersgd) {
         const double cols = grad.getShape().back(), rows = n / cols;
         payload = 2 * (ranks - 1) / ranks * 4 * c.getRank() * (rows + cols);
-        work = 6 * c.getRank() * n / model.flopsPerSecond;
+        work = n * c.getRank() * model.powersgdSecondsPerElementRank;
       } else {
         const double k = std::ceil(c.getDensity().convertToDouble() * n);
         payload = (ranks - 1) * (4 * k + k / 4 + 20);
-        work = n * model.selectSecondsPerElement;
+        work = n * model.topk2bitSecondsPerElement;
       }
       const double t = payload / bw + work;
       if (t < best) {

@@ -80,6 +80,8 @@ def CompressGradientsPass : SbpPass<"sbp-compress-gradients",
            "Gradients smaller than this stay dense under a global policy">,
     Option<"linkBytesPerSecond", "link-bytes-per-second", "double", /*default=*/"0",
            "auto: the data-parallel link's bandwidth (0: the cost model's)">,
+    Option<"codecCosts", "codec-costs", "std::string", /*default=*/"",
+           "auto: the JSON of build/bin/codec_costs measured on the target machine">,
     Option<"lgrecoEvery", "lgreco-every", "int64_t", /*default=*/"100",
            "lgreco: exchanges between L-GreCo's decisions">,
   ];

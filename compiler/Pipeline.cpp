@@ -46,6 +46,8 @@ void mlir::sbp::buildCompilePipeline(OpPassManager &pm, const CompileOptions &op
     o.warmupSteps = options.compressWarmupSteps;
     o.epochSteps = options.compressEpochSteps;
     o.lgrecoEvery = options.lgrecoEvery;
+    o.linkBytesPerSecond = options.linkBytesPerSecond;
+    o.codecCosts = options.codecCosts;
     return o;
   }()));
   pm.addPass(createBucketGradientsPass());

@@ -23,6 +23,11 @@ struct CompileOptions {
   int64_t compressWarmupSteps = 0;
   int64_t compressEpochSteps = 0;
   int64_t lgrecoEvery = 100; // compress = lgreco[:FAMILY]: exchanges between decisions
+  // compress = auto: the data-parallel link (0: the cost model's) and the
+  // codec costs measured on the target (build/bin/codec_costs' JSON; empty:
+  // the cost model's).
+  double linkBytesPerSecond = 0;
+  std::string codecCosts = "";
 };
 
 // Adds [mixed-precision] -> autodiff -> [fold-casts] -> fuse-bias-gelu ->

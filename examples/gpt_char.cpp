@@ -352,6 +352,11 @@ int main(int argc, char **argv) {
       "gradient compression: none, auto, topk:DENSITY, dgc:DENSITY, randomk:DENSITY, "
       "qsgd:BITS, sign, powersgd:RANK, topk2bit:DENSITY, or lgreco[:FAMILY] (L-GreCo over "
       "powersgd (default), topk, topk2bit or qsgd)");
+  app.add_option("--link-bytes-per-second", train.compile.linkBytesPerSecond,
+                 "--compress auto: the data-parallel link's bandwidth")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--codec-costs", train.compile.codecCosts,
+                 "--compress auto: codec costs measured by build/bin/codec_costs (JSON)");
   app.add_option("--lgreco-every", train.compile.lgrecoEvery,
                  "--compress lgreco: steps between L-GreCo's per-layer decisions")
       ->check(CLI::PositiveNumber);

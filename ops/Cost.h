@@ -13,8 +13,13 @@ struct CostModel {
   double alpha = 5e-6;          // per collective launch
   double bytesPerSecond = 5e9;  // link bandwidth
   double flopsPerSecond = 5e10; // device compute
-  // A codec's top-k selection (cpu::topkEncode), per gradient element.
-  double selectSecondsPerElement = 5e-9;
+  // A gradient codec's own work (encode, and decode of two ranks'
+  // payloads), seconds per gradient element (PowerSGD's per element and
+  // rank), as bench/CodecCosts.cpp measures it (`build/bin/codec_costs`,
+  // this 2-core machine, 2026-12-07); sbp-compress-gradients' codec-costs
+  // option reads that program's JSON in their place.
+  double topk2bitSecondsPerElement = 3.6e-8;
+  double powersgdSecondsPerElementRank = 6.6e-9;
 };
 
 // Time to move a tensor of `bytes` (the size held per group of `groupSize`

@@ -10,6 +10,8 @@
 // RUN: sbpflow-opt %s --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-compress-gradients | FileCheck %s --check-prefix=OWN
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=auto link-bytes-per-second=1.25e7" | FileCheck %s --check-prefix=SLOW
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=auto link-bytes-per-second=1e12" | FileCheck %s --check-prefix=FAST
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=auto link-bytes-per-second=1.25e7 codec-costs=%S/inputs/codec_costs_slow.json" | FileCheck %s --check-prefix=FAST
+// RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-compress-gradients=policy=auto codec-costs=%S/inputs/missing.json" 2>&1 | FileCheck %s --check-prefix=NOCOSTS
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compile="compress=qsgd:4" --sbp-emit-plan=print=true | FileCheck %s --check-prefix=PLAN
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=lgreco min-elements=0 lgreco-every=50" | FileCheck %s --check-prefix=LGRECO
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compile="compress=lgreco:topk2bit" --sbp-emit-plan=print=true | FileCheck %s --check-prefix=LGPLAN
@@ -71,11 +73,16 @@ module @own {
 // OWN-DAG: codec = #sbp.codec<sign, seed = {{[0-9]+}}>{{.*}}state = [@w.codec.residual], step = @w.codec.step
 // OWN-DAG: codec = #sbp.codec<qsgd, bits = 4, bucket = 512{{.*}}state = [], step = @b.codec.step
 
-// auto: on a 100 Mbit/s link fc1.weight's dense all-reduce (150 KB a rank
-// sends) costs more than PowerSGD's rank 4 or top-k's payload and work; on a
-// very fast link nothing is worth compressing.
-// SLOW: sbp.all_reduce {{.*}}codec = #sbp.codec<
+// auto: on a 100 Mbit/s link fc1.weight's dense all-reduce over 4 ranks (300
+// KB a rank sends, 24 ms) costs more than either candidate; 2-bit top-k at 1%
+// (6.5 KB and 1.8 ms of work at the cost model's measured rate) is cheaper
+// than PowerSGD rank 4 (20 KB, 1.3 ms). On a very fast link nothing is worth
+// compressing.
+// SLOW: sbp.all_reduce {{.*}}codec = #sbp.codec<topk2bit, density = 1.000000e-02
 // FAST-NOT: codec
+// With codec costs measured as a thousand times dearer (codec-costs: the
+// JSON of build/bin/codec_costs), nothing is worth compressing either.
+// NOCOSTS: codec-costs '{{.*}}missing.json': {{.*}}No such file
 
 // The plan carries the codec on the AllReduce's CollectiveAttrs.
 // PLAN: AllReduce{{.*}} dim 0 reduce Sum codec Qsgd density 0 bits 4 rank 0 momentum 0 clip 0 warmup_steps 0 epoch_steps 0 bucket 512 seed {{[0-9]+}} state step #{{[0-9]+}}

@@ -655,11 +655,4 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
   return launch(a, [x] { return x->run(); });
 }
 
-#ifdef SBPFLOW_HAVE_CUDA
-StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
-  return Status::error(a.at + ": the compressed all-reduce (codec " + describe(codecOf(a.task)) +
-                       ") has no CUDA kernel yet; compile without --compress for a GPU");
-}
-#endif
-
 } // namespace sbpflow::ops

@@ -2,11 +2,14 @@
 // relu, cross-entropy, mean, clipping, SGD with momentum and AdamW) trained
 // for a few steps on both must give the same losses and parameters (fp32,
 // 1e-5 relative), and a mixed-precision plan (bf16 casts, matmuls, layer
-// norm, row sums) the same results (1e-2 relative where bf16). Without a GPU
-// the comparisons skip, saying why, and creating a CUDA executor must be a
-// clear error, not a crash.
+// norm, row sums) the same results (1e-2 relative where bf16), and a
+// compressed all-reduce of each codec the same sums and codec state (bit for
+// bit where kernels/cuda/Compression.h says so). Without a GPU the
+// comparisons skip, saying why, and creating a CUDA executor must be a clear
+// error, not a crash.
 #include "actors/Executor.h"
 #include "actors/Messages.h"
+#include "kernels/cpu/Compression.h"
 #include "runtime/checkpoint/Checkpoint.h"
 #include "runtime/data/DataSource.h"
 #include "runtime/plan/PlanLoader.h"
@@ -391,6 +394,300 @@ TEST(CudaExecutor, BiasGeluPlansLoad) {
     }
 }
 
+// ---------------------------------------------------------------- compressed all-reduces
+// One compressed all-reduce (plan.fbs CodecAttrs) per codec, on a group of
+// one (one rank, hierarchy [1]): the gradient "g" read from data, its
+// all-reduce with the codec into "g.sum", the codec's state and step
+// counter as variables. TestPlans.h's TaskSpec has no codec fields (another
+// branch adds them), so this section builds its plans with the flatbuffers
+// builder itself.
+namespace {
+
+constexpr int64_t kGradRows = 9, kGradCols = 7, kGradElements = kGradRows * kGradCols;
+constexpr int kCodecSteps = 5;
+
+// "g" f32 [kGradCols]: a gradient of mixed signs and magnitudes that changes
+// with the batch, so that every codec has choices to make.
+class GradientData : public DataSource {
+public:
+  GradientData() { fields_ = {{"g", FieldType::F32, {kGradCols}}}; }
+  const std::vector<FieldInfo> &fields() const override { return fields_; }
+  int64_t size() const override { return 1000; }
+  Status fill(const std::string &, int64_t, int64_t batch, int64_t, int64_t rowBegin,
+              int64_t rowCount, void *dst) override {
+    for (int64_t r = 0; r < rowCount; ++r)
+      for (int64_t c = 0; c < kGradCols; ++c) {
+        const int64_t i = (rowBegin + r) * kGradCols + c;
+        static_cast<float *>(dst)[r * kGradCols + c] =
+            static_cast<float>(std::sin(1.1 * batch + 0.37 * i + 0.2) * (1 + i % 5));
+      }
+    return Status::ok();
+  }
+
+private:
+  std::vector<FieldInfo> fields_;
+};
+
+// Batch `batch` of GradientData's "g": what a dense all-reduce over one rank
+// gives.
+std::vector<float> gradientOf(int64_t batch) {
+  std::vector<float> g(kGradElements);
+  GradientData data;
+  (void)data.fill("g", 0, batch, kGradRows, 0, kGradRows, g.data());
+  return g;
+}
+
+struct CodecCase {
+  std::string name;
+  plan::Codec kind = plan::Codec::TopK;
+  float density = 0;
+  int bits = 0, rank = 0;
+  float momentum = 0, clip = 0;
+  int warmup = 1;
+  int64_t epochSteps = 0;
+  int bucket = 0;
+  uint64_t seed = 0;
+  // The GPU against the CPU: 0 is bit for bit (kernels/cuda/Compression.h
+  // says which codecs are); else |gpu - cpu| <= tolerance * max(1, |cpu|).
+  double tolerance = 0;
+};
+
+// Every codec once, with awkward sizes (k of 7 of 63, QSGD's 3-bit fields
+// straddling bytes, buckets of 5), one dense warm-up step, DGC's sparsity
+// warm-up over epochs of 2 exchanges.
+std::vector<CodecCase> codecCases() {
+  using C = plan::Codec;
+  auto make = [](std::string name, C kind) {
+    CodecCase c;
+    c.name = std::move(name);
+    c.kind = kind;
+    return c;
+  };
+  CodecCase topk = make("topk", C::TopK);
+  topk.density = 0.1f;
+  CodecCase dgc = make("dgc", C::Dgc);
+  dgc.density = 0.05f;
+  dgc.momentum = 0.9f;
+  dgc.epochSteps = 2;
+  // Clipping's norm is a double sum in another order on the GPU: its f32
+  // factor may differ by one ulp.
+  CodecCase clipped = dgc;
+  clipped.name = "dgc.clipped";
+  clipped.clip = 2.0f;
+  clipped.tolerance = 1e-5;
+  CodecCase randomk = make("randomk", C::RandomK);
+  randomk.density = 0.2f;
+  randomk.seed = 7;
+  // Buckets of at most kQsgdSequentialBucket elements: the CPU's norms.
+  CodecCase qsgd = make("qsgd", C::Qsgd);
+  qsgd.bits = 3;
+  qsgd.bucket = 5;
+  qsgd.seed = 3;
+  CodecCase qsgd8 = qsgd;
+  qsgd8.name = "qsgd.8bit";
+  qsgd8.bits = 8;
+  qsgd8.bucket = 64;
+  // The scale, PowerSGD's norms and products, and the 2-bit table are sums
+  // in another order on the GPU (trees in double, cuBLAS).
+  CodecCase sign = make("sign", C::Sign);
+  sign.tolerance = 1e-5;
+  CodecCase powerSgd = make("powersgd", C::PowerSgd);
+  powerSgd.rank = 2;
+  powerSgd.seed = 11;
+  powerSgd.tolerance = 1e-4;
+  CodecCase topk2bit = make("topk2bit", C::TopK2Bit);
+  topk2bit.density = 0.25f;
+  topk2bit.tolerance = 1e-5;
+  return {topk, dgc, clipped, randomk, qsgd, qsgd8, sign, powerSgd, topk2bit};
+}
+
+// Codecs.cpp's count of state variables per codec.
+int codecStates(plan::Codec kind) {
+  switch (kind) {
+  case plan::Codec::TopK:
+  case plan::Codec::Sign:
+  case plan::Codec::TopK2Bit:
+    return 1;
+  case plan::Codec::Dgc:
+  case plan::Codec::PowerSgd:
+    return 2;
+  default:
+    return 0;
+  }
+}
+
+// The plan of `codec` on `device`. `unknownField` >= 0 also sets CodecAttrs
+// field number `unknownField` (counting from 0), one this schema does not
+// have: what a plan of a newer schema carries.
+std::vector<uint8_t> codecPlan(const CodecCase &codec, plan::DeviceKind device,
+                               int unknownField = -1) {
+  flatbuffers::FlatBufferBuilder fbb;
+  auto ints = [&](std::vector<int> v) { return fbb.CreateVector(v); };
+  auto longs = [&](std::vector<int64_t> v) { return fbb.CreateVector(v); };
+  auto sbp = [&](plan::SbpKind kind) {
+    std::vector<plan::SbpDim> dims = {plan::SbpDim(kind, 0)};
+    return fbb.CreateVectorOfStructs(dims);
+  };
+  std::vector<flatbuffers::Offset<plan::Placement>> placements = {
+      plan::CreatePlacement(fbb, fbb.CreateString("p"), device, ints({0}), ints({1}))};
+  // State: [ranks, L] split S(0), a row per rank; the step an i32 scalar.
+  auto variable = [&](const char *name, std::vector<int64_t> shape, plan::SbpKind kind,
+                      plan::DType dtype) {
+    return plan::CreateVariable(fbb, fbb.CreateString(name), dtype, longs(shape), 0, sbp(kind),
+                                plan::CreateInit(fbb, plan::InitKind::Zeros, 0, 0, 0));
+  };
+  std::vector<flatbuffers::Offset<plan::Variable>> variables = {
+      variable("g.state0", {1, kGradElements}, plan::SbpKind::Split, plan::DType::F32),
+      variable("g.state1", {1, kGradElements}, plan::SbpKind::Split, plan::DType::F32),
+      variable("g.step", {}, plan::SbpKind::Broadcast, plan::DType::I32)};
+  const int64_t bytes = kGradElements * 4, stride = (bytes + 63) / 64 * 64;
+  auto tensor = [&](const char *name, int64_t offset) {
+    return plan::CreateTensor(fbb, fbb.CreateString(name), plan::DType::F32,
+                              longs({kGradRows, kGradCols}), 0, sbp(plan::SbpKind::Broadcast), -1,
+                              offset, bytes);
+  };
+  std::vector<flatbuffers::Offset<plan::Tensor>> tensors = {tensor("g", 0),
+                                                            tensor("g.sum", stride)};
+  std::vector<int> state = {0, 1};
+  state.resize(static_cast<size_t>(codecStates(codec.kind)));
+  auto stateOffset = fbb.CreateVector(state);
+  plan::CodecAttrsBuilder c(fbb);
+  c.add_kind(codec.kind);
+  c.add_density(codec.density);
+  c.add_bits(codec.bits);
+  c.add_rank(codec.rank);
+  c.add_momentum(codec.momentum);
+  c.add_clip(codec.clip);
+  c.add_warmup_steps(codec.warmup);
+  c.add_epoch_steps(codec.epochSteps);
+  c.add_bucket(codec.bucket);
+  c.add_seed(codec.seed);
+  c.add_state(stateOffset);
+  c.add_step(2);
+  if (unknownField >= 0)
+    fbb.AddElement<int32_t>(static_cast<flatbuffers::voffset_t>(4 + 2 * unknownField), 1, 0);
+  auto codecAttrs = c.Finish();
+  std::vector<flatbuffers::Offset<plan::Task>> tasks = {
+      plan::CreateTask(fbb, fbb.CreateString("input.g"), plan::OpKind::Input, ints({}), ints({0}),
+                       plan::OpAttrs::InputAttrs,
+                       plan::CreateInputAttrs(fbb, fbb.CreateString("g")).Union()),
+      plan::CreateTask(fbb, fbb.CreateString("g.allreduce"), plan::OpKind::AllReduce, ints({0}),
+                       ints({1}), plan::OpAttrs::CollectiveAttrs,
+                       plan::CreateCollectiveAttrs(fbb, 0, plan::ReduceOp::Sum, codecAttrs).Union(),
+                       0)};
+  std::vector<flatbuffers::Offset<plan::Register>> registers = {
+      plan::CreateRegister(fbb, 0, 0, ints({1}), 1)};
+  std::vector<flatbuffers::Offset<plan::Binding>> inputs = {
+      plan::CreateBinding(fbb, fbb.CreateString("g"), 0)};
+  std::vector<flatbuffers::Offset<plan::Binding>> outputs = {
+      plan::CreateBinding(fbb, fbb.CreateString("g.sum"), 1)};
+  std::vector<flatbuffers::Offset<plan::Metric>> metrics;
+  std::vector<flatbuffers::Offset<plan::Program>> programs = {plan::CreateProgram(
+      fbb, fbb.CreateString("train"), fbb.CreateVector(tensors), fbb.CreateVector(tasks),
+      fbb.CreateVector(registers), 2 * stride, fbb.CreateVector(inputs), fbb.CreateVector(metrics),
+      fbb.CreateVector(outputs))};
+  auto root = plan::CreatePlan(fbb, 5, fbb.CreateVector(placements), fbb.CreateVector(variables),
+                               fbb.CreateVector(programs), fbb.CreateString("codec test"));
+  plan::FinishPlanBuffer(fbb, root);
+  return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+}
+
+// What a run of a codec plan leaves: "g.sum" after every step, and the
+// variables as a checkpoint saves them.
+struct CodecRun {
+  std::vector<std::vector<float>> sums;
+  std::vector<float> state0, state1;
+  int32_t step = -1;
+};
+
+CodecRun runCodec(const plan::Plan *plan, const ExecutorOptions &options) {
+  CodecRun result;
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, plan, nullptr, options);
+  EXPECT_TRUE(exec) << exec.status().message();
+  if (!exec)
+    return result;
+  GradientData data;
+  for (int s = 0; s < kCodecSteps; ++s) {
+    Status run = (*exec)->run("train", &data, 0, s, 1, nullptr);
+    EXPECT_TRUE(run) << "step " << s << ": " << run.message();
+    if (!run)
+      return result;
+    result.sums.emplace_back();
+    Status read = (*exec)->readOutput("train", "g.sum", result.sums.back());
+    EXPECT_TRUE(read) << read.message();
+  }
+  test::TempDir tmp("sbpflow_codec_executor");
+  Status saved = (*exec)->saveCheckpoint(tmp.path() + "/ckpt");
+  EXPECT_TRUE(saved) << saved.message();
+  auto reader = checkpoint::CheckpointReader::open(tmp.path() + "/ckpt");
+  EXPECT_TRUE(reader) << reader.status().message();
+  if (!saved || !reader)
+    return result;
+  const Shape stateShape = {1, kGradElements};
+  for (auto [name, values] :
+       {std::pair{"g.state0", &result.state0}, std::pair{"g.state1", &result.state1}}) {
+    values->resize(kGradElements);
+    Status r = reader->read(name, stateShape, checkpoint::DType::F32, wholeRegion(stateShape),
+                            values->data());
+    EXPECT_TRUE(r) << r.message();
+  }
+  Status r = reader->read("g.step", {}, checkpoint::DType::I32, wholeRegion({}), &result.step);
+  EXPECT_TRUE(r) << r.message();
+  return result;
+}
+
+} // namespace
+
+// The codec plans on the CPU executor, which the GPU is compared with below:
+// the warm-up step is the dense sum, later steps are the codec's (as many
+// pairs as the density allows, DGC's schedule included), the step counter
+// counts every exchange, and where the codec keeps error feedback nothing is
+// lost: over a group of one, the sum of the outputs plus the residual is the
+// sum of the gradients (Karimireddy et al. 2019's e_t + sum of deltas = sum
+// of p_t), up to f32 rounding.
+TEST(CudaExecutor, CodecPlansRunOnTheCpu) {
+  for (const CodecCase &codec : codecCases()) {
+    SCOPED_TRACE(codec.name);
+    auto loaded = loadPlanBuffer(codecPlan(codec, plan::DeviceKind::CPU));
+    ASSERT_TRUE(loaded) << loaded.status().message();
+    const CodecRun run = runCodec(loaded->plan(), ExecutorOptions{});
+    ASSERT_EQ(run.sums.size(), static_cast<size_t>(kCodecSteps));
+    EXPECT_EQ(run.step, kCodecSteps);
+    EXPECT_EQ(run.sums[0], gradientOf(0)); // the dense warm-up
+    const bool sparse = codec.kind == plan::Codec::TopK || codec.kind == plan::Codec::Dgc ||
+                        codec.kind == plan::Codec::RandomK || codec.kind == plan::Codec::TopK2Bit;
+    for (int s = codec.warmup; s < kCodecSteps; ++s) {
+      EXPECT_NE(run.sums[s], gradientOf(s)) << "step " << s << " was not compressed";
+      if (!sparse)
+        continue;
+      const int64_t exchange = s - codec.warmup;
+      const double density = codec.kind == plan::Codec::Dgc
+                                 ? cpu::dgcWarmupDensity(exchange / codec.epochSteps, codec.density)
+                                 : codec.density;
+      const auto pairs = static_cast<int64_t>(std::ceil(density * kGradElements));
+      const auto nonzero =
+          std::count_if(run.sums[s].begin(), run.sums[s].end(), [](float v) { return v != 0.0f; });
+      EXPECT_LE(nonzero, pairs) << "step " << s;
+      EXPECT_GT(nonzero, 0) << "step " << s;
+    }
+    const bool feedback = codec.kind == plan::Codec::TopK || codec.kind == plan::Codec::Sign ||
+                          codec.kind == plan::Codec::PowerSgd ||
+                          codec.kind == plan::Codec::TopK2Bit;
+    if (!feedback)
+      continue;
+    for (int64_t i = 0; i < kGradElements; ++i) {
+      double sent = run.state0[i], given = 0;
+      for (int s = 0; s < kCodecSteps; ++s) {
+        sent += run.sums[s][i];
+        given += gradientOf(s)[i];
+      }
+      EXPECT_NEAR(sent, given, 1e-4 * std::max(1.0, std::fabs(given))) << "element " << i;
+    }
+    EXPECT_NE(run.state0, std::vector<float>(kGradElements, 0.0f)) << "no error feedback kept";
+  }
+}
+
 #ifdef SBPFLOW_HAVE_CUDA
 
 namespace {
@@ -620,6 +917,75 @@ TEST(CudaExecutor, NoGpuIsAClearError) {
   std::printf("the error: %s\n", exec.status().message().c_str());
   EXPECT_NE(exec.status().message().find("rank 3"), std::string::npos) << exec.status().message();
   EXPECT_NE(exec.status().message().find("GPU 0"), std::string::npos) << exec.status().message();
+}
+
+// The compressed all-reduce on the GPU against the CPU executor, codec by
+// codec, step by step: the sums and the codec's state bit for bit where
+// kernels/cuda/Compression.h says the codec is (top-k, DGC, random-k, QSGD
+// over buckets the GPU sums in the CPU's order), within the case's
+// tolerance where a sum runs in another order; the step counter alike.
+TEST(CudaExecutor, CompressedAllReduceMatchesTheCpu) {
+  SBPFLOW_REQUIRE_GPU();
+  for (const CodecCase &codec : codecCases()) {
+    SCOPED_TRACE(codec.name);
+    auto cpuPlan = loadPlanBuffer(codecPlan(codec, plan::DeviceKind::CPU));
+    auto gpuPlan = loadPlanBuffer(codecPlan(codec, plan::DeviceKind::CUDA));
+    ASSERT_TRUE(cpuPlan) << cpuPlan.status().message();
+    ASSERT_TRUE(gpuPlan) << gpuPlan.status().message();
+    const CodecRun cpu = runCodec(cpuPlan->plan(), ExecutorOptions{});
+    const CodecRun gpu = runCodec(gpuPlan->plan(), onGpu());
+    ASSERT_EQ(cpu.sums.size(), static_cast<size_t>(kCodecSteps));
+    ASSERT_EQ(gpu.sums.size(), cpu.sums.size());
+    EXPECT_EQ(gpu.step, cpu.step);
+    auto compare = [&](const std::vector<float> &got, const std::vector<float> &want,
+                       const std::string &what) {
+      if (codec.tolerance == 0)
+        EXPECT_EQ(got, want) << what;
+      else
+        expectWithin(got, want, codec.tolerance, what);
+    };
+    for (int s = 0; s < kCodecSteps; ++s)
+      compare(gpu.sums[s], cpu.sums[s], "g.sum after step " + std::to_string(s));
+    compare(gpu.state0, cpu.state0, "g.state0");
+    compare(gpu.state1, cpu.state1, "g.state1");
+  }
+}
+
+// A CodecAttrs field this build does not know (a newer schema's, such as a
+// codec's own sub-table) is refused by name when the kernel is built, not
+// ignored: it may change what a known codec does.
+TEST(CudaExecutor, CompressedAllReduceRefusesAnUnknownCodecField) {
+  const CodecCase codec = codecCases()[0];
+  const int unknown = (plan::CodecAttrs::VT_STEP - 4) / 2 + 1;
+  auto loaded = loadPlanBuffer(codecPlan(codec, plan::DeviceKind::CUDA, unknown));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  ActorSystem sys;
+  auto exec = Executor::create(sys.system, loaded->plan(), nullptr, onGpu());
+  ASSERT_FALSE(exec);
+  EXPECT_NE(exec.status().message().find("CodecAttrs field " + std::to_string(unknown)),
+            std::string::npos)
+      << exec.status().message();
+  EXPECT_NE(exec.status().message().find("g.allreduce"), std::string::npos)
+      << exec.status().message();
+}
+
+// Without a GPU the executor still builds every task's kernel once, to
+// measure its scratch, before it opens the device: the compressed
+// all-reduce's CUDA builder passes that for every codec, and the error is
+// the missing device's.
+TEST(CudaExecutor, CompressedAllReduceIsMeasuredWithoutAGpu) {
+  if (test::noGpuReason().empty())
+    GTEST_SKIP() << "a GPU is present: CompressedAllReduceMatchesTheCpu runs instead";
+  for (const CodecCase &codec : codecCases()) {
+    SCOPED_TRACE(codec.name);
+    auto loaded = loadPlanBuffer(codecPlan(codec, plan::DeviceKind::CUDA));
+    ASSERT_TRUE(loaded) << loaded.status().message();
+    ActorSystem sys;
+    auto exec = Executor::create(sys.system, loaded->plan(), nullptr, onGpu());
+    ASSERT_FALSE(exec);
+    EXPECT_NE(exec.status().message().find("GPU 0"), std::string::npos) << exec.status().message();
+    EXPECT_EQ(exec.status().message().find("codec"), std::string::npos) << exec.status().message();
+  }
 }
 
 #else

@@ -1,0 +1,651 @@
+// The CUDA kernel of compressed gradient all-reduces (kernels/Codecs.h): the
+// CPU kernel's encode, exchange and decode (kernels/Codecs.cpp) with the codecs
+// of kernels/cuda/Compression.h, everything enqueued on the task's stream.
+//
+// The wire is the CPU's, byte for byte: the same payloads (packed pairs,
+// QSGD codes packed at BITS bits, sign bits, 2-bit codes with their table)
+// through the same communicator calls with the same counts, so a CPU and a
+// GPU rank of one group agree, and so do their sent-byte counts. The step
+// count stays on the host (an i32 variable, OpArgs::hostVariable): each
+// step reads it when it is enqueued and passes it by value (the dense
+// warm-up, DGC's density, the random-k and QSGD draws, PowerSGD's start), so
+// a step waits for nothing on the device.
+//
+// This file is compiled as CUDA (kernels/CMakeLists.txt): besides the codecs
+// of kernels/cuda/Compression.h the exchange needs a few small kernels of
+// its own (QSGD's bit packing, DGC's local clipping, PowerSGD's start and
+// residual, the 2-bit payload's unpacking), each the CPU loop it replaces
+// in Codecs.cpp or cpu/Quantize.cpp.
+#include "kernels/Checks.h"
+#include "kernels/Codecs.h"
+#include "kernels/Philox.h"
+#include "kernels/cpu/Compression.h"
+#include "kernels/cpu/Quantize.h"
+#include "kernels/cuda/Compression.h"
+#include "kernels/cuda/Dispatch.h"
+#include "kernels/cuda/Elementwise.h"
+#include "kernels/cuda/Gemm.h"
+#include "kernels/cuda/Launch.cuh"
+#include "runtime/comm/Communicator.h"
+#include "runtime/plan/PlanTypes.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sbpflow::ops {
+
+using plan::Codec;
+
+namespace {
+
+using cuda::detail::blocksFor;
+using cuda::detail::first;
+using cuda::detail::kThreads;
+using cuda::detail::launched;
+using cuda::detail::stride;
+
+// ---------------------------------------------------------------- kernels
+
+// cpu::qsgdPackCodes, one thread per packed byte: every field that
+// overlaps the byte's 8 bits, shifted into place (a field of at most 8 bits
+// overlaps two bytes at most).
+__global__ void qsgdPackKernel(const uint8_t *codes, int64_t n, int bits, uint8_t *packed,
+                               int64_t bytes) {
+  const unsigned levelMask = (1u << (bits - 1)) - 1u;
+  for (int64_t b = first(); b < bytes; b += stride()) {
+    const int64_t lo = 8 * b;
+    unsigned byte = 0;
+    for (int64_t i = lo / bits; i < n && i * bits < lo + 8; ++i) {
+      const unsigned field = (codes[i] & 0x80 ? 1u << (bits - 1) : 0u) | (codes[i] & levelMask);
+      const int64_t shift = i * bits - lo;
+      byte |= shift >= 0 ? field << shift : field >> -shift;
+    }
+    packed[b] = static_cast<uint8_t>(byte);
+  }
+}
+
+// cpu::qsgdUnpackCodes, one thread per element.
+__global__ void qsgdUnpackKernel(const uint8_t *packed, int64_t n, int bits, uint8_t *codes) {
+  const unsigned fieldMask = (1u << bits) - 1u, signBit = 1u << (bits - 1);
+  for (int64_t i = first(); i < n; i += stride()) {
+    const int64_t bit = i * bits;
+    unsigned word = packed[bit / 8];
+    if ((bit % 8) + bits > 8)
+      word |= static_cast<unsigned>(packed[bit / 8 + 1]) << 8;
+    const unsigned field = (word >> (bit % 8)) & fieldMask;
+    codes[i] = static_cast<uint8_t>((field & signBit ? 0x80u : 0u) | (field & (signBit - 1u)));
+  }
+}
+
+// DGC's local clipping: the gradient's squares summed in double (in a fixed
+// tree order: kClipBlocks partial sums of a grid-stride loop, each block's
+// and then the partials' halved pairwise), its norm compared with the
+// threshold and the factor rounded to f32 as Codecs.cpp does; 1 where the
+// norm is within it (x * 1 is x, so the unclipped gradient is unchanged).
+constexpr int kClipBlocks = 256;
+static_assert(kClipBlocks == kThreads, "the factor kernel sums one partial per thread");
+
+__device__ void blockSum(double *shared) {
+  for (int half = kThreads / 2; half > 0; half /= 2) {
+    __syncthreads();
+    if (static_cast<int>(threadIdx.x) < half)
+      shared[threadIdx.x] = __dadd_rn(shared[threadIdx.x], shared[threadIdx.x + half]);
+  }
+  __syncthreads();
+}
+
+__global__ void squaresKernel(const float *x, int64_t n, double *partials) {
+  __shared__ double shared[kThreads];
+  double sum = 0.0;
+  for (int64_t i = first(); i < n; i += stride()) {
+    const double v = x[i];
+    sum = __dadd_rn(sum, __dmul_rn(v, v));
+  }
+  shared[threadIdx.x] = sum;
+  blockSum(shared);
+  if (threadIdx.x == 0)
+    partials[blockIdx.x] = shared[0];
+}
+
+__global__ void clipFactorKernel(const double *partials, float clip, float *factor) {
+  __shared__ double shared[kThreads];
+  shared[threadIdx.x] = partials[threadIdx.x];
+  blockSum(shared);
+  if (threadIdx.x == 0) {
+    const double norm = sqrt(shared[0]);
+    *factor = norm > static_cast<double>(clip) ? static_cast<float>(clip / norm) : 1.0f;
+  }
+}
+
+__global__ void scaleKernel(const float *x, const float *factor, int64_t n, float *y) {
+  const float f = *factor;
+  for (int64_t i = first(); i < n; i += stride())
+    y[i] = __fmul_rn(x[i], f);
+}
+
+// y = a - b in f32, as Codecs.cpp's PowerSGD residual.
+__global__ void subtractKernel(const float *a, const float *b, int64_t n, float *y) {
+  for (int64_t i = first(); i < n; i += stride())
+    y[i] = __fsub_rn(a[i], b[i]);
+}
+
+// PowerSGD's Q at exchange 0: Codecs.cpp's uniform draws in [-1, 1).
+__global__ void powerSgdStartKernel(float *q, int64_t count, uint64_t seed) {
+  for (int64_t i = first(); i < count; i += stride()) {
+    const PhiloxBlock b =
+        philox4x32_10(static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), 0x50575347u, 0,
+                      static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    q[i] = __fsub_rn(__fdiv_rn(static_cast<float>(b.word[0] >> 8), 8388608.0f), 1.0f);
+  }
+}
+
+// Little-endian, from any byte address (the payloads are byte strings).
+template <class T> __device__ T loadWord(const uint8_t *p) {
+  const uint32_t w = static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
+                     static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
+  T v;
+  memcpy(&v, &w, sizeof v);
+  return v;
+}
+
+// Every rank's top-k 2-bit payload ([idx k][codes][table]) split into the
+// arrays the decoders take: idx [ranks, k], codes [ranks, codeBytes],
+// tables [ranks, kTwoBitTableFloats].
+__global__ void splitTwoBitKernel(const uint8_t *payloads, int64_t ranks, int64_t k,
+                                  int64_t codeBytes, int32_t *idx, uint8_t *codes, float *tables) {
+  constexpr int64_t tableFloats = cpu::kTwoBitTableFloats;
+  const int64_t payload = 4 * k + codeBytes + 4 * tableFloats;
+  const int64_t items = k + codeBytes + tableFloats;
+  for (int64_t e = first(); e < ranks * items; e += stride()) {
+    const int64_t r = e / items, j = e % items;
+    const uint8_t *from = payloads + payload * r;
+    if (j < k)
+      idx[r * k + j] = loadWord<int32_t>(from + 4 * j);
+    else if (j < k + codeBytes)
+      codes[r * codeBytes + j - k] = from[4 * k + j - k];
+    else
+      tables[r * tableFloats + j - k - codeBytes] =
+          loadWord<float>(from + 4 * k + codeBytes + 4 * (j - k - codeBytes));
+  }
+}
+
+Status cudaStatus(cudaError_t e, const char *what) {
+  if (e == cudaSuccess)
+    return Status::ok();
+  return Status::error(std::string(what) + ": " + cudaGetErrorName(e) + " (" +
+                       cudaGetErrorString(e) + ")");
+}
+
+// ---------------------------------------------------------------- the plan's side
+// These mirror Codecs.cpp's (its helpers are private to it): the payload
+// sizes and DGC's schedule must be the CPU's to the element.
+
+int stateCount(Codec kind) {
+  switch (kind) {
+  case Codec::TopK:
+  case Codec::Sign:
+  case Codec::TopK2Bit:
+    return 1;
+  case Codec::Dgc:
+  case Codec::PowerSgd:
+    return 2;
+  default:
+    return 0;
+  }
+}
+
+int64_t pairsFor(double density, int64_t n) {
+  const auto k = static_cast<int64_t>(std::ceil(density * static_cast<double>(n)));
+  return std::clamp<int64_t>(k, 1, std::max<int64_t>(n, 1));
+}
+
+double dgcDensity(const plan::CodecAttrs &c, int64_t count) {
+  if (c.epoch_steps() <= 0)
+    return c.density();
+  return cpu::dgcWarmupDensity(count / c.epoch_steps(), c.density());
+}
+
+std::string codecName(Codec kind) {
+  const char *name = plan::EnumNameCodec(kind);
+  return name && *name ? name : "#" + std::to_string(static_cast<int>(kind));
+}
+
+// The codecs this kernel knows, and no CodecAttrs field it does not: a
+// field a newer schema added (a codec's own sub-table) may change what a
+// known codec does, so it is refused rather than ignored. A field holding
+// its default is absent from the buffer and passes.
+Status knownCodec(const plan::CodecAttrs &c, const std::string &at) {
+  switch (c.kind()) {
+  case Codec::TopK:
+  case Codec::Dgc:
+  case Codec::RandomK:
+  case Codec::Qsgd:
+  case Codec::Sign:
+  case Codec::PowerSgd:
+  case Codec::TopK2Bit:
+    break;
+  default:
+    return Status::error(at + ": codec " + codecName(c.kind()) +
+                         " has no CUDA kernel (this build's cudaCompressedAllReduce knows "
+                         "TopK, Dgc, RandomK, Qsgd, Sign, PowerSgd and TopK2Bit)");
+  }
+  const auto *table = reinterpret_cast<const flatbuffers::Table *>(&c);
+  const auto vtableBytes = flatbuffers::ReadScalar<flatbuffers::voffset_t>(table->GetVTable());
+  for (int field = plan::CodecAttrs::VT_STEP + 2; field < vtableBytes; field += 2)
+    if (table->GetOptionalFieldOffset(static_cast<flatbuffers::voffset_t>(field)) != 0)
+      return Status::error(at + ": codec " + codecName(c.kind()) + " sets CodecAttrs field " +
+                           std::to_string((field - 4) / 2) +
+                           " (counting from 0; the last this build knows is 'step', field " +
+                           std::to_string((plan::CodecAttrs::VT_STEP - 4) / 2) +
+                           "), which the CUDA kernel does not implement: the plan was written "
+                           "for a newer schema");
+  return Status::ok();
+}
+
+// ---------------------------------------------------------------- the exchange
+
+// One rank's compressed all-reduce on the GPU: Codecs.cpp's Exchange with
+// device buffers. Every call enqueues on `stream`.
+struct CudaExchange {
+  const plan::CodecAttrs *c = nullptr;
+  Codec kind{};
+  int64_t n = 0, rows = 0, cols = 0;
+  int64_t k = 0; // payload pairs (the largest of DGC's schedule)
+  int levels = 0, rank = 0;
+  const float *grad = nullptr;
+  float *out = nullptr;
+  float *s0 = nullptr, *s1 = nullptr; // state rows (device)
+  int32_t *step = nullptr;            // host
+  std::string counter;
+  Communicator *group = nullptr;
+  int ranks = 1, me = 0;
+  Device *device = nullptr;
+  Stream queue = nullptr;
+  cudaStream_t stream = nullptr;
+  std::vector<int64_t> counts; // per rank, set before each gather
+  // Device scratch, fixed when the kernel is built.
+  void *scratch = nullptr;                            // the codec functions'
+  int32_t *sendPairs = nullptr, *recvPairs = nullptr; // [idx k][val k] per rank
+  float *work = nullptr;                              // n floats (k for 2-bit)
+  float *small = nullptr, *smallAll = nullptr;        // scales / norms / P
+  uint8_t *codes = nullptr, *sendBytes = nullptr, *recvBytes = nullptr;
+  double *partials = nullptr; // DGC's clipping
+  float *factor = nullptr;
+  float *table = nullptr;                           // 2-bit: this rank's table
+  int32_t *allIdx = nullptr;                        // 2-bit: [ranks, k]
+  uint8_t *allCodes = nullptr;                      // 2-bit: [ranks, codeBytes]
+  float *allTables = nullptr, *allValues = nullptr; // 2-bit
+  // Bad gathered indices: one flag per rank (top-k, DGC: DGC's k changes
+  // with the step, so a rank's payload is decoded by its own call), or one
+  // for every rank's pairs at once (2-bit: k is fixed).
+  std::vector<int64_t *> badPair;
+  std::unique_ptr<cuda::Blas> blas; // PowerSGD's own: see the builder
+
+  Status gather(const void *send, void *recv, int64_t count, plan::DType type) {
+    if (!group)
+      return device->copy(recv, send, static_cast<size_t>(count) * dtypeSize(type), queue);
+    std::fill(counts.begin(), counts.end(), count);
+    return group->allGather(send, recv, counts.data(), type);
+  }
+  Status sum(float *buf, int64_t count) {
+    return group ? group->allReduce(buf, count, plan::DType::F32, ReduceOp::Sum) : Status::ok();
+  }
+  Status zeroOut() { return device->fill(out, plan::DType::F32, 0.0f, n, queue); }
+
+  // Every rank's kk pairs in recvPairs added into out, rank by rank.
+  Status exchangePairs(int64_t kk) {
+    if (Status s = gather(sendPairs, recvPairs, 2 * kk, plan::DType::I32); !s)
+      return s;
+    if (Status s = zeroOut(); !s)
+      return s;
+    for (int r = 0; r < ranks; ++r) {
+      const int32_t *idx = recvPairs + 2 * kk * r;
+      const auto *val = reinterpret_cast<const float *>(idx + kk);
+      if (Status s =
+              cuda::scatterAddPairs(idx, val, 1, kk, 1.0f, out, n, scratch, badPair[r], stream);
+          !s)
+        return s;
+    }
+    return Status::ok();
+  }
+
+  Status run() {
+    const int64_t count = *step;
+    if (count < c->warmup_steps()) {
+      if (out != grad)
+        if (Status s = device->copy(out, grad, static_cast<size_t>(n) * sizeof(float), queue); !s)
+          return s;
+      if (Status s = sum(out, n); !s)
+        return s;
+    } else if (Status s = compressed(count - c->warmup_steps()); !s) {
+      return s;
+    }
+    return countStep(step, counter);
+  }
+
+  Status compressed(int64_t count) {
+    switch (kind) {
+    case Codec::TopK:
+      if (Status s = cuda::topkEncode(grad, s0, n, k, scratch, sendPairs,
+                                      reinterpret_cast<float *>(sendPairs + k), stream);
+          !s)
+        return s;
+      return exchangePairs(k);
+    case Codec::Dgc:
+      return dgc(count);
+    case Codec::RandomK:
+      return randomk(count);
+    case Codec::Qsgd:
+      return qsgd(count);
+    case Codec::Sign:
+      return sign();
+    case Codec::PowerSgd:
+      return powerSgd(count);
+    case Codec::TopK2Bit:
+      return topk2bit();
+    default:
+      break;
+    }
+    return Status::error("codec " + codecName(kind) + " has no CUDA kernel");
+  }
+
+  // DGC's k for this exchange is known here from the count: the payload's
+  // size is the CPU's for every step, with no read of the device.
+  Status dgc(int64_t count) {
+    const int64_t kk = pairsFor(dgcDensity(*c, count), n);
+    const float *g = grad;
+    if (c->clip() > 0.0f) {
+      squaresKernel<<<kClipBlocks, kThreads, 0, stream>>>(grad, n, partials);
+      if (Status s = launched("squaresKernel"); !s)
+        return s;
+      clipFactorKernel<<<1, kThreads, 0, stream>>>(partials, c->clip(), factor);
+      if (Status s = launched("clipFactorKernel"); !s)
+        return s;
+      scaleKernel<<<blocksFor(n), kThreads, 0, stream>>>(grad, factor, n, work);
+      if (Status s = launched("scaleKernel"); !s)
+        return s;
+      g = work;
+    }
+    if (Status s = cuda::dgcEncode(g, s0, s1, n, kk, c->momentum(), scratch, sendPairs,
+                                   reinterpret_cast<float *>(sendPairs + kk), nullptr, stream);
+        !s)
+      return s;
+    return exchangePairs(kk);
+  }
+
+  Status randomk(int64_t count) {
+    int32_t *idx = sendPairs;
+    float *val = reinterpret_cast<float *>(sendPairs + k);
+    if (Status s = cuda::randomkIndices(n, k, c->seed(), static_cast<uint64_t>(count), scratch, idx,
+                                        stream);
+        !s)
+      return s;
+    if (Status s = cuda::randomkEncode(grad, n, k, idx, val, stream); !s)
+      return s;
+    if (Status s = sum(val, k); !s)
+      return s;
+    if (Status s = zeroOut(); !s)
+      return s;
+    // The indices are this rank's own draw (every rank's, by the shared
+    // seed): in range, unchecked as on the CPU.
+    return cuda::scatterAddPairs(idx, val, 1, k, 1.0f, out, n, scratch, nullptr, stream);
+  }
+
+  Status qsgd(int64_t count) {
+    const int bits = c->bits();
+    const int64_t buckets = cpu::qsgdBucketCount(n, c->bucket());
+    const int64_t packed = cpu::qsgdPackedBytes(n, bits);
+    // Ranks draw independently (the seed differs by rank), steps by count.
+    const uint64_t seed = c->seed() + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(me + 1);
+    if (Status s = cuda::qsgdEncode(grad, n, levels, c->bucket(), seed,
+                                    static_cast<uint64_t>(count), scratch, codes, small, stream);
+        !s)
+      return s;
+    qsgdPackKernel<<<blocksFor(packed), kThreads, 0, stream>>>(codes, n, bits, sendBytes, packed);
+    if (Status s = launched("qsgdPackKernel"); !s)
+      return s;
+    if (Status s = gather(sendBytes, recvBytes, packed, plan::DType::U8); !s)
+      return s;
+    if (Status s = gather(small, smallAll, buckets, plan::DType::F32); !s)
+      return s;
+    if (Status s = zeroOut(); !s)
+      return s;
+    for (int r = 0; r < ranks; ++r) {
+      qsgdUnpackKernel<<<blocksFor(n), kThreads, 0, stream>>>(recvBytes + packed * r, n, bits,
+                                                              codes);
+      if (Status s = launched("qsgdUnpackKernel"); !s)
+        return s;
+      if (Status s = cuda::qsgdDecode(codes, smallAll + buckets * r, 1, n, levels, c->bucket(),
+                                      1.0f, out, stream);
+          !s)
+        return s;
+    }
+    return Status::ok();
+  }
+
+  Status sign() {
+    const int64_t bytes = cpu::signCodeBytes(n);
+    if (Status s = cuda::signEncode(grad, s0, n, scratch, sendBytes, small, stream); !s)
+      return s;
+    if (Status s = gather(sendBytes, recvBytes, bytes, plan::DType::U8); !s)
+      return s;
+    if (Status s = gather(small, smallAll, 1, plan::DType::F32); !s)
+      return s;
+    if (Status s = zeroOut(); !s)
+      return s;
+    return cuda::signDecode(recvBytes, smallAll, ranks, n, 1.0f, out, stream);
+  }
+
+  // Codecs.cpp's PowerSGD, step for step (its comment gives the algorithm).
+  Status powerSgd(int64_t count) {
+    float *q = s1, *p = small;
+    if (count == 0) {
+      powerSgdStartKernel<<<blocksFor(cols * rank), kThreads, 0, stream>>>(q, cols * rank,
+                                                                           c->seed());
+      if (Status s = launched("powerSgdStartKernel"); !s)
+        return s;
+    }
+    if (Status s = cuda::add<float>(grad, s0, work, n, stream); !s)
+      return s;
+    if (Status s = cuda::matmul<float>(*blas, work, q, p, rows, rank, cols, false, false, stream);
+        !s)
+      return s;
+    if (Status s = sum(p, rows * rank); !s)
+      return s;
+    if (Status s = cuda::orthogonalizeColumns(p, rows, rank, stream); !s)
+      return s;
+    if (Status s = cuda::matmul<float>(*blas, work, p, q, cols, rank, rows, true, false, stream);
+        !s)
+      return s;
+    if (Status s = cuda::matmul<float>(*blas, p, q, out, rows, cols, rank, false, true, stream); !s)
+      return s;
+    subtractKernel<<<blocksFor(n), kThreads, 0, stream>>>(work, out, n, s0);
+    if (Status s = launched("subtractKernel"); !s)
+      return s;
+    if (Status s = sum(q, cols * rank); !s)
+      return s;
+    return cuda::matmul<float>(*blas, p, q, out, rows, cols, rank, false, true, stream);
+  }
+
+  // Top-k whose values travel as 2-bit codes: Codecs.cpp's payload [k i32
+  // indices][codes][5-float table], assembled in place (the table lands at
+  // any byte offset: copied, not stored as floats).
+  Status topk2bit() {
+    const int64_t codeBytes = cpu::twoBitCodeBytes(k);
+    const int64_t payload = 4 * k + codeBytes + 4 * cpu::kTwoBitTableFloats;
+    int32_t *idx = sendPairs;
+    float *val = reinterpret_cast<float *>(sendPairs + k);
+    if (Status s = cuda::topkEncode(grad, s0, n, k, scratch, idx, val, stream); !s)
+      return s;
+    if (Status s = cuda::twoBitEncode(val, k, cpu::kTwoBitRangeInSigmas, scratch, sendBytes + 4 * k,
+                                      table, work, stream);
+        !s)
+      return s;
+    if (Status s = cuda::scatterAddPairs(idx, work, 1, k, 1.0f, s0, n, scratch, nullptr, stream);
+        !s)
+      return s;
+    if (Status s = device->copy(sendBytes, idx, 4 * static_cast<size_t>(k), queue); !s)
+      return s;
+    if (Status s = device->copy(sendBytes + 4 * k + codeBytes, table,
+                                sizeof(float) * cpu::kTwoBitTableFloats, queue);
+        !s)
+      return s;
+    if (Status s = gather(sendBytes, recvBytes, payload, plan::DType::U8); !s)
+      return s;
+    splitTwoBitKernel<<<blocksFor(ranks * (k + codeBytes + cpu::kTwoBitTableFloats)), kThreads, 0,
+                        stream>>>(recvBytes, ranks, k, codeBytes, allIdx, allCodes, allTables);
+    if (Status s = launched("splitTwoBitKernel"); !s)
+      return s;
+    if (Status s = cuda::twoBitDecode(allCodes, allTables, ranks, k, allValues, stream); !s)
+      return s;
+    if (Status s = zeroOut(); !s)
+      return s;
+    return cuda::scatterAddPairs(allIdx, allValues, ranks, k, 1.0f, out, n, scratch, badPair[0],
+                                 stream);
+  }
+};
+
+} // namespace
+
+StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
+  const plan::CodecAttrs &c = *a.task.attrs_as_CollectiveAttrs()->codec();
+  if (Status s = knownCodec(c, a.at); !s)
+    return s;
+  auto x = std::make_shared<CudaExchange>();
+  x->c = &c;
+  x->kind = c.kind();
+  x->n = elements(a.in[0]);
+  if (x->n != elements(a.out[0]))
+    return Status::error(a.at + ": input and output differ in local size");
+  const Shape &local = a.in[0]->local;
+  x->cols = local.empty() ? 1 : local.back();
+  x->rows = x->cols > 0 ? x->n / x->cols : 0;
+  x->rank = c.rank();
+  x->levels = c.kind() == Codec::Qsgd ? (1 << (c.bits() - 1)) - 1 : 0;
+  const bool sparse = c.kind() == Codec::TopK || c.kind() == Codec::Dgc ||
+                      c.kind() == Codec::RandomK || c.kind() == Codec::TopK2Bit;
+  x->k = sparse ? pairsFor(c.kind() == Codec::Dgc ? dgcDensity(c, 0) : c.density(), x->n) : 0;
+  x->grad = data<float>(a.in[0]);
+  x->out = data<float>(a.out[0]);
+  x->group = a.comm;
+  x->ranks = a.comm ? a.comm->size() : 1;
+  x->me = a.comm ? a.comm->rank() : 0;
+  x->counts.resize(static_cast<size_t>(x->ranks));
+  x->device = a.device;
+  x->queue = a.stream;
+  x->stream = cuda::streamOf(a.stream);
+  x->step = static_cast<int32_t *>(a.hostVariable(c.step()));
+  x->counter = "codec step counter '" + a.plan.variables()->Get(c.step())->name()->str() + "'";
+  for (int i = 0; i < stateCount(c.kind()); ++i) {
+    const TensorView &v = (*a.variables)[c.state()->Get(i)];
+    const int64_t need = c.kind() == Codec::PowerSgd && i == 1 ? x->cols * x->rank : x->n;
+    if (elements(&v) < need)
+      return Status::error(a.at + ": state variable '" + v.name + "' holds " +
+                           std::to_string(elements(&v)) +
+                           " elements on this rank, the codec needs " + std::to_string(need));
+    (i == 0 ? x->s0 : x->s1) = data<float>(&v);
+  }
+  if (x->n == 0)
+    return launch(a, [x] { return countStep(x->step, x->counter); });
+
+  // Scratch: the same requests in the executor's measuring pass and its
+  // building pass (no device then: nothing is enqueued or created).
+  auto floats = [&](int64_t count) { return static_cast<float *>(a.scratch(4 * count)); };
+  auto bytes = [&](int64_t count) { return static_cast<uint8_t *>(a.scratch(count)); };
+  auto ints = [&](int64_t count) { return static_cast<int32_t *>(a.scratch(4 * count)); };
+  const int64_t n = x->n, k = x->k, R = x->ranks;
+  size_t codecScratch = 0;
+  switch (c.kind()) {
+  case Codec::TopK:
+  case Codec::Dgc:
+    codecScratch = c.kind() == Codec::TopK ? cuda::topkScratchBytes(n) : cuda::dgcScratchBytes(n);
+    codecScratch = std::max(codecScratch, cuda::scatterAddPairsScratchBytes(1));
+    x->sendPairs = ints(2 * k);
+    x->recvPairs = ints(2 * k * R);
+    if (c.kind() == Codec::Dgc && c.clip() > 0.0f) {
+      x->work = floats(n);
+      x->partials = static_cast<double *>(a.scratch(sizeof(double) * kClipBlocks));
+      x->factor = floats(1);
+    }
+    for (int r = 0; r < R; ++r)
+      x->badPair.push_back(a.errorFlag([at = a.at, r, n](int64_t pair) {
+        return at + ": rank " + std::to_string(r) + " of the group sent an index outside [0, " +
+               std::to_string(n) + ") in pair " + std::to_string(pair) + " of its payload";
+      }));
+    break;
+  case Codec::RandomK:
+    codecScratch = std::max(cuda::randomkScratchBytes(n, k), cuda::scatterAddPairsScratchBytes(1));
+    x->sendPairs = ints(2 * k);
+    break;
+  case Codec::Qsgd: {
+    const int64_t buckets = cpu::qsgdBucketCount(n, c.bucket());
+    codecScratch = cuda::qsgdEncodeScratchBytes(n, c.bucket());
+    x->codes = bytes(n);
+    x->sendBytes = bytes(cpu::qsgdPackedBytes(n, c.bits()));
+    x->recvBytes = bytes(cpu::qsgdPackedBytes(n, c.bits()) * R);
+    x->small = floats(buckets);
+    x->smallAll = floats(buckets * R);
+    break;
+  }
+  case Codec::Sign:
+    codecScratch = cuda::signEncodeScratchBytes(n);
+    x->sendBytes = bytes(cpu::signCodeBytes(n));
+    x->recvBytes = bytes(cpu::signCodeBytes(n) * R);
+    x->small = floats(1);
+    x->smallAll = floats(R);
+    break;
+  case Codec::PowerSgd:
+    x->work = floats(n);
+    x->small = floats(x->rows * x->rank);
+    break;
+  case Codec::TopK2Bit: {
+    const int64_t codeBytes = cpu::twoBitCodeBytes(k);
+    const int64_t payload = 4 * k + codeBytes + 4 * cpu::kTwoBitTableFloats;
+    codecScratch = std::max({cuda::topkScratchBytes(n), cuda::twoBitEncodeScratchBytes(k),
+                             cuda::scatterAddPairsScratchBytes(R)});
+    x->sendPairs = ints(2 * k);
+    x->work = floats(k);
+    x->table = floats(cpu::kTwoBitTableFloats);
+    x->sendBytes = bytes(payload);
+    x->recvBytes = bytes(payload * R);
+    x->allIdx = ints(k * R);
+    x->allCodes = bytes(codeBytes * R);
+    x->allTables = floats(cpu::kTwoBitTableFloats * R);
+    x->allValues = floats(k * R);
+    x->badPair.push_back(a.errorFlag([at = a.at, k, n](int64_t i) {
+      return at + ": rank " + std::to_string(i / k) + " of the group sent an index outside [0, " +
+             std::to_string(n) + ") in pair " + std::to_string(i % k) + " of its payload";
+    }));
+    break;
+  }
+  default:
+    break;
+  }
+  if (codecScratch > 0)
+    x->scratch = a.scratch(codecScratch);
+  if (!a.device)
+    return launch(a, [x] { return x->run(); }); // measured: dropped
+
+  // Until a compressed exchange writes them (after the warm-up), the flags
+  // say "no bad index".
+  for (int64_t *flag : x->badPair)
+    if (Status s = cudaStatus(cudaMemsetAsync(flag, 0xff, sizeof(int64_t), x->stream),
+                              "cudaMemsetAsync (error flag)");
+        !s)
+      return s.withContext(a.at);
+  if (c.kind() == Codec::PowerSgd) {
+    // PowerSGD's own cuBLASLt handle, without a workspace: a collective's
+    // kernel runs on the communicator's stream and thread, concurrently with
+    // the compute stream's matmuls, which share the executor's workspace.
+    auto blas = cuda::Blas::create(0);
+    if (!blas)
+      return blas.status().withContext(a.at);
+    x->blas = std::make_unique<cuda::Blas>(blas.take());
+  }
+  return launch(a, [x] { return x->run(); });
+}
+
+} // namespace sbpflow::ops

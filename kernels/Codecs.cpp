@@ -30,14 +30,7 @@ bool hasCodec(const plan::Task &task) {
   return task.op() == plan::OpKind::AllReduce && c && c->codec();
 }
 
-namespace {
-
-const plan::CodecAttrs &codecOf(const plan::Task &task) {
-  return *task.attrs_as_CollectiveAttrs()->codec();
-}
-
-// How many state variables each codec keeps (plan.fbs CodecAttrs.state).
-int stateCount(Codec kind) {
+int codecStateCount(Codec kind) {
   switch (kind) {
   case Codec::TopK:
   case Codec::Sign:
@@ -51,27 +44,31 @@ int stateCount(Codec kind) {
   }
 }
 
-bool isSparse(Codec kind) {
+bool isSparseCodec(Codec kind) {
   return kind == Codec::TopK || kind == Codec::Dgc || kind == Codec::RandomK ||
          kind == Codec::TopK2Bit;
 }
 
-// k for `density` of n elements: at least one, at most n.
 int64_t pairsFor(double density, int64_t n) {
   const auto k = static_cast<int64_t>(std::ceil(density * static_cast<double>(n)));
   return std::clamp<int64_t>(k, 1, std::max<int64_t>(n, 1));
 }
 
-// DGC's density for exchange `count` after the dense warm-up.
 double dgcDensity(const plan::CodecAttrs &c, int64_t count) {
   if (c.epoch_steps() <= 0)
     return c.density();
   return cpu::dgcWarmupDensity(count / c.epoch_steps(), c.density());
 }
 
+namespace {
+
+const plan::CodecAttrs &codecOf(const plan::Task &task) {
+  return *task.attrs_as_CollectiveAttrs()->codec();
+}
+
 std::string describe(const plan::CodecAttrs &c) {
   std::string s = plan::EnumNameCodec(c.kind()) ? plan::EnumNameCodec(c.kind()) : "?";
-  if (isSparse(c.kind()))
+  if (isSparseCodec(c.kind()))
     s += " density " + std::to_string(c.density());
   if (c.kind() == Codec::Qsgd)
     s += " bits " + std::to_string(c.bits());
@@ -80,9 +77,6 @@ std::string describe(const plan::CodecAttrs &c) {
   return s;
 }
 
-} // namespace
-
-namespace {
 // L-GreCo's plan side: a family it adapts, candidates of that family, this
 // layer's row inside the table, and the shared variables shaped for it.
 Status checkLgreco(const plan::LgrecoAttrs &lg, Codec kind,
@@ -96,7 +90,7 @@ Status checkLgreco(const plan::LgrecoAttrs &lg, Codec kind,
     return Status::error(at + ": L-GreCo needs 1 to 127 candidates and a default among them");
   for (float v : *lg.candidates()) {
     const bool integral = v == std::floor(v);
-    const bool ok = isSparse(kind)        ? v > 0.0f && v <= 1.0f
+    const bool ok = isSparseCodec(kind)   ? v > 0.0f && v <= 1.0f
                     : kind == Codec::Qsgd ? integral && v >= 2.0f && v <= 8.0f
                                           : integral && v >= 1.0f;
     if (!ok)
@@ -145,7 +139,7 @@ Status checkCodec(const OpArgs &a) {
   if (attrs.reduce() != plan::ReduceOp::Sum)
     return Status::error(at + ": a compressed all-reduce sums (reduce is " +
                          plan::EnumNameReduceOp(attrs.reduce()) + ")");
-  if (isSparse(c.kind()) && !(c.density() > 0.0f && c.density() <= 1.0f))
+  if (isSparseCodec(c.kind()) && !(c.density() > 0.0f && c.density() <= 1.0f))
     return Status::error(at + ": density must lie in (0, 1]");
   if (c.kind() == Codec::Qsgd && (c.bits() < 2 || c.bits() > 8 || c.bucket() < 1))
     return Status::error(at + ": QSGD needs 2 <= bits <= 8 and a positive bucket, got bits " +
@@ -160,7 +154,7 @@ Status checkCodec(const OpArgs &a) {
 
   const auto *vars = a.plan.variables();
   const int nv = static_cast<int>(vars->size());
-  const int want = stateCount(c.kind());
+  const int want = codecStateCount(c.kind());
   const int got = c.state() ? static_cast<int>(c.state()->size()) : 0;
   if (got != want)
     return Status::error(at + " keeps " + std::to_string(want) +
@@ -410,7 +404,7 @@ struct Exchange {
   }
 
   void setParameter(float value) {
-    if (isSparse(kind))
+    if (isSparseCodec(kind))
       k = pairsFor(value, n);
     else if (kind == Codec::Qsgd)
       bits = static_cast<int>(value), levels = (1 << (bits - 1)) - 1;
@@ -444,7 +438,7 @@ struct Exchange {
       total += static_cast<double>(measured[i]) * measured[i];
     for (size_t j = 0; j < C; ++j) {
       double error = 0.0;
-      if (isSparse(kind)) {
+      if (isSparseCodec(kind)) {
         // What top-k leaves out: the total less the k largest squares.
         const int64_t kk = pairsFor(candidates[j], n);
         for (int64_t i = 0; i < n; ++i)
@@ -563,7 +557,7 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     x->rank = c.rank();
     x->bits = c.bits();
     x->levels = c.kind() == Codec::Qsgd ? (1 << (c.bits() - 1)) - 1 : 0;
-    x->k = isSparse(c.kind())
+    x->k = isSparseCodec(c.kind())
                ? pairsFor(c.kind() == Codec::Dgc ? dgcDensity(c, 0) : c.density(), x->n)
                : 0;
   }
@@ -576,7 +570,7 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
   x->step = static_cast<int32_t *>(a.hostVariable(c.step()));
   x->counter = "codec step counter '" + a.plan.variables()->Get(c.step())->name()->str() + "'";
   // State rows: this rank's row of each [ranks, L] variable.
-  for (int i = 0; i < stateCount(c.kind()); ++i) {
+  for (int i = 0; i < codecStateCount(c.kind()); ++i) {
     const TensorView &v = (*a.variables)[c.state()->Get(i)];
     const int64_t need = c.kind() == Codec::PowerSgd && i == 1 ? x->cols * x->rank : x->n;
     if (elements(&v) < need)

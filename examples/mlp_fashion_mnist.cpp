@@ -68,10 +68,9 @@ int main(int argc, char **argv) {
 
     // DGC's sparsity warm-up counts epochs: the steps of one pass over
     // Fashion-MNIST's 60,000 training images (the driver drops the last
-    // partial batch), or --max-steps.
-    options.compressEpochSteps = epochSteps >= 0    ? epochSteps
-                                 : run.maxSteps > 0 ? run.maxSteps
-                                                    : 60000 / batch;
+    // partial batch), whatever --max-steps says, so that a run resumed with
+    // other --max-steps compiles the same plan.
+    options.compressEpochSteps = epochSteps >= 0 ? epochSteps : 60000 / batch;
     auto plan = compileModel(m, emitMlir, emitPlan, options);
     if (!plan) {
       std::fprintf(stderr, "error: %s\n", plan.status().message().c_str());

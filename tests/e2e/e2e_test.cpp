@@ -1,11 +1,13 @@
 // End-to-end tests of the MLP example: multi-rank training equals one-rank
-// training, and the model learns Fashion-MNIST.
+// training, the model learns Fashion-MNIST, and a resumed run with a
+// compressed gradient exchange continues bit for bit.
 #include "runtime/checkpoint/Checkpoint.h"
 #include "tests/TempDir.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -196,6 +198,122 @@ TEST(MlpEndToEnd, SentBytesPerStepIsTheGradientAllReduce) {
   EXPECT_EQ(sentBytesPerStep(2, 5, fs::path(dir.path()) / "two.json"),
             (std::vector<double>{gradientBytes, gradientBytes}));
   EXPECT_EQ(sentBytesPerStep(1, 5, fs::path(dir.path()) / "one.json"), std::vector<double>{0.0});
+}
+
+// Every variable's stored bits (f32 or i32 alike, as 32-bit words), read
+// through the checkpoint API from the checkpoint a job wrote.
+std::map<std::string, std::vector<uint32_t>> loadBits(const fs::path &dir) {
+  using namespace sbpflow::checkpoint;
+  std::map<std::string, std::vector<uint32_t>> result;
+  auto reader = CheckpointReader::open(dir.string());
+  EXPECT_TRUE(reader) << reader.status().message();
+  if (!reader)
+    return result;
+  for (const TensorMeta &t : reader->tensors()) {
+    const sbpflow::Region whole = sbpflow::wholeRegion(t.shape);
+    std::vector<uint32_t> words(static_cast<size_t>(sbpflow::elementCount(t.shape)));
+    sbpflow::Status s = reader->read(t.name, t.shape, t.dtype, whole, words.data());
+    EXPECT_TRUE(s) << t.name << ": " << s.message();
+    result[t.name] = std::move(words);
+  }
+  return result;
+}
+
+// mlp_fashion_mnist on 2 ranks with `--compress codec`, its batch, its
+// further arguments (steps, resume) and a checkpoint written to `out`.
+CommandResult trainCompressed(const std::string &codec, int batch, const std::string &args,
+                              const fs::path &out) {
+  return runCommand(std::string(SBPFLOW_BIN_DIR) + "/mlp_fashion_mnist --local 2 --batch " +
+                    std::to_string(batch) + " --compress " + codec + " " + args + " --checkpoint " +
+                    out.string());
+}
+
+// Expects the checkpoints `resumed` and `whole` to hold the same variables
+// with the same bits: the parameters, their momenta and the codec's state
+// and step counters (at least one `.codec.` variable, whose step counters
+// read `steps`).
+void expectSameBits(const fs::path &resumed, const fs::path &whole, int64_t steps) {
+  const auto a = loadBits(resumed), b = loadBits(whole);
+  ASSERT_FALSE(a.empty());
+  int codecVariables = 0, counters = 0;
+  for (const auto &[name, words] : b) {
+    auto it = a.find(name);
+    ASSERT_NE(it, a.end()) << name << " is missing from the resumed run's checkpoint";
+    ASSERT_EQ(it->second.size(), words.size()) << name;
+    size_t differ = 0, first = words.size();
+    for (size_t i = 0; i < words.size(); ++i)
+      if (it->second[i] != words[i]) {
+        ++differ;
+        first = std::min(first, i);
+      }
+    EXPECT_EQ(differ, 0u) << name << ": " << differ << " of " << words.size()
+                          << " elements differ between the resumed run and the whole run, first "
+                          << first;
+    if (name.find(".codec.") != std::string::npos)
+      ++codecVariables;
+    if (name.size() > 11 && name.compare(name.size() - 11, 11, ".codec.step") == 0) {
+      ++counters;
+      EXPECT_EQ(words, std::vector<uint32_t>{static_cast<uint32_t>(steps)}) << name;
+    }
+  }
+  EXPECT_EQ(a.size(), b.size());
+  EXPECT_GT(codecVariables, 0) << "the checkpoint holds no codec variable";
+  EXPECT_GT(counters, 0) << "the checkpoint holds no codec step counter";
+}
+
+// 10 compressed steps, saved, resumed for 10 more (the driver continues at
+// batch 10 of epoch 1) equal one run of 20 steps bit for bit: every
+// variable, the codec's error feedback and step counters included.
+void expectResumeContinuesBitForBit(const std::string &codec) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir firstDir("sbpflow_e2e"), resumedDir("sbpflow_e2e"), wholeDir("sbpflow_e2e");
+  const fs::path first = firstDir.path(), resumed = resumedDir.path(), whole = wholeDir.path();
+  CommandResult a = trainCompressed(codec, 64, "--max-steps 10", first);
+  ASSERT_EQ(a.status, 0) << a.output;
+  CommandResult b =
+      trainCompressed(codec, 64, "--max-steps 10 --resume " + first.string(), resumed);
+  ASSERT_EQ(b.status, 0) << b.output;
+  CommandResult c = trainCompressed(codec, 64, "--max-steps 20", whole);
+  ASSERT_EQ(c.status, 0) << c.output;
+  ASSERT_NO_FATAL_FAILURE(expectSameBits(resumed, whole, 20));
+}
+
+TEST(MlpEndToEnd, ResumeWithTopK2BitContinuesBitForBit) {
+  expectResumeContinuesBitForBit("topk2bit:0.01");
+}
+
+// QSGD's draws are keyed by the step counter, a variable: a resumed run
+// that restarted it would draw step 0's numbers again.
+TEST(MlpEndToEnd, ResumeWithQsgdContinuesBitForBit) { expectResumeContinuesBitForBit("qsgd:4"); }
+
+// DGC keeps momentum and accumulation (u, v) per rank, and its sparsity
+// warm-up reads the step counter: density 0.25 in the first epoch, 0.0625 in
+// the second. The example's epoch for that schedule is --max-steps (else
+// 60000 / batch), so the runs compared must agree on it: with a batch of
+// 6000 an epoch is 10 steps. One epoch, saved, and a second resumed equal
+// two epochs in one run.
+TEST(MlpEndToEnd, ResumeWithDgcAcrossItsWarmupEpochsContinuesBitForBit) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir firstDir("sbpflow_e2e"), resumedDir("sbpflow_e2e"), wholeDir("sbpflow_e2e");
+  const fs::path first = firstDir.path(), resumed = resumedDir.path(), whole = wholeDir.path();
+  CommandResult a = trainCompressed("dgc:0.01", 6000, "--epochs 1", first);
+  ASSERT_EQ(a.status, 0) << a.output;
+  CommandResult b =
+      trainCompressed("dgc:0.01", 6000, "--epochs 1 --resume " + first.string(), resumed);
+  ASSERT_EQ(b.status, 0) << b.output;
+  CommandResult c = trainCompressed("dgc:0.01", 6000, "--epochs 2", whole);
+  ASSERT_EQ(c.status, 0) << c.output;
+  ASSERT_NO_FATAL_FAILURE(expectSameBits(resumed, whole, 20));
+}
+
+TEST(MlpEndToEnd, UnknownCompressionIsAClearError) {
+  CommandResult r = runCommand(std::string(SBPFLOW_BIN_DIR) +
+                               "/mlp_fashion_mnist --local 2 --max-steps 1 --compress zip");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("bad compression spec 'zip'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("unknown codec 'zip'"), std::string::npos) << r.output;
 }
 
 TEST(MlpEndToEnd, MissingDatasetIsAClearError) {

@@ -49,6 +49,22 @@ struct TensorSpec {
   int placement = 0;
 };
 
+// A compressed all-reduce's codec (plan.fbs CodecAttrs), carried by an
+// AllReduce task whose `codec.present` is set.
+struct CodecSpec {
+  bool present = false;
+  plan::Codec kind = plan::Codec::TopK;
+  float density = 0;
+  int bits = 0, rank = 0;
+  float momentum = 0, clip = 0;
+  int warmupSteps = 0;
+  int64_t epochSteps = 0;
+  int bucket = 0;
+  uint64_t seed = 0;
+  std::vector<int> state; // variable indices
+  int step = -1;          // variable index
+};
+
 struct TaskSpec {
   std::string name;
   plan::OpKind op = plan::OpKind::Fill;
@@ -71,6 +87,7 @@ struct TaskSpec {
   int axis = 0;                                    // Narrow(Grad), Concat
   int64_t begin = 0;                               // Narrow(Grad)
   float maxNorm = 1;                               // ClipScale
+  CodecSpec codec;                                 // AllReduce
   int seq = -1;
 };
 
@@ -236,9 +253,15 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
             plan::CreateSgdAttrs(fbb, t.lr, t.momentum, t.weightDecay, t.param, t.momentumBuffer)
                 .Union();
         break;
-      case plan::OpAttrs::CollectiveAttrs:
-        attrs = plan::CreateCollectiveAttrs(fbb, t.dim, t.reduce).Union();
+      case plan::OpAttrs::CollectiveAttrs: {
+        flatbuffers::Offset<plan::CodecAttrs> codec;
+        if (const CodecSpec &c = t.codec; c.present)
+          codec = plan::CreateCodecAttrs(fbb, c.kind, c.density, c.bits, c.rank, c.momentum, c.clip,
+                                         c.warmupSteps, c.epochSteps, c.bucket, c.seed,
+                                         fbb.CreateVector(c.state), c.step);
+        attrs = plan::CreateCollectiveAttrs(fbb, t.dim, t.reduce, codec).Union();
         break;
+      }
       case plan::OpAttrs::AdamWAttrs:
         attrs = plan::CreateAdamWAttrs(fbb, t.lr, t.beta1, t.beta2, t.eps, t.weightDecay, t.param,
                                        t.m, t.v, t.step)

@@ -1,0 +1,604 @@
+// Compressed all-reduces (kernels/Codecs.cpp) in the executor: N ranks
+// training with a codec end where one process running the same codec
+// arithmetic per rank, with the exchange simulated, ends (every codec, 2 and
+// 4 ranks, several steps, a dense warm-up); and the loader's refusal of
+// malformed codec plans.
+#include "actors/Executor.h"
+#include "actors/Variables.h"
+#include "kernels/Philox.h"
+#include "kernels/cpu/Compression.h"
+#include "kernels/cpu/Kernels.h"
+#include "kernels/cpu/Quantize.h"
+#include "runtime/checkpoint/Checkpoint.h"
+#include "runtime/comm/CommGroups.h"
+#include "runtime/data/DataSource.h"
+#include "runtime/plan/PlanLoader.h"
+#include "tests/TempDir.h"
+#include "tests/actors/TestActorSystem.h"
+#include "tests/plan/TestPlans.h"
+
+#include <caf/all.hpp>
+#include <gloo/rendezvous/hash_store.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+using namespace sbpflow;
+using namespace sbpflow::testplan;
+
+namespace {
+
+// x [kBatch, kC] split S(0); w [kC, kD]; the gradient of 0.5 ||x w||^2 is
+// x^T x w, a partial sum [kC, kD] on each rank (n = 35 elements: PowerSGD
+// sees a 7 x 5 matrix). 10 rows: 5 + 5 on two ranks, 3 + 3 + 2 + 2 on four.
+constexpr int64_t kBatch = 10, kC = 7, kD = 5, kN = kC * kD;
+// Each state row is longer than what the codec uses (n, or cols * rank).
+constexpr int64_t kStateCols = kN + 5;
+constexpr float kLr = 0.01f;
+constexpr int kSteps = 8;
+
+float sample(int64_t batch, int64_t row, int64_t col) {
+  return static_cast<float>(std::sin(0.7 * batch + 1.3 * row + 0.4 * col + 0.1) +
+                            0.3 * std::cos(2.1 * col - 0.5 * row));
+}
+
+// "x" f32 [kC]: row r of batch b, column c = sample(b, r, c).
+class RowData : public DataSource {
+public:
+  RowData() { fields_ = {{"x", FieldType::F32, {kC}}}; }
+  const std::vector<FieldInfo> &fields() const override { return fields_; }
+  int64_t size() const override { return 1000; }
+  Status fill(const std::string &, int64_t, int64_t batch, int64_t, int64_t rowBegin,
+              int64_t rowCount, void *dst) override {
+    for (int64_t r = 0; r < rowCount; ++r)
+      for (int64_t c = 0; c < kC; ++c)
+        static_cast<float *>(dst)[r * kC + c] = sample(batch, rowBegin + r, c);
+    return Status::ok();
+  }
+
+private:
+  std::vector<FieldInfo> fields_;
+};
+
+int stateCount(plan::Codec kind) {
+  switch (kind) {
+  case plan::Codec::TopK:
+  case plan::Codec::Sign:
+  case plan::Codec::TopK2Bit:
+    return 1;
+  case plan::Codec::Dgc:
+  case plan::Codec::PowerSgd:
+    return 2;
+  default:
+    return 0;
+  }
+}
+
+// Variables: 0 w [kC, kD] B; 1, 2 the codec's state [ranks, kStateCols]
+// S(0) (uniform, so that a rank reading another's row is seen); 3 the step
+// counter. Tensors: x, w, y = x w, g = x^T y (P), gsum = the compressed
+// all-reduce of g (B), then w -= kLr gsum. With `bf16Gradient`, g is cast
+// to bf16 before the all-reduce (a plan the loader must refuse).
+PlanSpec codecPlan(int ranks, CodecSpec codec, bool bf16Gradient = false) {
+  PlanSpec spec;
+  std::vector<int> rankList(static_cast<size_t>(ranks));
+  for (int r = 0; r < ranks; ++r)
+    rankList[r] = r;
+  spec.placements = {{"cpu", rankList, {ranks}}};
+  spec.variables = {
+      {"w", {kC, kD}, 0, {B()}, plan::InitKind::Uniform, -0.5f, 0.5f, 7},
+      {"g.codec.s0", {ranks, kStateCols}, 0, {S(0)}, plan::InitKind::Uniform, -0.2f, 0.2f, 8},
+      {"g.codec.s1", {ranks, kStateCols}, 0, {S(0)}, plan::InitKind::Uniform, -0.2f, 0.2f, 9},
+      {"g.codec.step", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32}};
+  codec.present = true;
+  const plan::DType gType = bf16Gradient ? plan::DType::BF16 : plan::DType::F32;
+  ProgramSpec prog;
+  prog.tensors = {
+      {"x", {kBatch, kC}, {S(0)}},                 // 0
+      {"w", {kC, kD}, {B()}, plan::DType::F32, 0}, // 1
+      {"y", {kBatch, kD}, {S(0)}},                 // 2
+      {"g", {kC, kD}, {P()}},                      // 3
+      {"g.t", {kC, kD}, {P()}, gType},             // 4
+      {"gsum.t", {kC, kD}, {B()}, gType},          // 5
+      {"gsum", {kC, kD}, {B()}},                   // 6
+  };
+  using K = plan::OpKind;
+  TaskSpec mm = makeTask("fc.matmul", K::MatMul, {0, 1}, {2}, plan::OpAttrs::MatMulAttrs);
+  TaskSpec grad = makeTask("fc.matmul.grad", K::MatMul, {0, 2}, {3}, plan::OpAttrs::MatMulAttrs);
+  grad.transA = true;
+  TaskSpec allReduce = makeTask("g.allreduce", K::AllReduce, {bf16Gradient ? 4 : 3},
+                                {bf16Gradient ? 5 : 6}, plan::OpAttrs::CollectiveAttrs);
+  allReduce.codec = codec;
+  TaskSpec sgd = makeTask("sgd.w", K::SgdMomentum, {6}, {}, plan::OpAttrs::SgdAttrs);
+  sgd.lr = kLr;
+  sgd.param = 0;
+  prog.tasks = {inputTask("input.x", 0, "x"), makeTask("w", K::Parameter, {}, {1}), mm, grad};
+  if (bf16Gradient)
+    prog.tasks.push_back(makeTask("g.cast", K::Cast, {3}, {4}));
+  prog.tasks.push_back(allReduce);
+  if (bf16Gradient)
+    prog.tasks.push_back(makeTask("gsum.cast", K::Cast, {5}, {6}));
+  prog.tasks.push_back(sgd);
+  prog.inputs = {{"x", 0}};
+  spec.programs.push_back(prog);
+  finalize(spec);
+  // The update must not start before the forward matmul has read w.
+  spec.programs[0].registers.push_back(
+      {2, -1, {static_cast<int>(spec.programs[0].tasks.size()) - 1}, 1});
+  return spec;
+}
+
+// The initial values of variable `v` of `spec`, as every layout starts.
+std::vector<float> initialValues(const PlanSpec &spec, int v) {
+  const VariableSpec &var = spec.variables[v];
+  flatbuffers::FlatBufferBuilder fbb;
+  fbb.Finish(plan::CreateInit(fbb, var.init, var.a, var.b, var.seed));
+  return initGlobalTensor(*flatbuffers::GetRoot<plan::Init>(fbb.GetBufferPointer()),
+                          elementCount(Shape(var.shape.begin(), var.shape.end())));
+}
+
+// ---------------------------------------------------------------- reference
+
+// What the N ranks hold after `steps` steps, computed in one process: each
+// rank's partial gradient from its balanced chunk of rows (the kernels' own
+// cpu::matmul), each rank's codec step on its own state row, the exchange
+// simulated (payloads concatenated and decoded in rank order, sums in rank
+// order), then SGD.
+struct Reference {
+  std::vector<float> w;
+  std::vector<float> s0, s1; // [ranks, kStateCols]
+  int32_t step = 0;
+};
+
+int64_t pairsFor(double density, int64_t n) {
+  const auto k = static_cast<int64_t>(std::ceil(density * static_cast<double>(n)));
+  return std::clamp<int64_t>(k, 1, n);
+}
+
+// The sum over ranks of the decoded payloads of exchange `count` (after the
+// warm-up), each rank's state updated.
+std::vector<float> compressedSum(const CodecSpec &c, int ranks,
+                                 const std::vector<std::vector<float>> &grads, Reference &ref,
+                                 int64_t count) {
+  const int64_t n = kN, rows = kC, cols = kD;
+  std::vector<float> out(n, 0.0f);
+  auto s0 = [&](int r) { return ref.s0.data() + r * kStateCols; };
+  auto s1 = [&](int r) { return ref.s1.data() + r * kStateCols; };
+  std::vector<int32_t> order(n);
+  // Gathered (index, value) pairs of every rank, decoded in rank order.
+  std::vector<int32_t> idxAll;
+  std::vector<float> valAll;
+  switch (c.kind) {
+  case plan::Codec::TopK:
+  case plan::Codec::Dgc: {
+    int64_t k = pairsFor(c.density, n);
+    if (c.kind == plan::Codec::Dgc && c.epochSteps > 0)
+      k = pairsFor(cpu::dgcWarmupDensity(count / c.epochSteps, c.density), n);
+    for (int r = 0; r < ranks; ++r) {
+      std::vector<int32_t> idx(k);
+      std::vector<float> val(k), g = grads[r];
+      if (c.kind == plan::Codec::TopK) {
+        cpu::topkEncode(g.data(), s0(r), n, k, order.data(), idx.data(), val.data());
+      } else {
+        // DGC's local clipping: this rank's gradient to norm `clip`.
+        double squares = 0;
+        for (float v : g)
+          squares += static_cast<double>(v) * v;
+        if (c.clip > 0 && std::sqrt(squares) > c.clip)
+          for (float &v : g)
+            v *= static_cast<float>(c.clip / std::sqrt(squares));
+        cpu::dgcEncode(g.data(), s0(r), s1(r), n, k, c.momentum, order.data(), idx.data(),
+                       val.data());
+      }
+      idxAll.insert(idxAll.end(), idx.begin(), idx.end());
+      valAll.insert(valAll.end(), val.begin(), val.end());
+    }
+    break;
+  }
+  case plan::Codec::RandomK: {
+    const int64_t k = pairsFor(c.density, n);
+    std::vector<int32_t> idx(k);
+    cpu::randomkIndices(n, k, c.seed, static_cast<uint64_t>(count), order.data(), idx.data());
+    std::vector<float> sum(k, 0.0f), val(k);
+    for (int r = 0; r < ranks; ++r) {
+      cpu::randomkEncode(grads[r].data(), n, k, idx.data(), val.data());
+      for (int64_t j = 0; j < k; ++j)
+        sum[j] += val[j];
+    }
+    idxAll = idx;
+    valAll = sum;
+    break;
+  }
+  case plan::Codec::Qsgd: {
+    const int levels = (1 << (c.bits - 1)) - 1;
+    const int64_t buckets = cpu::qsgdBucketCount(n, c.bucket);
+    std::vector<uint8_t> codes(n * ranks);
+    std::vector<float> norms(buckets * ranks);
+    for (int r = 0; r < ranks; ++r) {
+      // Ranks draw independently: the seed differs by rank.
+      const uint64_t seed = c.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(r + 1);
+      cpu::qsgdEncode(grads[r].data(), n, levels, c.bucket, seed, static_cast<uint64_t>(count),
+                      codes.data() + n * r, norms.data() + buckets * r);
+    }
+    cpu::qsgdDecode(codes.data(), norms.data(), ranks, n, levels, c.bucket, 1.0f, out.data());
+    return out;
+  }
+  case plan::Codec::Sign: {
+    const int64_t bytes = cpu::signCodeBytes(n);
+    std::vector<uint8_t> codes(bytes * ranks);
+    std::vector<float> scales(ranks);
+    for (int r = 0; r < ranks; ++r)
+      cpu::signEncode(grads[r].data(), s0(r), n, codes.data() + bytes * r, &scales[r]);
+    cpu::signDecode(codes.data(), scales.data(), ranks, n, 1.0f, out.data());
+    return out;
+  }
+  case plan::Codec::PowerSgd: {
+    // Vogels et al. 2019, Algorithm 1 with error feedback; Q (each rank's
+    // second state row) starts from the same draws on every rank.
+    const int64_t rk = c.rank;
+    if (count == 0)
+      for (int r = 0; r < ranks; ++r)
+        for (int64_t i = 0; i < cols * rk; ++i) {
+          const PhiloxBlock b =
+              philox4x32_10(static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), 0x50575347u,
+                            0, static_cast<uint32_t>(c.seed), static_cast<uint32_t>(c.seed >> 32));
+          s1(r)[i] = static_cast<float>(b.word[0] >> 8) / 8388608.0f - 1.0f;
+        }
+    std::vector<std::vector<float>> m(ranks, std::vector<float>(n));
+    std::vector<float> p(rows * rk, 0.0f), pr(rows * rk);
+    for (int r = 0; r < ranks; ++r) {
+      for (int64_t i = 0; i < n; ++i)
+        m[r][i] = grads[r][i] + s0(r)[i];
+      cpu::matmul(m[r].data(), s1(r), pr.data(), rows, rk, cols, false, false);
+      for (int64_t i = 0; i < rows * rk; ++i)
+        p[i] += pr[i];
+    }
+    cpu::orthogonalizeColumns(p.data(), rows, rk);
+    std::vector<float> q(cols * rk, 0.0f), mine(n);
+    for (int r = 0; r < ranks; ++r) {
+      cpu::matmul(m[r].data(), p.data(), s1(r), cols, rk, rows, true, false);
+      cpu::matmul(p.data(), s1(r), mine.data(), rows, cols, rk, false, true);
+      for (int64_t i = 0; i < n; ++i)
+        s0(r)[i] = m[r][i] - mine[i];
+      for (int64_t i = 0; i < cols * rk; ++i)
+        q[i] += s1(r)[i];
+    }
+    for (int r = 0; r < ranks; ++r)
+      std::copy(q.begin(), q.end(), s1(r));
+    cpu::matmul(p.data(), q.data(), out.data(), rows, cols, rk, false, true);
+    return out;
+  }
+  case plan::Codec::TopK2Bit: {
+    // SparseLoCo: top-k values sent as 2-bit codes, the quantisation error
+    // back into the residual.
+    const int64_t k = pairsFor(c.density, n), codeBytes = cpu::twoBitCodeBytes(k);
+    std::vector<uint8_t> codes(codeBytes * ranks);
+    std::vector<float> tables(cpu::kTwoBitTableFloats * ranks);
+    for (int r = 0; r < ranks; ++r) {
+      std::vector<int32_t> idx(k);
+      std::vector<float> val(k), unsent(k);
+      cpu::topkEncode(grads[r].data(), s0(r), n, k, order.data(), idx.data(), val.data());
+      cpu::twoBitEncode(val.data(), k, codes.data() + codeBytes * r,
+                        tables.data() + cpu::kTwoBitTableFloats * r, unsent.data());
+      cpu::scatterAddPairs(idx.data(), unsent.data(), k, 1.0f, s0(r), n);
+      idxAll.insert(idxAll.end(), idx.begin(), idx.end());
+    }
+    valAll.resize(k * ranks);
+    cpu::twoBitDecode(codes.data(), tables.data(), ranks, k, valAll.data());
+    break;
+  }
+  }
+  EXPECT_EQ(cpu::scatterAddPairs(idxAll.data(), valAll.data(), static_cast<int64_t>(idxAll.size()),
+                                 1.0f, out.data(), n),
+            -1);
+  return out;
+}
+
+Reference referenceRun(const PlanSpec &spec, const CodecSpec &c, int ranks, int steps) {
+  Reference ref;
+  ref.w = initialValues(spec, 0);
+  ref.s0 = initialValues(spec, 1);
+  ref.s1 = initialValues(spec, 2);
+  for (int step = 0; step < steps; ++step) {
+    std::vector<std::vector<float>> grads;
+    for (int r = 0; r < ranks; ++r) {
+      const Chunk rows = balancedChunk(kBatch, ranks, r);
+      std::vector<float> x(rows.size * kC), y(rows.size * kD), g(kN);
+      for (int64_t i = 0; i < rows.size; ++i)
+        for (int64_t j = 0; j < kC; ++j)
+          x[i * kC + j] = sample(step, rows.begin + i, j);
+      cpu::matmul(x.data(), ref.w.data(), y.data(), rows.size, kD, kC, false, false);
+      cpu::matmul(x.data(), y.data(), g.data(), kC, kD, rows.size, true, false);
+      grads.push_back(std::move(g));
+    }
+    std::vector<float> sum(kN, 0.0f);
+    if (ref.step < c.warmupSteps) {
+      for (int r = 0; r < ranks; ++r)
+        for (int64_t i = 0; i < kN; ++i)
+          sum[i] += grads[r][i];
+    } else {
+      sum = compressedSum(c, ranks, grads, ref, ref.step - c.warmupSteps);
+    }
+    ++ref.step;
+    cpu::sgdMomentum(ref.w.data(), nullptr, sum.data(), kN, kLr, 0.0f, 0.0f);
+  }
+  return ref;
+}
+
+// ---------------------------------------------------------------- N ranks
+
+// A checkpoint saved by ranks on threads as the driver saves one: every
+// rank writes its shards; once all have, rank 0 publishes with every rank's
+// records.
+class NRankSave {
+public:
+  NRankSave(int ranks, std::string dir) : ranks_(ranks), dir_(std::move(dir)) {}
+
+  Status save(int rank, const Executor &exec) {
+    auto written = exec.writeCheckpointShards(dir_, generation_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (written)
+      records_.insert(records_.end(), written->begin(), written->end());
+    failed_ |= !written;
+    ++arrived_;
+    changed_.notify_all();
+    changed_.wait(lock, [&] { return arrived_ == ranks_; });
+    if (!written)
+      return written.status();
+    if (rank != 0 || failed_)
+      return Status::ok();
+    return exec.publishCheckpoint(dir_, generation_, records_, {});
+  }
+
+private:
+  const int ranks_;
+  const std::string dir_;
+  const uint64_t generation_ = checkpoint::newGeneration();
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  int arrived_ = 0;
+  bool failed_ = false;
+  std::vector<checkpoint::ShardRecord> records_;
+};
+
+// Runs `body` on an executor per rank of `plan`, `ranks` threads over one
+// Gloo HashStore; returns each rank's error (empty: none).
+std::vector<std::string> runRanks(caf::actor_system &system, const plan::Plan *plan, int ranks,
+                                  const std::function<Status(int, Executor &)> &body) {
+  gloo::rendezvous::HashStore store;
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(static_cast<size_t>(ranks));
+  for (int r = 0; r < ranks; ++r)
+    threads.emplace_back([&, r] {
+      auto groups = CommGroups::connect(*plan, r, store, std::chrono::seconds(20));
+      if (!groups) {
+        errors[r] = groups.status().message();
+        return;
+      }
+      ExecutorOptions options;
+      options.globalRank = r;
+      auto exec = Executor::create(system, plan, groups->get(), options);
+      if (!exec) {
+        errors[r] = exec.status().message();
+        return;
+      }
+      if (Status s = body(r, **exec); !s)
+        errors[r] = s.message();
+    });
+  for (auto &t : threads)
+    t.join();
+  return errors;
+}
+
+// The whole of variable `name` (of element type T: float or int32_t) from
+// the checkpoint in `dir`.
+template <class T>
+std::vector<T> readCheckpointed(const std::string &dir, const std::string &name) {
+  auto reader = checkpoint::CheckpointReader::open(dir);
+  EXPECT_TRUE(reader) << reader.status().message();
+  if (!reader)
+    return {};
+  const checkpoint::TensorMeta *found = reader->find(name);
+  EXPECT_NE(found, nullptr) << "no tensor '" << name << "' in " << dir;
+  if (!found)
+    return {};
+  std::vector<T> out(static_cast<size_t>(elementCount(found->shape)));
+  const auto dtype = std::is_same_v<T, float> ? checkpoint::DType::F32 : checkpoint::DType::I32;
+  Status s = reader->read(name, found->shape, dtype, wholeRegion(found->shape), out.data());
+  EXPECT_TRUE(s) << s.message();
+  return out;
+}
+
+// max |got - want| <= 1e-5 max |want| (elementwise when want is all zeros).
+void expectNear(const std::vector<float> &got, const std::vector<float> &want,
+                const std::string &what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double maxDiff = 0, maxAbs = 0;
+  size_t worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(got[i]) - want[i]);
+    if (d > maxDiff || std::isnan(d)) {
+      maxDiff = std::isnan(d) ? INFINITY : d;
+      worst = i;
+    }
+    maxAbs = std::max(maxAbs, std::fabs(static_cast<double>(want[i])));
+  }
+  EXPECT_LE(maxDiff, 1e-5 * std::max(maxAbs, 1e-30))
+      << what << ": element " << worst << " is " << got[worst] << ", the reference " << want[worst]
+      << " (max |reference| " << maxAbs << ")";
+}
+
+// Trains codecPlan(ranks, c) for kSteps steps on `ranks` ranks and expects
+// w, the codec's state rows and its step counter to be the reference's.
+void expectRanksMatchReference(const CodecSpec &c, int ranks) {
+  const PlanSpec spec = codecPlan(ranks, c);
+  auto loaded = loadPlanBuffer(build(spec));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  test::ActorSystem sys;
+  test::TempDir tmp("sbpflow_codec");
+  const std::string dir = tmp.path() + "/ckpt";
+  NRankSave save(ranks, dir);
+  std::vector<std::string> errors =
+      runRanks(sys.system, loaded->plan(), ranks, [&](int r, Executor &exec) {
+        RowData data;
+        Status s = exec.run("train", &data, 0, 0, kSteps, nullptr);
+        return s ? save.save(r, exec) : s;
+      });
+  for (int r = 0; r < ranks; ++r)
+    ASSERT_EQ(errors[r], "") << "rank " << r;
+
+  const Reference ref = referenceRun(spec, c, ranks, kSteps);
+  const std::vector<float> w0 = initialValues(spec, 0);
+  std::vector<float> w = readCheckpointed<float>(dir, "w");
+  ASSERT_NO_FATAL_FAILURE(expectNear(w, ref.w, "w"));
+  // The run moved w: the comparison is not of two initial values.
+  double moved = 0;
+  for (int64_t i = 0; i < kN; ++i)
+    moved = std::max(moved, std::fabs(static_cast<double>(ref.w[i]) - w0[i]));
+  EXPECT_GT(moved, 1e-3);
+  if (stateCount(c.kind) >= 1)
+    expectNear(readCheckpointed<float>(dir, "g.codec.s0"), ref.s0, "state 0");
+  if (stateCount(c.kind) >= 2)
+    expectNear(readCheckpointed<float>(dir, "g.codec.s1"), ref.s1, "state 1");
+  EXPECT_EQ(readCheckpointed<int32_t>(dir, "g.codec.step"), std::vector<int32_t>{kSteps});
+}
+
+// A codec of `kind` on codecPlan's state and step variables.
+CodecSpec codec(plan::Codec kind) {
+  CodecSpec c;
+  c.kind = kind;
+  c.state = stateCount(kind) == 0   ? std::vector<int>{}
+            : stateCount(kind) == 1 ? std::vector<int>{1}
+                                    : std::vector<int>{1, 2};
+  c.step = 3;
+  return c;
+}
+
+CodecSpec topk() {
+  CodecSpec c = codec(plan::Codec::TopK);
+  c.density = 0.2f;
+  return c;
+}
+CodecSpec dgc() {
+  CodecSpec c = codec(plan::Codec::Dgc);
+  c.density = 0.1f;
+  c.momentum = 0.9f;
+  return c;
+}
+CodecSpec randomk() {
+  CodecSpec c = codec(plan::Codec::RandomK);
+  c.density = 0.3f;
+  c.seed = 11;
+  return c;
+}
+CodecSpec qsgd() {
+  CodecSpec c = codec(plan::Codec::Qsgd);
+  c.bits = 4;
+  c.bucket = 8;
+  c.seed = 5;
+  return c;
+}
+CodecSpec powerSgd() {
+  CodecSpec c = codec(plan::Codec::PowerSgd);
+  c.rank = 2;
+  c.seed = 3;
+  return c;
+}
+CodecSpec topk2bit() {
+  CodecSpec c = codec(plan::Codec::TopK2Bit);
+  c.density = 0.3f;
+  return c;
+}
+// Two dense exchanges, then DGC's sparsity warm-up (3 exchanges an epoch:
+// densities 0.25, 0.0625, then 0.05) with local clipping.
+CodecSpec dgcWarmup() {
+  CodecSpec c = dgc();
+  c.density = 0.05f;
+  c.warmupSteps = 2;
+  c.epochSteps = 3;
+  c.clip = 2.0f;
+  return c;
+}
+
+} // namespace
+
+TEST(CodecExecutor, TopKTwoRanks) { expectRanksMatchReference(topk(), 2); }
+TEST(CodecExecutor, TopKFourRanks) { expectRanksMatchReference(topk(), 4); }
+TEST(CodecExecutor, DgcTwoRanks) { expectRanksMatchReference(dgc(), 2); }
+TEST(CodecExecutor, DgcFourRanks) { expectRanksMatchReference(dgc(), 4); }
+TEST(CodecExecutor, RandomKTwoRanks) { expectRanksMatchReference(randomk(), 2); }
+TEST(CodecExecutor, RandomKFourRanks) { expectRanksMatchReference(randomk(), 4); }
+TEST(CodecExecutor, QsgdTwoRanks) { expectRanksMatchReference(qsgd(), 2); }
+TEST(CodecExecutor, QsgdFourRanks) { expectRanksMatchReference(qsgd(), 4); }
+TEST(CodecExecutor, SignTwoRanks) { expectRanksMatchReference(codec(plan::Codec::Sign), 2); }
+TEST(CodecExecutor, SignFourRanks) { expectRanksMatchReference(codec(plan::Codec::Sign), 4); }
+TEST(CodecExecutor, PowerSgdTwoRanks) { expectRanksMatchReference(powerSgd(), 2); }
+TEST(CodecExecutor, PowerSgdFourRanks) { expectRanksMatchReference(powerSgd(), 4); }
+TEST(CodecExecutor, TopK2BitTwoRanks) { expectRanksMatchReference(topk2bit(), 2); }
+TEST(CodecExecutor, TopK2BitFourRanks) { expectRanksMatchReference(topk2bit(), 4); }
+TEST(CodecExecutor, DgcWarmupTwoRanks) { expectRanksMatchReference(dgcWarmup(), 2); }
+TEST(CodecExecutor, DgcWarmupFourRanks) { expectRanksMatchReference(dgcWarmup(), 4); }
+
+// ---------------------------------------------------------------- refusals
+
+// The loader's message for `spec`, which it must refuse.
+std::string refusal(const PlanSpec &spec) {
+  auto loaded = loadPlanBuffer(build(spec));
+  EXPECT_FALSE(loaded) << "the loader accepted the plan";
+  return loaded ? "" : loaded.status().message();
+}
+
+void expectMentions(const std::string &message, const std::vector<std::string> &parts) {
+  for (const std::string &part : parts)
+    EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
+}
+
+TEST(CodecExecutor, LoaderRefusesStateOfTheWrongShape) {
+  PlanSpec rows = codecPlan(2, topk());
+  rows.variables[1].shape = {3, kStateCols}; // a row per rank of a 3-rank job
+  expectMentions(refusal(rows),
+                 {"g.allreduce", "state variable 'g.codec.s0' must be f32 [2, L]", "it is [3,40]"});
+  PlanSpec replicated = codecPlan(2, topk());
+  replicated.variables[1].sbp = {B()};
+  expectMentions(refusal(replicated),
+                 {"g.allreduce", "state variable 'g.codec.s0'", "split S(0)", "[B]"});
+  PlanSpec wrongType = codecPlan(2, dgc());
+  wrongType.variables[2].dtype = plan::DType::I32;
+  wrongType.variables[2].init = plan::InitKind::Zeros;
+  expectMentions(refusal(wrongType), {"g.allreduce", "state variable 'g.codec.s1' must be f32"});
+  CodecSpec missingState = dgc();
+  missingState.state = {1};
+  expectMentions(refusal(codecPlan(2, missingState)),
+                 {"g.allreduce", "keeps 2 state variables, the task names 1"});
+}
+
+TEST(CodecExecutor, LoaderRefusesAMissingOrWrongStepVariable) {
+  CodecSpec noStep = topk();
+  noStep.step = -1; // as a plan without one reads
+  expectMentions(refusal(codecPlan(2, noStep)), {"g.allreduce", "step variable -1 out of range"});
+  CodecSpec floatStep = topk();
+  floatStep.step = 0; // w: f32 [7, 5]
+  expectMentions(refusal(codecPlan(2, floatStep)),
+                 {"g.allreduce", "step variable 'w' must be an i32 scalar"});
+}
+
+TEST(CodecExecutor, LoaderRefusesABf16Gradient) {
+  expectMentions(refusal(codecPlan(2, topk(), /*bf16Gradient=*/true)),
+                 {"g.allreduce", "the gradient 'g.t' must be f32"});
+}
+
+TEST(CodecExecutor, LoaderRefusesDensityZero) {
+  for (CodecSpec c : {topk(), dgc(), randomk(), topk2bit()}) {
+    c.density = 0;
+    expectMentions(refusal(codecPlan(2, c)), {"g.allreduce", "density must lie in (0, 1]"});
+  }
+}

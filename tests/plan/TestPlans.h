@@ -87,7 +87,7 @@ struct TaskSpec {
   int axis = 0;                                    // Narrow(Grad), Concat
   int64_t begin = 0;                               // Narrow(Grad)
   float maxNorm = 1;                               // ClipScale
-  CodecSpec codec;                                 // AllReduce
+  CodecSpec codec{};                               // AllReduce
   int seq = -1;
 };
 

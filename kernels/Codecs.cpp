@@ -60,11 +60,55 @@ double dgcDensity(const plan::CodecAttrs &c, int64_t count) {
   return cpu::dgcWarmupDensity(count / c.epoch_steps(), c.density());
 }
 
-namespace {
-
-const plan::CodecAttrs &codecOf(const plan::Task &task) {
-  return *task.attrs_as_CollectiveAttrs()->codec();
+void CodecExchange::setParameter(float value) {
+  if (isSparseCodec(kind))
+    k = pairsFor(value, n);
+  else if (kind == Codec::Qsgd)
+    bits = static_cast<int>(value), levels = (1 << (bits - 1)) - 1;
+  else if (kind == Codec::PowerSgd)
+    rank = static_cast<int>(value);
 }
+
+Status CodecExchange::bind(const OpArgs &a) {
+  c = a.task.attrs_as_CollectiveAttrs()->codec();
+  kind = c->kind();
+  n = elements(a.in[0]);
+  if (n != elements(a.out[0]))
+    return Status::error(a.at + ": input and output differ in local size");
+  const Shape &local = a.in[0]->local;
+  cols = local.empty() ? 1 : local.back();
+  rows = cols > 0 ? n / cols : 0;
+  if (const plan::LgrecoAttrs *lg = c->lgreco()) {
+    setParameter(*std::max_element(lg->candidates()->begin(), lg->candidates()->end()));
+  } else {
+    rank = c->rank();
+    bits = c->bits();
+    levels = kind == Codec::Qsgd ? (1 << (bits - 1)) - 1 : 0;
+    if (isSparseCodec(kind))
+      k = pairsFor(kind == Codec::Dgc ? dgcDensity(*c, 0) : c->density(), n);
+  }
+  grad = data<float>(a.in[0]);
+  out = data<float>(a.out[0]);
+  group = a.comm;
+  ranks = a.comm ? a.comm->size() : 1;
+  me = a.comm ? a.comm->rank() : 0;
+  counts.resize(static_cast<size_t>(ranks));
+  step = static_cast<int32_t *>(a.hostVariable(c->step()));
+  counter = "codec step counter '" + a.plan.variables()->Get(c->step())->name()->str() + "'";
+  // This rank's row of each [ranks, L] state variable.
+  for (int i = 0; i < codecStateCount(kind); ++i) {
+    const TensorView &v = (*a.variables)[c->state()->Get(i)];
+    const int64_t need = kind == Codec::PowerSgd && i == 1 ? cols * rank : n;
+    if (elements(&v) < need)
+      return Status::error(a.at + ": state variable '" + v.name + "' holds " +
+                           std::to_string(elements(&v)) +
+                           " elements on this rank, the codec needs " + std::to_string(need));
+    (i == 0 ? s0 : s1) = data<float>(&v);
+  }
+  return Status::ok();
+}
+
+namespace {
 
 std::string describe(const plan::CodecAttrs &c) {
   std::string s = plan::EnumNameCodec(c.kind()) ? plan::EnumNameCodec(c.kind()) : "?";
@@ -193,37 +237,21 @@ Status checkCodec(const OpArgs &a) {
 namespace {
 
 // One rank's compressed all-reduce: its tensors, state, scratch and group.
-struct Exchange {
-  plan::CodecAttrs const *c = nullptr;
-  Codec kind{};
-  int64_t n = 0, rows = 0, cols = 0;
-  int64_t k = 0; // payload pairs (the largest of DGC's schedule)
-  int levels = 0, rank = 0;
-  const float *grad = nullptr;
-  float *out = nullptr;
-  float *s0 = nullptr, *s1 = nullptr; // state rows
-  int32_t *step = nullptr;
-  Communicator *group = nullptr;
-  int ranks = 1, me = 0;
-  std::string counter;
+struct Exchange : CodecExchange {
   // Scratch, fixed when the kernel is built.
   int32_t *order = nullptr;
   int32_t *sendPairs = nullptr, *recvPairs = nullptr; // [idx k][val k] per rank
   float *work = nullptr;                              // n floats
   float *small = nullptr, *smallAll = nullptr;        // scales / norms / P, Q
   uint8_t *codes = nullptr, *sendBytes = nullptr, *recvBytes = nullptr;
-  std::vector<int64_t> counts; // per rank, reset before each gather
-  // The parameters in use (L-GreCo changes them between exchanges); the
-  // buffers above are sized for the largest.
-  int bits = 0;
   // L-GreCo (CodecAttrs.lgreco): this layer's row and the shared table.
   const plan::LgrecoAttrs *lg = nullptr;
   std::vector<float> candidates;
   float *table = nullptr; // [layers, 2 * candidates]: errors, then payload bytes
   int32_t *choice = nullptr, *previous = nullptr, *pending = nullptr;
   float *measured = nullptr, *powerP = nullptr, *powerQ = nullptr; // measuring scratch
-  std::vector<double> dp, nextDp;                                  // the knapsack over error units
-  std::vector<int8_t> picks; // [layers, units + 1]: the candidate taken
+  std::vector<double> dp;                                          // cpu::lgrecoChoose's scratch
+  std::vector<int8_t> picks;                                       // [layers, units + 1]
 
   Status gather(const void *send, void *recv, int64_t count, plan::DType type) {
     if (!group) {
@@ -403,15 +431,6 @@ struct Exchange {
     return decide();
   }
 
-  void setParameter(float value) {
-    if (isSparseCodec(kind))
-      k = pairsFor(value, n);
-    else if (kind == Codec::Qsgd)
-      bits = static_cast<int>(value), levels = (1 << (bits - 1)) - 1;
-    else if (kind == Codec::PowerSgd)
-      rank = static_cast<int>(value);
-  }
-
   // Bytes this rank puts into one exchange of the codec with `value`.
   double payloadBytes(float value) const {
     if (kind == Codec::TopK) {
@@ -538,53 +557,18 @@ struct Exchange {
 
 StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
   auto x = std::make_shared<Exchange>();
-  const plan::CodecAttrs &c = codecOf(a.task);
-  x->c = &c;
-  x->kind = c.kind();
-  x->n = elements(a.in[0]);
-  if (x->n != elements(a.out[0]))
-    return Status::error(a.at + ": input and output differ in local size");
-  const Shape &local = a.in[0]->local;
-  x->cols = local.empty() ? 1 : local.back();
-  x->rows = x->cols > 0 ? x->n / x->cols : 0;
-  // The parameters buffers are sized for: the largest of DGC's schedule or
-  // of L-GreCo's candidates.
-  x->lg = c.lgreco();
-  if (x->lg) {
+  if (Status s = x->bind(a); !s)
+    return s;
+  x->lg = x->c->lgreco();
+  if (x->lg)
     x->candidates.assign(x->lg->candidates()->begin(), x->lg->candidates()->end());
-    x->setParameter(*std::max_element(x->candidates.begin(), x->candidates.end()));
-  } else {
-    x->rank = c.rank();
-    x->bits = c.bits();
-    x->levels = c.kind() == Codec::Qsgd ? (1 << (c.bits() - 1)) - 1 : 0;
-    x->k = isSparseCodec(c.kind())
-               ? pairsFor(c.kind() == Codec::Dgc ? dgcDensity(c, 0) : c.density(), x->n)
-               : 0;
-  }
-  x->grad = data<float>(a.in[0]);
-  x->out = data<float>(a.out[0]);
-  x->group = a.comm;
-  x->ranks = a.comm ? a.comm->size() : 1;
-  x->me = a.comm ? a.comm->rank() : 0;
-  x->counts.resize(static_cast<size_t>(x->ranks));
-  x->step = static_cast<int32_t *>(a.hostVariable(c.step()));
-  x->counter = "codec step counter '" + a.plan.variables()->Get(c.step())->name()->str() + "'";
-  // State rows: this rank's row of each [ranks, L] variable.
-  for (int i = 0; i < codecStateCount(c.kind()); ++i) {
-    const TensorView &v = (*a.variables)[c.state()->Get(i)];
-    const int64_t need = c.kind() == Codec::PowerSgd && i == 1 ? x->cols * x->rank : x->n;
-    if (elements(&v) < need)
-      return Status::error(a.at + ": state variable '" + v.name + "' holds " +
-                           std::to_string(elements(&v)) +
-                           " elements on this rank, the codec needs " + std::to_string(need));
-    (i == 0 ? x->s0 : x->s1) = data<float>(&v);
-  }
   if (x->n == 0)
     return launch(a, [x] { return countStep(x->step, x->counter); });
 
   auto floats = [&](int64_t count) { return static_cast<float *>(a.scratch(4 * count)); };
   auto bytes = [&](int64_t count) { return static_cast<uint8_t *>(a.scratch(count)); };
   auto ints = [&](int64_t count) { return static_cast<int32_t *>(a.scratch(4 * count)); };
+  const plan::CodecAttrs &c = *x->c;
   const int64_t n = x->n, k = x->k, R = x->ranks;
   switch (c.kind()) {
   case Codec::TopK:

@@ -7,6 +7,9 @@
 
 #include "kernels/Registry.h"
 
+#include <string>
+#include <vector>
+
 namespace sbpflow::ops {
 
 // Whether `task` is an AllReduce with a codec.
@@ -20,6 +23,32 @@ int codecStateCount(plan::Codec kind);
 bool isSparseCodec(plan::Codec kind);
 int64_t pairsFor(double density, int64_t n);
 double dgcDensity(const plan::CodecAttrs &c, int64_t count);
+
+// A rank's compressed all-reduce as both kernels bind it when they are
+// built: the codec, the task's tensors and group, the step counter, this
+// rank's state rows, and the parameters in use (buffers are sized for the
+// largest: of DGC's schedule, or of L-GreCo's candidates).
+struct CodecExchange {
+  const plan::CodecAttrs *c = nullptr;
+  plan::Codec kind{};
+  int64_t n = 0, rows = 0, cols = 0; // local elements, as a [rows, cols] matrix
+  int64_t k = 0;                     // payload pairs
+  int bits = 0, levels = 0, rank = 0;
+  const float *grad = nullptr;
+  float *out = nullptr;
+  float *s0 = nullptr, *s1 = nullptr; // state rows
+  int32_t *step = nullptr;            // host
+  std::string counter;                // the step counter, for errors
+  Communicator *group = nullptr;      // null for a group of one
+  int ranks = 1, me = 0;
+  std::vector<int64_t> counts; // per rank, set before each gather
+
+  // The codec family's parameter `value`: k from a density, bits, or rank.
+  void setParameter(float value);
+  // Binds the fields above for task `a`; the state rows must hold what the
+  // largest parameters need.
+  Status bind(const OpArgs &a);
+};
 
 // The plan's side (the loader's check on global tensors): one f32 input
 // reduced by sum, the codec's parameters in range, its state and step

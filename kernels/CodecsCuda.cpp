@@ -211,23 +211,10 @@ Status knownCodec(const plan::CodecAttrs &c, const std::string &at) {
 
 // One rank's compressed all-reduce on the GPU: Codecs.cpp's Exchange with
 // device buffers. Every call enqueues on `stream`.
-struct CudaExchange {
-  const plan::CodecAttrs *c = nullptr;
-  Codec kind{};
-  int64_t n = 0, rows = 0, cols = 0;
-  int64_t k = 0; // payload pairs (the largest of DGC's schedule)
-  int levels = 0, rank = 0;
-  const float *grad = nullptr;
-  float *out = nullptr;
-  float *s0 = nullptr, *s1 = nullptr; // state rows (device)
-  int32_t *step = nullptr;            // host
-  std::string counter;
-  Communicator *group = nullptr;
-  int ranks = 1, me = 0;
+struct CudaExchange : CodecExchange {
   Device *device = nullptr;
   Stream queue = nullptr;
   cudaStream_t stream = nullptr;
-  std::vector<int64_t> counts; // per rank, set before each gather
   // Device scratch, fixed when the kernel is built.
   void *scratch = nullptr;                            // the codec functions'
   int32_t *sendPairs = nullptr, *recvPairs = nullptr; // [idx k][val k] per rank
@@ -477,39 +464,11 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
   if (Status s = knownCodec(c, a.at); !s)
     return s;
   auto x = std::make_shared<CudaExchange>();
-  x->c = &c;
-  x->kind = c.kind();
-  x->n = elements(a.in[0]);
-  if (x->n != elements(a.out[0]))
-    return Status::error(a.at + ": input and output differ in local size");
-  const Shape &local = a.in[0]->local;
-  x->cols = local.empty() ? 1 : local.back();
-  x->rows = x->cols > 0 ? x->n / x->cols : 0;
-  x->rank = c.rank();
-  x->levels = c.kind() == Codec::Qsgd ? (1 << (c.bits() - 1)) - 1 : 0;
-  const bool sparse = c.kind() == Codec::TopK || c.kind() == Codec::Dgc ||
-                      c.kind() == Codec::RandomK || c.kind() == Codec::TopK2Bit;
-  x->k = sparse ? pairsFor(c.kind() == Codec::Dgc ? dgcDensity(c, 0) : c.density(), x->n) : 0;
-  x->grad = data<float>(a.in[0]);
-  x->out = data<float>(a.out[0]);
-  x->group = a.comm;
-  x->ranks = a.comm ? a.comm->size() : 1;
-  x->me = a.comm ? a.comm->rank() : 0;
-  x->counts.resize(static_cast<size_t>(x->ranks));
+  if (Status s = x->bind(a); !s)
+    return s;
   x->device = a.device;
   x->queue = a.stream;
   x->stream = cuda::streamOf(a.stream);
-  x->step = static_cast<int32_t *>(a.hostVariable(c.step()));
-  x->counter = "codec step counter '" + a.plan.variables()->Get(c.step())->name()->str() + "'";
-  for (int i = 0; i < codecStateCount(c.kind()); ++i) {
-    const TensorView &v = (*a.variables)[c.state()->Get(i)];
-    const int64_t need = c.kind() == Codec::PowerSgd && i == 1 ? x->cols * x->rank : x->n;
-    if (elements(&v) < need)
-      return Status::error(a.at + ": state variable '" + v.name + "' holds " +
-                           std::to_string(elements(&v)) +
-                           " elements on this rank, the codec needs " + std::to_string(need));
-    (i == 0 ? x->s0 : x->s1) = data<float>(&v);
-  }
   if (x->n == 0)
     return launch(a, [x] { return countStep(x->step, x->counter); });
 

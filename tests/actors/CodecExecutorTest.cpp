@@ -336,40 +336,6 @@ Reference referenceRun(const PlanSpec &spec, const CodecSpec &c, int ranks, int 
 
 // ---------------------------------------------------------------- N ranks
 
-// A checkpoint saved by ranks on threads as the driver saves one: every
-// rank writes its shards; once all have, rank 0 publishes with every rank's
-// records.
-class NRankSave {
-public:
-  NRankSave(int ranks, std::string dir) : ranks_(ranks), dir_(std::move(dir)) {}
-
-  Status save(int rank, const Executor &exec) {
-    auto written = exec.writeCheckpointShards(dir_, generation_);
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (written)
-      records_.insert(records_.end(), written->begin(), written->end());
-    failed_ |= !written;
-    ++arrived_;
-    changed_.notify_all();
-    changed_.wait(lock, [&] { return arrived_ == ranks_; });
-    if (!written)
-      return written.status();
-    if (rank != 0 || failed_)
-      return Status::ok();
-    return exec.publishCheckpoint(dir_, generation_, records_, {});
-  }
-
-private:
-  const int ranks_;
-  const std::string dir_;
-  const uint64_t generation_ = checkpoint::newGeneration();
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  int arrived_ = 0;
-  bool failed_ = false;
-  std::vector<checkpoint::ShardRecord> records_;
-};
-
 // Runs `body` on an executor per rank of `plan`, `ranks` threads over one
 // Gloo HashStore; returns each rank's error (empty: none).
 std::vector<std::string> runRanks(caf::actor_system &system, const plan::Plan *plan, int ranks,
@@ -446,7 +412,7 @@ void expectRanksMatchReference(const CodecSpec &c, int ranks) {
   test::ActorSystem sys;
   test::TempDir tmp("sbpflow_codec");
   const std::string dir = tmp.path() + "/ckpt";
-  NRankSave save(ranks, dir);
+  test::TwoPhaseSave save(ranks, dir);
   std::vector<std::string> errors =
       runRanks(sys.system, loaded->plan(), ranks, [&](int r, Executor &exec) {
         RowData data;

@@ -76,6 +76,7 @@ private:
 };
 
 using test::ActorSystem;
+using test::TwoPhaseSave;
 
 // The plan built from `spec`, loaded into `loaded`. Call it under
 // ASSERT_NO_FATAL_FAILURE: it fails the test where the plan does not load.
@@ -367,41 +368,6 @@ struct TwoRanks {
     EXPECT_EQ(errors[0], "");
     EXPECT_EQ(errors[1], "");
   }
-};
-
-// A checkpoint saved by ranks on threads the way the driver saves one: every
-// rank writes its shards; once all have, and only if all succeeded, rank 0
-// publishes with every rank's records. One object per save.
-class TwoPhaseSave {
-public:
-  TwoPhaseSave(int ranks, std::string dir, uint64_t generation = checkpoint::newGeneration())
-      : ranks_(ranks), dir_(std::move(dir)), generation_(generation) {}
-
-  Status save(int rank, const Executor &exec, const checkpoint::DataPosition &next = {}) {
-    auto written = exec.writeCheckpointShards(dir_, generation_);
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (written)
-      records_.insert(records_.end(), written->begin(), written->end());
-    failed_ |= !written;
-    ++arrived_;
-    changed_.notify_all();
-    changed_.wait(lock, [&] { return arrived_ == ranks_; });
-    if (!written)
-      return written.status();
-    if (rank != 0 || failed_)
-      return Status::ok();
-    return exec.publishCheckpoint(dir_, generation_, records_, next);
-  }
-
-private:
-  const int ranks_;
-  const std::string dir_;
-  const uint64_t generation_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  int arrived_ = 0;
-  bool failed_ = false;
-  std::vector<checkpoint::ShardRecord> records_;
 };
 
 // Trains linearPlan(2) on two ranks, steps first..first + steps - 1 (after

@@ -1,10 +1,18 @@
 // The CAF actor system the executor tests run on: configured as the runtime
-// configures it (configureExecutorSystem), with two scheduler threads.
+// configures it (configureExecutorSystem), with two scheduler threads; and a
+// checkpoint saved by ranks on threads as the driver saves one.
 #pragma once
 
+#include "actors/Executor.h"
 #include "actors/Messages.h"
+#include "runtime/checkpoint/Checkpoint.h"
 
 #include <caf/all.hpp>
+
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <vector>
 
 namespace sbpflow::test {
 
@@ -21,6 +29,41 @@ struct ActorSystem {
     return cfg;
   }
   caf::actor_system system;
+};
+
+// A checkpoint saved by ranks on threads the way the driver saves one: every
+// rank writes its shards; once all have, and only if all succeeded, rank 0
+// publishes with every rank's records. One object per save.
+class TwoPhaseSave {
+public:
+  TwoPhaseSave(int ranks, std::string dir, uint64_t generation = checkpoint::newGeneration())
+      : ranks_(ranks), dir_(std::move(dir)), generation_(generation) {}
+
+  Status save(int rank, const Executor &exec, const checkpoint::DataPosition &next = {}) {
+    auto written = exec.writeCheckpointShards(dir_, generation_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (written)
+      records_.insert(records_.end(), written->begin(), written->end());
+    failed_ |= !written;
+    ++arrived_;
+    changed_.notify_all();
+    changed_.wait(lock, [&] { return arrived_ == ranks_; });
+    if (!written)
+      return written.status();
+    if (rank != 0 || failed_)
+      return Status::ok();
+    return exec.publishCheckpoint(dir_, generation_, records_, next);
+  }
+
+private:
+  const int ranks_;
+  const std::string dir_;
+  const uint64_t generation_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  int arrived_ = 0;
+  bool failed_ = false;
+  std::vector<checkpoint::ShardRecord> records_;
 };
 
 } // namespace sbpflow::test

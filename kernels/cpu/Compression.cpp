@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <functional>
 #include <limits>
 
 namespace sbpflow::cpu {
@@ -30,6 +32,15 @@ void largestK(const float *x, int32_t *order, int64_t count, int64_t k) {
   std::sort(order, order + std::min(k, count));
 }
 
+// The selection key of x: the bits of magnitude(x), which order as int32
+// the way the non-negative floats (and +inf, where NaN goes) do.
+int32_t selectionKey(float x) {
+  const float m = magnitude(x);
+  int32_t bits;
+  std::memcpy(&bits, &m, sizeof bits);
+  return bits;
+}
+
 } // namespace
 
 void topkEncode(const float *grad, float *residual, int64_t n, int64_t k, int32_t *order,
@@ -38,13 +49,29 @@ void topkEncode(const float *grad, float *residual, int64_t n, int64_t k, int32_
     residual[i] += grad[i];
   if (k <= 0)
     return;
+  // The k-th largest key by a selection over the keys themselves (not over
+  // indices compared through the array: that costs a cache miss a
+  // comparison), then one pass in index order: every key above it, and the
+  // first of those equal to it (ties go to the lower index).
+  int32_t threshold = std::numeric_limits<int32_t>::min();
+  if (k < n) {
+    for (int64_t i = 0; i < n; ++i)
+      order[i] = selectionKey(residual[i]);
+    std::nth_element(order, order + (k - 1), order + n, std::greater<int32_t>());
+    threshold = order[k - 1];
+  }
+  int64_t above = 0;
   for (int64_t i = 0; i < n; ++i)
-    order[i] = static_cast<int32_t>(i);
-  largestK(residual, order, n, k);
-  for (int64_t j = 0; j < k; ++j) {
-    idx[j] = order[j];
-    val[j] = residual[order[j]];
-    residual[order[j]] = 0.f;
+    above += selectionKey(residual[i]) > threshold;
+  int64_t ties = k - above;
+  for (int64_t i = 0, j = 0; i < n && j < k; ++i) {
+    const int32_t key = selectionKey(residual[i]);
+    if (key > threshold || (key == threshold && ties-- > 0)) {
+      idx[j] = static_cast<int32_t>(i);
+      val[j] = residual[i];
+      residual[i] = 0.f;
+      ++j;
+    }
   }
 }
 

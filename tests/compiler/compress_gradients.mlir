@@ -75,8 +75,8 @@ module @own {
 
 // auto: on a 100 Mbit/s link fc1.weight's dense all-reduce over 4 ranks (300
 // KB a rank sends, 24 ms) costs more than either candidate; 2-bit top-k at 1%
-// (6.5 KB and 1.8 ms of work at the cost model's measured rate) is cheaper
-// than PowerSGD rank 4 (20 KB, 1.3 ms). On a very fast link nothing is worth
+// (6.5 KB and 0.4 ms of work at the cost model's measured rate) is cheaper
+// than PowerSGD rank 4 (20 KB, 0.3 ms). On a very fast link nothing is worth
 // compressing.
 // SLOW: sbp.all_reduce {{.*}}codec = #sbp.codec<topk2bit, density = 1.000000e-02
 // FAST-NOT: codec

@@ -94,7 +94,8 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
   void runOnOperation() override {
     ModuleOp module = getOperation();
     std::string spec = policy;
-    auto error = [&] { return module.emitError("sbp-compress-gradients: "); };
+    // At the module's location, not the module: a bad flag needs no dump of the IR.
+    auto error = [&] { return mlir::emitError(module.getLoc(), "sbp-compress-gradients: "); };
     // lgreco[:FAMILY]: the family's default codec, adapted per layer.
     if (spec == "lgreco" || llvm::StringRef(spec).starts_with("lgreco:")) {
       llvm::StringRef family = spec == "lgreco" ? "powersgd" : llvm::StringRef(spec).drop_front(7);
@@ -332,7 +333,7 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     if (codecCosts.empty())
       return success();
     auto error = [&] {
-      return getOperation().emitError("sbp-compress-gradients: codec-costs '")
+      return mlir::emitError(getOperation().getLoc(), "sbp-compress-gradients: codec-costs '")
              << codecCosts << "': ";
     };
     auto file = llvm::MemoryBuffer::getFile(codecCosts);

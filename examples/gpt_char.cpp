@@ -4,6 +4,7 @@
 // from a checkpoint on one in-process rank.
 #include "actors/Executor.h"
 #include "actors/Messages.h"
+#include "compiler/CompileFlags.h"
 #include "frontend/Compile.h"
 #include "frontend/Model.h"
 #include "runtime/checkpoint/Checkpoint.h"
@@ -79,8 +80,7 @@ struct TrainSettings {
   int64_t dp = 1, tp = 1, batch = 12;
   double lr = 1e-3;
   bool evaluate = false;
-  bool bf16 = false;          // mixed precision (CompileOptions::bf16)
-  CompileOptions compile;     // --compress and its settings; bf16 from above
+  CompileOptions compile;     // --bf16, --compress and its settings
   std::string device = "cpu"; // the ranks' devices (--device)
   uint64_t seed = 1;
 };
@@ -344,28 +344,7 @@ int main(int argc, char **argv) {
   app.add_option("--dropout", config.dropout, "dropout probability (training only)")
       ->check(CLI::Range(0.0, 0.99));
   app.add_option("--seed", train.seed, "initialisation, data and dropout seed");
-  app.add_flag("--bf16", train.bf16,
-               "mixed precision: bf16 matmuls and attention, f32 master weights, losses and "
-               "reductions");
-  app.add_option(
-      "--compress", train.compile.compress,
-      "gradient compression: none, auto, topk:DENSITY, dgc:DENSITY, randomk:DENSITY, "
-      "qsgd:BITS, sign, powersgd:RANK, topk2bit:DENSITY, or lgreco[:FAMILY] (L-GreCo over "
-      "powersgd (default), topk, topk2bit or qsgd)");
-  app.add_option("--link-bytes-per-second", train.compile.linkBytesPerSecond,
-                 "--compress auto: the data-parallel link's bandwidth")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--codec-costs", train.compile.codecCosts,
-                 "--compress auto: codec costs measured by build/bin/codec_costs (JSON)");
-  app.add_option("--lgreco-every", train.compile.lgrecoEvery,
-                 "--compress lgreco: steps between L-GreCo's per-layer decisions")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--compress-warmup", train.compile.compressWarmupSteps,
-                 "dense gradient exchanges before compression starts")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--compress-epoch-steps", train.compile.compressEpochSteps,
-                 "steps per epoch of DGC's sparsity warm-up (0: none)")
-      ->check(CLI::NonNegativeNumber);
+  addCompileFlags(app, train.compile);
   app.add_option("--n-layer", config.nLayer, "transformer blocks")->check(CLI::PositiveNumber);
   app.add_option("--n-head", config.nHead, "attention heads")->check(CLI::PositiveNumber);
   app.add_option("--n-embd", config.nEmbd, "model width")->check(CLI::PositiveNumber);
@@ -433,7 +412,6 @@ int main(int argc, char **argv) {
     Model m("gpt_char", train.seed);
     train.device = run.device;
     buildTrainModel(m, config, train);
-    train.compile.bf16 = train.bf16;
     auto plan = compileModel(m, emitMlir, emitPlan, train.compile);
     if (!plan) {
       std::fprintf(stderr, "error: %s\n", plan.status().message().c_str());

@@ -1,5 +1,6 @@
 // The MLP of the README trained on Fashion-MNIST, data-parallel over N CPU
 // ranks: DSL -> MLIR (sbp dialect) -> compiler passes -> plan -> CAF workers.
+#include "compiler/CompileFlags.h"
 #include "frontend/Compile.h"
 #include "frontend/Model.h"
 #include "runtime/cluster/Driver.h"
@@ -24,29 +25,7 @@ int main(int argc, char **argv) {
   app.add_option("--seed", seed, "initialisation and shuffling seed");
   app.add_option("--emit-mlir", emitMlir, "write the model's MLIR (before compilation) here");
   app.add_option("--emit-plan", emitPlan, "write the compiled plan here");
-  app.add_flag("--bf16", options.bf16,
-               "mixed precision: bf16 matmuls, f32 master weights, losses and reductions");
-  app.add_option(
-      "--compress", options.compress,
-      "gradient compression: none, auto, topk:DENSITY, dgc:DENSITY, randomk:DENSITY, "
-      "qsgd:BITS, sign, powersgd:RANK, topk2bit:DENSITY, or lgreco[:FAMILY] (L-GreCo over "
-      "powersgd (default), topk, topk2bit or qsgd)");
-  app.add_option("--link-bytes-per-second", options.linkBytesPerSecond,
-                 "--compress auto: the data-parallel link's bandwidth")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--codec-costs", options.codecCosts,
-                 "--compress auto: codec costs measured by build/bin/codec_costs (JSON)");
-  app.add_option("--lgreco-every", options.lgrecoEvery,
-                 "--compress lgreco: steps between L-GreCo's per-layer decisions")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--compress-warmup", options.compressWarmupSteps,
-                 "dense gradient exchanges before compression starts")
-      ->check(CLI::NonNegativeNumber);
-  int64_t epochSteps = -1;
-  app.add_option("--compress-epoch-steps", epochSteps,
-                 "steps per epoch of DGC's sparsity warm-up (default: one pass over the training "
-                 "set; 0: no warm-up)")
-      ->check(CLI::NonNegativeNumber);
+  addCompileFlags(app, options);
   addRunOptions(app, run);
   CLI11_PARSE(app, argc, argv);
 
@@ -70,7 +49,8 @@ int main(int argc, char **argv) {
     // Fashion-MNIST's 60,000 training images (the driver drops the last
     // partial batch), whatever --max-steps says, so that a run resumed with
     // other --max-steps compiles the same plan.
-    options.compressEpochSteps = epochSteps >= 0 ? epochSteps : 60000 / batch;
+    if (app.count("--compress-epoch-steps") == 0)
+      options.compressEpochSteps = 60000 / batch;
     auto plan = compileModel(m, emitMlir, emitPlan, options);
     if (!plan) {
       std::fprintf(stderr, "error: %s\n", plan.status().message().c_str());

@@ -10,7 +10,7 @@
 #include <iostream>
 
 #ifdef SBPFLOW_HAVE_COMPILER
-#include "compiler/Pipeline.h"
+#include "compiler/CompileFlags.h"
 #endif
 
 #include <fstream>
@@ -27,7 +27,9 @@ int fail(const std::string &message) {
 struct CompileArgs {
   std::string source;
   std::string output;
-  bool bf16 = false;
+#ifdef SBPFLOW_HAVE_COMPILER
+  CompileOptions options; // --bf16, --compress, ...
+#endif
 };
 
 CLI::App *addCompileCommand(CLI::App &app, CompileArgs &args) {
@@ -35,9 +37,7 @@ CLI::App *addCompileCommand(CLI::App &app, CompileArgs &args) {
   auto *cmd = app.add_subcommand("compile", "compile an sbp MLIR module into a plan");
   cmd->add_option("SOURCE", args.source, "MLIR file (sbp dialect)")->required();
   cmd->add_option("-o,--output", args.output, "plan file to write")->required();
-  cmd->add_flag("--bf16", args.bf16,
-                "mixed precision: bf16 matmuls and attention, f32 master weights, losses and "
-                "reductions");
+  addCompileFlags(*cmd, args.options);
   return cmd;
 #else
   return nullptr;
@@ -48,7 +48,7 @@ int runCompile(const CompileArgs &args) {
 #ifdef SBPFLOW_HAVE_COMPILER
   std::vector<uint8_t> bytes;
   // Diagnostics (file:line:col) are printed by the compiler as it goes.
-  if (mlir::failed(compileFileToPlan(args.source, bytes, {.bf16 = args.bf16})))
+  if (mlir::failed(compileFileToPlan(args.source, bytes, args.options)))
     return fail("compile: " + args.source + " did not compile");
   std::ofstream out(args.output, std::ios::binary);
   if (!out.write(reinterpret_cast<const char *>(bytes.data()), bytes.size()))

@@ -394,18 +394,22 @@ TEST(GlooCommunicatorSendRecv, PeerMustBeAnotherRank) {
 // naming the peer, and the communicator refuses what follows.
 void deadPeer(bool sending) {
   gloo::rendezvous::HashStore store;
-  std::promise<void> peerGone;
+  std::promise<void> peerGone, connected;
   std::string error;
   std::chrono::steady_clock::duration took{};
   std::thread peer([&] {
     auto comm = GlooCommunicator::connect(store, 1, 2, std::chrono::milliseconds(5000), "test");
     if (!comm)
       error = comm.status().message();
+    // Dies once rank 0 has connected too (dying during rank 0's handshake
+    // fails its connect instead, which is not what this test is about).
+    connected.get_future().wait();
     if (comm)
       comm->reset();
     peerGone.set_value();
   });
   auto comm = GlooCommunicator::connect(store, 0, 2, std::chrono::milliseconds(5000), "test");
+  connected.set_value();
   peerGone.get_future().wait();
   peer.join();
   ASSERT_EQ(error, "");

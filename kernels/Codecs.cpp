@@ -69,6 +69,26 @@ void CodecExchange::setParameter(float value) {
     rank = static_cast<int>(value);
 }
 
+Status CodecExchange::run() {
+  const int64_t count = *step;
+  if (count < c->warmup_steps()) {
+    if (Status s = copyGradient(); !s)
+      return s;
+    if (Status s = sum(out, n); !s)
+      return s;
+  } else {
+    if (Status s = prepare(count - c->warmup_steps()); !s)
+      return s;
+    if (Status s = compressed(count - c->warmup_steps()); !s)
+      return s;
+  }
+  return countStep(step, counter);
+}
+
+Status CodecExchange::sum(float *buf, int64_t count) {
+  return group ? group->allReduce(buf, count, plan::DType::F32, ReduceOp::Sum) : Status::ok();
+}
+
 Status CodecExchange::bind(const OpArgs &a) {
   c = a.task.attrs_as_CollectiveAttrs()->codec();
   kind = c->kind();
@@ -261,9 +281,6 @@ struct Exchange : CodecExchange {
     std::fill(counts.begin(), counts.end(), count);
     return group->allGather(send, recv, counts.data(), type);
   }
-  Status sum(float *buf, int64_t count) {
-    return group ? group->allReduce(buf, count, plan::DType::F32, ReduceOp::Sum) : Status::ok();
-  }
   // Every rank's kk (index, value) pairs in sendPairs gathered and added into out.
   Status exchangePairs(int64_t kk) {
     if (Status s = gather(sendPairs, recvPairs, 2 * kk, plan::DType::I32); !s)
@@ -279,23 +296,15 @@ struct Exchange : CodecExchange {
     return Status::ok();
   }
 
-  Status run() {
-    const int64_t count = *step;
-    if (lg && count >= c->warmup_steps())
-      if (Status s = adapt(count - c->warmup_steps()); !s)
-        return s;
-    if (count < c->warmup_steps()) {
-      if (out != grad)
-        std::memcpy(out, grad, static_cast<size_t>(n) * sizeof(float));
-      if (Status s = sum(out, n); !s)
-        return s;
-    } else if (Status s = compressed(count - c->warmup_steps()); !s) {
-      return s;
-    }
-    return countStep(step, counter);
+  Status prepare(int64_t count) override { return lg ? adapt(count) : Status::ok(); }
+
+  Status copyGradient() override {
+    if (out != grad)
+      std::memcpy(out, grad, static_cast<size_t>(n) * sizeof(float));
+    return Status::ok();
   }
 
-  Status compressed(int64_t count) {
+  Status compressed(int64_t count) override {
     switch (kind) {
     case Codec::TopK:
       cpu::topkEncode(grad, s0, n, k, order, sendPairs, reinterpret_cast<float *>(sendPairs + k));

@@ -43,11 +43,24 @@ struct CodecExchange {
   int ranks = 1, me = 0;
   std::vector<int64_t> counts; // per rank, set before each gather
 
+  virtual ~CodecExchange() = default;
   // The codec family's parameter `value`: k from a density, bits, or rank.
   void setParameter(float value);
   // Binds the fields above for task `a`; the state rows must hold what the
   // largest parameters need.
   Status bind(const OpArgs &a);
+  // One exchange: a dense all-reduce for the first warmup_steps, then the
+  // codec (its `count`-th compressed exchange); the step counted after.
+  Status run();
+  // The group's sum of `count` f32 in place (a group of one: nothing).
+  Status sum(float *buf, int64_t count);
+
+protected:
+  // Before exchange `count` after the warm-up (L-GreCo's choice).
+  virtual Status prepare(int64_t) { return Status::ok(); }
+  // out = grad, on the kernel's device.
+  virtual Status copyGradient() = 0;
+  virtual Status compressed(int64_t count) = 0;
 };
 
 // The plan's side (the loader's check on global tensors): one f32 input

@@ -239,9 +239,6 @@ struct CudaExchange : CodecExchange {
     std::fill(counts.begin(), counts.end(), count);
     return group->allGather(send, recv, counts.data(), type);
   }
-  Status sum(float *buf, int64_t count) {
-    return group ? group->allReduce(buf, count, plan::DType::F32, ReduceOp::Sum) : Status::ok();
-  }
   Status zeroOut() { return device->fill(out, plan::DType::F32, 0.0f, n, queue); }
 
   // Every rank's kk pairs in recvPairs added into out, rank by rank.
@@ -261,21 +258,12 @@ struct CudaExchange : CodecExchange {
     return Status::ok();
   }
 
-  Status run() {
-    const int64_t count = *step;
-    if (count < c->warmup_steps()) {
-      if (out != grad)
-        if (Status s = device->copy(out, grad, static_cast<size_t>(n) * sizeof(float), queue); !s)
-          return s;
-      if (Status s = sum(out, n); !s)
-        return s;
-    } else if (Status s = compressed(count - c->warmup_steps()); !s) {
-      return s;
-    }
-    return countStep(step, counter);
+  Status copyGradient() override {
+    return out == grad ? Status::ok()
+                       : device->copy(out, grad, static_cast<size_t>(n) * sizeof(float), queue);
   }
 
-  Status compressed(int64_t count) {
+  Status compressed(int64_t count) override {
     switch (kind) {
     case Codec::TopK:
       if (Status s = cuda::topkEncode(grad, s0, n, k, scratch, sendPairs,

@@ -573,19 +573,17 @@ private:
             std::chrono::duration<double>(lastStep - warmEnd).count() / (count - warmup);
 
       if (evalProg && evalProg->batches > 0) {
-        // "loss" is a per-batch mean: weighted by the batch's real rows (the
-        // last batch may be padded) it gives the mean over the whole split.
+        // "loss" is a per-batch mean over the whole (global) batch, whose
+        // padded rows (label -1) add 0: times the global batch it is the
+        // batch's sum over its real rows, so the split's sum over its
+        // samples gives the mean over them (the last batch may be padded).
         double correct = 0, lossSum = 0;
-        int64_t batch = 0;
         s = runChunk(
             *evalProg, epoch, 0, evalProg->batches, [&](const std::vector<double> &metrics) {
-              int64_t rows = std::min(evalProg->globalBatch,
-                                      evalProg->samples - batch * evalProg->globalBatch);
-              ++batch;
               if (correctIdx >= 0)
                 correct += metrics[correctIdx];
               if (evalLossIdx >= 0)
-                lossSum += metrics[evalLossIdx] * static_cast<double>(std::max<int64_t>(rows, 0));
+                lossSum += metrics[evalLossIdx] * static_cast<double>(evalProg->globalBatch);
             });
         if (!s)
           return s;

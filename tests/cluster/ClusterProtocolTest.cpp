@@ -68,9 +68,11 @@ void expectCombined(int world) {
   double perStep = world * (world + 1) / 2.0;
   ASSERT_EQ(report.testAccuracy.size(), 2u);
   EXPECT_DOUBLE_EQ(report.testAccuracy[0], 3 * perStep / 20.0);
-  // Eval loss weights each batch by its real rows: 8, 8 and the last 4 of 20.
+  // Eval loss is each batch's mean over its whole global batch of 8 (padded
+  // rows add 0, as the loss of label -1 is): mean x 8 is the batch's sum over
+  // its real rows, and the sums over the 20 samples give the mean.
   ASSERT_EQ(report.evalLoss.size(), 2u);
-  EXPECT_DOUBLE_EQ(report.evalLoss[1], (1 * 8 + 2 * 8 + 3 * 4) / 20.0);
+  EXPECT_DOUBLE_EQ(report.evalLoss[1], (1 * 8 + 2 * 8 + 3 * 8) / 20.0);
   EXPECT_EQ(report.trainSteps, 24);
   ASSERT_EQ(report.peakRssKb.size(), static_cast<size_t>(world));
   for (auto kb : report.peakRssKb)
@@ -81,7 +83,7 @@ void expectCombined(int world) {
   char acc[64];
   std::snprintf(acc, sizeof(acc), "epoch 2 test accuracy %.4f", 3 * perStep / 20.0);
   EXPECT_NE(text.find(acc), std::string::npos) << text;
-  EXPECT_NE(text.find("epoch 1 eval loss 1.800000"), std::string::npos) << text;
+  EXPECT_NE(text.find("epoch 1 eval loss 2.400000"), std::string::npos) << text;
 }
 
 } // namespace

@@ -503,9 +503,8 @@ void describeAttrs(const plan::Task &task, std::ostream &os) {
         for (float v : *lg->candidates())
           os << " " << v;
         os << " default " << lg->default_index() << " layer " << lg->layer() << " of "
-           << lg->layers() << " every " << lg->every() << " errors #" << lg->errors()
-           << " choice #" << lg->choice() << " previous #" << lg->previous() << " pending #"
-           << lg->pending();
+           << lg->layers() << " every " << lg->every() << " errors #" << lg->errors() << " choice #"
+           << lg->choice() << " previous #" << lg->previous() << " pending #" << lg->pending();
       }
     }
   } else if (auto *a = task.attrs_as_AdamWAttrs()) {

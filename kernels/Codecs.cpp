@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <memory>
 
@@ -266,7 +267,7 @@ struct Exchange : CodecExchange {
   uint8_t *codes = nullptr, *sendBytes = nullptr, *recvBytes = nullptr;
   // L-GreCo (CodecAttrs.lgreco): this layer's row and the shared table.
   const plan::LgrecoAttrs *lg = nullptr;
-  std::vector<float> candidates;
+  const flatbuffers::Vector<float> *candidates = nullptr; // the plan's
   float *table = nullptr; // [layers, 2 * candidates]: errors, then payload bytes
   int32_t *choice = nullptr, *previous = nullptr, *pending = nullptr;
   float *measured = nullptr, *powerP = nullptr, *powerQ = nullptr; // measuring scratch
@@ -426,14 +427,14 @@ struct Exchange : CodecExchange {
   // candidate, and the decision once every layer has measured.
   Status adapt(int64_t count) {
     const int layer = lg->layer();
-    if (choice[layer] < 0 || choice[layer] >= static_cast<int>(candidates.size()))
+    if (choice[layer] < 0 || choice[layer] >= static_cast<int>(candidates->size()))
       return Status::error("L-GreCo's choice for layer " + std::to_string(layer) + " is " +
                            std::to_string(choice[layer]) + ", not a candidate index (0 to " +
-                           std::to_string(candidates.size() - 1) + ")");
-    setParameter(candidates[static_cast<size_t>(choice[layer])]);
+                           std::to_string(candidates->size() - 1) + ")");
+    setParameter(candidates->Get(static_cast<flatbuffers::uoffset_t>(choice[layer])));
     if (count == 0 || count % lg->every() != 0)
       return Status::ok();
-    measure(table + static_cast<size_t>(layer) * 2 * candidates.size());
+    measure(table + static_cast<size_t>(layer) * 2 * candidates->size());
     if (++*pending < lg->layers())
       return Status::ok();
     *pending = 0;
@@ -447,7 +448,7 @@ struct Exchange : CodecExchange {
     }
     if (kind == Codec::TopK2Bit) {
       const int64_t kk = pairsFor(value, n);
-      return static_cast<double>(4 * kk + cpu::twoBitCodeBytes(kk) + 4 * cpu::kTwoBitTableFloats);
+      return static_cast<double>(cpu::topkTwoBitPayloadBytes(kk));
     }
     if (kind == Codec::Qsgd)
       return static_cast<double>(cpu::qsgdPackedBytes(n, static_cast<int>(value)) +
@@ -458,30 +459,32 @@ struct Exchange : CodecExchange {
   // row[j]: the squared error candidate j leaves in M = grad + residual;
   // row[C + j]: its payload bytes.
   void measure(float *row) {
-    const size_t C = candidates.size();
+    const flatbuffers::uoffset_t C = candidates->size();
     for (int64_t i = 0; i < n; ++i)
       measured[i] = grad[i] + (s0 ? s0[i] : 0.0f);
     double total = 0.0;
     for (int64_t i = 0; i < n; ++i)
       total += static_cast<double>(measured[i]) * measured[i];
-    for (size_t j = 0; j < C; ++j) {
+    if (isSparseCodec(kind)) {
+      // One sort serves every density.
+      for (int64_t i = 0; i < n; ++i)
+        measured[i] = std::fabs(measured[i]);
+      std::sort(measured, measured + n, std::greater<float>());
+    }
+    for (flatbuffers::uoffset_t j = 0; j < C; ++j) {
       double error = 0.0;
       if (isSparseCodec(kind)) {
-        // What top-k leaves out: the total less the k largest squares.
-        const int64_t kk = pairsFor(candidates[j], n);
-        for (int64_t i = 0; i < n; ++i)
-          order[i] = static_cast<int32_t>(i);
-        std::nth_element(order, order + kk - 1, order + n, [&](int32_t a, int32_t b) {
-          return std::fabs(measured[a]) > std::fabs(measured[b]);
-        });
+        // What top-k leaves out: the total less the k largest squares
+        // (`measured` holds the magnitudes in decreasing order, below).
+        const int64_t kk = pairsFor(candidates->Get(j), n);
         double kept = 0.0;
         for (int64_t i = 0; i < kk; ++i)
-          kept += static_cast<double>(measured[order[i]]) * measured[order[i]];
+          kept += static_cast<double>(measured[i]) * measured[i];
         error = std::max(0.0, total - kept);
       } else if (kind == Codec::Qsgd) {
         // Stochastic rounding's expected squared error: unit^2 f (1 - f) per
         // element, f the fractional level.
-        const double s = static_cast<double>((1 << (static_cast<int>(candidates[j]) - 1)) - 1);
+        const double s = static_cast<double>((1 << (static_cast<int>(candidates->Get(j)) - 1)) - 1);
         for (int64_t begin = 0; begin < n; begin += c->bucket()) {
           const int64_t end = std::min<int64_t>(n, begin + c->bucket());
           double squares = 0.0;
@@ -498,7 +501,7 @@ struct Exchange : CodecExchange {
       } else {
         // PowerSGD: two power iterations from a fixed start; P orthonormal,
         // so ||M - P P^T M||^2 = ||M||^2 - ||M^T P||^2.
-        const auto r = static_cast<int64_t>(candidates[j]);
+        const auto r = static_cast<int64_t>(candidates->Get(j));
         for (int64_t i = 0; i < cols * r; ++i) {
           const PhiloxBlock b = philox4x32_10(static_cast<uint32_t>(i), 0, 0x4C475243u, 0,
                                               static_cast<uint32_t>(c->seed()), 0);
@@ -515,7 +518,7 @@ struct Exchange : CodecExchange {
         error = std::max(0.0, total - projected);
       }
       row[j] = static_cast<float>(error);
-      row[C + j] = static_cast<float>(payloadBytes(candidates[j]));
+      row[C + j] = static_cast<float>(payloadBytes(candidates->Get(j)));
     }
   }
 
@@ -523,7 +526,7 @@ struct Exchange : CodecExchange {
   // L-GreCo's knapsack (cpu::lgrecoChoose) over it.
   Status decide() {
     const int layers = lg->layers();
-    const auto C = static_cast<int64_t>(candidates.size());
+    const auto C = static_cast<int64_t>(candidates->size());
     if (Status s = sum(table, static_cast<int64_t>(layers) * 2 * C); !s)
       return s;
     for (int l = 0; l < layers; ++l)
@@ -537,7 +540,7 @@ struct Exchange : CodecExchange {
   // 5-float table.
   Status topk2bit() {
     const int64_t codeBytes = cpu::twoBitCodeBytes(k);
-    const int64_t payload = 4 * k + codeBytes + 4 * cpu::kTwoBitTableFloats;
+    const int64_t payload = cpu::topkTwoBitPayloadBytes(k);
     int32_t *idx = sendPairs;
     float *val = reinterpret_cast<float *>(sendPairs + k);
     cpu::topkEncode(grad, s0, n, k, order, idx, val);
@@ -570,7 +573,7 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     return s;
   x->lg = x->c->lgreco();
   if (x->lg)
-    x->candidates.assign(x->lg->candidates()->begin(), x->lg->candidates()->end());
+    x->candidates = x->lg->candidates();
   if (x->n == 0)
     return launch(a, [x] { return countStep(x->step, x->counter); });
 
@@ -612,7 +615,7 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     x->small = floats(x->rows * x->rank);
     break;
   case Codec::TopK2Bit: {
-    const int64_t payload = 4 * k + cpu::twoBitCodeBytes(k) + 4 * cpu::kTwoBitTableFloats;
+    const int64_t payload = cpu::topkTwoBitPayloadBytes(k);
     x->order = ints(n);
     x->sendPairs = ints(2 * k);
     x->work = floats(k);
@@ -630,8 +633,6 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     x->previous = i32(lg.previous());
     x->pending = i32(lg.pending());
     x->measured = floats(n);
-    if (!x->order)
-      x->order = ints(n);
     if (c.kind() == Codec::PowerSgd) {
       x->powerP = floats(x->rows * x->rank);
       x->powerQ = floats(x->cols * x->rank);

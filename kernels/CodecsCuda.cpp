@@ -412,7 +412,7 @@ struct CudaExchange : CodecExchange {
   // any byte offset: copied, not stored as floats).
   Status topk2bit() {
     const int64_t codeBytes = cpu::twoBitCodeBytes(k);
-    const int64_t payload = 4 * k + codeBytes + 4 * cpu::kTwoBitTableFloats;
+    const int64_t payload = cpu::topkTwoBitPayloadBytes(k);
     int32_t *idx = sendPairs;
     float *val = reinterpret_cast<float *>(sendPairs + k);
     if (Status s = cuda::topkEncode(grad, s0, n, k, scratch, idx, val, stream); !s)
@@ -512,7 +512,7 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
     break;
   case Codec::TopK2Bit: {
     const int64_t codeBytes = cpu::twoBitCodeBytes(k);
-    const int64_t payload = 4 * k + codeBytes + 4 * cpu::kTwoBitTableFloats;
+    const int64_t payload = cpu::topkTwoBitPayloadBytes(k);
     codecScratch = std::max({cuda::topkScratchBytes(n), cuda::twoBitEncodeScratchBytes(k),
                              cuda::scatterAddPairsScratchBytes(R)});
     x->sendPairs = ints(2 * k);

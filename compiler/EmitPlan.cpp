@@ -113,17 +113,31 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
     auto a = op->getAttrOfType<BoolAttr>(name);
     return a && a.getValue();
   };
-  // A variable named by a symbol attribute; -1 when the attribute is absent.
-  auto variable = [&](StringRef name) -> FailureOr<int32_t> {
-    auto ref = op->getAttrOfType<FlatSymbolRefAttr>(name);
-    if (!ref)
-      return -1;
+  // The plan index of the variable `ref` names.
+  auto indexOf = [&](FlatSymbolRefAttr ref) -> FailureOr<int32_t> {
     auto it = variableIndex.find(ref.getValue());
     if (it == variableIndex.end()) {
       op->emitOpError("uses undeclared variable ") << ref;
       return failure();
     }
     return it->second;
+  };
+  // A variable named by a symbol attribute; -1 when the attribute is absent.
+  auto variable = [&](StringRef name) -> FailureOr<int32_t> {
+    auto ref = op->getAttrOfType<FlatSymbolRefAttr>(name);
+    return ref ? indexOf(ref) : FailureOr<int32_t>(-1);
+  };
+  // The variables named by a symbol array attribute (none when absent).
+  auto variables = [&](StringRef name) -> FailureOr<std::vector<int32_t>> {
+    std::vector<int32_t> indices;
+    if (auto refs = op->getAttrOfType<ArrayAttr>(name))
+      for (Attribute ref : refs) {
+        FailureOr<int32_t> index = indexOf(cast<FlatSymbolRefAttr>(ref));
+        if (failed(index))
+          return failure();
+        indices.push_back(*index);
+      }
+    return indices;
   };
   auto elements = [](Value v) { return cast<RankedTensorType>(v.getType()).getNumElements(); };
   switch (table) {
@@ -177,13 +191,9 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
     if (!ar || !ar.getCodecAttr())
       return fb::CreateCollectiveAttrs(fbb, *dim, reduce).Union();
     CodecAttr c = ar.getCodecAttr();
-    std::vector<int32_t> state;
-    for (Attribute ref : ar.getStateAttr() ? ar.getStateAttr().getValue() : ArrayRef<Attribute>()) {
-      auto it = variableIndex.find(cast<FlatSymbolRefAttr>(ref).getValue());
-      if (it == variableIndex.end())
-        return op->emitOpError("uses undeclared variable ") << ref, failure();
-      state.push_back(it->second);
-    }
+    FailureOr<std::vector<int32_t>> state = variables("state");
+    if (failed(state))
+      return failure();
     FailureOr<int32_t> step = variable("step"), bits = int32Of(op, "bits", c.getBits()),
                        rank = int32Of(op, "rank", c.getRank()),
                        warmup = int32Of(op, "warmup", c.getWarmup()),
@@ -194,13 +204,9 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
     static_assert(static_cast<int>(CodecKind::topk2bit) == static_cast<int>(fb::Codec::TopK2Bit));
     flatbuffers::Offset<fb::LgrecoAttrs> lgreco;
     if (LgrecoAttr lg = ar.getLgrecoAttr()) {
-      std::vector<int32_t> shared;
-      for (Attribute ref : ar.getLgrecoStateAttr().getValue()) {
-        auto it = variableIndex.find(cast<FlatSymbolRefAttr>(ref).getValue());
-        if (it == variableIndex.end())
-          return op->emitOpError("uses undeclared variable ") << ref, failure();
-        shared.push_back(it->second);
-      }
+      FailureOr<std::vector<int32_t>> shared = variables("lgreco_state");
+      if (failed(shared))
+        return failure();
       std::vector<float> candidates(lg.getCandidates().asArrayRef().begin(),
                                     lg.getCandidates().asArrayRef().end());
       FailureOr<int32_t> every = int32Of(op, "every", lg.getEvery()),
@@ -210,12 +216,12 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
       lgreco =
           fb::CreateLgrecoAttrsDirect(fbb, &candidates, static_cast<int32_t>(lg.getDefaultIndex()),
                                       static_cast<int32_t>(lg.getLayer()), *layers, *every,
-                                      shared[0], shared[1], shared[2], shared[3]);
+                                      (*shared)[0], (*shared)[1], (*shared)[2], (*shared)[3]);
     }
     auto codec = fb::CreateCodecAttrsDirect(
         fbb, static_cast<fb::Codec>(c.getKind()), c.getDensity().convertToFloat(), *bits, *rank,
         c.getMomentum().convertToFloat(), c.getClip().convertToFloat(), *warmup, c.getEpochSteps(),
-        *bucket, static_cast<uint64_t>(c.getSeed()), &state, *step, lgreco);
+        *bucket, static_cast<uint64_t>(c.getSeed()), &*state, *step, lgreco);
     return fb::CreateCollectiveAttrs(fbb, *dim, reduce, codec).Union();
   }
   case fb::OpAttrs::NormAttrs:

@@ -40,27 +40,28 @@ FailureOr<CodecAttr> mlir::sbp::parseCodecSpec(MLIRContext *ctx, llvm::StringRef
   };
   if (!kind)
     return bad("unknown codec '" + name.str() + "'");
-  double density = 0;
-  int64_t bits = 0, rank = 0;
+  double value = 0;
+  int64_t integer = 0;
   switch (*kind) {
   case CodecKind::sign:
     if (!arg.empty())
       return bad("sign takes no parameter");
     break;
   case CodecKind::qsgd:
-    if (arg.getAsInteger(10, bits) || bits < 2 || bits > 8)
+    if (arg.getAsInteger(10, integer) || integer < 2 || integer > 8)
       return bad("QSGD's bits must be an integer from 2 to 8");
+    value = static_cast<double>(integer);
     break;
   case CodecKind::powersgd:
-    if (arg.getAsInteger(10, rank) || rank < 1)
+    if (arg.getAsInteger(10, integer) || integer < 1)
       return bad("PowerSGD's rank must be a positive integer");
+    value = static_cast<double>(integer);
     break;
   default:
-    if (!llvm::to_float(arg, density) || !(density > 0 && density <= 1))
+    if (!llvm::to_float(arg, value) || !(value > 0 && value <= 1))
       return bad("the density must be a number in (0, 1]");
   }
-  return CodecAttr::get(ctx, *kind, llvm::APFloat(density), bits, rank, llvm::APFloat(0.0),
-                        llvm::APFloat(0.0), 0, 0, 512, 0);
+  return codecWith(ctx, *kind, value);
 }
 
 namespace {
@@ -100,21 +101,20 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     if (spec == "lgreco" || llvm::StringRef(spec).starts_with("lgreco:")) {
       llvm::StringRef family = spec == "lgreco" ? "powersgd" : llvm::StringRef(spec).drop_front(7);
       std::optional<CodecKind> kind = symbolizeCodecKind(family);
-      if (!kind || (*kind != CodecKind::powersgd && *kind != CodecKind::topk &&
-                    *kind != CodecKind::topk2bit && *kind != CodecKind::qsgd)) {
+      if (!kind || !lgrecoAdapts(*kind)) {
         error() << "L-GreCo adapts powersgd, topk, topk2bit or qsgd, not '" << family << "'";
         return signalPassFailure();
       }
       auto [values, index] = lgrecoCandidates(*kind);
       adaptive = LgrecoAttr::get(&getContext(), DenseF64ArrayAttr::get(&getContext(), values),
                                  index, 0, 0, lgrecoEvery);
-      const double d = values[static_cast<size_t>(index)];
-      spec = family.str() + ":" +
-             (*kind == CodecKind::topk || *kind == CodecKind::topk2bit
-                  ? std::to_string(d)
-                  : std::to_string(static_cast<int64_t>(d)));
+      // The codec at the uniform default.
+      spec = "none";
+      lgrecoDefault = codecWith(&getContext(), *kind, values[static_cast<size_t>(index)]);
     }
     auto global = parseCodecSpec(&getContext(), spec == "auto" ? "none" : spec, error);
+    if (succeeded(global) && lgrecoDefault)
+      global = lgrecoDefault;
     if (failed(global) || warmupSteps < 0 || epochSteps < 0 || warmupSteps > INT32_MAX ||
         lgrecoEvery < 1) {
       if (succeeded(global))
@@ -123,6 +123,8 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     }
     if (failed(loadCodecCosts()))
       return signalPassFailure();
+    // The model's gradient clipping (DGC clips locally to it).
+    module.walk([&](ClipScaleOp c) { maxGradNorm = c.getMaxNorm().convertToDouble(); });
     SymbolTable symbols(module);
     llvm::SmallVector<AllReduceOp> gradients;
     module.walk([&](AllReduceOp ar) {
@@ -139,6 +141,8 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
   // L-GreCo under the global policy: the layers it adapts (in program
   // order), sharing one table, choice, previous choice and pending count.
   LgrecoAttr adaptive;
+  CodecAttr lgrecoDefault;
+  double maxGradNorm = 0; // 0: the model does not clip
   llvm::SmallVector<AllReduceOp> adapted;
 
   LogicalResult shareLgreco(SymbolTable &symbols) {
@@ -254,9 +258,8 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
             slot.erase();
         }
       }
-      getOperation().walk([&](ClipScaleOp c) {
-        clip = c.getMaxNorm().convertToDouble() / std::sqrt(static_cast<double>(hierarchy[dim]));
-      });
+      if (maxGradNorm > 0)
+        clip = maxGradNorm / std::sqrt(static_cast<double>(hierarchy[dim]));
     }
     codec = CodecAttr::get(&getContext(), codec.getKind(), codec.getDensity(), codec.getBits(),
                            codec.getRank(), llvm::APFloat(momentum), llvm::APFloat(clip),
@@ -295,7 +298,8 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
       return FlatSymbolRefAttr::get(ctx, name);
     };
     for (auto [i, shape] : llvm::enumerate(shapes)) {
-      auto ref = declare(kNames[names][i], RankedTensorType::get(shape, b32(), rows));
+      auto ref =
+          declare(kNames[names][i], RankedTensorType::get(shape, Float32Type::get(ctx), rows));
       if (!ref)
         return failure();
       state.push_back(ref);
@@ -310,8 +314,6 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
       adapted.push_back(ar);
     return success();
   }
-
-  Type b32() { return Float32Type::get(&getContext()); }
 
   // Under a global policy: 1-D and small gradients stay dense (DGC,
   // PowerSGD), and PowerSGD only where it compresses at least twofold
@@ -365,9 +367,8 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     const double ranks = static_cast<double>(hierarchy[dim]);
     double best = 2 * (ranks - 1) / ranks * 4 * n / bw;
     CodecAttr chosen;
-    for (llvm::StringRef spec : {"powersgd:4", "topk2bit:0.01"}) {
-      CodecAttr c =
-          *parseCodecSpec(&getContext(), spec, [&] { return getOperation().emitError(); });
+    for (CodecAttr c : {codecWith(&getContext(), CodecKind::powersgd, 4),
+                        codecWith(&getContext(), CodecKind::topk2bit, 0.01)}) {
       if (!worthCompressing(c, grad))
         continue;
       double payload, work;

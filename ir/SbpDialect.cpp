@@ -341,6 +341,24 @@ void printNamedFloats(AsmPrinter &printer,
 
 //===-- #sbp.codec ----------------------------------------------------------===//
 
+bool mlir::sbp::isSparseCodec(CodecKind kind) {
+  return kind == CodecKind::topk || kind == CodecKind::dgc || kind == CodecKind::randomk ||
+         kind == CodecKind::topk2bit;
+}
+
+bool mlir::sbp::lgrecoAdapts(CodecKind kind) {
+  return kind == CodecKind::topk || kind == CodecKind::topk2bit || kind == CodecKind::qsgd ||
+         kind == CodecKind::powersgd;
+}
+
+CodecAttr mlir::sbp::codecWith(MLIRContext *ctx, CodecKind kind, double value) {
+  const auto integral = static_cast<int64_t>(value);
+  return CodecAttr::get(ctx, kind, llvm::APFloat(isSparseCodec(kind) ? value : 0.0),
+                        kind == CodecKind::qsgd ? integral : 0,
+                        kind == CodecKind::powersgd ? integral : 0, llvm::APFloat(0.0),
+                        llvm::APFloat(0.0), 0, 0, 512, 0);
+}
+
 Attribute CodecAttr::parse(AsmParser &parser, Type) {
   SMLoc start = parser.getCurrentLocation();
   llvm::StringRef name;
@@ -392,9 +410,7 @@ LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitErr
                                 int64_t epochSteps, int64_t bucket, int64_t) {
   const double density = densityF.convertToDouble(), momentum = momentumF.convertToDouble(),
                clip = clipF.convertToDouble();
-  const bool sparse = kind == CodecKind::topk || kind == CodecKind::dgc ||
-                      kind == CodecKind::randomk || kind == CodecKind::topk2bit;
-  if (sparse && !(density > 0 && density <= 1))
+  if (isSparseCodec(kind) && !(density > 0 && density <= 1))
     return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
                        << "> needs a density in (0, 1], got " << density;
   if (kind == CodecKind::qsgd && (bits < 2 || bits > 8 || bucket < 1))
@@ -415,8 +431,7 @@ void CodecAttr::print(AsmPrinter &printer) const {
   const CodecKind kind = getKind();
   printer << "<" << stringifyCodecKind(kind);
   auto field = [&](llvm::StringRef name, auto value) { printer << ", " << name << " = " << value; };
-  if (kind == CodecKind::topk || kind == CodecKind::dgc || kind == CodecKind::randomk ||
-      kind == CodecKind::topk2bit)
+  if (isSparseCodec(kind))
     field("density", getDensity().convertToDouble());
   if (kind == CodecKind::qsgd) {
     field("bits", getBits());

@@ -47,6 +47,15 @@ LogicalResult verifyBoxing(Operation *op);
 // SBP per hierarchy dimension, split axes inside the tensor's rank, and one
 // placement for the whole op.
 LogicalResult verifyEncodings(Operation *op, SymbolTableCollection &symbols);
+
+// Whether a codec sends k (index, value) pairs, k from a density.
+bool isSparseCodec(CodecKind kind);
+// Whether L-GreCo adapts a codec's parameter: top-k densities (plain or
+// with 2-bit values), QSGD's bits, PowerSGD's rank.
+bool lgrecoAdapts(CodecKind kind);
+// The codec `kind` with its one parameter `value` (a density, bits or a
+// rank, whichever it takes) and every other field at its default.
+CodecAttr codecWith(MLIRContext *ctx, CodecKind kind, double value);
 } // namespace mlir::sbp
 
 #include "ir/SbpInterfaces.h.inc"

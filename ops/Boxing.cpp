@@ -76,9 +76,9 @@ CodecAttr mlir::sbp::sizingCodec(CodecAttr codec, LgrecoAttr lgreco) {
   if (!lgreco || lgreco.getCandidates().empty())
     return codec;
   const double top = *llvm::max_element(lgreco.getCandidates().asArrayRef());
-  const bool sparse = codec.getKind() == CodecKind::topk || codec.getKind() == CodecKind::topk2bit;
   return CodecAttr::get(
-      codec.getContext(), codec.getKind(), sparse ? llvm::APFloat(top) : codec.getDensity(),
+      codec.getContext(), codec.getKind(),
+      isSparseCodec(codec.getKind()) ? llvm::APFloat(top) : codec.getDensity(),
       codec.getKind() == CodecKind::qsgd ? static_cast<int64_t>(top) : codec.getBits(),
       codec.getKind() == CodecKind::powersgd ? static_cast<int64_t>(top) : codec.getRank(),
       codec.getMomentum(), codec.getClip(), codec.getWarmup(), codec.getEpochSteps(),
@@ -156,8 +156,7 @@ LogicalResult mlir::sbp::AllReduceOp::verifyCodec() {
   if (!lg || !getLgrecoStateAttr() || getLgrecoStateAttr().size() != 4)
     return emitOpError("L-GreCo needs #sbp.lgreco and four state variables (errors, choice, "
                        "previous, pending)");
-  if (kind != CodecKind::topk && kind != CodecKind::topk2bit && kind != CodecKind::qsgd &&
-      kind != CodecKind::powersgd)
+  if (!lgrecoAdapts(kind))
     return emitOpError("L-GreCo adapts topk, topk2bit, qsgd or powersgd, not ")
            << stringifyCodecKind(kind);
   const int64_t C = static_cast<int64_t>(lg.getCandidates().size());

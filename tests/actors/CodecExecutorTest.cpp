@@ -336,35 +336,6 @@ Reference referenceRun(const PlanSpec &spec, const CodecSpec &c, int ranks, int 
 
 // ---------------------------------------------------------------- N ranks
 
-// Runs `body` on an executor per rank of `plan`, `ranks` threads over one
-// Gloo HashStore; returns each rank's error (empty: none).
-std::vector<std::string> runRanks(caf::actor_system &system, const plan::Plan *plan, int ranks,
-                                  const std::function<Status(int, Executor &)> &body) {
-  gloo::rendezvous::HashStore store;
-  std::vector<std::thread> threads;
-  std::vector<std::string> errors(static_cast<size_t>(ranks));
-  for (int r = 0; r < ranks; ++r)
-    threads.emplace_back([&, r] {
-      auto groups = CommGroups::connect(*plan, r, store, std::chrono::seconds(20));
-      if (!groups) {
-        errors[r] = groups.status().message();
-        return;
-      }
-      ExecutorOptions options;
-      options.globalRank = r;
-      auto exec = Executor::create(system, plan, groups->get(), options);
-      if (!exec) {
-        errors[r] = exec.status().message();
-        return;
-      }
-      if (Status s = body(r, **exec); !s)
-        errors[r] = s.message();
-    });
-  for (auto &t : threads)
-    t.join();
-  return errors;
-}
-
 // The whole of variable `name` (of element type T: float or int32_t) from
 // the checkpoint in `dir`.
 template <class T>
@@ -414,7 +385,7 @@ void expectRanksMatchReference(const CodecSpec &c, int ranks) {
   const std::string dir = tmp.path() + "/ckpt";
   test::TwoPhaseSave save(ranks, dir);
   std::vector<std::string> errors =
-      runRanks(sys.system, loaded->plan(), ranks, [&](int r, Executor &exec) {
+      test::runRanks(sys.system, loaded->plan(), ranks, [&](int r, Executor &exec) {
         RowData data;
         Status s = exec.run("train", &data, 0, 0, kSteps, nullptr);
         return s ? save.save(r, exec) : s;

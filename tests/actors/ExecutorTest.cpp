@@ -339,28 +339,7 @@ struct TwoRanks {
   // With `errorsOut`, each rank's error (empty: none) goes there instead.
   void run(const std::function<Status(int, Executor &)> &body,
            std::vector<std::string> *errorsOut = nullptr) {
-    const plan::Plan *plan = loaded->plan();
-    gloo::rendezvous::HashStore store;
-    std::vector<std::thread> threads;
-    std::vector<std::string> errors(2);
-    for (int r = 0; r < 2; ++r)
-      threads.emplace_back([&, r, options = options]() mutable {
-        auto groups = CommGroups::connect(*plan, r, store, std::chrono::seconds(20));
-        if (!groups) {
-          errors[r] = groups.status().message();
-          return;
-        }
-        options.globalRank = r;
-        auto exec = Executor::create(sys.system, plan, groups->get(), options);
-        if (!exec) {
-          errors[r] = exec.status().message();
-          return;
-        }
-        if (Status s = body(r, **exec); !s)
-          errors[r] = s.message();
-      });
-    for (auto &t : threads)
-      t.join();
+    std::vector<std::string> errors = test::runRanks(sys.system, loaded->plan(), 2, body, options);
     if (errorsOut) {
       *errorsOut = errors;
       return;

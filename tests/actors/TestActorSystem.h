@@ -1,17 +1,23 @@
 // The CAF actor system the executor tests run on: configured as the runtime
-// configures it (configureExecutorSystem), with two scheduler threads; and a
-// checkpoint saved by ranks on threads as the driver saves one.
+// configures it (configureExecutorSystem), with two scheduler threads; a
+// checkpoint saved by ranks on threads as the driver saves one; and ranks
+// run as threads over one Gloo store.
 #pragma once
 
 #include "actors/Executor.h"
 #include "actors/Messages.h"
 #include "runtime/checkpoint/Checkpoint.h"
+#include "runtime/comm/CommGroups.h"
 
 #include <caf/all.hpp>
+#include <gloo/rendezvous/hash_store.h>
 
+#include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace sbpflow::test {
@@ -65,5 +71,35 @@ private:
   bool failed_ = false;
   std::vector<checkpoint::ShardRecord> records_;
 };
+
+// Runs `body` on an executor per rank of `plan`, `ranks` threads over one
+// Gloo HashStore; returns each rank's error (empty: none).
+inline std::vector<std::string> runRanks(caf::actor_system &system, const plan::Plan *plan,
+                                         int ranks,
+                                         const std::function<Status(int, Executor &)> &body,
+                                         ExecutorOptions options = {}) {
+  gloo::rendezvous::HashStore store;
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(static_cast<size_t>(ranks));
+  for (int r = 0; r < ranks; ++r)
+    threads.emplace_back([&, r, options]() mutable {
+      auto groups = CommGroups::connect(*plan, r, store, std::chrono::seconds(20));
+      if (!groups) {
+        errors[r] = groups.status().message();
+        return;
+      }
+      options.globalRank = r;
+      auto exec = Executor::create(system, plan, groups->get(), options);
+      if (!exec) {
+        errors[r] = exec.status().message();
+        return;
+      }
+      if (Status s = body(r, **exec); !s)
+        errors[r] = s.message();
+    });
+  for (auto &t : threads)
+    t.join();
+  return errors;
+}
 
 } // namespace sbpflow::test

@@ -5,6 +5,7 @@
 // malformed codec plans.
 #include "actors/Executor.h"
 #include "actors/Variables.h"
+#include "kernels/Codecs.h"
 #include "kernels/Philox.h"
 #include "kernels/cpu/Compression.h"
 #include "kernels/cpu/Kernels.h"
@@ -68,20 +69,6 @@ public:
 private:
   std::vector<FieldInfo> fields_;
 };
-
-int stateCount(plan::Codec kind) {
-  switch (kind) {
-  case plan::Codec::TopK:
-  case plan::Codec::Sign:
-  case plan::Codec::TopK2Bit:
-    return 1;
-  case plan::Codec::Dgc:
-  case plan::Codec::PowerSgd:
-    return 2;
-  default:
-    return 0;
-  }
-}
 
 // Variables: 0 w [kC, kD] B; 1, 2 the codec's state [ranks, kStateCols]
 // S(0) (uniform, so that a rank reading another's row is seen); 3 the step
@@ -402,9 +389,9 @@ void expectRanksMatchReference(const CodecSpec &c, int ranks) {
   for (int64_t i = 0; i < kN; ++i)
     moved = std::max(moved, std::fabs(static_cast<double>(ref.w[i]) - w0[i]));
   EXPECT_GT(moved, 1e-3);
-  if (stateCount(c.kind) >= 1)
+  if (ops::codecStateCount(c.kind) >= 1)
     expectNear(readCheckpointed<float>(dir, "g.codec.s0"), ref.s0, "state 0");
-  if (stateCount(c.kind) >= 2)
+  if (ops::codecStateCount(c.kind) >= 2)
     expectNear(readCheckpointed<float>(dir, "g.codec.s1"), ref.s1, "state 1");
   EXPECT_EQ(readCheckpointed<int32_t>(dir, "g.codec.step"), std::vector<int32_t>{kSteps});
 }
@@ -413,9 +400,9 @@ void expectRanksMatchReference(const CodecSpec &c, int ranks) {
 CodecSpec codec(plan::Codec kind) {
   CodecSpec c;
   c.kind = kind;
-  c.state = stateCount(kind) == 0   ? std::vector<int>{}
-            : stateCount(kind) == 1 ? std::vector<int>{1}
-                                    : std::vector<int>{1, 2};
+  c.state = ops::codecStateCount(kind) == 0   ? std::vector<int>{}
+            : ops::codecStateCount(kind) == 1 ? std::vector<int>{1}
+                                              : std::vector<int>{1, 2};
   c.step = 3;
   return c;
 }

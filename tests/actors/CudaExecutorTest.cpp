@@ -9,6 +9,7 @@
 // error, not a crash.
 #include "actors/Executor.h"
 #include "actors/Messages.h"
+#include "kernels/Codecs.h"
 #include "kernels/cpu/Compression.h"
 #include "runtime/checkpoint/Checkpoint.h"
 #include "runtime/data/DataSource.h"
@@ -501,21 +502,6 @@ std::vector<CodecCase> codecCases() {
   return {topk, dgc, clipped, randomk, qsgd, qsgd8, sign, powerSgd, topk2bit};
 }
 
-// Codecs.cpp's count of state variables per codec.
-int codecStates(plan::Codec kind) {
-  switch (kind) {
-  case plan::Codec::TopK:
-  case plan::Codec::Sign:
-  case plan::Codec::TopK2Bit:
-    return 1;
-  case plan::Codec::Dgc:
-  case plan::Codec::PowerSgd:
-    return 2;
-  default:
-    return 0;
-  }
-}
-
 // The plan of `codec` on `device`.
 std::vector<uint8_t> codecPlan(const CodecCase &codec, plan::DeviceKind device) {
   flatbuffers::FlatBufferBuilder fbb;
@@ -546,7 +532,7 @@ std::vector<uint8_t> codecPlan(const CodecCase &codec, plan::DeviceKind device) 
   std::vector<flatbuffers::Offset<plan::Tensor>> tensors = {tensor("g", 0),
                                                             tensor("g.sum", stride)};
   std::vector<int> state = {0, 1};
-  state.resize(static_cast<size_t>(codecStates(codec.kind)));
+  state.resize(static_cast<size_t>(ops::codecStateCount(codec.kind)));
   auto stateOffset = fbb.CreateVector(state);
   plan::CodecAttrsBuilder c(fbb);
   c.add_kind(codec.kind);

@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
   std::vector<int32_t> idx(2 * k);
   std::vector<float> val(2 * k), unsent(k);
   std::vector<uint8_t> codes(n), packed(2 * n);
-  std::vector<float> scales(2 * cpu::qsgdBucketCount(n, 512));
+  std::vector<float> scales(2 * cpu::bucketCount(n, 512));
   const auto per = [&](double seconds) { return seconds / static_cast<double>(n); };
 
   const double topk = per(medianSeconds(repeat, [&] {
@@ -107,10 +107,10 @@ int main(int argc, char **argv) {
     }
   }));
   const double sign = per(medianSeconds(repeat, [&] {
-    cpu::signEncode(grad.data(), residual.data(), n, codes.data(), scales.data());
+    cpu::signEncode(grad.data(), residual.data(), n, 512, codes.data(), scales.data());
     std::fill(out.begin(), out.end(), 0.0f);
-    cpu::signDecode(codes.data(), scales.data(), 1, n, 1.0f, out.data());
-    cpu::signDecode(codes.data(), scales.data(), 1, n, 1.0f, out.data());
+    cpu::signDecode(codes.data(), scales.data(), 1, n, 512, 1.0f, out.data());
+    cpu::signDecode(codes.data(), scales.data(), 1, n, 512, 1.0f, out.data());
   }));
   // PowerSGD rank 4 on a square-ish matrix view; per element and rank.
   const int64_t cols = 1024, rows = n / cols, rank = 4;

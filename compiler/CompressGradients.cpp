@@ -244,10 +244,12 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     if (!own && !worthCompressing(codec, grad))
       return success();
 
-    // DGC: momentum correction replaces an SGD's momentum; local clipping
-    // where the model clips (DGC, section 3.3: the threshold over sqrt(N)).
+    // DGC (momentum correction) and EF-SignSGD (as its reference code)
+    // compress an SGD's momentum, which the optimiser then no longer keeps;
+    // DGC clips locally where the model clips (section 3.3: the threshold
+    // over sqrt(N)).
     double momentum = 0, clip = 0;
-    if (codec.getKind() == CodecKind::dgc) {
+    if (codec.getKind() == CodecKind::dgc || codec.getKind() == CodecKind::sign) {
       if (auto sgd = dyn_cast<SgdOp>(opt.getOperation())) {
         momentum = sgd.getMomentum().convertToDouble();
         sgd.setMomentumAttr(FloatAttr::get(sgd.getMomentumAttr().getType(), 0.0));
@@ -258,7 +260,7 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
             slot.erase();
         }
       }
-      if (maxGradNorm > 0)
+      if (maxGradNorm > 0 && codec.getKind() == CodecKind::dgc)
         clip = maxGradNorm / std::sqrt(static_cast<double>(hierarchy[dim]));
     }
     codec = CodecAttr::get(&getContext(), codec.getKind(), codec.getDensity(), codec.getBits(),
@@ -273,9 +275,11 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     llvm::SmallVector<Attribute> bDims(hierarchy.size(), sbpDimToAttr(ctx, B));
     auto rows = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, rowDims));
     auto replicated = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, bDims));
-    static const char *kNames[][2] = {{"residual", nullptr}, {"u", "v"}, {"residual", "q"}};
+    static const char *kNames[][2] = {
+        {"residual", nullptr}, {"u", "v"}, {"residual", "q"}, {"residual", "u"}};
     const int names = codec.getKind() == CodecKind::dgc        ? 1
                       : codec.getKind() == CodecKind::powersgd ? 2
+                      : codec.getKind() == CodecKind::sign     ? 3
                                                                : 0;
     llvm::SmallVector<Attribute> state;
     const bool adapts = adaptive && !own;

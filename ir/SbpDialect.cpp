@@ -416,11 +416,17 @@ LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitErr
   if (kind == CodecKind::qsgd && (bits < 2 || bits > 8 || bucket < 1))
     return emitError() << "#sbp.codec<qsgd> needs 2 <= bits <= 8 and bucket >= 1, got bits = "
                        << bits << ", bucket = " << bucket;
+  if (kind == CodecKind::sign && bucket < 1)
+    return emitError() << "#sbp.codec<sign> needs bucket >= 1, got " << bucket;
   if (kind == CodecKind::powersgd && rank < 1)
     return emitError() << "#sbp.codec<powersgd> needs rank >= 1, got " << rank;
   if (!(momentum >= 0 && momentum < 1) || !(clip >= 0))
     return emitError() << "#sbp.codec needs 0 <= momentum < 1 and clip >= 0, got momentum = "
                        << momentum << ", clip = " << clip;
+  if ((momentum > 0 && kind != CodecKind::dgc && kind != CodecKind::sign) ||
+      (clip > 0 && kind != CodecKind::dgc))
+    return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
+                       << ">: only dgc and sign keep a momentum, and only dgc clips";
   if (warmup < 0 || epochSteps < 0 || warmup > INT32_MAX)
     return emitError() << "#sbp.codec needs 0 <= warmup <= 2^31 - 1 and epoch_steps >= 0, got "
                        << warmup << " and " << epochSteps;
@@ -433,10 +439,10 @@ void CodecAttr::print(AsmPrinter &printer) const {
   auto field = [&](llvm::StringRef name, auto value) { printer << ", " << name << " = " << value; };
   if (isSparseCodec(kind))
     field("density", getDensity().convertToDouble());
-  if (kind == CodecKind::qsgd) {
+  if (kind == CodecKind::qsgd)
     field("bits", getBits());
+  if (kind == CodecKind::qsgd || kind == CodecKind::sign)
     field("bucket", getBucket());
-  }
   if (kind == CodecKind::powersgd)
     field("rank", getRank());
   if (!getMomentum().isZero())

@@ -31,12 +31,13 @@ bool hasCodec(const plan::Task &task) {
   return task.op() == plan::OpKind::AllReduce && c && c->codec();
 }
 
-int codecStateCount(Codec kind) {
+int codecStateCount(Codec kind, float momentum) {
   switch (kind) {
   case Codec::TopK:
-  case Codec::Sign:
   case Codec::TopK2Bit:
     return 1;
+  case Codec::Sign:
+    return momentum > 0.0f ? 2 : 1;
   case Codec::Dgc:
   case Codec::PowerSgd:
     return 2;
@@ -117,7 +118,7 @@ Status CodecExchange::bind(const OpArgs &a) {
   step = static_cast<int32_t *>(a.hostVariable(c->step()));
   counter = "codec step counter '" + a.plan.variables()->Get(c->step())->name()->str() + "'";
   // This rank's row of each [ranks, L] state variable.
-  for (int i = 0; i < codecStateCount(kind); ++i) {
+  for (int i = 0; i < codecStateCount(*c); ++i) {
     const TensorView &v = (*a.variables)[c->state()->Get(i)];
     const int64_t need = kind == Codec::PowerSgd && i == 1 ? cols * rank : n;
     if (elements(&v) < need)
@@ -212,14 +213,19 @@ Status checkCodec(const OpArgs &a) {
   if (c.kind() == Codec::PowerSgd && c.rank() < 1)
     return Status::error(at + ": PowerSGD's rank must be positive, got " +
                          std::to_string(c.rank()));
-  if (c.kind() == Codec::Dgc && !(c.momentum() >= 0.0f && c.momentum() < 1.0f && c.clip() >= 0.0f))
-    return Status::error(at + ": DGC needs momentum in [0, 1) and clip >= 0");
+  if (c.kind() == Codec::Sign && c.bucket() < 1)
+    return Status::error(at + ": sign needs a positive bucket, got " + std::to_string(c.bucket()));
+  if (!(c.momentum() >= 0.0f && c.momentum() < 1.0f && c.clip() >= 0.0f))
+    return Status::error(at + ": needs momentum in [0, 1) and clip >= 0");
+  if ((c.momentum() > 0.0f && c.kind() != Codec::Dgc && c.kind() != Codec::Sign) ||
+      (c.clip() > 0.0f && c.kind() != Codec::Dgc))
+    return Status::error(at + ": only DGC and sign keep a momentum, and only DGC clips");
   if (c.warmup_steps() < 0 || c.epoch_steps() < 0)
     return Status::error(at + ": warmup_steps and epoch_steps must not be negative");
 
   const auto *vars = a.plan.variables();
   const int nv = static_cast<int>(vars->size());
-  const int want = codecStateCount(c.kind());
+  const int want = codecStateCount(c);
   const int got = c.state() ? static_cast<int>(c.state()->size()) : 0;
   if (got != want)
     return Status::error(at + " keeps " + std::to_string(want) +
@@ -358,7 +364,7 @@ struct Exchange : CodecExchange {
   }
 
   Status qsgd(int64_t count) {
-    const int64_t buckets = cpu::qsgdBucketCount(n, c->bucket());
+    const int64_t buckets = cpu::bucketCount(n, c->bucket());
     const int64_t packed = cpu::qsgdPackedBytes(n, bits);
     // Ranks draw independently (the seed differs by rank), steps by count.
     const uint64_t seed = c->seed() + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(me + 1);
@@ -376,15 +382,23 @@ struct Exchange : CodecExchange {
     return Status::ok();
   }
 
+  // EF-SignSGD with a scale per bucket; with a momentum (the SGD's, taken by
+  // sbp-compress-gradients) u = momentum u + grad is what is compressed, as
+  // the paper's reference code does.
   Status sign() {
     const int64_t bytes = cpu::signCodeBytes(n);
-    cpu::signEncode(grad, s0, n, sendBytes, small);
+    const float *g = grad;
+    if (c->momentum() > 0.0f) {
+      cpu::accumulateMomentum(grad, s1, n, c->momentum());
+      g = s1;
+    }
+    cpu::signEncode(g, s0, n, c->bucket(), sendBytes, small);
     if (Status s = gather(sendBytes, recvBytes, bytes, plan::DType::U8); !s)
       return s;
-    if (Status s = gather(small, smallAll, 1, plan::DType::F32); !s)
+    if (Status s = gather(small, smallAll, cpu::bucketCount(n, c->bucket()), plan::DType::F32); !s)
       return s;
     std::fill(out, out + n, 0.0f);
-    cpu::signDecode(recvBytes, smallAll, ranks, n, 1.0f, out);
+    cpu::signDecode(recvBytes, smallAll, ranks, n, c->bucket(), 1.0f, out);
     return Status::ok();
   }
 
@@ -452,7 +466,7 @@ struct Exchange : CodecExchange {
     }
     if (kind == Codec::Qsgd)
       return static_cast<double>(cpu::qsgdPackedBytes(n, static_cast<int>(value)) +
-                                 4 * cpu::qsgdBucketCount(n, c->bucket()));
+                                 4 * cpu::bucketCount(n, c->bucket()));
     return 4.0 * value * static_cast<double>(rows + cols);
   }
 
@@ -596,7 +610,7 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     x->sendPairs = ints(2 * k);
     break;
   case Codec::Qsgd: {
-    const int64_t buckets = cpu::qsgdBucketCount(n, c.bucket());
+    const int64_t buckets = cpu::bucketCount(n, c.bucket());
     x->codes = bytes(n);
     x->sendBytes = bytes(cpu::qsgdPackedBytes(n, x->bits));
     x->recvBytes = bytes(cpu::qsgdPackedBytes(n, x->bits) * R);
@@ -607,8 +621,8 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
   case Codec::Sign:
     x->sendBytes = bytes(cpu::signCodeBytes(n));
     x->recvBytes = bytes(cpu::signCodeBytes(n) * R);
-    x->small = floats(1);
-    x->smallAll = floats(R);
+    x->small = floats(cpu::bucketCount(n, c.bucket()));
+    x->smallAll = floats(cpu::bucketCount(n, c.bucket()) * R);
     break;
   case Codec::PowerSgd:
     x->work = floats(n);

@@ -19,7 +19,12 @@ bool hasCodec(const plan::Task &task);
 // element: the state variables a codec keeps (CodecAttrs.state), whether it
 // sends (index, value) pairs, k for a density of n elements (at least one, at
 // most n), and DGC's density at exchange `count` (its warm-up schedule).
-int codecStateCount(plan::Codec kind);
+// The state variables a codec keeps (sign keeps its momentum where it took
+// an SGD's).
+int codecStateCount(plan::Codec kind, float momentum);
+inline int codecStateCount(const plan::CodecAttrs &c) {
+  return codecStateCount(c.kind(), c.momentum());
+}
 bool isSparseCodec(plan::Codec kind);
 int64_t pairsFor(double density, int64_t n);
 double dgcDensity(const plan::CodecAttrs &c, int64_t count);

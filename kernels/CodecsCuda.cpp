@@ -333,7 +333,7 @@ struct CudaExchange : CodecExchange {
 
   Status qsgd(int64_t count) {
     const int bits = c->bits();
-    const int64_t buckets = cpu::qsgdBucketCount(n, c->bucket());
+    const int64_t buckets = cpu::bucketCount(n, c->bucket());
     const int64_t packed = cpu::qsgdPackedBytes(n, bits);
     // Ranks draw independently (the seed differs by rank), steps by count.
     const uint64_t seed = c->seed() + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(me + 1);
@@ -365,15 +365,21 @@ struct CudaExchange : CodecExchange {
 
   Status sign() {
     const int64_t bytes = cpu::signCodeBytes(n);
-    if (Status s = cuda::signEncode(grad, s0, n, scratch, sendBytes, small, stream); !s)
+    const float *g = grad;
+    if (c->momentum() > 0.0f) {
+      if (Status s = cuda::accumulateMomentum(grad, s1, n, c->momentum(), stream); !s)
+        return s;
+      g = s1;
+    }
+    if (Status s = cuda::signEncode(g, s0, n, c->bucket(), scratch, sendBytes, small, stream); !s)
       return s;
     if (Status s = gather(sendBytes, recvBytes, bytes, plan::DType::U8); !s)
       return s;
-    if (Status s = gather(small, smallAll, 1, plan::DType::F32); !s)
+    if (Status s = gather(small, smallAll, cpu::bucketCount(n, c->bucket()), plan::DType::F32); !s)
       return s;
     if (Status s = zeroOut(); !s)
       return s;
-    return cuda::signDecode(recvBytes, smallAll, ranks, n, 1.0f, out, stream);
+    return cuda::signDecode(recvBytes, smallAll, ranks, n, c->bucket(), 1.0f, out, stream);
   }
 
   // Codecs.cpp's PowerSGD, step for step (its comment gives the algorithm).
@@ -490,7 +496,7 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
     x->sendPairs = ints(2 * k);
     break;
   case Codec::Qsgd: {
-    const int64_t buckets = cpu::qsgdBucketCount(n, c.bucket());
+    const int64_t buckets = cpu::bucketCount(n, c.bucket());
     codecScratch = cuda::qsgdEncodeScratchBytes(n, c.bucket());
     x->codes = bytes(n);
     x->sendBytes = bytes(cpu::qsgdPackedBytes(n, c.bits()));
@@ -500,11 +506,11 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
     break;
   }
   case Codec::Sign:
-    codecScratch = cuda::signEncodeScratchBytes(n);
+    codecScratch = cuda::signEncodeScratchBytes(n, c.bucket());
     x->sendBytes = bytes(cpu::signCodeBytes(n));
     x->recvBytes = bytes(cpu::signCodeBytes(n) * R);
-    x->small = floats(1);
-    x->smallAll = floats(R);
+    x->small = floats(cpu::bucketCount(n, c.bucket()));
+    x->smallAll = floats(cpu::bucketCount(n, c.bucket()) * R);
     break;
   case Codec::PowerSgd:
     x->work = floats(n);

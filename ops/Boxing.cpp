@@ -57,12 +57,13 @@ int64_t maxLocal(llvm::ArrayRef<int64_t> shape, llvm::ArrayRef<SbpDim> sbp,
                                    hierarchy.vec());
 }
 
-unsigned stateCount(CodecKind kind) {
-  switch (kind) {
+unsigned stateCount(CodecAttr codec) {
+  switch (codec.getKind()) {
   case CodecKind::topk:
-  case CodecKind::sign:
   case CodecKind::topk2bit:
     return 1;
+  case CodecKind::sign: // and the momentum it took from an SGD
+    return codec.getMomentum().isZero() ? 1 : 2;
   case CodecKind::dgc:
   case CodecKind::powersgd:
     return 2;
@@ -91,8 +92,7 @@ mlir::sbp::codecStateShapes(CodecAttr codec, RankedTensorType grad,
   auto sbp = getSbpDims(getSbp(grad));
   const int64_t ranks = product(hierarchy);
   const int64_t local = maxLocal(grad.getShape(), sbp, hierarchy);
-  llvm::SmallVector<llvm::SmallVector<int64_t, 2>> shapes(stateCount(codec.getKind()),
-                                                          {ranks, local});
+  llvm::SmallVector<llvm::SmallVector<int64_t, 2>> shapes(stateCount(codec), {ranks, local});
   if (codec.getKind() == CodecKind::powersgd) {
     // Q holds the local columns (the last axis, split where the gradient's is).
     const int64_t last = grad.getRank() ? grad.getRank() - 1 : 0;

@@ -75,12 +75,16 @@ void topkEncode(const float *grad, float *residual, int64_t n, int64_t k, int32_
   }
 }
 
+void accumulateMomentum(const float *grad, float *u, int64_t n, float momentum) {
+  for (int64_t i = 0; i < n; ++i)
+    u[i] = momentum * u[i] + grad[i];
+}
+
 int64_t dgcEncode(const float *grad, float *u, float *v, int64_t n, int64_t k, float momentum,
                   int32_t *order, int32_t *idx, float *val) {
-  for (int64_t i = 0; i < n; ++i) {
-    u[i] = momentum * u[i] + grad[i];
+  accumulateMomentum(grad, u, n, momentum);
+  for (int64_t i = 0; i < n; ++i)
     v[i] += u[i];
-  }
   if (k <= 0)
     return 0;
   // The threshold: the top of a strided sample of at least 1% of v, as many

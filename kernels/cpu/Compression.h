@@ -33,6 +33,11 @@ void topkEncode(const float *grad, float *residual, int64_t n, int64_t k, int32_
 int64_t dgcEncode(const float *grad, float *u, float *v, int64_t n, int64_t k, float momentum,
                   int32_t *order, int32_t *idx, float *val);
 
+// An SGD's momentum kept before compression (DGC's momentum correction;
+// EF-SignSGD as its reference code, epfml/error-feedback-SGD, applies it):
+// u = momentum * u + grad, in f32, rounded operation by operation.
+void accumulateMomentum(const float *grad, float *u, int64_t n, float momentum);
+
 // DGC's warm-up: the density of epoch `epoch` (from 0), sparsity 75%,
 // 93.75%, 98.4375%, 99.6% over the first four epochs, then `density` (never
 // below it: a denser final setting is used from the start).

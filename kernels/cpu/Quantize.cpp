@@ -60,7 +60,7 @@ void qsgdEncode(const float *grad, int64_t n, int levels, int64_t bucket, uint64
 void qsgdDecode(const uint8_t *codes, const float *norms, int64_t ranks, int64_t n, int levels,
                 int64_t bucket, float weight, float *out) {
   const float s = static_cast<float>(levels);
-  const int64_t buckets = qsgdBucketCount(n, bucket);
+  const int64_t buckets = bucketCount(n, bucket);
   for (int64_t r = 0; r < ranks; ++r) {
     const uint8_t *rankCodes = codes + r * n;
     for (int64_t begin = 0, b = 0; begin < n; begin += bucket, ++b) {
@@ -102,18 +102,22 @@ void qsgdUnpackCodes(const uint8_t *packed, int64_t n, int bits, uint8_t *codes)
   }
 }
 
-void signEncode(const float *grad, float *residual, int64_t n, uint8_t *codes, float *scale) {
-  double l1 = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
+void signEncode(const float *grad, float *residual, int64_t n, int64_t bucket, uint8_t *codes,
+                float *scales) {
+  for (int64_t i = 0; i < n; ++i)
     residual[i] += grad[i];
-    l1 += std::fabs(static_cast<double>(residual[i]));
+  for (int64_t begin = 0, b = 0; begin < n; begin += bucket, ++b) {
+    const int64_t end = std::min(n, begin + bucket);
+    double l1 = 0.0;
+    for (int64_t i = begin; i < end; ++i)
+      l1 += std::fabs(static_cast<double>(residual[i]));
+    scales[b] = static_cast<float>(l1 / static_cast<double>(end - begin));
   }
-  const float sc = static_cast<float>(l1 / static_cast<double>(n));
-  *scale = sc;
   for (int64_t byte = 0; byte < signCodeBytes(n); ++byte) {
     uint8_t bits = 0;
     const int64_t end = std::min(n, 8 * byte + 8);
     for (int64_t i = 8 * byte; i < end; ++i) {
+      const float sc = scales[i / bucket];
       if (residual[i] < 0.f) {
         bits |= static_cast<uint8_t>(1u << (i - 8 * byte));
         residual[i] += sc; // p - delta, delta = -scale
@@ -125,14 +129,15 @@ void signEncode(const float *grad, float *residual, int64_t n, uint8_t *codes, f
   }
 }
 
-void signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_t n, float weight,
-                float *out) {
-  const int64_t bytes = signCodeBytes(n);
+void signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_t n, int64_t bucket,
+                float weight, float *out) {
+  const int64_t bytes = signCodeBytes(n), buckets = bucketCount(n, bucket);
   for (int64_t r = 0; r < ranks; ++r) {
     const uint8_t *rankCodes = codes + r * bytes;
-    const float sc = scales[r];
+    const float *rankScales = scales + r * buckets;
     for (int64_t i = 0; i < n; ++i) {
       const bool negative = (rankCodes[i >> 3] >> (i & 7)) & 1;
+      const float sc = rankScales[i / bucket];
       out[i] += weight * (negative ? -sc : sc);
     }
   }

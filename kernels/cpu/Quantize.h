@@ -35,15 +35,17 @@ namespace sbpflow::cpu {
 // diverged rank is seen by all.
 constexpr int kQsgdMaxLevels = 127;
 
-constexpr int64_t qsgdBucketCount(int64_t n, int64_t bucket) { return (n + bucket - 1) / bucket; }
+// Buckets of `bucket` elements over n (the last may be short): QSGD's norms,
+// EF-SignSGD's scales.
+constexpr int64_t bucketCount(int64_t n, int64_t bucket) { return (n + bucket - 1) / bucket; }
 
-// codes: n bytes; norms: qsgdBucketCount(n, bucket) floats.
+// codes: n bytes; norms: bucketCount(n, bucket) floats.
 // 1 <= levels <= kQsgdMaxLevels, bucket >= 1.
 void qsgdEncode(const float *grad, int64_t n, int levels, int64_t bucket, uint64_t seed,
                 uint64_t step, uint8_t *codes, float *norms);
 
 // out[i] += weight * q_r(i) for each of `ranks` payloads laid one after the
-// other (codes: ranks * n bytes, norms: ranks * qsgdBucketCount floats), in
+// other (codes: ranks * n bytes, norms: ranks * bucketCount floats), in
 // rank order, where q(i) = +-(norm_b / s) * l in f32.
 void qsgdDecode(const uint8_t *codes, const float *norms, int64_t ranks, int64_t n, int levels,
                 int64_t bucket, float weight, float *out);
@@ -60,27 +62,33 @@ void qsgdUnpackCodes(const uint8_t *packed, int64_t n, int bits, uint8_t *codes)
 // ---------------------------------------------------------------- EF-SignSGD
 // Karimireddy et al. 2019, "Error Feedback Fixes SignSGD and other Gradient
 // Compression Schemes", Algorithm 1 (the learning rate gamma is the caller's,
-// folded into grad): p = grad + e; delta = (||p||_1 / n) sign(p);
-// e <- p - delta. All in f32 except ||p||_1 / n, summed in double in index
-// order and rounded once. sign(0) = +1 (one bit cannot say 0).
+// folded into grad): p = grad + e; delta = (||p||_1 / d) sign(p);
+// e <- p - delta, with the scale ||p||_1 / d taken per bucket of d = `bucket`
+// elements (the last may be short; bucket >= n is the paper's one scale per
+// tensor). All in f32 except each bucket's ||p||_1 / d, summed in double in
+// index order and rounded once. sign(0) = +1 (one bit cannot say 0).
 //
 // The residual after encoding is fl(p - delta) per element: e + delta = p
 // exactly where the subtraction is exact (Sterbenz: delta/2 <= |p| <= 2 delta),
 // and otherwise within half an ulp of e.
 //
 // Payload: one bit per element, element i in byte i / 8, bit i % 8 (set for
-// p_i < 0), unused high bits of the last byte 0; plus the f32 scale. A NaN in
-// p makes the scale NaN, and every decoded element NaN.
+// p_i < 0), unused high bits of the last byte 0; plus bucketCount(n, bucket)
+// f32 scales. A NaN in a bucket of p makes its scale NaN, and every element
+// of that bucket decodes to NaN.
 constexpr int64_t signCodeBytes(int64_t n) { return (n + 7) / 8; }
 
 // residual: e on entry, p - delta on return (n floats); codes:
-// signCodeBytes(n) bytes; *scale = ||p||_1 / n. n >= 1.
-void signEncode(const float *grad, float *residual, int64_t n, uint8_t *codes, float *scale);
+// signCodeBytes(n) bytes; scales: bucketCount(n, bucket) floats. n >= 1,
+// bucket >= 1.
+void signEncode(const float *grad, float *residual, int64_t n, int64_t bucket, uint8_t *codes,
+                float *scales);
 
-// out[i] += weight * (+-scale_r) for each of `ranks` payloads (codes: ranks *
-// signCodeBytes(n) bytes, scales: ranks floats), in rank order.
-void signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_t n, float weight,
-                float *out);
+// out[i] += weight * (+-scale_r,b(i)) for each of `ranks` payloads (codes:
+// ranks * signCodeBytes(n) bytes, scales: ranks * bucketCount(n, bucket)
+// floats), in rank order.
+void signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_t n, int64_t bucket,
+                float weight, float *out);
 
 // ---------------------------------------------------------------- 2-bit values
 // The quantiser of SparseLoCo's (arXiv 2508.15706) top-k values, as in its

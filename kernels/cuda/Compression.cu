@@ -414,6 +414,11 @@ TopkScratch topkLayout(void *base, int64_t n, size_t *bytes) {
 
 // ---------------------------------------------------------------- DGC
 
+__global__ void momentumOnlyKernel(const float *grad, float *u, int64_t n, float momentum) {
+  for (int64_t i = first(); i < n; i += stride())
+    u[i] = __fadd_rn(__fmul_rn(momentum, u[i]), grad[i]);
+}
+
 __global__ void momentumKernel(const float *grad, float *u, float *v, int64_t n, float momentum) {
   for (int64_t i = first(); i < n; i += stride()) {
     const float ui = __fadd_rn(__fmul_rn(momentum, u[i]), grad[i]);
@@ -682,43 +687,64 @@ __global__ void projectOutKernel(float *p, int64_t rows, int64_t cols, int64_t c
 
 constexpr uint32_t kQsgdStream = 0x40000000u; // as cpu's Quantize.cpp
 
-__global__ void bucketNormSequentialKernel(const float *grad, int64_t n, int64_t bucket,
-                                           int64_t buckets, float *norms) {
+// A statistic per bucket: QSGD's L2 norm, EF-SignSGD's mean magnitude
+// (||x_b||_1 / |b|); summed in double.
+enum class BucketStat { L2Norm, L1Mean };
+
+template <BucketStat S> __device__ __forceinline__ double bucketTerm(float x) {
+  return S == BucketStat::L2Norm ? static_cast<double>(x) * x : fabs(static_cast<double>(x));
+}
+
+template <BucketStat S>
+__device__ __forceinline__ float bucketFinish(double sum, int64_t b, int64_t n, int64_t bucket) {
+  if (S == BucketStat::L2Norm)
+    return static_cast<float>(sqrt(sum));
+  const int64_t begin = b * bucket, end = min(n, begin + bucket);
+  return static_cast<float>(sum / static_cast<double>(end - begin));
+}
+
+// Short buckets: one thread sums a bucket in index order, as the CPU does.
+template <BucketStat S>
+__global__ void bucketSequentialKernel(const float *x, int64_t n, int64_t bucket, int64_t buckets,
+                                       float *stats) {
   for (int64_t b = first(); b < buckets; b += stride()) {
     const int64_t begin = b * bucket, end = min(n, begin + bucket);
-    double squares = 0.0;
+    double sum = 0.0;
     for (int64_t i = begin; i < end; ++i)
-      squares += static_cast<double>(grad[i]) * grad[i];
-    norms[b] = static_cast<float>(sqrt(squares));
+      sum += bucketTerm<S>(x[i]);
+    stats[b] = bucketFinish<S>(sum, b, n, bucket);
   }
 }
 
 // Long buckets: block (b, c) sums chunk c of bucket b (kNormChunk elements).
 constexpr int64_t kNormChunk = kThreads * 16;
 
-__global__ void bucketPartialKernel(const float *grad, int64_t n, int64_t bucket,
+template <BucketStat S>
+__global__ void bucketPartialKernel(const float *x, int64_t n, int64_t bucket,
                                     int64_t chunksPerBucket, double *partials) {
   __shared__ double shared[32];
   const int64_t b = blockIdx.x / chunksPerBucket, c = blockIdx.x % chunksPerBucket;
   const int64_t bucketEnd = min(n, (b + 1) * bucket);
   const int64_t begin = b * bucket + c * kNormChunk, end = min(bucketEnd, begin + kNormChunk);
-  double squares = 0;
+  double sum = 0;
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
-    squares += static_cast<double>(grad[i]) * grad[i];
-  squares = blockSum(squares, shared);
+    sum += bucketTerm<S>(x[i]);
+  sum = blockSum(sum, shared);
   if (threadIdx.x == 0)
-    partials[blockIdx.x] = squares;
+    partials[blockIdx.x] = sum;
 }
 
-__global__ void bucketFinishKernel(const double *partials, int64_t chunksPerBucket, float *norms) {
+template <BucketStat S>
+__global__ void bucketFinishKernel(const double *partials, int64_t chunksPerBucket, int64_t n,
+                                   int64_t bucket, float *stats) {
   __shared__ double shared[32];
   const double *mine = partials + static_cast<int64_t>(blockIdx.x) * chunksPerBucket;
-  double squares = 0;
+  double sum = 0;
   for (int64_t c = threadIdx.x; c < chunksPerBucket; c += blockDim.x)
-    squares += mine[c];
-  squares = blockSum(squares, shared);
+    sum += mine[c];
+  sum = blockSum(sum, shared);
   if (threadIdx.x == 0)
-    norms[blockIdx.x] = static_cast<float>(sqrt(squares));
+    stats[blockIdx.x] = bucketFinish<S>(sum, blockIdx.x, n, bucket);
 }
 
 // Thread g codes elements 4g .. 4g + 3 from one Philox block.
@@ -769,59 +795,43 @@ __global__ void qsgdDecodeKernel(const uint8_t *codes, const float *norms, int64
   }
 }
 
-struct QsgdScratch {
+// The partial sums of buckets longer than kQsgdSequentialBucket.
+struct BucketScratch {
   double *partials;
 };
 int64_t chunksPerBucket(int64_t bucket) { return (bucket + kNormChunk - 1) / kNormChunk; }
-QsgdScratch qsgdLayout(void *base, int64_t n, int64_t bucket, size_t *bytes) {
+BucketScratch bucketLayout(void *base, int64_t n, int64_t bucket, size_t *bytes) {
   Carve c(base);
-  QsgdScratch s{nullptr};
+  BucketScratch s{nullptr};
   if (bucket > kQsgdSequentialBucket && n > 0)
-    s.partials = c.take<double>(
-        static_cast<size_t>(cpu::qsgdBucketCount(n, bucket) * chunksPerBucket(bucket)));
+    s.partials =
+        c.take<double>(static_cast<size_t>(cpu::bucketCount(n, bucket) * chunksPerBucket(bucket)));
   *bytes = c.used();
   return s;
 }
 
 // ---------------------------------------------------------------- EF-SignSGD
 
-// p = grad + e in place, and the partial sums of |p| in double.
-__global__ void signAccumulateKernel(const float *grad, float *residual, int64_t n,
-                                     double *partials) {
-  __shared__ double shared[32];
-  double l1 = 0;
-  for (int64_t i = first(); i < n; i += stride()) {
-    const float p = residual[i] + grad[i];
-    residual[i] = p;
-    l1 += fabs(static_cast<double>(p));
-  }
-  l1 = blockSum(l1, shared);
-  if (threadIdx.x == 0)
-    partials[blockIdx.x] = l1;
-}
-
-__global__ void signScaleKernel(const double *partials, int count, int64_t n, float *scale) {
-  __shared__ double shared[32];
-  double l1;
-  finishSums(partials, count, 1, &l1, shared);
-  if (threadIdx.x == 0)
-    *scale = static_cast<float>(l1 / static_cast<double>(n));
+// p = grad + e in place.
+__global__ void signAccumulateKernel(const float *grad, float *residual, int64_t n) {
+  for (int64_t i = first(); i < n; i += stride())
+    residual[i] = __fadd_rn(residual[i], grad[i]);
 }
 
 // Thread per code byte: its 8 signs, and p - delta.
-__global__ void signCodeKernel(float *residual, int64_t n, const float *scale, uint8_t *codes) {
-  const float sc = *scale;
+__global__ void signCodeKernel(float *residual, int64_t n, int64_t bucket, const float *scales,
+                               uint8_t *codes) {
   const int64_t bytes = (n + 7) / 8; // cpu::signCodeBytes, host-only
   for (int64_t byte = first(); byte < bytes; byte += stride()) {
     uint8_t bits = 0;
     const int64_t end = min(n, 8 * byte + 8);
     for (int64_t i = 8 * byte; i < end; ++i) {
-      const float p = residual[i];
+      const float p = residual[i], sc = scales[i / bucket];
       if (p < 0.f) {
         bits |= static_cast<uint8_t>(1u << (i - 8 * byte));
-        residual[i] = p + sc;
+        residual[i] = __fadd_rn(p, sc);
       } else {
-        residual[i] = p - sc;
+        residual[i] = __fsub_rn(p, sc);
       }
     }
     codes[byte] = bits;
@@ -829,13 +839,14 @@ __global__ void signCodeKernel(float *residual, int64_t n, const float *scale, u
 }
 
 __global__ void signDecodeKernel(const uint8_t *codes, const float *scales, int64_t ranks,
-                                 int64_t n, float weight, float *out) {
+                                 int64_t n, int64_t bucket, float weight, float *out) {
   const int64_t bytes = (n + 7) / 8; // cpu::signCodeBytes, host-only
+  const int64_t buckets = (n + bucket - 1) / bucket;
   for (int64_t i = first(); i < n; i += stride()) {
     float acc = out[i];
     for (int64_t r = 0; r < ranks; ++r) {
       const bool negative = (codes[r * bytes + (i >> 3)] >> (i & 7)) & 1;
-      const float sc = scales[r];
+      const float sc = scales[r * buckets + i / bucket];
       acc = __fadd_rn(acc, __fmul_rn(weight, negative ? -sc : sc));
     }
     out[i] = acc;
@@ -1200,8 +1211,33 @@ Status orthogonalizeColumns(float *p, int64_t rows, int64_t cols, cudaStream_t s
 
 size_t qsgdEncodeScratchBytes(int64_t n, int64_t bucket) {
   size_t bytes;
-  qsgdLayout(nullptr, std::max<int64_t>(n, 0), std::max<int64_t>(bucket, 1), &bytes);
+  bucketLayout(nullptr, std::max<int64_t>(n, 0), std::max<int64_t>(bucket, 1), &bytes);
   return bytes;
+}
+
+// stats[b] = statistic S of bucket b of x: one thread per short bucket (the
+// CPU's order), a fixed tree of partial sums over longer ones.
+template <BucketStat S>
+Status bucketStats(const char *what, const float *x, int64_t n, int64_t bucket, void *scratch,
+                   float *stats, cudaStream_t stream) {
+  const int64_t buckets = cpu::bucketCount(n, bucket);
+  if (bucket <= kQsgdSequentialBucket) {
+    bucketSequentialKernel<S>
+        <<<blocksFor(buckets), kThreads, 0, stream>>>(x, n, bucket, buckets, stats);
+    return launched("bucketSequentialKernel");
+  }
+  if (!scratch)
+    return invalid(what, "no scratch");
+  size_t bytes;
+  const BucketScratch sc = bucketLayout(scratch, n, bucket, &bytes);
+  const int64_t chunks = chunksPerBucket(bucket);
+  bucketPartialKernel<S><<<static_cast<unsigned>(buckets * chunks), kThreads, 0, stream>>>(
+      x, n, bucket, chunks, sc.partials);
+  if (Status s = launched("bucketPartialKernel"); !s)
+    return s;
+  bucketFinishKernel<S><<<static_cast<unsigned>(buckets), kThreads, 0, stream>>>(
+      sc.partials, chunks, n, bucket, stats);
+  return launched("bucketFinishKernel");
 }
 
 Status qsgdEncode(const float *grad, int64_t n, int levels, int64_t bucket, uint64_t seed,
@@ -1210,27 +1246,10 @@ Status qsgdEncode(const float *grad, int64_t n, int levels, int64_t bucket, uint
     return s;
   if (n == 0)
     return Status::ok();
-  const int64_t buckets = cpu::qsgdBucketCount(n, bucket);
-  if (bucket <= kQsgdSequentialBucket) {
-    bucketNormSequentialKernel<<<blocksFor(buckets), kThreads, 0, stream>>>(grad, n, bucket,
-                                                                            buckets, norms);
-    if (Status s = launched("bucketNormSequentialKernel"); !s)
-      return s;
-  } else {
-    if (!scratch)
-      return invalid("qsgdEncode", "no scratch");
-    size_t bytes;
-    const QsgdScratch sc = qsgdLayout(scratch, n, bucket, &bytes);
-    const int64_t chunks = chunksPerBucket(bucket);
-    bucketPartialKernel<<<static_cast<unsigned>(buckets * chunks), kThreads, 0, stream>>>(
-        grad, n, bucket, chunks, sc.partials);
-    if (Status s = launched("bucketPartialKernel"); !s)
-      return s;
-    bucketFinishKernel<<<static_cast<unsigned>(buckets), kThreads, 0, stream>>>(sc.partials, chunks,
-                                                                                norms);
-    if (Status s = launched("bucketFinishKernel"); !s)
-      return s;
-  }
+  if (Status s =
+          bucketStats<BucketStat::L2Norm>("qsgdEncode", grad, n, bucket, scratch, norms, stream);
+      !s)
+    return s;
   qsgdCodeKernel<<<blocksFor((n + 3) / 4), kThreads, 0, stream>>>(grad, n, levels, bucket, seed,
                                                                   step, norms, codes);
   return launched("qsgdCodeKernel");
@@ -1249,37 +1268,48 @@ Status qsgdDecode(const uint8_t *codes, const float *norms, int64_t ranks, int64
   return launched("qsgdDecodeKernel");
 }
 
-size_t signEncodeScratchBytes(int64_t n) {
-  return static_cast<size_t>(kMaxPartials) * sizeof(double);
+size_t signEncodeScratchBytes(int64_t n, int64_t bucket) {
+  size_t bytes;
+  bucketLayout(nullptr, std::max<int64_t>(n, 0), std::max<int64_t>(bucket, 1), &bytes);
+  return bytes;
 }
 
-Status signEncode(const float *grad, float *residual, int64_t n, void *scratch, uint8_t *codes,
-                  float *scale, cudaStream_t stream) {
-  if (n < 1)
-    return invalid("signEncode", "n = " + std::to_string(n) + " is below 1");
-  if (!scratch)
-    return invalid("signEncode", "no scratch");
-  auto *partials = static_cast<double *>(scratch);
-  const unsigned blocks = partialBlocks(n);
-  signAccumulateKernel<<<blocks, kThreads, 0, stream>>>(grad, residual, n, partials);
+Status accumulateMomentum(const float *grad, float *u, int64_t n, float momentum,
+                          cudaStream_t stream) {
+  if (n < 0)
+    return invalid("accumulateMomentum", "n = " + std::to_string(n) + " is negative");
+  if (n == 0)
+    return Status::ok();
+  momentumOnlyKernel<<<blocksFor(n), kThreads, 0, stream>>>(grad, u, n, momentum);
+  return launched("momentumOnlyKernel");
+}
+
+Status signEncode(const float *grad, float *residual, int64_t n, int64_t bucket, void *scratch,
+                  uint8_t *codes, float *scales, cudaStream_t stream) {
+  if (n < 1 || bucket < 1)
+    return invalid("signEncode", "n = " + std::to_string(n) + ", bucket = " +
+                                     std::to_string(bucket) + ": both must be at least 1");
+  signAccumulateKernel<<<blocksFor(n), kThreads, 0, stream>>>(grad, residual, n);
   if (Status s = launched("signAccumulateKernel"); !s)
     return s;
-  signScaleKernel<<<1, kThreads, 0, stream>>>(partials, static_cast<int>(blocks), n, scale);
-  if (Status s = launched("signScaleKernel"); !s)
+  if (Status s = bucketStats<BucketStat::L1Mean>("signEncode", residual, n, bucket, scratch, scales,
+                                                 stream);
+      !s)
     return s;
-  signCodeKernel<<<blocksFor(cpu::signCodeBytes(n)), kThreads, 0, stream>>>(residual, n, scale,
-                                                                            codes);
+  signCodeKernel<<<blocksFor(cpu::signCodeBytes(n)), kThreads, 0, stream>>>(residual, n, bucket,
+                                                                            scales, codes);
   return launched("signCodeKernel");
 }
 
-Status signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_t n, float weight,
-                  float *out, cudaStream_t stream) {
-  if (ranks < 0 || n < 0)
+Status signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_t n,
+                  int64_t bucket, float weight, float *out, cudaStream_t stream) {
+  if (ranks < 0 || n < 0 || bucket < 1)
     return invalid("signDecode", "ranks = " + std::to_string(ranks) + ", n = " + std::to_string(n) +
-                                     ": negative");
+                                     ", bucket = " + std::to_string(bucket));
   if (ranks == 0 || n == 0)
     return Status::ok();
-  signDecodeKernel<<<blocksFor(n), kThreads, 0, stream>>>(codes, scales, ranks, n, weight, out);
+  signDecodeKernel<<<blocksFor(n), kThreads, 0, stream>>>(codes, scales, ranks, n, bucket, weight,
+                                                          out);
   return launched("signDecodeKernel");
 }
 

@@ -15,7 +15,7 @@
 // rounded operation by operation as the CPU does; no FMA contraction). Sums the
 // CPU makes in double in index order are made here in double in a fixed tree
 // order (the same bits on every run, not the CPU's): QSGD's bucket norms of
-// more than kQsgdSequentialBucket elements, EF-SignSGD's scale, the 2-bit
+// more than kQsgdSequentialBucket elements, EF-SignSGD's scales of as long buckets, the 2-bit
 // quantiser's shift, sigma and bin means, and PowerSGD's column norms and dot
 // products. Rounded to f32 they almost always agree with the CPU, and differ
 // from it by one ulp in rare cases (a double sum that lands next to an f32
@@ -103,7 +103,7 @@ Status orthogonalizeColumns(float *p, int64_t rows, int64_t cols, cudaStream_t s
 // element i). A bucket of at most kQsgdSequentialBucket elements is summed by
 // one thread in index order, as on the CPU (the same norm, so the same codes);
 // a longer one in a fixed tree order (see above). codes: n bytes; norms:
-// cpu::qsgdBucketCount(n, bucket) floats. 1 <= levels <= cpu::kQsgdMaxLevels,
+// cpu::bucketCount(n, bucket) floats. 1 <= levels <= cpu::kQsgdMaxLevels,
 // bucket >= 1.
 constexpr int64_t kQsgdSequentialBucket = 512;
 size_t qsgdEncodeScratchBytes(int64_t n, int64_t bucket);
@@ -114,16 +114,21 @@ Status qsgdDecode(const uint8_t *codes, const float *norms, int64_t ranks, int64
                   int64_t bucket, float weight, float *out, cudaStream_t stream);
 
 // ---------------------------------------------------------------- EF-SignSGD
-// cpu::signEncode: the codes are the CPU's (they depend on the signs only);
-// *scale (a device float) = ||p||_1 / n summed in a fixed tree order (see
-// above), and the residual follows from it as on the CPU. codes:
-// cpu::signCodeBytes(n) bytes. n >= 1.
-size_t signEncodeScratchBytes(int64_t n);
-Status signEncode(const float *grad, float *residual, int64_t n, void *scratch, uint8_t *codes,
-                  float *scale, cudaStream_t stream);
+// cpu::signEncode: the codes are the CPU's for the same scales (they depend
+// on the signs only); scales: cpu::bucketCount(n, bucket) device floats, each
+// summed as QSGD's norms are (one thread in index order for a bucket of at
+// most kQsgdSequentialBucket elements, the CPU's value; a fixed tree order
+// above); the residual follows from them as on the CPU. codes:
+// cpu::signCodeBytes(n) bytes. n >= 1, bucket >= 1.
+size_t signEncodeScratchBytes(int64_t n, int64_t bucket);
+Status signEncode(const float *grad, float *residual, int64_t n, int64_t bucket, void *scratch,
+                  uint8_t *codes, float *scales, cudaStream_t stream);
 // cpu::signDecode, bit for bit.
-Status signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_t n, float weight,
-                  float *out, cudaStream_t stream);
+Status signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_t n,
+                  int64_t bucket, float weight, float *out, cudaStream_t stream);
+// cpu::accumulateMomentum, bit for bit.
+Status accumulateMomentum(const float *grad, float *u, int64_t n, float momentum,
+                          cudaStream_t stream);
 
 // ---------------------------------------------------------------- 2-bit values
 // cpu::twoBitEncode: shift, sigma and the bin means in a fixed tree order (see

@@ -207,7 +207,7 @@ std::vector<float> compressedSum(const CodecSpec &c, int ranks,
   }
   case plan::Codec::Qsgd: {
     const int levels = (1 << (c.bits - 1)) - 1;
-    const int64_t buckets = cpu::qsgdBucketCount(n, c.bucket);
+    const int64_t buckets = cpu::bucketCount(n, c.bucket);
     std::vector<uint8_t> codes(n * ranks);
     std::vector<float> norms(buckets * ranks);
     for (int r = 0; r < ranks; ++r) {
@@ -222,10 +222,18 @@ std::vector<float> compressedSum(const CodecSpec &c, int ranks,
   case plan::Codec::Sign: {
     const int64_t bytes = cpu::signCodeBytes(n);
     std::vector<uint8_t> codes(bytes * ranks);
-    std::vector<float> scales(ranks);
-    for (int r = 0; r < ranks; ++r)
-      cpu::signEncode(grads[r].data(), s0(r), n, codes.data() + bytes * r, &scales[r]);
-    cpu::signDecode(codes.data(), scales.data(), ranks, n, 1.0f, out.data());
+    const int64_t buckets = cpu::bucketCount(n, c.bucket);
+    std::vector<float> scales(buckets * ranks);
+    for (int r = 0; r < ranks; ++r) {
+      // EF-SignSGD compresses the momentum it took, where it took one.
+      const float *g = grads[r].data();
+      if (c.momentum > 0) {
+        cpu::accumulateMomentum(g, s1(r), n, c.momentum);
+        g = s1(r);
+      }
+      cpu::signEncode(g, s0(r), n, c.bucket, codes.data() + bytes * r, scales.data() + buckets * r);
+    }
+    cpu::signDecode(codes.data(), scales.data(), ranks, n, c.bucket, 1.0f, out.data());
     return out;
   }
   case plan::Codec::PowerSgd: {
@@ -389,20 +397,22 @@ void expectRanksMatchReference(const CodecSpec &c, int ranks) {
   for (int64_t i = 0; i < kN; ++i)
     moved = std::max(moved, std::fabs(static_cast<double>(ref.w[i]) - w0[i]));
   EXPECT_GT(moved, 1e-3);
-  if (ops::codecStateCount(c.kind) >= 1)
+  if (ops::codecStateCount(c.kind, c.momentum) >= 1)
     expectNear(readCheckpointed<float>(dir, "g.codec.s0"), ref.s0, "state 0");
-  if (ops::codecStateCount(c.kind) >= 2)
+  if (ops::codecStateCount(c.kind, c.momentum) >= 2)
     expectNear(readCheckpointed<float>(dir, "g.codec.s1"), ref.s1, "state 1");
   EXPECT_EQ(readCheckpointed<int32_t>(dir, "g.codec.step"), std::vector<int32_t>{kSteps});
 }
 
 // A codec of `kind` on codecPlan's state and step variables.
-CodecSpec codec(plan::Codec kind) {
+CodecSpec codec(plan::Codec kind, float momentum = 0.0f) {
   CodecSpec c;
   c.kind = kind;
-  c.state = ops::codecStateCount(kind) == 0   ? std::vector<int>{}
-            : ops::codecStateCount(kind) == 1 ? std::vector<int>{1}
-                                              : std::vector<int>{1, 2};
+  c.momentum = momentum;
+  const int states = ops::codecStateCount(kind, momentum);
+  c.state = states == 0   ? std::vector<int>{}
+            : states == 1 ? std::vector<int>{1}
+                          : std::vector<int>{1, 2};
   c.step = 3;
   return c;
 }
@@ -413,9 +423,20 @@ CodecSpec topk() {
   return c;
 }
 CodecSpec dgc() {
-  CodecSpec c = codec(plan::Codec::Dgc);
+  CodecSpec c = codec(plan::Codec::Dgc, 0.9f);
   c.density = 0.1f;
-  c.momentum = 0.9f;
+  return c;
+}
+// One scale per tensor (the paper's), and per bucket of 5 with the SGD's
+// momentum compressed.
+CodecSpec sign() {
+  CodecSpec c = codec(plan::Codec::Sign);
+  c.bucket = 1 << 20;
+  return c;
+}
+CodecSpec signMomentum() {
+  CodecSpec c = codec(plan::Codec::Sign, 0.9f);
+  c.bucket = 5;
   return c;
 }
 CodecSpec randomk() {
@@ -463,8 +484,10 @@ TEST(CodecExecutor, RandomKTwoRanks) { expectRanksMatchReference(randomk(), 2); 
 TEST(CodecExecutor, RandomKFourRanks) { expectRanksMatchReference(randomk(), 4); }
 TEST(CodecExecutor, QsgdTwoRanks) { expectRanksMatchReference(qsgd(), 2); }
 TEST(CodecExecutor, QsgdFourRanks) { expectRanksMatchReference(qsgd(), 4); }
-TEST(CodecExecutor, SignTwoRanks) { expectRanksMatchReference(codec(plan::Codec::Sign), 2); }
-TEST(CodecExecutor, SignFourRanks) { expectRanksMatchReference(codec(plan::Codec::Sign), 4); }
+TEST(CodecExecutor, SignTwoRanks) { expectRanksMatchReference(sign(), 2); }
+TEST(CodecExecutor, SignFourRanks) { expectRanksMatchReference(sign(), 4); }
+TEST(CodecExecutor, SignWithMomentumTwoRanks) { expectRanksMatchReference(signMomentum(), 2); }
+TEST(CodecExecutor, SignWithMomentumFourRanks) { expectRanksMatchReference(signMomentum(), 4); }
 TEST(CodecExecutor, PowerSgdTwoRanks) { expectRanksMatchReference(powerSgd(), 2); }
 TEST(CodecExecutor, PowerSgdFourRanks) { expectRanksMatchReference(powerSgd(), 4); }
 TEST(CodecExecutor, TopK2BitTwoRanks) { expectRanksMatchReference(topk2bit(), 2); }
@@ -525,4 +548,18 @@ TEST(CodecExecutor, LoaderRefusesDensityZero) {
     c.density = 0;
     expectMentions(refusal(codecPlan(2, c)), {"g.allreduce", "density must lie in (0, 1]"});
   }
+}
+
+TEST(CodecExecutor, LoaderRefusesASignBucketOfZeroAndAMomentumElsewhere) {
+  CodecSpec noBucket = sign();
+  noBucket.bucket = 0;
+  expectMentions(refusal(codecPlan(2, noBucket)),
+                 {"g.allreduce", "sign needs a positive bucket, got 0"});
+  CodecSpec topkMomentum = topk();
+  topkMomentum.momentum = 0.9f;
+  expectMentions(refusal(codecPlan(2, topkMomentum)),
+                 {"g.allreduce", "only DGC and sign keep a momentum"});
+  CodecSpec signClip = signMomentum();
+  signClip.clip = 1.0f;
+  expectMentions(refusal(codecPlan(2, signClip)), {"g.allreduce", "only DGC clips"});
 }

@@ -491,7 +491,12 @@ std::vector<CodecCase> codecCases() {
   // The scale, PowerSGD's norms and products, and the 2-bit table are sums
   // in another order on the GPU (trees in double, cuBLAS).
   CodecCase sign = make("sign", C::Sign);
+  sign.bucket = 1 << 20; // one scale: a tree sum on the GPU
   sign.tolerance = 1e-5;
+  // Buckets of at most kQsgdSequentialBucket: the CPU's scales, bit for bit.
+  CodecCase signMomentum = make("sign.momentum", C::Sign);
+  signMomentum.bucket = 64;
+  signMomentum.momentum = 0.9f;
   CodecCase powerSgd = make("powersgd", C::PowerSgd);
   powerSgd.rank = 2;
   powerSgd.seed = 11;
@@ -499,7 +504,7 @@ std::vector<CodecCase> codecCases() {
   CodecCase topk2bit = make("topk2bit", C::TopK2Bit);
   topk2bit.density = 0.25f;
   topk2bit.tolerance = 1e-5;
-  return {topk, dgc, clipped, randomk, qsgd, qsgd8, sign, powerSgd, topk2bit};
+  return {topk, dgc, clipped, randomk, qsgd, qsgd8, sign, signMomentum, powerSgd, topk2bit};
 }
 
 // The plan of `codec` on `device`.
@@ -532,7 +537,7 @@ std::vector<uint8_t> codecPlan(const CodecCase &codec, plan::DeviceKind device) 
   std::vector<flatbuffers::Offset<plan::Tensor>> tensors = {tensor("g", 0),
                                                             tensor("g.sum", stride)};
   std::vector<int> state = {0, 1};
-  state.resize(static_cast<size_t>(ops::codecStateCount(codec.kind)));
+  state.resize(static_cast<size_t>(ops::codecStateCount(codec.kind, codec.momentum)));
   auto stateOffset = fbb.CreateVector(state);
   plan::CodecAttrsBuilder c(fbb);
   c.add_kind(codec.kind);
@@ -652,9 +657,11 @@ TEST(CudaExecutor, CodecPlansRunOnTheCpu) {
       EXPECT_LE(nonzero, pairs) << "step " << s;
       EXPECT_GT(nonzero, 0) << "step " << s;
     }
-    const bool feedback = codec.kind == plan::Codec::TopK || codec.kind == plan::Codec::Sign ||
-                          codec.kind == plan::Codec::PowerSgd ||
-                          codec.kind == plan::Codec::TopK2Bit;
+    // (With a momentum what is kept and sent is the momentum's sum.)
+    const bool feedback =
+        (codec.kind == plan::Codec::TopK || codec.kind == plan::Codec::Sign ||
+         codec.kind == plan::Codec::PowerSgd || codec.kind == plan::Codec::TopK2Bit) &&
+        codec.momentum == 0.0f;
     if (!feedback)
       continue;
     for (int64_t i = 0; i < kGradElements; ++i) {

@@ -1,12 +1,13 @@
 // sbp-compress-gradients: each gradient all-reduce gets the codec of its
 // parameter's `compress` spec, else of the policy (1-D and small gradients
 // stay dense under a global policy), else none; state and step counters
-// become variables; DGC takes over SGD's momentum; a compressed all-reduce
+// become variables; DGC and sign take over SGD's momentum; a compressed all-reduce
 // is never bucketed; the plan carries the codec.
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-compress-gradients=policy=topk:0.01 --sbp-bucket-gradients | FileCheck %s --check-prefix=TOPK
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-compress-gradients=policy=topk:0.01 | sbpflow-opt | FileCheck %s --check-prefix=TOPK
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=dgc:0.001 warmup-steps=5 epoch-steps=100" | FileCheck %s --check-prefix=DGC
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=powersgd:4 min-elements=0" | FileCheck %s --check-prefix=POWER
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-compress-gradients=policy=sign | FileCheck %s --check-prefix=SIGN
 // RUN: sbpflow-opt %s --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-compress-gradients | FileCheck %s --check-prefix=OWN
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=auto link-bytes-per-second=1.25e7" | FileCheck %s --check-prefix=SLOW
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=auto link-bytes-per-second=1e12" | FileCheck %s --check-prefix=FAST
@@ -39,6 +40,14 @@
 // DGC: sbp.all_reduce {{.*}}codec = #sbp.codec<dgc, density = 1.000000e-03, momentum = 0.89{{[0-9]+}}, epoch_steps = 100, warmup = 5, seed = {{[0-9]+}}>{{.*}}state = [@fc1.weight.codec.u, @fc1.weight.codec.v]
 // DGC-NEXT: sbp.sgd {{.*}}momentum = 0.000000e+00 : f32, variable = @fc1.weight
 
+// EF-SignSGD compresses SGD's momentum as its reference code does: the
+// codec keeps the residual and u, the optimiser's momentum goes.
+// SIGN-DAG: sbp.variable @fc1.weight.codec.residual : tensor<4x50176xf32
+// SIGN-DAG: sbp.variable @fc1.weight.codec.u : tensor<4x50176xf32
+// SIGN-NOT: sbp.variable @fc1.weight.momentum
+// SIGN: sbp.all_reduce {{.*}}codec = #sbp.codec<sign, bucket = 512, momentum = 0.89{{[0-9]+}}, seed = {{[0-9]+}}>{{.*}}state = [@fc1.weight.codec.residual, @fc1.weight.codec.u]
+// SIGN-NEXT: sbp.sgd {{.*}}momentum = 0.000000e+00 : f32, variable = @fc1.weight
+
 // PowerSGD rank 4: Q holds cols x rank per rank. fc2.weight (64 x 10)
 // compresses 640 floats to 4 (64 + 10) = 296 (at least twofold).
 // POWER-DAG: sbp.variable @fc1.weight.codec.q : tensor<4x256xf32, #sbp.t<@dp, [S(0)]>>
@@ -70,7 +79,7 @@ module @own {
 // OWN-DAG: sbp.variable @w.codec.residual : tensor<2x2048xf32
 // OWN-DAG: sbp.variable @b.codec.step : tensor<i32
 // OWN-NOT: @v.codec
-// OWN-DAG: codec = #sbp.codec<sign, seed = {{[0-9]+}}>{{.*}}state = [@w.codec.residual], step = @w.codec.step
+// OWN-DAG: codec = #sbp.codec<sign, bucket = 512, seed = {{[0-9]+}}>{{.*}}state = [@w.codec.residual], step = @w.codec.step
 // OWN-DAG: codec = #sbp.codec<qsgd, bits = 4, bucket = 512{{.*}}state = [], step = @b.codec.step
 
 // auto: on a 100 Mbit/s link fc1.weight's dense all-reduce over 4 ranks (300

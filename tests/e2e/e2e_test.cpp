@@ -287,6 +287,9 @@ TEST(MlpEndToEnd, ResumeWithTopK2BitContinuesBitForBit) {
 // that restarted it would draw step 0's numbers again.
 TEST(MlpEndToEnd, ResumeWithQsgdContinuesBitForBit) { expectResumeContinuesBitForBit("qsgd:4"); }
 
+// EF-SignSGD keeps the residual and the momentum it took from the SGD.
+TEST(MlpEndToEnd, ResumeWithSignContinuesBitForBit) { expectResumeContinuesBitForBit("sign"); }
+
 // DGC keeps momentum and accumulation (u, v) per rank, and its sparsity
 // warm-up reads the step counter: density 0.25 in the first epoch, 0.0625 in
 // the second. The example's epoch for that schedule is --max-steps (else

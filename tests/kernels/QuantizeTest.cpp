@@ -52,7 +52,7 @@ QsgdPayload encodeQsgd(const std::vector<float> &g, int s, int64_t bucket, uint6
                        uint64_t step) {
   const int64_t n = static_cast<int64_t>(g.size());
   QsgdPayload p{std::vector<uint8_t>(n, 0xEE),
-                std::vector<float>(cpu::qsgdBucketCount(n, bucket), -7.f)};
+                std::vector<float>(cpu::bucketCount(n, bucket), -7.f)};
   cpu::qsgdEncode(g.data(), n, s, bucket, seed, step, p.codes.data(), p.norms.data());
   return p;
 }
@@ -111,7 +111,7 @@ TEST(QsgdEncode, DrawsAreKeyedBySeedAndStep) {
 // against the header's f32 formula in rank order, and near a double sum.
 TEST(QsgdDecode, SumsEveryRanksPayload) {
   for (int64_t n : {1, 7, 97, 4099}) {
-    const int64_t bucket = 512, ranks = 3, buckets = cpu::qsgdBucketCount(n, bucket);
+    const int64_t bucket = 512, ranks = 3, buckets = cpu::bucketCount(n, bucket);
     const int s = 8;
     std::vector<uint8_t> codes;
     std::vector<float> norms;
@@ -152,7 +152,7 @@ TEST(QsgdDecode, SumsEveryRanksPayload) {
 // ||Q(v) - v||^2 per bucket <= min(d / s^2, sqrt(d) / s) ||v||^2.
 TEST(QsgdEncode, IsUnbiasedAndWithinTheVarianceBound) {
   const int64_t n = 1000, bucket = 97, M = 2000;
-  const int64_t buckets = cpu::qsgdBucketCount(n, bucket);
+  const int64_t buckets = cpu::bucketCount(n, bucket);
   auto g = randomVector(n, 1401);
   g[5] = 0.f;
   for (int s : {1, 8}) {
@@ -259,30 +259,32 @@ float ulpOf(float x) {
 }
 
 // Algorithm 1 of Karimireddy et al. 2019 against the kernel: p = g + e in f32,
-// scale = ||p||_1 / n (double, rounded once), bits = p < 0, e' = p - delta in
-// f32 bit for bit; and e' + delta = p, exactly where Sterbenz makes the
-// subtraction exact, else within half an ulp of e'.
-void expectSign(const std::vector<float> &g, const std::vector<float> &e) {
-  const int64_t n = static_cast<int64_t>(g.size());
-  SCOPED_TRACE("n " + std::to_string(n));
-  std::vector<float> p(n);
-  double l1 = 0;
-  for (int64_t i = 0; i < n; ++i) {
+// each bucket's scale = ||p_b||_1 / |b| (double, rounded once), bits = p < 0,
+// e' = p - delta in f32 bit for bit; and e' + delta = p, exactly where
+// Sterbenz makes the subtraction exact, else within half an ulp of e'.
+void expectSign(const std::vector<float> &g, const std::vector<float> &e, int64_t bucket) {
+  const int64_t n = static_cast<int64_t>(g.size()), buckets = cpu::bucketCount(n, bucket);
+  SCOPED_TRACE("n " + std::to_string(n) + " bucket " + std::to_string(bucket));
+  std::vector<float> p(n), scales(buckets);
+  for (int64_t i = 0; i < n; ++i)
     p[i] = g[i] + e[i];
-    l1 += std::fabs(static_cast<double>(p[i]));
+  for (int64_t b = 0; b < buckets; ++b) {
+    double l1 = 0;
+    const int64_t end = std::min(n, (b + 1) * bucket);
+    for (int64_t i = b * bucket; i < end; ++i)
+      l1 += std::fabs(static_cast<double>(p[i]));
+    scales[b] = static_cast<float>(l1 / static_cast<double>(end - b * bucket));
   }
-  const float scale = static_cast<float>(l1 / n);
 
-  std::vector<float> residual = e;
+  std::vector<float> residual = e, gotScales(buckets, -7.f);
   std::vector<uint8_t> codes(cpu::signCodeBytes(n), 0xEE);
-  float gotScale = -7.f;
-  cpu::signEncode(g.data(), residual.data(), n, codes.data(), &gotScale);
-  ASSERT_TRUE(sameBits(gotScale, scale));
-  EXPECT_NEAR(gotScale, l1 / n, 1e-7 * l1 / n);
+  cpu::signEncode(g.data(), residual.data(), n, bucket, codes.data(), gotScales.data());
+  for (int64_t b = 0; b < buckets; ++b)
+    ASSERT_TRUE(sameBits(gotScales[b], scales[b])) << "scale of bucket " << b;
   for (int64_t i = 0; i < n; ++i) {
     const bool negative = (codes[i / 8] >> (i % 8)) & 1;
     ASSERT_EQ(negative, p[i] < 0.f) << "bit " << i;
-    const float delta = negative ? -scale : scale;
+    const float scale = scales[i / bucket], delta = negative ? -scale : scale;
     ASSERT_TRUE(sameBits(residual[i], p[i] - delta)) << "residual at " << i;
     const double whole = static_cast<double>(residual[i]) + delta;
     if (std::fabs(p[i]) >= scale / 2 && std::fabs(p[i]) <= 2 * scale)
@@ -295,73 +297,75 @@ void expectSign(const std::vector<float> &g, const std::vector<float> &e) {
 }
 
 TEST(SignEncode, MatchesTheReferenceOnAwkwardSizes) {
-  for (int64_t n : {1, 7, 8, 9, 97, 1000, 4099}) {
-    expectSign(randomVector(n, 1601 + n), randomVector(n, 1701 + n, -0.3f, 0.3f));
-    expectSign(randomVector(n, 1801 + n), std::vector<float>(n, 0.f));
-  }
+  for (int64_t n : {1, 7, 8, 9, 97, 1000, 4099})
+    for (int64_t bucket : {int64_t{1}, int64_t{7}, int64_t{64}, n, n + 5}) {
+      expectSign(randomVector(n, 1601 + n), randomVector(n, 1701 + n, -0.3f, 0.3f), bucket);
+      expectSign(randomVector(n, 1801 + n), std::vector<float>(n, 0.f), bucket);
+    }
 }
 
-// sign(0) = +1: a zero is sent as +scale.
+// sign(0) = +1: a zero is sent as +scale; each bucket has its own scale.
 TEST(SignEncode, ZeroIsSentAsPositive) {
-  std::vector<float> g = {0.f, -2.f, 0.f, 4.f}, residual(4, 0.f);
+  std::vector<float> g = {0.f, -2.f, 0.f, 4.f, 1.f}, residual(5, 0.f), scales(3);
   uint8_t code = 0xff;
-  float scale = 0;
-  cpu::signEncode(g.data(), residual.data(), 4, &code, &scale);
-  EXPECT_EQ(scale, 1.5f);
-  EXPECT_EQ(code, 0b0010);
-  EXPECT_EQ(residual, (std::vector<float>{-1.5f, -0.5f, -1.5f, 2.5f}));
+  cpu::signEncode(g.data(), residual.data(), 5, 2, &code, scales.data());
+  EXPECT_EQ(scales, (std::vector<float>{1.f, 2.f, 1.f}));
+  EXPECT_EQ(code, 0b00010);
+  EXPECT_EQ(residual, (std::vector<float>{-1.f, -1.f, -2.f, 2.f, 0.f}));
 }
 
-TEST(SignEncode, ANanMakesEveryDecodedElementNan) {
+TEST(SignEncode, ANanMakesItsBucketDecodeToNan) {
   auto g = randomVector(19, 1901);
   g[11] = std::numeric_limits<float>::quiet_NaN();
-  std::vector<float> residual(19, 0.f), out(19, 0.f);
+  std::vector<float> residual(19, 0.f), out(19, 0.f), scales(cpu::bucketCount(19, 8));
   std::vector<uint8_t> codes(cpu::signCodeBytes(19));
-  float scale = 0;
-  cpu::signEncode(g.data(), residual.data(), 19, codes.data(), &scale);
-  EXPECT_TRUE(std::isnan(scale));
-  cpu::signDecode(codes.data(), &scale, 1, 19, 1.f, out.data());
-  for (float x : out)
-    EXPECT_TRUE(std::isnan(x));
+  cpu::signEncode(g.data(), residual.data(), 19, 8, codes.data(), scales.data());
+  EXPECT_FALSE(std::isnan(scales[0]));
+  EXPECT_TRUE(std::isnan(scales[1]));
+  cpu::signDecode(codes.data(), scales.data(), 1, 19, 8, 1.f, out.data());
+  for (int64_t i = 0; i < 19; ++i)
+    EXPECT_EQ(std::isnan(out[i]), i >= 8 && i < 16) << "at " << i;
 }
 
 // Three ranks, weight 1/3: bit for bit against the f32 loop in rank order.
 TEST(SignDecode, SumsEveryRanksPayload) {
-  for (int64_t n : {1, 7, 97, 4099}) {
-    const int64_t ranks = 3, bytes = cpu::signCodeBytes(n);
-    std::vector<uint8_t> codes(ranks * bytes);
-    std::vector<float> scales(ranks);
-    for (int64_t r = 0; r < ranks; ++r) {
-      std::vector<float> residual(n, 0.f);
-      auto g = randomVector(n, 2001 + 10 * n + r);
-      cpu::signEncode(g.data(), residual.data(), n, codes.data() + r * bytes, &scales[r]);
-    }
-    auto base = randomVector(n, 2099);
-    std::vector<float> want = base, out = base;
-    for (int64_t r = 0; r < ranks; ++r)
+  for (int64_t n : {1, 7, 97, 4099})
+    for (int64_t bucket : {int64_t{5}, int64_t{64}, n}) {
+      const int64_t ranks = 3, bytes = cpu::signCodeBytes(n), buckets = cpu::bucketCount(n, bucket);
+      std::vector<uint8_t> codes(ranks * bytes);
+      std::vector<float> scales(ranks * buckets);
+      for (int64_t r = 0; r < ranks; ++r) {
+        std::vector<float> residual(n, 0.f);
+        auto g = randomVector(n, 2001 + 10 * n + r);
+        cpu::signEncode(g.data(), residual.data(), n, bucket, codes.data() + r * bytes,
+                        scales.data() + r * buckets);
+      }
+      auto base = randomVector(n, 2099);
+      std::vector<float> want = base, out = base;
+      for (int64_t r = 0; r < ranks; ++r)
+        for (int64_t i = 0; i < n; ++i) {
+          const float sc = scales[r * buckets + i / bucket];
+          want[i] += (1.f / 3.f) * (((codes[r * bytes + i / 8] >> (i % 8)) & 1) ? -sc : sc);
+        }
+      cpu::signDecode(codes.data(), scales.data(), ranks, n, bucket, 1.f / 3.f, out.data());
       for (int64_t i = 0; i < n; ++i)
-        want[i] +=
-            (1.f / 3.f) * (((codes[r * bytes + i / 8] >> (i % 8)) & 1) ? -scales[r] : scales[r]);
-    cpu::signDecode(codes.data(), scales.data(), ranks, n, 1.f / 3.f, out.data());
-    for (int64_t i = 0; i < n; ++i)
-      EXPECT_TRUE(sameBits(out[i], want[i])) << "n " << n << " at " << i;
-  }
+        EXPECT_TRUE(sameBits(out[i], want[i])) << "n " << n << " bucket " << bucket << " at " << i;
+    }
 }
 
 // Error feedback over steps: after every step, what was sent plus what is
 // kept is every gradient so far (up to the f32 roundings of the steps).
 TEST(SignEncode, ErrorFeedbackKeepsWhatWasNotSent) {
-  const int64_t n = 257;
-  std::vector<float> residual(n, 0.f), sentSum(n, 0.f);
+  const int64_t n = 257, bucket = 64;
+  std::vector<float> residual(n, 0.f), sentSum(n, 0.f), scales(cpu::bucketCount(n, bucket));
   std::vector<double> gradSum(n, 0.0);
   std::vector<uint8_t> codes(cpu::signCodeBytes(n));
   for (int step = 0; step < 20; ++step) {
     auto g = randomVector(n, 2101 + step);
     for (int64_t i = 0; i < n; ++i)
       gradSum[i] += g[i];
-    float scale;
-    cpu::signEncode(g.data(), residual.data(), n, codes.data(), &scale);
-    cpu::signDecode(codes.data(), &scale, 1, n, 1.f, sentSum.data());
+    cpu::signEncode(g.data(), residual.data(), n, bucket, codes.data(), scales.data());
+    cpu::signDecode(codes.data(), scales.data(), 1, n, bucket, 1.f, sentSum.data());
     for (int64_t i = 0; i < n; ++i)
       ASSERT_NEAR(sentSum[i] + residual[i], gradSum[i], 1e-5) << "step " << step << " at " << i;
   }

@@ -394,7 +394,7 @@ struct QsgdPayload {
 QsgdPayload cpuQsgd(const std::vector<float> &g, int levels, int64_t bucket, uint64_t seed,
                     uint64_t step) {
   const int64_t n = static_cast<int64_t>(g.size());
-  QsgdPayload p{std::vector<uint8_t>(n), std::vector<float>(cpu::qsgdBucketCount(n, bucket))};
+  QsgdPayload p{std::vector<uint8_t>(n), std::vector<float>(cpu::bucketCount(n, bucket))};
   cpu::qsgdEncode(g.data(), n, levels, bucket, seed, step, p.codes.data(), p.norms.data());
   return p;
 }
@@ -495,44 +495,54 @@ TEST(CudaQsgdDecode, SumsEveryRanksPayloadAsTheCpu) {
 
 // ---------------------------------------------------------------- EF-SignSGD
 
-// The codes are the CPU's; the scale within an ulp; the residual the CPU's
-// where the scale is, else within an ulp of the scale.
-void expectSign(const std::vector<float> &g, const std::vector<float> &e) {
-  const int64_t n = static_cast<int64_t>(g.size());
-  SCOPED_TRACE("n " + std::to_string(n));
-  std::vector<float> residual = e;
+// The codes are the CPU's; the scales within an ulp (equal for buckets of
+// at most kQsgdSequentialBucket, summed in the CPU's order); the residual the
+// CPU's where the scales are, else within an ulp of the scale.
+void expectSign(const std::vector<float> &g, const std::vector<float> &e, int64_t bucket) {
+  const int64_t n = static_cast<int64_t>(g.size()), buckets = cpu::bucketCount(n, bucket);
+  SCOPED_TRACE("n " + std::to_string(n) + " bucket " + std::to_string(bucket));
+  std::vector<float> residual = e, scales(buckets);
   std::vector<uint8_t> codes(cpu::signCodeBytes(n));
-  float scale = 0.f;
-  cpu::signEncode(g.data(), residual.data(), n, codes.data(), &scale);
+  cpu::signEncode(g.data(), residual.data(), n, bucket, codes.data(), scales.data());
 
-  DeviceBuffer<float> dG(g), dResidual(e), dScale(1);
+  DeviceBuffer<float> dG(g), dResidual(e), dScales(buckets);
   DeviceBuffer<uint8_t> dCodes(codes.size());
-  Scratch scratch(cuda::signEncodeScratchBytes(n));
-  ASSERT_OK(cuda::signEncode(dG.get(), dResidual.get(), n, scratch.get(), dCodes.get(),
-                             dScale.get(), nullptr));
+  Scratch scratch(cuda::signEncodeScratchBytes(n, bucket));
+  ASSERT_OK(cuda::signEncode(dG.get(), dResidual.get(), n, bucket, scratch.get(), dCodes.get(),
+                             dScales.get(), nullptr));
   EXPECT_EQ(firstDifference(dCodes.download(), codes), "") << "codes";
-  const float gotScale = dScale.download()[0];
-  ASSERT_LE(ulpDistance(gotScale, scale), 1) << "scale " << gotScale << ", want " << scale;
+  const auto gotScales = dScales.download();
+  bool same = true;
+  for (int64_t b = 0; b < buckets; ++b) {
+    ASSERT_LE(ulpDistance(gotScales[b], scales[b]), 1) << "scale of bucket " << b;
+    same = same && sameValue(gotScales[b], scales[b]);
+  }
+  if (bucket <= cuda::kQsgdSequentialBucket)
+    ASSERT_TRUE(same) << "a short bucket's scale differs from the CPU's";
   const auto got = dResidual.download();
-  if (sameValue(gotScale, scale)) {
+  if (same) {
     EXPECT_EQ(firstDifference(got, residual), "") << "residual";
     return;
   }
-  std::printf("note: the scale is one ulp from the CPU's\n");
-  const float ulp = std::nextafter(std::fabs(scale), kInf) - std::fabs(scale);
-  for (int64_t i = 0; i < n; ++i)
+  std::printf("note: a scale is one ulp from the CPU's\n");
+  for (int64_t i = 0; i < n; ++i) {
+    const float scale = std::fabs(scales[i / bucket]);
+    const float ulp = std::nextafter(scale, kInf) - scale;
     ASSERT_LE(std::fabs(got[i] - residual[i]), 2 * ulp) << "residual at " << i;
+  }
 }
 
 TEST(CudaSignEncode, MatchesTheCpuOnAwkwardSizes) {
   SBPFLOW_REQUIRE_GPU();
   for (int64_t n : kSizes)
-    expectSign(randomVector(n, 4501 + n), randomVector(n, 4601 + n, -0.1f, 0.1f));
-  // Zeros (sent as positive) and a NaN (the scale NaN, every residual NaN).
-  expectSign(std::vector<float>(4097, 0.f), std::vector<float>(4097, 0.f));
+    for (int64_t bucket : {int64_t{64}, int64_t{512}, n})
+      expectSign(randomVector(n, 4501 + n), randomVector(n, 4601 + n, -0.1f, 0.1f), bucket);
+  // Zeros (sent as positive) and a NaN (its bucket's scale NaN).
+  expectSign(std::vector<float>(4097, 0.f), std::vector<float>(4097, 0.f), 64);
   auto g = randomVector(4097, 4701);
   g[77] = kNan;
-  expectSign(g, std::vector<float>(4097, 0.f));
+  expectSign(g, std::vector<float>(4097, 0.f), 64);
+  expectSign(g, std::vector<float>(4097, 0.f), 4097);
 }
 
 TEST(CudaSignDecode, SumsEveryRanksPayloadAsTheCpu) {
@@ -540,25 +550,37 @@ TEST(CudaSignDecode, SumsEveryRanksPayloadAsTheCpu) {
   for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{4097}}) {
     SCOPED_TRACE("n " + std::to_string(n));
     const int ranks = 3;
+    const int64_t bucket = 64, buckets = cpu::bucketCount(n, bucket);
     std::vector<uint8_t> codes;
     std::vector<float> scales;
     for (int r = 0; r < ranks; ++r) {
       auto g = randomVector(n, 4801 + r);
-      std::vector<float> residual(n, 0.f);
+      std::vector<float> residual(n, 0.f), sc(buckets);
       std::vector<uint8_t> c(cpu::signCodeBytes(n));
-      float scale = 0.f;
-      cpu::signEncode(g.data(), residual.data(), n, c.data(), &scale);
+      cpu::signEncode(g.data(), residual.data(), n, bucket, c.data(), sc.data());
       codes.insert(codes.end(), c.begin(), c.end());
-      scales.push_back(scale);
+      scales.insert(scales.end(), sc.begin(), sc.end());
     }
     const auto base = randomVector(n, 4802);
     std::vector<float> out = base;
-    cpu::signDecode(codes.data(), scales.data(), ranks, n, 0.37f, out.data());
+    cpu::signDecode(codes.data(), scales.data(), ranks, n, bucket, 0.37f, out.data());
     DeviceBuffer<uint8_t> dCodes(codes);
     DeviceBuffer<float> dScales(scales), dOut(base);
-    ASSERT_OK(cuda::signDecode(dCodes.get(), dScales.get(), ranks, n, 0.37f, dOut.get(), nullptr));
+    ASSERT_OK(cuda::signDecode(dCodes.get(), dScales.get(), ranks, n, bucket, 0.37f, dOut.get(),
+                               nullptr));
     EXPECT_EQ(firstDifference(dOut.download(), out), "");
   }
+}
+
+TEST(CudaMomentum, AccumulatesAsTheCpu) {
+  SBPFLOW_REQUIRE_GPU();
+  const int64_t n = 4097;
+  const auto g = randomVector(n, 4901);
+  auto u = randomVector(n, 4902);
+  DeviceBuffer<float> dG(g), dU(u);
+  ASSERT_OK(cuda::accumulateMomentum(dG.get(), dU.get(), n, 0.9f, nullptr));
+  cpu::accumulateMomentum(g.data(), u.data(), n, 0.9f);
+  EXPECT_EQ(firstDifference(dU.download(), u), "");
 }
 
 // ---------------------------------------------------------------- 2-bit values
@@ -646,7 +668,8 @@ TEST(CudaCompression, EmptyInputs) {
   ASSERT_OK(cuda::orthogonalizeColumns(nullptr, 0, 3, nullptr));
   ASSERT_OK(cuda::qsgdEncode(nullptr, 0, 4, 16, 1, 1, nullptr, nullptr, nullptr, nullptr));
   ASSERT_OK(cuda::qsgdDecode(nullptr, nullptr, 0, 9, 4, 16, 1.f, nullptr, nullptr));
-  ASSERT_OK(cuda::signDecode(nullptr, nullptr, 0, 9, 1.f, nullptr, nullptr));
+  ASSERT_OK(cuda::signDecode(nullptr, nullptr, 0, 9, 64, 1.f, nullptr, nullptr));
+  ASSERT_OK(cuda::accumulateMomentum(nullptr, nullptr, 0, 0.9f, nullptr));
   ASSERT_OK(cuda::twoBitDecode(nullptr, nullptr, 3, 0, nullptr, nullptr));
   // k = 0 still accumulates (top-k) and applies momentum (DGC).
   const std::vector<float> grad = {1.f, -2.f, 3.f};
@@ -677,7 +700,9 @@ TEST(CudaCompression, BadArgumentsAreErrors) {
   EXPECT_FALSE(cuda::qsgdEncode(nullptr, 9, 0, 16, 1, 1, nullptr, nullptr, nullptr, nullptr));
   EXPECT_FALSE(cuda::qsgdEncode(nullptr, 9, 128, 16, 1, 1, nullptr, nullptr, nullptr, nullptr));
   EXPECT_FALSE(cuda::qsgdEncode(nullptr, 9, 4, 0, 1, 1, nullptr, nullptr, nullptr, nullptr));
-  EXPECT_FALSE(cuda::signEncode(nullptr, nullptr, 0, nullptr, nullptr, nullptr, nullptr));
+  EXPECT_FALSE(cuda::signEncode(nullptr, nullptr, 0, 64, nullptr, nullptr, nullptr, nullptr));
+  EXPECT_FALSE(cuda::signEncode(nullptr, nullptr, 9, 0, nullptr, nullptr, nullptr, nullptr));
+  EXPECT_FALSE(cuda::signDecode(nullptr, nullptr, 1, 9, 0, 1.f, nullptr, nullptr));
   EXPECT_FALSE(cuda::twoBitEncode(nullptr, 0, 6.f, nullptr, nullptr, nullptr, nullptr, nullptr));
   const Status s = cuda::topkEncode(nullptr, nullptr, 5, 6, nullptr, nullptr, nullptr, nullptr);
   EXPECT_NE(s.message().find("topkEncode"), std::string::npos) << s.message();
@@ -694,7 +719,8 @@ TEST(CudaCompression, ScratchSizes) {
   EXPECT_EQ(cuda::scatterAddPairsScratchBytes(3), 3 * sizeof(int64_t));
   EXPECT_EQ(cuda::qsgdEncodeScratchBytes(4097, 512), 0u);
   EXPECT_GT(cuda::qsgdEncodeScratchBytes(4097, 513), 0u);
-  EXPECT_GT(cuda::signEncodeScratchBytes(7), 0u);
+  EXPECT_EQ(cuda::signEncodeScratchBytes(4097, 512), 0u);
+  EXPECT_GT(cuda::signEncodeScratchBytes(4097, 4097), 0u);
   EXPECT_GT(cuda::twoBitEncodeScratchBytes(7), 0u);
 }
 

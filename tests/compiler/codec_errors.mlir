@@ -1,0 +1,86 @@
+// Verifier errors of #sbp.codec and of a compressed sbp.all_reduce, each at
+// the offending attribute or op.
+// RUN: sbpflow-opt %s --split-input-file --verify-diagnostics
+
+// expected-error @+1 {{unknown codec 'zip'}}
+func.func @f() attributes {c = #sbp.codec<zip>} { return }
+
+// -----
+
+// expected-error @+1 {{#sbp.codec<topk> needs a density in (0, 1], got 0}}
+func.func @f() attributes {c = #sbp.codec<topk>} { return }
+
+// -----
+
+// expected-error @+1 {{#sbp.codec<qsgd> needs 2 <= bits <= 8 and bucket >= 1, got bits = 9, bucket = 512}}
+func.func @f() attributes {c = #sbp.codec<qsgd, bits = 9>} { return }
+
+// -----
+
+// expected-error @+1 {{#sbp.codec<sign> needs bucket >= 1, got 0}}
+func.func @f() attributes {c = #sbp.codec<sign, bucket = 0>} { return }
+
+// -----
+
+// expected-error @+1 {{#sbp.codec<powersgd> needs rank >= 1, got 0}}
+func.func @f() attributes {c = #sbp.codec<powersgd>} { return }
+
+// -----
+
+// expected-error @+1 {{#sbp.codec<topk>: only dgc and sign keep a momentum, and only dgc clips}}
+func.func @f() attributes {c = #sbp.codec<topk, density = 0.1, momentum = 0.9>} { return }
+
+// -----
+
+// expected-error @+1 {{#sbp.codec<sign>: only dgc and sign keep a momentum, and only dgc clips}}
+func.func @f() attributes {c = #sbp.codec<sign, clip = 1.0>} { return }
+
+// -----
+
+// expected-error @+1 {{unknown codec parameter 'levels'}}
+func.func @f() attributes {c = #sbp.codec<qsgd, levels = 3>} { return }
+
+// -----
+
+// Sign with a momentum keeps two state rows (residual and u), not one.
+sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
+sbp.variable @r : tensor<2x64xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros> seed 0
+sbp.variable @s : tensor<i32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
+func.func @f(%g: tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>) {
+  // expected-error @+1 {{keeps 2 state variable(s), got 1}}
+  %b = sbp.all_reduce %g {codec = #sbp.codec<sign, momentum = 0.9>, dim = 0 : i64, state = [@r], step = @s} : (tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>) -> tensor<8x8xf32, #sbp.t<@dp, [B]>>
+  return
+}
+
+// -----
+
+// A state row per rank of the gradient's placement.
+sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
+sbp.variable @r : tensor<1x64xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros> seed 0
+sbp.variable @s : tensor<i32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
+func.func @f(%g: tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>) {
+  // expected-error @+1 {{codec state @r must be f32 [2, 64] split S(0) on every dimension of the gradient's placement}}
+  %b = sbp.all_reduce %g {codec = #sbp.codec<topk, density = 0.1>, dim = 0 : i64, state = [@r], step = @s} : (tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>) -> tensor<8x8xf32, #sbp.t<@dp, [B]>>
+  return
+}
+
+// -----
+
+sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
+sbp.variable @r : tensor<2x64xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros> seed 0
+sbp.variable @s : tensor<f32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
+func.func @f(%g: tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>) {
+  // expected-error @+1 {{codec step @s must be an i32 scalar variable}}
+  %b = sbp.all_reduce %g {codec = #sbp.codec<topk, density = 0.1>, dim = 0 : i64, state = [@r], step = @s} : (tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>) -> tensor<8x8xf32, #sbp.t<@dp, [B]>>
+  return
+}
+
+// -----
+
+sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
+sbp.variable @s : tensor<i32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
+func.func @f(%g: tensor<8x8xbf16, #sbp.t<@dp, [P(sum)]>>) {
+  // expected-error @+1 {{with a codec reduces an f32 gradient, got 'bf16'}}
+  %b = sbp.all_reduce %g {codec = #sbp.codec<qsgd, bits = 4>, dim = 0 : i64, state = [], step = @s} : (tensor<8x8xbf16, #sbp.t<@dp, [P(sum)]>>) -> tensor<8x8xbf16, #sbp.t<@dp, [B]>>
+  return
+}

@@ -78,13 +78,13 @@ int64_t seedOf(llvm::StringRef name) {
 struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<CompressGradientsPass> {
   using Base::Base;
 
-  // L-GreCo's candidates per family and the uniform default among them
-  // (the middle one): PowerSGD ranks as the paper's repository, top-k
-  // densities around SparseLoCo's 1%, QSGD bits.
+  // L-GreCo's candidates per family and the uniform default among them:
+  // PowerSGD ranks as the paper's repository (every rank from half to twice
+  // the default, 4), top-k densities around SparseLoCo's 1%, QSGD bits.
   static std::pair<llvm::SmallVector<double>, int64_t> lgrecoCandidates(CodecKind kind) {
     switch (kind) {
     case CodecKind::powersgd:
-      return {{1, 2, 4, 8, 16}, 2};
+      return {{2, 3, 4, 5, 6, 7, 8}, 2};
     case CodecKind::qsgd:
       return {{2, 3, 4, 6, 8}, 2};
     default:
@@ -283,8 +283,7 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
                                                                : 0;
     llvm::SmallVector<Attribute> state;
     const bool adapts = adaptive && !own;
-    auto shapes =
-        codecStateShapes(sizingCodec(codec, adapts ? adaptive : LgrecoAttr()), grad, hierarchy);
+    auto shapes = codecStateShapes(codec, adapts ? adaptive : LgrecoAttr(), grad, hierarchy);
     auto zeros = InitAttr::get(ctx, InitKind::zeros, llvm::APFloat(0.0), llvm::APFloat(0.0));
     Operation *after = var;
     auto declare = [&](llvm::StringRef suffix, RankedTensorType type) {
@@ -302,8 +301,10 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
       return FlatSymbolRefAttr::get(ctx, name);
     };
     for (auto [i, shape] : llvm::enumerate(shapes)) {
-      auto ref =
-          declare(kNames[names][i], RankedTensorType::get(shape, Float32Type::get(ctx), rows));
+      // L-GreCo's accumulator comes after the codec's own state.
+      const bool accumulator = adapts && i + 1 == shapes.size();
+      auto ref = declare(accumulator ? "acc" : kNames[names][i],
+                         RankedTensorType::get(shape, Float32Type::get(ctx), rows));
       if (!ref)
         return failure();
       state.push_back(ref);

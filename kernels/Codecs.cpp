@@ -117,7 +117,9 @@ Status CodecExchange::bind(const OpArgs &a) {
   counts.resize(static_cast<size_t>(ranks));
   step = static_cast<int32_t *>(a.hostVariable(c->step()));
   counter = "codec step counter '" + a.plan.variables()->Get(c->step())->name()->str() + "'";
-  // This rank's row of each [ranks, L] state variable.
+  // This rank's row of each [ranks, L] state variable: the codec's own,
+  // then L-GreCo's accumulator.
+  const int own = codecStateCount(kind, c->momentum());
   for (int i = 0; i < codecStateCount(*c); ++i) {
     const TensorView &v = (*a.variables)[c->state()->Get(i)];
     const int64_t need = kind == Codec::PowerSgd && i == 1 ? cols * rank : n;
@@ -125,7 +127,7 @@ Status CodecExchange::bind(const OpArgs &a) {
       return Status::error(a.at + ": state variable '" + v.name + "' holds " +
                            std::to_string(elements(&v)) +
                            " elements on this rank, the codec needs " + std::to_string(need));
-    (i == 0 ? s0 : s1) = data<float>(&v);
+    (i == own ? acc : i == 0 ? s0 : s1) = data<float>(&v);
   }
   return Status::ok();
 }
@@ -446,13 +448,22 @@ struct Exchange : CodecExchange {
                            std::to_string(choice[layer]) + ", not a candidate index (0 to " +
                            std::to_string(candidates->size() - 1) + ")");
     setParameter(candidates->Get(static_cast<flatbuffers::uoffset_t>(choice[layer])));
-    if (count == 0 || count % lg->every() != 0)
-      return Status::ok();
-    measure(table + static_cast<size_t>(layer) * 2 * candidates->size());
-    if (++*pending < lg->layers())
-      return Status::ok();
-    *pending = 0;
-    return decide();
+    const int64_t every = lg->every(), phase = count % every;
+    if (count > 0 && phase == 0) {
+      measure(table + static_cast<size_t>(layer) * 2 * candidates->size());
+      std::fill(acc, acc + n, 0.0f);
+      if (++*pending == lg->layers()) {
+        *pending = 0;
+        if (Status s = decide(); !s)
+          return s;
+      }
+    }
+    // The gradients (with error feedback) of the last exchanges before the
+    // next decision, summed.
+    if (phase >= every - cpu::kLgrecoAccumulate)
+      for (int64_t i = 0; i < n; ++i)
+        acc[i] += grad[i] + (s0 ? s0[i] : 0.0f);
+    return Status::ok();
   }
 
   // Bytes this rank puts into one exchange of the codec with `value`.
@@ -470,12 +481,11 @@ struct Exchange : CodecExchange {
     return 4.0 * value * static_cast<double>(rows + cols);
   }
 
-  // row[j]: the squared error candidate j leaves in M = grad + residual;
-  // row[C + j]: its payload bytes.
+  // row[j]: the error (Frobenius norm) candidate j leaves in M, the
+  // accumulated gradients; row[C + j]: its payload bytes.
   void measure(float *row) {
     const flatbuffers::uoffset_t C = candidates->size();
-    for (int64_t i = 0; i < n; ++i)
-      measured[i] = grad[i] + (s0 ? s0[i] : 0.0f);
+    std::copy(acc, acc + n, measured);
     double total = 0.0;
     for (int64_t i = 0; i < n; ++i)
       total += static_cast<double>(measured[i]) * measured[i];
@@ -513,15 +523,15 @@ struct Exchange : CodecExchange {
           }
         }
       } else {
-        // PowerSGD: two power iterations from a fixed start; P orthonormal,
-        // so ||M - P P^T M||^2 = ||M||^2 - ||M^T P||^2.
+        // PowerSGD: power iterations from a random start (the same on every
+        // rank); P orthonormal, so ||M - P P^T M||^2 = ||M||^2 - ||M^T P||^2.
         const auto r = static_cast<int64_t>(candidates->Get(j));
         for (int64_t i = 0; i < cols * r; ++i) {
           const PhiloxBlock b = philox4x32_10(static_cast<uint32_t>(i), 0, 0x4C475243u, 0,
                                               static_cast<uint32_t>(c->seed()), 0);
           powerQ[i] = static_cast<float>(b.word[0] >> 8) / 8388608.0f - 1.0f;
         }
-        for (int iteration = 0; iteration < 2; ++iteration) {
+        for (int iteration = 0; iteration < cpu::kLgrecoPowerIterations; ++iteration) {
           cpu::matmul(measured, powerQ, powerP, rows, r, cols, false, false);
           cpu::orthogonalizeColumns(powerP, rows, r);
           cpu::matmul(measured, powerP, powerQ, cols, r, rows, true, false);
@@ -531,7 +541,7 @@ struct Exchange : CodecExchange {
           projected += static_cast<double>(powerQ[i]) * powerQ[i];
         error = std::max(0.0, total - projected);
       }
-      row[j] = static_cast<float>(error);
+      row[j] = static_cast<float>(std::sqrt(error));
       row[C + j] = static_cast<float>(payloadBytes(candidates->Get(j)));
     }
   }

@@ -20,10 +20,10 @@ bool hasCodec(const plan::Task &task);
 // sends (index, value) pairs, k for a density of n elements (at least one, at
 // most n), and DGC's density at exchange `count` (its warm-up schedule).
 // The state variables a codec keeps (sign keeps its momentum where it took
-// an SGD's).
+// an SGD's); L-GreCo adds its accumulator after them.
 int codecStateCount(plan::Codec kind, float momentum);
 inline int codecStateCount(const plan::CodecAttrs &c) {
-  return codecStateCount(c.kind(), c.momentum());
+  return codecStateCount(c.kind(), c.momentum()) + (c.lgreco() ? 1 : 0);
 }
 bool isSparseCodec(plan::Codec kind);
 int64_t pairsFor(double density, int64_t n);
@@ -42,6 +42,7 @@ struct CodecExchange {
   const float *grad = nullptr;
   float *out = nullptr;
   float *s0 = nullptr, *s1 = nullptr; // state rows
+  float *acc = nullptr;               // L-GreCo's accumulator row
   int32_t *step = nullptr;            // host
   std::string counter;                // the step counter, for errors
   Communicator *group = nullptr;      // null for a group of one

@@ -73,7 +73,9 @@ unsigned stateCount(CodecAttr codec) {
 }
 } // namespace
 
-CodecAttr mlir::sbp::sizingCodec(CodecAttr codec, LgrecoAttr lgreco) {
+// The codec whose parameter is the largest of L-GreCo's candidates (buffers
+// and state are sized for it); `codec` itself without `lgreco`.
+static CodecAttr sizingCodec(CodecAttr codec, LgrecoAttr lgreco) {
   if (!lgreco || lgreco.getCandidates().empty())
     return codec;
   const double top = *llvm::max_element(lgreco.getCandidates().asArrayRef());
@@ -87,8 +89,9 @@ CodecAttr mlir::sbp::sizingCodec(CodecAttr codec, LgrecoAttr lgreco) {
 }
 
 llvm::SmallVector<llvm::SmallVector<int64_t, 2>>
-mlir::sbp::codecStateShapes(CodecAttr codec, RankedTensorType grad,
+mlir::sbp::codecStateShapes(CodecAttr given, LgrecoAttr lgreco, RankedTensorType grad,
                             llvm::ArrayRef<int64_t> hierarchy) {
+  const CodecAttr codec = sizingCodec(given, lgreco);
   auto sbp = getSbpDims(getSbp(grad));
   const int64_t ranks = product(hierarchy);
   const int64_t local = maxLocal(grad.getShape(), sbp, hierarchy);
@@ -102,6 +105,8 @@ mlir::sbp::codecStateShapes(CodecAttr codec, RankedTensorType grad,
     const int64_t cols = grad.getRank() ? grad.getShape().back() : 1;
     shapes[1][1] = maxLocal({cols}, colSbp, hierarchy) * codec.getRank();
   }
+  if (lgreco)
+    shapes.push_back({ranks, local});
   return shapes;
 }
 
@@ -123,8 +128,7 @@ LogicalResult mlir::sbp::AllReduceOp::verifyCodec() {
   auto placement = symbols.lookupNearestSymbolFrom<PlacementOp>(*this, getSbp(grad).getPlacement());
   if (!placement)
     return failure(); // verifyEncodings names it
-  auto shapes =
-      codecStateShapes(sizingCodec(codec, getLgrecoAttr()), grad, placement.getHierarchy());
+  auto shapes = codecStateShapes(codec, getLgrecoAttr(), grad, placement.getHierarchy());
   const unsigned got = getStateAttr() ? getStateAttr().size() : 0;
   if (got != shapes.size())
     return emitOpError("codec ") << codec << " keeps " << shapes.size()

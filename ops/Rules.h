@@ -72,13 +72,13 @@ llvm::SmallVector<SbpSignature> linearInFirst(llvm::SmallVector<SbpSignature> si
 // of x, B -> B, and P -> P where the reduction is linear.
 llvm::SmallVector<SbpSignature> reduceToScalar(Value x, bool linear);
 
-// The codec whose parameter is the largest of L-GreCo's candidates (buffers
-// and state are sized for it); `codec` itself without `lgreco`.
-CodecAttr sizingCodec(CodecAttr codec, LgrecoAttr lgreco);
 // The shapes of the state variables `codec` keeps for a gradient of type
-// `grad` on a placement of `ranks` ranks and `hierarchy` (plan.fbs
-// CodecAttrs.state): [ranks, L] each, one row per rank, L the most local
-// elements a rank needs (PowerSGD's Q: its local columns times the rank).
+// `grad` on a placement of `hierarchy` (plan.fbs CodecAttrs.state): [ranks,
+// L] each, one row per rank, L the most local elements a rank needs
+// (PowerSGD's Q: its local columns times the rank). With `lgreco` (may be
+// null) they are sized for the largest candidate, and L-GreCo's accumulator
+// of the layer's gradients before each decision comes last.
 llvm::SmallVector<llvm::SmallVector<int64_t, 2>>
-codecStateShapes(CodecAttr codec, RankedTensorType grad, llvm::ArrayRef<int64_t> hierarchy);
+codecStateShapes(CodecAttr codec, LgrecoAttr lgreco, RankedTensorType grad,
+                 llvm::ArrayRef<int64_t> hierarchy);
 } // namespace mlir::sbp

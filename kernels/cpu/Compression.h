@@ -80,6 +80,12 @@ int64_t scatterAddPairs(const int32_t *idx, const float *val, int64_t count, flo
 // diverged one). Scratch: dp of 2 (kLgrecoUnits + 1) doubles, picks of
 // layers (kLgrecoUnits + 1) bytes; C <= 127.
 constexpr int kLgrecoUnits = 10000;
+// As the paper's repository (LGrCo/L-GreCo, lgreco_hook.py): each layer's
+// errors are measured on the sum of its last kLgrecoAccumulate gradients
+// (with error feedback) before a decision, PowerSGD's with
+// kLgrecoPowerIterations power iterations from a random start.
+constexpr int kLgrecoAccumulate = 10;
+constexpr int kLgrecoPowerIterations = 5;
 bool lgrecoChoose(const float *table, int64_t layers, int64_t candidates, int64_t defaultIndex,
                   int32_t *choice, double *dp, int8_t *picks);
 } // namespace sbpflow::cpu

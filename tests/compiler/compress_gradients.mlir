@@ -96,16 +96,18 @@ module @own {
 // The plan carries the codec on the AllReduce's CollectiveAttrs.
 // PLAN: AllReduce{{.*}} dim 0 reduce Sum codec Qsgd density 0 bits 4 rank 0 momentum 0 clip 0 warmup_steps 0 epoch_steps 0 bucket 512 seed {{[0-9]+}} state step #{{[0-9]+}}
 
-// L-GreCo: PowerSGD ranks {1, 2, 4, 8, 16} per layer, the codec at the
-// default (rank 4) and Q sized for rank 16; one shared table [layers, 2 x
-// candidates], choice and previous choice starting at the default, a
-// pending count; each layer its row.
-// LGRECO-DAG: sbp.variable @fc1.weight.codec.q : tensor<4x1024xf32
-// LGRECO-DAG: sbp.variable @lgreco.errors : tensor<2x10xf32, #sbp.t<@dp, [B]>>
+// L-GreCo: PowerSGD ranks 2 to 8 per layer (the paper's repository: half
+// to twice the default), the codec at the default (rank 4) and Q sized for
+// rank 8; each layer an accumulator of its last gradients; one shared table
+// [layers, 2 x candidates], choice and previous choice starting at the
+// default, a pending count; each layer its row.
+// LGRECO-DAG: sbp.variable @fc1.weight.codec.q : tensor<4x512xf32
+// LGRECO-DAG: sbp.variable @fc1.weight.codec.acc : tensor<4x50176xf32, #sbp.t<@dp, [S(0)]>>
+// LGRECO-DAG: sbp.variable @lgreco.errors : tensor<2x14xf32, #sbp.t<@dp, [B]>>
 // LGRECO-DAG: sbp.variable @lgreco.choice : tensor<2xi32, #sbp.t<@dp, [B]>> init #sbp.init<constant, 2.0
 // LGRECO-DAG: sbp.variable @lgreco.previous : tensor<2xi32
 // LGRECO-DAG: sbp.variable @lgreco.pending : tensor<i32
-// LGRECO: codec = #sbp.codec<powersgd, rank = 4, {{.*}}lgreco = #sbp.lgreco<candidates = [1.000000e+00, 2.000000e+00, 4.000000e+00, 8.000000e+00, 1.600000e+01], default_index = 2, layer = 0, layers = 2, every = 50>, lgreco_state = [@lgreco.errors, @lgreco.choice, @lgreco.previous, @lgreco.pending]
+// LGRECO: codec = #sbp.codec<powersgd, rank = 4, {{.*}}lgreco = #sbp.lgreco<candidates = [2.000000e+00, 3.000000e+00, 4.000000e+00, 5.000000e+00, 6.000000e+00, 7.000000e+00, 8.000000e+00], default_index = 2, layer = 0, layers = 2, every = 50>, lgreco_state = [@lgreco.errors, @lgreco.choice, @lgreco.previous, @lgreco.pending], state = [@fc2.weight.codec.residual, @fc2.weight.codec.q, @fc2.weight.codec.acc]
 // LGRECO: lgreco = #sbp.lgreco<{{.*}}layer = 1, layers = 2
 
 // The plan carries L-GreCo inside the codec (inspect prints both).

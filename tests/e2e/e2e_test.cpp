@@ -287,6 +287,13 @@ TEST(MlpEndToEnd, ResumeWithTopK2BitContinuesBitForBit) {
 // that restarted it would draw step 0's numbers again.
 TEST(MlpEndToEnd, ResumeWithQsgdContinuesBitForBit) { expectResumeContinuesBitForBit("qsgd:4"); }
 
+// L-GreCo decides every 3 exchanges here, from gradients it accumulates in a
+// variable: the save at step 10 falls between decisions, with a sum in
+// progress, and the choices, the table and the accumulators travel with it.
+TEST(MlpEndToEnd, ResumeWithLgrecoContinuesBitForBit) {
+  expectResumeContinuesBitForBit("lgreco --lgreco-every 3");
+}
+
 // EF-SignSGD keeps the residual and the momentum it took from the SGD.
 TEST(MlpEndToEnd, ResumeWithSignContinuesBitForBit) { expectResumeContinuesBitForBit("sign"); }
 

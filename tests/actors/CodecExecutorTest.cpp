@@ -86,6 +86,33 @@ PlanSpec codecPlan(int ranks, CodecSpec codec, bool bf16Gradient = false) {
       {"g.codec.s0", {ranks, kStateCols}, 0, {S(0)}, plan::InitKind::Uniform, -0.2f, 0.2f, 8},
       {"g.codec.s1", {ranks, kStateCols}, 0, {S(0)}, plan::InitKind::Uniform, -0.2f, 0.2f, 9},
       {"g.codec.step", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32}};
+  if (const auto &lg = codec.lgreco) {
+    // 4 errors, 5 choice, 6 previous, 7 pending, as sbp-compress-gradients
+    // declares them (the choices start at the default).
+    const auto C = static_cast<int64_t>(lg->candidates.size());
+    const auto start = static_cast<float>(lg->defaultIndex);
+    spec.variables.push_back({"lgreco.errors", {lg->layers, 2 * C}, 0, {B()}});
+    spec.variables.push_back({"lgreco.choice",
+                              {lg->layers},
+                              0,
+                              {B()},
+                              plan::InitKind::Constant,
+                              start,
+                              0,
+                              0,
+                              plan::DType::I32});
+    spec.variables.push_back({"lgreco.previous",
+                              {lg->layers},
+                              0,
+                              {B()},
+                              plan::InitKind::Constant,
+                              start,
+                              0,
+                              0,
+                              plan::DType::I32});
+    spec.variables.push_back(
+        {"lgreco.pending", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32});
+  }
   codec.present = true;
   const plan::DType gType = bf16Gradient ? plan::DType::BF16 : plan::DType::F32;
   ProgramSpec prog;
@@ -144,6 +171,9 @@ struct Reference {
   std::vector<float> w;
   std::vector<float> s0, s1; // [ranks, kStateCols]
   int32_t step = 0;
+  // L-GreCo (one layer): the summed table, the choice and the one before.
+  std::vector<float> table;
+  int32_t choice = 0, previous = 0;
 };
 
 int64_t pairsFor(double density, int64_t n) {
@@ -298,11 +328,59 @@ std::vector<float> compressedSum(const CodecSpec &c, int ranks,
   return out;
 }
 
+// L-GreCo over top-k densities for the group, before exchange `count`, with
+// each rank's accumulator in its row of s1: the density to use. At a
+// decision, each rank's row of the table holds, per candidate, the norm of
+// what top-k leaves out of its accumulated gradients and the payload bytes,
+// summed over the ranks in rank order; the knapsack picks the choice (one
+// layer: the fewest bytes within the default's error).
+float lgrecoTopKDensity(const CodecSpec &c, int ranks, const std::vector<std::vector<float>> &grads,
+                        Reference &ref, int64_t count) {
+  const LgrecoSpec &lg = *c.lgreco;
+  const auto C = static_cast<int64_t>(lg.candidates.size());
+  auto acc = [&](int r) { return ref.s1.data() + r * kStateCols; };
+  auto residual = [&](int r) { return ref.s0.data() + r * kStateCols; };
+  const float density = lg.candidates[static_cast<size_t>(ref.choice)];
+  if (count > 0 && count % lg.every == 0) {
+    ref.table.assign(static_cast<size_t>(2 * C), 0.0f);
+    for (int r = 0; r < ranks; ++r) {
+      std::vector<double> squares(kN);
+      double total = 0;
+      for (int64_t i = 0; i < kN; ++i) {
+        squares[i] = static_cast<double>(acc(r)[i]) * acc(r)[i];
+        total += squares[i];
+      }
+      std::sort(squares.begin(), squares.end(), std::greater<double>());
+      for (int64_t j = 0; j < C; ++j) {
+        const int64_t k = pairsFor(lg.candidates[j], kN);
+        double kept = 0;
+        for (int64_t i = 0; i < k; ++i)
+          kept += squares[i];
+        ref.table[j] += static_cast<float>(std::sqrt(std::max(0.0, total - kept)));
+        ref.table[C + j] += static_cast<float>(8 * k);
+      }
+      std::fill(acc(r), acc(r) + kN, 0.0f);
+    }
+    ref.previous = ref.choice;
+    std::vector<double> dp(2 * (cpu::kLgrecoUnits + 1));
+    std::vector<int8_t> picks(cpu::kLgrecoUnits + 1);
+    cpu::lgrecoChoose(ref.table.data(), 1, C, lg.defaultIndex, &ref.choice, dp.data(),
+                      picks.data());
+  }
+  if (count % lg.every >= lg.every - cpu::kLgrecoAccumulate)
+    for (int r = 0; r < ranks; ++r)
+      for (int64_t i = 0; i < kN; ++i)
+        acc(r)[i] += grads[r][i] + residual(r)[i];
+  return density;
+}
+
 Reference referenceRun(const PlanSpec &spec, const CodecSpec &c, int ranks, int steps) {
   Reference ref;
   ref.w = initialValues(spec, 0);
   ref.s0 = initialValues(spec, 1);
   ref.s1 = initialValues(spec, 2);
+  if (c.lgreco)
+    ref.choice = ref.previous = c.lgreco->defaultIndex;
   for (int step = 0; step < steps; ++step) {
     std::vector<std::vector<float>> grads;
     for (int r = 0; r < ranks; ++r) {
@@ -320,6 +398,10 @@ Reference referenceRun(const PlanSpec &spec, const CodecSpec &c, int ranks, int 
       for (int r = 0; r < ranks; ++r)
         for (int64_t i = 0; i < kN; ++i)
           sum[i] += grads[r][i];
+    } else if (c.lgreco) {
+      CodecSpec chosen = c;
+      chosen.density = lgrecoTopKDensity(c, ranks, grads, ref, ref.step - c.warmupSteps);
+      sum = compressedSum(chosen, ranks, grads, ref, ref.step - c.warmupSteps);
     } else {
       sum = compressedSum(c, ranks, grads, ref, ref.step - c.warmupSteps);
     }
@@ -548,6 +630,52 @@ TEST(CodecExecutor, LoaderRefusesDensityZero) {
     c.density = 0;
     expectMentions(refusal(codecPlan(2, c)), {"g.allreduce", "density must lie in (0, 1]"});
   }
+}
+
+// L-GreCo over top-k densities {0.1, 0.2, 0.4} (default 0.2), deciding at
+// exchange 12 from the gradients (with error feedback) of exchanges 2-11
+// summed in its accumulator, then accumulating exchange 14: weights,
+// residuals, accumulators, the summed table and the choices as the group's
+// reference computes them, on 2 and 4 ranks.
+void expectLgrecoMatchesReference(int ranks) {
+  SCOPED_TRACE(std::to_string(ranks) + " ranks");
+  CodecSpec c = topk();
+  c.state = {1, 2}; // the residual, then L-GreCo's accumulator
+  c.lgreco = LgrecoSpec{{0.1f, 0.2f, 0.4f}, 1, 0, 1, 12, 4, 5, 6, 7};
+  const int steps = 15;
+  const PlanSpec spec = codecPlan(ranks, c);
+  auto loaded = loadPlanBuffer(build(spec));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  test::ActorSystem sys;
+  test::TempDir tmp("sbpflow_codec");
+  const std::string dir = tmp.path() + "/ckpt";
+  test::TwoPhaseSave save(ranks, dir);
+  std::vector<std::string> errors =
+      test::runRanks(sys.system, loaded->plan(), ranks, [&](int r, Executor &exec) {
+        RowData data;
+        Status s = exec.run("train", &data, 0, 0, steps, nullptr);
+        return s ? save.save(r, exec) : s;
+      });
+  for (int r = 0; r < ranks; ++r)
+    ASSERT_EQ(errors[r], "") << "rank " << r;
+
+  const Reference ref = referenceRun(spec, c, ranks, steps);
+  ASSERT_EQ(ref.table.size(), 6u);
+  EXPECT_GT(ref.table[1], 0.0f); // a table with something in it
+  expectNear(readCheckpointed<float>(dir, "lgreco.errors"), ref.table, "errors");
+  EXPECT_EQ(readCheckpointed<int32_t>(dir, "lgreco.choice"), std::vector<int32_t>{ref.choice});
+  EXPECT_EQ(readCheckpointed<int32_t>(dir, "lgreco.previous"), std::vector<int32_t>{ref.previous});
+  EXPECT_EQ(readCheckpointed<int32_t>(dir, "lgreco.pending"), std::vector<int32_t>{0});
+  expectNear(readCheckpointed<float>(dir, "w"), ref.w, "w");
+  expectNear(readCheckpointed<float>(dir, "g.codec.s0"), ref.s0, "residual");
+  expectNear(readCheckpointed<float>(dir, "g.codec.s1"), ref.s1, "accumulator");
+}
+
+TEST(CodecExecutor, LgrecoMeasuresAndDecidesAsTheReferenceTwoRanks) {
+  expectLgrecoMatchesReference(2);
+}
+TEST(CodecExecutor, LgrecoMeasuresAndDecidesAsTheReferenceFourRanks) {
+  expectLgrecoMatchesReference(4);
 }
 
 TEST(CodecExecutor, LoaderRefusesASignBucketOfZeroAndAMomentumElsewhere) {

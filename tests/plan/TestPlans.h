@@ -6,6 +6,7 @@
 #include "runtime/plan/plan_generated.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,13 @@ struct TensorSpec {
   int placement = 0;
 };
 
+// L-GreCo over a codec family (plan.fbs LgrecoAttrs); variables by index.
+struct LgrecoSpec {
+  std::vector<float> candidates;
+  int defaultIndex = 0, layer = 0, layers = 1, every = 1;
+  int errors = -1, choice = -1, previous = -1, pending = -1;
+};
+
 // A compressed all-reduce's codec (plan.fbs CodecAttrs), carried by an
 // AllReduce task whose `codec.present` is set.
 struct CodecSpec {
@@ -63,6 +71,7 @@ struct CodecSpec {
   uint64_t seed = 0;
   std::vector<int> state; // variable indices
   int step = -1;          // variable index
+  std::optional<LgrecoSpec> lgreco;
 };
 
 struct TaskSpec {
@@ -255,10 +264,16 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
         break;
       case plan::OpAttrs::CollectiveAttrs: {
         flatbuffers::Offset<plan::CodecAttrs> codec;
-        if (const CodecSpec &c = t.codec; c.present)
+        if (const CodecSpec &c = t.codec; c.present) {
+          flatbuffers::Offset<plan::LgrecoAttrs> lgreco;
+          if (const auto &lg = c.lgreco)
+            lgreco = plan::CreateLgrecoAttrs(fbb, fbb.CreateVector(lg->candidates),
+                                             lg->defaultIndex, lg->layer, lg->layers, lg->every,
+                                             lg->errors, lg->choice, lg->previous, lg->pending);
           codec = plan::CreateCodecAttrs(fbb, c.kind, c.density, c.bits, c.rank, c.momentum, c.clip,
                                          c.warmupSteps, c.epochSteps, c.bucket, c.seed,
-                                         fbb.CreateVector(c.state), c.step);
+                                         fbb.CreateVector(c.state), c.step, lgreco);
+        }
         attrs = plan::CreateCollectiveAttrs(fbb, t.dim, t.reduce, codec).Union();
         break;
       }

@@ -517,8 +517,9 @@ void expectSign(const std::vector<float> &g, const std::vector<float> &e, int64_
     ASSERT_LE(ulpDistance(gotScales[b], scales[b]), 1) << "scale of bucket " << b;
     same = same && sameValue(gotScales[b], scales[b]);
   }
-  if (bucket <= cuda::kQsgdSequentialBucket)
+  if (bucket <= cuda::kQsgdSequentialBucket) {
     ASSERT_TRUE(same) << "a short bucket's scale differs from the CPU's";
+  }
   const auto got = dResidual.download();
   if (same) {
     EXPECT_EQ(firstDifference(got, residual), "") << "residual";

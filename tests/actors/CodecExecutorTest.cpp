@@ -453,22 +453,28 @@ void expectNear(const std::vector<float> &got, const std::vector<float> &want,
 
 // Trains codecPlan(ranks, c) for kSteps steps on `ranks` ranks and expects
 // w, the codec's state rows and its step counter to be the reference's.
-void expectRanksMatchReference(const CodecSpec &c, int ranks) {
-  const PlanSpec spec = codecPlan(ranks, c);
+// Trains `spec` for `steps` steps on `ranks` ranks and saves a checkpoint
+// of every rank's variables in `dir`.
+void trainAndSave(const PlanSpec &spec, int ranks, int steps, const std::string &dir) {
   auto loaded = loadPlanBuffer(build(spec));
   ASSERT_TRUE(loaded) << loaded.status().message();
   test::ActorSystem sys;
-  test::TempDir tmp("sbpflow_codec");
-  const std::string dir = tmp.path() + "/ckpt";
   test::TwoPhaseSave save(ranks, dir);
   std::vector<std::string> errors =
       test::runRanks(sys.system, loaded->plan(), ranks, [&](int r, Executor &exec) {
         RowData data;
-        Status s = exec.run("train", &data, 0, 0, kSteps, nullptr);
+        Status s = exec.run("train", &data, 0, 0, steps, nullptr);
         return s ? save.save(r, exec) : s;
       });
   for (int r = 0; r < ranks; ++r)
     ASSERT_EQ(errors[r], "") << "rank " << r;
+}
+
+void expectRanksMatchReference(const CodecSpec &c, int ranks) {
+  const PlanSpec spec = codecPlan(ranks, c);
+  test::TempDir tmp("sbpflow_codec");
+  const std::string dir = tmp.path() + "/ckpt";
+  ASSERT_NO_FATAL_FAILURE(trainAndSave(spec, ranks, kSteps, dir));
 
   const Reference ref = referenceRun(spec, c, ranks, kSteps);
   const std::vector<float> w0 = initialValues(spec, 0);
@@ -644,20 +650,9 @@ void expectLgrecoMatchesReference(int ranks) {
   c.lgreco = LgrecoSpec{{0.1f, 0.2f, 0.4f}, 1, 0, 1, 12, 4, 5, 6, 7};
   const int steps = 15;
   const PlanSpec spec = codecPlan(ranks, c);
-  auto loaded = loadPlanBuffer(build(spec));
-  ASSERT_TRUE(loaded) << loaded.status().message();
-  test::ActorSystem sys;
   test::TempDir tmp("sbpflow_codec");
   const std::string dir = tmp.path() + "/ckpt";
-  test::TwoPhaseSave save(ranks, dir);
-  std::vector<std::string> errors =
-      test::runRanks(sys.system, loaded->plan(), ranks, [&](int r, Executor &exec) {
-        RowData data;
-        Status s = exec.run("train", &data, 0, 0, steps, nullptr);
-        return s ? save.save(r, exec) : s;
-      });
-  for (int r = 0; r < ranks; ++r)
-    ASSERT_EQ(errors[r], "") << "rank " << r;
+  ASSERT_NO_FATAL_FAILURE(trainAndSave(spec, ranks, steps, dir));
 
   const Reference ref = referenceRun(spec, c, ranks, steps);
   ASSERT_EQ(ref.table.size(), 6u);

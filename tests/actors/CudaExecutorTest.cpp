@@ -399,9 +399,7 @@ TEST(CudaExecutor, BiasGeluPlansLoad) {
 // One compressed all-reduce (plan.fbs CodecAttrs) per codec, on a group of
 // one (one rank, hierarchy [1]): the gradient "g" read from data, its
 // all-reduce with the codec into "g.sum", the codec's state and step
-// counter as variables. TestPlans.h's TaskSpec has no codec fields (another
-// branch adds them), so this section builds its plans with the flatbuffers
-// builder itself.
+// counter as variables (TestPlans.h's CodecSpec on an AllReduce task).
 namespace {
 
 constexpr int64_t kGradRows = 9, kGradCols = 7, kGradElements = kGradRows * kGradCols;
@@ -440,14 +438,7 @@ std::vector<float> gradientOf(int64_t batch) {
 
 struct CodecCase {
   std::string name;
-  plan::Codec kind = plan::Codec::TopK;
-  float density = 0;
-  int bits = 0, rank = 0;
-  float momentum = 0, clip = 0;
-  int warmup = 1;
-  int64_t epochSteps = 0;
-  int bucket = 0;
-  uint64_t seed = 0;
+  CodecSpec spec; // state and step: codecPlan's variables
   // The GPU against the CPU: 0 is bit for bit (kernels/cuda/Compression.h
   // says which codecs are); else |gpu - cpu| <= tolerance * max(1, |cpu|).
   double tolerance = 0;
@@ -461,121 +452,78 @@ std::vector<CodecCase> codecCases() {
   auto make = [](std::string name, C kind) {
     CodecCase c;
     c.name = std::move(name);
-    c.kind = kind;
+    c.spec.kind = kind;
+    c.spec.warmupSteps = 1;
     return c;
   };
   CodecCase topk = make("topk", C::TopK);
-  topk.density = 0.1f;
+  topk.spec.density = 0.1f;
   CodecCase dgc = make("dgc", C::Dgc);
-  dgc.density = 0.05f;
-  dgc.momentum = 0.9f;
-  dgc.epochSteps = 2;
+  dgc.spec.density = 0.05f;
+  dgc.spec.momentum = 0.9f;
+  dgc.spec.epochSteps = 2;
   // Clipping's norm is a double sum in another order on the GPU: its f32
   // factor may differ by one ulp.
   CodecCase clipped = dgc;
   clipped.name = "dgc.clipped";
-  clipped.clip = 2.0f;
+  clipped.spec.clip = 2.0f;
   clipped.tolerance = 1e-5;
   CodecCase randomk = make("randomk", C::RandomK);
-  randomk.density = 0.2f;
-  randomk.seed = 7;
+  randomk.spec.density = 0.2f;
+  randomk.spec.seed = 7;
   // Buckets of at most kQsgdSequentialBucket elements: the CPU's norms.
   CodecCase qsgd = make("qsgd", C::Qsgd);
-  qsgd.bits = 3;
-  qsgd.bucket = 5;
-  qsgd.seed = 3;
+  qsgd.spec.bits = 3;
+  qsgd.spec.bucket = 5;
+  qsgd.spec.seed = 3;
   CodecCase qsgd8 = qsgd;
   qsgd8.name = "qsgd.8bit";
-  qsgd8.bits = 8;
-  qsgd8.bucket = 64;
+  qsgd8.spec.bits = 8;
+  qsgd8.spec.bucket = 64;
   // The scale, PowerSGD's norms and products, and the 2-bit table are sums
   // in another order on the GPU (trees in double, cuBLAS).
   CodecCase sign = make("sign", C::Sign);
-  sign.bucket = 1 << 20; // one scale: a tree sum on the GPU
+  sign.spec.bucket = 1 << 20; // one scale: a tree sum on the GPU
   sign.tolerance = 1e-5;
   // Buckets of at most kQsgdSequentialBucket: the CPU's scales, bit for bit.
   CodecCase signMomentum = make("sign.momentum", C::Sign);
-  signMomentum.bucket = 64;
-  signMomentum.momentum = 0.9f;
+  signMomentum.spec.bucket = 64;
+  signMomentum.spec.momentum = 0.9f;
   CodecCase powerSgd = make("powersgd", C::PowerSgd);
-  powerSgd.rank = 2;
-  powerSgd.seed = 11;
+  powerSgd.spec.rank = 2;
+  powerSgd.spec.seed = 11;
   powerSgd.tolerance = 1e-4;
   CodecCase topk2bit = make("topk2bit", C::TopK2Bit);
-  topk2bit.density = 0.25f;
+  topk2bit.spec.density = 0.25f;
   topk2bit.tolerance = 1e-5;
   return {topk, dgc, clipped, randomk, qsgd, qsgd8, sign, signMomentum, powerSgd, topk2bit};
 }
 
-// The plan of `codec` on `device`.
+// The plan of `codec` on `device`: variables 0, 1 the state rows [1, 63]
+// (as many as the codec keeps), 2 the step; tensors 0 "g" read from data,
+// 1 "g.sum" its compressed all-reduce, an output.
 std::vector<uint8_t> codecPlan(const CodecCase &codec, plan::DeviceKind device) {
-  flatbuffers::FlatBufferBuilder fbb;
-  auto ints = [&](std::vector<int> v) { return fbb.CreateVector(v); };
-  auto longs = [&](std::vector<int64_t> v) { return fbb.CreateVector(v); };
-  auto sbp = [&](plan::SbpKind kind) {
-    std::vector<plan::SbpDim> dims = {plan::SbpDim(kind, 0)};
-    return fbb.CreateVectorOfStructs(dims);
-  };
-  std::vector<flatbuffers::Offset<plan::Placement>> placements = {
-      plan::CreatePlacement(fbb, fbb.CreateString("p"), device, ints({0}), ints({1}))};
-  // State: [ranks, L] split S(0), a row per rank; the step an i32 scalar.
-  auto variable = [&](const char *name, std::vector<int64_t> shape, plan::SbpKind kind,
-                      plan::DType dtype) {
-    return plan::CreateVariable(fbb, fbb.CreateString(name), dtype, longs(shape), 0, sbp(kind),
-                                plan::CreateInit(fbb, plan::InitKind::Zeros, 0, 0, 0));
-  };
-  std::vector<flatbuffers::Offset<plan::Variable>> variables = {
-      variable("g.state0", {1, kGradElements}, plan::SbpKind::Split, plan::DType::F32),
-      variable("g.state1", {1, kGradElements}, plan::SbpKind::Split, plan::DType::F32),
-      variable("g.step", {}, plan::SbpKind::Broadcast, plan::DType::I32)};
-  const int64_t bytes = kGradElements * 4, stride = (bytes + 63) / 64 * 64;
-  auto tensor = [&](const char *name, int64_t offset) {
-    return plan::CreateTensor(fbb, fbb.CreateString(name), plan::DType::F32,
-                              longs({kGradRows, kGradCols}), 0, sbp(plan::SbpKind::Broadcast), -1,
-                              offset, bytes);
-  };
-  std::vector<flatbuffers::Offset<plan::Tensor>> tensors = {tensor("g", 0),
-                                                            tensor("g.sum", stride)};
-  std::vector<int> state = {0, 1};
-  state.resize(static_cast<size_t>(ops::codecStateCount(codec.kind, codec.momentum)));
-  auto stateOffset = fbb.CreateVector(state);
-  plan::CodecAttrsBuilder c(fbb);
-  c.add_kind(codec.kind);
-  c.add_density(codec.density);
-  c.add_bits(codec.bits);
-  c.add_rank(codec.rank);
-  c.add_momentum(codec.momentum);
-  c.add_clip(codec.clip);
-  c.add_warmup_steps(codec.warmup);
-  c.add_epoch_steps(codec.epochSteps);
-  c.add_bucket(codec.bucket);
-  c.add_seed(codec.seed);
-  c.add_state(stateOffset);
-  c.add_step(2);
-  auto codecAttrs = c.Finish();
-  std::vector<flatbuffers::Offset<plan::Task>> tasks = {
-      plan::CreateTask(fbb, fbb.CreateString("input.g"), plan::OpKind::Input, ints({}), ints({0}),
-                       plan::OpAttrs::InputAttrs,
-                       plan::CreateInputAttrs(fbb, fbb.CreateString("g")).Union()),
-      plan::CreateTask(fbb, fbb.CreateString("g.allreduce"), plan::OpKind::AllReduce, ints({0}),
-                       ints({1}), plan::OpAttrs::CollectiveAttrs,
-                       plan::CreateCollectiveAttrs(fbb, 0, plan::ReduceOp::Sum, codecAttrs).Union(),
-                       0)};
-  std::vector<flatbuffers::Offset<plan::Register>> registers = {
-      plan::CreateRegister(fbb, 0, 0, ints({1}), 1)};
-  std::vector<flatbuffers::Offset<plan::Binding>> inputs = {
-      plan::CreateBinding(fbb, fbb.CreateString("g"), 0)};
-  std::vector<flatbuffers::Offset<plan::Binding>> outputs = {
-      plan::CreateBinding(fbb, fbb.CreateString("g.sum"), 1)};
-  std::vector<flatbuffers::Offset<plan::Metric>> metrics;
-  std::vector<flatbuffers::Offset<plan::Program>> programs = {plan::CreateProgram(
-      fbb, fbb.CreateString("train"), fbb.CreateVector(tensors), fbb.CreateVector(tasks),
-      fbb.CreateVector(registers), 2 * stride, fbb.CreateVector(inputs), fbb.CreateVector(metrics),
-      fbb.CreateVector(outputs))};
-  auto root = plan::CreatePlan(fbb, 5, fbb.CreateVector(placements), fbb.CreateVector(variables),
-                               fbb.CreateVector(programs), fbb.CreateString("codec test"));
-  plan::FinishPlanBuffer(fbb, root);
-  return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+  PlanSpec spec;
+  spec.placements = {{"p", {0}, {1}, device}};
+  spec.variables = {{"g.state0", {1, kGradElements}, 0, {S(0)}},
+                    {"g.state1", {1, kGradElements}, 0, {S(0)}},
+                    {"g.step", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32}};
+  CodecSpec c = codec.spec;
+  c.present = true;
+  c.state = {0, 1};
+  c.state.resize(static_cast<size_t>(ops::codecStateCount(c.kind, c.momentum)));
+  c.step = 2;
+  ProgramSpec prog;
+  prog.tensors = {{"g", {kGradRows, kGradCols}}, {"g.sum", {kGradRows, kGradCols}}};
+  TaskSpec allReduce =
+      makeTask("g.allreduce", plan::OpKind::AllReduce, {0}, {1}, plan::OpAttrs::CollectiveAttrs);
+  allReduce.codec = c;
+  prog.tasks = {inputTask("input.g", 0, "g"), allReduce};
+  prog.inputs = {{"g", 0}};
+  prog.outputs = {{"g.sum", 1}};
+  spec.programs.push_back(prog);
+  finalize(spec);
+  return build(spec);
 }
 
 // What a run of a codec plan leaves: "g.sum" after every step, and the
@@ -641,27 +589,26 @@ TEST(CudaExecutor, CodecPlansRunOnTheCpu) {
     ASSERT_EQ(run.sums.size(), static_cast<size_t>(kCodecSteps));
     EXPECT_EQ(run.step, kCodecSteps);
     EXPECT_EQ(run.sums[0], gradientOf(0)); // the dense warm-up
-    const bool sparse = codec.kind == plan::Codec::TopK || codec.kind == plan::Codec::Dgc ||
-                        codec.kind == plan::Codec::RandomK || codec.kind == plan::Codec::TopK2Bit;
-    for (int s = codec.warmup; s < kCodecSteps; ++s) {
+    const CodecSpec &c = codec.spec;
+    const bool sparse = ops::isSparseCodec(c.kind);
+    for (int s = c.warmupSteps; s < kCodecSteps; ++s) {
       EXPECT_NE(run.sums[s], gradientOf(s)) << "step " << s << " was not compressed";
       if (!sparse)
         continue;
-      const int64_t exchange = s - codec.warmup;
-      const double density = codec.kind == plan::Codec::Dgc
-                                 ? cpu::dgcWarmupDensity(exchange / codec.epochSteps, codec.density)
-                                 : codec.density;
-      const auto pairs = static_cast<int64_t>(std::ceil(density * kGradElements));
+      const int64_t exchange = s - c.warmupSteps;
+      const double density = c.kind == plan::Codec::Dgc
+                                 ? cpu::dgcWarmupDensity(exchange / c.epochSteps, c.density)
+                                 : c.density;
+      const int64_t pairs = ops::pairsFor(density, kGradElements);
       const auto nonzero =
           std::count_if(run.sums[s].begin(), run.sums[s].end(), [](float v) { return v != 0.0f; });
       EXPECT_LE(nonzero, pairs) << "step " << s;
       EXPECT_GT(nonzero, 0) << "step " << s;
     }
     // (With a momentum what is kept and sent is the momentum's sum.)
-    const bool feedback =
-        (codec.kind == plan::Codec::TopK || codec.kind == plan::Codec::Sign ||
-         codec.kind == plan::Codec::PowerSgd || codec.kind == plan::Codec::TopK2Bit) &&
-        codec.momentum == 0.0f;
+    const bool feedback = (c.kind == plan::Codec::TopK || c.kind == plan::Codec::Sign ||
+                           c.kind == plan::Codec::PowerSgd || c.kind == plan::Codec::TopK2Bit) &&
+                          c.momentum == 0.0f;
     if (!feedback)
       continue;
     for (int64_t i = 0; i < kGradElements; ++i) {

@@ -8,7 +8,6 @@
 // carry it and a resumed run continues bit for bit.
 #include "kernels/Codecs.h"
 #include "kernels/Checks.h"
-#include "kernels/Philox.h"
 #include "kernels/cpu/Compression.h"
 #include "kernels/cpu/Kernels.h"
 #include "kernels/cpu/Quantize.h"
@@ -368,9 +367,9 @@ struct Exchange : CodecExchange {
   Status qsgd(int64_t count) {
     const int64_t buckets = cpu::bucketCount(n, c->bucket());
     const int64_t packed = cpu::qsgdPackedBytes(n, bits);
-    // Ranks draw independently (the seed differs by rank), steps by count.
-    const uint64_t seed = c->seed() + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(me + 1);
-    cpu::qsgdEncode(grad, n, levels, c->bucket(), seed, static_cast<uint64_t>(count), codes, small);
+    // Ranks draw independently, steps by count.
+    cpu::qsgdEncode(grad, n, levels, c->bucket(), qsgdRankSeed(c->seed(), me),
+                    static_cast<uint64_t>(count), codes, small);
     cpu::qsgdPackCodes(codes, n, bits, sendBytes);
     if (Status s = gather(sendBytes, recvBytes, packed, plan::DType::U8); !s)
       return s;
@@ -416,12 +415,8 @@ struct Exchange : CodecExchange {
     const bool switched = lg && count > 1 && (count - 1) % lg->every() == 0 &&
                           previous[lg->layer()] != choice[lg->layer()];
     if (count == 0 || switched)
-      for (int64_t i = 0; i < cols * rank; ++i) {
-        const PhiloxBlock b =
-            philox4x32_10(static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), 0x50575347u, 0,
-                          static_cast<uint32_t>(c->seed()), static_cast<uint32_t>(c->seed() >> 32));
-        q[i] = static_cast<float>(b.word[0] >> 8) / 8388608.0f - 1.0f;
-      }
+      for (int64_t i = 0; i < cols * rank; ++i)
+        q[i] = powerSgdStart(c->seed(), i);
     for (int64_t i = 0; i < n; ++i)
       work[i] = grad[i] + s0[i];
     cpu::matmul(work, q, p, rows, rank, cols, false, false);
@@ -526,11 +521,8 @@ struct Exchange : CodecExchange {
         // PowerSGD: power iterations from a random start (the same on every
         // rank); P orthonormal, so ||M - P P^T M||^2 = ||M||^2 - ||M^T P||^2.
         const auto r = static_cast<int64_t>(candidates->Get(j));
-        for (int64_t i = 0; i < cols * r; ++i) {
-          const PhiloxBlock b = philox4x32_10(static_cast<uint32_t>(i), 0, 0x4C475243u, 0,
-                                              static_cast<uint32_t>(c->seed()), 0);
-          powerQ[i] = static_cast<float>(b.word[0] >> 8) / 8388608.0f - 1.0f;
-        }
+        for (int64_t i = 0; i < cols * r; ++i) // its own stream; the seed's low word
+          powerQ[i] = powerSgdStart(c->seed() & 0xffffffffu, i, 0x4C475243u);
         for (int iteration = 0; iteration < cpu::kLgrecoPowerIterations; ++iteration) {
           cpu::matmul(measured, powerQ, powerP, rows, r, cols, false, false);
           cpu::orthogonalizeColumns(powerP, rows, r);

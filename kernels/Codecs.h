@@ -5,6 +5,7 @@
 // arithmetic is kernels/cpu/Compression.h and kernels/cpu/Quantize.h.
 #pragma once
 
+#include "kernels/Philox.h"
 #include "kernels/Registry.h"
 
 #include <string>
@@ -28,6 +29,23 @@ inline int codecStateCount(const plan::CodecAttrs &c) {
 bool isSparseCodec(plan::Codec kind);
 int64_t pairsFor(double density, int64_t n);
 double dgcDensity(const plan::CodecAttrs &c, int64_t count);
+
+// QSGD's draws differ by rank: the seed of rank `rank` of the group.
+constexpr uint64_t qsgdRankSeed(uint64_t seed, int rank) {
+  return seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(rank + 1);
+}
+
+// PowerSGD's Q at its first exchange, element i: a uniform draw in [-1, 1)
+// from the top 24 bits of Philox4x32-10 at counter {i, i >> 32, stream, 0}
+// and key {seed, seed >> 32}, the same on every rank and device.
+constexpr uint32_t kPowerSgdStream = 0x50575347u;
+SBPFLOW_PHILOX_INLINE float powerSgdStart(uint64_t seed, int64_t i,
+                                          uint32_t stream = kPowerSgdStream) {
+  const PhiloxBlock b =
+      philox4x32_10(static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), stream, 0,
+                    static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  return static_cast<float>(b.word[0] >> 8) / 8388608.0f - 1.0f;
+}
 
 // A rank's compressed all-reduce as both kernels bind it when they are
 // built: the codec, the task's tensors and group, the step counter, this

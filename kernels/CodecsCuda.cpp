@@ -18,7 +18,6 @@
 // in Codecs.cpp or cpu/Quantize.cpp.
 #include "kernels/Checks.h"
 #include "kernels/Codecs.h"
-#include "kernels/Philox.h"
 #include "kernels/cpu/Compression.h"
 #include "kernels/cpu/Quantize.h"
 #include "kernels/cuda/Compression.h"
@@ -132,14 +131,10 @@ __global__ void subtractKernel(const float *a, const float *b, int64_t n, float 
     y[i] = __fsub_rn(a[i], b[i]);
 }
 
-// PowerSGD's Q at exchange 0: Codecs.cpp's uniform draws in [-1, 1).
+// PowerSGD's Q at exchange 0 (powerSgdStart, as Codecs.cpp).
 __global__ void powerSgdStartKernel(float *q, int64_t count, uint64_t seed) {
-  for (int64_t i = first(); i < count; i += stride()) {
-    const PhiloxBlock b =
-        philox4x32_10(static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), 0x50575347u, 0,
-                      static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-    q[i] = __fsub_rn(__fdiv_rn(static_cast<float>(b.word[0] >> 8), 8388608.0f), 1.0f);
-  }
+  for (int64_t i = first(); i < count; i += stride())
+    q[i] = powerSgdStart(seed, i);
 }
 
 // Little-endian, from any byte address (the payloads are byte strings).
@@ -335,9 +330,8 @@ struct CudaExchange : CodecExchange {
     const int bits = c->bits();
     const int64_t buckets = cpu::bucketCount(n, c->bucket());
     const int64_t packed = cpu::qsgdPackedBytes(n, bits);
-    // Ranks draw independently (the seed differs by rank), steps by count.
-    const uint64_t seed = c->seed() + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(me + 1);
-    if (Status s = cuda::qsgdEncode(grad, n, levels, c->bucket(), seed,
+    // Ranks draw independently, steps by count.
+    if (Status s = cuda::qsgdEncode(grad, n, levels, c->bucket(), qsgdRankSeed(c->seed(), me),
                                     static_cast<uint64_t>(count), scratch, codes, small, stream);
         !s)
       return s;

@@ -6,7 +6,6 @@
 #include "actors/Executor.h"
 #include "actors/Variables.h"
 #include "kernels/Codecs.h"
-#include "kernels/Philox.h"
 #include "kernels/cpu/Compression.h"
 #include "kernels/cpu/Kernels.h"
 #include "kernels/cpu/Quantize.h"
@@ -242,9 +241,9 @@ std::vector<float> compressedSum(const CodecSpec &c, int ranks,
     std::vector<float> norms(buckets * ranks);
     for (int r = 0; r < ranks; ++r) {
       // Ranks draw independently: the seed differs by rank.
-      const uint64_t seed = c.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(r + 1);
-      cpu::qsgdEncode(grads[r].data(), n, levels, c.bucket, seed, static_cast<uint64_t>(count),
-                      codes.data() + n * r, norms.data() + buckets * r);
+      cpu::qsgdEncode(grads[r].data(), n, levels, c.bucket, ops::qsgdRankSeed(c.seed, r),
+                      static_cast<uint64_t>(count), codes.data() + n * r,
+                      norms.data() + buckets * r);
     }
     cpu::qsgdDecode(codes.data(), norms.data(), ranks, n, levels, c.bucket, 1.0f, out.data());
     return out;
@@ -272,12 +271,8 @@ std::vector<float> compressedSum(const CodecSpec &c, int ranks,
     const int64_t rk = c.rank;
     if (count == 0)
       for (int r = 0; r < ranks; ++r)
-        for (int64_t i = 0; i < cols * rk; ++i) {
-          const PhiloxBlock b =
-              philox4x32_10(static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), 0x50575347u,
-                            0, static_cast<uint32_t>(c.seed), static_cast<uint32_t>(c.seed >> 32));
-          s1(r)[i] = static_cast<float>(b.word[0] >> 8) / 8388608.0f - 1.0f;
-        }
+        for (int64_t i = 0; i < cols * rk; ++i)
+          s1(r)[i] = ops::powerSgdStart(c.seed, i);
     std::vector<std::vector<float>> m(ranks, std::vector<float>(n));
     std::vector<float> p(rows * rk, 0.0f), pr(rows * rk);
     for (int r = 0; r < ranks; ++r) {

@@ -249,7 +249,7 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     // DGC clips locally where the model clips (section 3.3: the threshold
     // over sqrt(N)).
     double momentum = 0, clip = 0;
-    if (codec.getKind() == CodecKind::dgc || codec.getKind() == CodecKind::sign) {
+    if (takesMomentum(codec.getKind())) {
       if (auto sgd = dyn_cast<SgdOp>(opt.getOperation())) {
         momentum = sgd.getMomentum().convertToDouble();
         sgd.setMomentumAttr(FloatAttr::get(sgd.getMomentumAttr().getType(), 0.0));
@@ -275,12 +275,14 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     llvm::SmallVector<Attribute> bDims(hierarchy.size(), sbpDimToAttr(ctx, B));
     auto rows = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, rowDims));
     auto replicated = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, bDims));
-    static const char *kNames[][2] = {
-        {"residual", nullptr}, {"u", "v"}, {"residual", "q"}, {"residual", "u"}};
-    const int names = codec.getKind() == CodecKind::dgc        ? 1
-                      : codec.getKind() == CodecKind::powersgd ? 2
-                      : codec.getKind() == CodecKind::sign     ? 3
-                                                               : 0;
+    // DGC keeps u and v; the others a residual, then PowerSGD's q or the u
+    // of the momentum sign took.
+    const CodecKind kind = codec.getKind();
+    auto stateName = [&](size_t i) -> llvm::StringRef {
+      if (kind == CodecKind::dgc)
+        return i == 0 ? "u" : "v";
+      return i == 0 ? "residual" : kind == CodecKind::powersgd ? "q" : "u";
+    };
     llvm::SmallVector<Attribute> state;
     const bool adapts = adaptive && !own;
     auto shapes = codecStateShapes(codec, adapts ? adaptive : LgrecoAttr(), grad, hierarchy);
@@ -303,7 +305,7 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     for (auto [i, shape] : llvm::enumerate(shapes)) {
       // L-GreCo's accumulator comes after the codec's own state.
       const bool accumulator = adapts && i + 1 == shapes.size();
-      auto ref = declare(accumulator ? "acc" : kNames[names][i],
+      auto ref = declare(accumulator ? "acc" : stateName(i),
                          RankedTensorType::get(shape, Float32Type::get(ctx), rows));
       if (!ref)
         return failure();

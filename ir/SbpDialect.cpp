@@ -351,6 +351,10 @@ bool mlir::sbp::lgrecoAdapts(CodecKind kind) {
          kind == CodecKind::powersgd;
 }
 
+bool mlir::sbp::takesMomentum(CodecKind kind) {
+  return kind == CodecKind::dgc || kind == CodecKind::sign;
+}
+
 CodecAttr mlir::sbp::codecWith(MLIRContext *ctx, CodecKind kind, double value) {
   const auto integral = static_cast<int64_t>(value);
   return CodecAttr::get(ctx, kind, llvm::APFloat(isSparseCodec(kind) ? value : 0.0),
@@ -423,8 +427,7 @@ LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitErr
   if (!(momentum >= 0 && momentum < 1) || !(clip >= 0))
     return emitError() << "#sbp.codec needs 0 <= momentum < 1 and clip >= 0, got momentum = "
                        << momentum << ", clip = " << clip;
-  if ((momentum > 0 && kind != CodecKind::dgc && kind != CodecKind::sign) ||
-      (clip > 0 && kind != CodecKind::dgc))
+  if ((momentum > 0 && !takesMomentum(kind)) || (clip > 0 && kind != CodecKind::dgc))
     return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
                        << ">: only dgc and sign keep a momentum, and only dgc clips";
   if (warmup < 0 || epochSteps < 0 || warmup > INT32_MAX)

@@ -53,6 +53,9 @@ bool isSparseCodec(CodecKind kind);
 // Whether L-GreCo adapts a codec's parameter: top-k densities (plain or
 // with 2-bit values), QSGD's bits, PowerSGD's rank.
 bool lgrecoAdapts(CodecKind kind);
+// Whether a codec keeps an SGD's momentum before compressing (DGC's momentum
+// correction; EF-SignSGD as its reference code).
+bool takesMomentum(CodecKind kind);
 // The codec `kind` with its one parameter `value` (a density, bits or a
 // rank, whichever it takes) and every other field at its default.
 CodecAttr codecWith(MLIRContext *ctx, CodecKind kind, double value);

@@ -86,6 +86,12 @@ Status CodecExchange::run() {
   return countStep(step, counter);
 }
 
+int64_t CodecExchange::codeBytes() const {
+  return kind == Codec::Qsgd ? cpu::qsgdPackedBytes(n, bits) : cpu::signCodeBytes(n);
+}
+
+int64_t CodecExchange::scaleCount() const { return cpu::bucketCount(n, c->bucket()); }
+
 Status CodecExchange::sum(float *buf, int64_t count) {
   return group ? group->allReduce(buf, count, plan::DType::F32, ReduceOp::Sum) : Status::ok();
 }
@@ -365,8 +371,7 @@ struct Exchange : CodecExchange {
   }
 
   Status qsgd(int64_t count) {
-    const int64_t buckets = cpu::bucketCount(n, c->bucket());
-    const int64_t packed = cpu::qsgdPackedBytes(n, bits);
+    const int64_t buckets = scaleCount(), packed = codeBytes();
     // Ranks draw independently, steps by count.
     cpu::qsgdEncode(grad, n, levels, c->bucket(), qsgdRankSeed(c->seed(), me),
                     static_cast<uint64_t>(count), codes, small);
@@ -387,16 +392,15 @@ struct Exchange : CodecExchange {
   // sbp-compress-gradients) u = momentum u + grad is what is compressed, as
   // the paper's reference code does.
   Status sign() {
-    const int64_t bytes = cpu::signCodeBytes(n);
     const float *g = grad;
     if (c->momentum() > 0.0f) {
       cpu::accumulateMomentum(grad, s1, n, c->momentum());
       g = s1;
     }
     cpu::signEncode(g, s0, n, c->bucket(), sendBytes, small);
-    if (Status s = gather(sendBytes, recvBytes, bytes, plan::DType::U8); !s)
+    if (Status s = gather(sendBytes, recvBytes, codeBytes(), plan::DType::U8); !s)
       return s;
-    if (Status s = gather(small, smallAll, cpu::bucketCount(n, c->bucket()), plan::DType::F32); !s)
+    if (Status s = gather(small, smallAll, scaleCount(), plan::DType::F32); !s)
       return s;
     std::fill(out, out + n, 0.0f);
     cpu::signDecode(recvBytes, smallAll, ranks, n, c->bucket(), 1.0f, out);
@@ -611,20 +615,14 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     x->order = ints(n);
     x->sendPairs = ints(2 * k);
     break;
-  case Codec::Qsgd: {
-    const int64_t buckets = cpu::bucketCount(n, c.bucket());
+  case Codec::Qsgd:
     x->codes = bytes(n);
-    x->sendBytes = bytes(cpu::qsgdPackedBytes(n, x->bits));
-    x->recvBytes = bytes(cpu::qsgdPackedBytes(n, x->bits) * R);
-    x->small = floats(buckets);
-    x->smallAll = floats(buckets * R);
-    break;
-  }
+    [[fallthrough]];
   case Codec::Sign:
-    x->sendBytes = bytes(cpu::signCodeBytes(n));
-    x->recvBytes = bytes(cpu::signCodeBytes(n) * R);
-    x->small = floats(cpu::bucketCount(n, c.bucket()));
-    x->smallAll = floats(cpu::bucketCount(n, c.bucket()) * R);
+    x->sendBytes = bytes(x->codeBytes());
+    x->recvBytes = bytes(x->codeBytes() * R);
+    x->small = floats(x->scaleCount());
+    x->smallAll = floats(x->scaleCount() * R);
     break;
   case Codec::PowerSgd:
     x->work = floats(n);

@@ -78,6 +78,10 @@ struct CodecExchange {
   Status run();
   // The group's sum of `count` f32 in place (a group of one: nothing).
   Status sum(float *buf, int64_t count);
+  // QSGD and sign: a rank's codes in bytes (QSGD's at the bits in use) and
+  // its f32 scales (QSGD's bucket norms), as both kernels size and gather them.
+  int64_t codeBytes() const;
+  int64_t scaleCount() const;
 
 protected:
   // Before exchange `count` after the warm-up (L-GreCo's choice).

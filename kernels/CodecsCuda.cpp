@@ -327,9 +327,7 @@ struct CudaExchange : CodecExchange {
   }
 
   Status qsgd(int64_t count) {
-    const int bits = c->bits();
-    const int64_t buckets = cpu::bucketCount(n, c->bucket());
-    const int64_t packed = cpu::qsgdPackedBytes(n, bits);
+    const int64_t buckets = scaleCount(), packed = codeBytes();
     // Ranks draw independently, steps by count.
     if (Status s = cuda::qsgdEncode(grad, n, levels, c->bucket(), qsgdRankSeed(c->seed(), me),
                                     static_cast<uint64_t>(count), scratch, codes, small, stream);
@@ -358,7 +356,6 @@ struct CudaExchange : CodecExchange {
   }
 
   Status sign() {
-    const int64_t bytes = cpu::signCodeBytes(n);
     const float *g = grad;
     if (c->momentum() > 0.0f) {
       if (Status s = cuda::accumulateMomentum(grad, s1, n, c->momentum(), stream); !s)
@@ -367,9 +364,9 @@ struct CudaExchange : CodecExchange {
     }
     if (Status s = cuda::signEncode(g, s0, n, c->bucket(), scratch, sendBytes, small, stream); !s)
       return s;
-    if (Status s = gather(sendBytes, recvBytes, bytes, plan::DType::U8); !s)
+    if (Status s = gather(sendBytes, recvBytes, codeBytes(), plan::DType::U8); !s)
       return s;
-    if (Status s = gather(small, smallAll, cpu::bucketCount(n, c->bucket()), plan::DType::F32); !s)
+    if (Status s = gather(small, smallAll, scaleCount(), plan::DType::F32); !s)
       return s;
     if (Status s = zeroOut(); !s)
       return s;
@@ -489,22 +486,18 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
     codecScratch = std::max(cuda::randomkScratchBytes(n, k), cuda::scatterAddPairsScratchBytes(1));
     x->sendPairs = ints(2 * k);
     break;
-  case Codec::Qsgd: {
-    const int64_t buckets = cpu::bucketCount(n, c.bucket());
-    codecScratch = cuda::qsgdEncodeScratchBytes(n, c.bucket());
-    x->codes = bytes(n);
-    x->sendBytes = bytes(cpu::qsgdPackedBytes(n, c.bits()));
-    x->recvBytes = bytes(cpu::qsgdPackedBytes(n, c.bits()) * R);
-    x->small = floats(buckets);
-    x->smallAll = floats(buckets * R);
-    break;
-  }
+  case Codec::Qsgd:
   case Codec::Sign:
-    codecScratch = cuda::signEncodeScratchBytes(n, c.bucket());
-    x->sendBytes = bytes(cpu::signCodeBytes(n));
-    x->recvBytes = bytes(cpu::signCodeBytes(n) * R);
-    x->small = floats(cpu::bucketCount(n, c.bucket()));
-    x->smallAll = floats(cpu::bucketCount(n, c.bucket()) * R);
+    if (c.kind() == Codec::Qsgd) {
+      codecScratch = cuda::qsgdEncodeScratchBytes(n, c.bucket());
+      x->codes = bytes(n);
+    } else {
+      codecScratch = cuda::signEncodeScratchBytes(n, c.bucket());
+    }
+    x->sendBytes = bytes(x->codeBytes());
+    x->recvBytes = bytes(x->codeBytes() * R);
+    x->small = floats(x->scaleCount());
+    x->smallAll = floats(x->scaleCount() * R);
     break;
   case Codec::PowerSgd:
     x->work = floats(n);

@@ -408,25 +408,6 @@ Reference referenceRun(const PlanSpec &spec, const CodecSpec &c, int ranks, int 
 
 // ---------------------------------------------------------------- N ranks
 
-// The whole of variable `name` (of element type T: float or int32_t) from
-// the checkpoint in `dir`.
-template <class T>
-std::vector<T> readCheckpointed(const std::string &dir, const std::string &name) {
-  auto reader = checkpoint::CheckpointReader::open(dir);
-  EXPECT_TRUE(reader) << reader.status().message();
-  if (!reader)
-    return {};
-  const checkpoint::TensorMeta *found = reader->find(name);
-  EXPECT_NE(found, nullptr) << "no tensor '" << name << "' in " << dir;
-  if (!found)
-    return {};
-  std::vector<T> out(static_cast<size_t>(elementCount(found->shape)));
-  const auto dtype = std::is_same_v<T, float> ? checkpoint::DType::F32 : checkpoint::DType::I32;
-  Status s = reader->read(name, found->shape, dtype, wholeRegion(found->shape), out.data());
-  EXPECT_TRUE(s) << s.message();
-  return out;
-}
-
 // max |got - want| <= 1e-5 max |want| (elementwise when want is all zeros).
 void expectNear(const std::vector<float> &got, const std::vector<float> &want,
                 const std::string &what) {
@@ -473,7 +454,7 @@ void expectRanksMatchReference(const CodecSpec &c, int ranks) {
 
   const Reference ref = referenceRun(spec, c, ranks, kSteps);
   const std::vector<float> w0 = initialValues(spec, 0);
-  std::vector<float> w = readCheckpointed<float>(dir, "w");
+  std::vector<float> w = test::readCheckpointed<float>(dir, "w");
   ASSERT_NO_FATAL_FAILURE(expectNear(w, ref.w, "w"));
   // The run moved w: the comparison is not of two initial values.
   double moved = 0;
@@ -481,10 +462,10 @@ void expectRanksMatchReference(const CodecSpec &c, int ranks) {
     moved = std::max(moved, std::fabs(static_cast<double>(ref.w[i]) - w0[i]));
   EXPECT_GT(moved, 1e-3);
   if (ops::codecStateCount(c.kind, c.momentum) >= 1)
-    expectNear(readCheckpointed<float>(dir, "g.codec.s0"), ref.s0, "state 0");
+    expectNear(test::readCheckpointed<float>(dir, "g.codec.s0"), ref.s0, "state 0");
   if (ops::codecStateCount(c.kind, c.momentum) >= 2)
-    expectNear(readCheckpointed<float>(dir, "g.codec.s1"), ref.s1, "state 1");
-  EXPECT_EQ(readCheckpointed<int32_t>(dir, "g.codec.step"), std::vector<int32_t>{kSteps});
+    expectNear(test::readCheckpointed<float>(dir, "g.codec.s1"), ref.s1, "state 1");
+  EXPECT_EQ(test::readCheckpointed<int32_t>(dir, "g.codec.step"), std::vector<int32_t>{kSteps});
 }
 
 // A codec of `kind` on codecPlan's state and step variables.
@@ -652,13 +633,15 @@ void expectLgrecoMatchesReference(int ranks) {
   const Reference ref = referenceRun(spec, c, ranks, steps);
   ASSERT_EQ(ref.table.size(), 6u);
   EXPECT_GT(ref.table[1], 0.0f); // a table with something in it
-  expectNear(readCheckpointed<float>(dir, "lgreco.errors"), ref.table, "errors");
-  EXPECT_EQ(readCheckpointed<int32_t>(dir, "lgreco.choice"), std::vector<int32_t>{ref.choice});
-  EXPECT_EQ(readCheckpointed<int32_t>(dir, "lgreco.previous"), std::vector<int32_t>{ref.previous});
-  EXPECT_EQ(readCheckpointed<int32_t>(dir, "lgreco.pending"), std::vector<int32_t>{0});
-  expectNear(readCheckpointed<float>(dir, "w"), ref.w, "w");
-  expectNear(readCheckpointed<float>(dir, "g.codec.s0"), ref.s0, "residual");
-  expectNear(readCheckpointed<float>(dir, "g.codec.s1"), ref.s1, "accumulator");
+  expectNear(test::readCheckpointed<float>(dir, "lgreco.errors"), ref.table, "errors");
+  EXPECT_EQ(test::readCheckpointed<int32_t>(dir, "lgreco.choice"),
+            std::vector<int32_t>{ref.choice});
+  EXPECT_EQ(test::readCheckpointed<int32_t>(dir, "lgreco.previous"),
+            std::vector<int32_t>{ref.previous});
+  EXPECT_EQ(test::readCheckpointed<int32_t>(dir, "lgreco.pending"), std::vector<int32_t>{0});
+  expectNear(test::readCheckpointed<float>(dir, "w"), ref.w, "w");
+  expectNear(test::readCheckpointed<float>(dir, "g.codec.s0"), ref.s0, "residual");
+  expectNear(test::readCheckpointed<float>(dir, "g.codec.s1"), ref.s1, "accumulator");
 }
 
 TEST(CodecExecutor, LgrecoMeasuresAndDecidesAsTheReferenceTwoRanks) {

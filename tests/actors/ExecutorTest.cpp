@@ -191,32 +191,11 @@ void expectLossesNear(const std::vector<double> &losses, const std::vector<doubl
     EXPECT_NEAR(losses[i], ref[first + i], 1e-5) << label << first + i;
 }
 
-// The whole of tensor `name` from the checkpoint in `dir`, read through the
-// checkpoint API; `meta` (optional) receives how it was saved.
-std::vector<float> readCheckpointed(const std::string &dir, const std::string &name,
-                                    checkpoint::TensorMeta *meta = nullptr) {
-  auto reader = checkpoint::CheckpointReader::open(dir);
-  EXPECT_TRUE(reader) << reader.status().message();
-  if (!reader)
-    return {};
-  const checkpoint::TensorMeta *found = reader->find(name);
-  EXPECT_NE(found, nullptr) << "no tensor '" << name << "' in " << dir;
-  if (!found)
-    return {};
-  if (meta)
-    *meta = *found;
-  const Region whole = wholeRegion(found->shape);
-  std::vector<float> out(static_cast<size_t>(elementCount(found->shape)));
-  Status s = reader->read(name, found->shape, checkpoint::DType::F32, whole, out.data());
-  EXPECT_TRUE(s) << s.message();
-  return out;
-}
-
 // Expects the checkpoint in `dir` to hold w [3, 1] of the values `w`; `meta`
 // (optional) receives how it was saved.
 void expectCheckpointedW(const std::string &dir, const std::vector<double> &w,
                          checkpoint::TensorMeta *meta = nullptr) {
-  std::vector<float> got = readCheckpointed(dir, "w", meta);
+  std::vector<float> got = test::readCheckpointed(dir, "w", meta);
   ASSERT_EQ(got.size(), 3u);
   for (int j = 0; j < kIn; ++j)
     EXPECT_NEAR(got[j], w[j], 1e-5) << "w[" << j << "]";
@@ -247,7 +226,7 @@ void runLinearOneRank(int count) {
   EXPECT_EQ(meta.shape, Shape({3, 1}));
   EXPECT_EQ(toString(meta.sbp), "[B]");
   EXPECT_EQ(meta.hierarchy, std::vector<int64_t>({1}));
-  EXPECT_EQ(readCheckpointed(dir, "w.velocity").size(), 3u);
+  EXPECT_EQ(test::readCheckpointed(dir, "w.velocity").size(), 3u);
 }
 
 TEST(Executor, LinearOneRankMatchesReference) { runLinearOneRank(1); }
@@ -491,7 +470,7 @@ TEST(Executor, FailedSaveLeavesThePreviousCheckpointWhole) {
   EXPECT_EQ(errors[0], "");
   EXPECT_NE(errors[1].find("rank 1"), std::string::npos) << errors[1];
   EXPECT_NE(errors[1].find(blocked), std::string::npos) << errors[1];
-  EXPECT_EQ(readCheckpointed(dir, "w"), accumulated(2));
+  EXPECT_EQ(test::readCheckpointed(dir, "w"), accumulated(2));
   auto reader = checkpoint::CheckpointReader::open(dir);
   ASSERT_TRUE(reader) << reader.status().message();
   EXPECT_TRUE(reader->checkComplete());
@@ -507,7 +486,7 @@ TEST(Executor, FailedSaveLeavesThePreviousCheckpointWhole) {
     Status s = exec.run("train", &data, 0, next.batch, 1, nullptr);
     return s ? again.save(r, exec) : s;
   });
-  EXPECT_EQ(readCheckpointed(dir, "w"), accumulated(3));
+  EXPECT_EQ(test::readCheckpointed(dir, "w"), accumulated(3));
 }
 
 // A checkpoint with a shard missing, or with a shard of another save, is
@@ -657,7 +636,7 @@ TEST(Executor, AdamWStepCounterCountsPast2To24) {
   // From zero moments m = (1 - b1) g, v = (1 - b2) g^2, and at a step this
   // large the bias corrections are 1: the update is lr m / (sqrt(v) + eps),
   // about 3.16 lr (at step 1 it would be about lr).
-  std::vector<float> w = readCheckpointed(tmp.path() + "/after", "w");
+  std::vector<float> w = test::readCheckpointed(tmp.path() + "/after", "w");
   ASSERT_EQ(w.size(), static_cast<size_t>(kBatch * kIn));
   for (int64_t i = 0; i < kBatch; ++i)
     for (int64_t j = 0; j < kIn; ++j) {
@@ -776,7 +755,7 @@ TEST(Executor, BoxingCollectivesUnevenAxis1) {
     if (HasFailure())
       return;
     for (const char *name : {"out1", "out2"}) {
-      std::vector<float> got = readCheckpointed(dir, name);
+      std::vector<float> got = test::readCheckpointed(dir, name);
       ASSERT_EQ(got.size(), 15u) << name;
       for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 5; ++j)

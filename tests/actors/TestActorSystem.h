@@ -11,6 +11,7 @@
 
 #include <caf/all.hpp>
 #include <gloo/rendezvous/hash_store.h>
+#include <gtest/gtest.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -18,6 +19,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace sbpflow::test {
@@ -100,6 +102,29 @@ inline std::vector<std::string> runRanks(caf::actor_system &system, const plan::
   for (auto &t : threads)
     t.join();
   return errors;
+}
+
+// The whole of variable `name` (of element type T: float or int32_t) from
+// the checkpoint in `dir`, read through the checkpoint API; `meta`
+// (optional) receives how it was saved.
+template <class T = float>
+std::vector<T> readCheckpointed(const std::string &dir, const std::string &name,
+                                checkpoint::TensorMeta *meta = nullptr) {
+  auto reader = checkpoint::CheckpointReader::open(dir);
+  EXPECT_TRUE(reader) << reader.status().message();
+  if (!reader)
+    return {};
+  const checkpoint::TensorMeta *found = reader->find(name);
+  EXPECT_NE(found, nullptr) << "no tensor '" << name << "' in " << dir;
+  if (!found)
+    return {};
+  if (meta)
+    *meta = *found;
+  std::vector<T> out(static_cast<size_t>(elementCount(found->shape)));
+  const auto dtype = std::is_same_v<T, float> ? checkpoint::DType::F32 : checkpoint::DType::I32;
+  Status s = reader->read(name, found->shape, dtype, wholeRegion(found->shape), out.data());
+  EXPECT_TRUE(s) << s.message();
+  return out;
 }
 
 } // namespace sbpflow::test

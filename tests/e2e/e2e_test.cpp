@@ -15,6 +15,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -46,19 +47,21 @@ CommandResult runCommand(const std::string &cmd) {
 }
 
 // Every variable's global tensor, read through the checkpoint API from the
-// checkpoint a job wrote (whatever its layout).
-std::map<std::string, std::vector<float>> loadParams(const fs::path &dir) {
+// checkpoint a job wrote (whatever its layout): as f32 (Word float), or
+// each element's stored bits (Word uint32_t: f32 and i32 alike).
+template <class Word> std::map<std::string, std::vector<Word>> loadCheckpoint(const fs::path &dir) {
   using namespace sbpflow::checkpoint;
-  std::map<std::string, std::vector<float>> result;
+  std::map<std::string, std::vector<Word>> result;
   auto reader = CheckpointReader::open(dir.string());
   EXPECT_TRUE(reader) << reader.status().message();
   if (!reader)
     return result;
   for (const TensorMeta &t : reader->tensors()) {
     const sbpflow::Region whole = sbpflow::wholeRegion(t.shape);
-    std::vector<float> values(static_cast<size_t>(sbpflow::elementCount(t.shape)));
-    sbpflow::Status s = reader->read(t.name, t.shape, DType::F32, whole, values.data());
-    EXPECT_TRUE(s) << s.message();
+    std::vector<Word> values(static_cast<size_t>(sbpflow::elementCount(t.shape)));
+    const DType as = std::is_same_v<Word, float> ? DType::F32 : t.dtype;
+    sbpflow::Status s = reader->read(t.name, t.shape, as, whole, values.data());
+    EXPECT_TRUE(s) << t.name << ": " << s.message();
     result[t.name] = std::move(values);
   }
   return result;
@@ -106,7 +109,8 @@ void expectSameParams(int ranks, int batch) {
   ASSERT_EQ(a.status, 0) << a.output;
   CommandResult b = trainSteps(ranks, batch, 20, many);
   ASSERT_EQ(b.status, 0) << b.output;
-  for (const auto &[name, diff] : relativeDiffs(loadParams(one), loadParams(many)))
+  for (const auto &[name, diff] :
+       relativeDiffs(loadCheckpoint<float>(one), loadCheckpoint<float>(many)))
     EXPECT_LE(diff, 1e-5) << name << ": max |1 rank - " << ranks << " ranks| / max |value|";
 }
 
@@ -130,7 +134,8 @@ TEST(MlpEndToEnd, ResumeOnFourRanksEqualsResumeOnOneRank) {
   ASSERT_EQ(b.status, 0) << b.output;
   CommandResult c = trainSteps(1, 250, 10, one, start.string());
   ASSERT_EQ(c.status, 0) << c.output;
-  const auto pStart = loadParams(start), pOne = loadParams(one), pFour = loadParams(four);
+  const auto pStart = loadCheckpoint<float>(start), pOne = loadCheckpoint<float>(one),
+             pFour = loadCheckpoint<float>(four);
   for (const auto &[name, diff] : relativeDiffs(pOne, pFour))
     EXPECT_LE(diff, 1e-5) << name << ": resumed on 1 rank vs on 4 ranks";
   // Without the resume, run c would repeat run a exactly.
@@ -200,25 +205,6 @@ TEST(MlpEndToEnd, SentBytesPerStepIsTheGradientAllReduce) {
   EXPECT_EQ(sentBytesPerStep(1, 5, fs::path(dir.path()) / "one.json"), std::vector<double>{0.0});
 }
 
-// Every variable's stored bits (f32 or i32 alike, as 32-bit words), read
-// through the checkpoint API from the checkpoint a job wrote.
-std::map<std::string, std::vector<uint32_t>> loadBits(const fs::path &dir) {
-  using namespace sbpflow::checkpoint;
-  std::map<std::string, std::vector<uint32_t>> result;
-  auto reader = CheckpointReader::open(dir.string());
-  EXPECT_TRUE(reader) << reader.status().message();
-  if (!reader)
-    return result;
-  for (const TensorMeta &t : reader->tensors()) {
-    const sbpflow::Region whole = sbpflow::wholeRegion(t.shape);
-    std::vector<uint32_t> words(static_cast<size_t>(sbpflow::elementCount(t.shape)));
-    sbpflow::Status s = reader->read(t.name, t.shape, t.dtype, whole, words.data());
-    EXPECT_TRUE(s) << t.name << ": " << s.message();
-    result[t.name] = std::move(words);
-  }
-  return result;
-}
-
 // mlp_fashion_mnist on 2 ranks with `--compress codec`, its batch, its
 // further arguments (steps, resume) and a checkpoint written to `out`.
 CommandResult trainCompressed(const std::string &codec, int batch, const std::string &args,
@@ -233,7 +219,7 @@ CommandResult trainCompressed(const std::string &codec, int batch, const std::st
 // and step counters (at least one `.codec.` variable, whose step counters
 // read `steps`).
 void expectSameBits(const fs::path &resumed, const fs::path &whole, int64_t steps) {
-  const auto a = loadBits(resumed), b = loadBits(whole);
+  const auto a = loadCheckpoint<uint32_t>(resumed), b = loadCheckpoint<uint32_t>(whole);
   ASSERT_FALSE(a.empty());
   int codecVariables = 0, counters = 0;
   for (const auto &[name, words] : b) {

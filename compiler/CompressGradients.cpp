@@ -94,12 +94,14 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    std::string spec = policy;
+    const llvm::StringRef spec = policy;
     // At the module's location, not the module: a bad flag needs no dump of the IR.
     auto error = [&] { return mlir::emitError(module.getLoc(), "sbp-compress-gradients: "); };
-    // lgreco[:FAMILY]: the family's default codec, adapted per layer.
-    if (spec == "lgreco" || llvm::StringRef(spec).starts_with("lgreco:")) {
-      llvm::StringRef family = spec == "lgreco" ? "powersgd" : llvm::StringRef(spec).drop_front(7);
+    FailureOr<CodecAttr> global = CodecAttr();
+    if (spec == "lgreco" || spec.starts_with("lgreco:")) {
+      // lgreco[:FAMILY]: the family's codec at the uniform default, adapted
+      // per layer.
+      llvm::StringRef family = spec == "lgreco" ? "powersgd" : spec.drop_front(7);
       std::optional<CodecKind> kind = symbolizeCodecKind(family);
       if (!kind || !lgrecoAdapts(*kind)) {
         error() << "L-GreCo adapts powersgd, topk, topk2bit or qsgd, not '" << family << "'";
@@ -108,13 +110,10 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
       auto [values, index] = lgrecoCandidates(*kind);
       adaptive = LgrecoAttr::get(&getContext(), DenseF64ArrayAttr::get(&getContext(), values),
                                  index, 0, 0, lgrecoEvery);
-      // The codec at the uniform default.
-      spec = "none";
-      lgrecoDefault = codecWith(&getContext(), *kind, values[static_cast<size_t>(index)]);
+      global = codecWith(&getContext(), *kind, values[static_cast<size_t>(index)]);
+    } else if (spec != "auto") {
+      global = parseCodecSpec(&getContext(), spec, error);
     }
-    auto global = parseCodecSpec(&getContext(), spec == "auto" ? "none" : spec, error);
-    if (succeeded(global) && lgrecoDefault)
-      global = lgrecoDefault;
     if (failed(global) || warmupSteps < 0 || epochSteps < 0 || warmupSteps > INT32_MAX ||
         lgrecoEvery < 1) {
       if (succeeded(global))
@@ -141,7 +140,6 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
   // L-GreCo under the global policy: the layers it adapts (in program
   // order), sharing one table, choice, previous choice and pending count.
   LgrecoAttr adaptive;
-  CodecAttr lgrecoDefault;
   double maxGradNorm = 0; // 0: the model does not clip
   llvm::SmallVector<AllReduceOp> adapted;
 

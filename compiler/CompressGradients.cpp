@@ -362,31 +362,35 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
   }
 
   // auto: per gradient, the candidate codec of least modelled time (its
-  // payload over the link plus its own work, as measured), where that beats
-  // the dense ring all-reduce.
+  // collectives over the link, as boxingCost prices them, plus its own work,
+  // as measured), where that beats the dense all-reduce.
   CodecAttr chooseByCost(RankedTensorType grad, llvm::ArrayRef<int64_t> hierarchy, int64_t dim) {
-    const double bw = linkBytesPerSecond > 0 ? double(linkBytesPerSecond) : model.bytesPerSecond;
+    CostModel link = model;
+    if (linkBytesPerSecond > 0)
+      link.bytesPerSecond = double(linkBytesPerSecond);
     auto dims = getSbpDims(getSbp(grad));
     const double n = static_cast<double>(sbpflow::maxLocalElements(
         grad.getShape().vec(), sbpflow::NdSbp(dims.begin(), dims.end()), hierarchy.vec()));
-    const double ranks = static_cast<double>(hierarchy[dim]);
-    double best = 2 * (ranks - 1) / ranks * 4 * n / bw;
+    const int64_t ranks = hierarchy[dim];
+    auto allReduce = [&](double bytes) { return boxingCost(link, P, B, bytes, ranks); };
+    double best = allReduce(4 * n);
     CodecAttr chosen;
     for (CodecAttr c : {codecWith(&getContext(), CodecKind::powersgd, 4),
                         codecWith(&getContext(), CodecKind::topk2bit, 0.01)}) {
       if (!worthCompressing(c, grad))
         continue;
-      double payload, work;
+      double t;
       if (c.getKind() == CodecKind::powersgd) {
+        // Two all-reduces: P (rows x rank), then Q (cols x rank).
         const double cols = grad.getShape().back(), rows = n / cols;
-        payload = 2 * (ranks - 1) / ranks * 4 * c.getRank() * (rows + cols);
-        work = n * c.getRank() * model.powersgdSecondsPerElementRank;
+        t = allReduce(4 * c.getRank() * rows) + allReduce(4 * c.getRank() * cols) +
+            n * c.getRank() * model.powersgdSecondsPerElementRank;
       } else {
+        // An all-gather of every rank's k indices, 2-bit codes and table.
         const double k = std::ceil(c.getDensity().convertToDouble() * n);
-        payload = (ranks - 1) * (4 * k + k / 4 + 20);
-        work = n * model.topk2bitSecondsPerElement;
+        t = boxingCost(link, S(0), B, static_cast<double>(ranks) * (4 * k + k / 4 + 20), ranks) +
+            n * model.topk2bitSecondsPerElement;
       }
-      const double t = payload / bw + work;
       if (t < best) {
         best = t;
         chosen = c;

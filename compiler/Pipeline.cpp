@@ -17,17 +17,19 @@ namespace {
 struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
   Option<bool> bf16{*this, "bf16", llvm::cl::desc("mixed precision (see CompileOptions)"),
                     llvm::cl::init(false)};
+  // Defaults are CompileOptions'.
   Option<std::string> compress{*this, "compress",
                                llvm::cl::desc("gradient compression policy (see CompileOptions)"),
-                               llvm::cl::init("none")};
+                               llvm::cl::init(CompileOptions{}.compress)};
   Option<int64_t> compressWarmupSteps{*this, "compress-warmup-steps",
-                                      llvm::cl::desc("dense exchanges first"), llvm::cl::init(0)};
+                                      llvm::cl::desc("dense exchanges first"),
+                                      llvm::cl::init(CompileOptions{}.compressWarmupSteps)};
   Option<int64_t> compressEpochSteps{*this, "compress-epoch-steps",
                                      llvm::cl::desc("DGC's warm-up epoch length"),
-                                     llvm::cl::init(0)};
+                                     llvm::cl::init(CompileOptions{}.compressEpochSteps)};
   Option<int64_t> lgrecoEvery{*this, "lgreco-every",
                               llvm::cl::desc("exchanges between L-GreCo's decisions"),
-                              llvm::cl::init(100)};
+                              llvm::cl::init(CompileOptions{}.lgrecoEvery)};
 };
 } // namespace
 

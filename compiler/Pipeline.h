@@ -31,9 +31,8 @@ struct CompileOptions {
 };
 
 // Adds [mixed-precision] -> autodiff -> [fold-casts] -> fuse-bias-gelu ->
-// propagate -> insert-boxing (+ check) -> compress-gradients -> bucket-gradients
-// -> plan-memory to
-// `pm` (what `sbp-compile` runs).
+// propagate -> insert-boxing (+ check) -> compress-gradients ->
+// bucket-gradients -> plan-memory to `pm` (what `sbp-compile` runs).
 void buildCompilePipeline(OpPassManager &pm, const CompileOptions &options = {});
 
 // Registers the pipeline as `sbp-compile{bf16=...}` (sbpflow-opt).

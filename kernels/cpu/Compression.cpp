@@ -53,16 +53,17 @@ void topkEncode(const float *grad, float *residual, int64_t n, int64_t k, int32_
   // indices compared through the array: that costs a cache miss a
   // comparison), then one pass in index order: every key above it, and the
   // first of those equal to it (ties go to the lower index).
+  // Keys are never negative: below every one, the threshold takes all.
   int32_t threshold = std::numeric_limits<int32_t>::min();
+  int64_t above = k;
   if (k < n) {
     for (int64_t i = 0; i < n; ++i)
       order[i] = selectionKey(residual[i]);
     std::nth_element(order, order + (k - 1), order + n, std::greater<int32_t>());
     threshold = order[k - 1];
+    // Every key above the threshold lies before it.
+    above = std::count_if(order, order + (k - 1), [&](int32_t key) { return key > threshold; });
   }
-  int64_t above = 0;
-  for (int64_t i = 0; i < n; ++i)
-    above += selectionKey(residual[i]) > threshold;
   int64_t ties = k - above;
   for (int64_t i = 0, j = 0; i < n && j < k; ++i) {
     const int32_t key = selectionKey(residual[i]);

@@ -92,6 +92,17 @@ int64_t CodecExchange::codeBytes() const {
 
 int64_t CodecExchange::scaleCount() const { return cpu::bucketCount(n, c->bucket()); }
 
+void CodecExchange::takeCodeBuffers(const OpArgs &a) {
+  auto floats = [&](int64_t count) { return static_cast<float *>(a.scratch(4 * count)); };
+  auto bytes = [&](int64_t count) { return static_cast<uint8_t *>(a.scratch(count)); };
+  if (kind == Codec::Qsgd)
+    codes = bytes(n);
+  sendBytes = bytes(codeBytes());
+  recvBytes = bytes(codeBytes() * ranks);
+  small = floats(scaleCount());
+  smallAll = floats(scaleCount() * ranks);
+}
+
 Status CodecExchange::sum(float *buf, int64_t count) {
   return group ? group->allReduce(buf, count, plan::DType::F32, ReduceOp::Sum) : Status::ok();
 }
@@ -274,10 +285,6 @@ namespace {
 struct Exchange : CodecExchange {
   // Scratch, fixed when the kernel is built.
   int32_t *order = nullptr;
-  int32_t *sendPairs = nullptr, *recvPairs = nullptr; // [idx k][val k] per rank
-  float *work = nullptr;                              // n floats
-  float *small = nullptr, *smallAll = nullptr;        // scales / norms / P, Q
-  uint8_t *codes = nullptr, *sendBytes = nullptr, *recvBytes = nullptr;
   // L-GreCo (CodecAttrs.lgreco): this layer's row and the shared table.
   const plan::LgrecoAttrs *lg = nullptr;
   const flatbuffers::Vector<float> *candidates = nullptr; // the plan's
@@ -616,13 +623,8 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     x->sendPairs = ints(2 * k);
     break;
   case Codec::Qsgd:
-    x->codes = bytes(n);
-    [[fallthrough]];
   case Codec::Sign:
-    x->sendBytes = bytes(x->codeBytes());
-    x->recvBytes = bytes(x->codeBytes() * R);
-    x->small = floats(x->scaleCount());
-    x->smallAll = floats(x->scaleCount() * R);
+    x->takeCodeBuffers(a);
     break;
   case Codec::PowerSgd:
     x->work = floats(n);

@@ -66,6 +66,12 @@ struct CodecExchange {
   Communicator *group = nullptr;      // null for a group of one
   int ranks = 1, me = 0;
   std::vector<int64_t> counts; // per rank, set before each gather
+  // Wire buffers in the kernel's scratch (device memory on a GPU), fixed
+  // when it is built.
+  int32_t *sendPairs = nullptr, *recvPairs = nullptr; // [idx k][val k] per rank
+  float *work = nullptr;                              // n floats (k for 2-bit)
+  float *small = nullptr, *smallAll = nullptr;        // scales / norms / P
+  uint8_t *codes = nullptr, *sendBytes = nullptr, *recvBytes = nullptr;
 
   virtual ~CodecExchange() = default;
   // The codec family's parameter `value`: k from a density, bits, or rank.
@@ -82,6 +88,9 @@ struct CodecExchange {
   // its f32 scales (QSGD's bucket norms), as both kernels size and gather them.
   int64_t codeBytes() const;
   int64_t scaleCount() const;
+  // QSGD's and sign's wire buffers from `a`'s scratch: this rank's codes and
+  // scales, every rank's, and QSGD's unpacked codes.
+  void takeCodeBuffers(const OpArgs &a);
 
 protected:
   // Before exchange `count` after the warm-up (L-GreCo's choice).

@@ -211,11 +211,7 @@ struct CudaExchange : CodecExchange {
   Stream queue = nullptr;
   cudaStream_t stream = nullptr;
   // Device scratch, fixed when the kernel is built.
-  void *scratch = nullptr;                            // the codec functions'
-  int32_t *sendPairs = nullptr, *recvPairs = nullptr; // [idx k][val k] per rank
-  float *work = nullptr;                              // n floats (k for 2-bit)
-  float *small = nullptr, *smallAll = nullptr;        // scales / norms / P
-  uint8_t *codes = nullptr, *sendBytes = nullptr, *recvBytes = nullptr;
+  void *scratch = nullptr;    // the codec functions'
   double *partials = nullptr; // DGC's clipping
   float *factor = nullptr;
   float *table = nullptr;                           // 2-bit: this rank's table
@@ -488,16 +484,9 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
     break;
   case Codec::Qsgd:
   case Codec::Sign:
-    if (c.kind() == Codec::Qsgd) {
-      codecScratch = cuda::qsgdEncodeScratchBytes(n, c.bucket());
-      x->codes = bytes(n);
-    } else {
-      codecScratch = cuda::signEncodeScratchBytes(n, c.bucket());
-    }
-    x->sendBytes = bytes(x->codeBytes());
-    x->recvBytes = bytes(x->codeBytes() * R);
-    x->small = floats(x->scaleCount());
-    x->smallAll = floats(x->scaleCount() * R);
+    codecScratch = c.kind() == Codec::Qsgd ? cuda::qsgdEncodeScratchBytes(n, c.bucket())
+                                           : cuda::signEncodeScratchBytes(n, c.bucket());
+    x->takeCodeBuffers(a);
     break;
   case Codec::PowerSgd:
     x->work = floats(n);

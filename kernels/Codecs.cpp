@@ -103,6 +103,26 @@ void CodecExchange::takeCodeBuffers(const OpArgs &a) {
   smallAll = floats(scaleCount() * ranks);
 }
 
+Status CodecExchange::compressed(int64_t count) {
+  switch (kind) {
+  case Codec::TopK:
+    return topk();
+  case Codec::Dgc:
+    return dgc(count);
+  case Codec::RandomK:
+    return randomk(count);
+  case Codec::Qsgd:
+    return qsgd(count);
+  case Codec::Sign:
+    return sign();
+  case Codec::PowerSgd:
+    return powerSgd(count);
+  case Codec::TopK2Bit:
+    return topk2bit();
+  }
+  return Status::error("unknown codec " + std::to_string(static_cast<int>(kind)));
+}
+
 Status CodecExchange::sum(float *buf, int64_t count) {
   return group ? group->allReduce(buf, count, plan::DType::F32, ReduceOp::Sum) : Status::ok();
 }
@@ -325,37 +345,24 @@ struct Exchange : CodecExchange {
     return Status::ok();
   }
 
-  Status compressed(int64_t count) override {
-    switch (kind) {
-    case Codec::TopK:
-      cpu::topkEncode(grad, s0, n, k, order, sendPairs, reinterpret_cast<float *>(sendPairs + k));
-      return exchangePairs(k);
-    case Codec::Dgc:
-      return dgc(count);
-    case Codec::RandomK: {
-      int32_t *idx = sendPairs;
-      float *val = reinterpret_cast<float *>(sendPairs + k);
-      cpu::randomkIndices(n, k, c->seed(), static_cast<uint64_t>(count), order, idx);
-      cpu::randomkEncode(grad, n, k, idx, val);
-      if (Status s = sum(val, k); !s)
-        return s;
-      std::fill(out, out + n, 0.0f);
-      cpu::scatterAddPairs(idx, val, k, 1.0f, out, n);
-      return Status::ok();
-    }
-    case Codec::Qsgd:
-      return qsgd(count);
-    case Codec::Sign:
-      return sign();
-    case Codec::PowerSgd:
-      return powerSgd(count);
-    case Codec::TopK2Bit:
-      return topk2bit();
-    }
-    return Status::error("unknown codec");
+  Status topk() override {
+    cpu::topkEncode(grad, s0, n, k, order, sendPairs, reinterpret_cast<float *>(sendPairs + k));
+    return exchangePairs(k);
   }
 
-  Status dgc(int64_t count) {
+  Status randomk(int64_t count) override {
+    int32_t *idx = sendPairs;
+    float *val = reinterpret_cast<float *>(sendPairs + k);
+    cpu::randomkIndices(n, k, c->seed(), static_cast<uint64_t>(count), order, idx);
+    cpu::randomkEncode(grad, n, k, idx, val);
+    if (Status s = sum(val, k); !s)
+      return s;
+    std::fill(out, out + n, 0.0f);
+    cpu::scatterAddPairs(idx, val, k, 1.0f, out, n);
+    return Status::ok();
+  }
+
+  Status dgc(int64_t count) override {
     const int64_t kk = pairsFor(dgcDensity(*c, count), n);
     const float *g = grad;
     if (c->clip() > 0.0f) {
@@ -377,7 +384,7 @@ struct Exchange : CodecExchange {
     return exchangePairs(kk);
   }
 
-  Status qsgd(int64_t count) {
+  Status qsgd(int64_t count) override {
     const int64_t buckets = scaleCount(), packed = codeBytes();
     // Ranks draw independently, steps by count.
     cpu::qsgdEncode(grad, n, levels, c->bucket(), qsgdRankSeed(c->seed(), me),
@@ -398,7 +405,7 @@ struct Exchange : CodecExchange {
   // EF-SignSGD with a scale per bucket; with a momentum (the SGD's, taken by
   // sbp-compress-gradients) u = momentum u + grad is what is compressed, as
   // the paper's reference code does.
-  Status sign() {
+  Status sign() override {
     const float *g = grad;
     if (c->momentum() > 0.0f) {
       cpu::accumulateMomentum(grad, s1, n, c->momentum());
@@ -419,7 +426,7 @@ struct Exchange : CodecExchange {
   // (this rank's); residual = M - P Q^T; Q summed; out = P Q^T = the sum of
   // every rank's projection. Q starts (exchange 0) from the same uniform
   // draws on every rank and is kept across steps (warm start).
-  Status powerSgd(int64_t count) {
+  Status powerSgd(int64_t count) override {
     float *q = s1, *p = small;
     // Q starts afresh at the first exchange and where L-GreCo just changed
     // this layer's rank.
@@ -565,7 +572,7 @@ struct Exchange : CodecExchange {
   // Top-k whose values travel as 2-bit codes (SparseLoCo): the quantisation
   // error joins the residual. Payload bytes: k i32 indices, the codes, the
   // 5-float table.
-  Status topk2bit() {
+  Status topk2bit() override {
     const int64_t codeBytes = cpu::twoBitCodeBytes(k);
     const int64_t payload = cpu::topkTwoBitPayloadBytes(k);
     int32_t *idx = sendPairs;

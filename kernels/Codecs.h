@@ -97,7 +97,18 @@ protected:
   virtual Status prepare(int64_t) { return Status::ok(); }
   // out = grad, on the kernel's device.
   virtual Status copyGradient() = 0;
-  virtual Status compressed(int64_t count) = 0;
+  // Exchange `count` after the warm-up of each codec, on the kernel's
+  // device: encode, exchange, decode the group's sum into out.
+  virtual Status topk() = 0;
+  virtual Status dgc(int64_t count) = 0;
+  virtual Status randomk(int64_t count) = 0;
+  virtual Status qsgd(int64_t count) = 0;
+  virtual Status sign() = 0;
+  virtual Status powerSgd(int64_t count) = 0;
+  virtual Status topk2bit() = 0;
+
+private:
+  Status compressed(int64_t count);
 };
 
 // The plan's side (the loader's check on global tensors): one f32 input

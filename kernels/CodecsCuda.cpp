@@ -254,35 +254,17 @@ struct CudaExchange : CodecExchange {
                        : device->copy(out, grad, static_cast<size_t>(n) * sizeof(float), queue);
   }
 
-  Status compressed(int64_t count) override {
-    switch (kind) {
-    case Codec::TopK:
-      if (Status s = cuda::topkEncode(grad, s0, n, k, scratch, sendPairs,
-                                      reinterpret_cast<float *>(sendPairs + k), stream);
-          !s)
-        return s;
-      return exchangePairs(k);
-    case Codec::Dgc:
-      return dgc(count);
-    case Codec::RandomK:
-      return randomk(count);
-    case Codec::Qsgd:
-      return qsgd(count);
-    case Codec::Sign:
-      return sign();
-    case Codec::PowerSgd:
-      return powerSgd(count);
-    case Codec::TopK2Bit:
-      return topk2bit();
-    default:
-      break;
-    }
-    return Status::error("codec " + codecName(kind) + " has no CUDA kernel");
+  Status topk() override {
+    if (Status s = cuda::topkEncode(grad, s0, n, k, scratch, sendPairs,
+                                    reinterpret_cast<float *>(sendPairs + k), stream);
+        !s)
+      return s;
+    return exchangePairs(k);
   }
 
   // DGC's k for this exchange is known here from the count: the payload's
   // size is the CPU's for every step, with no read of the device.
-  Status dgc(int64_t count) {
+  Status dgc(int64_t count) override {
     const int64_t kk = pairsFor(dgcDensity(*c, count), n);
     const float *g = grad;
     if (c->clip() > 0.0f) {
@@ -304,7 +286,7 @@ struct CudaExchange : CodecExchange {
     return exchangePairs(kk);
   }
 
-  Status randomk(int64_t count) {
+  Status randomk(int64_t count) override {
     int32_t *idx = sendPairs;
     float *val = reinterpret_cast<float *>(sendPairs + k);
     if (Status s = cuda::randomkIndices(n, k, c->seed(), static_cast<uint64_t>(count), scratch, idx,
@@ -322,7 +304,7 @@ struct CudaExchange : CodecExchange {
     return cuda::scatterAddPairs(idx, val, 1, k, 1.0f, out, n, scratch, nullptr, stream);
   }
 
-  Status qsgd(int64_t count) {
+  Status qsgd(int64_t count) override {
     const int64_t buckets = scaleCount(), packed = codeBytes();
     // Ranks draw independently, steps by count.
     if (Status s = cuda::qsgdEncode(grad, n, levels, c->bucket(), qsgdRankSeed(c->seed(), me),
@@ -351,7 +333,7 @@ struct CudaExchange : CodecExchange {
     return Status::ok();
   }
 
-  Status sign() {
+  Status sign() override {
     const float *g = grad;
     if (c->momentum() > 0.0f) {
       if (Status s = cuda::accumulateMomentum(grad, s1, n, c->momentum(), stream); !s)
@@ -370,7 +352,7 @@ struct CudaExchange : CodecExchange {
   }
 
   // Codecs.cpp's PowerSGD, step for step (its comment gives the algorithm).
-  Status powerSgd(int64_t count) {
+  Status powerSgd(int64_t count) override {
     float *q = s1, *p = small;
     if (count == 0) {
       powerSgdStartKernel<<<blocksFor(cols * rank), kThreads, 0, stream>>>(q, cols * rank,
@@ -403,7 +385,7 @@ struct CudaExchange : CodecExchange {
   // Top-k whose values travel as 2-bit codes: Codecs.cpp's payload [k i32
   // indices][codes][5-float table], assembled in place (the table lands at
   // any byte offset: copied, not stored as floats).
-  Status topk2bit() {
+  Status topk2bit() override {
     const int64_t codeBytes = cpu::twoBitCodeBytes(k);
     const int64_t payload = cpu::topkTwoBitPayloadBytes(k);
     int32_t *idx = sendPairs;

@@ -2,6 +2,11 @@
 // feed an optimiser) into buckets of at most `bucket-bytes`, in the order backward
 // produces the gradients, and issues each bucket right after its last
 // gradient is produced so that it overlaps the rest of backward (as DDP does).
+// Compressed all-reduces are fused only under PowerSGD (without L-GreCo),
+// whose matrices then share their two small all-reduces, as PyTorch's
+// PowerSGD hook does for a bucket; a fused one keeps the first's step
+// counter and seed, and the others' counters go. Every other compressed
+// all-reduce travels alone, issued right after its gradient.
 #include "compiler/Passes.h"
 #include "ops/Cost.h"
 
@@ -58,10 +63,12 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
       position[&op] = n++;
     // Buckets never mix placements.
     std::map<const void *, std::vector<Candidate>> groups;
+    // PowerSGD's, by placement and codec (its seed aside).
+    std::map<std::pair<const void *, const void *>, std::vector<Candidate>> powerGroups;
+    std::vector<Candidate> alone;
     for (auto ar : body.getOps<AllReduceOp>()) {
-      // A compressed all-reduce travels alone.
       if (static_cast<int64_t>(ar.getDim()) != dim || ar.getInputs().size() != 1 ||
-          ar.getCodecAttr() || !feedsOptimizer(ar))
+          !feedsOptimizer(ar))
         continue;
       Value in = ar.getInputs()[0];
       Operation *producer = in.getDefiningOp();
@@ -69,6 +76,11 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
         continue;
       SbpTensorAttr enc = getSbp(in.getType());
       auto placement = symbols.lookupNearestSymbolFrom<PlacementOp>(ar, enc.getPlacement());
+      CodecAttr codec = ar.getCodecAttr();
+      if (codec && (codec.getKind() != CodecKind::powersgd || ar.getLgrecoAttr() || !placement)) {
+        alone.push_back({ar, producer, position[producer], 0});
+        continue;
+      }
       if (!placement)
         continue;
       auto type = cast<RankedTensorType>(in.getType());
@@ -77,25 +89,72 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
           sbpflow::maxLocalElements(type.getShape().vec(), sbpflow::NdSbp(sbp.begin(), sbp.end()),
                                     placement.getHierarchy().vec()) *
           elementBytes(type.getElementType());
-      groups[enc.getPlacement().getAsOpaquePointer()].push_back(
-          {ar, producer, position[producer], bytes});
+      const Candidate c{ar, producer, position[producer], bytes};
+      if (codec)
+        powerGroups[{enc.getPlacement().getAsOpaquePointer(), withoutSeed(codec)}].push_back(c);
+      else
+        groups[enc.getPlacement().getAsOpaquePointer()].push_back(c);
     }
-    for (auto &[key, cands] : groups) {
-      llvm::stable_sort(
-          cands, [](const Candidate &a, const Candidate &b) { return a.position < b.position; });
-      std::vector<Candidate> bucket;
-      int64_t size = 0;
-      for (const Candidate &c : cands) {
-        if (!bucket.empty() && size + c.bytes > bucketBytes) {
-          flush(bucket);
-          bucket.clear();
-          size = 0;
-        }
-        bucket.push_back(c);
-        size += c.bytes;
+    for (auto &[key, cands] : groups)
+      bucketInOrder(cands, [&](std::vector<Candidate> &b) { flush(b); });
+    for (auto &[key, cands] : powerGroups)
+      bucketInOrder(cands, [&](std::vector<Candidate> &b) { flushPowerSgd(b, symbols); });
+    for (Candidate &c : alone) {
+      std::vector<Candidate> one{c};
+      flush(one);
+    }
+  }
+
+  // A codec's identity apart from its seed (one per parameter).
+  static const void *withoutSeed(CodecAttr c) {
+    return CodecAttr::get(c.getContext(), c.getKind(), c.getDensity(), c.getBits(), c.getRank(),
+                          c.getMomentum(), c.getClip(), c.getWarmup(), c.getEpochSteps(),
+                          c.getBucket(), 0)
+        .getAsOpaquePointer();
+  }
+
+  // Cuts `cands` in the order backward produces them into buckets of at
+  // most bucket-bytes (a larger gradient alone) and hands each to `flushOne`.
+  template <class Flush> void bucketInOrder(std::vector<Candidate> &cands, Flush flushOne) {
+    llvm::stable_sort(
+        cands, [](const Candidate &a, const Candidate &b) { return a.position < b.position; });
+    std::vector<Candidate> bucket;
+    int64_t size = 0;
+    for (const Candidate &c : cands) {
+      if (!bucket.empty() && size + c.bytes > bucketBytes) {
+        flushOne(bucket);
+        bucket.clear();
+        size = 0;
       }
-      flush(bucket);
+      bucket.push_back(c);
+      size += c.bytes;
     }
+    flushOne(bucket);
+  }
+
+  // PowerSGD's all-reduces in one, with the first's codec (its seed) and
+  // step counter and every one's state in turn; the others' counters go.
+  void flushPowerSgd(std::vector<Candidate> &bucket, SymbolTableCollection &symbols) {
+    if (bucket.size() < 2)
+      return flush(bucket);
+    AllReduceOp first = bucket.front().op;
+    llvm::SmallVector<Attribute> state;
+    llvm::SmallVector<FlatSymbolRefAttr> steps;
+    for (Candidate &c : bucket) {
+      llvm::append_range(state, c.op.getStateAttr());
+      if (c.op != first)
+        steps.push_back(c.op.getStepAttr());
+    }
+    auto module = getOperation();
+    auto codec = first.getCodecAttr();
+    auto step = first.getStepAttr();
+    AllReduceOp fused = fuse(bucket);
+    fused.setCodecAttr(codec);
+    fused.setStateAttr(ArrayAttr::get(module.getContext(), state));
+    fused.setStepAttr(step);
+    for (FlatSymbolRefAttr ref : steps)
+      if (auto var = symbols.lookupNearestSymbolFrom<VariableOp>(module, ref))
+        var.erase();
   }
 
   void flush(std::vector<Candidate> &bucket) {
@@ -108,6 +167,13 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
       sortTopologically(last->getBlock());
       return;
     }
+    fuse(bucket);
+  }
+
+  // One all-reduce of the bucket's inputs right after its last gradient, in
+  // place of theirs.
+  AllReduceOp fuse(std::vector<Candidate> &bucket) {
+    Operation *last = bucket.back().producer;
     llvm::SmallVector<Value> inputs;
     llvm::SmallVector<Type> types;
     for (Candidate c : bucket) {
@@ -125,6 +191,7 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
     }
     keepUsersAfter(fused);
     sortTopologically(fused->getBlock());
+    return fused;
   }
 
   // The consumers of a bucket may sit before its new position (boxing chains

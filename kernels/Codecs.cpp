@@ -70,20 +70,110 @@ void CodecExchange::setParameter(float value) {
     rank = static_cast<int>(value);
 }
 
-Status CodecExchange::run() {
-  const int64_t count = *step;
-  if (count < c->warmup_steps()) {
-    if (Status s = copyGradient(); !s)
+Status CodecTask::run() {
+  CodecExchange &first = *parts.front();
+  const int64_t count = *first.step, warmupSteps = first.c->warmup_steps();
+  if (count < warmupSteps) {
+    if (Status s = warmup(); !s)
       return s;
-    if (Status s = sum(out, n); !s)
+  } else if (first.kind == Codec::PowerSgd) {
+    if (Status s = powerSgd(count - warmupSteps); !s)
       return s;
   } else {
-    if (Status s = prepare(count - c->warmup_steps()); !s)
+    if (Status s = first.prepare(count - warmupSteps); !s)
       return s;
-    if (Status s = compressed(count - c->warmup_steps()); !s)
+    if (Status s = first.compressed(count - warmupSteps); !s)
       return s;
   }
-  return countStep(step, counter);
+  return countStep(first.step, first.counter);
+}
+
+Status CodecTask::warmup() {
+  CodecExchange &first = *parts.front();
+  if (parts.size() == 1) {
+    if (Status s = first.copy(first.out, first.grad, first.n); !s)
+      return s;
+    return first.sum(first.out, first.n);
+  }
+  int64_t at = 0;
+  for (const auto &x : parts) {
+    if (Status s = x->copy(dense + at, x->grad, x->n); !s)
+      return s;
+    at += x->n;
+  }
+  if (Status s = first.sum(dense, at); !s)
+    return s;
+  at = 0;
+  for (const auto &x : parts) {
+    if (Status s = x->copy(x->out, dense + at, x->n); !s)
+      return s;
+    at += x->n;
+  }
+  return Status::ok();
+}
+
+// Each part's P and Q lie at its offset in p and q, at the ranks in use;
+// Q's starting draws continue from one part to the next.
+Status CodecTask::powerSgd(int64_t count) {
+  CodecExchange &first = *parts.front();
+  int64_t pn = 0, qn = 0;
+  for (const auto &x : parts) {
+    if (x->n == 0)
+      continue;
+    if (Status s = x->prepare(count); !s)
+      return s;
+    x->small = p + pn;
+    if (Status s = x->powerSgdP(count, qn); !s)
+      return s;
+    pn += x->rows * x->rank;
+    qn += x->cols * x->rank;
+  }
+  if (Status s = first.sum(p, pn); !s)
+    return s;
+  qn = 0;
+  for (const auto &x : parts) {
+    if (x->n == 0)
+      continue;
+    if (Status s = x->powerSgdQ(q + qn); !s)
+      return s;
+    qn += x->cols * x->rank;
+  }
+  if (Status s = first.sum(q, qn); !s)
+    return s;
+  qn = 0;
+  for (const auto &x : parts) {
+    if (x->n == 0)
+      continue;
+    if (Status s = x->powerSgdOut(q + qn); !s)
+      return s;
+    qn += x->cols * x->rank;
+  }
+  return Status::ok();
+}
+
+int64_t CodecTask::elements() const {
+  int64_t total = 0;
+  for (const auto &x : parts)
+    total += x->n;
+  return total;
+}
+
+Status CodecTask::countOnly() { return countStep(parts.front()->step, parts.front()->counter); }
+
+void CodecTask::takePowerSgdBuffers(const OpArgs &a) {
+  int64_t pn = 0, qn = 0;
+  for (const auto &x : parts) {
+    pn += x->rows * x->rank;
+    qn += x->cols * x->rank;
+  }
+  p = static_cast<float *>(a.scratch(4 * pn));
+  q = static_cast<float *>(a.scratch(4 * qn));
+  dense = static_cast<float *>(a.scratch(4 * elements()));
+  int64_t at = 0;
+  for (const auto &x : parts) {
+    x->work = dense + at;
+    at += x->n;
+  }
 }
 
 int64_t CodecExchange::codeBytes() const {
@@ -116,7 +206,7 @@ Status CodecExchange::compressed(int64_t count) {
   case Codec::Sign:
     return sign();
   case Codec::PowerSgd:
-    return powerSgd(count);
+    break; // CodecTask::powerSgd
   case Codec::TopK2Bit:
     return topk2bit();
   }
@@ -127,13 +217,14 @@ Status CodecExchange::sum(float *buf, int64_t count) {
   return group ? group->allReduce(buf, count, plan::DType::F32, ReduceOp::Sum) : Status::ok();
 }
 
-Status CodecExchange::bind(const OpArgs &a) {
+Status CodecExchange::bind(const OpArgs &a, int input) {
   c = a.task.attrs_as_CollectiveAttrs()->codec();
   kind = c->kind();
-  n = elements(a.in[0]);
-  if (n != elements(a.out[0]))
-    return Status::error(a.at + ": input and output differ in local size");
-  const Shape &local = a.in[0]->local;
+  n = elements(a.in[input]);
+  if (n != elements(a.out[input]))
+    return Status::error(a.at + ": input and output " + std::to_string(input) +
+                         " differ in local size");
+  const Shape &local = a.in[input]->local;
   cols = local.empty() ? 1 : local.back();
   rows = cols > 0 ? n / cols : 0;
   if (const plan::LgrecoAttrs *lg = c->lgreco()) {
@@ -145,8 +236,8 @@ Status CodecExchange::bind(const OpArgs &a) {
     if (isSparseCodec(kind))
       k = pairsFor(kind == Codec::Dgc ? dgcDensity(*c, 0) : c->density(), n);
   }
-  grad = data<float>(a.in[0]);
-  out = data<float>(a.out[0]);
+  grad = data<float>(a.in[input]);
+  out = data<float>(a.out[input]);
   group = a.comm;
   ranks = a.comm ? a.comm->size() : 1;
   me = a.comm ? a.comm->rank() : 0;
@@ -156,8 +247,9 @@ Status CodecExchange::bind(const OpArgs &a) {
   // This rank's row of each [ranks, L] state variable: the codec's own,
   // then L-GreCo's accumulator.
   const int own = codecStateCount(kind, c->momentum());
+  const int first = input * codecStateCount(*c);
   for (int i = 0; i < codecStateCount(*c); ++i) {
-    const TensorView &v = (*a.variables)[c->state()->Get(i)];
+    const TensorView &v = (*a.variables)[c->state()->Get(first + i)];
     const int64_t need = kind == Codec::PowerSgd && i == 1 ? cols * rank : n;
     if (elements(&v) < need)
       return Status::error(a.at + ": state variable '" + v.name + "' holds " +
@@ -235,11 +327,16 @@ Status checkCodec(const OpArgs &a) {
   if (c.kind() < Codec::MIN || c.kind() > Codec::MAX)
     return Status::error(a.at + ": unknown codec " + std::to_string(static_cast<int>(c.kind())));
   const std::string at = a.at + ": codec " + describe(c);
-  if (a.in.size() != 1 || a.out.size() != 1)
-    return Status::error(at + ": a compressed all-reduce takes one gradient, not " +
-                         std::to_string(a.in.size()));
-  if (a.in[0]->dtype != plan::DType::F32 || a.out[0]->dtype != plan::DType::F32)
-    return Status::error(at + ": the gradient '" + a.in[0]->name + "' must be f32");
+  const int inputs = static_cast<int>(a.in.size());
+  if (inputs < 1 || a.out.size() != a.in.size() ||
+      (inputs > 1 && (c.kind() != Codec::PowerSgd || c.lgreco())))
+    return Status::error(at +
+                         ": a compressed all-reduce takes one gradient (several only under "
+                         "PowerSGD without L-GreCo), not " +
+                         std::to_string(inputs));
+  for (int j = 0; j < inputs; ++j)
+    if (a.in[j]->dtype != plan::DType::F32 || a.out[j]->dtype != plan::DType::F32)
+      return Status::error(at + ": the gradient '" + a.in[j]->name + "' must be f32");
   if (attrs.reduce() != plan::ReduceOp::Sum)
     return Status::error(at + ": a compressed all-reduce sums (reduce is " +
                          plan::EnumNameReduceOp(attrs.reduce()) + ")");
@@ -263,16 +360,16 @@ Status checkCodec(const OpArgs &a) {
 
   const auto *vars = a.plan.variables();
   const int nv = static_cast<int>(vars->size());
-  const int want = codecStateCount(c);
+  const int want = codecStateCount(c) * inputs;
   const int got = c.state() ? static_cast<int>(c.state()->size()) : 0;
   if (got != want)
     return Status::error(at + " keeps " + std::to_string(want) +
                          " state variables, the task names " + std::to_string(got));
-  const TensorView &g = *a.in[0];
-  int64_t placementRanks = 1;
-  for (int64_t h : g.hierarchy)
-    placementRanks *= h;
   for (int i = 0; i < got; ++i) {
+    const TensorView &g = *a.in[i / codecStateCount(c)];
+    int64_t placementRanks = 1;
+    for (int64_t h : g.hierarchy)
+      placementRanks *= h;
     const int v = c.state()->Get(i);
     if (v < 0 || v >= nv)
       return Status::error(at + ": state variable " + std::to_string(v) +
@@ -339,9 +436,9 @@ struct Exchange : CodecExchange {
 
   Status prepare(int64_t count) override { return lg ? adapt(count) : Status::ok(); }
 
-  Status copyGradient() override {
-    if (out != grad)
-      std::memcpy(out, grad, static_cast<size_t>(n) * sizeof(float));
+  Status copy(float *dst, const float *src, int64_t count) override {
+    if (dst != src)
+      std::memcpy(dst, src, static_cast<size_t>(count) * sizeof(float));
     return Status::ok();
   }
 
@@ -421,33 +518,32 @@ struct Exchange : CodecExchange {
     return Status::ok();
   }
 
-  // PowerSGD (Vogels et al. 2019, Algorithm 1 with error feedback): M = grad
-  // + residual; P = M Q summed over ranks and orthogonalised; Q = M^T P
-  // (this rank's); residual = M - P Q^T; Q summed; out = P Q^T = the sum of
-  // every rank's projection. Q starts (exchange 0) from the same uniform
-  // draws on every rank and is kept across steps (warm start).
-  Status powerSgd(int64_t count) override {
-    float *q = s1, *p = small;
-    // Q starts afresh at the first exchange and where L-GreCo just changed
-    // this layer's rank.
+  // PowerSGD's phases (Codecs.h).
+  Status powerSgdP(int64_t count, int64_t start) override {
+    // Q starts afresh where L-GreCo just changed this layer's rank.
     const bool switched = lg && count > 1 && (count - 1) % lg->every() == 0 &&
                           previous[lg->layer()] != choice[lg->layer()];
     if (count == 0 || switched)
       for (int64_t i = 0; i < cols * rank; ++i)
-        q[i] = powerSgdStart(c->seed(), i);
+        s1[i] = powerSgdStart(c->seed(), start + i);
     for (int64_t i = 0; i < n; ++i)
       work[i] = grad[i] + s0[i];
-    cpu::matmul(work, q, p, rows, rank, cols, false, false);
-    if (Status s = sum(p, rows * rank); !s)
-      return s;
-    cpu::orthogonalizeColumns(p, rows, rank);
-    cpu::matmul(work, p, q, cols, rank, rows, true, false);
-    cpu::matmul(p, q, out, rows, cols, rank, false, true);
+    cpu::matmul(work, s1, small, rows, rank, cols, false, false);
+    return Status::ok();
+  }
+
+  Status powerSgdQ(float *q) override {
+    cpu::orthogonalizeColumns(small, rows, rank);
+    cpu::matmul(work, small, q, cols, rank, rows, true, false);
+    cpu::matmul(small, q, out, rows, cols, rank, false, true);
     for (int64_t i = 0; i < n; ++i)
       s0[i] = work[i] - out[i];
-    if (Status s = sum(q, cols * rank); !s)
-      return s;
-    cpu::matmul(p, q, out, rows, cols, rank, false, true);
+    return Status::ok();
+  }
+
+  Status powerSgdOut(const float *q) override {
+    std::memcpy(s1, q, static_cast<size_t>(cols * rank) * sizeof(float));
+    cpu::matmul(small, s1, out, rows, cols, rank, false, true);
     return Status::ok();
   }
 
@@ -602,18 +698,21 @@ struct Exchange : CodecExchange {
 } // namespace
 
 StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
-  auto x = std::make_shared<Exchange>();
-  if (Status s = x->bind(a); !s)
+  auto task = std::make_shared<CodecTask>();
+  if (Status s = task->bind<Exchange>(a); !s)
     return s;
-  x->lg = x->c->lgreco();
-  if (x->lg)
-    x->candidates = x->lg->candidates();
-  if (x->n == 0)
-    return launch(a, [x] { return countStep(x->step, x->counter); });
+  if (task->elements() == 0)
+    return launch(a, [task] { return task->countOnly(); });
+  if (task->parts.front()->kind == Codec::PowerSgd)
+    task->takePowerSgdBuffers(a);
 
   auto floats = [&](int64_t count) { return static_cast<float *>(a.scratch(4 * count)); };
   auto bytes = [&](int64_t count) { return static_cast<uint8_t *>(a.scratch(count)); };
   auto ints = [&](int64_t count) { return static_cast<int32_t *>(a.scratch(4 * count)); };
+  auto *x = static_cast<Exchange *>(task->parts.front().get());
+  x->lg = x->c->lgreco();
+  if (x->lg)
+    x->candidates = x->lg->candidates();
   const plan::CodecAttrs &c = *x->c;
   const int64_t n = x->n, k = x->k, R = x->ranks;
   switch (c.kind()) {
@@ -634,9 +733,7 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     x->takeCodeBuffers(a);
     break;
   case Codec::PowerSgd:
-    x->work = floats(n);
-    x->small = floats(x->rows * x->rank);
-    break;
+    break; // takePowerSgdBuffers
   case Codec::TopK2Bit: {
     const int64_t payload = cpu::topkTwoBitPayloadBytes(k);
     x->order = ints(n);
@@ -663,7 +760,7 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     x->dp.resize(2 * (cpu::kLgrecoUnits + 1));
     x->picks.resize(static_cast<size_t>(lg.layers()) * (cpu::kLgrecoUnits + 1));
   }
-  return launch(a, [x] { return x->run(); });
+  return launch(a, [task] { return task->run(); });
 }
 
 } // namespace sbpflow::ops

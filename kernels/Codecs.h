@@ -1,8 +1,10 @@
 // Compressed gradient all-reduces (issue 14): an AllReduce task whose
 // CollectiveAttrs carry a codec (runtime/plan/plan.fbs, CodecAttrs) sums its
-// one f32 gradient over the group by exchanging each rank's fixed-size
-// payload, keeping what it did not send in state variables. The codecs'
-// arithmetic is kernels/cpu/Compression.h and kernels/cpu/Quantize.h.
+// f32 gradient over the group by exchanging each rank's fixed-size payload,
+// keeping what it did not send in state variables. A PowerSGD task may sum
+// several gradients (a bucket): their matrices share its two all-reduces.
+// The codecs' arithmetic is kernels/cpu/Compression.h and
+// kernels/cpu/Quantize.h.
 #pragma once
 
 #include "kernels/Philox.h"
@@ -47,10 +49,11 @@ SBPFLOW_PHILOX_INLINE float powerSgdStart(uint64_t seed, int64_t i,
   return static_cast<float>(b.word[0] >> 8) / 8388608.0f - 1.0f;
 }
 
-// A rank's compressed all-reduce as both kernels bind it when they are
-// built: the codec, the task's tensors and group, the step counter, this
-// rank's state rows, and the parameters in use (buffers are sized for the
-// largest: of DGC's schedule, or of L-GreCo's candidates).
+// A rank's compressed all-reduce of one gradient as both kernels bind it
+// when they are built: the codec, the gradient and its output, the group,
+// the step counter, this rank's state rows, and the parameters in use
+// (buffers are sized for the largest: of DGC's schedule, or of L-GreCo's
+// candidates). CodecTask runs it.
 struct CodecExchange {
   const plan::CodecAttrs *c = nullptr;
   plan::Codec kind{};
@@ -70,18 +73,16 @@ struct CodecExchange {
   // when it is built.
   int32_t *sendPairs = nullptr, *recvPairs = nullptr; // [idx k][val k] per rank
   float *work = nullptr;                              // n floats (k for 2-bit)
-  float *small = nullptr, *smallAll = nullptr;        // scales / norms / P
+  float *small = nullptr, *smallAll = nullptr;        // scales / PowerSGD's P
   uint8_t *codes = nullptr, *sendBytes = nullptr, *recvBytes = nullptr;
 
   virtual ~CodecExchange() = default;
   // The codec family's parameter `value`: k from a density, bits, or rank.
   void setParameter(float value);
-  // Binds the fields above for task `a`; the state rows must hold what the
-  // largest parameters need.
-  Status bind(const OpArgs &a);
-  // One exchange: a dense all-reduce for the first warmup_steps, then the
-  // codec (its `count`-th compressed exchange); the step counted after.
-  Status run();
+  // Binds the fields above for gradient `input` of task `a` (its state
+  // variables follow those of the inputs before it); the state rows must
+  // hold what the largest parameters need.
+  Status bind(const OpArgs &a, int input = 0);
   // The group's sum of `count` f32 in place (a group of one: nothing).
   Status sum(float *buf, int64_t count);
   // QSGD and sign: a rank's codes in bytes (QSGD's at the bits in use) and
@@ -93,27 +94,78 @@ struct CodecExchange {
   void takeCodeBuffers(const OpArgs &a);
 
 protected:
+  friend struct CodecTask;
   // Before exchange `count` after the warm-up (L-GreCo's choice).
   virtual Status prepare(int64_t) { return Status::ok(); }
-  // out = grad, on the kernel's device.
-  virtual Status copyGradient() = 0;
-  // Exchange `count` after the warm-up of each codec, on the kernel's
-  // device: encode, exchange, decode the group's sum into out.
+  // dst = src, `count` f32 on the kernel's device.
+  virtual Status copy(float *dst, const float *src, int64_t count) = 0;
+  // Exchange `count` after the warm-up of each codec but PowerSGD, on the
+  // kernel's device: encode, exchange, decode the group's sum into out.
   virtual Status topk() = 0;
   virtual Status dgc(int64_t count) = 0;
   virtual Status randomk(int64_t count) = 0;
   virtual Status qsgd(int64_t count) = 0;
   virtual Status sign() = 0;
-  virtual Status powerSgd(int64_t count) = 0;
   virtual Status topk2bit() = 0;
+  // PowerSGD (Vogels et al. 2019, Algorithm 1 with error feedback) in the
+  // three phases between its two all-reduces, which CodecTask issues for
+  // all of a task's gradients at once:
+  //   P: Q (s1) from powerSgdStart(seed, start + i) at exchange 0 (and where
+  //      L-GreCo just changed the rank); M = grad + residual (work);
+  //      P (small) = M Q.
+  //   Q: with P summed, P orthogonalised; q = M^T P (this rank's);
+  //      residual = M - P q^T.
+  //   Out: with q summed, Q (s1) = q; out = P Q^T, the sum of every rank's
+  //      projection.
+  virtual Status powerSgdP(int64_t count, int64_t start) = 0;
+  virtual Status powerSgdQ(float *q) = 0;
+  virtual Status powerSgdOut(const float *q) = 0;
 
 private:
   Status compressed(int64_t count);
 };
 
-// The plan's side (the loader's check on global tensors): one f32 input
-// reduced by sum, the codec's parameters in range, its state and step
-// variables present and shaped as CodecAttrs says.
+// One compressed all-reduce task: one part per gradient (several only under
+// PowerSGD), sharing the codec, the group and the step counter. An exchange
+// is a dense all-reduce for the first warmup_steps (one over all parts,
+// gathered in `dense`), then the codec (PowerSGD: every part's P in one
+// all-reduce of `p`, every part's Q in one of `q`, as PyTorch's PowerSGD
+// hook batches a bucket's matrices); the step is counted after.
+struct CodecTask {
+  std::vector<std::shared_ptr<CodecExchange>> parts;
+  // Contiguous over the parts, in the kernel's scratch: PowerSGD's P and Q
+  // (for the largest ranks), and the parts' work rows (several parts).
+  float *p = nullptr, *q = nullptr, *dense = nullptr;
+
+  // Binds a part of type `Part` (the kernel's CodecExchange) to each input
+  // of task `a`.
+  template <class Part> Status bind(const OpArgs &a) {
+    for (int j = 0; j < static_cast<int>(a.in.size()); ++j) {
+      auto x = std::make_shared<Part>();
+      if (Status s = x->bind(a, j); !s)
+        return s;
+      parts.push_back(std::move(x));
+    }
+    return Status::ok();
+  }
+  // The local elements of all parts.
+  int64_t elements() const;
+  // PowerSGD's p, q and dense from `a`'s scratch, each part's work a slice
+  // of dense.
+  void takePowerSgdBuffers(const OpArgs &a);
+  Status run();
+  // Counts the step only (a task of no elements).
+  Status countOnly();
+
+private:
+  Status warmup();
+  Status powerSgd(int64_t count);
+};
+
+// The plan's side (the loader's check on global tensors): f32 inputs (one,
+// or several under PowerSGD without L-GreCo) reduced by sum, the codec's
+// parameters in range, its state (each input's in turn) and step variables
+// present and shaped as CodecAttrs says.
 Status checkCodec(const OpArgs &a);
 
 // The CPU kernel: encode, exchange through the group's communicator (Gloo),

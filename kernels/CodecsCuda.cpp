@@ -131,10 +131,10 @@ __global__ void subtractKernel(const float *a, const float *b, int64_t n, float 
     y[i] = __fsub_rn(a[i], b[i]);
 }
 
-// PowerSGD's Q at exchange 0 (powerSgdStart, as Codecs.cpp).
-__global__ void powerSgdStartKernel(float *q, int64_t count, uint64_t seed) {
+// PowerSGD's Q at exchange 0: draws start.. of powerSgdStart, as Codecs.cpp.
+__global__ void powerSgdStartKernel(float *q, int64_t count, uint64_t seed, int64_t start) {
   for (int64_t i = first(); i < count; i += stride())
-    q[i] = powerSgdStart(seed, i);
+    q[i] = powerSgdStart(seed, start + i);
 }
 
 // Little-endian, from any byte address (the payloads are byte strings).
@@ -222,7 +222,7 @@ struct CudaExchange : CodecExchange {
   // with the step, so a rank's payload is decoded by its own call), or one
   // for every rank's pairs at once (2-bit: k is fixed).
   std::vector<int64_t *> badPair;
-  std::unique_ptr<cuda::Blas> blas; // PowerSGD's own: see the builder
+  std::shared_ptr<cuda::Blas> blas; // PowerSGD's own, the task's parts': see the builder
 
   Status gather(const void *send, void *recv, int64_t count, plan::DType type) {
     if (!group)
@@ -249,9 +249,9 @@ struct CudaExchange : CodecExchange {
     return Status::ok();
   }
 
-  Status copyGradient() override {
-    return out == grad ? Status::ok()
-                       : device->copy(out, grad, static_cast<size_t>(n) * sizeof(float), queue);
+  Status copy(float *dst, const float *src, int64_t count) override {
+    return dst == src ? Status::ok()
+                      : device->copy(dst, src, static_cast<size_t>(count) * sizeof(float), queue);
   }
 
   Status topk() override {
@@ -351,35 +351,37 @@ struct CudaExchange : CodecExchange {
     return cuda::signDecode(recvBytes, smallAll, ranks, n, c->bucket(), 1.0f, out, stream);
   }
 
-  // Codecs.cpp's PowerSGD, step for step (its comment gives the algorithm).
-  Status powerSgd(int64_t count) override {
-    float *q = s1, *p = small;
+  // PowerSGD's phases (Codecs.h), step for step as Codecs.cpp's.
+  Status powerSgdP(int64_t count, int64_t start) override {
     if (count == 0) {
-      powerSgdStartKernel<<<blocksFor(cols * rank), kThreads, 0, stream>>>(q, cols * rank,
-                                                                           c->seed());
+      powerSgdStartKernel<<<blocksFor(cols * rank), kThreads, 0, stream>>>(s1, cols * rank,
+                                                                           c->seed(), start);
       if (Status s = launched("powerSgdStartKernel"); !s)
         return s;
     }
     if (Status s = cuda::add<float>(grad, s0, work, n, stream); !s)
       return s;
-    if (Status s = cuda::matmul<float>(*blas, work, q, p, rows, rank, cols, false, false, stream);
+    return cuda::matmul<float>(*blas, work, s1, small, rows, rank, cols, false, false, stream);
+  }
+
+  Status powerSgdQ(float *q) override {
+    if (Status s = cuda::orthogonalizeColumns(small, rows, rank, stream); !s)
+      return s;
+    if (Status s =
+            cuda::matmul<float>(*blas, work, small, q, cols, rank, rows, true, false, stream);
         !s)
       return s;
-    if (Status s = sum(p, rows * rank); !s)
-      return s;
-    if (Status s = cuda::orthogonalizeColumns(p, rows, rank, stream); !s)
-      return s;
-    if (Status s = cuda::matmul<float>(*blas, work, p, q, cols, rank, rows, true, false, stream);
+    if (Status s = cuda::matmul<float>(*blas, small, q, out, rows, cols, rank, false, true, stream);
         !s)
-      return s;
-    if (Status s = cuda::matmul<float>(*blas, p, q, out, rows, cols, rank, false, true, stream); !s)
       return s;
     subtractKernel<<<blocksFor(n), kThreads, 0, stream>>>(work, out, n, s0);
-    if (Status s = launched("subtractKernel"); !s)
+    return launched("subtractKernel");
+  }
+
+  Status powerSgdOut(const float *q) override {
+    if (Status s = copy(s1, q, cols * rank); !s)
       return s;
-    if (Status s = sum(q, cols * rank); !s)
-      return s;
-    return cuda::matmul<float>(*blas, p, q, out, rows, cols, rank, false, true, stream);
+    return cuda::matmul<float>(*blas, small, s1, out, rows, cols, rank, false, true, stream);
   }
 
   // Top-k whose values travel as 2-bit codes: Codecs.cpp's payload [k i32
@@ -426,14 +428,20 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
   const plan::CodecAttrs &c = *a.task.attrs_as_CollectiveAttrs()->codec();
   if (Status s = knownCodec(c, a.at); !s)
     return s;
-  auto x = std::make_shared<CudaExchange>();
-  if (Status s = x->bind(a); !s)
+  auto task = std::make_shared<CodecTask>();
+  if (Status s = task->bind<CudaExchange>(a); !s)
     return s;
-  x->device = a.device;
-  x->queue = a.stream;
-  x->stream = cuda::streamOf(a.stream);
-  if (x->n == 0)
-    return launch(a, [x] { return countStep(x->step, x->counter); });
+  for (const auto &part : task->parts) {
+    auto *p = static_cast<CudaExchange *>(part.get());
+    p->device = a.device;
+    p->queue = a.stream;
+    p->stream = cuda::streamOf(a.stream);
+  }
+  if (task->elements() == 0)
+    return launch(a, [task] { return task->countOnly(); });
+  if (c.kind() == Codec::PowerSgd)
+    task->takePowerSgdBuffers(a);
+  auto *x = static_cast<CudaExchange *>(task->parts.front().get());
 
   // Scratch: the same requests in the executor's measuring pass and its
   // building pass (no device then: nothing is enqueued or created).
@@ -471,9 +479,7 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
     x->takeCodeBuffers(a);
     break;
   case Codec::PowerSgd:
-    x->work = floats(n);
-    x->small = floats(x->rows * x->rank);
-    break;
+    break; // takePowerSgdBuffers
   case Codec::TopK2Bit: {
     const int64_t codeBytes = cpu::twoBitCodeBytes(k);
     const int64_t payload = cpu::topkTwoBitPayloadBytes(k);
@@ -500,7 +506,7 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
   if (codecScratch > 0)
     x->scratch = a.scratch(codecScratch);
   if (!a.device)
-    return launch(a, [x] { return x->run(); }); // measured: dropped
+    return launch(a, [task] { return task->run(); }); // measured: dropped
 
   // Until a compressed exchange writes them (after the warm-up), the flags
   // say "no bad index".
@@ -513,12 +519,15 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
     // PowerSGD's own cuBLASLt handle, without a workspace: a collective's
     // kernel runs on the communicator's stream and thread, concurrently with
     // the compute stream's matmuls, which share the executor's workspace.
+    // One handle for all of the task's matrices.
     auto blas = cuda::Blas::create(0);
     if (!blas)
       return blas.status().withContext(a.at);
-    x->blas = std::make_unique<cuda::Blas>(blas.take());
+    auto shared = std::make_shared<cuda::Blas>(blas.take());
+    for (const auto &part : task->parts)
+      static_cast<CudaExchange *>(part.get())->blas = shared;
   }
-  return launch(a, [x] { return x->run(); });
+  return launch(a, [task] { return task->run(); });
 }
 
 } // namespace sbpflow::ops

@@ -110,25 +110,37 @@ mlir::sbp::codecStateShapes(CodecAttr given, LgrecoAttr lgreco, RankedTensorType
   return shapes;
 }
 
-// A compressed all-reduce: one f32 gradient, partial sum on `dim`, and the
-// state and step variables its codec keeps, shaped as codecStateShapes says.
+// A compressed all-reduce: one f32 gradient (several, on one placement,
+// under PowerSGD without L-GreCo), partial sum on `dim`, and the state (each
+// gradient's in turn) and step variables its codec keeps, shaped as
+// codecStateShapes says.
 LogicalResult mlir::sbp::AllReduceOp::verifyCodec() {
   CodecAttr codec = getCodecAttr();
   if (!codec || !getStepAttr())
     return emitOpError("with state or step needs a codec and a step counter");
-  if (getInputs().size() != 1)
-    return emitOpError("with a codec reduces one gradient, got ") << getInputs().size();
-  auto grad = tensorOf(getInputs()[0]);
-  if (!grad.getElementType().isF32())
-    return emitOpError("with a codec reduces an f32 gradient, got ") << grad.getElementType();
-  auto dims = getSbpDims(getSbp(grad));
-  if (dims[getDim()].kind != SbpKind::PartialSum)
-    return emitOpError("with a codec reduces a partial sum, got ") << toString(dims[getDim()]);
+  if (getInputs().size() != 1 && (codec.getKind() != CodecKind::powersgd || getLgrecoAttr()))
+    return emitOpError("with a codec reduces one gradient (several only under powersgd without "
+                       "L-GreCo), got ")
+           << getInputs().size();
   SymbolTableCollection symbols;
-  auto placement = symbols.lookupNearestSymbolFrom<PlacementOp>(*this, getSbp(grad).getPlacement());
-  if (!placement)
-    return failure(); // verifyEncodings names it
-  auto shapes = codecStateShapes(codec, getLgrecoAttr(), grad, placement.getHierarchy());
+  llvm::SmallVector<llvm::SmallVector<int64_t, 2>> shapes;
+  for (Value input : getInputs()) {
+    auto grad = tensorOf(input);
+    if (!grad.getElementType().isF32())
+      return emitOpError("with a codec reduces an f32 gradient, got ") << grad.getElementType();
+    auto dims = getSbpDims(getSbp(grad));
+    if (dims[getDim()].kind != SbpKind::PartialSum)
+      return emitOpError("with a codec reduces a partial sum, got ") << toString(dims[getDim()]);
+    if (getSbp(grad).getPlacement() != getSbp(tensorOf(getInputs()[0])).getPlacement())
+      return emitOpError("with a codec reduces gradients of one placement");
+    auto placement =
+        symbols.lookupNearestSymbolFrom<PlacementOp>(*this, getSbp(grad).getPlacement());
+    if (!placement)
+      return failure(); // verifyEncodings names it
+    llvm::append_range(shapes,
+                       codecStateShapes(codec, getLgrecoAttr(), grad, placement.getHierarchy()));
+  }
+  auto grad = tensorOf(getInputs()[0]);
   const unsigned got = getStateAttr() ? getStateAttr().size() : 0;
   if (got != shapes.size())
     return emitOpError("codec ") << codec << " keeps " << shapes.size()

@@ -180,6 +180,43 @@ int64_t pairsFor(double density, int64_t n) {
   return std::clamp<int64_t>(k, 1, n);
 }
 
+// PowerSGD's sum of one [rows, cols] matrix over the ranks (Vogels et al.
+// 2019, Algorithm 1 with error feedback) at exchange `count`: each rank's
+// residual s0[r] and Q s1[r] updated; Q starts from the same draws on every
+// rank, at `start` (a matrix's offset among its task's Q draws).
+void powerSgdSum(const CodecSpec &c, int64_t start, int64_t rows, int64_t cols,
+                 const std::vector<std::vector<float>> &grads, const std::vector<float *> &s0,
+                 const std::vector<float *> &s1, int64_t count, float *out) {
+  const int64_t rk = c.rank, n = rows * cols;
+  const auto ranks = static_cast<int>(grads.size());
+  if (count == 0)
+    for (int r = 0; r < ranks; ++r)
+      for (int64_t i = 0; i < cols * rk; ++i)
+        s1[r][i] = ops::powerSgdStart(c.seed, start + i);
+  std::vector<std::vector<float>> m(ranks, std::vector<float>(n));
+  std::vector<float> p(rows * rk, 0.0f), pr(rows * rk);
+  for (int r = 0; r < ranks; ++r) {
+    for (int64_t i = 0; i < n; ++i)
+      m[r][i] = grads[r][i] + s0[r][i];
+    cpu::matmul(m[r].data(), s1[r], pr.data(), rows, rk, cols, false, false);
+    for (int64_t i = 0; i < rows * rk; ++i)
+      p[i] += pr[i];
+  }
+  cpu::orthogonalizeColumns(p.data(), rows, rk);
+  std::vector<float> q(cols * rk, 0.0f), mine(n);
+  for (int r = 0; r < ranks; ++r) {
+    cpu::matmul(m[r].data(), p.data(), s1[r], cols, rk, rows, true, false);
+    cpu::matmul(p.data(), s1[r], mine.data(), rows, cols, rk, false, true);
+    for (int64_t i = 0; i < n; ++i)
+      s0[r][i] = m[r][i] - mine[i];
+    for (int64_t i = 0; i < cols * rk; ++i)
+      q[i] += s1[r][i];
+  }
+  for (int r = 0; r < ranks; ++r)
+    std::copy(q.begin(), q.end(), s1[r]);
+  cpu::matmul(p.data(), q.data(), out, rows, cols, rk, false, true);
+}
+
 // The sum over ranks of the decoded payloads of exchange `count` (after the
 // warm-up), each rank's state updated.
 std::vector<float> compressedSum(const CodecSpec &c, int ranks,
@@ -266,35 +303,12 @@ std::vector<float> compressedSum(const CodecSpec &c, int ranks,
     return out;
   }
   case plan::Codec::PowerSgd: {
-    // Vogels et al. 2019, Algorithm 1 with error feedback; Q (each rank's
-    // second state row) starts from the same draws on every rank.
-    const int64_t rk = c.rank;
-    if (count == 0)
-      for (int r = 0; r < ranks; ++r)
-        for (int64_t i = 0; i < cols * rk; ++i)
-          s1(r)[i] = ops::powerSgdStart(c.seed, i);
-    std::vector<std::vector<float>> m(ranks, std::vector<float>(n));
-    std::vector<float> p(rows * rk, 0.0f), pr(rows * rk);
+    std::vector<float *> s0s, s1s;
     for (int r = 0; r < ranks; ++r) {
-      for (int64_t i = 0; i < n; ++i)
-        m[r][i] = grads[r][i] + s0(r)[i];
-      cpu::matmul(m[r].data(), s1(r), pr.data(), rows, rk, cols, false, false);
-      for (int64_t i = 0; i < rows * rk; ++i)
-        p[i] += pr[i];
+      s0s.push_back(s0(r));
+      s1s.push_back(s1(r));
     }
-    cpu::orthogonalizeColumns(p.data(), rows, rk);
-    std::vector<float> q(cols * rk, 0.0f), mine(n);
-    for (int r = 0; r < ranks; ++r) {
-      cpu::matmul(m[r].data(), p.data(), s1(r), cols, rk, rows, true, false);
-      cpu::matmul(p.data(), s1(r), mine.data(), rows, cols, rk, false, true);
-      for (int64_t i = 0; i < n; ++i)
-        s0(r)[i] = m[r][i] - mine[i];
-      for (int64_t i = 0; i < cols * rk; ++i)
-        q[i] += s1(r)[i];
-    }
-    for (int r = 0; r < ranks; ++r)
-      std::copy(q.begin(), q.end(), s1(r));
-    cpu::matmul(p.data(), q.data(), out.data(), rows, cols, rk, false, true);
+    powerSgdSum(c, 0, rows, cols, grads, s0s, s1s, count, out.data());
     return out;
   }
   case plan::Codec::TopK2Bit: {
@@ -559,6 +573,161 @@ TEST(CodecExecutor, TopK2BitFourRanks) { expectRanksMatchReference(topk2bit(), 4
 TEST(CodecExecutor, DgcWarmupTwoRanks) { expectRanksMatchReference(dgcWarmup(), 2); }
 TEST(CodecExecutor, DgcWarmupFourRanks) { expectRanksMatchReference(dgcWarmup(), 4); }
 
+// ---------------------------------------------------------------- PowerSGD buckets
+
+namespace {
+
+// Two matrices in one PowerSGD task (as sbp-bucket-gradients fuses them):
+// w [kC, kD] and v [kC, kE], each trained on 0.5 ||x w||^2 (gradient x^T x w,
+// a partial sum). Variables: 0 w, 1 v, 2-3 w's residual and Q, 4-5 v's, 6
+// the step counter; the task's state lists w's, then v's.
+constexpr int64_t kE = 3;
+
+PlanSpec powerSgdBucketPlan(int ranks, const CodecSpec &codec) {
+  PlanSpec spec;
+  std::vector<int> rankList(static_cast<size_t>(ranks));
+  for (int r = 0; r < ranks; ++r)
+    rankList[r] = r;
+  spec.placements = {{"cpu", rankList, {ranks}}};
+  auto state = [&](const char *name, int64_t cols, uint64_t seed) {
+    return VariableSpec{name, {ranks, cols}, 0, {S(0)}, plan::InitKind::Uniform, -0.2f, 0.2f, seed};
+  };
+  spec.variables = {{"w", {kC, kD}, 0, {B()}, plan::InitKind::Uniform, -0.5f, 0.5f, 7},
+                    {"v", {kC, kE}, 0, {B()}, plan::InitKind::Uniform, -0.5f, 0.5f, 11},
+                    state("w.codec.residual", kC * kD, 8),
+                    state("w.codec.q", kD * codec.rank, 9),
+                    state("v.codec.residual", kC * kE, 12),
+                    state("v.codec.q", kE * codec.rank, 13),
+                    {"codec.step", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32}};
+  ProgramSpec prog;
+  prog.tensors = {
+      {"x", {kBatch, kC}, {S(0)}},                 // 0
+      {"w", {kC, kD}, {B()}, plan::DType::F32, 0}, // 1
+      {"v", {kC, kE}, {B()}, plan::DType::F32, 1}, // 2
+      {"yw", {kBatch, kD}, {S(0)}},                // 3
+      {"yv", {kBatch, kE}, {S(0)}},                // 4
+      {"gw", {kC, kD}, {P()}},                     // 5
+      {"gv", {kC, kE}, {P()}},                     // 6
+      {"gw.sum", {kC, kD}, {B()}},                 // 7
+      {"gv.sum", {kC, kE}, {B()}},                 // 8
+  };
+  using K = plan::OpKind;
+  auto matmul = [](const char *name, std::vector<int> in, int out, bool transA) {
+    TaskSpec t = makeTask(name, K::MatMul, std::move(in), {out}, plan::OpAttrs::MatMulAttrs);
+    t.transA = transA;
+    return t;
+  };
+  TaskSpec allReduce =
+      makeTask("bucket.allreduce", K::AllReduce, {5, 6}, {7, 8}, plan::OpAttrs::CollectiveAttrs);
+  allReduce.codec = codec;
+  allReduce.codec.present = true;
+  allReduce.codec.state = {2, 3, 4, 5};
+  allReduce.codec.step = 6;
+  auto sgd = [](const char *name, int grad, int param) {
+    TaskSpec t = makeTask(name, K::SgdMomentum, {grad}, {}, plan::OpAttrs::SgdAttrs);
+    t.lr = kLr;
+    t.param = param;
+    return t;
+  };
+  prog.tasks = {inputTask("input.x", 0, "x"),
+                makeTask("w", K::Parameter, {}, {1}),
+                makeTask("v", K::Parameter, {}, {2}),
+                matmul("w.matmul", {0, 1}, 3, false),
+                matmul("v.matmul", {0, 2}, 4, false),
+                matmul("w.grad", {0, 3}, 5, true),
+                matmul("v.grad", {0, 4}, 6, true),
+                allReduce,
+                sgd("sgd.w", 7, 0),
+                sgd("sgd.v", 8, 1)};
+  prog.inputs = {{"x", 0}};
+  spec.programs.push_back(prog);
+  finalize(spec);
+  // The updates must not start before the forward matmuls have read w and v.
+  auto &program = spec.programs[0];
+  const int last = static_cast<int>(program.tasks.size());
+  program.registers.push_back({3, -1, {last - 2}, 1});
+  program.registers.push_back({4, -1, {last - 1}, 1});
+  return spec;
+}
+
+// The bucket's reference: every rank's two gradients from its rows, the dense
+// sums during the warm-up, then powerSgdSum for w (Q draws from 0) and v
+// (from kD * rank: the task's draws continue), then SGD.
+struct BucketReference {
+  std::vector<float> w, v, ws0, ws1, vs0, vs1;
+};
+
+BucketReference bucketReference(const PlanSpec &spec, const CodecSpec &c, int ranks, int steps) {
+  BucketReference ref{initialValues(spec, 0), initialValues(spec, 1), initialValues(spec, 2),
+                      initialValues(spec, 3), initialValues(spec, 4), initialValues(spec, 5)};
+  const int64_t wq = kD * c.rank, vq = kE * c.rank;
+  for (int step = 0; step < steps; ++step) {
+    std::vector<std::vector<float>> gw, gv;
+    for (int r = 0; r < ranks; ++r) {
+      const Chunk rows = balancedChunk(kBatch, ranks, r);
+      std::vector<float> x(rows.size * kC), yw(rows.size * kD), yv(rows.size * kE);
+      std::vector<float> w(kC * kD), v(kC * kE);
+      for (int64_t i = 0; i < rows.size; ++i)
+        for (int64_t j = 0; j < kC; ++j)
+          x[i * kC + j] = sample(step, rows.begin + i, j);
+      cpu::matmul(x.data(), ref.w.data(), yw.data(), rows.size, kD, kC, false, false);
+      cpu::matmul(x.data(), ref.v.data(), yv.data(), rows.size, kE, kC, false, false);
+      cpu::matmul(x.data(), yw.data(), w.data(), kC, kD, rows.size, true, false);
+      cpu::matmul(x.data(), yv.data(), v.data(), kC, kE, rows.size, true, false);
+      gw.push_back(std::move(w));
+      gv.push_back(std::move(v));
+    }
+    std::vector<float> sw(kC * kD, 0.0f), sv(kC * kE, 0.0f);
+    if (step < c.warmupSteps) {
+      for (int r = 0; r < ranks; ++r) {
+        for (int64_t i = 0; i < kC * kD; ++i)
+          sw[i] += gw[r][i];
+        for (int64_t i = 0; i < kC * kE; ++i)
+          sv[i] += gv[r][i];
+      }
+    } else {
+      auto rowsOf = [&](std::vector<float> &state, int64_t cols) {
+        std::vector<float *> p;
+        for (int r = 0; r < ranks; ++r)
+          p.push_back(state.data() + r * cols);
+        return p;
+      };
+      const int64_t count = step - c.warmupSteps;
+      powerSgdSum(c, 0, kC, kD, gw, rowsOf(ref.ws0, kC * kD), rowsOf(ref.ws1, wq), count,
+                  sw.data());
+      powerSgdSum(c, wq, kC, kE, gv, rowsOf(ref.vs0, kC * kE), rowsOf(ref.vs1, vq), count,
+                  sv.data());
+    }
+    cpu::sgdMomentum(ref.w.data(), nullptr, sw.data(), kC * kD, kLr, 0.0f, 0.0f);
+    cpu::sgdMomentum(ref.v.data(), nullptr, sv.data(), kC * kE, kLr, 0.0f, 0.0f);
+  }
+  return ref;
+}
+
+void expectBucketMatchesReference(int ranks, int warmup) {
+  SCOPED_TRACE(std::to_string(ranks) + " ranks, " + std::to_string(warmup) + " dense exchanges");
+  CodecSpec c = powerSgd();
+  c.warmupSteps = warmup;
+  const PlanSpec spec = powerSgdBucketPlan(ranks, c);
+  test::TempDir tmp("sbpflow_codec_bucket");
+  const std::string dir = tmp.path() + "/ckpt";
+  ASSERT_NO_FATAL_FAILURE(trainAndSave(spec, ranks, kSteps, dir));
+  const BucketReference ref = bucketReference(spec, c, ranks, kSteps);
+  expectNear(test::readCheckpointed<float>(dir, "w"), ref.w, "w");
+  expectNear(test::readCheckpointed<float>(dir, "v"), ref.v, "v");
+  expectNear(test::readCheckpointed<float>(dir, "w.codec.residual"), ref.ws0, "w's residual");
+  expectNear(test::readCheckpointed<float>(dir, "w.codec.q"), ref.ws1, "w's Q");
+  expectNear(test::readCheckpointed<float>(dir, "v.codec.residual"), ref.vs0, "v's residual");
+  expectNear(test::readCheckpointed<float>(dir, "v.codec.q"), ref.vs1, "v's Q");
+  EXPECT_EQ(test::readCheckpointed<int32_t>(dir, "codec.step"), std::vector<int32_t>{kSteps});
+}
+
+} // namespace
+
+TEST(CodecExecutor, PowerSgdBucketOfTwoMatricesTwoRanks) { expectBucketMatchesReference(2, 2); }
+TEST(CodecExecutor, PowerSgdBucketOfTwoMatricesFourRanks) { expectBucketMatchesReference(4, 2); }
+TEST(CodecExecutor, PowerSgdBucketWithoutWarmupFourRanks) { expectBucketMatchesReference(4, 0); }
+
 // ---------------------------------------------------------------- refusals
 
 // The loader's message for `spec`, which it must refuse.
@@ -663,4 +832,18 @@ TEST(CodecExecutor, LoaderRefusesASignBucketOfZeroAndAMomentumElsewhere) {
   CodecSpec signClip = signMomentum();
   signClip.clip = 1.0f;
   expectMentions(refusal(codecPlan(2, signClip)), {"g.allreduce", "only DGC clips"});
+}
+
+TEST(CodecExecutor, LoaderRefusesABucketOutsidePowerSgdOrWithoutEveryState) {
+  CodecSpec topkBucket = topk();
+  topkBucket.density = 0.5f;
+  PlanSpec spec = powerSgdBucketPlan(2, topkBucket);
+  spec.programs[0].tasks[7].codec.state = {2, 4};
+  expectMentions(refusal(spec), {"bucket.allreduce", "a compressed all-reduce takes one gradient "
+                                                     "(several only under PowerSGD without "
+                                                     "L-GreCo), not 2"});
+  PlanSpec missing = powerSgdBucketPlan(2, powerSgd());
+  missing.programs[0].tasks[7].codec.state = {2, 3, 4};
+  expectMentions(refusal(missing),
+                 {"bucket.allreduce", "keeps 4 state variables, the task names 3"});
 }

@@ -442,6 +442,9 @@ struct CodecCase {
   // The GPU against the CPU: 0 is bit for bit (kernels/cuda/Compression.h
   // says which codecs are); else |gpu - cpu| <= tolerance * max(1, |cpu|).
   double tolerance = 0;
+  // 2: PowerSGD over "g" twice in one task (a bucket, as
+  // sbp-bucket-gradients fuses them), the second into "h.sum".
+  int parts = 1;
 };
 
 // Every codec once, with awkward sizes (k of 7 of 63, QSGD's 3-bit fields
@@ -493,48 +496,63 @@ std::vector<CodecCase> codecCases() {
   powerSgd.spec.rank = 2;
   powerSgd.spec.seed = 11;
   powerSgd.tolerance = 1e-4;
+  CodecCase powerSgdBucket = powerSgd;
+  powerSgdBucket.name = "powersgd.bucket";
+  powerSgdBucket.parts = 2;
   CodecCase topk2bit = make("topk2bit", C::TopK2Bit);
   topk2bit.spec.density = 0.25f;
   topk2bit.tolerance = 1e-5;
-  return {topk, dgc, clipped, randomk, qsgd, qsgd8, sign, signMomentum, powerSgd, topk2bit};
+  return {topk, dgc,          clipped,  randomk,        qsgd,    qsgd8,
+          sign, signMomentum, powerSgd, powerSgdBucket, topk2bit};
 }
 
 // The plan of `codec` on `device`: variables 0, 1 the state rows [1, 63]
-// (as many as the codec keeps), 2 the step; tensors 0 "g" read from data,
-// 1 "g.sum" its compressed all-reduce, an output.
+// (as many as the codec keeps), 2 the step, 3, 4 the second part's state;
+// tensors 0 "g" read from data, 1 "g.sum" its compressed all-reduce, an
+// output (and 2 "h.sum", the second part's).
 std::vector<uint8_t> codecPlan(const CodecCase &codec, plan::DeviceKind device) {
   PlanSpec spec;
   spec.placements = {{"p", {0}, {1}, device}};
   spec.variables = {{"g.state0", {1, kGradElements}, 0, {S(0)}},
                     {"g.state1", {1, kGradElements}, 0, {S(0)}},
-                    {"g.step", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32}};
+                    {"g.step", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32},
+                    {"h.state0", {1, kGradElements}, 0, {S(0)}},
+                    {"h.state1", {1, kGradElements}, 0, {S(0)}}};
   CodecSpec c = codec.spec;
   c.present = true;
   c.state = {0, 1};
   c.state.resize(static_cast<size_t>(ops::codecStateCount(c.kind, c.momentum)));
+  if (codec.parts == 2)
+    c.state.insert(c.state.end(), {3, 4});
   c.step = 2;
   ProgramSpec prog;
-  prog.tensors = {{"g", {kGradRows, kGradCols}}, {"g.sum", {kGradRows, kGradCols}}};
-  TaskSpec allReduce =
-      makeTask("g.allreduce", plan::OpKind::AllReduce, {0}, {1}, plan::OpAttrs::CollectiveAttrs);
+  prog.tensors = {{"g", {kGradRows, kGradCols}},
+                  {"g.sum", {kGradRows, kGradCols}},
+                  {"h.sum", {kGradRows, kGradCols}}};
+  TaskSpec allReduce = makeTask("g.allreduce", plan::OpKind::AllReduce,
+                                std::vector<int>(static_cast<size_t>(codec.parts), 0),
+                                codec.parts == 2 ? std::vector<int>{1, 2} : std::vector<int>{1},
+                                plan::OpAttrs::CollectiveAttrs);
   allReduce.codec = c;
   prog.tasks = {inputTask("input.g", 0, "g"), allReduce};
   prog.inputs = {{"g", 0}};
   prog.outputs = {{"g.sum", 1}};
+  if (codec.parts == 2)
+    prog.outputs.push_back({"h.sum", 2});
   spec.programs.push_back(prog);
   finalize(spec);
   return build(spec);
 }
 
-// What a run of a codec plan leaves: "g.sum" after every step, and the
-// variables as a checkpoint saves them.
+// What a run of a codec plan leaves: "g.sum" (and "h.sum") after every
+// step, and the variables as a checkpoint saves them.
 struct CodecRun {
-  std::vector<std::vector<float>> sums;
-  std::vector<float> state0, state1;
+  std::vector<std::vector<float>> sums, hSums;
+  std::vector<float> state0, state1, hState0, hState1;
   int32_t step = -1;
 };
 
-CodecRun runCodec(const plan::Plan *plan, const ExecutorOptions &options) {
+CodecRun runCodec(const plan::Plan *plan, const ExecutorOptions &options, int parts) {
   CodecRun result;
   ActorSystem sys;
   auto exec = Executor::create(sys.system, plan, nullptr, options);
@@ -550,6 +568,11 @@ CodecRun runCodec(const plan::Plan *plan, const ExecutorOptions &options) {
     result.sums.emplace_back();
     Status read = (*exec)->readOutput("train", "g.sum", result.sums.back());
     EXPECT_TRUE(read) << read.message();
+    if (parts == 2) {
+      result.hSums.emplace_back();
+      read = (*exec)->readOutput("train", "h.sum", result.hSums.back());
+      EXPECT_TRUE(read) << read.message();
+    }
   }
   test::TempDir tmp("sbpflow_codec_executor");
   Status saved = (*exec)->saveCheckpoint(tmp.path() + "/ckpt");
@@ -560,7 +583,8 @@ CodecRun runCodec(const plan::Plan *plan, const ExecutorOptions &options) {
     return result;
   const Shape stateShape = {1, kGradElements};
   for (auto [name, values] :
-       {std::pair{"g.state0", &result.state0}, std::pair{"g.state1", &result.state1}}) {
+       {std::pair{"g.state0", &result.state0}, std::pair{"g.state1", &result.state1},
+        std::pair{"h.state0", &result.hState0}, std::pair{"h.state1", &result.hState1}}) {
     values->resize(kGradElements);
     Status r = reader->read(name, stateShape, checkpoint::DType::F32, wholeRegion(stateShape),
                             values->data());
@@ -585,9 +609,15 @@ TEST(CudaExecutor, CodecPlansRunOnTheCpu) {
     SCOPED_TRACE(codec.name);
     auto loaded = loadPlanBuffer(codecPlan(codec, plan::DeviceKind::CPU));
     ASSERT_TRUE(loaded) << loaded.status().message();
-    const CodecRun run = runCodec(loaded->plan(), ExecutorOptions{});
+    const CodecRun run = runCodec(loaded->plan(), ExecutorOptions{}, codec.parts);
     ASSERT_EQ(run.sums.size(), static_cast<size_t>(kCodecSteps));
     EXPECT_EQ(run.step, kCodecSteps);
+    if (codec.parts == 2) {
+      // The parts share the task's all-reduces but not their Q draws.
+      ASSERT_EQ(run.hSums.size(), run.sums.size());
+      EXPECT_EQ(run.hSums[0], gradientOf(0));
+      EXPECT_NE(run.hSums.back(), run.sums.back());
+    }
     EXPECT_EQ(run.sums[0], gradientOf(0)); // the dense warm-up
     const CodecSpec &c = codec.spec;
     const bool sparse = ops::isSparseCodec(c.kind);
@@ -611,14 +641,21 @@ TEST(CudaExecutor, CodecPlansRunOnTheCpu) {
                           c.momentum == 0.0f;
     if (!feedback)
       continue;
-    for (int64_t i = 0; i < kGradElements; ++i) {
-      double sent = run.state0[i], given = 0;
-      for (int s = 0; s < kCodecSteps; ++s) {
-        sent += run.sums[s][i];
-        given += gradientOf(s)[i];
+    auto keepsWhatItDidNotSend = [&](const std::vector<std::vector<float>> &sums,
+                                     const std::vector<float> &residual, const char *part) {
+      for (int64_t i = 0; i < kGradElements; ++i) {
+        double sent = residual[i], given = 0;
+        for (int s = 0; s < kCodecSteps; ++s) {
+          sent += sums[s][i];
+          given += gradientOf(s)[i];
+        }
+        EXPECT_NEAR(sent, given, 1e-4 * std::max(1.0, std::fabs(given)))
+            << part << " element " << i;
       }
-      EXPECT_NEAR(sent, given, 1e-4 * std::max(1.0, std::fabs(given))) << "element " << i;
-    }
+    };
+    keepsWhatItDidNotSend(run.sums, run.state0, "g");
+    if (codec.parts == 2)
+      keepsWhatItDidNotSend(run.hSums, run.hState0, "h");
     EXPECT_NE(run.state0, std::vector<float>(kGradElements, 0.0f)) << "no error feedback kept";
   }
 }
@@ -867,8 +904,8 @@ TEST(CudaExecutor, CompressedAllReduceMatchesTheCpu) {
     auto gpuPlan = loadPlanBuffer(codecPlan(codec, plan::DeviceKind::CUDA));
     ASSERT_TRUE(cpuPlan) << cpuPlan.status().message();
     ASSERT_TRUE(gpuPlan) << gpuPlan.status().message();
-    const CodecRun cpu = runCodec(cpuPlan->plan(), ExecutorOptions{});
-    const CodecRun gpu = runCodec(gpuPlan->plan(), onGpu());
+    const CodecRun cpu = runCodec(cpuPlan->plan(), ExecutorOptions{}, codec.parts);
+    const CodecRun gpu = runCodec(gpuPlan->plan(), onGpu(), codec.parts);
     ASSERT_EQ(cpu.sums.size(), static_cast<size_t>(kCodecSteps));
     ASSERT_EQ(gpu.sums.size(), cpu.sums.size());
     EXPECT_EQ(gpu.step, cpu.step);
@@ -883,6 +920,11 @@ TEST(CudaExecutor, CompressedAllReduceMatchesTheCpu) {
       compare(gpu.sums[s], cpu.sums[s], "g.sum after step " + std::to_string(s));
     compare(gpu.state0, cpu.state0, "g.state0");
     compare(gpu.state1, cpu.state1, "g.state1");
+    ASSERT_EQ(gpu.hSums.size(), cpu.hSums.size());
+    for (size_t s = 0; s < cpu.hSums.size(); ++s)
+      compare(gpu.hSums[s], cpu.hSums[s], "h.sum after step " + std::to_string(s));
+    compare(gpu.hState0, cpu.hState0, "h.state0");
+    compare(gpu.hState1, cpu.hState1, "h.state1");
   }
 }
 

@@ -84,3 +84,44 @@ func.func @f(%g: tensor<8x8xbf16, #sbp.t<@dp, [P(sum)]>>) {
   %b = sbp.all_reduce %g {codec = #sbp.codec<qsgd, bits = 4>, dim = 0 : i64, state = [], step = @s} : (tensor<8x8xbf16, #sbp.t<@dp, [P(sum)]>>) -> tensor<8x8xbf16, #sbp.t<@dp, [B]>>
   return
 }
+
+// -----
+
+// Several gradients share a compressed all-reduce only under PowerSGD.
+sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
+sbp.variable @r : tensor<2x64xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros> seed 0
+sbp.variable @s : tensor<i32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
+func.func @f(%g: tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>, %h: tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>) {
+  // expected-error @+1 {{with a codec reduces one gradient (several only under powersgd without L-GreCo), got 2}}
+  %b:2 = sbp.all_reduce %g, %h {codec = #sbp.codec<topk, density = 0.1>, dim = 0 : i64, state = [@r, @r], step = @s} : (tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>, tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>) -> (tensor<8x8xf32, #sbp.t<@dp, [B]>>, tensor<8x8xf32, #sbp.t<@dp, [B]>>)
+  return
+}
+
+// -----
+
+// PowerSGD over two matrices keeps both matrices' residual and Q, in turn:
+// here the second's Q ([2, 4 x 2]) is missing.
+sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
+sbp.variable @r : tensor<2x64xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros> seed 0
+sbp.variable @q : tensor<2x32xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros> seed 0
+sbp.variable @r2 : tensor<2x32xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros> seed 0
+sbp.variable @s : tensor<i32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
+func.func @f(%g: tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>, %h: tensor<16x2xf32, #sbp.t<@dp, [P(sum)]>>) {
+  // expected-error @+1 {{keeps 4 state variable(s), got 3}}
+  %b:2 = sbp.all_reduce %g, %h {codec = #sbp.codec<powersgd, rank = 4>, dim = 0 : i64, state = [@r, @q, @r2], step = @s} : (tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>, tensor<16x2xf32, #sbp.t<@dp, [P(sum)]>>) -> (tensor<8x8xf32, #sbp.t<@dp, [B]>>, tensor<16x2xf32, #sbp.t<@dp, [B]>>)
+  return
+}
+
+// -----
+
+sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
+sbp.variable @r : tensor<2x64xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros> seed 0
+sbp.variable @q : tensor<2x32xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros> seed 0
+sbp.variable @r2 : tensor<2x32xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros> seed 0
+sbp.variable @q2 : tensor<2x32xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros> seed 0
+sbp.variable @s : tensor<i32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
+func.func @f(%g: tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>, %h: tensor<16x2xf32, #sbp.t<@dp, [P(sum)]>>) {
+  // expected-error @+1 {{codec state @q2 must be f32 [2, 8] split S(0)}}
+  %b:2 = sbp.all_reduce %g, %h {codec = #sbp.codec<powersgd, rank = 4>, dim = 0 : i64, state = [@r, @q, @r2, @q2], step = @s} : (tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>, tensor<16x2xf32, #sbp.t<@dp, [P(sum)]>>) -> (tensor<8x8xf32, #sbp.t<@dp, [B]>>, tensor<16x2xf32, #sbp.t<@dp, [B]>>)
+  return
+}

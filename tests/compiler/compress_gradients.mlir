@@ -2,11 +2,16 @@
 // parameter's `compress` spec, else of the policy (1-D and small gradients
 // stay dense under a global policy), else none; state and step counters
 // become variables; DGC and sign take over SGD's momentum; a compressed all-reduce
-// is never bucketed; the plan carries the codec.
+// is never bucketed but issued right after its gradient; the plan carries
+// the codec.
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-compress-gradients=policy=topk:0.01 --sbp-bucket-gradients | FileCheck %s --check-prefix=TOPK
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-compress-gradients=policy=topk:0.01 | sbpflow-opt | FileCheck %s --check-prefix=TOPK
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=topk:0.01 min-elements=0" --sbp-bucket-gradients | FileCheck %s --check-prefix=EARLY
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=dgc:0.001 warmup-steps=5 epoch-steps=100" | FileCheck %s --check-prefix=DGC
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=powersgd:4 min-elements=0" | FileCheck %s --check-prefix=POWER
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=powersgd:4 min-elements=0" --sbp-bucket-gradients | FileCheck %s --check-prefix=POWERBUCKET
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=powersgd:4 min-elements=0" --sbp-bucket-gradients=bucket-bytes=4096 | FileCheck %s --check-prefix=POWERSPLIT
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=lgreco min-elements=0" --sbp-bucket-gradients | FileCheck %s --check-prefix=LGRECOALONE
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-compress-gradients=policy=sign | FileCheck %s --check-prefix=SIGN
 // RUN: sbpflow-opt %s --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-compress-gradients | FileCheck %s --check-prefix=OWN
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=auto link-bytes-per-second=1.25e7" | FileCheck %s --check-prefix=SLOW
@@ -29,8 +34,19 @@
 // TOPK-NOT: sbp.variable @fc2.weight.codec
 // TOPK-NOT: bias.codec
 // TOPK: sbp.all_reduce %{{[^{]*}} {dim = 0 : i64} : (tensor<10xf32
-// TOPK: sbp.all_reduce %{{.*}} {codec = #sbp.codec<topk, density = 1.000000e-02, seed = {{[0-9]+}}>, dim = 0 : i64, state = [@fc1.weight.codec.residual], step = @fc1.weight.codec.step}
-// TOPK-NEXT: sbp.sgd {{.*}}momentum = 0.899999976 : f32, momentum_buffer = @fc1.weight.momentum, variable = @fc1.weight
+// TOPK: %[[W1:.*]] = sbp.all_reduce %{{.*}} {codec = #sbp.codec<topk, density = 1.000000e-02, seed = {{[0-9]+}}>, dim = 0 : i64, state = [@fc1.weight.codec.residual], step = @fc1.weight.codec.step}
+// TOPK: sbp.sgd %[[W1]] {{.*}}momentum = 0.899999976 : f32, momentum_buffer = @fc1.weight.momentum, variable = @fc1.weight
+
+// A compressed all-reduce is issued as soon as its gradient exists, so that
+// it overlaps the rest of backward: fc2.weight's before relu_grad, and the
+// dense bucket of the biases after the last bias gradient.
+// EARLY: %[[DW2:.*]] = sbp.matmul {{.*}}transpose_a = true{{.*}} -> tensor<64x10xf32
+// EARLY-NEXT: sbp.all_reduce %[[DW2]] {codec = #sbp.codec<topk{{.*}}state = [@fc2.weight.codec.residual]
+// EARLY-NEXT: sbp.relu_grad
+// EARLY-NEXT: %[[DB1:.*]] = sbp.reduce_rows
+// EARLY-NEXT: sbp.all_reduce %{{.*}}, %[[DB1]] {dim = 0 : i64}
+// EARLY-NEXT: %[[DW1:.*]] = sbp.matmul {{.*}}transpose_a = true{{.*}} -> tensor<784x64xf32
+// EARLY-NEXT: sbp.all_reduce %[[DW1]] {codec = #sbp.codec<topk{{.*}}state = [@fc1.weight.codec.residual]
 
 // DGC keeps u and v; SGD's momentum moves into the codec and the unused
 // velocity slot goes; warm-up steps and epochs are recorded.
@@ -53,6 +69,28 @@
 // POWER-DAG: sbp.variable @fc1.weight.codec.q : tensor<4x256xf32, #sbp.t<@dp, [S(0)]>>
 // POWER-DAG: sbp.variable @fc2.weight.codec.q : tensor<4x40xf32, #sbp.t<@dp, [S(0)]>>
 // POWER: codec = #sbp.codec<powersgd, rank = 4, seed = {{[0-9]+}}>{{.*}}state = [@fc2.weight.codec.residual, @fc2.weight.codec.q]
+
+// PowerSGD's all-reduces of one bucket are one: their P and Q travel in two
+// all-reduces for all matrices. The first's codec (its seed) and step
+// counter stay, every one's state in turn; fc1's counter goes.
+// POWERBUCKET-NOT: sbp.variable @fc1.weight.codec.step
+// POWERBUCKET: sbp.variable @fc2.weight.codec.step
+// POWERBUCKET-NOT: sbp.variable @fc1.weight.codec.step
+// POWERBUCKET: %[[DW1:.*]] = sbp.matmul {{.*}}transpose_a = true{{.*}} -> tensor<784x64xf32
+// POWERBUCKET-NEXT: %[[B:.*]]:2 = sbp.all_reduce %{{.*}}, %[[DW1]] {codec = #sbp.codec<powersgd, rank = 4, seed = {{[0-9]+}}>, dim = 0 : i64, state = [@fc2.weight.codec.residual, @fc2.weight.codec.q, @fc1.weight.codec.residual, @fc1.weight.codec.q], step = @fc2.weight.codec.step}
+// POWERBUCKET: sbp.sgd %[[B]]#0 {{.*}}variable = @fc2.weight
+// POWERBUCKET: sbp.sgd %[[B]]#1 {{.*}}variable = @fc1.weight
+// With 4 KiB buckets fc2.weight (2.5 KB) and fc1.weight (200 KB) go apart,
+// each with its own counter, fc2's as soon as its gradient is produced.
+// POWERSPLIT: sbp.variable @fc1.weight.codec.step
+// POWERSPLIT: sbp.variable @fc2.weight.codec.step
+// POWERSPLIT: %[[DW2:.*]] = sbp.matmul {{.*}}transpose_a = true{{.*}} -> tensor<64x10xf32
+// POWERSPLIT-NEXT: sbp.all_reduce %[[DW2]] {codec = #sbp.codec<powersgd{{.*}}state = [@fc2.weight.codec.residual, @fc2.weight.codec.q], step = @fc2.weight.codec.step}
+// POWERSPLIT: %[[DW1:.*]] = sbp.matmul {{.*}}transpose_a = true{{.*}} -> tensor<784x64xf32
+// POWERSPLIT-NEXT: sbp.all_reduce %[[DW1]] {codec = #sbp.codec<powersgd{{.*}}state = [@fc1.weight.codec.residual, @fc1.weight.codec.q], step = @fc1.weight.codec.step}
+// L-GreCo changes each layer's rank on its own: its all-reduces stay apart.
+// LGRECOALONE-COUNT-2: sbp.all_reduce %{{[^,]*}} {codec = #sbp.codec<powersgd
+// LGRECOALONE-NOT: sbp.all_reduce %{{.*}}, %{{.*}} {codec
 
 // A parameter's own spec wins, even on a 1-D gradient and over the policy;
 // "none" keeps one dense.

@@ -304,6 +304,42 @@ TEST(MlpEndToEnd, ResumeWithDgcAcrossItsWarmupEpochsContinuesBitForBit) {
   ASSERT_NO_FATAL_FAILURE(expectSameBits(resumed, whole, 20));
 }
 
+// The one-layer char GPT on dp = 2 under PowerSGD: sbp-bucket-gradients
+// fuses its matrices' all-reduces into tasks of several (one step counter
+// each, the others' gone), whose residuals and Qs travel with the checkpoint:
+// 6 steps, saved, and 6 resumed equal 12 in one run, bit for bit.
+TEST(GptEndToEnd, ResumeWithPowerSgdBucketsContinuesBitForBit) {
+  if (!fs::exists("/usr/share/games/fortunes"))
+    GTEST_SKIP() << "fortunes not installed at /usr/share/games/fortunes";
+  TempDir firstDir("sbpflow_e2e"), resumedDir("sbpflow_e2e"), wholeDir("sbpflow_e2e");
+  const fs::path first = firstDir.path(), resumed = resumedDir.path(), whole = wholeDir.path();
+  auto train = [](const std::string &args, const fs::path &out) {
+    return runCommand(std::string(SBPFLOW_BIN_DIR) +
+                      "/gpt_char --dp 2 --n-layer 1 --batch 4 --compress powersgd:2 "
+                      "--compress-warmup 2 " +
+                      args + " --checkpoint " + out.string());
+  };
+  CommandResult a = train("--steps 6", first);
+  ASSERT_EQ(a.status, 0) << a.output;
+  CommandResult b = train("--steps 6 --resume " + first.string(), resumed);
+  ASSERT_EQ(b.status, 0) << b.output;
+  CommandResult c = train("--steps 12", whole);
+  ASSERT_EQ(c.status, 0) << c.output;
+  ASSERT_NO_FATAL_FAILURE(expectSameBits(resumed, whole, 12));
+  // Fused: fewer step counters than compressed matrices.
+  const auto vars = loadCheckpoint<uint32_t>(whole);
+  const auto endsWith = [](const std::string &name, const std::string &tail) {
+    return name.size() > tail.size() &&
+           name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  const auto count = [&](const std::string &tail) {
+    return std::count_if(vars.begin(), vars.end(),
+                         [&](const auto &v) { return endsWith(v.first, tail); });
+  };
+  EXPECT_GT(count(".codec.q"), count(".codec.step"));
+  EXPECT_GT(count(".codec.step"), 0);
+}
+
 TEST(MlpEndToEnd, UnknownCompressionIsAClearError) {
   CommandResult r = runCommand(std::string(SBPFLOW_BIN_DIR) +
                                "/mlp_fashion_mnist --local 2 --max-steps 1 --compress zip");

@@ -18,7 +18,7 @@ struct CostModel {
   // rank), as bench/CodecCosts.cpp measures it (`build/bin/codec_costs`,
   // this 2-core machine, 2026-12-07); sbp-compress-gradients' codec-costs
   // option reads that program's JSON in their place.
-  double topk2bitSecondsPerElement = 7.2e-9;
+  double topk2bitSecondsPerElement = 2.3e-9;
   double powersgdSecondsPerElementRank = 1.5e-9;
 };
 

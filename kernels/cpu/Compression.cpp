@@ -43,23 +43,52 @@ int32_t selectionKey(float x) {
 
 } // namespace
 
+// Where n is large and k small, the selection runs over the keys at or
+// above a sampled bound (one pass that also adds the gradient), not over
+// all n: the key at rank 2 r + 16 of a strided sample of max(4096, n / 64)
+// keys, r being k's share of the sample. Where fewer than k keys reach it
+// (a sample that missed the tail), the selection runs over all n: the
+// bound saves time, exactness never depends on it.
+constexpr int64_t kTopkPrefilterMin = 16384;
+
 void topkEncode(const float *grad, float *residual, int64_t n, int64_t k, int32_t *order,
                 int32_t *idx, float *val) {
-  for (int64_t i = 0; i < n; ++i)
-    residual[i] += grad[i];
-  if (k <= 0)
-    return;
   // The k-th largest key by a selection over the keys themselves (not over
   // indices compared through the array: that costs a cache miss a
   // comparison), then one pass in index order: every key above it, and the
   // first of those equal to it (ties go to the lower index).
   // Keys are never negative: below every one, the threshold takes all.
   int32_t threshold = std::numeric_limits<int32_t>::min();
-  int64_t above = k;
-  if (k < n) {
+  int64_t above = k, count = 0;
+  if (k > 0 && k < n && n >= kTopkPrefilterMin && 8 * k < n) {
+    const int64_t stride = n / std::max<int64_t>(4096, n / 64);
+    int64_t sampled = 0;
+    for (int64_t i = 0; i < n; i += stride)
+      order[sampled++] = selectionKey(residual[i] + grad[i]);
+    const int64_t rank = std::min(sampled - 1, 2 * ((k * sampled + n - 1) / n) + 16);
+    std::nth_element(order, order + rank, order + sampled, std::greater<int32_t>());
+    const int32_t bound = order[rank];
+    for (int64_t i = 0; i < n; ++i) {
+      residual[i] += grad[i];
+      const int32_t key = selectionKey(residual[i]);
+      if (key >= bound)
+        order[count++] = key;
+    }
+    if (count < k)
+      count = 0; // too few: all n below
+  } else {
     for (int64_t i = 0; i < n; ++i)
-      order[i] = selectionKey(residual[i]);
-    std::nth_element(order, order + (k - 1), order + n, std::greater<int32_t>());
+      residual[i] += grad[i];
+  }
+  if (k <= 0)
+    return;
+  if (k < n) {
+    if (count == 0) {
+      for (int64_t i = 0; i < n; ++i)
+        order[i] = selectionKey(residual[i]);
+      count = n;
+    }
+    std::nth_element(order, order + (k - 1), order + count, std::greater<int32_t>());
     threshold = order[k - 1];
     // Every key above the threshold lies before it.
     above = std::count_if(order, order + (k - 1), [&](int32_t key) { return key > threshold; });

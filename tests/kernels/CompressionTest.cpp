@@ -72,6 +72,30 @@ TEST(TopkEncode, MatchesTheReferenceOnAwkwardSizes) {
   }
 }
 
+// Large gradients with few pairs select over the keys at or above a sampled
+// bound: the same pairs as the reference, with ties, and where the sample
+// misses the tail (every stride-th element large, the rest not: fewer than
+// k reach the bound, and the selection runs over all n).
+TEST(TopkEncode, MatchesTheReferenceWhereASampleBoundsTheSelection) {
+  for (int64_t n : {int64_t{16384}, int64_t{100003}}) {
+    auto grad = randomVector(n, 311 + n);
+    auto residual = randomVector(n, 411 + n, -0.5f, 0.5f);
+    for (int64_t k : {int64_t{1}, int64_t{7}, int64_t{100}, n / 9, n / 8 + 1})
+      expectTopk(grad, residual, k);
+    auto coarse = grad;
+    for (float &g : coarse)
+      g = std::round(g * 4.f) / 4.f;
+    for (int64_t k : {3, 1000})
+      expectTopk(coarse, std::vector<float>(n, 0.f), k);
+  }
+  const int64_t n = 65536; // a sample of 4096: every 16th element
+  std::vector<float> spiky(n);
+  for (int64_t i = 0; i < n; ++i)
+    spiky[i] = i % 16 == 0 ? 100.f + static_cast<float>(i) : 1e-3f * static_cast<float>(i % 7);
+  for (int64_t k : {100, 5000})
+    expectTopk(spiky, std::vector<float>(n, 0.f), k);
+}
+
 // Equal magnitudes (values on a coarse grid, both signs): the lower index
 // wins, so every rank and every run selects the same elements.
 TEST(TopkEncode, TiesGoToTheLowerIndex) {

@@ -2,11 +2,12 @@
 // feed an optimiser) into buckets of at most `bucket-bytes`, in the order backward
 // produces the gradients, and issues each bucket right after its last
 // gradient is produced so that it overlaps the rest of backward (as DDP does).
-// Compressed all-reduces are fused only under PowerSGD (without L-GreCo),
-// whose matrices then share their two small all-reduces, as PyTorch's
-// PowerSGD hook does for a bucket; a fused one keeps the first's step
-// counter and seed, and the others' counters go. Every other compressed
-// all-reduce travels alone, issued right after its gradient.
+// Compressed all-reduces are fused only under PowerSGD, whose matrices then
+// share their two small all-reduces, as PyTorch's PowerSGD hook does for a
+// bucket; a fused one keeps the first's step counter and seed, and the
+// others' counters go. Under L-GreCo the layers are then numbered again in
+// block order, so that a fused all-reduce's are consecutive. Every other
+// compressed all-reduce travels alone, issued right after its gradient.
 #include "compiler/Passes.h"
 #include "ops/Cost.h"
 
@@ -16,6 +17,7 @@
 
 #include <map>
 #include <set>
+#include <tuple>
 
 namespace mlir::sbp {
 #define GEN_PASS_DEF_BUCKETGRADIENTSPASS
@@ -52,7 +54,27 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
         dims.insert(ar.getDim());
       for (int64_t dim : dims)
         bucketDim(fn, dim, symbols);
+      if (failed(numberLgrecoLayers(fn)))
+        return signalPassFailure();
     }
+  }
+
+  // L-GreCo's layers 0, 1, ... in block order, a fused all-reduce's in turn.
+  LogicalResult numberLgrecoLayers(func::FuncOp fn) {
+    int64_t next = 0, layers = -1;
+    for (auto ar : fn.getBody().front().getOps<AllReduceOp>()) {
+      LgrecoAttr lg = ar.getLgrecoAttr();
+      if (!lg)
+        continue;
+      layers = lg.getLayers();
+      ar.setLgrecoAttr(LgrecoAttr::get(lg.getContext(), lg.getCandidates(), lg.getDefaultIndex(),
+                                       next, lg.getLayers(), lg.getEvery()));
+      next += static_cast<int64_t>(ar.getInputs().size());
+    }
+    if (layers >= 0 && next != layers)
+      return fn.emitError("sbp-bucket-gradients: L-GreCo's all-reduces hold ")
+             << next << " layers, their attributes say " << layers;
+    return success();
   }
 
   void bucketDim(func::FuncOp fn, int64_t dim, SymbolTableCollection &symbols) {
@@ -64,7 +86,8 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
     // Buckets never mix placements.
     std::map<const void *, std::vector<Candidate>> groups;
     // PowerSGD's, by placement and codec (its seed aside).
-    std::map<std::pair<const void *, const void *>, std::vector<Candidate>> powerGroups;
+    std::map<std::tuple<const void *, const void *, const void *>, std::vector<Candidate>>
+        powerGroups;
     std::vector<Candidate> alone;
     for (auto ar : body.getOps<AllReduceOp>()) {
       if (static_cast<int64_t>(ar.getDim()) != dim || ar.getInputs().size() != 1 ||
@@ -77,7 +100,7 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
       SbpTensorAttr enc = getSbp(in.getType());
       auto placement = symbols.lookupNearestSymbolFrom<PlacementOp>(ar, enc.getPlacement());
       CodecAttr codec = ar.getCodecAttr();
-      if (codec && (codec.getKind() != CodecKind::powersgd || ar.getLgrecoAttr() || !placement)) {
+      if (codec && (codec.getKind() != CodecKind::powersgd || !placement)) {
         alone.push_back({ar, producer, position[producer], 0});
         continue;
       }
@@ -91,7 +114,9 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
           elementBytes(type.getElementType());
       const Candidate c{ar, producer, position[producer], bytes};
       if (codec)
-        powerGroups[{enc.getPlacement().getAsOpaquePointer(), withoutSeed(codec)}].push_back(c);
+        powerGroups[{enc.getPlacement().getAsOpaquePointer(), withoutSeed(codec),
+                     withoutLayer(ar.getLgrecoAttr())}]
+            .push_back(c);
       else
         groups[enc.getPlacement().getAsOpaquePointer()].push_back(c);
     }
@@ -110,6 +135,15 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
     return CodecAttr::get(c.getContext(), c.getKind(), c.getDensity(), c.getBits(), c.getRank(),
                           c.getMomentum(), c.getClip(), c.getWarmup(), c.getEpochSteps(),
                           c.getBucket(), 0)
+        .getAsOpaquePointer();
+  }
+
+  // L-GreCo's attribute apart from the layer (null without L-GreCo).
+  static const void *withoutLayer(LgrecoAttr lg) {
+    if (!lg)
+      return nullptr;
+    return LgrecoAttr::get(lg.getContext(), lg.getCandidates(), lg.getDefaultIndex(), 0,
+                           lg.getLayers(), lg.getEvery())
         .getAsOpaquePointer();
   }
 
@@ -132,8 +166,9 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
     flushOne(bucket);
   }
 
-  // PowerSGD's all-reduces in one, with the first's codec (its seed) and
-  // step counter and every one's state in turn; the others' counters go.
+  // PowerSGD's all-reduces in one, with the first's codec (its seed), step
+  // counter and L-GreCo attributes and every one's state in turn; the
+  // others' counters go.
   void flushPowerSgd(std::vector<Candidate> &bucket, SymbolTableCollection &symbols) {
     if (bucket.size() < 2)
       return flush(bucket);
@@ -148,10 +183,16 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
     auto module = getOperation();
     auto codec = first.getCodecAttr();
     auto step = first.getStepAttr();
+    auto lgreco = first.getLgrecoAttr();
+    auto lgrecoState = first.getLgrecoStateAttr();
     AllReduceOp fused = fuse(bucket);
     fused.setCodecAttr(codec);
     fused.setStateAttr(ArrayAttr::get(module.getContext(), state));
     fused.setStepAttr(step);
+    if (lgreco) {
+      fused.setLgrecoAttr(lgreco);
+      fused.setLgrecoStateAttr(lgrecoState);
+    }
     for (FlatSymbolRefAttr ref : steps)
       if (auto var = symbols.lookupNearestSymbolFrom<VariableOp>(module, ref))
         var.erase();

@@ -128,8 +128,9 @@ def Sbp_LgrecoAttr : Sbp_Attr<"Lgreco", "lgreco"> {
   let description = [{
     The codec's parameter (density, bits or rank) is chosen among
     `candidates` for this layer (`layer` of `layers` gradients deciding
-    together) every `every` exchanges; `default_index` is the uniform setting
-    whose summed error is the budget.
+    together; a PowerSGD all-reduce of several gradients holds layers
+    `layer`, `layer` + 1, ...) every `every` exchanges; `default_index` is
+    the uniform setting whose summed error is the budget.
   }];
   let parameters = (ins "::mlir::DenseF64ArrayAttr":$candidates, "int64_t":$default_index,
                         "int64_t":$layer, "int64_t":$layers, "int64_t":$every);

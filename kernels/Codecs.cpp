@@ -275,7 +275,7 @@ std::string describe(const plan::CodecAttrs &c) {
 
 // L-GreCo's plan side: a family it adapts, candidates of that family, this
 // layer's row inside the table, and the shared variables shaped for it.
-Status checkLgreco(const plan::LgrecoAttrs &lg, Codec kind,
+Status checkLgreco(const plan::LgrecoAttrs &lg, Codec kind, int inputs,
                    const flatbuffers::Vector<flatbuffers::Offset<plan::Variable>> &vars,
                    const std::string &at) {
   if (kind != Codec::TopK && kind != Codec::TopK2Bit && kind != Codec::Qsgd &&
@@ -293,8 +293,9 @@ Status checkLgreco(const plan::LgrecoAttrs &lg, Codec kind,
       return Status::error(at + ": L-GreCo candidate " + std::to_string(v) +
                            " is no parameter of " + plan::EnumNameCodec(kind));
   }
-  if (lg.layers() < 1 || lg.layer() < 0 || lg.layer() >= lg.layers() || lg.every() < 1)
-    return Status::error(at + ": L-GreCo needs 0 <= layer < layers and every >= 1");
+  if (lg.layers() < 1 || lg.layer() < 0 || lg.layer() + inputs > lg.layers() || lg.every() < 1)
+    return Status::error(at + ": L-GreCo needs 0 <= layer, layer + gradients (" +
+                         std::to_string(inputs) + ") <= layers and every >= 1");
   const int nv = static_cast<int>(vars.size());
   auto expect = [&](int v, const char *what, plan::DType type, int64_t count) -> Status {
     if (v < 0 || v >= nv)
@@ -328,11 +329,10 @@ Status checkCodec(const OpArgs &a) {
     return Status::error(a.at + ": unknown codec " + std::to_string(static_cast<int>(c.kind())));
   const std::string at = a.at + ": codec " + describe(c);
   const int inputs = static_cast<int>(a.in.size());
-  if (inputs < 1 || a.out.size() != a.in.size() ||
-      (inputs > 1 && (c.kind() != Codec::PowerSgd || c.lgreco())))
+  if (inputs < 1 || a.out.size() != a.in.size() || (inputs > 1 && c.kind() != Codec::PowerSgd))
     return Status::error(at +
                          ": a compressed all-reduce takes one gradient (several only under "
-                         "PowerSGD without L-GreCo), not " +
+                         "PowerSGD), not " +
                          std::to_string(inputs));
   for (int j = 0; j < inputs; ++j)
     if (a.in[j]->dtype != plan::DType::F32 || a.out[j]->dtype != plan::DType::F32)
@@ -393,7 +393,7 @@ Status checkCodec(const OpArgs &a) {
   const plan::Variable &step = *vars->Get(c.step());
   if (step.dtype() != plan::DType::I32 || elementCount(toShape(step.shape())) != 1)
     return Status::error(at + ": step variable '" + step.name()->str() + "' must be an i32 scalar");
-  return c.lgreco() ? checkLgreco(*c.lgreco(), c.kind(), *vars, at) : Status::ok();
+  return c.lgreco() ? checkLgreco(*c.lgreco(), c.kind(), inputs, *vars, at) : Status::ok();
 }
 
 namespace {
@@ -402,8 +402,10 @@ namespace {
 struct Exchange : CodecExchange {
   // Scratch, fixed when the kernel is built.
   int32_t *order = nullptr;
-  // L-GreCo (CodecAttrs.lgreco): this layer's row and the shared table.
+  // L-GreCo (CodecAttrs.lgreco): this part's row (the task's first plus the
+  // part's index) and the shared table.
   const plan::LgrecoAttrs *lg = nullptr;
+  int layer = 0;
   const flatbuffers::Vector<float> *candidates = nullptr; // the plan's
   float *table = nullptr; // [layers, 2 * candidates]: errors, then payload bytes
   int32_t *choice = nullptr, *previous = nullptr, *pending = nullptr;
@@ -521,8 +523,8 @@ struct Exchange : CodecExchange {
   // PowerSGD's phases (Codecs.h).
   Status powerSgdP(int64_t count, int64_t start) override {
     // Q starts afresh where L-GreCo just changed this layer's rank.
-    const bool switched = lg && count > 1 && (count - 1) % lg->every() == 0 &&
-                          previous[lg->layer()] != choice[lg->layer()];
+    const bool switched =
+        lg && count > 1 && (count - 1) % lg->every() == 0 && previous[layer] != choice[layer];
     if (count == 0 || switched)
       for (int64_t i = 0; i < cols * rank; ++i)
         s1[i] = powerSgdStart(c->seed(), start + i);
@@ -551,7 +553,6 @@ struct Exchange : CodecExchange {
   // `every` exchanges, this layer's errors and payload sizes for each
   // candidate, and the decision once every layer has measured.
   Status adapt(int64_t count) {
-    const int layer = lg->layer();
     if (choice[layer] < 0 || choice[layer] >= static_cast<int>(candidates->size()))
       return Status::error("L-GreCo's choice for layer " + std::to_string(layer) + " is " +
                            std::to_string(choice[layer]) + ", not a candidate index (0 to " +
@@ -710,9 +711,6 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
   auto bytes = [&](int64_t count) { return static_cast<uint8_t *>(a.scratch(count)); };
   auto ints = [&](int64_t count) { return static_cast<int32_t *>(a.scratch(4 * count)); };
   auto *x = static_cast<Exchange *>(task->parts.front().get());
-  x->lg = x->c->lgreco();
-  if (x->lg)
-    x->candidates = x->lg->candidates();
   const plan::CodecAttrs &c = *x->c;
   const int64_t n = x->n, k = x->k, R = x->ranks;
   switch (c.kind()) {
@@ -744,21 +742,27 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     break;
   }
   }
-  if (x->lg) {
-    const plan::LgrecoAttrs &lg = *x->lg;
+  // L-GreCo: each part's row, its measuring scratch and the shared table.
+  if (const plan::LgrecoAttrs *lg = c.lgreco()) {
     auto f32 = [&](int v) { return data<float>(&(*a.variables)[v]); };
     auto i32 = [&](int v) { return data<int32_t>(&(*a.variables)[v]); };
-    x->table = f32(lg.errors());
-    x->choice = i32(lg.choice());
-    x->previous = i32(lg.previous());
-    x->pending = i32(lg.pending());
-    x->measured = floats(n);
-    if (c.kind() == Codec::PowerSgd) {
-      x->powerP = floats(x->rows * x->rank);
-      x->powerQ = floats(x->cols * x->rank);
+    for (size_t j = 0; j < task->parts.size(); ++j) {
+      auto *part = static_cast<Exchange *>(task->parts[j].get());
+      part->lg = lg;
+      part->layer = lg->layer() + static_cast<int>(j);
+      part->candidates = lg->candidates();
+      part->table = f32(lg->errors());
+      part->choice = i32(lg->choice());
+      part->previous = i32(lg->previous());
+      part->pending = i32(lg->pending());
+      part->measured = floats(part->n);
+      if (c.kind() == Codec::PowerSgd) {
+        part->powerP = floats(part->rows * part->rank);
+        part->powerQ = floats(part->cols * part->rank);
+      }
+      part->dp.resize(2 * (cpu::kLgrecoUnits + 1));
+      part->picks.resize(static_cast<size_t>(lg->layers()) * (cpu::kLgrecoUnits + 1));
     }
-    x->dp.resize(2 * (cpu::kLgrecoUnits + 1));
-    x->picks.resize(static_cast<size_t>(lg.layers()) * (cpu::kLgrecoUnits + 1));
   }
   return launch(a, [task] { return task->run(); });
 }

@@ -163,7 +163,7 @@ private:
 };
 
 // The plan's side (the loader's check on global tensors): f32 inputs (one,
-// or several under PowerSGD without L-GreCo) reduced by sum, the codec's
+// or several under PowerSGD) reduced by sum, the codec's
 // parameters in range, its state (each input's in turn) and step variables
 // present and shaped as CodecAttrs says.
 Status checkCodec(const OpArgs &a);

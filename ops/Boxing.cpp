@@ -111,16 +111,15 @@ mlir::sbp::codecStateShapes(CodecAttr given, LgrecoAttr lgreco, RankedTensorType
 }
 
 // A compressed all-reduce: one f32 gradient (several, on one placement,
-// under PowerSGD without L-GreCo), partial sum on `dim`, and the state (each
+// under PowerSGD), partial sum on `dim`, and the state (each
 // gradient's in turn) and step variables its codec keeps, shaped as
 // codecStateShapes says.
 LogicalResult mlir::sbp::AllReduceOp::verifyCodec() {
   CodecAttr codec = getCodecAttr();
   if (!codec || !getStepAttr())
     return emitOpError("with state or step needs a codec and a step counter");
-  if (getInputs().size() != 1 && (codec.getKind() != CodecKind::powersgd || getLgrecoAttr()))
-    return emitOpError("with a codec reduces one gradient (several only under powersgd without "
-                       "L-GreCo), got ")
+  if (getInputs().size() != 1 && codec.getKind() != CodecKind::powersgd)
+    return emitOpError("with a codec reduces one gradient (several only under powersgd), got ")
            << getInputs().size();
   SymbolTableCollection symbols;
   llvm::SmallVector<llvm::SmallVector<int64_t, 2>> shapes;
@@ -176,10 +175,11 @@ LogicalResult mlir::sbp::AllReduceOp::verifyCodec() {
     return emitOpError("L-GreCo adapts topk, topk2bit, qsgd or powersgd, not ")
            << stringifyCodecKind(kind);
   const int64_t C = static_cast<int64_t>(lg.getCandidates().size());
+  const auto gradients = static_cast<int64_t>(getInputs().size());
   if (C < 1 || C > 127 || lg.getDefaultIndex() < 0 || lg.getDefaultIndex() >= C ||
-      lg.getLayer() < 0 || lg.getLayer() >= lg.getLayers() || lg.getEvery() < 1)
-    return emitOpError("L-GreCo needs 1 to 127 candidates, a default among them, 0 <= layer < "
-                       "layers and every >= 1, got ")
+      lg.getLayer() < 0 || lg.getLayer() + gradients > lg.getLayers() || lg.getEvery() < 1)
+    return emitOpError("L-GreCo needs 1 to 127 candidates, a default among them, 0 <= layer, "
+                       "layer + gradients <= layers and every >= 1, got ")
            << lg;
   const int64_t layers = lg.getLayers();
   const std::pair<int64_t, bool> want[] = {

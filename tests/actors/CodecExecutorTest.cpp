@@ -840,8 +840,7 @@ TEST(CodecExecutor, LoaderRefusesABucketOutsidePowerSgdOrWithoutEveryState) {
   PlanSpec spec = powerSgdBucketPlan(2, topkBucket);
   spec.programs[0].tasks[7].codec.state = {2, 4};
   expectMentions(refusal(spec), {"bucket.allreduce", "a compressed all-reduce takes one gradient "
-                                                     "(several only under PowerSGD without "
-                                                     "L-GreCo), not 2"});
+                                                     "(several only under PowerSGD), not 2"});
   PlanSpec missing = powerSgdBucketPlan(2, powerSgd());
   missing.programs[0].tasks[7].codec.state = {2, 3, 4};
   expectMentions(refusal(missing),

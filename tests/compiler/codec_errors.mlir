@@ -92,7 +92,7 @@ sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
 sbp.variable @r : tensor<2x64xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros> seed 0
 sbp.variable @s : tensor<i32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
 func.func @f(%g: tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>, %h: tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>) {
-  // expected-error @+1 {{with a codec reduces one gradient (several only under powersgd without L-GreCo), got 2}}
+  // expected-error @+1 {{with a codec reduces one gradient (several only under powersgd), got 2}}
   %b:2 = sbp.all_reduce %g, %h {codec = #sbp.codec<topk, density = 0.1>, dim = 0 : i64, state = [@r, @r], step = @s} : (tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>, tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>) -> (tensor<8x8xf32, #sbp.t<@dp, [B]>>, tensor<8x8xf32, #sbp.t<@dp, [B]>>)
   return
 }
@@ -123,5 +123,23 @@ sbp.variable @s : tensor<i32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
 func.func @f(%g: tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>, %h: tensor<16x2xf32, #sbp.t<@dp, [P(sum)]>>) {
   // expected-error @+1 {{codec state @q2 must be f32 [2, 8] split S(0)}}
   %b:2 = sbp.all_reduce %g, %h {codec = #sbp.codec<powersgd, rank = 4>, dim = 0 : i64, state = [@r, @q, @r2, @q2], step = @s} : (tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>, tensor<16x2xf32, #sbp.t<@dp, [P(sum)]>>) -> (tensor<8x8xf32, #sbp.t<@dp, [B]>>, tensor<16x2xf32, #sbp.t<@dp, [B]>>)
+  return
+}
+
+// -----
+
+// L-GreCo's rows of a PowerSGD all-reduce of two gradients: layer 1 and 2
+// of 2 layers do not fit.
+sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
+sbp.variable @r : tensor<2x64xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros> seed 0
+sbp.variable @q : tensor<2x16xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros> seed 0
+sbp.variable @s : tensor<i32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
+sbp.variable @e : tensor<2x4xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
+sbp.variable @c : tensor<2xi32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
+sbp.variable @p : tensor<2xi32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
+sbp.variable @n : tensor<i32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 0
+func.func @f(%g: tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>, %h: tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>) {
+  // expected-error @+1 {{L-GreCo needs 1 to 127 candidates, a default among them, 0 <= layer, layer + gradients <= layers and every >= 1}}
+  %b:2 = sbp.all_reduce %g, %h {codec = #sbp.codec<powersgd, rank = 1>, dim = 0 : i64, lgreco = #sbp.lgreco<candidates = [1.0, 2.0], default_index = 0, layer = 1, layers = 2, every = 10>, lgreco_state = [@e, @c, @p, @n], state = [@r, @q, @r, @r, @q, @r], step = @s} : (tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>, tensor<8x8xf32, #sbp.t<@dp, [P(sum)]>>) -> (tensor<8x8xf32, #sbp.t<@dp, [B]>>, tensor<8x8xf32, #sbp.t<@dp, [B]>>)
   return
 }

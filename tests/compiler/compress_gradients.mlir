@@ -11,7 +11,7 @@
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=powersgd:4 min-elements=0" | FileCheck %s --check-prefix=POWER
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=powersgd:4 min-elements=0" --sbp-bucket-gradients | FileCheck %s --check-prefix=POWERBUCKET
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=powersgd:4 min-elements=0" --sbp-bucket-gradients=bucket-bytes=4096 | FileCheck %s --check-prefix=POWERSPLIT
-// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=lgreco min-elements=0" --sbp-bucket-gradients | FileCheck %s --check-prefix=LGRECOALONE
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=lgreco min-elements=0" --sbp-bucket-gradients | FileCheck %s --check-prefix=LGRECOFUSED
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-compress-gradients=policy=sign | FileCheck %s --check-prefix=SIGN
 // RUN: sbpflow-opt %s --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-compress-gradients | FileCheck %s --check-prefix=OWN
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=auto link-bytes-per-second=1.25e7" | FileCheck %s --check-prefix=SLOW
@@ -88,9 +88,9 @@
 // POWERSPLIT-NEXT: sbp.all_reduce %[[DW2]] {codec = #sbp.codec<powersgd{{.*}}state = [@fc2.weight.codec.residual, @fc2.weight.codec.q], step = @fc2.weight.codec.step}
 // POWERSPLIT: %[[DW1:.*]] = sbp.matmul {{.*}}transpose_a = true{{.*}} -> tensor<784x64xf32
 // POWERSPLIT-NEXT: sbp.all_reduce %[[DW1]] {codec = #sbp.codec<powersgd{{.*}}state = [@fc1.weight.codec.residual, @fc1.weight.codec.q], step = @fc1.weight.codec.step}
-// L-GreCo changes each layer's rank on its own: its all-reduces stay apart.
-// LGRECOALONE-COUNT-2: sbp.all_reduce %{{[^,]*}} {codec = #sbp.codec<powersgd
-// LGRECOALONE-NOT: sbp.all_reduce %{{.*}}, %{{.*}} {codec
+// Under L-GreCo too (each matrix's rank its own): the fused all-reduce holds
+// layers 0 and 1, every matrix's accumulator after its residual and Q.
+// LGRECOFUSED: sbp.all_reduce %{{.*}}, %{{.*}} {codec = #sbp.codec<powersgd{{.*}}lgreco = #sbp.lgreco<{{.*}}layer = 0, layers = 2{{.*}}state = [@fc2.weight.codec.residual, @fc2.weight.codec.q, @fc2.weight.codec.acc, @fc1.weight.codec.residual, @fc1.weight.codec.q, @fc1.weight.codec.acc], step = @fc2.weight.codec.step}
 
 // A parameter's own spec wins, even on a 1-D gradient and over the policy;
 // "none" keeps one dense.

@@ -304,20 +304,20 @@ TEST(MlpEndToEnd, ResumeWithDgcAcrossItsWarmupEpochsContinuesBitForBit) {
   ASSERT_NO_FATAL_FAILURE(expectSameBits(resumed, whole, 20));
 }
 
-// The one-layer char GPT on dp = 2 under PowerSGD: sbp-bucket-gradients
-// fuses its matrices' all-reduces into tasks of several (one step counter
-// each, the others' gone), whose residuals and Qs travel with the checkpoint:
-// 6 steps, saved, and 6 resumed equal 12 in one run, bit for bit.
-TEST(GptEndToEnd, ResumeWithPowerSgdBucketsContinuesBitForBit) {
+// The one-layer char GPT on dp = 2 with `codec` (PowerSGD, or L-GreCo over
+// it): sbp-bucket-gradients fuses its matrices' all-reduces into tasks of
+// several (one step counter each, the others' gone), whose residuals, Qs
+// and L-GreCo accumulators travel with the checkpoint: 6 steps, saved, and 6
+// resumed equal 12 in one run, bit for bit.
+void expectGptResumeContinuesBitForBit(const std::string &codec) {
   if (!fs::exists("/usr/share/games/fortunes"))
     GTEST_SKIP() << "fortunes not installed at /usr/share/games/fortunes";
   TempDir firstDir("sbpflow_e2e"), resumedDir("sbpflow_e2e"), wholeDir("sbpflow_e2e");
   const fs::path first = firstDir.path(), resumed = resumedDir.path(), whole = wholeDir.path();
-  auto train = [](const std::string &args, const fs::path &out) {
+  auto train = [&](const std::string &args, const fs::path &out) {
     return runCommand(std::string(SBPFLOW_BIN_DIR) +
-                      "/gpt_char --dp 2 --n-layer 1 --batch 4 --compress powersgd:2 "
-                      "--compress-warmup 2 " +
-                      args + " --checkpoint " + out.string());
+                      "/gpt_char --dp 2 --n-layer 1 --batch 4 --compress-warmup 2 --compress " +
+                      codec + " " + args + " --checkpoint " + out.string());
   };
   CommandResult a = train("--steps 6", first);
   ASSERT_EQ(a.status, 0) << a.output;
@@ -338,6 +338,17 @@ TEST(GptEndToEnd, ResumeWithPowerSgdBucketsContinuesBitForBit) {
   };
   EXPECT_GT(count(".codec.q"), count(".codec.step"));
   EXPECT_GT(count(".codec.step"), 0);
+}
+
+TEST(GptEndToEnd, ResumeWithPowerSgdBucketsContinuesBitForBit) {
+  expectGptResumeContinuesBitForBit("powersgd:2");
+}
+
+// L-GreCo decides every 3 exchanges (at exchanges 3 and 6 of the 10 after
+// the warm-up): the save falls between decisions, the fused task's layers
+// measured and chosen in turn.
+TEST(GptEndToEnd, ResumeWithLgrecoBucketsContinuesBitForBit) {
+  expectGptResumeContinuesBitForBit("lgreco --lgreco-every 3");
 }
 
 TEST(MlpEndToEnd, UnknownCompressionIsAClearError) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace sbpflow::cpu {
 
@@ -104,28 +105,27 @@ void qsgdUnpackCodes(const uint8_t *packed, int64_t n, int bits, uint8_t *codes)
 
 void signEncode(const float *grad, float *residual, int64_t n, int64_t bucket, uint8_t *codes,
                 float *scales) {
-  for (int64_t i = 0; i < n; ++i)
-    residual[i] += grad[i];
+  // p = grad + residual and its sign bits, eight elements a byte; then
+  // bucket by bucket (no division an element) the scale and the residual
+  // p - delta (delta = -scale where p < 0).
+  for (int64_t byte = 0; byte < signCodeBytes(n); ++byte) {
+    const int64_t first = 8 * byte, end = std::min(n, first + 8);
+    unsigned bits = 0;
+    for (int64_t i = first; i < end; ++i) {
+      residual[i] += grad[i];
+      bits |= (residual[i] < 0.f ? 1u : 0u) << (i - first);
+    }
+    codes[byte] = static_cast<uint8_t>(bits);
+  }
   for (int64_t begin = 0, b = 0; begin < n; begin += bucket, ++b) {
     const int64_t end = std::min(n, begin + bucket);
     double l1 = 0.0;
     for (int64_t i = begin; i < end; ++i)
       l1 += std::fabs(static_cast<double>(residual[i]));
-    scales[b] = static_cast<float>(l1 / static_cast<double>(end - begin));
-  }
-  for (int64_t byte = 0; byte < signCodeBytes(n); ++byte) {
-    uint8_t bits = 0;
-    const int64_t end = std::min(n, 8 * byte + 8);
-    for (int64_t i = 8 * byte; i < end; ++i) {
-      const float sc = scales[i / bucket];
-      if (residual[i] < 0.f) {
-        bits |= static_cast<uint8_t>(1u << (i - 8 * byte));
-        residual[i] += sc; // p - delta, delta = -scale
-      } else {
-        residual[i] -= sc;
-      }
-    }
-    codes[byte] = bits;
+    const float sc = static_cast<float>(l1 / static_cast<double>(end - begin));
+    scales[b] = sc;
+    for (int64_t i = begin; i < end; ++i)
+      residual[i] -= residual[i] < 0.f ? -sc : sc;
   }
 }
 
@@ -134,11 +134,29 @@ void signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_
   const int64_t bytes = signCodeBytes(n), buckets = bucketCount(n, bucket);
   for (int64_t r = 0; r < ranks; ++r) {
     const uint8_t *rankCodes = codes + r * bytes;
-    const float *rankScales = scales + r * buckets;
-    for (int64_t i = 0; i < n; ++i) {
-      const bool negative = (rankCodes[i >> 3] >> (i & 7)) & 1;
-      const float sc = rankScales[i / bucket];
-      out[i] += weight * (negative ? -sc : sc);
+    for (int64_t begin = 0, b = 0; begin < n; begin += bucket, ++b) {
+      const int64_t end = std::min(n, begin + bucket);
+      // weight * (negative ? -sc : sc): the product taken once a bucket,
+      // negated by its sign bit (exactly: -(w sc) = w (-sc), NaN and inf too).
+      const float plus = weight * scales[r * buckets + b];
+      uint32_t plusBits;
+      std::memcpy(&plusBits, &plus, sizeof plusBits);
+      auto add = [&](int64_t i, uint32_t negative) {
+        const uint32_t bits = plusBits ^ (negative << 31);
+        float term;
+        std::memcpy(&term, &bits, sizeof term);
+        out[i] += term;
+      };
+      int64_t i = begin;
+      for (; i < end && (i & 7) != 0; ++i)
+        add(i, (rankCodes[i >> 3] >> (i & 7)) & 1u);
+      for (; i + 8 <= end; i += 8) { // a whole code byte
+        const uint32_t c = rankCodes[i >> 3];
+        for (int j = 0; j < 8; ++j)
+          add(i + j, (c >> j) & 1u);
+      }
+      for (; i < end; ++i)
+        add(i, (rankCodes[i >> 3] >> (i & 7)) & 1u);
     }
   }
 }

@@ -78,13 +78,25 @@ void qsgdDecode(const uint8_t *codes, const float *norms, int64_t ranks, int64_t
   }
 }
 
+// Eight codes fill `bits` whole bytes: packed and unpacked through one
+// 64-bit word (little-endian), the tail field by field.
 void qsgdPackCodes(const uint8_t *codes, int64_t n, int bits, uint8_t *packed) {
   std::fill(packed, packed + qsgdPackedBytes(n, bits), uint8_t{0});
   const unsigned levelMask = (1u << (bits - 1)) - 1u;
-  for (int64_t i = 0; i < n; ++i) {
-    const unsigned field = (codes[i] & 0x80 ? 1u << (bits - 1) : 0u) | (codes[i] & levelMask);
+  auto field = [&](int64_t i) {
+    return (codes[i] & 0x80 ? 1u << (bits - 1) : 0u) | (codes[i] & levelMask);
+  };
+  const int64_t groups = n / 8;
+  for (int64_t g = 0; g < groups; ++g) {
+    uint64_t word = 0;
+    for (int j = 0; j < 8; ++j)
+      word |= static_cast<uint64_t>(field(8 * g + j)) << (j * bits);
+    for (int b = 0; b < bits; ++b)
+      packed[g * bits + b] = static_cast<uint8_t>(word >> (8 * b));
+  }
+  for (int64_t i = 8 * groups; i < n; ++i) {
     const int64_t bit = i * bits;
-    const unsigned shifted = field << (bit % 8);
+    const unsigned shifted = field(i) << (bit % 8);
     packed[bit / 8] |= static_cast<uint8_t>(shifted);
     if ((bit % 8) + bits > 8)
       packed[bit / 8 + 1] |= static_cast<uint8_t>(shifted >> 8);
@@ -93,13 +105,23 @@ void qsgdPackCodes(const uint8_t *codes, int64_t n, int bits, uint8_t *packed) {
 
 void qsgdUnpackCodes(const uint8_t *packed, int64_t n, int bits, uint8_t *codes) {
   const unsigned fieldMask = (1u << bits) - 1u, signBit = 1u << (bits - 1);
-  for (int64_t i = 0; i < n; ++i) {
+  auto code = [&](unsigned field) {
+    return static_cast<uint8_t>((field & signBit ? 0x80u : 0u) | (field & (signBit - 1u)));
+  };
+  const int64_t groups = n / 8;
+  for (int64_t g = 0; g < groups; ++g) {
+    uint64_t word = 0;
+    for (int b = 0; b < bits; ++b)
+      word |= static_cast<uint64_t>(packed[g * bits + b]) << (8 * b);
+    for (int j = 0; j < 8; ++j)
+      codes[8 * g + j] = code(static_cast<unsigned>(word >> (j * bits)) & fieldMask);
+  }
+  for (int64_t i = 8 * groups; i < n; ++i) {
     const int64_t bit = i * bits;
     unsigned word = packed[bit / 8];
     if ((bit % 8) + bits > 8)
       word |= static_cast<unsigned>(packed[bit / 8 + 1]) << 8;
-    const unsigned field = (word >> (bit % 8)) & fieldMask;
-    codes[i] = static_cast<uint8_t>((field & signBit ? 0x80u : 0u) | (field & (signBit - 1u)));
+    codes[i] = code((word >> (bit % 8)) & fieldMask);
   }
 }
 

@@ -29,4 +29,14 @@ void configureClusterSystem(caf::actor_system_config &cfg) {
           caf::timespan{std::chrono::duration_cast<caf::timespan>(std::chrono::seconds(6))});
 }
 
+caf::expected<caf::actor> remoteActor(caf::actor_system &system, const std::string &host,
+                                      uint16_t port) {
+  constexpr int kAttempts = 3;
+  for (int attempt = 1;; ++attempt) {
+    auto found = system.middleman().remote_actor(host, port);
+    if (found || found.error() != caf::sec::connection_timeout || attempt == kAttempts)
+      return found;
+  }
+}
+
 } // namespace sbpflow::cluster

@@ -93,7 +93,7 @@ private:
       auto hp = parseHostPort(at);
       if (!hp)
         return hp.status().withContext("--workers");
-      auto node = system_.middleman().remote_actor(hp->first, hp->second);
+      auto node = remoteActor(system_, hp->first, hp->second);
       if (!node)
         return Status::error("cannot reach node " + at + ": " + system_.render(node.error()));
       Status status = Status::ok();

@@ -7,6 +7,7 @@
 
 #include <caf/actor.hpp>
 #include <caf/atom.hpp>
+#include <caf/expected.hpp>
 #include <caf/meta/type_name.hpp>
 #include <caf/type_id.hpp>
 
@@ -330,13 +331,24 @@ CAF_ADD_TYPE_ID(sbpflow_cluster, (sbpflow::cluster::EndJob))
 CAF_END_TYPE_ID_BLOCK(sbpflow_cluster)
 
 namespace caf {
+class actor_system;
 class actor_system_config;
-}
+} // namespace caf
 
 namespace sbpflow::cluster {
 // Loads the middleman, registers this protocol's types and turns on
 // heartbeats (off by default in CAF 0.17: a frozen peer would go unnoticed).
 void configureClusterSystem(caf::actor_system_config &cfg);
+
+// The actor published at host:port, as the middleman's remote_actor finds
+// it, tried again (three attempts in all) where the connection was closed as
+// timed out before the server's handshake arrived. CAF 0.17.6's BASP broker
+// leaves a client connection's last-seen time at the clock's epoch until the
+// server's first bytes arrive, so a heartbeat tick in between (one a second,
+// configureClusterSystem) closes it with sec::connection_timeout: a server
+// busy for a moment, a slow link, a loaded machine.
+caf::expected<caf::actor> remoteActor(caf::actor_system &system, const std::string &host,
+                                      uint16_t port);
 // One sleeping scheduler thread: for processes whose actors only dispatch.
 void configureQuietScheduler(caf::actor_system_config &cfg);
 } // namespace sbpflow::cluster

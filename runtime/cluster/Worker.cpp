@@ -112,7 +112,7 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
   configureClusterSystem(cfg);
   caf::actor_system system{cfg};
   std::string where = options.driverHost + ":" + std::to_string(options.driverPort);
-  auto driver = system.middleman().remote_actor(options.driverHost, options.driverPort);
+  auto driver = remoteActor(system, options.driverHost, options.driverPort);
   if (!driver) {
     std::fprintf(stderr, "error: cannot connect to the driver at %s: %s\n", where.c_str(),
                  system.render(driver.error()).c_str());

@@ -1,6 +1,7 @@
 // CPU kernels declared in Kernels.h: GEMM through OpenBLAS, the rest as flat
 // loops over contiguous memory so the compiler can vectorise them.
 #include "kernels/cpu/Kernels.h"
+#include "kernels/cpu/Vectorize.h"
 
 #include <cblas.h>
 
@@ -16,12 +17,6 @@ extern "C" void openblas_set_num_threads(int num_threads);
 extern "C" char *openblas_get_corename(void);
 
 namespace sbpflow::cpu {
-
-// Elementwise outputs may alias an input exactly (memory planning reuses a
-// dying operand's bytes in place), never partially: `ivdep` lets GCC vectorise
-// these loops instead of falling back to a scalar loop with an unpredictable
-// branch when its runtime overlap check sees the exact alias (10x slower).
-#define SBPFLOW_ELEMENTWISE _Pragma("GCC ivdep")
 
 void matmul(const float *a, const float *b, float *c, int64_t m, int64_t n, int64_t k, bool transA,
             bool transB) {

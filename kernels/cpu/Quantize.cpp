@@ -2,6 +2,7 @@
 #include "kernels/cpu/Quantize.h"
 
 #include "kernels/Philox.h"
+#include "kernels/cpu/Vectorize.h"
 
 #include <algorithm>
 #include <cmath>
@@ -16,6 +17,24 @@ namespace {
 // initialisation's (bit 31).
 constexpr uint32_t kQsgdStream = 0x40000000u;
 
+// QSGD's draws, kDrawChunk (a multiple of 4) at a time: u in [0, 1) from
+// the top 24 bits of each word of Philox4x32-10 block c at counter {c, c >>
+// 32 | kQsgdStream, step, step >> 32} and key {seed, seed >> 32}, for
+// elements 4c to 4c + 3; blocks [block0, block0 + blocks) into u.
+constexpr int64_t kDrawChunk = 1024;
+
+SBPFLOW_CLONES
+void qsgdDraws(int64_t block0, int64_t blocks, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1,
+               float *u) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const auto c = static_cast<uint64_t>(block0 + b);
+    const PhiloxBlock d = philox4x32_10(
+        static_cast<uint32_t>(c), static_cast<uint32_t>(c >> 32) | kQsgdStream, c2, c3, k0, k1);
+    for (int w = 0; w < 4; ++w)
+      u[4 * b + w] = static_cast<float>(d.word[w] >> 8) * 0x1p-24f;
+  }
+}
+
 // The 2-bit code of value j in a payload's codes.
 int twoBitCode(const uint8_t *codes, int64_t j) { return (codes[j >> 2] >> (2 * (j & 3))) & 3; }
 
@@ -26,8 +45,10 @@ void qsgdEncode(const float *grad, int64_t n, int levels, int64_t bucket, uint64
   const float s = static_cast<float>(levels);
   const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   const uint32_t c2 = static_cast<uint32_t>(step), c3 = static_cast<uint32_t>(step >> 32);
-  PhiloxBlock draw{};
-  int64_t drawBlock = -1;
+  // The draws of elements [drawn, drawn + kDrawChunk), filled a chunk at a
+  // time (a loop over Philox blocks that vectorises).
+  float u[kDrawChunk];
+  int64_t drawn = 0, drawnEnd = 0;
   for (int64_t begin = 0, b = 0; begin < n; begin += bucket, ++b) {
     const int64_t end = std::min(n, begin + bucket);
     double squares = 0.0;
@@ -44,14 +65,12 @@ void qsgdEncode(const float *grad, int64_t n, int levels, int64_t bucket, uint64
       if (quantise) {
         const float r = std::min(std::fabs(v) / norm * s, s);
         const float floor = std::floor(r);
-        if (i >> 2 != drawBlock) {
-          drawBlock = i >> 2;
-          const uint64_t c = static_cast<uint64_t>(drawBlock);
-          draw = philox4x32_10(static_cast<uint32_t>(c),
-                               static_cast<uint32_t>(c >> 32) | kQsgdStream, c2, c3, k0, k1);
+        if (i >= drawnEnd) {
+          drawn = i & ~int64_t{3};
+          drawnEnd = std::min(drawn + kDrawChunk, (n + 3) & ~int64_t{3});
+          qsgdDraws(drawn / 4, (drawnEnd - drawn) / 4, c2, c3, k0, k1, u);
         }
-        const float u = static_cast<float>(draw.word[i & 3] >> 8) * 0x1p-24f;
-        level = std::min(static_cast<int>(floor) + (u < r - floor ? 1 : 0), levels);
+        level = std::min(static_cast<int>(floor) + (u[i - drawn] < r - floor ? 1 : 0), levels);
       }
       codes[i] = static_cast<uint8_t>((v < 0.f ? 0x80 : 0) | level);
     }

@@ -4,6 +4,7 @@
 #include "kernels/cpu/Transformer.h"
 #include "kernels/Philox.h"
 #include "kernels/cpu/Kernels.h"
+#include "kernels/cpu/Vectorize.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,20 +12,6 @@
 #include <vector>
 
 namespace sbpflow::cpu {
-
-// Outputs may alias an input exactly (never partially): `ivdep` keeps GCC from
-// falling back to a scalar loop behind a runtime overlap check.
-#define SBPFLOW_ELEMENTWISE _Pragma("GCC ivdep")
-
-// The build targets baseline x86-64 (SSE2, no FMA), PyTorch dispatches to
-// AVX2 / AVX-512 at run time: the hot kernels are compiled three times and the
-// loader picks the best one the CPU runs (GCC's function multi-versioning).
-// Defining SBPFLOW_CLONES empty builds one version for -march, to test each.
-#if !defined(SBPFLOW_CLONES) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SBPFLOW_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#elif !defined(SBPFLOW_CLONES)
-#define SBPFLOW_CLONES
-#endif
 
 #define SBPFLOW_INLINE inline __attribute__((always_inline))
 

@@ -206,7 +206,7 @@ Status CodecExchange::compressed(int64_t count) {
   case Codec::Sign:
     return sign();
   case Codec::PowerSgd:
-    break; // CodecTask::powerSgd
+    return Status::error("PowerSGD runs in its task's phases (CodecTask::powerSgd)");
   case Codec::TopK2Bit:
     return topk2bit();
   }

@@ -163,9 +163,9 @@ private:
 };
 
 // The plan's side (the loader's check on global tensors): f32 inputs (one,
-// or several under PowerSGD) reduced by sum, the codec's
-// parameters in range, its state (each input's in turn) and step variables
-// present and shaped as CodecAttrs says.
+// or several under PowerSGD) reduced by sum, the codec's parameters in
+// range, its state (each input's in turn) and step variables present and
+// shaped as CodecAttrs says.
 Status checkCodec(const OpArgs &a);
 
 // The CPU kernel: encode, exchange through the group's communicator (Gloo),

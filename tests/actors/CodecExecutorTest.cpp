@@ -846,3 +846,57 @@ TEST(CodecExecutor, LoaderRefusesABucketOutsidePowerSgdOrWithoutEveryState) {
   expectMentions(refusal(missing),
                  {"bucket.allreduce", "keeps 4 state variables, the task names 3"});
 }
+
+// L-GreCo over a PowerSGD task of two matrices (ranks 1 or 2, deciding every
+// 3 exchanges): w and v are rows `layer` and `layer` + 1 of its 2-layer
+// table, each with its accumulator after its residual and Q.
+PlanSpec lgrecoBucketPlan(int ranks, int layer) {
+  CodecSpec c = powerSgd(); // rank 2, the largest candidate
+  PlanSpec spec = powerSgdBucketPlan(ranks, c);
+  auto add = [&](VariableSpec v) {
+    spec.variables.push_back(std::move(v));
+    return static_cast<int>(spec.variables.size()) - 1;
+  };
+  const int wAcc = add({"w.codec.acc", {ranks, kC * kD}, 0, {S(0)}});
+  const int vAcc = add({"v.codec.acc", {ranks, kC * kE}, 0, {S(0)}});
+  const int errors = add({"lgreco.errors", {2, 4}, 0, {B()}});
+  auto i32 = [](const char *name, std::vector<int64_t> shape, float value) {
+    return VariableSpec{name, std::move(shape), 0, {B()}, plan::InitKind::Constant, value, 0,
+                        0,    plan::DType::I32};
+  };
+  const int choice = add(i32("lgreco.choice", {2}, 1));
+  const int previous = add(i32("lgreco.previous", {2}, 1));
+  const int pending = add(i32("lgreco.pending", {}, 0));
+  CodecSpec &codec = spec.programs[0].tasks[7].codec;
+  codec.state = {2, 3, wAcc, 4, 5, vAcc};
+  codec.lgreco = LgrecoSpec{{1.0f, 2.0f}, 1, layer, 2, 3, errors, choice, previous, pending};
+  return spec;
+}
+
+TEST(CodecExecutor, LoaderRefusesLgrecoRowsPastItsTable) {
+  expectMentions(refusal(lgrecoBucketPlan(2, 1)),
+                 {"bucket.allreduce", "L-GreCo needs 0 <= layer, layer + gradients (2) <= layers"});
+}
+
+// Both matrices measure their candidates and the table is decided over the
+// two ranks: after 8 steps (2 dense, decisions at exchanges 3 and 6) the
+// table holds both rows' errors and payload sizes, and the choices are
+// candidates.
+TEST(CodecExecutor, LgrecoDecidesForEachMatrixOfAPowerSgdTask) {
+  const PlanSpec spec = lgrecoBucketPlan(2, 0);
+  test::TempDir tmp("sbpflow_codec_lgreco_bucket");
+  const std::string dir = tmp.path() + "/ckpt";
+  ASSERT_NO_FATAL_FAILURE(trainAndSave(spec, 2, kSteps, dir));
+  const std::vector<float> table = test::readCheckpointed<float>(dir, "lgreco.errors");
+  ASSERT_EQ(table.size(), 8u);
+  for (int layer = 0; layer < 2; ++layer) {
+    SCOPED_TRACE("layer " + std::to_string(layer));
+    const float *row = table.data() + 4 * layer; // errors of ranks 1, 2; then bytes
+    EXPECT_GT(row[0], row[1]) << "rank 1 should lose more than rank 2";
+    EXPECT_GT(row[1], 0.0f);
+    EXPECT_LT(row[2], row[3]) << "rank 1 should send fewer bytes than rank 2";
+  }
+  for (int32_t chosen : test::readCheckpointed<int32_t>(dir, "lgreco.choice"))
+    EXPECT_TRUE(chosen == 0 || chosen == 1) << chosen;
+  EXPECT_EQ(test::readCheckpointed<int32_t>(dir, "codec.step"), std::vector<int32_t>{kSteps});
+}

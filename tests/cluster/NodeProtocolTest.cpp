@@ -91,7 +91,7 @@ struct Peer {
   explicit Peer(uint16_t port) {
     configureClusterSystem(cfg);
     system = std::make_unique<caf::actor_system>(cfg);
-    auto found = system->middleman().remote_actor("127.0.0.1", port);
+    auto found = remoteActor(*system, "127.0.0.1", port);
     if (found)
       node = *found;
     else

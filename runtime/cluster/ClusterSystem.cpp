@@ -17,6 +17,12 @@ void configureQuietScheduler(caf::actor_system_config &cfg) {
   cfg.set("scheduler.max-threads", size_t{1});
 }
 
+namespace {
+// How long a silent peer is given: by the heartbeats, and by remoteActor
+// for a handshake.
+constexpr auto kConnectionTimeout = std::chrono::seconds(6);
+} // namespace
+
 void configureClusterSystem(caf::actor_system_config &cfg) {
   configureQuietScheduler(cfg);
   cfg.load<caf::io::middleman>();
@@ -26,15 +32,16 @@ void configureClusterSystem(caf::actor_system_config &cfg) {
   cfg.set("middleman.heartbeat-interval",
           caf::timespan{std::chrono::duration_cast<caf::timespan>(std::chrono::seconds(1))});
   cfg.set("middleman.connection-timeout",
-          caf::timespan{std::chrono::duration_cast<caf::timespan>(std::chrono::seconds(6))});
+          caf::timespan{std::chrono::duration_cast<caf::timespan>(kConnectionTimeout)});
 }
 
 caf::expected<caf::actor> remoteActor(caf::actor_system &system, const std::string &host,
                                       uint16_t port) {
-  constexpr int kAttempts = 3;
-  for (int attempt = 1;; ++attempt) {
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
     auto found = system.middleman().remote_actor(host, port);
-    if (found || found.error() != caf::sec::connection_timeout || attempt == kAttempts)
+    if (found || found.error() != caf::sec::connection_timeout ||
+        std::chrono::steady_clock::now() - start >= kConnectionTimeout)
       return found;
   }
 }

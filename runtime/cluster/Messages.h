@@ -341,12 +341,14 @@ namespace sbpflow::cluster {
 void configureClusterSystem(caf::actor_system_config &cfg);
 
 // The actor published at host:port, as the middleman's remote_actor finds
-// it, tried again (three attempts in all) where the connection was closed as
-// timed out before the server's handshake arrived. CAF 0.17.6's BASP broker
-// leaves a client connection's last-seen time at the clock's epoch until the
-// server's first bytes arrive, so a heartbeat tick in between (one a second,
-// configureClusterSystem) closes it with sec::connection_timeout: a server
-// busy for a moment, a slow link, a loaded machine.
+// it, tried again where the connection was closed as timed out before the
+// server's handshake arrived, until the connection timeout (6 s) has passed.
+// CAF 0.17.6's BASP broker leaves a client connection's last-seen time at
+// the clock's epoch until the server's first bytes arrive, so a heartbeat
+// tick in between (one a second, configureClusterSystem) closes it with
+// sec::connection_timeout: a server busy for a moment (a node daemon that
+// was sent a header announcing a payload of gigabytes allocates it before
+// it reads on), a slow link, a loaded machine.
 caf::expected<caf::actor> remoteActor(caf::actor_system &system, const std::string &host,
                                       uint16_t port);
 // One sleeping scheduler thread: for processes whose actors only dispatch.

@@ -166,13 +166,14 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
     flushOne(bucket);
   }
 
-  // PowerSGD's all-reduces in one, with the first's codec (its seed), step
-  // counter and L-GreCo attributes and every one's state in turn; the
+  // PowerSGD's all-reduces in one, with the first's attributes (codec and
+  // its seed, step counter, L-GreCo's) and every one's state in turn; the
   // others' counters go.
   void flushPowerSgd(std::vector<Candidate> &bucket, SymbolTableCollection &symbols) {
     if (bucket.size() < 2)
       return flush(bucket);
     AllReduceOp first = bucket.front().op;
+    const DictionaryAttr attrs = first->getAttrDictionary();
     llvm::SmallVector<Attribute> state;
     llvm::SmallVector<FlatSymbolRefAttr> steps;
     for (Candidate &c : bucket) {
@@ -180,22 +181,13 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
       if (c.op != first)
         steps.push_back(c.op.getStepAttr());
     }
-    auto module = getOperation();
-    auto codec = first.getCodecAttr();
-    auto step = first.getStepAttr();
-    auto lgreco = first.getLgrecoAttr();
-    auto lgrecoState = first.getLgrecoStateAttr();
     AllReduceOp fused = fuse(bucket);
-    fused.setCodecAttr(codec);
-    fused.setStateAttr(ArrayAttr::get(module.getContext(), state));
-    fused.setStepAttr(step);
-    if (lgreco) {
-      fused.setLgrecoAttr(lgreco);
-      fused.setLgrecoStateAttr(lgrecoState);
-    }
+    fused->setAttrs(attrs);
+    fused.setStateAttr(ArrayAttr::get(fused.getContext(), state));
+    SymbolTable &table = symbols.getSymbolTable(getOperation());
     for (FlatSymbolRefAttr ref : steps)
-      if (auto var = symbols.lookupNearestSymbolFrom<VariableOp>(module, ref))
-        var.erase();
+      if (Operation *var = table.lookup(ref.getValue()))
+        table.erase(var);
   }
 
   void flush(std::vector<Candidate> &bucket) {

@@ -117,38 +117,23 @@ Status CodecTask::warmup() {
 Status CodecTask::powerSgd(int64_t count) {
   CodecExchange &first = *parts.front();
   int64_t pn = 0, qn = 0;
-  for (const auto &x : parts) {
-    if (x->n == 0)
-      continue;
-    if (Status s = x->prepare(count); !s)
-      return s;
-    x->small = p + pn;
-    if (Status s = x->powerSgdP(count, qn); !s)
-      return s;
-    pn += x->rows * x->rank;
-    qn += x->cols * x->rank;
-  }
-  if (Status s = first.sum(p, pn); !s)
-    return s;
-  qn = 0;
-  for (const auto &x : parts) {
-    if (x->n == 0)
-      continue;
-    if (Status s = x->powerSgdQ(q + qn); !s)
-      return s;
-    qn += x->cols * x->rank;
-  }
-  if (Status s = first.sum(q, qn); !s)
-    return s;
-  qn = 0;
-  for (const auto &x : parts) {
-    if (x->n == 0)
-      continue;
-    if (Status s = x->powerSgdOut(q + qn); !s)
-      return s;
-    qn += x->cols * x->rank;
-  }
-  return Status::ok();
+  Status s = eachPart(pn, qn, [&](CodecExchange &x, int64_t pAt, int64_t qAt) {
+    if (Status prepared = x.prepare(count); !prepared)
+      return prepared;
+    x.small = p + pAt;
+    return x.powerSgdP(count, qAt);
+  });
+  if (s)
+    s = first.sum(p, pn);
+  if (s)
+    s = eachPart(pn, qn,
+                 [&](CodecExchange &x, int64_t, int64_t qAt) { return x.powerSgdQ(q + qAt); });
+  if (s)
+    s = first.sum(q, qn);
+  if (s)
+    s = eachPart(pn, qn,
+                 [&](CodecExchange &x, int64_t, int64_t qAt) { return x.powerSgdOut(q + qAt); });
+  return s;
 }
 
 int64_t CodecTask::elements() const {

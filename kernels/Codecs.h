@@ -160,6 +160,21 @@ struct CodecTask {
 private:
   Status warmup();
   Status powerSgd(int64_t count);
+  // phase(part, its P's offset in p, its Q's in q) for each part with
+  // elements, in order, at the ranks in use (a phase may set them: L-GreCo);
+  // pn and qn become the totals.
+  template <class Phase> Status eachPart(int64_t &pn, int64_t &qn, Phase phase) {
+    pn = qn = 0;
+    for (const auto &x : parts) {
+      if (x->n == 0)
+        continue;
+      if (Status s = phase(*x, pn, qn); !s)
+        return s;
+      pn += x->rows * x->rank;
+      qn += x->cols * x->rank;
+    }
+    return Status::ok();
+  }
 };
 
 // The plan's side (the loader's check on global tensors): f32 inputs (one,

@@ -394,9 +394,9 @@ struct Exchange : CodecExchange {
   const flatbuffers::Vector<float> *candidates = nullptr; // the plan's
   float *table = nullptr; // [layers, 2 * candidates]: errors, then payload bytes
   int32_t *choice = nullptr, *previous = nullptr, *pending = nullptr;
-  float *measured = nullptr, *powerP = nullptr, *powerQ = nullptr; // measuring scratch
-  std::vector<double> dp;                                          // cpu::lgrecoChoose's scratch
-  std::vector<int8_t> picks;                                       // [layers, units + 1]
+  float *powerP = nullptr, *powerQ = nullptr; // measuring scratch
+  std::vector<double> dp;                     // cpu::lgrecoChoose's scratch
+  std::vector<int8_t> picks;                  // [layers, units + 1]
 
   Status gather(const void *send, void *recv, int64_t count, plan::DType type) {
     if (!group) {
@@ -577,28 +577,28 @@ struct Exchange : CodecExchange {
   }
 
   // row[j]: the error (Frobenius norm) candidate j leaves in M, the
-  // accumulated gradients; row[C + j]: its payload bytes.
+  // accumulated gradients in acc; row[C + j]: its payload bytes. Sparse
+  // codecs sort acc's magnitudes in place (adapt zeroes it next).
   void measure(float *row) {
     const flatbuffers::uoffset_t C = candidates->size();
-    std::copy(acc, acc + n, measured);
     double total = 0.0;
     for (int64_t i = 0; i < n; ++i)
-      total += static_cast<double>(measured[i]) * measured[i];
+      total += static_cast<double>(acc[i]) * acc[i];
     if (isSparseCodec(kind)) {
       // One sort serves every density.
       for (int64_t i = 0; i < n; ++i)
-        measured[i] = std::fabs(measured[i]);
-      std::sort(measured, measured + n, std::greater<float>());
+        acc[i] = std::fabs(acc[i]);
+      std::sort(acc, acc + n, std::greater<float>());
     }
     for (flatbuffers::uoffset_t j = 0; j < C; ++j) {
       double error = 0.0;
       if (isSparseCodec(kind)) {
         // What top-k leaves out: the total less the k largest squares
-        // (`measured` holds the magnitudes in decreasing order, below).
+        // (`acc` holds the magnitudes in decreasing order, below).
         const int64_t kk = pairsFor(candidates->Get(j), n);
         double kept = 0.0;
         for (int64_t i = 0; i < kk; ++i)
-          kept += static_cast<double>(measured[i]) * measured[i];
+          kept += static_cast<double>(acc[i]) * acc[i];
         error = std::max(0.0, total - kept);
       } else if (kind == Codec::Qsgd) {
         // Stochastic rounding's expected squared error: unit^2 f (1 - f) per
@@ -608,12 +608,12 @@ struct Exchange : CodecExchange {
           const int64_t end = std::min<int64_t>(n, begin + c->bucket());
           double squares = 0.0;
           for (int64_t i = begin; i < end; ++i)
-            squares += static_cast<double>(measured[i]) * measured[i];
+            squares += static_cast<double>(acc[i]) * acc[i];
           const double unit = std::sqrt(squares) / s;
           if (unit == 0.0)
             continue;
           for (int64_t i = begin; i < end; ++i) {
-            const double r = std::fabs(measured[i]) / unit, f = r - std::floor(r);
+            const double r = std::fabs(acc[i]) / unit, f = r - std::floor(r);
             error += unit * unit * f * (1.0 - f);
           }
         }
@@ -624,9 +624,9 @@ struct Exchange : CodecExchange {
         for (int64_t i = 0; i < cols * r; ++i) // its own stream; the seed's low word
           powerQ[i] = powerSgdStart(c->seed() & 0xffffffffu, i, 0x4C475243u);
         for (int iteration = 0; iteration < cpu::kLgrecoPowerIterations; ++iteration) {
-          cpu::matmul(measured, powerQ, powerP, rows, r, cols, false, false);
+          cpu::matmul(acc, powerQ, powerP, rows, r, cols, false, false);
           cpu::orthogonalizeColumns(powerP, rows, r);
-          cpu::matmul(measured, powerP, powerQ, cols, r, rows, true, false);
+          cpu::matmul(acc, powerP, powerQ, cols, r, rows, true, false);
         }
         double projected = 0.0;
         for (int64_t i = 0; i < cols * r; ++i)
@@ -740,7 +740,6 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
       part->choice = i32(lg->choice());
       part->previous = i32(lg->previous());
       part->pending = i32(lg->pending());
-      part->measured = floats(part->n);
       if (c.kind() == Codec::PowerSgd) {
         part->powerP = floats(part->rows * part->rank);
         part->powerQ = floats(part->cols * part->rank);

@@ -69,6 +69,25 @@ private:
   std::vector<FieldInfo> fields_;
 };
 
+// L-GreCo's shared variables appended to `spec` as sbp-compress-gradients
+// declares them (the choices start at the default), their indices set in
+// `lg`.
+void addLgrecoVariables(PlanSpec &spec, LgrecoSpec &lg) {
+  auto add = [&](VariableSpec v) {
+    spec.variables.push_back(std::move(v));
+    return static_cast<int>(spec.variables.size()) - 1;
+  };
+  auto i32 = [](const char *name, std::vector<int64_t> shape, plan::InitKind init, float value) {
+    return VariableSpec{name, std::move(shape), 0, {B()}, init, value, 0, 0, plan::DType::I32};
+  };
+  const auto C = static_cast<int64_t>(lg.candidates.size());
+  const auto start = static_cast<float>(lg.defaultIndex);
+  lg.errors = add({"lgreco.errors", {lg.layers, 2 * C}, 0, {B()}});
+  lg.choice = add(i32("lgreco.choice", {lg.layers}, plan::InitKind::Constant, start));
+  lg.previous = add(i32("lgreco.previous", {lg.layers}, plan::InitKind::Constant, start));
+  lg.pending = add(i32("lgreco.pending", {}, plan::InitKind::Zeros, 0));
+}
+
 // Variables: 0 w [kC, kD] B; 1, 2 the codec's state [ranks, kStateCols]
 // S(0) (uniform, so that a rank reading another's row is seen); 3 the step
 // counter. Tensors: x, w, y = x w, g = x^T y (P), gsum = the compressed
@@ -85,33 +104,8 @@ PlanSpec codecPlan(int ranks, CodecSpec codec, bool bf16Gradient = false) {
       {"g.codec.s0", {ranks, kStateCols}, 0, {S(0)}, plan::InitKind::Uniform, -0.2f, 0.2f, 8},
       {"g.codec.s1", {ranks, kStateCols}, 0, {S(0)}, plan::InitKind::Uniform, -0.2f, 0.2f, 9},
       {"g.codec.step", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32}};
-  if (const auto &lg = codec.lgreco) {
-    // 4 errors, 5 choice, 6 previous, 7 pending, as sbp-compress-gradients
-    // declares them (the choices start at the default).
-    const auto C = static_cast<int64_t>(lg->candidates.size());
-    const auto start = static_cast<float>(lg->defaultIndex);
-    spec.variables.push_back({"lgreco.errors", {lg->layers, 2 * C}, 0, {B()}});
-    spec.variables.push_back({"lgreco.choice",
-                              {lg->layers},
-                              0,
-                              {B()},
-                              plan::InitKind::Constant,
-                              start,
-                              0,
-                              0,
-                              plan::DType::I32});
-    spec.variables.push_back({"lgreco.previous",
-                              {lg->layers},
-                              0,
-                              {B()},
-                              plan::InitKind::Constant,
-                              start,
-                              0,
-                              0,
-                              plan::DType::I32});
-    spec.variables.push_back(
-        {"lgreco.pending", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32});
-  }
+  if (codec.lgreco)
+    addLgrecoVariables(spec, *codec.lgreco); // 4 errors, 5 choice, 6 previous, 7 pending
   codec.present = true;
   const plan::DType gType = bf16Gradient ? plan::DType::BF16 : plan::DType::F32;
   ProgramSpec prog;
@@ -792,7 +786,7 @@ void expectLgrecoMatchesReference(int ranks) {
   SCOPED_TRACE(std::to_string(ranks) + " ranks");
   CodecSpec c = topk();
   c.state = {1, 2}; // the residual, then L-GreCo's accumulator
-  c.lgreco = LgrecoSpec{{0.1f, 0.2f, 0.4f}, 1, 0, 1, 12, 4, 5, 6, 7};
+  c.lgreco = LgrecoSpec{{0.1f, 0.2f, 0.4f}, 1, 0, 1, 12};
   const int steps = 15;
   const PlanSpec spec = codecPlan(ranks, c);
   test::TempDir tmp("sbpflow_codec");
@@ -859,17 +853,10 @@ PlanSpec lgrecoBucketPlan(int ranks, int layer) {
   };
   const int wAcc = add({"w.codec.acc", {ranks, kC * kD}, 0, {S(0)}});
   const int vAcc = add({"v.codec.acc", {ranks, kC * kE}, 0, {S(0)}});
-  const int errors = add({"lgreco.errors", {2, 4}, 0, {B()}});
-  auto i32 = [](const char *name, std::vector<int64_t> shape, float value) {
-    return VariableSpec{name, std::move(shape), 0, {B()}, plan::InitKind::Constant, value, 0,
-                        0,    plan::DType::I32};
-  };
-  const int choice = add(i32("lgreco.choice", {2}, 1));
-  const int previous = add(i32("lgreco.previous", {2}, 1));
-  const int pending = add(i32("lgreco.pending", {}, 0));
   CodecSpec &codec = spec.programs[0].tasks[7].codec;
   codec.state = {2, 3, wAcc, 4, 5, vAcc};
-  codec.lgreco = LgrecoSpec{{1.0f, 2.0f}, 1, layer, 2, 3, errors, choice, previous, pending};
+  codec.lgreco = LgrecoSpec{{1.0f, 2.0f}, 1, layer, 2, 3};
+  addLgrecoVariables(spec, *codec.lgreco);
   return spec;
 }
 

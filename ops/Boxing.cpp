@@ -111,9 +111,8 @@ mlir::sbp::codecStateShapes(CodecAttr given, LgrecoAttr lgreco, RankedTensorType
 }
 
 // A compressed all-reduce: one f32 gradient (several, on one placement,
-// under PowerSGD), partial sum on `dim`, and the state (each
-// gradient's in turn) and step variables its codec keeps, shaped as
-// codecStateShapes says.
+// under PowerSGD), partial sum on `dim`, and the state (each gradient's in
+// turn) and step variables its codec keeps, shaped as codecStateShapes says.
 LogicalResult mlir::sbp::AllReduceOp::verifyCodec() {
   CodecAttr codec = getCodecAttr();
   if (!codec || !getStepAttr())
@@ -122,6 +121,10 @@ LogicalResult mlir::sbp::AllReduceOp::verifyCodec() {
     return emitOpError("with a codec reduces one gradient (several only under powersgd), got ")
            << getInputs().size();
   SymbolTableCollection symbols;
+  const SymbolRefAttr where = getSbp(tensorOf(getInputs()[0])).getPlacement();
+  auto placement = symbols.lookupNearestSymbolFrom<PlacementOp>(*this, where);
+  if (!placement)
+    return failure(); // verifyEncodings names it
   llvm::SmallVector<llvm::SmallVector<int64_t, 2>> shapes;
   for (Value input : getInputs()) {
     auto grad = tensorOf(input);
@@ -130,12 +133,8 @@ LogicalResult mlir::sbp::AllReduceOp::verifyCodec() {
     auto dims = getSbpDims(getSbp(grad));
     if (dims[getDim()].kind != SbpKind::PartialSum)
       return emitOpError("with a codec reduces a partial sum, got ") << toString(dims[getDim()]);
-    if (getSbp(grad).getPlacement() != getSbp(tensorOf(getInputs()[0])).getPlacement())
+    if (getSbp(grad).getPlacement() != where)
       return emitOpError("with a codec reduces gradients of one placement");
-    auto placement =
-        symbols.lookupNearestSymbolFrom<PlacementOp>(*this, getSbp(grad).getPlacement());
-    if (!placement)
-      return failure(); // verifyEncodings names it
     llvm::append_range(shapes,
                        codecStateShapes(codec, getLgrecoAttr(), grad, placement.getHierarchy()));
   }

@@ -19,11 +19,11 @@ namespace sbpflow::ops {
 bool hasCodec(const plan::Task &task);
 
 // What the CPU and CUDA kernels share, so that their payloads agree to the
-// element: the state variables a codec keeps (CodecAttrs.state), whether it
-// sends (index, value) pairs, k for a density of n elements (at least one, at
-// most n), and DGC's density at exchange `count` (its warm-up schedule).
-// The state variables a codec keeps (sign keeps its momentum where it took
-// an SGD's); L-GreCo adds its accumulator after them.
+// element: the state variables a codec keeps per gradient (CodecAttrs.state;
+// sign keeps its momentum where it took an SGD's, and L-GreCo adds its
+// accumulator after them), whether it sends (index, value) pairs, k for a
+// density of n elements (at least one, at most n), and DGC's density at
+// exchange `count` (its warm-up schedule).
 int codecStateCount(plan::Codec kind, float momentum);
 inline int codecStateCount(const plan::CodecAttrs &c) {
   return codecStateCount(c.kind(), c.momentum()) + (c.lgreco() ? 1 : 0);

@@ -214,6 +214,12 @@ CommandResult trainCompressed(const std::string &codec, int batch, const std::st
                     out.string());
 }
 
+// Whether the variable `name` ends in `tail` (a state's suffix).
+bool endsWith(const std::string &name, const std::string &tail) {
+  return name.size() > tail.size() &&
+         name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+}
+
 // Expects the checkpoints `resumed` and `whole` to hold the same variables
 // with the same bits: the parameters, their momenta and the codec's state
 // and step counters (at least one `.codec.` variable, whose step counters
@@ -237,7 +243,7 @@ void expectSameBits(const fs::path &resumed, const fs::path &whole, int64_t step
                           << first;
     if (name.find(".codec.") != std::string::npos)
       ++codecVariables;
-    if (name.size() > 11 && name.compare(name.size() - 11, 11, ".codec.step") == 0) {
+    if (endsWith(name, ".codec.step")) {
       ++counters;
       EXPECT_EQ(words, std::vector<uint32_t>{static_cast<uint32_t>(steps)}) << name;
     }
@@ -328,10 +334,6 @@ void expectGptResumeContinuesBitForBit(const std::string &codec) {
   ASSERT_NO_FATAL_FAILURE(expectSameBits(resumed, whole, 12));
   // Fused: fewer step counters than compressed matrices.
   const auto vars = loadCheckpoint<uint32_t>(whole);
-  const auto endsWith = [](const std::string &name, const std::string &tail) {
-    return name.size() > tail.size() &&
-           name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
-  };
   const auto count = [&](const std::string &tail) {
     return std::count_if(vars.begin(), vars.end(),
                          [&](const auto &v) { return endsWith(v.first, tail); });

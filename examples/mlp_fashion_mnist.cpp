@@ -16,6 +16,7 @@ int main(int argc, char **argv) {
   int ranks = 2;
   int64_t batch = 256;
   uint64_t seed = 1;
+  optim::SGD sgd{.lr = 0.05, .momentum = 0.9};
   std::string emitMlir, emitPlan;
   CompileOptions options;
   RunOptions run;
@@ -23,6 +24,8 @@ int main(int argc, char **argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "global batch size")->check(CLI::PositiveNumber);
   app.add_option("--seed", seed, "initialisation and shuffling seed");
+  app.add_option("--lr", sgd.lr, "SGD learning rate")->check(CLI::PositiveNumber);
+  app.add_option("--momentum", sgd.momentum, "SGD momentum")->check(CLI::Range(0.0, 0.999));
   app.add_option("--emit-mlir", emitMlir, "write the model's MLIR (before compilation) here");
   app.add_option("--emit-plan", emitPlan, "write the compiled plan here");
   addCompileFlags(app, options);
@@ -42,7 +45,7 @@ int main(int argc, char **argv) {
                                  .bias_sbp = std::vector<Sbp>{B}};
     auto h = relu(nn::linear(x, 512, "fc1", replicated));
     auto logits = nn::linear(h, 10, "fc2", replicated);
-    m.minimize(cross_entropy(logits, y), optim::SGD{.lr = 0.05, .momentum = 0.9});
+    m.minimize(cross_entropy(logits, y), sgd);
     m.evaluate("correct", correct_count(logits, y));
 
     // DGC's sparsity warm-up counts epochs: the steps of one pass over

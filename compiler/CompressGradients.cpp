@@ -246,9 +246,15 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     // compress an SGD's momentum, which the optimiser then no longer keeps;
     // DGC clips locally where the model clips (section 3.3: the threshold
     // over sqrt(N)).
-    double momentum = 0, clip = 0;
+    double momentum = 0, clip = 0, beta2 = 0, eps = 0;
     if (takesMomentum(codec.getKind())) {
-      if (auto sgd = dyn_cast<SgdOp>(opt.getOperation())) {
+      if (auto adam = dyn_cast<AdamWOp>(opt.getOperation());
+          adam && codec.getKind() == CodecKind::dgc) {
+        momentum = adam.getBeta1().convertToDouble();
+        beta2 = adam.getBeta2().convertToDouble();
+        eps = adam.getEps().convertToDouble();
+        adamToSgd(adam, symbols);
+      } else if (auto sgd = dyn_cast<SgdOp>(opt.getOperation())) {
         momentum = sgd.getMomentum().convertToDouble();
         sgd.setMomentumAttr(FloatAttr::get(sgd.getMomentumAttr().getType(), 0.0));
         if (auto buffer = sgd.getMomentumBufferAttr()) {
@@ -264,7 +270,8 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     codec = CodecAttr::get(&getContext(), codec.getKind(), codec.getDensity(), codec.getBits(),
                            codec.getRank(), llvm::APFloat(momentum), llvm::APFloat(clip),
                            warmupSteps, codec.getKind() == CodecKind::dgc ? int64_t(epochSteps) : 0,
-                           codec.getBucket(), seedOf(var.getSymName()));
+                           codec.getBucket(), seedOf(var.getSymName()), llvm::APFloat(beta2),
+                           llvm::APFloat(eps));
 
     // State: one row per rank of the placement, split S(0) on every dimension.
     MLIRContext *ctx = &getContext();
@@ -273,12 +280,13 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     llvm::SmallVector<Attribute> bDims(hierarchy.size(), sbpDimToAttr(ctx, B));
     auto rows = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, rowDims));
     auto replicated = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, bDims));
-    // DGC keeps u and v; the others a residual, then PowerSGD's q or the u
-    // of the momentum sign took.
+    // DGC keeps u and v (under AdamW m, v and the second moment s); the
+    // others a residual, then PowerSGD's q or the u of the momentum sign
+    // took.
     const CodecKind kind = codec.getKind();
     auto stateName = [&](size_t i) -> llvm::StringRef {
       if (kind == CodecKind::dgc)
-        return i == 0 ? "u" : "v";
+        return i == 0 ? (beta2 > 0 ? "m" : "u") : i == 1 ? "v" : "s";
       return i == 0 ? "residual" : kind == CodecKind::powersgd ? "q" : "u";
     };
     llvm::SmallVector<Attribute> state;
@@ -318,6 +326,74 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     if (adapts)
       adapted.push_back(ar);
     return success();
+  }
+
+  // DGC under AdamW (as momentum correction accumulates the SGD update
+  // rather than the gradient): the codec keeps each rank's AdamW moments and
+  // sends the AdamW update, so the optimiser only applies the group's sum,
+  // as SGD at AdamW's learning rate with its decoupled decay (w -= lr (sum +
+  // weight_decay w)). Its moments and step counter go, and the model's
+  // gradient clipping leaves this gradient to the codec's local clipping.
+  static void adamToSgd(AdamWOp adam, SymbolTable &symbols) {
+    OpBuilder b(adam);
+    auto sgd =
+        b.create<SgdOp>(adam.getLoc(), adam.getGrad(), Value(), adam.getVariableAttr(),
+                        FlatSymbolRefAttr(), adam.getLrAttr(),
+                        FloatAttr::get(adam.getLrAttr().getType(), 0.0), adam.getWeightDecayAttr());
+    sgd->setDiscardableAttrs(adam->getDiscardableAttrDictionary());
+    const bool clipped = adam.getScale() != nullptr;
+    Value grad = adam.getGrad();
+    llvm::SmallVector<llvm::StringRef, 3> slots{adam.getM(), adam.getV(), adam.getStep()};
+    adam.erase();
+    for (llvm::StringRef name : slots)
+      if (auto slot = symbols.lookup<VariableOp>(name);
+          slot && SymbolTable::symbolKnownUseEmpty(slot, symbols.getOp()))
+        slot.erase();
+    if (clipped)
+      dropFromNorm(grad);
+  }
+
+  // Takes `grad`'s square_sum out of the clipping norm: the add that joins
+  // it (through boxing of the scalar) now yields its other operand; where it
+  // was the last term, the clip_scale goes and with it every optimiser's
+  // scale.
+  static void dropFromNorm(Value grad) {
+    SquareSumOp sq;
+    for (Operation *u : grad.getUsers())
+      if (auto s = dyn_cast<SquareSumOp>(u))
+        sq = s;
+    if (!sq)
+      return;
+    llvm::SmallVector<Operation *> chain{sq};
+    Value term = sq.getResult();
+    while (term.hasOneUse()) {
+      Operation *u = *term.getUsers().begin();
+      if (auto add = dyn_cast<AddOp>(u)) {
+        add.getResult().replaceAllUsesWith(add.getLhs() == term ? add.getRhs() : add.getLhs());
+        add.erase();
+        break;
+      }
+      if (auto clip = dyn_cast<ClipScaleOp>(u)) {
+        for (Operation *user : llvm::make_early_inc_range(clip.getResult().getUsers())) {
+          if (auto s = dyn_cast<SgdOp>(user))
+            s.getScaleMutable().clear();
+          else if (auto a = dyn_cast<AdamWOp>(user))
+            a.getScaleMutable().clear();
+        }
+        if (!clip.getResult().use_empty())
+          return; // a user the pass does not know: the norm stays
+        clip.erase();
+        break;
+      }
+      if (u->getNumResults() != 1)
+        return;
+      chain.push_back(u);
+      term = u->getResult(0);
+    }
+    if (!term.use_empty())
+      return;
+    for (Operation *op : llvm::reverse(chain))
+      op->erase();
   }
 
   // Under a global policy: 1-D and small gradients stay dense (DGC,

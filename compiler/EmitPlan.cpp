@@ -221,7 +221,8 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
     auto codec = fb::CreateCodecAttrsDirect(
         fbb, static_cast<fb::Codec>(c.getKind()), c.getDensity().convertToFloat(), *bits, *rank,
         c.getMomentum().convertToFloat(), c.getClip().convertToFloat(), *warmup, c.getEpochSteps(),
-        *bucket, static_cast<uint64_t>(c.getSeed()), &*state, *step, lgreco);
+        *bucket, static_cast<uint64_t>(c.getSeed()), &*state, *step, lgreco,
+        c.getBeta2().convertToFloat(), c.getEps().convertToFloat());
     return fb::CreateCollectiveAttrs(fbb, *dim, reduce, codec).Union();
   }
   case fb::OpAttrs::NormAttrs:

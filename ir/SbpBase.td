@@ -113,12 +113,16 @@ def Sbp_CodecAttr : Sbp_Attr<"Codec", "codec"> {
     `#sbp.codec<kind, name = value, ...>`: density (top-k, DGC, random-k,
     top-k with 2-bit values), bits and bucket (QSGD), rank (PowerSGD),
     momentum, clip and epoch_steps (DGC), warmup (dense exchanges first),
-    seed. Unnamed fields are 0 except QSGD's bucket (512).
+    seed, and beta2 and eps (DGC under AdamW: the codec keeps each rank's
+    AdamW moments, momentum being beta1, and compresses the AdamW update).
+    Unnamed fields are 0 except QSGD's bucket (512).
   }];
   let parameters = (ins EnumParameter<Sbp_CodecKind>:$kind, APFloatParameter<"density">:$density,
                         "int64_t":$bits, "int64_t":$rank, APFloatParameter<"DGC momentum">:$momentum,
                         APFloatParameter<"DGC local clip">:$clip, "int64_t":$warmup,
-                        "int64_t":$epoch_steps, "int64_t":$bucket, "int64_t":$seed);
+                        "int64_t":$epoch_steps, "int64_t":$bucket, "int64_t":$seed,
+                        APFloatParameter<"DGC under AdamW: beta2">:$beta2,
+                        APFloatParameter<"DGC under AdamW: eps">:$eps);
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
 }

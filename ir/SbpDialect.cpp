@@ -360,7 +360,7 @@ CodecAttr mlir::sbp::codecWith(MLIRContext *ctx, CodecKind kind, double value) {
   return CodecAttr::get(ctx, kind, llvm::APFloat(isSparseCodec(kind) ? value : 0.0),
                         kind == CodecKind::qsgd ? integral : 0,
                         kind == CodecKind::powersgd ? integral : 0, llvm::APFloat(0.0),
-                        llvm::APFloat(0.0), 0, 0, 512, 0);
+                        llvm::APFloat(0.0), 0, 0, 512, 0, llvm::APFloat(0.0), llvm::APFloat(0.0));
 }
 
 Attribute CodecAttr::parse(AsmParser &parser, Type) {
@@ -374,10 +374,13 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
         << name << "' (expected topk, dgc, randomk, qsgd, sign, powersgd or topk2bit)";
     return {};
   }
-  double density = 0, momentum = 0, clip = 0;
+  double density = 0, momentum = 0, clip = 0, beta2 = 0, eps = 0;
   int64_t bits = 0, rank = 0, warmup = 0, epochSteps = 0, bucket = 512, seed = 0;
-  const std::pair<llvm::StringRef, double *> floats[] = {
-      {"density", &density}, {"momentum", &momentum}, {"clip", &clip}};
+  const std::pair<llvm::StringRef, double *> floats[] = {{"density", &density},
+                                                         {"momentum", &momentum},
+                                                         {"clip", &clip},
+                                                         {"beta2", &beta2},
+                                                         {"eps", &eps}};
   const std::pair<llvm::StringRef, int64_t *> ints[] = {
       {"bits", &bits},     {"rank", &rank}, {"warmup", &warmup}, {"epoch_steps", &epochSteps},
       {"bucket", &bucket}, {"seed", &seed}};
@@ -397,7 +400,7 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
     } else {
       parser.emitError(loc, "unknown codec parameter '")
           << key << "' (expected density, bits, rank, momentum, clip, warmup, epoch_steps, "
-          << "bucket or seed)";
+          << "bucket, seed, beta2 or eps)";
       return {};
     }
   }
@@ -405,15 +408,18 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
     return {};
   return parser.getChecked<CodecAttr>(start, parser.getContext(), *kind, llvm::APFloat(density),
                                       bits, rank, llvm::APFloat(momentum), llvm::APFloat(clip),
-                                      warmup, epochSteps, bucket, seed);
+                                      warmup, epochSteps, bucket, seed, llvm::APFloat(beta2),
+                                      llvm::APFloat(eps));
 }
 
 LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitError, CodecKind kind,
                                 llvm::APFloat densityF, int64_t bits, int64_t rank,
                                 llvm::APFloat momentumF, llvm::APFloat clipF, int64_t warmup,
-                                int64_t epochSteps, int64_t bucket, int64_t) {
+                                int64_t epochSteps, int64_t bucket, int64_t, llvm::APFloat beta2F,
+                                llvm::APFloat epsF) {
   const double density = densityF.convertToDouble(), momentum = momentumF.convertToDouble(),
-               clip = clipF.convertToDouble();
+               clip = clipF.convertToDouble(), beta2 = beta2F.convertToDouble(),
+               eps = epsF.convertToDouble();
   if (isSparseCodec(kind) && !(density > 0 && density <= 1))
     return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
                        << "> needs a density in (0, 1], got " << density;
@@ -430,6 +436,12 @@ LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitErr
   if ((momentum > 0 && !takesMomentum(kind)) || (clip > 0 && kind != CodecKind::dgc))
     return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
                        << ">: only dgc and sign keep a momentum, and only dgc clips";
+  if ((beta2 != 0 || eps != 0) &&
+      (kind != CodecKind::dgc || !(beta2 > 0 && beta2 < 1) || !(eps > 0)))
+    return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
+                       << ">: beta2 and eps are dgc's under AdamW (0 < beta2 < 1, eps > 0), got "
+                          "beta2 = "
+                       << beta2 << ", eps = " << eps;
   if (warmup < 0 || epochSteps < 0 || warmup > INT32_MAX)
     return emitError() << "#sbp.codec needs 0 <= warmup <= 2^31 - 1 and epoch_steps >= 0, got "
                        << warmup << " and " << epochSteps;
@@ -452,6 +464,10 @@ void CodecAttr::print(AsmPrinter &printer) const {
     field("momentum", getMomentum().convertToDouble());
   if (!getClip().isZero())
     field("clip", getClip().convertToDouble());
+  if (!getBeta2().isZero())
+    field("beta2", getBeta2().convertToDouble());
+  if (!getEps().isZero())
+    field("eps", getEps().convertToDouble());
   if (getEpochSteps() != 0)
     field("epoch_steps", getEpochSteps());
   if (getWarmup() != 0)

@@ -30,7 +30,7 @@ bool hasCodec(const plan::Task &task) {
   return task.op() == plan::OpKind::AllReduce && c && c->codec();
 }
 
-int codecStateCount(Codec kind, float momentum) {
+int codecStateCount(Codec kind, float momentum, float beta2) {
   switch (kind) {
   case Codec::TopK:
   case Codec::TopK2Bit:
@@ -38,6 +38,7 @@ int codecStateCount(Codec kind, float momentum) {
   case Codec::Sign:
     return momentum > 0.0f ? 2 : 1;
   case Codec::Dgc:
+    return beta2 > 0.0f ? 3 : 2;
   case Codec::PowerSgd:
     return 2;
   default:
@@ -73,6 +74,9 @@ void CodecExchange::setParameter(float value) {
 Status CodecTask::run() {
   CodecExchange &first = *parts.front();
   const int64_t count = *first.step, warmupSteps = first.c->warmup_steps();
+  if (first.c->beta2() > 0.0f)
+    if (Status s = first.adamUpdate(count); !s)
+      return s;
   if (count < warmupSteps) {
     if (Status s = warmup(); !s)
       return s;
@@ -91,13 +95,13 @@ Status CodecTask::run() {
 Status CodecTask::warmup() {
   CodecExchange &first = *parts.front();
   if (parts.size() == 1) {
-    if (Status s = first.copy(first.out, first.grad, first.n); !s)
+    if (Status s = first.copy(first.out, first.source, first.n); !s)
       return s;
     return first.sum(first.out, first.n);
   }
   int64_t at = 0;
   for (const auto &x : parts) {
-    if (Status s = x->copy(dense + at, x->grad, x->n); !s)
+    if (Status s = x->copy(dense + at, x->source, x->n); !s)
       return s;
     at += x->n;
   }
@@ -221,7 +225,7 @@ Status CodecExchange::bind(const OpArgs &a, int input) {
     if (isSparseCodec(kind))
       k = pairsFor(kind == Codec::Dgc ? dgcDensity(*c, 0) : c->density(), n);
   }
-  grad = data<float>(a.in[input]);
+  grad = source = data<float>(a.in[input]);
   out = data<float>(a.out[input]);
   group = a.comm;
   ranks = a.comm ? a.comm->size() : 1;
@@ -231,7 +235,7 @@ Status CodecExchange::bind(const OpArgs &a, int input) {
   counter = "codec step counter '" + a.plan.variables()->Get(c->step())->name()->str() + "'";
   // This rank's row of each [ranks, L] state variable: the codec's own,
   // then L-GreCo's accumulator.
-  const int own = codecStateCount(kind, c->momentum());
+  const int own = codecStateCount(kind, c->momentum(), c->beta2());
   const int first = input * codecStateCount(*c);
   for (int i = 0; i < codecStateCount(*c); ++i) {
     const TensorView &v = (*a.variables)[c->state()->Get(first + i)];
@@ -240,7 +244,7 @@ Status CodecExchange::bind(const OpArgs &a, int input) {
       return Status::error(a.at + ": state variable '" + v.name + "' holds " +
                            std::to_string(elements(&v)) +
                            " elements on this rank, the codec needs " + std::to_string(need));
-    (i == own ? acc : i == 0 ? s0 : s1) = data<float>(&v);
+    (i == own ? acc : i == 0 ? s0 : i == 1 ? s1 : s2) = data<float>(&v);
   }
   return Status::ok();
 }
@@ -340,6 +344,12 @@ Status checkCodec(const OpArgs &a) {
   if ((c.momentum() > 0.0f && c.kind() != Codec::Dgc && c.kind() != Codec::Sign) ||
       (c.clip() > 0.0f && c.kind() != Codec::Dgc))
     return Status::error(at + ": only DGC and sign keep a momentum, and only DGC clips");
+  if ((c.beta2() != 0.0f || c.eps() != 0.0f) &&
+      (c.kind() != Codec::Dgc || !(c.beta2() > 0.0f && c.beta2() < 1.0f) || !(c.eps() > 0.0f)))
+    return Status::error(at +
+                         ": beta2 and eps are DGC's under AdamW (0 < beta2 < 1, eps > 0), "
+                         "got beta2 " +
+                         std::to_string(c.beta2()) + " eps " + std::to_string(c.eps()));
   if (c.warmup_steps() < 0 || c.epoch_steps() < 0)
     return Status::error(at + ": warmup_steps and epoch_steps must not be negative");
 
@@ -446,25 +456,41 @@ struct Exchange : CodecExchange {
     return Status::ok();
   }
 
+  // DGC's local gradient clipping (section 3.3): the factor that brings
+  // this rank's gradient to the threshold (1: within it, or no clipping).
+  float clipFactor() const {
+    if (c->clip() <= 0.0f)
+      return 1.0f;
+    double squares = 0.0;
+    for (int64_t i = 0; i < n; ++i)
+      squares += static_cast<double>(grad[i]) * grad[i];
+    const double norm = std::sqrt(squares);
+    return norm > c->clip() ? static_cast<float>(c->clip() / norm) : 1.0f;
+  }
+
+  Status adamUpdate(int64_t count) override {
+    cpu::adamUpdate(grad, clipFactor(), s0, s2, work, n, c->momentum(), c->beta2(), c->eps(),
+                    count + 1, 1.0f / static_cast<float>(ranks));
+    source = work;
+    return Status::ok();
+  }
+
   Status dgc(int64_t count) override {
     const int64_t kk = pairsFor(dgcDensity(*c, count), n);
-    const float *g = grad;
-    if (c->clip() > 0.0f) {
-      // Local gradient clipping (DGC, section 3.3): each rank's gradient to
-      // the threshold, before it is accumulated.
-      double squares = 0.0;
-      for (int64_t i = 0; i < n; ++i)
-        squares += static_cast<double>(grad[i]) * grad[i];
-      const double norm = std::sqrt(squares);
-      if (norm > c->clip()) {
-        const auto factor = static_cast<float>(c->clip() / norm);
-        for (int64_t i = 0; i < n; ++i)
-          work[i] = grad[i] * factor;
-        g = work;
-      }
+    float *val = reinterpret_cast<float *>(sendPairs + kk);
+    if (c->beta2() > 0.0f) {
+      // Under AdamW the update is accumulated as it is (adamUpdate).
+      cpu::dgcEncode(source, nullptr, s1, n, kk, 0.0f, order, sendPairs, val);
+      return exchangePairs(kk);
     }
-    cpu::dgcEncode(g, s0, s1, n, kk, c->momentum(), order, sendPairs,
-                   reinterpret_cast<float *>(sendPairs + kk));
+    const float *g = grad;
+    if (const float factor = clipFactor(); factor != 1.0f) {
+      // Each rank's gradient to the threshold, before it is accumulated.
+      for (int64_t i = 0; i < n; ++i)
+        work[i] = grad[i] * factor;
+      g = work;
+    }
+    cpu::dgcEncode(g, s0, s1, n, kk, c->momentum(), order, sendPairs, val);
     return exchangePairs(kk);
   }
 
@@ -704,7 +730,7 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     x->order = ints(n);
     x->sendPairs = ints(2 * k);
     x->recvPairs = ints(2 * k * R);
-    if (c.kind() == Codec::Dgc && c.clip() > 0.0f)
+    if (c.kind() == Codec::Dgc && (c.clip() > 0.0f || c.beta2() > 0.0f))
       x->work = floats(n);
     break;
   case Codec::RandomK:

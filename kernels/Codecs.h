@@ -21,12 +21,13 @@ bool hasCodec(const plan::Task &task);
 // What the CPU and CUDA kernels share, so that their payloads agree to the
 // element: the state variables a codec keeps per gradient (CodecAttrs.state;
 // sign keeps its momentum where it took an SGD's, and L-GreCo adds its
-// accumulator after them), whether it sends (index, value) pairs, k for a
-// density of n elements (at least one, at most n), and DGC's density at
-// exchange `count` (its warm-up schedule).
-int codecStateCount(plan::Codec kind, float momentum);
+// accumulator after them; DGC under AdamW, beta2 > 0, keeps a third),
+// whether it sends (index, value) pairs, k for a density of n elements (at
+// least one, at most n), and DGC's density at exchange `count` (its warm-up
+// schedule).
+int codecStateCount(plan::Codec kind, float momentum, float beta2 = 0.0f);
 inline int codecStateCount(const plan::CodecAttrs &c) {
-  return codecStateCount(c.kind(), c.momentum()) + (c.lgreco() ? 1 : 0);
+  return codecStateCount(c.kind(), c.momentum(), c.beta2()) + (c.lgreco() ? 1 : 0);
 }
 bool isSparseCodec(plan::Codec kind);
 int64_t pairsFor(double density, int64_t n);
@@ -61,12 +62,14 @@ struct CodecExchange {
   int64_t k = 0;                     // payload pairs
   int bits = 0, levels = 0, rank = 0;
   const float *grad = nullptr;
+  // What the exchange sums: grad, or under AdamW DGC's update (in work).
+  const float *source = nullptr;
   float *out = nullptr;
-  float *s0 = nullptr, *s1 = nullptr; // state rows
-  float *acc = nullptr;               // L-GreCo's accumulator row
-  int32_t *step = nullptr;            // host
-  std::string counter;                // the step counter, for errors
-  Communicator *group = nullptr;      // null for a group of one
+  float *s0 = nullptr, *s1 = nullptr, *s2 = nullptr; // state rows
+  float *acc = nullptr;                              // L-GreCo's accumulator row
+  int32_t *step = nullptr;                           // host
+  std::string counter;                               // the step counter, for errors
+  Communicator *group = nullptr;                     // null for a group of one
   int ranks = 1, me = 0;
   std::vector<int64_t> counts; // per rank, set before each gather
   // Wire buffers in the kernel's scratch (device memory on a GPU), fixed
@@ -99,6 +102,10 @@ protected:
   virtual Status prepare(int64_t) { return Status::ok(); }
   // dst = src, `count` f32 on the kernel's device.
   virtual Status copy(float *dst, const float *src, int64_t count) = 0;
+  // DGC under AdamW, before exchange `count` (warm-up included): the
+  // locally clipped gradient into this rank's moments (s0, s2) and its
+  // AdamW update over the group's size into work (cpu::adamUpdate).
+  virtual Status adamUpdate(int64_t count) = 0;
   // Exchange `count` after the warm-up of each codec but PowerSGD, on the
   // kernel's device: encode, exchange, decode the group's sum into out.
   virtual Status topk() = 0;
@@ -126,11 +133,12 @@ private:
 };
 
 // One compressed all-reduce task: one part per gradient (several only under
-// PowerSGD), sharing the codec, the group and the step counter. An exchange
-// is a dense all-reduce for the first warmup_steps (one over all parts,
-// gathered in `dense`), then the codec (PowerSGD: every part's P in one
-// all-reduce of `p`, every part's Q in one of `q`, as PyTorch's PowerSGD
-// hook batches a bucket's matrices); the step is counted after.
+// PowerSGD), sharing the codec, the group and the step counter. An exchange is
+// a dense all-reduce for the first warmup_steps (one over all parts, gathered
+// in `dense`; of the AdamW update under AdamW DGC), then the codec (PowerSGD:
+// every part's P in one all-reduce of `p`, every part's Q in one of `q`, as
+// PyTorch's PowerSGD hook batches a bucket's matrices); the step is counted
+// after.
 struct CodecTask {
   std::vector<std::shared_ptr<CodecExchange>> parts;
   // Contiguous over the parts, in the kernel's scratch: PowerSGD's P and Q

@@ -264,23 +264,47 @@ struct CudaExchange : CodecExchange {
 
   // DGC's k for this exchange is known here from the count: the payload's
   // size is the CPU's for every step, with no read of the device.
+  // DGC's local clipping: the factor into `factor` (the CPU's clipFactor).
+  Status clipFactor() {
+    squaresKernel<<<kClipBlocks, kThreads, 0, stream>>>(grad, n, partials);
+    if (Status s = launched("squaresKernel"); !s)
+      return s;
+    clipFactorKernel<<<1, kThreads, 0, stream>>>(partials, c->clip(), factor);
+    return launched("clipFactorKernel");
+  }
+
+  Status adamUpdate(int64_t count) override {
+    if (c->clip() > 0.0f)
+      if (Status s = clipFactor(); !s)
+        return s;
+    source = work;
+    return cuda::adamUpdate(grad, c->clip() > 0.0f ? factor : nullptr, s0, s2, work, n,
+                            c->momentum(), c->beta2(), c->eps(), count + 1,
+                            1.0f / static_cast<float>(ranks), stream);
+  }
+
   Status dgc(int64_t count) override {
     const int64_t kk = pairsFor(dgcDensity(*c, count), n);
+    auto *val = reinterpret_cast<float *>(sendPairs + kk);
+    if (c->beta2() > 0.0f) {
+      // Under AdamW the update is accumulated as it is (adamUpdate).
+      if (Status s = cuda::dgcEncode(source, nullptr, s1, n, kk, 0.0f, scratch, sendPairs, val,
+                                     nullptr, stream);
+          !s)
+        return s;
+      return exchangePairs(kk);
+    }
     const float *g = grad;
     if (c->clip() > 0.0f) {
-      squaresKernel<<<kClipBlocks, kThreads, 0, stream>>>(grad, n, partials);
-      if (Status s = launched("squaresKernel"); !s)
-        return s;
-      clipFactorKernel<<<1, kThreads, 0, stream>>>(partials, c->clip(), factor);
-      if (Status s = launched("clipFactorKernel"); !s)
+      if (Status s = clipFactor(); !s)
         return s;
       scaleKernel<<<blocksFor(n), kThreads, 0, stream>>>(grad, factor, n, work);
       if (Status s = launched("scaleKernel"); !s)
         return s;
       g = work;
     }
-    if (Status s = cuda::dgcEncode(g, s0, s1, n, kk, c->momentum(), scratch, sendPairs,
-                                   reinterpret_cast<float *>(sendPairs + kk), nullptr, stream);
+    if (Status s = cuda::dgcEncode(g, s0, s1, n, kk, c->momentum(), scratch, sendPairs, val,
+                                   nullptr, stream);
         !s)
       return s;
     return exchangePairs(kk);
@@ -457,8 +481,9 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
     codecScratch = std::max(codecScratch, cuda::scatterAddPairsScratchBytes(1));
     x->sendPairs = ints(2 * k);
     x->recvPairs = ints(2 * k * R);
-    if (c.kind() == Codec::Dgc && c.clip() > 0.0f) {
+    if (c.kind() == Codec::Dgc && (c.clip() > 0.0f || c.beta2() > 0.0f))
       x->work = floats(n);
+    if (c.kind() == Codec::Dgc && c.clip() > 0.0f) {
       x->partials = static_cast<double *>(a.scratch(sizeof(double) * kClipBlocks));
       x->factor = floats(1);
     }

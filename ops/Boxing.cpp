@@ -64,7 +64,8 @@ unsigned stateCount(CodecAttr codec) {
     return 1;
   case CodecKind::sign: // and the momentum it took from an SGD
     return codec.getMomentum().isZero() ? 1 : 2;
-  case CodecKind::dgc:
+  case CodecKind::dgc: // u and v; under AdamW m, v and the second moment
+    return codec.getBeta2().isZero() ? 2 : 3;
   case CodecKind::powersgd:
     return 2;
   default:
@@ -85,7 +86,7 @@ static CodecAttr sizingCodec(CodecAttr codec, LgrecoAttr lgreco) {
       codec.getKind() == CodecKind::qsgd ? static_cast<int64_t>(top) : codec.getBits(),
       codec.getKind() == CodecKind::powersgd ? static_cast<int64_t>(top) : codec.getRank(),
       codec.getMomentum(), codec.getClip(), codec.getWarmup(), codec.getEpochSteps(),
-      codec.getBucket(), codec.getSeed());
+      codec.getBucket(), codec.getSeed(), codec.getBeta2(), codec.getEps());
 }
 
 llvm::SmallVector<llvm::SmallVector<int64_t, 2>>

@@ -112,9 +112,14 @@ void accumulateMomentum(const float *grad, float *u, int64_t n, float momentum) 
 
 int64_t dgcEncode(const float *grad, float *u, float *v, int64_t n, int64_t k, float momentum,
                   int32_t *order, int32_t *idx, float *val) {
-  accumulateMomentum(grad, u, n, momentum);
-  for (int64_t i = 0; i < n; ++i)
-    v[i] += u[i];
+  if (u) {
+    accumulateMomentum(grad, u, n, momentum);
+    for (int64_t i = 0; i < n; ++i)
+      v[i] += u[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i)
+      v[i] += grad[i];
+  }
   if (k <= 0)
     return 0;
   // The threshold: the top of a strided sample of at least 1% of v, as many
@@ -171,10 +176,30 @@ int64_t dgcEncode(const float *grad, float *u, float *v, int64_t n, int64_t k, f
     const int32_t i = order[j];
     idx[j] = i;
     val[j] = v[i];
-    u[i] = 0.f; // factor masking
+    if (u)
+      u[i] = 0.f; // factor masking
     v[i] = 0.f;
   }
   return chosen;
+}
+
+void adamUpdate(const float *grad, float gradScale, float *m, float *s, float *update, int64_t n,
+                float beta1, float beta2, float eps, int64_t step, float outScale) {
+  // The scalar factors in double, as cpu::adamw (PyTorch's AdamW).
+  const double t = static_cast<double>(step);
+  const float stepSize =
+      static_cast<float>(outScale / (1.0 - std::pow(static_cast<double>(beta1), t)));
+  const float bc2Sqrt =
+      static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(beta2), t)));
+  const float oneMinusBeta1 = 1.f - beta1, oneMinusBeta2 = 1.f - beta2;
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = grad[i] * gradScale;
+    const float mi = beta1 * m[i] + oneMinusBeta1 * gi;
+    const float si = beta2 * s[i] + oneMinusBeta2 * (gi * gi);
+    m[i] = mi;
+    s[i] = si;
+    update[i] = stepSize * (mi / (std::sqrt(si) / bc2Sqrt + eps));
+  }
 }
 
 double dgcWarmupDensity(int64_t epoch, double density) {

@@ -21,15 +21,17 @@ void topkEncode(const float *grad, float *residual, int64_t n, int64_t k, int32_
 // Deep Gradient Compression's local step (Lin et al., "Deep Gradient
 // Compression", ICLR 2018; as synxlin/deep-gradient-compression): momentum
 // correction u = momentum * u + grad, accumulation v += u, then about the k
-// largest |v| chosen by a threshold sampled from every stride-th |v| (at
-// least 1% of v), adjusted at most 10 times (x1.3 while more than 1.3 k pass
-// it, x0.8 while fewer than 0.8 k), the exact top k of what passes where
-// more than k do. Unlike the reference code, adjustments that step over the
-// band and end below 0.8 k fall back to the threshold that let the fewest
-// pass while at least k did (a flat tail of |v| made them send nothing). The chosen (idx, val = v)
-// pairs go out in index order and factor masking zeroes u and v there. Fewer than k chosen leave
-// the last slots as (0, 0.0f), which decode to nothing: the payload is always k pairs. Returns how
-// many were chosen. `order` is scratch of n int32.
+// largest |v| chosen by a threshold sampled from every stride-th |v| (at least
+// 1% of v), adjusted at most 10 times (x1.3 while more than 1.3 k pass it, x0.8
+// while fewer than 0.8 k), the exact top k of what passes where more than k do.
+// Unlike the reference code, adjustments that step over the band and end below
+// 0.8 k fall back to the threshold that let the fewest pass while at least k
+// did (a flat tail of |v| made them send nothing). The chosen (idx, val = v)
+// pairs go out in index order and factor masking zeroes u and v there. Fewer
+// than k chosen leave the last slots as (0, 0.0f), which decode to nothing: the
+// payload is always k pairs. Returns how many were chosen. `order` is scratch
+// of n int32. With u null there is no momentum correction (v += grad; under
+// AdamW, grad is adamUpdate's update).
 int64_t dgcEncode(const float *grad, float *u, float *v, int64_t n, int64_t k, float momentum,
                   int32_t *order, int32_t *idx, float *val);
 
@@ -37,6 +39,16 @@ int64_t dgcEncode(const float *grad, float *u, float *v, int64_t n, int64_t k, f
 // EF-SignSGD as its reference code, epfml/error-feedback-SGD, applies it):
 // u = momentum * u + grad, in f32, rounded operation by operation.
 void accumulateMomentum(const float *grad, float *u, int64_t n, float momentum);
+
+// DGC under AdamW: the update of PyTorch's AdamW (cpu::adamw's arithmetic,
+// without the learning rate and the decay) on g' = grad * gradScale, from
+// moments m and s that this rank keeps of its own gradient, at step `step`
+// (from 1): update = outScale / (1 - beta1^t) * m / (sqrt(s) / sqrt(1 -
+// beta2^t) + eps). DGC accumulates it as momentum correction accumulates
+// the SGD update: the group's sum of what the ranks send (outScale = 1 /
+// ranks) is then applied as w -= lr (sum + weight_decay w).
+void adamUpdate(const float *grad, float gradScale, float *m, float *s, float *update, int64_t n,
+                float beta1, float beta2, float eps, int64_t step, float outScale);
 
 // DGC's warm-up: the density of epoch `epoch` (from 0), sparsity 75%,
 // 93.75%, 98.4375%, 99.6% over the first four epochs, then `density` (never

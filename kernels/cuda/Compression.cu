@@ -421,9 +421,27 @@ __global__ void momentumOnlyKernel(const float *grad, float *u, int64_t n, float
 
 __global__ void momentumKernel(const float *grad, float *u, float *v, int64_t n, float momentum) {
   for (int64_t i = first(); i < n; i += stride()) {
-    const float ui = __fadd_rn(__fmul_rn(momentum, u[i]), grad[i]);
-    u[i] = ui;
+    const float ui = u ? __fadd_rn(__fmul_rn(momentum, u[i]), grad[i]) : grad[i];
+    if (u)
+      u[i] = ui;
     v[i] = __fadd_rn(v[i], ui);
+  }
+}
+
+// cpu::adamUpdate, in its operation order with no contraction.
+__global__ void adamUpdateKernel(const float *grad, const float *gradScale, float *m, float *s,
+                                 float *update, int64_t n, float beta1, float beta2, float eps,
+                                 float stepSize, float bc2Sqrt) {
+  const float scale = gradScale ? *gradScale : 1.0f;
+  const float oneMinusBeta1 = __fsub_rn(1.f, beta1), oneMinusBeta2 = __fsub_rn(1.f, beta2);
+  for (int64_t i = first(); i < n; i += stride()) {
+    const float gi = __fmul_rn(grad[i], scale);
+    const float mi = __fadd_rn(__fmul_rn(beta1, m[i]), __fmul_rn(oneMinusBeta1, gi));
+    const float si = __fadd_rn(__fmul_rn(beta2, s[i]), __fmul_rn(oneMinusBeta2, __fmul_rn(gi, gi)));
+    m[i] = mi;
+    s[i] = si;
+    update[i] =
+        __fmul_rn(stepSize, __fdiv_rn(mi, __fadd_rn(__fdiv_rn(__fsqrt_rn(si), bc2Sqrt), eps)));
   }
 }
 
@@ -1282,6 +1300,24 @@ Status accumulateMomentum(const float *grad, float *u, int64_t n, float momentum
     return Status::ok();
   momentumOnlyKernel<<<blocksFor(n), kThreads, 0, stream>>>(grad, u, n, momentum);
   return launched("momentumOnlyKernel");
+}
+
+Status adamUpdate(const float *grad, const float *gradScale, float *m, float *s, float *update,
+                  int64_t n, float beta1, float beta2, float eps, int64_t step, float outScale,
+                  cudaStream_t stream) {
+  if (n < 0 || step < 1)
+    return invalid("adamUpdate", "n = " + std::to_string(n) + ", step = " + std::to_string(step) +
+                                     ": need n >= 0 and step >= 1");
+  if (n == 0)
+    return Status::ok();
+  // The scalar factors as cpu::adamUpdate computes them (double, then f32).
+  const double t = static_cast<double>(step);
+  const auto stepSize =
+      static_cast<float>(outScale / (1.0 - std::pow(static_cast<double>(beta1), t)));
+  const auto bc2Sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(beta2), t)));
+  adamUpdateKernel<<<blocksFor(n), kThreads, 0, stream>>>(grad, gradScale, m, s, update, n, beta1,
+                                                          beta2, eps, stepSize, bc2Sqrt);
+  return launched("adamUpdateKernel");
 }
 
 Status signEncode(const float *grad, float *residual, int64_t n, int64_t bucket, void *scratch,

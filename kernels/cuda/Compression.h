@@ -62,15 +62,15 @@ Status scatterAddPairs(const int32_t *idx, const float *val, int64_t ranks, int6
                        cudaStream_t stream);
 
 // ---------------------------------------------------------------- DGC
-// cpu::dgcEncode: momentum correction, the threshold from the top of a
-// strided sample (a radix select over the sample), up to 10 adjustments
-// (x1.3 / x0.8) and the fall-back threshold, the exact top-min(count, k) of
-// v (the same elements as the CPU's top k of the passing ones), factor
-// masking, padding to k pairs with (0, 0.0f). *chosen (a device int64, may be
-// null) receives how many were chosen. The threshold's decisions run on the
-// device (a count kernel and a one-thread decision kernel per adjustment,
-// which do nothing once the loop has stopped), in the CPU's float arithmetic.
-// 0 <= k <= n < 2^31.
+// cpu::dgcEncode (u may be null: no momentum correction): momentum correction,
+// the threshold from the top of a strided sample (a radix select over the
+// sample), up to 10 adjustments (x1.3 / x0.8) and the fall-back threshold, the
+// exact top-min(count, k) of v (the same elements as the CPU's top k of the
+// passing ones), factor masking, padding to k pairs with (0, 0.0f). *chosen (a
+// device int64, may be null) receives how many were chosen. The threshold's
+// decisions run on the device (a count kernel and a one-thread decision kernel
+// per adjustment, which do nothing once the loop has stopped), in the CPU's
+// float arithmetic. 0 <= k <= n < 2^31.
 size_t dgcScratchBytes(int64_t n);
 Status dgcEncode(const float *grad, float *u, float *v, int64_t n, int64_t k, float momentum,
                  void *scratch, int32_t *idx, float *val, int64_t *chosen, cudaStream_t stream);
@@ -126,6 +126,11 @@ Status signEncode(const float *grad, float *residual, int64_t n, int64_t bucket,
 // cpu::signDecode, bit for bit.
 Status signDecode(const uint8_t *codes, const float *scales, int64_t ranks, int64_t n,
                   int64_t bucket, float weight, float *out, cudaStream_t stream);
+// cpu::adamUpdate, bit for bit, on the gradient times *gradScale (a device
+// f32; null: 1). step >= 1.
+Status adamUpdate(const float *grad, const float *gradScale, float *m, float *s, float *update,
+                  int64_t n, float beta1, float beta2, float eps, int64_t step, float outScale,
+                  cudaStream_t stream);
 // cpu::accumulateMomentum, bit for bit.
 Status accumulateMomentum(const float *grad, float *u, int64_t n, float momentum,
                           cudaStream_t stream);

@@ -88,11 +88,12 @@ void addLgrecoVariables(PlanSpec &spec, LgrecoSpec &lg) {
   lg.pending = add(i32("lgreco.pending", {}, plan::InitKind::Zeros, 0));
 }
 
-// Variables: 0 w [kC, kD] B; 1, 2 the codec's state [ranks, kStateCols]
-// S(0) (uniform, so that a rank reading another's row is seen); 3 the step
-// counter. Tensors: x, w, y = x w, g = x^T y (P), gsum = the compressed
-// all-reduce of g (B), then w -= kLr gsum. With `bf16Gradient`, g is cast
-// to bf16 before the all-reduce (a plan the loader must refuse).
+// Variables: 0 w [kC, kD] B; 1, 2 the codec's state [ranks, kStateCols] S(0)
+// (uniform, so that a rank reading another's row is seen); 3 the step counter;
+// under AdamW DGC 4 its second moment (uniform, non-negative). Tensors: x, w, y
+// = x w, g = x^T y (P), gsum = the compressed all-reduce of g (B), then w -=
+// kLr gsum. With `bf16Gradient`, g is cast to bf16 before the all-reduce (a
+// plan the loader must refuse).
 PlanSpec codecPlan(int ranks, CodecSpec codec, bool bf16Gradient = false) {
   PlanSpec spec;
   std::vector<int> rankList(static_cast<size_t>(ranks));
@@ -106,6 +107,9 @@ PlanSpec codecPlan(int ranks, CodecSpec codec, bool bf16Gradient = false) {
       {"g.codec.step", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32}};
   if (codec.lgreco)
     addLgrecoVariables(spec, *codec.lgreco); // 4 errors, 5 choice, 6 previous, 7 pending
+  if (codec.beta2 > 0)
+    spec.variables.push_back(
+        {"g.codec.s2", {ranks, kStateCols}, 0, {S(0)}, plan::InitKind::Uniform, 0.0f, 0.04f, 10});
   codec.present = true;
   const plan::DType gType = bf16Gradient ? plan::DType::BF16 : plan::DType::F32;
   ProgramSpec prog;
@@ -162,7 +166,7 @@ std::vector<float> initialValues(const PlanSpec &spec, int v) {
 // order), then SGD.
 struct Reference {
   std::vector<float> w;
-  std::vector<float> s0, s1; // [ranks, kStateCols]
+  std::vector<float> s0, s1, s2; // [ranks, kStateCols]
   int32_t step = 0;
   // L-GreCo (one layer): the summed table, the choice and the one before.
   std::vector<float> table;
@@ -235,6 +239,9 @@ std::vector<float> compressedSum(const CodecSpec &c, int ranks,
       std::vector<float> val(k), g = grads[r];
       if (c.kind == plan::Codec::TopK) {
         cpu::topkEncode(g.data(), s0(r), n, k, order.data(), idx.data(), val.data());
+      } else if (c.beta2 > 0) {
+        // Under AdamW: the update (referenceRun made it, clipped) as it is.
+        cpu::dgcEncode(g.data(), nullptr, s1(r), n, k, 0.0f, order.data(), idx.data(), val.data());
       } else {
         // DGC's local clipping: this rank's gradient to norm `clip`.
         double squares = 0;
@@ -382,6 +389,8 @@ Reference referenceRun(const PlanSpec &spec, const CodecSpec &c, int ranks, int 
   ref.w = initialValues(spec, 0);
   ref.s0 = initialValues(spec, 1);
   ref.s1 = initialValues(spec, 2);
+  if (c.beta2 > 0)
+    ref.s2 = initialValues(spec, 4);
   if (c.lgreco)
     ref.choice = ref.previous = c.lgreco->defaultIndex;
   for (int step = 0; step < steps; ++step) {
@@ -394,6 +403,21 @@ Reference referenceRun(const PlanSpec &spec, const CodecSpec &c, int ranks, int 
           x[i * kC + j] = sample(step, rows.begin + i, j);
       cpu::matmul(x.data(), ref.w.data(), y.data(), rows.size, kD, kC, false, false);
       cpu::matmul(x.data(), y.data(), g.data(), kC, kD, rows.size, true, false);
+      if (c.beta2 > 0) {
+        // DGC under AdamW: each rank's clipped gradient into its moments,
+        // its update over the ranks what it exchanges (warm-up included).
+        double squares = 0;
+        for (float v : g)
+          squares += static_cast<double>(v) * v;
+        const float factor = c.clip > 0 && std::sqrt(squares) > c.clip
+                                 ? static_cast<float>(c.clip / std::sqrt(squares))
+                                 : 1.0f;
+        std::vector<float> update(kN);
+        cpu::adamUpdate(g.data(), factor, ref.s0.data() + r * kStateCols,
+                        ref.s2.data() + r * kStateCols, update.data(), kN, c.momentum, c.beta2,
+                        c.eps, ref.step + 1, 1.0f / static_cast<float>(ranks));
+        g = std::move(update);
+      }
       grads.push_back(std::move(g));
     }
     std::vector<float> sum(kN, 0.0f);
@@ -473,6 +497,8 @@ void expectRanksMatchReference(const CodecSpec &c, int ranks) {
     expectNear(test::readCheckpointed<float>(dir, "g.codec.s0"), ref.s0, "state 0");
   if (ops::codecStateCount(c.kind, c.momentum) >= 2)
     expectNear(test::readCheckpointed<float>(dir, "g.codec.s1"), ref.s1, "state 1");
+  if (c.beta2 > 0)
+    expectNear(test::readCheckpointed<float>(dir, "g.codec.s2"), ref.s2, "state 2");
   EXPECT_EQ(test::readCheckpointed<int32_t>(dir, "g.codec.step"), std::vector<int32_t>{kSteps});
 }
 
@@ -535,6 +561,19 @@ CodecSpec topk2bit() {
   c.density = 0.3f;
   return c;
 }
+// DGC under AdamW: two dense exchanges of the AdamW update, then its sparse
+// accumulation through the sparsity warm-up, clipped locally.
+CodecSpec dgcAdam() {
+  CodecSpec c = codec(plan::Codec::Dgc, 0.9f);
+  c.beta2 = 0.99f;
+  c.eps = 1e-8f;
+  c.state = {1, 2, 4};
+  c.density = 0.05f;
+  c.warmupSteps = 2;
+  c.epochSteps = 3;
+  c.clip = 2.0f;
+  return c;
+}
 // Two dense exchanges, then DGC's sparsity warm-up (3 exchanges an epoch:
 // densities 0.25, 0.0625, then 0.05) with local clipping.
 CodecSpec dgcWarmup() {
@@ -566,6 +605,8 @@ TEST(CodecExecutor, TopK2BitTwoRanks) { expectRanksMatchReference(topk2bit(), 2)
 TEST(CodecExecutor, TopK2BitFourRanks) { expectRanksMatchReference(topk2bit(), 4); }
 TEST(CodecExecutor, DgcWarmupTwoRanks) { expectRanksMatchReference(dgcWarmup(), 2); }
 TEST(CodecExecutor, DgcWarmupFourRanks) { expectRanksMatchReference(dgcWarmup(), 4); }
+TEST(CodecExecutor, DgcUnderAdamWTwoRanks) { expectRanksMatchReference(dgcAdam(), 2); }
+TEST(CodecExecutor, DgcUnderAdamWFourRanks) { expectRanksMatchReference(dgcAdam(), 4); }
 
 // ---------------------------------------------------------------- PowerSGD buckets
 
@@ -826,6 +867,22 @@ TEST(CodecExecutor, LoaderRefusesASignBucketOfZeroAndAMomentumElsewhere) {
   CodecSpec signClip = signMomentum();
   signClip.clip = 1.0f;
   expectMentions(refusal(codecPlan(2, signClip)), {"g.allreduce", "only DGC clips"});
+}
+
+TEST(CodecExecutor, LoaderRefusesAdamWMomentsOutsideDgcOrOutOfRange) {
+  CodecSpec topkAdam = topk();
+  topkAdam.beta2 = 0.99f;
+  topkAdam.eps = 1e-8f;
+  expectMentions(refusal(codecPlan(2, topkAdam)),
+                 {"g.allreduce", "beta2 and eps are DGC's under AdamW", "got beta2 0.99"});
+  CodecSpec noEps = dgcAdam();
+  noEps.eps = 0.0f;
+  expectMentions(refusal(codecPlan(2, noEps)), {"g.allreduce", "eps > 0"});
+  // Without its third state variable (the second moment).
+  CodecSpec twoStates = dgcAdam();
+  twoStates.state = {1, 2};
+  expectMentions(refusal(codecPlan(2, twoStates)),
+                 {"g.allreduce", "keeps 3 state variables, the task names 2"});
 }
 
 TEST(CodecExecutor, LoaderRefusesABucketOutsidePowerSgdOrWithoutEveryState) {

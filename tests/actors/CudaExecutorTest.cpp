@@ -502,12 +502,19 @@ std::vector<CodecCase> codecCases() {
   CodecCase topk2bit = make("topk2bit", C::TopK2Bit);
   topk2bit.spec.density = 0.25f;
   topk2bit.tolerance = 1e-5;
-  return {topk, dgc,          clipped,  randomk,        qsgd,    qsgd8,
-          sign, signMomentum, powerSgd, powerSgdBucket, topk2bit};
+  // Under AdamW: the moments and the update (bit for bit but for the
+  // clipping factor's ulp).
+  CodecCase adamw = clipped;
+  adamw.name = "dgc.adamw";
+  adamw.spec.beta2 = 0.99f;
+  adamw.spec.eps = 1e-8f;
+  return {topk, dgc,          clipped,  randomk,        qsgd,     qsgd8,
+          sign, signMomentum, powerSgd, powerSgdBucket, topk2bit, adamw};
 }
 
 // The plan of `codec` on `device`: variables 0, 1 the state rows [1, 63]
-// (as many as the codec keeps), 2 the step, 3, 4 the second part's state;
+// (as many as the codec keeps), 2 the step, 3, 4 the second part's state,
+// 5 AdamW DGC's third row;
 // tensors 0 "g" read from data, 1 "g.sum" its compressed all-reduce, an
 // output (and 2 "h.sum", the second part's).
 std::vector<uint8_t> codecPlan(const CodecCase &codec, plan::DeviceKind device) {
@@ -517,11 +524,12 @@ std::vector<uint8_t> codecPlan(const CodecCase &codec, plan::DeviceKind device) 
                     {"g.state1", {1, kGradElements}, 0, {S(0)}},
                     {"g.step", {}, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32},
                     {"h.state0", {1, kGradElements}, 0, {S(0)}},
-                    {"h.state1", {1, kGradElements}, 0, {S(0)}}};
+                    {"h.state1", {1, kGradElements}, 0, {S(0)}},
+                    {"g.state2", {1, kGradElements}, 0, {S(0)}}};
   CodecSpec c = codec.spec;
   c.present = true;
-  c.state = {0, 1};
-  c.state.resize(static_cast<size_t>(ops::codecStateCount(c.kind, c.momentum)));
+  c.state = {0, 1, 5};
+  c.state.resize(static_cast<size_t>(ops::codecStateCount(c.kind, c.momentum, c.beta2)));
   if (codec.parts == 2)
     c.state.insert(c.state.end(), {3, 4});
   c.step = 2;
@@ -618,8 +626,17 @@ TEST(CudaExecutor, CodecPlansRunOnTheCpu) {
       EXPECT_EQ(run.hSums[0], gradientOf(0));
       EXPECT_NE(run.hSums.back(), run.sums.back());
     }
-    EXPECT_EQ(run.sums[0], gradientOf(0)); // the dense warm-up
     const CodecSpec &c = codec.spec;
+    if (c.beta2 > 0) {
+      // The dense warm-up of AdamW's first update: the gradient's sign
+      // (m / sqrt(v) with both bias-corrected, far above eps).
+      for (int64_t i = 0; i < kGradElements; ++i) {
+        const float g = gradientOf(0)[i];
+        EXPECT_NEAR(run.sums[0][i], g > 0 ? 1.0f : g < 0 ? -1.0f : 0.0f, 1e-5) << "element " << i;
+      }
+    } else {
+      EXPECT_EQ(run.sums[0], gradientOf(0)); // the dense warm-up
+    }
     const bool sparse = ops::isSparseCodec(c.kind);
     for (int s = c.warmupSteps; s < kCodecSteps; ++s) {
       EXPECT_NE(run.sums[s], gradientOf(s)) << "step " << s << " was not compressed";

@@ -6,13 +6,16 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -310,12 +313,13 @@ TEST(MlpEndToEnd, ResumeWithDgcAcrossItsWarmupEpochsContinuesBitForBit) {
   ASSERT_NO_FATAL_FAILURE(expectSameBits(resumed, whole, 20));
 }
 
-// The one-layer char GPT on dp = 2 with `codec` (PowerSGD, or L-GreCo over
-// it): sbp-bucket-gradients fuses its matrices' all-reduces into tasks of
-// several (one step counter each, the others' gone), whose residuals, Qs
-// and L-GreCo accumulators travel with the checkpoint: 6 steps, saved, and 6
-// resumed equal 12 in one run, bit for bit.
-void expectGptResumeContinuesBitForBit(const std::string &codec) {
+using Names = std::set<std::string>;
+
+// The one-layer char GPT on dp = 2 with `codec`: its codec state travels
+// with the checkpoint, so 6 steps, saved, and 6 resumed equal 12 in one
+// run, bit for bit; `check` then looks at the checkpoint's variable names.
+void expectGptResumeContinuesBitForBit(const std::string &codec,
+                                       const std::function<void(const Names &)> &check) {
   if (!fs::exists("/usr/share/games/fortunes"))
     GTEST_SKIP() << "fortunes not installed at /usr/share/games/fortunes";
   TempDir firstDir("sbpflow_e2e"), resumedDir("sbpflow_e2e"), wholeDir("sbpflow_e2e");
@@ -332,25 +336,53 @@ void expectGptResumeContinuesBitForBit(const std::string &codec) {
   CommandResult c = train("--steps 12", whole);
   ASSERT_EQ(c.status, 0) << c.output;
   ASSERT_NO_FATAL_FAILURE(expectSameBits(resumed, whole, 12));
-  // Fused: fewer step counters than compressed matrices.
-  const auto vars = loadCheckpoint<uint32_t>(whole);
-  const auto count = [&](const std::string &tail) {
-    return std::count_if(vars.begin(), vars.end(),
-                         [&](const auto &v) { return endsWith(v.first, tail); });
-  };
-  EXPECT_GT(count(".codec.q"), count(".codec.step"));
-  EXPECT_GT(count(".codec.step"), 0);
+  Names names;
+  for (const auto &v : loadCheckpoint<uint32_t>(whole))
+    names.insert(v.first);
+  check(names);
+}
+
+long countEnding(const Names &names, const std::string &tail) {
+  return static_cast<long>(
+      std::count_if(names.begin(), names.end(), [&](const auto &n) { return endsWith(n, tail); }));
+}
+
+// sbp-bucket-gradients fuses the matrices' PowerSGD all-reduces into tasks
+// of several (one step counter each, the others' gone), whose residuals, Qs
+// and L-GreCo accumulators travel with the checkpoint.
+void expectFused(const Names &names) {
+  EXPECT_GT(countEnding(names, ".codec.q"), countEnding(names, ".codec.step"));
+  EXPECT_GT(countEnding(names, ".codec.step"), 0);
 }
 
 TEST(GptEndToEnd, ResumeWithPowerSgdBucketsContinuesBitForBit) {
-  expectGptResumeContinuesBitForBit("powersgd:2");
+  expectGptResumeContinuesBitForBit("powersgd:2", expectFused);
 }
 
 // L-GreCo decides every 3 exchanges (at exchanges 3 and 6 of the 10 after
 // the warm-up): the save falls between decisions, the fused task's layers
 // measured and chosen in turn.
 TEST(GptEndToEnd, ResumeWithLgrecoBucketsContinuesBitForBit) {
-  expectGptResumeContinuesBitForBit("lgreco --lgreco-every 3");
+  expectGptResumeContinuesBitForBit("lgreco --lgreco-every 3", expectFused);
+}
+
+// DGC under AdamW keeps each rank's AdamW moments (m, s) and accumulation
+// (v) for each compressed matrix in place of AdamW's slots (which stay for
+// the dense 1-D gradients), through its sparsity warm-up (epochs of 3 steps).
+TEST(GptEndToEnd, ResumeWithDgcUnderAdamWContinuesBitForBit) {
+  expectGptResumeContinuesBitForBit("dgc:0.01 --compress-epoch-steps 3", [](const Names &names) {
+    EXPECT_GT(countEnding(names, ".codec.m"), 0);
+    EXPECT_GT(countEnding(names, ".adam_m"), 0);
+    for (const std::string &n : names) {
+      if (!endsWith(n, ".codec.m"))
+        continue;
+      const std::string param = n.substr(0, n.size() - std::string(".codec.m").size());
+      for (const char *slot : {".codec.v", ".codec.s", ".codec.step"})
+        EXPECT_TRUE(names.count(param + slot)) << param << slot;
+      for (const char *slot : {".adam_m", ".adam_v", ".adam_step"})
+        EXPECT_FALSE(names.count(param + slot)) << param << slot << " outlived its AdamW";
+    }
+  });
 }
 
 TEST(MlpEndToEnd, UnknownCompressionIsAClearError) {

@@ -1,10 +1,12 @@
 // The CPU compression codecs against plain references on awkward sizes:
 // exact top-k with error feedback (what is sent plus what is kept is the
 // accumulated gradient, bit for bit), DGC's local step (momentum correction,
-// sampled threshold, factor masking) and warm-up, shared-seed random-k, and
-// the decoding scatter-add.
+// sampled threshold, factor masking; without momentum correction, and the
+// AdamW update it accumulates under AdamW) and warm-up, shared-seed
+// random-k, and the decoding scatter-add.
 #include "kernels/cpu/Compression.h"
 #include "kernels/cpu/Kernels.h"
+#include "kernels/cpu/Transformer.h"
 #include "tests/kernels/RandomVector.h"
 
 #include <gtest/gtest.h>
@@ -185,11 +187,13 @@ struct DgcReference {
   std::vector<float> val;
   int64_t chosen = 0;
 
-  void step(const std::vector<float> &grad, int64_t k, float m) {
+  // correct = false: no momentum correction (v += grad; u untouched).
+  void step(const std::vector<float> &grad, int64_t k, float m, bool correct = true) {
     const int64_t n = static_cast<int64_t>(grad.size());
     for (int64_t i = 0; i < n; ++i) {
-      u[i] = m * u[i] + grad[i];
-      v[i] += u[i];
+      if (correct)
+        u[i] = m * u[i] + grad[i];
+      v[i] += correct ? u[i] : grad[i];
     }
     auto mag = [&](int64_t i) {
       return std::isnan(v[i]) ? std::numeric_limits<float>::infinity() : std::fabs(v[i]);
@@ -247,7 +251,8 @@ struct DgcReference {
     for (int64_t j = 0; j < chosen; ++j) {
       idx[j] = top[j];
       val[j] = v[top[j]];
-      u[top[j]] = 0.f;
+      if (correct)
+        u[top[j]] = 0.f;
       v[top[j]] = 0.f;
     }
   }
@@ -282,6 +287,64 @@ TEST(DgcEncode, MatchesTheReferenceOverSteps) {
         for (int64_t i = 0; i < n; ++i)
           ASSERT_EQ(v[i] + decoded[i], before[i]) << "step " << step << " at " << i;
       }
+    }
+  }
+}
+
+// Under AdamW the codec accumulates the update as it is: u null, v += grad,
+// the same selection, and v + what was sent = v before, exactly.
+TEST(DgcEncode, WithoutMomentumCorrectionAccumulatesTheInput) {
+  for (int64_t n : {1, 97, 4099}) {
+    for (int64_t k : {int64_t{1}, std::max<int64_t>(1, n / 7)}) {
+      SCOPED_TRACE("n " + std::to_string(n) + ", k " + std::to_string(k));
+      DgcReference ref{std::vector<float>(n, 0.f), std::vector<float>(n, 0.f), {}, {}, 0};
+      std::vector<float> v(n, 0.f), val(k);
+      std::vector<int32_t> order(n), idx(k);
+      for (int step = 0; step < 3; ++step) {
+        auto grad = randomVector(n, 1901 + 10 * step + n);
+        std::vector<float> before(n);
+        for (int64_t i = 0; i < n; ++i)
+          before[i] = v[i] + grad[i];
+        const int64_t chosen = cpu::dgcEncode(grad.data(), nullptr, v.data(), n, k, 0.9f,
+                                              order.data(), idx.data(), val.data());
+        ref.step(grad, k, 0.9f, /*correct=*/false);
+        ASSERT_EQ(chosen, ref.chosen) << "step " << step;
+        ASSERT_EQ(idx, ref.idx) << "step " << step;
+        ASSERT_EQ(val, ref.val) << "step " << step;
+        ASSERT_EQ(v, ref.v) << "step " << step;
+        std::vector<float> decoded(n, 0.f);
+        ASSERT_EQ(cpu::scatterAddPairs(idx.data(), val.data(), k, 1.f, decoded.data(), n), -1);
+        for (int64_t i = 0; i < n; ++i)
+          ASSERT_EQ(v[i] + decoded[i], before[i]) << "step " << step << " at " << i;
+      }
+    }
+  }
+}
+
+// DGC under AdamW: adamUpdate is the step of PyTorch's AdamW (cpu::adamw,
+// from w = 0 at learning rate 1 and no decay, moves w by minus the update)
+// without the learning rate, times outScale, on the scaled gradient; the
+// moments follow AdamW's. cpu::adamw may contract a * b + c into an FMA, so
+// the two agree to rounding.
+TEST(AdamUpdate, IsAdamWsStepWithoutTheLearningRate) {
+  const int64_t n = 1031;
+  const float beta1 = 0.9f, beta2 = 0.99f, eps = 1e-8f, gradScale = 0.37f, outScale = 0.5f;
+  std::vector<float> m(n, 0.f), s(n, 0.f), update(n);
+  std::vector<float> am(n, 0.f), av(n, 0.f);
+  for (int64_t t = 1; t <= 5; ++t) {
+    SCOPED_TRACE("step " + std::to_string(t));
+    auto grad = randomVector(n, 2901 + t);
+    cpu::adamUpdate(grad.data(), gradScale, m.data(), s.data(), update.data(), n, beta1, beta2, eps,
+                    t, outScale);
+    std::vector<float> w(n, 0.f);
+    cpu::adamw(w.data(), am.data(), av.data(), grad.data(), n, 1.0f, beta1, beta2, eps, 0.0f, t,
+               gradScale);
+    for (int64_t i = 0; i < n; ++i) {
+      // A few ulps (m: of its terms near 0.04, where they cancel).
+      ASSERT_NEAR(m[i], am[i], 1e-6f * std::fabs(am[i]) + 1e-8f) << "m at " << i;
+      ASSERT_NEAR(s[i], av[i], 1e-6f * av[i] + 1e-12f) << "s at " << i;
+      ASSERT_NEAR(update[i], -outScale * w[i], 1e-5f * (std::fabs(w[i]) + 1.f))
+          << "update at " << i;
     }
   }
 }

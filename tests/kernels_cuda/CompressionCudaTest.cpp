@@ -241,8 +241,10 @@ TEST(CudaScatterAddPairs, NoPairsLeaveOutAndReportNone) {
 
 // ---------------------------------------------------------------- DGC
 
-// `steps` DGC steps on both sides from u = v = 0, compared after each.
-void expectDgc(const std::vector<std::vector<float>> &grads, int64_t k, float momentum) {
+// `steps` DGC steps on both sides from u = v = 0, compared after each
+// (correct = false: no momentum correction, u null on both sides).
+void expectDgc(const std::vector<std::vector<float>> &grads, int64_t k, float momentum,
+               bool correct = true) {
   const int64_t n = static_cast<int64_t>(grads[0].size());
   std::vector<float> u(n, 0.f), v(n, 0.f), val(k);
   std::vector<int32_t> order(n), idx(k);
@@ -254,11 +256,11 @@ void expectDgc(const std::vector<std::vector<float>> &grads, int64_t k, float mo
     SCOPED_TRACE("n " + std::to_string(n) + ", k " + std::to_string(k) + ", step " +
                  std::to_string(step));
     const auto &grad = grads[step];
-    const int64_t chosen = cpu::dgcEncode(grad.data(), u.data(), v.data(), n, k, momentum,
-                                          order.data(), idx.data(), val.data());
+    const int64_t chosen = cpu::dgcEncode(grad.data(), correct ? u.data() : nullptr, v.data(), n, k,
+                                          momentum, order.data(), idx.data(), val.data());
     ASSERT_CUDA(cudaMemcpy(dGrad.get(), grad.data(), n * sizeof(float), cudaMemcpyHostToDevice));
-    ASSERT_OK(cuda::dgcEncode(dGrad.get(), dU.get(), dV.get(), n, k, momentum, scratch.get(),
-                              dIdx.get(), dVal.get(), dChosen.get(), nullptr));
+    ASSERT_OK(cuda::dgcEncode(dGrad.get(), correct ? dU.get() : nullptr, dV.get(), n, k, momentum,
+                              scratch.get(), dIdx.get(), dVal.get(), dChosen.get(), nullptr));
     ASSERT_EQ(dChosen.download()[0], chosen);
     ASSERT_EQ(firstDifference(dIdx.download(), idx), "") << "idx";
     ASSERT_EQ(firstDifference(dVal.download(), val), "") << "val";
@@ -275,6 +277,17 @@ TEST(CudaDgcEncode, MatchesTheCpuOverSteps) {
       grads.push_back(randomVector(n, 3801 + 10 * step + n));
     for (int64_t k : ksFor(n))
       expectDgc(grads, k, 0.9f);
+  }
+}
+
+TEST(CudaDgcEncode, WithoutMomentumCorrectionMatchesTheCpu) {
+  SBPFLOW_REQUIRE_GPU();
+  for (int64_t n : kSizes) {
+    std::vector<std::vector<float>> grads;
+    for (int step = 0; step < 3; ++step)
+      grads.push_back(randomVector(n, 5801 + 10 * step + n));
+    for (int64_t k : ksFor(n))
+      expectDgc(grads, k, 0.9f, /*correct=*/false);
   }
 }
 
@@ -582,6 +595,32 @@ TEST(CudaMomentum, AccumulatesAsTheCpu) {
   ASSERT_OK(cuda::accumulateMomentum(dG.get(), dU.get(), n, 0.9f, nullptr));
   cpu::accumulateMomentum(g.data(), u.data(), n, 0.9f);
   EXPECT_EQ(firstDifference(dU.download(), u), "");
+}
+
+// DGC under AdamW: the moments and the update bit for bit over steps, with a
+// device scale (DGC's clipping factor) and without.
+TEST(CudaAdamUpdate, MatchesTheCpuOverSteps) {
+  SBPFLOW_REQUIRE_GPU();
+  for (int64_t n : kSizes) {
+    SCOPED_TRACE("n " + std::to_string(n));
+    std::vector<float> m(n, 0.f), s(n, 0.f), update(n);
+    DeviceBuffer<float> dM(m), dS(s), dUpdate(n), dGrad(n), dScale(std::vector<float>{0.37f});
+    for (int64_t t = 1; t <= 3; ++t) {
+      const auto grad = randomVector(n, 6801 + t + n);
+      const bool scaled = t % 2 == 1;
+      cpu::adamUpdate(grad.data(), scaled ? 0.37f : 1.0f, m.data(), s.data(), update.data(), n,
+                      0.9f, 0.99f, 1e-8f, t, 0.5f);
+      ASSERT_CUDA(cudaMemcpy(dGrad.get(), grad.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+      ASSERT_OK(cuda::adamUpdate(dGrad.get(), scaled ? dScale.get() : nullptr, dM.get(), dS.get(),
+                                 dUpdate.get(), n, 0.9f, 0.99f, 1e-8f, t, 0.5f, nullptr));
+      ASSERT_EQ(firstDifference(dM.download(), m), "") << "m, step " << t;
+      ASSERT_EQ(firstDifference(dS.download(), s), "") << "s, step " << t;
+      ASSERT_EQ(firstDifference(dUpdate.download(), update), "") << "update, step " << t;
+    }
+  }
+  EXPECT_FALSE(cuda::adamUpdate(nullptr, nullptr, nullptr, nullptr, nullptr, 4, 0.9f, 0.99f, 1e-8f,
+                                0, 1.0f, nullptr))
+      << "step 0";
 }
 
 // ---------------------------------------------------------------- 2-bit values

@@ -65,6 +65,7 @@ struct CodecSpec {
   float density = 0;
   int bits = 0, rank = 0;
   float momentum = 0, clip = 0;
+  float beta2 = 0, eps = 0; // Dgc under AdamW
   int warmupSteps = 0;
   int64_t epochSteps = 0;
   int bucket = 0;
@@ -272,7 +273,7 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
                                              lg->errors, lg->choice, lg->previous, lg->pending);
           codec = plan::CreateCodecAttrs(fbb, c.kind, c.density, c.bits, c.rank, c.momentum, c.clip,
                                          c.warmupSteps, c.epochSteps, c.bucket, c.seed,
-                                         fbb.CreateVector(c.state), c.step, lgreco);
+                                         fbb.CreateVector(c.state), c.step, lgreco, c.beta2, c.eps);
         }
         attrs = plan::CreateCollectiveAttrs(fbb, t.dim, t.reduce, codec).Union();
         break;

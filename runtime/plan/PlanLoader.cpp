@@ -492,8 +492,11 @@ void describeAttrs(const plan::Task &task, std::ostream &os) {
     if (const plan::CodecAttrs *k = c->codec()) {
       os << " codec " << plan::EnumNameCodec(k->kind()) << " density " << k->density() << " bits "
          << k->bits() << " rank " << k->rank() << " momentum " << k->momentum() << " clip "
-         << k->clip() << " warmup_steps " << k->warmup_steps() << " epoch_steps "
-         << k->epoch_steps() << " bucket " << k->bucket() << " seed " << k->seed() << " state";
+         << k->clip();
+      if (k->beta2() != 0.0f || k->eps() != 0.0f)
+        os << " beta2 " << k->beta2() << " eps " << k->eps();
+      os << " warmup_steps " << k->warmup_steps() << " epoch_steps " << k->epoch_steps()
+         << " bucket " << k->bucket() << " seed " << k->seed() << " state";
       if (k->state())
         for (int v : *k->state())
           os << " #" << v;

@@ -10,6 +10,11 @@
 // RUN: sbpflow-opt %s --split-input-file --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=dgc:0.001 min-elements=0" | FileCheck %s
 // RUN: sbpflow-opt %s --split-input-file --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=dgc:0.001 min-elements=0" | sbpflow-opt --split-input-file | FileCheck %s
 // RUN: sbpflow-opt %s --split-input-file --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=topk:0.01 min-elements=0" | FileCheck %s --check-prefix=TOPK
+// RUN: sbpflow-opt %s --split-input-file --sbp-compile="compress=dgc:0.001" --sbp-emit-plan=print=true | FileCheck %s --check-prefix=PLAN
+
+// The plan (what `sbpflow inspect` prints) carries AdamW's coefficients.
+// PLAN: AllReduce ({{.*}}codec Dgc density 0.001 bits 0 rank 0 momentum 0.9 clip 0.707107 beta2 0.99 eps 1e-08 {{.*}}state #1 #2 #3 step #4
+// PLAN: SgdMomentum ({{.*}}lr 0.001 momentum 0 weight_decay 0.1 variable #0
 
 // CHECK-LABEL: module @mixed
 // CHECK: sbp.variable @w.codec.m : tensor<2x2048xf32, #sbp.t<@dp, [S(0)]>>

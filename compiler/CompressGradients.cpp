@@ -244,17 +244,18 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
 
     // DGC (momentum correction) and EF-SignSGD (as its reference code)
     // compress an SGD's momentum, which the optimiser then no longer keeps;
-    // DGC clips locally where the model clips (section 3.3: the threshold
-    // over sqrt(N)).
+    // under AdamW, DGC and top-k compress the AdamW update (adamToSgd). DGC,
+    // and top-k under AdamW, clip locally where the model clips (DGC
+    // section 3.3: the threshold over sqrt(N)).
     double momentum = 0, clip = 0, beta2 = 0, eps = 0;
-    if (takesMomentum(codec.getKind())) {
-      if (auto adam = dyn_cast<AdamWOp>(opt.getOperation());
-          adam && codec.getKind() == CodecKind::dgc) {
-        momentum = adam.getBeta1().convertToDouble();
-        beta2 = adam.getBeta2().convertToDouble();
-        eps = adam.getEps().convertToDouble();
-        adamToSgd(adam, symbols);
-      } else if (auto sgd = dyn_cast<SgdOp>(opt.getOperation())) {
+    if (auto adam = dyn_cast<AdamWOp>(opt.getOperation());
+        adam && compressesAdamUpdate(codec.getKind())) {
+      momentum = adam.getBeta1().convertToDouble();
+      beta2 = adam.getBeta2().convertToDouble();
+      eps = adam.getEps().convertToDouble();
+      adamToSgd(adam, symbols);
+    } else if (takesMomentum(codec.getKind())) {
+      if (auto sgd = dyn_cast<SgdOp>(opt.getOperation())) {
         momentum = sgd.getMomentum().convertToDouble();
         sgd.setMomentumAttr(FloatAttr::get(sgd.getMomentumAttr().getType(), 0.0));
         if (auto buffer = sgd.getMomentumBufferAttr()) {
@@ -264,9 +265,9 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
             slot.erase();
         }
       }
-      if (maxGradNorm > 0 && codec.getKind() == CodecKind::dgc)
-        clip = maxGradNorm / std::sqrt(static_cast<double>(hierarchy[dim]));
     }
+    if (maxGradNorm > 0 && (codec.getKind() == CodecKind::dgc || beta2 > 0))
+      clip = maxGradNorm / std::sqrt(static_cast<double>(hierarchy[dim]));
     codec = CodecAttr::get(&getContext(), codec.getKind(), codec.getDensity(), codec.getBits(),
                            codec.getRank(), llvm::APFloat(momentum), llvm::APFloat(clip),
                            warmupSteps, codec.getKind() == CodecKind::dgc ? int64_t(epochSteps) : 0,
@@ -281,12 +282,14 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     auto rows = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, rowDims));
     auto replicated = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, bDims));
     // DGC keeps u and v (under AdamW m, v and the second moment s); the
-    // others a residual, then PowerSGD's q or the u of the momentum sign
-    // took.
+    // others a residual, then PowerSGD's q, the u of the momentum sign took,
+    // or top-k's AdamW moments m and s.
     const CodecKind kind = codec.getKind();
     auto stateName = [&](size_t i) -> llvm::StringRef {
       if (kind == CodecKind::dgc)
         return i == 0 ? (beta2 > 0 ? "m" : "u") : i == 1 ? "v" : "s";
+      if (i > 0 && beta2 > 0)
+        return i == 1 ? "m" : "s";
       return i == 0 ? "residual" : kind == CodecKind::powersgd ? "q" : "u";
     };
     llvm::SmallVector<Attribute> state;
@@ -328,12 +331,13 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     return success();
   }
 
-  // DGC under AdamW (as momentum correction accumulates the SGD update
-  // rather than the gradient): the codec keeps each rank's AdamW moments and
-  // sends the AdamW update, so the optimiser only applies the group's sum,
-  // as SGD at AdamW's learning rate with its decoupled decay (w -= lr (sum +
-  // weight_decay w)). Its moments and step counter go, and the model's
-  // gradient clipping leaves this gradient to the codec's local clipping.
+  // DGC and top-k under AdamW (as DGC's momentum correction accumulates the SGD
+  // update rather than the gradient): the codec keeps each rank's AdamW moments
+  // and compresses the AdamW update with error feedback, so the optimiser only
+  // applies the group's sum, as SGD at AdamW's learning rate with its decoupled
+  // decay (w -= lr (sum + weight_decay w)). Its moments and step counter go,
+  // and the model's gradient clipping leaves this gradient to the codec's local
+  // clipping.
   static void adamToSgd(AdamWOp adam, SymbolTable &symbols) {
     OpBuilder b(adam);
     auto sgd =

@@ -113,8 +113,9 @@ def Sbp_CodecAttr : Sbp_Attr<"Codec", "codec"> {
     `#sbp.codec<kind, name = value, ...>`: density (top-k, DGC, random-k,
     top-k with 2-bit values), bits and bucket (QSGD), rank (PowerSGD),
     momentum, clip and epoch_steps (DGC), warmup (dense exchanges first),
-    seed, and beta2 and eps (DGC under AdamW: the codec keeps each rank's
-    AdamW moments, momentum being beta1, and compresses the AdamW update).
+    seed, and beta2 and eps (DGC and top-k under AdamW: the codec keeps each
+    rank's AdamW moments, momentum being beta1, and compresses the AdamW
+    update).
     Unnamed fields are 0 except QSGD's bucket (512).
   }];
   let parameters = (ins EnumParameter<Sbp_CodecKind>:$kind, APFloatParameter<"density">:$density,

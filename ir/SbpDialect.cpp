@@ -355,6 +355,10 @@ bool mlir::sbp::takesMomentum(CodecKind kind) {
   return kind == CodecKind::dgc || kind == CodecKind::sign;
 }
 
+bool mlir::sbp::compressesAdamUpdate(CodecKind kind) {
+  return kind == CodecKind::dgc || kind == CodecKind::topk || kind == CodecKind::topk2bit;
+}
+
 CodecAttr mlir::sbp::codecWith(MLIRContext *ctx, CodecKind kind, double value) {
   const auto integral = static_cast<int64_t>(value);
   return CodecAttr::get(ctx, kind, llvm::APFloat(isSparseCodec(kind) ? value : 0.0),
@@ -433,15 +437,18 @@ LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitErr
   if (!(momentum >= 0 && momentum < 1) || !(clip >= 0))
     return emitError() << "#sbp.codec needs 0 <= momentum < 1 and clip >= 0, got momentum = "
                        << momentum << ", clip = " << clip;
-  if ((momentum > 0 && !takesMomentum(kind)) || (clip > 0 && kind != CodecKind::dgc))
-    return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
-                       << ">: only dgc and sign keep a momentum, and only dgc clips";
   if ((beta2 != 0 || eps != 0) &&
-      (kind != CodecKind::dgc || !(beta2 > 0 && beta2 < 1) || !(eps > 0)))
+      (!compressesAdamUpdate(kind) || !(beta2 > 0 && beta2 < 1) || !(eps > 0)))
     return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
-                       << ">: beta2 and eps are dgc's under AdamW (0 < beta2 < 1, eps > 0), got "
-                          "beta2 = "
+                       << ">: beta2 and eps are dgc's, topk's and topk2bit's under AdamW (0 < "
+                          "beta2 < 1, eps > 0), got beta2 = "
                        << beta2 << ", eps = " << eps;
+  const bool adam = beta2 > 0;
+  if ((momentum > 0 && !takesMomentum(kind) && !adam) ||
+      (clip > 0 && kind != CodecKind::dgc && !adam))
+    return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
+                       << ">: only dgc and sign keep a momentum, and only dgc clips (and topk "
+                          "and topk2bit under AdamW)";
   if (warmup < 0 || epochSteps < 0 || warmup > INT32_MAX)
     return emitError() << "#sbp.codec needs 0 <= warmup <= 2^31 - 1 and epoch_steps >= 0, got "
                        << warmup << " and " << epochSteps;

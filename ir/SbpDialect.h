@@ -56,6 +56,10 @@ bool lgrecoAdapts(CodecKind kind);
 // Whether a codec keeps an SGD's momentum before compressing (DGC's momentum
 // correction; EF-SignSGD as its reference code).
 bool takesMomentum(CodecKind kind);
+// Whether, under AdamW, a codec compresses the AdamW update (keeping each
+// rank's moments, momentum = beta1, beta2, eps) rather than the gradient:
+// DGC (momentum correction's idea) and top-k, plain or with 2-bit values.
+bool compressesAdamUpdate(CodecKind kind);
 // The codec `kind` with its one parameter `value` (a density, bits or a
 // rank, whichever it takes) and every other field at its default.
 CodecAttr codecWith(MLIRContext *ctx, CodecKind kind, double value);

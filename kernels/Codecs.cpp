@@ -34,7 +34,7 @@ int codecStateCount(Codec kind, float momentum, float beta2) {
   switch (kind) {
   case Codec::TopK:
   case Codec::TopK2Bit:
-    return 1;
+    return beta2 > 0.0f ? 3 : 1;
   case Codec::Sign:
     return momentum > 0.0f ? 2 : 1;
   case Codec::Dgc:
@@ -44,6 +44,10 @@ int codecStateCount(Codec kind, float momentum, float beta2) {
   default:
     return 0;
   }
+}
+
+bool compressesAdamUpdate(Codec kind) {
+  return kind == Codec::Dgc || kind == Codec::TopK || kind == Codec::TopK2Bit;
 }
 
 bool isSparseCodec(Codec kind) {
@@ -341,15 +345,18 @@ Status checkCodec(const OpArgs &a) {
     return Status::error(at + ": sign needs a positive bucket, got " + std::to_string(c.bucket()));
   if (!(c.momentum() >= 0.0f && c.momentum() < 1.0f && c.clip() >= 0.0f))
     return Status::error(at + ": needs momentum in [0, 1) and clip >= 0");
-  if ((c.momentum() > 0.0f && c.kind() != Codec::Dgc && c.kind() != Codec::Sign) ||
-      (c.clip() > 0.0f && c.kind() != Codec::Dgc))
-    return Status::error(at + ": only DGC and sign keep a momentum, and only DGC clips");
   if ((c.beta2() != 0.0f || c.eps() != 0.0f) &&
-      (c.kind() != Codec::Dgc || !(c.beta2() > 0.0f && c.beta2() < 1.0f) || !(c.eps() > 0.0f)))
+      (!compressesAdamUpdate(c.kind()) || !(c.beta2() > 0.0f && c.beta2() < 1.0f) ||
+       !(c.eps() > 0.0f)))
     return Status::error(at +
-                         ": beta2 and eps are DGC's under AdamW (0 < beta2 < 1, eps > 0), "
-                         "got beta2 " +
+                         ": beta2 and eps are DGC's and top-k's under AdamW (0 < beta2 < 1, "
+                         "eps > 0), got beta2 " +
                          std::to_string(c.beta2()) + " eps " + std::to_string(c.eps()));
+  const bool adam = c.beta2() > 0.0f;
+  if ((c.momentum() > 0.0f && c.kind() != Codec::Dgc && c.kind() != Codec::Sign && !adam) ||
+      (c.clip() > 0.0f && c.kind() != Codec::Dgc && !adam))
+    return Status::error(at + ": only DGC and sign keep a momentum, and only DGC clips (and "
+                              "top-k under AdamW)");
   if (c.warmup_steps() < 0 || c.epoch_steps() < 0)
     return Status::error(at + ": warmup_steps and epoch_steps must not be negative");
 
@@ -440,7 +447,7 @@ struct Exchange : CodecExchange {
   }
 
   Status topk() override {
-    cpu::topkEncode(grad, s0, n, k, order, sendPairs, reinterpret_cast<float *>(sendPairs + k));
+    cpu::topkEncode(source, s0, n, k, order, sendPairs, reinterpret_cast<float *>(sendPairs + k));
     return exchangePairs(k);
   }
 
@@ -469,9 +476,10 @@ struct Exchange : CodecExchange {
   }
 
   Status adamUpdate(int64_t count) override {
-    cpu::adamUpdate(grad, clipFactor(), s0, s2, work, n, c->momentum(), c->beta2(), c->eps(),
+    auto [m, s] = moments();
+    cpu::adamUpdate(grad, clipFactor(), m, s, update, n, c->momentum(), c->beta2(), c->eps(),
                     count + 1, 1.0f / static_cast<float>(ranks));
-    source = work;
+    source = update;
     return Status::ok();
   }
 
@@ -583,7 +591,7 @@ struct Exchange : CodecExchange {
     // next decision, summed.
     if (phase >= every - cpu::kLgrecoAccumulate)
       for (int64_t i = 0; i < n; ++i)
-        acc[i] += grad[i] + (s0 ? s0[i] : 0.0f);
+        acc[i] += source[i] + (s0 ? s0[i] : 0.0f);
     return Status::ok();
   }
 
@@ -685,7 +693,7 @@ struct Exchange : CodecExchange {
     const int64_t payload = cpu::topkTwoBitPayloadBytes(k);
     int32_t *idx = sendPairs;
     float *val = reinterpret_cast<float *>(sendPairs + k);
-    cpu::topkEncode(grad, s0, n, k, order, idx, val);
+    cpu::topkEncode(source, s0, n, k, order, idx, val);
     float table[cpu::kTwoBitTableFloats];
     cpu::twoBitEncode(val, k, sendBytes + 4 * k, table, work);
     cpu::scatterAddPairs(idx, work, k, 1.0f, s0, n);
@@ -730,7 +738,7 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     x->order = ints(n);
     x->sendPairs = ints(2 * k);
     x->recvPairs = ints(2 * k * R);
-    if (c.kind() == Codec::Dgc && (c.clip() > 0.0f || c.beta2() > 0.0f))
+    if (c.kind() == Codec::Dgc && c.clip() > 0.0f)
       x->work = floats(n);
     break;
   case Codec::RandomK:
@@ -753,6 +761,8 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     break;
   }
   }
+  if (c.beta2() > 0.0f)
+    x->update = floats(n);
   // L-GreCo: each part's row, its measuring scratch and the shared table.
   if (const plan::LgrecoAttrs *lg = c.lgreco()) {
     auto f32 = [&](int v) { return data<float>(&(*a.variables)[v]); };

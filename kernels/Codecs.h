@@ -21,7 +21,8 @@ bool hasCodec(const plan::Task &task);
 // What the CPU and CUDA kernels share, so that their payloads agree to the
 // element: the state variables a codec keeps per gradient (CodecAttrs.state;
 // sign keeps its momentum where it took an SGD's, and L-GreCo adds its
-// accumulator after them; DGC under AdamW, beta2 > 0, keeps a third),
+// accumulator after them; under AdamW, beta2 > 0, DGC keeps a third and
+// top-k two more: the AdamW moments),
 // whether it sends (index, value) pairs, k for a density of n elements (at
 // least one, at most n), and DGC's density at exchange `count` (its warm-up
 // schedule).
@@ -30,6 +31,8 @@ inline int codecStateCount(const plan::CodecAttrs &c) {
   return codecStateCount(c.kind(), c.momentum(), c.beta2()) + (c.lgreco() ? 1 : 0);
 }
 bool isSparseCodec(plan::Codec kind);
+// DGC and top-k (plain or 2-bit) compress the AdamW update under AdamW.
+bool compressesAdamUpdate(plan::Codec kind);
 int64_t pairsFor(double density, int64_t n);
 double dgcDensity(const plan::CodecAttrs &c, int64_t count);
 
@@ -62,8 +65,9 @@ struct CodecExchange {
   int64_t k = 0;                     // payload pairs
   int bits = 0, levels = 0, rank = 0;
   const float *grad = nullptr;
-  // What the exchange sums: grad, or under AdamW DGC's update (in work).
+  // What the exchange sums: grad, or under AdamW the update (in `update`).
   const float *source = nullptr;
+  float *update = nullptr; // n floats in the kernel's scratch, under AdamW
   float *out = nullptr;
   float *s0 = nullptr, *s1 = nullptr, *s2 = nullptr; // state rows
   float *acc = nullptr;                              // L-GreCo's accumulator row
@@ -102,10 +106,15 @@ protected:
   virtual Status prepare(int64_t) { return Status::ok(); }
   // dst = src, `count` f32 on the kernel's device.
   virtual Status copy(float *dst, const float *src, int64_t count) = 0;
-  // DGC under AdamW, before exchange `count` (warm-up included): the
-  // locally clipped gradient into this rank's moments (s0, s2) and its
-  // AdamW update over the group's size into work (cpu::adamUpdate).
+  // Under AdamW, before exchange `count` (warm-up included): the locally
+  // clipped gradient into this rank's moments (moments()) and its AdamW
+  // update over the group's size into `update` (cpu::adamUpdate).
   virtual Status adamUpdate(int64_t count) = 0;
+  // The AdamW moments m and s among the state rows: DGC's s0 and s2, top-k's
+  // s1 and s2 (its residual stays s0).
+  std::pair<float *, float *> moments() const {
+    return kind == plan::Codec::Dgc ? std::pair{s0, s2} : std::pair{s1, s2};
+  }
   // Exchange `count` after the warm-up of each codec but PowerSGD, on the
   // kernel's device: encode, exchange, decode the group's sum into out.
   virtual Status topk() = 0;
@@ -135,7 +144,7 @@ private:
 // One compressed all-reduce task: one part per gradient (several only under
 // PowerSGD), sharing the codec, the group and the step counter. An exchange is
 // a dense all-reduce for the first warmup_steps (one over all parts, gathered
-// in `dense`; of the AdamW update under AdamW DGC), then the codec (PowerSGD:
+// in `dense`; of the AdamW update under AdamW), then the codec (PowerSGD:
 // every part's P in one all-reduce of `p`, every part's Q in one of `q`, as
 // PyTorch's PowerSGD hook batches a bucket's matrices); the step is counted
 // after.

@@ -255,7 +255,7 @@ struct CudaExchange : CodecExchange {
   }
 
   Status topk() override {
-    if (Status s = cuda::topkEncode(grad, s0, n, k, scratch, sendPairs,
+    if (Status s = cuda::topkEncode(source, s0, n, k, scratch, sendPairs,
                                     reinterpret_cast<float *>(sendPairs + k), stream);
         !s)
       return s;
@@ -277,8 +277,9 @@ struct CudaExchange : CodecExchange {
     if (c->clip() > 0.0f)
       if (Status s = clipFactor(); !s)
         return s;
-    source = work;
-    return cuda::adamUpdate(grad, c->clip() > 0.0f ? factor : nullptr, s0, s2, work, n,
+    auto [m, s] = moments();
+    source = update;
+    return cuda::adamUpdate(grad, c->clip() > 0.0f ? factor : nullptr, m, s, update, n,
                             c->momentum(), c->beta2(), c->eps(), count + 1,
                             1.0f / static_cast<float>(ranks), stream);
   }
@@ -416,7 +417,7 @@ struct CudaExchange : CodecExchange {
     const int64_t payload = cpu::topkTwoBitPayloadBytes(k);
     int32_t *idx = sendPairs;
     float *val = reinterpret_cast<float *>(sendPairs + k);
-    if (Status s = cuda::topkEncode(grad, s0, n, k, scratch, idx, val, stream); !s)
+    if (Status s = cuda::topkEncode(source, s0, n, k, scratch, idx, val, stream); !s)
       return s;
     if (Status s = cuda::twoBitEncode(val, k, cpu::kTwoBitRangeInSigmas, scratch, sendBytes + 4 * k,
                                       table, work, stream);
@@ -481,12 +482,8 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
     codecScratch = std::max(codecScratch, cuda::scatterAddPairsScratchBytes(1));
     x->sendPairs = ints(2 * k);
     x->recvPairs = ints(2 * k * R);
-    if (c.kind() == Codec::Dgc && (c.clip() > 0.0f || c.beta2() > 0.0f))
+    if (c.kind() == Codec::Dgc && c.clip() > 0.0f)
       x->work = floats(n);
-    if (c.kind() == Codec::Dgc && c.clip() > 0.0f) {
-      x->partials = static_cast<double *>(a.scratch(sizeof(double) * kClipBlocks));
-      x->factor = floats(1);
-    }
     for (int r = 0; r < R; ++r)
       x->badPair.push_back(a.errorFlag([at = a.at, r, n](int64_t pair) {
         return at + ": rank " + std::to_string(r) + " of the group sent an index outside [0, " +
@@ -528,6 +525,13 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
   default:
     break;
   }
+  // Local clipping (DGC's, and top-k's under AdamW) and the AdamW update.
+  if (c.clip() > 0.0f) {
+    x->partials = static_cast<double *>(a.scratch(sizeof(double) * kClipBlocks));
+    x->factor = floats(1);
+  }
+  if (c.beta2() > 0.0f)
+    x->update = floats(n);
   if (codecScratch > 0)
     x->scratch = a.scratch(codecScratch);
   if (!a.device)

@@ -59,9 +59,9 @@ int64_t maxLocal(llvm::ArrayRef<int64_t> shape, llvm::ArrayRef<SbpDim> sbp,
 
 unsigned stateCount(CodecAttr codec) {
   switch (codec.getKind()) {
-  case CodecKind::topk:
+  case CodecKind::topk: // the residual; under AdamW then m and s
   case CodecKind::topk2bit:
-    return 1;
+    return codec.getBeta2().isZero() ? 1 : 3;
   case CodecKind::sign: // and the momentum it took from an SGD
     return codec.getMomentum().isZero() ? 1 : 2;
   case CodecKind::dgc: // u and v; under AdamW m, v and the second moment

@@ -40,7 +40,7 @@ int64_t dgcEncode(const float *grad, float *u, float *v, int64_t n, int64_t k, f
 // u = momentum * u + grad, in f32, rounded operation by operation.
 void accumulateMomentum(const float *grad, float *u, int64_t n, float momentum);
 
-// DGC under AdamW: the update of PyTorch's AdamW (cpu::adamw's arithmetic,
+// DGC and top-k under AdamW: the update of PyTorch's AdamW (cpu::adamw's arithmetic,
 // without the learning rate and the decay) on g' = grad * gradScale, from
 // moments m and s that this rank keeps of its own gradient, at step `step`
 // (from 1): update = outScale / (1 - beta1^t) * m / (sqrt(s) / sqrt(1 -

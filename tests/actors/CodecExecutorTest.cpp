@@ -404,8 +404,9 @@ Reference referenceRun(const PlanSpec &spec, const CodecSpec &c, int ranks, int 
       cpu::matmul(x.data(), ref.w.data(), y.data(), rows.size, kD, kC, false, false);
       cpu::matmul(x.data(), y.data(), g.data(), kC, kD, rows.size, true, false);
       if (c.beta2 > 0) {
-        // DGC under AdamW: each rank's clipped gradient into its moments,
-        // its update over the ranks what it exchanges (warm-up included).
+        // Under AdamW: each rank's clipped gradient into its moments (DGC's
+        // first and third rows, top-k's second and third), its update over
+        // the ranks what it exchanges (warm-up included).
         double squares = 0;
         for (float v : g)
           squares += static_cast<double>(v) * v;
@@ -413,9 +414,10 @@ Reference referenceRun(const PlanSpec &spec, const CodecSpec &c, int ranks, int 
                                  ? static_cast<float>(c.clip / std::sqrt(squares))
                                  : 1.0f;
         std::vector<float> update(kN);
-        cpu::adamUpdate(g.data(), factor, ref.s0.data() + r * kStateCols,
-                        ref.s2.data() + r * kStateCols, update.data(), kN, c.momentum, c.beta2,
-                        c.eps, ref.step + 1, 1.0f / static_cast<float>(ranks));
+        std::vector<float> &m = c.kind == plan::Codec::Dgc ? ref.s0 : ref.s1;
+        cpu::adamUpdate(g.data(), factor, m.data() + r * kStateCols, ref.s2.data() + r * kStateCols,
+                        update.data(), kN, c.momentum, c.beta2, c.eps, ref.step + 1,
+                        1.0f / static_cast<float>(ranks));
         g = std::move(update);
       }
       grads.push_back(std::move(g));
@@ -574,6 +576,17 @@ CodecSpec dgcAdam() {
   c.clip = 2.0f;
   return c;
 }
+// Top-k (plain and 2-bit) under AdamW: the residual, then the moments.
+CodecSpec topkAdam(plan::Codec kind) {
+  CodecSpec c = codec(kind, 0.9f);
+  c.beta2 = 0.99f;
+  c.eps = 1e-8f;
+  c.state = {1, 2, 4};
+  c.density = 0.2f;
+  c.warmupSteps = 2;
+  c.clip = 2.0f;
+  return c;
+}
 // Two dense exchanges, then DGC's sparsity warm-up (3 exchanges an epoch:
 // densities 0.25, 0.0625, then 0.05) with local clipping.
 CodecSpec dgcWarmup() {
@@ -607,6 +620,12 @@ TEST(CodecExecutor, DgcWarmupTwoRanks) { expectRanksMatchReference(dgcWarmup(), 
 TEST(CodecExecutor, DgcWarmupFourRanks) { expectRanksMatchReference(dgcWarmup(), 4); }
 TEST(CodecExecutor, DgcUnderAdamWTwoRanks) { expectRanksMatchReference(dgcAdam(), 2); }
 TEST(CodecExecutor, DgcUnderAdamWFourRanks) { expectRanksMatchReference(dgcAdam(), 4); }
+TEST(CodecExecutor, TopKUnderAdamWTwoRanks) {
+  expectRanksMatchReference(topkAdam(plan::Codec::TopK), 2);
+}
+TEST(CodecExecutor, TopK2BitUnderAdamWFourRanks) {
+  expectRanksMatchReference(topkAdam(plan::Codec::TopK2Bit), 4);
+}
 
 // ---------------------------------------------------------------- PowerSGD buckets
 
@@ -869,12 +888,13 @@ TEST(CodecExecutor, LoaderRefusesASignBucketOfZeroAndAMomentumElsewhere) {
   expectMentions(refusal(codecPlan(2, signClip)), {"g.allreduce", "only DGC clips"});
 }
 
-TEST(CodecExecutor, LoaderRefusesAdamWMomentsOutsideDgcOrOutOfRange) {
-  CodecSpec topkAdam = topk();
-  topkAdam.beta2 = 0.99f;
-  topkAdam.eps = 1e-8f;
-  expectMentions(refusal(codecPlan(2, topkAdam)),
-                 {"g.allreduce", "beta2 and eps are DGC's under AdamW", "got beta2 0.99"});
+TEST(CodecExecutor, LoaderRefusesAdamWMomentsElsewhereOrOutOfRange) {
+  CodecSpec randomkAdam = randomk();
+  randomkAdam.beta2 = 0.99f;
+  randomkAdam.eps = 1e-8f;
+  expectMentions(
+      refusal(codecPlan(2, randomkAdam)),
+      {"g.allreduce", "beta2 and eps are DGC's and top-k's under AdamW", "got beta2 0.99"});
   CodecSpec noEps = dgcAdam();
   noEps.eps = 0.0f;
   expectMentions(refusal(codecPlan(2, noEps)), {"g.allreduce", "eps > 0"});

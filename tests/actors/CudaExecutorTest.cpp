@@ -502,14 +502,20 @@ std::vector<CodecCase> codecCases() {
   CodecCase topk2bit = make("topk2bit", C::TopK2Bit);
   topk2bit.spec.density = 0.25f;
   topk2bit.tolerance = 1e-5;
-  // Under AdamW: the moments and the update (bit for bit but for the
-  // clipping factor's ulp).
+  // Under AdamW (DGC, 2-bit top-k): the moments and the update (bit for
+  // bit but for the clipping factor's ulp).
   CodecCase adamw = clipped;
   adamw.name = "dgc.adamw";
   adamw.spec.beta2 = 0.99f;
   adamw.spec.eps = 1e-8f;
-  return {topk, dgc,          clipped,  randomk,        qsgd,     qsgd8,
-          sign, signMomentum, powerSgd, powerSgdBucket, topk2bit, adamw};
+  CodecCase topk2bitAdamw = topk2bit;
+  topk2bitAdamw.name = "topk2bit.adamw";
+  topk2bitAdamw.spec.momentum = 0.9f;
+  topk2bitAdamw.spec.clip = 2.0f;
+  topk2bitAdamw.spec.beta2 = 0.99f;
+  topk2bitAdamw.spec.eps = 1e-8f;
+  return {topk,         dgc,      clipped,        randomk,  qsgd,  qsgd8,        sign,
+          signMomentum, powerSgd, powerSgdBucket, topk2bit, adamw, topk2bitAdamw};
 }
 
 // The plan of `codec` on `device`: variables 0, 1 the state rows [1, 63]

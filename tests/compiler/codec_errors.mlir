@@ -27,27 +27,27 @@ func.func @f() attributes {c = #sbp.codec<powersgd>} { return }
 
 // -----
 
-// expected-error @+1 {{#sbp.codec<topk>: only dgc and sign keep a momentum, and only dgc clips}}
+// expected-error @+1 {{#sbp.codec<topk>: only dgc and sign keep a momentum, and only dgc clips (and topk and topk2bit under AdamW)}}
 func.func @f() attributes {c = #sbp.codec<topk, density = 0.1, momentum = 0.9>} { return }
 
 // -----
 
-// expected-error @+1 {{#sbp.codec<sign>: only dgc and sign keep a momentum, and only dgc clips}}
+// expected-error @+1 {{#sbp.codec<sign>: only dgc and sign keep a momentum, and only dgc clips (and topk and topk2bit under AdamW)}}
 func.func @f() attributes {c = #sbp.codec<sign, clip = 1.0>} { return }
 
 // -----
 
-// expected-error @+1 {{#sbp.codec<topk>: beta2 and eps are dgc's under AdamW (0 < beta2 < 1, eps > 0), got beta2 = 9.900000e-01, eps = 1.000000e-08}}
-func.func @f() attributes {c = #sbp.codec<topk, density = 0.1, beta2 = 0.99, eps = 1.0e-8>} { return }
+// expected-error @+1 {{#sbp.codec<qsgd>: beta2 and eps are dgc's, topk's and topk2bit's under AdamW (0 < beta2 < 1, eps > 0), got beta2 = 9.900000e-01, eps = 1.000000e-08}}
+func.func @f() attributes {c = #sbp.codec<qsgd, bits = 4, beta2 = 0.99, eps = 1.0e-8>} { return }
 
 // -----
 
-// expected-error @+1 {{#sbp.codec<dgc>: beta2 and eps are dgc's under AdamW (0 < beta2 < 1, eps > 0), got beta2 = 1.000000e+00, eps = 1.000000e-08}}
+// expected-error @+1 {{#sbp.codec<dgc>: beta2 and eps are dgc's, topk's and topk2bit's under AdamW (0 < beta2 < 1, eps > 0), got beta2 = 1.000000e+00, eps = 1.000000e-08}}
 func.func @f() attributes {c = #sbp.codec<dgc, density = 0.1, beta2 = 1.0, eps = 1.0e-8>} { return }
 
 // -----
 
-// expected-error @+1 {{#sbp.codec<dgc>: beta2 and eps are dgc's under AdamW (0 < beta2 < 1, eps > 0), got beta2 = 9.900000e-01, eps = 0.000000e+00}}
+// expected-error @+1 {{#sbp.codec<dgc>: beta2 and eps are dgc's, topk's and topk2bit's under AdamW (0 < beta2 < 1, eps > 0), got beta2 = 9.900000e-01, eps = 0.000000e+00}}
 func.func @f() attributes {c = #sbp.codec<dgc, density = 0.1, beta2 = 0.99>} { return }
 
 // -----

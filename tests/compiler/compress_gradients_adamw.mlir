@@ -1,15 +1,16 @@
-// DGC under AdamW (sbp-compress-gradients): as momentum correction
-// accumulates SGD's update rather than the gradient, the codec takes AdamW's
-// moments (one row per rank: m, the accumulation v, the second moment s,
-// with momentum = beta1, beta2 and eps), the optimiser becomes SGD at
-// AdamW's learning rate with its decay (it applies the group's summed
-// update), AdamW's own slots go, and the gradient leaves the clipping norm
-// (DGC clips it locally, the threshold over sqrt(ranks)). Where every
-// gradient is compressed, the norm and the clip_scale go entirely. Other
-// codecs leave AdamW as it is.
+// DGC and top-k under AdamW (sbp-compress-gradients): as momentum
+// correction accumulates SGD's update rather than the gradient, the codec
+// takes AdamW's moments (one row per rank: DGC's m, the accumulation v and
+// the second moment s; top-k's residual, m and s; momentum = beta1, beta2
+// and eps), the optimiser becomes SGD at AdamW's learning rate with its
+// decay (it applies the group's summed update), AdamW's own slots go, and
+// the gradient leaves the clipping norm (the codec clips it locally, the
+// threshold over sqrt(ranks)). Where every gradient is compressed, the norm
+// and the clip_scale go entirely. Other codecs leave AdamW as it is.
 // RUN: sbpflow-opt %s --split-input-file --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=dgc:0.001 min-elements=0" | FileCheck %s
 // RUN: sbpflow-opt %s --split-input-file --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=dgc:0.001 min-elements=0" | sbpflow-opt --split-input-file | FileCheck %s
-// RUN: sbpflow-opt %s --split-input-file --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=topk:0.01 min-elements=0" | FileCheck %s --check-prefix=TOPK
+// RUN: sbpflow-opt %s --split-input-file --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=topk2bit:0.01 min-elements=0" | FileCheck %s --check-prefix=TOPK
+// RUN: sbpflow-opt %s --split-input-file --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-compress-gradients=policy=qsgd:4 min-elements=0" | FileCheck %s --check-prefix=QSGD
 // RUN: sbpflow-opt %s --split-input-file --sbp-compile="compress=dgc:0.001" --sbp-emit-plan=print=true | FileCheck %s --check-prefix=PLAN
 
 // The plan (what `sbpflow inspect` prints) carries AdamW's coefficients.
@@ -32,11 +33,19 @@
 // CHECK-DAG: sbp.sgd %[[WGRAD]] {lr = 1.000000e-03 : f32, momentum = 0.000000e+00 : f32, variable = @w, weight_decay = 1.000000e-01 : f32} : tensor<64x32xf32
 
 // TOPK-LABEL: module @mixed
-// TOPK: sbp.variable @w.codec.residual
-// TOPK: sbp.variable @w.adam_m
-// TOPK: codec = #sbp.codec<topk, density = 1.000000e-02, seed = {{[0-9]+}}>
-// TOPK-NOT: sbp.sgd
-// TOPK: sbp.adamw %{{.*}}, %{{.*}} {{{.*}}variable = @w,
+// TOPK: sbp.variable @w.codec.residual : tensor<2x2048xf32
+// TOPK-NEXT: sbp.variable @w.codec.m : tensor<2x2048xf32
+// TOPK-NEXT: sbp.variable @w.codec.s : tensor<2x2048xf32
+// TOPK-NOT: @w.adam_
+// TOPK: codec = #sbp.codec<topk2bit, density = 1.000000e-02, momentum = 0.89999997615814208, clip = 0.70710678118654746, beta2 = 0.99000000953674316, eps = 9.9999999392252903E-9, seed = {{[0-9]+}}>, dim = 0 : i64, state = [@w.codec.residual, @w.codec.m, @w.codec.s]
+// TOPK: sbp.sgd %{{.*}} {lr = 1.000000e-03 : f32, momentum = 0.000000e+00 : f32, variable = @w, weight_decay = 1.000000e-01 : f32}
+
+// QSGD-LABEL: module @mixed
+// QSGD: sbp.variable @w.codec.step
+// QSGD: sbp.variable @w.adam_m
+// QSGD: codec = #sbp.codec<qsgd, bits = 4, bucket = 512, seed = {{[0-9]+}}>
+// QSGD-NOT: sbp.sgd
+// QSGD: sbp.adamw %{{.*}}, %{{.*}} {{{.*}}variable = @w,
 module @mixed {
   sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
   sbp.variable @w : tensor<64x32xf32, #sbp.t<@dp, [B]>> init #sbp.init<uniform, -0.1, 0.1> seed 1

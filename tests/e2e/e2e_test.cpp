@@ -385,6 +385,15 @@ TEST(GptEndToEnd, ResumeWithDgcUnderAdamWContinuesBitForBit) {
   });
 }
 
+// 2-bit top-k under AdamW: its residual and the AdamW moments it keeps.
+TEST(GptEndToEnd, ResumeWithTopK2BitUnderAdamWContinuesBitForBit) {
+  expectGptResumeContinuesBitForBit("topk2bit:0.05", [](const Names &names) {
+    EXPECT_GT(countEnding(names, ".codec.residual"), 0);
+    EXPECT_EQ(countEnding(names, ".codec.m"), countEnding(names, ".codec.residual"));
+    EXPECT_EQ(countEnding(names, ".codec.s"), countEnding(names, ".codec.residual"));
+  });
+}
+
 TEST(MlpEndToEnd, UnknownCompressionIsAClearError) {
   CommandResult r = runCommand(std::string(SBPFLOW_BIN_DIR) +
                                "/mlp_fashion_mnist --local 2 --max-steps 1 --compress zip");

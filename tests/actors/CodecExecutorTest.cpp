@@ -563,21 +563,10 @@ CodecSpec topk2bit() {
   c.density = 0.3f;
   return c;
 }
-// DGC under AdamW: two dense exchanges of the AdamW update, then its sparse
-// accumulation through the sparsity warm-up, clipped locally.
-CodecSpec dgcAdam() {
-  CodecSpec c = codec(plan::Codec::Dgc, 0.9f);
-  c.beta2 = 0.99f;
-  c.eps = 1e-8f;
-  c.state = {1, 2, 4};
-  c.density = 0.05f;
-  c.warmupSteps = 2;
-  c.epochSteps = 3;
-  c.clip = 2.0f;
-  return c;
-}
-// Top-k (plain and 2-bit) under AdamW: the residual, then the moments.
-CodecSpec topkAdam(plan::Codec kind) {
+// Under AdamW (DGC, top-k plain and 2-bit): two dense exchanges of the
+// AdamW update, then its sparse accumulation, clipped locally; the state
+// rows are DGC's m, v, s or top-k's residual, m, s.
+CodecSpec adamCodec(plan::Codec kind) {
   CodecSpec c = codec(kind, 0.9f);
   c.beta2 = 0.99f;
   c.eps = 1e-8f;
@@ -585,6 +574,13 @@ CodecSpec topkAdam(plan::Codec kind) {
   c.density = 0.2f;
   c.warmupSteps = 2;
   c.clip = 2.0f;
+  return c;
+}
+// DGC's through its sparsity warm-up (epochs of 3 exchanges).
+CodecSpec dgcAdam() {
+  CodecSpec c = adamCodec(plan::Codec::Dgc);
+  c.density = 0.05f;
+  c.epochSteps = 3;
   return c;
 }
 // Two dense exchanges, then DGC's sparsity warm-up (3 exchanges an epoch:
@@ -621,10 +617,10 @@ TEST(CodecExecutor, DgcWarmupFourRanks) { expectRanksMatchReference(dgcWarmup(),
 TEST(CodecExecutor, DgcUnderAdamWTwoRanks) { expectRanksMatchReference(dgcAdam(), 2); }
 TEST(CodecExecutor, DgcUnderAdamWFourRanks) { expectRanksMatchReference(dgcAdam(), 4); }
 TEST(CodecExecutor, TopKUnderAdamWTwoRanks) {
-  expectRanksMatchReference(topkAdam(plan::Codec::TopK), 2);
+  expectRanksMatchReference(adamCodec(plan::Codec::TopK), 2);
 }
 TEST(CodecExecutor, TopK2BitUnderAdamWFourRanks) {
-  expectRanksMatchReference(topkAdam(plan::Codec::TopK2Bit), 4);
+  expectRanksMatchReference(adamCodec(plan::Codec::TopK2Bit), 4);
 }
 
 // ---------------------------------------------------------------- PowerSGD buckets

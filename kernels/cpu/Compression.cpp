@@ -1,5 +1,6 @@
 // Gradient compression codecs on the CPU (see Compression.h).
 #include "kernels/cpu/Compression.h"
+#include "kernels/cpu/Adam.h"
 
 #include "kernels/Philox.h"
 
@@ -185,12 +186,7 @@ int64_t dgcEncode(const float *grad, float *u, float *v, int64_t n, int64_t k, f
 
 void adamUpdate(const float *grad, float gradScale, float *m, float *s, float *update, int64_t n,
                 float beta1, float beta2, float eps, int64_t step, float outScale) {
-  // The scalar factors in double, as cpu::adamw (PyTorch's AdamW).
-  const double t = static_cast<double>(step);
-  const float stepSize =
-      static_cast<float>(outScale / (1.0 - std::pow(static_cast<double>(beta1), t)));
-  const float bc2Sqrt =
-      static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(beta2), t)));
+  const auto [stepSize, bc2Sqrt] = adamFactors(outScale, beta1, beta2, step);
   const float oneMinusBeta1 = 1.f - beta1, oneMinusBeta2 = 1.f - beta2;
   for (int64_t i = 0; i < n; ++i) {
     const float gi = grad[i] * gradScale;

@@ -3,6 +3,7 @@
 // float reductions it will not reorder by itself).
 #include "kernels/cpu/Transformer.h"
 #include "kernels/Philox.h"
+#include "kernels/cpu/Adam.h"
 #include "kernels/cpu/Kernels.h"
 #include "kernels/cpu/Vectorize.h"
 
@@ -686,12 +687,9 @@ float clipScale(float totalSquares, float maxNorm) {
 SBPFLOW_CLONES
 void adamw(float *w, float *m, float *v, const float *g, int64_t n, float lr, float beta1,
            float beta2, float eps, float weightDecay, int64_t step, float gradScale) {
-  // The scalar factors in double, as PyTorch computes them in Python floats.
-  const double t = static_cast<double>(step);
+  // The decay in double, as PyTorch computes it in Python floats.
   const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * weightDecay);
-  const float stepSize = static_cast<float>(lr / (1.0 - std::pow(static_cast<double>(beta1), t)));
-  const float bc2Sqrt =
-      static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(beta2), t)));
+  const auto [stepSize, bc2Sqrt] = adamFactors(lr, beta1, beta2, step);
   const float oneMinusBeta1 = 1.f - beta1, oneMinusBeta2 = 1.f - beta2;
   SBPFLOW_ELEMENTWISE
   for (int64_t i = 0; i < n; ++i) {

@@ -5,6 +5,7 @@
 // two roundings (they are never contracted into an FMA; the CPU kernels are
 // built for baseline x86-64, without FMA).
 #include "kernels/Philox.h"
+#include "kernels/cpu/Adam.h"
 #include "kernels/cpu/Quantize.h"
 #include "kernels/cuda/Compression.h"
 #include "kernels/cuda/Launch.cuh"
@@ -1310,11 +1311,7 @@ Status adamUpdate(const float *grad, const float *gradScale, float *m, float *s,
                                      ": need n >= 0 and step >= 1");
   if (n == 0)
     return Status::ok();
-  // The scalar factors as cpu::adamUpdate computes them (double, then f32).
-  const double t = static_cast<double>(step);
-  const auto stepSize =
-      static_cast<float>(outScale / (1.0 - std::pow(static_cast<double>(beta1), t)));
-  const auto bc2Sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(beta2), t)));
+  const auto [stepSize, bc2Sqrt] = cpu::adamFactors(outScale, beta1, beta2, step);
   adamUpdateKernel<<<blocksFor(n), kThreads, 0, stream>>>(grad, gradScale, m, s, update, n, beta1,
                                                           beta2, eps, stepSize, bc2Sqrt);
   return launched("adamUpdateKernel");

@@ -2,6 +2,7 @@
 // term for term. SGD rounds every operation as cpu::sgdMomentum does (built
 // without FMA contraction): GPU and CPU replicas of a weight keep the same
 // bits. AdamW may fuse multiply-adds, as the CPU's AVX2 / AVX-512 clones do.
+#include "kernels/cpu/Adam.h"
 #include "kernels/cuda/Launch.cuh"
 #include "kernels/cuda/Optimizers.h"
 
@@ -73,13 +74,9 @@ Status adamw(float *w, float *m, float *v, const float *g, int64_t n, float lr, 
              cudaStream_t stream) {
   if (n <= 0)
     return Status::ok();
-  // The scalar factors exactly as cpu::adamw computes them (double, as
-  // PyTorch does in Python floats).
-  const double t = static_cast<double>(step);
+  // The scalar factors exactly as cpu::adamw computes them.
   const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * weightDecay);
-  const float stepSize = static_cast<float>(lr / (1.0 - std::pow(static_cast<double>(beta1), t)));
-  const float bc2Sqrt =
-      static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(beta2), t)));
+  const auto [stepSize, bc2Sqrt] = cpu::adamFactors(lr, beta1, beta2, step);
   adamwKernel<<<blocksFor(n), kThreads, 0, stream>>>(w, m, v, g, n, beta1, beta2, eps, decay,
                                                      stepSize, bc2Sqrt, gradScale);
   return launched("adamwKernel");

@@ -66,6 +66,13 @@ double dgcDensity(const plan::CodecAttrs &c, int64_t count) {
   return cpu::dgcWarmupDensity(count / c.epoch_steps(), c.density());
 }
 
+void CodecExchange::takeUpdateBuffer(const OpArgs &a) {
+  if (c->beta2() <= 0.0f)
+    return;
+  update = static_cast<float *>(a.scratch(4 * n));
+  source = update;
+}
+
 void CodecExchange::setParameter(float value) {
   if (isSparseCodec(kind))
     k = pairsFor(value, n);
@@ -79,8 +86,9 @@ Status CodecTask::run() {
   CodecExchange &first = *parts.front();
   const int64_t count = *first.step, warmupSteps = first.c->warmup_steps();
   if (first.c->beta2() > 0.0f)
-    if (Status s = first.adamUpdate(count); !s)
-      return s;
+    for (const auto &x : parts)
+      if (Status s = x->adamUpdate(count); !s)
+        return s;
   if (count < warmupSteps) {
     if (Status s = warmup(); !s)
       return s;
@@ -455,7 +463,7 @@ struct Exchange : CodecExchange {
     int32_t *idx = sendPairs;
     float *val = reinterpret_cast<float *>(sendPairs + k);
     cpu::randomkIndices(n, k, c->seed(), static_cast<uint64_t>(count), order, idx);
-    cpu::randomkEncode(grad, n, k, idx, val);
+    cpu::randomkEncode(source, n, k, idx, val);
     if (Status s = sum(val, k); !s)
       return s;
     std::fill(out, out + n, 0.0f);
@@ -479,7 +487,6 @@ struct Exchange : CodecExchange {
     auto [m, s] = moments();
     cpu::adamUpdate(grad, clipFactor(), m, s, update, n, c->momentum(), c->beta2(), c->eps(),
                     count + 1, 1.0f / static_cast<float>(ranks));
-    source = update;
     return Status::ok();
   }
 
@@ -505,7 +512,7 @@ struct Exchange : CodecExchange {
   Status qsgd(int64_t count) override {
     const int64_t buckets = scaleCount(), packed = codeBytes();
     // Ranks draw independently, steps by count.
-    cpu::qsgdEncode(grad, n, levels, c->bucket(), qsgdRankSeed(c->seed(), me),
+    cpu::qsgdEncode(source, n, levels, c->bucket(), qsgdRankSeed(c->seed(), me),
                     static_cast<uint64_t>(count), codes, small);
     cpu::qsgdPackCodes(codes, n, bits, sendBytes);
     if (Status s = gather(sendBytes, recvBytes, packed, plan::DType::U8); !s)
@@ -524,9 +531,9 @@ struct Exchange : CodecExchange {
   // sbp-compress-gradients) u = momentum u + grad is what is compressed, as
   // the paper's reference code does.
   Status sign() override {
-    const float *g = grad;
+    const float *g = source;
     if (c->momentum() > 0.0f) {
-      cpu::accumulateMomentum(grad, s1, n, c->momentum());
+      cpu::accumulateMomentum(source, s1, n, c->momentum());
       g = s1;
     }
     cpu::signEncode(g, s0, n, c->bucket(), sendBytes, small);
@@ -548,7 +555,7 @@ struct Exchange : CodecExchange {
       for (int64_t i = 0; i < cols * rank; ++i)
         s1[i] = powerSgdStart(c->seed(), start + i);
     for (int64_t i = 0; i < n; ++i)
-      work[i] = grad[i] + s0[i];
+      work[i] = source[i] + s0[i];
     cpu::matmul(work, s1, small, rows, rank, cols, false, false);
     return Status::ok();
   }
@@ -761,8 +768,8 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     break;
   }
   }
-  if (c.beta2() > 0.0f)
-    x->update = floats(n);
+  for (const auto &part : task->parts)
+    part->takeUpdateBuffer(a);
   // L-GreCo: each part's row, its measuring scratch and the shared table.
   if (const plan::LgrecoAttrs *lg = c.lgreco()) {
     auto f32 = [&](int v) { return data<float>(&(*a.variables)[v]); };

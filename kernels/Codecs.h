@@ -65,9 +65,10 @@ struct CodecExchange {
   int64_t k = 0;                     // payload pairs
   int bits = 0, levels = 0, rank = 0;
   const float *grad = nullptr;
-  // What the exchange sums: grad, or under AdamW the update (in `update`).
+  // What every codec compresses: grad, or under AdamW the update (the n
+  // floats of `update`, in the kernel's scratch; takeUpdateBuffer).
   const float *source = nullptr;
-  float *update = nullptr; // n floats in the kernel's scratch, under AdamW
+  float *update = nullptr;
   float *out = nullptr;
   float *s0 = nullptr, *s1 = nullptr, *s2 = nullptr; // state rows
   float *acc = nullptr;                              // L-GreCo's accumulator row
@@ -99,6 +100,8 @@ struct CodecExchange {
   // QSGD's and sign's wire buffers from `a`'s scratch: this rank's codes and
   // scales, every rank's, and QSGD's unpacked codes.
   void takeCodeBuffers(const OpArgs &a);
+  // Under AdamW: `update` from `a`'s scratch, and source = update.
+  void takeUpdateBuffer(const OpArgs &a);
 
 protected:
   friend struct CodecTask;

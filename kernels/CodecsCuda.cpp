@@ -262,8 +262,6 @@ struct CudaExchange : CodecExchange {
     return exchangePairs(k);
   }
 
-  // DGC's k for this exchange is known here from the count: the payload's
-  // size is the CPU's for every step, with no read of the device.
   // DGC's local clipping: the factor into `factor` (the CPU's clipFactor).
   Status clipFactor() {
     squaresKernel<<<kClipBlocks, kThreads, 0, stream>>>(grad, n, partials);
@@ -278,12 +276,13 @@ struct CudaExchange : CodecExchange {
       if (Status s = clipFactor(); !s)
         return s;
     auto [m, s] = moments();
-    source = update;
     return cuda::adamUpdate(grad, c->clip() > 0.0f ? factor : nullptr, m, s, update, n,
                             c->momentum(), c->beta2(), c->eps(), count + 1,
                             1.0f / static_cast<float>(ranks), stream);
   }
 
+  // DGC's k for this exchange is known here from the count: the payload's
+  // size is the CPU's for every step, with no read of the device.
   Status dgc(int64_t count) override {
     const int64_t kk = pairsFor(dgcDensity(*c, count), n);
     auto *val = reinterpret_cast<float *>(sendPairs + kk);
@@ -318,7 +317,7 @@ struct CudaExchange : CodecExchange {
                                         stream);
         !s)
       return s;
-    if (Status s = cuda::randomkEncode(grad, n, k, idx, val, stream); !s)
+    if (Status s = cuda::randomkEncode(source, n, k, idx, val, stream); !s)
       return s;
     if (Status s = sum(val, k); !s)
       return s;
@@ -332,7 +331,7 @@ struct CudaExchange : CodecExchange {
   Status qsgd(int64_t count) override {
     const int64_t buckets = scaleCount(), packed = codeBytes();
     // Ranks draw independently, steps by count.
-    if (Status s = cuda::qsgdEncode(grad, n, levels, c->bucket(), qsgdRankSeed(c->seed(), me),
+    if (Status s = cuda::qsgdEncode(source, n, levels, c->bucket(), qsgdRankSeed(c->seed(), me),
                                     static_cast<uint64_t>(count), scratch, codes, small, stream);
         !s)
       return s;
@@ -359,9 +358,9 @@ struct CudaExchange : CodecExchange {
   }
 
   Status sign() override {
-    const float *g = grad;
+    const float *g = source;
     if (c->momentum() > 0.0f) {
-      if (Status s = cuda::accumulateMomentum(grad, s1, n, c->momentum(), stream); !s)
+      if (Status s = cuda::accumulateMomentum(source, s1, n, c->momentum(), stream); !s)
         return s;
       g = s1;
     }
@@ -384,7 +383,7 @@ struct CudaExchange : CodecExchange {
       if (Status s = launched("powerSgdStartKernel"); !s)
         return s;
     }
-    if (Status s = cuda::add<float>(grad, s0, work, n, stream); !s)
+    if (Status s = cuda::add<float>(source, s0, work, n, stream); !s)
       return s;
     return cuda::matmul<float>(*blas, work, s1, small, rows, rank, cols, false, false, stream);
   }
@@ -530,8 +529,8 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
     x->partials = static_cast<double *>(a.scratch(sizeof(double) * kClipBlocks));
     x->factor = floats(1);
   }
-  if (c.beta2() > 0.0f)
-    x->update = floats(n);
+  for (const auto &part : task->parts)
+    part->takeUpdateBuffer(a);
   if (codecScratch > 0)
     x->scratch = a.scratch(codecScratch);
   if (!a.device)

@@ -215,6 +215,16 @@ void powerSgdSum(const CodecSpec &c, int64_t start, int64_t rows, int64_t cols,
   cpu::matmul(p.data(), q.data(), out, rows, cols, rk, false, true);
 }
 
+// DGC's (and top-k's under AdamW) local clipping: the factor that brings
+// `g` to norm `clip` (1 within it, or without clipping).
+float localClipFactor(const std::vector<float> &g, float clip) {
+  double squares = 0;
+  for (float v : g)
+    squares += static_cast<double>(v) * v;
+  return clip > 0 && std::sqrt(squares) > clip ? static_cast<float>(clip / std::sqrt(squares))
+                                               : 1.0f;
+}
+
 // The sum over ranks of the decoded payloads of exchange `count` (after the
 // warm-up), each rank's state updated.
 std::vector<float> compressedSum(const CodecSpec &c, int ranks,
@@ -244,12 +254,9 @@ std::vector<float> compressedSum(const CodecSpec &c, int ranks,
         cpu::dgcEncode(g.data(), nullptr, s1(r), n, k, 0.0f, order.data(), idx.data(), val.data());
       } else {
         // DGC's local clipping: this rank's gradient to norm `clip`.
-        double squares = 0;
-        for (float v : g)
-          squares += static_cast<double>(v) * v;
-        if (c.clip > 0 && std::sqrt(squares) > c.clip)
-          for (float &v : g)
-            v *= static_cast<float>(c.clip / std::sqrt(squares));
+        const float factor = localClipFactor(g, c.clip);
+        for (float &v : g)
+          v *= factor;
         cpu::dgcEncode(g.data(), s0(r), s1(r), n, k, c.momentum, order.data(), idx.data(),
                        val.data());
       }
@@ -407,12 +414,7 @@ Reference referenceRun(const PlanSpec &spec, const CodecSpec &c, int ranks, int 
         // Under AdamW: each rank's clipped gradient into its moments (DGC's
         // first and third rows, top-k's second and third), its update over
         // the ranks what it exchanges (warm-up included).
-        double squares = 0;
-        for (float v : g)
-          squares += static_cast<double>(v) * v;
-        const float factor = c.clip > 0 && std::sqrt(squares) > c.clip
-                                 ? static_cast<float>(c.clip / std::sqrt(squares))
-                                 : 1.0f;
+        const float factor = localClipFactor(g, c.clip);
         std::vector<float> update(kN);
         std::vector<float> &m = c.kind == plan::Codec::Dgc ? ref.s0 : ref.s1;
         cpu::adamUpdate(g.data(), factor, m.data() + r * kStateCols, ref.s2.data() + r * kStateCols,
@@ -505,14 +507,13 @@ void expectRanksMatchReference(const CodecSpec &c, int ranks) {
 }
 
 // A codec of `kind` on codecPlan's state and step variables.
-CodecSpec codec(plan::Codec kind, float momentum = 0.0f) {
+CodecSpec codec(plan::Codec kind, float momentum = 0.0f, float beta2 = 0.0f) {
   CodecSpec c;
   c.kind = kind;
   c.momentum = momentum;
-  const int states = ops::codecStateCount(kind, momentum);
-  c.state = states == 0   ? std::vector<int>{}
-            : states == 1 ? std::vector<int>{1}
-                          : std::vector<int>{1, 2};
+  c.beta2 = beta2;
+  const std::vector<int> rows = {1, 2, 4}; // codecPlan's state variables
+  c.state.assign(rows.begin(), rows.begin() + ops::codecStateCount(kind, momentum, beta2));
   c.step = 3;
   return c;
 }
@@ -567,10 +568,8 @@ CodecSpec topk2bit() {
 // AdamW update, then its sparse accumulation, clipped locally; the state
 // rows are DGC's m, v, s or top-k's residual, m, s.
 CodecSpec adamCodec(plan::Codec kind) {
-  CodecSpec c = codec(kind, 0.9f);
-  c.beta2 = 0.99f;
+  CodecSpec c = codec(kind, 0.9f, 0.99f);
   c.eps = 1e-8f;
-  c.state = {1, 2, 4};
   c.density = 0.2f;
   c.warmupSteps = 2;
   c.clip = 2.0f;

@@ -253,7 +253,8 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
       momentum = adam.getBeta1().convertToDouble();
       beta2 = adam.getBeta2().convertToDouble();
       eps = adam.getEps().convertToDouble();
-      adamToSgd(adam, symbols);
+      if (failed(adamToSgd(adam, symbols)))
+        return failure();
     } else if (takesMomentum(codec.getKind())) {
       if (auto sgd = dyn_cast<SgdOp>(opt.getOperation())) {
         momentum = sgd.getMomentum().convertToDouble();
@@ -338,7 +339,7 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
   // decay (w -= lr (sum + weight_decay w)). Its moments and step counter go,
   // and the model's gradient clipping leaves this gradient to the codec's local
   // clipping.
-  static void adamToSgd(AdamWOp adam, SymbolTable &symbols) {
+  static LogicalResult adamToSgd(AdamWOp adam, SymbolTable &symbols) {
     OpBuilder b(adam);
     auto sgd =
         b.create<SgdOp>(adam.getLoc(), adam.getGrad(), Value(), adam.getVariableAttr(),
@@ -347,57 +348,54 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     sgd->setDiscardableAttrs(adam->getDiscardableAttrDictionary());
     const bool clipped = adam.getScale() != nullptr;
     Value grad = adam.getGrad();
+    const Location loc = adam.getLoc();
     llvm::SmallVector<llvm::StringRef, 3> slots{adam.getM(), adam.getV(), adam.getStep()};
     adam.erase();
     for (llvm::StringRef name : slots)
       if (auto slot = symbols.lookup<VariableOp>(name);
           slot && SymbolTable::symbolKnownUseEmpty(slot, symbols.getOp()))
         slot.erase();
-    if (clipped)
-      dropFromNorm(grad);
+    return clipped ? dropFromNorm(grad, loc) : success();
   }
 
   // Takes `grad`'s square_sum out of the clipping norm: the add that joins
   // it (through boxing of the scalar) now yields its other operand; where it
-  // was the last term, the clip_scale goes and with it every optimiser's
-  // scale.
-  static void dropFromNorm(Value grad) {
+  // was the last term, the clip_scale goes (its optimisers, all compressed,
+  // no longer read it). sbp-autodiff builds that chain with one use per
+  // term: any other shape is an error, not a norm left wrong.
+  static LogicalResult dropFromNorm(Value grad, Location loc) {
     SquareSumOp sq;
     for (Operation *u : grad.getUsers())
       if (auto s = dyn_cast<SquareSumOp>(u))
         sq = s;
-    if (!sq)
-      return;
-    llvm::SmallVector<Operation *> chain{sq};
-    Value term = sq.getResult();
-    while (term.hasOneUse()) {
+    llvm::SmallVector<Operation *> chain;
+    Value term;
+    if (sq) {
+      chain.push_back(sq);
+      term = sq.getResult();
+    }
+    auto eraseChain = [&] {
+      for (Operation *op : llvm::reverse(chain))
+        op->erase();
+      return success();
+    };
+    while (term && term.hasOneUse()) {
       Operation *u = *term.getUsers().begin();
+      chain.push_back(u);
       if (auto add = dyn_cast<AddOp>(u)) {
         add.getResult().replaceAllUsesWith(add.getLhs() == term ? add.getRhs() : add.getLhs());
-        add.erase();
+        return eraseChain();
+      }
+      if (isa<ClipScaleOp>(u) || u->getNumResults() != 1) {
+        if (isa<ClipScaleOp>(u) && u->getResult(0).use_empty())
+          return eraseChain();
         break;
       }
-      if (auto clip = dyn_cast<ClipScaleOp>(u)) {
-        for (Operation *user : llvm::make_early_inc_range(clip.getResult().getUsers())) {
-          if (auto s = dyn_cast<SgdOp>(user))
-            s.getScaleMutable().clear();
-          else if (auto a = dyn_cast<AdamWOp>(user))
-            a.getScaleMutable().clear();
-        }
-        if (!clip.getResult().use_empty())
-          return; // a user the pass does not know: the norm stays
-        clip.erase();
-        break;
-      }
-      if (u->getNumResults() != 1)
-        return;
-      chain.push_back(u);
       term = u->getResult(0);
     }
-    if (!term.use_empty())
-      return;
-    for (Operation *op : llvm::reverse(chain))
-      op->erase();
+    return emitError(loc,
+                     "sbp-compress-gradients: cannot take a gradient compressed under AdamW "
+                     "out of the clipping norm (its square_sum does not reach the norm alone)");
   }
 
   // Under a global policy: 1-D and small gradients stay dense (DGC,

@@ -15,7 +15,7 @@
 
 namespace sbpflow {
 
-constexpr uint32_t kPlanVersion = 5;
+constexpr uint32_t kPlanVersion = 6;
 
 // A verified plan and the bytes it lives in (the plan points into them).
 class LoadedPlan {

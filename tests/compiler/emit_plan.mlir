@@ -6,7 +6,7 @@
 // RUN: not sbpflow-opt %s --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-emit-plan=print=true 2>&1 | FileCheck %s --check-prefix=UNPLANNED
 // RUN: not sbpflow-opt %s --sbp-emit-plan=print=true 2>&1 | FileCheck %s --check-prefix=UNPROPAGATED
 
-// CHECK: plan version 5 of 'linear'
+// CHECK: plan version 6 of 'linear'
 // CHECK-NEXT: placements:
 // CHECK-NEXT: #0 dp CPU hierarchy [2] ranks [0,1]
 // CHECK-NEXT: variables:

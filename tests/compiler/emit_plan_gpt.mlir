@@ -4,7 +4,7 @@
 // depend on the SBPs propagation chooses.
 // RUN: sbpflow-opt %s --split-input-file --sbp-compile --sbp-emit-plan=print=true -o /dev/null | FileCheck %s
 
-// CHECK: plan version 5 of 'gpt'
+// CHECK: plan version 6 of 'gpt'
 // CHECK: variables:
 // CHECK-NEXT: #0 wte F32[11,8] placement 0 [B] init Normal(0, 0.02, seed 1)
 // CHECK-NEXT: #1 wte.adam_m F32[11,8] placement 0 [B] init Zeros
@@ -83,7 +83,7 @@ module @gpt {
 // -----
 
 // SGD with clipping: the scale is SgdMomentum's second input.
-// CHECK: plan version 5 of 'sgd'
+// CHECK: plan version 6 of 'sgd'
 // CHECK: ClipScale (%{{[0-9]+}}) -> (%[[S:[0-9]+]]) queue Compute max_norm 1{{$}}
 // CHECK: SgdMomentum (%{{[0-9]+}}, %[[S]]) -> () queue Compute lr 0.1 momentum 0 weight_decay 0 variable #0{{$}}
 module @sgd {

@@ -14,7 +14,7 @@
 // CHECK: sbp.matmul %[[Y]], %{{.*}} {transpose_a = true}
 // CHECK: sbp.gelu_grad %{{.*}}, %[[PRE]]
 
-// PLAN-LABEL: plan version 5 of 'mlp'
+// PLAN-LABEL: plan version 6 of 'mlp'
 // PLAN: %[[P:[0-9]+]] bias_gelu_{{[0-9]+}}:0 F32[8,16] placement 0 [S(0)]
 // PLAN-NEXT: %[[Q:[0-9]+]] bias_gelu_{{[0-9]+}}:1 F32[8,16] placement 0 [S(0)]
 // PLAN: BiasGelu (%{{[0-9]+}}, %{{[0-9]+}}) -> (%[[P]], %[[Q]])

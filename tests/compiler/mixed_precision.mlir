@@ -22,7 +22,7 @@
 // CHECK: %[[L:.*]] = sbp.softmax_xent %[[ZB]], %{{.*}} : (tensor<8x3xbf16>, {{.*}}) -> tensor<8xf32>
 // CHECK: sbp.mean %[[L]] : (tensor<8xf32>) -> tensor<f32>
 
-// PLAN-LABEL: plan version 5 of 'linear'
+// PLAN-LABEL: plan version 6 of 'linear'
 // PLAN: #0 w F32[4,3]
 // PLAN: cast_1:0 BF16[8,4] placement 0 [S(0)] @{{[0-9]+}} (32 bytes)
 // PLAN: matmul_7:0 BF16[8,3] placement 0 [S(0)] @{{[0-9]+}} (24 bytes)
@@ -85,7 +85,7 @@ module @linear {
 // The backward: activation gradients in bf16 through attention; the weight
 // gradients and the gradient entering the f32 residual stream are f32 matmul
 // results (sbp-fold-casts); layer_norm's dgamma and dbeta are f32.
-// PLAN-LABEL: plan version 5 of 'block'
+// PLAN-LABEL: plan version 6 of 'block'
 // PLAN: matmul_{{[0-9]+}}:0 F32[11,8] placement 0 [B]
 // PLAN: matmul_{{[0-9]+}}:0 F32[24,8] placement 0 [B]
 // PLAN: CausalAttentionGrad

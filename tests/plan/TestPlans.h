@@ -120,7 +120,7 @@ struct ProgramSpec {
 };
 
 struct PlanSpec {
-  uint32_t version = 5; // kPlanVersion
+  uint32_t version = 6; // kPlanVersion
   std::vector<PlacementSpec> placements = {PlacementSpec{}};
   std::vector<VariableSpec> variables;
   std::vector<ProgramSpec> programs;

@@ -21,6 +21,10 @@ int updatedVariable(const plan::Task &task) {
     return s->param();
   if (const plan::AdamWAttrs *a = task.attrs_as_AdamWAttrs())
     return a->param();
+  // Local SGD's outer step writes its anchor and momentum buffer too
+  // (kernels/LocalSgd.cpp), held where the parameter is.
+  if (const plan::OuterAttrs *o = task.attrs_as_OuterAttrs())
+    return o->param();
   return -1;
 }
 

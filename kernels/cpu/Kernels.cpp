@@ -50,6 +50,18 @@ void add(const float *a, const float *b, float *y, int64_t n) {
     y[i] = a[i] + b[i];
 }
 
+void subtract(const float *a, const float *b, float *y, int64_t n) {
+  SBPFLOW_ELEMENTWISE
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = a[i] - b[i];
+}
+
+void scale(const float *x, float factor, float *y, int64_t n) {
+  SBPFLOW_ELEMENTWISE
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = x[i] * factor;
+}
+
 void relu(const float *x, float *y, int64_t n) {
   // `x < 0 ? 0 : x` rather than max(): NaN propagates, as in PyTorch.
   SBPFLOW_ELEMENTWISE
@@ -208,6 +220,26 @@ void sgdMomentum(float *w, float *v, const float *g, int64_t n, float lr, float 
     const float gi = g[i] * gradScale + weightDecay * w[i];
     v[i] = momentum * v[i] + gi;
     w[i] -= lr * v[i];
+  }
+}
+
+void outerStep(float *param, float *anchor, float *m, const float *sum, int64_t n, float lr,
+               float momentum, bool nesterov, int replicas, float gapPenalty, float clip) {
+  const float divisor = outerDivisor(replicas, gapPenalty);
+  for (int64_t i = 0; i < n; ++i) {
+    const float d = sum[i] / divisor;
+    float update = d;
+    if (m) {
+      float mi = momentum * m[i] + d;
+      // Comparisons rather than min / max: NaN propagates, as on the GPU.
+      if (clip > 0.f)
+        mi = mi < -clip ? -clip : (mi > clip ? clip : mi);
+      m[i] = mi;
+      update = nesterov ? d + momentum * mi : mi;
+    }
+    const float a = anchor[i] - lr * update;
+    anchor[i] = a;
+    param[i] = a;
   }
 }
 

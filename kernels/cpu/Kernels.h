@@ -17,6 +17,10 @@ void matmul(const float *a, const float *b, float *c, int64_t m, int64_t n, int6
 // y[i,j] = x[i,j] + bias[j]
 void biasAdd(const float *x, const float *bias, float *y, int64_t rows, int64_t cols);
 void add(const float *a, const float *b, float *y, int64_t n);
+// y = a - b (local SGD's pseudo-gradient: the anchor minus the parameters)
+void subtract(const float *a, const float *b, float *y, int64_t n);
+// y = x * factor
+void scale(const float *x, float factor, float *y, int64_t n);
 void relu(const float *x, float *y, int64_t n);
 // dx = y > 0 ? dy : 0
 void reluGrad(const float *dy, const float *y, float *dx, int64_t n);
@@ -72,6 +76,24 @@ inline uint16_t toBf16(float x) {
 // the gradient-clipping factor (1 without clipping).
 void sgdMomentum(float *w, float *v, const float *g, int64_t n, float lr, float momentum,
                  float weightDecay, float gradScale = 1.0f);
+
+// The divisor of local SGD's outer step, replicas * gapPenalty rounded to
+// f32 once, on the host: cpu::outerStep and cuda::outerStep divide by the
+// same bits.
+inline float outerDivisor(int replicas, float gapPenalty) {
+  return static_cast<float>(static_cast<double>(replicas) * gapPenalty);
+}
+
+// Local SGD's outer step (plan.fbs OuterAttrs) on n elements, `sum` the
+// replicas' summed pseudo-gradients: d = sum / outerDivisor(replicas,
+// gapPenalty); with a momentum buffer m, m = momentum * m + d, clamped to
+// [-clip, clip] when clip > 0 (CO2), and the update is d + momentum * m
+// (Nesterov) or m; without one (m == nullptr: momentum and clip unused) the
+// update is d. anchor -= lr * update; param = anchor. Each operation rounds
+// in f32 in this order, no FMA (baseline x86-64), as cuda::outerStep does:
+// CPU and GPU replicas keep the same bits.
+void outerStep(float *param, float *anchor, float *m, const float *sum, int64_t n, float lr,
+               float momentum, bool nesterov, int replicas, float gapPenalty, float clip);
 
 // Copies the sub-block `region` of a row-major tensor `src` with shape
 // `srcShape` into the dense `dst` (B -> S slice), or back (scatter = true,

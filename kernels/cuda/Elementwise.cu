@@ -70,6 +70,16 @@ template <class T> __global__ void addKernel(const T *a, const T *b, T *y, int64
     y[i] = fromFloat<T>(toFloat(a[i]) + toFloat(b[i]));
 }
 
+__global__ void subtractKernel(const float *a, const float *b, float *y, int64_t n) {
+  for (int64_t i = first(); i < n; i += stride())
+    y[i] = a[i] - b[i];
+}
+
+__global__ void scaleKernel(const float *x, float factor, float *y, int64_t n) {
+  for (int64_t i = first(); i < n; i += stride())
+    y[i] = x[i] * factor;
+}
+
 template <class T> __global__ void fillKernel(T *y, float value, int64_t n) {
   T v = fromFloat<T>(value);
   for (int64_t i = first(); i < n; i += stride())
@@ -124,6 +134,12 @@ template <class T> Status add(const T *a, const T *b, T *y, int64_t n, cudaStrea
 }
 template <class T> Status fill(T *y, float value, int64_t n, cudaStream_t stream) {
   SBPFLOW_LAUNCH(fillKernel<T>, n, y, value, n);
+}
+Status subtract(const float *a, const float *b, float *y, int64_t n, cudaStream_t stream) {
+  SBPFLOW_LAUNCH(subtractKernel, n, a, b, y, n);
+}
+Status scale(const float *x, float factor, float *y, int64_t n, cudaStream_t stream) {
+  SBPFLOW_LAUNCH(scaleKernel, n, x, factor, y, n);
 }
 Status castToBf16(const float *x, bf16 *y, int64_t n, cudaStream_t stream) {
   SBPFLOW_LAUNCH(toBf16Kernel, n, x, y, n);

@@ -30,6 +30,10 @@ Status biasGelu(const T *x, const T *bias, T *pre, T *y, int64_t rows, int64_t c
                 cudaStream_t stream);
 template <class T> Status add(const T *a, const T *b, T *y, int64_t n, cudaStream_t stream);
 template <class T> Status fill(T *y, float value, int64_t n, cudaStream_t stream);
+// Local SGD's f32 ops, as cpu::subtract and cpu::scale (the same bits):
+// y = a - b, y = x * factor.
+Status subtract(const float *a, const float *b, float *y, int64_t n, cudaStream_t stream);
+Status scale(const float *x, float factor, float *y, int64_t n, cudaStream_t stream);
 // Mixed precision: bf16 compute copies of fp32 master tensors, and back.
 Status castToBf16(const float *x, bf16 *y, int64_t n, cudaStream_t stream);
 Status castToFloat(const bf16 *x, float *y, int64_t n, cudaStream_t stream);

@@ -1,8 +1,10 @@
 // Optimizer kernels (see Optimizers.h): grid-stride loops with cpu's formulas
-// term for term. SGD rounds every operation as cpu::sgdMomentum does (built
-// without FMA contraction): GPU and CPU replicas of a weight keep the same
-// bits. AdamW may fuse multiply-adds, as the CPU's AVX2 / AVX-512 clones do.
+// term for term. SGD and local SGD's outer step round every operation as
+// cpu::sgdMomentum and cpu::outerStep do (built without FMA contraction): GPU
+// and CPU replicas of a weight keep the same bits. AdamW may fuse
+// multiply-adds, as the CPU's AVX2 / AVX-512 clones do.
 #include "kernels/cpu/Adam.h"
+#include "kernels/cpu/Kernels.h"
 #include "kernels/cuda/Launch.cuh"
 #include "kernels/cuda/Optimizers.h"
 
@@ -54,6 +56,26 @@ __global__ void adamwKernel(float *w, float *m, float *v, const float *g, int64_
   }
 }
 
+__global__ void outerStepKernel(float *param, float *anchor, float *m, const float *sum, int64_t n,
+                                float lr, float momentum, bool nesterov, float divisor,
+                                float clip) {
+  for (int64_t i = first(); i < n; i += stride()) {
+    const float d = __fdiv_rn(sum[i], divisor);
+    float update = d;
+    if (m) {
+      float mi = __fadd_rn(__fmul_rn(momentum, m[i]), d);
+      // Comparisons rather than fminf / fmaxf, which drop a NaN: as the CPU.
+      if (clip > 0.f)
+        mi = mi < -clip ? -clip : (mi > clip ? clip : mi);
+      m[i] = mi;
+      update = nesterov ? __fadd_rn(d, __fmul_rn(momentum, mi)) : mi;
+    }
+    const float a = __fsub_rn(anchor[i], __fmul_rn(lr, update));
+    anchor[i] = a;
+    param[i] = a;
+  }
+}
+
 } // namespace
 
 Status sgdMomentum(float *w, float *v, const float *g, int64_t n, float lr, float momentum,
@@ -80,6 +102,17 @@ Status adamw(float *w, float *m, float *v, const float *g, int64_t n, float lr, 
   adamwKernel<<<blocksFor(n), kThreads, 0, stream>>>(w, m, v, g, n, beta1, beta2, eps, decay,
                                                      stepSize, bc2Sqrt, gradScale);
   return launched("adamwKernel");
+}
+
+Status outerStep(float *param, float *anchor, float *m, const float *sum, int64_t n, float lr,
+                 float momentum, bool nesterov, int replicas, float gapPenalty, float clip,
+                 cudaStream_t stream) {
+  if (n <= 0)
+    return Status::ok();
+  outerStepKernel<<<blocksFor(n), kThreads, 0, stream>>>(
+      param, anchor, m, sum, n, lr, momentum, nesterov, cpu::outerDivisor(replicas, gapPenalty),
+      clip);
+  return launched("outerStepKernel");
 }
 
 } // namespace sbpflow::cuda

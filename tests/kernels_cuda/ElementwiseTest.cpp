@@ -215,12 +215,36 @@ TEST(CudaElementwise, CastsRoundToNearestEvenAndKeepNaN) {
   }
 }
 
+// Local SGD's pseudo-gradient and Scale round once each: the CPU's bits,
+// subnormal results included (neither side flushes them).
+TEST(CudaElementwise, SubtractAndScaleMatchTheCpuBitForBit) {
+  SBPFLOW_REQUIRE_GPU();
+  for (int64_t n : kSizes) {
+    SCOPED_TRACE("n = " + std::to_string(n));
+    auto a = randomVector(n, 31), b = randomVector(n, 32, -1e-3f, 1e-3f);
+    const float special[] = {1e-38f, -3e-39f, -0.f, 3.4e38f};
+    for (int64_t i = 0; i < n && i < 4; ++i)
+      a[i] = special[i];
+    const float factor = 0.37f;
+    std::vector<float> diff(n), scaled(n);
+    cpu::subtract(a.data(), b.data(), diff.data(), n);
+    cpu::scale(a.data(), factor, scaled.data(), n);
+    DeviceBuffer<float> da(a), db(b), ddiff(n), dscaled(n);
+    ASSERT_OK(cuda::subtract(da.get(), db.get(), ddiff.get(), n, nullptr));
+    ASSERT_OK(cuda::scale(da.get(), factor, dscaled.get(), n, nullptr));
+    EXPECT_EQ(ddiff.download(), diff);
+    EXPECT_EQ(dscaled.download(), scaled);
+  }
+}
+
 TEST(CudaElementwise, EmptyTensorsLaunchNothing) {
   SBPFLOW_REQUIRE_GPU();
   ASSERT_OK(cuda::relu<float>(nullptr, nullptr, 0, nullptr));
   ASSERT_OK(cuda::biasAdd<float>(nullptr, nullptr, nullptr, 0, 5, nullptr));
   ASSERT_OK(cuda::castToBf16(nullptr, nullptr, 0, nullptr));
   ASSERT_OK(cuda::castToFloat(nullptr, nullptr, 0, nullptr));
+  ASSERT_OK(cuda::subtract(nullptr, nullptr, nullptr, 0, nullptr));
+  ASSERT_OK(cuda::scale(nullptr, 1.f, nullptr, 0, nullptr));
 }
 
 } // namespace

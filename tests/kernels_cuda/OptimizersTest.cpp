@@ -1,10 +1,13 @@
 // The optimizer CUDA kernels against kernels/cpu over several steps, with and
-// without a (device) gradient-clipping factor.
+// without a (device) gradient-clipping factor, and local SGD's outer step.
 #include "kernels/cuda/Optimizers.h"
 #include "kernels/cpu/Kernels.h"
 #include "kernels/cpu/Transformer.h"
+#include "tests/kernels/FloatBits.h"
 #include "tests/kernels/RandomVector.h"
 #include "tests/kernels_cuda/CudaTest.h"
+
+#include <cmath>
 
 namespace sbpflow::test {
 namespace {
@@ -80,11 +83,67 @@ TEST(CudaOptimizers, AdamW) {
   }
 }
 
+// The same bits, where a NaN counts as any NaN (the GPU's arithmetic
+// gives its canonical NaN, the CPU's keeps the operand's payload).
+void expectSameFloats(const std::vector<float> &got, const std::vector<float> &want,
+                      const std::string &what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  int wrong = 0;
+  for (size_t i = 0; i < got.size() && wrong < 10; ++i)
+    if (std::isnan(got[i]) != std::isnan(want[i]) ||
+        (!std::isnan(want[i]) && bitsOf(got[i]) != bitsOf(want[i]))) {
+      ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want " << want[i];
+      ++wrong;
+    }
+}
+
+// Local SGD's outer step as DiLoCo (Nesterov momentum), plain averaging (no
+// buffer) and CO2 (a gap penalty, whose divisor 3 * 1.3 is inexact, and a
+// clip that binds) configure it, with a NaN in the pseudo-gradient: the
+// CPU's bits, every operation rounded in f32 in the same order.
+TEST(CudaOptimizers, OuterStep) {
+  SBPFLOW_REQUIRE_GPU();
+  struct Config {
+    const char *name;
+    float lr, momentum;
+    bool nesterov, buffer;
+    int replicas;
+    float gapPenalty, clip;
+  };
+  const Config configs[] = {{"DiLoCo", 0.7f, 0.9f, true, true, 4, 1.f, 0.f},
+                            {"plain", 1.f, 0.f, false, false, 3, 1.f, 0.f},
+                            {"CO2", 0.7f, 0.5f, false, true, 3, 1.3f, 0.01f}};
+  for (const Config &c : configs) {
+    for (int64_t n : kSizes) {
+      SCOPED_TRACE(std::string(c.name) + ", n = " + std::to_string(n));
+      auto anchor = randomVector(n, 141);
+      std::vector<float> param(n, 0.f), m(n, 0.f);
+      DeviceBuffer<float> dparam(param), danchor(anchor), dm(m), dsum(n);
+      for (int round = 0; round < kSteps; ++round) {
+        auto sum = randomVector(n, 142 + round, -0.2f, 0.2f);
+        if (n > 1)
+          sum[n / 2] = std::nanf("");
+        cpu::outerStep(param.data(), anchor.data(), c.buffer ? m.data() : nullptr, sum.data(), n,
+                       c.lr, c.momentum, c.nesterov, c.replicas, c.gapPenalty, c.clip);
+        ASSERT_CUDA(cudaMemcpy(dsum.get(), sum.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+        ASSERT_OK(cuda::outerStep(dparam.get(), danchor.get(), c.buffer ? dm.get() : nullptr,
+                                  dsum.get(), n, c.lr, c.momentum, c.nesterov, c.replicas,
+                                  c.gapPenalty, c.clip, nullptr));
+      }
+      expectSameFloats(danchor.download(), anchor, "anchor");
+      expectSameFloats(dparam.download(), param, "param");
+      expectSameFloats(dm.download(), m, "momentum");
+    }
+  }
+}
+
 TEST(CudaOptimizers, EmptyParametersLaunchNothing) {
   SBPFLOW_REQUIRE_GPU();
   ASSERT_OK(cuda::sgdMomentum(nullptr, nullptr, nullptr, 0, 0.1f, 0.9f, 0.f, nullptr, nullptr));
   ASSERT_OK(cuda::adamw(nullptr, nullptr, nullptr, nullptr, 0, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.f, 1,
                         nullptr, nullptr));
+  ASSERT_OK(cuda::outerStep(nullptr, nullptr, nullptr, nullptr, 0, 0.7f, 0.9f, true, 2, 1.f, 0.f,
+                            nullptr));
 }
 
 } // namespace

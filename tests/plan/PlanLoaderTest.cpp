@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -878,6 +879,148 @@ TEST(PlanLoader, I32VariablesStartFromZerosOrAWholeConstant) {
               std::string::npos)
         << loaded.status().message();
   }
+}
+
+// Local SGD on two replicas (DiLoCo): the inner program scales a gradient;
+// the round's program sums the pseudo-gradients and takes the outer step.
+// Variables: the parameter (one value per replica), its anchor and outer
+// momentum, and three a defect may point the outer step at.
+PlanSpec localSgdPlan() {
+  PlanSpec spec;
+  spec.placements[0] = {"dp", {0, 1}, {2}};
+  const std::vector<int64_t> shape = {4, 3};
+  spec.variables = {{"w", shape},
+                    {"w.anchor", shape},
+                    {"w.outer_m", shape},
+                    {"b", {3}},
+                    {"w.split", shape, 0, {S(0)}},
+                    {"w.count", shape, 0, {B()}, plan::InitKind::Zeros, 0, 0, 0, plan::DType::I32}};
+  spec.variables[0].replicaDim = 0;
+  using K = plan::OpKind;
+  ProgramSpec outer;
+  outer.name = "outer";
+  outer.tensors = {{"w", shape, {B()}, plan::DType::F32, 0},
+                   {"w.anchor", shape, {B()}, plan::DType::F32, 1},
+                   {"delta", shape, {P()}},
+                   {"delta.sum", shape, {B()}}};
+  TaskSpec step = makeTask("outer_step", K::OuterStep, {3}, {}, plan::OpAttrs::OuterAttrs);
+  step.lr = 0.7f;
+  step.momentum = 0.9f;
+  step.nesterov = true;
+  step.replicas = 2;
+  step.param = 0;
+  step.anchor = 1;
+  step.momentumBuffer = 2;
+  outer.tasks = {
+      makeTask("w", K::Parameter, {}, {0}),
+      makeTask("w.anchor", K::Parameter, {}, {1}),
+      makeTask("delta", K::PseudoGradient, {1, 0}, {2}),
+      makeTask("delta.allreduce", K::AllReduce, {2}, {3}, plan::OpAttrs::CollectiveAttrs),
+      step,
+  };
+  ProgramSpec train;
+  train.tensors = {{"g", shape}, {"g.own", shape}};
+  TaskSpec scale = makeTask("g.own", K::Scale, {0}, {1}, plan::OpAttrs::ScaleAttrs);
+  scale.factor = 0.5f;
+  train.tasks = {fillTask("g", 0, 1.0f), scale};
+  spec.programs = {outer, train};
+  spec.schedule = ScheduleSpec{"diloco", "train", 4, {"outer"}};
+  finalize(spec);
+  return spec;
+}
+
+// Offsets, sizes and registers of every program assigned again.
+void rewireAll(PlanSpec &s) {
+  for (ProgramSpec &prog : s.programs) {
+    for (TensorSpec &t : prog.tensors)
+      t.offset = t.bytes = -1;
+    prog.arenaBytes = -1;
+    prog.registers.clear();
+  }
+  finalize(s);
+}
+
+TEST(PlanLoader, LocalSgdLoads) {
+  EXPECT_EQ(loadError(localSgdPlan()), "loaded");
+  // Plain averaging: no momentum, no buffer.
+  PlanSpec plain = localSgdPlan();
+  task(plain, 4).momentum = 0.0f;
+  task(plain, 4).nesterov = false;
+  task(plain, 4).momentumBuffer = -1;
+  EXPECT_EQ(loadError(plain), "loaded");
+  // CO2: a gap penalty and a clipped outer momentum.
+  PlanSpec co2 = localSgdPlan();
+  task(co2, 4).gapPenalty = 2.0f;
+  task(co2, 4).clip = 0.01f;
+  EXPECT_EQ(loadError(co2), "loaded");
+  // No schedule: every step runs "train".
+  PlanSpec none = localSgdPlan();
+  none.schedule.reset();
+  EXPECT_EQ(loadError(none), "loaded");
+}
+
+// The registry's checks of Scale, PseudoGradient and OuterStep (kernels/
+// LocalSgd.cpp), which the loader runs.
+TEST(PlanLoader, LocalSgdKindDefects) {
+  const std::string scale = "program 'train': task 1 'g.own' (Scale): ";
+  const std::string step = "program 'outer': task 4 'outer_step' (OuterStep): ";
+  const std::vector<Defect> defects = {
+      {[](PlanSpec &s) { s.programs[1].tasks[1].factor = INFINITY; },
+       scale + "ScaleAttrs.factor must be finite, is inf"},
+      {[](PlanSpec &s) {
+         s.programs[1].tensors[1].shape = {4, 4};
+         rewireAll(s);
+       },
+       scale + "operands differ in local size ([4,3] and [4,4])"},
+      {[](PlanSpec &s) {
+         tensor(s, 2).shape = {4, 4};
+         rewireAll(s);
+       },
+       "program 'outer': task 2 'delta' (PseudoGradient): operands differ in local size ([4,3] "
+       "and [4,4])"},
+      {[](PlanSpec &s) { task(s, 4).param = 9; },
+       step + "param variable 9 out of range (plan has 6 variables)"},
+      {[](PlanSpec &s) { task(s, 4).param = 3; },
+       step + "pseudo-gradient shape differs from variable 'b'"},
+      {[](PlanSpec &s) { task(s, 4).anchor = -1; },
+       step + "anchor variable -1 out of range (plan has 6 variables)"},
+      {[](PlanSpec &s) { task(s, 4).anchor = 3; },
+       step + "anchor variable 'b' differs in shape from the parameter 'w'"},
+      {[](PlanSpec &s) { task(s, 4).anchor = 0; },
+       step + "anchor variable 'w' is the parameter itself"},
+      {[](PlanSpec &s) { task(s, 4).momentumBuffer = 7; },
+       step + "momentum_buffer variable 7 out of range (plan has 6 variables)"},
+      {[](PlanSpec &s) { task(s, 4).momentumBuffer = 1; },
+       step + "momentum_buffer variable 'w.anchor' is the anchor"},
+      {[](PlanSpec &s) { task(s, 4).momentumBuffer = 4; },
+       step + "momentum_buffer variable 'w.split' differs in placement or nd-SBP from the "
+              "parameter 'w'"},
+      {[](PlanSpec &s) { task(s, 4).momentumBuffer = 5; },
+       step + "momentum_buffer variable 'w.count' must be f32"},
+      {[](PlanSpec &s) { task(s, 4).momentumBuffer = -1; },
+       step + "OuterAttrs.momentum 0.900000 without a momentum_buffer"},
+      {[](PlanSpec &s) {
+         task(s, 4).momentum = 0.0f;
+         task(s, 4).momentumBuffer = -1;
+         task(s, 4).clip = 0.01f;
+       },
+       step + "OuterAttrs.clip 0.010000 without a momentum_buffer (clip bounds the outer "
+              "momentum)"},
+      {[](PlanSpec &s) { task(s, 4).replicas = 0; },
+       step + "OuterAttrs.replicas must be at least 1, is 0"},
+      {[](PlanSpec &s) { task(s, 4).gapPenalty = 0.5f; },
+       step + "OuterAttrs.gap_penalty must be finite and at least 1, is 0.5"},
+      {[](PlanSpec &s) { task(s, 4).gapPenalty = INFINITY; },
+       step + "OuterAttrs.gap_penalty must be finite and at least 1, is inf"},
+      {[](PlanSpec &s) { task(s, 4).momentum = 1.0f; },
+       step + "OuterAttrs.momentum must lie in [0, 1), is 1"},
+      {[](PlanSpec &s) { task(s, 4).momentum = -0.5f; },
+       step + "OuterAttrs.momentum must lie in [0, 1), is -0.5"},
+      {[](PlanSpec &s) { task(s, 4).lr = NAN; }, step + "OuterAttrs.lr must be finite"},
+      {[](PlanSpec &s) { task(s, 4).clip = -1.0f; },
+       step + "OuterAttrs.clip must be finite and at least 0, is -1"},
+  };
+  expectRefused(localSgdPlan, defects);
 }
 
 } // namespace

@@ -37,6 +37,7 @@ struct VariableSpec {
   float a = 0, b = 0;
   uint64_t seed = 0;
   plan::DType dtype = plan::DType::F32; // F32 or I32
+  int replicaDim = -1;                  // local SGD: one value per replica along it
 };
 
 struct TensorSpec {
@@ -98,6 +99,10 @@ struct TaskSpec {
   int64_t begin = 0;                               // Narrow(Grad)
   float maxNorm = 1;                               // ClipScale
   CodecSpec codec{};                               // AllReduce
+  float factor = 1;                                // Scale
+  bool nesterov = false;                           // OuterStep (lr, momentum above)
+  int replicas = 1, anchor = -1;                   // OuterStep (param, momentumBuffer above)
+  float gapPenalty = 1, clip = 0;                  // OuterStep
   int seq = -1;
 };
 
@@ -119,11 +124,19 @@ struct ProgramSpec {
   std::vector<std::pair<std::string, int>> outputs;
 };
 
+// Local SGD's interleaving of programs (plan.fbs Schedule).
+struct ScheduleSpec {
+  std::string algorithm = "diloco", inner = "train";
+  int period = 1;
+  std::vector<std::string> round;
+};
+
 struct PlanSpec {
   uint32_t version = 6; // kPlanVersion
   std::vector<PlacementSpec> placements = {PlacementSpec{}};
   std::vector<VariableSpec> variables;
   std::vector<ProgramSpec> programs;
+  std::optional<ScheduleSpec> schedule;
 };
 
 // A task with its op, tensor indices and attribute type; the attributes
@@ -234,7 +247,7 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
   auto variables = tables(spec.variables, [&](const VariableSpec &v) {
     auto init = plan::CreateInit(fbb, v.init, v.a, v.b, v.seed);
     return plan::CreateVariable(fbb, fbb.CreateString(v.name), v.dtype, fbb.CreateVector(v.shape),
-                                v.placement, sbpVec(v.sbp), init);
+                                v.placement, sbpVec(v.sbp), init, v.replicaDim);
   });
   std::vector<flatbuffers::Offset<plan::Program>> programs;
   for (const ProgramSpec &prog : spec.programs) {
@@ -304,6 +317,14 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
       case plan::OpAttrs::ClipAttrs:
         attrs = plan::CreateClipAttrs(fbb, t.maxNorm).Union();
         break;
+      case plan::OpAttrs::ScaleAttrs:
+        attrs = plan::CreateScaleAttrs(fbb, t.factor).Union();
+        break;
+      case plan::OpAttrs::OuterAttrs:
+        attrs = plan::CreateOuterAttrs(fbb, t.lr, t.momentum, t.nesterov, t.replicas, t.gapPenalty,
+                                       t.clip, t.param, t.anchor, t.momentumBuffer)
+                    .Union();
+        break;
       default:
         break;
       }
@@ -324,8 +345,17 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
                                            fbb.CreateVector(tasks), registers, prog.arenaBytes,
                                            inputs, metrics, outputs));
   }
+  flatbuffers::Offset<plan::Schedule> schedule;
+  if (const auto &sc = spec.schedule) {
+    std::vector<flatbuffers::Offset<flatbuffers::String>> round;
+    for (const std::string &name : sc->round)
+      round.push_back(fbb.CreateString(name));
+    schedule =
+        plan::CreateSchedule(fbb, fbb.CreateString(sc->algorithm), fbb.CreateString(sc->inner),
+                             sc->period, fbb.CreateVector(round));
+  }
   auto root = plan::CreatePlan(fbb, spec.version, placements, variables, fbb.CreateVector(programs),
-                               fbb.CreateString("test"));
+                               fbb.CreateString("test"), schedule);
   plan::FinishPlanBuffer(fbb, root);
   return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
 }

@@ -335,6 +335,27 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
   return Status::ok();
 }
 
+// The schedule's programs (`programs`: the plan's program names) and period.
+Status checkSchedule(const plan::Schedule &schedule, const std::set<std::string> &programs) {
+  if (schedule.algorithm()->size() == 0)
+    return Status::error("schedule: algorithm is empty (it names the schedule in messages)");
+  const std::string what = "schedule '" + schedule.algorithm()->str() + "'";
+  const std::string inner = schedule.inner()->str();
+  if (!programs.count(inner))
+    return Status::error(what + ": inner program '" + inner + "' is not a program of the plan");
+  if (schedule.period() < 1)
+    return Status::error(what + ": period " + std::to_string(schedule.period()) +
+                         " (at least 1 inner step a round)");
+  for (size_t i = 0; i < schedule.round()->size(); ++i) {
+    const std::string name = schedule.round()->Get(i)->str();
+    if (!programs.count(name))
+      return Status::error(what + ": round program '" + name + "' is not a program of the plan");
+    if (name == inner)
+      return Status::error(what + ": round program '" + name + "' is the inner program");
+  }
+  return Status::ok();
+}
+
 } // namespace
 
 Status checkPlan(const plan::Plan &p) {
@@ -382,6 +403,11 @@ Status checkPlan(const plan::Plan &p) {
         (v->init()->kind() != plan::InitKind::Constant ||
          !(a >= -2147483648.0f && a < 2147483648.0f) || a != std::trunc(a)))
       return Status::error(what + ": an i32 variable starts from Zeros or an integral Constant");
+    const std::vector<int64_t> hierarchy = toHierarchy(*p.placements()->Get(v->placement()));
+    if (v->replica_dim() < -1 || v->replica_dim() >= static_cast<int>(hierarchy.size()))
+      return Status::error(what + ": replica_dim " + std::to_string(v->replica_dim()) +
+                           " is not a dimension of its placement's hierarchy " +
+                           toString(hierarchy) + " (-1: none)");
   }
   std::set<std::string> names;
   for (size_t i = 0; i < len(p.programs()); ++i) {
@@ -391,6 +417,8 @@ Status checkPlan(const plan::Plan &p) {
     if (Status s = checkProgram(p, *prog); !s)
       return s;
   }
+  if (const plan::Schedule *schedule = p.schedule())
+    return checkSchedule(*schedule, names);
   return Status::ok();
 }
 

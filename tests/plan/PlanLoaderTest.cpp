@@ -959,6 +959,28 @@ TEST(PlanLoader, LocalSgdLoads) {
   EXPECT_EQ(loadError(none), "loaded");
 }
 
+TEST(PlanLoader, ReplicaDimAndScheduleDefects) {
+  const std::vector<Defect> defects = {
+      {[](PlanSpec &s) { s.variables[0].replicaDim = 1; },
+       "variable 0 'w': replica_dim 1 is not a dimension of its placement's hierarchy [2] "
+       "(-1: none)"},
+      {[](PlanSpec &s) { s.variables[0].replicaDim = -2; },
+       "variable 0 'w': replica_dim -2 is not a dimension"},
+      {[](PlanSpec &s) { s.schedule->algorithm = ""; }, "schedule: algorithm is empty"},
+      {[](PlanSpec &s) { s.schedule->inner = "eval"; },
+       "schedule 'diloco': inner program 'eval' is not a program of the plan"},
+      {[](PlanSpec &s) { s.schedule->period = 0; },
+       "schedule 'diloco': period 0 (at least 1 inner step a round)"},
+      {[](PlanSpec &s) {
+         s.schedule->round = {"outer", "sync"};
+       },
+       "schedule 'diloco': round program 'sync' is not a program of the plan"},
+      {[](PlanSpec &s) { s.schedule->round = {"train"}; },
+       "schedule 'diloco': round program 'train' is the inner program"},
+  };
+  expectRefused(localSgdPlan, defects);
+}
+
 // The registry's checks of Scale, PseudoGradient and OuterStep (kernels/
 // LocalSgd.cpp), which the loader runs.
 TEST(PlanLoader, LocalSgdKindDefects) {

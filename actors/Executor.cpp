@@ -670,6 +670,33 @@ Status ActorExecutor::writeTrace(const std::string &path) const {
 
 } // namespace
 
+Status runScheduled(Executor &executor, const plan::Plan &plan, const std::string &program,
+                    DataSource *data, int64_t epoch, int64_t firstBatch, int64_t count,
+                    int64_t batchesPerEpoch, const Executor::StepCallback &onStep) {
+  const plan::Schedule *schedule = plan.schedule();
+  if (!schedule || program != schedule->inner()->str())
+    return executor.run(program, data, epoch, firstBatch, count, onStep);
+  if (batchesPerEpoch <= 0)
+    return Status::error("schedule " + schedule->algorithm()->str() + ": program '" + program +
+                         "' has no batches per epoch");
+  const int64_t period = schedule->period();
+  const Executor::StepCallback quiet = [](int64_t, const std::vector<double> &) {};
+  for (int64_t batch = firstBatch, end = firstBatch + count; batch < end;) {
+    const int64_t global = epoch * batchesPerEpoch + batch;
+    const int64_t toRoundEnd = period - global % period;
+    const int64_t n = std::min(toRoundEnd, end - batch);
+    if (Status s = executor.run(program, data, epoch, batch, n, onStep); !s)
+      return s;
+    batch += n;
+    if (n < toRoundEnd)
+      break;
+    for (const flatbuffers::String *round : *schedule->round())
+      if (Status s = executor.run(round->str(), data, epoch, batch - 1, 1, quiet); !s)
+        return s;
+  }
+  return Status::ok();
+}
+
 StatusOr<std::unique_ptr<Executor>> Executor::create(caf::actor_system &system,
                                                      const plan::Plan *plan, CommGroups *comms,
                                                      const ExecutorOptions &options) {

@@ -110,4 +110,14 @@ public:
   virtual Status writeTrace(const std::string &path) const = 0;
 };
 
+// Runs `count` steps of `program` from global batch `firstBatch` of `epoch`
+// as the plan's schedule says (plan.fbs Schedule): where `program` is the
+// schedule's inner program, the round's programs run once each after every
+// step that ends a round (global step epoch * batchesPerEpoch + batch, so
+// rounds continue across chunks, epochs and resumed jobs); otherwise as
+// Executor::run. `onStep` sees `program`'s steps only.
+Status runScheduled(Executor &executor, const plan::Plan &plan, const std::string &program,
+                    DataSource *data, int64_t epoch, int64_t firstBatch, int64_t count,
+                    int64_t batchesPerEpoch, const Executor::StepCallback &onStep);
+
 } // namespace sbpflow

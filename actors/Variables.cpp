@@ -116,6 +116,11 @@ std::vector<VariableShard> initVariableShards(const plan::Plan &plan, int global
 // A variable as the checkpoint stores it: in its own element type.
 namespace {
 
+// A per-replica variable (local SGD, Variable.replica_dim) is stored with a
+// leading axis of the replicas, split on its replica dimension: each
+// replica's copy is its own row, so a checkpoint keeps every replica's
+// parameters and optimiser state, and a job with another number of
+// replicas is refused by shape.
 checkpoint::TensorMeta checkpointMeta(const plan::Plan &plan, const plan::Variable &var) {
   checkpoint::TensorMeta meta;
   meta.name = var.name()->str();
@@ -123,7 +128,30 @@ checkpoint::TensorMeta checkpointMeta(const plan::Plan &plan, const plan::Variab
   meta.shape = toShape(var.shape());
   meta.sbp = toNdSbp(var.sbp());
   meta.hierarchy = toHierarchy(*plan.placements()->Get(var.placement()));
+  if (const int d = var.replica_dim(); d >= 0) {
+    meta.shape.insert(meta.shape.begin(), meta.hierarchy[d]);
+    for (SbpDim &dim : meta.sbp)
+      if (dim.kind == SbpKind::Split)
+        ++dim.axis;
+    meta.sbp[d] = SbpDim{SbpKind::Split, 0};
+  }
   return meta;
+}
+
+// Where `shard` (held by global rank `globalRank`) lies in the stored tensor
+// of checkpointMeta: its region, in its replica's row for a per-replica
+// variable.
+Region storedRegion(const plan::Plan &plan, const plan::Variable &var, int globalRank,
+                    const VariableShard &shard) {
+  const int d = var.replica_dim();
+  if (d < 0)
+    return shard.region;
+  const plan::Placement &pl = *plan.placements()->Get(var.placement());
+  const std::vector<int64_t> coord =
+      hierarchyCoord(toHierarchy(pl), rankIndexIn(pl, globalRank));
+  Region region{Chunk{coord[d], 1}};
+  region.insert(region.end(), shard.region.begin(), shard.region.end());
+  return region;
 }
 
 } // namespace
@@ -147,8 +175,9 @@ writeVariableShards(const plan::Plan &plan, int globalRank,
     const std::vector<int64_t> coord = hierarchyCoord(meta.hierarchy, rankIndexIn(pl, globalRank));
     for (const checkpoint::ShardOwner &shard : *owners)
       if (shard.coord == coord) {
-        auto record =
-            checkpoint::writeShard(staging, meta, shards[v].region, shards[v].data(), generation);
+        auto record = checkpoint::writeShard(
+            staging, meta, storedRegion(plan, *var, globalRank, shards[v]), shards[v].data(),
+            generation);
         if (!record)
           return record.status().withContext(rank);
         records.push_back(record.take());
@@ -204,9 +233,8 @@ Status loadVariableShards(const plan::Plan &plan, int globalRank,
                            toString(want.shape));
     if (!shards[v].local)
       continue;
-    if (Status s =
-            reader->read(want.name, want.shape, want.dtype, shards[v].region, shards[v].data());
-        !s)
+    const Region region = storedRegion(plan, *plan.variables()->Get(v), globalRank, shards[v]);
+    if (Status s = reader->read(want.name, want.shape, want.dtype, region, shards[v].data()); !s)
       return s.withContext(rank);
   }
   if (next)

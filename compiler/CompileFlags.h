@@ -1,8 +1,9 @@
 // The compile options as command-line flags (CLI11), one definition for
 // `sbpflow compile` and the examples: --bf16, and gradient compression's
 // --compress, --compress-warmup, --compress-epoch-steps, --lgreco-every,
-// --link-bytes-per-second and --codec-costs (compiler/Pipeline.h,
-// CompileOptions). Header-only: the compiler library does not link CLI11.
+// --link-bytes-per-second and --codec-costs, and local SGD's --sync,
+// --outer-lr and --outer-momentum (compiler/Pipeline.h, CompileOptions). Header-only: the compiler
+// library does not link CLI11.
 #pragma once
 
 #include "compiler/Pipeline.h"
@@ -33,6 +34,15 @@ inline void addCompileFlags(CLI::App &app, CompileOptions &options) {
       ->check(CLI::PositiveNumber);
   app.add_option("--codec-costs", options.codecCosts,
                  "--compress auto: codec costs measured by build/bin/codec_costs (JSON)");
+  app.add_option("--sync", options.sync,
+                 "how data-parallel replicas synchronise: ddp (every step's gradients) or "
+                 "diloco:H (local SGD: H inner steps, then DiLoCo's outer step)");
+  app.add_option("--outer-lr", options.outerLr,
+                 "--sync diloco: the outer learning rate (default 0.7)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--outer-momentum", options.outerMomentum,
+                 "--sync diloco: the outer Nesterov momentum (default 0.9)")
+      ->check(CLI::Range(0.0, 0.999999));
 }
 
 } // namespace sbpflow

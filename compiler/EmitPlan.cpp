@@ -248,6 +248,17 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
     return withI32("axis", [&](int32_t axis) { return fb::CreateConcatAttrs(fbb, axis); });
   case fb::OpAttrs::ClipAttrs:
     return fb::CreateClipAttrs(fbb, f32("max_norm")).Union();
+  case fb::OpAttrs::ScaleAttrs:
+    return fb::CreateScaleAttrs(fbb, f32("factor")).Union();
+  case fb::OpAttrs::OuterAttrs: {
+    FailureOr<int32_t> param = variable("variable"), anchor = variable("anchor"),
+                       buffer = variable("momentum_buffer"), replicas = i32("replicas");
+    if (failed(param) || failed(anchor) || failed(buffer) || failed(replicas))
+      return failure();
+    return fb::CreateOuterAttrs(fbb, f32("lr"), f32("momentum"), flag("nesterov"), *replicas,
+                                f32("gap_penalty"), f32("clip"), *param, *anchor, *buffer)
+        .Union();
+  }
   }
   op->emitOpError("has plan attributes ")
       << fb::EnumNameOpAttrs(table) << ", which sbp-emit-plan cannot write";
@@ -303,9 +314,16 @@ public:
                          static_cast<uint64_t>(v.getSeed()));
       std::vector<int64_t> shape = type.getShape().vec();
       std::vector<fb::SbpDim> sbp = toPlan(enc);
+      int32_t replicaDim = -1;
+      if (auto dim = v.getReplicaDim()) {
+        if (*dim >= hierarchyOf[enc.getPlacement().getValue()].size())
+          return v.emitOpError("replica_dim ")
+                 << *dim << " is outside the hierarchy of its placement " << enc.getPlacement();
+        replicaDim = static_cast<int32_t>(*dim);
+      }
       variables.push_back(fb::CreateVariableDirect(
           fbb, v.getSymName().str().c_str(), dtypeOf(type.getElementType()), &shape,
-          placementIndex[enc.getPlacement().getValue()], &sbp, initOff));
+          placementIndex[enc.getPlacement().getValue()], &sbp, initOff, replicaDim));
     }
 
     std::vector<flatbuffers::Offset<fb::Program>> programs;
@@ -315,9 +333,25 @@ public:
         return failure();
       programs.push_back(*program);
     }
+    // Local SGD: which programs run when (sbp-local-sgd's sbp.schedule).
+    flatbuffers::Offset<fb::Schedule> schedule;
+    auto schedules = module.getOps<ScheduleOp>();
+    if (!schedules.empty()) {
+      ScheduleOp s = *schedules.begin();
+      if (std::next(schedules.begin()) != schedules.end())
+        return s.emitOpError("is the second sbp.schedule; a plan has one");
+      FailureOr<int32_t> period = int32Of(s, "period", s.getPeriod());
+      if (failed(period))
+        return failure();
+      std::vector<flatbuffers::Offset<flatbuffers::String>> round;
+      for (Attribute f : s.getRound())
+        round.push_back(fbb.CreateString(cast<FlatSymbolRefAttr>(f).getValue().str()));
+      schedule = fb::CreateScheduleDirect(fbb, s.getAlgorithm().str().c_str(),
+                                          s.getInner().str().c_str(), *period, &round);
+    }
     std::string source = module.getSymName() ? module.getSymName()->str() : "";
     auto root = fb::CreatePlanDirect(fbb, sbpflow::kPlanVersion, &placements, &variables, &programs,
-                                     source.c_str());
+                                     source.c_str(), schedule);
     fb::FinishPlanBuffer(fbb, root);
     out.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
     return success();

@@ -87,6 +87,29 @@ def CompressGradientsPass : SbpPass<"sbp-compress-gradients",
   ];
 }
 
+def LocalSgdPass : SbpPass<"sbp-local-sgd",
+    "Local SGD: replicas train alone (no gradient collectives across them) and an outer function exchanges pseudo-gradients"> {
+  let description = [{
+    `sync` names the algorithm: `ddp` (nothing to do) or `diloco:H`. On the
+    first hierarchy dimension of the trained variables' placement (the
+    replica dimension) every replica keeps parameters and optimiser state of
+    its own (`replica_dim` on their variables): each gradient all-reduce
+    across replicas becomes an `sbp.local_estimate` (the replica's own
+    gradient). A new function @outer computes each parameter's
+    pseudo-gradient (`<param>.outer_anchor`, the parameters at the round's
+    start, minus the replica's), sums it across replicas and applies the
+    outer optimiser (`sbp.outer_step`: DiLoCo's Nesterov SGD at `outer-lr`,
+    `outer-momentum`, 0.7 and 0.9 by default). `sbp.schedule` runs @outer
+    after every H steps of the training function.
+  }];
+  let options = [
+    Option<"sync", "sync", "std::string", /*default=*/"\"ddp\"", "ddp or diloco:H">,
+    Option<"outerLr", "outer-lr", "double", /*default=*/"-1",
+           "The outer learning rate (negative: the algorithm's default)">,
+    Option<"outerMomentum", "outer-momentum", "double", /*default=*/"-1",
+           "The outer momentum (negative: the algorithm's default)">,
+  ];
+}
 def PlanMemoryPass : SbpPass<"sbp-plan-memory",
     "Assign arena offsets to activations from their lifetimes (best-fit reuse)">;
 

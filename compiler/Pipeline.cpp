@@ -30,6 +30,8 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
   Option<int64_t> lgrecoEvery{*this, "lgreco-every",
                               llvm::cl::desc("exchanges between L-GreCo's decisions"),
                               llvm::cl::init(CompileOptions{}.lgrecoEvery)};
+  Option<std::string> sync{*this, "sync", llvm::cl::desc("local SGD (see CompileOptions)"),
+                           llvm::cl::init(CompileOptions{}.sync)};
 };
 } // namespace
 
@@ -42,6 +44,14 @@ void mlir::sbp::buildCompilePipeline(OpPassManager &pm, const CompileOptions &op
   pm.addPass(createFuseBiasGeluPass());
   pm.addPass(createPropagatePass());
   pm.addPass(createInsertBoxingPass());
+  if (options.sync != "ddp")
+    pm.addPass(createLocalSgdPass([&] {
+      LocalSgdPassOptions o;
+      o.sync = options.sync;
+      o.outerLr = options.outerLr;
+      o.outerMomentum = options.outerMomentum;
+      return o;
+    }()));
   pm.addPass(createCompressGradientsPass([&] {
     CompressGradientsPassOptions o;
     o.policy = options.compress;
@@ -60,8 +70,10 @@ void mlir::sbp::registerCompilePipeline() {
   PassPipelineRegistration<PipelineOptions>(
       "sbp-compile", "The whole sbpflow pipeline up to (not including) plan emission",
       [](OpPassManager &pm, const PipelineOptions &o) {
-        buildCompilePipeline(pm, CompileOptions{o.bf16, o.compress, o.compressWarmupSteps,
-                                                o.compressEpochSteps, o.lgrecoEvery});
+        CompileOptions options{o.bf16, o.compress, o.compressWarmupSteps, o.compressEpochSteps,
+                               o.lgrecoEvery};
+        options.sync = o.sync;
+        buildCompilePipeline(pm, options);
       });
 }
 
@@ -70,6 +82,10 @@ LogicalResult mlir::sbp::compileModule(ModuleOp module, std::vector<uint8_t> &pl
   MLIRContext *ctx = module.getContext();
   ctx->getOrLoadDialect<func::FuncDialect>();
   ctx->getOrLoadDialect<SbpDialect>();
+  if (options.sync != "ddp" && options.compress != "none")
+    return module.emitError("--compress ")
+           << options.compress << " with --sync " << options.sync
+           << ": the codecs compress data-parallel gradients, which local SGD does not exchange";
   PassManager pm(ctx, ModuleOp::getOperationName());
   buildCompilePipeline(pm, options);
   if (failed(pm.run(module)))

@@ -28,11 +28,17 @@ struct CompileOptions {
   // the cost model's).
   double linkBytesPerSecond = 0;
   std::string codecCosts = "";
+  // Local SGD (sbp-local-sgd): ddp (synchronous data parallelism) or
+  // diloco:H; the outer optimiser's learning rate and momentum (negative:
+  // the algorithm's defaults).
+  std::string sync = "ddp";
+  double outerLr = -1;
+  double outerMomentum = -1;
 };
 
 // Adds [mixed-precision] -> autodiff -> [fold-casts] -> fuse-bias-gelu ->
-// propagate -> insert-boxing (+ check) -> compress-gradients ->
-// bucket-gradients -> plan-memory to `pm` (what `sbp-compile` runs).
+// propagate -> insert-boxing (+ check) -> [local-sgd] -> compress-gradients
+// -> bucket-gradients -> plan-memory to `pm` (what `sbp-compile` runs).
 void buildCompilePipeline(OpPassManager &pm, const CompileOptions &options = {});
 
 // Registers the pipeline as `sbp-compile{bf16=...}` (sbpflow-opt).

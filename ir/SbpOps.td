@@ -64,15 +64,19 @@ def Sbp_PlacementOp : Sbp_Op<"placement", [Symbol, HasParent<"::mlir::ModuleOp">
 
 def Sbp_VariableOp : Sbp_Op<"variable", [Symbol, HasParent<"::mlir::ModuleOp">]> {
   let summary = "persistent state (parameter or optimiser slot)";
+  let description = [{
+    With `replica_dim` (local SGD) each replica along that hierarchy
+    dimension holds a value of its own; the encoding there is B in shape only.
+  }];
   let arguments = (ins SymbolNameAttr:$sym_name, TypeAttrOf<AnyRankedTensor>:$type,
-                       Sbp_InitAttr:$init, I64Attr:$seed);
+                       Sbp_InitAttr:$init, I64Attr:$seed, OptionalAttr<I64Attr>:$replica_dim);
   let assemblyFormat = [{
     $sym_name `:` $type `init` custom<FullAttr>($init) `seed` $seed attr-dict
   }];
   let builders = [
     OpBuilder<(ins "::llvm::StringRef":$name, "::mlir::TypeAttr":$type,
                    "::mlir::sbp::InitAttr":$init, "::mlir::IntegerAttr":$seed), [{
-      build($_builder, $_state, $_builder.getStringAttr(name), type, init, seed);
+      build($_builder, $_state, $_builder.getStringAttr(name), type, init, seed, nullptr);
     }]>
   ];
   let extraClassDeclaration = [{
@@ -80,6 +84,18 @@ def Sbp_VariableOp : Sbp_Op<"variable", [Symbol, HasParent<"::mlir::ModuleOp">]>
       return ::llvm::cast<::mlir::RankedTensorType>(getType());
     }
   }];
+  let extraClassDefinition = [{}];
+}
+
+def Sbp_ScheduleOp : Sbp_Op<"schedule", [HasParent<"::mlir::ModuleOp">]> {
+  let summary = "how the functions interleave in training (plan.fbs Schedule)";
+  let description = [{
+    Local SGD (sbp-local-sgd): `inner` runs `period` steps a round, then the
+    functions of `round` run once each, in order.
+  }];
+  let arguments = (ins StrAttr:$algorithm, FlatSymbolRefAttr:$inner, I64Attr:$period,
+                       SymbolRefArrayAttr:$round);
+  let assemblyFormat = "$algorithm $inner `every` $period `then` $round attr-dict";
   let extraClassDefinition = [{}];
 }
 
@@ -334,6 +350,12 @@ def Sbp_ClipScaleOp : Sbp_ComputeOp<"clip_scale", "ClipScale", [Precision<"F32">
   let arguments = (ins AnyRankedTensor:$sumsq, F32Attr:$max_norm);
 }
 
+def Sbp_PseudoGradientOp : Sbp_ComputeOp<"pseudo_gradient", "PseudoGradient",
+                                        [Precision<"F32">]> {
+  let summary = "anchor - param: a replica's pseudo-gradient, partial on the replica dimension";
+  let arguments = (ins AnyRankedTensor:$anchor, AnyRankedTensor:$param, I64Attr:$dim);
+}
+
 def Sbp_OptimizerAttr : Attr<CPred<"::llvm::isa<::mlir::sbp::OptimizerAttrInterface>($_self)">,
                               "an optimiser (#sbp.sgd, #sbp.adamw)"> {
   let storageType = "::mlir::Attribute";
@@ -406,6 +428,18 @@ def Sbp_AdamWOp : Sbp_OptimizerOp<"adamw", "AdamW"> {
                        F32Attr:$weight_decay);
 }
 
+// Local SGD's outer step (ops/LocalSgd.cpp; plan.fbs OuterAttrs has the
+// formula): `grad` is the replicas' summed pseudo-gradient of `variable`,
+// `anchor` holds the parameters at the round's start.
+def Sbp_OuterStepOp : Sbp_OptimizerOp<"outer_step", "OuterStep"> {
+  let summary = "local SGD's outer update of `anchor` and `variable` (DiLoCo, CO2)";
+  let arguments = (ins AnyRankedTensor:$grad, Optional<AnyRankedTensor>:$scale,
+                       FlatSymbolRefAttr:$variable, FlatSymbolRefAttr:$anchor,
+                       OptionalAttr<FlatSymbolRefAttr>:$momentum_buffer,
+                       F32Attr:$lr, F32Attr:$momentum, BoolAttr:$nesterov, I64Attr:$replicas,
+                       F32Attr:$gap_penalty, F32Attr:$clip);
+}
+
 //===-- boxing (ops/Boxing.cpp) -----------------------------------------------===//
 
 class Sbp_BoxingOp<string mnemonic, string planKind, list<Trait> traits = []>
@@ -470,6 +504,19 @@ def Sbp_ZeroOthersOp : Sbp_BoxingOp<"zero_others", "ZeroOthers"> {
   let summary = "B -> P on hierarchy dimension `dim`: one rank keeps the value";
   let arguments = (ins AnyRankedTensor:$input, I64Attr:$dim);
   let results = (outs AnyRankedTensor:$result);
+}
+
+def Sbp_LocalEstimateOp : Sbp_BoxingOp<"local_estimate", "Scale"> {
+  let summary = "P -> B on hierarchy dimension `dim` without communication";
+  let description = [{
+    Each rank's term times `factor`, the group's size: the rank's own
+    estimate of the sum. Local SGD's inner program uses it where data
+    parallelism all-reduces a gradient: a replica applies the gradient of its
+    own batch (ops/LocalSgd.cpp).
+  }];
+  let arguments = (ins AnyRankedTensor:$input, I64Attr:$dim, F32Attr:$factor);
+  let results = (outs AnyRankedTensor:$result);
+  let hasVerifier = 1;
 }
 
 #endif

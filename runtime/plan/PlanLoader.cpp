@@ -584,7 +584,17 @@ std::string describePlan(const plan::Plan &p) {
        << toString(toShape(v->shape())) << " placement " << v->placement() << " "
        << toString(toNdSbp(v->sbp())) << " init " << plan::EnumNameInitKind(v->init()->kind())
        << "(" << v->init()->a() << ", " << v->init()->b() << ", seed " << v->init()->seed()
-       << ")\n";
+       << ")";
+    if (v->replica_dim() >= 0)
+      os << " per replica of dim " << v->replica_dim();
+    os << "\n";
+  }
+  if (const plan::Schedule *s = p.schedule()) {
+    os << "schedule " << str(s->algorithm()) << ": " << str(s->inner()) << " x" << s->period()
+       << ", then";
+    for (size_t i = 0; i < len(s->round()); ++i)
+      os << " " << s->round()->Get(i)->str();
+    os << "\n";
   }
   for (size_t pi = 0; pi < len(p.programs()); ++pi) {
     const plan::Program *prog = p.programs()->Get(pi);

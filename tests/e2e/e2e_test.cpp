@@ -394,6 +394,115 @@ TEST(GptEndToEnd, ResumeWithTopK2BitUnderAdamWContinuesBitForBit) {
   });
 }
 
+// Local SGD (--sync diloco:H) on 2 replicas of the MLP: a run with
+// `args` for `steps` steps, checkpointed to `out`.
+CommandResult trainLocalSgd(const std::string &sync, const std::string &args, int steps,
+                            const fs::path &out) {
+  std::ostringstream cmd;
+  cmd << SBPFLOW_BIN_DIR << "/mlp_fashion_mnist --local 2 --batch 64 --max-steps " << steps
+      << " --sync " << sync << " " << args << " --checkpoint " << out.string();
+  return runCommand(cmd.str());
+}
+
+// Replica `r` of `replicas` of a per-replica variable's checkpoint tensor
+// (stored [replicas, ...]).
+std::vector<float> replicaRow(const std::vector<float> &stored, int replicas, int r) {
+  const size_t n = stored.size() / static_cast<size_t>(replicas);
+  return std::vector<float>(stored.begin() + static_cast<std::ptrdiff_t>(r * n),
+                            stored.begin() + static_cast<std::ptrdiff_t>((r + 1) * n));
+}
+
+// DiLoCo with H = 1, outer lr 1 and no outer momentum averages the replicas'
+// parameters after every step: with SGD (momentum included, which is linear)
+// that is synchronous data parallelism, every replica equal to its result.
+TEST(MlpEndToEnd, DilocoWithOneInnerStepEqualsDataParallelism) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir ddpDir("sbpflow_e2e"), dilocoDir("sbpflow_e2e");
+  CommandResult a = trainLocalSgd("ddp", "", 20, ddpDir.path());
+  ASSERT_EQ(a.status, 0) << a.output;
+  CommandResult b =
+      trainLocalSgd("diloco:1", "--outer-lr 1 --outer-momentum 0", 20, dilocoDir.path());
+  ASSERT_EQ(b.status, 0) << b.output;
+  const auto ddp = loadCheckpoint<float>(ddpDir.path()),
+             diloco = loadCheckpoint<float>(dilocoDir.path());
+  int compared = 0;
+  for (const std::string name : {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}) {
+    ASSERT_TRUE(ddp.count(name) && diloco.count(name)) << name;
+    ASSERT_EQ(diloco.at(name).size(), 2 * ddp.at(name).size())
+        << name << " is not stored once per replica";
+    for (int r = 0; r < 2; ++r) {
+      const std::map<std::string, std::vector<float>> one{{name, ddp.at(name)}},
+          rep{{name, replicaRow(diloco.at(name), 2, r)}};
+      EXPECT_LE(relativeDiffs(one, rep).at(name), 1e-5)
+          << name << ": replica " << r << " of DiLoCo (H = 1) vs data parallelism";
+    }
+    const std::map<std::string, std::vector<float>> anchor{
+        {name, diloco.at(name + ".outer_anchor")}},
+        rep{{name, replicaRow(diloco.at(name), 2, 0)}};
+    EXPECT_EQ(relativeDiffs(anchor, rep).at(name), 0.0) << name << ": the anchor after a round";
+    ++compared;
+  }
+  EXPECT_EQ(compared, 4);
+}
+
+// H = 5: the replicas train alone within a round (after 22 steps they
+// differ) and are equal once a round ends (after 20 steps).
+TEST(MlpEndToEnd, DilocoReplicasDivergeWithinARoundAndAgreeAfterIt) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir roundDir("sbpflow_e2e"), midDir("sbpflow_e2e");
+  CommandResult a = trainLocalSgd("diloco:5", "", 20, roundDir.path());
+  ASSERT_EQ(a.status, 0) << a.output;
+  CommandResult b = trainLocalSgd("diloco:5", "", 22, midDir.path());
+  ASSERT_EQ(b.status, 0) << b.output;
+  const auto atRound = loadCheckpoint<float>(roundDir.path()),
+             mid = loadCheckpoint<float>(midDir.path());
+  const std::string name = "fc1.weight";
+  ASSERT_TRUE(atRound.count(name) && mid.count(name));
+  EXPECT_EQ(replicaRow(atRound.at(name), 2, 0), replicaRow(atRound.at(name), 2, 1))
+      << "the replicas differ right after an outer step";
+  EXPECT_NE(replicaRow(mid.at(name), 2, 0), replicaRow(mid.at(name), 2, 1))
+      << "the replicas did not train alone within a round";
+  // The replicas' SGD momenta are their own all along.
+  EXPECT_NE(replicaRow(atRound.at(name + ".momentum"), 2, 0),
+            replicaRow(atRound.at(name + ".momentum"), 2, 1));
+}
+
+// 12 steps of DiLoCo (H = 5: a round in progress), saved, resumed for 8
+// more equal one run of 20 steps bit for bit: every replica's parameters and
+// momenta, the anchors and the outer momenta.
+TEST(MlpEndToEnd, ResumeWithDilocoContinuesBitForBit) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir firstDir("sbpflow_e2e"), resumedDir("sbpflow_e2e"), wholeDir("sbpflow_e2e");
+  CommandResult a = trainLocalSgd("diloco:5", "", 12, firstDir.path());
+  ASSERT_EQ(a.status, 0) << a.output;
+  CommandResult b = trainLocalSgd("diloco:5", "--resume " + firstDir.path().string(), 8,
+                                  resumedDir.path());
+  ASSERT_EQ(b.status, 0) << b.output;
+  CommandResult c = trainLocalSgd("diloco:5", "", 20, wholeDir.path());
+  ASSERT_EQ(c.status, 0) << c.output;
+  const auto resumed = loadCheckpoint<uint32_t>(resumedDir.path()),
+             whole = loadCheckpoint<uint32_t>(wholeDir.path());
+  ASSERT_EQ(resumed.size(), whole.size());
+  int outer = 0;
+  for (const auto &[name, words] : whole) {
+    ASSERT_TRUE(resumed.count(name)) << name;
+    EXPECT_EQ(resumed.at(name), words) << name << " differs after the resume";
+    outer += name.find(".outer_") != std::string::npos;
+  }
+  EXPECT_EQ(outer, 8) << "anchors and outer momenta of the 4 parameters";
+}
+
+TEST(MlpEndToEnd, DilocoWithCompressionIsAClearError) {
+  CommandResult r = runCommand(std::string(SBPFLOW_BIN_DIR) +
+                               "/mlp_fashion_mnist --local 2 --max-steps 1 --sync diloco:5 "
+                               "--compress topk:0.01");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("local SGD does not exchange"), std::string::npos) << r.output;
+}
+
 TEST(MlpEndToEnd, UnknownCompressionIsAClearError) {
   CommandResult r = runCommand(std::string(SBPFLOW_BIN_DIR) +
                                "/mlp_fashion_mnist --local 2 --max-steps 1 --compress zip");

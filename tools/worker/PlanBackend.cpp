@@ -124,7 +124,12 @@ public:
 
   Status run(const RunChunk &chunk, const StepCallback &onStep) override {
     DataSource *data = chunk.program == "eval" ? test_.get() : train_.get();
-    return executor_->run(chunk.program, data, chunk.epoch, chunk.firstBatch, chunk.count, onStep);
+    int64_t batches = 0;
+    for (const ProgramInfo &p : programs_)
+      if (p.name == chunk.program)
+        batches = p.batches;
+    return runScheduled(*executor_, *plan_.plan(), chunk.program, data, chunk.epoch,
+                        chunk.firstBatch, chunk.count, batches, onStep);
   }
   uint64_t sentBytes() const override { return executor_ ? executor_->sentBytes() : 0; }
 

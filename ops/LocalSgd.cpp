@@ -1,0 +1,134 @@
+// Local SGD's ops (sbp-local-sgd): the schedule of the inner and outer
+// functions, the inner program's local gradient (local_estimate, with the
+// boxing ops in ops/Boxing.cpp's sense: one SBP change on one dimension),
+// and the outer program's pseudo-gradient and outer step. Per op: checks,
+// SBP signatures, flops.
+#include "ops/Rules.h"
+
+using namespace mlir;
+using namespace mlir::sbp;
+
+//===-- schedule: which functions run, and when ----------------------------------===//
+
+LogicalResult ScheduleOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  if (getAlgorithm().empty())
+    return emitOpError("needs an algorithm name");
+  if (getPeriod() < 1)
+    return emitOpError("period must be at least 1, got ") << getPeriod();
+  if (getRound().empty())
+    return emitOpError("needs at least one function in its round");
+  auto function = [&](SymbolRefAttr ref) -> LogicalResult {
+    if (!symbols.lookupNearestSymbolFrom<func::FuncOp>(*this, ref))
+      return emitOpError("names no function ") << ref;
+    if (ref == getInnerAttr())
+      return emitOpError("runs ") << ref << " both as the inner step and in the round";
+    return success();
+  };
+  if (!symbols.lookupNearestSymbolFrom<func::FuncOp>(*this, getInnerAttr()))
+    return emitOpError("names no function ") << getInnerAttr();
+  for (Attribute ref : getRound())
+    if (failed(function(llvm::cast<SymbolRefAttr>(ref))))
+      return failure();
+  return success();
+}
+
+//===-- local_estimate: P -> B by the group's size, no communication --------------===//
+
+bool LocalEstimateOp::acceptsChange(SbpDim from, SbpDim to) {
+  return from.kind == SbpKind::PartialSum && to.kind == SbpKind::Broadcast;
+}
+llvm::StringRef LocalEstimateOp::getChange() { return "P(sum) -> B"; }
+
+// The factor is the group's size (sbp-local-sgd checks it against the
+// placement); a rank's term times it.
+LogicalResult LocalEstimateOp::verify() {
+  if (!(getFactor().convertToFloat() >= 1.0f))
+    return emitOpError("factor must be at least 1 (the group's size), got ")
+           << getFactor().convertToFloat();
+  return success();
+}
+
+//===-- pseudo_gradient: anchor - param, a term of the replicas' sum --------------===//
+
+LogicalResult PseudoGradientOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &results) {
+  auto types = checkElementTypes(*this, {"anchor", "param"});
+  if (failed(types) || failed(expectSameType(*this, getAnchor(), getParam(), "anchor and param")))
+    return failure();
+  return resultsLike(results, getAnchor(), *types);
+}
+
+// On the replica dimension each replica's difference is one term of the sum
+// the outer step averages; elsewhere it is elementwise.
+llvm::SmallVector<SbpSignature> PseudoGradientOp::getSbpSignatures(unsigned dim) {
+  if (dim == getDim())
+    return {sig({B, B}, {P})};
+  return uniform(tensorOf(getAnchor()).getRank(), 2, /*linear=*/false);
+}
+
+double PseudoGradientOp::getFlops() { return elements(getAnchor()); }
+
+//===-- outer_step -----------------------------------------------------------------===//
+
+LogicalResult OuterStepOp::verify() {
+  if (getScale())
+    return emitOpError("takes no gradient scale");
+  const float lr = getLr().convertToFloat(), momentum = getMomentum().convertToFloat();
+  if (!std::isfinite(lr))
+    return emitOpError("lr must be finite, got ") << lr;
+  if (!(momentum >= 0.0f && momentum < 1.0f))
+    return emitOpError("momentum must lie in [0, 1), got ") << momentum;
+  if ((momentum != 0.0f) != static_cast<bool>(getMomentumBuffer()))
+    return emitOpError(momentum != 0.0f ? "momentum needs a momentum_buffer variable"
+                                        : "has a momentum_buffer but momentum 0");
+  if (getReplicas() < 1)
+    return emitOpError("replicas must be at least 1, got ") << getReplicas();
+  if (!(getGapPenalty().convertToFloat() >= 1.0f))
+    return emitOpError("gap_penalty must be at least 1, got ") << getGapPenalty().convertToFloat();
+  if (!(getClip().convertToFloat() >= 0.0f))
+    return emitOpError("clip must be non-negative, got ") << getClip().convertToFloat();
+  if (getClip().convertToFloat() > 0.0f && !getMomentumBuffer())
+    return emitOpError("clips the outer momentum, which needs a momentum_buffer");
+  return success();
+}
+
+LogicalResult OuterStepOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  auto var = symbols.lookupNearestSymbolFrom<VariableOp>(*this, getVariableAttr());
+  if (!var)
+    return emitOpError("references undeclared variable ") << getVariableAttr();
+  if (var.getTensorType().getShape() != shapeOf(getGrad()))
+    return emitOpError("pseudo-gradient shape differs from variable ") << getVariableAttr();
+  for (auto [slot, what] : {std::pair{getAnchorAttr(), "anchor"},
+                            std::pair{getMomentumBufferAttr(), "momentum buffer"}}) {
+    if (!slot)
+      continue;
+    auto slotVar = symbols.lookupNearestSymbolFrom<VariableOp>(*this, slot);
+    if (!slotVar)
+      return emitOpError("references undeclared ") << what << " " << slot;
+    if (slotVar.getTensorType() != var.getTensorType())
+      return emitOpError() << what << " " << slot << " differs in type from " << getVariableAttr();
+  }
+  return verifyEncodings(*this, symbols);
+}
+
+llvm::SmallVector<FlatSymbolRefAttr> OuterStepOp::getStateVariables() {
+  llvm::SmallVector<FlatSymbolRefAttr> state{getAnchorAttr()};
+  if (auto buf = getMomentumBufferAttr())
+    state.push_back(buf);
+  return state;
+}
+
+LogicalResult OuterStepOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &) {
+  return success(succeeded(checkElementTypes(*this, {"pseudo-gradient"})));
+}
+
+// The summed pseudo-gradient is laid out as the variable.
+llvm::SmallVector<SbpSignature> OuterStepOp::getSbpSignatures(unsigned dim) {
+  auto var = SymbolTable::lookupNearestSymbolFrom<VariableOp>(*this, getVariableAttr());
+  if (!var)
+    return {};
+  if (auto d = sbpAt(var.getType(), dim))
+    return {sig({*d}, {})};
+  return {};
+}
+
+double OuterStepOp::getFlops() { return 6.0 * elements(getGrad()); }

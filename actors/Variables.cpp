@@ -147,8 +147,7 @@ Region storedRegion(const plan::Plan &plan, const plan::Variable &var, int globa
   if (d < 0)
     return shard.region;
   const plan::Placement &pl = *plan.placements()->Get(var.placement());
-  const std::vector<int64_t> coord =
-      hierarchyCoord(toHierarchy(pl), rankIndexIn(pl, globalRank));
+  const std::vector<int64_t> coord = hierarchyCoord(toHierarchy(pl), rankIndexIn(pl, globalRank));
   Region region{Chunk{coord[d], 1}};
   region.insert(region.end(), shard.region.begin(), shard.region.end());
   return region;
@@ -175,9 +174,9 @@ writeVariableShards(const plan::Plan &plan, int globalRank,
     const std::vector<int64_t> coord = hierarchyCoord(meta.hierarchy, rankIndexIn(pl, globalRank));
     for (const checkpoint::ShardOwner &shard : *owners)
       if (shard.coord == coord) {
-        auto record = checkpoint::writeShard(
-            staging, meta, storedRegion(plan, *var, globalRank, shards[v]), shards[v].data(),
-            generation);
+        auto record =
+            checkpoint::writeShard(staging, meta, storedRegion(plan, *var, globalRank, shards[v]),
+                                   shards[v].data(), generation);
         if (!record)
           return record.status().withContext(rank);
         records.push_back(record.take());

@@ -559,6 +559,14 @@ void describeAttrs(const plan::Task &task, std::ostream &os) {
     os << " axis " << c->axis();
   } else if (auto *c = task.attrs_as_ClipAttrs()) {
     os << " max_norm " << c->max_norm();
+  } else if (auto *s = task.attrs_as_ScaleAttrs()) {
+    os << " factor " << s->factor();
+  } else if (auto *o = task.attrs_as_OuterAttrs()) {
+    os << " lr " << o->lr() << " momentum " << o->momentum() << (o->nesterov() ? " nesterov" : "")
+       << " replicas " << o->replicas() << " gap_penalty " << o->gap_penalty() << " clip "
+       << o->clip() << " variable #" << o->param() << " anchor #" << o->anchor();
+    if (o->momentum_buffer() >= 0)
+      os << " buffer #" << o->momentum_buffer();
   }
 }
 } // namespace
@@ -583,8 +591,7 @@ std::string describePlan(const plan::Plan &p) {
     os << "  #" << i << " " << str(v->name()) << " " << plan::EnumNameDType(v->dtype())
        << toString(toShape(v->shape())) << " placement " << v->placement() << " "
        << toString(toNdSbp(v->sbp())) << " init " << plan::EnumNameInitKind(v->init()->kind())
-       << "(" << v->init()->a() << ", " << v->init()->b() << ", seed " << v->init()->seed()
-       << ")";
+       << "(" << v->init()->a() << ", " << v->init()->b() << ", seed " << v->init()->seed() << ")";
     if (v->replica_dim() >= 0)
       os << " per replica of dim " << v->replica_dim();
     os << "\n";

@@ -478,8 +478,7 @@ TEST(MlpEndToEnd, ResumeWithDilocoContinuesBitForBit) {
   TempDir firstDir("sbpflow_e2e"), resumedDir("sbpflow_e2e"), wholeDir("sbpflow_e2e");
   CommandResult a = trainLocalSgd("diloco:5", "", 12, firstDir.path());
   ASSERT_EQ(a.status, 0) << a.output;
-  CommandResult b = trainLocalSgd("diloco:5", "--resume " + firstDir.path().string(), 8,
-                                  resumedDir.path());
+  CommandResult b = trainLocalSgd("diloco:5", "--resume " + firstDir.path(), 8, resumedDir.path());
   ASSERT_EQ(b.status, 0) << b.output;
   CommandResult c = trainLocalSgd("diloco:5", "", 20, wholeDir.path());
   ASSERT_EQ(c.status, 0) << c.output;

@@ -192,7 +192,9 @@ private:
       std::vector<FieldInfo> fields;
       if (Status f = inputFields(*program, fields, gb); !f)
         return f;
-      (program->name()->str() == "eval" ? evalFields : trainFields) = fields;
+      // Programs that read no data (local SGD's outer step) say nothing.
+      if (!fields.empty())
+        (program->name()->str() == "eval" ? evalFields : trainFields) = fields;
     }
     if (settings.dataKind == "synthetic") {
       train_ = makeSyntheticDataForTests(trainFields, kSyntheticTrainSamples, settings.seed);

@@ -690,9 +690,18 @@ Status runScheduled(Executor &executor, const plan::Plan &plan, const std::strin
     batch += n;
     if (n < toRoundEnd)
       break;
-    for (const flatbuffers::String *round : *schedule->round())
-      if (Status s = executor.run(round->str(), data, epoch, batch - 1, 1, quiet); !s)
-        return s;
+    for (const plan::ScheduleStep *step : *schedule->round()) {
+      switch (step->action()) {
+      case plan::ScheduleAction::Run:
+        if (Status s = executor.run(step->program()->str(), data, epoch, batch - 1, 1, quiet); !s)
+          return s;
+        break;
+      case plan::ScheduleAction::Start:
+      case plan::ScheduleAction::Join:
+        return Status::error("schedule " + schedule->algorithm()->str() +
+                             ": background programs are not supported by this executor yet");
+      }
+    }
   }
   return Status::ok();
 }

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -335,7 +336,22 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
   return Status::ok();
 }
 
-// The schedule's programs (`programs`: the plan's program names) and period.
+// How a round step is named in messages and in describePlan.
+std::string actionName(plan::ScheduleAction action) {
+  switch (action) {
+  case plan::ScheduleAction::Run:
+    return "run";
+  case plan::ScheduleAction::Start:
+    return "start";
+  case plan::ScheduleAction::Join:
+    return "join";
+  }
+  return "action " + std::to_string(static_cast<int>(action));
+}
+
+// The schedule's programs (`programs`: the plan's program names), period and
+// round steps. One program at most runs in the background, and only there:
+// a Run of it could find it still running.
 Status checkSchedule(const plan::Schedule &schedule, const std::set<std::string> &programs) {
   if (schedule.algorithm()->size() == 0)
     return Status::error("schedule: algorithm is empty (it names the schedule in messages)");
@@ -346,13 +362,47 @@ Status checkSchedule(const plan::Schedule &schedule, const std::set<std::string>
   if (schedule.period() < 1)
     return Status::error(what + ": period " + std::to_string(schedule.period()) +
                          " (at least 1 inner step a round)");
+  // The background program and the first step that starts it; the first
+  // step that runs each program.
+  std::string background;
+  size_t startedAt = 0;
+  std::map<std::string, size_t> runAt;
   for (size_t i = 0; i < schedule.round()->size(); ++i) {
-    const std::string name = schedule.round()->Get(i)->str();
+    const plan::ScheduleStep &step = *schedule.round()->Get(i);
+    const std::string at = what + ": round step " + std::to_string(i);
+    if (!known(step.action()))
+      return Status::error(at + " has an unknown action " +
+                           std::to_string(static_cast<int>(step.action())));
+    const std::string name = step.program() ? step.program()->str() : "";
+    if (step.action() == plan::ScheduleAction::Join) {
+      if (!name.empty())
+        return Status::error(at + " (join) names program '" + name +
+                             "'; a join names none (it waits for the background program)");
+      continue;
+    }
+    if (name.empty())
+      return Status::error(at + " (" + actionName(step.action()) + ") names no program");
+    const bool run = step.action() == plan::ScheduleAction::Run;
+    const std::string named = at + (run ? " runs '" : " starts '") + name + "'";
     if (!programs.count(name))
-      return Status::error(what + ": round program '" + name + "' is not a program of the plan");
+      return Status::error(named + ", which is not a program of the plan");
     if (name == inner)
-      return Status::error(what + ": round program '" + name + "' is the inner program");
+      return Status::error(named + ", the inner program");
+    if (run) {
+      runAt.emplace(name, i);
+    } else if (background.empty()) {
+      background = name;
+      startedAt = i;
+    } else if (name != background) {
+      return Status::error(named + ", a second background program (step " +
+                           std::to_string(startedAt) + " starts '" + background +
+                           "'; a plan has one)");
+    }
   }
+  if (auto run = runAt.find(background); run != runAt.end())
+    return Status::error(what + ": round step " + std::to_string(run->second) + " runs '" +
+                         background + "', which step " + std::to_string(startedAt) +
+                         " starts in the background");
   return Status::ok();
 }
 
@@ -599,8 +649,12 @@ std::string describePlan(const plan::Plan &p) {
   if (const plan::Schedule *s = p.schedule()) {
     os << "schedule " << str(s->algorithm()) << ": " << str(s->inner()) << " x" << s->period()
        << ", then";
-    for (size_t i = 0; i < len(s->round()); ++i)
-      os << " " << s->round()->Get(i)->str();
+    for (size_t i = 0; i < len(s->round()); ++i) {
+      const plan::ScheduleStep *step = s->round()->Get(i);
+      os << (i ? ", " : " ") << actionName(step->action());
+      if (step->program() && step->program()->size() > 0)
+        os << " " << step->program()->str();
+    }
     os << "\n";
   }
   for (size_t pi = 0; pi < len(p.programs()); ++pi) {

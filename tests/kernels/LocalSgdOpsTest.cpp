@@ -51,7 +51,7 @@ PlanSpec roundPlan() {
   prog.tasks = {makeTask("w", K::Parameter, {}, {0}), makeTask("w.anchor", K::Parameter, {}, {1}),
                 makeTask("delta", K::PseudoGradient, {1, 0}, {2}), scale, outer};
   spec.programs = {ProgramSpec{}, prog};
-  spec.schedule = ScheduleSpec{"diloco", "train", 4, {"round"}};
+  spec.schedule = ScheduleSpec{"diloco", "train", 4, {runStep("round")}};
   finalize(spec);
   return spec;
 }

@@ -924,7 +924,7 @@ PlanSpec localSgdPlan() {
   scale.factor = 0.5f;
   train.tasks = {fillTask("g", 0, 1.0f), scale};
   spec.programs = {outer, train};
-  spec.schedule = ScheduleSpec{"diloco", "train", 4, {"outer"}};
+  spec.schedule = ScheduleSpec{"diloco", "train", 4, {runStep("outer")}};
   finalize(spec);
   return spec;
 }
@@ -972,13 +972,81 @@ TEST(PlanLoader, ReplicaDimAndScheduleDefects) {
       {[](PlanSpec &s) { s.schedule->period = 0; },
        "schedule 'diloco': period 0 (at least 1 inner step a round)"},
       {[](PlanSpec &s) {
-         s.schedule->round = {"outer", "sync"};
+         s.schedule->round = {runStep("outer"), runStep("sync")};
        },
-       "schedule 'diloco': round program 'sync' is not a program of the plan"},
-      {[](PlanSpec &s) { s.schedule->round = {"train"}; },
-       "schedule 'diloco': round program 'train' is the inner program"},
+       "schedule 'diloco': round step 1 runs 'sync', which is not a program of the plan"},
+      {[](PlanSpec &s) { s.schedule->round = {runStep("train")}; },
+       "schedule 'diloco': round step 0 runs 'train', the inner program"},
   };
   expectRefused(localSgdPlan, defects);
+}
+
+// A CO2-like round over localSgdPlan's replicas: join the background
+// program, run `adopt` and start `exchange`. The programs: outer, train,
+// adopt and exchange (copies of outer).
+PlanSpec co2Plan() {
+  PlanSpec spec = localSgdPlan();
+  ProgramSpec exchange = spec.programs[0];
+  exchange.name = "exchange";
+  ProgramSpec adopt = spec.programs[0];
+  adopt.name = "adopt";
+  spec.programs.push_back(adopt);
+  spec.programs.push_back(exchange);
+  spec.schedule =
+      ScheduleSpec{"co2", "train", 4, {joinStep(), runStep("adopt"), startStep("exchange")}};
+  return spec;
+}
+
+TEST(PlanLoader, ScheduleStepsLoadAndDescribe) {
+  auto diloco = loadPlanBuffer(build(localSgdPlan()));
+  ASSERT_TRUE(diloco) << diloco.status().message();
+  std::string text = describePlan(*diloco->plan());
+  EXPECT_NE(text.find("\nschedule diloco: train x4, then run outer\n"), std::string::npos) << text;
+  auto co2 = loadPlanBuffer(build(co2Plan()));
+  ASSERT_TRUE(co2) << co2.status().message();
+  text = describePlan(*co2->plan());
+  EXPECT_NE(text.find("\nschedule co2: train x4, then join, run adopt, start exchange\n"),
+            std::string::npos)
+      << text;
+
+  // A join may name the empty program; the background program may be
+  // started twice, joined in between.
+  PlanSpec emptyJoin = co2Plan();
+  emptyJoin.schedule->round[0].program = "";
+  EXPECT_EQ(loadError(emptyJoin), "loaded");
+  PlanSpec twice = co2Plan();
+  twice.schedule->round = {startStep("exchange"), joinStep(), runStep("adopt"),
+                           startStep("exchange")};
+  EXPECT_EQ(loadError(twice), "loaded");
+}
+
+TEST(PlanLoader, ScheduleStepDefects) {
+  const std::string co2 = "schedule 'co2': ";
+  const std::vector<Defect> defects = {
+      {[](PlanSpec &s) { s.schedule->round[1].action = static_cast<plan::ScheduleAction>(7); },
+       co2 + "round step 1 has an unknown action 7"},
+      {[](PlanSpec &s) { s.schedule->round[0].program = "adopt"; },
+       co2 + "round step 0 (join) names program 'adopt'; a join names none (it waits for the "
+             "background program)"},
+      {[](PlanSpec &s) { s.schedule->round[1].program.reset(); },
+       co2 + "round step 1 (run) names no program"},
+      {[](PlanSpec &s) { s.schedule->round[2].program = ""; },
+       co2 + "round step 2 (start) names no program"},
+      {[](PlanSpec &s) { s.schedule->round[2].program = "sync"; },
+       co2 + "round step 2 starts 'sync', which is not a program of the plan"},
+      {[](PlanSpec &s) { s.schedule->round[2].program = "train"; },
+       co2 + "round step 2 starts 'train', the inner program"},
+      {[](PlanSpec &s) { s.schedule->round.push_back(startStep("outer")); },
+       co2 + "round step 3 starts 'outer', a second background program (step 2 starts "
+             "'exchange'; a plan has one)"},
+      {[](PlanSpec &s) { s.schedule->round.push_back(runStep("exchange")); },
+       co2 + "round step 3 runs 'exchange', which step 2 starts in the background"},
+      {[](PlanSpec &s) {
+         s.schedule->round.insert(s.schedule->round.begin(), runStep("exchange"));
+       },
+       co2 + "round step 0 runs 'exchange', which step 3 starts in the background"},
+  };
+  expectRefused(co2Plan, defects);
 }
 
 // The registry's checks of Scale, PseudoGradient and OuterStep (kernels/

@@ -124,11 +124,25 @@ struct ProgramSpec {
   std::vector<std::pair<std::string, int>> outputs;
 };
 
+// A step of a local SGD round (plan.fbs ScheduleStep); no program: the
+// field is absent.
+struct ScheduleStepSpec {
+  plan::ScheduleAction action = plan::ScheduleAction::Run;
+  std::optional<std::string> program;
+};
+inline ScheduleStepSpec runStep(std::string program) {
+  return {plan::ScheduleAction::Run, std::move(program)};
+}
+inline ScheduleStepSpec startStep(std::string program) {
+  return {plan::ScheduleAction::Start, std::move(program)};
+}
+inline ScheduleStepSpec joinStep() { return {plan::ScheduleAction::Join, std::nullopt}; }
+
 // Local SGD's interleaving of programs (plan.fbs Schedule).
 struct ScheduleSpec {
   std::string algorithm = "diloco", inner = "train";
   int period = 1;
-  std::vector<std::string> round;
+  std::vector<ScheduleStepSpec> round;
 };
 
 struct PlanSpec {
@@ -347,12 +361,14 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
   }
   flatbuffers::Offset<plan::Schedule> schedule;
   if (const auto &sc = spec.schedule) {
-    std::vector<flatbuffers::Offset<flatbuffers::String>> round;
-    for (const std::string &name : sc->round)
-      round.push_back(fbb.CreateString(name));
-    schedule =
-        plan::CreateSchedule(fbb, fbb.CreateString(sc->algorithm), fbb.CreateString(sc->inner),
-                             sc->period, fbb.CreateVector(round));
+    auto round = tables(sc->round, [&](const ScheduleStepSpec &step) {
+      flatbuffers::Offset<flatbuffers::String> program;
+      if (step.program)
+        program = fbb.CreateString(*step.program);
+      return plan::CreateScheduleStep(fbb, step.action, program);
+    });
+    schedule = plan::CreateSchedule(fbb, fbb.CreateString(sc->algorithm),
+                                    fbb.CreateString(sc->inner), sc->period, round);
   }
   auto root = plan::CreatePlan(fbb, spec.version, placements, variables, fbb.CreateVector(programs),
                                fbb.CreateString("test"), schedule);

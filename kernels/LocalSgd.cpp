@@ -1,8 +1,9 @@
 // Local SGD at runtime (DiLoCo, CO2): Scale (a replica's own gradient from
 // its partial one), PseudoGradient (the round's anchor minus the replica's
-// parameters) and OuterStep, the optimiser that moves the anchor by the
-// replicas' summed pseudo-gradients and resets the parameters to it. f32
-// throughout; the outer step keeps the same bits on either device.
+// parameters), OuterStep, the optimiser that moves the anchor by the
+// replicas' summed pseudo-gradients and resets the parameters to it, and
+// Assign, which sets a variable between rounds. f32 throughout; the outer
+// step keeps the same bits on either device.
 #include "kernels/Checks.h"
 #include "kernels/cpu/Kernels.h"
 #include "runtime/plan/PlanTypes.h"
@@ -14,6 +15,7 @@
 #endif
 
 #include <cmath>
+#include <cstring>
 
 namespace sbpflow::ops {
 namespace {
@@ -151,11 +153,52 @@ template <class Make> StatusOr<Kernel> onOuterParameter(const OpArgs &a, Make ma
   return make(*w, slot(w->param), slot(w->anchor), slot(w->momentum));
 }
 
+// Assign's variable. Its input has the variable's placement and nd-SBP, so
+// that each rank's shard of the input is the rank's shard of the variable.
+StatusOr<int> assignWork(const OpArgs &a) {
+  const int index = a.task.attrs_as_AssignAttrs()->variable();
+  const auto *vars = a.plan.variables();
+  const int nv = static_cast<int>(vars->size());
+  if (index < 0 || index >= nv)
+    return Status::error(a.at + ": AssignAttrs.variable " + std::to_string(index) +
+                         " out of range (plan has " + std::to_string(nv) + " variables)");
+  const plan::Variable &v = *vars->Get(index);
+  const std::string name = "variable '" + v.name()->str() + "'";
+  const TensorView &x = *a.in[0];
+  if (v.dtype() != plan::DType::F32)
+    return Status::error(a.at + ": " + name + " must be f32");
+  if (elementCount(toShape(v.shape())) != elementCount(x.global))
+    return Status::error(a.at + ": input '" + x.name + "' " + toString(x.global) +
+                         " differs in element count from " + name + " " +
+                         toString(toShape(v.shape())));
+  if (x.placement != v.placement() || x.sbp != toNdSbp(v.sbp()))
+    return Status::error(a.at + ": input '" + x.name + "' differs in placement or nd-SBP from " +
+                         name);
+  return index;
+}
+
+// Builds Assign where this rank holds the variable (an empty kernel
+// elsewhere): make(the variable's storage, its local element count).
+template <class Make> StatusOr<Kernel> onAssignedVariable(const OpArgs &a, Make make) {
+  auto index = assignWork(a);
+  if (!index)
+    return index.status();
+  const TensorView &v = (*a.variables)[*index];
+  if (!v.data)
+    return Kernel();
+  const int64_t n = elements(&v);
+  if (!a.in[0]->data || elements(a.in[0]) != n)
+    return Status::error(a.at + ": input holds " + std::to_string(elements(a.in[0])) +
+                         " local elements, variable '" + v.name + "' " + std::to_string(n));
+  return make(data<float>(&v), n);
+}
+
 } // namespace
 
 Status checkScale(const OpArgs &a) { return statusOf(scaleWork(a)); }
 Status checkPseudoGradient(const OpArgs &a) { return statusOf(pseudoGradientWork(a)); }
 Status checkOuterStep(const OpArgs &a) { return statusOf(outerWork(a)); }
+Status checkAssign(const OpArgs &a) { return statusOf(assignWork(a)); }
 
 StatusOr<Kernel> cpuScale(const OpArgs &a) {
   return checked(a, scaleWork, [](const OpArgs &a, float factor) {
@@ -181,6 +224,13 @@ StatusOr<Kernel> cpuOuterStep(const OpArgs &a) {
       cpu::outerStep(param, anchor, m, sum, w.n, w.lr, w.momentumFactor, w.nesterov, w.replicas,
                      w.gapPenalty, w.clip);
     });
+  });
+}
+
+StatusOr<Kernel> cpuAssign(const OpArgs &a) {
+  return onAssignedVariable(a, [&](float *variable, int64_t n) {
+    const float *x = data<float>(a.in[0]);
+    return always([=] { std::memcpy(variable, x, static_cast<size_t>(n) * sizeof(float)); });
   });
 }
 
@@ -210,6 +260,16 @@ StatusOr<Kernel> cudaOuterStep(const OpArgs &a) {
     return launch(a, [=, s = cuda::streamOf(a.stream)] {
       return cuda::outerStep(param, anchor, m, sum, w.n, w.lr, w.momentumFactor, w.nesterov,
                              w.replicas, w.gapPenalty, w.clip, s);
+    });
+  });
+}
+
+StatusOr<Kernel> cudaAssign(const OpArgs &a) {
+  return onAssignedVariable(a, [&](float *variable, int64_t n) {
+    const void *x = a.in[0]->data;
+    const size_t bytes = static_cast<size_t>(n) * sizeof(float);
+    return launch(a, [=, device = a.device, stream = a.stream] {
+      return device->copy(variable, x, bytes, stream);
     });
   });
 }

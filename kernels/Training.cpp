@@ -25,6 +25,8 @@ int updatedVariable(const plan::Task &task) {
   // (kernels/LocalSgd.cpp), held where the parameter is.
   if (const plan::OuterAttrs *o = task.attrs_as_OuterAttrs())
     return o->param();
+  if (const plan::AssignAttrs *assign = task.attrs_as_AssignAttrs())
+    return assign->variable();
   return -1;
 }
 

@@ -1,7 +1,8 @@
 // Local SGD's registry entries (kernels/LocalSgd.cpp) over host memory: a
 // loaded plan's task reaches its CPU kernel with its operands in order and
-// its attributes in place, the outer step runs only where its parameter is,
-// and a shard of the wrong size is refused when the kernel is built.
+// its attributes in place, the outer step and Assign run only where their
+// variable is, and a shard of the wrong size is refused when the kernel is
+// built.
 #include "kernels/Registry.h"
 #include "kernels/cpu/Kernels.h"
 #include "runtime/plan/PlanLoader.h"
@@ -25,7 +26,8 @@ const std::vector<int64_t> kShape = {5, 3};
 constexpr int64_t kN = 15;
 
 // w, its anchor and its outer momentum; an empty inner program and the
-// round's: the pseudo-gradient, scaled, and the outer step.
+// round's: the pseudo-gradient, scaled, the outer step and an Assign of w
+// to its anchor.
 PlanSpec roundPlan() {
   PlanSpec spec;
   spec.variables = {{"w", kShape}, {"w.anchor", kShape}, {"w.outer_m", kShape}};
@@ -48,8 +50,14 @@ PlanSpec roundPlan() {
   outer.param = 0;
   outer.anchor = 1;
   outer.momentumBuffer = 2;
-  prog.tasks = {makeTask("w", K::Parameter, {}, {0}), makeTask("w.anchor", K::Parameter, {}, {1}),
-                makeTask("delta", K::PseudoGradient, {1, 0}, {2}), scale, outer};
+  TaskSpec assign = makeTask("anchor <- w", K::Assign, {0}, {}, plan::OpAttrs::AssignAttrs);
+  assign.variable = 1;
+  prog.tasks = {makeTask("w", K::Parameter, {}, {0}),
+                makeTask("w.anchor", K::Parameter, {}, {1}),
+                makeTask("delta", K::PseudoGradient, {1, 0}, {2}),
+                scale,
+                outer,
+                assign};
   spec.programs = {ProgramSpec{}, prog};
   spec.schedule = ScheduleSpec{"diloco", "train", 4, {runStep("round")}};
   finalize(spec);
@@ -63,13 +71,14 @@ void run(const Kernel &kernel) {
 }
 
 // A host tensor as a task's operand: this rank's `elements` of a global
-// tensor of kShape.
+// tensor of kShape, broadcast on placement 0 as roundPlan's tensors.
 TensorView hostView(std::vector<float> &data, const std::string &name, int64_t elements = kN) {
   TensorView v;
   v.data = data.data();
   v.name = name;
   v.global = kShape;
   v.local = {elements};
+  v.sbp = {SbpDim{SbpKind::Broadcast, 0}};
   return v;
 }
 
@@ -169,6 +178,73 @@ TEST_F(LocalSgdOps, OuterStepRefusesAShardOfAnotherSize) {
   ASSERT_FALSE(kernel);
   EXPECT_EQ(kernel.status().message(),
             "task 'outer': variable 'w.outer_m' holds 14 local elements, parameter 15");
+}
+
+// Assign copies this rank's shard, however many of the global elements
+// that is, and nothing past it.
+TEST_F(LocalSgdOps, AssignCopiesTheRanksShard) {
+  EXPECT_EQ(updatedVariable(task(5)), 1);
+  constexpr int64_t kShard = 7;
+  std::vector<float> param = randomVector(kN, 8), anchor = randomVector(kN, 9), m(kN);
+  const std::vector<float> anchor0 = anchor;
+  std::vector<TensorView> vars = {hostView(param, "w", kShard),
+                                  hostView(anchor, "w.anchor", kShard),
+                                  hostView(m, "w.outer_m", kShard)};
+  TensorView in = hostView(param, "w", kShard);
+  auto kernel = kernelOf(5, {&in}, {}, &vars);
+  ASSERT_TRUE(kernel) << kernel.status().message();
+  ASSERT_TRUE(*kernel) << "the rank holds the variable: the copy must run here";
+  run(*kernel);
+  for (int64_t i = 0; i < kN; ++i)
+    EXPECT_EQ(anchor[i], i < kShard ? param[i] : anchor0[i]) << "at " << i;
+}
+
+TEST_F(LocalSgdOps, AssignRunsOnlyWhereItsVariableIs) {
+  std::vector<TensorView> vars(3); // no data: this rank holds none of w.anchor
+  std::vector<float> param(kN);
+  TensorView in = hostView(param, "w");
+  auto kernel = kernelOf(5, {&in}, {}, &vars);
+  ASSERT_TRUE(kernel) << kernel.status().message();
+  EXPECT_FALSE(*kernel);
+}
+
+TEST_F(LocalSgdOps, AssignRefusesAShardOfAnotherSize) {
+  std::vector<float> param(kN), anchor(kN), m(kN);
+  std::vector<TensorView> vars = {hostView(param, "w"), hostView(anchor, "w.anchor"),
+                                  hostView(m, "w.outer_m")};
+  TensorView in = hostView(param, "w", kN - 1);
+  auto kernel = kernelOf(5, {&in}, {}, &vars);
+  ASSERT_FALSE(kernel);
+  EXPECT_EQ(kernel.status().message(),
+            "task 'anchor <- w': input holds 14 local elements, variable 'w.anchor' 15");
+}
+
+// The builder checks the task as the loader does (a plan that did not come
+// through the loader): a variable out of range or of another size.
+TEST_F(LocalSgdOps, AssignRefusesAVariableItCannotHold) {
+  for (auto [variable, want] : std::vector<std::pair<int, std::string>>{
+           {4, "task 'anchor <- w': AssignAttrs.variable 4 out of range (plan has 4 variables)"},
+           {-1, "task 'anchor <- w': AssignAttrs.variable -1 out of range (plan has 4 variables)"},
+           {3, "task 'anchor <- w': input 'w' [5,3] differs in element count from variable 'b' "
+               "[4]"}}) {
+    SCOPED_TRACE(want);
+    PlanSpec spec = roundPlan();
+    spec.variables.push_back({"b", {4}});
+    spec.programs[1].tasks[5].variable = variable;
+    const std::vector<uint8_t> buffer = testplan::build(spec);
+    const plan::Plan &unchecked = *plan::GetPlan(buffer.data());
+    const plan::Task &assign = *unchecked.programs()->Get(1)->tasks()->Get(5);
+    std::vector<float> param(kN), anchor(kN), m(kN), b(4);
+    std::vector<TensorView> vars = {hostView(param, "w"), hostView(anchor, "w.anchor"),
+                                    hostView(m, "w.outer_m"), hostView(b, "b", 4)};
+    TensorView in = hostView(param, "w");
+    OpArgs a(unchecked, assign, "task 'anchor <- w'");
+    a.in = {&in};
+    a.variables = &vars;
+    auto kernel = opEntry(assign.op()).cpu(a);
+    ASSERT_FALSE(kernel);
+    EXPECT_EQ(kernel.status().message(), want);
+  }
 }
 
 } // namespace

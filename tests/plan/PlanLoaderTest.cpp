@@ -982,18 +982,25 @@ TEST(PlanLoader, ReplicaDimAndScheduleDefects) {
 }
 
 // A CO2-like round over localSgdPlan's replicas: join the background
-// program, run `adopt` and start `exchange`. The programs: outer, train,
-// adopt and exchange (copies of outer).
+// program, run `adopt` (an Assign of w's anchor from w) and start
+// `exchange` (a copy of outer). The programs: outer, train, adopt,
+// exchange.
 PlanSpec co2Plan() {
   PlanSpec spec = localSgdPlan();
+  using K = plan::OpKind;
   ProgramSpec exchange = spec.programs[0];
   exchange.name = "exchange";
-  ProgramSpec adopt = spec.programs[0];
+  ProgramSpec adopt;
   adopt.name = "adopt";
+  adopt.tensors = {{"w", {4, 3}, {B()}, plan::DType::F32, 0}};
+  TaskSpec assign = makeTask("w.anchor.assign", K::Assign, {0}, {}, plan::OpAttrs::AssignAttrs);
+  assign.variable = 1;
+  adopt.tasks = {makeTask("w", K::Parameter, {}, {0}), assign};
   spec.programs.push_back(adopt);
   spec.programs.push_back(exchange);
   spec.schedule =
       ScheduleSpec{"co2", "train", 4, {joinStep(), runStep("adopt"), startStep("exchange")}};
+  finalize(spec);
   return spec;
 }
 
@@ -1005,9 +1012,9 @@ TEST(PlanLoader, ScheduleStepsLoadAndDescribe) {
   auto co2 = loadPlanBuffer(build(co2Plan()));
   ASSERT_TRUE(co2) << co2.status().message();
   text = describePlan(*co2->plan());
-  EXPECT_NE(text.find("\nschedule co2: train x4, then join, run adopt, start exchange\n"),
-            std::string::npos)
-      << text;
+  for (const char *want : {"\nschedule co2: train x4, then join, run adopt, start exchange\n",
+                           "w.anchor.assign Assign (%0) -> () queue Compute variable #1\n"})
+    EXPECT_NE(text.find(want), std::string::npos) << "missing '" << want << "' in\n" << text;
 
   // A join may name the empty program; the background program may be
   // started twice, joined in between.
@@ -1045,6 +1052,24 @@ TEST(PlanLoader, ScheduleStepDefects) {
          s.schedule->round.insert(s.schedule->round.begin(), runStep("exchange"));
        },
        co2 + "round step 0 runs 'exchange', which step 3 starts in the background"},
+  };
+  expectRefused(co2Plan, defects);
+}
+
+// The registry's check of Assign (kernels/LocalSgd.cpp).
+TEST(PlanLoader, AssignDefects) {
+  const std::string assign = "program 'adopt': task 1 'w.anchor.assign' (Assign): ";
+  auto variable = [](PlanSpec &s) -> int & { return s.programs[2].tasks[1].variable; };
+  const std::vector<Defect> defects = {
+      {[&](PlanSpec &s) { variable(s) = 6; },
+       assign + "AssignAttrs.variable 6 out of range (plan has 6 variables)"},
+      {[&](PlanSpec &s) { variable(s) = -1; },
+       assign + "AssignAttrs.variable -1 out of range (plan has 6 variables)"},
+      {[&](PlanSpec &s) { variable(s) = 3; },
+       assign + "input 'w' [4,3] differs in element count from variable 'b' [3]"},
+      {[&](PlanSpec &s) { variable(s) = 4; },
+       assign + "input 'w' differs in placement or nd-SBP from variable 'w.split'"},
+      {[&](PlanSpec &s) { variable(s) = 5; }, assign + "variable 'w.count' must be f32"},
   };
   expectRefused(co2Plan, defects);
 }

@@ -103,6 +103,7 @@ struct TaskSpec {
   bool nesterov = false;                           // OuterStep (lr, momentum above)
   int replicas = 1, anchor = -1;                   // OuterStep (param, momentumBuffer above)
   float gapPenalty = 1, clip = 0;                  // OuterStep
+  int variable = -1;                               // Assign
   int seq = -1;
 };
 
@@ -338,6 +339,9 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
         attrs = plan::CreateOuterAttrs(fbb, t.lr, t.momentum, t.nesterov, t.replicas, t.gapPenalty,
                                        t.clip, t.param, t.anchor, t.momentumBuffer)
                     .Union();
+        break;
+      case plan::OpAttrs::AssignAttrs:
+        attrs = plan::CreateAssignAttrs(fbb, t.variable).Union();
         break;
       default:
         break;

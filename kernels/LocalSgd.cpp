@@ -44,7 +44,7 @@ struct OuterWork {
   int64_t n = 0;
   float lr = 0, momentumFactor = 0, gapPenalty = 1, clip = 0;
   int replicas = 1;
-  bool nesterov = false;
+  bool nesterov = false, keepAnchor = false;
 };
 
 // The plan's side (the loader's check): variables, shapes, factors.
@@ -128,6 +128,7 @@ StatusOr<OuterWork> outerWork(const OpArgs &a) {
   w.replicas = o.replicas();
   w.gapPenalty = o.gap_penalty();
   w.clip = o.clip();
+  w.keepAnchor = o.keep_anchor();
   return w;
 }
 
@@ -222,7 +223,7 @@ StatusOr<Kernel> cpuOuterStep(const OpArgs &a) {
     const float *sum = data<float>(a.in[0]);
     return always([=] {
       cpu::outerStep(param, anchor, m, sum, w.n, w.lr, w.momentumFactor, w.nesterov, w.replicas,
-                     w.gapPenalty, w.clip);
+                     w.gapPenalty, w.clip, w.keepAnchor);
     });
   });
 }
@@ -259,7 +260,7 @@ StatusOr<Kernel> cudaOuterStep(const OpArgs &a) {
     const float *sum = data<float>(a.in[0]);
     return launch(a, [=, s = cuda::streamOf(a.stream)] {
       return cuda::outerStep(param, anchor, m, sum, w.n, w.lr, w.momentumFactor, w.nesterov,
-                             w.replicas, w.gapPenalty, w.clip, s);
+                             w.replicas, w.gapPenalty, w.clip, w.keepAnchor, s);
     });
   });
 }

@@ -224,7 +224,8 @@ void sgdMomentum(float *w, float *v, const float *g, int64_t n, float lr, float 
 }
 
 void outerStep(float *param, float *anchor, float *m, const float *sum, int64_t n, float lr,
-               float momentum, bool nesterov, int replicas, float gapPenalty, float clip) {
+               float momentum, bool nesterov, int replicas, float gapPenalty, float clip,
+               bool keepAnchor) {
   const float divisor = outerDivisor(replicas, gapPenalty);
   for (int64_t i = 0; i < n; ++i) {
     const float d = sum[i] / divisor;
@@ -238,7 +239,8 @@ void outerStep(float *param, float *anchor, float *m, const float *sum, int64_t 
       update = nesterov ? d + momentum * mi : mi;
     }
     const float a = anchor[i] - lr * update;
-    anchor[i] = a;
+    if (!keepAnchor)
+      anchor[i] = a;
     param[i] = a;
   }
 }

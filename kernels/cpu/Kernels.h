@@ -89,11 +89,14 @@ inline float outerDivisor(int replicas, float gapPenalty) {
 // gapPenalty); with a momentum buffer m, m = momentum * m + d, clamped to
 // [-clip, clip] when clip > 0 (CO2), and the update is d + momentum * m
 // (Nesterov) or m; without one (m == nullptr: momentum and clip unused) the
-// update is d. anchor -= lr * update; param = anchor. Each operation rounds
-// in f32 in this order, no FMA (baseline x86-64), as cuda::outerStep does:
-// CPU and GPU replicas keep the same bits.
+// update is d. anchor -= lr * update; param = anchor; with keepAnchor (CO2's
+// exchange, while the anchor is still read) param = anchor - lr * update and
+// the anchor stays; m updates either way. Each operation rounds in f32 in
+// this order, no FMA (baseline x86-64), as cuda::outerStep does: CPU and GPU
+// replicas keep the same bits.
 void outerStep(float *param, float *anchor, float *m, const float *sum, int64_t n, float lr,
-               float momentum, bool nesterov, int replicas, float gapPenalty, float clip);
+               float momentum, bool nesterov, int replicas, float gapPenalty, float clip,
+               bool keepAnchor);
 
 // Copies the sub-block `region` of a row-major tensor `src` with shape
 // `srcShape` into the dense `dst` (B -> S slice), or back (scatter = true,

@@ -57,8 +57,8 @@ __global__ void adamwKernel(float *w, float *m, float *v, const float *g, int64_
 }
 
 __global__ void outerStepKernel(float *param, float *anchor, float *m, const float *sum, int64_t n,
-                                float lr, float momentum, bool nesterov, float divisor,
-                                float clip) {
+                                float lr, float momentum, bool nesterov, float divisor, float clip,
+                                bool keepAnchor) {
   for (int64_t i = first(); i < n; i += stride()) {
     const float d = __fdiv_rn(sum[i], divisor);
     float update = d;
@@ -71,7 +71,8 @@ __global__ void outerStepKernel(float *param, float *anchor, float *m, const flo
       update = nesterov ? __fadd_rn(d, __fmul_rn(momentum, mi)) : mi;
     }
     const float a = __fsub_rn(anchor[i], __fmul_rn(lr, update));
-    anchor[i] = a;
+    if (!keepAnchor)
+      anchor[i] = a;
     param[i] = a;
   }
 }
@@ -106,12 +107,12 @@ Status adamw(float *w, float *m, float *v, const float *g, int64_t n, float lr, 
 
 Status outerStep(float *param, float *anchor, float *m, const float *sum, int64_t n, float lr,
                  float momentum, bool nesterov, int replicas, float gapPenalty, float clip,
-                 cudaStream_t stream) {
+                 bool keepAnchor, cudaStream_t stream) {
   if (n <= 0)
     return Status::ok();
   outerStepKernel<<<blocksFor(n), kThreads, 0, stream>>>(
       param, anchor, m, sum, n, lr, momentum, nesterov, cpu::outerDivisor(replicas, gapPenalty),
-      clip);
+      clip, keepAnchor);
   return launched("outerStepKernel");
 }
 

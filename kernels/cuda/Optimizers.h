@@ -30,9 +30,10 @@ Status adamw(float *w, float *m, float *v, const float *g, int64_t n, float lr, 
 
 // Local SGD's outer step, as cpu::outerStep, bit for bit (the same divisor,
 // every operation rounded in the same order): `sum` is the replicas' summed
-// pseudo-gradients; m is null where the step has no momentum buffer.
+// pseudo-gradients; m is null where the step has no momentum buffer; with
+// keepAnchor the anchor stays.
 Status outerStep(float *param, float *anchor, float *m, const float *sum, int64_t n, float lr,
                  float momentum, bool nesterov, int replicas, float gapPenalty, float clip,
-                 cudaStream_t stream);
+                 bool keepAnchor, cudaStream_t stream);
 
 } // namespace sbpflow::cuda

@@ -617,6 +617,8 @@ void describeAttrs(const plan::Task &task, std::ostream &os) {
        << o->clip() << " variable #" << o->param() << " anchor #" << o->anchor();
     if (o->momentum_buffer() >= 0)
       os << " buffer #" << o->momentum_buffer();
+    if (o->keep_anchor())
+      os << " keep_anchor";
   } else if (auto *assign = task.attrs_as_AssignAttrs()) {
     os << " variable #" << assign->variable();
   }

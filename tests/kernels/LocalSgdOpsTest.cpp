@@ -26,8 +26,8 @@ const std::vector<int64_t> kShape = {5, 3};
 constexpr int64_t kN = 15;
 
 // w, its anchor and its outer momentum; an empty inner program and the
-// round's: the pseudo-gradient, scaled, the outer step and an Assign of w
-// to its anchor.
+// round's: the pseudo-gradient, scaled, the outer step, the same with
+// keep_anchor (CO2's exchange) and an Assign of w to its anchor.
 PlanSpec roundPlan() {
   PlanSpec spec;
   spec.variables = {{"w", kShape}, {"w.anchor", kShape}, {"w.outer_m", kShape}};
@@ -50,6 +50,9 @@ PlanSpec roundPlan() {
   outer.param = 0;
   outer.anchor = 1;
   outer.momentumBuffer = 2;
+  TaskSpec keep = outer;
+  keep.name = "outer.keep_anchor";
+  keep.keepAnchor = true;
   TaskSpec assign = makeTask("anchor <- w", K::Assign, {0}, {}, plan::OpAttrs::AssignAttrs);
   assign.variable = 1;
   prog.tasks = {makeTask("w", K::Parameter, {}, {0}),
@@ -57,6 +60,7 @@ PlanSpec roundPlan() {
                 makeTask("delta", K::PseudoGradient, {1, 0}, {2}),
                 scale,
                 outer,
+                keep,
                 assign};
   spec.programs = {ProgramSpec{}, prog};
   spec.schedule = ScheduleSpec{"diloco", "train", 4, {runStep("round")}};
@@ -146,7 +150,7 @@ TEST_F(LocalSgdOps, OuterStepRunsWithItsAttributesAndVariables) {
     std::copy(next.begin(), next.end(), sum.begin()); // where the kernel reads
     run(*kernel);
     cpu::outerStep(wantParam.data(), wantAnchor.data(), wantM.data(), sum.data(), kN, 0.7f, 0.9f,
-                   true, 3, 1.5f, 0.02f);
+                   true, 3, 1.5f, 0.02f, false);
     EXPECT_EQ(param, wantParam) << "round " << round;
     EXPECT_EQ(anchor, wantAnchor) << "round " << round;
     EXPECT_EQ(m, wantM) << "round " << round;
@@ -180,10 +184,32 @@ TEST_F(LocalSgdOps, OuterStepRefusesAShardOfAnotherSize) {
             "task 'outer': variable 'w.outer_m' holds 14 local elements, parameter 15");
 }
 
+// keep_anchor reaches the kernel: the anchor stays, the parameters and the
+// buffer move as cpu::outerStep with keep_anchor moves them.
+TEST_F(LocalSgdOps, OuterStepKeepsTheAnchorWithKeepAnchor) {
+  std::vector<float> param(kN, 0.f), anchor = randomVector(kN, 6), m(kN, 0.f);
+  const std::vector<float> anchor0 = anchor;
+  std::vector<TensorView> vars = {hostView(param, "w"), hostView(anchor, "w.anchor"),
+                                  hostView(m, "w.outer_m")};
+  std::vector<float> wantParam = param, wantAnchor = anchor, wantM = m;
+  auto sum = randomVector(kN, 7, -0.2f, 0.2f);
+  TensorView in = hostView(sum, "delta.scaled");
+  auto kernel = kernelOf(5, {&in}, {}, &vars);
+  ASSERT_TRUE(kernel) << kernel.status().message();
+  ASSERT_TRUE(*kernel);
+  run(*kernel);
+  cpu::outerStep(wantParam.data(), wantAnchor.data(), wantM.data(), sum.data(), kN, 0.7f, 0.9f,
+                 true, 3, 1.5f, 0.02f, true);
+  EXPECT_EQ(anchor, anchor0);
+  EXPECT_EQ(param, wantParam);
+  EXPECT_EQ(m, wantM);
+  EXPECT_NE(param, anchor0) << "the step moved nothing";
+}
+
 // Assign copies this rank's shard, however many of the global elements
 // that is, and nothing past it.
 TEST_F(LocalSgdOps, AssignCopiesTheRanksShard) {
-  EXPECT_EQ(updatedVariable(task(5)), 1);
+  EXPECT_EQ(updatedVariable(task(6)), 1);
   constexpr int64_t kShard = 7;
   std::vector<float> param = randomVector(kN, 8), anchor = randomVector(kN, 9), m(kN);
   const std::vector<float> anchor0 = anchor;
@@ -191,7 +217,7 @@ TEST_F(LocalSgdOps, AssignCopiesTheRanksShard) {
                                   hostView(anchor, "w.anchor", kShard),
                                   hostView(m, "w.outer_m", kShard)};
   TensorView in = hostView(param, "w", kShard);
-  auto kernel = kernelOf(5, {&in}, {}, &vars);
+  auto kernel = kernelOf(6, {&in}, {}, &vars);
   ASSERT_TRUE(kernel) << kernel.status().message();
   ASSERT_TRUE(*kernel) << "the rank holds the variable: the copy must run here";
   run(*kernel);
@@ -203,7 +229,7 @@ TEST_F(LocalSgdOps, AssignRunsOnlyWhereItsVariableIs) {
   std::vector<TensorView> vars(3); // no data: this rank holds none of w.anchor
   std::vector<float> param(kN);
   TensorView in = hostView(param, "w");
-  auto kernel = kernelOf(5, {&in}, {}, &vars);
+  auto kernel = kernelOf(6, {&in}, {}, &vars);
   ASSERT_TRUE(kernel) << kernel.status().message();
   EXPECT_FALSE(*kernel);
 }
@@ -213,7 +239,7 @@ TEST_F(LocalSgdOps, AssignRefusesAShardOfAnotherSize) {
   std::vector<TensorView> vars = {hostView(param, "w"), hostView(anchor, "w.anchor"),
                                   hostView(m, "w.outer_m")};
   TensorView in = hostView(param, "w", kN - 1);
-  auto kernel = kernelOf(5, {&in}, {}, &vars);
+  auto kernel = kernelOf(6, {&in}, {}, &vars);
   ASSERT_FALSE(kernel);
   EXPECT_EQ(kernel.status().message(),
             "task 'anchor <- w': input holds 14 local elements, variable 'w.anchor' 15");
@@ -230,10 +256,10 @@ TEST_F(LocalSgdOps, AssignRefusesAVariableItCannotHold) {
     SCOPED_TRACE(want);
     PlanSpec spec = roundPlan();
     spec.variables.push_back({"b", {4}});
-    spec.programs[1].tasks[5].variable = variable;
+    spec.programs[1].tasks[6].variable = variable;
     const std::vector<uint8_t> buffer = testplan::build(spec);
     const plan::Plan &unchecked = *plan::GetPlan(buffer.data());
-    const plan::Task &assign = *unchecked.programs()->Get(1)->tasks()->Get(5);
+    const plan::Task &assign = *unchecked.programs()->Get(1)->tasks()->Get(6);
     std::vector<float> param(kN), anchor(kN), m(kN), b(4);
     std::vector<TensorView> vars = {hostView(param, "w"), hostView(anchor, "w.anchor"),
                                     hostView(m, "w.outer_m"), hostView(b, "b", 4)};

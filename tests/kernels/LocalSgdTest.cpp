@@ -1,6 +1,7 @@
 // Local SGD's CPU kernels against double-precision loops: Scale and the
 // pseudo-gradient exactly, the outer step (plan.fbs OuterAttrs) over several
-// rounds as DiLoCo, plain averaging and CO2 configure it.
+// rounds as DiLoCo, plain averaging and CO2 configure it, and with
+// keep_anchor against the step without it.
 #include "kernels/cpu/Kernels.h"
 #include "tests/kernels/RandomVector.h"
 
@@ -108,7 +109,7 @@ OuterReference runOuter(const Outer &o, int64_t n, int rounds, float drift) {
     const float bound = drift * static_cast<float>(o.replicas);
     auto sum = randomVector(n, 500 + 10 * n + round, -bound, bound);
     outerStep(param.data(), anchor.data(), o.buffer ? m.data() : nullptr, sum.data(), n, o.lr,
-              o.momentum, o.nesterov, o.replicas, o.gapPenalty, o.clip);
+              o.momentum, o.nesterov, o.replicas, o.gapPenalty, o.clip, false);
     ref.step(o, sum);
     for (int64_t i = 0; i < n; ++i) {
       const std::string at = "round " + std::to_string(round) + " [" + std::to_string(i) + "]";
@@ -173,7 +174,8 @@ TEST(LocalSgdTest, OuterStepCo2ClipsTheMomentum) {
 TEST(LocalSgdTest, OuterStepPropagatesNaN) {
   std::vector<float> param(3, 0.f), anchor = {1.f, 2.f, 3.f}, m(3, 0.f);
   const std::vector<float> sum = {0.5f, std::nanf(""), -0.5f};
-  outerStep(param.data(), anchor.data(), m.data(), sum.data(), 3, 0.7f, 0.5f, false, 2, 2.f, 0.01f);
+  outerStep(param.data(), anchor.data(), m.data(), sum.data(), 3, 0.7f, 0.5f, false, 2, 2.f, 0.01f,
+            false);
   EXPECT_TRUE(std::isnan(m[1]));
   EXPECT_TRUE(std::isnan(anchor[1]));
   EXPECT_TRUE(std::isnan(param[1]));
@@ -182,6 +184,39 @@ TEST(LocalSgdTest, OuterStepPropagatesNaN) {
   EXPECT_EQ(m[2], -0.01f);
   EXPECT_EQ(anchor[0], 1.f - 0.7f * 0.01f);
   EXPECT_EQ(anchor[2], 3.f - 0.7f * -0.01f);
+}
+
+// CO2's exchange (keep_anchor) runs while the next round still reads the
+// anchor: the parameters get the anchor the step without keep_anchor would
+// have left, the anchor stays, and the momentum buffer moves as it would.
+// Both steps start every round from the same anchor; the buffers run on.
+TEST(LocalSgdTest, OuterStepKeepAnchorLeavesTheAnchor) {
+  const Outer configs[] = {{0.7f, 0.9f, true, true, 4, 1.f, 0.f},
+                           {0.7f, 0.5f, false, true, 4, 2.f, 0.01f},
+                           {1.f, 0.f, false, false, 3, 1.f, 0.f}};
+  for (const Outer &o : configs) {
+    for (int64_t n : kSizes) {
+      SCOPED_TRACE("n = " + std::to_string(n) + ", momentum " + std::to_string(o.momentum));
+      const auto anchor = randomVector(n, 600 + n);
+      // The step without keep_anchor: other*.
+      std::vector<float> kept = anchor, param(n, 0.f), m(n, 0.f), otherAnchor(n), otherParam(n),
+                         otherM(n, 0.f);
+      for (int round = 0; round < 3; ++round) {
+        const float bound = 0.05f * static_cast<float>(o.replicas);
+        const auto sum = randomVector(n, 700 + 10 * n + round, -bound, bound);
+        otherAnchor = anchor;
+        outerStep(otherParam.data(), otherAnchor.data(), o.buffer ? otherM.data() : nullptr,
+                  sum.data(), n, o.lr, o.momentum, o.nesterov, o.replicas, o.gapPenalty, o.clip,
+                  false);
+        outerStep(param.data(), kept.data(), o.buffer ? m.data() : nullptr, sum.data(), n, o.lr,
+                  o.momentum, o.nesterov, o.replicas, o.gapPenalty, o.clip, true);
+        EXPECT_EQ(param, otherAnchor) << "round " << round;
+        EXPECT_EQ(kept, anchor) << "round " << round;
+        EXPECT_EQ(m, otherM) << "round " << round;
+        EXPECT_NE(param, anchor) << "round " << round << ": the step moved nothing";
+      }
+    }
+  }
 }
 
 TEST(LocalSgdTest, OuterDivisorRoundsOnce) {

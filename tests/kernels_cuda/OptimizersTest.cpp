@@ -99,8 +99,9 @@ void expectSameFloats(const std::vector<float> &got, const std::vector<float> &w
 
 // Local SGD's outer step as DiLoCo (Nesterov momentum), plain averaging (no
 // buffer) and CO2 (a gap penalty, whose divisor 3 * 1.3 is inexact, and a
-// clip that binds) configure it, with a NaN in the pseudo-gradient: the
-// CPU's bits, every operation rounded in f32 in the same order.
+// clip that binds) configure it, each with and without keep_anchor, with a
+// NaN in the pseudo-gradient: the CPU's bits, every operation rounded in
+// f32 in the same order.
 TEST(CudaOptimizers, OuterStep) {
   SBPFLOW_REQUIRE_GPU();
   struct Config {
@@ -114,25 +115,30 @@ TEST(CudaOptimizers, OuterStep) {
                             {"plain", 1.f, 0.f, false, false, 3, 1.f, 0.f},
                             {"CO2", 0.7f, 0.5f, false, true, 3, 1.3f, 0.01f}};
   for (const Config &c : configs) {
-    for (int64_t n : kSizes) {
-      SCOPED_TRACE(std::string(c.name) + ", n = " + std::to_string(n));
-      auto anchor = randomVector(n, 141);
-      std::vector<float> param(n, 0.f), m(n, 0.f);
-      DeviceBuffer<float> dparam(param), danchor(anchor), dm(m), dsum(n);
-      for (int round = 0; round < kSteps; ++round) {
-        auto sum = randomVector(n, 142 + round, -0.2f, 0.2f);
-        if (n > 1)
-          sum[n / 2] = std::nanf("");
-        cpu::outerStep(param.data(), anchor.data(), c.buffer ? m.data() : nullptr, sum.data(), n,
-                       c.lr, c.momentum, c.nesterov, c.replicas, c.gapPenalty, c.clip);
-        ASSERT_CUDA(cudaMemcpy(dsum.get(), sum.data(), n * sizeof(float), cudaMemcpyHostToDevice));
-        ASSERT_OK(cuda::outerStep(dparam.get(), danchor.get(), c.buffer ? dm.get() : nullptr,
-                                  dsum.get(), n, c.lr, c.momentum, c.nesterov, c.replicas,
-                                  c.gapPenalty, c.clip, nullptr));
+    for (bool keepAnchor : {false, true}) {
+      for (int64_t n : kSizes) {
+        SCOPED_TRACE(std::string(c.name) + (keepAnchor ? ", keep_anchor" : "") +
+                     ", n = " + std::to_string(n));
+        auto anchor = randomVector(n, 141);
+        std::vector<float> param(n, 0.f), m(n, 0.f);
+        DeviceBuffer<float> dparam(param), danchor(anchor), dm(m), dsum(n);
+        for (int round = 0; round < kSteps; ++round) {
+          auto sum = randomVector(n, 142 + round, -0.2f, 0.2f);
+          if (n > 1)
+            sum[n / 2] = std::nanf("");
+          cpu::outerStep(param.data(), anchor.data(), c.buffer ? m.data() : nullptr, sum.data(), n,
+                         c.lr, c.momentum, c.nesterov, c.replicas, c.gapPenalty, c.clip,
+                         keepAnchor);
+          ASSERT_CUDA(
+              cudaMemcpy(dsum.get(), sum.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+          ASSERT_OK(cuda::outerStep(dparam.get(), danchor.get(), c.buffer ? dm.get() : nullptr,
+                                    dsum.get(), n, c.lr, c.momentum, c.nesterov, c.replicas,
+                                    c.gapPenalty, c.clip, keepAnchor, nullptr));
+        }
+        expectSameFloats(danchor.download(), anchor, "anchor");
+        expectSameFloats(dparam.download(), param, "param");
+        expectSameFloats(dm.download(), m, "momentum");
       }
-      expectSameFloats(danchor.download(), anchor, "anchor");
-      expectSameFloats(dparam.download(), param, "param");
-      expectSameFloats(dm.download(), m, "momentum");
     }
   }
 }
@@ -143,7 +149,7 @@ TEST(CudaOptimizers, EmptyParametersLaunchNothing) {
   ASSERT_OK(cuda::adamw(nullptr, nullptr, nullptr, nullptr, 0, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.f, 1,
                         nullptr, nullptr));
   ASSERT_OK(cuda::outerStep(nullptr, nullptr, nullptr, nullptr, 0, 0.7f, 0.9f, true, 2, 1.f, 0.f,
-                            nullptr));
+                            false, nullptr));
 }
 
 } // namespace

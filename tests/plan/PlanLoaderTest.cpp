@@ -983,13 +983,14 @@ TEST(PlanLoader, ReplicaDimAndScheduleDefects) {
 
 // A CO2-like round over localSgdPlan's replicas: join the background
 // program, run `adopt` (an Assign of w's anchor from w) and start
-// `exchange` (a copy of outer). The programs: outer, train, adopt,
-// exchange.
+// `exchange` (the outer step with keep_anchor, which leaves the anchor to
+// the round that reads it). The programs: outer, train, adopt, exchange.
 PlanSpec co2Plan() {
   PlanSpec spec = localSgdPlan();
   using K = plan::OpKind;
   ProgramSpec exchange = spec.programs[0];
   exchange.name = "exchange";
+  exchange.tasks[4].keepAnchor = true;
   ProgramSpec adopt;
   adopt.name = "adopt";
   adopt.tensors = {{"w", {4, 3}, {B()}, plan::DType::F32, 0}};
@@ -1009,11 +1010,15 @@ TEST(PlanLoader, ScheduleStepsLoadAndDescribe) {
   ASSERT_TRUE(diloco) << diloco.status().message();
   std::string text = describePlan(*diloco->plan());
   EXPECT_NE(text.find("\nschedule diloco: train x4, then run outer\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("variable #0 anchor #1 buffer #2\n"), std::string::npos) << text;
   auto co2 = loadPlanBuffer(build(co2Plan()));
   ASSERT_TRUE(co2) << co2.status().message();
   text = describePlan(*co2->plan());
-  for (const char *want : {"\nschedule co2: train x4, then join, run adopt, start exchange\n",
-                           "w.anchor.assign Assign (%0) -> () queue Compute variable #1\n"})
+  for (const char *want :
+       {"\nschedule co2: train x4, then join, run adopt, start exchange\n",
+        "w.anchor.assign Assign (%0) -> () queue Compute variable #1\n",
+        "outer_step OuterStep (%3) -> () queue Compute lr 0.7 momentum 0.9 nesterov replicas 2 "
+        "gap_penalty 1 clip 0 variable #0 anchor #1 buffer #2 keep_anchor\n"})
     EXPECT_NE(text.find(want), std::string::npos) << "missing '" << want << "' in\n" << text;
 
   // A join may name the empty program; the background program may be
@@ -1102,6 +1107,11 @@ TEST(PlanLoader, LocalSgdKindDefects) {
       {[](PlanSpec &s) { task(s, 4).anchor = 3; },
        step + "anchor variable 'b' differs in shape from the parameter 'w'"},
       {[](PlanSpec &s) { task(s, 4).anchor = 0; },
+       step + "anchor variable 'w' is the parameter itself"},
+      {[](PlanSpec &s) {
+         task(s, 4).keepAnchor = true;
+         task(s, 4).anchor = 0;
+       },
        step + "anchor variable 'w' is the parameter itself"},
       {[](PlanSpec &s) { task(s, 4).momentumBuffer = 7; },
        step + "momentum_buffer variable 7 out of range (plan has 6 variables)"},

@@ -103,6 +103,7 @@ struct TaskSpec {
   bool nesterov = false;                           // OuterStep (lr, momentum above)
   int replicas = 1, anchor = -1;                   // OuterStep (param, momentumBuffer above)
   float gapPenalty = 1, clip = 0;                  // OuterStep
+  bool keepAnchor = false;                         // OuterStep
   int variable = -1;                               // Assign
   int seq = -1;
 };
@@ -337,7 +338,7 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
         break;
       case plan::OpAttrs::OuterAttrs:
         attrs = plan::CreateOuterAttrs(fbb, t.lr, t.momentum, t.nesterov, t.replicas, t.gapPenalty,
-                                       t.clip, t.param, t.anchor, t.momentumBuffer)
+                                       t.clip, t.param, t.anchor, t.momentumBuffer, t.keepAnchor)
                     .Union();
         break;
       case plan::OpAttrs::AssignAttrs:

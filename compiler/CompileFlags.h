@@ -2,7 +2,8 @@
 // `sbpflow compile` and the examples: --bf16, and gradient compression's
 // --compress, --compress-warmup, --compress-epoch-steps, --lgreco-every,
 // --link-bytes-per-second and --codec-costs, and local SGD's --sync,
-// --outer-lr and --outer-momentum (compiler/Pipeline.h, CompileOptions). Header-only: the compiler
+// --outer-lr, --outer-momentum, --co2-staleness, --gap-penalty and
+// --outer-clip (compiler/Pipeline.h, CompileOptions). Header-only: the compiler
 // library does not link CLI11.
 #pragma once
 
@@ -35,14 +36,25 @@ inline void addCompileFlags(CLI::App &app, CompileOptions &options) {
   app.add_option("--codec-costs", options.codecCosts,
                  "--compress auto: codec costs measured by build/bin/codec_costs (JSON)");
   app.add_option("--sync", options.sync,
-                 "how data-parallel replicas synchronise: ddp (every step's gradients) or "
-                 "diloco:H (local SGD: H inner steps, then DiLoCo's outer step)");
+                 "how data-parallel replicas synchronise: ddp (every step's gradients), "
+                 "diloco:H (local SGD: H inner steps, then DiLoCo's outer step) or co2:H "
+                 "(CO2: the outer exchange overlaps the next H inner steps)");
   app.add_option("--outer-lr", options.outerLr,
-                 "--sync diloco: the outer learning rate (default 0.7)")
+                 "--sync diloco, co2: the outer learning rate (defaults 0.7, 1.0)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--outer-momentum", options.outerMomentum,
-                 "--sync diloco: the outer Nesterov momentum (default 0.9)")
+                 "--sync diloco, co2: the outer momentum (Nesterov, heavy ball; defaults 0.9, "
+                 "0.5)")
       ->check(CLI::Range(0.0, 0.999999));
+  app.add_option("--co2-staleness", options.co2Staleness,
+                 "--sync co2: rounds between an exchange's start and its adoption (0 or 1)")
+      ->check(CLI::Range(0, 1));
+  app.add_option("--gap-penalty", options.gapPenalty,
+                 "--sync co2: the staleness gap penalty dividing the pseudo-gradient (>= 1)")
+      ->check(CLI::Range(1.0, 1e30));
+  app.add_option("--outer-clip", options.outerClip,
+                 "--sync co2: clip the outer momentum elementwise to +-this (0: none)")
+      ->check(CLI::NonNegativeNumber);
 }
 
 } // namespace sbpflow

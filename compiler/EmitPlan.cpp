@@ -256,8 +256,15 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
     if (failed(param) || failed(anchor) || failed(buffer) || failed(replicas))
       return failure();
     return fb::CreateOuterAttrs(fbb, f32("lr"), f32("momentum"), flag("nesterov"), *replicas,
-                                f32("gap_penalty"), f32("clip"), *param, *anchor, *buffer)
+                                f32("gap_penalty"), f32("clip"), *param, *anchor, *buffer,
+                                flag("keep_anchor"))
         .Union();
+  }
+  case fb::OpAttrs::AssignAttrs: {
+    FailureOr<int32_t> target = variable("variable");
+    if (failed(target))
+      return failure();
+    return fb::CreateAssignAttrs(fbb, *target).Union();
   }
   }
   op->emitOpError("has plan attributes ")
@@ -343,9 +350,15 @@ public:
       FailureOr<int32_t> period = int32Of(s, "period", s.getPeriod());
       if (failed(period))
         return failure();
-      std::vector<flatbuffers::Offset<flatbuffers::String>> round;
-      for (Attribute f : s.getRound())
-        round.push_back(fbb.CreateString(cast<FlatSymbolRefAttr>(f).getValue().str()));
+      std::vector<flatbuffers::Offset<fb::ScheduleStep>> round;
+      for (Attribute a : s.getRound()) {
+        auto step = ScheduleOp::parseStep(cast<StringAttr>(a).getValue());
+        if (!step)
+          return s.emitOpError("has a malformed step ") << a;
+        round.push_back(fb::CreateScheduleStepDirect(
+            fbb, static_cast<fb::ScheduleAction>(step->first),
+            step->second.empty() ? nullptr : step->second.str().c_str()));
+      }
       schedule = fb::CreateScheduleDirect(fbb, s.getAlgorithm().str().c_str(),
                                           s.getInner().str().c_str(), *period, &round);
     }

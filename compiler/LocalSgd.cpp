@@ -1,11 +1,12 @@
-// sbp-local-sgd: local SGD (DiLoCo). The replicas along the first hierarchy
-// dimension of the trained variables' placement train alone: the training
-// function's all-reduces across them become local estimates (each replica
-// applies the gradient of its own batch), and the parameters and optimiser
-// state they update become per-replica variables. A new function @outer
-// sums each parameter's pseudo-gradient (the round's anchor minus the
-// replica's parameters) across replicas and applies the outer optimiser;
-// sbp.schedule says that @outer runs after every H training steps.
+// sbp-local-sgd: local SGD (DiLoCo, CO2). The replicas along the first
+// hierarchy dimension of the trained variables' placement train alone: the
+// training function's all-reduces across them become local estimates (each
+// replica applies the gradient of its own batch), and the parameters and
+// optimiser state they update become per-replica variables. New functions
+// sum each parameter's pseudo-gradient (the round's anchor minus the
+// replica's parameters) across replicas and apply the outer optimiser;
+// sbp.schedule says what runs after every H training steps (Passes.td has
+// the algorithms).
 #include "compiler/Passes.h"
 
 #include "ops/Rules.h"
@@ -26,29 +27,55 @@ namespace {
 constexpr int64_t kReplicaDim = 0;
 
 struct SyncSpec {
-  std::string algorithm; // ddp, diloco
+  std::string algorithm; // ddp, diloco, co2
   int64_t period = 0;    // H
   double outerLr = 0, outerMomentum = 0;
   bool nesterov = false;
+  int64_t staleness = 0;                // co2
+  double gapPenalty = 1, outerClip = 0; // co2
 };
 
-FailureOr<SyncSpec> parseSync(llvm::StringRef spec, double outerLr, double outerMomentum,
+struct SyncOptions {
+  double outerLr, outerMomentum;
+  int64_t staleness;
+  double gapPenalty, outerClip;
+};
+
+FailureOr<SyncSpec> parseSync(llvm::StringRef spec, const SyncOptions &o,
                               llvm::function_ref<InFlightDiagnostic()> emitError) {
   SyncSpec s;
   auto [name, arg] = spec.split(':');
   s.algorithm = name.str();
   if (name == "ddp" && arg.empty())
     return s;
-  if (name != "diloco")
-    return emitError() << "--sync '" << spec << "': expected ddp or diloco:H";
+  if (name != "diloco" && name != "co2")
+    return emitError() << "--sync '" << spec << "': expected ddp, diloco:H or co2:H";
   if (arg.empty() || arg.getAsInteger(10, s.period) || s.period < 1)
     return emitError() << "--sync '" << spec
                        << "': H, the inner steps between synchronisations, must be a "
                           "positive integer";
-  // DiLoCo (Douillard et al. 2023): Nesterov SGD at lr 0.7, momentum 0.9.
-  s.outerLr = outerLr >= 0 ? outerLr : 0.7;
-  s.outerMomentum = outerMomentum >= 0 ? outerMomentum : 0.9;
-  s.nesterov = true;
+  if (name == "diloco") {
+    // DiLoCo (Douillard et al. 2023): Nesterov SGD at lr 0.7, momentum 0.9.
+    s.outerLr = o.outerLr >= 0 ? o.outerLr : 0.7;
+    s.outerMomentum = o.outerMomentum >= 0 ? o.outerMomentum : 0.9;
+    s.nesterov = true;
+  } else {
+    // CO2 (Sun et al. 2024), as its reference code (fairscale-CO2): heavy
+    // ball at lr 1.0, momentum 0.5, a constant gap penalty.
+    s.outerLr = o.outerLr >= 0 ? o.outerLr : 1.0;
+    s.outerMomentum = o.outerMomentum >= 0 ? o.outerMomentum : 0.5;
+    s.staleness = o.staleness;
+    s.gapPenalty = o.gapPenalty;
+    s.outerClip = o.outerClip;
+    if (s.staleness != 0 && s.staleness != 1)
+      return emitError() << "--co2-staleness " << s.staleness << ": 0 or 1 rounds";
+    if (!(s.gapPenalty >= 1))
+      return emitError() << "--gap-penalty " << s.gapPenalty << " must be at least 1";
+    if (!(s.outerClip >= 0))
+      return emitError() << "--outer-clip " << s.outerClip << " must not be negative";
+    if (s.outerClip > 0 && s.outerMomentum == 0)
+      return emitError() << "--outer-clip clips the outer momentum; --outer-momentum is 0";
+  }
   if (!(s.outerMomentum < 1))
     return emitError() << "--outer-momentum " << s.outerMomentum << " must lie in [0, 1)";
   return s;
@@ -60,7 +87,8 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
     FailureOr<SyncSpec> spec =
-        parseSync(sync, outerLr, outerMomentum, [&] { return module.emitError(); });
+        parseSync(sync, {outerLr, outerMomentum, staleness, gapPenalty, outerClip},
+                  [&] { return module.emitError(); });
     if (failed(spec))
       return signalPassFailure();
     if (spec->algorithm == "ddp")
@@ -116,10 +144,10 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
 
     if (failed(localGradients(train, placement, replicas)))
       return failure();
-    if (symbols.lookup("outer"))
-      return module.emitError("--sync ")
-             << spec.algorithm << ": the module already has a symbol @outer";
-    func::FuncOp outer = buildOuter(module, symbols, trained, spec, replicas);
+    for (llvm::StringRef name : {"outer", "outer_send", "outer_exchange", "outer_adopt"})
+      if (symbols.lookup(name))
+        return module.emitError("--sync ")
+               << spec.algorithm << ": the module already has a symbol @" << name;
 
     // Every replica keeps its own parameters and optimiser state.
     OpBuilder b(module.getContext());
@@ -130,10 +158,14 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
         symbols.lookup<VariableOp>(slot.getValue()).setReplicaDimAttr(replicaDim);
     }
 
+    llvm::SmallVector<std::string> round =
+        spec.algorithm == "diloco" ? buildDiloco(module, symbols, trained, spec, replicas)
+                                   : buildCo2(module, symbols, trained, spec, replicas);
     b.setInsertionPoint(train);
-    b.create<ScheduleOp>(module.getLoc(), b.getStringAttr(spec.algorithm),
-                         FlatSymbolRefAttr::get(train), b.getI64IntegerAttr(spec.period),
-                         b.getArrayAttr({FlatSymbolRefAttr::get(outer.getSymNameAttr())}));
+    b.create<ScheduleOp>(
+        module.getLoc(), b.getStringAttr(spec.algorithm), FlatSymbolRefAttr::get(train),
+        b.getI64IntegerAttr(spec.period),
+        b.getStrArrayAttr(llvm::SmallVector<llvm::StringRef>(round.begin(), round.end())));
     return success();
   }
 
@@ -170,55 +202,130 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
     return success();
   }
 
-  // @outer: per trained variable, its anchor (initialised as the variable,
-  // so equal to it before the first round) and outer momentum, the
-  // pseudo-gradient summed across replicas, and the outer step.
-  func::FuncOp
-  buildOuter(ModuleOp module, SymbolTable &symbols,
-             llvm::MutableArrayRef<std::pair<OptimizerOpInterface, VariableOp>> trained,
-             const SyncSpec &spec, int64_t replicas) {
+  using Trained = llvm::MutableArrayRef<std::pair<OptimizerOpInterface, VariableOp>>;
+
+  // A new function `name` of the module, its builder at its end.
+  OpBuilder function(ModuleOp module, SymbolTable &symbols, llvm::StringRef name) {
     MLIRContext *ctx = module.getContext();
     OpBuilder mb(ctx);
     mb.setInsertionPointToEnd(module.getBody());
-    auto outer = mb.create<func::FuncOp>(module.getLoc(), "outer", FunctionType::get(ctx, {}, {}));
-    symbols.insert(outer);
-    OpBuilder b = OpBuilder::atBlockEnd(outer.addEntryBlock());
+    auto fn = mb.create<func::FuncOp>(module.getLoc(), name, FunctionType::get(ctx, {}, {}));
+    symbols.insert(fn);
+    return OpBuilder::atBlockEnd(fn.addEntryBlock());
+  }
+
+  // A variable `<var>.<suffix>` declared after `var`: initialised as `var`
+  // (so equal to it before the first round), or zeros; per replica or not.
+  VariableOp companion(SymbolTable &symbols, VariableOp var, llvm::StringRef suffix, bool zeros,
+                       bool perReplica) {
+    OpBuilder vb(var);
+    vb.setInsertionPointAfter(var);
+    auto made = cast<VariableOp>(vb.clone(*var));
+    made.setSymName((var.getSymName() + "." + suffix).str());
+    made->removeAttr("replica_dim");
+    if (zeros) {
+      made.setInitAttr(
+          InitAttr::get(var.getContext(), InitKind::zeros, llvm::APFloat(0.0), llvm::APFloat(0.0)));
+      made.setSeed(0);
+    }
+    if (perReplica)
+      made.setReplicaDimAttr(vb.getI64IntegerAttr(kReplicaDim));
+    symbols.insert(made);
+    return made;
+  }
+
+  static FlatSymbolRefAttr ref(VariableOp v) { return FlatSymbolRefAttr::get(v.getSymNameAttr()); }
+
+  // `type` with its replica dimension partial: the replicas' terms of a sum.
+  static RankedTensorType partialOnReplicas(RankedTensorType type) {
+    SbpTensorAttr enc = getSbp(type);
+    llvm::SmallVector<SbpDim> dims = getSbpDims(enc);
+    dims[kReplicaDim] = partialSumDim();
+    return withSbp(type, makeSbpTensorAttr(type.getContext(), enc.getPlacement().getValue(), dims));
+  }
+
+  // The replicas' summed pseudo-gradient of `var` against `anchor`.
+  static Value summedPseudoGradient(OpBuilder &b, Location loc, VariableOp anchor, VariableOp var) {
+    auto type = cast<RankedTensorType>(var.getType());
+    Value a = b.create<ParameterOp>(loc, type, ref(anchor));
+    Value p = b.create<ParameterOp>(loc, type, ref(var));
+    Value delta = b.create<PseudoGradientOp>(loc, partialOnReplicas(type), a, p,
+                                             b.getI64IntegerAttr(kReplicaDim));
+    return b.create<AllReduceOp>(loc, TypeRange{type}, ValueRange{delta}, kReplicaDim).getResult(0);
+  }
+
+  // The outer step of `param` from the summed pseudo-gradient `sum`.
+  static void outerStep(OpBuilder &b, Location loc, Value sum, VariableOp param, VariableOp anchor,
+                        VariableOp momentum, const SyncSpec &spec, int64_t replicas,
+                        bool keepAnchor) {
+    b.create<OuterStepOp>(loc, sum, Value(), ref(param), ref(anchor),
+                          momentum ? ref(momentum) : FlatSymbolRefAttr(),
+                          b.getF32FloatAttr(spec.outerLr), b.getF32FloatAttr(spec.outerMomentum),
+                          b.getBoolAttr(spec.nesterov), b.getI64IntegerAttr(replicas),
+                          b.getF32FloatAttr(spec.gapPenalty), b.getF32FloatAttr(spec.outerClip),
+                          b.getBoolAttr(keepAnchor));
+  }
+
+  // DiLoCo's @outer: per trained variable, its anchor and outer momentum,
+  // the summed pseudo-gradient and the outer step, which sets the anchor and
+  // every replica's parameters.
+  llvm::SmallVector<std::string> buildDiloco(ModuleOp module, SymbolTable &symbols, Trained trained,
+                                             const SyncSpec &spec, int64_t replicas) {
+    OpBuilder b = function(module, symbols, "outer");
     for (auto &[opt, var] : trained) {
       Location loc = var.getLoc();
-      OpBuilder vb(var);
-      vb.setInsertionPointAfter(var);
-      auto anchor = cast<VariableOp>(vb.clone(*var));
-      anchor.setSymName((var.getSymName() + ".outer_anchor").str());
-      symbols.insert(anchor);
-      FlatSymbolRefAttr momentum;
-      if (spec.outerMomentum != 0) {
-        auto zeros = InitAttr::get(ctx, InitKind::zeros, llvm::APFloat(0.0), llvm::APFloat(0.0));
-        auto m =
-            vb.create<VariableOp>(loc, (var.getSymName() + ".outer_momentum").str(),
-                                  TypeAttr::get(var.getType()), zeros, vb.getI64IntegerAttr(0));
-        symbols.insert(m);
-        momentum = FlatSymbolRefAttr::get(m.getSymNameAttr());
-      }
-      auto type = cast<RankedTensorType>(var.getType());
-      SbpTensorAttr enc = getSbp(type);
-      llvm::SmallVector<SbpDim> partial = getSbpDims(enc);
-      partial[kReplicaDim] = partialSumDim();
-      auto partialType =
-          withSbp(type, makeSbpTensorAttr(ctx, enc.getPlacement().getValue(), partial));
-      Value a = b.create<ParameterOp>(loc, type, FlatSymbolRefAttr::get(anchor.getSymNameAttr()));
-      Value p = b.create<ParameterOp>(loc, type, FlatSymbolRefAttr::get(var.getSymNameAttr()));
-      Value delta =
-          b.create<PseudoGradientOp>(loc, partialType, a, p, b.getI64IntegerAttr(kReplicaDim));
-      Value sum =
-          b.create<AllReduceOp>(loc, TypeRange{type}, ValueRange{delta}, kReplicaDim).getResult(0);
-      b.create<OuterStepOp>(loc, sum, Value(), FlatSymbolRefAttr::get(var.getSymNameAttr()),
-                            FlatSymbolRefAttr::get(anchor.getSymNameAttr()), momentum,
-                            b.getF32FloatAttr(spec.outerLr), b.getF32FloatAttr(spec.outerMomentum),
-                            b.getBoolAttr(spec.nesterov), b.getI64IntegerAttr(replicas),
-                            b.getF32FloatAttr(1.0f), b.getF32FloatAttr(0.0f));
+      VariableOp anchor = companion(symbols, var, "outer_anchor", false, false);
+      VariableOp momentum = spec.outerMomentum != 0
+                                ? companion(symbols, var, "outer_momentum", true, false)
+                                : VariableOp();
+      Value sum = summedPseudoGradient(b, loc, anchor, var);
+      outerStep(b, loc, sum, var, anchor, momentum, spec, replicas, /*keepAnchor=*/false);
     }
     b.create<func::ReturnOp>(module.getLoc());
-    return outer;
+    return {"run @outer"};
+  }
+
+  // CO2's functions, per trained variable: @outer_send keeps the round's
+  // pseudo-gradient (against the anchor the round started from) in
+  // `.outer_delta`; @outer_exchange, in the background, sums it across
+  // replicas and computes the next anchor into `.outer_next` (the anchor is
+  // still read meanwhile); @outer_adopt makes it the anchor and every
+  // replica's parameters.
+  llvm::SmallVector<std::string> buildCo2(ModuleOp module, SymbolTable &symbols, Trained trained,
+                                          const SyncSpec &spec, int64_t replicas) {
+    OpBuilder send = function(module, symbols, "outer_send");
+    OpBuilder exchange = function(module, symbols, "outer_exchange");
+    OpBuilder adopt = function(module, symbols, "outer_adopt");
+    for (auto &[opt, var] : trained) {
+      Location loc = var.getLoc();
+      auto type = cast<RankedTensorType>(var.getType());
+      VariableOp anchor = companion(symbols, var, "outer_anchor", false, false);
+      VariableOp next = companion(symbols, var, "outer_next", false, false);
+      VariableOp momentum = spec.outerMomentum != 0
+                                ? companion(symbols, var, "outer_momentum", true, false)
+                                : VariableOp();
+      VariableOp delta = companion(symbols, var, "outer_delta", true, true);
+
+      Value a = send.create<ParameterOp>(loc, type, ref(anchor));
+      Value p = send.create<ParameterOp>(loc, type, ref(var));
+      Value d = send.create<PseudoGradientOp>(loc, partialOnReplicas(type), a, p,
+                                              send.getI64IntegerAttr(kReplicaDim));
+      send.create<AssignOp>(loc, d, ref(delta));
+
+      Value terms = exchange.create<ParameterOp>(loc, partialOnReplicas(type), ref(delta));
+      Value sum = exchange.create<AllReduceOp>(loc, TypeRange{type}, ValueRange{terms}, kReplicaDim)
+                      .getResult(0);
+      outerStep(exchange, loc, sum, next, anchor, momentum, spec, replicas, /*keepAnchor=*/true);
+
+      Value n = adopt.create<ParameterOp>(loc, type, ref(next));
+      adopt.create<AssignOp>(loc, n, ref(anchor));
+      adopt.create<AssignOp>(loc, n, ref(var));
+    }
+    for (OpBuilder *b : {&send, &exchange, &adopt})
+      b->create<func::ReturnOp>(module.getLoc());
+    if (spec.staleness == 0)
+      return {"run @outer_send", "start @outer_exchange", "join", "run @outer_adopt"};
+    return {"join", "run @outer_send", "run @outer_adopt", "start @outer_exchange"};
   }
 };
 

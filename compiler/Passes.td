@@ -88,26 +88,43 @@ def CompressGradientsPass : SbpPass<"sbp-compress-gradients",
 }
 
 def LocalSgdPass : SbpPass<"sbp-local-sgd",
-    "Local SGD: replicas train alone (no gradient collectives across them) and an outer function exchanges pseudo-gradients"> {
+    "Local SGD: replicas train alone (no gradient collectives across them) and outer functions exchange pseudo-gradients"> {
   let description = [{
-    `sync` names the algorithm: `ddp` (nothing to do) or `diloco:H`. On the
-    first hierarchy dimension of the trained variables' placement (the
-    replica dimension) every replica keeps parameters and optimiser state of
-    its own (`replica_dim` on their variables): each gradient all-reduce
-    across replicas becomes an `sbp.local_estimate` (the replica's own
-    gradient). A new function @outer computes each parameter's
-    pseudo-gradient (`<param>.outer_anchor`, the parameters at the round's
-    start, minus the replica's), sums it across replicas and applies the
-    outer optimiser (`sbp.outer_step`: DiLoCo's Nesterov SGD at `outer-lr`,
-    `outer-momentum`, 0.7 and 0.9 by default). `sbp.schedule` runs @outer
-    after every H steps of the training function.
+    `sync` names the algorithm: `ddp` (nothing to do), `diloco:H` or
+    `co2:H`. On the first hierarchy dimension of the trained variables'
+    placement (the replica dimension) every replica keeps parameters and
+    optimiser state of its own (`replica_dim` on their variables): each
+    gradient all-reduce across replicas becomes an `sbp.local_estimate` (the
+    replica's own gradient). Every H steps of the training function:
+    - DiLoCo: @outer computes each parameter's pseudo-gradient
+      (`<param>.outer_anchor`, the parameters at the round's start, minus the
+      replica's), sums it across replicas and applies the outer optimiser
+      (`sbp.outer_step`: Nesterov SGD at `outer-lr`, `outer-momentum`, 0.7
+      and 0.9 by default); every replica continues from the new anchor.
+    - CO2: @outer_send keeps the round's pseudo-gradient
+      (`<param>.outer_delta`, per replica); @outer_exchange, started in the
+      background, sums it across replicas and computes the next anchor
+      (`<param>.outer_next`: heavy-ball momentum at `outer-lr`,
+      `outer-momentum`, 1.0 and 0.5 by default, the pseudo-gradient divided
+      by `gap-penalty`, the momentum clipped to +-`outer-clip` when
+      positive); @outer_adopt makes it the anchor and every replica's
+      parameters. With `staleness` 1 the exchange of round t runs during
+      round t + 1 and is adopted at its end (one round stale); with 0 it is
+      joined at once (DiLoCo with CO2's outer step).
+    `sbp.schedule` says what runs when.
   }];
   let options = [
-    Option<"sync", "sync", "std::string", /*default=*/"\"ddp\"", "ddp or diloco:H">,
+    Option<"sync", "sync", "std::string", /*default=*/"\"ddp\"", "ddp, diloco:H or co2:H">,
     Option<"outerLr", "outer-lr", "double", /*default=*/"-1",
            "The outer learning rate (negative: the algorithm's default)">,
     Option<"outerMomentum", "outer-momentum", "double", /*default=*/"-1",
            "The outer momentum (negative: the algorithm's default)">,
+    Option<"staleness", "staleness", "int64_t", /*default=*/"1",
+           "co2: rounds between an exchange's start and its adoption (0 or 1)">,
+    Option<"gapPenalty", "gap-penalty", "double", /*default=*/"1",
+           "co2: the staleness gap penalty dividing the pseudo-gradient (>= 1)">,
+    Option<"outerClip", "outer-clip", "double", /*default=*/"0",
+           "co2: clip the outer momentum elementwise to +-this (0: no clipping)">,
   ];
 }
 def PlanMemoryPass : SbpPass<"sbp-plan-memory",

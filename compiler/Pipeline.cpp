@@ -50,6 +50,9 @@ void mlir::sbp::buildCompilePipeline(OpPassManager &pm, const CompileOptions &op
       o.sync = options.sync;
       o.outerLr = options.outerLr;
       o.outerMomentum = options.outerMomentum;
+      o.staleness = options.co2Staleness;
+      o.gapPenalty = options.gapPenalty;
+      o.outerClip = options.outerClip;
       return o;
     }()));
   pm.addPass(createCompressGradientsPass([&] {

@@ -28,12 +28,16 @@ struct CompileOptions {
   // the cost model's).
   double linkBytesPerSecond = 0;
   std::string codecCosts = "";
-  // Local SGD (sbp-local-sgd): ddp (synchronous data parallelism) or
-  // diloco:H; the outer optimiser's learning rate and momentum (negative:
-  // the algorithm's defaults).
+  // Local SGD (sbp-local-sgd): ddp (synchronous data parallelism),
+  // diloco:H or co2:H; the outer optimiser's learning rate and momentum
+  // (negative: the algorithm's defaults); CO2's staleness (rounds, 0 or 1),
+  // gap penalty and outer momentum clipping (0: none).
   std::string sync = "ddp";
   double outerLr = -1;
   double outerMomentum = -1;
+  int64_t co2Staleness = 1;
+  double gapPenalty = 1;
+  double outerClip = 0;
 };
 
 // Adds [mixed-precision] -> autodiff -> [fold-casts] -> fuse-bias-gelu ->

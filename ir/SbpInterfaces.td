@@ -66,10 +66,10 @@ def Sbp_OptimizerOpInterface : OpInterface<"OptimizerOpInterface"> {
       (ins), [{ return $_op.getVariableAttr(); }]>,
     InterfaceMethod<"The optimiser's state variables (momentum, moments, step counter).",
       "::llvm::SmallVector<::mlir::FlatSymbolRefAttr>", "getStateVariables", (ins)>,
-    InterfaceMethod<"The gradient of the variable.", "::mlir::Value", "getGradient",
-      (ins), [{ return $_op.getGrad(); }]>,
+    InterfaceMethod<"The gradient of the variable (an sbp.assign's value).", "::mlir::Value",
+      "getGradient", (ins), [{}], [{ return $_op.getGrad(); }]>,
     InterfaceMethod<"The scalar the gradient is scaled by, or null.", "::mlir::Value",
-      "getGradientScale", (ins), [{ return $_op.getScale(); }]>,
+      "getGradientScale", (ins), [{}], [{ return $_op.getScale(); }]>,
   ];
 }
 

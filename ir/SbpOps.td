@@ -91,11 +91,17 @@ def Sbp_ScheduleOp : Sbp_Op<"schedule", [HasParent<"::mlir::ModuleOp">]> {
   let summary = "how the functions interleave in training (plan.fbs Schedule)";
   let description = [{
     Local SGD (sbp-local-sgd): `inner` runs `period` steps a round, then the
-    functions of `round` run once each, in order.
+    steps of `round` in order: "run @f" runs a function once, "start @f"
+    starts it in the background (CO2's exchange), "join" waits for it.
   }];
   let arguments = (ins StrAttr:$algorithm, FlatSymbolRefAttr:$inner, I64Attr:$period,
-                       SymbolRefArrayAttr:$round);
+                       StrArrayAttr:$round);
   let assemblyFormat = "$algorithm $inner `every` $period `then` $round attr-dict";
+  let extraClassDeclaration = [{
+    // A step of `round`: its action (plan.fbs ScheduleAction: 0 run, 1
+    // start, 2 join) and function (empty for join); nullopt if malformed.
+    static std::optional<std::pair<int, ::llvm::StringRef>> parseStep(::llvm::StringRef step);
+  }];
   let extraClassDefinition = [{}];
 }
 
@@ -437,7 +443,19 @@ def Sbp_OuterStepOp : Sbp_OptimizerOp<"outer_step", "OuterStep"> {
                        FlatSymbolRefAttr:$variable, FlatSymbolRefAttr:$anchor,
                        OptionalAttr<FlatSymbolRefAttr>:$momentum_buffer,
                        F32Attr:$lr, F32Attr:$momentum, BoolAttr:$nesterov, I64Attr:$replicas,
-                       F32Attr:$gap_penalty, F32Attr:$clip);
+                       F32Attr:$gap_penalty, F32Attr:$clip,
+                       DefaultValuedAttr<BoolAttr, "false">:$keep_anchor);
+}
+
+// variable = value: local SGD's bookkeeping between rounds (CO2 keeps the
+// round's pseudo-gradient and adopts the next anchor). On the variable's
+// replica dimension the value may be partial: each replica keeps its term.
+def Sbp_AssignOp : Sbp_Op<"assign", [PlanOp<"Assign">, Precision<"F32">, SbpSemantics,
+    DeclareOpInterfaceMethods<Sbp_OptimizerOpInterface, ["getGradient", "getGradientScale"]>]> {
+  let summary = "writes `value` into `variable` (this rank's shard)";
+  let arguments = (ins AnyRankedTensor:$value, FlatSymbolRefAttr:$variable);
+  let assemblyFormat = "$value attr-dict `:` type($value)";
+  let extraClassDefinition = [{}];
 }
 
 //===-- boxing (ops/Boxing.cpp) -----------------------------------------------===//

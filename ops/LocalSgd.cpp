@@ -10,25 +10,44 @@ using namespace mlir::sbp;
 
 //===-- schedule: which functions run, and when ----------------------------------===//
 
+std::optional<std::pair<int, llvm::StringRef>> ScheduleOp::parseStep(llvm::StringRef step) {
+  if (step == "join")
+    return std::pair<int, llvm::StringRef>{2, {}};
+  auto [action, fn] = step.split(' ');
+  if (!fn.consume_front("@") || fn.empty() || (action != "run" && action != "start"))
+    return std::nullopt;
+  return std::pair<int, llvm::StringRef>{action == "run" ? 0 : 1, fn};
+}
+
 LogicalResult ScheduleOp::verifySymbolUses(SymbolTableCollection &symbols) {
   if (getAlgorithm().empty())
     return emitOpError("needs an algorithm name");
   if (getPeriod() < 1)
     return emitOpError("period must be at least 1, got ") << getPeriod();
   if (getRound().empty())
-    return emitOpError("needs at least one function in its round");
-  auto function = [&](SymbolRefAttr ref) -> LogicalResult {
+    return emitOpError("needs at least one step in its round");
+  if (!symbols.lookupNearestSymbolFrom<func::FuncOp>(*this, getInnerAttr()))
+    return emitOpError("names no function ") << getInnerAttr();
+  llvm::StringRef started;
+  for (Attribute a : getRound()) {
+    llvm::StringRef text = llvm::cast<StringAttr>(a).getValue();
+    auto step = parseStep(text);
+    if (!step)
+      return emitOpError("step '") << text << "' is not \"run @f\", \"start @f\" or \"join\"";
+    if (step->first == 2)
+      continue;
+    auto ref = FlatSymbolRefAttr::get(getContext(), step->second);
     if (!symbols.lookupNearestSymbolFrom<func::FuncOp>(*this, ref))
       return emitOpError("names no function ") << ref;
     if (ref == getInnerAttr())
       return emitOpError("runs ") << ref << " both as the inner step and in the round";
-    return success();
-  };
-  if (!symbols.lookupNearestSymbolFrom<func::FuncOp>(*this, getInnerAttr()))
-    return emitOpError("names no function ") << getInnerAttr();
-  for (Attribute ref : getRound())
-    if (failed(function(llvm::cast<SymbolRefAttr>(ref))))
-      return failure();
+    if (step->first == 1) {
+      if (!started.empty() && started != step->second)
+        return emitOpError("starts two background functions, @")
+               << started << " and " << ref << "; a schedule has one";
+      started = step->second;
+    }
+  }
   return success();
 }
 
@@ -132,3 +151,38 @@ llvm::SmallVector<SbpSignature> OuterStepOp::getSbpSignatures(unsigned dim) {
 }
 
 double OuterStepOp::getFlops() { return 6.0 * elements(getGrad()); }
+
+//===-- assign -------------------------------------------------------------------===//
+
+Value AssignOp::getGradient() { return getValue(); }
+Value AssignOp::getGradientScale() { return {}; }
+llvm::SmallVector<FlatSymbolRefAttr> AssignOp::getStateVariables() { return {}; }
+
+LogicalResult AssignOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  auto var = symbols.lookupNearestSymbolFrom<VariableOp>(*this, getVariableAttr());
+  if (!var)
+    return emitOpError("references undeclared variable ") << getVariableAttr();
+  if (var.getTensorType().getShape() != shapeOf(getValue()))
+    return emitOpError("value shape differs from variable ") << getVariableAttr();
+  return verifyEncodings(*this, symbols);
+}
+
+LogicalResult AssignOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &) {
+  return success(succeeded(checkElementTypes(*this, {"value"})));
+}
+
+// The value is laid out as the variable; on the variable's replica
+// dimension each replica may write its own term of a partial value.
+llvm::SmallVector<SbpSignature> AssignOp::getSbpSignatures(unsigned dim) {
+  auto var = SymbolTable::lookupNearestSymbolFrom<VariableOp>(*this, getVariableAttr());
+  if (!var)
+    return {};
+  auto d = sbpAt(var.getType(), dim);
+  if (!d)
+    return {};
+  if (auto replica = var.getReplicaDim(); replica && *replica == dim)
+    return {sig({*d}, {}), sig({P}, {})};
+  return {sig({*d}, {})};
+}
+
+double AssignOp::getFlops() { return 0.0; }

@@ -12,6 +12,10 @@
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-local-sgd=sync=diloco:10 --sbp-bucket-gradients | FileCheck %s --check-prefix=BUCKET
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-local-sgd=sync=ddp | FileCheck %s --check-prefix=DDP
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compile="sync=diloco:10" --sbp-emit-plan=print=true | FileCheck %s --check-prefix=PLAN
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-local-sgd=sync=co2:8 | FileCheck %s --check-prefix=CO2
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-local-sgd=sync=co2:8 | sbpflow-opt | FileCheck %s --check-prefix=CO2
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=co2:8 staleness=0 gap-penalty=2 outer-clip=0.5" | FileCheck %s --check-prefix=CO2NOW
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-local-sgd=sync=co2:8 --sbp-bucket-gradients --sbp-plan-memory --sbp-emit-plan=print=true | FileCheck %s --check-prefix=CO2PLAN
 
 // Parameters and SGD's momentum are per replica; the anchor starts as the
 // parameter (same init and seed), the outer momentum at zero.
@@ -20,7 +24,7 @@
 // DILOCO-DAG: sbp.variable @fc1.weight.outer_momentum : tensor<784x64xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros, 0.000000e+00, 0.000000e+00> seed 0{{$}}
 // DILOCO-DAG: sbp.variable @fc1.weight.momentum : tensor<784x64xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros, 0.000000e+00, 0.000000e+00> seed 0 {replica_dim = 0 : i64}
 // DILOCO-DAG: sbp.variable @fc2.bias : tensor<10xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros, 0.000000e+00, 0.000000e+00> seed 20 {replica_dim = 0 : i64}
-// DILOCO: sbp.schedule "diloco" @train every 10 then [@outer]
+// DILOCO: sbp.schedule "diloco" @train every 10 then ["run @outer"]
 // DILOCO-LABEL: func.func @train
 // DILOCO-NOT: sbp.all_reduce
 // DILOCO: %[[G:.*]] = sbp.local_estimate %{{.*}} {dim = 0 : i64, factor = 4.000000e+00 : f32} : (tensor<784x64xf32, #sbp.t<@dp, [P(sum)]>>) -> tensor<784x64xf32, #sbp.t<@dp, [B]>>
@@ -39,7 +43,7 @@
 
 // Outer lr 1 without momentum: the outer step sets every replica to the
 // replicas' mean (no momentum buffer).
-// PLAIN: sbp.schedule "diloco" @train every 1 then [@outer]
+// PLAIN: sbp.schedule "diloco" @train every 1 then ["run @outer"]
 // PLAIN-NOT: outer_momentum
 // PLAIN: sbp.outer_step %{{.*}} {anchor = @fc1.weight.outer_anchor, clip = 0.000000e+00 : f32, gap_penalty = 1.000000e+00 : f32, lr = 1.000000e+00 : f32, momentum = 0.000000e+00 : f32, nesterov = true, replicas = 4 : i64, variable = @fc1.weight}
 
@@ -57,7 +61,7 @@
 
 // PLAN: #0 fc1.weight F32[784,64] placement 0 [B] init Uniform(-0.0357, 0.0357, seed 17) per replica of dim 0
 // PLAN: fc1.weight.outer_anchor F32[784,64] placement 0 [B] init Uniform(-0.0357, 0.0357, seed 17){{$}}
-// PLAN: schedule diloco: train x10, then outer
+// PLAN: schedule diloco: train x10, then run outer
 // PLAN-LABEL: program train
 // PLAN: Scale (%{{[0-9]+}}) -> (%{{[0-9]+}}) queue Compute factor 4
 // PLAN-NOT: AllReduce
@@ -65,3 +69,40 @@
 // PLAN: PseudoGradient
 // PLAN: AllReduce
 // PLAN: OuterStep (%{{[0-9]+}}) -> () queue Compute lr 0.7 momentum 0.9 nesterov replicas 4 gap_penalty 1 clip 0 variable #{{[0-9]+}} anchor #{{[0-9]+}} buffer #{{[0-9]+}}
+
+// Under CO2 the round's pseudo-gradient is kept per replica (outer_delta), the
+// exchange (started in the background, one round stale) sums it and
+// computes the next anchor without touching the anchor, the adoption makes
+// it the anchor and the parameters.
+// CO2-DAG: sbp.variable @fc1.weight.outer_anchor : tensor<784x64xf32, #sbp.t<@dp, [B]>> init #sbp.init<uniform, -3.570000e-02, 3.570000e-02> seed 17{{$}}
+// CO2-DAG: sbp.variable @fc1.weight.outer_next : tensor<784x64xf32, #sbp.t<@dp, [B]>> init #sbp.init<uniform, -3.570000e-02, 3.570000e-02> seed 17{{$}}
+// CO2-DAG: sbp.variable @fc1.weight.outer_momentum : tensor<784x64xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros, 0.000000e+00, 0.000000e+00> seed 0{{$}}
+// CO2-DAG: sbp.variable @fc1.weight.outer_delta : tensor<784x64xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros, 0.000000e+00, 0.000000e+00> seed 0 {replica_dim = 0 : i64}
+// CO2: sbp.schedule "co2" @train every 8 then ["join", "run @outer_send", "run @outer_adopt", "start @outer_exchange"]
+// CO2-LABEL: func.func @outer_send
+// CO2: %[[A:.*]] = sbp.parameter @fc1.weight.outer_anchor
+// CO2: %[[W:.*]] = sbp.parameter @fc1.weight :
+// CO2: %[[D:.*]] = sbp.pseudo_gradient %[[A]], %[[W]]
+// CO2: sbp.assign %[[D]] {variable = @fc1.weight.outer_delta} : tensor<784x64xf32, #sbp.t<@dp, [P(sum)]>>
+// CO2-LABEL: func.func @outer_exchange
+// CO2: %[[T:.*]] = sbp.parameter @fc1.weight.outer_delta : tensor<784x64xf32, #sbp.t<@dp, [P(sum)]>>
+// CO2: %[[S:.*]] = sbp.all_reduce %[[T]] {dim = 0 : i64}
+// CO2: sbp.outer_step %[[S]] {anchor = @fc1.weight.outer_anchor, clip = 0.000000e+00 : f32, gap_penalty = 1.000000e+00 : f32, keep_anchor = true, lr = 1.000000e+00 : f32, momentum = 5.000000e-01 : f32, momentum_buffer = @fc1.weight.outer_momentum, nesterov = false, replicas = 4 : i64, variable = @fc1.weight.outer_next}
+// CO2-LABEL: func.func @outer_adopt
+// CO2: %[[N:.*]] = sbp.parameter @fc1.weight.outer_next
+// CO2: sbp.assign %[[N]] {variable = @fc1.weight.outer_anchor}
+// CO2: sbp.assign %[[N]] {variable = @fc1.weight}
+
+// Staleness 0: the exchange is joined before the adoption; the gap penalty
+// and the momentum clipping reach the outer step.
+// CO2NOW: sbp.schedule "co2" @train every 8 then ["run @outer_send", "start @outer_exchange", "join", "run @outer_adopt"]
+// CO2NOW: sbp.outer_step {{.*}}clip = 5.000000e-01 : f32, gap_penalty = 2.000000e+00 : f32, keep_anchor = true
+
+// The plan: the exchange's all-reduces in one bucket, the schedule's steps.
+// CO2PLAN: schedule co2: train x8, then join, run outer_send, run outer_adopt, start outer_exchange
+// CO2PLAN-LABEL: program outer_send
+// CO2PLAN: Assign
+// CO2PLAN-LABEL: program outer_exchange
+// CO2PLAN-COUNT-1: AllReduce
+// CO2PLAN-NOT: AllReduce
+// CO2PLAN: OuterStep {{.*}} keep_anchor

@@ -4,10 +4,14 @@
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-local-sgd=sync=gossip:3 2>&1 | FileCheck %s --check-prefix=NAME
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-local-sgd=sync=diloco 2>&1 | FileCheck %s --check-prefix=ZERO
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=diloco:5 outer-momentum=1" 2>&1 | FileCheck %s --check-prefix=MOMENTUM
+// RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=co2:5 staleness=2" 2>&1 | FileCheck %s --check-prefix=STALE
+// RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=co2:5 outer-momentum=0 outer-clip=1" 2>&1 | FileCheck %s --check-prefix=CLIP
 // RUN: not sbpflow-opt %s --split-input-file --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-local-sgd=sync=diloco:5 2>&1 | FileCheck %s
 
 // ZERO: error: --sync 'diloco{{.*}}': H, the inner steps between synchronisations, must be a positive integer
-// NAME: error: --sync 'gossip:3': expected ddp or diloco:H
+// NAME: error: --sync 'gossip:3': expected ddp, diloco:H or co2:H
+// STALE: error: --co2-staleness 2: 0 or 1 rounds
+// CLIP: error: --outer-clip clips the outer momentum; --outer-momentum is 0
 // MOMENTUM: error: --outer-momentum 1.000000e+00 must lie in [0, 1)
 
 // CHECK: error: --sync diloco: placement @one has 1 replica on its first hierarchy dimension; local SGD needs at least 2

@@ -155,7 +155,9 @@ template <class Make> StatusOr<Kernel> onOuterParameter(const OpArgs &a, Make ma
 }
 
 // Assign's variable. Its input has the variable's placement and nd-SBP, so
-// that each rank's shard of the input is the rank's shard of the variable.
+// that each rank's shard of the input is the rank's shard of the variable;
+// on a per-replica variable's replica dimension the input may be partial
+// (each replica keeps its own term: CO2's pseudo-gradient).
 StatusOr<int> assignWork(const OpArgs &a) {
   const int index = a.task.attrs_as_AssignAttrs()->variable();
   const auto *vars = a.plan.variables();
@@ -172,7 +174,11 @@ StatusOr<int> assignWork(const OpArgs &a) {
     return Status::error(a.at + ": input '" + x.name + "' " + toString(x.global) +
                          " differs in element count from " + name + " " +
                          toString(toShape(v.shape())));
-  if (x.placement != v.placement() || x.sbp != toNdSbp(v.sbp()))
+  NdSbp want = toNdSbp(v.sbp());
+  if (v.replica_dim() >= 0 && static_cast<size_t>(v.replica_dim()) < want.size() &&
+      x.sbp.size() == want.size() && x.sbp[v.replica_dim()].kind == SbpKind::PartialSum)
+    want[v.replica_dim()] = x.sbp[v.replica_dim()];
+  if (x.placement != v.placement() || x.sbp != want)
     return Status::error(a.at + ": input '" + x.name + "' differs in placement or nd-SBP from " +
                          name);
   return index;

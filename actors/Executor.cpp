@@ -33,8 +33,11 @@
 #include <caf/all.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <mutex>
+#include <set>
+#include <thread>
 
 namespace sbpflow {
 namespace {
@@ -67,6 +70,11 @@ struct Program {
   // reads it.
   std::vector<double> metricRing;
   int64_t runFirst = 0;
+  // Where its collectives run and what its kernels read of the step: the
+  // executor's, or the background program's own (plan.fbs ScheduleStep
+  // Start: it runs while other programs do).
+  CollectiveQueue *queue = nullptr;
+  StepContext *context = nullptr;
   caf::actor coordinator;
   std::unique_ptr<ProgramTrace> trace; // null: tracing is off
 };
@@ -99,6 +107,10 @@ public:
       for (auto &a : p->graph->actors)
         all.push_back(a);
     }
+    if (background_.running) {
+      background_.collectives->abandon();
+      background_.thread.join();
+    }
     stopActors(system_, all);
     collectives_.abandon();
     collectives_.waitIdle();
@@ -111,6 +123,8 @@ public:
 
   Status run(const std::string &program, DataSource *data, int64_t epoch, int64_t firstBatch,
              int64_t count, const StepCallback &onStep) override;
+  Status start(const std::string &program, DataSource *data, int64_t epoch, int64_t batch) override;
+  Status join() override;
   StatusOr<std::vector<checkpoint::ShardRecord>>
   writeCheckpointShards(const std::string &dir, uint64_t generation) const override;
   Status publishCheckpoint(const std::string &dir, uint64_t generation,
@@ -188,8 +202,27 @@ private:
   CollectiveQueue collectives_; // the ordered comm thread
   std::vector<std::unique_ptr<Program>> programs_;
   StepContext step_;
-  int64_t runs_ = 0;
+  std::atomic<int64_t> runs_{0};
   Status broken_;
+  // The schedule's background program (plan.fbs ScheduleStep Start): its
+  // comm thread, step context and the thread that runs it; its status
+  // reaches broken_ when joined.
+  struct Background {
+    std::string program; // empty: the plan starts none
+    std::unique_ptr<CollectiveQueue> collectives;
+    StepContext step;
+    std::thread thread;
+    bool running = false;
+    Status status;
+  } background_;
+  Status runProgram(Program &prog, DataSource *data, int64_t epoch, int64_t firstBatch,
+                    int64_t count, const StepCallback &onStep);
+  Status backgroundRunning(const std::string &what) const {
+    if (!background_.running)
+      return Status::ok();
+    return Status::error(rank() + ": cannot " + what + " while background program '" +
+                         background_.program + "' runs (join it first)");
+  }
 
   std::unique_ptr<Device> device_; // null while measuring
   std::unique_ptr<CudaResources> cuda_;
@@ -211,8 +244,63 @@ private:
   std::mutex enqueue_;
 };
 
+// The (placement, hierarchy dimension) groups whose communicators the
+// collectives of `prog` use.
+std::set<std::pair<int, int>> commGroupsOf(const plan::Program &prog) {
+  std::set<std::pair<int, int>> groups;
+  for (const plan::Task *task : *prog.tasks())
+    if (isCollective(task->op()) && task->inputs() && task->inputs()->size() > 0)
+      if (const plan::CollectiveAttrs *c = task->attrs_as_CollectiveAttrs())
+        groups.insert(
+            {prog.tensors()->Get(task->inputs()->Get(0))->placement(), c->hierarchy_dim()});
+  return groups;
+}
+
+// The program the schedule starts in the background, if any. It runs on a
+// comm thread of its own while other programs run, so no other program may
+// use its communicators (their calls would interleave in different orders
+// on different ranks). GPU ranks would share the communication stream:
+// refused until it has one of its own.
+StatusOr<std::string> backgroundProgram(const plan::Plan &plan, bool onGpu) {
+  const plan::Schedule *schedule = plan.schedule();
+  std::string name;
+  if (schedule)
+    for (const plan::ScheduleStep *step : *schedule->round())
+      if (step->action() == plan::ScheduleAction::Start)
+        name = step->program()->str();
+  if (name.empty())
+    return name;
+  if (onGpu)
+    return Status::error("schedule '" + schedule->algorithm()->str() + "' starts program '" + name +
+                         "' in the background, which GPU ranks do not run yet (it would share "
+                         "the communication stream)");
+  std::set<std::pair<int, int>> mine, others;
+  for (const plan::Program *prog : *plan.programs())
+    for (const auto &g : commGroupsOf(*prog))
+      (prog->name()->str() == name ? mine : others).insert(g);
+  for (const auto &g : mine)
+    if (others.count(g))
+      return Status::error("schedule '" + schedule->algorithm()->str() + "': background program '" +
+                           name + "' shares the communicators of hierarchy dimension " +
+                           std::to_string(g.second) + " of placement " + std::to_string(g.first) +
+                           " with another program");
+  return name;
+}
+
 Status ActorExecutor::init() {
   cpu::setBlasThreads(options_.kernelThreads);
+  auto background = backgroundProgram(*plan_, onGpu());
+  if (!background)
+    return background.status().withContext(rank());
+  background_.program = background.take();
+  if (!background_.program.empty()) {
+    if (caf::get_or(system_.config().content, "scheduler.policy", caf::atom("stealing")) !=
+        caf::atom("sharing"))
+      return Status::error(rank() + ": the plan starts program '" + background_.program +
+                           "' in the background, but the actor system was configured for one "
+                           "program at a time (configureExecutorSystem: concurrentPrograms)");
+    background_.collectives = std::make_unique<CollectiveQueue>();
+  }
   const size_t variableCount = plan_->variables()->size();
   host_ = initVariableShards(*plan_, options_.globalRank);
   varOffset_.assign(variableCount, 0);
@@ -310,6 +398,9 @@ Status ActorExecutor::copyVariablesToHost() const {
 Status ActorExecutor::buildProgram(const plan::Program &prog, size_t arenaOffset) {
   auto rt = std::make_unique<Program>();
   rt->name = prog.name()->str();
+  const bool background = rt->name == background_.program;
+  rt->queue = background ? background_.collectives.get() : &collectives_;
+  rt->context = background ? &background_.step : &step_;
   uint8_t *arena = at(arenaOffset);
   // Variables in the device's memory: on a host-visible device the host
   // shards themselves.
@@ -414,7 +505,7 @@ Status ActorExecutor::buildProgram(const plan::Program &prog, size_t arenaOffset
       addWait(variableReadByComm[v]);
     if (!device_)
       continue; // measured: the kernels built in this pass are dropped
-    const StepContext *ctx = &step_;
+    const StepContext *ctx = rt->context;
     Device *dev = device_.get();
     if (!talks[k]) {
       Kernel work = std::move(kernel);
@@ -488,7 +579,7 @@ Status ActorExecutor::buildProgram(const plan::Program &prog, size_t arenaOffset
   rt->collectives = static_cast<int>(order.size());
   for (int seq = 0; seq < rt->collectives; ++seq) {
     const int k = order[seq];
-    CollectiveQueue *queue = &collectives_;
+    CollectiveQueue *queue = rt->queue;
     const std::function<void()> *work = &rt->collectiveWork[k];
     if (trace)
       graph->tasks[k].handOff = [queue, seq, work, trace, k] {
@@ -518,7 +609,7 @@ Status ActorExecutor::buildProgram(const plan::Program &prog, size_t arenaOffset
   // step has finished (on a GPU: has been enqueued) the device is waited for
   // once, the metrics and error flags read, and a fault fails the step.
   StepHooks hooks;
-  hooks.begin = [ctx = &step_, trace](int64_t step) {
+  hooks.begin = [ctx = rt->context, trace](int64_t step) {
     ctx->batch = step;
     if (trace)
       trace->beginStep(ctx->epoch, step);
@@ -597,36 +688,84 @@ Status ActorExecutor::run(const std::string &program, DataSource *data, int64_t 
   Program *prog = findProgram(program);
   if (!prog)
     return noProgram(program);
+  if (program == background_.program)
+    if (Status s = backgroundRunning("run it again"); !s)
+      return s;
+  if (Status s = runProgram(*prog, data, epoch, firstBatch, count, onStep); !s) {
+    drain();
+    broken_ = s;
+  }
+  return broken_;
+}
+
+// One run of `prog` on its own queue and step context; the caller drains
+// on an error.
+Status ActorExecutor::runProgram(Program &prog, DataSource *data, int64_t epoch, int64_t firstBatch,
+                                 int64_t count, const StepCallback &onStep) {
   if (count <= 0)
     return Status::ok();
-  collectives_.reset(prog->collectives);
+  prog.queue->reset(prog.collectives);
   // Read by the coordinator and the kernels after RunSteps, which orders
   // these writes before them.
-  step_.data = data;
-  step_.epoch = epoch;
-  prog->runFirst = firstBatch;
+  prog.context->data = data;
+  prog.context->epoch = epoch;
+  prog.runFirst = firstBatch;
+  // Only a foreground run has a callback that may throw.
   std::string error =
-      awaitSteps(system_, prog->coordinator, RunSteps{++runs_, firstBatch, count, kStepWindow},
-                 prog->metricRing, prog->metricValues.size(), onStep, [&] {
+      awaitSteps(system_, prog.coordinator, RunSteps{++runs_, firstBatch, count, kStepWindow},
+                 prog.metricRing, prog.metricValues.size(), onStep, [&] {
                    drain();
                    broken_ = Status::error(rank() + ": a step callback threw");
                  });
-  if (!error.empty()) {
-    drain();
-    broken_ = Status::error(error);
-    return broken_;
-  }
+  return error.empty() ? Status::ok() : Status::error(error);
+}
+
+Status ActorExecutor::start(const std::string &program, DataSource *data, int64_t epoch,
+                            int64_t batch) {
+  if (!broken_)
+    return Status::error(rank() + ": executor stopped by an earlier error: " + broken_.message());
+  if (program != background_.program)
+    return Status::error(rank() + ": program '" + program +
+                         "' is not the plan's background program" +
+                         (background_.program.empty() ? "" : " ('" + background_.program + "')"));
+  if (Status s = backgroundRunning("start it again"); !s)
+    return s;
+  Program *prog = findProgram(program);
+  background_.running = true;
+  background_.thread = std::thread([this, prog, data, epoch, batch] {
+    background_.status = runProgram(*prog, data, epoch, batch, 1, nullptr);
+    if (!background_.status) {
+      background_.collectives->abandon();
+      background_.collectives->waitIdle();
+    }
+  });
   return Status::ok();
+}
+
+Status ActorExecutor::join() {
+  if (!background_.running)
+    return broken_;
+  background_.thread.join();
+  background_.running = false;
+  if (!background_.status && broken_) {
+    drain();
+    broken_ = background_.status;
+  }
+  return broken_;
 }
 
 StatusOr<std::vector<checkpoint::ShardRecord>>
 ActorExecutor::writeCheckpointShards(const std::string &dir, uint64_t generation) const {
+  if (Status s = backgroundRunning("write a checkpoint"); !s)
+    return s;
   if (Status s = copyVariablesToHost(); !s)
     return s;
   return writeVariableShards(*plan_, options_.globalRank, host_, dir, generation);
 }
 
 Status ActorExecutor::loadCheckpoint(const std::string &dir, checkpoint::DataPosition *next) {
+  if (Status s = backgroundRunning("load a checkpoint"); !s)
+    return s;
   if (Status s = device_->synchronize(); !s)
     return s.withContext(rank());
   if (Status s = loadVariableShards(*plan_, options_.globalRank, host_, dir, next); !s)
@@ -670,6 +809,14 @@ Status ActorExecutor::writeTrace(const std::string &path) const {
 
 } // namespace
 
+bool startsBackgroundProgram(const plan::Plan &plan) {
+  if (const plan::Schedule *schedule = plan.schedule())
+    for (const plan::ScheduleStep *step : *schedule->round())
+      if (step->action() == plan::ScheduleAction::Start)
+        return true;
+  return false;
+}
+
 Status runScheduled(Executor &executor, const plan::Plan &plan, const std::string &program,
                     DataSource *data, int64_t epoch, int64_t firstBatch, int64_t count,
                     int64_t batchesPerEpoch, const Executor::StepCallback &onStep) {
@@ -681,29 +828,38 @@ Status runScheduled(Executor &executor, const plan::Plan &plan, const std::strin
                          "' has no batches per epoch");
   const int64_t period = schedule->period();
   const Executor::StepCallback quiet = [](int64_t, const std::vector<double> &) {};
-  for (int64_t batch = firstBatch, end = firstBatch + count; batch < end;) {
-    const int64_t global = epoch * batchesPerEpoch + batch;
-    const int64_t toRoundEnd = period - global % period;
-    const int64_t n = std::min(toRoundEnd, end - batch);
-    if (Status s = executor.run(program, data, epoch, batch, n, onStep); !s)
-      return s;
-    batch += n;
-    if (n < toRoundEnd)
-      break;
-    for (const plan::ScheduleStep *step : *schedule->round()) {
-      switch (step->action()) {
-      case plan::ScheduleAction::Run:
-        if (Status s = executor.run(step->program()->str(), data, epoch, batch - 1, 1, quiet); !s)
-          return s;
+  auto rounds = [&]() -> Status {
+    for (int64_t batch = firstBatch, end = firstBatch + count; batch < end;) {
+      const int64_t global = epoch * batchesPerEpoch + batch;
+      const int64_t toRoundEnd = period - global % period;
+      const int64_t n = std::min(toRoundEnd, end - batch);
+      if (Status s = executor.run(program, data, epoch, batch, n, onStep); !s)
+        return s;
+      batch += n;
+      if (n < toRoundEnd)
         break;
-      case plan::ScheduleAction::Start:
-      case plan::ScheduleAction::Join:
-        return Status::error("schedule " + schedule->algorithm()->str() +
-                             ": background programs are not supported by this executor yet");
+      for (const plan::ScheduleStep *step : *schedule->round()) {
+        Status s;
+        switch (step->action()) {
+        case plan::ScheduleAction::Run:
+          s = executor.run(step->program()->str(), data, epoch, batch - 1, 1, quiet);
+          break;
+        case plan::ScheduleAction::Start:
+          s = executor.start(step->program()->str(), data, epoch, batch - 1);
+          break;
+        case plan::ScheduleAction::Join:
+          s = executor.join();
+          break;
+        }
+        if (!s)
+          return s;
       }
     }
-  }
-  return Status::ok();
+    return Status::ok();
+  };
+  Status s = rounds();
+  Status joined = executor.join();
+  return s ? joined : s;
 }
 
 StatusOr<std::unique_ptr<Executor>> Executor::create(caf::actor_system &system,

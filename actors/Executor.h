@@ -56,6 +56,15 @@ public:
   using StepCallback = std::function<void(int64_t batch, const std::vector<double> &metrics)>;
   virtual Status run(const std::string &program, DataSource *data, int64_t epoch,
                      int64_t firstBatch, int64_t count, const StepCallback &onStep) = 0;
+  // The plan's background program (plan.fbs ScheduleStep Start): start
+  // runs one step of it on a thread and comm thread of its own and returns;
+  // join waits for it and returns its error, if any (it then stops the
+  // executor as a failed run does). Other programs run meanwhile; checkpoints
+  // wait for the join. join without a running program returns at once.
+  virtual Status start(const std::string &program, DataSource *data, int64_t epoch,
+                       int64_t batch) = 0;
+  virtual Status join() = 0;
+
   // The payload bytes this rank's communicators have sent so far, over every
   // run (Communicator::sentBytes; 0 without communicators): a run's bytes
   // are the difference across it.
@@ -110,12 +119,18 @@ public:
   virtual Status writeTrace(const std::string &path) const = 0;
 };
 
+// Whether `plan`'s schedule starts a program in the background: its executor
+// then needs an actor system configured for concurrent programs
+// (configureExecutorSystem).
+bool startsBackgroundProgram(const plan::Plan &plan);
+
 // Runs `count` steps of `program` from global batch `firstBatch` of `epoch`
 // as the plan's schedule says (plan.fbs Schedule): where `program` is the
-// schedule's inner program, the round's programs run once each after every
-// step that ends a round (global step epoch * batchesPerEpoch + batch, so
-// rounds continue across chunks, epochs and resumed jobs); otherwise as
-// Executor::run. `onStep` sees `program`'s steps only.
+// schedule's inner program, the round's steps (run, start or join a
+// program) follow every step that ends a round (global step epoch *
+// batchesPerEpoch + batch, so rounds continue across chunks, epochs and
+// resumed jobs), and a background program still running is joined before it
+// returns; otherwise as Executor::run. `onStep` sees `program`'s steps only.
 Status runScheduled(Executor &executor, const plan::Plan &plan, const std::string &program,
                     DataSource *data, int64_t epoch, int64_t firstBatch, int64_t count,
                     int64_t batchesPerEpoch, const Executor::StepCallback &onStep);

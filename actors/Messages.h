@@ -155,10 +155,19 @@ namespace sbpflow {
 
 // Configures an actor system for an executor before it starts (the tools and
 // tests do): registers the message types, and sizes CAF's scheduler, which
-// runs the compute kernels, to `kernelThreads` threads.
-inline void configureExecutorSystem(caf::actor_system_config &cfg, int kernelThreads) {
+// runs the compute kernels, to `kernelThreads` threads. `concurrentPrograms`
+// (a plan whose schedule starts a program in the background: local SGD's
+// exchange) asks for CAF's first-come-first-served scheduler: under work
+// stealing a worker runs the jobs its own actors enqueue before any enqueued
+// from outside, so a program started from another thread would wait until
+// the running one stops. Work stealing is kept otherwise (about 2% faster
+// steps on the char GPT).
+inline void configureExecutorSystem(caf::actor_system_config &cfg, int kernelThreads,
+                                    bool concurrentPrograms = false) {
   cfg.add_message_types<caf::id_block::sbpflow>();
   cfg.set("scheduler.max-threads", static_cast<size_t>(kernelThreads));
+  if (concurrentPrograms)
+    cfg.set("scheduler.policy", caf::atom("sharing"));
 }
 
 } // namespace sbpflow

@@ -494,6 +494,79 @@ TEST(MlpEndToEnd, ResumeWithDilocoContinuesBitForBit) {
   EXPECT_EQ(outer, 8) << "anchors and outer momenta of the 4 parameters";
 }
 
+// CO2 with staleness 0 joins its background exchange at once: DiLoCo with
+// CO2's outer step, equal to DiLoCo without momentum (where Nesterov and
+// heavy ball agree) to the bit.
+TEST(MlpEndToEnd, Co2WithoutStalenessEqualsDiloco) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir dilocoDir("sbpflow_e2e"), co2Dir("sbpflow_e2e");
+  const std::string outer = "--outer-lr 0.7 --outer-momentum 0";
+  CommandResult a = trainLocalSgd("diloco:5", outer, 20, dilocoDir.path());
+  ASSERT_EQ(a.status, 0) << a.output;
+  CommandResult b = trainLocalSgd("co2:5", outer + " --co2-staleness 0", 20, co2Dir.path());
+  ASSERT_EQ(b.status, 0) << b.output;
+  const auto diloco = loadCheckpoint<uint32_t>(dilocoDir.path()),
+             co2 = loadCheckpoint<uint32_t>(co2Dir.path());
+  int compared = 0;
+  for (const auto &[name, words] : diloco) {
+    ASSERT_TRUE(co2.count(name)) << name << " is missing from CO2's checkpoint";
+    EXPECT_EQ(co2.at(name), words) << name << ": CO2 (staleness 0) vs DiLoCo";
+    ++compared;
+  }
+  EXPECT_EQ(compared, 12) << "4 parameters, their momenta and anchors";
+}
+
+// CO2 with staleness 1: round t's exchange runs during round t + 1 and is
+// adopted at its end. After the first round every replica restarts from the
+// initial weights (nothing adopted yet) while the exchange has computed the
+// next anchor from round 0; one round later the replicas hold exactly that.
+TEST(MlpEndToEnd, Co2AdoptsEachRoundsExchangeOneRoundLate) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir firstDir("sbpflow_e2e"), secondDir("sbpflow_e2e");
+  CommandResult a = trainLocalSgd("co2:5", "", 5, firstDir.path());
+  ASSERT_EQ(a.status, 0) << a.output;
+  CommandResult b = trainLocalSgd("co2:5", "", 10, secondDir.path());
+  ASSERT_EQ(b.status, 0) << b.output;
+  const auto first = loadCheckpoint<float>(firstDir.path()),
+             second = loadCheckpoint<float>(secondDir.path());
+  for (const std::string name : {"fc1.weight", "fc2.bias"}) {
+    ASSERT_TRUE(first.count(name + ".outer_next")) << name;
+    const std::vector<float> &anchor = first.at(name + ".outer_anchor"),
+                             &next = first.at(name + ".outer_next");
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_EQ(replicaRow(first.at(name), 2, r), anchor)
+          << name << ": replica " << r << " after round 0 is not the initial anchor";
+      EXPECT_EQ(replicaRow(second.at(name), 2, r), next)
+          << name << ": replica " << r << " after round 1 is not round 0's exchange";
+    }
+    EXPECT_NE(next, anchor) << name << ": round 0's exchange changed nothing";
+  }
+}
+
+// CO2 resumed mid-round (12 + 8 steps) equals 20 steps to the bit: the
+// checkpoint waits for the background exchange, and carries the
+// pseudo-gradients, next anchors and outer momenta.
+TEST(MlpEndToEnd, ResumeWithCo2ContinuesBitForBit) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir firstDir("sbpflow_e2e"), resumedDir("sbpflow_e2e"), wholeDir("sbpflow_e2e");
+  CommandResult a = trainLocalSgd("co2:5", "", 12, firstDir.path());
+  ASSERT_EQ(a.status, 0) << a.output;
+  CommandResult b = trainLocalSgd("co2:5", "--resume " + firstDir.path(), 8, resumedDir.path());
+  ASSERT_EQ(b.status, 0) << b.output;
+  CommandResult c = trainLocalSgd("co2:5", "", 20, wholeDir.path());
+  ASSERT_EQ(c.status, 0) << c.output;
+  const auto resumed = loadCheckpoint<uint32_t>(resumedDir.path()),
+             whole = loadCheckpoint<uint32_t>(wholeDir.path());
+  ASSERT_EQ(resumed.size(), whole.size());
+  for (const auto &[name, words] : whole) {
+    ASSERT_TRUE(resumed.count(name)) << name;
+    EXPECT_EQ(resumed.at(name), words) << name << " differs after the resume";
+  }
+}
+
 TEST(MlpEndToEnd, DilocoWithCompressionIsAClearError) {
   CommandResult r = runCommand(std::string(SBPFLOW_BIN_DIR) +
                                "/mlp_fashion_mnist --local 2 --max-steps 1 --sync diloco:5 "

@@ -6,6 +6,13 @@ it. It also prints how much of each all-reduce ran while compute ran (the
 overlap gradient bucketing is for); that is a measurement, not asserted: a
 test must not depend on timing (CONVENTIONS.md).
 
+Then CO2 (--sync co2:H): the trace shows the inner steps on the compute
+lane and each round's exchange on a comm lane of its own, started when the
+round began and running while its inner steps do (it starts before the
+round's second inner step ends, H - 1 steps before it is joined; it used to
+wait for the join while CAF's work-stealing scheduler ran the inner steps'
+jobs first).
+
 Usage: trace_test.py BIN_DIR. Exit 77 (skipped) without the data set.
 """
 import json
@@ -117,6 +124,52 @@ def check_rank(path, rank, tasks):
               f"overlaps a matmul in {n}/{TRACED} steps")
 
 
+CO2_PERIOD, CO2_STEPS = 10, 40
+
+
+def check_co2(bin_dir, work):
+    trace_dir = os.path.join(work, "co2")
+    run([f"{bin_dir}/mlp_fashion_mnist", "--local", str(RANKS), "--epochs", "1", "--max-steps",
+         str(CO2_STEPS), "--sync", f"co2:{CO2_PERIOD}", "--trace-dir", trace_dir])
+    for rank in range(RANKS):
+        with open(os.path.join(trace_dir, f"rank{rank}.trace.json")) as f:
+            events = json.load(f)["traceEvents"]
+        lanes = {e["tid"]: e["args"]["name"] for e in events
+                 if e["ph"] == "M" and e["name"] == "thread_name"}
+        steps = {}
+        exchange_lanes, train_lanes = set(), set()
+        for e in events:
+            if e["ph"] != "X":
+                continue
+            program = e["args"]["program"]
+            if e["cat"] == "step":
+                steps[(program, e["args"]["step"])] = e
+            elif program == "outer_exchange" and e["cat"] == "AllReduce":
+                exchange_lanes.add(e["tid"])
+            elif program == "train":
+                train_lanes.add(lanes[e["tid"]])
+        if train_lanes != {"compute"}:
+            fail(f"rank {rank}: CO2's inner steps ran on lanes {train_lanes}")
+        if not exchange_lanes or any(lanes[t] != "comm" for t in exchange_lanes):
+            fail(f"rank {rank}: the exchange's all-reduces are not on a comm lane")
+        rounds = CO2_STEPS // CO2_PERIOD
+        exchanges = [steps.get(("outer_exchange", r)) for r in range(rounds)]
+        if any(x is None for x in exchanges):
+            fail(f"rank {rank}: {rounds} exchanges expected, traced "
+                 f"{sorted(s for p, s in steps if p == 'outer_exchange')}")
+        # Round r's exchange starts after inner step (r + 1) H - 1 and runs
+        # during the next round (the last round's only until the run ends).
+        for r, x in enumerate(exchanges[:-1]):
+            second = steps[("train", (r + 1) * CO2_PERIOD + 1)]
+            if x["ts"] > second["ts"] + second["dur"]:
+                fail(f"rank {rank}: round {r}'s exchange began after the next round's second "
+                     "inner step ended: it did not run beside the inner steps")
+            inner = [steps[("train", (r + 1) * CO2_PERIOD + i)] for i in range(CO2_PERIOD)]
+            hidden = sum(max(0.0, overlap(x, t)) for t in inner)
+            print(f"rank {rank}: round {r}'s exchange: {x['dur']:.0f} us, "
+                  f"{100 * hidden / x['dur']:.0f}% of it beside inner steps")
+
+
 def main():
     bin_dir = sys.argv[1]
     if not os.path.isdir(DATA_DIR):
@@ -134,6 +187,7 @@ def main():
             fail(f"trace directory holds {files}\n{out}")
         for r in range(RANKS):
             check_rank(os.path.join(trace_dir, f"rank{r}.trace.json"), r, tasks)
+        check_co2(bin_dir, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("PASS")

@@ -285,12 +285,17 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
     return {"run @outer"};
   }
 
-  // CO2's functions, per trained variable: @outer_send keeps the round's
-  // pseudo-gradient (against the anchor the round started from) in
-  // `.outer_delta`; @outer_exchange, in the background, sums it across
+  // CO2's functions, per trained variable. @outer_send keeps the replica's
+  // pseudo-gradient against the anchor (`.outer_delta`: all its progress
+  // since the last send); @outer_exchange, in the background, sums it across
   // replicas and computes the next anchor into `.outer_next` (the anchor is
-  // still read meanwhile); @outer_adopt makes it the anchor and every
-  // replica's parameters.
+  // still read meanwhile); @outer_adopt makes it the anchor and merges it
+  // into the replica's parameters keeping the progress made since the send:
+  // param = next + ((param - anchor) + delta), exactly next when nothing
+  // was made (x + -x is 0 in floating point), so staleness 0 is DiLoCo to
+  // the bit. Each round's progress is summed once, one round late; no
+  // replica throws work away (restarting every replica from the stale
+  // anchor instead applies overlapping rounds twice: the char GPT diverged).
   llvm::SmallVector<std::string> buildCo2(ModuleOp module, SymbolTable &symbols, Trained trained,
                                           const SyncSpec &spec, int64_t replicas) {
     OpBuilder send = function(module, symbols, "outer_send");
@@ -305,11 +310,11 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
                                 ? companion(symbols, var, "outer_momentum", true, false)
                                 : VariableOp();
       VariableOp delta = companion(symbols, var, "outer_delta", true, true);
+      auto dim = send.getI64IntegerAttr(kReplicaDim);
 
       Value a = send.create<ParameterOp>(loc, type, ref(anchor));
       Value p = send.create<ParameterOp>(loc, type, ref(var));
-      Value d = send.create<PseudoGradientOp>(loc, partialOnReplicas(type), a, p,
-                                              send.getI64IntegerAttr(kReplicaDim));
+      Value d = send.create<PseudoGradientOp>(loc, partialOnReplicas(type), a, p, dim);
       send.create<AssignOp>(loc, d, ref(delta));
 
       Value terms = exchange.create<ParameterOp>(loc, partialOnReplicas(type), ref(delta));
@@ -318,14 +323,20 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
       outerStep(exchange, loc, sum, next, anchor, momentum, spec, replicas, /*keepAnchor=*/true);
 
       Value n = adopt.create<ParameterOp>(loc, type, ref(next));
+      Value pa = adopt.create<ParameterOp>(loc, type, ref(anchor));
+      Value pp = adopt.create<ParameterOp>(loc, type, ref(var));
+      Value pd = adopt.create<ParameterOp>(loc, type, ref(delta));
+      Value progress = adopt.create<PseudoGradientOp>(loc, type, pp, pa, dim);
+      Value sinceSend = adopt.create<AddOp>(loc, type, progress, pd);
+      Value merged = adopt.create<AddOp>(loc, type, n, sinceSend);
+      adopt.create<AssignOp>(loc, merged, ref(var));
       adopt.create<AssignOp>(loc, n, ref(anchor));
-      adopt.create<AssignOp>(loc, n, ref(var));
     }
     for (OpBuilder *b : {&send, &exchange, &adopt})
       b->create<func::ReturnOp>(module.getLoc());
     if (spec.staleness == 0)
       return {"run @outer_send", "start @outer_exchange", "join", "run @outer_adopt"};
-    return {"join", "run @outer_send", "run @outer_adopt", "start @outer_exchange"};
+    return {"join", "run @outer_adopt", "run @outer_send", "start @outer_exchange"};
   }
 };
 

@@ -77,10 +77,11 @@ LogicalResult PseudoGradientOp::inferResultTypes(llvm::SmallVectorImpl<RankedTen
 }
 
 // On the replica dimension each replica's difference is one term of the sum
-// the outer step averages; elsewhere it is elementwise.
+// the outer step averages, or the replica's own value (CO2 merges it into
+// its parameters); elsewhere it is elementwise.
 llvm::SmallVector<SbpSignature> PseudoGradientOp::getSbpSignatures(unsigned dim) {
   if (dim == getDim())
-    return {sig({B, B}, {P})};
+    return {sig({B, B}, {P}), sig({B, B}, {B})};
   return uniform(tensorOf(getAnchor()).getRank(), 2, /*linear=*/false);
 }
 

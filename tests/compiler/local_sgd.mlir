@@ -73,12 +73,13 @@
 // Under CO2 the round's pseudo-gradient is kept per replica (outer_delta), the
 // exchange (started in the background, one round stale) sums it and
 // computes the next anchor without touching the anchor, the adoption makes
-// it the anchor and the parameters.
+// it the anchor and merges it into the parameters, keeping the progress
+// made since the send: next + ((param - anchor) + delta).
 // CO2-DAG: sbp.variable @fc1.weight.outer_anchor : tensor<784x64xf32, #sbp.t<@dp, [B]>> init #sbp.init<uniform, -3.570000e-02, 3.570000e-02> seed 17{{$}}
 // CO2-DAG: sbp.variable @fc1.weight.outer_next : tensor<784x64xf32, #sbp.t<@dp, [B]>> init #sbp.init<uniform, -3.570000e-02, 3.570000e-02> seed 17{{$}}
 // CO2-DAG: sbp.variable @fc1.weight.outer_momentum : tensor<784x64xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros, 0.000000e+00, 0.000000e+00> seed 0{{$}}
 // CO2-DAG: sbp.variable @fc1.weight.outer_delta : tensor<784x64xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros, 0.000000e+00, 0.000000e+00> seed 0 {replica_dim = 0 : i64}
-// CO2: sbp.schedule "co2" @train every 8 then ["join", "run @outer_send", "run @outer_adopt", "start @outer_exchange"]
+// CO2: sbp.schedule "co2" @train every 8 then ["join", "run @outer_adopt", "run @outer_send", "start @outer_exchange"]
 // CO2-LABEL: func.func @outer_send
 // CO2: %[[A:.*]] = sbp.parameter @fc1.weight.outer_anchor
 // CO2: %[[W:.*]] = sbp.parameter @fc1.weight :
@@ -90,8 +91,14 @@
 // CO2: sbp.outer_step %[[S]] {anchor = @fc1.weight.outer_anchor, clip = 0.000000e+00 : f32, gap_penalty = 1.000000e+00 : f32, keep_anchor = true, lr = 1.000000e+00 : f32, momentum = 5.000000e-01 : f32, momentum_buffer = @fc1.weight.outer_momentum, nesterov = false, replicas = 4 : i64, variable = @fc1.weight.outer_next}
 // CO2-LABEL: func.func @outer_adopt
 // CO2: %[[N:.*]] = sbp.parameter @fc1.weight.outer_next
+// CO2: %[[PA:.*]] = sbp.parameter @fc1.weight.outer_anchor
+// CO2: %[[PW:.*]] = sbp.parameter @fc1.weight :
+// CO2: %[[PD:.*]] = sbp.parameter @fc1.weight.outer_delta :
+// CO2: %[[PR:.*]] = sbp.pseudo_gradient %[[PW]], %[[PA]] {dim = 0 : i64} : (tensor<784x64xf32, #sbp.t<@dp, [B]>>, tensor<784x64xf32, #sbp.t<@dp, [B]>>) -> tensor<784x64xf32, #sbp.t<@dp, [B]>>
+// CO2: %[[SINCE:.*]] = sbp.add %[[PR]], %[[PD]]
+// CO2: %[[MERGED:.*]] = sbp.add %[[N]], %[[SINCE]]
+// CO2: sbp.assign %[[MERGED]] {variable = @fc1.weight}
 // CO2: sbp.assign %[[N]] {variable = @fc1.weight.outer_anchor}
-// CO2: sbp.assign %[[N]] {variable = @fc1.weight}
 
 // Staleness 0: the exchange is joined before the adoption; the gap penalty
 // and the momentum clipping reach the outer step.
@@ -99,7 +106,7 @@
 // CO2NOW: sbp.outer_step {{.*}}clip = 5.000000e-01 : f32, gap_penalty = 2.000000e+00 : f32, keep_anchor = true
 
 // The plan: the exchange's all-reduces in one bucket, the schedule's steps.
-// CO2PLAN: schedule co2: train x8, then join, run outer_send, run outer_adopt, start outer_exchange
+// CO2PLAN: schedule co2: train x8, then join, run outer_adopt, run outer_send, start outer_exchange
 // CO2PLAN-LABEL: program outer_send
 // CO2PLAN: Assign
 // CO2PLAN-LABEL: program outer_exchange

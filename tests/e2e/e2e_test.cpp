@@ -518,30 +518,44 @@ TEST(MlpEndToEnd, Co2WithoutStalenessEqualsDiloco) {
 }
 
 // CO2 with staleness 1: round t's exchange runs during round t + 1 and is
-// adopted at its end. After the first round every replica restarts from the
-// initial weights (nothing adopted yet) while the exchange has computed the
-// next anchor from round 0; one round later the replicas hold exactly that.
+// adopted at its end. After the first round nothing is adopted yet (the
+// anchor is the initial weights, the replicas keep their progress) while
+// the exchange has computed the next anchor from round 0; at the end of
+// round 1 that is the anchor, and each replica's pseudo-gradient is taken
+// against it.
 TEST(MlpEndToEnd, Co2AdoptsEachRoundsExchangeOneRoundLate) {
   if (!fs::exists(kDataDir))
     GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
-  TempDir firstDir("sbpflow_e2e"), secondDir("sbpflow_e2e");
+  TempDir firstDir("sbpflow_e2e"), secondDir("sbpflow_e2e"), initialDir("sbpflow_e2e");
   CommandResult a = trainLocalSgd("co2:5", "", 5, firstDir.path());
   ASSERT_EQ(a.status, 0) << a.output;
   CommandResult b = trainLocalSgd("co2:5", "", 10, secondDir.path());
   ASSERT_EQ(b.status, 0) << b.output;
+  CommandResult c = trainLocalSgd("co2:5", "", 4, initialDir.path());
+  ASSERT_EQ(c.status, 0) << c.output;
   const auto first = loadCheckpoint<float>(firstDir.path()),
-             second = loadCheckpoint<float>(secondDir.path());
+             second = loadCheckpoint<float>(secondDir.path()),
+             initial = loadCheckpoint<float>(initialDir.path());
   for (const std::string name : {"fc1.weight", "fc2.bias"}) {
     ASSERT_TRUE(first.count(name + ".outer_next")) << name;
-    const std::vector<float> &anchor = first.at(name + ".outer_anchor"),
-                             &next = first.at(name + ".outer_next");
+    const std::vector<float> &anchor = first.at(name + ".outer_anchor");
+    EXPECT_EQ(anchor, initial.at(name + ".outer_anchor"))
+        << name << ": the anchor moved in the first round";
+    EXPECT_NE(first.at(name + ".outer_next"), anchor)
+        << name << ": round 0's exchange changed nothing";
+    EXPECT_NE(replicaRow(first.at(name), 2, 0), replicaRow(first.at(name), 2, 1))
+        << name << ": the replicas lost their progress at the first round's end";
+    EXPECT_EQ(second.at(name + ".outer_anchor"), first.at(name + ".outer_next"))
+        << name << ": the anchor after round 1 is not round 0's exchange";
+    // Each replica's pseudo-gradient is taken against the adopted anchor.
+    const std::vector<float> &adopted = second.at(name + ".outer_anchor");
     for (int r = 0; r < 2; ++r) {
-      EXPECT_EQ(replicaRow(first.at(name), 2, r), anchor)
-          << name << ": replica " << r << " after round 0 is not the initial anchor";
-      EXPECT_EQ(replicaRow(second.at(name), 2, r), next)
-          << name << ": replica " << r << " after round 1 is not round 0's exchange";
+      const std::vector<float> p = replicaRow(second.at(name), 2, r),
+                               d = replicaRow(second.at(name + ".outer_delta"), 2, r);
+      ASSERT_EQ(p.size(), adopted.size());
+      for (size_t i = 0; i < p.size(); ++i)
+        ASSERT_EQ(d[i], adopted[i] - p[i]) << name << " replica " << r << " element " << i;
     }
-    EXPECT_NE(next, anchor) << name << ": round 0's exchange changed nothing";
   }
 }
 

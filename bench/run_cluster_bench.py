@@ -5,7 +5,8 @@ network namespaces (tests/cluster/netns.py), each node's link capped with
 
 usage: bench/run_cluster_bench.py [--nodes N] [--caps none,10gbit,1gbit,100mbit]
                                   [--models mlp,gpt] [--codecs none,powersgd:4,...]
-                                  [--steps S] [--repeat R] [--build DIR]
+                                  [--syncs ddp,diloco:10,co2:10] [--steps S] [--repeat R]
+                                  [--build DIR]
 
 Needs root (network namespaces). For each model and cap it starts N
 namespaces with one `sbpflow-worker --listen` each and runs the dp=N plan
@@ -28,8 +29,10 @@ kernel thread each:
 - wire time: sent/step at the cap's rate, the least time the link needs.
 
 With --codecs each model runs once per gradient codec (the examples'
---compress SPEC; `none` is the dense all-reduce), beside the same
-compute-only time.
+--compress SPEC; `none` is the dense all-reduce), and with --syncs once per
+local-SGD schedule (--sync SPEC: the step is then the mean over whole
+rounds, outer steps included; S and S/3 should be multiples of H), beside
+the same compute-only time.
 
 On a 2-core machine N = 2 gives each rank a core of its own; more nodes
 share cores, and the compute-only time no longer bounds a step from below.
@@ -62,11 +65,11 @@ def tool(build, name):
     return path
 
 
-def emit_plan(build, model, ranks, batch, path, codec="none"):
+def emit_plan(build, model, ranks, batch, path, codec="none", sync="ddp"):
     m = MODELS[model]
     subprocess.run([tool(build, m["tool"]), m["ranks"], str(ranks), "--batch", str(batch),
-                    "--compress", codec, "--emit-plan", path, "--plan-only"], check=True,
-                   stdout=subprocess.DEVNULL)
+                    "--compress", codec, "--sync", sync, "--emit-plan", path, "--plan-only"],
+                   check=True, stdout=subprocess.DEVNULL)
 
 
 def step_args(model, steps, bench_json):
@@ -157,6 +160,9 @@ def main():
     parser.add_argument("--models", default="mlp,gpt")
     parser.add_argument("--codecs", default="none",
                         help="gradient codecs (--compress SPEC), comma-separated")
+    parser.add_argument("--syncs", default="ddp",
+                        help="local-SGD schedules (--sync SPEC), comma-separated; each runs "
+                             "with the dense exchange")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--build", default=os.path.join(HERE, "..", "build"))
@@ -189,27 +195,32 @@ def main():
             compute = compute_only(build, model, one_plan, args.steps, args.repeat, tmp)
             print(f"{model}: compute only (1 rank, batch {batch // args.nodes}) {compute:.2f} ms",
                   file=sys.stderr)
-            for codec in args.codecs.split(","):
+            # Each codec with synchronous data parallelism, then each local-SGD
+            # schedule (which exchanges no gradients to compress).
+            methods = [(c, "ddp") for c in args.codecs.split(",")]
+            methods += [("none", s) for s in args.syncs.split(",") if s != "ddp"]
+            for codec, sync in methods:
+                method = codec if sync == "ddp" else sync
                 dp_plan = os.path.join(tmp, f"{model}-dp-{len(rows)}.plan")
-                emit_plan(build, model, args.nodes, batch, dp_plan, codec)
+                emit_plan(build, model, args.nodes, batch, dp_plan, codec, sync)
                 for cap in caps:
                     tag = f"bench{len(rows)}x"  # a namespace name holds 15 characters
                     step, sent, counted = on_nodes(build, model, dp_plan, args.nodes, cap,
                                                    args.steps, args.repeat, tmp, tag)
                     wire = sent * 8 / rate_bits(cap) * 1e3 if rate_bits(cap) else None
-                    print(f"{model} {codec} at {cap}: step {step:.2f} ms, {sent / 1e6:.3f} MB "
+                    print(f"{model} {method} at {cap}: step {step:.2f} ms, {sent / 1e6:.3f} MB "
                           f"sent per node per step ({counted / 1e6:.3f} MB counted)",
                           file=sys.stderr)
-                    rows.append((model, codec, cap, step, compute, sent, counted, wire))
+                    rows.append((model, method, cap, step, compute, sent, counted, wire))
 
     print(f"\n{args.nodes} nodes x 1 rank (1 thread each), data-parallel; medians of "
           f"{args.repeat} runs of {args.steps} steps")
-    print(f"| model | codec | link cap | step | compute only (1 rank) | step / compute | "
+    print(f"| model | exchange | link cap | step | compute only (1 rank) | step / compute | "
           f"sent per node per step (eth0) | counted per rank per step (sent_bytes_per_step) | "
           f"wire time at the cap |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for model, codec, cap, step, compute, sent, counted, wire in rows:
-        print(f"| {model} | {codec} | {'uncapped veth' if cap == 'none' else cap} | "
+    for model, method, cap, step, compute, sent, counted, wire in rows:
+        print(f"| {model} | {method} | {'uncapped veth' if cap == 'none' else cap} | "
               f"{step:.2f} ms | {compute:.2f} ms | {step / compute:.2f} | {sent / 1e6:.4f} MB | "
               f"{counted / 1e6:.4f} MB | {'-' if wire is None else f'{wire:.2f} ms'} |")
 

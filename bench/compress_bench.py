@@ -124,18 +124,26 @@ def bench_mlp(args, out):
                  "test_accuracy", 4 * MLP_PARAMETERS, rows)
 
 
-def bench_gpt(args, out):
-    ours = os.path.join(args.build, "bin", "gpt_char")
+def gpt_initial_checkpoint(ours, seed, out):
+    """OUT/gpt.init: gpt_char's (`ours`) initial weights for `seed`, which
+    bench/gpt_torch.py --checkpoint loads; exits with one line if it fails."""
+    caller = os.path.basename(sys.argv[0])
     if not os.access(ours, os.X_OK):
-        sys.exit(f"compress_bench.py: {ours} not built (the GPT's PyTorch peer starts from "
+        sys.exit(f"{caller}: {ours} not built (the GPT's PyTorch peer starts from "
                  "its initial weights)")
     init = os.path.join(out, "gpt.init")
     print(f"== gpt: initial weights -> {init}", file=sys.stderr)
     with open(os.path.join(out, "gpt.init.log"), "w") as f:
-        if subprocess.run([ours, "--seed", str(args.seed), "--init-checkpoint", init],
+        if subprocess.run([ours, "--seed", str(seed), "--init-checkpoint", init],
                           stdout=f, stderr=subprocess.STDOUT).returncode != 0:
-            sys.exit(f"compress_bench.py: gpt_char --init-checkpoint failed, see "
+            sys.exit(f"{caller}: gpt_char --init-checkpoint failed, see "
                      f"{os.path.join(out, 'gpt.init.log')}")
+    return init
+
+
+def bench_gpt(args, out):
+    ours = os.path.join(args.build, "bin", "gpt_char")
+    init = gpt_initial_checkpoint(ours, args.seed, out)
     # One validation after the last step. The GPT trains --steps steps also
     # when the MLP trains --epochs (gpt_char counts in steps).
     length = ["--steps", str(args.steps), "--eval-every", str(args.steps)]

@@ -17,6 +17,12 @@ gradient exchange; the JSON line then has the TCP bytes each rank sent per
 step, measured on its sockets. --eval-every N adds gpt_char's validation loss.
 The hook options and the byte meter are shared with bench/mlp_torch.py from
 here, the file bench/gpu/pack.sh ships.
+
+--local-sgd-period H trains the N ranks with post-local SGD instead
+(gpt_char --dp N --sync diloco:H --outer-lr 1 --outer-momentum 0): DDP with
+post_localSGD_hook (start_localSGD_iter = --local-sgd-start, no gradient
+all-reduce after it), each rank's AdamW wrapped in PostLocalSGDOptimizer with
+a PeriodicModelAverager that averages the parameters every H steps.
 """
 import argparse
 import json
@@ -296,6 +302,62 @@ def ddp_with_hook(model, args, **options):
     return ddp
 
 
+def add_local_sgd_options(p):
+    p.add_argument("--local-sgd-period", type=int, default=0, metavar="H",
+                   help="post-local SGD: each rank steps its own AdamW on its own gradients "
+                   "and the ranks average their parameters every H steps (0: DDP every step)")
+    p.add_argument("--local-sgd-start", type=int, default=0, metavar="S",
+                   help="post_localSGD_hook's start_localSGD_iter: DDP all-reduces the "
+                   "gradients of the first S steps (torch accepts 0: local from the first step)")
+
+
+def check_local_sgd_options(p, args):
+    if args.local_sgd_period < 0 or args.local_sgd_start < 0:
+        p.error("--local-sgd-period and --local-sgd-start must be at least 0")
+    if args.local_sgd_period and args.ddp_hook[0] != "none":
+        p.error("--local-sgd-period registers post_localSGD_hook: it takes no --ddp-hook")
+    # Each rank evaluates its rows on its own replica: only right after an
+    # average are the replicas one model.
+    if args.local_sgd_period and args.eval_every % args.local_sgd_period:
+        p.error(f"--eval-every {args.eval_every} is not a multiple of --local-sgd-period "
+                f"{args.local_sgd_period}: the ranks' replicas would differ at the evaluation")
+
+
+def ddp_post_local_sgd(model, args, **options):
+    """DistributedDataParallel over `model` with post_localSGD_hook: DDP's
+    gradient all-reduce for the first --local-sgd-start steps, then none (with
+    post_local_gradient_allreduce the hook would all-reduce within each node's
+    subgroup, which on loopback is every rank, and new_subgroups() sizes the
+    subgroups by the CUDA device count, 0 here)."""
+    from torch.distributed.algorithms.ddp_comm_hooks import post_localSGD_hook as post_local
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ddp = DDP(model, **options)
+    state = post_local.PostLocalSGDState(process_group=None, subgroup=None,
+                                         start_localSGD_iter=args.local_sgd_start,
+                                         post_local_gradient_allreduce=False)
+    ddp.register_comm_hook(state, post_local.post_localSGD_hook)
+    return ddp
+
+
+def post_local_sgd_optimizer(opt, args):
+    """`opt` wrapped in PostLocalSGDOptimizer, which averages the ranks'
+    parameters (one all-reduce of them all, flattened) after the optimiser's
+    step when the averager's step count c (0 at the first step) is at least
+    warmup_steps and c - warmup_steps is a multiple of H. PyTorch's example
+    sets warmup_steps = start_localSGD_iter = S, which averages after steps
+    S + 1, S + 1 + H, ... (counting from 1); H - 1 more puts the averages after
+    steps S + H, S + 2H, ..., where sbpflow's rounds end (--sync diloco:H
+    averages after steps H, 2H, ...), so that a model evaluated after a
+    multiple of H steps is the ranks' average on both sides."""
+    from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
+    from torch.distributed.optim import PostLocalSGDOptimizer
+
+    H = args.local_sgd_period
+    averager = PeriodicModelAverager(period=H, warmup_steps=args.local_sgd_start + H - 1)
+    return PostLocalSGDOptimizer(opt, averager)
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -460,7 +522,10 @@ def train(rank, args, port, state, text, val):
         # before every forward (4 KiB a step on the wire): it leaves them be.
         DDP._set_params_and_buffers_to_ignore_for_model(
             model, [name for name, _ in model.named_buffers()])
-        net = ddp_with_hook(model, args, broadcast_buffers=False)
+        if args.local_sgd_period:
+            net = ddp_post_local_sgd(model, args, broadcast_buffers=False)
+        else:
+            net = ddp_with_hook(model, args, broadcast_buffers=False)
 
     params = list(model.parameters())
     decay = [q for q in params if q.dim() >= 2]
@@ -468,14 +533,22 @@ def train(rank, args, port, state, text, val):
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(args.beta1, args.beta2), eps=1e-8)
+    if args.local_sgd_period:
+        opt = post_local_sgd_optimizer(opt, args)
 
     # This rank's rows of each global batch (sbpflow's S(0) split of the batch).
     begin, rows = balanced_chunk(args.batch, args.ranks, rank)
     T = args.block_size
     all_steps, timed_steps = SentBytes(), SentBytes()
     loss_sums, counted_global, times, eval_losses = [], [], [], []
+    # From one step's end to the next (batch included, evaluations not), as
+    # sbpflow's driver times steps. Under local SGD the ranks wait for each
+    # other only every H steps: adding up each step's slower rank (step_ms)
+    # overstates the time they take.
+    walls = []
     if distributed:
         dist.barrier()
+    since = time.perf_counter()
     for step in range(args.steps):
         # With --eval-every N, sbpflow's driver runs N steps an epoch: step s
         # is batch s % N of epoch s // N.
@@ -496,14 +569,18 @@ def train(rank, args, port, state, text, val):
             loss = F.cross_entropy(logits.view(-1, vocab), y.view(-1), ignore_index=-1)
         # DDP averages the ranks' gradients: scaled so, the average is the
         # gradient of the global batch's mean loss (the scale is exactly 1 on
-        # one process).
+        # one process). Under local SGD a rank's own gradient is then that of
+        # its rows' mean loss, as sbpflow's sbp.local_estimate.
         (loss * (counted * args.ranks / counted_global[-1])).backward()
         torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()  # the step's kernels, not just their launches
-        times.append(time.perf_counter() - start)
+        end = time.perf_counter()
+        times.append(end - start)
+        walls.append(end - since)
+        since = end
         loss_sums.append(loss.item() * counted)  # exact: the float32 loss times an integer
         if args.eval_every and (step + 1) % args.eval_every == 0:
             timed = timed_steps.running
@@ -520,19 +597,22 @@ def train(rank, args, port, state, text, val):
                 all_steps.start()
                 if timed:
                     timed_steps.start()
+            since = time.perf_counter()
     if all_steps.running:
         all_steps.stop()
         timed_steps.stop()
 
     measured = args.steps - args.warmup
+    wall = sum(walls[args.warmup:])
     sent = [(timed_steps.total / measured, all_steps.total / args.steps,
              timed_steps.retransmitted / measured)]
     if distributed:
         # Per step, the slowest rank's time; losses over the global batch.
         per_rank = [None] * args.ranks
-        dist.all_gather_object(per_rank, (times, sent[0]))
+        dist.all_gather_object(per_rank, (times, sent[0], wall))
         times = [max(t) for t in zip(*(r[0] for r in per_rank))]
         sent = [r[1] for r in per_rank]
+        wall = max(r[2] for r in per_rank)
         sums = torch.tensor(loss_sums, dtype=torch.float64)
         dist.all_reduce(sums)
         loss_sums = sums.tolist()
@@ -553,10 +633,14 @@ def train(rank, args, port, state, text, val):
             "global_batch": args.batch,
             "step_ms": round(sum(measured_times) / len(measured_times) * 1e3, 4),
             "median_step_ms": round(statistics.median(measured_times) * 1e3, 4),
+            # The slowest rank's time over the timed steps, end to end.
+            "wall_step_ms": round(wall / measured * 1e3, 4),
             "losses": [round(v, 7) for v in losses],
             "final_loss": round(losses[-1], 7),
             "eval_loss": [round(v, 7) for v in eval_losses],
             "ddp_hook": ddp_hook_name(args) if distributed else None,
+            "local_sgd_period": args.local_sgd_period,
+            "local_sgd_start": args.local_sgd_start,
             # TCP payload each rank's sockets sent (SentBytes: gloo's 144-byte
             # message framing included, retransmissions not), mean per rank:
             # per timed step, and per train step as sbpflow's --bench-json
@@ -621,6 +705,7 @@ def main():
     p.add_argument("--block-size", type=int, default=64)
     p.add_argument("--json-out", help="also write the JSON line to this file")
     add_ddp_hook_options(p)
+    add_local_sgd_options(p)
     args = p.parse_args()
     if args.warmup is None:
         args.warmup = min(10, args.steps // 5)
@@ -635,7 +720,8 @@ def main():
     if args.n_embd % args.n_head:
         p.error(f"--n-head {args.n_head} does not divide --n-embd {args.n_embd}")
     check_ddp_hook_options(p, args)
-    distributed = args.ranks > 1 or args.ddp_hook[0] != "none"
+    check_local_sgd_options(p, args)
+    distributed = args.ranks > 1 or args.ddp_hook[0] != "none" or args.local_sgd_period > 0
     if distributed and args.device != "cpu":
         p.error("--ranks > 1 and --ddp-hook run on the CPU (gloo)")
     try:

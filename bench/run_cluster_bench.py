@@ -215,9 +215,9 @@ def main():
 
     print(f"\n{args.nodes} nodes x 1 rank (1 thread each), data-parallel; medians of "
           f"{args.repeat} runs of {args.steps} steps")
-    print(f"| model | exchange | link cap | step | compute only (1 rank) | step / compute | "
-          f"sent per node per step (eth0) | counted per rank per step (sent_bytes_per_step) | "
-          f"wire time at the cap |")
+    print("| model | exchange | link cap | step | compute only (1 rank) | step / compute | "
+          "sent per node per step (eth0) | counted per rank per step (sent_bytes_per_step) | "
+          "wire time at the cap |")
     print("|---|---|---|---|---|---|---|---|---|")
     for model, method, cap, step, compute, sent, counted, wire in rows:
         print(f"| {model} | {method} | {'uncapped veth' if cap == 'none' else cap} | "

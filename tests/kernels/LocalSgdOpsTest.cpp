@@ -273,5 +273,38 @@ TEST_F(LocalSgdOps, AssignRefusesAVariableItCannotHold) {
   }
 }
 
+// A per-replica variable takes a value partial on its replica dimension
+// (CO2 keeps each replica's own term of the pseudo-gradients' sum); any
+// other variable refuses it.
+TEST_F(LocalSgdOps, AssignTakesAPartialValueOnlyIntoAPerReplicaVariable) {
+  for (auto [variable, accepted] : std::vector<std::pair<int, bool>>{{0, true}, {1, false}}) {
+    SCOPED_TRACE("variable " + std::to_string(variable));
+    PlanSpec spec = roundPlan();
+    spec.programs[1].tasks[6].variable = variable;
+    const std::vector<uint8_t> buffer = testplan::build(spec);
+    const plan::Plan &unchecked = *plan::GetPlan(buffer.data());
+    const plan::Task &assign = *unchecked.programs()->Get(1)->tasks()->Get(6);
+    std::vector<float> param(kN), anchor(kN), m(kN), value = randomVector(kN, 10);
+    std::vector<TensorView> vars = {hostView(param, "w"), hostView(anchor, "w.anchor"),
+                                    hostView(m, "w.outer_m")};
+    TensorView in = hostView(value, "delta");
+    in.sbp = {SbpDim{SbpKind::PartialSum, 0}};
+    OpArgs a(unchecked, assign, "task 'assign'");
+    a.in = {&in};
+    a.variables = &vars;
+    auto kernel = opEntry(assign.op()).cpu(a);
+    if (!accepted) {
+      ASSERT_FALSE(kernel);
+      EXPECT_EQ(kernel.status().message(),
+                "task 'assign': input 'delta' differs in placement or nd-SBP from variable "
+                "'w.anchor'");
+      continue;
+    }
+    ASSERT_TRUE(kernel) << kernel.status().message();
+    run(*kernel);
+    EXPECT_EQ(param, value);
+  }
+}
+
 } // namespace
 } // namespace sbpflow

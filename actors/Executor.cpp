@@ -34,6 +34,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <set>
@@ -107,8 +108,16 @@ public:
       for (auto &a : p->graph->actors)
         all.push_back(a);
     }
-    if (background_.running) {
-      background_.collectives->abandon();
+    if (background_.thread.joinable()) {
+      if (background_.running) {
+        background_.collectives->abandon();
+        (void)join();
+      }
+      {
+        std::lock_guard<std::mutex> lock(background_.mutex);
+        background_.stopping = true;
+      }
+      background_.wake.notify_all();
       background_.thread.join();
     }
     stopActors(system_, all);
@@ -205,16 +214,25 @@ private:
   std::atomic<int64_t> runs_{0};
   Status broken_;
   // The schedule's background program (plan.fbs ScheduleStep Start): its
-  // comm thread, step context and the thread that runs it; its status
-  // reaches broken_ when joined.
+  // comm thread, step context and the thread that runs it, started once
+  // with the executor (a round starts nothing new); its status reaches
+  // broken_ when joined.
   struct Background {
     std::string program; // empty: the plan starts none
+    Program *prog = nullptr;
     std::unique_ptr<CollectiveQueue> collectives;
     StepContext step;
     std::thread thread;
-    bool running = false;
+    std::mutex mutex;
+    std::condition_variable wake, done;
+    // A run asked for (start) and not finished; its arguments. `running`
+    // (start to join) is the caller's alone.
+    bool pending = false, stopping = false, running = false;
+    DataSource *data = nullptr;
+    int64_t epoch = 0, batch = 0;
     Status status;
   } background_;
+  void backgroundLoop();
   Status runProgram(Program &prog, DataSource *data, int64_t epoch, int64_t firstBatch,
                     int64_t count, const StepCallback &onStep);
   Status backgroundRunning(const std::string &what) const {
@@ -256,20 +274,12 @@ std::set<std::pair<int, int>> commGroupsOf(const plan::Program &prog) {
   return groups;
 }
 
-// The program the schedule starts in the background, if any. It runs on a
-// comm thread of its own while other programs run, so no other program may
-// use its communicators (their calls would interleave in different orders
-// on different ranks). GPU ranks would share the communication stream:
-// refused until it has one of its own.
-StatusOr<std::string> backgroundProgram(const plan::Plan &plan, bool onGpu) {
+// The background program `name` runs on a comm thread of its own while other
+// programs run, so no other program may use its communicators (their calls
+// would interleave in different orders on different ranks). GPU ranks would
+// share the communication stream: refused until it has one of its own.
+Status checkBackgroundProgram(const plan::Plan &plan, const std::string &name, bool onGpu) {
   const plan::Schedule *schedule = plan.schedule();
-  std::string name;
-  if (schedule)
-    for (const plan::ScheduleStep *step : *schedule->round())
-      if (step->action() == plan::ScheduleAction::Start)
-        name = step->program()->str();
-  if (name.empty())
-    return name;
   if (onGpu)
     return Status::error("schedule '" + schedule->algorithm()->str() + "' starts program '" + name +
                          "' in the background, which GPU ranks do not run yet (it would share "
@@ -284,16 +294,15 @@ StatusOr<std::string> backgroundProgram(const plan::Plan &plan, bool onGpu) {
                            name + "' shares the communicators of hierarchy dimension " +
                            std::to_string(g.second) + " of placement " + std::to_string(g.first) +
                            " with another program");
-  return name;
+  return Status::ok();
 }
 
 Status ActorExecutor::init() {
   cpu::setBlasThreads(options_.kernelThreads);
-  auto background = backgroundProgram(*plan_, onGpu());
-  if (!background)
-    return background.status().withContext(rank());
-  background_.program = background.take();
+  background_.program = backgroundProgram(*plan_);
   if (!background_.program.empty()) {
+    if (Status s = checkBackgroundProgram(*plan_, background_.program, onGpu()); !s)
+      return s.withContext(rank());
     if (caf::get_or(system_.config().content, "scheduler.policy", caf::atom("stealing")) !=
         caf::atom("sharing"))
       return Status::error(rank() + ": the plan starts program '" + background_.program +
@@ -332,7 +341,13 @@ Status ActorExecutor::init() {
   for (size_t p = 0; p < plan_->programs()->size(); ++p)
     if (Status s = buildProgram(*plan_->programs()->Get(p), arenas[p]); !s)
       return s;
-  return device_->synchronize().withContext(rank());
+  if (Status st = device_->synchronize(); !st)
+    return st.withContext(rank());
+  if (!background_.program.empty()) {
+    background_.prog = findProgram(background_.program);
+    background_.thread = std::thread([this] { backgroundLoop(); });
+  }
+  return Status::ok();
 }
 
 Status ActorExecutor::openDevice() {
@@ -720,6 +735,27 @@ Status ActorExecutor::runProgram(Program &prog, DataSource *data, int64_t epoch,
   return error.empty() ? Status::ok() : Status::error(error);
 }
 
+// The background thread: one step of the background program per start.
+void ActorExecutor::backgroundLoop() {
+  Background &bg = background_;
+  std::unique_lock<std::mutex> lock(bg.mutex);
+  while (true) {
+    bg.wake.wait(lock, [&] { return bg.pending || bg.stopping; });
+    if (bg.stopping)
+      return;
+    lock.unlock();
+    Status s = runProgram(*bg.prog, bg.data, bg.epoch, bg.batch, 1, nullptr);
+    if (!s) {
+      bg.collectives->abandon();
+      bg.collectives->waitIdle();
+    }
+    lock.lock();
+    bg.status = std::move(s);
+    bg.pending = false;
+    bg.done.notify_all();
+  }
+}
+
 Status ActorExecutor::start(const std::string &program, DataSource *data, int64_t epoch,
                             int64_t batch) {
   if (!broken_)
@@ -730,22 +766,25 @@ Status ActorExecutor::start(const std::string &program, DataSource *data, int64_
                          (background_.program.empty() ? "" : " ('" + background_.program + "')"));
   if (Status s = backgroundRunning("start it again"); !s)
     return s;
-  Program *prog = findProgram(program);
+  {
+    std::lock_guard<std::mutex> lock(background_.mutex);
+    background_.data = data;
+    background_.epoch = epoch;
+    background_.batch = batch;
+    background_.pending = true;
+  }
   background_.running = true;
-  background_.thread = std::thread([this, prog, data, epoch, batch] {
-    background_.status = runProgram(*prog, data, epoch, batch, 1, nullptr);
-    if (!background_.status) {
-      background_.collectives->abandon();
-      background_.collectives->waitIdle();
-    }
-  });
+  background_.wake.notify_one();
   return Status::ok();
 }
 
 Status ActorExecutor::join() {
   if (!background_.running)
     return broken_;
-  background_.thread.join();
+  {
+    std::unique_lock<std::mutex> lock(background_.mutex);
+    background_.done.wait(lock, [&] { return !background_.pending; });
+  }
   background_.running = false;
   if (!background_.status && broken_) {
     drain();
@@ -809,12 +848,12 @@ Status ActorExecutor::writeTrace(const std::string &path) const {
 
 } // namespace
 
-bool startsBackgroundProgram(const plan::Plan &plan) {
+std::string backgroundProgram(const plan::Plan &plan) {
   if (const plan::Schedule *schedule = plan.schedule())
     for (const plan::ScheduleStep *step : *schedule->round())
       if (step->action() == plan::ScheduleAction::Start)
-        return true;
-  return false;
+        return step->program()->str();
+  return "";
 }
 
 Status runScheduled(Executor &executor, const plan::Plan &plan, const std::string &program,

@@ -119,10 +119,10 @@ public:
   virtual Status writeTrace(const std::string &path) const = 0;
 };
 
-// Whether `plan`'s schedule starts a program in the background: its executor
-// then needs an actor system configured for concurrent programs
-// (configureExecutorSystem).
-bool startsBackgroundProgram(const plan::Plan &plan);
+// The program `plan`'s schedule starts in the background ("" if none, which
+// the plan loader allows at most one of): its executor needs an actor system
+// configured for concurrent programs (configureExecutorSystem).
+std::string backgroundProgram(const plan::Plan &plan);
 
 // Runs `count` steps of `program` from global batch `firstBatch` of `epoch`
 // as the plan's schedule says (plan.fbs Schedule): where `program` is the

@@ -311,7 +311,7 @@ private:
     // CAF 0.17's actor_system keeps a reference to its config: both live
     // as long as the executor.
     config_ = std::make_unique<caf::actor_system_config>();
-    configureExecutorSystem(*config_, settings.threads, startsBackgroundProgram(plan));
+    configureExecutorSystem(*config_, settings.threads, !backgroundProgram(plan).empty());
     system_ = std::make_unique<caf::actor_system>(*config_);
     ExecutorOptions options;
     options.globalRank = rank;

@@ -20,6 +20,17 @@ inline Status rowsOf(const TensorView *t, int64_t &rows, int64_t &cols, const st
   return Status::ok();
 }
 
+// Variable `index` of the task's plan, or an error naming it as `what`
+// (the plan loader runs the registry's checks before the index is trusted).
+inline StatusOr<const plan::Variable *> planVariable(const OpArgs &a, int index,
+                                                     const std::string &what) {
+  const int nv = static_cast<int>(a.plan.variables()->size());
+  if (index < 0 || index >= nv)
+    return Status::error(a.at + ": " + what + " variable " + std::to_string(index) +
+                         " out of range (plan has " + std::to_string(nv) + " variables)");
+  return a.plan.variables()->Get(index);
+}
+
 inline Status sameSize(std::initializer_list<const TensorView *> ts, const std::string &at) {
   for (const TensorView *t : ts)
     if (elements(t) != elements(*ts.begin()))

@@ -51,7 +51,6 @@ struct OuterWork {
 StatusOr<OuterWork> outerWork(const OpArgs &a) {
   const plan::OuterAttrs &o = *a.task.attrs_as_OuterAttrs();
   const auto *vars = a.plan.variables();
-  const int nv = static_cast<int>(vars->size());
   auto bad = [&](const std::string &why) { return Status::error(a.at + ": " + why); };
   if (!std::isfinite(o.lr()))
     return bad("OuterAttrs.lr must be finite, is " + std::to_string(o.lr()));
@@ -75,12 +74,7 @@ StatusOr<OuterWork> outerWork(const OpArgs &a) {
                  " without a momentum_buffer (clip bounds the outer momentum)");
   }
 
-  auto variable = [&](int index, const char *what) -> StatusOr<const plan::Variable *> {
-    if (index < 0 || index >= nv)
-      return bad(std::string(what) + " variable " + std::to_string(index) +
-                 " out of range (plan has " + std::to_string(nv) + " variables)");
-    return vars->Get(index);
-  };
+  auto variable = [&](int index, const char *what) { return planVariable(a, index, what); };
   auto param = variable(o.param(), "param");
   if (!param)
     return param.status();
@@ -154,10 +148,9 @@ template <class Make> StatusOr<Kernel> onOuterParameter(const OpArgs &a, Make ma
   return make(*w, slot(w->param), slot(w->anchor), slot(w->momentum));
 }
 
-// Assign's variable. Its input has the variable's placement and nd-SBP, so
-// that each rank's shard of the input is the rank's shard of the variable;
-// on a per-replica variable's replica dimension the input may be partial
-// (each replica keeps its own term: CO2's pseudo-gradient).
+// Assign's variable. Its input holds the variable's shards
+// (holdsVariableShards: on a per-replica variable's replica dimension it may
+// be partial, each replica keeping its own term: CO2's pseudo-gradient).
 StatusOr<int> assignWork(const OpArgs &a) {
   const int index = a.task.attrs_as_AssignAttrs()->variable();
   const auto *vars = a.plan.variables();
@@ -174,11 +167,7 @@ StatusOr<int> assignWork(const OpArgs &a) {
     return Status::error(a.at + ": input '" + x.name + "' " + toString(x.global) +
                          " differs in element count from " + name + " " +
                          toString(toShape(v.shape())));
-  NdSbp want = toNdSbp(v.sbp());
-  if (v.replica_dim() >= 0 && static_cast<size_t>(v.replica_dim()) < want.size() &&
-      x.sbp.size() == want.size() && x.sbp[v.replica_dim()].kind == SbpKind::PartialSum)
-    want[v.replica_dim()] = x.sbp[v.replica_dim()];
-  if (x.placement != v.placement() || x.sbp != want)
+  if (x.placement != v.placement() || !holdsVariableShards(v, x.sbp))
     return Status::error(a.at + ": input '" + x.name + "' differs in placement or nd-SBP from " +
                          name);
   return index;

@@ -46,12 +46,7 @@ struct OptimizerWork {
 StatusOr<OptimizerWork> optimizerWork(const OpArgs &a) {
   const auto *vars = a.plan.variables();
   const int nv = static_cast<int>(vars->size());
-  auto variable = [&](int index, const std::string &what) -> StatusOr<const plan::Variable *> {
-    if (index < 0 || index >= nv)
-      return Status::error(a.at + ": " + what + " variable " + std::to_string(index) +
-                           " out of range (plan has " + std::to_string(nv) + " variables)");
-    return vars->Get(index);
-  };
+  auto variable = [&](int index, const std::string &what) { return planVariable(a, index, what); };
   OptimizerWork w;
   w.param = updatedVariable(a.task);
   auto param = variable(w.param, "param");

@@ -147,15 +147,8 @@ Status checkProgram(const plan::Plan &p, const plan::Program &prog) {
     Shape shape = toShape(t->shape());
     if (t->variable() >= 0) {
       const plan::Variable *v = p.variables()->Get(t->variable());
-      // A per-replica variable may be viewed as partial on its replica
-      // dimension: the replicas' values are the terms of a sum.
-      NdSbp viewed = toNdSbp(v->sbp());
-      const NdSbp sbp = toNdSbp(t->sbp());
-      if (const int d = v->replica_dim(); d >= 0 && static_cast<size_t>(d) < viewed.size() &&
-                                          sbp.size() == viewed.size() &&
-                                          sbp[d].kind == SbpKind::PartialSum)
-        viewed[d] = sbp[d];
-      if (toShape(v->shape()) != shape || v->placement() != t->placement() || viewed != sbp)
+      if (toShape(v->shape()) != shape || v->placement() != t->placement() ||
+          !holdsVariableShards(*v, toNdSbp(t->sbp())))
         return Status::error(tname + ": view of variable '" + str(v->name()) +
                              "' but shape/placement/SBP differ");
       if (v->dtype() == plan::DType::I32 && t->dtype() != plan::DType::I32)

@@ -25,6 +25,15 @@ NdSbp toNdSbp(const flatbuffers::Vector<const plan::SbpDim *> *sbp) {
   return out;
 }
 
+bool holdsVariableShards(const plan::Variable &v, const NdSbp &sbp) {
+  NdSbp own = toNdSbp(v.sbp());
+  const int d = v.replica_dim();
+  if (d >= 0 && static_cast<size_t>(d) < own.size() && sbp.size() == own.size() &&
+      sbp[d].kind == SbpKind::PartialSum)
+    own[d] = sbp[d];
+  return own == sbp;
+}
+
 std::vector<int64_t> toHierarchy(const plan::Placement &placement) {
   std::vector<int64_t> h;
   for (size_t i = 0; i < len(placement.hierarchy()); ++i)

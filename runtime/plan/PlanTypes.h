@@ -18,6 +18,10 @@ NdSbp toNdSbp(const flatbuffers::Vector<const plan::SbpDim *> *sbp);
 std::vector<int64_t> toHierarchy(const plan::Placement &placement);
 // Position of `globalRank` in the placement's rank list, or -1.
 int rankIndexIn(const plan::Placement &placement, int globalRank);
+// Whether a tensor laid out as `sbp` holds each rank's shard of variable `v`:
+// v's own nd-SBP, or, for a per-replica variable (local SGD), partial on its
+// replica dimension (the replicas' values are the terms of a sum).
+bool holdsVariableShards(const plan::Variable &v, const NdSbp &sbp);
 const char *opName(plan::OpKind op);
 bool isCollective(plan::OpKind op);
 size_t dtypeSize(plan::DType dtype);

@@ -321,13 +321,8 @@ public:
                          static_cast<uint64_t>(v.getSeed()));
       std::vector<int64_t> shape = type.getShape().vec();
       std::vector<fb::SbpDim> sbp = toPlan(enc);
-      int32_t replicaDim = -1;
-      if (auto dim = v.getReplicaDim()) {
-        if (*dim >= hierarchyOf[enc.getPlacement().getValue()].size())
-          return v.emitOpError("replica_dim ")
-                 << *dim << " is outside the hierarchy of its placement " << enc.getPlacement();
-        replicaDim = static_cast<int32_t>(*dim);
-      }
+      // The variable's verifier keeps replica_dim inside the hierarchy.
+      const int32_t replicaDim = v.getReplicaDim() ? static_cast<int32_t>(*v.getReplicaDim()) : -1;
       variables.push_back(fb::CreateVariableDirect(
           fbb, v.getSymName().str().c_str(), dtypeOf(type.getElementType()), &shape,
           placementIndex[enc.getPlacement().getValue()], &sbp, initOff, replicaDim));

@@ -238,10 +238,7 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
 
   // `type` with its replica dimension partial: the replicas' terms of a sum.
   static RankedTensorType partialOnReplicas(RankedTensorType type) {
-    SbpTensorAttr enc = getSbp(type);
-    llvm::SmallVector<SbpDim> dims = getSbpDims(enc);
-    dims[kReplicaDim] = partialSumDim();
-    return withSbp(type, makeSbpTensorAttr(type.getContext(), enc.getPlacement().getValue(), dims));
+    return withPartialSum(type, kReplicaDim);
   }
 
   // The replicas' summed pseudo-gradient of `var` against `anchor`.

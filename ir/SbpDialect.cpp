@@ -103,6 +103,13 @@ RankedTensorType withSbp(Type type, SbpTensorAttr encoding) {
   return RankedTensorType::get(ranked.getShape(), ranked.getElementType(), encoding);
 }
 
+RankedTensorType withPartialSum(Type type, unsigned dim) {
+  SbpTensorAttr enc = getSbp(type);
+  llvm::SmallVector<SbpDim, 2> dims = getSbpDims(enc);
+  dims[dim] = partialSumDim();
+  return withSbp(type, makeSbpTensorAttr(type.getContext(), enc.getPlacement().getValue(), dims));
+}
+
 void setSbp(Value value, SbpTensorAttr encoding) {
   value.setType(withSbp(value.getType(), encoding));
 }

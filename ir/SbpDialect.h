@@ -96,6 +96,10 @@ SbpTensorAttr getSbp(Type type);
 // The same type with `encoding` replaced (null removes it).
 RankedTensorType withSbp(Type type, SbpTensorAttr encoding);
 inline RankedTensorType withoutSbp(Type type) { return withSbp(type, nullptr); }
+// The same type partial (sum) on hierarchy dimension `dim` of its encoding,
+// which it must have: a per-replica variable (local SGD) viewed as the terms
+// of a sum over its replicas.
+RankedTensorType withPartialSum(Type type, unsigned dim);
 // Sets the type of `value` to carry `encoding`.
 void setSbp(Value value, SbpTensorAttr encoding);
 

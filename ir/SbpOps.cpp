@@ -135,5 +135,13 @@ LogicalResult VariableOp::verifySymbolUses(SymbolTableCollection &symbols) {
       (init.getKind() != InitKind::constant ||
        init.getA().convertToDouble() != std::trunc(init.getA().convertToDouble())))
     return emitOpError("an i32 variable starts from zeros or an integral constant, not ") << init;
+  if (auto replica = getReplicaDim()) {
+    if (!getSbp(type))
+      return emitOpError("with replica_dim needs an encoding (its placement)");
+    if (*replica >= getSbpDims(getSbp(type)).size())
+      return emitOpError("replica_dim ")
+             << *replica << " is outside the hierarchy of its placement "
+             << getSbp(type).getPlacement();
+  }
   return verifyEncoding(*this, type, "type", symbols);
 }

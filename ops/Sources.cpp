@@ -44,22 +44,10 @@ LogicalResult ParameterOp::verifySymbolUses(SymbolTableCollection &symbols) {
     return emitOpError("references undeclared variable ") << getVariableAttr();
   // A per-replica variable (local SGD) may be viewed as partial on its
   // replica dimension: the replicas' values are the terms of a sum.
-  auto viewable = [&] {
-    if (var.getType() == getType())
-      return true;
-    auto replica = var.getReplicaDim();
-    if (!replica || withoutSbp(var.getType()) != withoutSbp(getType()))
-      return false;
-    SbpTensorAttr have = getSbp(var.getType()), want = getSbp(getType());
-    if (!have || !want || have.getPlacement() != want.getPlacement())
-      return false;
-    llvm::SmallVector<SbpDim, 2> dims = getSbpDims(have);
-    if (*replica >= dims.size())
-      return false;
-    dims[*replica] = partialSumDim();
-    return dims == getSbpDims(want);
-  };
-  if (!viewable())
+  auto replica = var.getReplicaDim();
+  const bool replicaView = replica && *replica < getSbpDims(getSbp(var.getType())).size() &&
+                           getType() == withPartialSum(var.getType(), *replica);
+  if (var.getType() != getType() && !replicaView)
     return emitOpError("result type ") << getType() << " differs from the type of variable "
                                        << getVariableAttr() << " (" << var.getType() << ")";
   return verifyEncodings(*this, symbols);

@@ -1,5 +1,6 @@
 // sbp-local-sgd refuses what it cannot make local: a bad --sync spec, one
-// replica, a compressed parameter, a variable split across replicas.
+// replica, a compressed parameter, a variable split across replicas, a
+// replica dimension outside the hierarchy.
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-local-sgd=sync=diloco:0 2>&1 | FileCheck %s --check-prefix=ZERO
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-local-sgd=sync=gossip:3 2>&1 | FileCheck %s --check-prefix=NAME
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-local-sgd=sync=diloco 2>&1 | FileCheck %s --check-prefix=ZERO
@@ -58,4 +59,12 @@ module @split {
     sbp.minimize %s {optimizer = #sbp.sgd<lr = 0.1, momentum = 0.0, weight_decay = 0.0>} : tensor<f32>
     return
   }
+}
+
+// -----
+
+// CHECK: error: 'sbp.variable' op replica_dim 1 is outside the hierarchy of its placement @dp
+module @replica_dim {
+  sbp.placement @dp cpu ranks [0, 1] hierarchy [2]
+  sbp.variable @w : tensor<8x4xf32, #sbp.t<@dp, [B]>> init #sbp.init<zeros> seed 1 {replica_dim = 1 : i64}
 }

@@ -112,11 +112,9 @@ LogicalResult OuterStepOp::verify() {
 }
 
 LogicalResult OuterStepOp::verifySymbolUses(SymbolTableCollection &symbols) {
-  auto var = symbols.lookupNearestSymbolFrom<VariableOp>(*this, getVariableAttr());
-  if (!var)
-    return emitOpError("references undeclared variable ") << getVariableAttr();
-  if (var.getTensorType().getShape() != shapeOf(getGrad()))
-    return emitOpError("pseudo-gradient shape differs from variable ") << getVariableAttr();
+  FailureOr<VariableOp> var = verifyUpdated(*this, symbols, "pseudo-gradient");
+  if (failed(var))
+    return failure();
   for (auto [slot, what] : {std::pair{getAnchorAttr(), "anchor"},
                             std::pair{getMomentumBufferAttr(), "momentum buffer"}}) {
     if (!slot)
@@ -124,10 +122,10 @@ LogicalResult OuterStepOp::verifySymbolUses(SymbolTableCollection &symbols) {
     auto slotVar = symbols.lookupNearestSymbolFrom<VariableOp>(*this, slot);
     if (!slotVar)
       return emitOpError("references undeclared ") << what << " " << slot;
-    if (slotVar.getTensorType() != var.getTensorType())
+    if (slotVar.getTensorType() != var->getTensorType())
       return emitOpError() << what << " " << slot << " differs in type from " << getVariableAttr();
   }
-  return verifyEncodings(*this, symbols);
+  return success();
 }
 
 llvm::SmallVector<FlatSymbolRefAttr> OuterStepOp::getStateVariables() {
@@ -143,12 +141,7 @@ LogicalResult OuterStepOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorTy
 
 // The summed pseudo-gradient is laid out as the variable.
 llvm::SmallVector<SbpSignature> OuterStepOp::getSbpSignatures(unsigned dim) {
-  auto var = SymbolTable::lookupNearestSymbolFrom<VariableOp>(*this, getVariableAttr());
-  if (!var)
-    return {};
-  if (auto d = sbpAt(var.getType(), dim))
-    return {sig({*d}, {})};
-  return {};
+  return optimizerSignatures(*this, dim);
 }
 
 double OuterStepOp::getFlops() { return 6.0 * elements(getGrad()); }
@@ -160,12 +153,7 @@ Value AssignOp::getGradientScale() { return {}; }
 llvm::SmallVector<FlatSymbolRefAttr> AssignOp::getStateVariables() { return {}; }
 
 LogicalResult AssignOp::verifySymbolUses(SymbolTableCollection &symbols) {
-  auto var = symbols.lookupNearestSymbolFrom<VariableOp>(*this, getVariableAttr());
-  if (!var)
-    return emitOpError("references undeclared variable ") << getVariableAttr();
-  if (var.getTensorType().getShape() != shapeOf(getValue()))
-    return emitOpError("value shape differs from variable ") << getVariableAttr();
-  return verifyEncodings(*this, symbols);
+  return success(succeeded(verifyUpdated(*this, symbols, "value")));
 }
 
 LogicalResult AssignOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType> &) {
@@ -175,15 +163,12 @@ LogicalResult AssignOp::inferResultTypes(llvm::SmallVectorImpl<RankedTensorType>
 // The value is laid out as the variable; on the variable's replica
 // dimension each replica may write its own term of a partial value.
 llvm::SmallVector<SbpSignature> AssignOp::getSbpSignatures(unsigned dim) {
+  llvm::SmallVector<SbpSignature> sigs = optimizerSignatures(*this, dim);
   auto var = SymbolTable::lookupNearestSymbolFrom<VariableOp>(*this, getVariableAttr());
-  if (!var)
-    return {};
-  auto d = sbpAt(var.getType(), dim);
-  if (!d)
-    return {};
-  if (auto replica = var.getReplicaDim(); replica && *replica == dim)
-    return {sig({*d}, {}), sig({P}, {})};
-  return {sig({*d}, {})};
+  if (auto replica = var ? var.getReplicaDim() : std::nullopt;
+      !sigs.empty() && replica && *replica == dim)
+    sigs.push_back(sig({P}, {}));
+  return sigs;
 }
 
 double AssignOp::getFlops() { return 0.0; }

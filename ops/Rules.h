@@ -72,6 +72,16 @@ llvm::SmallVector<SbpSignature> linearInFirst(llvm::SmallVector<SbpSignature> si
 // of x, B -> B, and P -> P where the reduction is linear.
 llvm::SmallVector<SbpSignature> reduceToScalar(Value x, bool linear);
 
+//===-- optimisers (ops/Training.cpp; local SGD's outer step and assign) ----===//
+
+// The variable an optimiser updates: declared, shaped like its gradient
+// (named `what` in errors) and on the gradient's placement.
+FailureOr<VariableOp> verifyUpdated(OptimizerOpInterface op, SymbolTableCollection &symbols,
+                                    llvm::StringRef what = "gradient");
+// The gradient is laid out exactly like the variable it updates; the scale
+// is a broadcast scalar.
+llvm::SmallVector<SbpSignature> optimizerSignatures(OptimizerOpInterface op, unsigned dim);
+
 // The shapes of the state variables `codec` keeps for a gradient of type
 // `grad` on a placement of `hierarchy` (plan.fbs CodecAttrs.state): [ranks,
 // L] each, one row per rank, L the most local elements a rank needs

@@ -30,26 +30,6 @@ LogicalResult verifyScale(Operation *op, Value scale) {
   return success();
 }
 
-// The variable an optimiser updates: declared, shaped like the gradient and
-// on the gradient's placement.
-FailureOr<VariableOp> verifyUpdated(OptimizerOpInterface op, SymbolTableCollection &symbols) {
-  FlatSymbolRefAttr variable = op.getUpdatedVariable();
-  auto var = symbols.lookupNearestSymbolFrom<VariableOp>(op, variable);
-  if (!var)
-    return op->emitOpError("references undeclared variable ") << variable;
-  Value grad = op.getGradient();
-  if (var.getTensorType().getShape() != shapeOf(grad))
-    return op->emitOpError("gradient shape differs from variable ") << variable;
-  SbpTensorAttr varSbp = getSbp(var.getType()), gradSbp = getSbp(grad.getType());
-  if (varSbp && gradSbp && varSbp.getPlacement() != gradSbp.getPlacement())
-    return op->emitOpError("gradient is on placement ")
-           << gradSbp.getPlacement() << " but variable " << variable << " is on "
-           << varSbp.getPlacement();
-  if (failed(verifyEncodings(op, symbols)))
-    return failure();
-  return var;
-}
-
 // A state variable of an optimiser (momentum buffer, AdamW moment) exists
 // and has the shape of the variable it belongs to.
 LogicalResult verifySlot(Operation *op, SymbolTableCollection &symbols, VariableOp var,
@@ -63,9 +43,29 @@ LogicalResult verifySlot(Operation *op, SymbolTableCollection &symbols, Variable
   return success();
 }
 
-// The gradient is laid out exactly like the variable it updates; the scale
-// is a broadcast scalar.
-llvm::SmallVector<SbpSignature> optimizerSignatures(OptimizerOpInterface op, unsigned dim) {
+} // namespace
+
+FailureOr<VariableOp> mlir::sbp::verifyUpdated(OptimizerOpInterface op,
+                                               SymbolTableCollection &symbols,
+                                               llvm::StringRef what) {
+  FlatSymbolRefAttr variable = op.getUpdatedVariable();
+  auto var = symbols.lookupNearestSymbolFrom<VariableOp>(op, variable);
+  if (!var)
+    return op->emitOpError("references undeclared variable ") << variable;
+  Value grad = op.getGradient();
+  if (var.getTensorType().getShape() != shapeOf(grad))
+    return op->emitOpError() << what << " shape differs from variable " << variable;
+  SbpTensorAttr varSbp = getSbp(var.getType()), gradSbp = getSbp(grad.getType());
+  if (varSbp && gradSbp && varSbp.getPlacement() != gradSbp.getPlacement())
+    return op->emitOpError() << what << " is on placement " << gradSbp.getPlacement()
+                             << " but variable " << variable << " is on " << varSbp.getPlacement();
+  if (failed(verifyEncodings(op, symbols)))
+    return failure();
+  return var;
+}
+
+llvm::SmallVector<SbpSignature> mlir::sbp::optimizerSignatures(OptimizerOpInterface op,
+                                                               unsigned dim) {
   auto var = SymbolTable::lookupNearestSymbolFrom<VariableOp>(op, op.getUpdatedVariable());
   if (!var)
     return {};
@@ -73,8 +73,6 @@ llvm::SmallVector<SbpSignature> optimizerSignatures(OptimizerOpInterface op, uns
     return {op.getGradientScale() ? sig({*d, B}, {}) : sig({*d}, {})};
   return {};
 }
-
-} // namespace
 
 //===-- gradient clipping. The square of a partial sum is not partial, so
 // square_sum takes no P input. ---------------------------------------------------===//

@@ -241,14 +241,31 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
     return withPartialSum(type, kReplicaDim);
   }
 
-  // The replicas' summed pseudo-gradient of `var` against `anchor`.
-  static Value summedPseudoGradient(OpBuilder &b, Location loc, VariableOp anchor, VariableOp var) {
+  // The replica's pseudo-gradient of `var` against `anchor`: its term of the
+  // replicas' sum.
+  static Value pseudoGradient(OpBuilder &b, Location loc, VariableOp anchor, VariableOp var) {
     auto type = cast<RankedTensorType>(var.getType());
     Value a = b.create<ParameterOp>(loc, type, ref(anchor));
     Value p = b.create<ParameterOp>(loc, type, ref(var));
-    Value delta = b.create<PseudoGradientOp>(loc, partialOnReplicas(type), a, p,
-                                             b.getI64IntegerAttr(kReplicaDim));
-    return b.create<AllReduceOp>(loc, TypeRange{type}, ValueRange{delta}, kReplicaDim).getResult(0);
+    return b.create<PseudoGradientOp>(loc, partialOnReplicas(type), a, p,
+                                      b.getI64IntegerAttr(kReplicaDim));
+  }
+
+  // The sum of the replicas' `terms`, laid out as `var`.
+  static Value sumOverReplicas(OpBuilder &b, Location loc, Value terms, VariableOp var) {
+    return b.create<AllReduceOp>(loc, TypeRange{var.getType()}, ValueRange{terms}, kReplicaDim)
+        .getResult(0);
+  }
+
+  // The anchor of `var` (initialised as `var`) and, with an outer momentum,
+  // its buffer (zeros; null without).
+  std::pair<VariableOp, VariableOp> outerState(SymbolTable &symbols, VariableOp var,
+                                               const SyncSpec &spec) {
+    VariableOp anchor = companion(symbols, var, "outer_anchor", false, false);
+    VariableOp momentum = spec.outerMomentum != 0
+                              ? companion(symbols, var, "outer_momentum", true, false)
+                              : VariableOp();
+    return {anchor, momentum};
   }
 
   // The outer step of `param` from the summed pseudo-gradient `sum`.
@@ -271,11 +288,8 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
     OpBuilder b = function(module, symbols, "outer");
     for (auto &[opt, var] : trained) {
       Location loc = var.getLoc();
-      VariableOp anchor = companion(symbols, var, "outer_anchor", false, false);
-      VariableOp momentum = spec.outerMomentum != 0
-                                ? companion(symbols, var, "outer_momentum", true, false)
-                                : VariableOp();
-      Value sum = summedPseudoGradient(b, loc, anchor, var);
+      auto [anchor, momentum] = outerState(symbols, var, spec);
+      Value sum = sumOverReplicas(b, loc, pseudoGradient(b, loc, anchor, var), var);
       outerStep(b, loc, sum, var, anchor, momentum, spec, replicas, /*keepAnchor=*/false);
     }
     b.create<func::ReturnOp>(module.getLoc());
@@ -301,29 +315,22 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
     for (auto &[opt, var] : trained) {
       Location loc = var.getLoc();
       auto type = cast<RankedTensorType>(var.getType());
-      VariableOp anchor = companion(symbols, var, "outer_anchor", false, false);
       VariableOp next = companion(symbols, var, "outer_next", false, false);
-      VariableOp momentum = spec.outerMomentum != 0
-                                ? companion(symbols, var, "outer_momentum", true, false)
-                                : VariableOp();
+      auto [anchor, momentum] = outerState(symbols, var, spec);
       VariableOp delta = companion(symbols, var, "outer_delta", true, true);
-      auto dim = send.getI64IntegerAttr(kReplicaDim);
 
-      Value a = send.create<ParameterOp>(loc, type, ref(anchor));
-      Value p = send.create<ParameterOp>(loc, type, ref(var));
-      Value d = send.create<PseudoGradientOp>(loc, partialOnReplicas(type), a, p, dim);
-      send.create<AssignOp>(loc, d, ref(delta));
+      send.create<AssignOp>(loc, pseudoGradient(send, loc, anchor, var), ref(delta));
 
       Value terms = exchange.create<ParameterOp>(loc, partialOnReplicas(type), ref(delta));
-      Value sum = exchange.create<AllReduceOp>(loc, TypeRange{type}, ValueRange{terms}, kReplicaDim)
-                      .getResult(0);
+      Value sum = sumOverReplicas(exchange, loc, terms, var);
       outerStep(exchange, loc, sum, next, anchor, momentum, spec, replicas, /*keepAnchor=*/true);
 
       Value n = adopt.create<ParameterOp>(loc, type, ref(next));
       Value pa = adopt.create<ParameterOp>(loc, type, ref(anchor));
       Value pp = adopt.create<ParameterOp>(loc, type, ref(var));
       Value pd = adopt.create<ParameterOp>(loc, type, ref(delta));
-      Value progress = adopt.create<PseudoGradientOp>(loc, type, pp, pa, dim);
+      Value progress =
+          adopt.create<PseudoGradientOp>(loc, type, pp, pa, adopt.getI64IntegerAttr(kReplicaDim));
       Value sinceSend = adopt.create<AddOp>(loc, type, progress, pd);
       Value merged = adopt.create<AddOp>(loc, type, n, sinceSend);
       adopt.create<AssignOp>(loc, merged, ref(var));

@@ -2,9 +2,10 @@
 // `sbpflow compile` and the examples: --bf16, and gradient compression's
 // --compress, --compress-warmup, --compress-epoch-steps, --lgreco-every,
 // --link-bytes-per-second and --codec-costs, and local SGD's --sync,
-// --outer-lr, --outer-momentum, --co2-staleness, --gap-penalty and
-// --outer-clip (compiler/Pipeline.h, CompileOptions). Header-only: the compiler
-// library does not link CLI11.
+// --outer-lr, --outer-momentum, --co2-staleness, --gap-penalty,
+// --outer-clip, --sparseloco-topk, --sparseloco-chunk and --error-decay
+// (compiler/Pipeline.h, CompileOptions). Header-only: the compiler library
+// does not link CLI11.
 #pragma once
 
 #include "compiler/Pipeline.h"
@@ -37,10 +38,13 @@ inline void addCompileFlags(CLI::App &app, CompileOptions &options) {
                  "--compress auto: codec costs measured by build/bin/codec_costs (JSON)");
   app.add_option("--sync", options.sync,
                  "how data-parallel replicas synchronise: ddp (every step's gradients), "
-                 "diloco:H (local SGD: H inner steps, then DiLoCo's outer step) or co2:H "
-                 "(CO2: the outer exchange overlaps the next H inner steps)");
+                 "diloco:H (local SGD: H inner steps, then DiLoCo's outer step), co2:H "
+                 "(CO2: the outer exchange overlaps the next H inner steps) or sparseloco:H "
+                 "(SparseLoCo: the outer exchange's top-k of each chunk in 2-bit values, with "
+                 "error feedback)");
   app.add_option("--outer-lr", options.outerLr,
-                 "--sync diloco, co2: the outer learning rate (defaults 0.7, 1.0)")
+                 "--sync diloco, co2, sparseloco: the outer learning rate (defaults 0.7, 1.0, "
+                 "1.0)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--outer-momentum", options.outerMomentum,
                  "--sync diloco, co2: the outer momentum (Nesterov, heavy ball; defaults 0.9, "
@@ -55,6 +59,15 @@ inline void addCompileFlags(CLI::App &app, CompileOptions &options) {
   app.add_option("--outer-clip", options.outerClip,
                  "--sync co2: clip the outer momentum elementwise to +-this (0: none)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--sparseloco-topk", options.sparselocoTopk,
+                 "--sync sparseloco: values sent of each chunk of the pseudo-gradient (default 32)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--sparseloco-chunk", options.sparselocoChunk,
+                 "--sync sparseloco: elements per chunk (default 4096, at most 65536)")
+      ->check(CLI::Range(1, 65536));
+  app.add_option("--error-decay", options.errorDecay,
+                 "--sync sparseloco: the error-feedback residual's decay per round (default 0.95)")
+      ->check(CLI::Range(1e-6, 1.0));
 }
 
 } // namespace sbpflow

@@ -64,6 +64,67 @@ FailureOr<CodecAttr> mlir::sbp::parseCodecSpec(MLIRContext *ctx, llvm::StringRef
   return codecWith(ctx, *kind, value);
 }
 
+LogicalResult mlir::sbp::attachCodec(AllReduceOp ar, CodecAttr codec, VariableOp var,
+                                     LgrecoAttr lgreco, SymbolTable &symbols) {
+  // State: one row per rank of the placement, split S(0) on every dimension.
+  MLIRContext *ctx = ar.getContext();
+  auto grad = tensorOf(ar.getInputs()[0]);
+  auto placement = symbols.lookup<PlacementOp>(getSbp(grad).getPlacement().getValue());
+  llvm::ArrayRef<int64_t> hierarchy = placement.getHierarchy();
+  const double beta2 = codec.getBeta2().convertToDouble();
+  auto flat = FlatSymbolRefAttr::get(ctx, getSbp(grad).getPlacement().getValue());
+  llvm::SmallVector<Attribute> rowDims(hierarchy.size(), sbpDimToAttr(ctx, S(0)));
+  llvm::SmallVector<Attribute> bDims(hierarchy.size(), sbpDimToAttr(ctx, B));
+  auto rows = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, rowDims));
+  auto replicated = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, bDims));
+  // DGC keeps u and v (under AdamW m, v and the second moment s); the
+  // others a residual, then PowerSGD's q, the u of the momentum sign took,
+  // or top-k's AdamW moments m and s.
+  const CodecKind kind = codec.getKind();
+  auto stateName = [&](size_t i) -> llvm::StringRef {
+    if (kind == CodecKind::dgc)
+      return i == 0 ? (beta2 > 0 ? "m" : "u") : i == 1 ? "v" : "s";
+    if (i > 0 && beta2 > 0)
+      return i == 1 ? "m" : "s";
+    return i == 0 ? "residual" : kind == CodecKind::powersgd ? "q" : "u";
+  };
+  llvm::SmallVector<Attribute> state;
+  const bool adapts = static_cast<bool>(lgreco);
+  auto shapes = codecStateShapes(codec, lgreco, grad, hierarchy);
+  auto zeros = InitAttr::get(ctx, InitKind::zeros, llvm::APFloat(0.0), llvm::APFloat(0.0));
+  Operation *after = var;
+  auto declare = [&](llvm::StringRef suffix, RankedTensorType type) {
+    std::string name = (var.getSymName() + ".codec." + suffix).str();
+    if (symbols.lookup(name)) {
+      var.emitOpError("cannot declare codec state @") << name << ": the name is taken";
+      return FlatSymbolRefAttr();
+    }
+    OpBuilder b(after);
+    b.setInsertionPointAfter(after);
+    auto created = b.create<VariableOp>(var.getLoc(), name, TypeAttr::get(type), zeros,
+                                        b.getI64IntegerAttr(0));
+    symbols.insert(created);
+    after = created;
+    return FlatSymbolRefAttr::get(ctx, name);
+  };
+  for (auto [i, shape] : llvm::enumerate(shapes)) {
+    // L-GreCo's accumulator comes after the codec's own state.
+    const bool accumulator = adapts && i + 1 == shapes.size();
+    auto ref = declare(accumulator ? "acc" : stateName(i),
+                       RankedTensorType::get(shape, Float32Type::get(ctx), rows));
+    if (!ref)
+      return failure();
+    state.push_back(ref);
+  }
+  auto step = declare("step", RankedTensorType::get({}, IntegerType::get(ctx, 32), replicated));
+  if (!step)
+    return failure();
+  ar.setCodecAttr(codec);
+  ar.setStateAttr(ArrayAttr::get(ctx, state));
+  ar.setStepAttr(step);
+  return success();
+}
+
 namespace {
 
 // FNV-1a of the parameter's name: a codec seed that does not change with
@@ -273,60 +334,11 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
                            codec.getRank(), llvm::APFloat(momentum), llvm::APFloat(clip),
                            warmupSteps, codec.getKind() == CodecKind::dgc ? int64_t(epochSteps) : 0,
                            codec.getBucket(), seedOf(var.getSymName()), llvm::APFloat(beta2),
-                           llvm::APFloat(eps));
+                           llvm::APFloat(eps), codec.getChunk(), codec.getDecay());
 
-    // State: one row per rank of the placement, split S(0) on every dimension.
-    MLIRContext *ctx = &getContext();
-    auto flat = FlatSymbolRefAttr::get(ctx, getSbp(grad).getPlacement().getValue());
-    llvm::SmallVector<Attribute> rowDims(hierarchy.size(), sbpDimToAttr(ctx, S(0)));
-    llvm::SmallVector<Attribute> bDims(hierarchy.size(), sbpDimToAttr(ctx, B));
-    auto rows = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, rowDims));
-    auto replicated = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, bDims));
-    // DGC keeps u and v (under AdamW m, v and the second moment s); the
-    // others a residual, then PowerSGD's q, the u of the momentum sign took,
-    // or top-k's AdamW moments m and s.
-    const CodecKind kind = codec.getKind();
-    auto stateName = [&](size_t i) -> llvm::StringRef {
-      if (kind == CodecKind::dgc)
-        return i == 0 ? (beta2 > 0 ? "m" : "u") : i == 1 ? "v" : "s";
-      if (i > 0 && beta2 > 0)
-        return i == 1 ? "m" : "s";
-      return i == 0 ? "residual" : kind == CodecKind::powersgd ? "q" : "u";
-    };
-    llvm::SmallVector<Attribute> state;
     const bool adapts = adaptive && !own;
-    auto shapes = codecStateShapes(codec, adapts ? adaptive : LgrecoAttr(), grad, hierarchy);
-    auto zeros = InitAttr::get(ctx, InitKind::zeros, llvm::APFloat(0.0), llvm::APFloat(0.0));
-    Operation *after = var;
-    auto declare = [&](llvm::StringRef suffix, RankedTensorType type) {
-      std::string name = (var.getSymName() + ".codec." + suffix).str();
-      if (symbols.lookup(name)) {
-        var.emitOpError("cannot declare codec state @") << name << ": the name is taken";
-        return FlatSymbolRefAttr();
-      }
-      OpBuilder b(after);
-      b.setInsertionPointAfter(after);
-      auto created = b.create<VariableOp>(var.getLoc(), name, TypeAttr::get(type), zeros,
-                                          b.getI64IntegerAttr(0));
-      symbols.insert(created);
-      after = created;
-      return FlatSymbolRefAttr::get(ctx, name);
-    };
-    for (auto [i, shape] : llvm::enumerate(shapes)) {
-      // L-GreCo's accumulator comes after the codec's own state.
-      const bool accumulator = adapts && i + 1 == shapes.size();
-      auto ref = declare(accumulator ? "acc" : stateName(i),
-                         RankedTensorType::get(shape, Float32Type::get(ctx), rows));
-      if (!ref)
-        return failure();
-      state.push_back(ref);
-    }
-    auto step = declare("step", RankedTensorType::get({}, IntegerType::get(ctx, 32), replicated));
-    if (!step)
+    if (failed(attachCodec(ar, codec, var, adapts ? adaptive : LgrecoAttr(), symbols)))
       return failure();
-    ar.setCodecAttr(codec);
-    ar.setStateAttr(ArrayAttr::get(ctx, state));
-    ar.setStepAttr(step);
     if (adapts)
       adapted.push_back(ar);
     return success();

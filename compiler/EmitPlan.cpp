@@ -222,7 +222,8 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
         fbb, static_cast<fb::Codec>(c.getKind()), c.getDensity().convertToFloat(), *bits, *rank,
         c.getMomentum().convertToFloat(), c.getClip().convertToFloat(), *warmup, c.getEpochSteps(),
         *bucket, static_cast<uint64_t>(c.getSeed()), &*state, *step, lgreco,
-        c.getBeta2().convertToFloat(), c.getEps().convertToFloat());
+        c.getBeta2().convertToFloat(), c.getEps().convertToFloat(),
+        static_cast<int32_t>(c.getChunk()), c.getDecay().convertToFloat());
     return fb::CreateCollectiveAttrs(fbb, *dim, reduce, codec).Union();
   }
   case fb::OpAttrs::NormAttrs:

@@ -1,4 +1,4 @@
-// sbp-local-sgd: local SGD (DiLoCo, CO2). The replicas along the first
+// sbp-local-sgd: local SGD (DiLoCo, CO2, SparseLoCo). The replicas along the first
 // hierarchy dimension of the trained variables' placement train alone: the
 // training function's all-reduces across them become local estimates (each
 // replica applies the gradient of its own batch), and the parameters and
@@ -33,12 +33,16 @@ struct SyncSpec {
   bool nesterov = false;
   int64_t staleness = 0;                // co2
   double gapPenalty = 1, outerClip = 0; // co2
+  int64_t topk = 0, chunk = 0;          // sparseloco
+  double errorDecay = 1;                // sparseloco
 };
 
 struct SyncOptions {
   double outerLr, outerMomentum;
   int64_t staleness;
   double gapPenalty, outerClip;
+  int64_t topk, chunk;
+  double errorDecay;
 };
 
 FailureOr<SyncSpec> parseSync(llvm::StringRef spec, const SyncOptions &o,
@@ -48,8 +52,8 @@ FailureOr<SyncSpec> parseSync(llvm::StringRef spec, const SyncOptions &o,
   s.algorithm = name.str();
   if (name == "ddp" && arg.empty())
     return s;
-  if (name != "diloco" && name != "co2")
-    return emitError() << "--sync '" << spec << "': expected ddp, diloco:H or co2:H";
+  if (name != "diloco" && name != "co2" && name != "sparseloco")
+    return emitError() << "--sync '" << spec << "': expected ddp, diloco:H, co2:H or sparseloco:H";
   if (arg.empty() || arg.getAsInteger(10, s.period) || s.period < 1)
     return emitError() << "--sync '" << spec
                        << "': H, the inner steps between synchronisations, must be a "
@@ -59,6 +63,24 @@ FailureOr<SyncSpec> parseSync(llvm::StringRef spec, const SyncOptions &o,
     s.outerLr = o.outerLr >= 0 ? o.outerLr : 0.7;
     s.outerMomentum = o.outerMomentum >= 0 ? o.outerMomentum : 0.9;
     s.nesterov = true;
+  } else if (name == "sparseloco") {
+    // SparseLoCo (arXiv 2508.15706): error feedback in place of the outer
+    // momentum, the top `topk` of each `chunk` with 2-bit values, the mean
+    // applied at outer lr 1 (its reference code, CCLoco: 32 of 4096, error
+    // decay 0.95).
+    s.outerLr = o.outerLr >= 0 ? o.outerLr : 1.0;
+    if (o.outerMomentum > 0)
+      return emitError() << "--sync sparseloco: error feedback replaces the outer momentum; "
+                            "--outer-momentum "
+                         << o.outerMomentum << " has no place";
+    s.topk = o.topk;
+    s.chunk = o.chunk;
+    s.errorDecay = o.errorDecay;
+    if (s.chunk < 1 || s.chunk > 65536 || s.topk < 1 || s.topk > s.chunk)
+      return emitError() << "--sparseloco-chunk " << s.chunk << " --sparseloco-topk " << s.topk
+                         << ": need 1 <= topk <= chunk <= 65536";
+    if (!(s.errorDecay > 0 && s.errorDecay <= 1))
+      return emitError() << "--error-decay " << s.errorDecay << " must lie in (0, 1]";
   } else {
     // CO2 (Sun et al. 2024), as its reference code (fairscale-CO2): heavy
     // ball at lr 1.0, momentum 0.5, a constant gap penalty.
@@ -86,9 +108,10 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    FailureOr<SyncSpec> spec =
-        parseSync(sync, {outerLr, outerMomentum, staleness, gapPenalty, outerClip},
-                  [&] { return module.emitError(); });
+    FailureOr<SyncSpec> spec = parseSync(sync,
+                                         {outerLr, outerMomentum, staleness, gapPenalty, outerClip,
+                                          sparselocoTopk, sparselocoChunk, errorDecay},
+                                         [&] { return module.emitError(); });
     if (failed(spec))
       return signalPassFailure();
     if (spec->algorithm == "ddp")
@@ -158,9 +181,11 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
         symbols.lookup<VariableOp>(slot.getValue()).setReplicaDimAttr(replicaDim);
     }
 
-    llvm::SmallVector<std::string> round =
-        spec.algorithm == "diloco" ? buildDiloco(module, symbols, trained, spec, replicas)
-                                   : buildCo2(module, symbols, trained, spec, replicas);
+    llvm::SmallVector<std::string> round;
+    if (spec.algorithm == "co2")
+      round = buildCo2(module, symbols, trained, spec, replicas);
+    else if (failed(buildDiloco(module, symbols, trained, spec, replicas, round)))
+      return failure();
     b.setInsertionPoint(train);
     b.create<ScheduleOp>(
         module.getLoc(), b.getStringAttr(spec.algorithm), FlatSymbolRefAttr::get(train),
@@ -282,18 +307,38 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
 
   // DiLoCo's @outer: per trained variable, its anchor and outer momentum,
   // the summed pseudo-gradient and the outer step, which sets the anchor and
-  // every replica's parameters.
-  llvm::SmallVector<std::string> buildDiloco(ModuleOp module, SymbolTable &symbols, Trained trained,
-                                             const SyncSpec &spec, int64_t replicas) {
+  // every replica's parameters. SparseLoCo's is the same without momentum,
+  // its sum compressed: the top of each chunk of the pseudo-gradient plus the
+  // decayed residual, in 2-bit values (a topk2bit codec, whose state keeps
+  // each rank's residual: the error feedback).
+  LogicalResult buildDiloco(ModuleOp module, SymbolTable &symbols, Trained trained,
+                            const SyncSpec &spec, int64_t replicas,
+                            llvm::SmallVector<std::string> &round) {
     OpBuilder b = function(module, symbols, "outer");
     for (auto &[opt, var] : trained) {
       Location loc = var.getLoc();
       auto [anchor, momentum] = outerState(symbols, var, spec);
       Value sum = sumOverReplicas(b, loc, pseudoGradient(b, loc, anchor, var), var);
+      if (spec.algorithm == "sparseloco" &&
+          failed(attachCodec(cast<AllReduceOp>(sum.getDefiningOp()), sparseCodec(b, spec), var,
+                             LgrecoAttr(), symbols)))
+        return failure();
       outerStep(b, loc, sum, var, anchor, momentum, spec, replicas, /*keepAnchor=*/false);
     }
     b.create<func::ReturnOp>(module.getLoc());
-    return {"run @outer"};
+    round = {"run @outer"};
+    return success();
+  }
+
+  // SparseLoCo's codec: `topk` of each `chunk`, 2-bit values, the residual
+  // decayed by `errorDecay`.
+  static CodecAttr sparseCodec(OpBuilder &b, const SyncSpec &spec) {
+    const double density = static_cast<double>(spec.topk) / static_cast<double>(spec.chunk);
+    CodecAttr c = codecWith(b.getContext(), CodecKind::topk2bit, density);
+    return CodecAttr::get(b.getContext(), c.getKind(), c.getDensity(), c.getBits(), c.getRank(),
+                          c.getMomentum(), c.getClip(), c.getWarmup(), c.getEpochSteps(),
+                          c.getBucket(), c.getSeed(), c.getBeta2(), c.getEps(), spec.chunk,
+                          llvm::APFloat(spec.errorDecay));
   }
 
   // CO2's functions, per trained variable. @outer_send keeps the replica's

@@ -36,6 +36,13 @@ bool feedsOptimizer(AllReduceOp ar);
 FailureOr<CodecAttr> parseCodecSpec(MLIRContext *ctx, llvm::StringRef spec,
                                     llvm::function_ref<InFlightDiagnostic()> emitError);
 
+// Puts `codec` on `ar`, the all-reduce of `var`'s gradient, and declares
+// the state and step variables it keeps (`<var>.codec.<slot>`: one row per
+// rank of the placement; with `lgreco`, the accumulator last). Used by
+// sbp-compress-gradients and by sbp-local-sgd (SparseLoCo's outer exchange).
+LogicalResult attachCodec(AllReduceOp ar, CodecAttr codec, VariableOp var, LgrecoAttr lgreco,
+                          SymbolTable &symbols);
+
 // Proves that every op's operand and result SBPs form one of its signatures
 // (no implicit redistribution is left); emits a located error otherwise.
 LogicalResult verifyNoImplicitBoxing(ModuleOp module);

@@ -90,8 +90,8 @@ def CompressGradientsPass : SbpPass<"sbp-compress-gradients",
 def LocalSgdPass : SbpPass<"sbp-local-sgd",
     "Local SGD: replicas train alone (no gradient collectives across them) and outer functions exchange pseudo-gradients"> {
   let description = [{
-    `sync` names the algorithm: `ddp` (nothing to do), `diloco:H` or
-    `co2:H`. On the first hierarchy dimension of the trained variables'
+    `sync` names the algorithm: `ddp` (nothing to do), `diloco:H`,
+    `co2:H` or `sparseloco:H`. On the first hierarchy dimension of the trained variables'
     placement (the replica dimension) every replica keeps parameters and
     optimiser state of its own (`replica_dim` on their variables): each
     gradient all-reduce across replicas becomes an `sbp.local_estimate` (the
@@ -111,10 +111,16 @@ def LocalSgdPass : SbpPass<"sbp-local-sgd",
       parameters. With `staleness` 1 the exchange of round t runs during
       round t + 1 and is adopted at its end (one round stale); with 0 it is
       joined at once (DiLoCo with CO2's outer step).
+    - SparseLoCo: DiLoCo's @outer without outer momentum, the sum of the
+      pseudo-gradients compressed (#sbp.codec<topk2bit> with `chunk`,
+      `decay`): each replica sends the `sparseloco-topk` largest of every
+      `sparseloco-chunk` elements of its pseudo-gradient plus its residual
+      (decayed by `error-decay`) in 2-bit values, and keeps the rest; the
+      mean is applied at `outer-lr` (1 by default).
     `sbp.schedule` says what runs when.
   }];
   let options = [
-    Option<"sync", "sync", "std::string", /*default=*/"\"ddp\"", "ddp, diloco:H or co2:H">,
+    Option<"sync", "sync", "std::string", /*default=*/"\"ddp\"", "ddp, diloco:H, co2:H or sparseloco:H">,
     Option<"outerLr", "outer-lr", "double", /*default=*/"-1",
            "The outer learning rate (negative: the algorithm's default)">,
     Option<"outerMomentum", "outer-momentum", "double", /*default=*/"-1",
@@ -125,6 +131,12 @@ def LocalSgdPass : SbpPass<"sbp-local-sgd",
            "co2: the staleness gap penalty dividing the pseudo-gradient (>= 1)">,
     Option<"outerClip", "outer-clip", "double", /*default=*/"0",
            "co2: clip the outer momentum elementwise to +-this (0: no clipping)">,
+    Option<"sparselocoTopk", "sparseloco-topk", "int64_t", /*default=*/"32",
+           "sparseloco: values sent of each chunk">,
+    Option<"sparselocoChunk", "sparseloco-chunk", "int64_t", /*default=*/"4096",
+           "sparseloco: elements per chunk (at most 65536)">,
+    Option<"errorDecay", "error-decay", "double", /*default=*/"0.95",
+           "sparseloco: the error-feedback residual's decay per round, in (0, 1]">,
   ];
 }
 def PlanMemoryPass : SbpPass<"sbp-plan-memory",

@@ -53,6 +53,9 @@ void mlir::sbp::buildCompilePipeline(OpPassManager &pm, const CompileOptions &op
       o.staleness = options.co2Staleness;
       o.gapPenalty = options.gapPenalty;
       o.outerClip = options.outerClip;
+      o.sparselocoTopk = options.sparselocoTopk;
+      o.sparselocoChunk = options.sparselocoChunk;
+      o.errorDecay = options.errorDecay;
       return o;
     }()));
   pm.addPass(createCompressGradientsPass([&] {

@@ -29,15 +29,19 @@ struct CompileOptions {
   double linkBytesPerSecond = 0;
   std::string codecCosts = "";
   // Local SGD (sbp-local-sgd): ddp (synchronous data parallelism),
-  // diloco:H or co2:H; the outer optimiser's learning rate and momentum
-  // (negative: the algorithm's defaults); CO2's staleness (rounds, 0 or 1),
-  // gap penalty and outer momentum clipping (0: none).
+  // diloco:H, co2:H or sparseloco:H; the outer optimiser's learning rate
+  // and momentum (negative: the algorithm's defaults); CO2's staleness
+  // (rounds, 0 or 1), gap penalty and outer momentum clipping (0: none);
+  // SparseLoCo's values per chunk, chunk and error-feedback decay.
   std::string sync = "ddp";
   double outerLr = -1;
   double outerMomentum = -1;
   int64_t co2Staleness = 1;
   double gapPenalty = 1;
   double outerClip = 0;
+  int64_t sparselocoTopk = 32;
+  int64_t sparselocoChunk = 4096;
+  double errorDecay = 0.95;
 };
 
 // Adds [mixed-precision] -> autodiff -> [fold-casts] -> fuse-bias-gelu ->

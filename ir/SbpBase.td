@@ -115,15 +115,19 @@ def Sbp_CodecAttr : Sbp_Attr<"Codec", "codec"> {
     momentum, clip and epoch_steps (DGC), warmup (dense exchanges first),
     seed, and beta2 and eps (DGC and top-k under AdamW: the codec keeps each
     rank's AdamW moments, momentum being beta1, and compresses the AdamW
-    update).
-    Unnamed fields are 0 except QSGD's bucket (512).
+    update), chunk (top-k with 2-bit values: the top density of each chunk of
+    that many elements, sent as offsets within it; 0: of the whole tensor) and
+    decay (top-k with 2-bit values: the residual's error-feedback decay,
+    SparseLoCo's beta).
+    Unnamed fields are 0 except QSGD's bucket (512) and decay (1).
   }];
   let parameters = (ins EnumParameter<Sbp_CodecKind>:$kind, APFloatParameter<"density">:$density,
                         "int64_t":$bits, "int64_t":$rank, APFloatParameter<"DGC momentum">:$momentum,
                         APFloatParameter<"DGC local clip">:$clip, "int64_t":$warmup,
                         "int64_t":$epoch_steps, "int64_t":$bucket, "int64_t":$seed,
                         APFloatParameter<"DGC under AdamW: beta2">:$beta2,
-                        APFloatParameter<"DGC under AdamW: eps">:$eps);
+                        APFloatParameter<"DGC under AdamW: eps">:$eps, "int64_t":$chunk,
+                        APFloatParameter<"error-feedback decay">:$decay);
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
 }

@@ -371,7 +371,8 @@ CodecAttr mlir::sbp::codecWith(MLIRContext *ctx, CodecKind kind, double value) {
   return CodecAttr::get(ctx, kind, llvm::APFloat(isSparseCodec(kind) ? value : 0.0),
                         kind == CodecKind::qsgd ? integral : 0,
                         kind == CodecKind::powersgd ? integral : 0, llvm::APFloat(0.0),
-                        llvm::APFloat(0.0), 0, 0, 512, 0, llvm::APFloat(0.0), llvm::APFloat(0.0));
+                        llvm::APFloat(0.0), 0, 0, 512, 0, llvm::APFloat(0.0), llvm::APFloat(0.0), 0,
+                        llvm::APFloat(1.0));
 }
 
 Attribute CodecAttr::parse(AsmParser &parser, Type) {
@@ -385,16 +386,14 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
         << name << "' (expected topk, dgc, randomk, qsgd, sign, powersgd or topk2bit)";
     return {};
   }
-  double density = 0, momentum = 0, clip = 0, beta2 = 0, eps = 0;
-  int64_t bits = 0, rank = 0, warmup = 0, epochSteps = 0, bucket = 512, seed = 0;
-  const std::pair<llvm::StringRef, double *> floats[] = {{"density", &density},
-                                                         {"momentum", &momentum},
-                                                         {"clip", &clip},
-                                                         {"beta2", &beta2},
-                                                         {"eps", &eps}};
+  double density = 0, momentum = 0, clip = 0, beta2 = 0, eps = 0, decay = 1;
+  int64_t bits = 0, rank = 0, warmup = 0, epochSteps = 0, bucket = 512, seed = 0, chunk = 0;
+  const std::pair<llvm::StringRef, double *> floats[] = {
+      {"density", &density}, {"momentum", &momentum}, {"clip", &clip},
+      {"beta2", &beta2},     {"eps", &eps},           {"decay", &decay}};
   const std::pair<llvm::StringRef, int64_t *> ints[] = {
       {"bits", &bits},     {"rank", &rank}, {"warmup", &warmup}, {"epoch_steps", &epochSteps},
-      {"bucket", &bucket}, {"seed", &seed}};
+      {"bucket", &bucket}, {"seed", &seed}, {"chunk", &chunk}};
   while (succeeded(parser.parseOptionalComma())) {
     llvm::StringRef key;
     SMLoc loc = parser.getCurrentLocation();
@@ -411,7 +410,7 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
     } else {
       parser.emitError(loc, "unknown codec parameter '")
           << key << "' (expected density, bits, rank, momentum, clip, warmup, epoch_steps, "
-          << "bucket, seed, beta2 or eps)";
+          << "bucket, seed, beta2, eps, chunk or decay)";
       return {};
     }
   }
@@ -420,14 +419,14 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
   return parser.getChecked<CodecAttr>(start, parser.getContext(), *kind, llvm::APFloat(density),
                                       bits, rank, llvm::APFloat(momentum), llvm::APFloat(clip),
                                       warmup, epochSteps, bucket, seed, llvm::APFloat(beta2),
-                                      llvm::APFloat(eps));
+                                      llvm::APFloat(eps), chunk, llvm::APFloat(decay));
 }
 
 LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitError, CodecKind kind,
                                 llvm::APFloat densityF, int64_t bits, int64_t rank,
                                 llvm::APFloat momentumF, llvm::APFloat clipF, int64_t warmup,
                                 int64_t epochSteps, int64_t bucket, int64_t, llvm::APFloat beta2F,
-                                llvm::APFloat epsF) {
+                                llvm::APFloat epsF, int64_t chunk, llvm::APFloat decayF) {
   const double density = densityF.convertToDouble(), momentum = momentumF.convertToDouble(),
                clip = clipF.convertToDouble(), beta2 = beta2F.convertToDouble(),
                eps = epsF.convertToDouble();
@@ -459,6 +458,14 @@ LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitErr
   if (warmup < 0 || epochSteps < 0 || warmup > INT32_MAX)
     return emitError() << "#sbp.codec needs 0 <= warmup <= 2^31 - 1 and epoch_steps >= 0, got "
                        << warmup << " and " << epochSteps;
+  // Chunk offsets travel as 16 bits.
+  const double decay = decayF.convertToDouble();
+  if ((chunk != 0 || decay != 1) &&
+      (kind != CodecKind::topk2bit || chunk < 0 || chunk > 65536 || !(decay > 0 && decay <= 1)))
+    return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
+                       << ">: chunk and decay are topk2bit's (0 <= chunk <= 65536, 0 < decay <= "
+                          "1), got chunk = "
+                       << chunk << ", decay = " << decay;
   return success();
 }
 
@@ -488,6 +495,10 @@ void CodecAttr::print(AsmPrinter &printer) const {
     field("warmup", getWarmup());
   if (getSeed() != 0)
     field("seed", getSeed());
+  if (getChunk() != 0)
+    field("chunk", getChunk());
+  if (!getDecay().isExactlyValue(1.0))
+    field("decay", getDecay().convertToDouble());
   printer << ">";
 }
 

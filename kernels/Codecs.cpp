@@ -60,6 +60,12 @@ int64_t pairsFor(double density, int64_t n) {
   return std::clamp<int64_t>(k, 1, std::max<int64_t>(n, 1));
 }
 
+Chunks::Chunks(double density, int64_t n, int64_t size) : n(n), size(size) {
+  full = n / size;
+  perFull = pairsFor(density, size);
+  lastPairs = n > full * size ? pairsFor(density, n - full * size) : 0;
+}
+
 double dgcDensity(const plan::CodecAttrs &c, int64_t count) {
   if (c.epoch_steps() <= 0)
     return c.density();
@@ -236,6 +242,10 @@ Status CodecExchange::bind(const OpArgs &a, int input) {
     levels = kind == Codec::Qsgd ? (1 << (bits - 1)) - 1 : 0;
     if (isSparseCodec(kind))
       k = pairsFor(kind == Codec::Dgc ? dgcDensity(*c, 0) : c->density(), n);
+    if (kind == Codec::TopK2Bit && c->chunk() > 0 && n > 0) {
+      chunks = Chunks(c->density(), n, c->chunk());
+      k = chunks.pairs();
+    }
   }
   grad = source = data<float>(a.in[input]);
   out = data<float>(a.out[input]);
@@ -271,6 +281,10 @@ std::string describe(const plan::CodecAttrs &c) {
     s += " bits " + std::to_string(c.bits());
   if (c.kind() == Codec::PowerSgd)
     s += " rank " + std::to_string(c.rank());
+  if (c.chunk() > 0)
+    s += " chunk " + std::to_string(c.chunk());
+  if (c.decay() != 1.0f)
+    s += " decay " + std::to_string(c.decay());
   return s;
 }
 
@@ -367,6 +381,13 @@ Status checkCodec(const OpArgs &a) {
                               "top-k under AdamW)");
   if (c.warmup_steps() < 0 || c.epoch_steps() < 0)
     return Status::error(at + ": warmup_steps and epoch_steps must not be negative");
+  if ((c.chunk() != 0 || c.decay() != 1.0f) &&
+      (c.kind() != Codec::TopK2Bit || c.chunk() < 0 || c.chunk() > 65536 ||
+       !(c.decay() > 0.0f && c.decay() <= 1.0f) || c.lgreco()))
+    return Status::error(at +
+                         ": chunk and decay are TopK2Bit's without L-GreCo (0 <= chunk <= "
+                         "65536, 0 < decay <= 1), got chunk " +
+                         std::to_string(c.chunk()) + " decay " + std::to_string(c.decay()));
 
   const auto *vars = a.plan.variables();
   const int nv = static_cast<int>(vars->size());
@@ -693,27 +714,61 @@ struct Exchange : CodecExchange {
   }
 
   // Top-k whose values travel as 2-bit codes (SparseLoCo): the quantisation
-  // error joins the residual. Payload bytes: k i32 indices, the codes, the
-  // 5-float table.
+  // error joins the residual. Payload bytes: k indices (i32, or u16 offsets
+  // within their chunks), the codes, the 5-float table. With a chunk, each
+  // chunk's top pairs are chosen alone, and the residual first decays.
   Status topk2bit() override {
+    const bool chunked = c->chunk() > 0;
+    const int64_t indexBytes = chunked ? 2 : 4;
     const int64_t codeBytes = cpu::twoBitCodeBytes(k);
-    const int64_t payload = cpu::topkTwoBitPayloadBytes(k);
+    const int64_t payload = cpu::topkTwoBitPayloadBytes(k, indexBytes);
     int32_t *idx = sendPairs;
     float *val = reinterpret_cast<float *>(sendPairs + k);
-    cpu::topkEncode(source, s0, n, k, order, idx, val);
+    if (const float decay = c->decay(); decay != 1.0f)
+      for (int64_t i = 0; i < n; ++i)
+        s0[i] *= decay;
+    if (!chunked) {
+      cpu::topkEncode(source, s0, n, k, order, idx, val);
+    } else {
+      // Each chunk's offsets, then its first element added: global indices.
+      for (int64_t j = 0; j < chunks.count(); ++j) {
+        const int64_t at = chunks.start(j), p = chunks.firstPair(j);
+        cpu::topkEncode(source + at, s0 + at, chunks.length(j), chunks.pairsOf(j), order, idx + p,
+                        val + p);
+        for (int64_t i = p; i < p + chunks.pairsOf(j); ++i) {
+          const auto offset = static_cast<uint16_t>(idx[i]);
+          std::memcpy(sendBytes + 2 * i, &offset, 2);
+          idx[i] += static_cast<int32_t>(at);
+        }
+      }
+    }
     float table[cpu::kTwoBitTableFloats];
-    cpu::twoBitEncode(val, k, sendBytes + 4 * k, table, work);
+    cpu::twoBitEncode(val, k, sendBytes + indexBytes * k, table, work);
     cpu::scatterAddPairs(idx, work, k, 1.0f, s0, n);
-    std::memcpy(sendBytes, idx, 4 * static_cast<size_t>(k));
-    std::memcpy(sendBytes + 4 * k + codeBytes, table, sizeof table);
+    if (!chunked)
+      std::memcpy(sendBytes, idx, 4 * static_cast<size_t>(k));
+    std::memcpy(sendBytes + indexBytes * k + codeBytes, table, sizeof table);
     if (Status s = gather(sendBytes, recvBytes, payload, plan::DType::U8); !s)
       return s;
     std::fill(out, out + n, 0.0f);
     for (int r = 0; r < ranks; ++r) {
       const uint8_t *from = recvBytes + payload * r;
-      std::memcpy(idx, from, 4 * static_cast<size_t>(k));
-      std::memcpy(table, from + 4 * k + codeBytes, sizeof table);
-      cpu::twoBitDecode(from + 4 * k, table, 1, k, val);
+      if (!chunked) {
+        std::memcpy(idx, from, 4 * static_cast<size_t>(k));
+      } else {
+        for (int64_t i = 0; i < k; ++i) {
+          uint16_t offset = 0;
+          std::memcpy(&offset, from + 2 * i, 2);
+          const int64_t j = chunkOfPair(i, chunks.full, chunks.perFull);
+          if (offset >= chunks.length(j))
+            return Status::error("rank " + std::to_string(r) + " of the group sent offset " +
+                                 std::to_string(offset) + " in chunk " + std::to_string(j) +
+                                 " of " + std::to_string(chunks.length(j)) + " elements");
+          idx[i] = static_cast<int32_t>(chunks.start(j) + offset);
+        }
+      }
+      std::memcpy(table, from + indexBytes * k + codeBytes, sizeof table);
+      cpu::twoBitDecode(from + indexBytes * k, table, 1, k, val);
       if (int64_t bad = cpu::scatterAddPairs(idx, val, k, 1.0f, out, n); bad >= 0)
         return Status::error("rank " + std::to_string(r) + " of the group sent index " +
                              std::to_string(idx[bad]) + ", outside [0, " + std::to_string(n) + ")");
@@ -759,7 +814,7 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
   case Codec::PowerSgd:
     break; // takePowerSgdBuffers
   case Codec::TopK2Bit: {
-    const int64_t payload = cpu::topkTwoBitPayloadBytes(k);
+    const int64_t payload = cpu::topkTwoBitPayloadBytes(k, c.chunk() > 0 ? 2 : 4);
     x->order = ints(n);
     x->sendPairs = ints(2 * k);
     x->work = floats(k);

@@ -36,6 +36,29 @@ bool compressesAdamUpdate(plan::Codec kind);
 int64_t pairsFor(double density, int64_t n);
 double dgcDensity(const plan::CodecAttrs &c, int64_t count);
 
+// SparseLoCo's chunks (CodecAttrs.chunk > 0): n local elements in chunks of
+// `size`, the last shorter where size does not divide n; each chunk sends
+// pairsFor(density, its length) pairs, chunk after chunk, the indices as u16
+// offsets within the chunk.
+struct Chunks {
+  int64_t n = 0, size = 0;
+  int64_t full = 0;      // chunks of `size` elements
+  int64_t perFull = 0;   // pairs of each of them
+  int64_t lastPairs = 0; // of the shorter last chunk (0 without one)
+  Chunks() = default;
+  Chunks(double density, int64_t n, int64_t size);
+  int64_t count() const { return full + (lastPairs > 0 ? 1 : 0); }
+  int64_t pairs() const { return full * perFull + lastPairs; }
+  int64_t start(int64_t chunk) const { return chunk * size; }
+  int64_t length(int64_t chunk) const { return chunk < full ? size : n - full * size; }
+  int64_t firstPair(int64_t chunk) const { return chunk * perFull; }
+  int64_t pairsOf(int64_t chunk) const { return chunk < full ? perFull : lastPairs; }
+};
+// The chunk of pair p (Chunks' full and perFull), for the kernels.
+SBPFLOW_PHILOX_INLINE int64_t chunkOfPair(int64_t p, int64_t full, int64_t perFull) {
+  return p < full * perFull ? p / perFull : full;
+}
+
 // QSGD's draws differ by rank: the seed of rank `rank` of the group.
 constexpr uint64_t qsgdRankSeed(uint64_t seed, int rank) {
   return seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(rank + 1);
@@ -63,6 +86,7 @@ struct CodecExchange {
   plan::Codec kind{};
   int64_t n = 0, rows = 0, cols = 0; // local elements, as a [rows, cols] matrix
   int64_t k = 0;                     // payload pairs
+  Chunks chunks;                     // topk2bit with a chunk: how the k pairs are chosen
   int bits = 0, levels = 0, rank = 0;
   const float *grad = nullptr;
   // What every codec compresses: grad, or under AdamW the update (the n

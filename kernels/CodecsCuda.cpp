@@ -148,22 +148,45 @@ template <class T> __device__ T loadWord(const uint8_t *p) {
 
 // Every rank's top-k 2-bit payload ([idx k][codes][table]) split into the
 // arrays the decoders take: idx [ranks, k], codes [ranks, codeBytes],
-// tables [ranks, kTwoBitTableFloats].
+// tables [ranks, kTwoBitTableFloats]. Chunked (indexBytes 2), the indices are
+// u16 offsets within their chunks (Chunks in Codecs.h: `full` chunks of
+// `size` with `perFull` pairs, then the last chunk up to n): each becomes its
+// global index, or -1 (a bad pair for the scatter-add) past its chunk's end.
 __global__ void splitTwoBitKernel(const uint8_t *payloads, int64_t ranks, int64_t k,
-                                  int64_t codeBytes, int32_t *idx, uint8_t *codes, float *tables) {
+                                  int64_t codeBytes, int64_t indexBytes, int64_t n, int64_t size,
+                                  int64_t full, int64_t perFull, int32_t *idx, uint8_t *codes,
+                                  float *tables) {
   constexpr int64_t tableFloats = cpu::kTwoBitTableFloats;
-  const int64_t payload = 4 * k + codeBytes + 4 * tableFloats;
+  const int64_t payload = indexBytes * k + codeBytes + 4 * tableFloats;
   const int64_t items = k + codeBytes + tableFloats;
   for (int64_t e = first(); e < ranks * items; e += stride()) {
     const int64_t r = e / items, j = e % items;
     const uint8_t *from = payloads + payload * r;
-    if (j < k)
+    if (j < k && indexBytes == 4) {
       idx[r * k + j] = loadWord<int32_t>(from + 4 * j);
-    else if (j < k + codeBytes)
-      codes[r * codeBytes + j - k] = from[4 * k + j - k];
-    else
+    } else if (j < k) {
+      const int64_t offset = from[2 * j] | (from[2 * j + 1] << 8);
+      const int64_t chunk = chunkOfPair(j, full, perFull);
+      const int64_t start = chunk * size, length = chunk < full ? size : n - full * size;
+      idx[r * k + j] = offset < length ? static_cast<int32_t>(start + offset) : -1;
+    } else if (j < k + codeBytes) {
+      codes[r * codeBytes + j - k] = from[indexBytes * k + j - k];
+    } else {
       tables[r * tableFloats + j - k - codeBytes] =
-          loadWord<float>(from + 4 * k + codeBytes + 4 * (j - k - codeBytes));
+          loadWord<float>(from + indexBytes * k + codeBytes + 4 * (j - k - codeBytes));
+    }
+  }
+}
+
+// Chunked top-k's chunk-local indices: each written as a u16 offset into
+// `offsets` (little-endian, the payload's order) and made global.
+__global__ void chunkOffsetsKernel(int32_t *idx, int64_t k, int64_t size, int64_t full,
+                                   int64_t perFull, uint8_t *offsets) {
+  for (int64_t i = first(); i < k; i += stride()) {
+    const int32_t offset = idx[i];
+    offsets[2 * i] = static_cast<uint8_t>(offset & 0xff);
+    offsets[2 * i + 1] = static_cast<uint8_t>((offset >> 8) & 0xff);
+    idx[i] = static_cast<int32_t>(chunkOfPair(i, full, perFull) * size + offset);
   }
 }
 
@@ -408,33 +431,56 @@ struct CudaExchange : CodecExchange {
     return cuda::matmul<float>(*blas, small, s1, out, rows, cols, rank, false, true, stream);
   }
 
-  // Top-k whose values travel as 2-bit codes: Codecs.cpp's payload [k i32
+  // Top-k whose values travel as 2-bit codes: Codecs.cpp's payload [k
   // indices][codes][5-float table], assembled in place (the table lands at
-  // any byte offset: copied, not stored as floats).
+  // any byte offset: copied, not stored as floats). Chunked, the residual
+  // decays first and each chunk's top-k is its own selection (a few launches
+  // a chunk, once a local-SGD round).
   Status topk2bit() override {
+    const bool chunked = c->chunk() > 0;
+    const int64_t indexBytes = chunked ? 2 : 4;
     const int64_t codeBytes = cpu::twoBitCodeBytes(k);
-    const int64_t payload = cpu::topkTwoBitPayloadBytes(k);
+    const int64_t payload = cpu::topkTwoBitPayloadBytes(k, indexBytes);
     int32_t *idx = sendPairs;
     float *val = reinterpret_cast<float *>(sendPairs + k);
-    if (Status s = cuda::topkEncode(source, s0, n, k, scratch, idx, val, stream); !s)
-      return s;
-    if (Status s = cuda::twoBitEncode(val, k, cpu::kTwoBitRangeInSigmas, scratch, sendBytes + 4 * k,
-                                      table, work, stream);
+    if (c->decay() != 1.0f)
+      if (Status s = cuda::scale(s0, c->decay(), s0, n, stream); !s)
+        return s;
+    if (!chunked) {
+      if (Status s = cuda::topkEncode(source, s0, n, k, scratch, idx, val, stream); !s)
+        return s;
+    } else {
+      for (int64_t j = 0; j < chunks.count(); ++j) {
+        const int64_t at = chunks.start(j), p = chunks.firstPair(j);
+        if (Status s = cuda::topkEncode(source + at, s0 + at, chunks.length(j), chunks.pairsOf(j),
+                                        scratch, idx + p, val + p, stream);
+            !s)
+          return s;
+      }
+      chunkOffsetsKernel<<<blocksFor(k), kThreads, 0, stream>>>(idx, k, chunks.size, chunks.full,
+                                                                chunks.perFull, sendBytes);
+      if (Status s = launched("chunkOffsetsKernel"); !s)
+        return s;
+    }
+    if (Status s = cuda::twoBitEncode(val, k, cpu::kTwoBitRangeInSigmas, scratch,
+                                      sendBytes + indexBytes * k, table, work, stream);
         !s)
       return s;
     if (Status s = cuda::scatterAddPairs(idx, work, 1, k, 1.0f, s0, n, scratch, nullptr, stream);
         !s)
       return s;
-    if (Status s = device->copy(sendBytes, idx, 4 * static_cast<size_t>(k), queue); !s)
-      return s;
-    if (Status s = device->copy(sendBytes + 4 * k + codeBytes, table,
+    if (!chunked)
+      if (Status s = device->copy(sendBytes, idx, 4 * static_cast<size_t>(k), queue); !s)
+        return s;
+    if (Status s = device->copy(sendBytes + indexBytes * k + codeBytes, table,
                                 sizeof(float) * cpu::kTwoBitTableFloats, queue);
         !s)
       return s;
     if (Status s = gather(sendBytes, recvBytes, payload, plan::DType::U8); !s)
       return s;
     splitTwoBitKernel<<<blocksFor(ranks * (k + codeBytes + cpu::kTwoBitTableFloats)), kThreads, 0,
-                        stream>>>(recvBytes, ranks, k, codeBytes, allIdx, allCodes, allTables);
+                        stream>>>(recvBytes, ranks, k, codeBytes, indexBytes, n, chunks.size,
+                                  chunks.full, chunks.perFull, allIdx, allCodes, allTables);
     if (Status s = launched("splitTwoBitKernel"); !s)
       return s;
     if (Status s = cuda::twoBitDecode(allCodes, allTables, ranks, k, allValues, stream); !s)
@@ -503,7 +549,7 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
     break; // takePowerSgdBuffers
   case Codec::TopK2Bit: {
     const int64_t codeBytes = cpu::twoBitCodeBytes(k);
-    const int64_t payload = cpu::topkTwoBitPayloadBytes(k);
+    const int64_t payload = cpu::topkTwoBitPayloadBytes(k, c.chunk() > 0 ? 2 : 4);
     codecScratch = std::max({cuda::topkScratchBytes(n), cuda::twoBitEncodeScratchBytes(k),
                              cuda::scatterAddPairsScratchBytes(R)});
     x->sendPairs = ints(2 * k);

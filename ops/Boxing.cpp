@@ -86,7 +86,8 @@ static CodecAttr sizingCodec(CodecAttr codec, LgrecoAttr lgreco) {
       codec.getKind() == CodecKind::qsgd ? static_cast<int64_t>(top) : codec.getBits(),
       codec.getKind() == CodecKind::powersgd ? static_cast<int64_t>(top) : codec.getRank(),
       codec.getMomentum(), codec.getClip(), codec.getWarmup(), codec.getEpochSteps(),
-      codec.getBucket(), codec.getSeed(), codec.getBeta2(), codec.getEps());
+      codec.getBucket(), codec.getSeed(), codec.getBeta2(), codec.getEps(), codec.getChunk(),
+      codec.getDecay());
 }
 
 llvm::SmallVector<llvm::SmallVector<int64_t, 2>>
@@ -174,6 +175,9 @@ LogicalResult mlir::sbp::AllReduceOp::verifyCodec() {
   if (!lgrecoAdapts(kind))
     return emitOpError("L-GreCo adapts topk, topk2bit, qsgd or powersgd, not ")
            << stringifyCodecKind(kind);
+  if (codec.getChunk() != 0)
+    return emitOpError("L-GreCo measures whole-tensor top-k; a chunked topk2bit (chunk = ")
+           << codec.getChunk() << ") cannot adapt";
   const int64_t C = static_cast<int64_t>(lg.getCandidates().size());
   const auto gradients = static_cast<int64_t>(getInputs().size());
   if (C < 1 || C > 127 || lg.getDefaultIndex() < 0 || lg.getDefaultIndex() >= C ||

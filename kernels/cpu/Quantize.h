@@ -117,10 +117,11 @@ constexpr int kTwoBitTableFloats = 1 + kTwoBitBins;
 constexpr float kTwoBitRangeInSigmas = 6.f;
 
 constexpr int64_t twoBitCodeBytes(int64_t k) { return (k + 3) / 4; }
-// The payload of top-k with 2-bit values (kernels/Codecs.cpp): k i32
-// indices, then the codes, then the table.
-constexpr int64_t topkTwoBitPayloadBytes(int64_t k) {
-  return 4 * k + twoBitCodeBytes(k) + 4 * kTwoBitTableFloats;
+// The payload of top-k with 2-bit values (kernels/Codecs.cpp): k indices
+// (i32, or u16 offsets within their chunks: indexBytes 2), then the codes,
+// then the table.
+constexpr int64_t topkTwoBitPayloadBytes(int64_t k, int64_t indexBytes = 4) {
+  return indexBytes * k + twoBitCodeBytes(k) + 4 * kTwoBitTableFloats;
 }
 
 // codes: twoBitCodeBytes(k) bytes; table: kTwoBitTableFloats floats; k >= 1.

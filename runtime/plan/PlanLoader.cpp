@@ -573,6 +573,8 @@ void describeAttrs(const plan::Task &task, std::ostream &os) {
          << k->clip();
       if (k->beta2() != 0.0f || k->eps() != 0.0f)
         os << " beta2 " << k->beta2() << " eps " << k->eps();
+      if (k->chunk() != 0 || k->decay() != 1.0f)
+        os << " chunk " << k->chunk() << " decay " << k->decay();
       os << " warmup_steps " << k->warmup_steps() << " epoch_steps " << k->epoch_steps()
          << " bucket " << k->bucket() << " seed " << k->seed() << " state";
       if (k->state())

@@ -225,6 +225,55 @@ float localClipFactor(const std::vector<float> &g, float clip) {
                                                : 1.0f;
 }
 
+// SparseLoCo's chunked exchange, written out: each rank's residual decays,
+// takes its gradient, and gives up, chunk by chunk, its `density` largest
+// magnitudes (the earlier index first among equals; at least one a chunk);
+// they travel in 2-bit values (cpu::twoBitEncode, tested on its own), and
+// what the codes miss returns to the residual. Every rank's (index, value)
+// pairs, decoded, are appended to idxAll and valAll in rank order.
+void chunkedTwoBitPairs(const CodecSpec &c, int ranks, const std::vector<std::vector<float>> &grads,
+                        Reference &ref, std::vector<int32_t> &idxAll, std::vector<float> &valAll) {
+  const int64_t n = kN;
+  std::vector<uint8_t> codes;
+  std::vector<float> tables;
+  int64_t k = 0;
+  for (int r = 0; r < ranks; ++r) {
+    float *residual = ref.s0.data() + r * kStateCols;
+    std::vector<float> acc(n);
+    for (int64_t i = 0; i < n; ++i)
+      acc[i] = residual[i] * c.decay + grads[r][i];
+    std::vector<int32_t> idx;
+    for (int64_t start = 0; start < n; start += c.chunk) {
+      const int64_t end = std::min<int64_t>(n, start + c.chunk);
+      std::vector<int32_t> order;
+      for (int64_t i = start; i < end; ++i)
+        order.push_back(static_cast<int32_t>(i));
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int32_t a, int32_t b) { return std::fabs(acc[a]) > std::fabs(acc[b]); });
+      order.resize(static_cast<size_t>(pairsFor(c.density, end - start)));
+      std::sort(order.begin(), order.end());
+      idx.insert(idx.end(), order.begin(), order.end());
+    }
+    k = static_cast<int64_t>(idx.size());
+    std::vector<float> val(k), unsent(k);
+    for (int64_t j = 0; j < k; ++j)
+      val[j] = acc[idx[j]];
+    for (int64_t i = 0; i < n; ++i)
+      residual[i] = acc[i];
+    for (int32_t i : idx)
+      residual[i] = 0.0f;
+    codes.resize(codes.size() + cpu::twoBitCodeBytes(k));
+    tables.resize(tables.size() + cpu::kTwoBitTableFloats);
+    cpu::twoBitEncode(val.data(), k, codes.data() + cpu::twoBitCodeBytes(k) * r,
+                      tables.data() + cpu::kTwoBitTableFloats * r, unsent.data());
+    for (int64_t j = 0; j < k; ++j)
+      residual[idx[j]] += unsent[j];
+    idxAll.insert(idxAll.end(), idx.begin(), idx.end());
+  }
+  valAll.resize(k * ranks);
+  cpu::twoBitDecode(codes.data(), tables.data(), ranks, k, valAll.data());
+}
+
 // The sum over ranks of the decoded payloads of exchange `count` (after the
 // warm-up), each rank's state updated.
 std::vector<float> compressedSum(const CodecSpec &c, int ranks,
@@ -320,6 +369,10 @@ std::vector<float> compressedSum(const CodecSpec &c, int ranks,
     return out;
   }
   case plan::Codec::TopK2Bit: {
+    if (c.chunk > 0) {
+      chunkedTwoBitPairs(c, ranks, grads, ref, idxAll, valAll);
+      break;
+    }
     // SparseLoCo: top-k values sent as 2-bit codes, the quantisation error
     // back into the residual.
     const int64_t k = pairsFor(c.density, n), codeBytes = cpu::twoBitCodeBytes(k);
@@ -564,6 +617,15 @@ CodecSpec topk2bit() {
   c.density = 0.3f;
   return c;
 }
+// SparseLoCo's: 2 of each chunk of 8 (35 elements: four chunks of 8 and one
+// of 3, whose one pair is its largest), the residual decaying by 0.9.
+CodecSpec sparseLoCo() {
+  CodecSpec c = topk2bit();
+  c.density = 0.25f;
+  c.chunk = 8;
+  c.decay = 0.9f;
+  return c;
+}
 // Under AdamW (DGC, top-k plain and 2-bit): two dense exchanges of the
 // AdamW update, then its sparse accumulation, clipped locally; the state
 // rows are DGC's m, v, s or top-k's residual, m, s.
@@ -611,6 +673,12 @@ TEST(CodecExecutor, PowerSgdTwoRanks) { expectRanksMatchReference(powerSgd(), 2)
 TEST(CodecExecutor, PowerSgdFourRanks) { expectRanksMatchReference(powerSgd(), 4); }
 TEST(CodecExecutor, TopK2BitTwoRanks) { expectRanksMatchReference(topk2bit(), 2); }
 TEST(CodecExecutor, TopK2BitFourRanks) { expectRanksMatchReference(topk2bit(), 4); }
+TEST(CodecExecutor, ChunkedTopK2BitWithDecayTwoRanks) {
+  expectRanksMatchReference(sparseLoCo(), 2);
+}
+TEST(CodecExecutor, ChunkedTopK2BitWithDecayFourRanks) {
+  expectRanksMatchReference(sparseLoCo(), 4);
+}
 TEST(CodecExecutor, DgcWarmupTwoRanks) { expectRanksMatchReference(dgcWarmup(), 2); }
 TEST(CodecExecutor, DgcWarmupFourRanks) { expectRanksMatchReference(dgcWarmup(), 4); }
 TEST(CodecExecutor, DgcUnderAdamWTwoRanks) { expectRanksMatchReference(dgcAdam(), 2); }
@@ -830,6 +898,18 @@ TEST(CodecExecutor, LoaderRefusesDensityZero) {
     c.density = 0;
     expectMentions(refusal(codecPlan(2, c)), {"g.allreduce", "density must lie in (0, 1]"});
   }
+}
+
+TEST(CodecExecutor, LoaderRefusesChunkAndDecayOutsideTopK2BitOrOutOfRange) {
+  CodecSpec onTopk = topk();
+  onTopk.chunk = 8;
+  CodecSpec tooLong = sparseLoCo();
+  tooLong.chunk = 65537;
+  CodecSpec noDecay = sparseLoCo();
+  noDecay.decay = 0.0f;
+  for (const CodecSpec &c : {onTopk, tooLong, noDecay})
+    expectMentions(refusal(codecPlan(2, c)),
+                   {"g.allreduce", "chunk and decay are TopK2Bit's without L-GreCo"});
 }
 
 // L-GreCo over top-k densities {0.1, 0.2, 0.4} (default 0.2), deciding at

@@ -508,14 +508,20 @@ std::vector<CodecCase> codecCases() {
   adamw.name = "dgc.adamw";
   adamw.spec.beta2 = 0.99f;
   adamw.spec.eps = 1e-8f;
+  // SparseLoCo's: chunks of 16 (63 = 3 x 16 + 15), 4 of each, the residual
+  // decaying.
+  CodecCase sparseLoCo = topk2bit;
+  sparseLoCo.name = "topk2bit.chunked";
+  sparseLoCo.spec.chunk = 16;
+  sparseLoCo.spec.decay = 0.9f;
   CodecCase topk2bitAdamw = topk2bit;
   topk2bitAdamw.name = "topk2bit.adamw";
   topk2bitAdamw.spec.momentum = 0.9f;
   topk2bitAdamw.spec.clip = 2.0f;
   topk2bitAdamw.spec.beta2 = 0.99f;
   topk2bitAdamw.spec.eps = 1e-8f;
-  return {topk,         dgc,      clipped,        randomk,  qsgd,  qsgd8,        sign,
-          signMomentum, powerSgd, powerSgdBucket, topk2bit, adamw, topk2bitAdamw};
+  return {topk,         dgc,      clipped,        randomk,  qsgd,       qsgd8, sign,
+          signMomentum, powerSgd, powerSgdBucket, topk2bit, sparseLoCo, adamw, topk2bitAdamw};
 }
 
 // The plan of `codec` on `device`: variables 0, 1 the state rows [1, 63]

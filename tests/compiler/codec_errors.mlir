@@ -22,6 +22,21 @@ func.func @f() attributes {c = #sbp.codec<sign, bucket = 0>} { return }
 
 // -----
 
+// expected-error @+1 {{#sbp.codec<topk>: chunk and decay are topk2bit's (0 <= chunk <= 65536, 0 < decay <= 1), got chunk = 8, decay = 1}}
+func.func @f() attributes {c = #sbp.codec<topk, density = 0.1, chunk = 8>} { return }
+
+// -----
+
+// expected-error @+1 {{#sbp.codec<topk2bit>: chunk and decay are topk2bit's (0 <= chunk <= 65536, 0 < decay <= 1), got chunk = 70000, decay = 1}}
+func.func @f() attributes {c = #sbp.codec<topk2bit, density = 0.1, chunk = 70000>} { return }
+
+// -----
+
+// expected-error @+1 {{#sbp.codec<topk2bit>: chunk and decay are topk2bit's (0 <= chunk <= 65536, 0 < decay <= 1), got chunk = 16, decay = 0}}
+func.func @f() attributes {c = #sbp.codec<topk2bit, density = 0.1, chunk = 16, decay = 0.0>} { return }
+
+// -----
+
 // expected-error @+1 {{#sbp.codec<powersgd> needs rank >= 1, got 0}}
 func.func @f() attributes {c = #sbp.codec<powersgd>} { return }
 

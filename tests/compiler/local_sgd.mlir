@@ -16,6 +16,9 @@
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-local-sgd=sync=co2:8 | sbpflow-opt | FileCheck %s --check-prefix=CO2
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=co2:8 staleness=0 gap-penalty=2 outer-clip=0.5" | FileCheck %s --check-prefix=CO2NOW
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-local-sgd=sync=co2:8 --sbp-bucket-gradients --sbp-plan-memory --sbp-emit-plan=print=true | FileCheck %s --check-prefix=CO2PLAN
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=sparseloco:15 sparseloco-topk=16 sparseloco-chunk=1024 error-decay=0.5" --sbp-bucket-gradients | FileCheck %s --check-prefix=SPARSE
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=sparseloco:15 sparseloco-topk=16 sparseloco-chunk=1024 error-decay=0.5" | sbpflow-opt | FileCheck %s --check-prefix=SPARSE
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compile="sync=sparseloco:15" --sbp-emit-plan=print=true | FileCheck %s --check-prefix=SPARSEPLAN
 
 // Parameters and SGD's momentum are per replica; the anchor starts as the
 // parameter (same init and seed), the outer momentum at zero.
@@ -113,3 +116,26 @@
 // CO2PLAN-COUNT-1: AllReduce
 // CO2PLAN-NOT: AllReduce
 // CO2PLAN: OuterStep {{.*}} keep_anchor
+
+// SparseLoCo: DiLoCo's @outer without an outer momentum; each
+// pseudo-gradient's all-reduce carries the chunked 2-bit top-k codec
+// (16 / 1024 = 0.015625), its residual one row per rank (the error
+// feedback), and travels alone (no bucket).
+// SPARSE-DAG: sbp.variable @fc1.weight.codec.residual : tensor<4x50176xf32, #sbp.t<@dp, [S(0)]>> init #sbp.init<zeros, 0.000000e+00, 0.000000e+00> seed 0{{$}}
+// SPARSE-DAG: sbp.variable @fc1.weight.codec.step : tensor<i32, #sbp.t<@dp, [B]>>
+// SPARSE-DAG: sbp.variable @fc1.weight.outer_anchor : tensor<784x64xf32, #sbp.t<@dp, [B]>> init #sbp.init<uniform, -3.570000e-02, 3.570000e-02> seed 17{{$}}
+// SPARSE-NOT: outer_momentum
+// SPARSE: sbp.schedule "sparseloco" @train every 15 then ["run @outer"]
+// SPARSE-LABEL: func.func @outer
+// SPARSE: %[[D:.*]] = sbp.pseudo_gradient %{{.*}}, %{{.*}} {dim = 0 : i64} : {{.*}} -> tensor<10xf32, #sbp.t<@dp, [P(sum)]>>
+// SPARSE: %[[S:.*]] = sbp.all_reduce %[[D]] {codec = #sbp.codec<topk2bit, density = 1.562500e-02, chunk = 1024, decay = 5.000000e-01>, dim = 0 : i64, state = [@fc2.bias.codec.residual], step = @fc2.bias.codec.step} : (tensor<10xf32, #sbp.t<@dp, [P(sum)]>>) -> tensor<10xf32, #sbp.t<@dp, [B]>>
+// SPARSE: sbp.outer_step %[[S]] {anchor = @fc2.bias.outer_anchor, clip = 0.000000e+00 : f32, gap_penalty = 1.000000e+00 : f32, lr = 1.000000e+00 : f32, momentum = 0.000000e+00 : f32, nesterov = false, replicas = 4 : i64, variable = @fc2.bias}
+// SPARSE-COUNT-3: sbp.all_reduce %{{.*}} {codec = #sbp.codec<topk2bit, density = 1.562500e-02, chunk = 1024, decay = 5.000000e-01>
+// SPARSE-NOT: sbp.all_reduce
+
+// The plan: the codec's defaults (32 of 4096, decay 0.95) on each outer
+// all-reduce.
+// SPARSEPLAN: schedule sparseloco: train x15, then run outer
+// SPARSEPLAN-LABEL: program outer
+// SPARSEPLAN-COUNT-4: AllReduce {{.*}} codec TopK2Bit density 0.0078125 {{.*}} chunk 4096 decay 0.95
+// SPARSEPLAN-NOT: AllReduce

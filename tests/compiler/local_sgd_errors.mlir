@@ -1,4 +1,5 @@
-// sbp-local-sgd refuses what it cannot make local: a bad --sync spec, one
+// sbp-local-sgd refuses what it cannot make local: a bad --sync spec or
+// SparseLoCo setting, one
 // replica, a compressed parameter, a variable split across replicas, a
 // replica dimension outside the hierarchy.
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-local-sgd=sync=diloco:0 2>&1 | FileCheck %s --check-prefix=ZERO
@@ -7,10 +8,17 @@
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=diloco:5 outer-momentum=1" 2>&1 | FileCheck %s --check-prefix=MOMENTUM
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=co2:5 staleness=2" 2>&1 | FileCheck %s --check-prefix=STALE
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=co2:5 outer-momentum=0 outer-clip=1" 2>&1 | FileCheck %s --check-prefix=CLIP
+// RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=sparseloco:5 outer-momentum=0.9" 2>&1 | FileCheck %s --check-prefix=SPARSEMOMENTUM
+// RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=sparseloco:5 sparseloco-topk=64 sparseloco-chunk=32" 2>&1 | FileCheck %s --check-prefix=SPARSECHUNK
+// RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=sparseloco:5 sparseloco-chunk=70000" 2>&1 | FileCheck %s --check-prefix=SPARSECHUNK
+// RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=sparseloco:5 error-decay=0" 2>&1 | FileCheck %s --check-prefix=SPARSEDECAY
 // RUN: not sbpflow-opt %s --split-input-file --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-local-sgd=sync=diloco:5 2>&1 | FileCheck %s
 
 // ZERO: error: --sync 'diloco{{.*}}': H, the inner steps between synchronisations, must be a positive integer
-// NAME: error: --sync 'gossip:3': expected ddp, diloco:H or co2:H
+// NAME: error: --sync 'gossip:3': expected ddp, diloco:H, co2:H or sparseloco:H
+// SPARSEMOMENTUM: error: --sync sparseloco: error feedback replaces the outer momentum; --outer-momentum 9.000000e-01 has no place
+// SPARSECHUNK: error: --sparseloco-chunk {{[0-9]+}} --sparseloco-topk {{[0-9]+}}: need 1 <= topk <= chunk <= 65536
+// SPARSEDECAY: error: --error-decay 0.000000e+00 must lie in (0, 1]
 // STALE: error: --co2-staleness 2: 0 or 1 rounds
 // CLIP: error: --outer-clip clips the outer momentum; --outer-momentum is 0
 // MOMENTUM: error: --outer-momentum 1.000000e+00 must lie in [0, 1)

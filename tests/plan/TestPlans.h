@@ -74,6 +74,8 @@ struct CodecSpec {
   std::vector<int> state; // variable indices
   int step = -1;          // variable index
   std::optional<LgrecoSpec> lgreco;
+  int chunk = 0;      // TopK2Bit: top-k per chunk (SparseLoCo)
+  float decay = 1.0f; // TopK2Bit: the residual's decay
 };
 
 struct TaskSpec {
@@ -302,7 +304,8 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
                                              lg->errors, lg->choice, lg->previous, lg->pending);
           codec = plan::CreateCodecAttrs(fbb, c.kind, c.density, c.bits, c.rank, c.momentum, c.clip,
                                          c.warmupSteps, c.epochSteps, c.bucket, c.seed,
-                                         fbb.CreateVector(c.state), c.step, lgreco, c.beta2, c.eps);
+                                         fbb.CreateVector(c.state), c.step, lgreco, c.beta2, c.eps,
+                                         c.chunk, c.decay);
         }
         attrs = plan::CreateCollectiveAttrs(fbb, t.dim, t.reduce, codec).Union();
         break;

@@ -858,10 +858,22 @@ std::string backgroundProgram(const plan::Plan &plan) {
 
 Status runScheduled(Executor &executor, const plan::Plan &plan, const std::string &program,
                     DataSource *data, int64_t epoch, int64_t firstBatch, int64_t count,
-                    int64_t batchesPerEpoch, const Executor::StepCallback &onStep) {
+                    int64_t batchesPerEpoch, const Executor::StepCallback &onStep,
+                    std::chrono::microseconds stepDelay) {
+  // `n` steps of `program` from `batch`, a straggler's one at a time.
+  auto steps = [&](int64_t batch, int64_t n) -> Status {
+    if (stepDelay.count() <= 0)
+      return executor.run(program, data, epoch, batch, n, onStep);
+    for (int64_t b = batch; b < batch + n; ++b) {
+      if (Status s = executor.run(program, data, epoch, b, 1, onStep); !s)
+        return s;
+      std::this_thread::sleep_for(stepDelay);
+    }
+    return Status::ok();
+  };
   const plan::Schedule *schedule = plan.schedule();
   if (!schedule || program != schedule->inner()->str())
-    return executor.run(program, data, epoch, firstBatch, count, onStep);
+    return steps(firstBatch, count);
   if (batchesPerEpoch <= 0)
     return Status::error("schedule " + schedule->algorithm()->str() + ": program '" + program +
                          "' has no batches per epoch");
@@ -872,7 +884,7 @@ Status runScheduled(Executor &executor, const plan::Plan &plan, const std::strin
       const int64_t global = epoch * batchesPerEpoch + batch;
       const int64_t toRoundEnd = period - global % period;
       const int64_t n = std::min(toRoundEnd, end - batch);
-      if (Status s = executor.run(program, data, epoch, batch, n, onStep); !s)
+      if (Status s = steps(batch, n); !s)
         return s;
       batch += n;
       if (n < toRoundEnd)

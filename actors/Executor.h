@@ -6,6 +6,7 @@
 #include "runtime/checkpoint/Checkpoint.h"
 
 #include <cstdint>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -131,8 +132,12 @@ std::string backgroundProgram(const plan::Plan &plan);
 // batchesPerEpoch + batch, so rounds continue across chunks, epochs and
 // resumed jobs), and a background program still running is joined before it
 // returns; otherwise as Executor::run. `onStep` sees `program`'s steps only.
+// A positive `stepDelay` makes this rank a straggler (the test harness's
+// --slow-step-ms): `program`'s steps run one at a time, each followed by a
+// sleep that long.
 Status runScheduled(Executor &executor, const plan::Plan &plan, const std::string &program,
                     DataSource *data, int64_t epoch, int64_t firstBatch, int64_t count,
-                    int64_t batchesPerEpoch, const Executor::StepCallback &onStep);
+                    int64_t batchesPerEpoch, const Executor::StepCallback &onStep,
+                    std::chrono::microseconds stepDelay = std::chrono::microseconds(0));
 
 } // namespace sbpflow

@@ -316,6 +316,11 @@ private:
       return Status::error("no workers: pass --local N (N >= 1) or expect N >= 1 workers");
     if (planBytes.empty())
       return Status::error("the plan is empty");
+    if (options_.slowRank >= world() || (options_.slowStepMs > 0) != (options_.slowRank >= 0))
+      return Status::error("--slow-rank " + std::to_string(options_.slowRank) +
+                           " --slow-step-ms " + std::to_string(options_.slowStepMs) +
+                           ": a straggler needs both, its rank below " +
+                           std::to_string(world()));
     store_ = spawnStoreActor(system_);
 
     auto published = system_.middleman().publish(caf::actor_cast<caf::actor>(self_), options_.port,
@@ -380,6 +385,8 @@ private:
     settings.traceDir = options_.traceDir;
     settings.traceSteps = options_.traceDir.empty() ? 0 : options_.traceSteps;
     settings.resumeDir = options_.resumeDir;
+    settings.slowRank = options_.slowRank;
+    settings.slowStepUs = static_cast<int64_t>(options_.slowStepMs * 1000.0);
     for (int r = 0; r < world(); ++r)
       self_->send(workers_[r].actor, Assignment{r, world(), plan, store_, settings});
 

@@ -68,6 +68,11 @@ struct RunOptions {
   // train step per rank).
   std::string benchJson;
 
+  // The test harness's straggler (studying unequal workers): rank
+  // `slowRank` sleeps `slowStepMs` milliseconds after each train step.
+  int slowRank = -1;
+  double slowStepMs = 0;
+
   // Registration and rendezvous must finish within this bound.
   int64_t rendezvousTimeoutMs = 60000;
   // Only for programs that compile and run: stop after writing the plan.

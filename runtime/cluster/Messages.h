@@ -127,12 +127,16 @@ struct WorkerSettings {
   // a node daemon fills it in; -1 (the driver's value) means the global rank
   // (right for --local, where every rank is on one machine).
   int32_t localRank = -1;
+  // The test harness's straggler: rank `slowRank` sleeps `slowStepUs`
+  // microseconds after each train step (-1, 0: none).
+  int32_t slowRank = -1;
+  int64_t slowStepUs = 0;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector &f, WorkerSettings &x) {
   return f(caf::meta::type_name("sbpflow.WorkerSettings"), x.dataDir, x.dataKind, x.seed, x.threads,
            x.rendezvousTimeoutMs, x.traceDir, x.traceSteps, x.resumeDir, x.glooHost, x.device,
-           x.localRank);
+           x.localRank, x.slowRank, x.slowStepUs);
 }
 
 // Driver -> worker: the rank, the plan and the rendezvous store.

@@ -38,6 +38,12 @@ void addRunOptions(CLI::App &app, RunOptions &o) {
                  "train steps per epoch at most (default: all; a resumed "
                  "epoch counts from where it resumes)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--slow-rank", o.slowRank,
+                 "test harness: make this rank a straggler (with --slow-step-ms)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--slow-step-ms", o.slowStepMs,
+                 "test harness: --slow-rank sleeps this long after each train step")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--rendezvous-timeout-ms", o.rendezvousTimeoutMs,
                  "bound on worker registration and communicator setup")
       ->check(CLI::PositiveNumber);

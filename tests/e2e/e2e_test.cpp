@@ -50,8 +50,9 @@ CommandResult runCommand(const std::string &cmd) {
 }
 
 // Every variable's global tensor, read through the checkpoint API from the
-// checkpoint a job wrote (whatever its layout): as f32 (Word float), or
-// each element's stored bits (Word uint32_t: f32 and i32 alike).
+// checkpoint a job wrote (whatever its layout): the f32 ones as f32 (Word
+// float), or every one as its elements' stored bits (Word uint32_t: f32 and
+// i32 alike).
 template <class Word> std::map<std::string, std::vector<Word>> loadCheckpoint(const fs::path &dir) {
   using namespace sbpflow::checkpoint;
   std::map<std::string, std::vector<Word>> result;
@@ -60,6 +61,8 @@ template <class Word> std::map<std::string, std::vector<Word>> loadCheckpoint(co
   if (!reader)
     return result;
   for (const TensorMeta &t : reader->tensors()) {
+    if (std::is_same_v<Word, float> && t.dtype != DType::F32)
+      continue;
     const sbpflow::Region whole = sbpflow::wholeRegion(t.shape);
     std::vector<Word> values(static_cast<size_t>(sbpflow::elementCount(t.shape)));
     const DType as = std::is_same_v<Word, float> ? DType::F32 : t.dtype;
@@ -173,10 +176,11 @@ TEST(MlpEndToEnd, LearnsFashionMnist) {
 
 // The bench report's "sent_bytes_per_step" of a job of `ranks` ranks that
 // trains `steps` steps: one number per rank.
-std::vector<double> sentBytesPerStep(int ranks, int steps, const fs::path &json) {
+std::vector<double> sentBytesPerStep(int ranks, int steps, const fs::path &json,
+                                     const std::string &args = "") {
   CommandResult r = runCommand(std::string(SBPFLOW_BIN_DIR) + "/mlp_fashion_mnist --local " +
                                std::to_string(ranks) + " --max-steps " + std::to_string(steps) +
-                               " --bench-json " + json.string());
+                               " --bench-json " + json.string() + " " + args);
   EXPECT_EQ(r.status, 0) << r.output;
   std::ifstream in(json);
   std::string line;
@@ -578,6 +582,127 @@ TEST(MlpEndToEnd, ResumeWithCo2ContinuesBitForBit) {
   for (const auto &[name, words] : whole) {
     ASSERT_TRUE(resumed.count(name)) << name;
     EXPECT_EQ(resumed.at(name), words) << name << " differs after the resume";
+  }
+}
+
+// SparseLoCo (H = 5) on 2 replicas: after 4 steps no round has ended (the
+// anchors are the initial parameters); after 5, each anchor moved by the
+// mean of the replicas' chunked top-k (32 of every 4096, 2-bit values), so
+// in every chunk of fc1.weight at most 2 x 32 elements changed; the
+// replicas continue from the anchor; each keeps what it did not send as its
+// residual (the error feedback).
+TEST(MlpEndToEnd, SparseLocoMovesTheAnchorByTheChunkedTopKOfEachReplica) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir beforeDir("sbpflow_e2e"), afterDir("sbpflow_e2e");
+  CommandResult a = trainLocalSgd("sparseloco:5", "", 4, beforeDir.path());
+  ASSERT_EQ(a.status, 0) << a.output;
+  CommandResult b = trainLocalSgd("sparseloco:5", "", 5, afterDir.path());
+  ASSERT_EQ(b.status, 0) << b.output;
+  const auto before = loadCheckpoint<float>(beforeDir.path()),
+             after = loadCheckpoint<float>(afterDir.path());
+  const std::string name = "fc1.weight", anchor = name + ".outer_anchor";
+  ASSERT_TRUE(before.count(anchor) && after.count(anchor) && after.count(name));
+  const std::vector<float> &a0 = before.at(anchor), &a1 = after.at(anchor);
+  ASSERT_EQ(a0.size(), 401408u);
+  int64_t changed = 0, fullest = 0;
+  for (size_t start = 0; start < a0.size(); start += 4096) {
+    int64_t inChunk = 0;
+    for (size_t i = start; i < std::min(a0.size(), start + 4096); ++i)
+      inChunk += a0[i] != a1[i];
+    fullest = std::max(fullest, inChunk);
+    changed += inChunk;
+  }
+  EXPECT_LE(fullest, 64) << "a chunk of 4096 changed in more places than 2 replicas x 32 sent";
+  EXPECT_GT(changed, 98 * 32) << "fewer changes than one replica's top-k";
+  EXPECT_EQ(replicaRow(after.at(name), 2, 0), a1) << "replica 0 after the round";
+  EXPECT_EQ(replicaRow(after.at(name), 2, 1), a1) << "replica 1 after the round";
+  // Each replica's residual: its pseudo-gradient less what it sent, non-zero
+  // and its own.
+  const std::vector<float> &residual = after.at(name + ".codec.residual");
+  ASSERT_EQ(residual.size(), 2 * a0.size());
+  const std::vector<float> r0 = replicaRow(residual, 2, 0), r1 = replicaRow(residual, 2, 1);
+  EXPECT_NE(r0, r1);
+  EXPECT_GT(std::count_if(r0.begin(), r0.end(), [](float v) { return v != 0.0f; }), 300000);
+}
+
+// Its exchange is small: per round each rank sends the other its payload of
+// every parameter (u16 offsets, 2-bit codes, a 5-float table), with 32 pairs
+// per 4096 elements and at least one per chunk: fc1.weight 98 chunks (3136
+// pairs), fc1.bias one of 512 (4), fc2.weight 4096 + 1024 (40), fc2.bias
+// one of 10 (1). DiLoCo sends the dense 1628200 bytes a round.
+TEST(MlpEndToEnd, SparseLocoSendsItsPayloadsOnceARound) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir tmp("sbpflow_e2e");
+  auto payload = [](int64_t k) { return 2 * k + (k + 3) / 4 + 20; };
+  const double round = static_cast<double>(payload(3136) + payload(4) + payload(40) + payload(1));
+  const std::vector<double> sparse =
+      sentBytesPerStep(2, 20, fs::path(tmp.path()) / "sparse.json", "--sync sparseloco:5");
+  const std::vector<double> diloco =
+      sentBytesPerStep(2, 20, fs::path(tmp.path()) / "diloco.json", "--sync diloco:5");
+  ASSERT_EQ(sparse.size(), 2u);
+  ASSERT_EQ(diloco.size(), 2u);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_DOUBLE_EQ(sparse[r], 4 * round / 20) << "rank " << r;
+    EXPECT_DOUBLE_EQ(diloco[r], 4 * 1628200.0 / 20) << "rank " << r;
+  }
+}
+
+// 12 steps of SparseLoCo (H = 5), resumed for 8 more, equal 20 steps to the
+// bit: the residuals and codec step counters are checkpointed with the rest.
+TEST(MlpEndToEnd, ResumeWithSparseLocoContinuesBitForBit) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir firstDir("sbpflow_e2e"), resumedDir("sbpflow_e2e"), wholeDir("sbpflow_e2e");
+  CommandResult a = trainLocalSgd("sparseloco:5", "", 12, firstDir.path());
+  ASSERT_EQ(a.status, 0) << a.output;
+  CommandResult b =
+      trainLocalSgd("sparseloco:5", "--resume " + firstDir.path(), 8, resumedDir.path());
+  ASSERT_EQ(b.status, 0) << b.output;
+  CommandResult c = trainLocalSgd("sparseloco:5", "", 20, wholeDir.path());
+  ASSERT_EQ(c.status, 0) << c.output;
+  const auto resumed = loadCheckpoint<uint32_t>(resumedDir.path()),
+             whole = loadCheckpoint<uint32_t>(wholeDir.path());
+  ASSERT_EQ(resumed.size(), whole.size());
+  int residuals = 0;
+  for (const auto &[name, words] : whole) {
+    ASSERT_TRUE(resumed.count(name)) << name;
+    EXPECT_EQ(resumed.at(name), words) << name << " differs after the resume";
+    residuals += name.find(".codec.residual") != std::string::npos;
+  }
+  EXPECT_EQ(residuals, 4);
+}
+
+// The straggler harness: under synchronous data parallelism every step
+// waits for rank 1, which sleeps 100 ms after each of its steps, so the
+// job's mean step takes at least that (a lower bound the sleep guarantees,
+// not a timing of the kernels). A straggler outside the job, or without a
+// delay, is a clear error.
+TEST(MlpEndToEnd, ASlowedRankSlowsEverySynchronousStep) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir tmp("sbpflow_e2e");
+  const fs::path json = fs::path(tmp.path()) / "slow.json";
+  CommandResult r = runCommand(std::string(SBPFLOW_BIN_DIR) +
+                               "/mlp_fashion_mnist --local 2 --max-steps 10 --slow-rank 1 "
+                               "--slow-step-ms 100 --bench-json " +
+                               json.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::ifstream in(json);
+  std::string line;
+  std::getline(in, line);
+  const std::string key = "\"mean_step_ms\":";
+  const size_t at = line.find(key);
+  ASSERT_NE(at, std::string::npos) << line;
+  EXPECT_GE(std::atof(line.c_str() + at + key.size()), 100.0) << line;
+
+  for (const char *flags : {"--slow-rank 2 --slow-step-ms 10", "--slow-rank 1"}) {
+    CommandResult bad = runCommand(std::string(SBPFLOW_BIN_DIR) +
+                                   "/mlp_fashion_mnist --local 2 --max-steps 1 " + flags);
+    EXPECT_NE(bad.status, 0) << flags;
+    EXPECT_NE(bad.output.find("a straggler needs both, its rank below 2"), std::string::npos)
+        << bad.output;
   }
 }
 

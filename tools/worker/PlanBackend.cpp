@@ -128,8 +128,10 @@ public:
     for (const ProgramInfo &p : programs_)
       if (p.name == chunk.program)
         batches = p.batches;
+    const bool straggler = rank_ == slowRank_ && chunk.program != "eval";
     return runScheduled(*executor_, *plan_.plan(), chunk.program, data, chunk.epoch,
-                        chunk.firstBatch, chunk.count, batches, onStep);
+                        chunk.firstBatch, chunk.count, batches, onStep,
+                        std::chrono::microseconds(straggler ? slowStepUs_ : 0));
   }
   uint64_t sentBytes() const override { return executor_ ? executor_->sentBytes() : 0; }
 
@@ -239,6 +241,8 @@ private:
 
     // The trace is written when the job ends: a directory that cannot take
     // it is an error now, not after training.
+    slowRank_ = settings.slowRank;
+    slowStepUs_ = settings.slowStepUs;
     traceDir_ = settings.traceDir;
     if (!traceDir_.empty()) {
       if (settings.traceSteps <= 0)
@@ -329,6 +333,8 @@ private:
   }
 
   int rank_ = -1;
+  int slowRank_ = -1;      // the harness's straggler
+  int64_t slowStepUs_ = 0; // its sleep after each train step
   std::string traceDir_; // empty: no tracing
   checkpoint::DataPosition resumedAt_;
   LoadedPlan plan_;

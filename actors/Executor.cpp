@@ -860,12 +860,12 @@ Status runScheduled(Executor &executor, const plan::Plan &plan, const std::strin
                     DataSource *data, int64_t epoch, int64_t firstBatch, int64_t count,
                     int64_t batchesPerEpoch, const Executor::StepCallback &onStep,
                     std::chrono::microseconds stepDelay) {
-  // `n` steps of `program` from `batch`, a straggler's one at a time.
-  auto steps = [&](int64_t batch, int64_t n) -> Status {
+  // `n` steps of `name` from `batch`, a straggler's one at a time.
+  auto steps = [&](const std::string &name, int64_t batch, int64_t n) -> Status {
     if (stepDelay.count() <= 0)
-      return executor.run(program, data, epoch, batch, n, onStep);
+      return executor.run(name, data, epoch, batch, n, onStep);
     for (int64_t b = batch; b < batch + n; ++b) {
-      if (Status s = executor.run(program, data, epoch, b, 1, onStep); !s)
+      if (Status s = executor.run(name, data, epoch, b, 1, onStep); !s)
         return s;
       std::this_thread::sleep_for(stepDelay);
     }
@@ -873,19 +873,31 @@ Status runScheduled(Executor &executor, const plan::Plan &plan, const std::strin
   };
   const plan::Schedule *schedule = plan.schedule();
   if (!schedule || program != schedule->inner()->str())
-    return steps(firstBatch, count);
+    return steps(program, firstBatch, count);
   if (batchesPerEpoch <= 0)
     return Status::error("schedule " + schedule->algorithm()->str() + ": program '" + program +
                          "' has no batches per epoch");
   const int64_t period = schedule->period();
+  // The round's substitute first inner step (EDiT's), if any.
+  std::string substitute;
+  for (const plan::ScheduleStep *step : *schedule->round())
+    if (step->action() == plan::ScheduleAction::Inner)
+      substitute = step->program()->str();
   const Executor::StepCallback quiet = [](int64_t, const std::vector<double> &) {};
   auto rounds = [&]() -> Status {
     for (int64_t batch = firstBatch, end = firstBatch + count; batch < end;) {
       const int64_t global = epoch * batchesPerEpoch + batch;
       const int64_t toRoundEnd = period - global % period;
       const int64_t n = std::min(toRoundEnd, end - batch);
-      if (Status s = steps(batch, n); !s)
-        return s;
+      // After a round (not before the first), its first step synchronises.
+      const bool substituted = !substitute.empty() && global > 0 && global % period == 0;
+      if (substituted)
+        if (Status s = steps(substitute, batch, 1); !s)
+          return s;
+      const int64_t rest = n - (substituted ? 1 : 0);
+      if (rest > 0)
+        if (Status s = steps(program, batch + n - rest, rest); !s)
+          return s;
       batch += n;
       if (n < toRoundEnd)
         break;
@@ -901,6 +913,8 @@ Status runScheduled(Executor &executor, const plan::Plan &plan, const std::strin
         case plan::ScheduleAction::Join:
           s = executor.join();
           break;
+        case plan::ScheduleAction::Inner:
+          break; // the next round's first step
         }
         if (!s)
           return s;

@@ -5,8 +5,8 @@
 #include "runtime/Status.h"
 #include "runtime/checkpoint/Checkpoint.h"
 
-#include <cstdint>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -128,7 +128,8 @@ std::string backgroundProgram(const plan::Plan &plan);
 // Runs `count` steps of `program` from global batch `firstBatch` of `epoch`
 // as the plan's schedule says (plan.fbs Schedule): where `program` is the
 // schedule's inner program, the round's steps (run, start or join a
-// program) follow every step that ends a round (global step epoch *
+// program; an "inner" step makes its program the next round's first step)
+// follow every step that ends a round (global step epoch *
 // batchesPerEpoch + batch, so rounds continue across chunks, epochs and
 // resumed jobs), and a background program still running is joined before it
 // returns; otherwise as Executor::run. `onStep` sees `program`'s steps only.

@@ -134,7 +134,8 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
   static const void *withoutSeed(CodecAttr c) {
     return CodecAttr::get(c.getContext(), c.getKind(), c.getDensity(), c.getBits(), c.getRank(),
                           c.getMomentum(), c.getClip(), c.getWarmup(), c.getEpochSteps(),
-                          c.getBucket(), 0, c.getBeta2(), c.getEps(), c.getChunk(), c.getDecay())
+                          c.getBucket(), 0, c.getBeta2(), c.getEps(), c.getChunk(), c.getDecay(),
+                          c.getTemperature())
         .getAsOpaquePointer();
   }
 

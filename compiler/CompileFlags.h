@@ -3,7 +3,8 @@
 // --compress, --compress-warmup, --compress-epoch-steps, --lgreco-every,
 // --link-bytes-per-second and --codec-costs, and local SGD's --sync,
 // --outer-lr, --outer-momentum, --co2-staleness, --gap-penalty,
-// --outer-clip, --sparseloco-topk, --sparseloco-chunk and --error-decay
+// --outer-clip, --sparseloco-topk, --sparseloco-chunk, --error-decay,
+// --edit-temperature and --pseudo-grad-clip
 // (compiler/Pipeline.h, CompileOptions). Header-only: the compiler library
 // does not link CLI11.
 #pragma once
@@ -39,16 +40,17 @@ inline void addCompileFlags(CLI::App &app, CompileOptions &options) {
   app.add_option("--sync", options.sync,
                  "how data-parallel replicas synchronise: ddp (every step's gradients), "
                  "diloco:H (local SGD: H inner steps, then DiLoCo's outer step), co2:H "
-                 "(CO2: the outer exchange overlaps the next H inner steps) or sparseloco:H "
+                 "(CO2: the outer exchange overlaps the next H inner steps), sparseloco:H "
                  "(SparseLoCo: the outer exchange's top-k of each chunk in 2-bit values, with "
-                 "error feedback)");
+                 "error feedback) or edit:H (EDiT: each layer synchronised in the next step's "
+                 "forward, pseudo-gradients weighted by their norms)");
   app.add_option("--outer-lr", options.outerLr,
-                 "--sync diloco, co2, sparseloco: the outer learning rate (defaults 0.7, 1.0, "
-                 "1.0)")
+                 "--sync diloco, co2, sparseloco, edit: the outer learning rate (defaults 0.7, "
+                 "1.0, 1.0, 0.7)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--outer-momentum", options.outerMomentum,
-                 "--sync diloco, co2: the outer momentum (Nesterov, heavy ball; defaults 0.9, "
-                 "0.5)")
+                 "--sync diloco, co2, edit: the outer momentum (Nesterov, heavy ball, Nesterov; "
+                 "defaults 0.9, 0.5, 0.9)")
       ->check(CLI::Range(0.0, 0.999999));
   app.add_option("--co2-staleness", options.co2Staleness,
                  "--sync co2: rounds between an exchange's start and its adoption (0 or 1)")
@@ -68,6 +70,14 @@ inline void addCompileFlags(CLI::App &app, CompileOptions &options) {
   app.add_option("--error-decay", options.errorDecay,
                  "--sync sparseloco: the error-feedback residual's decay per round (default 0.95)")
       ->check(CLI::Range(1e-6, 1.0));
+  app.add_option("--edit-temperature", options.editTemperature,
+                 "--sync edit: softmax temperature of the replicas' pseudo-gradient weights "
+                 "(0: equal weights)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--pseudo-grad-clip", options.pseudoGradClip,
+                 "--sync edit: clip each parameter's averaged pseudo-gradient to this norm "
+                 "(0: none)")
+      ->check(CLI::NonNegativeNumber);
 }
 
 } // namespace sbpflow

@@ -77,11 +77,13 @@ LogicalResult mlir::sbp::attachCodec(AllReduceOp ar, CodecAttr codec, VariableOp
   llvm::SmallVector<Attribute> bDims(hierarchy.size(), sbpDimToAttr(ctx, B));
   auto rows = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, rowDims));
   auto replicated = SbpTensorAttr::get(ctx, flat, ArrayAttr::get(ctx, bDims));
-  // DGC keeps u and v (under AdamW m, v and the second moment s); the
-  // others a residual, then PowerSGD's q, the u of the momentum sign took,
-  // or top-k's AdamW moments m and s.
+  // DGC keeps u and v (under AdamW m, v and the second moment s); EDiT its
+  // anomaly detector; the others a residual, then PowerSGD's q, the u of
+  // the momentum sign took, or top-k's AdamW moments m and s.
   const CodecKind kind = codec.getKind();
   auto stateName = [&](size_t i) -> llvm::StringRef {
+    if (kind == CodecKind::edit)
+      return "anomaly";
     if (kind == CodecKind::dgc)
       return i == 0 ? (beta2 > 0 ? "m" : "u") : i == 1 ? "v" : "s";
     if (i > 0 && beta2 > 0)
@@ -334,7 +336,8 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
                            codec.getRank(), llvm::APFloat(momentum), llvm::APFloat(clip),
                            warmupSteps, codec.getKind() == CodecKind::dgc ? int64_t(epochSteps) : 0,
                            codec.getBucket(), seedOf(var.getSymName()), llvm::APFloat(beta2),
-                           llvm::APFloat(eps), codec.getChunk(), codec.getDecay());
+                           llvm::APFloat(eps), codec.getChunk(), codec.getDecay(),
+                           codec.getTemperature());
 
     const bool adapts = adaptive && !own;
     if (failed(attachCodec(ar, codec, var, adapts ? adaptive : LgrecoAttr(), symbols)))

@@ -223,7 +223,8 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
         c.getMomentum().convertToFloat(), c.getClip().convertToFloat(), *warmup, c.getEpochSteps(),
         *bucket, static_cast<uint64_t>(c.getSeed()), &*state, *step, lgreco,
         c.getBeta2().convertToFloat(), c.getEps().convertToFloat(),
-        static_cast<int32_t>(c.getChunk()), c.getDecay().convertToFloat());
+        static_cast<int32_t>(c.getChunk()), c.getDecay().convertToFloat(),
+        c.getTemperature().convertToFloat());
     return fb::CreateCollectiveAttrs(fbb, *dim, reduce, codec).Union();
   }
   case fb::OpAttrs::NormAttrs:
@@ -506,7 +507,10 @@ private:
       if (from != to && from < to && !dataEdges.count({from, to}))
         control[from].insert(to);
     };
-    // (a) Write after read: every reader of a variable finishes before its update.
+    // (a) Write after read: every earlier reader of a variable finishes
+    // before its update; read after write: a later read of it (EDiT's
+    // synchronising step updates a parameter before its forward reads it)
+    // waits for the update.
     for (Operation *op : tasks) {
       auto optimizer = dyn_cast<OptimizerOpInterface>(op);
       if (!optimizer)
@@ -516,6 +520,10 @@ private:
         auto param = dyn_cast<ParameterOp>(other);
         if (!param || param.getVariable() != updated)
           continue;
+        if (taskOf[other] > taskOf[op]) {
+          addControl(taskOf[op], taskOf[other]);
+          continue;
+        }
         for (int32_t reader : consumersOf(param.getResult()))
           addControl(reader, taskOf[op]);
       }

@@ -1,4 +1,4 @@
-// sbp-local-sgd: local SGD (DiLoCo, CO2, SparseLoCo). The replicas along the first
+// sbp-local-sgd: local SGD (DiLoCo, CO2, SparseLoCo, EDiT). The replicas along the first
 // hierarchy dimension of the trained variables' placement train alone: the
 // training function's all-reduces across them become local estimates (each
 // replica applies the gradient of its own batch), and the parameters and
@@ -31,10 +31,11 @@ struct SyncSpec {
   int64_t period = 0;    // H
   double outerLr = 0, outerMomentum = 0;
   bool nesterov = false;
-  int64_t staleness = 0;                // co2
-  double gapPenalty = 1, outerClip = 0; // co2
-  int64_t topk = 0, chunk = 0;          // sparseloco
-  double errorDecay = 1;                // sparseloco
+  int64_t staleness = 0;                  // co2
+  double gapPenalty = 1, outerClip = 0;   // co2
+  int64_t topk = 0, chunk = 0;            // sparseloco
+  double errorDecay = 1;                  // sparseloco
+  double temperature = 0, pseudoClip = 0; // edit
 };
 
 struct SyncOptions {
@@ -43,6 +44,7 @@ struct SyncOptions {
   double gapPenalty, outerClip;
   int64_t topk, chunk;
   double errorDecay;
+  double temperature, pseudoClip;
 };
 
 FailureOr<SyncSpec> parseSync(llvm::StringRef spec, const SyncOptions &o,
@@ -52,17 +54,26 @@ FailureOr<SyncSpec> parseSync(llvm::StringRef spec, const SyncOptions &o,
   s.algorithm = name.str();
   if (name == "ddp" && arg.empty())
     return s;
-  if (name != "diloco" && name != "co2" && name != "sparseloco")
-    return emitError() << "--sync '" << spec << "': expected ddp, diloco:H, co2:H or sparseloco:H";
+  if (name != "diloco" && name != "co2" && name != "sparseloco" && name != "edit")
+    return emitError() << "--sync '" << spec
+                       << "': expected ddp, diloco:H, co2:H, sparseloco:H or edit:H";
   if (arg.empty() || arg.getAsInteger(10, s.period) || s.period < 1)
     return emitError() << "--sync '" << spec
                        << "': H, the inner steps between synchronisations, must be a "
                           "positive integer";
-  if (name == "diloco") {
-    // DiLoCo (Douillard et al. 2023): Nesterov SGD at lr 0.7, momentum 0.9.
+  if (name == "diloco" || name == "edit") {
+    // DiLoCo (Douillard et al. 2023): Nesterov SGD at lr 0.7, momentum 0.9;
+    // EDiT's outer optimiser is configurable, DiLoCo's here.
     s.outerLr = o.outerLr >= 0 ? o.outerLr : 0.7;
     s.outerMomentum = o.outerMomentum >= 0 ? o.outerMomentum : 0.9;
     s.nesterov = true;
+    s.temperature = o.temperature;
+    s.pseudoClip = o.pseudoClip;
+    if (name == "diloco" && (s.temperature != 0 || s.pseudoClip != 0))
+      return emitError() << "--edit-temperature and --pseudo-grad-clip are EDiT's (--sync edit:H)";
+    if (!(s.temperature >= 0) || !(s.pseudoClip >= 0))
+      return emitError() << "--edit-temperature " << s.temperature << " --pseudo-grad-clip "
+                         << s.pseudoClip << ": neither may be negative";
   } else if (name == "sparseloco") {
     // SparseLoCo (arXiv 2508.15706): error feedback in place of the outer
     // momentum, the top `topk` of each `chunk` with 2-bit values, the mean
@@ -108,10 +119,11 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    FailureOr<SyncSpec> spec = parseSync(sync,
-                                         {outerLr, outerMomentum, staleness, gapPenalty, outerClip,
-                                          sparselocoTopk, sparselocoChunk, errorDecay},
-                                         [&] { return module.emitError(); });
+    FailureOr<SyncSpec> spec =
+        parseSync(sync,
+                  {outerLr, outerMomentum, staleness, gapPenalty, outerClip, sparselocoTopk,
+                   sparselocoChunk, errorDecay, editTemperature, pseudoGradClip},
+                  [&] { return module.emitError(); });
     if (failed(spec))
       return signalPassFailure();
     if (spec->algorithm == "ddp")
@@ -167,7 +179,8 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
 
     if (failed(localGradients(train, placement, replicas)))
       return failure();
-    for (llvm::StringRef name : {"outer", "outer_send", "outer_exchange", "outer_adopt"})
+    for (llvm::StringRef name :
+         {"outer", "outer_send", "outer_exchange", "outer_adopt", "train_sync"})
       if (symbols.lookup(name))
         return module.emitError("--sync ")
                << spec.algorithm << ": the module already has a symbol @" << name;
@@ -182,9 +195,12 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
     }
 
     llvm::SmallVector<std::string> round;
-    if (spec.algorithm == "co2")
+    if (spec.algorithm == "co2") {
       round = buildCo2(module, symbols, trained, spec, replicas);
-    else if (failed(buildDiloco(module, symbols, trained, spec, replicas, round)))
+    } else if (spec.algorithm == "edit") {
+      if (failed(buildEdit(symbols, train, trained, spec, round)))
+        return failure();
+    } else if (failed(buildDiloco(module, symbols, trained, spec, replicas, round)))
       return failure();
     b.setInsertionPoint(train);
     b.create<ScheduleOp>(
@@ -330,15 +346,73 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
     return success();
   }
 
+  // `codec` with SparseLoCo's or EDiT's fields set.
+  static CodecAttr withFields(CodecAttr c, int64_t chunk, double decay, double temperature,
+                              double clip) {
+    return CodecAttr::get(c.getContext(), c.getKind(), c.getDensity(), c.getBits(), c.getRank(),
+                          c.getMomentum(), llvm::APFloat(clip), c.getWarmup(), c.getEpochSteps(),
+                          c.getBucket(), c.getSeed(), c.getBeta2(), c.getEps(), chunk,
+                          llvm::APFloat(decay), llvm::APFloat(temperature));
+  }
+
   // SparseLoCo's codec: `topk` of each `chunk`, 2-bit values, the residual
   // decayed by `errorDecay`.
   static CodecAttr sparseCodec(OpBuilder &b, const SyncSpec &spec) {
     const double density = static_cast<double>(spec.topk) / static_cast<double>(spec.chunk);
-    CodecAttr c = codecWith(b.getContext(), CodecKind::topk2bit, density);
-    return CodecAttr::get(b.getContext(), c.getKind(), c.getDensity(), c.getBits(), c.getRank(),
-                          c.getMomentum(), c.getClip(), c.getWarmup(), c.getEpochSteps(),
-                          c.getBucket(), c.getSeed(), c.getBeta2(), c.getEps(), spec.chunk,
-                          llvm::APFloat(spec.errorDecay));
+    return withFields(codecWith(b.getContext(), CodecKind::topk2bit, density), spec.chunk,
+                      spec.errorDecay, 0.0, 0.0);
+  }
+
+  // EDiT's @train_sync, the first inner step of every round after the
+  // first: @train with each trained parameter synchronised just before the
+  // first op that uses it (its reads moved after the synchronisation), so
+  // that the exchange of each layer overlaps the forward of the layers
+  // before it (the comm lane runs the all-reduces in block order beside the
+  // compute lane). The synchronisation is DiLoCo's outer step on
+  // EDiT's penalised average of the replicas' pseudo-gradients (#sbp.codec
+  // <edit>: anomalous ones dropped, the rest weighted by the softmax of
+  // minus their norms, the average clipped), the weights summing to one.
+  LogicalResult buildEdit(SymbolTable &symbols, func::FuncOp train, Trained trained,
+                          const SyncSpec &spec, llvm::SmallVector<std::string> &round) {
+    auto sync = cast<func::FuncOp>(train->clone());
+    sync.setSymName("train_sync");
+    OpBuilder(train).insert(sync);
+    sync->moveAfter(train);
+    symbols.insert(sync);
+    CodecAttr codec = withFields(codecWith(train.getContext(), CodecKind::edit, 0), 0, 1.0,
+                                 spec.temperature, spec.pseudoClip);
+    Block &body = sync.front();
+    for (auto &[opt, var] : trained) {
+      // The reads of `var`, and the first op (in block order) using one.
+      llvm::SmallVector<ParameterOp> reads;
+      Operation *firstUse = nullptr;
+      for (auto p : sync.getOps<ParameterOp>()) {
+        if (p.getVariable() != var.getSymName())
+          continue;
+        reads.push_back(p);
+        for (Operation *user : p->getUsers()) {
+          Operation *at = body.findAncestorOpInBlock(*user);
+          if (at && (!firstUse || at->isBeforeInBlock(firstUse)))
+            firstUse = at;
+        }
+      }
+      if (reads.empty() || !firstUse)
+        return opt->emitOpError("updates @")
+               << var.getSymName() << ", which the training function never uses";
+      for (ParameterOp p : reads)
+        if (p->isBeforeInBlock(firstUse))
+          p->moveBefore(firstUse);
+      OpBuilder b(reads.front());
+      Location loc = var.getLoc();
+      auto [anchor, momentum] = outerState(symbols, var, spec);
+      Value sum = sumOverReplicas(b, loc, pseudoGradient(b, loc, anchor, var), var);
+      if (failed(attachCodec(cast<AllReduceOp>(sum.getDefiningOp()), codec, var, LgrecoAttr(),
+                             symbols)))
+        return failure();
+      outerStep(b, loc, sum, var, anchor, momentum, spec, /*replicas=*/1, /*keepAnchor=*/false);
+    }
+    round = {"inner @train_sync"};
+    return success();
   }
 
   // CO2's functions, per trained variable. @outer_send keeps the replica's

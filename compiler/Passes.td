@@ -91,7 +91,7 @@ def LocalSgdPass : SbpPass<"sbp-local-sgd",
     "Local SGD: replicas train alone (no gradient collectives across them) and outer functions exchange pseudo-gradients"> {
   let description = [{
     `sync` names the algorithm: `ddp` (nothing to do), `diloco:H`,
-    `co2:H` or `sparseloco:H`. On the first hierarchy dimension of the trained variables'
+    `co2:H`, `sparseloco:H` or `edit:H`. On the first hierarchy dimension of the trained variables'
     placement (the replica dimension) every replica keeps parameters and
     optimiser state of its own (`replica_dim` on their variables): each
     gradient all-reduce across replicas becomes an `sbp.local_estimate` (the
@@ -117,10 +117,18 @@ def LocalSgdPass : SbpPass<"sbp-local-sgd",
       `sparseloco-chunk` elements of its pseudo-gradient plus its residual
       (decayed by `error-decay`) in 2-bit values, and keeps the rest; the
       mean is applied at `outer-lr` (1 by default).
+    - EDiT: @train_sync, @train with each parameter synchronised just
+      before its first read (the exchange of each layer overlapping the
+      forward of the layers before it), runs as the first inner step of
+      every round after the first (schedule step "inner @train_sync"):
+      DiLoCo's outer step on the replicas' pseudo-gradients averaged with
+      EDiT's penalty (#sbp.codec<edit>: anomalous norms dropped by an EWMA
+      z-score, the others weighted by softmax(-norm / `edit-temperature`),
+      equal weights at 0; the average clipped to `pseudo-grad-clip`).
     `sbp.schedule` says what runs when.
   }];
   let options = [
-    Option<"sync", "sync", "std::string", /*default=*/"\"ddp\"", "ddp, diloco:H, co2:H or sparseloco:H">,
+    Option<"sync", "sync", "std::string", /*default=*/"\"ddp\"", "ddp, diloco:H, co2:H, sparseloco:H or edit:H">,
     Option<"outerLr", "outer-lr", "double", /*default=*/"-1",
            "The outer learning rate (negative: the algorithm's default)">,
     Option<"outerMomentum", "outer-momentum", "double", /*default=*/"-1",
@@ -137,6 +145,10 @@ def LocalSgdPass : SbpPass<"sbp-local-sgd",
            "sparseloco: elements per chunk (at most 65536)">,
     Option<"errorDecay", "error-decay", "double", /*default=*/"0.95",
            "sparseloco: the error-feedback residual's decay per round, in (0, 1]">,
+    Option<"editTemperature", "edit-temperature", "double", /*default=*/"0",
+           "edit: the softmax temperature of the pseudo-gradient weights (0: equal weights)">,
+    Option<"pseudoGradClip", "pseudo-grad-clip", "double", /*default=*/"0",
+           "edit: clip each parameter's averaged pseudo-gradient to this norm (0: none)">,
   ];
 }
 def PlanMemoryPass : SbpPass<"sbp-plan-memory",

@@ -41,7 +41,7 @@ def Sbp_DeviceKind : I32EnumAttr<"DeviceKind", "device kind of a placement", [
 def Sbp_CodecKind : I32EnumAttr<"CodecKind", "gradient compression codec", [
     I32EnumAttrCase<"topk", 0>, I32EnumAttrCase<"dgc", 1>, I32EnumAttrCase<"randomk", 2>,
     I32EnumAttrCase<"qsgd", 3>, I32EnumAttrCase<"sign", 4>, I32EnumAttrCase<"powersgd", 5>,
-    I32EnumAttrCase<"topk2bit", 6>]> {
+    I32EnumAttrCase<"topk2bit", 6>, I32EnumAttrCase<"edit", 7>]> {
   let cppNamespace = "::mlir::sbp";
   let genSpecializedAttr = 0;
 }
@@ -119,6 +119,9 @@ def Sbp_CodecAttr : Sbp_Attr<"Codec", "codec"> {
     that many elements, sent as offsets within it; 0: of the whole tensor) and
     decay (top-k with 2-bit values: the residual's error-feedback decay,
     SparseLoCo's beta).
+    edit is EDiT's weighted average of pseudo-gradients (softmax of minus the
+    norms over `temperature`, 0: equal weights; anomalous norms dropped;
+    the result clipped to the global norm `clip`, 0: none).
     Unnamed fields are 0 except QSGD's bucket (512) and decay (1).
   }];
   let parameters = (ins EnumParameter<Sbp_CodecKind>:$kind, APFloatParameter<"density">:$density,
@@ -127,7 +130,8 @@ def Sbp_CodecAttr : Sbp_Attr<"Codec", "codec"> {
                         "int64_t":$epoch_steps, "int64_t":$bucket, "int64_t":$seed,
                         APFloatParameter<"DGC under AdamW: beta2">:$beta2,
                         APFloatParameter<"DGC under AdamW: eps">:$eps, "int64_t":$chunk,
-                        APFloatParameter<"error-feedback decay">:$decay);
+                        APFloatParameter<"error-feedback decay">:$decay,
+                        APFloatParameter<"EDiT's softmax temperature">:$temperature);
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
 }

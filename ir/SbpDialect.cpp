@@ -372,7 +372,7 @@ CodecAttr mlir::sbp::codecWith(MLIRContext *ctx, CodecKind kind, double value) {
                         kind == CodecKind::qsgd ? integral : 0,
                         kind == CodecKind::powersgd ? integral : 0, llvm::APFloat(0.0),
                         llvm::APFloat(0.0), 0, 0, 512, 0, llvm::APFloat(0.0), llvm::APFloat(0.0), 0,
-                        llvm::APFloat(1.0));
+                        llvm::APFloat(1.0), llvm::APFloat(0.0));
 }
 
 Attribute CodecAttr::parse(AsmParser &parser, Type) {
@@ -383,14 +383,18 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
   std::optional<CodecKind> kind = symbolizeCodecKind(name);
   if (!kind) {
     parser.emitError(start, "unknown codec '")
-        << name << "' (expected topk, dgc, randomk, qsgd, sign, powersgd or topk2bit)";
+        << name << "' (expected topk, dgc, randomk, qsgd, sign, powersgd, topk2bit or edit)";
     return {};
   }
-  double density = 0, momentum = 0, clip = 0, beta2 = 0, eps = 0, decay = 1;
+  double density = 0, momentum = 0, clip = 0, beta2 = 0, eps = 0, decay = 1, temperature = 0;
   int64_t bits = 0, rank = 0, warmup = 0, epochSteps = 0, bucket = 512, seed = 0, chunk = 0;
-  const std::pair<llvm::StringRef, double *> floats[] = {
-      {"density", &density}, {"momentum", &momentum}, {"clip", &clip},
-      {"beta2", &beta2},     {"eps", &eps},           {"decay", &decay}};
+  const std::pair<llvm::StringRef, double *> floats[] = {{"density", &density},
+                                                         {"momentum", &momentum},
+                                                         {"clip", &clip},
+                                                         {"beta2", &beta2},
+                                                         {"eps", &eps},
+                                                         {"decay", &decay},
+                                                         {"temperature", &temperature}};
   const std::pair<llvm::StringRef, int64_t *> ints[] = {
       {"bits", &bits},     {"rank", &rank}, {"warmup", &warmup}, {"epoch_steps", &epochSteps},
       {"bucket", &bucket}, {"seed", &seed}, {"chunk", &chunk}};
@@ -410,7 +414,7 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
     } else {
       parser.emitError(loc, "unknown codec parameter '")
           << key << "' (expected density, bits, rank, momentum, clip, warmup, epoch_steps, "
-          << "bucket, seed, beta2, eps, chunk or decay)";
+          << "bucket, seed, beta2, eps, chunk, decay or temperature)";
       return {};
     }
   }
@@ -419,14 +423,16 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
   return parser.getChecked<CodecAttr>(start, parser.getContext(), *kind, llvm::APFloat(density),
                                       bits, rank, llvm::APFloat(momentum), llvm::APFloat(clip),
                                       warmup, epochSteps, bucket, seed, llvm::APFloat(beta2),
-                                      llvm::APFloat(eps), chunk, llvm::APFloat(decay));
+                                      llvm::APFloat(eps), chunk, llvm::APFloat(decay),
+                                      llvm::APFloat(temperature));
 }
 
 LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitError, CodecKind kind,
                                 llvm::APFloat densityF, int64_t bits, int64_t rank,
                                 llvm::APFloat momentumF, llvm::APFloat clipF, int64_t warmup,
                                 int64_t epochSteps, int64_t bucket, int64_t, llvm::APFloat beta2F,
-                                llvm::APFloat epsF, int64_t chunk, llvm::APFloat decayF) {
+                                llvm::APFloat epsF, int64_t chunk, llvm::APFloat decayF,
+                                llvm::APFloat temperatureF) {
   const double density = densityF.convertToDouble(), momentum = momentumF.convertToDouble(),
                clip = clipF.convertToDouble(), beta2 = beta2F.convertToDouble(),
                eps = epsF.convertToDouble();
@@ -451,13 +457,18 @@ LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitErr
                        << beta2 << ", eps = " << eps;
   const bool adam = beta2 > 0;
   if ((momentum > 0 && !takesMomentum(kind) && !adam) ||
-      (clip > 0 && kind != CodecKind::dgc && !adam))
+      (clip > 0 && kind != CodecKind::dgc && kind != CodecKind::edit && !adam))
     return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
                        << ">: only dgc and sign keep a momentum, and only dgc clips (and topk "
                           "and topk2bit under AdamW)";
   if (warmup < 0 || epochSteps < 0 || warmup > INT32_MAX)
     return emitError() << "#sbp.codec needs 0 <= warmup <= 2^31 - 1 and epoch_steps >= 0, got "
                        << warmup << " and " << epochSteps;
+  const double temperature = temperatureF.convertToDouble();
+  if (temperature != 0 && (kind != CodecKind::edit || !(temperature > 0)))
+    return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
+                       << ">: temperature is edit's (> 0, or 0 for equal weights), got "
+                       << temperature;
   // Chunk offsets travel as 16 bits.
   const double decay = decayF.convertToDouble();
   if ((chunk != 0 || decay != 1) &&
@@ -499,6 +510,8 @@ void CodecAttr::print(AsmPrinter &printer) const {
     field("chunk", getChunk());
   if (!getDecay().isExactlyValue(1.0))
     field("decay", getDecay().convertToDouble());
+  if (!getTemperature().isZero())
+    field("temperature", getTemperature().convertToDouble());
   printer << ">";
 }
 

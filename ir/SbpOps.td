@@ -92,14 +92,17 @@ def Sbp_ScheduleOp : Sbp_Op<"schedule", [HasParent<"::mlir::ModuleOp">]> {
   let description = [{
     Local SGD (sbp-local-sgd): `inner` runs `period` steps a round, then the
     steps of `round` in order: "run @f" runs a function once, "start @f"
-    starts it in the background (CO2's exchange), "join" waits for it.
+    starts it in the background (CO2's exchange), "join" waits for it;
+    "inner @f" makes @f the next round's first inner step (EDiT's
+    synchronisation inside its forward).
   }];
   let arguments = (ins StrAttr:$algorithm, FlatSymbolRefAttr:$inner, I64Attr:$period,
                        StrArrayAttr:$round);
   let assemblyFormat = "$algorithm $inner `every` $period `then` $round attr-dict";
   let extraClassDeclaration = [{
     // A step of `round`: its action (plan.fbs ScheduleAction: 0 run, 1
-    // start, 2 join) and function (empty for join); nullopt if malformed.
+    // start, 2 join, 3 inner) and function (empty for join); nullopt if
+    // malformed.
     static std::optional<std::pair<int, ::llvm::StringRef>> parseStep(::llvm::StringRef step);
   }];
   let extraClassDefinition = [{}];

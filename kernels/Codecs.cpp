@@ -41,6 +41,8 @@ int codecStateCount(Codec kind, float momentum, float beta2) {
     return beta2 > 0.0f ? 3 : 2;
   case Codec::PowerSgd:
     return 2;
+  case Codec::Edit:
+    return 1;
   default:
     return 0;
   }
@@ -216,6 +218,8 @@ Status CodecExchange::compressed(int64_t count) {
     return Status::error("PowerSGD runs in its task's phases (CodecTask::powerSgd)");
   case Codec::TopK2Bit:
     return topk2bit();
+  case Codec::Edit:
+    return edit();
   }
   return Status::error("unknown codec " + std::to_string(static_cast<int>(kind)));
 }
@@ -261,7 +265,9 @@ Status CodecExchange::bind(const OpArgs &a, int input) {
   const int first = input * codecStateCount(*c);
   for (int i = 0; i < codecStateCount(*c); ++i) {
     const TensorView &v = (*a.variables)[c->state()->Get(first + i)];
-    const int64_t need = kind == Codec::PowerSgd && i == 1 ? cols * rank : n;
+    const int64_t need = kind == Codec::PowerSgd && i == 1 ? cols * rank
+                         : kind == Codec::Edit             ? cpu::kEditStateFloats
+                                                           : n;
     if (elements(&v) < need)
       return Status::error(a.at + ": state variable '" + v.name + "' holds " +
                            std::to_string(elements(&v)) +
@@ -285,6 +291,8 @@ std::string describe(const plan::CodecAttrs &c) {
     s += " chunk " + std::to_string(c.chunk());
   if (c.decay() != 1.0f)
     s += " decay " + std::to_string(c.decay());
+  if (c.temperature() != 0.0f)
+    s += " temperature " + std::to_string(c.temperature());
   return s;
 }
 
@@ -376,9 +384,12 @@ Status checkCodec(const OpArgs &a) {
                          std::to_string(c.beta2()) + " eps " + std::to_string(c.eps()));
   const bool adam = c.beta2() > 0.0f;
   if ((c.momentum() > 0.0f && c.kind() != Codec::Dgc && c.kind() != Codec::Sign && !adam) ||
-      (c.clip() > 0.0f && c.kind() != Codec::Dgc && !adam))
-    return Status::error(at + ": only DGC and sign keep a momentum, and only DGC clips (and "
-                              "top-k under AdamW)");
+      (c.clip() > 0.0f && c.kind() != Codec::Dgc && c.kind() != Codec::Edit && !adam))
+    return Status::error(at + ": only DGC and sign keep a momentum, and only DGC and Edit clip "
+                              "(and top-k under AdamW)");
+  if (c.temperature() != 0.0f && (c.kind() != Codec::Edit || !(c.temperature() > 0.0f)))
+    return Status::error(at + ": temperature is Edit's (positive, or 0 for equal weights), got " +
+                         std::to_string(c.temperature()));
   if (c.warmup_steps() < 0 || c.epoch_steps() < 0)
     return Status::error(at + ": warmup_steps and epoch_steps must not be negative");
   if ((c.chunk() != 0 || c.decay() != 1.0f) &&
@@ -775,6 +786,38 @@ struct Exchange : CodecExchange {
     }
     return Status::ok();
   }
+
+  // EDiT: this rank's norm (anomalous: its pseudo-gradient dropped, its norm
+  // penalised), the group's norms gathered, out = the sum of each rank's
+  // weighted pseudo-gradient, clipped to norm `clip`.
+  Status edit() override {
+    double squares = 0;
+    for (int64_t i = 0; i < n; ++i)
+      squares += static_cast<double>(source[i]) * source[i];
+    const double norm = std::sqrt(squares);
+    const bool dropped = cpu::editAnomalous(s0, norm);
+    small[0] = static_cast<float>(norm) + (dropped ? cpu::kEditOutlierPenalty : 0.0f);
+    if (Status s = gather(small, smallAll, 1, plan::DType::F32); !s)
+      return s;
+    float *weights = smallAll + ranks;
+    cpu::editWeights(smallAll, ranks, c->temperature(), weights);
+    const float w = dropped ? 0.0f : weights[me];
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = w * source[i];
+    if (Status s = sum(out, n); !s)
+      return s;
+    if (c->clip() > 0.0f) {
+      double total = 0;
+      for (int64_t i = 0; i < n; ++i)
+        total += static_cast<double>(out[i]) * out[i];
+      if (std::sqrt(total) > c->clip()) {
+        const auto factor = static_cast<float>(c->clip() / std::sqrt(total));
+        for (int64_t i = 0; i < n; ++i)
+          out[i] *= factor;
+      }
+    }
+    return Status::ok();
+  }
 };
 
 } // namespace
@@ -813,6 +856,10 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     break;
   case Codec::PowerSgd:
     break; // takePowerSgdBuffers
+  case Codec::Edit:
+    x->small = floats(1);
+    x->smallAll = floats(2 * R); // the group's norms, then its weights
+    break;
   case Codec::TopK2Bit: {
     const int64_t payload = cpu::topkTwoBitPayloadBytes(k, c.chunk() > 0 ? 2 : 4);
     x->order = ints(n);

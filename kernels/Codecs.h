@@ -150,6 +150,9 @@ protected:
   virtual Status qsgd(int64_t count) = 0;
   virtual Status sign() = 0;
   virtual Status topk2bit() = 0;
+  // EDiT's penalised average of the group's pseudo-gradients (plan.fbs
+  // CodecAttrs, Edit; cpu::editAnomalous, cpu::editWeights).
+  virtual Status edit() = 0;
   // PowerSGD (Vogels et al. 2019, Algorithm 1 with error feedback) in the
   // three phases between its two all-reduces, which CodecTask issues for
   // all of a task's gradients at once:

@@ -431,6 +431,9 @@ struct CudaExchange : CodecExchange {
     return cuda::matmul<float>(*blas, small, s1, out, rows, cols, rank, false, true, stream);
   }
 
+  // knownCodec refuses Edit before a CudaExchange exists.
+  Status edit() override { return Status::error("EDiT's Edit codec has no CUDA kernel"); }
+
   // Top-k whose values travel as 2-bit codes: Codecs.cpp's payload [k
   // indices][codes][5-float table], assembled in place (the table lands at
   // any byte offset: copied, not stored as floats). Chunked, the residual

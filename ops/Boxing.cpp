@@ -3,6 +3,7 @@
 // checks it is shared.
 #include "ops/Rules.h"
 
+#include "kernels/cpu/Compression.h"
 #include "runtime/Shape.h"
 
 using namespace mlir;
@@ -68,6 +69,8 @@ unsigned stateCount(CodecAttr codec) {
     return codec.getBeta2().isZero() ? 2 : 3;
   case CodecKind::powersgd:
     return 2;
+  case CodecKind::edit: // the anomaly detector's row
+    return 1;
   default:
     return 0;
   }
@@ -87,7 +90,7 @@ static CodecAttr sizingCodec(CodecAttr codec, LgrecoAttr lgreco) {
       codec.getKind() == CodecKind::powersgd ? static_cast<int64_t>(top) : codec.getRank(),
       codec.getMomentum(), codec.getClip(), codec.getWarmup(), codec.getEpochSteps(),
       codec.getBucket(), codec.getSeed(), codec.getBeta2(), codec.getEps(), codec.getChunk(),
-      codec.getDecay());
+      codec.getDecay(), codec.getTemperature());
 }
 
 llvm::SmallVector<llvm::SmallVector<int64_t, 2>>
@@ -107,6 +110,8 @@ mlir::sbp::codecStateShapes(CodecAttr given, LgrecoAttr lgreco, RankedTensorType
     const int64_t cols = grad.getRank() ? grad.getShape().back() : 1;
     shapes[1][1] = maxLocal({cols}, colSbp, hierarchy) * codec.getRank();
   }
+  if (codec.getKind() == CodecKind::edit)
+    shapes[0][1] = sbpflow::cpu::kEditStateFloats;
   if (lgreco)
     shapes.push_back({ranks, local});
   return shapes;

@@ -5,6 +5,8 @@
 // SBP signatures, flops.
 #include "ops/Rules.h"
 
+#include "llvm/ADT/StringSwitch.h"
+
 using namespace mlir;
 using namespace mlir::sbp;
 
@@ -14,9 +16,11 @@ std::optional<std::pair<int, llvm::StringRef>> ScheduleOp::parseStep(llvm::Strin
   if (step == "join")
     return std::pair<int, llvm::StringRef>{2, {}};
   auto [action, fn] = step.split(' ');
-  if (!fn.consume_front("@") || fn.empty() || (action != "run" && action != "start"))
+  const int kind =
+      llvm::StringSwitch<int>(action).Case("run", 0).Case("start", 1).Case("inner", 3).Default(-1);
+  if (!fn.consume_front("@") || fn.empty() || kind < 0)
     return std::nullopt;
-  return std::pair<int, llvm::StringRef>{action == "run" ? 0 : 1, fn};
+  return std::pair<int, llvm::StringRef>{kind, fn};
 }
 
 LogicalResult ScheduleOp::verifySymbolUses(SymbolTableCollection &symbols) {
@@ -33,7 +37,8 @@ LogicalResult ScheduleOp::verifySymbolUses(SymbolTableCollection &symbols) {
     llvm::StringRef text = llvm::cast<StringAttr>(a).getValue();
     auto step = parseStep(text);
     if (!step)
-      return emitOpError("step '") << text << "' is not \"run @f\", \"start @f\" or \"join\"";
+      return emitOpError("step '")
+             << text << "' is not \"run @f\", \"start @f\", \"inner @f\" or \"join\"";
     if (step->first == 2)
       continue;
     auto ref = FlatSymbolRefAttr::get(getContext(), step->second);

@@ -307,4 +307,54 @@ bool lgrecoChoose(const float *table, int64_t layers, int64_t candidates, int64_
   return true;
 }
 
+bool editAnomalous(float *state, double norm) {
+  float &count = state[0], &mean = state[1], &variance = state[2], &seen = state[3];
+  float *zs = state + 4;
+  if (count == 0.0f) {
+    mean = static_cast<float>(norm);
+    variance = 0.0f;
+    count = 1.0f;
+    return false;
+  }
+  const double sigma = std::sqrt(static_cast<double>(variance));
+  const double z = sigma > 0 ? (norm - mean) / sigma : 0.0;
+  bool anomalous = false;
+  if (count >= kEditWindow) {
+    const int64_t m = std::min<int64_t>(static_cast<int64_t>(seen), kEditWindow);
+    double zMean = 0, zSquares = 0;
+    for (int64_t i = 0; i < m; ++i)
+      zMean += zs[i];
+    zMean /= static_cast<double>(std::max<int64_t>(m, 1));
+    for (int64_t i = 0; i < m; ++i)
+      zSquares += (zs[i] - zMean) * (zs[i] - zMean);
+    const double zSigma = m > 1 ? std::sqrt(zSquares / static_cast<double>(m - 1)) : 0.0;
+    anomalous = z > kEditZFactor * std::max(1.0, zSigma);
+  }
+  if (!anomalous) {
+    const double diff = norm - mean;
+    mean = static_cast<float>(mean + kEditEwmaAlpha * diff);
+    variance = static_cast<float>((1 - kEditEwmaAlpha) * (variance + kEditEwmaAlpha * diff * diff));
+  }
+  zs[static_cast<int64_t>(seen) % kEditWindow] = static_cast<float>(z);
+  seen += 1.0f;
+  count += 1.0f;
+  return anomalous;
+}
+
+void editWeights(const float *norms, int ranks, float temperature, float *w) {
+  if (temperature <= 0.0f) {
+    for (int r = 0; r < ranks; ++r)
+      w[r] = 1.0f / static_cast<float>(ranks);
+    return;
+  }
+  double top = -std::numeric_limits<double>::infinity();
+  for (int r = 0; r < ranks; ++r)
+    top = std::max(top, -static_cast<double>(norms[r]) / temperature);
+  double total = 0;
+  for (int r = 0; r < ranks; ++r)
+    total += std::exp(-static_cast<double>(norms[r]) / temperature - top);
+  for (int r = 0; r < ranks; ++r)
+    w[r] = static_cast<float>(std::exp(-static_cast<double>(norms[r]) / temperature - top) / total);
+}
+
 } // namespace sbpflow::cpu

@@ -100,4 +100,27 @@ constexpr int kLgrecoAccumulate = 10;
 constexpr int kLgrecoPowerIterations = 5;
 bool lgrecoChoose(const float *table, int64_t layers, int64_t candidates, int64_t defaultIndex,
                   int32_t *choice, double *dp, int8_t *picks);
+
+// EDiT's pseudo-gradient penalty (Cheng et al., arXiv 2412.07210, as the
+// reference code, dlrover atorch local_sgd: anomaly_detection.py and
+// reduce_methods/base.py; ../shared/research/wave2-algorithms.md).
+// Anomaly elimination: a rank keeps an EWMA (alpha 0.02) of its
+// pseudo-gradient norms' mean and variance; once it has seen kEditWindow
+// synchronisations, a norm whose z-score exceeds 3 max(1, the standard
+// deviation of its last kEditWindow z-scores) is anomalous. An anomalous
+// norm does not update the EWMA (our reading; the notes do not say). State
+// row: {count, mean, variance, z-scores seen, the last kEditWindow z-scores
+// (a ring)}.
+constexpr int kEditWindow = 120;
+constexpr int64_t kEditStateFloats = 4 + kEditWindow;
+constexpr double kEditEwmaAlpha = 0.02, kEditZFactor = 3.0;
+// What an anomalous rank adds to its norm before the weights (so its weight
+// vanishes under a temperature).
+constexpr float kEditOutlierPenalty = 1e6f;
+// Whether `norm` is anomalous for the rank whose `state` row this is; the
+// row is updated.
+bool editAnomalous(float *state, double norm);
+// The replicas' weights: w[r] = softmax(-norms / temperature)[r] (in double,
+// the largest logit subtracted), or 1 / ranks at temperature 0.
+void editWeights(const float *norms, int ranks, float temperature, float *w);
 } // namespace sbpflow::cpu

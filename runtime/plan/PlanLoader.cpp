@@ -345,14 +345,33 @@ std::string actionName(plan::ScheduleAction action) {
     return "start";
   case plan::ScheduleAction::Join:
     return "join";
+  case plan::ScheduleAction::Inner:
+    return "inner";
   }
   return "action " + std::to_string(static_cast<int>(action));
 }
 
+// The names of a program's data fields or metrics, in order.
+template <class List> std::vector<std::string> namesOf(const List *list) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < len(list); ++i)
+    names.push_back(str(list->Get(static_cast<flatbuffers::uoffset_t>(i))->name()));
+  return names;
+}
+
+const plan::Program *programNamed(const plan::Plan &p, const std::string &name) {
+  for (size_t i = 0; i < len(p.programs()); ++i)
+    if (str(p.programs()->Get(i)->name()) == name)
+      return p.programs()->Get(i);
+  return nullptr;
+}
+
 // The schedule's programs (`programs`: the plan's program names), period and
 // round steps. One program at most runs in the background, and only there:
-// a Run of it could find it still running.
-Status checkSchedule(const plan::Schedule &schedule, const std::set<std::string> &programs) {
+// a Run of it could find it still running. An inner step's substitute reads
+// the inner program's data fields and reports its metrics.
+Status checkSchedule(const plan::Plan &plan, const plan::Schedule &schedule,
+                     const std::set<std::string> &programs) {
   if (schedule.algorithm()->size() == 0)
     return Status::error("schedule: algorithm is empty (it names the schedule in messages)");
   const std::string what = "schedule '" + schedule.algorithm()->str() + "'";
@@ -364,7 +383,7 @@ Status checkSchedule(const plan::Schedule &schedule, const std::set<std::string>
                          " (at least 1 inner step a round)");
   // The background program and the first step that starts it; the first
   // step that runs each program.
-  std::string background;
+  std::string background, substitute;
   size_t startedAt = 0;
   std::map<std::string, size_t> runAt;
   for (size_t i = 0; i < schedule.round()->size(); ++i) {
@@ -383,11 +402,25 @@ Status checkSchedule(const plan::Schedule &schedule, const std::set<std::string>
     if (name.empty())
       return Status::error(at + " (" + actionName(step.action()) + ") names no program");
     const bool run = step.action() == plan::ScheduleAction::Run;
-    const std::string named = at + (run ? " runs '" : " starts '") + name + "'";
+    const char *verb = run                                            ? " runs '"
+                       : step.action() == plan::ScheduleAction::Start ? " starts '"
+                                                                      : " makes the first step '";
+    const std::string named = at + verb + name + "'";
     if (!programs.count(name))
       return Status::error(named + ", which is not a program of the plan");
     if (name == inner)
       return Status::error(named + ", the inner program");
+    if (step.action() == plan::ScheduleAction::Inner) {
+      const plan::Program *a = programNamed(plan, inner), *b = programNamed(plan, name);
+      if (namesOf(a->inputs()) != namesOf(b->inputs()) ||
+          namesOf(a->metrics()) != namesOf(b->metrics()))
+        return Status::error(named + ", whose data fields or metrics are not those of '" + inner +
+                             "'");
+      if (!substitute.empty())
+        return Status::error(named + ", a second substitute inner step");
+      substitute = name;
+      continue;
+    }
     if (run) {
       runAt.emplace(name, i);
     } else if (background.empty()) {
@@ -468,7 +501,7 @@ Status checkPlan(const plan::Plan &p) {
       return s;
   }
   if (const plan::Schedule *schedule = p.schedule())
-    return checkSchedule(*schedule, names);
+    return checkSchedule(p, *schedule, names);
   return Status::ok();
 }
 

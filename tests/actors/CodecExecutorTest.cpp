@@ -42,7 +42,7 @@ namespace {
 // sees a 7 x 5 matrix). 10 rows: 5 + 5 on two ranks, 3 + 3 + 2 + 2 on four.
 constexpr int64_t kBatch = 10, kC = 7, kD = 5, kN = kC * kD;
 // Each state row is longer than what the codec uses (n, or cols * rank).
-constexpr int64_t kStateCols = kN + 5;
+constexpr int64_t kStateCols = cpu::kEditStateFloats + 5; // EDiT's row is the longest
 constexpr float kLr = 0.01f;
 constexpr int kSteps = 8;
 
@@ -252,7 +252,8 @@ void chunkedTwoBitPairs(const CodecSpec &c, int ranks, const std::vector<std::ve
                        [&](int32_t a, int32_t b) { return std::fabs(acc[a]) > std::fabs(acc[b]); });
       order.resize(static_cast<size_t>(pairsFor(c.density, end - start)));
       std::sort(order.begin(), order.end());
-      idx.insert(idx.end(), order.begin(), order.end());
+      for (int32_t i : order)
+        idx.push_back(i);
     }
     k = static_cast<int64_t>(idx.size());
     std::vector<float> val(k), unsent(k);
@@ -266,9 +267,10 @@ void chunkedTwoBitPairs(const CodecSpec &c, int ranks, const std::vector<std::ve
     tables.resize(tables.size() + cpu::kTwoBitTableFloats);
     cpu::twoBitEncode(val.data(), k, codes.data() + cpu::twoBitCodeBytes(k) * r,
                       tables.data() + cpu::kTwoBitTableFloats * r, unsent.data());
-    for (int64_t j = 0; j < k; ++j)
+    for (int64_t j = 0; j < k; ++j) {
       residual[idx[j]] += unsent[j];
-    idxAll.insert(idxAll.end(), idx.begin(), idx.end());
+      idxAll.push_back(idx[j]);
+    }
   }
   valAll.resize(k * ranks);
   cpu::twoBitDecode(codes.data(), tables.data(), ranks, k, valAll.data());
@@ -366,6 +368,37 @@ std::vector<float> compressedSum(const CodecSpec &c, int ranks,
       s1s.push_back(s1(r));
     }
     powerSgdSum(c, 0, rows, cols, grads, s0s, s1s, count, out.data());
+    return out;
+  }
+  case plan::Codec::Edit: {
+    // EDiT: each rank's norm (anomalous: its pseudo-gradient dropped, the
+    // norm penalised; cpu::editAnomalous is tested on its own), weights
+    // softmax(-norm / temperature) in double, the weighted sum clipped.
+    std::vector<double> norms(ranks), w(ranks);
+    std::vector<bool> dropped(ranks);
+    double total = 0;
+    for (int r = 0; r < ranks; ++r) {
+      double squares = 0;
+      for (float v : grads[r])
+        squares += static_cast<double>(v) * v;
+      norms[r] = std::sqrt(squares);
+      dropped[r] = cpu::editAnomalous(s0(r), norms[r]);
+      norms[r] = static_cast<float>(norms[r]) + (dropped[r] ? 1e6 : 0.0);
+      total += std::exp(-norms[r] / c.temperature);
+    }
+    for (int r = 0; r < ranks; ++r)
+      w[r] = dropped[r] ? 0.0 : std::exp(-norms[r] / c.temperature) / total;
+    double squares = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      double v = 0;
+      for (int r = 0; r < ranks; ++r)
+        v += w[r] * grads[r][i];
+      out[i] = static_cast<float>(v);
+      squares += v * v;
+    }
+    if (std::sqrt(squares) > c.clip)
+      for (float &v : out)
+        v = static_cast<float>(v * (c.clip / std::sqrt(squares)));
     return out;
   }
   case plan::Codec::TopK2Bit: {
@@ -626,6 +659,14 @@ CodecSpec sparseLoCo() {
   c.decay = 0.9f;
   return c;
 }
+// EDiT's weighted average (temperature 0.5) of the gradients, clipped to
+// norm 0.05 (the sums here are larger: the clip binds).
+CodecSpec edit() {
+  CodecSpec c = codec(plan::Codec::Edit);
+  c.temperature = 0.5f;
+  c.clip = 0.05f;
+  return c;
+}
 // Under AdamW (DGC, top-k plain and 2-bit): two dense exchanges of the
 // AdamW update, then its sparse accumulation, clipped locally; the state
 // rows are DGC's m, v, s or top-k's residual, m, s.
@@ -679,6 +720,8 @@ TEST(CodecExecutor, ChunkedTopK2BitWithDecayTwoRanks) {
 TEST(CodecExecutor, ChunkedTopK2BitWithDecayFourRanks) {
   expectRanksMatchReference(sparseLoCo(), 4);
 }
+TEST(CodecExecutor, EditWeightedAndClippedTwoRanks) { expectRanksMatchReference(edit(), 2); }
+TEST(CodecExecutor, EditWeightedAndClippedFourRanks) { expectRanksMatchReference(edit(), 4); }
 TEST(CodecExecutor, DgcWarmupTwoRanks) { expectRanksMatchReference(dgcWarmup(), 2); }
 TEST(CodecExecutor, DgcWarmupFourRanks) { expectRanksMatchReference(dgcWarmup(), 4); }
 TEST(CodecExecutor, DgcUnderAdamWTwoRanks) { expectRanksMatchReference(dgcAdam(), 2); }
@@ -862,8 +905,8 @@ void expectMentions(const std::string &message, const std::vector<std::string> &
 TEST(CodecExecutor, LoaderRefusesStateOfTheWrongShape) {
   PlanSpec rows = codecPlan(2, topk());
   rows.variables[1].shape = {3, kStateCols}; // a row per rank of a 3-rank job
-  expectMentions(refusal(rows),
-                 {"g.allreduce", "state variable 'g.codec.s0' must be f32 [2, L]", "it is [3,40]"});
+  expectMentions(refusal(rows), {"g.allreduce", "state variable 'g.codec.s0' must be f32 [2, L]",
+                                 "it is [3," + std::to_string(kStateCols) + "]"});
   PlanSpec replicated = codecPlan(2, topk());
   replicated.variables[1].sbp = {B()};
   expectMentions(refusal(replicated),
@@ -960,7 +1003,7 @@ TEST(CodecExecutor, LoaderRefusesASignBucketOfZeroAndAMomentumElsewhere) {
                  {"g.allreduce", "only DGC and sign keep a momentum"});
   CodecSpec signClip = signMomentum();
   signClip.clip = 1.0f;
-  expectMentions(refusal(codecPlan(2, signClip)), {"g.allreduce", "only DGC clips"});
+  expectMentions(refusal(codecPlan(2, signClip)), {"g.allreduce", "only DGC and Edit clip"});
 }
 
 TEST(CodecExecutor, LoaderRefusesAdamWMomentsElsewhereOrOutOfRange) {

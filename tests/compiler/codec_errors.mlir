@@ -37,6 +37,11 @@ func.func @f() attributes {c = #sbp.codec<topk2bit, density = 0.1, chunk = 16, d
 
 // -----
 
+// expected-error @+1 {{#sbp.codec<topk>: temperature is edit's (> 0, or 0 for equal weights), got 2}}
+func.func @f() attributes {c = #sbp.codec<topk, density = 0.1, temperature = 2.0>} { return }
+
+// -----
+
 // expected-error @+1 {{#sbp.codec<powersgd> needs rank >= 1, got 0}}
 func.func @f() attributes {c = #sbp.codec<powersgd>} { return }
 

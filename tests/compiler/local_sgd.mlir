@@ -19,6 +19,9 @@
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=sparseloco:15 sparseloco-topk=16 sparseloco-chunk=1024 error-decay=0.5" --sbp-bucket-gradients | FileCheck %s --check-prefix=SPARSE
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=sparseloco:15 sparseloco-topk=16 sparseloco-chunk=1024 error-decay=0.5" | sbpflow-opt | FileCheck %s --check-prefix=SPARSE
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compile="sync=sparseloco:15" --sbp-emit-plan=print=true | FileCheck %s --check-prefix=SPARSEPLAN
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=edit:6 edit-temperature=0.5 pseudo-grad-clip=2" --sbp-bucket-gradients | FileCheck %s --check-prefix=EDIT
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=edit:6 edit-temperature=0.5 pseudo-grad-clip=2" | sbpflow-opt | FileCheck %s --check-prefix=EDIT
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compile="sync=edit:6" --sbp-emit-plan=print=true | FileCheck %s --check-prefix=EDITPLAN
 
 // Parameters and SGD's momentum are per replica; the anchor starts as the
 // parameter (same init and seed), the outer momentum at zero.
@@ -139,3 +142,34 @@
 // SPARSEPLAN-LABEL: program outer
 // SPARSEPLAN-COUNT-4: AllReduce {{.*}} codec TopK2Bit density 0.0078125 {{.*}} chunk 4096 decay 0.95
 // SPARSEPLAN-NOT: AllReduce
+
+// EDiT: @train stays local; @train_sync (the first step of every round after
+// the first) is @train with each parameter synchronised just before the op
+// that first uses it: its pseudo-gradient, EDiT's weighted all-reduce
+// (#sbp.codec<edit>, its anomaly detector's row per rank) and DiLoCo's outer
+// step with the weights summing to one (replicas = 1); the forward reads the
+// parameter after it, so each layer's exchange overlaps the layers before.
+// EDIT-DAG: sbp.variable @fc1.weight.codec.anomaly : tensor<4x124xf32, #sbp.t<@dp, [S(0)]>>
+// EDIT-DAG: sbp.variable @fc1.weight.outer_momentum : tensor<784x64xf32, #sbp.t<@dp, [B]>>
+// EDIT: sbp.schedule "edit" @train every 6 then ["inner @train_sync"]
+// EDIT-LABEL: func.func @train()
+// EDIT-NOT: sbp.all_reduce
+// EDIT-LABEL: func.func @train_sync()
+// EDIT: %[[A:.*]] = sbp.parameter @fc1.weight.outer_anchor
+// EDIT-NEXT: %[[P:.*]] = sbp.parameter @fc1.weight :
+// EDIT-NEXT: %[[D:.*]] = sbp.pseudo_gradient %[[A]], %[[P]] {dim = 0 : i64}
+// EDIT-NEXT: %[[S:.*]] = sbp.all_reduce %[[D]] {codec = #sbp.codec<edit, clip = 2.000000e+00, temperature = 5.000000e-01>, dim = 0 : i64, state = [@fc1.weight.codec.anomaly], step = @fc1.weight.codec.step}
+// EDIT-NEXT: sbp.outer_step %[[S]] {anchor = @fc1.weight.outer_anchor, {{.*}} momentum = 0.899999976 : f32, momentum_buffer = @fc1.weight.outer_momentum, nesterov = true, replicas = 1 : i64, variable = @fc1.weight}
+// EDIT-NEXT: %[[W:.*]] = sbp.parameter @fc1.weight :
+// EDIT-NEXT: sbp.matmul %{{.*}}, %[[W]]
+// EDIT: sbp.outer_step {{.*}} variable = @fc2.bias}
+// EDIT-NEXT: %[[B:.*]] = sbp.parameter @fc2.bias :
+// EDIT-NEXT: sbp.bias_add %{{.*}}, %[[B]]
+
+// The plan: the substitute step, and the forward's read of each parameter
+// waits for its outer step (a control register, read after write).
+// EDITPLAN: schedule edit: train x6, then inner train_sync
+// EDITPLAN-LABEL: program train_sync
+// EDITPLAN: [[OS:[0-9]+]] sbp.outer_step{{.*}} OuterStep {{.*}} replicas 1
+// EDITPLAN-NEXT: [[READ:[0-9]+]] sbp.parameter{{.*}} Parameter
+// EDITPLAN: task [[OS]] -> [{{([0-9]+,)*}}[[READ]]{{[],]}}{{.*}} control

@@ -674,6 +674,33 @@ TEST(MlpEndToEnd, ResumeWithSparseLocoContinuesBitForBit) {
   EXPECT_EQ(residuals, 4);
 }
 
+// EDiT synchronises each round at the start of the next round's first
+// step, layer by layer inside its forward. With H = 1, equal weights (2
+// replicas: 1/2, exact), outer lr 1 and no momentum, the anchor after 20
+// steps is the replicas' average after 19, as DiLoCo (H = 1) has it after
+// 19 steps, to the bit; the replicas have trained one more step since, each
+// alone.
+TEST(MlpEndToEnd, EditSynchronisesInTheNextForwardAsDilocoDidAfterTheStep) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir editDir("sbpflow_e2e"), dilocoDir("sbpflow_e2e");
+  const std::string outer = "--outer-lr 1 --outer-momentum 0";
+  CommandResult a = trainLocalSgd("edit:1", outer, 20, editDir.path());
+  ASSERT_EQ(a.status, 0) << a.output;
+  CommandResult b = trainLocalSgd("diloco:1", outer, 19, dilocoDir.path());
+  ASSERT_EQ(b.status, 0) << b.output;
+  const auto edit = loadCheckpoint<float>(editDir.path()),
+             diloco = loadCheckpoint<float>(dilocoDir.path());
+  for (const std::string name : {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}) {
+    const std::string anchor = name + ".outer_anchor";
+    ASSERT_TRUE(edit.count(anchor) && diloco.count(anchor)) << anchor;
+    EXPECT_EQ(edit.at(anchor), diloco.at(anchor)) << anchor << ": EDiT (20 steps) vs DiLoCo (19)";
+    EXPECT_NE(replicaRow(edit.at(name), 2, 0), replicaRow(edit.at(name), 2, 1))
+        << name << ": the replicas' last step is their own";
+    EXPECT_EQ(edit.count(name + ".codec.anomaly"), 1u) << name;
+  }
+}
+
 // The straggler harness: under synchronous data parallelism every step
 // waits for rank 1, which sleeps 100 ms after each of its steps, so the
 // job's mean step takes at least that (a lower bound the sleep guarantees,

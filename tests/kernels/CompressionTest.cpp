@@ -3,7 +3,8 @@
 // accumulated gradient, bit for bit), DGC's local step (momentum correction,
 // sampled threshold, factor masking; without momentum correction, and the
 // AdamW update it accumulates under AdamW) and warm-up, shared-seed
-// random-k, and the decoding scatter-add.
+// random-k, the decoding scatter-add, and EDiT's anomaly detector and
+// weights.
 #include "kernels/cpu/Compression.h"
 #include "kernels/cpu/Kernels.h"
 #include "kernels/cpu/Transformer.h"
@@ -576,6 +577,80 @@ TEST(LgrecoChoose, AZeroOrNonFiniteBudgetKeepsTheChoice) {
   table[0] = std::numeric_limits<float>::quiet_NaN();
   EXPECT_FALSE(cpu::lgrecoChoose(table.data(), 2, 2, 0, choice.data(), dp.data(), picks.data()));
   EXPECT_EQ(choice, (std::vector<int32_t>{1, 0}));
+}
+
+// EDiT's detector written out in double: EWMA (alpha 0.02) of the norms'
+// mean and variance, z-scores against them, an anomaly once 120 norms were
+// seen with z above 3 max(1, sd of the last 120 z-scores), not folded in.
+struct ReferenceDetector {
+  int count = 0;
+  double mean = 0, variance = 0;
+  std::vector<double> zs;
+  bool see(double norm) {
+    if (count++ == 0) {
+      mean = norm;
+      return false;
+    }
+    const double sigma = std::sqrt(variance);
+    const double z = sigma > 0 ? (norm - mean) / sigma : 0.0;
+    bool anomalous = false;
+    if (count - 1 >= 120) {
+      std::vector<double> last(zs.end() - std::min<size_t>(zs.size(), 120), zs.end());
+      double m = 0, ss = 0;
+      for (double v : last)
+        m += v / static_cast<double>(last.size());
+      for (double v : last)
+        ss += (v - m) * (v - m);
+      const double sd = last.size() > 1 ? std::sqrt(ss / static_cast<double>(last.size() - 1)) : 0;
+      anomalous = z > 3 * std::max(1.0, sd);
+    }
+    if (!anomalous) {
+      const double diff = norm - mean;
+      mean += 0.02 * diff;
+      variance = 0.98 * (variance + 0.02 * diff * diff);
+    }
+    zs.push_back(z);
+    return anomalous;
+  }
+};
+
+TEST(EditAnomalous, FlagsOnlyAnOutlierAfterTheWarmUpAsTheReference) {
+  std::vector<float> state(cpu::kEditStateFloats, 0.0f);
+  ReferenceDetector ref;
+  int flagged = 0;
+  for (int i = 0; i < 400; ++i) {
+    // Norms about 1 with noise; a spike at 60 (inside the warm-up) and at 300.
+    double norm = 1.0 + 0.05 * std::sin(0.7 * i) + 0.02 * std::cos(2.3 * i);
+    if (i == 60 || i == 300)
+      norm = 5.0;
+    const bool want = ref.see(norm);
+    EXPECT_EQ(cpu::editAnomalous(state.data(), norm), want) << "norm " << i;
+    flagged += want;
+    if (i == 60) {
+      EXPECT_FALSE(want) << "the warm-up flags nothing";
+    }
+    if (i == 300) {
+      EXPECT_TRUE(want) << "the spike after the warm-up";
+    }
+  }
+  EXPECT_EQ(flagged, 1);
+  EXPECT_NEAR(state[1], ref.mean, 1e-5);
+  EXPECT_NEAR(state[2], ref.variance, 1e-6);
+  EXPECT_EQ(state[0], 400.0f);
+}
+
+TEST(EditWeights, SoftmaxOfMinusTheNormsOrEqual) {
+  const std::vector<float> norms = {0.5f, 1.0f, 2.0f, 1e6f};
+  std::vector<float> w(4);
+  cpu::editWeights(norms.data(), 4, 0.5f, w.data());
+  double total = 0;
+  for (float n : norms)
+    total += std::exp(-n / 0.5);
+  for (int r = 0; r < 4; ++r)
+    EXPECT_NEAR(w[r], std::exp(-norms[r] / 0.5) / total, 1e-7) << r;
+  EXPECT_EQ(w[3], 0.0f) << "an anomalous rank's penalised norm weighs nothing";
+  cpu::editWeights(norms.data(), 4, 0.0f, w.data());
+  EXPECT_EQ(w, (std::vector<float>{0.25f, 0.25f, 0.25f, 0.25f}));
 }
 
 } // namespace

@@ -1061,6 +1061,32 @@ TEST(PlanLoader, ScheduleStepDefects) {
   expectRefused(co2Plan, defects);
 }
 
+// EDiT's schedule: the inner program's substitute first step must read the
+// same data fields and report the same metrics (here one, "g"); one at
+// most.
+TEST(PlanLoader, InnerSubstituteLoadsAndIsChecked) {
+  auto editPlan = [] {
+    PlanSpec spec = localSgdPlan();
+    spec.schedule = ScheduleSpec{"edit", "train", 4, {innerStep("outer")}};
+    spec.programs[1].metrics = {{"g", 0}};
+    spec.programs[0].metrics = {{"g", 2}};
+    return spec;
+  };
+  auto loaded = loadPlanBuffer(build(editPlan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  const std::string text = describePlan(*loaded->plan());
+  EXPECT_NE(text.find("\nschedule edit: train x4, then inner outer\n"), std::string::npos) << text;
+  const std::string edit = "schedule 'edit': ";
+  const std::vector<Defect> defects = {
+      {[](PlanSpec &s) { s.programs[0].metrics[0].first = "delta"; },
+       edit + "round step 0 makes the first step 'outer', whose data fields or metrics are not "
+              "those of 'train'"},
+      {[](PlanSpec &s) { s.schedule->round.push_back(innerStep("outer")); },
+       edit + "round step 1 makes the first step 'outer', a second substitute inner step"},
+  };
+  expectRefused(editPlan, defects);
+}
+
 // The registry's check of Assign (kernels/LocalSgd.cpp).
 TEST(PlanLoader, AssignDefects) {
   const std::string assign = "program 'adopt': task 1 'w.anchor.assign' (Assign): ";

@@ -74,8 +74,9 @@ struct CodecSpec {
   std::vector<int> state; // variable indices
   int step = -1;          // variable index
   std::optional<LgrecoSpec> lgreco;
-  int chunk = 0;      // TopK2Bit: top-k per chunk (SparseLoCo)
-  float decay = 1.0f; // TopK2Bit: the residual's decay
+  int chunk = 0;         // TopK2Bit: top-k per chunk (SparseLoCo)
+  float decay = 1.0f;    // TopK2Bit: the residual's decay
+  float temperature = 0; // Edit
 };
 
 struct TaskSpec {
@@ -139,6 +140,9 @@ inline ScheduleStepSpec runStep(std::string program) {
 }
 inline ScheduleStepSpec startStep(std::string program) {
   return {plan::ScheduleAction::Start, std::move(program)};
+}
+inline ScheduleStepSpec innerStep(std::string program) {
+  return {plan::ScheduleAction::Inner, std::move(program)};
 }
 inline ScheduleStepSpec joinStep() { return {plan::ScheduleAction::Join, std::nullopt}; }
 
@@ -305,7 +309,7 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
           codec = plan::CreateCodecAttrs(fbb, c.kind, c.density, c.bits, c.rank, c.momentum, c.clip,
                                          c.warmupSteps, c.epochSteps, c.bucket, c.seed,
                                          fbb.CreateVector(c.state), c.step, lgreco, c.beta2, c.eps,
-                                         c.chunk, c.decay);
+                                         c.chunk, c.decay, c.temperature);
         }
         attrs = plan::CreateCollectiveAttrs(fbb, t.dim, t.reduce, codec).Union();
         break;

@@ -13,6 +13,12 @@ round's second inner step ends, H - 1 steps before it is joined; it used to
 wait for the join while CAF's work-stealing scheduler ran the inner steps'
 jobs first).
 
+Then EDiT (--sync edit:H): the first step of every round after the first
+runs the program train_sync, the rest train; train_sync's exchanges (one
+all-reduce a parameter) are on the comm lane, issued in the order the
+forward uses the parameters, and it prints how much of them ran while the
+forward computed (measured, not asserted).
+
 Usage: trace_test.py BIN_DIR. Exit 77 (skipped) without the data set.
 """
 import json
@@ -170,6 +176,59 @@ def check_co2(bin_dir, work):
                   f"{100 * hidden / x['dur']:.0f}% of it beside inner steps")
 
 
+EDIT_PERIOD, EDIT_STEPS = 10, 40
+
+
+def check_edit(bin_dir, work):
+    trace_dir = os.path.join(work, "edit")
+    run([f"{bin_dir}/mlp_fashion_mnist", "--local", str(RANKS), "--epochs", "1", "--max-steps",
+         str(EDIT_STEPS), "--sync", f"edit:{EDIT_PERIOD}", "--trace-dir", trace_dir])
+    for rank in range(RANKS):
+        with open(os.path.join(trace_dir, f"rank{rank}.trace.json")) as f:
+            events = json.load(f)["traceEvents"]
+        lanes = {e["tid"]: e["args"]["name"] for e in events
+                 if e["ph"] == "M" and e["name"] == "thread_name"}
+        steps, syncs = {}, {}
+        for e in events:
+            if e["ph"] != "X":
+                continue
+            program, s = e["args"]["program"], e["args"]["step"]
+            if e["cat"] == "step":
+                steps[(program, s)] = e
+            elif program == "train_sync":
+                syncs.setdefault(s, []).append(e)
+        # Global step 10 (i + 1) is train_sync's step i; train's steps are the
+        # rest, so train_sync i runs between train's 10 (i + 1) - i - 1 and
+        # 10 (i + 1) - i (the trace counts each program's steps).
+        rounds = (EDIT_STEPS - 1) // EDIT_PERIOD
+        counts = {p: sum(1 for q, _ in steps if q == p) for p in ("train", "train_sync")}
+        if counts != {"train": EDIT_STEPS - rounds, "train_sync": rounds}:
+            fail(f"rank {rank}: steps run {counts}, expected {EDIT_STEPS - rounds} of train and "
+                 f"{rounds} of train_sync")
+        for i in range(rounds):
+            before = steps[("train", EDIT_PERIOD * (i + 1) - i - 1)]
+            sync = steps[("train_sync", i)]
+            after = steps[("train", EDIT_PERIOD * (i + 1) - i)]
+            if not (before["ts"] + before["dur"] <= sync["ts"] + 1e-3 and
+                    sync["ts"] + sync["dur"] <= after["ts"] + 1e-3):
+                fail(f"rank {rank}: train_sync's step {i} did not run between train's steps "
+                     f"{EDIT_PERIOD * (i + 1) - i - 1} and {EDIT_PERIOD * (i + 1) - i}")
+        for s, es in sorted(syncs.items()):
+            exchanges = sorted((e for e in es if e["cat"] == "AllReduce"), key=lambda e: e["ts"])
+            if len(exchanges) != 4 or any(lanes[e["tid"]] != "comm" for e in exchanges):
+                fail(f"rank {rank} step {s}: {len(exchanges)} exchanges on lanes "
+                     f"{[lanes[e['tid']] for e in exchanges]}, expected the 4 parameters' on comm")
+            # Named by the source line of their layer: fc1's (line 46) first.
+            order = [e["name"] for e in exchanges]
+            if order != sorted(order) or order[0] == order[-1]:
+                fail(f"rank {rank} step {s}: exchanges ran in the order {order}, not the forward's")
+            compute = [e for e in es if lanes[e["tid"]] == "compute"]
+            hidden = sum(max(0.0, overlap(x, c)) for x in exchanges for c in compute)
+            total = sum(x["dur"] for x in exchanges)
+            print(f"rank {rank}: EDiT step {s}: exchanges {total:.0f} us, "
+                  f"{100 * hidden / max(total, 1e-9):.0f}% of it beside compute")
+
+
 def main():
     bin_dir = sys.argv[1]
     if not os.path.isdir(DATA_DIR):
@@ -188,6 +247,7 @@ def main():
         for r in range(RANKS):
             check_rank(os.path.join(trace_dir, f"rank{r}.trace.json"), r, tasks)
         check_co2(bin_dir, work)
+        check_edit(bin_dir, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("PASS")

@@ -130,18 +130,24 @@ def check_rank(path, rank, tasks):
               f"overlaps a matmul in {n}/{TRACED} steps")
 
 
-CO2_PERIOD, CO2_STEPS = 10, 40
-
-
-def check_co2(bin_dir, work):
-    trace_dir = os.path.join(work, "co2")
+def local_sgd_traces(bin_dir, work, sync, steps):
+    """Per rank, the events and lane names of the MLP's trace under --sync."""
+    trace_dir = os.path.join(work, sync.replace(":", "_"))
     run([f"{bin_dir}/mlp_fashion_mnist", "--local", str(RANKS), "--epochs", "1", "--max-steps",
-         str(CO2_STEPS), "--sync", f"co2:{CO2_PERIOD}", "--trace-dir", trace_dir])
+         str(steps), "--sync", sync, "--trace-dir", trace_dir])
     for rank in range(RANKS):
         with open(os.path.join(trace_dir, f"rank{rank}.trace.json")) as f:
             events = json.load(f)["traceEvents"]
         lanes = {e["tid"]: e["args"]["name"] for e in events
                  if e["ph"] == "M" and e["name"] == "thread_name"}
+        yield rank, events, lanes
+
+
+CO2_PERIOD, CO2_STEPS = 10, 40
+
+
+def check_co2(bin_dir, work):
+    for rank, events, lanes in local_sgd_traces(bin_dir, work, f"co2:{CO2_PERIOD}", CO2_STEPS):
         steps = {}
         exchange_lanes, train_lanes = set(), set()
         for e in events:
@@ -180,14 +186,8 @@ EDIT_PERIOD, EDIT_STEPS = 10, 40
 
 
 def check_edit(bin_dir, work):
-    trace_dir = os.path.join(work, "edit")
-    run([f"{bin_dir}/mlp_fashion_mnist", "--local", str(RANKS), "--epochs", "1", "--max-steps",
-         str(EDIT_STEPS), "--sync", f"edit:{EDIT_PERIOD}", "--trace-dir", trace_dir])
-    for rank in range(RANKS):
-        with open(os.path.join(trace_dir, f"rank{rank}.trace.json")) as f:
-            events = json.load(f)["traceEvents"]
-        lanes = {e["tid"]: e["args"]["name"] for e in events
-                 if e["ph"] == "M" and e["name"] == "thread_name"}
+    for rank, events, lanes in local_sgd_traces(bin_dir, work, f"edit:{EDIT_PERIOD}",
+                                                EDIT_STEPS):
         steps, syncs = {}, {}
         for e in events:
             if e["ph"] != "X":

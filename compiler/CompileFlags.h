@@ -4,7 +4,7 @@
 // --link-bytes-per-second and --codec-costs, and local SGD's --sync,
 // --outer-lr, --outer-momentum, --co2-staleness, --gap-penalty,
 // --outer-clip, --sparseloco-topk, --sparseloco-chunk, --error-decay,
-// --edit-temperature and --pseudo-grad-clip
+// --sparseloco-average, --edit-temperature and --pseudo-grad-clip
 // (compiler/Pipeline.h, CompileOptions). Header-only: the compiler library
 // does not link CLI11.
 #pragma once
@@ -70,6 +70,10 @@ inline void addCompileFlags(CLI::App &app, CompileOptions &options) {
   app.add_option("--error-decay", options.errorDecay,
                  "--sync sparseloco: the error-feedback residual's decay per round (default 0.95)")
       ->check(CLI::Range(1e-6, 1.0));
+  app.add_option("--sparseloco-average", options.sparselocoAverage,
+                 "--sync sparseloco: replicas (each value's mean over all replicas, the paper's; "
+                 "default) or senders (over the replicas that sent it, as CCLoco)")
+      ->check(CLI::IsMember({"replicas", "senders"}));
   app.add_option("--edit-temperature", options.editTemperature,
                  "--sync edit: softmax temperature of the replicas' pseudo-gradient weights "
                  "(0: equal weights)")

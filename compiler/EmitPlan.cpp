@@ -224,7 +224,7 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
         *bucket, static_cast<uint64_t>(c.getSeed()), &*state, *step, lgreco,
         c.getBeta2().convertToFloat(), c.getEps().convertToFloat(),
         static_cast<int32_t>(c.getChunk()), c.getDecay().convertToFloat(),
-        c.getTemperature().convertToFloat());
+        c.getTemperature().convertToFloat(), c.getSenders() != 0);
     return fb::CreateCollectiveAttrs(fbb, *dim, reduce, codec).Union();
   }
   case fb::OpAttrs::NormAttrs:

@@ -35,6 +35,7 @@ struct SyncSpec {
   double gapPenalty = 1, outerClip = 0;   // co2
   int64_t topk = 0, chunk = 0;            // sparseloco
   double errorDecay = 1;                  // sparseloco
+  bool meanOverSenders = false;           // sparseloco
   double temperature = 0, pseudoClip = 0; // edit
 };
 
@@ -45,6 +46,7 @@ struct SyncOptions {
   int64_t topk, chunk;
   double errorDecay;
   double temperature, pseudoClip;
+  std::string average;
 };
 
 FailureOr<SyncSpec> parseSync(llvm::StringRef spec, const SyncOptions &o,
@@ -92,6 +94,11 @@ FailureOr<SyncSpec> parseSync(llvm::StringRef spec, const SyncOptions &o,
                          << ": need 1 <= topk <= chunk <= 65536";
     if (!(s.errorDecay > 0 && s.errorDecay <= 1))
       return emitError() << "--error-decay " << s.errorDecay << " must lie in (0, 1]";
+    if (o.average != "replicas" && o.average != "senders")
+      return emitError() << "--sparseloco-average '" << o.average
+                         << "': replicas (the paper's mean) or senders (each value's mean over "
+                            "the replicas that sent it, as CCLoco)";
+    s.meanOverSenders = o.average == "senders";
   } else {
     // CO2 (Sun et al. 2024), as its reference code (fairscale-CO2): heavy
     // ball at lr 1.0, momentum 0.5, a constant gap penalty.
@@ -122,7 +129,7 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
     FailureOr<SyncSpec> spec =
         parseSync(sync,
                   {outerLr, outerMomentum, staleness, gapPenalty, outerClip, sparselocoTopk,
-                   sparselocoChunk, errorDecay, editTemperature, pseudoGradClip},
+                   sparselocoChunk, errorDecay, editTemperature, pseudoGradClip, sparselocoAverage},
                   [&] { return module.emitError(); });
     if (failed(spec))
       return signalPassFailure();
@@ -339,7 +346,9 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
           failed(attachCodec(cast<AllReduceOp>(sum.getDefiningOp()), sparseCodec(b, spec), var,
                              LgrecoAttr(), symbols)))
         return failure();
-      outerStep(b, loc, sum, var, anchor, momentum, spec, replicas, /*keepAnchor=*/false);
+      // Averaged over its senders, the sum is already a mean.
+      outerStep(b, loc, sum, var, anchor, momentum, spec, spec.meanOverSenders ? 1 : replicas,
+                /*keepAnchor=*/false);
     }
     b.create<func::ReturnOp>(module.getLoc());
     round = {"run @outer"};
@@ -348,19 +357,19 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
 
   // `codec` with SparseLoCo's or EDiT's fields set.
   static CodecAttr withFields(CodecAttr c, int64_t chunk, double decay, double temperature,
-                              double clip) {
+                              double clip, bool senders = false) {
     return CodecAttr::get(c.getContext(), c.getKind(), c.getDensity(), c.getBits(), c.getRank(),
                           c.getMomentum(), llvm::APFloat(clip), c.getWarmup(), c.getEpochSteps(),
                           c.getBucket(), c.getSeed(), c.getBeta2(), c.getEps(), chunk,
-                          llvm::APFloat(decay), llvm::APFloat(temperature));
+                          llvm::APFloat(decay), llvm::APFloat(temperature), senders ? 1 : 0);
   }
 
   // SparseLoCo's codec: `topk` of each `chunk`, 2-bit values, the residual
-  // decayed by `errorDecay`.
+  // decayed by `errorDecay`; each value averaged over its senders or summed.
   static CodecAttr sparseCodec(OpBuilder &b, const SyncSpec &spec) {
     const double density = static_cast<double>(spec.topk) / static_cast<double>(spec.chunk);
     return withFields(codecWith(b.getContext(), CodecKind::topk2bit, density), spec.chunk,
-                      spec.errorDecay, 0.0, 0.0);
+                      spec.errorDecay, 0.0, 0.0, spec.meanOverSenders);
   }
 
   // EDiT's @train_sync, the first inner step of every round after the

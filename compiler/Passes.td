@@ -116,7 +116,9 @@ def LocalSgdPass : SbpPass<"sbp-local-sgd",
       `decay`): each replica sends the `sparseloco-topk` largest of every
       `sparseloco-chunk` elements of its pseudo-gradient plus its residual
       (decayed by `error-decay`) in 2-bit values, and keeps the rest; the
-      mean is applied at `outer-lr` (1 by default).
+      mean is applied at `outer-lr` (1 by default); with
+      `sparseloco-average=senders` each value is averaged over the replicas
+      that sent it (the reference code's), not over all.
     - EDiT: @train_sync, @train with each parameter synchronised just
       before its first read (the exchange of each layer overlapping the
       forward of the layers before it), runs as the first inner step of
@@ -145,6 +147,9 @@ def LocalSgdPass : SbpPass<"sbp-local-sgd",
            "sparseloco: elements per chunk (at most 65536)">,
     Option<"errorDecay", "error-decay", "double", /*default=*/"0.95",
            "sparseloco: the error-feedback residual's decay per round, in (0, 1]">,
+    Option<"sparselocoAverage", "sparseloco-average", "std::string", /*default=*/"\"replicas\"",
+           "sparseloco: replicas (the mean over all replicas, the paper's) or senders (each "
+           "value's mean over the replicas that sent it, CCLoco's)">,
     Option<"editTemperature", "edit-temperature", "double", /*default=*/"0",
            "edit: the softmax temperature of the pseudo-gradient weights (0: equal weights)">,
     Option<"pseudoGradClip", "pseudo-grad-clip", "double", /*default=*/"0",

@@ -56,6 +56,7 @@ void mlir::sbp::buildCompilePipeline(OpPassManager &pm, const CompileOptions &op
       o.sparselocoTopk = options.sparselocoTopk;
       o.sparselocoChunk = options.sparselocoChunk;
       o.errorDecay = options.errorDecay;
+      o.sparselocoAverage = options.sparselocoAverage;
       o.editTemperature = options.editTemperature;
       o.pseudoGradClip = options.pseudoGradClip;
       return o;

@@ -42,6 +42,7 @@ struct CompileOptions {
   int64_t sparselocoTopk = 32;
   int64_t sparselocoChunk = 4096;
   double errorDecay = 0.95;
+  std::string sparselocoAverage = "replicas"; // or "senders"
   // EDiT: the weights' softmax temperature (0: equal) and the averaged
   // pseudo-gradient's clip norm (0: none).
   double editTemperature = 0;

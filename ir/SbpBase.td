@@ -118,7 +118,8 @@ def Sbp_CodecAttr : Sbp_Attr<"Codec", "codec"> {
     update), chunk (top-k with 2-bit values: the top density of each chunk of
     that many elements, sent as offsets within it; 0: of the whole tensor) and
     decay (top-k with 2-bit values: the residual's error-feedback decay,
-    SparseLoCo's beta).
+    SparseLoCo's beta), senders (top-k with 2-bit values, 1: each index is
+    averaged over the ranks that sent it, as CCLoco, instead of summed).
     edit is EDiT's weighted average of pseudo-gradients (softmax of minus the
     norms over `temperature`, 0: equal weights; anomalous norms dropped;
     the result clipped to the global norm `clip`, 0: none).
@@ -131,7 +132,8 @@ def Sbp_CodecAttr : Sbp_Attr<"Codec", "codec"> {
                         APFloatParameter<"DGC under AdamW: beta2">:$beta2,
                         APFloatParameter<"DGC under AdamW: eps">:$eps, "int64_t":$chunk,
                         APFloatParameter<"error-feedback decay">:$decay,
-                        APFloatParameter<"EDiT's softmax temperature">:$temperature);
+                        APFloatParameter<"EDiT's softmax temperature">:$temperature,
+                        "int64_t":$senders);
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
 }

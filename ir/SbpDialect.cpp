@@ -372,7 +372,7 @@ CodecAttr mlir::sbp::codecWith(MLIRContext *ctx, CodecKind kind, double value) {
                         kind == CodecKind::qsgd ? integral : 0,
                         kind == CodecKind::powersgd ? integral : 0, llvm::APFloat(0.0),
                         llvm::APFloat(0.0), 0, 0, 512, 0, llvm::APFloat(0.0), llvm::APFloat(0.0), 0,
-                        llvm::APFloat(1.0), llvm::APFloat(0.0));
+                        llvm::APFloat(1.0), llvm::APFloat(0.0), 0);
 }
 
 Attribute CodecAttr::parse(AsmParser &parser, Type) {
@@ -387,7 +387,8 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
     return {};
   }
   double density = 0, momentum = 0, clip = 0, beta2 = 0, eps = 0, decay = 1, temperature = 0;
-  int64_t bits = 0, rank = 0, warmup = 0, epochSteps = 0, bucket = 512, seed = 0, chunk = 0;
+  int64_t bits = 0, rank = 0, warmup = 0, epochSteps = 0, bucket = 512, seed = 0, chunk = 0,
+          senders = 0;
   const std::pair<llvm::StringRef, double *> floats[] = {{"density", &density},
                                                          {"momentum", &momentum},
                                                          {"clip", &clip},
@@ -397,7 +398,7 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
                                                          {"temperature", &temperature}};
   const std::pair<llvm::StringRef, int64_t *> ints[] = {
       {"bits", &bits},     {"rank", &rank}, {"warmup", &warmup}, {"epoch_steps", &epochSteps},
-      {"bucket", &bucket}, {"seed", &seed}, {"chunk", &chunk}};
+      {"bucket", &bucket}, {"seed", &seed}, {"chunk", &chunk},   {"senders", &senders}};
   while (succeeded(parser.parseOptionalComma())) {
     llvm::StringRef key;
     SMLoc loc = parser.getCurrentLocation();
@@ -414,7 +415,7 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
     } else {
       parser.emitError(loc, "unknown codec parameter '")
           << key << "' (expected density, bits, rank, momentum, clip, warmup, epoch_steps, "
-          << "bucket, seed, beta2, eps, chunk, decay or temperature)";
+          << "bucket, seed, beta2, eps, chunk, decay, temperature or senders)";
       return {};
     }
   }
@@ -424,7 +425,7 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
                                       bits, rank, llvm::APFloat(momentum), llvm::APFloat(clip),
                                       warmup, epochSteps, bucket, seed, llvm::APFloat(beta2),
                                       llvm::APFloat(eps), chunk, llvm::APFloat(decay),
-                                      llvm::APFloat(temperature));
+                                      llvm::APFloat(temperature), senders);
 }
 
 LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitError, CodecKind kind,
@@ -432,7 +433,7 @@ LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitErr
                                 llvm::APFloat momentumF, llvm::APFloat clipF, int64_t warmup,
                                 int64_t epochSteps, int64_t bucket, int64_t, llvm::APFloat beta2F,
                                 llvm::APFloat epsF, int64_t chunk, llvm::APFloat decayF,
-                                llvm::APFloat temperatureF) {
+                                llvm::APFloat temperatureF, int64_t senders) {
   const double density = densityF.convertToDouble(), momentum = momentumF.convertToDouble(),
                clip = clipF.convertToDouble(), beta2 = beta2F.convertToDouble(),
                eps = epsF.convertToDouble();
@@ -477,6 +478,11 @@ LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitErr
                        << ">: chunk and decay are topk2bit's (0 <= chunk <= 65536, 0 < decay <= "
                           "1), got chunk = "
                        << chunk << ", decay = " << decay;
+  if (senders != 0 && (kind != CodecKind::topk2bit || senders != 1))
+    return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
+                       << ">: senders is topk2bit's (0: the sum, 1: each index's mean over the "
+                          "ranks that sent it), got "
+                       << senders;
   return success();
 }
 
@@ -512,6 +518,8 @@ void CodecAttr::print(AsmPrinter &printer) const {
     field("decay", getDecay().convertToDouble());
   if (!getTemperature().isZero())
     field("temperature", getTemperature().convertToDouble());
+  if (getSenders() != 0)
+    field("senders", getSenders());
   printer << ">";
 }
 

@@ -293,6 +293,8 @@ std::string describe(const plan::CodecAttrs &c) {
     s += " decay " + std::to_string(c.decay());
   if (c.temperature() != 0.0f)
     s += " temperature " + std::to_string(c.temperature());
+  if (c.mean_over_senders())
+    s += " mean over senders";
   return s;
 }
 
@@ -392,6 +394,8 @@ Status checkCodec(const OpArgs &a) {
                          std::to_string(c.temperature()));
   if (c.warmup_steps() < 0 || c.epoch_steps() < 0)
     return Status::error(at + ": warmup_steps and epoch_steps must not be negative");
+  if (c.mean_over_senders() && (c.kind() != Codec::TopK2Bit || c.lgreco()))
+    return Status::error(at + ": mean_over_senders is TopK2Bit's without L-GreCo");
   if ((c.chunk() != 0 || c.decay() != 1.0f) &&
       (c.kind() != Codec::TopK2Bit || c.chunk() < 0 || c.chunk() > 65536 ||
        !(c.decay() > 0.0f && c.decay() <= 1.0f) || c.lgreco()))
@@ -762,6 +766,11 @@ struct Exchange : CodecExchange {
     if (Status s = gather(sendBytes, recvBytes, payload, plan::DType::U8); !s)
       return s;
     std::fill(out, out + n, 0.0f);
+    // Averaged over its senders: how many ranks sent each index (`order` is
+    // free once this rank's pairs are chosen).
+    int32_t *senders = c->mean_over_senders() ? order : nullptr;
+    if (senders)
+      std::fill(senders, senders + n, 0);
     for (int r = 0; r < ranks; ++r) {
       const uint8_t *from = recvBytes + payload * r;
       if (!chunked) {
@@ -783,7 +792,14 @@ struct Exchange : CodecExchange {
       if (int64_t bad = cpu::scatterAddPairs(idx, val, k, 1.0f, out, n); bad >= 0)
         return Status::error("rank " + std::to_string(r) + " of the group sent index " +
                              std::to_string(idx[bad]) + ", outside [0, " + std::to_string(n) + ")");
+      if (senders)
+        for (int64_t i = 0; i < k; ++i)
+          ++senders[idx[i]];
     }
+    if (senders)
+      for (int64_t i = 0; i < n; ++i)
+        if (senders[i] > 1)
+          out[i] /= static_cast<float>(senders[i]);
     return Status::ok();
   }
 

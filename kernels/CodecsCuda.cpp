@@ -178,6 +178,19 @@ __global__ void splitTwoBitKernel(const uint8_t *payloads, int64_t ranks, int64_
   }
 }
 
+// Averaging over senders: how many ranks sent each index (valid ones), then
+// each output divided by its count where more than one did.
+__global__ void countSendersKernel(const int32_t *idx, int64_t count, int64_t n, int32_t *senders) {
+  for (int64_t i = first(); i < count; i += stride())
+    if (idx[i] >= 0 && idx[i] < n)
+      atomicAdd(senders + idx[i], 1);
+}
+__global__ void divideBySendersKernel(const int32_t *senders, int64_t n, float *out) {
+  for (int64_t i = first(); i < n; i += stride())
+    if (senders[i] > 1)
+      out[i] /= static_cast<float>(senders[i]);
+}
+
 // Chunked top-k's chunk-local indices: each written as a u16 offset into
 // `offsets` (little-endian, the payload's order) and made global.
 __global__ void chunkOffsetsKernel(int32_t *idx, int64_t k, int64_t size, int64_t full,
@@ -241,6 +254,7 @@ struct CudaExchange : CodecExchange {
   int32_t *allIdx = nullptr;                        // 2-bit: [ranks, k]
   uint8_t *allCodes = nullptr;                      // 2-bit: [ranks, codeBytes]
   float *allTables = nullptr, *allValues = nullptr; // 2-bit
+  int32_t *senders = nullptr;                       // 2-bit averaged over senders: [n]
   // Bad gathered indices: one flag per rank (top-k, DGC: DGC's k changes
   // with the step, so a rank's payload is decoded by its own call), or one
   // for every rank's pairs at once (2-bit: k is fixed).
@@ -490,8 +504,18 @@ struct CudaExchange : CodecExchange {
       return s;
     if (Status s = zeroOut(); !s)
       return s;
-    return cuda::scatterAddPairs(allIdx, allValues, ranks, k, 1.0f, out, n, scratch, badPair[0],
-                                 stream);
+    if (Status s = cuda::scatterAddPairs(allIdx, allValues, ranks, k, 1.0f, out, n, scratch,
+                                         badPair[0], stream);
+        !s || !c->mean_over_senders())
+      return s;
+    if (Status s = device->fill(senders, plan::DType::I32, 0.0f, n, queue); !s)
+      return s;
+    countSendersKernel<<<blocksFor(ranks * k), kThreads, 0, stream>>>(allIdx, ranks * k, n,
+                                                                      senders);
+    if (Status s = launched("countSendersKernel"); !s)
+      return s;
+    divideBySendersKernel<<<blocksFor(n), kThreads, 0, stream>>>(senders, n, out);
+    return launched("divideBySendersKernel");
   }
 };
 
@@ -564,6 +588,8 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
     x->allCodes = bytes(codeBytes * R);
     x->allTables = floats(cpu::kTwoBitTableFloats * R);
     x->allValues = floats(k * R);
+    if (c.mean_over_senders())
+      x->senders = ints(n);
     x->badPair.push_back(a.errorFlag([at = a.at, k, n](int64_t i) {
       return at + ": rank " + std::to_string(i / k) + " of the group sent an index outside [0, " +
              std::to_string(n) + ") in pair " + std::to_string(i % k) + " of its payload";

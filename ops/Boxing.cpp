@@ -90,7 +90,7 @@ static CodecAttr sizingCodec(CodecAttr codec, LgrecoAttr lgreco) {
       codec.getKind() == CodecKind::powersgd ? static_cast<int64_t>(top) : codec.getRank(),
       codec.getMomentum(), codec.getClip(), codec.getWarmup(), codec.getEpochSteps(),
       codec.getBucket(), codec.getSeed(), codec.getBeta2(), codec.getEps(), codec.getChunk(),
-      codec.getDecay(), codec.getTemperature());
+      codec.getDecay(), codec.getTemperature(), codec.getSenders());
 }
 
 llvm::SmallVector<llvm::SmallVector<int64_t, 2>>

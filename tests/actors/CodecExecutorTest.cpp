@@ -404,7 +404,18 @@ std::vector<float> compressedSum(const CodecSpec &c, int ranks,
   case plan::Codec::TopK2Bit: {
     if (c.chunk > 0) {
       chunkedTwoBitPairs(c, ranks, grads, ref, idxAll, valAll);
-      break;
+      if (!c.meanOverSenders)
+        break;
+      // Each index's mean over the ranks that sent it.
+      std::vector<int> senders(n, 0);
+      for (size_t i = 0; i < idxAll.size(); ++i) {
+        out[idxAll[i]] += valAll[i];
+        ++senders[idxAll[i]];
+      }
+      for (int64_t i = 0; i < n; ++i)
+        if (senders[i] > 1)
+          out[i] /= static_cast<float>(senders[i]);
+      return out;
     }
     // SparseLoCo: top-k values sent as 2-bit codes, the quantisation error
     // back into the residual.
@@ -659,6 +670,12 @@ CodecSpec sparseLoCo() {
   c.decay = 0.9f;
   return c;
 }
+// As CCLoco averages: each index over the ranks that sent it.
+CodecSpec sparseLoCoOverSenders() {
+  CodecSpec c = sparseLoCo();
+  c.meanOverSenders = true;
+  return c;
+}
 // EDiT's weighted average (temperature 0.5) of the gradients, clipped to
 // norm 0.05 (the sums here are larger: the clip binds).
 CodecSpec edit() {
@@ -719,6 +736,12 @@ TEST(CodecExecutor, ChunkedTopK2BitWithDecayTwoRanks) {
 }
 TEST(CodecExecutor, ChunkedTopK2BitWithDecayFourRanks) {
   expectRanksMatchReference(sparseLoCo(), 4);
+}
+TEST(CodecExecutor, ChunkedTopK2BitOverSendersTwoRanks) {
+  expectRanksMatchReference(sparseLoCoOverSenders(), 2);
+}
+TEST(CodecExecutor, ChunkedTopK2BitOverSendersFourRanks) {
+  expectRanksMatchReference(sparseLoCoOverSenders(), 4);
 }
 TEST(CodecExecutor, EditWeightedAndClippedTwoRanks) { expectRanksMatchReference(edit(), 2); }
 TEST(CodecExecutor, EditWeightedAndClippedFourRanks) { expectRanksMatchReference(edit(), 4); }
@@ -950,6 +973,10 @@ TEST(CodecExecutor, LoaderRefusesChunkAndDecayOutsideTopK2BitOrOutOfRange) {
   tooLong.chunk = 65537;
   CodecSpec noDecay = sparseLoCo();
   noDecay.decay = 0.0f;
+  CodecSpec sendersOnTopk = topk();
+  sendersOnTopk.meanOverSenders = true;
+  expectMentions(refusal(codecPlan(2, sendersOnTopk)),
+                 {"g.allreduce", "mean_over_senders is TopK2Bit's without L-GreCo"});
   for (const CodecSpec &c : {onTopk, tooLong, noDecay})
     expectMentions(refusal(codecPlan(2, c)),
                    {"g.allreduce", "chunk and decay are TopK2Bit's without L-GreCo"});

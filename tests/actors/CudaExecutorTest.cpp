@@ -514,14 +514,18 @@ std::vector<CodecCase> codecCases() {
   sparseLoCo.name = "topk2bit.chunked";
   sparseLoCo.spec.chunk = 16;
   sparseLoCo.spec.decay = 0.9f;
+  CodecCase overSenders = sparseLoCo;
+  overSenders.name = "topk2bit.chunked.senders";
+  overSenders.spec.meanOverSenders = true;
   CodecCase topk2bitAdamw = topk2bit;
   topk2bitAdamw.name = "topk2bit.adamw";
   topk2bitAdamw.spec.momentum = 0.9f;
   topk2bitAdamw.spec.clip = 2.0f;
   topk2bitAdamw.spec.beta2 = 0.99f;
   topk2bitAdamw.spec.eps = 1e-8f;
-  return {topk,         dgc,      clipped,        randomk,  qsgd,       qsgd8, sign,
-          signMomentum, powerSgd, powerSgdBucket, topk2bit, sparseLoCo, adamw, topk2bitAdamw};
+  return {topk,     dgc,        clipped,      randomk,  qsgd,
+          qsgd8,    sign,       signMomentum, powerSgd, powerSgdBucket,
+          topk2bit, sparseLoCo, overSenders,  adamw,    topk2bitAdamw};
 }
 
 // The plan of `codec` on `device`: variables 0, 1 the state rows [1, 63]

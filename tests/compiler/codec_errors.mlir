@@ -42,6 +42,11 @@ func.func @f() attributes {c = #sbp.codec<topk, density = 0.1, temperature = 2.0
 
 // -----
 
+// expected-error @+1 {{#sbp.codec<topk>: senders is topk2bit's (0: the sum, 1: each index's mean over the ranks that sent it), got 1}}
+func.func @f() attributes {c = #sbp.codec<topk, density = 0.1, senders = 1>} { return }
+
+// -----
+
 // expected-error @+1 {{#sbp.codec<powersgd> needs rank >= 1, got 0}}
 func.func @f() attributes {c = #sbp.codec<powersgd>} { return }
 

@@ -19,6 +19,7 @@
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=sparseloco:15 sparseloco-topk=16 sparseloco-chunk=1024 error-decay=0.5" --sbp-bucket-gradients | FileCheck %s --check-prefix=SPARSE
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=sparseloco:15 sparseloco-topk=16 sparseloco-chunk=1024 error-decay=0.5" | sbpflow-opt | FileCheck %s --check-prefix=SPARSE
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compile="sync=sparseloco:15" --sbp-emit-plan=print=true | FileCheck %s --check-prefix=SPARSEPLAN
+// RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=sparseloco:15 sparseloco-average=senders" | sbpflow-opt | FileCheck %s --check-prefix=SENDERS
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=edit:6 edit-temperature=0.5 pseudo-grad-clip=2" --sbp-bucket-gradients | FileCheck %s --check-prefix=EDIT
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=edit:6 edit-temperature=0.5 pseudo-grad-clip=2" | sbpflow-opt | FileCheck %s --check-prefix=EDIT
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compile="sync=edit:6" --sbp-emit-plan=print=true | FileCheck %s --check-prefix=EDITPLAN
@@ -142,6 +143,12 @@
 // SPARSEPLAN-LABEL: program outer
 // SPARSEPLAN-COUNT-4: AllReduce {{.*}} codec TopK2Bit density 0.0078125 {{.*}} chunk 4096 decay 0.95
 // SPARSEPLAN-NOT: AllReduce
+
+// Averaged over its senders (CCLoco's), each value is already a mean: the
+// outer step divides by one.
+// SENDERS-LABEL: func.func @outer
+// SENDERS: sbp.all_reduce %{{.*}} {codec = #sbp.codec<topk2bit, density = 7.812500e-03, chunk = 4096, decay = 0.94999999999999996, senders = 1>
+// SENDERS-NEXT: sbp.outer_step {{.*}} replicas = 1 : i64
 
 // EDiT: @train stays local; @train_sync (the first step of every round after
 // the first) is @train with each parameter synchronised just before the op

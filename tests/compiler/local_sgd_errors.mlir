@@ -12,12 +12,14 @@
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=sparseloco:5 sparseloco-topk=64 sparseloco-chunk=32" 2>&1 | FileCheck %s --check-prefix=SPARSECHUNK
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=sparseloco:5 sparseloco-chunk=70000" 2>&1 | FileCheck %s --check-prefix=SPARSECHUNK
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=sparseloco:5 error-decay=0" 2>&1 | FileCheck %s --check-prefix=SPARSEDECAY
+// RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=sparseloco:5 sparseloco-average=some" 2>&1 | FileCheck %s --check-prefix=AVERAGE
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=diloco:5 edit-temperature=1" 2>&1 | FileCheck %s --check-prefix=EDITONLY
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=edit:5 pseudo-grad-clip=-1" 2>&1 | FileCheck %s --check-prefix=EDITNEG
 // RUN: not sbpflow-opt %s --split-input-file --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-local-sgd=sync=diloco:5 2>&1 | FileCheck %s
 
 // ZERO: error: --sync 'diloco{{.*}}': H, the inner steps between synchronisations, must be a positive integer
 // NAME: error: --sync 'gossip:3': expected ddp, diloco:H, co2:H, sparseloco:H or edit:H
+// AVERAGE: error: --sparseloco-average 'some': replicas (the paper's mean) or senders (each value's mean over the replicas that sent it, as CCLoco)
 // EDITONLY: error: --edit-temperature and --pseudo-grad-clip are EDiT's (--sync edit:H)
 // EDITNEG: error: --edit-temperature 0.000000e+00 --pseudo-grad-clip -1.000000e+00: neither may be negative
 // SPARSEMOMENTUM: error: --sync sparseloco: error feedback replaces the outer momentum; --outer-momentum 9.000000e-01 has no place

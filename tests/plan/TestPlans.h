@@ -74,9 +74,10 @@ struct CodecSpec {
   std::vector<int> state; // variable indices
   int step = -1;          // variable index
   std::optional<LgrecoSpec> lgreco;
-  int chunk = 0;         // TopK2Bit: top-k per chunk (SparseLoCo)
-  float decay = 1.0f;    // TopK2Bit: the residual's decay
-  float temperature = 0; // Edit
+  int chunk = 0;                // TopK2Bit: top-k per chunk (SparseLoCo)
+  float decay = 1.0f;           // TopK2Bit: the residual's decay
+  float temperature = 0;        // Edit
+  bool meanOverSenders = false; // TopK2Bit
 };
 
 struct TaskSpec {
@@ -309,7 +310,7 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
           codec = plan::CreateCodecAttrs(fbb, c.kind, c.density, c.bits, c.rank, c.momentum, c.clip,
                                          c.warmupSteps, c.epochSteps, c.bucket, c.seed,
                                          fbb.CreateVector(c.state), c.step, lgreco, c.beta2, c.eps,
-                                         c.chunk, c.decay, c.temperature);
+                                         c.chunk, c.decay, c.temperature, c.meanOverSenders);
         }
         attrs = plan::CreateCollectiveAttrs(fbb, t.dim, t.reduce, codec).Union();
         break;

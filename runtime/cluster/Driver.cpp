@@ -317,10 +317,9 @@ private:
     if (planBytes.empty())
       return Status::error("the plan is empty");
     if (options_.slowRank >= world() || (options_.slowStepMs > 0) != (options_.slowRank >= 0))
-      return Status::error("--slow-rank " + std::to_string(options_.slowRank) +
-                           " --slow-step-ms " + std::to_string(options_.slowStepMs) +
-                           ": a straggler needs both, its rank below " +
-                           std::to_string(world()));
+      return Status::error("--slow-rank " + std::to_string(options_.slowRank) + " --slow-step-ms " +
+                           std::to_string(options_.slowStepMs) +
+                           ": a straggler needs both, its rank below " + std::to_string(world()));
     store_ = spawnStoreActor(system_);
 
     auto published = system_.middleman().publish(caf::actor_cast<caf::actor>(self_), options_.port,

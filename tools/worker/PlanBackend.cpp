@@ -335,7 +335,7 @@ private:
   int rank_ = -1;
   int slowRank_ = -1;      // the harness's straggler
   int64_t slowStepUs_ = 0; // its sleep after each train step
-  std::string traceDir_; // empty: no tracing
+  std::string traceDir_;   // empty: no tracing
   checkpoint::DataPosition resumedAt_;
   LoadedPlan plan_;
   std::unique_ptr<DataSource> train_, test_;

@@ -328,28 +328,37 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
                           b.getBoolAttr(keepAnchor));
   }
 
-  // DiLoCo's @outer: per trained variable, its anchor and outer momentum,
-  // the summed pseudo-gradient and the outer step, which sets the anchor and
-  // every replica's parameters. SparseLoCo's is the same without momentum,
-  // its sum compressed: the top of each chunk of the pseudo-gradient plus the
-  // decayed residual, in 2-bit values (a topk2bit codec, whose state keeps
-  // each rank's residual: the error feedback).
+  // At `b`: `var`'s anchor and outer momentum, its pseudo-gradient summed
+  // across replicas (under `codec` where there is one) and the outer step,
+  // the sum divided by `divisor`, which sets the anchor and every replica's
+  // parameters.
+  LogicalResult synchronise(OpBuilder &b, SymbolTable &symbols, VariableOp var, CodecAttr codec,
+                            const SyncSpec &spec, int64_t divisor) {
+    Location loc = var.getLoc();
+    auto [anchor, momentum] = outerState(symbols, var, spec);
+    Value sum = sumOverReplicas(b, loc, pseudoGradient(b, loc, anchor, var), var);
+    if (codec && failed(attachCodec(cast<AllReduceOp>(sum.getDefiningOp()), codec, var,
+                                    LgrecoAttr(), symbols)))
+      return failure();
+    outerStep(b, loc, sum, var, anchor, momentum, spec, divisor, /*keepAnchor=*/false);
+    return success();
+  }
+
+  // DiLoCo's @outer: every trained variable synchronised. SparseLoCo's is
+  // the same without momentum, its sum compressed: the top of each chunk of
+  // the pseudo-gradient plus the decayed residual, in 2-bit values (a
+  // topk2bit codec, whose state keeps each rank's residual: the error
+  // feedback).
   LogicalResult buildDiloco(ModuleOp module, SymbolTable &symbols, Trained trained,
                             const SyncSpec &spec, int64_t replicas,
                             llvm::SmallVector<std::string> &round) {
     OpBuilder b = function(module, symbols, "outer");
-    for (auto &[opt, var] : trained) {
-      Location loc = var.getLoc();
-      auto [anchor, momentum] = outerState(symbols, var, spec);
-      Value sum = sumOverReplicas(b, loc, pseudoGradient(b, loc, anchor, var), var);
-      if (spec.algorithm == "sparseloco" &&
-          failed(attachCodec(cast<AllReduceOp>(sum.getDefiningOp()), sparseCodec(b, spec), var,
-                             LgrecoAttr(), symbols)))
+    const CodecAttr codec = spec.algorithm == "sparseloco" ? sparseCodec(b, spec) : CodecAttr();
+    // Averaged over its senders, the sum is already a mean.
+    const int64_t divisor = spec.meanOverSenders ? 1 : replicas;
+    for (auto &[opt, var] : trained)
+      if (failed(synchronise(b, symbols, var, codec, spec, divisor)))
         return failure();
-      // Averaged over its senders, the sum is already a mean.
-      outerStep(b, loc, sum, var, anchor, momentum, spec, spec.meanOverSenders ? 1 : replicas,
-                /*keepAnchor=*/false);
-    }
     b.create<func::ReturnOp>(module.getLoc());
     round = {"run @outer"};
     return success();
@@ -412,13 +421,9 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
         if (p->isBeforeInBlock(firstUse))
           p->moveBefore(firstUse);
       OpBuilder b(reads.front());
-      Location loc = var.getLoc();
-      auto [anchor, momentum] = outerState(symbols, var, spec);
-      Value sum = sumOverReplicas(b, loc, pseudoGradient(b, loc, anchor, var), var);
-      if (failed(attachCodec(cast<AllReduceOp>(sum.getDefiningOp()), codec, var, LgrecoAttr(),
-                             symbols)))
+      // The weights sum to one.
+      if (failed(synchronise(b, symbols, var, codec, spec, /*divisor=*/1)))
         return failure();
-      outerStep(b, loc, sum, var, anchor, momentum, spec, /*replicas=*/1, /*keepAnchor=*/false);
     }
     round = {"inner @train_sync"};
     return success();

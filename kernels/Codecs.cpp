@@ -11,6 +11,7 @@
 #include "kernels/cpu/Compression.h"
 #include "kernels/cpu/Kernels.h"
 #include "kernels/cpu/Quantize.h"
+#include "kernels/cpu/Transformer.h"
 #include "runtime/comm/Communicator.h"
 #include "runtime/plan/PlanTypes.h"
 
@@ -734,7 +735,7 @@ struct Exchange : CodecExchange {
   // chunk's top pairs are chosen alone, and the residual first decays.
   Status topk2bit() override {
     const bool chunked = c->chunk() > 0;
-    const int64_t indexBytes = chunked ? 2 : 4;
+    const int64_t indexBytes = twoBitIndexBytes(*c);
     const int64_t codeBytes = cpu::twoBitCodeBytes(k);
     const int64_t payload = cpu::topkTwoBitPayloadBytes(k, indexBytes);
     int32_t *idx = sendPairs;
@@ -807,10 +808,7 @@ struct Exchange : CodecExchange {
   // penalised), the group's norms gathered, out = the sum of each rank's
   // weighted pseudo-gradient, clipped to norm `clip`.
   Status edit() override {
-    double squares = 0;
-    for (int64_t i = 0; i < n; ++i)
-      squares += static_cast<double>(source[i]) * source[i];
-    const double norm = std::sqrt(squares);
+    const double norm = std::sqrt(static_cast<double>(cpu::squareSum(source, n)));
     const bool dropped = cpu::editAnomalous(s0, norm);
     small[0] = static_cast<float>(norm) + (dropped ? cpu::kEditOutlierPenalty : 0.0f);
     if (Status s = gather(small, smallAll, 1, plan::DType::F32); !s)
@@ -823,11 +821,9 @@ struct Exchange : CodecExchange {
     if (Status s = sum(out, n); !s)
       return s;
     if (c->clip() > 0.0f) {
-      double total = 0;
-      for (int64_t i = 0; i < n; ++i)
-        total += static_cast<double>(out[i]) * out[i];
-      if (std::sqrt(total) > c->clip()) {
-        const auto factor = static_cast<float>(c->clip() / std::sqrt(total));
+      const double total = std::sqrt(static_cast<double>(cpu::squareSum(out, n)));
+      if (total > c->clip()) {
+        const auto factor = static_cast<float>(c->clip() / total);
         for (int64_t i = 0; i < n; ++i)
           out[i] *= factor;
       }
@@ -877,7 +873,7 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
     x->smallAll = floats(2 * R); // the group's norms, then its weights
     break;
   case Codec::TopK2Bit: {
-    const int64_t payload = cpu::topkTwoBitPayloadBytes(k, c.chunk() > 0 ? 2 : 4);
+    const int64_t payload = cpu::topkTwoBitPayloadBytes(k, twoBitIndexBytes(c));
     x->order = ints(n);
     x->sendPairs = ints(2 * k);
     x->work = floats(k);

@@ -54,6 +54,9 @@ struct Chunks {
   int64_t firstPair(int64_t chunk) const { return chunk * perFull; }
   int64_t pairsOf(int64_t chunk) const { return chunk < full ? perFull : lastPairs; }
 };
+// Bytes of an index in a TopK2Bit payload: u16 offsets within chunks, or
+// i32 indices.
+inline int64_t twoBitIndexBytes(const plan::CodecAttrs &c) { return c.chunk() > 0 ? 2 : 4; }
 // The chunk of pair p (Chunks' full and perFull), for the kernels.
 SBPFLOW_PHILOX_INLINE int64_t chunkOfPair(int64_t p, int64_t full, int64_t perFull) {
   return p < full * perFull ? p / perFull : full;

@@ -455,7 +455,7 @@ struct CudaExchange : CodecExchange {
   // a chunk, once a local-SGD round).
   Status topk2bit() override {
     const bool chunked = c->chunk() > 0;
-    const int64_t indexBytes = chunked ? 2 : 4;
+    const int64_t indexBytes = twoBitIndexBytes(*c);
     const int64_t codeBytes = cpu::twoBitCodeBytes(k);
     const int64_t payload = cpu::topkTwoBitPayloadBytes(k, indexBytes);
     int32_t *idx = sendPairs;
@@ -576,7 +576,7 @@ StatusOr<Kernel> cudaCompressedAllReduce(const OpArgs &a) {
     break; // takePowerSgdBuffers
   case Codec::TopK2Bit: {
     const int64_t codeBytes = cpu::twoBitCodeBytes(k);
-    const int64_t payload = cpu::topkTwoBitPayloadBytes(k, c.chunk() > 0 ? 2 : 4);
+    const int64_t payload = cpu::topkTwoBitPayloadBytes(k, twoBitIndexBytes(c));
     codecScratch = std::max({cuda::topkScratchBytes(n), cuda::twoBitEncodeScratchBytes(k),
                              cuda::scatterAddPairsScratchBytes(R)});
     x->sendPairs = ints(2 * k);

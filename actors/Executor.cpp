@@ -152,6 +152,7 @@ public:
   }
   Status writeTrace(const std::string &path) const override;
   uint64_t sentBytes() const override { return comms_ ? comms_->sentBytes() : 0; }
+  StatusOr<Gathered> gatherOverReplicas(int32_t value) override;
 
 private:
   std::string rank() const { return "rank " + std::to_string(options_.globalRank); }
@@ -836,6 +837,28 @@ Status ActorExecutor::readOutputAs(const std::string &program, const std::string
   return Status::error(rank() + ": program '" + program + "' has no output '" + name + "'");
 }
 
+StatusOr<Executor::Gathered> ActorExecutor::gatherOverReplicas(int32_t value) {
+  const plan::Variable *replicated = nullptr;
+  for (const plan::Variable *v : *plan_->variables())
+    if (!replicated && v->replica_dim() >= 0)
+      replicated = v;
+  if (!replicated)
+    return Status::error(rank() + ": the plan has no per-replica variable to gather over");
+  Communicator *comm =
+      comms_ ? comms_->get(static_cast<int>(replicated->placement()), replicated->replica_dim())
+             : nullptr;
+  if (!comm)
+    return Gathered{{value}, 0};
+  if (onGpu() || comm->deviceStream())
+    return Status::error(rank() + ": timed rounds gather their step counts on CPU ranks; this "
+                                  "rank's replica group is a device communicator");
+  Gathered all{std::vector<int32_t>(static_cast<size_t>(comm->size())), comm->rank()};
+  const std::vector<int64_t> counts(all.values.size(), 1);
+  if (Status s = comm->allGather(&value, all.values.data(), counts.data(), plan::DType::I32); !s)
+    return s.withContext(rank() + ": gathering the replicas' step counts");
+  return all;
+}
+
 Status ActorExecutor::writeTrace(const std::string &path) const {
   if (options_.traceSteps <= 0)
     return Status::error(rank() + ": no trace to write to '" + path +
@@ -855,6 +878,115 @@ std::string backgroundProgram(const plan::Plan &plan) {
         return step->program()->str();
   return "";
 }
+
+std::vector<int64_t> shareRound(int64_t remaining, const std::vector<int32_t> &counts) {
+  const auto R = static_cast<int64_t>(counts.size());
+  int64_t total = 0;
+  for (int32_t c : counts)
+    total += std::max<int32_t>(c, 0);
+  // Each replica's exact share is remaining * c / total (equal shares
+  // without counts): its floor, at least one, then the steps still missing
+  // by largest remainder, or those in excess taken from the largest quotas.
+  std::vector<int64_t> quota(static_cast<size_t>(R)), remainder(static_cast<size_t>(R));
+  int64_t given = 0;
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t c = total > 0 ? std::max<int32_t>(counts[r], 0) : 1;
+    const int64_t share = remaining * c, of = total > 0 ? total : R;
+    quota[r] = std::max<int64_t>(1, share / of);
+    remainder[r] = share % of;
+    given += quota[r];
+  }
+  std::vector<int64_t> order(static_cast<size_t>(R));
+  for (int64_t r = 0; r < R; ++r)
+    order[r] = r;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return remainder[a] > remainder[b]; });
+  for (int64_t i = 0; given < remaining && R > 0; i = (i + 1) % R, ++given)
+    ++quota[order[i]];
+  while (given > remaining) {
+    const auto largest = std::max_element(quota.begin(), quota.end());
+    if (*largest <= 1)
+      break;
+    --*largest;
+    --given;
+  }
+  return quota;
+}
+
+namespace {
+
+// A plan's replicas: the size of its first per-replica variable's replica
+// dimension (0 without one).
+int64_t replicaCount(const plan::Plan &plan) {
+  for (const plan::Variable *v : *plan.variables())
+    if (v->replica_dim() >= 0)
+      return plan.placements()->Get(v->placement())->hierarchy()->Get(v->replica_dim());
+  return 0;
+}
+
+// Timed rounds (runScheduled's comment): `step(name, batch)` runs one step.
+Status runTimedRounds(Executor &executor, const plan::Plan &plan, const plan::Schedule &schedule,
+                      const std::string &program, const std::string &substitute, int64_t epoch,
+                      int64_t firstBatch, int64_t count, int64_t batchesPerEpoch,
+                      const std::function<Status(const std::string &, int64_t)> &step) {
+  using Clock = std::chrono::steady_clock;
+  const int64_t R = replicaCount(plan);
+  if (R < 1)
+    return Status::error("schedule " + schedule.algorithm()->str() +
+                         ": timed rounds need a per-replica variable");
+  const auto length = std::chrono::duration<double>(schedule.seconds());
+  const int64_t budget = count * R;
+  int64_t done = 0;
+  // This replica's next batch; whether any replica reached the epoch's
+  // end; the quotas of a shared-out last round, and this replica's index.
+  int64_t position = firstBatch;
+  std::vector<int64_t> positions(static_cast<size_t>(R), firstBatch), quota;
+  int me = 0;
+  // The job's first round has nothing to synchronise; any later one opens
+  // with the last round's synchronisation.
+  bool synchronise = epoch * batchesPerEpoch + firstBatch > 0 && !substitute.empty();
+  while (true) {
+    // At most this replica's share of what the budget leaves (so that no
+    // round passes it) or its quota, and what the epoch has.
+    const int64_t cap =
+        std::min(quota.empty() ? (budget - done) / R : quota[me], batchesPerEpoch - position);
+    int64_t n = 0;
+    const auto began = Clock::now();
+    while (n < std::max<int64_t>(cap, 1)) {
+      if (Status s = step(n == 0 && synchronise ? substitute : program, position + n); !s)
+        return s;
+      ++n;
+      // A shared-out last round runs its quota whatever the time.
+      if (quota.empty() && Clock::now() - began >= length)
+        break;
+    }
+    position += n;
+    auto gathered = executor.gatherOverReplicas(static_cast<int32_t>(n));
+    if (!gathered)
+      return gathered.status();
+    const std::vector<int32_t> &counts = gathered->values;
+    me = gathered->me;
+    if (static_cast<int64_t>(counts.size()) != R)
+      return Status::error("schedule " + schedule.algorithm()->str() + ": " +
+                           std::to_string(counts.size()) + " replicas answered, the plan has " +
+                           std::to_string(R));
+    int64_t total = 0;
+    bool ended = false;
+    for (int64_t r = 0; r < R; ++r) {
+      positions[r] += counts[r];
+      total += counts[r];
+      ended = ended || positions[r] >= batchesPerEpoch;
+    }
+    done += total;
+    synchronise = !substitute.empty() && total >= schedule.min_steps();
+    if (!quota.empty() || ended || budget - done < R)
+      return Status::ok();
+    if (budget - done <= total)
+      quota = shareRound(budget - done, counts);
+  }
+}
+
+} // namespace
 
 Status runScheduled(Executor &executor, const plan::Plan &plan, const std::string &program,
                     DataSource *data, int64_t epoch, int64_t firstBatch, int64_t count,
@@ -883,6 +1015,10 @@ Status runScheduled(Executor &executor, const plan::Plan &plan, const std::strin
   for (const plan::ScheduleStep *step : *schedule->round())
     if (step->action() == plan::ScheduleAction::Inner)
       substitute = step->program()->str();
+  if (schedule->seconds() > 0)
+    return runTimedRounds(
+        executor, plan, *schedule, program, substitute, epoch, firstBatch, count, batchesPerEpoch,
+        [&](const std::string &name, int64_t batch) { return steps(name, batch, 1); });
   const Executor::StepCallback quiet = [](int64_t, const std::vector<double> &) {};
   auto rounds = [&]() -> Status {
     for (int64_t batch = firstBatch, end = firstBatch + count; batch < end;) {

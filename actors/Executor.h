@@ -66,6 +66,17 @@ public:
                        int64_t batch) = 0;
   virtual Status join() = 0;
 
+  // Every replica's `value` (timed rounds' step counts), in replica order,
+  // and this rank's replica: an all-gather over the replica dimension's
+  // communicator (that of the plan's first variable with a replica_dim), on
+  // the calling thread; just {value} for a group of one. Call it between
+  // runs, on CPU ranks.
+  struct Gathered {
+    std::vector<int32_t> values;
+    int me = 0;
+  };
+  virtual StatusOr<Gathered> gatherOverReplicas(int32_t value) = 0;
+
   // The payload bytes this rank's communicators have sent so far, over every
   // run (Communicator::sentBytes; 0 without communicators): a run's bytes
   // are the difference across it.
@@ -125,6 +136,13 @@ public:
 // configured for concurrent programs (configureExecutorSystem).
 std::string backgroundProgram(const plan::Plan &plan);
 
+// `remaining` inner steps (at least one per replica) shared out over the
+// replicas in proportion to `counts` (their last round's steps): each the
+// floor of its share but at least one, the steps missing by largest
+// remainder (ties to the lower replica), those in excess from the largest
+// quotas. Sums to `remaining`.
+std::vector<int64_t> shareRound(int64_t remaining, const std::vector<int32_t> &counts);
+
 // Runs `count` steps of `program` from global batch `firstBatch` of `epoch`
 // as the plan's schedule says (plan.fbs Schedule): where `program` is the
 // schedule's inner program, the round's steps (run, start or join a
@@ -136,6 +154,20 @@ std::string backgroundProgram(const plan::Plan &plan);
 // A positive `stepDelay` makes this rank a straggler (the test harness's
 // --slow-step-ms): `program`'s steps run one at a time, each followed by a
 // sleep that long.
+//
+// Timed rounds (A-EDiT; plan.fbs Schedule `seconds`): a chunk of `count`
+// steps is a budget of count x replicas inner steps. Each replica's round
+// ends `seconds` after it began (after one step at least; at most its share,
+// 1 / replicas, of the budget left, and what the epoch has left),
+// then the replicas gather their counts (Executor::gatherOverReplicas):
+// every rank knows every replica's position. A round totalling fewer than
+// `min_steps` is not synchronised. When the budget left is no more than the
+// last round's total, the last round is shared out (shareRound), each
+// replica running its quota whatever the time, and the chunk ends after
+// it; it also ends when less than one step per replica is
+// left or a replica has reached the epoch's end. The synchronisation of a
+// chunk's last round opens the next chunk. `onStep` sees this rank's own
+// batches, which differ between replicas.
 Status runScheduled(Executor &executor, const plan::Plan &plan, const std::string &program,
                     DataSource *data, int64_t epoch, int64_t firstBatch, int64_t count,
                     int64_t batchesPerEpoch, const Executor::StepCallback &onStep,

@@ -135,7 +135,7 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
     return CodecAttr::get(c.getContext(), c.getKind(), c.getDensity(), c.getBits(), c.getRank(),
                           c.getMomentum(), c.getClip(), c.getWarmup(), c.getEpochSteps(),
                           c.getBucket(), 0, c.getBeta2(), c.getEps(), c.getChunk(), c.getDecay(),
-                          c.getTemperature(), c.getSenders())
+                          c.getTemperature(), c.getSenders(), c.getStepWeight())
         .getAsOpaquePointer();
   }
 

@@ -4,7 +4,8 @@
 // --link-bytes-per-second and --codec-costs, and local SGD's --sync,
 // --outer-lr, --outer-momentum, --co2-staleness, --gap-penalty,
 // --outer-clip, --sparseloco-topk, --sparseloco-chunk, --error-decay,
-// --sparseloco-average, --edit-temperature and --pseudo-grad-clip
+// --sparseloco-average, --edit-temperature, --pseudo-grad-clip, --aedit-min-steps and
+// --aedit-step-weight
 // (compiler/Pipeline.h, CompileOptions). Header-only: the compiler library
 // does not link CLI11.
 #pragma once
@@ -42,8 +43,9 @@ inline void addCompileFlags(CLI::App &app, CompileOptions &options) {
                  "diloco:H (local SGD: H inner steps, then DiLoCo's outer step), co2:H "
                  "(CO2: the outer exchange overlaps the next H inner steps), sparseloco:H "
                  "(SparseLoCo: the outer exchange's top-k of each chunk in 2-bit values, with "
-                 "error feedback) or edit:H (EDiT: each layer synchronised in the next step's "
-                 "forward, pseudo-gradients weighted by their norms)");
+                 "error feedback), edit:H (EDiT: each layer synchronised in the next step's "
+                 "forward, pseudo-gradients weighted by their norms) or aedit:SECONDS (A-EDiT: "
+                 "EDiT in rounds of that much wall-clock time, for replicas of unequal speed)");
   app.add_option("--outer-lr", options.outerLr,
                  "--sync diloco, co2, sparseloco, edit: the outer learning rate (defaults 0.7, "
                  "1.0, 1.0, 0.7)")
@@ -75,13 +77,22 @@ inline void addCompileFlags(CLI::App &app, CompileOptions &options) {
                  "default) or senders (over the replicas that sent it, as CCLoco)")
       ->check(CLI::IsMember({"replicas", "senders"}));
   app.add_option("--edit-temperature", options.editTemperature,
-                 "--sync edit: softmax temperature of the replicas' pseudo-gradient weights "
+                 "--sync edit, aedit: softmax temperature of the replicas' pseudo-gradient weights "
                  "(0: equal weights)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--pseudo-grad-clip", options.pseudoGradClip,
-                 "--sync edit: clip each parameter's averaged pseudo-gradient to this norm "
+                 "--sync edit, aedit: clip each parameter's averaged pseudo-gradient to this norm "
                  "(0: none)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--aedit-min-steps", options.aeditMinSteps,
+                 "--sync aedit: a round synchronises only if the replicas took at least this "
+                 "many inner steps in all (default 100, dlrover's min_total_global_steps)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--aedit-step-weight", options.aeditStepWeight,
+                 "--sync aedit: weight each replica (1 - r) by EDiT's norm weight and r by its "
+                 "share of the inner steps (0, the default, as dlrover's use_step_weight = "
+                 "False; dlrover's ratio is 0.5; needs AdamW)")
+      ->check(CLI::Range(0.0, 1.0));
 }
 
 } // namespace sbpflow

@@ -337,7 +337,7 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
                            warmupSteps, codec.getKind() == CodecKind::dgc ? int64_t(epochSteps) : 0,
                            codec.getBucket(), seedOf(var.getSymName()), llvm::APFloat(beta2),
                            llvm::APFloat(eps), codec.getChunk(), codec.getDecay(),
-                           codec.getTemperature(), codec.getSenders());
+                           codec.getTemperature(), codec.getSenders(), codec.getStepWeight());
 
     const bool adapts = adaptive && !own;
     if (failed(attachCodec(ar, codec, var, adapts ? adaptive : LgrecoAttr(), symbols)))

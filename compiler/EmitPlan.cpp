@@ -194,11 +194,13 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
     FailureOr<std::vector<int32_t>> state = variables("state");
     if (failed(state))
       return failure();
-    FailureOr<int32_t> step = variable("step"), bits = int32Of(op, "bits", c.getBits()),
+    FailureOr<int32_t> step = variable("step"), innerSteps = variable("inner_steps"),
+                       bits = int32Of(op, "bits", c.getBits()),
                        rank = int32Of(op, "rank", c.getRank()),
                        warmup = int32Of(op, "warmup", c.getWarmup()),
                        bucket = int32Of(op, "bucket", c.getBucket());
-    if (failed(step) || failed(bits) || failed(rank) || failed(warmup) || failed(bucket))
+    if (failed(step) || failed(innerSteps) || failed(bits) || failed(rank) || failed(warmup) ||
+        failed(bucket))
       return failure();
     // CodecKind (SbpBase.td) and the plan's Codec list the codecs in one order.
     static_assert(static_cast<int>(CodecKind::topk2bit) == static_cast<int>(fb::Codec::TopK2Bit));
@@ -224,7 +226,8 @@ FailureOr<flatbuffers::Offset<void>> emitAttrs(flatbuffers::FlatBufferBuilder &f
         *bucket, static_cast<uint64_t>(c.getSeed()), &*state, *step, lgreco,
         c.getBeta2().convertToFloat(), c.getEps().convertToFloat(),
         static_cast<int32_t>(c.getChunk()), c.getDecay().convertToFloat(),
-        c.getTemperature().convertToFloat(), c.getSenders() != 0);
+        c.getTemperature().convertToFloat(), c.getSenders() != 0,
+        c.getStepWeight().convertToFloat(), *innerSteps);
     return fb::CreateCollectiveAttrs(fbb, *dim, reduce, codec).Union();
   }
   case fb::OpAttrs::NormAttrs:
@@ -356,8 +359,10 @@ public:
             fbb, static_cast<fb::ScheduleAction>(step->first),
             step->second.empty() ? nullptr : step->second.str().c_str()));
       }
-      schedule = fb::CreateScheduleDirect(fbb, s.getAlgorithm().str().c_str(),
-                                          s.getInner().str().c_str(), *period, &round);
+      schedule = fb::CreateScheduleDirect(
+          fbb, s.getAlgorithm().str().c_str(), s.getInner().str().c_str(), *period, &round,
+          s.getSecondsAttr() ? s.getSecondsAttr().getValueAsDouble() : 0.0,
+          s.getMinStepsAttr() ? s.getMinStepsAttr().getInt() : 0);
     }
     std::string source = module.getSymName() ? module.getSymName()->str() : "";
     auto root = fb::CreatePlanDirect(fbb, sbpflow::kPlanVersion, &placements, &variables, &programs,

@@ -1,4 +1,4 @@
-// sbp-local-sgd: local SGD (DiLoCo, CO2, SparseLoCo, EDiT). The replicas along the first
+// sbp-local-sgd: local SGD (DiLoCo, CO2, SparseLoCo, EDiT, A-EDiT). The replicas along the first
 // hierarchy dimension of the trained variables' placement train alone: the
 // training function's all-reduces across them become local estimates (each
 // replica applies the gradient of its own batch), and the parameters and
@@ -12,6 +12,8 @@
 #include "ops/Rules.h"
 
 #include "llvm/ADT/StringExtras.h"
+
+#include <cmath>
 
 namespace mlir::sbp {
 #define GEN_PASS_DEF_LOCALSGDPASS
@@ -27,8 +29,9 @@ namespace {
 constexpr int64_t kReplicaDim = 0;
 
 struct SyncSpec {
-  std::string algorithm; // ddp, diloco, co2
-  int64_t period = 0;    // H
+  std::string algorithm; // ddp, diloco, co2, sparseloco, edit, aedit
+  int64_t period = 0;    // H (0: timed rounds)
+  double seconds = 0;    // aedit: the rounds' length
   double outerLr = 0, outerMomentum = 0;
   bool nesterov = false;
   int64_t staleness = 0;                  // co2
@@ -36,7 +39,9 @@ struct SyncSpec {
   int64_t topk = 0, chunk = 0;            // sparseloco
   double errorDecay = 1;                  // sparseloco
   bool meanOverSenders = false;           // sparseloco
-  double temperature = 0, pseudoClip = 0; // edit
+  double temperature = 0, pseudoClip = 0; // edit, aedit
+  int64_t minSteps = 0;                   // aedit
+  double stepWeight = 0;                  // aedit
 };
 
 struct SyncOptions {
@@ -47,6 +52,8 @@ struct SyncOptions {
   double errorDecay;
   double temperature, pseudoClip;
   std::string average;
+  int64_t minSteps;
+  double stepWeight;
 };
 
 FailureOr<SyncSpec> parseSync(llvm::StringRef spec, const SyncOptions &o,
@@ -56,14 +63,33 @@ FailureOr<SyncSpec> parseSync(llvm::StringRef spec, const SyncOptions &o,
   s.algorithm = name.str();
   if (name == "ddp" && arg.empty())
     return s;
-  if (name != "diloco" && name != "co2" && name != "sparseloco" && name != "edit")
+  if (name != "diloco" && name != "co2" && name != "sparseloco" && name != "edit" &&
+      name != "aedit")
     return emitError() << "--sync '" << spec
-                       << "': expected ddp, diloco:H, co2:H, sparseloco:H or edit:H";
-  if (arg.empty() || arg.getAsInteger(10, s.period) || s.period < 1)
+                       << "': expected ddp, diloco:H, co2:H, sparseloco:H, edit:H or "
+                          "aedit:SECONDS";
+  if (name == "aedit") {
+    // A-EDiT (EDiT's asynchronous variant, as the reference code, dlrover
+    // atorch local_sgd): rounds of `local_sgd_sync_time` seconds, skipped
+    // below `min_total_global_steps` (100) steps in all; a replica's weight
+    // may blend in its share of the steps (`step_weight_ratio`; off by
+    // default, as `use_step_weight`).
+    if (arg.empty() || !llvm::to_float(arg, s.seconds) || !(s.seconds > 0) ||
+        !std::isfinite(s.seconds))
+      return emitError() << "--sync '" << spec
+                         << "': SECONDS, the wall-clock time between synchronisations, must be "
+                            "a positive number";
+    s.minSteps = o.minSteps;
+    s.stepWeight = o.stepWeight;
+    if (s.minSteps < 0 || !(s.stepWeight >= 0 && s.stepWeight <= 1))
+      return emitError() << "--aedit-min-steps " << s.minSteps << " --aedit-step-weight "
+                         << s.stepWeight << ": need min steps >= 0 and a ratio in [0, 1]";
+  } else if (arg.empty() || arg.getAsInteger(10, s.period) || s.period < 1) {
     return emitError() << "--sync '" << spec
                        << "': H, the inner steps between synchronisations, must be a "
                           "positive integer";
-  if (name == "diloco" || name == "edit") {
+  }
+  if (name == "diloco" || name == "edit" || name == "aedit") {
     // DiLoCo (Douillard et al. 2023): Nesterov SGD at lr 0.7, momentum 0.9;
     // EDiT's outer optimiser is configurable, DiLoCo's here.
     s.outerLr = o.outerLr >= 0 ? o.outerLr : 0.7;
@@ -72,7 +98,8 @@ FailureOr<SyncSpec> parseSync(llvm::StringRef spec, const SyncOptions &o,
     s.temperature = o.temperature;
     s.pseudoClip = o.pseudoClip;
     if (name == "diloco" && (s.temperature != 0 || s.pseudoClip != 0))
-      return emitError() << "--edit-temperature and --pseudo-grad-clip are EDiT's (--sync edit:H)";
+      return emitError() << "--edit-temperature and --pseudo-grad-clip are EDiT's (--sync edit:H "
+                            "or aedit:SECONDS)";
     if (!(s.temperature >= 0) || !(s.pseudoClip >= 0))
       return emitError() << "--edit-temperature " << s.temperature << " --pseudo-grad-clip "
                          << s.pseudoClip << ": neither may be negative";
@@ -129,7 +156,8 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
     FailureOr<SyncSpec> spec =
         parseSync(sync,
                   {outerLr, outerMomentum, staleness, gapPenalty, outerClip, sparselocoTopk,
-                   sparselocoChunk, errorDecay, editTemperature, pseudoGradClip, sparselocoAverage},
+                   sparselocoChunk, errorDecay, editTemperature, pseudoGradClip, sparselocoAverage,
+                   aeditMinSteps, aeditStepWeight},
                   [&] { return module.emitError(); });
     if (failed(spec))
       return signalPassFailure();
@@ -183,6 +211,12 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
       return module.emitError("--sync ")
              << spec.algorithm << ": placement " << placement
              << " has 1 replica on its first hierarchy dimension; local SGD needs at least 2";
+    // A replica's ranks would each time its round alone.
+    if (spec.seconds > 0 && product(pl.getHierarchy()) != replicas)
+      return module.emitError("--sync ")
+             << spec.algorithm << ": placement " << placement
+             << " has several ranks per replica (hierarchy " << shapeString(pl.getHierarchy())
+             << "); timed rounds need one rank per replica, whose clock ends its rounds";
 
     if (failed(localGradients(train, placement, replicas)))
       return failure();
@@ -204,16 +238,19 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
     llvm::SmallVector<std::string> round;
     if (spec.algorithm == "co2") {
       round = buildCo2(module, symbols, trained, spec, replicas);
-    } else if (spec.algorithm == "edit") {
+    } else if (spec.algorithm == "edit" || spec.algorithm == "aedit") {
       if (failed(buildEdit(symbols, train, trained, spec, round)))
         return failure();
     } else if (failed(buildDiloco(module, symbols, trained, spec, replicas, round)))
       return failure();
     b.setInsertionPoint(train);
+    const bool timed = spec.seconds > 0;
     b.create<ScheduleOp>(
         module.getLoc(), b.getStringAttr(spec.algorithm), FlatSymbolRefAttr::get(train),
         b.getI64IntegerAttr(spec.period),
-        b.getStrArrayAttr(llvm::SmallVector<llvm::StringRef>(round.begin(), round.end())));
+        b.getStrArrayAttr(llvm::SmallVector<llvm::StringRef>(round.begin(), round.end())),
+        timed ? b.getF64FloatAttr(spec.seconds) : FloatAttr(),
+        timed ? b.getI64IntegerAttr(spec.minSteps) : IntegerAttr());
     return success();
   }
 
@@ -331,15 +368,19 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
   // At `b`: `var`'s anchor and outer momentum, its pseudo-gradient summed
   // across replicas (under `codec` where there is one) and the outer step,
   // the sum divided by `divisor`, which sets the anchor and every replica's
-  // parameters.
+  // parameters; the codec reads the replica's inner steps from
+  // `innerSteps` where one is given (A-EDiT).
   LogicalResult synchronise(OpBuilder &b, SymbolTable &symbols, VariableOp var, CodecAttr codec,
-                            const SyncSpec &spec, int64_t divisor) {
+                            const SyncSpec &spec, int64_t divisor,
+                            FlatSymbolRefAttr innerSteps = {}) {
     Location loc = var.getLoc();
     auto [anchor, momentum] = outerState(symbols, var, spec);
     Value sum = sumOverReplicas(b, loc, pseudoGradient(b, loc, anchor, var), var);
-    if (codec && failed(attachCodec(cast<AllReduceOp>(sum.getDefiningOp()), codec, var,
-                                    LgrecoAttr(), symbols)))
+    auto ar = cast<AllReduceOp>(sum.getDefiningOp());
+    if (codec && failed(attachCodec(ar, codec, var, LgrecoAttr(), symbols)))
       return failure();
+    if (innerSteps)
+      ar.setInnerStepsAttr(innerSteps);
     outerStep(b, loc, sum, var, anchor, momentum, spec, divisor, /*keepAnchor=*/false);
     return success();
   }
@@ -364,13 +405,14 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
     return success();
   }
 
-  // `codec` with SparseLoCo's or EDiT's fields set.
+  // `codec` with SparseLoCo's or (A-)EDiT's fields set.
   static CodecAttr withFields(CodecAttr c, int64_t chunk, double decay, double temperature,
-                              double clip, bool senders = false) {
+                              double clip, bool senders = false, double stepWeight = 0) {
     return CodecAttr::get(c.getContext(), c.getKind(), c.getDensity(), c.getBits(), c.getRank(),
                           c.getMomentum(), llvm::APFloat(clip), c.getWarmup(), c.getEpochSteps(),
                           c.getBucket(), c.getSeed(), c.getBeta2(), c.getEps(), chunk,
-                          llvm::APFloat(decay), llvm::APFloat(temperature), senders ? 1 : 0);
+                          llvm::APFloat(decay), llvm::APFloat(temperature), senders ? 1 : 0,
+                          llvm::APFloat(stepWeight));
   }
 
   // SparseLoCo's codec: `topk` of each `chunk`, 2-bit values, the residual
@@ -390,6 +432,8 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
   // EDiT's penalised average of the replicas' pseudo-gradients (#sbp.codec
   // <edit>: anomalous ones dropped, the rest weighted by the softmax of
   // minus their norms, the average clipped), the weights summing to one.
+  // A-EDiT's codec blends in each replica's share of the inner steps (its
+  // `inner_steps`: the parameter's AdamW step counter, per replica).
   LogicalResult buildEdit(SymbolTable &symbols, func::FuncOp train, Trained trained,
                           const SyncSpec &spec, llvm::SmallVector<std::string> &round) {
     auto sync = cast<func::FuncOp>(train->clone());
@@ -398,7 +442,7 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
     sync->moveAfter(train);
     symbols.insert(sync);
     CodecAttr codec = withFields(codecWith(train.getContext(), CodecKind::edit, 0), 0, 1.0,
-                                 spec.temperature, spec.pseudoClip);
+                                 spec.temperature, spec.pseudoClip, false, spec.stepWeight);
     Block &body = sync.front();
     for (auto &[opt, var] : trained) {
       // The reads of `var`, and the first op (in block order) using one.
@@ -421,8 +465,18 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
         if (p->isBeforeInBlock(firstUse))
           p->moveBefore(firstUse);
       OpBuilder b(reads.front());
+      FlatSymbolRefAttr innerSteps;
+      if (spec.stepWeight > 0) {
+        auto adam = dyn_cast<AdamWOp>(opt.getOperation());
+        if (!adam)
+          return opt->emitOpError("updates @")
+                 << var.getSymName()
+                 << " without AdamW; A-EDiT's step weights count a replica's inner steps by "
+                    "AdamW's step (--aedit-step-weight 0 turns them off)";
+        innerSteps = adam.getStepAttr();
+      }
       // The weights sum to one.
-      if (failed(synchronise(b, symbols, var, codec, spec, /*divisor=*/1)))
+      if (failed(synchronise(b, symbols, var, codec, spec, /*divisor=*/1, innerSteps)))
         return failure();
     }
     round = {"inner @train_sync"};

@@ -91,7 +91,7 @@ def LocalSgdPass : SbpPass<"sbp-local-sgd",
     "Local SGD: replicas train alone (no gradient collectives across them) and outer functions exchange pseudo-gradients"> {
   let description = [{
     `sync` names the algorithm: `ddp` (nothing to do), `diloco:H`,
-    `co2:H`, `sparseloco:H` or `edit:H`. On the first hierarchy dimension of the trained variables'
+    `co2:H`, `sparseloco:H`, `edit:H` or `aedit:SECONDS`. On the first hierarchy dimension of the trained variables'
     placement (the replica dimension) every replica keeps parameters and
     optimiser state of its own (`replica_dim` on their variables): each
     gradient all-reduce across replicas becomes an `sbp.local_estimate` (the
@@ -127,10 +127,16 @@ def LocalSgdPass : SbpPass<"sbp-local-sgd",
       EDiT's penalty (#sbp.codec<edit>: anomalous norms dropped by an EWMA
       z-score, the others weighted by softmax(-norm / `edit-temperature`),
       equal weights at 0; the average clipped to `pseudo-grad-clip`).
+    - A-EDiT (`aedit:SECONDS`): EDiT in rounds of SECONDS of wall-clock time
+      rather than H steps, so a faster replica takes more steps; a round
+      whose replicas took fewer than `aedit-min-steps` steps in all is not
+      synchronised, and with `aedit-step-weight` r > 0 each replica's weight
+      is (1 - r) w + r (its steps / all steps), each parameter's AdamW step
+      counting the replica's steps. One rank per replica.
     `sbp.schedule` says what runs when.
   }];
   let options = [
-    Option<"sync", "sync", "std::string", /*default=*/"\"ddp\"", "ddp, diloco:H, co2:H, sparseloco:H or edit:H">,
+    Option<"sync", "sync", "std::string", /*default=*/"\"ddp\"", "ddp, diloco:H, co2:H, sparseloco:H, edit:H or aedit:SECONDS">,
     Option<"outerLr", "outer-lr", "double", /*default=*/"-1",
            "The outer learning rate (negative: the algorithm's default)">,
     Option<"outerMomentum", "outer-momentum", "double", /*default=*/"-1",
@@ -154,6 +160,11 @@ def LocalSgdPass : SbpPass<"sbp-local-sgd",
            "edit: the softmax temperature of the pseudo-gradient weights (0: equal weights)">,
     Option<"pseudoGradClip", "pseudo-grad-clip", "double", /*default=*/"0",
            "edit: clip each parameter's averaged pseudo-gradient to this norm (0: none)">,
+    Option<"aeditMinSteps", "aedit-min-steps", "int64_t", /*default=*/"100",
+           "aedit: the fewest inner steps, over all replicas, a round synchronises">,
+    Option<"aeditStepWeight", "aedit-step-weight", "double", /*default=*/"0",
+           "aedit: the share of a replica's weight given by its share of the inner steps (0: "
+           "none; needs AdamW, whose step counts them)">,
   ];
 }
 def PlanMemoryPass : SbpPass<"sbp-plan-memory",

@@ -59,6 +59,8 @@ void mlir::sbp::buildCompilePipeline(OpPassManager &pm, const CompileOptions &op
       o.sparselocoAverage = options.sparselocoAverage;
       o.editTemperature = options.editTemperature;
       o.pseudoGradClip = options.pseudoGradClip;
+      o.aeditMinSteps = options.aeditMinSteps;
+      o.aeditStepWeight = options.aeditStepWeight;
       return o;
     }()));
   pm.addPass(createCompressGradientsPass([&] {

@@ -47,6 +47,10 @@ struct CompileOptions {
   // pseudo-gradient's clip norm (0: none).
   double editTemperature = 0;
   double pseudoGradClip = 0;
+  // A-EDiT: the fewest inner steps over all replicas a round synchronises,
+  // and the share of a replica's weight its share of the steps gives.
+  int64_t aeditMinSteps = 100;
+  double aeditStepWeight = 0;
 };
 
 // Adds [mixed-precision] -> autodiff -> [fold-casts] -> fuse-bias-gelu ->

@@ -122,7 +122,9 @@ def Sbp_CodecAttr : Sbp_Attr<"Codec", "codec"> {
     averaged over the ranks that sent it, as CCLoco, instead of summed).
     edit is EDiT's weighted average of pseudo-gradients (softmax of minus the
     norms over `temperature`, 0: equal weights; anomalous norms dropped;
-    the result clipped to the global norm `clip`, 0: none).
+    the result clipped to the global norm `clip`, 0: none; with `step_weight`
+    r > 0, A-EDiT's blend (1 - r) w + r steps / total steps, the steps being
+    each rank's count in the all-reduce's `inner_steps` variable).
     Unnamed fields are 0 except QSGD's bucket (512) and decay (1).
   }];
   let parameters = (ins EnumParameter<Sbp_CodecKind>:$kind, APFloatParameter<"density">:$density,
@@ -133,7 +135,8 @@ def Sbp_CodecAttr : Sbp_Attr<"Codec", "codec"> {
                         APFloatParameter<"DGC under AdamW: eps">:$eps, "int64_t":$chunk,
                         APFloatParameter<"error-feedback decay">:$decay,
                         APFloatParameter<"EDiT's softmax temperature">:$temperature,
-                        "int64_t":$senders);
+                        "int64_t":$senders,
+                        APFloatParameter<"A-EDiT's step weight ratio">:$step_weight);
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
 }

@@ -372,7 +372,7 @@ CodecAttr mlir::sbp::codecWith(MLIRContext *ctx, CodecKind kind, double value) {
                         kind == CodecKind::qsgd ? integral : 0,
                         kind == CodecKind::powersgd ? integral : 0, llvm::APFloat(0.0),
                         llvm::APFloat(0.0), 0, 0, 512, 0, llvm::APFloat(0.0), llvm::APFloat(0.0), 0,
-                        llvm::APFloat(1.0), llvm::APFloat(0.0), 0);
+                        llvm::APFloat(1.0), llvm::APFloat(0.0), 0, llvm::APFloat(0.0));
 }
 
 Attribute CodecAttr::parse(AsmParser &parser, Type) {
@@ -386,7 +386,8 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
         << name << "' (expected topk, dgc, randomk, qsgd, sign, powersgd, topk2bit or edit)";
     return {};
   }
-  double density = 0, momentum = 0, clip = 0, beta2 = 0, eps = 0, decay = 1, temperature = 0;
+  double density = 0, momentum = 0, clip = 0, beta2 = 0, eps = 0, decay = 1, temperature = 0,
+         stepWeight = 0;
   int64_t bits = 0, rank = 0, warmup = 0, epochSteps = 0, bucket = 512, seed = 0, chunk = 0,
           senders = 0;
   const std::pair<llvm::StringRef, double *> floats[] = {{"density", &density},
@@ -395,7 +396,8 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
                                                          {"beta2", &beta2},
                                                          {"eps", &eps},
                                                          {"decay", &decay},
-                                                         {"temperature", &temperature}};
+                                                         {"temperature", &temperature},
+                                                         {"step_weight", &stepWeight}};
   const std::pair<llvm::StringRef, int64_t *> ints[] = {
       {"bits", &bits},     {"rank", &rank}, {"warmup", &warmup}, {"epoch_steps", &epochSteps},
       {"bucket", &bucket}, {"seed", &seed}, {"chunk", &chunk},   {"senders", &senders}};
@@ -415,17 +417,17 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
     } else {
       parser.emitError(loc, "unknown codec parameter '")
           << key << "' (expected density, bits, rank, momentum, clip, warmup, epoch_steps, "
-          << "bucket, seed, beta2, eps, chunk, decay, temperature or senders)";
+          << "bucket, seed, beta2, eps, chunk, decay, temperature, senders or step_weight)";
       return {};
     }
   }
   if (parser.parseGreater())
     return {};
-  return parser.getChecked<CodecAttr>(start, parser.getContext(), *kind, llvm::APFloat(density),
-                                      bits, rank, llvm::APFloat(momentum), llvm::APFloat(clip),
-                                      warmup, epochSteps, bucket, seed, llvm::APFloat(beta2),
-                                      llvm::APFloat(eps), chunk, llvm::APFloat(decay),
-                                      llvm::APFloat(temperature), senders);
+  return parser.getChecked<CodecAttr>(
+      start, parser.getContext(), *kind, llvm::APFloat(density), bits, rank,
+      llvm::APFloat(momentum), llvm::APFloat(clip), warmup, epochSteps, bucket, seed,
+      llvm::APFloat(beta2), llvm::APFloat(eps), chunk, llvm::APFloat(decay),
+      llvm::APFloat(temperature), senders, llvm::APFloat(stepWeight));
 }
 
 LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitError, CodecKind kind,
@@ -433,7 +435,8 @@ LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitErr
                                 llvm::APFloat momentumF, llvm::APFloat clipF, int64_t warmup,
                                 int64_t epochSteps, int64_t bucket, int64_t, llvm::APFloat beta2F,
                                 llvm::APFloat epsF, int64_t chunk, llvm::APFloat decayF,
-                                llvm::APFloat temperatureF, int64_t senders) {
+                                llvm::APFloat temperatureF, int64_t senders,
+                                llvm::APFloat stepWeightF) {
   const double density = densityF.convertToDouble(), momentum = momentumF.convertToDouble(),
                clip = clipF.convertToDouble(), beta2 = beta2F.convertToDouble(),
                eps = epsF.convertToDouble();
@@ -483,6 +486,11 @@ LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitErr
                        << ">: senders is topk2bit's (0: the sum, 1: each index's mean over the "
                           "ranks that sent it), got "
                        << senders;
+  const double stepWeight = stepWeightF.convertToDouble();
+  if (stepWeight != 0 && (kind != CodecKind::edit || !(stepWeight > 0 && stepWeight <= 1)))
+    return emitError() << "#sbp.codec<" << stringifyCodecKind(kind)
+                       << ">: step_weight is edit's (A-EDiT's ratio, in (0, 1]), got "
+                       << stepWeight;
   return success();
 }
 
@@ -520,6 +528,8 @@ void CodecAttr::print(AsmPrinter &printer) const {
     field("temperature", getTemperature().convertToDouble());
   if (getSenders() != 0)
     field("senders", getSenders());
+  if (!getStepWeight().isZero())
+    field("step_weight", getStepWeight().convertToDouble());
   printer << ">";
 }
 

@@ -94,10 +94,14 @@ def Sbp_ScheduleOp : Sbp_Op<"schedule", [HasParent<"::mlir::ModuleOp">]> {
     steps of `round` in order: "run @f" runs a function once, "start @f"
     starts it in the background (CO2's exchange), "join" waits for it;
     "inner @f" makes @f the next round's first inner step (EDiT's
-    synchronisation inside its forward).
+    synchronisation inside its forward). With `seconds` (A-EDiT) rounds are
+    timed instead: period 0, each replica's round ends `seconds` after it
+    began, and a round whose replicas took fewer than `min_steps` steps in
+    all is not synchronised (plan.fbs Schedule).
   }];
   let arguments = (ins StrAttr:$algorithm, FlatSymbolRefAttr:$inner, I64Attr:$period,
-                       StrArrayAttr:$round);
+                       StrArrayAttr:$round, OptionalAttr<F64Attr>:$seconds,
+                       OptionalAttr<I64Attr>:$min_steps);
   let assemblyFormat = "$algorithm $inner `every` $period `then` $round attr-dict";
   let extraClassDeclaration = [{
     // A step of `round`: its action (plan.fbs ScheduleAction: 0 run, 1
@@ -478,18 +482,22 @@ def Sbp_AllReduceOp : Sbp_BoxingOp<"all_reduce", "AllReduce"> {
     momentum and accumulation, PowerSGD's Q) and `step` the i32 scalar
     counting its exchanges. With `lgreco` (#sbp.lgreco) the codec's parameter
     is chosen per layer at runtime; `lgreco_state` names the shared table,
-    choice, previous choice and pending count.
+    choice, previous choice and pending count. An edit codec with a
+    step_weight reads each rank's inner steps from the i32 scalar
+    `inner_steps` (the parameter's optimiser step counter).
   }];
   let arguments = (ins Variadic<AnyRankedTensor>:$inputs, I64Attr:$dim,
                        OptionalAttr<Sbp_CodecAttr>:$codec,
                        OptionalAttr<SymbolRefArrayAttr>:$state,
                        OptionalAttr<FlatSymbolRefAttr>:$step,
                        OptionalAttr<Sbp_LgrecoAttr>:$lgreco,
-                       OptionalAttr<SymbolRefArrayAttr>:$lgreco_state);
+                       OptionalAttr<SymbolRefArrayAttr>:$lgreco_state,
+                       OptionalAttr<FlatSymbolRefAttr>:$inner_steps);
   let results = (outs Variadic<AnyRankedTensor>:$results);
   let builders = [
     OpBuilder<(ins "::mlir::TypeRange":$results, "::mlir::ValueRange":$inputs, "int64_t":$dim), [{
-      build($_builder, $_state, results, inputs, dim, nullptr, nullptr, nullptr, nullptr, nullptr);
+      build($_builder, $_state, results, inputs, dim, nullptr, nullptr, nullptr, nullptr, nullptr,
+            nullptr);
     }]>
   ];
   let extraClassDeclaration = [{

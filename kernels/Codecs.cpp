@@ -260,6 +260,8 @@ Status CodecExchange::bind(const OpArgs &a, int input) {
   counts.resize(static_cast<size_t>(ranks));
   step = static_cast<int32_t *>(a.hostVariable(c->step()));
   counter = "codec step counter '" + a.plan.variables()->Get(c->step())->name()->str() + "'";
+  if (c->inner_steps() >= 0)
+    innerSteps = static_cast<const int32_t *>(a.hostVariable(c->inner_steps()));
   // This rank's row of each [ranks, L] state variable: the codec's own,
   // then L-GreCo's accumulator.
   const int own = codecStateCount(kind, c->momentum(), c->beta2());
@@ -296,6 +298,8 @@ std::string describe(const plan::CodecAttrs &c) {
     s += " temperature " + std::to_string(c.temperature());
   if (c.mean_over_senders())
     s += " mean over senders";
+  if (c.step_weight() != 0.0f)
+    s += " step weight " + std::to_string(c.step_weight());
   return s;
 }
 
@@ -440,6 +444,20 @@ Status checkCodec(const OpArgs &a) {
   const plan::Variable &step = *vars->Get(c.step());
   if (step.dtype() != plan::DType::I32 || elementCount(toShape(step.shape())) != 1)
     return Status::error(at + ": step variable '" + step.name()->str() + "' must be an i32 scalar");
+  // A-EDiT's step weights read each rank's inner steps.
+  if (c.step_weight() != 0.0f || c.inner_steps() != -1) {
+    if (c.kind() != Codec::Edit || !(c.step_weight() > 0.0f && c.step_weight() <= 1.0f))
+      return Status::error(at + ": step_weight is Edit's (A-EDiT's ratio, in (0, 1]), got " +
+                           std::to_string(c.step_weight()));
+    if (c.inner_steps() < 0 || c.inner_steps() >= nv)
+      return Status::error(at + ": step_weight " + std::to_string(c.step_weight()) +
+                           " needs an inner_steps variable, got " +
+                           std::to_string(c.inner_steps()));
+    const plan::Variable &steps = *vars->Get(c.inner_steps());
+    if (steps.dtype() != plan::DType::I32 || elementCount(toShape(steps.shape())) != 1)
+      return Status::error(at + ": inner_steps variable '" + steps.name()->str() +
+                           "' must be an i32 scalar");
+  }
   return c.lgreco() ? checkLgreco(*c.lgreco(), c.kind(), inputs, *vars, at) : Status::ok();
 }
 
@@ -805,16 +823,25 @@ struct Exchange : CodecExchange {
   }
 
   // EDiT: this rank's norm (anomalous: its pseudo-gradient dropped, its norm
-  // penalised), the group's norms gathered, out = the sum of each rank's
-  // weighted pseudo-gradient, clipped to norm `clip`.
+  // penalised), the group's norms (A-EDiT: and inner steps) gathered, out =
+  // the sum of each rank's weighted pseudo-gradient, clipped to norm `clip`.
   Status edit() override {
     const double norm = std::sqrt(static_cast<double>(cpu::squareSum(source, n)));
     const bool dropped = cpu::editAnomalous(s0, norm);
     small[0] = static_cast<float>(norm) + (dropped ? cpu::kEditOutlierPenalty : 0.0f);
-    if (Status s = gather(small, smallAll, 1, plan::DType::F32); !s)
+    const int64_t fields = innerSteps ? 2 : 1;
+    if (innerSteps)
+      small[1] = static_cast<float>(*innerSteps);
+    if (Status s = gather(small, smallAll, fields, plan::DType::F32); !s)
       return s;
-    float *weights = smallAll + ranks;
-    cpu::editWeights(smallAll, ranks, c->temperature(), weights);
+    float *norms = smallAll + fields * ranks, *steps = norms + ranks, *weights = steps + ranks;
+    for (int r = 0; r < ranks; ++r) {
+      norms[r] = smallAll[fields * r];
+      steps[r] = innerSteps ? smallAll[fields * r + 1] : 0.0f;
+    }
+    cpu::editWeights(norms, ranks, c->temperature(), weights);
+    if (innerSteps)
+      cpu::editStepWeights(steps, ranks, c->step_weight(), weights);
     const float w = dropped ? 0.0f : weights[me];
     for (int64_t i = 0; i < n; ++i)
       out[i] = w * source[i];
@@ -869,8 +896,9 @@ StatusOr<Kernel> cpuCompressedAllReduce(const OpArgs &a) {
   case Codec::PowerSgd:
     break; // takePowerSgdBuffers
   case Codec::Edit:
-    x->small = floats(1);
-    x->smallAll = floats(2 * R); // the group's norms, then its weights
+    x->small = floats(2);
+    // The group's (norm[, inner steps]), its norms, steps and weights.
+    x->smallAll = floats(5 * R);
     break;
   case Codec::TopK2Bit: {
     const int64_t payload = cpu::topkTwoBitPayloadBytes(k, twoBitIndexBytes(c));

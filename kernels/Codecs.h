@@ -100,6 +100,7 @@ struct CodecExchange {
   float *s0 = nullptr, *s1 = nullptr, *s2 = nullptr; // state rows
   float *acc = nullptr;                              // L-GreCo's accumulator row
   int32_t *step = nullptr;                           // host
+  const int32_t *innerSteps = nullptr;               // host; Edit with a step_weight
   std::string counter;                               // the step counter, for errors
   Communicator *group = nullptr;                     // null for a group of one
   int ranks = 1, me = 0;

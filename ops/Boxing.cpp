@@ -46,7 +46,7 @@ LogicalResult mlir::sbp::verifyBoxing(Operation *op) {
                                          << toString(from[dim]) << " -> " << toString(to[dim]);
   }
   if (auto ar = llvm::dyn_cast<AllReduceOp>(op);
-      ar && (ar.getCodecAttr() || ar.getStateAttr() || ar.getStepAttr()))
+      ar && (ar.getCodecAttr() || ar.getStateAttr() || ar.getStepAttr() || ar.getInnerStepsAttr()))
     return ar.verifyCodec();
   return success();
 }
@@ -90,7 +90,7 @@ static CodecAttr sizingCodec(CodecAttr codec, LgrecoAttr lgreco) {
       codec.getKind() == CodecKind::powersgd ? static_cast<int64_t>(top) : codec.getRank(),
       codec.getMomentum(), codec.getClip(), codec.getWarmup(), codec.getEpochSteps(),
       codec.getBucket(), codec.getSeed(), codec.getBeta2(), codec.getEps(), codec.getChunk(),
-      codec.getDecay(), codec.getTemperature(), codec.getSenders());
+      codec.getDecay(), codec.getTemperature(), codec.getSenders(), codec.getStepWeight());
 }
 
 llvm::SmallVector<llvm::SmallVector<int64_t, 2>>
@@ -170,6 +170,17 @@ LogicalResult mlir::sbp::AllReduceOp::verifyCodec() {
   if (!step || !step.getTensorType().getElementType().isSignlessInteger(32) ||
       step.getTensorType().getRank() != 0)
     return emitOpError("codec step ") << getStepAttr() << " must be an i32 scalar variable";
+  // A-EDiT's step weights read each rank's inner steps.
+  const bool weighsSteps = !codec.getStepWeight().isZero();
+  if (weighsSteps != static_cast<bool>(getInnerStepsAttr()))
+    return emitOpError("names inner_steps exactly when its codec has a step_weight (A-EDiT)");
+  if (weighsSteps) {
+    auto steps = symbols.lookupNearestSymbolFrom<VariableOp>(*this, getInnerStepsAttr());
+    if (!steps || !steps.getTensorType().getElementType().isSignlessInteger(32) ||
+        steps.getTensorType().getRank() != 0)
+      return emitOpError("inner_steps ")
+             << getInnerStepsAttr() << " must be an i32 scalar variable (an optimiser's step)";
+  }
   if (!getLgreco() && !getLgrecoState())
     return success();
   LgrecoAttr lg = getLgrecoAttr();

@@ -7,6 +7,8 @@
 
 #include "llvm/ADT/StringSwitch.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace mlir::sbp;
 
@@ -26,8 +28,24 @@ std::optional<std::pair<int, llvm::StringRef>> ScheduleOp::parseStep(llvm::Strin
 LogicalResult ScheduleOp::verifySymbolUses(SymbolTableCollection &symbols) {
   if (getAlgorithm().empty())
     return emitOpError("needs an algorithm name");
-  if (getPeriod() < 1)
+  const int64_t minSteps = getMinStepsAttr() ? getMinStepsAttr().getInt() : 0;
+  if (FloatAttr secondsAttr = getSecondsAttr()) {
+    const double seconds = secondsAttr.getValueAsDouble();
+    if (!(seconds > 0 && std::isfinite(seconds)) || getPeriod() != 0 || minSteps < 0)
+      return emitOpError("with seconds (timed rounds) needs seconds > 0, period 0 and min_steps "
+                         ">= 0, got seconds = ")
+             << seconds << ", period = " << getPeriod() << ", min_steps = " << minSteps;
+    for (Attribute a : getRound())
+      if (auto step = parseStep(llvm::cast<StringAttr>(a).getValue()); step && step->first != 3)
+        return emitOpError("has step ")
+               << a
+               << " in timed rounds, which synchronise in their first inner step only (\"inner "
+                  "@f\"), each replica ending its rounds at its own step";
+  } else if (getPeriod() < 1) {
     return emitOpError("period must be at least 1, got ") << getPeriod();
+  } else if (getMinStepsAttr()) {
+    return emitOpError("has min_steps without seconds; only timed rounds take it");
+  }
   if (getRound().empty())
     return emitOpError("needs at least one step in its round");
   if (!symbols.lookupNearestSymbolFrom<func::FuncOp>(*this, getInnerAttr()))

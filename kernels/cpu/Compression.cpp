@@ -308,16 +308,14 @@ bool lgrecoChoose(const float *table, int64_t layers, int64_t candidates, int64_
 }
 
 bool editAnomalous(float *state, double norm) {
-  float &count = state[0], &mean = state[1], &variance = state[2], &seen = state[3];
+  float &count = state[0], &mean = state[1], &m2 = state[2], &seen = state[3];
   float *zs = state + 4;
-  if (count == 0.0f) {
-    mean = static_cast<float>(norm);
-    variance = 0.0f;
-    count = 1.0f;
-    return false;
-  }
-  const double sigma = std::sqrt(static_cast<double>(variance));
-  const double z = sigma > 0 ? (norm - mean) / sigma : 0.0;
+  // The z-score against the EWMA as it stands: 0 during the warm-up or
+  // without variance (the reference's get_z_score).
+  auto zScore = [&](double v) {
+    const double sd = count >= 2.0f ? std::sqrt(static_cast<double>(m2)) : 0.0;
+    return sd == 0.0 || count < kEditWindow ? 0.0 : (v - mean) / sd;
+  };
   bool anomalous = false;
   if (count >= kEditWindow) {
     const int64_t m = std::min<int64_t>(static_cast<int64_t>(seen), kEditWindow);
@@ -328,16 +326,17 @@ bool editAnomalous(float *state, double norm) {
     for (int64_t i = 0; i < m; ++i)
       zSquares += (zs[i] - zMean) * (zs[i] - zMean);
     const double zSigma = m > 1 ? std::sqrt(zSquares / static_cast<double>(m - 1)) : 0.0;
-    anomalous = z > kEditZFactor * std::max(1.0, zSigma);
+    anomalous = zScore(norm) > kEditZFactor * std::max(1.0, zSigma);
   }
-  if (!anomalous) {
-    const double diff = norm - mean;
-    mean = static_cast<float>(mean + kEditEwmaAlpha * diff);
-    variance = static_cast<float>((1 - kEditEwmaAlpha) * (variance + kEditEwmaAlpha * diff * diff));
-  }
-  zs[static_cast<int64_t>(seen) % kEditWindow] = static_cast<float>(z);
-  seen += 1.0f;
+  // Every norm, anomalous or not, joins the EWMA (the reference's update,
+  // from a mean of 0), then its z-score against it joins the window.
   count += 1.0f;
+  const double delta = norm - mean;
+  mean = static_cast<float>(mean + kEditEwmaAlpha * delta);
+  const double delta2 = norm - mean;
+  m2 = static_cast<float>((1 - kEditEwmaAlpha) * (m2 + kEditEwmaAlpha * delta * delta2));
+  zs[static_cast<int64_t>(seen) % kEditWindow] = static_cast<float>(zScore(norm));
+  seen += 1.0f;
   return anomalous;
 }
 
@@ -355,6 +354,16 @@ void editWeights(const float *norms, int ranks, float temperature, float *w) {
     total += std::exp(-static_cast<double>(norms[r]) / temperature - top);
   for (int r = 0; r < ranks; ++r)
     w[r] = static_cast<float>(std::exp(-static_cast<double>(norms[r]) / temperature - top) / total);
+}
+
+void editStepWeights(const float *steps, int ranks, float ratio, float *w) {
+  double total = 0;
+  for (int r = 0; r < ranks; ++r)
+    total += steps[r];
+  for (int r = 0; r < ranks; ++r)
+    w[r] = static_cast<float>((1.0 - ratio) * w[r] +
+                              ratio * (total > 0 ? static_cast<double>(steps[r]) / total
+                                                 : 1.0 / static_cast<double>(ranks)));
 }
 
 } // namespace sbpflow::cpu

@@ -104,12 +104,13 @@ bool lgrecoChoose(const float *table, int64_t layers, int64_t candidates, int64_
 // EDiT's pseudo-gradient penalty (Cheng et al., arXiv 2412.07210, as the
 // reference code, dlrover atorch local_sgd: anomaly_detection.py and
 // reduce_methods/base.py; ../shared/research/wave2-algorithms.md).
-// Anomaly elimination: a rank keeps an EWMA (alpha 0.02) of its
-// pseudo-gradient norms' mean and variance; once it has seen kEditWindow
-// synchronisations, a norm whose z-score exceeds 3 max(1, the standard
-// deviation of its last kEditWindow z-scores) is anomalous. An anomalous
-// norm does not update the EWMA (our reading; the notes do not say). State
-// row: {count, mean, variance, z-scores seen, the last kEditWindow z-scores
+// Anomaly elimination (OnlineDynamicEWMA): a rank keeps an EWMA (alpha
+// 0.02, from a mean of 0) of its pseudo-gradient norms' mean and M2; once it
+// has seen kEditWindow synchronisations, a norm whose z-score against them
+// exceeds 3 max(1, the standard deviation of its last kEditWindow z-scores)
+// is anomalous. Every norm, anomalous or not, then joins the EWMA, and its
+// z-score against the updated EWMA (0 during the warm-up) joins the window.
+// State row: {count, mean, M2, z-scores seen, the last kEditWindow z-scores
 // (a ring)}.
 constexpr int kEditWindow = 120;
 constexpr int64_t kEditStateFloats = 4 + kEditWindow;
@@ -123,4 +124,8 @@ bool editAnomalous(float *state, double norm);
 // The replicas' weights: w[r] = softmax(-norms / temperature)[r] (in double,
 // the largest logit subtracted), or 1 / ranks at temperature 0.
 void editWeights(const float *norms, int ranks, float temperature, float *w);
+// A-EDiT's blend (the reference's step_weight_ratio r): w[r] = (1 - ratio)
+// w[r] + ratio steps[r] / sum(steps) (equal shares where no replica took a
+// step, so that the weights still sum to one).
+void editStepWeights(const float *steps, int ranks, float ratio, float *w);
 } // namespace sbpflow::cpu

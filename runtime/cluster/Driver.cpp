@@ -46,6 +46,8 @@ struct WorkerRecord {
   int64_t stepsReported = 0;   // in the current chunk
   uint64_t chunkSentBytes = 0; // communicator payload bytes sent in the current chunk
   uint64_t trainSentBytes = 0; // over every train chunk of the job
+  int64_t chunkSteps = 0;      // the steps it ran in the current chunk
+  int64_t trainSteps = 0;      // over every train chunk of the job
 };
 
 // Per-step metric values waiting for the slower ranks.
@@ -249,6 +251,7 @@ private:
           workers_[d.rank].chunkDone = true;
           workers_[d.rank].maxRssKb = std::max(workers_[d.rank].maxRssKb, d.maxRssKb);
           workers_[d.rank].chunkSentBytes = d.sentBytes;
+          workers_[d.rank].chunkSteps = d.steps;
         },
         [&](WorkerError &e) {
           // A rank's error is often the echo of a peer that died (Gloo sees
@@ -489,12 +492,14 @@ private:
       w.chunkSentBytes = 0;
       self_->send(w.actor, RunChunk{program.name, epoch, firstBatch, count});
     }
+    // Under timed rounds the replicas' batches differ: the steps every rank
+    // reached are combined, the others are not.
     Status s = pumpUntil(
         [&] {
           for (const auto &w : workers_)
             if (!w.chunkDone)
               return false;
-          return stepsCombined_ >= count;
+          return program.timedRounds || stepsCombined_ >= count;
         },
         std::nullopt, std::string(program.name));
     chunkProgram_ = nullptr;
@@ -568,10 +573,23 @@ private:
       });
       if (!s)
         return s;
-      trainSeconds += std::chrono::duration<double>(Clock::now() - epochStart).count();
+      const auto chunkEnd = Clock::now();
+      trainSeconds += std::chrono::duration<double>(chunkEnd - epochStart).count();
       trainSteps += count;
-      for (auto &w : workers_)
+      for (auto &w : workers_) {
         w.trainSentBytes += w.chunkSentBytes;
+        w.trainSteps += w.chunkSteps;
+      }
+      if (trainProg->timedRounds) {
+        // Steps are the group's budget; the last combined step is not the end.
+        lastStep = chunkEnd;
+        if (log) {
+          *log << "epoch " << epoch + 1 << " timed rounds: steps per rank";
+          for (const auto &w : workers_)
+            *log << " " << w.chunkSteps;
+          *log << " (" << stepsCombined_ << " reached by every rank)" << std::endl;
+        }
+      }
       next_ = first + count >= batches ? checkpoint::DataPosition{epoch + 1, 0}
                                        : checkpoint::DataPosition{epoch, first + count};
       if (epoch == firstEpoch && report && count > warmup && warmup > 0)
@@ -603,8 +621,10 @@ private:
         };
         if (evalProg->samples > 0 && evalLossIdx >= 0) {
           double loss = lossSum / static_cast<double>(evalProg->samples);
-          if (report)
+          if (report) {
             report->evalLoss.push_back(loss);
+            report->evalAtSeconds.push_back(trainSeconds);
+          }
           logEpoch("eval loss %.6f", loss);
         }
         if (correctIdx >= 0 && evalProg->samples > 0) {
@@ -637,10 +657,12 @@ private:
       report->meanStepSeconds = trainSteps > 0 ? trainSeconds / trainSteps : 0;
       report->peakRssKb.clear();
       report->sentBytesPerStep.clear();
+      report->rankTrainSteps.clear();
       for (const auto &w : workers_) {
         report->peakRssKb.push_back(w.maxRssKb);
         report->sentBytesPerStep.push_back(
             trainSteps > 0 ? static_cast<double>(w.trainSentBytes) / trainSteps : 0.0);
+        report->rankTrainSteps.push_back(w.trainSteps);
       }
     }
     return Status::ok();
@@ -791,6 +813,10 @@ Status writeBenchJson(const std::string &path, const RunOptions &options, const 
   list(r.testAccuracy, 1.0);
   out << ",\"peak_rss_mb_per_rank\":";
   list(r.peakRssKb, 1.0 / 1024);
+  out << ",\"eval_at_s\":";
+  list(r.evalAtSeconds, 1.0);
+  out << ",\"steps_per_rank\":";
+  list(r.rankTrainSteps, 1.0);
   out << ",\"sent_bytes_per_step\":" << std::setprecision(15); // whole bytes, to 1e15
   list(r.sentBytesPerStep, 1.0);
   out << "}\n";

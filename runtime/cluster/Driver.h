@@ -91,6 +91,8 @@ struct JobReport {
   // Per epoch: the eval program's "loss", averaged over every sample of the
   // split; empty without an eval program that reports "loss".
   std::vector<double> evalLoss;
+  // The train wall time (seconds, evaluations excluded) before each of them.
+  std::vector<double> evalAtSeconds;
   double meanStepSeconds = 0;     // driver wall time per train step
   double steadyStepSeconds = 0;   // first epoch, after min(10, steps/5) warm-up steps
   std::vector<int64_t> peakRssKb; // per rank (getrusage maxrss)
@@ -98,7 +100,11 @@ struct JobReport {
   // rules) over the train steps of the job, divided by their number. Eval
   // steps are not counted: they are not steps of training.
   std::vector<double> sentBytesPerStep;
+  // The train steps of the job: the group's, and each rank's (which differ
+  // under timed rounds, whose loss history holds only the steps every rank
+  // reached).
   int64_t trainSteps = 0;
+  std::vector<int64_t> rankTrainSteps;
 };
 
 // Runs the whole job; on failure every worker is told to abort, local worker

@@ -26,7 +26,7 @@ using shutdown_atom = caf::atom_constant<caf::atom("scshutdown")>;
 
 // The version of this protocol: a driver and a node daemon that disagree
 // refuse each other with a message naming both versions.
-constexpr int32_t kProtocolVersion = 5;
+constexpr int32_t kProtocolVersion = 6;
 
 // Worker -> driver, first message: who and where this worker is.
 struct RegisterWorker {
@@ -165,10 +165,13 @@ struct ProgramInfo {
   // Labels per sample that a "correct" metric counts (a character model
   // counts T per window): accuracy = correct / (samples * labelsPerSample).
   int64_t labelsPerSample = 1;
+  // The schedule's inner program under timed rounds (A-EDiT): each replica
+  // takes steps of its own, so a chunk's ranks report different batches.
+  bool timedRounds = false;
 };
 template <class Inspector> typename Inspector::result_type inspect(Inspector &f, ProgramInfo &x) {
   return f(caf::meta::type_name("sbpflow.ProgramInfo"), x.name, x.batches, x.globalBatch, x.samples,
-           x.metricNames, x.metricReduce, x.labelsPerSample);
+           x.metricNames, x.metricReduce, x.labelsPerSample, x.timedRounds);
 }
 
 // Worker -> driver: plan verified, data open, communicators and executor built;

@@ -378,9 +378,28 @@ Status checkSchedule(const plan::Plan &plan, const plan::Schedule &schedule,
   const std::string inner = schedule.inner()->str();
   if (!programs.count(inner))
     return Status::error(what + ": inner program '" + inner + "' is not a program of the plan");
-  if (schedule.period() < 1)
+  const bool timed = schedule.seconds() != 0.0;
+  if (timed) {
+    if (!(schedule.seconds() > 0 && std::isfinite(schedule.seconds())) || schedule.period() != 0 ||
+        schedule.min_steps() < 0)
+      return Status::error(what +
+                           ": timed rounds need seconds > 0, period 0 and min_steps >= 0, "
+                           "got seconds " +
+                           std::to_string(schedule.seconds()) + ", period " +
+                           std::to_string(schedule.period()) + ", min_steps " +
+                           std::to_string(schedule.min_steps()));
+    bool replicated = false;
+    for (const plan::Variable *v : *plan.variables())
+      replicated = replicated || v->replica_dim() >= 0;
+    if (!replicated)
+      return Status::error(what + ": timed rounds gather step counts over the replica dimension, "
+                                  "and no variable has a replica_dim");
+  } else if (schedule.period() < 1) {
     return Status::error(what + ": period " + std::to_string(schedule.period()) +
                          " (at least 1 inner step a round)");
+  } else if (schedule.min_steps() != 0) {
+    return Status::error(what + ": min_steps belongs to timed rounds (seconds > 0)");
+  }
   // The background program and the first step that starts it; the first
   // step that runs each program.
   std::string background, substitute;
@@ -401,6 +420,10 @@ Status checkSchedule(const plan::Plan &plan, const plan::Schedule &schedule,
     }
     if (name.empty())
       return Status::error(at + " (" + actionName(step.action()) + ") names no program");
+    if (timed && step.action() != plan::ScheduleAction::Inner)
+      return Status::error(at + " (" + actionName(step.action()) + " '" + name +
+                           "'): timed rounds synchronise in their first inner step only "
+                           "(inner), each replica ending its rounds at its own step");
     const bool run = step.action() == plan::ScheduleAction::Run;
     const char *verb = run                                            ? " runs '"
                        : step.action() == plan::ScheduleAction::Start ? " starts '"
@@ -686,8 +709,12 @@ std::string describePlan(const plan::Plan &p) {
     os << "\n";
   }
   if (const plan::Schedule *s = p.schedule()) {
-    os << "schedule " << str(s->algorithm()) << ": " << str(s->inner()) << " x" << s->period()
-       << ", then";
+    os << "schedule " << str(s->algorithm()) << ": " << str(s->inner());
+    if (s->seconds() > 0)
+      os << " for " << s->seconds() << " s (at least " << s->min_steps() << " steps in all)";
+    else
+      os << " x" << s->period();
+    os << ", then";
     for (size_t i = 0; i < len(s->round()); ++i) {
       const plan::ScheduleStep *step = s->round()->Get(i);
       os << (i ? ", " : " ") << actionName(step->action());

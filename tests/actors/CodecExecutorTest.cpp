@@ -386,8 +386,15 @@ std::vector<float> compressedSum(const CodecSpec &c, int ranks,
       norms[r] = static_cast<float>(norms[r]) + (dropped[r] ? 1e6 : 0.0);
       total += std::exp(-norms[r] / c.temperature);
     }
-    for (int r = 0; r < ranks; ++r)
-      w[r] = dropped[r] ? 0.0 : std::exp(-norms[r] / c.temperature) / total;
+    for (int r = 0; r < ranks; ++r) {
+      w[r] = std::exp(-norms[r] / c.temperature) / total;
+      // A-EDiT: every rank has taken the same steps (the codec's counter
+      // before this exchange), so each has 1 / ranks of them.
+      if (c.stepWeight > 0)
+        w[r] = (1.0 - c.stepWeight) * w[r] + c.stepWeight / ranks;
+      if (dropped[r])
+        w[r] = 0.0;
+    }
     double squares = 0;
     for (int64_t i = 0; i < n; ++i) {
       double v = 0;
@@ -684,6 +691,14 @@ CodecSpec edit() {
   c.clip = 0.05f;
   return c;
 }
+// A-EDiT's: half of each weight from the steps, read from the codec's own
+// step counter (variable 3; equal on every rank).
+CodecSpec editByStepsToo() {
+  CodecSpec c = edit();
+  c.stepWeight = 0.5f;
+  c.innerSteps = 3;
+  return c;
+}
 // Under AdamW (DGC, top-k plain and 2-bit): two dense exchanges of the
 // AdamW update, then its sparse accumulation, clipped locally; the state
 // rows are DGC's m, v, s or top-k's residual, m, s.
@@ -745,6 +760,12 @@ TEST(CodecExecutor, ChunkedTopK2BitOverSendersFourRanks) {
 }
 TEST(CodecExecutor, EditWeightedAndClippedTwoRanks) { expectRanksMatchReference(edit(), 2); }
 TEST(CodecExecutor, EditWeightedAndClippedFourRanks) { expectRanksMatchReference(edit(), 4); }
+TEST(CodecExecutor, EditWeightedByStepsTooTwoRanks) {
+  expectRanksMatchReference(editByStepsToo(), 2);
+}
+TEST(CodecExecutor, EditWeightedByStepsTooFourRanks) {
+  expectRanksMatchReference(editByStepsToo(), 4);
+}
 TEST(CodecExecutor, DgcWarmupTwoRanks) { expectRanksMatchReference(dgcWarmup(), 2); }
 TEST(CodecExecutor, DgcWarmupFourRanks) { expectRanksMatchReference(dgcWarmup(), 4); }
 TEST(CodecExecutor, DgcUnderAdamWTwoRanks) { expectRanksMatchReference(dgcAdam(), 2); }
@@ -952,6 +973,22 @@ TEST(CodecExecutor, LoaderRefusesAMissingOrWrongStepVariable) {
   floatStep.step = 0; // w: f32 [7, 5]
   expectMentions(refusal(codecPlan(2, floatStep)),
                  {"g.allreduce", "step variable 'w' must be an i32 scalar"});
+}
+
+TEST(CodecExecutor, LoaderRefusesAStepWeightOutsideEditOrWithoutItsSteps) {
+  CodecSpec onTopk = topk();
+  onTopk.stepWeight = 0.5f;
+  onTopk.innerSteps = 3;
+  expectMentions(refusal(codecPlan(2, onTopk)),
+                 {"g.allreduce", "step_weight is Edit's (A-EDiT's ratio, in (0, 1])"});
+  CodecSpec noSteps = editByStepsToo();
+  noSteps.innerSteps = -1;
+  expectMentions(refusal(codecPlan(2, noSteps)),
+                 {"g.allreduce", "needs an inner_steps variable, got -1"});
+  CodecSpec floatSteps = editByStepsToo();
+  floatSteps.innerSteps = 0; // w: f32 [7, 5]
+  expectMentions(refusal(codecPlan(2, floatSteps)),
+                 {"g.allreduce", "inner_steps variable 'w' must be an i32 scalar"});
 }
 
 TEST(CodecExecutor, LoaderRefusesABf16Gradient) {

@@ -1694,3 +1694,24 @@ TEST(ExecutorRows, MismatchedShapesAreRefusedAtLoad) {
 }
 
 } // namespace
+
+namespace sbpflow {
+namespace {
+
+// A-EDiT's last round of a chunk: one step each, the rest in proportion to
+// the replicas' last counts by largest remainder; always the whole budget.
+TEST(ShareRound, SharesTheBudgetInProportionToTheLastRound) {
+  EXPECT_EQ(shareRound(30, {20, 10}), (std::vector<int64_t>{20, 10}));
+  EXPECT_EQ(shareRound(10, {20, 10}), (std::vector<int64_t>{7, 3}));
+  EXPECT_EQ(shareRound(7, {1, 1, 1}), (std::vector<int64_t>{3, 2, 2}));
+  EXPECT_EQ(shareRound(4, {9, 0, 1, 0}), (std::vector<int64_t>{1, 1, 1, 1}));
+  EXPECT_EQ(shareRound(5, {9, 0, 1, 0}), (std::vector<int64_t>{2, 1, 1, 1}));
+  for (int64_t remaining : {2, 3, 17, 101}) {
+    const std::vector<int64_t> q = shareRound(remaining, {13, 7});
+    EXPECT_EQ(q[0] + q[1], remaining) << remaining;
+    EXPECT_GE(q[0], q[1]) << remaining;
+  }
+}
+
+} // namespace
+} // namespace sbpflow

@@ -18,9 +18,9 @@
 // RUN: not sbpflow-opt %s --split-input-file --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-local-sgd=sync=diloco:5 2>&1 | FileCheck %s
 
 // ZERO: error: --sync 'diloco{{.*}}': H, the inner steps between synchronisations, must be a positive integer
-// NAME: error: --sync 'gossip:3': expected ddp, diloco:H, co2:H, sparseloco:H or edit:H
+// NAME: error: --sync 'gossip:3': expected ddp, diloco:H, co2:H, sparseloco:H, edit:H or aedit:SECONDS
 // AVERAGE: error: --sparseloco-average 'some': replicas (the paper's mean) or senders (each value's mean over the replicas that sent it, as CCLoco)
-// EDITONLY: error: --edit-temperature and --pseudo-grad-clip are EDiT's (--sync edit:H)
+// EDITONLY: error: --edit-temperature and --pseudo-grad-clip are EDiT's (--sync edit:H or aedit:SECONDS)
 // EDITNEG: error: --edit-temperature 0.000000e+00 --pseudo-grad-clip -1.000000e+00: neither may be negative
 // SPARSEMOMENTUM: error: --sync sparseloco: error feedback replaces the outer momentum; --outer-momentum 9.000000e-01 has no place
 // SPARSECHUNK: error: --sparseloco-chunk {{[0-9]+}} --sparseloco-topk {{[0-9]+}}: need 1 <= topk <= chunk <= 65536

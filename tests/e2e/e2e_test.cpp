@@ -688,6 +688,73 @@ TEST(MlpEndToEnd, EditSynchronisesInTheNextForwardAsDilocoDidAfterTheStep) {
   }
 }
 
+// A-EDiT's rounds are timed: with rounds longer than a chunk, each chunk is
+// one round of every replica's share of its steps, and the next chunk opens
+// with the synchronisation. Over 2 epochs of 10 steps (a batch of 60: 1000
+// batches an epoch, so EDiT's rounds of 10 end with the chunks too) that is
+// EDiT with H = 10, to the bit, every variable.
+TEST(MlpEndToEnd, AEditWithRoundsLongerThanAChunkIsEditWithHTheChunk) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir aeditDir("sbpflow_e2e"), editDir("sbpflow_e2e");
+  auto train = [](const std::string &sync, const fs::path &out) {
+    return runCommand(std::string(SBPFLOW_BIN_DIR) +
+                      "/mlp_fashion_mnist --local 2 --batch 60 --max-steps 10 --epochs 2 --sync " +
+                      sync + " --checkpoint " + out.string());
+  };
+  CommandResult a = train("aedit:1000 --aedit-min-steps 1", aeditDir.path());
+  ASSERT_EQ(a.status, 0) << a.output;
+  EXPECT_NE(a.output.find("epoch 2 timed rounds: steps per rank 10 10 (10 reached by every rank)"),
+            std::string::npos)
+      << a.output;
+  CommandResult e = train("edit:10", editDir.path());
+  ASSERT_EQ(e.status, 0) << e.output;
+  // Every variable's bits, the step counters' too.
+  const auto aedit = loadCheckpoint<uint32_t>(aeditDir.path()),
+             edit = loadCheckpoint<uint32_t>(editDir.path());
+  ASSERT_EQ(aedit.size(), edit.size());
+  for (const auto &[name, values] : edit) {
+    ASSERT_TRUE(aedit.count(name)) << name;
+    EXPECT_EQ(aedit.at(name), values) << name;
+  }
+  const std::vector<uint32_t> &w = edit.at("fc1.weight");
+  EXPECT_NE(std::vector<uint32_t>(w.begin(), w.begin() + w.size() / 2),
+            std::vector<uint32_t>(w.begin() + w.size() / 2, w.end()))
+      << "the replicas' steps since the synchronisation are their own";
+}
+
+// Under A-EDiT a replica slowed by 40 ms a step takes fewer steps in each
+// round than the other (rounds of 0.3 s), the group's budget (2 x 40
+// steps) is kept, and the rounds synchronise (each sync counts an exchange
+// in the codec's step counter); the same straggler under EDiT makes both
+// replicas take the same steps.
+TEST(MlpEndToEnd, AEditLetsTheFasterReplicaTakeMoreSteps) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir tmp("sbpflow_e2e");
+  const fs::path json = fs::path(tmp.path()) / "aedit.json";
+  CommandResult r = trainLocalSgd("aedit:0.3",
+                                  "--aedit-min-steps 1 --slow-rank 1 --slow-step-ms 40 "
+                                  "--bench-json " +
+                                      json.string(),
+                                  40, fs::path(tmp.path()) / "ckpt");
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::ifstream in(json);
+  std::string line;
+  std::getline(in, line);
+  const std::string key = "\"steps_per_rank\":[";
+  const size_t at = line.find(key);
+  ASSERT_NE(at, std::string::npos) << line;
+  const char *p = line.c_str() + at + key.size();
+  char *end = nullptr;
+  const long fast = std::strtol(p, &end, 10), slow = std::strtol(end + 1, nullptr, 10);
+  EXPECT_EQ(fast + slow, 80) << line;
+  EXPECT_GT(fast, slow) << line;
+  const auto ckpt = loadCheckpoint<uint32_t>(fs::path(tmp.path()) / "ckpt");
+  ASSERT_TRUE(ckpt.count("fc1.weight.codec.step"));
+  EXPECT_GE(ckpt.at("fc1.weight.codec.step").at(0), 1u) << "no round synchronised";
+}
+
 // The straggler harness: under synchronous data parallelism every step
 // waits for rank 1, which sleeps 100 ms after each of its steps, so the
 // job's mean step takes at least that (a lower bound the sleep guarantees,

@@ -579,22 +579,22 @@ TEST(LgrecoChoose, AZeroOrNonFiniteBudgetKeepsTheChoice) {
   EXPECT_EQ(choice, (std::vector<int32_t>{1, 0}));
 }
 
-// EDiT's detector written out in double: EWMA (alpha 0.02) of the norms'
-// mean and variance, z-scores against them, an anomaly once 120 norms were
-// seen with z above 3 max(1, sd of the last 120 z-scores), not folded in.
+// EDiT's detector written out in double, as the reference code's
+// OnlineDynamicEWMA (alpha 0.02, warm-up 120, threshold 3): the decision on
+// the EWMA before the norm, z = 0 while fewer than 120 norms were seen; then
+// every norm updates mean and M2 from 0 and its z against them joins the
+// window.
 struct ReferenceDetector {
   int count = 0;
-  double mean = 0, variance = 0;
+  double mean = 0, m2 = 0;
   std::vector<double> zs;
+  double z(double norm) const {
+    const double sd = count >= 2 ? std::sqrt(m2) : 0.0;
+    return sd == 0 || count < 120 ? 0.0 : (norm - mean) / sd;
+  }
   bool see(double norm) {
-    if (count++ == 0) {
-      mean = norm;
-      return false;
-    }
-    const double sigma = std::sqrt(variance);
-    const double z = sigma > 0 ? (norm - mean) / sigma : 0.0;
     bool anomalous = false;
-    if (count - 1 >= 120) {
+    if (count >= 120) {
       std::vector<double> last(zs.end() - std::min<size_t>(zs.size(), 120), zs.end());
       double m = 0, ss = 0;
       for (double v : last)
@@ -602,14 +602,13 @@ struct ReferenceDetector {
       for (double v : last)
         ss += (v - m) * (v - m);
       const double sd = last.size() > 1 ? std::sqrt(ss / static_cast<double>(last.size() - 1)) : 0;
-      anomalous = z > 3 * std::max(1.0, sd);
+      anomalous = z(norm) > 3 * std::max(1.0, sd);
     }
-    if (!anomalous) {
-      const double diff = norm - mean;
-      mean += 0.02 * diff;
-      variance = 0.98 * (variance + 0.02 * diff * diff);
-    }
-    zs.push_back(z);
+    ++count;
+    const double delta = norm - mean;
+    mean += 0.02 * delta;
+    m2 = 0.98 * (m2 + 0.02 * delta * (norm - mean));
+    zs.push_back(z(norm));
     return anomalous;
   }
 };
@@ -635,7 +634,7 @@ TEST(EditAnomalous, FlagsOnlyAnOutlierAfterTheWarmUpAsTheReference) {
   }
   EXPECT_EQ(flagged, 1);
   EXPECT_NEAR(state[1], ref.mean, 1e-5);
-  EXPECT_NEAR(state[2], ref.variance, 1e-6);
+  EXPECT_NEAR(state[2], ref.m2, 1e-6);
   EXPECT_EQ(state[0], 400.0f);
 }
 
@@ -651,6 +650,23 @@ TEST(EditWeights, SoftmaxOfMinusTheNormsOrEqual) {
   EXPECT_EQ(w[3], 0.0f) << "an anomalous rank's penalised norm weighs nothing";
   cpu::editWeights(norms.data(), 4, 0.0f, w.data());
   EXPECT_EQ(w, (std::vector<float>{0.25f, 0.25f, 0.25f, 0.25f}));
+}
+
+// A-EDiT: half of each weight from the norms, half from the replica's share
+// of the steps (a replica twice as fast weighs more; the weights still sum
+// to one).
+TEST(EditStepWeights, BlendsTheNormWeightsWithEachReplicasShareOfTheSteps) {
+  const std::vector<float> steps = {30.0f, 15.0f, 15.0f, 0.0f};
+  std::vector<float> w = {0.25f, 0.25f, 0.25f, 0.25f};
+  cpu::editStepWeights(steps.data(), 4, 0.5f, w.data());
+  EXPECT_EQ(w, (std::vector<float>{0.375f, 0.25f, 0.25f, 0.125f}));
+  std::vector<float> same = {0.1f, 0.2f, 0.3f, 0.4f};
+  cpu::editStepWeights(steps.data(), 4, 1.0f, same.data());
+  EXPECT_EQ(same, (std::vector<float>{0.5f, 0.25f, 0.25f, 0.0f})) << "ratio 1: the steps alone";
+  const std::vector<float> none(4, 0.0f);
+  std::vector<float> kept = {0.1f, 0.2f, 0.3f, 0.4f};
+  cpu::editStepWeights(none.data(), 4, 0.5f, kept.data());
+  EXPECT_FLOAT_EQ(kept[3], 0.325f) << "no steps: equal shares of them";
 }
 
 } // namespace

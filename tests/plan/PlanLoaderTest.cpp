@@ -1087,6 +1087,49 @@ TEST(PlanLoader, InnerSubstituteLoadsAndIsChecked) {
   expectRefused(editPlan, defects);
 }
 
+// A-EDiT's timed rounds: seconds instead of a period, only a substitute
+// first step, replicas to gather the step counts over.
+TEST(PlanLoader, TimedRoundsLoadAndAreChecked) {
+  auto aeditPlan = [] {
+    PlanSpec spec = localSgdPlan();
+    spec.schedule = ScheduleSpec{"aedit", "train", 0, {innerStep("outer")}, 2.5, 10};
+    spec.programs[1].metrics = {{"g", 0}};
+    spec.programs[0].metrics = {{"g", 2}};
+    return spec;
+  };
+  auto loaded = loadPlanBuffer(build(aeditPlan()));
+  ASSERT_TRUE(loaded) << loaded.status().message();
+  const std::string text = describePlan(*loaded->plan());
+  EXPECT_NE(text.find("\nschedule aedit: train for 2.5 s (at least 10 steps in all), then inner "
+                      "outer\n"),
+            std::string::npos)
+      << text;
+  const std::string aedit = "schedule 'aedit': ";
+  const std::vector<Defect> defects = {
+      {[](PlanSpec &s) { s.schedule->period = 4; },
+       aedit + "timed rounds need seconds > 0, period 0 and min_steps >= 0, got seconds 2.500000, "
+               "period 4, min_steps 10"},
+      {[](PlanSpec &s) { s.schedule->seconds = -1; }, aedit + "timed rounds need seconds > 0"},
+      {[](PlanSpec &s) { s.schedule->minSteps = -1; },
+       aedit + "timed rounds need seconds > 0, period 0 and min_steps >= 0"},
+      {[](PlanSpec &s) { s.schedule->round.push_back(runStep("outer")); },
+       aedit + "round step 1 (run 'outer'): timed rounds synchronise in their first inner step "
+               "only (inner)"},
+      {[](PlanSpec &s) {
+         for (VariableSpec &v : s.variables)
+           v.replicaDim = -1;
+       },
+       aedit + "timed rounds gather step counts over the replica dimension, and no variable has a "
+               "replica_dim"},
+      {[](PlanSpec &s) {
+         s.schedule->seconds = 0;
+         s.schedule->period = 4;
+       },
+       aedit + "min_steps belongs to timed rounds (seconds > 0)"},
+  };
+  expectRefused(aeditPlan, defects);
+}
+
 // The registry's check of Assign (kernels/LocalSgd.cpp).
 TEST(PlanLoader, AssignDefects) {
   const std::string assign = "program 'adopt': task 1 'w.anchor.assign' (Assign): ";

@@ -78,6 +78,8 @@ struct CodecSpec {
   float decay = 1.0f;           // TopK2Bit: the residual's decay
   float temperature = 0;        // Edit
   bool meanOverSenders = false; // TopK2Bit
+  float stepWeight = 0;         // Edit (A-EDiT)
+  int innerSteps = -1;          // Edit with a step weight: variable index
 };
 
 struct TaskSpec {
@@ -152,6 +154,8 @@ struct ScheduleSpec {
   std::string algorithm = "diloco", inner = "train";
   int period = 1;
   std::vector<ScheduleStepSpec> round;
+  double seconds = 0; // timed rounds (A-EDiT)
+  int64_t minSteps = 0;
 };
 
 struct PlanSpec {
@@ -310,7 +314,8 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
           codec = plan::CreateCodecAttrs(fbb, c.kind, c.density, c.bits, c.rank, c.momentum, c.clip,
                                          c.warmupSteps, c.epochSteps, c.bucket, c.seed,
                                          fbb.CreateVector(c.state), c.step, lgreco, c.beta2, c.eps,
-                                         c.chunk, c.decay, c.temperature, c.meanOverSenders);
+                                         c.chunk, c.decay, c.temperature, c.meanOverSenders,
+                                         c.stepWeight, c.innerSteps);
         }
         attrs = plan::CreateCollectiveAttrs(fbb, t.dim, t.reduce, codec).Union();
         break;
@@ -380,8 +385,9 @@ inline std::vector<uint8_t> build(const PlanSpec &spec) {
         program = fbb.CreateString(*step.program);
       return plan::CreateScheduleStep(fbb, step.action, program);
     });
-    schedule = plan::CreateSchedule(fbb, fbb.CreateString(sc->algorithm),
-                                    fbb.CreateString(sc->inner), sc->period, round);
+    schedule =
+        plan::CreateSchedule(fbb, fbb.CreateString(sc->algorithm), fbb.CreateString(sc->inner),
+                             sc->period, round, sc->seconds, sc->minSteps);
   }
   auto root = plan::CreatePlan(fbb, spec.version, placements, variables, fbb.CreateVector(programs),
                                fbb.CreateString("test"), schedule);

@@ -278,6 +278,9 @@ private:
                                           ? static_cast<int32_t>(MetricReduce::First)
                                           : static_cast<int32_t>(MetricReduce::Sum));
         }
+      const plan::Schedule *schedule = plan.schedule();
+      info.timedRounds =
+          schedule && schedule->seconds() > 0 && schedule->inner()->str() == info.name;
       programs_.push_back(std::move(info));
     }
 

@@ -152,7 +152,7 @@ public:
   }
   Status writeTrace(const std::string &path) const override;
   uint64_t sentBytes() const override { return comms_ ? comms_->sentBytes() : 0; }
-  StatusOr<Gathered> gatherOverReplicas(int32_t value) override;
+  StatusOr<Gathered> gatherOverReplicas(const std::vector<int32_t> &values) override;
 
 private:
   std::string rank() const { return "rank " + std::to_string(options_.globalRank); }
@@ -837,7 +837,7 @@ Status ActorExecutor::readOutputAs(const std::string &program, const std::string
   return Status::error(rank() + ": program '" + program + "' has no output '" + name + "'");
 }
 
-StatusOr<Executor::Gathered> ActorExecutor::gatherOverReplicas(int32_t value) {
+StatusOr<Executor::Gathered> ActorExecutor::gatherOverReplicas(const std::vector<int32_t> &values) {
   const plan::Variable *replicated = nullptr;
   for (const plan::Variable *v : *plan_->variables())
     if (!replicated && v->replica_dim() >= 0)
@@ -848,13 +848,16 @@ StatusOr<Executor::Gathered> ActorExecutor::gatherOverReplicas(int32_t value) {
       comms_ ? comms_->get(static_cast<int>(replicated->placement()), replicated->replica_dim())
              : nullptr;
   if (!comm)
-    return Gathered{{value}, 0};
+    return Gathered{values, 0};
   if (onGpu() || comm->deviceStream())
     return Status::error(rank() + ": timed rounds gather their step counts on CPU ranks; this "
                                   "rank's replica group is a device communicator");
-  Gathered all{std::vector<int32_t>(static_cast<size_t>(comm->size())), comm->rank()};
-  const std::vector<int64_t> counts(all.values.size(), 1);
-  if (Status s = comm->allGather(&value, all.values.data(), counts.data(), plan::DType::I32); !s)
+  Gathered all{std::vector<int32_t>(values.size() * static_cast<size_t>(comm->size())),
+               comm->rank()};
+  const std::vector<int64_t> counts(static_cast<size_t>(comm->size()),
+                                    static_cast<int64_t>(values.size()));
+  if (Status s = comm->allGather(values.data(), all.values.data(), counts.data(), plan::DType::I32);
+      !s)
     return s.withContext(rank() + ": gathering the replicas' step counts");
   return all;
 }
@@ -937,10 +940,11 @@ Status runTimedRounds(Executor &executor, const plan::Plan &plan, const plan::Sc
   const auto length = std::chrono::duration<double>(schedule.seconds());
   const int64_t budget = count * R;
   int64_t done = 0;
-  // This replica's next batch; whether any replica reached the epoch's
-  // end; the quotas of a shared-out last round, and this replica's index.
+  // This replica's next batch (a resumed job's replicas start at batches
+  // of their own); the quotas of a shared-out last round, and this
+  // replica's index.
   int64_t position = firstBatch;
-  std::vector<int64_t> positions(static_cast<size_t>(R), firstBatch), quota;
+  std::vector<int64_t> quota;
   int me = 0;
   // The job's first round has nothing to synchronise; any later one opens
   // with the last round's synchronisation.
@@ -961,21 +965,23 @@ Status runTimedRounds(Executor &executor, const plan::Plan &plan, const plan::Sc
         break;
     }
     position += n;
-    auto gathered = executor.gatherOverReplicas(static_cast<int32_t>(n));
+    // Every replica's (steps this round, next batch).
+    auto gathered = executor.gatherOverReplicas(
+        {static_cast<int32_t>(n), static_cast<int32_t>(std::min<int64_t>(position, INT32_MAX))});
     if (!gathered)
       return gathered.status();
-    const std::vector<int32_t> &counts = gathered->values;
     me = gathered->me;
-    if (static_cast<int64_t>(counts.size()) != R)
+    if (static_cast<int64_t>(gathered->values.size()) != 2 * R)
       return Status::error("schedule " + schedule.algorithm()->str() + ": " +
-                           std::to_string(counts.size()) + " replicas answered, the plan has " +
-                           std::to_string(R));
+                           std::to_string(gathered->values.size() / 2) +
+                           " replicas answered, the plan has " + std::to_string(R));
+    std::vector<int32_t> counts(static_cast<size_t>(R));
     int64_t total = 0;
     bool ended = false;
     for (int64_t r = 0; r < R; ++r) {
-      positions[r] += counts[r];
+      counts[r] = gathered->values[2 * r];
       total += counts[r];
-      ended = ended || positions[r] >= batchesPerEpoch;
+      ended = ended || gathered->values[2 * r + 1] >= batchesPerEpoch;
     }
     done += total;
     synchronise = !substitute.empty() && total >= schedule.min_steps();

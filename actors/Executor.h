@@ -66,16 +66,16 @@ public:
                        int64_t batch) = 0;
   virtual Status join() = 0;
 
-  // Every replica's `value` (timed rounds' step counts), in replica order,
-  // and this rank's replica: an all-gather over the replica dimension's
-  // communicator (that of the plan's first variable with a replica_dim), on
-  // the calling thread; just {value} for a group of one. Call it between
-  // runs, on CPU ranks.
+  // Every replica's `values` (timed rounds' step counts and positions), in
+  // replica order, and this rank's replica: an all-gather over the replica
+  // dimension's communicator (that of the plan's first variable with a
+  // replica_dim), on the calling thread; just `values` for a group of one.
+  // Call it between runs, on CPU ranks.
   struct Gathered {
-    std::vector<int32_t> values;
+    std::vector<int32_t> values; // replicas x values.size()
     int me = 0;
   };
-  virtual StatusOr<Gathered> gatherOverReplicas(int32_t value) = 0;
+  virtual StatusOr<Gathered> gatherOverReplicas(const std::vector<int32_t> &values) = 0;
 
   // The payload bytes this rank's communicators have sent so far, over every
   // run (Communicator::sentBytes; 0 without communicators): a run's bytes

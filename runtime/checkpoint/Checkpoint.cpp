@@ -730,14 +730,19 @@ Status writeIndex(const std::string &dir, const std::vector<TensorMeta> &metas,
       return Status::error("checkpoint: shard file '" + r.file + "' of tensor '" + r.tensor +
                            "' is not one of its distinct shards");
     }
-  if (next.epoch < 0 || next.batch < 0)
+  if (next.epoch < 0 || next.batch < 0 ||
+      std::any_of(next.rankBatches.begin(), next.rankBatches.end(),
+                  [](int64_t b) { return b < 0; }))
     return Status::error("checkpoint: negative data position (epoch " + std::to_string(next.epoch) +
-                         ", batch " + std::to_string(next.batch) + ")");
+                         ", batch " + std::to_string(next.batch) + ", or a rank's batch)");
+  json position = {{"epoch", next.epoch}, {"batch", next.batch}};
+  if (!next.rankBatches.empty())
+    position["rank_batches"] = next.rankBatches;
   json index = {{"format", kFormat},
                 {"version", kVersion},
                 {"shard_format", kShardFormat},
                 {"generation", generationText(generation)},
-                {"next", {{"epoch", next.epoch}, {"batch", next.batch}}},
+                {"next", position},
                 {"tensors", tensors}};
   if (Status s = ensureDirectory(dir); !s)
     return s;
@@ -907,9 +912,19 @@ StatusOr<CheckpointReader> CheckpointReader::open(const std::string &dir) {
     if (Status s = p.field(jn, "batch", json::value_t::number_integer, "an integer", "next", batch);
         !s)
       return s;
-    reader.next_ = {epoch->get<int64_t>(), batch->get<int64_t>()};
+    reader.next_ = {epoch->get<int64_t>(), batch->get<int64_t>(), {}};
     if (reader.next_.epoch < 0 || reader.next_.batch < 0)
       return p.error("next", "negative epoch or batch");
+    if (jn.contains("rank_batches")) {
+      const json &ranks = jn["rank_batches"];
+      if (!ranks.is_array())
+        return p.error("next", "rank_batches is not an array");
+      for (const json &b : ranks) {
+        if (!b.is_number_integer() || b.get<int64_t>() < 0)
+          return p.error("next", "rank_batches holds " + b.dump() + ", not a non-negative integer");
+        reader.next_.rankBatches.push_back(b.get<int64_t>());
+      }
+    }
   }
   std::set<std::string> seen;
   for (size_t t = 0; t < tensors->size(); ++t) {

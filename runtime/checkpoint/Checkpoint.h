@@ -106,7 +106,12 @@ StatusOr<ShardRecord> writeShard(const std::string &dir, const TensorMeta &meta,
 struct DataPosition {
   int64_t epoch = 0;
   int64_t batch = 0;
-  bool operator==(const DataPosition &o) const { return epoch == o.epoch && batch == o.batch; }
+  // Timed rounds (A-EDiT), where each replica reads batches of its own: every
+  // rank's next batch of `epoch` (empty: every rank continues at `batch`).
+  std::vector<int64_t> rankBatches;
+  bool operator==(const DataPosition &o) const {
+    return epoch == o.epoch && batch == o.batch && rankBatches == o.rankBatches;
+  }
 };
 
 // Writes `dir`/index.json listing the distinct shards of every tensor, with

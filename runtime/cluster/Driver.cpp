@@ -42,6 +42,7 @@ struct WorkerRecord {
   bool shardsWritten = false; // phase 1 of the current checkpoint
   std::vector<ProgramInfo> programs;
   int64_t nextEpoch = 0, nextBatch = 0; // where a resumed checkpoint's data continues
+  std::vector<int64_t> nextRankBatches; // and every rank's, under timed rounds
   int64_t maxRssKb = 0;
   int64_t stepsReported = 0;   // in the current chunk
   uint64_t chunkSentBytes = 0; // communicator payload bytes sent in the current chunk
@@ -235,6 +236,7 @@ private:
           workers_[r.rank].programs = std::move(r.programs);
           workers_[r.rank].nextEpoch = r.nextEpoch;
           workers_[r.rank].nextBatch = r.nextBatch;
+          workers_[r.rank].nextRankBatches = std::move(r.nextRankBatches);
         },
         [&](StepMetrics &m) { onStep(m); },
         [&](ShardsWritten &w) {
@@ -423,7 +425,8 @@ private:
                              " disagrees with rank 0 about the plan's programs or data sizes "
                              "(different plan or data on that node?)");
       if (workers_[r].nextEpoch != workers_[0].nextEpoch ||
-          workers_[r].nextBatch != workers_[0].nextBatch)
+          workers_[r].nextBatch != workers_[0].nextBatch ||
+          workers_[r].nextRankBatches != workers_[0].nextRankBatches)
         return Status::error("rank " + std::to_string(r) +
                              " resumed a checkpoint at another data position than rank 0 "
                              "(different checkpoint directories on the nodes?)");
@@ -478,19 +481,24 @@ private:
   }
 
   // Runs one chunk on every rank and feeds each combined step to `onCombined`.
+  // Under timed rounds `rankFirst` (if not empty) is every rank's first batch.
   Status runChunk(const ProgramInfo &program, int64_t epoch, int64_t firstBatch, int64_t count,
-                  std::function<void(const std::vector<double> &)> onCombined) {
+                  std::function<void(const std::vector<double> &)> onCombined,
+                  const std::vector<int64_t> &rankFirst = {}) {
     currentProgram_ = program.name;
     currentEpoch_ = epoch;
     stepsCombined_ = 0;
     pending_.clear();
     chunkProgram_ = &program;
     onCombined_ = std::move(onCombined);
-    for (auto &w : workers_) {
+    for (size_t r = 0; r < workers_.size(); ++r) {
+      WorkerRecord &w = workers_[r];
       w.chunkDone = false;
       w.stepsReported = 0;
       w.chunkSentBytes = 0;
-      self_->send(w.actor, RunChunk{program.name, epoch, firstBatch, count});
+      w.chunkSteps = 0;
+      self_->send(w.actor, RunChunk{program.name, epoch,
+                                    r < rankFirst.size() ? rankFirst[r] : firstBatch, count});
     }
     // Under timed rounds the replicas' batches differ: the steps every rank
     // reached are combined, the others are not.
@@ -524,9 +532,20 @@ private:
           " samples, global batch " + std::to_string(trainProg->globalBatch));
     // A resumed job continues the data where its checkpoint left it (the
     // next batch of that epoch); --epochs and --max-steps count from there.
-    next_ = {workers_[0].nextEpoch, workers_[0].nextBatch};
-    if (next_.batch >= batches)
-      next_ = {next_.epoch + 1, 0};
+    // Under timed rounds every rank continues at its own batch.
+    next_ = {workers_[0].nextEpoch, workers_[0].nextBatch, workers_[0].nextRankBatches};
+    auto pastTheEpoch = [&](const checkpoint::DataPosition &at) {
+      return at.batch >= batches || std::any_of(at.rankBatches.begin(), at.rankBatches.end(),
+                                                [&](int64_t b) { return b >= batches; });
+    };
+    if (pastTheEpoch(next_))
+      next_ = {next_.epoch + 1, 0, {}};
+    if (!next_.rankBatches.empty() &&
+        (!trainProg->timedRounds || next_.rankBatches.size() != workers_.size()))
+      return Status::error("the checkpoint gives " + std::to_string(next_.rankBatches.size()) +
+                           " ranks their own data positions (timed rounds), this job has " +
+                           std::to_string(workers_.size()) + " ranks" +
+                           (trainProg->timedRounds ? "" : " and no timed rounds"));
     const int64_t firstEpoch = next_.epoch;
     auto stepsFrom = [&](int64_t first) {
       int64_t n = batches - first;
@@ -550,27 +569,33 @@ private:
       if (count <= 0)
         return Status::error("no train steps to run from batch " + std::to_string(first) +
                              " of epoch " + std::to_string(epoch + 1));
-      Status s = runChunk(*trainProg, epoch, first, count, [&](const std::vector<double> &metrics) {
-        double loss = lossIdx >= 0 ? metrics[lossIdx] : 0.0;
-        if (report)
-          report->lossHistory.push_back(loss);
-        int64_t step = stepsCombined_;
-        lastStep = Clock::now();
-        if (epoch == firstEpoch && step == warmup)
-          warmEnd = lastStep;
-        if (log && (step % std::max(1, options_.logEvery) == 0 || step == count)) {
-          auto now = Clock::now();
-          double secs = std::chrono::duration<double>(now - lastPrint).count();
-          double rate = secs > 0 ? (step - lastPrintedStep) * trainProg->globalBatch / secs : 0;
-          char line[256];
-          std::snprintf(line, sizeof(line), "epoch %lld step %lld/%lld loss %.6f samples/s %.1f",
-                        static_cast<long long>(epoch + 1), static_cast<long long>(first + step),
-                        static_cast<long long>(first + count), loss, rate);
-          *log << line << std::endl;
-          lastPrint = now;
-          lastPrintedStep = step;
-        }
-      });
+      const std::vector<int64_t> rankFirst =
+          epoch == firstEpoch ? next_.rankBatches : std::vector<int64_t>{};
+      Status s = runChunk(
+          *trainProg, epoch, first, count,
+          [&](const std::vector<double> &metrics) {
+            double loss = lossIdx >= 0 ? metrics[lossIdx] : 0.0;
+            if (report)
+              report->lossHistory.push_back(loss);
+            int64_t step = stepsCombined_;
+            lastStep = Clock::now();
+            if (epoch == firstEpoch && step == warmup)
+              warmEnd = lastStep;
+            if (log && (step % std::max(1, options_.logEvery) == 0 || step == count)) {
+              auto now = Clock::now();
+              double secs = std::chrono::duration<double>(now - lastPrint).count();
+              double rate = secs > 0 ? (step - lastPrintedStep) * trainProg->globalBatch / secs : 0;
+              char line[256];
+              std::snprintf(line, sizeof(line),
+                            "epoch %lld step %lld/%lld loss %.6f samples/s %.1f",
+                            static_cast<long long>(epoch + 1), static_cast<long long>(first + step),
+                            static_cast<long long>(first + count), loss, rate);
+              *log << line << std::endl;
+              lastPrint = now;
+              lastPrintedStep = step;
+            }
+          },
+          rankFirst);
       if (!s)
         return s;
       const auto chunkEnd = Clock::now();
@@ -590,8 +615,16 @@ private:
           *log << " (" << stepsCombined_ << " reached by every rank)" << std::endl;
         }
       }
-      next_ = first + count >= batches ? checkpoint::DataPosition{epoch + 1, 0}
-                                       : checkpoint::DataPosition{epoch, first + count};
+      next_ = first + count >= batches ? checkpoint::DataPosition{epoch + 1, 0, {}}
+                                       : checkpoint::DataPosition{epoch, first + count, {}};
+      // Timed rounds: each rank continues after the batches it read.
+      if (trainProg->timedRounds && next_.epoch == epoch) {
+        for (size_t r = 0; r < workers_.size(); ++r)
+          next_.rankBatches.push_back((r < rankFirst.size() ? rankFirst[r] : first) +
+                                      workers_[r].chunkSteps);
+        if (pastTheEpoch(next_))
+          next_ = {epoch + 1, 0, {}};
+      }
       if (epoch == firstEpoch && report && count > warmup && warmup > 0)
         report->steadyStepSeconds =
             std::chrono::duration<double>(lastStep - warmEnd).count() / (count - warmup);
@@ -693,8 +726,8 @@ private:
       return s;
     phase_ = "publishing the checkpoint (save " + checkpoint::generationText(saveGeneration_) + ")";
     workers_[0].chunkDone = false;
-    self_->send(workers_[0].actor,
-                PublishCheckpoint{dir, saveGeneration_, next_.epoch, next_.batch, savedShards_});
+    self_->send(workers_[0].actor, PublishCheckpoint{dir, saveGeneration_, next_.epoch, next_.batch,
+                                                     savedShards_, next_.rankBatches});
     return pumpUntil([&] { return workers_[0].chunkDone; }, std::nullopt,
                      "rank 0 to publish the checkpoint");
   }

@@ -181,10 +181,11 @@ struct WorkerReady {
   std::vector<ProgramInfo> programs;
   int64_t nextEpoch = 0;
   int64_t nextBatch = 0;
+  std::vector<int64_t> nextRankBatches; // timed rounds: every rank's (DataPosition)
 };
 template <class Inspector> typename Inspector::result_type inspect(Inspector &f, WorkerReady &x) {
   return f(caf::meta::type_name("sbpflow.WorkerReady"), x.rank, x.programs, x.nextEpoch,
-           x.nextBatch);
+           x.nextBatch, x.nextRankBatches);
 }
 
 // Driver -> worker: run batches [firstBatch, firstBatch + count) of `program`.
@@ -265,11 +266,12 @@ struct PublishCheckpoint {
   int64_t nextEpoch = 0;
   int64_t nextBatch = 0;
   std::vector<checkpoint::ShardRecord> shards;
+  std::vector<int64_t> nextRankBatches; // timed rounds: every rank's (DataPosition)
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector &f, PublishCheckpoint &x) {
   return f(caf::meta::type_name("sbpflow.PublishCheckpoint"), x.dir, x.generation, x.nextEpoch,
-           x.nextBatch, x.shards);
+           x.nextBatch, x.shards, x.nextRankBatches);
 }
 
 // Driver -> worker, when a traced job ended: write this rank's trace to

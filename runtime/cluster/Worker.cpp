@@ -168,7 +168,8 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
               return;
             }
             const checkpoint::DataPosition next = backend.resumedAt();
-            caf::anon_send(driverActor, WorkerReady{a.rank, *programs, next.epoch, next.batch});
+            caf::anon_send(driverActor, WorkerReady{a.rank, *programs, next.epoch, next.batch,
+                                                    next.rankBatches});
           });
         },
         [&](RunChunk &c) {
@@ -211,7 +212,7 @@ int runWorker(const WorkerOptions &options, RankBackend &backend) {
           work->post([&, p] {
             Status s = guarded(rank, [&] {
               return backend.publishCheckpoint(p.dir, p.generation, p.shards,
-                                               {p.nextEpoch, p.nextBatch});
+                                               {p.nextEpoch, p.nextBatch, p.nextRankBatches});
             });
             if (!s)
               caf::anon_send(driverActor, WorkerError{rank, s.message()});

@@ -473,6 +473,29 @@ TEST_F(CheckpointErrorTest, DataPositionRoundTrips) {
               HasSubstr("negative data position"));
 }
 
+// Timed rounds (A-EDiT) keep every rank's next batch; a malformed list is
+// an error naming it, a negative one is not written.
+TEST_F(CheckpointErrorTest, EveryRanksDataPositionRoundTrips) {
+  const DataPosition timed{3, 40, {52, 28}};
+  Status written = writeIndex(dir.path(), {m}, timed, kGeneration, records);
+  ASSERT_TRUE(written) << written.message();
+  auto saved = CheckpointReader::open(dir.path());
+  ASSERT_TRUE(saved) << saved.status().message();
+  EXPECT_EQ(saved->next(), timed);
+  const std::string index = dir.path() + "/index.json";
+  nlohmann::json j = nlohmann::json::parse(readText(index));
+  EXPECT_EQ(j["next"]["rank_batches"], nlohmann::json::array({52, 28}));
+  j["next"]["rank_batches"] = nlohmann::json::array({52, "x"});
+  writeText(index, j.dump());
+  EXPECT_THAT(readError(), HasSubstr("rank_batches holds \"x\", not a non-negative integer"));
+  j["next"]["rank_batches"] = 7;
+  writeText(index, j.dump());
+  EXPECT_THAT(readError(), HasSubstr("rank_batches is not an array"));
+  EXPECT_THAT(
+      writeIndex(dir.path(), {m}, DataPosition{0, 1, {3, -2}}, kGeneration, records).message(),
+      HasSubstr("negative data position"));
+}
+
 TEST(CheckpointWriteTest, RefusesBadRegionsAndPartialTensors) {
   TempDir dir;
   const TensorMeta m = meta("w", {4, 2}, {S(0)}, {2});

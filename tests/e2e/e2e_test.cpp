@@ -761,6 +761,46 @@ TEST(MlpEndToEnd, AEditLetsTheFasterReplicaTakeMoreSteps) {
   EXPECT_GE(ckpt.at("fc1.weight.codec.step").at(0), 1u) << "no round synchronised";
 }
 
+// A-EDiT's checkpoint keeps every rank's next batch (the faster replica has
+// read further); a resumed job starts each rank there and keeps counting
+// from it, and a job without timed rounds refuses such a checkpoint.
+TEST(MlpEndToEnd, AEditCheckpointsEveryRanksDataPosition) {
+  if (!fs::exists(kDataDir))
+    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDataDir;
+  TempDir tmp("sbpflow_e2e");
+  const fs::path first = fs::path(tmp.path()) / "first", resumed = fs::path(tmp.path()) / "resumed";
+  const std::string slow = "--aedit-min-steps 1 --slow-rank 1 --slow-step-ms 40";
+  CommandResult a = trainLocalSgd("aedit:0.3", slow, 30, first);
+  ASSERT_EQ(a.status, 0) << a.output;
+  auto reader = sbpflow::checkpoint::CheckpointReader::open(first.string());
+  ASSERT_TRUE(reader) << reader.status().message();
+  const sbpflow::checkpoint::DataPosition at = reader->next();
+  EXPECT_EQ(at.epoch, 0);
+  EXPECT_EQ(at.batch, 30);
+  ASSERT_EQ(at.rankBatches.size(), 2u) << a.output;
+  EXPECT_EQ(at.rankBatches[0] + at.rankBatches[1], 60);
+  EXPECT_GT(at.rankBatches[0], at.rankBatches[1]) << a.output;
+
+  CommandResult b = trainLocalSgd("aedit:0.3", slow + " --resume " + first.string(), 10, resumed);
+  ASSERT_EQ(b.status, 0) << b.output;
+  auto again = sbpflow::checkpoint::CheckpointReader::open(resumed.string());
+  ASSERT_TRUE(again) << again.status().message();
+  const sbpflow::checkpoint::DataPosition then = again->next();
+  EXPECT_EQ(then.batch, 40);
+  ASSERT_EQ(then.rankBatches.size(), 2u) << b.output;
+  EXPECT_EQ(then.rankBatches[0] + then.rankBatches[1], 80) << b.output;
+  for (int r = 0; r < 2; ++r)
+    EXPECT_GT(then.rankBatches[r], at.rankBatches[r]) << "rank " << r << " restarted elsewhere";
+
+  CommandResult c =
+      trainLocalSgd("edit:5", "--resume " + first.string(), 10, fs::path(tmp.path()) / "edit");
+  EXPECT_NE(c.status, 0);
+  EXPECT_NE(c.output.find("the checkpoint gives 2 ranks their own data positions (timed rounds), "
+                          "this job has 2 ranks and no timed rounds"),
+            std::string::npos)
+      << c.output;
+}
+
 // The straggler harness: under synchronous data parallelism every step
 // waits for rank 1, which sleeps 100 ms after each of its steps, so the
 // job's mean step takes at least that (a lower bound the sleep guarantees,

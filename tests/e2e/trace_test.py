@@ -19,6 +19,10 @@ all-reduce a parameter) are on the comm lane, issued in the order the
 forward uses the parameters, and it prints how much of them ran while the
 forward computed (measured, not asserted).
 
+Then A-EDiT (--sync aedit:SECONDS) with rank 1 slowed: the ranks take
+different numbers of steps (the group's budget in all, rank 0 more) and run
+train_sync, whose exchanges are on the comm lane, equally often.
+
 Usage: trace_test.py BIN_DIR. Exit 77 (skipped) without the data set.
 """
 import json
@@ -130,11 +134,11 @@ def check_rank(path, rank, tasks):
               f"overlaps a matmul in {n}/{TRACED} steps")
 
 
-def local_sgd_traces(bin_dir, work, sync, steps):
+def local_sgd_traces(bin_dir, work, sync, steps, extra=()):
     """Per rank, the events and lane names of the MLP's trace under --sync."""
     trace_dir = os.path.join(work, sync.replace(":", "_"))
     run([f"{bin_dir}/mlp_fashion_mnist", "--local", str(RANKS), "--epochs", "1", "--max-steps",
-         str(steps), "--sync", sync, "--trace-dir", trace_dir])
+         str(steps), "--sync", sync, "--trace-dir", trace_dir] + list(extra))
     for rank in range(RANKS):
         with open(os.path.join(trace_dir, f"rank{rank}.trace.json")) as f:
             events = json.load(f)["traceEvents"]
@@ -229,6 +233,36 @@ def check_edit(bin_dir, work):
                   f"{100 * hidden / max(total, 1e-9):.0f}% of it beside compute")
 
 
+AEDIT_STEPS = 40
+
+
+def check_aedit(bin_dir, work):
+    """A-EDiT with rank 1 slowed: the ranks take different numbers of steps
+    but synchronise the same rounds (train_sync as often on each), each
+    round's exchanges on the comm lane."""
+    counts = []
+    for rank, events, lanes in local_sgd_traces(
+            bin_dir, work, "aedit:0.2", AEDIT_STEPS,
+            ["--aedit-min-steps", "1", "--slow-rank", "1", "--slow-step-ms", "20",
+             "--trace-steps", str(2 * AEDIT_STEPS)]):
+        steps = {"train": 0, "train_sync": 0}
+        for e in events:
+            if e["ph"] != "X":
+                continue
+            if e["cat"] == "step" and e["args"]["program"] in steps:
+                steps[e["args"]["program"]] += 1
+            elif e["args"]["program"] == "train_sync" and e["cat"] == "AllReduce" and \
+                    lanes[e["tid"]] != "comm":
+                fail(f"rank {rank}: an A-EDiT exchange ran on lane {lanes[e['tid']]}")
+        counts.append(steps)
+    if counts[0]["train_sync"] != counts[1]["train_sync"] or counts[0]["train_sync"] < 1:
+        fail(f"the ranks synchronised different rounds (or none): {counts}")
+    total = [c["train"] + c["train_sync"] for c in counts]
+    if sum(total) != RANKS * AEDIT_STEPS or total[0] <= total[1]:
+        fail(f"steps per rank {total}: expected {RANKS * AEDIT_STEPS} in all, rank 0's more")
+    print(f"A-EDiT: steps per rank {total}, {counts[0]['train_sync']} synchronised rounds")
+
+
 def main():
     bin_dir = sys.argv[1]
     if not os.path.isdir(DATA_DIR):
@@ -248,6 +282,7 @@ def main():
             check_rank(os.path.join(trace_dir, f"rank{r}.trace.json"), r, tasks)
         check_co2(bin_dir, work)
         check_edit(bin_dir, work)
+        check_aedit(bin_dir, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("PASS")

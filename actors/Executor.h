@@ -156,18 +156,19 @@ std::vector<int64_t> shareRound(int64_t remaining, const std::vector<int32_t> &c
 // sleep that long.
 //
 // Timed rounds (A-EDiT; plan.fbs Schedule `seconds`): a chunk of `count`
-// steps is a budget of count x replicas inner steps. Each replica's round
-// ends `seconds` after it began (after one step at least; at most its share,
-// 1 / replicas, of the budget left, and what the epoch has left),
-// then the replicas gather their counts (Executor::gatherOverReplicas):
-// every rank knows every replica's position. A round totalling fewer than
-// `min_steps` is not synchronised. When the budget left is no more than the
-// last round's total, the last round is shared out (shareRound), each
-// replica running its quota whatever the time, and the chunk ends after
-// it; it also ends when less than one step per replica is
-// left or a replica has reached the epoch's end. The synchronisation of a
-// chunk's last round opens the next chunk. `onStep` sees this rank's own
-// batches, which differ between replicas.
+// steps is a budget of count x replicas inner steps, and `firstBatch` is
+// this rank's own (a resumed job's replicas continue at batches of their
+// own). Each replica's round ends `seconds` after it began (after one step
+// at least; at most its share, 1 / replicas, of the budget left, and what
+// the epoch has left); then the replicas gather (steps, next batch)
+// (Executor::gatherOverReplicas), so every rank knows where every replica
+// is. A round totalling fewer than `min_steps` is not synchronised. When
+// the budget left is no more than the last round's total, the last round is
+// shared out (shareRound), each replica running its quota whatever the
+// time, and the chunk ends after it; it also ends when less than one step
+// per replica is left or a replica has reached the epoch's end. The
+// synchronisation of a chunk's last round opens the next chunk. `onStep`
+// sees this rank's own batches, which differ between replicas.
 Status runScheduled(Executor &executor, const plan::Plan &plan, const std::string &program,
                     DataSource *data, int64_t epoch, int64_t firstBatch, int64_t count,
                     int64_t batchesPerEpoch, const Executor::StepCallback &onStep,

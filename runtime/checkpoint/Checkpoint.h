@@ -44,6 +44,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sbpflow::checkpoint {
@@ -104,6 +105,9 @@ StatusOr<ShardRecord> writeShard(const std::string &dir, const TensorMeta &meta,
 // Where a job's training data continues: the train program's next step runs
 // batch `batch` of epoch `epoch`.
 struct DataPosition {
+  DataPosition() = default;
+  DataPosition(int64_t e, int64_t b, std::vector<int64_t> ranks = {})
+      : epoch(e), batch(b), rankBatches(std::move(ranks)) {}
   int64_t epoch = 0;
   int64_t batch = 0;
   // Timed rounds (A-EDiT), where each replica reads batches of its own: every

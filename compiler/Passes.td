@@ -31,6 +31,8 @@ def PropagatePass : SbpPass<"sbp-propagate",
            "Refine each greedy round with the SBPs consumers asked for in the previous round">,
     Option<"search", "search", "bool", /*default=*/"true",
            "Search over variable and activation SBPs by total cost">,
+    Option<"replicaDim", "replica-dim", "int64_t", /*default=*/"-1",
+           "Local SGD's replica dimension: across it only sums (P -> B) and local changes">,
   ];
 }
 

@@ -42,7 +42,13 @@ void mlir::sbp::buildCompilePipeline(OpPassManager &pm, const CompileOptions &op
   if (options.bf16)
     pm.addPass(createFoldCastsPass());
   pm.addPass(createFuseBiasGeluPass());
-  pm.addPass(createPropagatePass());
+  // Local SGD's replicas may only sum across their dimension (the first),
+  // which sbp-local-sgd makes each replica's own estimate.
+  pm.addPass(createPropagatePass([&] {
+    PropagatePassOptions o;
+    o.replicaDim = options.sync == "ddp" ? -1 : 0;
+    return o;
+  }()));
   pm.addPass(createInsertBoxingPass());
   if (options.sync != "ddp")
     pm.addPass(createLocalSgdPass([&] {

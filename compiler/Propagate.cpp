@@ -65,7 +65,21 @@ struct Move {
 struct SearchOptions {
   bool lookAhead = true;
   bool search = true;
+  // Local SGD's replica dimension (-1: none): across it a value may only be
+  // summed (P -> B, which sbp-local-sgd makes each replica's own estimate)
+  // or changed locally; no other collective may cross the replicas.
+  int64_t replicaDim = -1;
 };
+
+// Whether `from` -> `to` on hierarchy dimension `d` keeps local SGD's
+// replicas apart (SearchOptions::replicaDim).
+bool keepsReplicasApart(const SearchOptions &options, size_t d, SbpDim from, SbpDim to) {
+  if (static_cast<int64_t>(d) != options.replicaDim || from == to)
+    return true;
+  if (isPartial(from))
+    return to.kind == SbpKind::Broadcast;
+  return from.kind == SbpKind::Broadcast; // a slice, or zeroing the others
+}
 
 // Sets of indices, joined by union-find.
 struct UnionFind {
@@ -780,7 +794,8 @@ private:
               continue;
             auto have = getSbpDims(getSbp(v.getType())), need = getSbpDims(want);
             for (size_t d = 0; d < have.size() && d < need.size(); ++d)
-              if (unsplitsUserVariable(v, have[d], need[d]))
+              if (unsplitsUserVariable(v, have[d], need[d]) ||
+                  !keepsReplicasApart(options, d, have[d], need[d]))
                 return std::numeric_limits<double>::infinity();
             // The all-reduces of gradients into an optimiser are bucketed by
             // sbp-bucket-gradients (per hierarchy dimension): they pay their
@@ -1000,15 +1015,19 @@ private:
           double cost = 0;
           bool parallel = false;
           for (unsigned i = 0; i < sig.operands.size(); ++i) {
-            if (unsplitsUserVariable(op->getOperand(i), inputs[i], sig.operands[i]))
+            if (unsplitsUserVariable(op->getOperand(i), inputs[i], sig.operands[i]) ||
+                !keepsReplicasApart(options, d, inputs[i], sig.operands[i]))
               cost = std::numeric_limits<double>::infinity();
             cost += boxingCost(model, inputs[i], sig.operands[i], inputBytes[i], hierarchy[d]);
             parallel |= sig.operands[i].kind == SbpKind::Split;
           }
           for (auto [i, r] : llvm::enumerate(sig.results)) {
             parallel |= r.kind == SbpKind::Split;
-            for (auto [want, bytes] : wanted[i])
+            for (auto [want, bytes] : wanted[i]) {
+              if (!keepsReplicasApart(options, d, r, want))
+                cost = std::numeric_limits<double>::infinity();
               cost += boxingCost(model, r, want, bytes, hierarchy[d]);
+            }
           }
           cost +=
               flops / model.flopsPerSecond / (parallel ? static_cast<double>(hierarchy[d]) : 1.0);
@@ -1088,6 +1107,7 @@ struct PropagatePass : public sbp::impl::PropagatePassBase<PropagatePass> {
     SearchOptions options;
     options.lookAhead = lookAhead;
     options.search = search;
+    options.replicaDim = replicaDim;
     Propagation propagation(module, model, options);
     if (failed(propagation.run()))
       signalPassFailure();

@@ -5,8 +5,9 @@ parameters and AdamW state (within 1e-4, the norm of the difference relative
 to the tensor's norm), and 5 steps
 saved at tp=2 and resumed at dp=4 (resharding; the data continues at batch 5)
 must end like 10 steps on one rank. Local SGD with tensor parallelism
-inside each replica (DiLoCo and CO2 on the 2 x 2 mesh) must end as on 2
-replicas of one rank each. Usage: gpt_layouts_test.py BIN_DIR
+inside each replica (DiLoCo and CO2 on the 2 x 2 mesh, and DiLoCo on a
+one-layer GPT with a batch of 4, whose plan used to cross the replicas)
+must end as on 2 replicas of one rank each. Usage: gpt_layouts_test.py BIN_DIR
 
 attn.k.bias is left out: its gradient is zero in exact arithmetic (softmax
 ignores a constant added to every key), so AdamW turns float rounding there
@@ -27,12 +28,12 @@ BIN = sys.argv[1]
 COMMON = ["--batch", "8", "--dropout", "0.2", "--seed", "3", "--log-every", "10"]
 
 
-def train(out, dp, tp, steps=10, resume=None, sync="ddp"):
+def train(out, dp, tp, steps=10, resume=None, sync="ddp", common=COMMON):
     """Trains `steps` steps at dp x tp (resuming from the checkpoint `resume`
     if given, replicas synchronised by `sync`) and saves to `out`; returns
     `out`."""
     cmd = [os.path.join(BIN, "gpt_char"), "--dp", str(dp), "--tp", str(tp), "--checkpoint", out,
-           "--steps", str(steps), "--sync", sync] + COMMON
+           "--steps", str(steps), "--sync", sync] + common
     if resume:
         cmd += ["--resume", resume]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -78,10 +79,18 @@ def main():
             saved = train(os.path.join(tmp, tag + "1"), *first, steps=5)
             resumed = train(os.path.join(tmp, tag + "2"), *then, steps=5, resume=saved)
             failed |= differs(ref, load_checkpoint(resumed), what, tolerance)
-        for sync in ["diloco:5", "co2:5"]:
-            replicas = load_checkpoint(train(os.path.join(tmp, sync + "-2x1"), 2, 1, sync=sync))
-            meshed = load_checkpoint(train(os.path.join(tmp, sync + "-2x2"), 2, 2, sync=sync))
-            failed |= differs(replicas, meshed, f"--sync {sync}: dp=2 tp=2 against dp=2", 1e-4)
+        # One layer and a batch of 4: there the cost model would rather
+        # reduce-scatter the clipped gradients' square sums across the
+        # replicas, which sbp-propagate's replica-dim forbids under --sync.
+        small = ["--n-layer", "1", "--batch", "4", "--seed", "3"]
+        for sync, common in [("diloco:5", COMMON), ("co2:5", COMMON), ("diloco:4", small)]:
+            tag = sync + ("-small" if common is small else "")
+            replicas = load_checkpoint(train(os.path.join(tmp, tag + "-2x1"), 2, 1, sync=sync,
+                                             common=common))
+            meshed = load_checkpoint(train(os.path.join(tmp, tag + "-2x2"), 2, 2, sync=sync,
+                                           common=common))
+            failed |= differs(replicas, meshed, f"--sync {sync} ({' '.join(common)}): dp=2 tp=2 "
+                              "against dp=2", 1e-4)
     if failed:
         print("FAIL: layouts disagree beyond 1e-4")
         return 1

@@ -153,6 +153,7 @@ public:
   Status writeTrace(const std::string &path) const override;
   uint64_t sentBytes() const override { return comms_ ? comms_->sentBytes() : 0; }
   StatusOr<Gathered> gatherOverReplicas(const std::vector<int32_t> &values) override;
+  StatusOr<bool> anyInReplica(bool flag) override;
 
 private:
   std::string rank() const { return "rank " + std::to_string(options_.globalRank); }
@@ -837,11 +838,18 @@ Status ActorExecutor::readOutputAs(const std::string &program, const std::string
   return Status::error(rank() + ": program '" + program + "' has no output '" + name + "'");
 }
 
+namespace {
+// The plan's first per-replica variable (null without one).
+const plan::Variable *firstReplicated(const plan::Plan &plan) {
+  for (const plan::Variable *v : *plan.variables())
+    if (v->replica_dim() >= 0)
+      return v;
+  return nullptr;
+}
+} // namespace
+
 StatusOr<Executor::Gathered> ActorExecutor::gatherOverReplicas(const std::vector<int32_t> &values) {
-  const plan::Variable *replicated = nullptr;
-  for (const plan::Variable *v : *plan_->variables())
-    if (!replicated && v->replica_dim() >= 0)
-      replicated = v;
+  const plan::Variable *replicated = firstReplicated(*plan_);
   if (!replicated)
     return Status::error(rank() + ": the plan has no per-replica variable to gather over");
   Communicator *comm =
@@ -860,6 +868,27 @@ StatusOr<Executor::Gathered> ActorExecutor::gatherOverReplicas(const std::vector
       !s)
     return s.withContext(rank() + ": gathering the replicas' step counts");
   return all;
+}
+
+StatusOr<bool> ActorExecutor::anyInReplica(bool flag) {
+  const plan::Variable *replicated = firstReplicated(*plan_);
+  if (!replicated)
+    return Status::error(rank() + ": the plan has no per-replica variable to agree within");
+  const plan::Placement *placement = plan_->placements()->Get(replicated->placement());
+  int32_t any = flag ? 1 : 0;
+  for (int d = 0; d < static_cast<int>(placement->hierarchy()->size()); ++d) {
+    Communicator *comm = d == replicated->replica_dim() || !comms_
+                             ? nullptr
+                             : comms_->get(static_cast<int>(replicated->placement()), d);
+    if (!comm)
+      continue;
+    if (onGpu() || comm->deviceStream())
+      return Status::error(rank() + ": timed rounds agree within a replica on CPU ranks; this "
+                                    "rank's group is a device communicator");
+    if (Status s = comm->allReduce(&any, 1, plan::DType::I32, ReduceOp::Max); !s)
+      return s.withContext(rank() + ": agreeing on the end of a timed round");
+  }
+  return any != 0;
 }
 
 Status ActorExecutor::writeTrace(const std::string &path) const {
@@ -921,10 +950,8 @@ namespace {
 // A plan's replicas: the size of its first per-replica variable's replica
 // dimension (0 without one).
 int64_t replicaCount(const plan::Plan &plan) {
-  for (const plan::Variable *v : *plan.variables())
-    if (v->replica_dim() >= 0)
-      return plan.placements()->Get(v->placement())->hierarchy()->Get(v->replica_dim());
-  return 0;
+  const plan::Variable *v = firstReplicated(plan);
+  return v ? plan.placements()->Get(v->placement())->hierarchy()->Get(v->replica_dim()) : 0;
 }
 
 // Timed rounds (runScheduled's comment): `step(name, batch)` runs one step.
@@ -939,6 +966,13 @@ Status runTimedRounds(Executor &executor, const plan::Plan &plan, const plan::Sc
                          ": timed rounds need a per-replica variable");
   const auto length = std::chrono::duration<double>(schedule.seconds());
   const int64_t budget = count * R;
+  // Ranks per replica (tensor parallelism inside it), who agree on each
+  // round's end.
+  int64_t perReplica = 1;
+  if (const plan::Variable *v = firstReplicated(plan))
+    for (int32_t h : *plan.placements()->Get(v->placement())->hierarchy())
+      perReplica *= h;
+  perReplica /= R;
   int64_t done = 0;
   // This replica's next batch (a resumed job's replicas start at batches
   // of their own); the quotas of a shared-out last round, and this
@@ -960,8 +994,18 @@ Status runTimedRounds(Executor &executor, const plan::Plan &plan, const plan::Sc
       if (Status s = step(n == 0 && synchronise ? substitute : program, position + n); !s)
         return s;
       ++n;
-      // A shared-out last round runs its quota whatever the time.
-      if (quota.empty() && Clock::now() - began >= length)
+      // A shared-out last round runs its quota whatever the time; a
+      // replica of several ranks ends its round when any of them is due.
+      if (!quota.empty() || n >= cap)
+        continue;
+      bool due = Clock::now() - began >= length;
+      if (perReplica > 1) {
+        auto any = executor.anyInReplica(due);
+        if (!any)
+          return any.status();
+        due = *any;
+      }
+      if (due)
         break;
     }
     position += n;

@@ -76,6 +76,11 @@ public:
     int me = 0;
   };
   virtual StatusOr<Gathered> gatherOverReplicas(const std::vector<int32_t> &values) = 0;
+  // Whether `flag` is set on any rank of this rank's replica (its ranks
+  // along the other dimensions of that placement: tensor parallelism inside
+  // a replica), so that they end a timed round at the same step; `flag`
+  // itself for a replica of one rank. Between runs, on CPU ranks.
+  virtual StatusOr<bool> anyInReplica(bool flag) = 0;
 
   // The payload bytes this rank's communicators have sent so far, over every
   // run (Communicator::sentBytes; 0 without communicators): a run's bytes

@@ -211,13 +211,6 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
       return module.emitError("--sync ")
              << spec.algorithm << ": placement " << placement
              << " has 1 replica on its first hierarchy dimension; local SGD needs at least 2";
-    // A replica's ranks would each time its round alone.
-    if (spec.seconds > 0 && product(pl.getHierarchy()) != replicas)
-      return module.emitError("--sync ")
-             << spec.algorithm << ": placement " << placement
-             << " has several ranks per replica (hierarchy " << shapeString(pl.getHierarchy())
-             << "); timed rounds need one rank per replica, whose clock ends its rounds";
-
     if (failed(localGradients(train, placement, replicas)))
       return failure();
     for (llvm::StringRef name :

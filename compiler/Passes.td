@@ -134,7 +134,8 @@ def LocalSgdPass : SbpPass<"sbp-local-sgd",
       whose replicas took fewer than `aedit-min-steps` steps in all is not
       synchronised, and with `aedit-step-weight` r > 0 each replica's weight
       is (1 - r) w + r (its steps / all steps), each parameter's AdamW step
-      counting the replica's steps. One rank per replica.
+      counting the replica's steps. A replica's ranks (tensor parallelism
+      inside it) end each round together.
     `sbp.schedule` says what runs when.
   }];
   let options = [

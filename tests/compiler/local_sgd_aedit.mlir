@@ -1,14 +1,14 @@
 // sbp-local-sgd with --sync aedit:SECONDS (A-EDiT): EDiT's @train_sync and
 // edit codec, the schedule's rounds timed (period 0, seconds, min_steps);
 // with aedit-step-weight the codec names the parameter's AdamW step as its
-// inner_steps. Refused: step weights without AdamW, several ranks per
-// replica, a bad SECONDS or ratio.
+// inner_steps; on a [replica, tp] mesh too. Refused: step weights without
+// AdamW, a bad SECONDS or ratio.
 // RUN: sbpflow-opt %s --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=aedit:2.5 aedit-min-steps=40 aedit-step-weight=0.5" | FileCheck %s
 // RUN: sbpflow-opt %s --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=aedit:2.5 aedit-min-steps=40 aedit-step-weight=0.5" | sbpflow-opt | FileCheck %s
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-local-sgd=sync=aedit:0.5 | FileCheck %s --check-prefix=EQUAL
 // RUN: sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-compile="sync=aedit:0.5" --sbp-emit-plan=print=true | FileCheck %s --check-prefix=PLAN
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing "--sbp-local-sgd=sync=aedit:0.5 aedit-step-weight=0.5" 2>&1 | FileCheck %s --check-prefix=SGD
-// RUN: not sbpflow-opt %S/inputs/gpt_mesh.mlir --sbp-autodiff --sbp-propagate --sbp-insert-boxing --sbp-local-sgd=sync=aedit:1 2>&1 | FileCheck %s --check-prefix=MESH
+// RUN: sbpflow-opt %S/inputs/gpt_mesh.mlir --sbp-autodiff --sbp-propagate=replica-dim=0 --sbp-insert-boxing --sbp-local-sgd=sync=aedit:1 | FileCheck %s --check-prefix=MESH
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-local-sgd=sync=aedit:0 2>&1 | FileCheck %s --check-prefix=SECONDS
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir --sbp-local-sgd=sync=aedit:soon 2>&1 | FileCheck %s --check-prefix=SECONDS
 // RUN: not sbpflow-opt %S/inputs/mlp_dp.mlir "--sbp-local-sgd=sync=aedit:1 aedit-step-weight=2" 2>&1 | FileCheck %s --check-prefix=RATIO
@@ -41,6 +41,7 @@ module @adamw_dp {
 // EQUAL: sbp.all_reduce {{.*}}codec = #sbp.codec<edit>, dim = 0 : i64, state
 // PLAN: schedule aedit: train for 0.5 s (at least 100 steps in all), then inner train_sync
 // SGD: error: 'sbp.sgd' op updates @{{.*}} without AdamW; A-EDiT's step weights count a replica's inner steps by AdamW's step (--aedit-step-weight 0 turns them off)
-// MESH: error: --sync aedit: placement @mesh has several ranks per replica (hierarchy [2, 2]); timed rounds need one rank per replica, whose clock ends its rounds
+// MESH: sbp.schedule "aedit" @train every 0 then ["inner @train_sync"] {min_steps = 100 : i64, seconds = 1.000000e+00 : f64}
+// MESH: func.func @train_sync()
 // SECONDS: error: --sync 'aedit:{{.*}}': SECONDS, the wall-clock time between synchronisations, must be a positive number
 // RATIO: error: --aedit-min-steps 100 --aedit-step-weight 2.000000e+00: need min steps >= 0 and a ratio in [0, 1]

@@ -801,6 +801,36 @@ TEST(MlpEndToEnd, AEditCheckpointsEveryRanksDataPosition) {
       << c.output;
 }
 
+// A-EDiT on a [replica, tp] mesh (the GPT, dp = 2 x tp = 2): a replica's
+// two ranks run the same steps (they end each round together, whichever is
+// due), the replica holding the slowed rank 2 fewer than the other, the
+// budget (2 x 16 steps) kept; step weights on (AdamW counts the steps).
+TEST(GptEndToEnd, AEditOnAReplicaAndTensorMeshEndsEachRoundTogether) {
+  if (!fs::exists("/usr/share/games/fortunes"))
+    GTEST_SKIP() << "fortunes not installed at /usr/share/games/fortunes";
+  TempDir tmp("sbpflow_e2e");
+  const fs::path json = fs::path(tmp.path()) / "aedit.json";
+  CommandResult r = runCommand(std::string(SBPFLOW_BIN_DIR) +
+                               "/gpt_char --dp 2 --tp 2 --n-layer 1 --batch 4 --steps 16 --sync "
+                               "aedit:0.4 --aedit-min-steps 1 --aedit-step-weight 0.5 "
+                               "--slow-rank 2 --slow-step-ms 120 --bench-json " +
+                               json.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::string steps = benchField(json, "steps_per_rank");
+  ASSERT_EQ(steps.rfind('[', 0), 0u) << steps;
+  long s[4] = {};
+  const char *p = steps.c_str();
+  for (long &v : s) {
+    char *end = nullptr;
+    v = std::strtol(p + 1, &end, 10);
+    p = end;
+  }
+  EXPECT_EQ(s[0], s[1]) << steps;
+  EXPECT_EQ(s[2], s[3]) << steps;
+  EXPECT_EQ(s[0] + s[2], 32) << steps;
+  EXPECT_GT(s[0], s[2]) << steps;
+}
+
 // The straggler harness: under synchronous data parallelism every step
 // waits for rank 1, which sleeps 100 ms after each of its steps, so the
 // job's mean step takes at least that (a lower bound the sleep guarantees,

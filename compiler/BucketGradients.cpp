@@ -132,11 +132,9 @@ struct BucketGradientsPass : public sbp::impl::BucketGradientsPassBase<BucketGra
 
   // A codec's identity apart from its seed (one per parameter).
   static const void *withoutSeed(CodecAttr c) {
-    return CodecAttr::get(c.getContext(), c.getKind(), c.getDensity(), c.getBits(), c.getRank(),
-                          c.getMomentum(), c.getClip(), c.getWarmup(), c.getEpochSteps(),
-                          c.getBucket(), 0, c.getBeta2(), c.getEps(), c.getChunk(), c.getDecay(),
-                          c.getTemperature(), c.getSenders(), c.getStepWeight())
-        .getAsOpaquePointer();
+    CodecFields f = CodecFields::of(c);
+    f.seed = 0;
+    return f.get(c.getContext()).getAsOpaquePointer();
   }
 
   // L-GreCo's attribute apart from the layer (null without L-GreCo).

@@ -332,12 +332,15 @@ struct CompressGradientsPass : public sbp::impl::CompressGradientsPassBase<Compr
     }
     if (maxGradNorm > 0 && (codec.getKind() == CodecKind::dgc || beta2 > 0))
       clip = maxGradNorm / std::sqrt(static_cast<double>(hierarchy[dim]));
-    codec = CodecAttr::get(&getContext(), codec.getKind(), codec.getDensity(), codec.getBits(),
-                           codec.getRank(), llvm::APFloat(momentum), llvm::APFloat(clip),
-                           warmupSteps, codec.getKind() == CodecKind::dgc ? int64_t(epochSteps) : 0,
-                           codec.getBucket(), seedOf(var.getSymName()), llvm::APFloat(beta2),
-                           llvm::APFloat(eps), codec.getChunk(), codec.getDecay(),
-                           codec.getTemperature(), codec.getSenders(), codec.getStepWeight());
+    CodecFields fields = CodecFields::of(codec);
+    fields.momentum = momentum;
+    fields.clip = clip;
+    fields.warmup = warmupSteps;
+    fields.epochSteps = codec.getKind() == CodecKind::dgc ? int64_t(epochSteps) : 0;
+    fields.seed = seedOf(var.getSymName());
+    fields.beta2 = beta2;
+    fields.eps = eps;
+    codec = fields.get(&getContext());
 
     const bool adapts = adaptive && !own;
     if (failed(attachCodec(ar, codec, var, adapts ? adaptive : LgrecoAttr(), symbols)))

@@ -398,22 +398,16 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
     return success();
   }
 
-  // `codec` with SparseLoCo's or (A-)EDiT's fields set.
-  static CodecAttr withFields(CodecAttr c, int64_t chunk, double decay, double temperature,
-                              double clip, bool senders = false, double stepWeight = 0) {
-    return CodecAttr::get(c.getContext(), c.getKind(), c.getDensity(), c.getBits(), c.getRank(),
-                          c.getMomentum(), llvm::APFloat(clip), c.getWarmup(), c.getEpochSteps(),
-                          c.getBucket(), c.getSeed(), c.getBeta2(), c.getEps(), chunk,
-                          llvm::APFloat(decay), llvm::APFloat(temperature), senders ? 1 : 0,
-                          llvm::APFloat(stepWeight));
-  }
-
   // SparseLoCo's codec: `topk` of each `chunk`, 2-bit values, the residual
   // decayed by `errorDecay`; each value averaged over its senders or summed.
   static CodecAttr sparseCodec(OpBuilder &b, const SyncSpec &spec) {
-    const double density = static_cast<double>(spec.topk) / static_cast<double>(spec.chunk);
-    return withFields(codecWith(b.getContext(), CodecKind::topk2bit, density), spec.chunk,
-                      spec.errorDecay, 0.0, 0.0, spec.meanOverSenders);
+    CodecFields f;
+    f.kind = CodecKind::topk2bit;
+    f.density = static_cast<double>(spec.topk) / static_cast<double>(spec.chunk);
+    f.chunk = spec.chunk;
+    f.decay = spec.errorDecay;
+    f.senders = spec.meanOverSenders ? 1 : 0;
+    return f.get(b.getContext());
   }
 
   // EDiT's @train_sync, the first inner step of every round after the
@@ -434,8 +428,12 @@ struct LocalSgdPass : public sbp::impl::LocalSgdPassBase<LocalSgdPass> {
     OpBuilder(train).insert(sync);
     sync->moveAfter(train);
     symbols.insert(sync);
-    CodecAttr codec = withFields(codecWith(train.getContext(), CodecKind::edit, 0), 0, 1.0,
-                                 spec.temperature, spec.pseudoClip, false, spec.stepWeight);
+    CodecFields fields;
+    fields.kind = CodecKind::edit;
+    fields.temperature = spec.temperature;
+    fields.clip = spec.pseudoClip;
+    fields.stepWeight = spec.stepWeight;
+    const CodecAttr codec = fields.get(train.getContext());
     Block &body = sync.front();
     for (auto &[opt, var] : trained) {
       // The reads of `var`, and the first op (in block order) using one.

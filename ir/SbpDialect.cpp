@@ -366,13 +366,46 @@ bool mlir::sbp::compressesAdamUpdate(CodecKind kind) {
   return kind == CodecKind::dgc || kind == CodecKind::topk || kind == CodecKind::topk2bit;
 }
 
+CodecFields mlir::sbp::CodecFields::of(CodecAttr c) {
+  CodecFields f;
+  f.kind = c.getKind();
+  f.density = c.getDensity().convertToDouble();
+  f.bits = c.getBits();
+  f.rank = c.getRank();
+  f.momentum = c.getMomentum().convertToDouble();
+  f.clip = c.getClip().convertToDouble();
+  f.warmup = c.getWarmup();
+  f.epochSteps = c.getEpochSteps();
+  f.bucket = c.getBucket();
+  f.seed = c.getSeed();
+  f.beta2 = c.getBeta2().convertToDouble();
+  f.eps = c.getEps().convertToDouble();
+  f.chunk = c.getChunk();
+  f.decay = c.getDecay().convertToDouble();
+  f.temperature = c.getTemperature().convertToDouble();
+  f.senders = c.getSenders();
+  f.stepWeight = c.getStepWeight().convertToDouble();
+  return f;
+}
+
+CodecAttr mlir::sbp::CodecFields::get(MLIRContext *ctx) const {
+  using llvm::APFloat;
+  return CodecAttr::get(ctx, kind, APFloat(density), bits, rank, APFloat(momentum), APFloat(clip),
+                        warmup, epochSteps, bucket, seed, APFloat(beta2), APFloat(eps), chunk,
+                        APFloat(decay), APFloat(temperature), senders, APFloat(stepWeight));
+}
+
 CodecAttr mlir::sbp::codecWith(MLIRContext *ctx, CodecKind kind, double value) {
+  CodecFields f;
+  f.kind = kind;
   const auto integral = static_cast<int64_t>(value);
-  return CodecAttr::get(ctx, kind, llvm::APFloat(isSparseCodec(kind) ? value : 0.0),
-                        kind == CodecKind::qsgd ? integral : 0,
-                        kind == CodecKind::powersgd ? integral : 0, llvm::APFloat(0.0),
-                        llvm::APFloat(0.0), 0, 0, 512, 0, llvm::APFloat(0.0), llvm::APFloat(0.0), 0,
-                        llvm::APFloat(1.0), llvm::APFloat(0.0), 0, llvm::APFloat(0.0));
+  if (isSparseCodec(kind))
+    f.density = value;
+  if (kind == CodecKind::qsgd)
+    f.bits = integral;
+  if (kind == CodecKind::powersgd)
+    f.rank = integral;
+  return f.get(ctx);
 }
 
 Attribute CodecAttr::parse(AsmParser &parser, Type) {
@@ -386,21 +419,21 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
         << name << "' (expected topk, dgc, randomk, qsgd, sign, powersgd, topk2bit or edit)";
     return {};
   }
-  double density = 0, momentum = 0, clip = 0, beta2 = 0, eps = 0, decay = 1, temperature = 0,
-         stepWeight = 0;
-  int64_t bits = 0, rank = 0, warmup = 0, epochSteps = 0, bucket = 512, seed = 0, chunk = 0,
-          senders = 0;
-  const std::pair<llvm::StringRef, double *> floats[] = {{"density", &density},
-                                                         {"momentum", &momentum},
-                                                         {"clip", &clip},
-                                                         {"beta2", &beta2},
-                                                         {"eps", &eps},
-                                                         {"decay", &decay},
-                                                         {"temperature", &temperature},
-                                                         {"step_weight", &stepWeight}};
+  CodecFields c; // the defaults, the named fields then read into it
+  c.kind = *kind;
+  const std::pair<llvm::StringRef, double *> floats[] = {{"density", &c.density},
+                                                         {"momentum", &c.momentum},
+                                                         {"clip", &c.clip},
+                                                         {"beta2", &c.beta2},
+                                                         {"eps", &c.eps},
+                                                         {"decay", &c.decay},
+                                                         {"temperature", &c.temperature},
+                                                         {"step_weight", &c.stepWeight}};
   const std::pair<llvm::StringRef, int64_t *> ints[] = {
-      {"bits", &bits},     {"rank", &rank}, {"warmup", &warmup}, {"epoch_steps", &epochSteps},
-      {"bucket", &bucket}, {"seed", &seed}, {"chunk", &chunk},   {"senders", &senders}};
+      {"bits", &c.bits},     {"rank", &c.rank},
+      {"warmup", &c.warmup}, {"epoch_steps", &c.epochSteps},
+      {"bucket", &c.bucket}, {"seed", &c.seed},
+      {"chunk", &c.chunk},   {"senders", &c.senders}};
   while (succeeded(parser.parseOptionalComma())) {
     llvm::StringRef key;
     SMLoc loc = parser.getCurrentLocation();
@@ -423,11 +456,11 @@ Attribute CodecAttr::parse(AsmParser &parser, Type) {
   }
   if (parser.parseGreater())
     return {};
+  using llvm::APFloat;
   return parser.getChecked<CodecAttr>(
-      start, parser.getContext(), *kind, llvm::APFloat(density), bits, rank,
-      llvm::APFloat(momentum), llvm::APFloat(clip), warmup, epochSteps, bucket, seed,
-      llvm::APFloat(beta2), llvm::APFloat(eps), chunk, llvm::APFloat(decay),
-      llvm::APFloat(temperature), senders, llvm::APFloat(stepWeight));
+      start, parser.getContext(), c.kind, APFloat(c.density), c.bits, c.rank, APFloat(c.momentum),
+      APFloat(c.clip), c.warmup, c.epochSteps, c.bucket, c.seed, APFloat(c.beta2), APFloat(c.eps),
+      c.chunk, APFloat(c.decay), APFloat(c.temperature), c.senders, APFloat(c.stepWeight));
 }
 
 LogicalResult CodecAttr::verify(llvm::function_ref<InFlightDiagnostic()> emitError, CodecKind kind,

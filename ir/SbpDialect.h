@@ -60,6 +60,24 @@ bool takesMomentum(CodecKind kind);
 // rank's moments, momentum = beta1, beta2, eps) rather than the gradient:
 // DGC (momentum correction's idea) and top-k, plain or with 2-bit values.
 bool compressesAdamUpdate(CodecKind kind);
+// Every field of a #sbp.codec, at its default (SbpBase.td): read one with
+// `of`, change what differs, and `get` the new attribute, so that a pass
+// changing a few fields names only those.
+struct CodecFields {
+  CodecKind kind = CodecKind::topk;
+  double density = 0;
+  int64_t bits = 0, rank = 0;
+  double momentum = 0, clip = 0;
+  int64_t warmup = 0, epochSteps = 0, bucket = 512, seed = 0;
+  double beta2 = 0, eps = 0;
+  int64_t chunk = 0;
+  double decay = 1, temperature = 0;
+  int64_t senders = 0;
+  double stepWeight = 0;
+
+  static CodecFields of(CodecAttr codec);
+  CodecAttr get(MLIRContext *ctx) const;
+};
 // The codec `kind` with its one parameter `value` (a density, bits or a
 // rank, whichever it takes) and every other field at its default.
 CodecAttr codecWith(MLIRContext *ctx, CodecKind kind, double value);

@@ -83,14 +83,14 @@ static CodecAttr sizingCodec(CodecAttr codec, LgrecoAttr lgreco) {
   if (!lgreco || lgreco.getCandidates().empty())
     return codec;
   const double top = *llvm::max_element(lgreco.getCandidates().asArrayRef());
-  return CodecAttr::get(
-      codec.getContext(), codec.getKind(),
-      isSparseCodec(codec.getKind()) ? llvm::APFloat(top) : codec.getDensity(),
-      codec.getKind() == CodecKind::qsgd ? static_cast<int64_t>(top) : codec.getBits(),
-      codec.getKind() == CodecKind::powersgd ? static_cast<int64_t>(top) : codec.getRank(),
-      codec.getMomentum(), codec.getClip(), codec.getWarmup(), codec.getEpochSteps(),
-      codec.getBucket(), codec.getSeed(), codec.getBeta2(), codec.getEps(), codec.getChunk(),
-      codec.getDecay(), codec.getTemperature(), codec.getSenders(), codec.getStepWeight());
+  CodecFields f = CodecFields::of(codec);
+  if (isSparseCodec(f.kind))
+    f.density = top;
+  if (f.kind == CodecKind::qsgd)
+    f.bits = static_cast<int64_t>(top);
+  if (f.kind == CodecKind::powersgd)
+    f.rank = static_cast<int64_t>(top);
+  return f.get(codec.getContext());
 }
 
 llvm::SmallVector<llvm::SmallVector<int64_t, 2>>

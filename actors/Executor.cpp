@@ -152,11 +152,14 @@ public:
   }
   Status writeTrace(const std::string &path) const override;
   uint64_t sentBytes() const override { return comms_ ? comms_->sentBytes() : 0; }
-  StatusOr<Gathered> gatherOverReplicas(const std::vector<int32_t> &values) override;
+  StatusOr<int> gatherOverReplicas(const int32_t *values, int count, int32_t *all) override;
   StatusOr<bool> anyInReplica(bool flag) override;
 
 private:
   std::string rank() const { return "rank " + std::to_string(options_.globalRank); }
+  // This rank's CPU communicator on hierarchy dimension `dim` of the plan's
+  // replicated placement (null for a group of one); `what` words errors.
+  StatusOr<Communicator *> replicaGroup(int dim, const char *what) const;
   bool onGpu() const { return options_.cudaDevice >= 0; }
   std::string where(const plan::Task &task) const {
     std::string at = rank() + ": task '" + task.name()->str() + "' (" + opName(task.op()) + ")";
@@ -210,7 +213,8 @@ private:
   const plan::Plan *plan_;
   CommGroups *comms_;
   ExecutorOptions options_;
-  CollectiveQueue collectives_; // the ordered comm thread
+  CollectiveQueue collectives_;       // the ordered comm thread
+  std::vector<int64_t> gatherCounts_; // gatherOverReplicas' per-rank counts
   std::vector<std::unique_ptr<Program>> programs_;
   StepContext step_;
   std::atomic<int64_t> runs_{0};
@@ -848,44 +852,49 @@ const plan::Variable *firstReplicated(const plan::Plan &plan) {
 }
 } // namespace
 
-StatusOr<Executor::Gathered> ActorExecutor::gatherOverReplicas(const std::vector<int32_t> &values) {
+StatusOr<Communicator *> ActorExecutor::replicaGroup(int dim, const char *what) const {
   const plan::Variable *replicated = firstReplicated(*plan_);
   if (!replicated)
-    return Status::error(rank() + ": the plan has no per-replica variable to gather over");
+    return Status::error(rank() + ": the plan has no per-replica variable to " + what + " over");
   Communicator *comm =
-      comms_ ? comms_->get(static_cast<int>(replicated->placement()), replicated->replica_dim())
-             : nullptr;
+      comms_ ? comms_->get(static_cast<int>(replicated->placement()), dim) : nullptr;
+  if (comm && (onGpu() || comm->deviceStream()))
+    return Status::error(rank() + ": timed rounds " + what +
+                         " on CPU ranks; this rank's group is a device communicator");
+  return comm;
+}
+
+StatusOr<int> ActorExecutor::gatherOverReplicas(const int32_t *values, int count, int32_t *all) {
+  const plan::Variable *replicated = firstReplicated(*plan_);
+  auto comm = replicaGroup(replicated ? replicated->replica_dim() : 0, "gather step counts");
   if (!comm)
-    return Gathered{values, 0};
-  if (onGpu() || comm->deviceStream())
-    return Status::error(rank() + ": timed rounds gather their step counts on CPU ranks; this "
-                                  "rank's replica group is a device communicator");
-  Gathered all{std::vector<int32_t>(values.size() * static_cast<size_t>(comm->size())),
-               comm->rank()};
-  const std::vector<int64_t> counts(static_cast<size_t>(comm->size()),
-                                    static_cast<int64_t>(values.size()));
-  if (Status s = comm->allGather(values.data(), all.values.data(), counts.data(), plan::DType::I32);
-      !s)
+    return comm.status();
+  if (!*comm) {
+    std::copy(values, values + count, all);
+    return 0;
+  }
+  gatherCounts_.assign(static_cast<size_t>((*comm)->size()), count);
+  if (Status s = (*comm)->allGather(values, all, gatherCounts_.data(), plan::DType::I32); !s)
     return s.withContext(rank() + ": gathering the replicas' step counts");
-  return all;
+  return (*comm)->rank();
 }
 
 StatusOr<bool> ActorExecutor::anyInReplica(bool flag) {
   const plan::Variable *replicated = firstReplicated(*plan_);
   if (!replicated)
     return Status::error(rank() + ": the plan has no per-replica variable to agree within");
-  const plan::Placement *placement = plan_->placements()->Get(replicated->placement());
+  const auto dims =
+      static_cast<int>(plan_->placements()->Get(replicated->placement())->hierarchy()->size());
   int32_t any = flag ? 1 : 0;
-  for (int d = 0; d < static_cast<int>(placement->hierarchy()->size()); ++d) {
-    Communicator *comm = d == replicated->replica_dim() || !comms_
-                             ? nullptr
-                             : comms_->get(static_cast<int>(replicated->placement()), d);
-    if (!comm)
+  for (int d = 0; d < dims; ++d) {
+    if (d == replicated->replica_dim())
       continue;
-    if (onGpu() || comm->deviceStream())
-      return Status::error(rank() + ": timed rounds agree within a replica on CPU ranks; this "
-                                    "rank's group is a device communicator");
-    if (Status s = comm->allReduce(&any, 1, plan::DType::I32, ReduceOp::Max); !s)
+    auto comm = replicaGroup(d, "agree within a replica");
+    if (!comm)
+      return comm.status();
+    if (!*comm)
+      continue;
+    if (Status s = (*comm)->allReduce(&any, 1, plan::DType::I32, ReduceOp::Max); !s)
       return s.withContext(rank() + ": agreeing on the end of a timed round");
   }
   return any != 0;
@@ -947,33 +956,30 @@ std::vector<int64_t> shareRound(int64_t remaining, const std::vector<int32_t> &c
 
 namespace {
 
-// A plan's replicas: the size of its first per-replica variable's replica
-// dimension (0 without one).
-int64_t replicaCount(const plan::Plan &plan) {
-  const plan::Variable *v = firstReplicated(plan);
-  return v ? plan.placements()->Get(v->placement())->hierarchy()->Get(v->replica_dim()) : 0;
-}
-
 // Timed rounds (runScheduled's comment): `step(name, batch)` runs one step.
 Status runTimedRounds(Executor &executor, const plan::Plan &plan, const plan::Schedule &schedule,
                       const std::string &program, const std::string &substitute, int64_t epoch,
                       int64_t firstBatch, int64_t count, int64_t batchesPerEpoch,
                       const std::function<Status(const std::string &, int64_t)> &step) {
   using Clock = std::chrono::steady_clock;
-  const int64_t R = replicaCount(plan);
-  if (R < 1)
+  const plan::Variable *replicated = firstReplicated(plan);
+  if (!replicated)
     return Status::error("schedule " + schedule.algorithm()->str() +
                          ": timed rounds need a per-replica variable");
+  // The replicas, and the ranks of each (tensor parallelism inside it), who
+  // agree on each round's end.
+  const auto *hierarchy = plan.placements()->Get(replicated->placement())->hierarchy();
+  const int64_t R = hierarchy->Get(replicated->replica_dim());
+  int64_t perReplica = 1;
+  for (int32_t h : *hierarchy)
+    perReplica *= h;
+  perReplica /= R;
   const auto length = std::chrono::duration<double>(schedule.seconds());
   const int64_t budget = count * R;
-  // Ranks per replica (tensor parallelism inside it), who agree on each
-  // round's end.
-  int64_t perReplica = 1;
-  if (const plan::Variable *v = firstReplicated(plan))
-    for (int32_t h : *plan.placements()->Get(v->placement())->hierarchy())
-      perReplica *= h;
-  perReplica /= R;
   int64_t done = 0;
+  // Every replica's (steps this round, next batch), and its steps alone:
+  // sized once, not per round.
+  std::vector<int32_t> gathered(static_cast<size_t>(2 * R)), counts(static_cast<size_t>(R));
   // This replica's next batch (a resumed job's replicas start at batches
   // of their own); the quotas of a shared-out last round, and this
   // replica's index.
@@ -1009,23 +1015,18 @@ Status runTimedRounds(Executor &executor, const plan::Plan &plan, const plan::Sc
         break;
     }
     position += n;
-    // Every replica's (steps this round, next batch).
-    auto gathered = executor.gatherOverReplicas(
-        {static_cast<int32_t>(n), static_cast<int32_t>(std::min<int64_t>(position, INT32_MAX))});
-    if (!gathered)
-      return gathered.status();
-    me = gathered->me;
-    if (static_cast<int64_t>(gathered->values.size()) != 2 * R)
-      return Status::error("schedule " + schedule.algorithm()->str() + ": " +
-                           std::to_string(gathered->values.size() / 2) +
-                           " replicas answered, the plan has " + std::to_string(R));
-    std::vector<int32_t> counts(static_cast<size_t>(R));
+    const int32_t mine[2] = {static_cast<int32_t>(n),
+                             static_cast<int32_t>(std::min<int64_t>(position, INT32_MAX))};
+    auto replica = executor.gatherOverReplicas(mine, 2, gathered.data());
+    if (!replica)
+      return replica.status();
+    me = *replica;
     int64_t total = 0;
     bool ended = false;
     for (int64_t r = 0; r < R; ++r) {
-      counts[r] = gathered->values[2 * r];
+      counts[r] = gathered[2 * r];
       total += counts[r];
-      ended = ended || gathered->values[2 * r + 1] >= batchesPerEpoch;
+      ended = ended || gathered[2 * r + 1] >= batchesPerEpoch;
     }
     done += total;
     synchronise = !substitute.empty() && total >= schedule.min_steps();

@@ -66,16 +66,13 @@ public:
                        int64_t batch) = 0;
   virtual Status join() = 0;
 
-  // Every replica's `values` (timed rounds' step counts and positions), in
-  // replica order, and this rank's replica: an all-gather over the replica
-  // dimension's communicator (that of the plan's first variable with a
-  // replica_dim), on the calling thread; just `values` for a group of one.
-  // Call it between runs, on CPU ranks.
-  struct Gathered {
-    std::vector<int32_t> values; // replicas x values.size()
-    int me = 0;
-  };
-  virtual StatusOr<Gathered> gatherOverReplicas(const std::vector<int32_t> &values) = 0;
+  // Every replica's `count` values (timed rounds' step counts and
+  // positions) into `all` ([replicas, count], replica order), returning this
+  // rank's replica: an all-gather over the replica dimension's communicator
+  // (that of the plan's first variable with a replica_dim), on the calling
+  // thread; a copy of `values` for a group of one. Call it between runs, on
+  // CPU ranks.
+  virtual StatusOr<int> gatherOverReplicas(const int32_t *values, int count, int32_t *all) = 0;
   // Whether `flag` is set on any rank of this rank's replica (its ranks
   // along the other dimensions of that placement: tensor parallelism inside
   // a replica), so that they end a timed round at the same step; `flag`

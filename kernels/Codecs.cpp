@@ -439,11 +439,18 @@ Status checkCodec(const OpArgs &a) {
                            ", L] on the gradient's placement, split S(0) on every dimension (" +
                            "one row per rank); it is " + toString(shape) + " " + toString(sbp));
   }
+  // A counter the codec reads: an i32 scalar variable.
+  auto i32Scalar = [&](int v, const char *what) {
+    const plan::Variable &var = *vars->Get(v);
+    if (var.dtype() != plan::DType::I32 || elementCount(toShape(var.shape())) != 1)
+      return Status::error(at + ": " + what + " variable '" + var.name()->str() +
+                           "' must be an i32 scalar");
+    return Status::ok();
+  };
   if (c.step() < 0 || c.step() >= nv)
     return Status::error(at + ": step variable " + std::to_string(c.step()) + " out of range");
-  const plan::Variable &step = *vars->Get(c.step());
-  if (step.dtype() != plan::DType::I32 || elementCount(toShape(step.shape())) != 1)
-    return Status::error(at + ": step variable '" + step.name()->str() + "' must be an i32 scalar");
+  if (Status s = i32Scalar(c.step(), "step"); !s)
+    return s;
   // A-EDiT's step weights read each rank's inner steps.
   if (c.step_weight() != 0.0f || c.inner_steps() != -1) {
     if (c.kind() != Codec::Edit || !(c.step_weight() > 0.0f && c.step_weight() <= 1.0f))
@@ -453,10 +460,8 @@ Status checkCodec(const OpArgs &a) {
       return Status::error(at + ": step_weight " + std::to_string(c.step_weight()) +
                            " needs an inner_steps variable, got " +
                            std::to_string(c.inner_steps()));
-    const plan::Variable &steps = *vars->Get(c.inner_steps());
-    if (steps.dtype() != plan::DType::I32 || elementCount(toShape(steps.shape())) != 1)
-      return Status::error(at + ": inner_steps variable '" + steps.name()->str() +
-                           "' must be an i32 scalar");
+    if (Status s = i32Scalar(c.inner_steps(), "inner_steps"); !s)
+      return s;
   }
   return c.lgreco() ? checkLgreco(*c.lgreco(), c.kind(), inputs, *vars, at) : Status::ok();
 }
@@ -526,21 +531,22 @@ struct Exchange : CodecExchange {
     return Status::ok();
   }
 
-  // DGC's local gradient clipping (section 3.3): the factor that brings
-  // this rank's gradient to the threshold (1: within it, or no clipping).
-  float clipFactor() const {
+  // The factor that brings `x` (n elements) to the codec's clip norm (1:
+  // within it, or no clipping): DGC's local gradient clipping (section 3.3),
+  // EDiT's clip of the averaged pseudo-gradient.
+  float clipFactor(const float *x) const {
     if (c->clip() <= 0.0f)
       return 1.0f;
     double squares = 0.0;
     for (int64_t i = 0; i < n; ++i)
-      squares += static_cast<double>(grad[i]) * grad[i];
+      squares += static_cast<double>(x[i]) * x[i];
     const double norm = std::sqrt(squares);
     return norm > c->clip() ? static_cast<float>(c->clip() / norm) : 1.0f;
   }
 
   Status adamUpdate(int64_t count) override {
     auto [m, s] = moments();
-    cpu::adamUpdate(grad, clipFactor(), m, s, update, n, c->momentum(), c->beta2(), c->eps(),
+    cpu::adamUpdate(grad, clipFactor(grad), m, s, update, n, c->momentum(), c->beta2(), c->eps(),
                     count + 1, 1.0f / static_cast<float>(ranks));
     return Status::ok();
   }
@@ -554,10 +560,9 @@ struct Exchange : CodecExchange {
       return exchangePairs(kk);
     }
     const float *g = grad;
-    if (const float factor = clipFactor(); factor != 1.0f) {
+    if (const float factor = clipFactor(grad); factor != 1.0f) {
       // Each rank's gradient to the threshold, before it is accumulated.
-      for (int64_t i = 0; i < n; ++i)
-        work[i] = grad[i] * factor;
+      cpu::scale(grad, factor, work, n);
       g = work;
     }
     cpu::dgcEncode(g, s0, s1, n, kk, c->momentum(), order, sendPairs, val);
@@ -835,26 +840,19 @@ struct Exchange : CodecExchange {
     if (Status s = gather(small, smallAll, fields, plan::DType::F32); !s)
       return s;
     float *norms = smallAll + fields * ranks, *steps = norms + ranks, *weights = steps + ranks;
-    for (int r = 0; r < ranks; ++r) {
+    for (int r = 0; r < ranks; ++r)
       norms[r] = smallAll[fields * r];
-      steps[r] = innerSteps ? smallAll[fields * r + 1] : 0.0f;
-    }
     cpu::editWeights(norms, ranks, c->temperature(), weights);
-    if (innerSteps)
+    if (innerSteps) {
+      for (int r = 0; r < ranks; ++r)
+        steps[r] = smallAll[fields * r + 1];
       cpu::editStepWeights(steps, ranks, c->step_weight(), weights);
-    const float w = dropped ? 0.0f : weights[me];
-    for (int64_t i = 0; i < n; ++i)
-      out[i] = w * source[i];
+    }
+    cpu::scale(source, dropped ? 0.0f : weights[me], out, n);
     if (Status s = sum(out, n); !s)
       return s;
-    if (c->clip() > 0.0f) {
-      const double total = std::sqrt(static_cast<double>(cpu::squareSum(out, n)));
-      if (total > c->clip()) {
-        const auto factor = static_cast<float>(c->clip() / total);
-        for (int64_t i = 0; i < n; ++i)
-          out[i] *= factor;
-      }
-    }
+    if (const float factor = clipFactor(out); factor != 1.0f)
+      cpu::scale(out, factor, out, n);
     return Status::ok();
   }
 };

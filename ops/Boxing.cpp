@@ -166,21 +166,21 @@ LogicalResult mlir::sbp::AllReduceOp::verifyCodec() {
              << ref << " must be f32 " << shapeString(shapes[i])
              << " split S(0) on every dimension of the gradient's placement, got " << t;
   }
-  auto step = symbols.lookupNearestSymbolFrom<VariableOp>(*this, getStepAttr());
-  if (!step || !step.getTensorType().getElementType().isSignlessInteger(32) ||
-      step.getTensorType().getRank() != 0)
+  // A counter the codec reads: an i32 scalar variable.
+  auto i32Scalar = [&](FlatSymbolRefAttr ref) {
+    auto var = symbols.lookupNearestSymbolFrom<VariableOp>(*this, ref);
+    return var && var.getTensorType().getElementType().isSignlessInteger(32) &&
+           var.getTensorType().getRank() == 0;
+  };
+  if (!i32Scalar(getStepAttr()))
     return emitOpError("codec step ") << getStepAttr() << " must be an i32 scalar variable";
   // A-EDiT's step weights read each rank's inner steps.
   const bool weighsSteps = !codec.getStepWeight().isZero();
   if (weighsSteps != static_cast<bool>(getInnerStepsAttr()))
     return emitOpError("names inner_steps exactly when its codec has a step_weight (A-EDiT)");
-  if (weighsSteps) {
-    auto steps = symbols.lookupNearestSymbolFrom<VariableOp>(*this, getInnerStepsAttr());
-    if (!steps || !steps.getTensorType().getElementType().isSignlessInteger(32) ||
-        steps.getTensorType().getRank() != 0)
-      return emitOpError("inner_steps ")
-             << getInnerStepsAttr() << " must be an i32 scalar variable (an optimiser's step)";
-  }
+  if (weighsSteps && !i32Scalar(getInnerStepsAttr()))
+    return emitOpError("inner_steps ")
+           << getInnerStepsAttr() << " must be an i32 scalar variable (an optimiser's step)";
   if (!getLgreco() && !getLgrecoState())
     return success();
   LgrecoAttr lg = getLgrecoAttr();

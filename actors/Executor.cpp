@@ -842,16 +842,6 @@ Status ActorExecutor::readOutputAs(const std::string &program, const std::string
   return Status::error(rank() + ": program '" + program + "' has no output '" + name + "'");
 }
 
-namespace {
-// The plan's first per-replica variable (null without one).
-const plan::Variable *firstReplicated(const plan::Plan &plan) {
-  for (const plan::Variable *v : *plan.variables())
-    if (v->replica_dim() >= 0)
-      return v;
-  return nullptr;
-}
-} // namespace
-
 StatusOr<Communicator *> ActorExecutor::replicaGroup(int dim, const char *what) const {
   const plan::Variable *replicated = firstReplicated(*plan_);
   if (!replicated)

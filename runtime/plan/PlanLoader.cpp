@@ -388,10 +388,7 @@ Status checkSchedule(const plan::Plan &plan, const plan::Schedule &schedule,
                            std::to_string(schedule.seconds()) + ", period " +
                            std::to_string(schedule.period()) + ", min_steps " +
                            std::to_string(schedule.min_steps()));
-    bool replicated = false;
-    for (const plan::Variable *v : *plan.variables())
-      replicated = replicated || v->replica_dim() >= 0;
-    if (!replicated)
+    if (!firstReplicated(plan))
       return Status::error(what + ": timed rounds gather step counts over the replica dimension, "
                                   "and no variable has a replica_dim");
   } else if (schedule.period() < 1) {
@@ -682,6 +679,13 @@ void describeAttrs(const plan::Task &task, std::ostream &os) {
   }
 }
 } // namespace
+
+const plan::Variable *firstReplicated(const plan::Plan &plan) {
+  for (const plan::Variable *v : *plan.variables())
+    if (v->replica_dim() >= 0)
+      return v;
+  return nullptr;
+}
 
 std::string describePlan(const plan::Plan &p) {
   std::ostringstream os;

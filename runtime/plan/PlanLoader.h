@@ -61,4 +61,8 @@ Status checkRankFits(const plan::Plan &plan, int globalRank, plan::DeviceKind de
 // Human-readable dump for `sbpflow inspect`.
 std::string describePlan(const plan::Plan &plan);
 
+// Local SGD: the plan's first per-replica variable (replica_dim >= 0), whose
+// placement and replica dimension the replicas' groups are; null without one.
+const plan::Variable *firstReplicated(const plan::Plan &plan);
+
 } // namespace sbpflow

@@ -18,22 +18,23 @@ usage: /usr/bin/python3 bench/straggler_bench.py [--syncs ddp,edit:10,aedit:0.8]
            [--build DIR] [--out DIR]
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from compress_bench import run as run_logged  # noqa: E402
 
 
-def run(build, args, json_path):
-    cmd = [os.path.join(build, "bin", "gpt_char"), "--dp", "2", "--bench-json", json_path] + args
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}")
-    with open(json_path) as f:
-        return json.load(f)
+def run(build, out, name, args):
+    """gpt_char on 2 replicas with `args`; its --bench-json report (exits if
+    the run failed: compress_bench.run printed the log's tail)."""
+    report = run_logged(name, [os.path.join(build, "bin", "gpt_char"), "--dp", "2", "--bench-json",
+                               os.path.join(out, name + ".json")] + args, out)
+    if report is None:
+        sys.exit(f"gpt_char {' '.join(args)} failed; its log is {out}/{name}.log")
+    return report
 
 
 def time_to(report, target):
@@ -54,8 +55,9 @@ def main():
     p.add_argument("--out", default=tempfile.mkdtemp(prefix="straggler_"))
     args = p.parse_args()
     extra = dict(e.split("=", 1) for e in args.extra)
+    os.makedirs(args.out, exist_ok=True)
 
-    probe = run(args.build, ["--steps", "60"], os.path.join(args.out, "probe.json"))
+    probe = run(args.build, args.out, "probe", ["--steps", "60"])
     delay = probe["step_ms"]
     rows = []
     for spec in args.syncs.split(","):
@@ -63,8 +65,7 @@ def main():
                  str(args.eval_every), "--slow-rank", "1", "--slow-step-ms", f"{delay:.1f}"]
         flags += extra.get(spec, "").split()
         name = spec.replace(":", "_").replace("+", "_")
-        rows.append((spec, extra.get(spec, ""),
-                     run(args.build, flags, os.path.join(args.out, name + ".json"))))
+        rows.append((spec, extra.get(spec, ""), run(args.build, args.out, name, flags)))
     target = max(r["eval_loss"][-1] for _, _, r in rows)
     ddp = next((time_to(r, target) for s, _, r in rows if s == "ddp"), None)
     print(f"GPT, 2 replicas, rank 1 at half speed (sleeps {delay:.1f} ms, the unslowed step, "
